@@ -173,6 +173,18 @@ pub fn empty_query(buf: &mut BytesMut) {
     message(buf, b'I', |_| {});
 }
 
+/// NegotiateProtocolVersion: the newest 3.x minor version we speak and the `_pq_.` options we
+/// did not recognise.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecognized: &[&str]) {
+    message(buf, b'v', |b| {
+        b.put_i32(newest_minor);
+        b.put_i32(unrecognized.len() as i32);
+        for o in unrecognized {
+            cstr(b, o.as_bytes());
+        }
+    });
+}
+
 /// StartupMessage, protocol 3.0.
 pub fn startup_message(buf: &mut BytesMut, params: &[(&str, &str)]) {
     let at = buf.len();

@@ -1,0 +1,144 @@
+//! The running pooler: accept loops for every listener, the maintenance tick, and the shutdown
+//! modes. `Pooler::bind` binds (before daemonizing or dropping privileges); `Pooler::run` serves.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::Config;
+use crate::net::listener::{self, BindError, Bound};
+use crate::net::{PeerAddr, Stream};
+use crate::shared::{RunState, Shared};
+
+/// A bound pooler, not yet serving.
+#[derive(Debug)]
+pub struct Pooler {
+    shared: Arc<Shared>,
+    bound: Bound,
+}
+
+impl Pooler {
+    /// Binds the listeners `config` asks for.
+    ///
+    /// # Errors
+    /// An address that cannot be bound.
+    pub fn bind(config: Config) -> Result<Self, BindError> {
+        let bound = listener::bind(&config.general)?;
+        Ok(Pooler { shared: Shared::new(config), bound })
+    }
+
+    /// The TCP port bound (useful when the ini says 0).
+    pub fn port(&self) -> u16 {
+        self.bound.port
+    }
+
+    /// The shared state, for signals and tests.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until a shutdown mode completes. Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// Converting the listeners to Tokio fails.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Pooler { shared, bound } = self;
+        let mut accepts = Vec::new();
+        for l in bound.tcp {
+            let l = TcpListener::from_std(l)?;
+            accepts.push(tokio::spawn(accept_tcp(shared.clone(), l)));
+        }
+        let unix_path = match bound.unix {
+            Some((l, path)) => {
+                let l = UnixListener::from_std(l)?;
+                accepts.push(tokio::spawn(accept_unix(shared.clone(), l)));
+                Some(path)
+            }
+            None => None,
+        };
+        let ticker = tokio::spawn(maintenance(shared.clone()));
+        let mut state = shared.watch_state();
+        while *state.borrow_and_update() == RunState::Running {
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+        for a in &accepts {
+            a.abort();
+        }
+        if let Some(p) = unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+        loop {
+            let done = match shared.state() {
+                RunState::Running | RunState::Immediate => true,
+                RunState::WaitForClients => shared.client_count() == 0,
+                RunState::WaitForServers => {
+                    shared.pools.all().iter().all(|p| p.clients_active.load(Ordering::Relaxed) <= 0)
+                }
+            };
+            if done {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = state.changed() => {}
+            }
+        }
+        ticker.abort();
+        for p in shared.pools.all() {
+            p.close_idle();
+        }
+        Ok(())
+    }
+}
+
+async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
+    loop {
+        match l.accept().await {
+            Ok((s, addr)) => {
+                let _ = s.set_nodelay(true);
+                if shared.config().general.tcp_keepalive {
+                    let _ = socket2::SockRef::from(&s).set_keepalive(true);
+                }
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::Tcp(s), PeerAddr::Tcp(addr)));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => {
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix("unix".into())));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+/// Out of file descriptors and similar: log and back off instead of spinning.
+async fn accept_error(e: std::io::Error) {
+    tracing::error!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Once a second: close idle and expired servers, open servers up to min_pool_size.
+async fn maintenance(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pool in shared.pools.all() {
+            let missing = pool.maintain();
+            for _ in 0..missing {
+                let p = pool.clone();
+                tokio::spawn(async move { p.open_spare().await });
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The client socket during login: a read buffer split into frames, a write buffer, and error
+//! replies in PgBouncer's words.
+
+use bytes::BytesMut;
+use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::{split_frame, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::ClientError;
+use crate::net::Stream;
+
+/// Longest message accepted during login (password and SASL messages are tiny).
+pub const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// A client connection and its buffers.
+#[derive(Debug)]
+pub struct ClientIo {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read and not yet consumed.
+    pub rbuf: BytesMut,
+    /// Bytes to send.
+    pub wbuf: BytesMut,
+}
+
+impl ClientIo {
+    /// Wraps a fresh connection.
+    pub fn new(stream: Stream) -> Self {
+        Self { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::with_capacity(1024) }
+    }
+
+    /// Reads more bytes; `ClientError::Closed` at EOF.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: bytes are appended to `rbuf` only when the read completes.
+    pub async fn fill(&mut self) -> Result<(), ClientError> {
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The next whole message.
+    ///
+    /// # Errors
+    /// EOF, socket errors, or a malformed header.
+    pub async fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(f) = split_frame(&mut self.rbuf, MAX_LOGIN_MESSAGE)? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Writes out `wbuf`.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends a FATAL error and flushes; the caller then closes the connection.
+    pub async fn fatal(&mut self, sqlstate: &str, message: &str) {
+        build::error_response(&mut self.wbuf, Severity::Fatal, sqlstate, message);
+        let _ = self.flush().await;
+    }
+}

@@ -1,0 +1,145 @@
+//! From the first packet to ReadyForQuery: startup, limits, authentication, database lookup,
+//! the pool, and the welcome (the first server's ParameterStatus values with the client's own
+//! tracked values, pgmux's BackendKeyData, ReadyForQuery).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pgmux_protocol::startup::StartupPacket;
+use pgmux_protocol::{build, sqlstate};
+
+use super::auth::authenticate;
+use super::io::ClientIo;
+use super::params::ClientParams;
+use super::startup::{accept_params, negotiate, read_opening};
+use super::ClientError;
+use crate::cancel::CancelSlot;
+use crate::config::Config;
+use crate::net::PeerAddr;
+use crate::pool::{CheckoutError, Pool};
+use crate::server::ServerParams;
+use crate::shared::{RunState, Shared};
+
+/// A logged-in client, ready for the relay.
+#[derive(Debug)]
+pub struct Session {
+    /// Its pool.
+    pub pool: Arc<Pool>,
+    /// Its tracked parameters.
+    pub params: ClientParams,
+    /// pgmux's cancel key for it.
+    pub cancel_key: (i32, i32),
+    /// Where cancels for it go.
+    pub cancel: Arc<CancelSlot>,
+    /// Its address.
+    pub peer: PeerAddr,
+    /// Its user name.
+    pub user: String,
+}
+
+/// The message a client gets when no server can be had for it.
+pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
+    match e {
+        CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
+        CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+        CheckoutError::Connect(inner) => (
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("server login has been failing, cached error: {inner} (server_login_retry)"),
+        ),
+    }
+}
+
+/// Runs the login. `Ok(None)` for a handled CancelRequest.
+///
+/// # Errors
+/// `Refused` with the message to send; other variants when the client went away.
+pub async fn login(
+    shared: &Arc<Shared>,
+    config: &Config,
+    io: &mut ClientIo,
+    peer: &PeerAddr,
+    client_number: usize,
+) -> Result<Option<Session>, ClientError> {
+    let g = &config.general;
+    let (version, raw) = match read_opening(io).await? {
+        StartupPacket::Cancel { pid, secret } => {
+            shared.cancels.cancel((pid, secret)).await;
+            return Ok(None);
+        }
+        StartupPacket::Startup { version, params } => (version, params),
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => unreachable!("answered by read_opening"),
+    };
+    if shared.state() != RunState::Running {
+        return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
+    }
+    if client_number > g.max_client_conn as usize {
+        return Err(ClientError::Refused(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)".into(),
+        ));
+    }
+    let mut req = accept_params(version, raw, g)?;
+    negotiate(io, &req);
+    if g.log_connections {
+        tracing::info!(client = %peer, db = %req.database, user = %req.user, "login attempt");
+    }
+    let db = config.database(&req.database);
+    let secret = config.auth_file.get(&req.user);
+    if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
+        return Err(ClientError::Refused(
+            sqlstate::INVALID_AUTHORIZATION,
+            "auth_type=any requires forced user in database entry".into(),
+        ));
+    }
+    let authed = authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
+    let Some(db) = db else {
+        return Err(ClientError::Refused(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("no such database: {}", req.database),
+        ));
+    };
+    let pool_user = db.user.clone().unwrap_or_else(|| req.user.clone());
+    let pool = shared.pools.get_or_create(config, &db, &pool_user);
+    if let (Some(keys), false) = (authed.scram_keys, pool.settings().forced_user) {
+        pool.set_scram_keys(keys);
+    }
+    let welcome = match pool.welcome() {
+        Some(w) => w,
+        None => first_server_params(&pool).await?,
+    };
+    if g.application_name_add_host {
+        let base = req.params.get("application_name").unwrap_or("").to_owned();
+        req.params.set("application_name", &format!("{base} - {peer}"));
+    }
+    req.params.fill_defaults(&welcome);
+    build::auth_ok(&mut io.wbuf);
+    for (k, v) in &welcome.0 {
+        let value = req.params.get(k).unwrap_or(v);
+        build::parameter_status(&mut io.wbuf, k.as_bytes(), value.as_bytes());
+    }
+    let (cancel_key, cancel) = shared.cancels.register();
+    build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
+    build::ready_for_query(&mut io.wbuf, b'I');
+    if let Err(e) = io.flush().await {
+        shared.cancels.unregister(cancel_key);
+        return Err(e);
+    }
+    pool.clients.fetch_add(1, Ordering::Relaxed);
+    crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
+    Ok(Some(Session { pool, params: req.params, cancel_key, cancel, peer: peer.clone(), user: req.user }))
+}
+
+/// No server of this pool has been seen yet: open one to learn the server's parameters.
+async fn first_server_params(pool: &Arc<Pool>) -> Result<Arc<ServerParams>, ClientError> {
+    match pool.checkout().await {
+        Ok(server) => {
+            let params = Arc::new(server.params.clone());
+            pool.release(server);
+            Ok(pool.welcome().unwrap_or(params))
+        }
+        Err(e) => {
+            let (code, msg) = checkout_error_message(&e);
+            Err(ClientError::Refused(code, msg))
+        }
+    }
+}

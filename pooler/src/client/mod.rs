@@ -1,0 +1,76 @@
+//! One task per client connection: startup, authentication, the welcome, then the relay.
+//! Every failure a client can cause ends in an ErrorResponse to that client and never touches
+//! another client.
+
+mod auth;
+mod io;
+mod login;
+mod params;
+mod relay;
+mod startup;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pgmux_protocol::{sqlstate, ProtocolError};
+
+pub use params::ClientParams;
+
+use crate::net::{PeerAddr, Stream};
+use crate::shared::Shared;
+
+/// Why a client connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client closed the connection.
+    #[error("client closed the connection")]
+    Closed,
+    /// Socket error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent bytes that are not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// pgmux refuses the client with this SQLSTATE and message (already decided, not yet sent).
+    #[error("{1}")]
+    Refused(&'static str, String),
+}
+
+/// Decrements the client count when the connection ends, however it ends.
+struct ClientCount<'a>(&'a Shared);
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted connection to the end.
+pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
+    let n = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _count = ClientCount(&shared);
+    let config = shared.config();
+    let mut io = io::ClientIo::new(stream);
+    let limit = config.general.login_timeout();
+    let result = tokio::time::timeout(limit, login::login(&shared, &config, &mut io, &peer, n)).await;
+    let session = match result {
+        Err(_) => {
+            io.fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout").await;
+            return;
+        }
+        Ok(Err(ClientError::Refused(code, msg))) => {
+            if config.general.log_pooler_errors {
+                tracing::info!(client = %peer, "login failed: {msg}");
+            }
+            io.fatal(code, &msg).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, "login ended: {e}");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(session))) => session,
+    };
+    relay::run(shared.clone(), io, session).await;
+}

@@ -1,0 +1,93 @@
+//! Tracked run-time parameters (PgBouncer's varcache): client_encoding, DateStyle, TimeZone,
+//! standard_conforming_strings, application_name and track_extra_parameters. Each client keeps
+//! its own values; before a server is used for it, the server is SET to match.
+
+use crate::server::ServerParams;
+
+/// Always tracked, as PgBouncer.
+pub const ALWAYS_TRACKED: [&str; 5] =
+    ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"];
+
+/// One client's wanted values.
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    values: Vec<(String, String)>,
+    extra: Vec<String>,
+}
+
+impl ClientParams {
+    /// Tracks the standard set plus `extra` (track_extra_parameters).
+    pub fn new(extra: &[String]) -> Self {
+        Self { values: Vec::new(), extra: extra.to_vec() }
+    }
+
+    /// The canonical spelling of `name` if it is tracked.
+    pub fn tracked_name(&self, name: &str) -> Option<String> {
+        ALWAYS_TRACKED
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.extra.iter().cloned())
+            .find(|t| t.eq_ignore_ascii_case(name))
+    }
+
+    /// Sets a wanted value (from the startup packet, the welcome, or a ParameterStatus the
+    /// server sent while this client held it). Returns false for untracked names.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        let Some(canon) = self.tracked_name(name) else { return false };
+        match self.values.iter_mut().find(|(k, _)| *k == canon) {
+            Some((_, v)) => {
+                if v != value {
+                    *v = value.to_owned();
+                }
+            }
+            None => self.values.push((canon, value.to_owned())),
+        }
+        true
+    }
+
+    /// The wanted value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Fills values the client did not choose from the server's defaults.
+    pub fn fill_defaults(&mut self, welcome: &ServerParams) {
+        for (k, v) in &welcome.0 {
+            if self.get(k).is_none() {
+                self.set(k, v);
+            }
+        }
+    }
+
+    /// SET statements that make `server` match, or None when it already does.
+    pub fn sync_sql(&self, server: &ServerParams) -> Option<String> {
+        let mut sql = String::new();
+        for (k, v) in &self.values {
+            if server.get(k) != Some(v.as_str()) {
+                sql.push_str(&format!("SET {k} = '{}';", v.replace('\'', "''")));
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_only_what_differs_and_quotes_values() {
+        let mut c = ClientParams::new(&["IntervalStyle".into()]);
+        assert!(c.set("timezone", "UTC"));
+        assert!(c.set("application_name", "it's"));
+        assert!(c.set("intervalstyle", "iso_8601"));
+        assert!(!c.set("search_path", "x"));
+        let mut server = ServerParams::default();
+        server.set("TimeZone", "UTC");
+        let sql = c.sync_sql(&server).unwrap();
+        assert_eq!(sql, "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';");
+        server.set("application_name", "it's");
+        server.set("IntervalStyle", "iso_8601");
+        assert_eq!(c.sync_sql(&server), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The start of a client connection: SSLRequest and GSSENCRequest (answered 'N' until TLS
+//! arrives), CancelRequest, and the StartupMessage with PgBouncer's rules for parameters.
+
+use pgmux_protocol::startup::{split_startup, StartupPacket};
+use pgmux_protocol::{build, sqlstate};
+
+use super::io::ClientIo;
+use super::params::ClientParams;
+use super::ClientError;
+use crate::config::General;
+
+/// A session's startup parameters after PgBouncer's filtering.
+#[derive(Debug)]
+pub struct StartupRequest {
+    /// User name.
+    pub user: String,
+    /// Database name (defaults to the user name).
+    pub database: String,
+    /// Tracked parameters the client set.
+    pub params: ClientParams,
+    /// Protocol minor version the client asked for.
+    pub minor: i32,
+    /// `_pq_.` options we do not know.
+    pub unknown_options: Vec<String>,
+}
+
+/// Reads packets until a StartupMessage or CancelRequest.
+///
+/// # Errors
+/// EOF, malformed packets (the client has been sent 08P01).
+pub async fn read_opening(io: &mut ClientIo) -> Result<StartupPacket, ClientError> {
+    loop {
+        match split_startup(&mut io.rbuf) {
+            Ok(Some(StartupPacket::SslRequest)) | Ok(Some(StartupPacket::GssEncRequest)) => {
+                io.wbuf.extend_from_slice(b"N");
+                io.flush().await?;
+            }
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => io.fill().await?,
+            Err(e) => {
+                io.fatal(sqlstate::PROTOCOL_VIOLATION, &format!("bad startup packet: {e}")).await;
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Applies PgBouncer's parameter rules: tracked ones are kept, ignored ones dropped, anything
+/// else refused.
+///
+/// # Errors
+/// A refused parameter or no user name (the message to send is in `ClientError::Refused`).
+pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> Result<StartupRequest, ClientError> {
+    let mut params = ClientParams::new(&g.track_extra_parameters);
+    let mut user = None;
+    let mut database = None;
+    let mut unknown_options = Vec::new();
+    let ignored = |name: &str| g.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(name));
+    for (k, v) in raw {
+        match k.as_str() {
+            "user" => user = Some(v),
+            "database" => database = Some(v),
+            "options" => apply_options(&v, &mut params, ignored("options"))?,
+            "replication" if v != "false" && v != "0" && v != "off" => {
+                return Err(ClientError::Refused(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "replication connections are not supported".into(),
+                ))
+            }
+            "replication" => {}
+            _ if k.starts_with("_pq_.") => unknown_options.push(k),
+            _ => {
+                if !params.set(&k, &v) && !ignored(&k) {
+                    return Err(ClientError::Refused(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("unsupported startup parameter: {k}"),
+                    ));
+                }
+            }
+        }
+    }
+    let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
+        ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no username supplied".into())
+    })?;
+    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    Ok(StartupRequest { user, database, params, minor: version & 0xffff, unknown_options })
+}
+
+/// `options` may carry `-c name=value` (or `--name=value`) for tracked parameters, as
+/// PgBouncer 1.20+ accepts; anything else is refused unless `options` is ignored.
+fn apply_options(v: &str, params: &mut ClientParams, ignore_rest: bool) -> Result<(), ClientError> {
+    let mut words = v.split_whitespace();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next()
+        } else if let Some(s) = w.strip_prefix("-c") {
+            Some(s)
+        } else {
+            w.strip_prefix("--")
+        };
+        let ok = setting
+            .and_then(|s| s.split_once('='))
+            .map(|(name, value)| params.set(&name.replace('-', "_"), value))
+            .unwrap_or(false);
+        if !ok && !ignore_rest {
+            return Err(ClientError::Refused(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("unsupported options startup parameter: parameter cannot be changed: {w}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tells a client that asked for protocol 3.x (x > 0) or `_pq_.` options what we speak.
+pub fn negotiate(io: &mut ClientIo, req: &StartupRequest) {
+    if req.minor > 0 || !req.unknown_options.is_empty() {
+        let opts: Vec<&str> = req.unknown_options.iter().map(String::as_str).collect();
+        build::negotiate_protocol_version(&mut io.wbuf, 0, &opts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn general(extra: &str) -> General {
+        let text = format!("[pgbouncer]\n{extra}\n");
+        let entries = config::ini::parse_text(&text, std::path::Path::new("t.ini")).unwrap();
+        config::build(std::path::Path::new("t.ini"), entries).unwrap().general
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn tracked_kept_ignored_dropped_others_refused() {
+        let g = general("ignore_startup_parameters = extra_float_digits");
+        let r = accept_params(196608, kv(&[("user", "u"), ("TimeZone", "UTC"), ("extra_float_digits", "3")]), &g).unwrap();
+        assert_eq!((r.user.as_str(), r.database.as_str()), ("u", "u"));
+        assert_eq!(r.params.get("timezone"), Some("UTC"));
+        let e = accept_params(196608, kv(&[("user", "u"), ("search_path", "x")]), &g).unwrap_err();
+        assert!(matches!(e, ClientError::Refused(_, m) if m == "unsupported startup parameter: search_path"));
+        assert!(accept_params(196608, kv(&[("database", "d")]), &g).is_err());
+    }
+
+    #[test]
+    fn options_with_tracked_settings_are_accepted() {
+        let g = general("");
+        let r = accept_params(196608, kv(&[("user", "u"), ("options", "-c DateStyle=ISO --application-name=x")]), &g)
+            .unwrap();
+        assert_eq!(r.params.get("DateStyle"), Some("ISO"));
+        assert_eq!(r.params.get("application_name"), Some("x"));
+        assert!(accept_params(196608, kv(&[("user", "u"), ("options", "-c work_mem=1MB")]), &g).is_err());
+    }
+}

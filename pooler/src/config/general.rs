@@ -1,0 +1,252 @@
+//! `[pgbouncer]` as typed values. Names keep their pgbouncer.ini spelling; times become
+//! `Duration`, choices become enums.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ini::Location;
+use super::{value, ConfigError};
+
+/// When a server goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// When the client disconnects.
+    Session,
+    /// When a transaction ends.
+    Transaction,
+    /// After every statement; multi-statement transactions are refused.
+    Statement,
+}
+
+impl PoolMode {
+    /// Parses `session` / `transaction` / `statement`.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "session" => Ok(PoolMode::Session),
+            "transaction" => Ok(PoolMode::Transaction),
+            "statement" => Ok(PoolMode::Statement),
+            _ => Err(format!("invalid pool_mode: \"{v}\" (session, transaction, statement)")),
+        }
+    }
+
+    /// The ini spelling (SHOW POOLS).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    /// No check; the user must still be in auth_file.
+    Trust,
+    /// No check and the user name is ignored (databases need a forced user).
+    Any,
+    /// Clear-text password.
+    Plain,
+    /// md5, upgraded to SCRAM when the stored secret is SCRAM.
+    Md5,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// Decided per connection by auth_hba_file (arrives with the auth issue).
+    Hba,
+    /// TLS client certificate (arrives with the auth issue).
+    Cert,
+}
+
+impl AuthType {
+    fn parse(v: &str) -> Result<Self, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "trust" => Ok(AuthType::Trust),
+            "any" => Ok(AuthType::Any),
+            "plain" => Ok(AuthType::Plain),
+            "md5" => Ok(AuthType::Md5),
+            "scram-sha-256" => Ok(AuthType::ScramSha256),
+            "hba" => Ok(AuthType::Hba),
+            "cert" => Ok(AuthType::Cert),
+            "pam" | "ldap" => Err(format!("auth_type {v} is not supported by this build")),
+            _ => Err(format!("invalid auth_type: \"{v}\"")),
+        }
+    }
+}
+
+/// Typed `[pgbouncer]` settings that pgmux acts on.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct General {
+    pub listen_addr: Vec<String>,
+    pub listen_port: u16,
+    pub listen_backlog: u32,
+    pub so_reuseport: bool,
+    pub unix_socket_dir: String,
+    pub unix_socket_mode: u32,
+    pub unix_socket_group: Option<String>,
+    pub pidfile: Option<PathBuf>,
+    pub logfile: Option<PathBuf>,
+    pub user: Option<String>,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: u32,
+    pub default_pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    pub server_round_robin: bool,
+    pub auth_type: AuthType,
+    pub auth_file: Option<PathBuf>,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub server_check_delay: Duration,
+    pub server_check_query: String,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    pub server_login_retry: Duration,
+    pub client_login_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub query_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub ignore_startup_parameters: Vec<String>,
+    pub track_extra_parameters: Vec<String>,
+    pub application_name_add_host: bool,
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_pooler_errors: bool,
+    pub verbose: u32,
+    pub max_packet_size: u32,
+    pub pkt_buf: u32,
+    pub tcp_keepalive: bool,
+    pub scram_iterations: u32,
+    pub disable_pqexec: bool,
+    pub stats_period: Duration,
+}
+
+type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
+
+struct Reader<'a>(&'a Settings);
+
+impl Reader<'_> {
+    fn raw(&self, k: &'static str) -> &str {
+        &self.0.get(k).expect("every parameter has a default").0
+    }
+
+    fn fail(&self, k: &'static str, reason: String) -> ConfigError {
+        let at = match &self.0[k].1 {
+            Some(l) => l.to_string(),
+            None => format!("default of {k}"),
+        };
+        ConfigError::Invalid { at, reason }
+    }
+
+    fn get<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        f(self.raw(k)).map_err(|r| self.fail(k, r))
+    }
+
+    fn int(&self, k: &'static str, max: u64) -> Result<u32, ConfigError> {
+        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| format!("{k}: {r}")))
+    }
+
+    fn secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
+        self.get(k, |v| value::seconds(v).map_err(|r| format!("{k}: {r}")))
+    }
+
+    fn flag(&self, k: &'static str) -> Result<bool, ConfigError> {
+        self.get(k, |v| value::boolean(v).map_err(|r| format!("{k}: {r}")))
+    }
+
+    fn opt(&self, k: &'static str) -> Option<String> {
+        Some(self.raw(k).to_owned()).filter(|s| !s.is_empty())
+    }
+}
+
+impl General {
+    /// client_login_timeout, with 0 meaning no limit.
+    pub fn login_timeout(&self) -> Duration {
+        if self.client_login_timeout.is_zero() {
+            Duration::from_secs(365 * 86400)
+        } else {
+            self.client_login_timeout
+        }
+    }
+
+    /// Builds typed settings from the merged key table.
+    ///
+    /// # Errors
+    /// The first bad value, with the line that set it.
+    pub(super) fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        let r = Reader(s);
+        for mode in ["client_tls_sslmode", "server_tls_sslmode"] {
+            let v = r.raw(mode).to_ascii_lowercase();
+            if !["disable", "allow", "prefer"].contains(&v.as_str()) {
+                return Err(r.fail(mode, format!("{mode} = {v}: TLS is not supported by this build yet (use disable, allow or prefer)")));
+            }
+        }
+        let g = General {
+            listen_addr: value::list(r.raw("listen_addr")),
+            listen_port: r.int("listen_port", 65535)? as u16,
+            listen_backlog: r.int("listen_backlog", 65535)?,
+            so_reuseport: r.flag("so_reuseport")?,
+            unix_socket_dir: r.raw("unix_socket_dir").to_owned(),
+            unix_socket_mode: r.get("unix_socket_mode", value::octal_mode)?,
+            unix_socket_group: r.opt("unix_socket_group"),
+            pidfile: r.opt("pidfile").map(PathBuf::from),
+            logfile: r.opt("logfile").map(PathBuf::from),
+            user: r.opt("user"),
+            pool_mode: r.get("pool_mode", PoolMode::parse)?,
+            max_client_conn: r.int("max_client_conn", 1 << 24)?,
+            default_pool_size: r.int("default_pool_size", 1 << 20)?,
+            min_pool_size: r.int("min_pool_size", 1 << 20)?,
+            reserve_pool_size: r.int("reserve_pool_size", 1 << 20)?,
+            reserve_pool_timeout: r.secs("reserve_pool_timeout")?,
+            max_db_connections: r.int("max_db_connections", 1 << 20)?,
+            max_user_connections: r.int("max_user_connections", 1 << 20)?,
+            server_round_robin: r.flag("server_round_robin")?,
+            auth_type: r.get("auth_type", AuthType::parse)?,
+            auth_file: r.opt("auth_file").map(PathBuf::from),
+            admin_users: value::list(r.raw("admin_users")),
+            stats_users: value::list(r.raw("stats_users")),
+            server_reset_query: r.raw("server_reset_query").to_owned(),
+            server_reset_query_always: r.flag("server_reset_query_always")?,
+            server_check_delay: r.secs("server_check_delay")?,
+            server_check_query: r.raw("server_check_query").to_owned(),
+            server_lifetime: r.secs("server_lifetime")?,
+            server_idle_timeout: r.secs("server_idle_timeout")?,
+            server_connect_timeout: r.secs("server_connect_timeout")?,
+            server_login_retry: r.secs("server_login_retry")?,
+            client_login_timeout: r.secs("client_login_timeout")?,
+            query_wait_timeout: r.secs("query_wait_timeout")?,
+            query_timeout: r.secs("query_timeout")?,
+            client_idle_timeout: r.secs("client_idle_timeout")?,
+            idle_transaction_timeout: r.secs("idle_transaction_timeout")?,
+            ignore_startup_parameters: value::list(r.raw("ignore_startup_parameters")),
+            track_extra_parameters: value::list(r.raw("track_extra_parameters")),
+            application_name_add_host: r.flag("application_name_add_host")?,
+            log_connections: r.flag("log_connections")?,
+            log_disconnections: r.flag("log_disconnections")?,
+            log_pooler_errors: r.flag("log_pooler_errors")?,
+            verbose: r.int("verbose", 3)?,
+            max_packet_size: r.int("max_packet_size", i32::MAX as u64)?,
+            pkt_buf: r.int("pkt_buf", 1 << 20)?,
+            tcp_keepalive: r.flag("tcp_keepalive")?,
+            scram_iterations: r.int("scram_iterations", 1 << 24)?.max(1),
+            disable_pqexec: r.flag("disable_pqexec")?,
+            stats_period: r.secs("stats_period")?,
+        };
+        if g.pkt_buf < 512 {
+            return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));
+        }
+        if matches!(g.auth_type, AuthType::Hba | AuthType::Cert) {
+            return Err(r.fail("auth_type", "auth_type hba and cert arrive with TLS and HBA support; not in this build yet".into()));
+        }
+        Ok(g)
+    }
+}

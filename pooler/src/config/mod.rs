@@ -1,0 +1,177 @@
+//! pgbouncer.ini as typed values: `[pgbouncer]` settings, `[databases]`, `[users]`, `[peers]`,
+//! and the auth_file. Loading is a pure function of the files; the running pooler swaps whole
+//! `Config` snapshots.
+
+pub mod auth_file;
+pub mod connstring;
+mod database;
+mod error;
+mod general;
+pub mod ini;
+pub mod params;
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use auth_file::{AuthFile, StoredSecret};
+pub use database::{DatabaseConfig, LoadBalanceHosts, PeerConfig, UserConfig};
+pub use error::ConfigError;
+pub use general::{AuthType, General, PoolMode};
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The ini file it came from.
+    pub path: PathBuf,
+    /// `[pgbouncer]`.
+    pub general: General,
+    /// `[databases]` by name (`*` is the fallback).
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// `[users]` by name.
+    pub users: BTreeMap<String, UserConfig>,
+    /// `[peers]` by peer id.
+    pub peers: BTreeMap<u32, PeerConfig>,
+    /// auth_file contents (empty when none is set).
+    pub auth_file: AuthFile,
+    /// Effective text value of every known `[pgbouncer]` parameter (SHOW CONFIG).
+    pub raw: BTreeMap<&'static str, String>,
+    /// Warnings to log after loading (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+/// Loads and validates the ini at `path` and the files it names.
+///
+/// # Errors
+/// Unreadable files, syntax errors, and bad values, each with file, line and reason.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let entries = ini::read(path)?;
+    build(path, entries)
+}
+
+/// Validates already-read entries into a `Config` and loads the auth_file it names.
+///
+/// # Errors
+/// Bad values with their location.
+pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> = params::PARAMS
+        .iter()
+        .map(|p| (p.name, (p.default.to_owned(), None)))
+        .collect();
+    settings.insert("conffile", (path.display().to_string(), None));
+    let mut databases = BTreeMap::new();
+    let mut users = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for e in entries {
+        match e.section.as_str() {
+            "pgbouncer" => match params::find(&e.key) {
+                Some(p) => {
+                    settings.insert(p.name, (e.value, Some(e.at)));
+                }
+                None => warnings.push(format!("{}: unknown parameter: pgbouncer/{}", e.at, e.key)),
+            },
+            "databases" => {
+                if e.key == "pgbouncer" {
+                    return Err(ConfigError::at(&e.at, "database name \"pgbouncer\" is reserved for the admin console"));
+                }
+                let db = DatabaseConfig::parse(&e.key, &e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                databases.insert(e.key, db);
+            }
+            "users" => {
+                let u = UserConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                users.insert(e.key, u);
+            }
+            "peers" => {
+                let id: u32 = e
+                    .key
+                    .parse()
+                    .ok()
+                    .filter(|id| (1..=16383).contains(id))
+                    .ok_or_else(|| ConfigError::at(&e.at, "peer id must be 1..16383"))?;
+                let peer = PeerConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                peers.insert(id, peer);
+            }
+            other => warnings.push(format!("{}: unknown section [{other}]", e.at)),
+        }
+    }
+    let general = General::from_settings(&settings)?;
+    let auth_file = match &general.auth_file {
+        Some(f) => auth_file::load(&resolve(path, f))?,
+        None => AuthFile::new(),
+    };
+    let raw = settings.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    Ok(Config { path: path.to_path_buf(), general, databases, users, peers, auth_file, raw, warnings })
+}
+
+/// Relative file names in the ini are taken from the working directory, as PgBouncer does, or
+/// beside the ini when they are not found there.
+fn resolve(ini: &Path, f: &Path) -> PathBuf {
+    if f.is_absolute() || f.exists() {
+        return f.to_path_buf();
+    }
+    ini.parent().map(|d| d.join(f)).unwrap_or_else(|| f.to_path_buf())
+}
+
+impl Config {
+    /// The database entry for a client's database name: its own, else the `*` fallback with
+    /// `dbname` defaulting to the requested name.
+    pub fn database(&self, name: &str) -> Option<DatabaseConfig> {
+        if let Some(db) = self.databases.get(name) {
+            return Some(db.clone());
+        }
+        let mut db = self.databases.get("*")?.clone();
+        db.name = name.to_owned();
+        db.auto = true;
+        Some(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        build(Path::new("test.ini"), ini::parse_text(text, Path::new("test.ini"))?)
+    }
+
+    #[test]
+    fn defaults_match_pgbouncer() {
+        let c = load_text("[pgbouncer]\n").unwrap();
+        assert_eq!(c.general.listen_port, 6432);
+        assert_eq!(c.general.pool_mode, PoolMode::Session);
+        assert_eq!(c.general.default_pool_size, 20);
+        assert_eq!(c.general.max_client_conn, 100);
+        assert_eq!(c.general.auth_type, AuthType::Md5);
+        assert_eq!(c.general.server_reset_query, "DISCARD ALL");
+        assert_eq!(c.general.query_wait_timeout.as_secs(), 120);
+        assert_eq!(c.raw["server_lifetime"], "3600");
+        assert_eq!(c.raw.len(), params::PARAMS.len());
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_reason() {
+        let err = load_text("[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.ini:3: invalid pool_mode: \"sometimes\" (session, transaction, statement)");
+        let err = load_text("[pgbouncer]\ndefault_pool_size = lots\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.ini:2: default_pool_size: invalid integer"), "{err}");
+        let err = load_text("[databases]\napp = host=/tmp bogus=1\n").unwrap_err();
+        assert!(err.to_string().contains("test.ini:2: unknown database parameter \"bogus\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let c = load_text("[pgbouncer]\nno_such_thing = 1\n").unwrap();
+        assert_eq!(c.warnings, vec!["test.ini:2: unknown parameter: pgbouncer/no_such_thing"]);
+    }
+
+    #[test]
+    fn star_database_falls_back() {
+        let c = load_text("[databases]\napp = dbname=real host=127.0.0.1 port=5433 pool_size=5\n* = host=/run/pg\n").unwrap();
+        let app = c.database("app").unwrap();
+        assert_eq!((app.target_dbname(), app.port, app.pool_size), ("real", 5433, Some(5)));
+        let other = c.database("other").unwrap();
+        assert_eq!((other.target_dbname(), other.hosts.as_slice()), ("other", &["/run/pg".to_owned()][..]));
+        assert!(load_text("[databases]\napp=\n").unwrap().database("nope").is_none());
+    }
+}

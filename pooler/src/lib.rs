@@ -1,0 +1,25 @@
+//! pgmux: a PgBouncer-compatible PostgreSQL connection pooler. This crate owns the sockets,
+//! tasks, pools and policy; the wire format lives in `pgmux-protocol`.
+#![warn(missing_docs, clippy::all)]
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod daemon;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod pool;
+pub mod reload;
+pub mod server;
+pub mod shared;
+
+/// The PgBouncer version whose behaviour and admin interface pgmux implements.
+pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";
+
+/// `PgBouncer 1.25.2 (pgmux 0.1.0)`: tools parse the first x.y.z to choose column sets.
+pub fn version_string() -> String {
+    format!("PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,114 @@
+//! The `pgmux` binary: parse the command line, load the ini, bind, optionally daemonize and
+//! drop privileges, then serve until a shutdown signal. Exit status 0 after a requested shutdown,
+//! 1 when start-up fails (bad config, port in use, pidfile held).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use pgmux::app::Pooler;
+use pgmux::cli::Cli;
+use pgmux::shared::{RunState, Shared};
+use pgmux::{config, daemon, logging, reload};
+use tokio::signal::unix::{signal, SignalKind};
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pgmux: {msg}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("{}", pgmux::version_string());
+        return ExitCode::SUCCESS;
+    }
+    if cli.reboot {
+        return fail("-R (online restart) is not supported yet");
+    }
+    let path = cli.config.expect("clap requires the config path");
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let g = config.general.clone();
+    if let Err(e) = logging::init(g.verbose.max(cli.verbose as u32), cli.quiet || cli.daemon, g.logfile.as_deref()) {
+        return fail(format!("cannot open logfile: {e}"));
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if cli.daemon && g.pidfile.is_none() {
+        return fail("-d needs pidfile to be set in the config");
+    }
+    if let Some(p) = &g.pidfile {
+        if let Err(e) = daemon::check_pidfile(p) {
+            return fail(e);
+        }
+    }
+    let pooler = match Pooler::bind(config) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if let Some(user) = cli.user.as_ref().or(g.user.as_ref()) {
+        if let Err(e) = daemon::switch_user(user) {
+            return fail(format!("cannot switch to user {user}: {e}"));
+        }
+    }
+    if cli.daemon {
+        if let Err(e) = daemon::detach() {
+            return fail(format!("cannot daemonize: {e}"));
+        }
+    }
+    if let Some(p) = &g.pidfile {
+        if let Err(e) = daemon::write_pidfile(p) {
+            return fail(format!("cannot write pidfile: {e}"));
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start runtime: {e}")),
+    };
+    tracing::info!(port = pooler.port(), "{} listening", pgmux::version_string());
+    let result = runtime.block_on(async {
+        let shared = pooler.shared();
+        tokio::spawn(handle_signals(shared));
+        pooler.run().await
+    });
+    if let Some(p) = &g.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!("shutdown complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// PgBouncer 1.23+ signals: SIGTERM waits for clients to leave, SIGINT waits for servers to be
+/// released; a second one of either exits at once. SIGHUP reloads.
+async fn handle_signals(shared: Arc<Shared>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let wanted = tokio::select! {
+            _ = term.recv() => RunState::WaitForClients,
+            _ = int.recv() => RunState::WaitForServers,
+            _ = hup.recv() => {
+                if let Err(e) = reload::reload(&shared) {
+                    tracing::error!("reload failed, keeping the old configuration: {e}");
+                }
+                continue;
+            }
+        };
+        let next = if shared.state() == RunState::Running { wanted } else { RunState::Immediate };
+        tracing::info!("got signal, shutdown mode {next:?}");
+        shared.set_state(next);
+    }
+}

@@ -1,0 +1,426 @@
+//! Server pools per (database, user): an idle list, a count of servers, a FIFO of waiting
+//! clients that a released server is handed to directly, and the limits around them.
+//! The lock is a short parking_lot critical section; it is never held across an await.
+
+mod limit;
+mod registry;
+mod settings;
+mod stats;
+mod waiter;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use pgmux_protocol::scram::PassThroughKeys;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use limit::ConnLimit;
+pub use registry::Pools;
+pub use settings::PoolSettings;
+pub use stats::{PoolStats, StatsSnapshot};
+use waiter::{Handoff, SlotGuard, WaitTicket};
+
+use crate::server::{self, ServerConn, ServerError, ServerParams};
+
+/// Why a client got no server.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// Waited longer than query_wait_timeout.
+    #[error("query_wait_timeout")]
+    QueryWaitTimeout,
+    /// Recent logins failed and no server is up (PgBouncer's fast fail).
+    #[error("server login has been failing, cached error: {0} (server_login_retry)")]
+    LoginFailing(String),
+    /// This attempt to open a server failed.
+    #[error("{0}")]
+    Connect(#[from] ServerError),
+}
+
+struct State {
+    idle: VecDeque<ServerConn>,
+    /// Servers that exist or are being opened (idle + leased + connecting).
+    total: u32,
+    waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
+    /// Time and text of the last failed login, for fast fail.
+    last_failure: Option<(Instant, String, bool)>,
+}
+
+/// Counts for SHOW POOLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolCounts {
+    /// Servers idle in the pool.
+    pub idle: u32,
+    /// All servers, including leased and connecting.
+    pub total: u32,
+    /// Clients queued for a server.
+    pub waiting: u32,
+    /// How long the oldest waiter has waited.
+    pub max_wait: Duration,
+}
+
+/// One pool.
+pub struct Pool {
+    /// Database name as clients use it.
+    pub db: String,
+    /// User name on the server side.
+    pub user: String,
+    settings: RwLock<Arc<PoolSettings>>,
+    state: Mutex<State>,
+    /// Counters.
+    pub stats: PoolStats,
+    welcome: Mutex<Option<Arc<ServerParams>>>,
+    scram_keys: Mutex<Option<PassThroughKeys>>,
+    db_limit: Arc<ConnLimit>,
+    user_limit: Arc<ConnLimit>,
+    /// Clients logged in to this pool.
+    pub clients: AtomicI64,
+    /// Clients currently holding a server.
+    pub clients_active: AtomicI64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("db", &self.db).field("user", &self.user).finish()
+    }
+}
+
+enum Take {
+    Server(ServerConn),
+    Slot(SlotGuard),
+    Wait(Option<WaitTicket>),
+}
+
+impl Pool {
+    fn new(db: String, user: String, settings: PoolSettings, db_limit: Arc<ConnLimit>, user_limit: Arc<ConnLimit>) -> Self {
+        Pool {
+            db,
+            user,
+            settings: RwLock::new(Arc::new(settings)),
+            state: Mutex::new(State { idle: VecDeque::new(), total: 0, waiters: VecDeque::new(), last_failure: None }),
+            stats: PoolStats::default(),
+            welcome: Mutex::new(None),
+            scram_keys: Mutex::new(None),
+            db_limit,
+            user_limit,
+            clients: AtomicI64::new(0),
+            clients_active: AtomicI64::new(0),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.read().clone()
+    }
+
+    /// Replaces the settings (reload). Servers made under the old target are closed on release
+    /// when the target changed.
+    pub fn set_settings(&self, s: PoolSettings) {
+        *self.settings.write() = Arc::new(s);
+    }
+
+    /// ParameterStatus values of the first server, sent to clients at login.
+    pub fn welcome(&self) -> Option<Arc<ServerParams>> {
+        self.welcome.lock().clone()
+    }
+
+    /// Keys from a client's SCRAM proof, so servers can be opened with SCRAM pass-through.
+    pub fn set_scram_keys(&self, keys: PassThroughKeys) {
+        let mut k = self.scram_keys.lock();
+        if k.as_ref() != Some(&keys) {
+            *k = Some(keys);
+        }
+    }
+
+    /// Counts for SHOW POOLS.
+    pub fn counts(&self) -> PoolCounts {
+        let s = self.state.lock();
+        PoolCounts {
+            idle: s.idle.len() as u32,
+            total: s.total,
+            waiting: s.waiters.iter().filter(|(_, tx)| !tx.is_closed()).count() as u32,
+            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
+        }
+    }
+
+    fn can_grow(&self, s: &State, settings: &PoolSettings, waited: Duration) -> bool {
+        let mut limit = settings.pool_size;
+        if limit == 0 {
+            return true;
+        }
+        if settings.reserve_pool_size > 0 && waited >= settings.reserve_pool_timeout {
+            limit += settings.reserve_pool_size;
+        }
+        s.total < limit
+    }
+
+    /// Reserves one server slot within the pool and the database/user limits; the caller holds
+    /// the lock.
+    fn reserve_locked(&self, s: &mut State, settings: &PoolSettings, waited: Duration) -> bool {
+        if !self.can_grow(s, settings, waited) {
+            return false;
+        }
+        if !self.db_limit.try_acquire(settings.max_db_connections) {
+            return false;
+        }
+        if !self.user_limit.try_acquire(settings.max_user_connections) {
+            self.db_limit.release();
+            return false;
+        }
+        s.total += 1;
+        true
+    }
+
+    fn try_take(self: &Arc<Self>, settings: &PoolSettings, start: Instant, queued: bool) -> Result<Take, CheckoutError> {
+        let mut s = self.state.lock();
+        let from_front = settings.round_robin;
+        if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
+            return Ok(Take::Server(server));
+        }
+        if let Some((at, msg, rejected)) = &s.last_failure {
+            if *rejected && s.total == 0 && at.elapsed() < settings.login_retry {
+                return Err(CheckoutError::LoginFailing(msg.clone()));
+            }
+        }
+        if (queued || s.waiters.iter().all(|(_, tx)| tx.is_closed())) && self.reserve_locked(&mut s, settings, start.elapsed()) {
+            return Ok(Take::Slot(SlotGuard::new(self.clone())));
+        }
+        if queued {
+            return Ok(Take::Wait(None));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiters.push_back((start, tx));
+        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx))))
+    }
+
+    /// Gets a server: an idle one, a new one within the limits, or the next one released,
+    /// waiting at most query_wait_timeout. Servers idle longer than server_check_delay are
+    /// checked first; dead ones are dropped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future gives back whatever it held: a handed-off server returns to the pool,
+    /// a reserved slot is freed, a half-open connection is closed.
+    ///
+    /// # Errors
+    /// Timeout, fast fail after failed logins, or this attempt's connect error.
+    pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
+        let settings = self.settings();
+        let start = Instant::now();
+        let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
+        let mut ticket: Option<WaitTicket> = None;
+        loop {
+            match self.try_take(&settings, start, ticket.is_some())? {
+                Take::Server(s) => {
+                    if let Some(s) = self.prepare(s, &settings).await {
+                        return Ok(s);
+                    }
+                    continue;
+                }
+                Take::Slot(guard) => {
+                    drop(ticket.take());
+                    return self.open(guard, &settings).await;
+                }
+                Take::Wait(new) => {
+                    if new.is_some() {
+                        ticket = new;
+                    }
+                }
+            }
+            let t = ticket.as_mut().expect("a waiter has a ticket");
+            // Wake up now and then to re-check the reserve pool and limits shared with other pools.
+            let mut wait = Duration::from_millis(100);
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(Instant::now()));
+            }
+            match tokio::time::timeout(wait, t.recv()).await {
+                Ok(Some(Handoff::Server(s))) => {
+                    drop(ticket.take());
+                    if let Some(s) = self.prepare(s, &settings).await {
+                        return Ok(s);
+                    }
+                }
+                Ok(Some(Handoff::Slot)) => {
+                    drop(ticket.take());
+                    return self.open(SlotGuard::new(self.clone()), &settings).await;
+                }
+                Ok(None) => ticket = None,
+                Err(_) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(CheckoutError::QueryWaitTimeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure an idle server is still good before use.
+    async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
+        if s.is_dead() || self.expired(&s, settings) {
+            self.discard(s);
+            return None;
+        }
+        if let Some(q) = &settings.check_query {
+            if s.last_used.elapsed() >= settings.check_delay {
+                // Dropping this future mid-check drops `s`, which closes it; the slot guard below
+                // gives the slot back in that case.
+                let guard = SlotGuard::new(self.clone());
+                let ok = server::run_simple_query(&mut s, q).await.is_ok();
+                guard.disarm();
+                if !ok {
+                    self.discard(s);
+                    return None;
+                }
+            }
+        }
+        Some(s)
+    }
+
+    async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+        let mut creds = settings.credentials.clone();
+        creds.scram_keys = self.scram_keys.lock().clone();
+        let result = server::connect(&settings.target, &creds, settings.connect_timeout).await;
+        let mut s = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let rejected = matches!(e, ServerError::Rejected { .. } | ServerError::Auth(_));
+                if rejected {
+                    tracing::warn!(db = %self.db, user = %self.user, "server login failed: {e}");
+                } else {
+                    tracing::warn!(db = %self.db, user = %self.user, "server connect failed: {e}");
+                }
+                self.state.lock().last_failure = Some((Instant::now(), e.to_string(), rejected));
+                return Err(e.into());
+            }
+        };
+        if let Some(q) = &settings.connect_query {
+            if let Err(e) = server::run_simple_query(&mut s, q).await {
+                tracing::warn!(db = %self.db, user = %self.user, "connect_query failed: {e}");
+                return Err(e.into());
+            }
+        }
+        self.state.lock().last_failure = None;
+        {
+            let mut w = self.welcome.lock();
+            if w.is_none() {
+                *w = Some(Arc::new(s.params.clone()));
+            }
+        }
+        guard.disarm();
+        Ok(s)
+    }
+
+    fn expired(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
+        settings.server_lifetime.is_zero() || s.created.elapsed() >= settings.server_lifetime
+    }
+
+    /// Gives a clean server (idle, nothing in flight) back: to the longest waiter, else to the
+    /// idle list. A server past its lifetime is closed instead.
+    pub fn release(&self, mut server: ServerConn) {
+        let settings = self.settings();
+        if self.expired(&server, &settings) {
+            self.discard(server);
+            return;
+        }
+        server.last_used = Instant::now();
+        let mut s = self.state.lock();
+        while let Some((_, tx)) = s.waiters.pop_front() {
+            match tx.send(Handoff::Server(server)) {
+                Ok(()) => return,
+                Err(Handoff::Server(back)) => server = back,
+                Err(Handoff::Slot) => unreachable!("send returns what it was given"),
+            }
+        }
+        s.idle.push_back(server);
+    }
+
+    /// Closes a server that cannot be reused and frees its slot.
+    pub fn discard(&self, server: ServerConn) {
+        drop(server);
+        self.free_slot();
+    }
+
+    /// Frees one slot; a waiting client gets the right to open a server in its place.
+    fn free_slot(&self) {
+        let settings = self.settings();
+        let mut s = self.state.lock();
+        s.total = s.total.saturating_sub(1);
+        self.db_limit.release();
+        self.user_limit.release();
+        while !s.waiters.is_empty() {
+            if !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
+                return;
+            }
+            let mut given = false;
+            while let Some((_, tx)) = s.waiters.pop_front() {
+                if tx.send(Handoff::Slot).is_ok() {
+                    given = true;
+                    break;
+                }
+            }
+            if !given {
+                s.total -= 1;
+                self.db_limit.release();
+                self.user_limit.release();
+            }
+            return;
+        }
+    }
+
+    /// Closes idle servers past server_idle_timeout or server_lifetime (keeping min_pool_size),
+    /// and returns how many servers to open to reach min_pool_size.
+    pub fn maintain(&self) -> u32 {
+        let settings = self.settings();
+        let mut closed = Vec::new();
+        let missing;
+        {
+            let mut s = self.state.lock();
+            let mut keep = VecDeque::with_capacity(s.idle.len());
+            let mut total = s.total;
+            while let Some(server) = s.idle.pop_front() {
+                let idle_too_long = !settings.server_idle_timeout.is_zero()
+                    && server.last_used.elapsed() >= settings.server_idle_timeout
+                    && total > settings.min_pool_size;
+                if idle_too_long || self.expired(&server, &settings) || server.is_dead() {
+                    total -= 1;
+                    closed.push(server);
+                } else {
+                    keep.push_back(server);
+                }
+            }
+            s.idle = keep;
+            let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
+            missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
+        }
+        for server in closed {
+            self.discard(server);
+        }
+        missing
+    }
+
+    /// Opens one server for min_pool_size and puts it in the pool.
+    pub async fn open_spare(self: &Arc<Self>) {
+        let settings = self.settings();
+        let guard = {
+            let mut s = self.state.lock();
+            if !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
+                return;
+            }
+            SlotGuard::new(self.clone())
+        };
+        if let Ok(s) = self.open(guard, &settings).await {
+            self.release(s);
+        }
+    }
+
+    /// Closes every idle server (RECONNECT, shutdown).
+    pub fn close_idle(&self) {
+        let idle: Vec<_> = self.state.lock().idle.drain(..).collect();
+        for s in idle {
+            self.discard(s);
+        }
+    }
+}
+

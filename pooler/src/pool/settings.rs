@@ -1,0 +1,109 @@
+//! What one pool runs by: sizes, mode, timeouts and its server target, derived from the config,
+//! the `[databases]` entry and the `[users]` entry with PgBouncer's precedence.
+
+use std::time::Duration;
+
+use crate::config::{Config, DatabaseConfig, PoolMode, StoredSecret};
+use crate::server::{Credentials, Target};
+
+/// Effective settings of one (database, user) pool.
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    /// 0 means unlimited (PgBouncer 1.24).
+    pub pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub min_pool_size: u32,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    /// 0 means a server is used once.
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub login_retry: Duration,
+    pub check_delay: Duration,
+    /// None: no check. Some(""): empty-query ping (PgBouncer 1.25's `<empty>`).
+    pub check_query: Option<String>,
+    pub reset_query: String,
+    pub reset_always: bool,
+    pub connect_query: Option<String>,
+    pub round_robin: bool,
+    pub target: Target,
+    /// Static credentials (password, md5 secret); SCRAM keys are added from client logins.
+    pub credentials: Credentials,
+    /// True when the database entry forces a user (one pool for all clients).
+    pub forced_user: bool,
+}
+
+impl PoolSettings {
+    /// Derives the settings for `db` and the server-side user `pool_user`.
+    pub fn derive(config: &Config, db: &DatabaseConfig, pool_user: &str) -> Self {
+        let g = &config.general;
+        let u = config.users.get(pool_user);
+        let check_query = match g.server_check_query.as_str() {
+            "" => None,
+            "<empty>" => Some(String::new()),
+            q => Some(q.to_owned()),
+        };
+        let mut credentials = Credentials::default();
+        let forced_user = db.user.is_some();
+        match (&db.password, config.auth_file.get(pool_user)) {
+            (Some(pw), _) if forced_user => credentials.password = Some(pw.clone()),
+            (_, Some(StoredSecret::Plain(pw))) => credentials.password = Some(pw.clone()),
+            (_, Some(StoredSecret::Md5(s))) => credentials.md5_secret = Some(s.clone()),
+            _ => {}
+        }
+        let mut startup_params = Vec::new();
+        for (k, v) in [
+            ("client_encoding", &db.client_encoding),
+            ("datestyle", &db.datestyle),
+            ("timezone", &db.timezone),
+            ("application_name", &db.application_name),
+        ] {
+            if let Some(v) = v {
+                startup_params.push((k.to_owned(), v.clone()));
+            }
+        }
+        let target = Target::new(
+            db.hosts.clone(),
+            db.port,
+            db.target_dbname().to_owned(),
+            pool_user.to_owned(),
+            g.unix_socket_dir.clone(),
+            db.load_balance_hosts,
+            startup_params,
+        );
+        PoolSettings {
+            mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
+            pool_size: db.pool_size.or(u.and_then(|u| u.pool_size)).unwrap_or(g.default_pool_size),
+            reserve_pool_size: db
+                .reserve_pool_size
+                .or(u.and_then(|u| u.reserve_pool_size))
+                .unwrap_or(g.reserve_pool_size),
+            reserve_pool_timeout: g.reserve_pool_timeout,
+            min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+            max_db_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
+            max_user_connections: u.and_then(|u| u.max_user_connections).unwrap_or(g.max_user_connections),
+            server_lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
+            server_idle_timeout: g.server_idle_timeout,
+            query_wait_timeout: u
+                .and_then(|u| u.query_wait_timeout)
+                .or(db.query_wait_timeout)
+                .unwrap_or(g.query_wait_timeout),
+            connect_timeout: g.server_connect_timeout,
+            login_retry: g.server_login_retry,
+            check_delay: g.server_check_delay,
+            check_query,
+            reset_query: g.server_reset_query.clone(),
+            reset_always: g.server_reset_query_always,
+            connect_query: db.connect_query.clone(),
+            round_robin: g.server_round_robin,
+            target,
+            credentials,
+            forced_user,
+        }
+    }
+}

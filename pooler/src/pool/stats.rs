@@ -1,0 +1,90 @@
+//! Per-pool counters for SHOW STATS and the metrics endpoint: relaxed atomics bumped on the hot
+//! path, read as snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Cumulative counters of one pool (PgBouncer's `stats` per database, kept per pool here and
+/// summed per database when shown).
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Transactions finished (ReadyForQuery 'I' after work).
+    pub xact_count: AtomicU64,
+    /// Queries finished (each ReadyForQuery).
+    pub query_count: AtomicU64,
+    /// Bytes received from clients.
+    pub bytes_received: AtomicU64,
+    /// Bytes sent to clients.
+    pub bytes_sent: AtomicU64,
+    /// µs spent in transactions.
+    pub xact_time_us: AtomicU64,
+    /// µs spent in queries.
+    pub query_time_us: AtomicU64,
+    /// µs clients waited for a server.
+    pub wait_time_us: AtomicU64,
+    /// Times a server was assigned to a client.
+    pub server_assignment_count: AtomicU64,
+    /// Parse messages from clients.
+    pub client_parse_count: AtomicU64,
+    /// Bind messages from clients.
+    pub bind_count: AtomicU64,
+    /// Successful client logins.
+    pub client_login_count: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct StatsSnapshot {
+    pub xact_count: u64,
+    pub query_count: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub xact_time_us: u64,
+    pub query_time_us: u64,
+    pub wait_time_us: u64,
+    pub server_assignment_count: u64,
+    pub client_parse_count: u64,
+    pub bind_count: u64,
+    pub client_login_count: u64,
+}
+
+impl PoolStats {
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            xact_count: self.xact_count.load(Relaxed),
+            query_count: self.query_count.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            xact_time_us: self.xact_time_us.load(Relaxed),
+            query_time_us: self.query_time_us.load(Relaxed),
+            wait_time_us: self.wait_time_us.load(Relaxed),
+            server_assignment_count: self.server_assignment_count.load(Relaxed),
+            client_parse_count: self.client_parse_count.load(Relaxed),
+            bind_count: self.bind_count.load(Relaxed),
+            client_login_count: self.client_login_count.load(Relaxed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for StatsSnapshot {
+    fn add_assign(&mut self, o: Self) {
+        self.xact_count += o.xact_count;
+        self.query_count += o.query_count;
+        self.bytes_received += o.bytes_received;
+        self.bytes_sent += o.bytes_sent;
+        self.xact_time_us += o.xact_time_us;
+        self.query_time_us += o.query_time_us;
+        self.wait_time_us += o.wait_time_us;
+        self.server_assignment_count += o.server_assignment_count;
+        self.client_parse_count += o.client_parse_count;
+        self.bind_count += o.bind_count;
+        self.client_login_count += o.client_login_count;
+    }
+}

@@ -1,0 +1,78 @@
+//! The hand-off between a releasing client and the longest waiter, and the guards that give a
+//! server or a slot back when a waiting or connecting client goes away.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Pool;
+use crate::server::ServerConn;
+
+/// What a waiter is handed.
+pub(super) enum Handoff {
+    /// A released, clean server.
+    Server(ServerConn),
+    /// The right to open a new server (a slot was freed and reserved for this waiter).
+    Slot,
+}
+
+/// A waiter's place in the queue. Dropped without being served, it closes its channel and
+/// returns anything that was sent in the meantime.
+pub(super) struct WaitTicket {
+    pool: Arc<Pool>,
+    rx: Option<oneshot::Receiver<Handoff>>,
+}
+
+impl WaitTicket {
+    pub(super) fn new(pool: Arc<Pool>, rx: oneshot::Receiver<Handoff>) -> Self {
+        Self { pool, rx: Some(rx) }
+    }
+
+    /// Waits for a hand-off; `None` if the pool dropped the sender.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a value sent after cancellation stays in the channel for the next call or
+    /// for `Drop`.
+    pub(super) async fn recv(&mut self) -> Option<Handoff> {
+        let rx = self.rx.as_mut()?;
+        let r = rx.await.ok();
+        self.rx = None;
+        r
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        rx.close();
+        match rx.try_recv() {
+            Ok(Handoff::Server(s)) => self.pool.release(s),
+            Ok(Handoff::Slot) => self.pool.free_slot(),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A reserved server slot; freed on drop unless a server now fills it.
+pub(super) struct SlotGuard {
+    pool: Option<Arc<Pool>>,
+}
+
+impl SlotGuard {
+    pub(super) fn new(pool: Arc<Pool>) -> Self {
+        Self { pool: Some(pool) }
+    }
+
+    /// The slot is now held by a live server.
+    pub(super) fn disarm(mut self) {
+        self.pool = None;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.take() {
+            p.free_slot();
+        }
+    }
+}

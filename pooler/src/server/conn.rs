@@ -1,0 +1,61 @@
+//! One logged-in server connection, owned by its pool while idle and by one client task while
+//! leased. It carries what the pooler must remember: parameters the server reported, its cancel
+//! key, and when it was made and last used.
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+use crate::net::{PeerAddr, Stream};
+
+/// Parameters a server reported with ParameterStatus, in arrival order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerParams(pub Vec<(String, String)>);
+
+impl ServerParams {
+    /// The value of `name` (case-insensitive, as PostgreSQL's GUC names).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Records a reported value.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => {
+                if v != value {
+                    *v = value.to_owned();
+                }
+            }
+            None => self.0.push((name.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+/// A server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: Stream,
+    /// pgmux's id for logs and SHOW SERVERS.
+    pub id: u64,
+    /// Where it is connected (for cancel requests).
+    pub addr: PeerAddr,
+    /// The server's BackendKeyData (pid, secret).
+    pub backend_key: (i32, i32),
+    /// Parameters the server reported.
+    pub params: ServerParams,
+    /// Login time (server_lifetime).
+    pub created: Instant,
+    /// Last release to the pool (server_idle_timeout, server_check_delay).
+    pub last_used: Instant,
+    /// Bytes read past the end of login (normally none); the relay consumes them first.
+    pub leftover: BytesMut,
+}
+
+impl ServerConn {
+    /// True when the server closed or sent something while idle in the pool: a backend that was
+    /// terminated or a PostgreSQL that shut down. Such a server must not be handed out.
+    pub fn is_dead(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}

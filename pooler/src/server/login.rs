@@ -1,0 +1,260 @@
+//! Opening a server connection and logging in: startup packet, trust / clear-text / md5 /
+//! SCRAM-SHA-256 (with a password or pass-through keys), then ParameterStatus and
+//! BackendKeyData until ReadyForQuery.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgmux_protocol::backend::{self, AuthRequest, ErrorFields};
+use pgmux_protocol::scram::{self, ClientCredentials, ClientExchange, PassThroughKeys};
+use pgmux_protocol::{build, md5, split_frame, tags, Frame, ProtocolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use super::{ServerConn, ServerParams, Target};
+use crate::net::{PeerAddr, Stream};
+
+/// What the pooler can log in to a server with.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Clear-text password (from the db entry or auth_file).
+    pub password: Option<String>,
+    /// A stored md5 secret (auth_file `md5...`).
+    pub md5_secret: Option<String>,
+    /// Keys recovered from a client's SCRAM proof.
+    pub scram_keys: Option<PassThroughKeys>,
+}
+
+/// Why a server connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Socket error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// No answer within server_connect_timeout.
+    #[error("server connect timeout")]
+    Timeout,
+    /// The server sent an ErrorResponse during login.
+    #[error("{severity} {message}")]
+    Rejected {
+        /// SQLSTATE.
+        sqlstate: String,
+        /// Severity (FATAL).
+        severity: String,
+        /// Message text.
+        message: String,
+    },
+    /// The server asked for a method we have no secret for.
+    #[error("{0}")]
+    Auth(String),
+    /// The server sent bytes that are not the protocol.
+    #[error("server protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server closed during login.
+    #[error("server closed the connection during login")]
+    Closed,
+}
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+async fn dial(target: &Target) -> Result<(Stream, PeerAddr), ServerError> {
+    let host = target.pick_host();
+    if Target::is_unix(&host) {
+        let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
+        let s = UnixStream::connect(&path).await?;
+        return Ok((Stream::Unix(s), PeerAddr::Unix(path)));
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host.as_str(), target.port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                let _ = socket2::SockRef::from(&s).set_keepalive(true);
+                return Ok((Stream::Tcp(s), PeerAddr::Tcp(addr)));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"))).into())
+}
+
+struct Wire<'a> {
+    stream: &'a mut Stream,
+    buf: BytesMut,
+    out: BytesMut,
+}
+
+impl Wire<'_> {
+    async fn read_frame(&mut self) -> Result<Frame, ServerError> {
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, MAX_LOGIN_MESSAGE)? {
+                return Ok(f);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ServerError> {
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+}
+
+fn rejected(body: &[u8]) -> ServerError {
+    let e = ErrorFields::new(body);
+    ServerError::Rejected {
+        sqlstate: String::from_utf8_lossy(e.sqlstate()).into_owned(),
+        severity: String::from_utf8_lossy(e.field(b'S').unwrap_or(b"ERROR")).into_owned(),
+        message: e.message(),
+    }
+}
+
+/// Connects and logs in within `timeout`.
+///
+/// # Errors
+/// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
+pub async fn connect(target: &Target, creds: &Credentials, timeout: Duration) -> Result<ServerConn, ServerError> {
+    let attempt = async {
+        let (mut stream, addr) = dial(target).await?;
+        let (params, key, leftover) = login(&mut stream, target, creds).await?;
+        let now = Instant::now();
+        Ok(ServerConn {
+            stream,
+            id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
+            addr,
+            backend_key: key,
+            params,
+            created: now,
+            last_used: now,
+            leftover,
+        })
+    };
+    let timeout = if timeout.is_zero() { Duration::from_secs(3600) } else { timeout };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(ServerError::Timeout),
+    };
+    if result.is_err() {
+        target.advance_after_failure();
+    }
+    result
+}
+
+async fn login(
+    stream: &mut Stream,
+    target: &Target,
+    creds: &Credentials,
+) -> Result<(ServerParams, (i32, i32), BytesMut), ServerError> {
+    let mut w = Wire { stream, buf: BytesMut::with_capacity(1024), out: BytesMut::with_capacity(256) };
+    let mut startup: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
+    startup.extend(target.startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    build::startup_message(&mut w.out, &startup);
+    w.flush().await?;
+    let mut scram: Option<ClientExchange> = None;
+    let mut params = ServerParams::default();
+    let mut key = (0, 0);
+    loop {
+        let f = w.read_frame().await?;
+        match f.tag {
+            tags::backend::AUTHENTICATION => match backend::authentication(f.body())? {
+                AuthRequest::Ok => {}
+                AuthRequest::Cleartext => {
+                    let pw = creds.password.as_ref().ok_or_else(|| {
+                        ServerError::Auth("server asks for a clear-text password but pgmux has no plain password for this user".into())
+                    })?;
+                    build::password(&mut w.out, pw.as_bytes());
+                    w.flush().await?;
+                }
+                AuthRequest::Md5(salt) => {
+                    let secret = match (&creds.password, &creds.md5_secret) {
+                        (Some(pw), _) => md5::secret(&target.user, pw.as_bytes()),
+                        (None, Some(s)) => s.clone(),
+                        _ => return Err(ServerError::Auth("server asks for md5 but pgmux has no password or md5 secret for this user".into())),
+                    };
+                    build::password(&mut w.out, md5::response_from_secret(&secret, salt).as_bytes());
+                    w.flush().await?;
+                }
+                AuthRequest::Sasl(mechs) => {
+                    if !mechs.iter().any(|m| *m == scram::MECHANISM.as_bytes()) {
+                        return Err(ServerError::Auth("server offers no SASL mechanism pgmux speaks".into()));
+                    }
+                    let cred = match (&creds.password, &creds.scram_keys) {
+                        (Some(pw), _) => ClientCredentials::Password(pw.as_bytes().to_vec()),
+                        (None, Some(k)) => ClientCredentials::Keys(k.clone()),
+                        _ => {
+                            return Err(ServerError::Auth(
+                                "server asks for SCRAM but pgmux has neither a password nor SCRAM keys from a client login for this user".into(),
+                            ))
+                        }
+                    };
+                    let (ex, first) = ClientExchange::start(cred);
+                    build::sasl_initial_response(&mut w.out, scram::MECHANISM, first.as_bytes());
+                    w.flush().await?;
+                    scram = Some(ex);
+                }
+                AuthRequest::SaslContinue(data) => {
+                    let ex = scram.as_mut().ok_or(ProtocolError::Invalid("SASL continue without SASL start"))?;
+                    let reply = ex.respond(data)?;
+                    build::sasl_response(&mut w.out, reply.as_bytes());
+                    w.flush().await?;
+                }
+                AuthRequest::SaslFinal(data) => {
+                    let ex = scram.as_ref().ok_or(ProtocolError::Invalid("SASL final without SASL start"))?;
+                    ex.verify(data)?;
+                }
+                AuthRequest::Unsupported(code) => {
+                    return Err(ServerError::Auth(format!("server asks for unsupported authentication method {code}")))
+                }
+            },
+            tags::backend::PARAMETER_STATUS => {
+                let (k, v) = backend::parameter_status(f.body())?;
+                params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+            }
+            tags::backend::BACKEND_KEY_DATA => key = backend::backend_key_data(f.body())?,
+            tags::backend::ERROR_RESPONSE => return Err(rejected(f.body())),
+            tags::backend::READY_FOR_QUERY => return Ok((params, key, w.buf)),
+            // Notices during login are dropped, as PgBouncer does.
+            _ => {}
+        }
+    }
+}
+
+/// Runs `sql` with the simple protocol and waits for ReadyForQuery, ignoring rows. Used for
+/// connect_query, reset and check queries, and SET of tracked parameters. Parameters the server
+/// reports are recorded in `params`.
+///
+/// # Errors
+/// Socket errors, the server closing, or an ErrorResponse (after ReadyForQuery is read).
+pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), ServerError> {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    build::query(&mut out, sql);
+    let leftover = std::mem::take(&mut conn.leftover);
+    let mut w = Wire { stream: &mut conn.stream, buf: leftover, out };
+    w.flush().await?;
+    let mut failure = None;
+    loop {
+        let f = w.read_frame().await?;
+        match f.tag {
+            tags::backend::ERROR_RESPONSE => failure = Some(rejected(f.body())),
+            tags::backend::PARAMETER_STATUS => {
+                let (k, v) = backend::parameter_status(f.body())?;
+                conn.params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+            }
+            tags::backend::READY_FOR_QUERY => {
+                conn.leftover = w.buf;
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Server connections: where they go, how they log in, and the connection object a pool holds.
+
+mod conn;
+mod login;
+mod target;
+
+pub use conn::{ServerConn, ServerParams};
+pub use login::{connect, run_simple_query, Credentials, ServerError};
+pub use target::Target;

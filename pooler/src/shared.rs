@@ -1,0 +1,85 @@
+//! State shared by every task: the config snapshot, pools, cancel keys, client counts and the
+//! shutdown signal. Passed as `Arc<Shared>`; nothing here is a static.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::cancel::Cancels;
+use crate::config::Config;
+use crate::pool::Pools;
+
+/// Run state, as SHOW STATE and the shutdown commands see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Serving.
+    Running,
+    /// No new clients; exit when every client has gone (SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS).
+    WaitForClients,
+    /// No new clients; clients are closed as soon as they hold no server (SIGINT).
+    WaitForServers,
+    /// Close everything now.
+    Immediate,
+}
+
+/// Everything tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    /// Server pools.
+    pub pools: Pools,
+    /// Cancel keys.
+    pub cancels: Cancels,
+    /// Client connections open (logging in or logged in).
+    pub clients: AtomicUsize,
+    /// Per-process key for mock SCRAM salts of unknown users.
+    pub mock_key: [u8; 32],
+    state_tx: watch::Sender<RunState>,
+}
+
+impl Shared {
+    /// Shared state for `config`.
+    pub fn new(config: Config) -> Arc<Self> {
+        let (state_tx, _) = watch::channel(RunState::Running);
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            pools: Pools::default(),
+            cancels: Cancels::default(),
+            clients: AtomicUsize::new(0),
+            mock_key: rand::random(),
+            state_tx,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// Installs a new config.
+    pub fn set_config(&self, c: Config) {
+        *self.config.write() = Arc::new(c);
+    }
+
+    /// Changes the run state.
+    pub fn set_state(&self, s: RunState) {
+        self.state_tx.send_replace(s);
+    }
+
+    /// The run state now.
+    pub fn state(&self) -> RunState {
+        *self.state_tx.borrow()
+    }
+
+    /// A receiver that sees run-state changes.
+    pub fn watch_state(&self) -> watch::Receiver<RunState> {
+        self.state_tx.subscribe()
+    }
+
+    /// Clients connected now.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}

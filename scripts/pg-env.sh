@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sourced by the other scripts: finds PostgreSQL's server binaries and pgbench, installing the
+# Debian packages when they are missing and we are root; otherwise says what to install.
+pg_find_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
+  done
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return 0; fi
+  return 1
+}
+
+pg_ensure_installed() {
+  if pg_find_bin >/dev/null && command -v pgbench >/dev/null && command -v psql >/dev/null; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing PostgreSQL server, psql and pgbench (apt-get install postgresql postgresql-contrib)..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >&2
+  fi
+  if ! pg_find_bin >/dev/null || ! command -v pgbench >/dev/null || ! command -v psql >/dev/null; then
+    echo "error: PostgreSQL server binaries (initdb, pg_ctl, postgres), psql and pgbench are needed." >&2
+    echo "       On Debian/Ubuntu: sudo apt-get install postgresql postgresql-contrib" >&2
+    exit 1
+  fi
+}
+
+# Runs a command as the postgres OS user when we are root (initdb and postgres refuse root).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
