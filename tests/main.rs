@@ -1,1 +1,12 @@
-//! Integration tests against real PostgreSQL (placeholder until the harness lands).
+//! Integration tests: pgmux in front of a real PostgreSQL cluster that the harness starts, driven
+//! by real clients (tokio-postgres, psql, pgbench) and, for hostile input, raw sockets.
+
+mod harness;
+
+mod auth;
+mod faults;
+mod garbage;
+mod params;
+mod pgbench;
+mod pool_modes;
+mod protocol_flows;

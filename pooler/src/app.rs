@@ -26,7 +26,10 @@ impl Pooler {
     /// An address that cannot be bound.
     pub fn bind(config: Config) -> Result<Self, BindError> {
         let bound = listener::bind(&config.general)?;
-        Ok(Pooler { shared: Shared::new(config), bound })
+        Ok(Pooler {
+            shared: Shared::new(config),
+            bound,
+        })
     }
 
     /// The TCP port bound (useful when the ini says 0).
@@ -75,9 +78,11 @@ impl Pooler {
             let done = match shared.state() {
                 RunState::Running | RunState::Immediate => true,
                 RunState::WaitForClients => shared.client_count() == 0,
-                RunState::WaitForServers => {
-                    shared.pools.all().iter().all(|p| p.clients_active.load(Ordering::Relaxed) <= 0)
-                }
+                RunState::WaitForServers => shared
+                    .pools
+                    .all()
+                    .iter()
+                    .all(|p| p.clients_active.load(Ordering::Relaxed) <= 0),
             };
             if done {
                 break;
@@ -103,7 +108,11 @@ async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
                 if shared.config().general.tcp_keepalive {
                     let _ = socket2::SockRef::from(&s).set_keepalive(true);
                 }
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::Tcp(s), PeerAddr::Tcp(addr)));
+                tokio::spawn(crate::client::handle(
+                    shared.clone(),
+                    Stream::Tcp(s),
+                    PeerAddr::Tcp(addr),
+                ));
             }
             Err(e) => accept_error(e).await,
         }
@@ -114,7 +123,11 @@ async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
     loop {
         match l.accept().await {
             Ok((s, _)) => {
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix("unix".into())));
+                tokio::spawn(crate::client::handle(
+                    shared.clone(),
+                    Stream::Unix(s),
+                    PeerAddr::Unix("unix".into()),
+                ));
             }
             Err(e) => accept_error(e).await,
         }

@@ -4,11 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod cli;
-pub mod daemon;
 pub mod cancel;
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod logging;
 pub mod net;
 pub mod pool;
@@ -21,5 +21,8 @@ pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";
 
 /// `PgBouncer 1.25.2 (pgmux 0.1.0)`: tools parse the first x.y.z to choose column sets.
 pub fn version_string() -> String {
-    format!("PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})", env!("CARGO_PKG_VERSION"))
+    format!(
+        "PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})",
+        env!("CARGO_PKG_VERSION")
+    )
 }

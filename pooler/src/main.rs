@@ -32,7 +32,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let g = config.general.clone();
-    if let Err(e) = logging::init(g.verbose.max(cli.verbose as u32), cli.quiet || cli.daemon, g.logfile.as_deref()) {
+    if let Err(e) = logging::init(
+        g.verbose.max(cli.verbose as u32),
+        cli.quiet || cli.daemon,
+        g.logfile.as_deref(),
+    ) {
         return fail(format!("cannot open logfile: {e}"));
     }
     for w in &config.warnings {
@@ -65,11 +69,18 @@ fn main() -> ExitCode {
             return fail(format!("cannot write pidfile: {e}"));
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };
-    tracing::info!(port = pooler.port(), "{} listening", pgmux::version_string());
+    tracing::info!(
+        port = pooler.port(),
+        "{} listening",
+        pgmux::version_string()
+    );
     let result = runtime.block_on(async {
         let shared = pooler.shared();
         tokio::spawn(handle_signals(shared));
@@ -90,9 +101,11 @@ fn main() -> ExitCode {
 /// PgBouncer 1.23+ signals: SIGTERM waits for clients to leave, SIGINT waits for servers to be
 /// released; a second one of either exits at once. SIGHUP reloads.
 async fn handle_signals(shared: Arc<Shared>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -107,7 +120,11 @@ async fn handle_signals(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let next = if shared.state() == RunState::Running { wanted } else { RunState::Immediate };
+        let next = if shared.state() == RunState::Running {
+            wanted
+        } else {
+            RunState::Immediate
+        };
         tracing::info!("got signal, shutdown mode {next:?}");
         shared.set_state(next);
     }

@@ -84,7 +84,8 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// No NUL, or invalid UTF-8.
     pub fn cstr_utf8(&mut self) -> Result<&'a str, ProtocolError> {
-        std::str::from_utf8(self.cstr()?).map_err(|_| ProtocolError::Invalid("invalid UTF-8 in string"))
+        std::str::from_utf8(self.cstr()?)
+            .map_err(|_| ProtocolError::Invalid("invalid UTF-8 in string"))
     }
 }
 

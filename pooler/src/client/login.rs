@@ -40,7 +40,9 @@ pub struct Session {
 /// The message a client gets when no server can be had for it.
 pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
     match e {
-        CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
+        CheckoutError::QueryWaitTimeout => {
+            (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into())
+        }
         CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
         CheckoutError::Connect(inner) => (
             sqlstate::PROTOCOL_VIOLATION,
@@ -67,10 +69,15 @@ pub async fn login(
             return Ok(None);
         }
         StartupPacket::Startup { version, params } => (version, params),
-        StartupPacket::SslRequest | StartupPacket::GssEncRequest => unreachable!("answered by read_opening"),
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            unreachable!("answered by read_opening")
+        }
     };
     if shared.state() != RunState::Running {
-        return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
+        return Err(ClientError::Refused(
+            sqlstate::ADMIN_SHUTDOWN,
+            "pgbouncer is shutting down".into(),
+        ));
     }
     if client_number > g.max_client_conn as usize {
         return Err(ClientError::Refused(
@@ -85,13 +92,22 @@ pub async fn login(
     }
     let db = config.database(&req.database);
     let secret = config.auth_file.get(&req.user);
-    if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
+    if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none())
+    {
         return Err(ClientError::Refused(
             sqlstate::INVALID_AUTHORIZATION,
             "auth_type=any requires forced user in database entry".into(),
         ));
     }
-    let authed = authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
+    let authed = authenticate(
+        io,
+        g.auth_type,
+        &req.user,
+        secret,
+        &shared.mock_key,
+        g.scram_iterations,
+    )
+    .await?;
     let Some(db) = db else {
         return Err(ClientError::Refused(
             sqlstate::PROTOCOL_VIOLATION,
@@ -109,7 +125,8 @@ pub async fn login(
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
-        req.params.set("application_name", &format!("{base} - {peer}"));
+        req.params
+            .set("application_name", &format!("{base} - {peer}"));
     }
     req.params.fill_defaults(&welcome);
     build::auth_ok(&mut io.wbuf);
@@ -126,7 +143,14 @@ pub async fn login(
     }
     pool.clients.fetch_add(1, Ordering::Relaxed);
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
-    Ok(Some(Session { pool, params: req.params, cancel_key, cancel, peer: peer.clone(), user: req.user }))
+    Ok(Some(Session {
+        pool,
+        params: req.params,
+        cancel_key,
+        cancel,
+        peer: peer.clone(),
+        user: req.user,
+    }))
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters.

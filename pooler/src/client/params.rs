@@ -5,8 +5,13 @@
 use crate::server::ServerParams;
 
 /// Always tracked, as PgBouncer.
-pub const ALWAYS_TRACKED: [&str; 5] =
-    ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"];
+pub const ALWAYS_TRACKED: [&str; 5] = [
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+];
 
 /// One client's wanted values.
 #[derive(Debug, Clone, Default)]
@@ -18,7 +23,10 @@ pub struct ClientParams {
 impl ClientParams {
     /// Tracks the standard set plus `extra` (track_extra_parameters).
     pub fn new(extra: &[String]) -> Self {
-        Self { values: Vec::new(), extra: extra.to_vec() }
+        Self {
+            values: Vec::new(),
+            extra: extra.to_vec(),
+        }
     }
 
     /// The canonical spelling of `name` if it is tracked.
@@ -33,7 +41,9 @@ impl ClientParams {
     /// Sets a wanted value (from the startup packet, the welcome, or a ParameterStatus the
     /// server sent while this client held it). Returns false for untracked names.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
-        let Some(canon) = self.tracked_name(name) else { return false };
+        let Some(canon) = self.tracked_name(name) else {
+            return false;
+        };
         match self.values.iter_mut().find(|(k, _)| *k == canon) {
             Some((_, v)) => {
                 if v != value {
@@ -47,7 +57,10 @@ impl ClientParams {
 
     /// The wanted value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Fills values the client did not choose from the server's defaults.
@@ -85,7 +98,10 @@ mod tests {
         let mut server = ServerParams::default();
         server.set("TimeZone", "UTC");
         let sql = c.sync_sql(&server).unwrap();
-        assert_eq!(sql, "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';");
+        assert_eq!(
+            sql,
+            "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';"
+        );
         server.set("application_name", "it's");
         server.set("IntervalStyle", "iso_8601");
         assert_eq!(c.sync_sql(&server), None);

@@ -22,6 +22,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::io::ClientIo;
 use super::login::{checkout_error_message, Session};
+use super::prepared::{ClientStatements, Response, Rewrite, Tracker};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{PoolSettings, PoolStats};
@@ -82,6 +83,19 @@ struct Relay {
     xact_start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_reason: &'static str,
+    /// Complete client messages wait in `cin` and no server is attached.
+    need_server: bool,
+    /// Size of a client message that must be whole in `cin` before it can be rewritten.
+    c_whole: usize,
+    /// The server is in COPY FROM STDIN: Syncs the client sends are ignored by it.
+    copy_in: bool,
+    /// The last request counted was a Sync (not a Query).
+    last_request_sync: bool,
+    /// Named prepared statements are mapped across servers (transaction/statement modes).
+    track_prepared: bool,
+    max_prepared: usize,
+    statements: ClientStatements,
+    tracker: Tracker,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -111,8 +125,17 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         xact_start: None,
         timer: None,
         timer_reason: "",
+        need_server: false,
+        c_whole: 0,
+        copy_in: false,
+        last_request_sync: false,
+        track_prepared: false,
+        max_prepared: config.general.max_prepared_statements as usize,
+        statements: ClientStatements::default(),
+        tracker: Tracker::default(),
         session,
     };
+    r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
     let end = r.serve(&config.general).await;
     r.finish(end, config.general.log_disconnections).await;
 }
@@ -137,9 +160,12 @@ impl Relay {
                 if self.shared.state() == RunState::WaitForServers && self.s_ready == 0 {
                     return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "server shutting down".into());
                 }
-                if self.c_ready > 0 {
+                if self.need_server {
                     if let Err(end) = self.attach().await {
                         return end;
+                    }
+                    if let Err(e) = self.scan_client() {
+                        return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
                     }
                 }
             } else if self.client_eof || self.terminate {
@@ -170,7 +196,10 @@ impl Relay {
                     if let Err(e) = self.scan_server() {
                         return self.server_lost(&e.to_string());
                     }
-                    if self.saw_ready && self.releasable() && self.settings.mode != PoolMode::Session {
+                    if self.saw_ready
+                        && self.releasable()
+                        && self.settings.mode != PoolMode::Session
+                    {
                         self.release().await;
                     }
                 }
@@ -182,15 +211,28 @@ impl Relay {
         }
     }
 
+    /// How many client bytes may sit in `cin`: the high-water mark, or a whole message that is
+    /// waited for (bounded by max_packet_size).
+    fn client_read_limit(&self) -> usize {
+        HIGH_WATER.max(self.c_ready + self.c_whole)
+    }
+
     /// True when the server holds no state of this client: nothing in flight, no transaction.
     fn releasable(&self) -> bool {
-        self.pending == 0 && self.tx == TxStatus::Idle && !self.unsynced && self.c_skip == 0 && self.c_ready == 0
+        self.pending == 0
+            && self.tx == TxStatus::Idle
+            && !self.unsynced
+            && self.c_skip == 0
+            && self.c_ready == 0
     }
 
     fn server_lost(&mut self, why: &str) -> End {
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
         if let Some(s) = self.server.take() {
-            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+            self.session
+                .pool
+                .clients_active
+                .fetch_sub(1, Ordering::Relaxed);
             self.session.pool.discard(s);
         }
         End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
@@ -249,7 +291,7 @@ impl Relay {
                 }
             }
         }
-        if !self.client_eof && !self.terminate && self.cin.len() < HIGH_WATER {
+        if !self.client_eof && !self.terminate && self.cin.len() < self.client_read_limit() {
             if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
                 self.cin.reserve(READ_CHUNK);
             }
@@ -267,7 +309,8 @@ impl Relay {
         Poll::Pending
     }
 
-    /// Marks whole or partial client messages as sendable, counting requests.
+    /// Marks whole or partial client messages as sendable, counting requests. Without a server
+    /// it only notes that one is needed: what is sent depends on the server (prepared statements).
     fn scan_client(&mut self) -> Result<(), String> {
         loop {
             if self.c_skip > 0 {
@@ -280,33 +323,85 @@ impl Relay {
                 continue;
             }
             let avail = &self.cin[self.c_ready..];
-            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))? else {
+            let Some((tag, total)) =
+                peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))?
+            else {
                 return Ok(());
             };
+            if tag == tags::frontend::TERMINATE {
+                self.terminate = true;
+                self.cin.truncate(self.c_ready);
+                return Ok(());
+            }
+            let Some(server) = self.server.as_mut() else {
+                self.need_server = true;
+                return Ok(());
+            };
+            self.c_whole = 0;
             match tag {
-                tags::frontend::TERMINATE => {
-                    self.terminate = true;
-                    self.cin.truncate(self.c_ready);
-                    return Ok(());
+                tags::frontend::SYNC if self.copy_in => {
+                    // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
                 }
                 tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
+                    self.last_request_sync = tag == tags::frontend::SYNC;
+                    if self.track_prepared {
+                        if tag == tags::frontend::SYNC {
+                            self.tracker.on_sync();
+                        } else {
+                            self.tracker.on_query();
+                        }
+                    }
                     self.begin_request();
                     self.unsynced = false;
                 }
-                tags::frontend::PARSE => {
-                    PoolStats::add(&self.stats().client_parse_count, 1);
+                tags::frontend::PARSE
+                | tags::frontend::BIND
+                | tags::frontend::DESCRIBE
+                | tags::frontend::CLOSE => {
                     self.unsynced = true;
+                    match tag {
+                        tags::frontend::PARSE => {
+                            PoolStats::add(&self.session.pool.stats.client_parse_count, 1)
+                        }
+                        tags::frontend::BIND => {
+                            PoolStats::add(&self.session.pool.stats.bind_count, 1)
+                        }
+                        _ => {}
+                    }
+                    if self.track_prepared {
+                        if avail.len() < total {
+                            self.c_whole = total;
+                            return Ok(());
+                        }
+                        let mut rw = Rewrite {
+                            client: &mut self.statements,
+                            server: &mut server.statements,
+                            tracker: &mut self.tracker,
+                            max: self.max_prepared,
+                            server_parses: 0,
+                        };
+                        let out = rw
+                            .message(tag, &avail[5..total])
+                            .map_err(|e| protocol_text(&e))?;
+                        PoolStats::add(
+                            &self.session.pool.stats.server_parse_count,
+                            rw.server_parses,
+                        );
+                        if let Some(new) = out {
+                            let mut tail = self.cin.split_off(self.c_ready);
+                            tail.advance(total);
+                            self.cin.extend_from_slice(&new);
+                            self.cin.extend_from_slice(&tail);
+                            self.c_ready += new.len();
+                            continue;
+                        }
+                    } else if tag == tags::frontend::PARSE {
+                        PoolStats::add(&self.session.pool.stats.server_parse_count, 1);
+                    }
                 }
-                tags::frontend::BIND => {
-                    PoolStats::add(&self.stats().bind_count, 1);
-                    self.unsynced = true;
-                }
-                tags::frontend::EXECUTE | tags::frontend::DESCRIBE | tags::frontend::CLOSE => self.unsynced = true,
-                tags::frontend::FLUSH
-                | tags::frontend::COPY_DATA
-                | tags::frontend::COPY_DONE
-                | tags::frontend::COPY_FAIL
-                | tags::frontend::PASSWORD => {}
+                tags::frontend::EXECUTE => self.unsynced = true,
+                tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.copy_in = false,
+                tags::frontend::FLUSH | tags::frontend::COPY_DATA | tags::frontend::PASSWORD => {}
                 _ => return Err(format!("invalid client message type {:?}", tag as char)),
             }
             self.c_skip = total;
@@ -338,8 +433,62 @@ impl Relay {
                 continue;
             }
             let avail = &self.sout[self.s_ready..];
-            let Some((tag, total)) = peek_header(avail, usize::MAX)? else { return Ok(()) };
+            let Some((tag, total)) = peek_header(avail, usize::MAX)? else {
+                return Ok(());
+            };
+            if self.track_prepared {
+                match tag {
+                    b'1' | b'3' => {
+                        if avail.len() < total {
+                            return Ok(());
+                        }
+                        let r = if tag == b'1' {
+                            self.tracker.on_parse_complete()
+                        } else {
+                            self.tracker.on_close_complete()
+                        };
+                        if r == Response::Swallow {
+                            let mut tail = self.sout.split_off(self.s_ready);
+                            tail.advance(total);
+                            self.sout.unsplit(tail);
+                        } else {
+                            self.s_ready += total;
+                        }
+                        continue;
+                    }
+                    tags::backend::ERROR_RESPONSE => {
+                        if let Some(s) = self.server.as_mut() {
+                            self.tracker.on_error(&mut s.statements);
+                        }
+                    }
+                    tags::backend::READY_FOR_QUERY => {
+                        if avail.len() >= total {
+                            if let Some(s) = self.server.as_mut() {
+                                self.tracker.on_ready(&mut s.statements);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
             match tag {
+                tags::backend::COPY_IN_RESPONSE => {
+                    self.copy_in = true;
+                    if self.last_request_sync && self.pending > 0 {
+                        // The Sync sent after the Execute that started COPY is ignored by the
+                        // server; the client's Sync after CopyDone will be answered instead.
+                        self.pending -= 1;
+                        self.unsynced = true;
+                        if self.track_prepared {
+                            self.tracker.reopen();
+                        }
+                    }
+                    self.s_skip = total;
+                }
+                tags::backend::ERROR_RESPONSE => {
+                    self.copy_in = false;
+                    self.s_skip = total;
+                }
                 tags::backend::READY_FOR_QUERY | tags::backend::PARAMETER_STATUS => {
                     if avail.len() < total {
                         return Ok(());
@@ -376,7 +525,10 @@ impl Relay {
         let stats = &self.session.pool.stats;
         PoolStats::add(&stats.query_count, 1);
         if let Some(t) = self.query_start.take() {
-            PoolStats::add(&stats.query_time_us, now.duration_since(t).as_micros() as u64);
+            PoolStats::add(
+                &stats.query_time_us,
+                now.duration_since(t).as_micros() as u64,
+            );
         }
         if self.pending > 0 {
             self.query_start = Some(now);
@@ -384,7 +536,10 @@ impl Relay {
         if status == TxStatus::Idle {
             PoolStats::add(&stats.xact_count, 1);
             if let Some(t) = self.xact_start.take() {
-                PoolStats::add(&stats.xact_time_us, now.duration_since(t).as_micros() as u64);
+                PoolStats::add(
+                    &stats.xact_time_us,
+                    now.duration_since(t).as_micros() as u64,
+                );
             }
         } else if self.settings.mode == PoolMode::Statement {
             self.fatal = Some((
@@ -403,7 +558,7 @@ impl Relay {
         let result = loop {
             tokio::select! {
                 r = &mut checkout => break r,
-                n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < HIGH_WATER => {
+                n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
                         Ok(0) | Err(_) => return Err(End::ClientGone),
                         Ok(n) => {
@@ -430,34 +585,52 @@ impl Relay {
         if let Some(sql) = self.session.params.sync_sql(&server.params) {
             if let Err(e) = server::run_simple_query(&mut server, &sql).await {
                 match e {
-                    server::ServerError::Rejected { sqlstate: _, message, .. } => {
+                    server::ServerError::Rejected {
+                        sqlstate: _,
+                        message,
+                        ..
+                    } => {
                         pool.release(server);
-                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("could not set parameters: {message}")));
+                        return Err(End::Fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("could not set parameters: {message}"),
+                        ));
                     }
                     other => {
                         pool.discard(server);
-                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("server conn crashed? {other}")));
+                        return Err(End::Fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("server conn crashed? {other}"),
+                        ));
                     }
                 }
             }
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
+        self.tracker.reset();
+        self.need_server = false;
         self.server = Some(server);
         Ok(())
     }
 
     /// Gives the server back to the pool (transaction and statement modes, and at the end).
     async fn release(&mut self) {
-        let Some(mut server) = self.server.take() else { return };
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         self.session.cancel.detach(CANCEL_WAIT).await;
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
-            if server::run_simple_query(&mut server, &self.settings.reset_query).await.is_err() {
+            if server::run_simple_query(&mut server, &self.settings.reset_query)
+                .await
+                .is_err()
+            {
                 pool.discard(server);
                 return;
             }
+            server.statements.clear();
         }
         pool.release(server);
         if self.sout.is_empty() && self.sout.capacity() > 4 * READ_CHUNK {
@@ -477,8 +650,11 @@ impl Relay {
                 && self.s_skip == 0
                 && self.sout.len() == self.s_ready;
             let reset = &self.settings.reset_query;
-            let needs_reset = (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
-            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok()) {
+            let needs_reset = (self.settings.mode == PoolMode::Session
+                || self.settings.reset_always)
+                && !reset.is_empty();
+            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok())
+            {
                 pool.release(server);
             } else {
                 pool.discard(server);
@@ -507,9 +683,12 @@ async fn write_all(s: &mut Stream, b: &[u8]) -> std::io::Result<()> {
     if b.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncWriteExt::write_all(s, b))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncWriteExt::write_all(s, b),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
 }
 
 fn protocol_text(e: &ProtocolError) -> String {

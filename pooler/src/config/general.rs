@@ -26,7 +26,9 @@ impl PoolMode {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
             "statement" => Ok(PoolMode::Statement),
-            _ => Err(format!("invalid pool_mode: \"{v}\" (session, transaction, statement)")),
+            _ => Err(format!(
+                "invalid pool_mode: \"{v}\" (session, transaction, statement)"
+            )),
         }
     }
 
@@ -128,6 +130,7 @@ pub struct General {
     pub scram_iterations: u32,
     pub disable_pqexec: bool,
     pub stats_period: Duration,
+    pub max_prepared_statements: u32,
 }
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
@@ -147,12 +150,20 @@ impl Reader<'_> {
         ConfigError::Invalid { at, reason }
     }
 
-    fn get<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    fn get<T>(
+        &self,
+        k: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
         f(self.raw(k)).map_err(|r| self.fail(k, r))
     }
 
     fn int(&self, k: &'static str, max: u64) -> Result<u32, ConfigError> {
-        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| format!("{k}: {r}")))
+        self.get(k, |v| {
+            value::integer(v, max)
+                .map(|n| n as u32)
+                .map_err(|r| format!("{k}: {r}"))
+        })
     }
 
     fn secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
@@ -240,12 +251,17 @@ impl General {
             scram_iterations: r.int("scram_iterations", 1 << 24)?.max(1),
             disable_pqexec: r.flag("disable_pqexec")?,
             stats_period: r.secs("stats_period")?,
+            max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
         };
         if g.pkt_buf < 512 {
             return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));
         }
         if matches!(g.auth_type, AuthType::Hba | AuthType::Cert) {
-            return Err(r.fail("auth_type", "auth_type hba and cert arrive with TLS and HBA support; not in this build yet".into()));
+            return Err(r.fail(
+                "auth_type",
+                "auth_type hba and cert arrive with TLS and HBA support; not in this build yet"
+                    .into(),
+            ));
         }
         Ok(g)
     }

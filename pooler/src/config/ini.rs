@@ -55,7 +55,13 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ConfigError> {
 pub fn parse_text(text: &str, file: &Path) -> Result<Vec<Entry>, ConfigError> {
     let mut out = Vec::new();
     let mut section = String::new();
-    parse_lines(text, &Arc::new(file.to_path_buf()), 0, &mut section, &mut out)?;
+    parse_lines(
+        text,
+        &Arc::new(file.to_path_buf()),
+        0,
+        &mut section,
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -82,7 +88,10 @@ fn parse_lines(
     out: &mut Vec<Entry>,
 ) -> Result<(), ConfigError> {
     for (i, raw) in text.lines().enumerate() {
-        let at = Location { file: file.clone(), line: i + 1 };
+        let at = Location {
+            file: file.clone(),
+            line: i + 1,
+        };
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
@@ -117,7 +126,12 @@ fn parse_lines(
             return Err(ConfigError::at(&at, "key outside of any section"));
         }
         let value = unquote(value.trim(), &at)?;
-        out.push(Entry { section: section.clone(), key, value, at });
+        out.push(Entry {
+            section: section.clone(),
+            key,
+            value,
+            at,
+        });
     }
     Ok(())
 }
@@ -168,7 +182,14 @@ mod tests {
         let text = "; comment\n[PgBouncer]\n# other\nlisten_port = 6433\nauth_query = 'SELECT ''x'''\n\n[databases]\n* = host=/tmp\n";
         let e = parse_text(text, Path::new("t.ini")).unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!((e[0].section.as_str(), e[0].key.as_str(), e[0].value.as_str()), ("pgbouncer", "listen_port", "6433"));
+        assert_eq!(
+            (
+                e[0].section.as_str(),
+                e[0].key.as_str(),
+                e[0].value.as_str()
+            ),
+            ("pgbouncer", "listen_port", "6433")
+        );
         assert_eq!(e[1].value, "SELECT 'x'");
         assert_eq!(e[2].at.line, 8);
         assert_eq!(e[2].value, "host=/tmp");
@@ -195,6 +216,9 @@ mod tests {
         assert_eq!(e[0].section, "databases");
         assert_eq!(e[0].at.file.as_path(), inc.as_path());
         std::fs::write(&inc, format!("%include {}\n", main.display())).unwrap();
-        assert!(read(&main).unwrap_err().to_string().contains("nested too deeply"));
+        assert!(read(&main)
+            .unwrap_err()
+            .to_string()
+            .contains("nested too deeply"));
     }
 }

@@ -84,7 +84,10 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("db", &self.db).field("user", &self.user).finish()
+        f.debug_struct("Pool")
+            .field("db", &self.db)
+            .field("user", &self.user)
+            .finish()
     }
 }
 
@@ -95,12 +98,23 @@ enum Take {
 }
 
 impl Pool {
-    fn new(db: String, user: String, settings: PoolSettings, db_limit: Arc<ConnLimit>, user_limit: Arc<ConnLimit>) -> Self {
+    fn new(
+        db: String,
+        user: String,
+        settings: PoolSettings,
+        db_limit: Arc<ConnLimit>,
+        user_limit: Arc<ConnLimit>,
+    ) -> Self {
         Pool {
             db,
             user,
             settings: RwLock::new(Arc::new(settings)),
-            state: Mutex::new(State { idle: VecDeque::new(), total: 0, waiters: VecDeque::new(), last_failure: None }),
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                last_failure: None,
+            }),
             stats: PoolStats::default(),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
@@ -142,7 +156,11 @@ impl Pool {
             idle: s.idle.len() as u32,
             total: s.total,
             waiting: s.waiters.iter().filter(|(_, tx)| !tx.is_closed()).count() as u32,
-            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
+            max_wait: s
+                .waiters
+                .front()
+                .map(|(t, _)| t.elapsed())
+                .unwrap_or_default(),
         }
     }
 
@@ -174,10 +192,19 @@ impl Pool {
         true
     }
 
-    fn try_take(self: &Arc<Self>, settings: &PoolSettings, start: Instant, queued: bool) -> Result<Take, CheckoutError> {
+    fn try_take(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        start: Instant,
+        queued: bool,
+    ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
-        if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
+        if let Some(server) = if from_front {
+            s.idle.pop_front()
+        } else {
+            s.idle.pop_back()
+        } {
             return Ok(Take::Server(server));
         }
         if let Some((at, msg, rejected)) = &s.last_failure {
@@ -185,7 +212,9 @@ impl Pool {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
-        if (queued || s.waiters.iter().all(|(_, tx)| tx.is_closed())) && self.reserve_locked(&mut s, settings, start.elapsed()) {
+        if (queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()))
+            && self.reserve_locked(&mut s, settings, start.elapsed())
+        {
             return Ok(Take::Slot(SlotGuard::new(self.clone())));
         }
         if queued {
@@ -209,7 +238,8 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
         let settings = self.settings();
         let start = Instant::now();
-        let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
+        let deadline =
+            (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
         loop {
             match self.try_take(&settings, start, ticket.is_some())? {
@@ -257,7 +287,11 @@ impl Pool {
     }
 
     /// Makes sure an idle server is still good before use.
-    async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
+    async fn prepare(
+        self: &Arc<Self>,
+        mut s: ServerConn,
+        settings: &PoolSettings,
+    ) -> Option<ServerConn> {
         if s.is_dead() || self.expired(&s, settings) {
             self.discard(s);
             return None;
@@ -278,7 +312,11 @@ impl Pool {
         Some(s)
     }
 
-    async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+    async fn open(
+        self: &Arc<Self>,
+        guard: SlotGuard,
+        settings: &PoolSettings,
+    ) -> Result<ServerConn, CheckoutError> {
         let mut creds = settings.credentials.clone();
         creds.scram_keys = self.scram_keys.lock().clone();
         let result = server::connect(&settings.target, &creds, settings.connect_timeout).await;
@@ -392,7 +430,11 @@ impl Pool {
             }
             s.idle = keep;
             let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
-            missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
+            missing = if has_clients {
+                settings.min_pool_size.saturating_sub(total)
+            } else {
+                0
+            };
         }
         for server in closed {
             self.discard(server);
@@ -423,4 +465,3 @@ impl Pool {
         }
     }
 }
-

@@ -19,15 +19,36 @@ pub struct Pools {
 
 impl Pools {
     /// The pool for `db` and the server-side user, made if new.
-    pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
+    pub fn get_or_create(
+        &self,
+        config: &Config,
+        db: &DatabaseConfig,
+        pool_user: &str,
+    ) -> Arc<Pool> {
         let key = (db.name.clone(), pool_user.to_owned());
         if let Some(p) = self.pools.lock().get(&key) {
             return p.clone();
         }
-        let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
-        let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
+        let db_limit = self
+            .db_limits
+            .lock()
+            .entry(db.name.clone())
+            .or_default()
+            .clone();
+        let user_limit = self
+            .user_limits
+            .lock()
+            .entry(pool_user.to_owned())
+            .or_default()
+            .clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool = Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit));
+        let pool = Arc::new(Pool::new(
+            db.name.clone(),
+            pool_user.to_owned(),
+            settings,
+            db_limit,
+            user_limit,
+        ));
         self.pools.lock().entry(key).or_insert(pool).clone()
     }
 
@@ -40,6 +61,10 @@ impl Pools {
 
     /// Servers open against database `db` now.
     pub fn db_connections(&self, db: &str) -> u32 {
-        self.db_limits.lock().get(db).map(|l| l.current()).unwrap_or(0)
+        self.db_limits
+            .lock()
+            .get(db)
+            .map(|l| l.current())
+            .unwrap_or(0)
     }
 }

@@ -25,6 +25,8 @@ pub struct PoolStats {
     pub server_assignment_count: AtomicU64,
     /// Parse messages from clients.
     pub client_parse_count: AtomicU64,
+    /// Parse messages sent to servers (client ones and injected ones).
+    pub server_parse_count: AtomicU64,
     /// Bind messages from clients.
     pub bind_count: AtomicU64,
     /// Successful client logins.
@@ -44,6 +46,7 @@ pub struct StatsSnapshot {
     pub wait_time_us: u64,
     pub server_assignment_count: u64,
     pub client_parse_count: u64,
+    pub server_parse_count: u64,
     pub bind_count: u64,
     pub client_login_count: u64,
 }
@@ -67,6 +70,7 @@ impl PoolStats {
             wait_time_us: self.wait_time_us.load(Relaxed),
             server_assignment_count: self.server_assignment_count.load(Relaxed),
             client_parse_count: self.client_parse_count.load(Relaxed),
+            server_parse_count: self.server_parse_count.load(Relaxed),
             bind_count: self.bind_count.load(Relaxed),
             client_login_count: self.client_login_count.load(Relaxed),
         }
@@ -84,6 +88,7 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.wait_time_us += o.wait_time_us;
         self.server_assignment_count += o.server_assignment_count;
         self.client_parse_count += o.client_parse_count;
+        self.server_parse_count += o.server_parse_count;
         self.bind_count += o.bind_count;
         self.client_login_count += o.client_login_count;
     }

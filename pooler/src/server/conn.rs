@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use tokio::time::Instant;
 
+use super::ServerStatements;
 use crate::net::{PeerAddr, Stream};
 
 /// Parameters a server reported with ParameterStatus, in arrival order.
@@ -14,12 +15,19 @@ pub struct ServerParams(pub Vec<(String, String)>);
 impl ServerParams {
     /// The value of `name` (case-insensitive, as PostgreSQL's GUC names).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Records a reported value.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
             Some((_, v)) => {
                 if v != value {
                     *v = value.to_owned();
@@ -49,6 +57,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Bytes read past the end of login (normally none); the relay consumes them first.
     pub leftover: BytesMut,
+    /// Statements pgmux prepared here for clients (transaction and statement modes).
+    pub statements: ServerStatements,
 }
 
 impl ServerConn {

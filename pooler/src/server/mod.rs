@@ -2,8 +2,10 @@
 
 mod conn;
 mod login;
+mod statements;
 mod target;
 
 pub use conn::{ServerConn, ServerParams};
 pub use login::{connect, run_simple_query, Credentials, ServerError};
+pub use statements::ServerStatements;
 pub use target::Target;

@@ -1,0 +1,162 @@
+//! Hostile and broken input on raw sockets: every case gets an ErrorResponse with 08P01 and a
+//! closed socket, and a client doing real work at the same time is not disturbed.
+
+use bytes::{BufMut, BytesMut};
+use pgmux_protocol::backend::ErrorFields;
+use pgmux_protocol::{build, split_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::pgmux::Setup;
+use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+fn start(pg: &Cluster) -> Pgmux {
+    Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust\nmax_packet_size = 65536\nclient_login_timeout = 2",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    )
+}
+
+/// Reads to EOF and returns the SQLSTATE and message of the first ErrorResponse.
+async fn error_then_eof(s: &mut TcpStream) -> (String, String) {
+    let mut all = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "pgmux must close the socket");
+    let mut buf = BytesMut::from(&all[..]);
+    while let Ok(Some(f)) = split_frame(&mut buf, 1 << 24) {
+        if f.tag == b'E' {
+            let e = ErrorFields::new(f.body());
+            return (String::from_utf8_lossy(e.sqlstate()).into(), e.message());
+        }
+    }
+    panic!("no ErrorResponse in {all:?}");
+}
+
+async fn logged_in(mux: &Pgmux) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
+            assert_ne!(f.tag, b'E', "login failed");
+            if f.tag == b'Z' {
+                return s;
+            }
+            continue;
+        }
+        assert!(
+            s.read_buf(&mut buf).await.unwrap() > 0,
+            "closed during login"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_packets_get_08p01_and_a_closed_socket() {
+    let pg = Cluster::shared();
+    let mux = start(pg);
+    let bystander = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0, 1, 0, 0, 0, 3, 0, 0], // length over the startup limit
+        vec![0, 0, 0, 4],             // length below the minimum
+        vec![0, 0, 0, 8, 0, 9, 0, 0], // protocol 9.0
+        vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'], // unterminated parameter
+    ];
+    for case in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        s.write_all(&case).await.unwrap();
+        let (code, msg) = error_then_eof(&mut s).await;
+        assert_eq!(code, "08P01", "{case:?}: {msg}");
+    }
+    let v: i32 = bystander.query_one("SELECT 3", &[]).await.unwrap().get(0);
+    assert_eq!(v, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_after_login_close_only_that_client() {
+    let pg = Cluster::shared();
+    let mux = start(pg);
+    let bystander = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let bad: Vec<Vec<u8>> = vec![
+        {
+            // A Query claiming to be 1 GB long: over max_packet_size.
+            let mut b = BytesMut::new();
+            b.put_u8(b'Q');
+            b.put_i32(1 << 30);
+            b.put_slice(b"SELECT 1");
+            b.to_vec()
+        },
+        vec![b'Q', 0, 0, 0, 2], // length below 4
+        vec![b'z', 0, 0, 0, 4], // no such message type
+    ];
+    for msg in bad {
+        let mut s = logged_in(&mux).await;
+        s.write_all(&msg).await.unwrap();
+        let (code, text) = error_then_eof(&mut s).await;
+        assert_eq!(code, "08P01", "{msg:?}: {text}");
+    }
+    // A message that stops short of its announced length is simply waited for; the client is
+    // cut off by the server's read of a broken pipe only when it goes away.
+    let mut s = logged_in(&mux).await;
+    s.write_all(&[b'Q', 0, 0, 0, 100, b'S']).await.unwrap();
+    drop(s);
+    let v: i32 = bystander.query_one("SELECT 4", &[]).await.unwrap().get(0);
+    assert_eq!(v, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_startup_parameter_and_login_timeout() {
+    let pg = Cluster::shared();
+    let mux = start(pg);
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    build::startup_message(
+        &mut out,
+        &[
+            ("user", SCRAM_USER),
+            ("database", "app"),
+            ("search_path", "x"),
+        ],
+    );
+    s.write_all(&out).await.unwrap();
+    let (code, msg) = error_then_eof(&mut s).await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("08P01", "unsupported startup parameter: search_path")
+    );
+
+    // A client that sends half a startup packet is closed after client_login_timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    s.write_all(&[0, 0, 0, 40, 0, 3]).await.unwrap();
+    let (code, msg) = error_then_eof(&mut s).await;
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("08P01", "client_login_timeout")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_and_gssenc_requests_are_declined() {
+    let pg = Cluster::shared();
+    let mux = start(pg);
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap(); // GSSENCRequest
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap(); // SSLRequest
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+}

@@ -1,0 +1,33 @@
+//! Test harness: throwaway PostgreSQL clusters (initdb + postgres as the `postgres` OS user,
+//! unix socket in a temp dir) and in-process pgmux instances configured by ini text.
+
+pub mod cluster;
+pub mod pgmux;
+
+pub use cluster::Cluster;
+pub use pgmux::Pgmux;
+
+/// Passwords of the roles every cluster has.
+pub const SCRAM_USER: &str = "scram_user";
+/// Password of `scram_user` (stored as SCRAM-SHA-256 in PostgreSQL).
+pub const SCRAM_PASS: &str = "scram-pass";
+/// A role whose password PostgreSQL stores as md5.
+pub const MD5_USER: &str = "md5_user";
+/// Password of `md5_user`.
+pub const MD5_PASS: &str = "md5-pass";
+
+/// Runs a command and returns stdout, panicking with its output when it fails.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
