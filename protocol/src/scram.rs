@@ -137,7 +137,7 @@ pub fn new_nonce() -> String {
     B64.encode(bytes)
 }
 
-fn attr<'a>(part: &'a str, key: char) -> Result<&'a str, ProtocolError> {
+fn attr(part: &str, key: char) -> Result<&str, ProtocolError> {
     part.strip_prefix(key)
         .and_then(|p| p.strip_prefix('='))
         .ok_or(ProtocolError::Invalid("malformed SCRAM message"))

@@ -192,6 +192,8 @@ impl Cluster {
 }
 
 /// Stops the cluster and removes its directory once this test process has exited.
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
 fn spawn_watchdog(c: &Cluster) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \

@@ -23,6 +23,7 @@ pub struct Pgmux {
 }
 
 /// What to write into the ini.
+#[derive(Default)]
 pub struct Setup<'a> {
     /// Lines for `[pgbouncer]` (after the harness defaults, so they win).
     pub pgbouncer: &'a str,
@@ -30,16 +31,6 @@ pub struct Setup<'a> {
     pub databases: &'a str,
     /// Lines for userlist.txt; None means both test roles with their PostgreSQL secrets.
     pub userlist: Option<&'a str>,
-}
-
-impl Default for Setup<'_> {
-    fn default() -> Self {
-        Setup {
-            pgbouncer: "",
-            databases: "",
-            userlist: None,
-        }
-    }
 }
 
 impl Pgmux {

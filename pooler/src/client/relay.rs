@@ -461,11 +461,9 @@ impl Relay {
                             self.tracker.on_error(&mut s.statements);
                         }
                     }
-                    tags::backend::READY_FOR_QUERY => {
-                        if avail.len() >= total {
-                            if let Some(s) = self.server.as_mut() {
-                                self.tracker.on_ready(&mut s.statements);
-                            }
+                    tags::backend::READY_FOR_QUERY if avail.len() >= total => {
+                        if let Some(s) = self.server.as_mut() {
+                            self.tracker.on_ready(&mut s.statements);
                         }
                     }
                     _ => {}

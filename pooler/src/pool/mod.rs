@@ -91,6 +91,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+// Short-lived result of one locked look at the pool; boxing the server would allocate.
+#[allow(clippy::large_enum_variant)]
 enum Take {
     Server(ServerConn),
     Slot(SlotGuard),
@@ -387,24 +389,18 @@ impl Pool {
         s.total = s.total.saturating_sub(1);
         self.db_limit.release();
         self.user_limit.release();
-        while !s.waiters.is_empty() {
-            if !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
-                return;
-            }
-            let mut given = false;
-            while let Some((_, tx)) = s.waiters.pop_front() {
-                if tx.send(Handoff::Slot).is_ok() {
-                    given = true;
-                    break;
-                }
-            }
-            if !given {
-                s.total -= 1;
-                self.db_limit.release();
-                self.user_limit.release();
-            }
+        if s.waiters.is_empty() || !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
             return;
         }
+        while let Some((_, tx)) = s.waiters.pop_front() {
+            if tx.send(Handoff::Slot).is_ok() {
+                return;
+            }
+        }
+        // Every waiter had gone: give the reserved slot back.
+        s.total -= 1;
+        self.db_limit.release();
+        self.user_limit.release();
     }
 
     /// Closes idle servers past server_idle_timeout or server_lifetime (keeping min_pool_size),
