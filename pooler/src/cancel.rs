@@ -19,7 +19,7 @@ use crate::net::PeerAddr;
 /// Where to send a cancel for a client's current query.
 #[derive(Debug, Clone)]
 struct Target {
-    addr: PeerAddr,
+    addr: Arc<PeerAddr>,
     key: (i32, i32),
 }
 
@@ -33,7 +33,7 @@ pub struct CancelSlot {
 
 impl CancelSlot {
     /// The client now holds the server at `addr` with backend key `key`.
-    pub fn attach(&self, addr: &PeerAddr, key: (i32, i32)) {
+    pub fn attach(&self, addr: &Arc<PeerAddr>, key: (i32, i32)) {
         *self.target.lock() = Some(Target {
             addr: addr.clone(),
             key,
@@ -111,7 +111,7 @@ async fn send_cancel(t: &Target) -> std::io::Result<()> {
     build::cancel_request(&mut pkt, t.key.0, t.key.1);
     let mut sink = [0u8; 64];
     let io = async {
-        match &t.addr {
+        match t.addr.as_ref() {
             PeerAddr::Tcp(a) => {
                 let mut s = tokio::net::TcpStream::connect(a).await?;
                 s.write_all(&pkt).await?;

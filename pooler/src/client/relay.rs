@@ -551,7 +551,8 @@ impl Relay {
     async fn attach(&mut self) -> Result<(), End> {
         let pool = self.session.pool.clone();
         let start = Instant::now();
-        let checkout = pool.checkout();
+        let settings = self.settings.clone();
+        let checkout = pool.checkout_with(&settings);
         tokio::pin!(checkout);
         let result = loop {
             tokio::select! {
@@ -630,7 +631,7 @@ impl Relay {
             }
             server.statements.clear();
         }
-        pool.release(server);
+        pool.release_with(server, &self.settings);
         if self.sout.is_empty() && self.sout.capacity() > 4 * READ_CHUNK {
             self.sout = BytesMut::new();
         }

@@ -26,6 +26,9 @@ use waiter::{Handoff, SlotGuard, WaitTicket};
 
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
+/// Idle time after which a server is probed for a close before it is handed out.
+const DEAD_CHECK_AFTER: Duration = Duration::from_millis(20);
+
 /// Why a client got no server.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -239,21 +242,35 @@ impl Pool {
     /// Timeout, fast fail after failed logins, or this attempt's connect error.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
         let settings = self.settings();
+        self.checkout_with(&settings).await
+    }
+
+    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's).
+    ///
+    /// # Cancel safety
+    /// As [`Pool::checkout`].
+    ///
+    /// # Errors
+    /// As [`Pool::checkout`].
+    pub async fn checkout_with(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+    ) -> Result<ServerConn, CheckoutError> {
         let start = Instant::now();
         let deadline =
             (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
         loop {
-            match self.try_take(&settings, start, ticket.is_some())? {
+            match self.try_take(settings, start, ticket.is_some())? {
                 Take::Server(s) => {
-                    if let Some(s) = self.prepare(s, &settings).await {
+                    if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
                     }
                     continue;
                 }
                 Take::Slot(guard) => {
                     drop(ticket.take());
-                    return self.open(guard, &settings).await;
+                    return self.open(guard, settings).await;
                 }
                 Take::Wait(new) => {
                     if new.is_some() {
@@ -270,13 +287,13 @@ impl Pool {
             match tokio::time::timeout(wait, t.recv()).await {
                 Ok(Some(Handoff::Server(s))) => {
                     drop(ticket.take());
-                    if let Some(s) = self.prepare(s, &settings).await {
+                    if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
                     }
                 }
                 Ok(Some(Handoff::Slot)) => {
                     drop(ticket.take());
-                    return self.open(SlotGuard::new(self.clone()), &settings).await;
+                    return self.open(SlotGuard::new(self.clone()), settings).await;
                 }
                 Ok(None) => ticket = None,
                 Err(_) => {
@@ -294,7 +311,10 @@ impl Pool {
         mut s: ServerConn,
         settings: &PoolSettings,
     ) -> Option<ServerConn> {
-        if s.is_dead() || self.expired(&s, settings) {
+        // A server idle for a while may have been terminated or seen PostgreSQL restart; one
+        // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
+        let idle_for = s.last_used.elapsed();
+        if (idle_for >= DEAD_CHECK_AFTER && s.is_dead()) || self.expired(&s, settings) {
             self.discard(s);
             return None;
         }
@@ -358,9 +378,14 @@ impl Pool {
 
     /// Gives a clean server (idle, nothing in flight) back: to the longest waiter, else to the
     /// idle list. A server past its lifetime is closed instead.
-    pub fn release(&self, mut server: ServerConn) {
+    pub fn release(&self, server: ServerConn) {
         let settings = self.settings();
-        if self.expired(&server, &settings) {
+        self.release_with(server, &settings);
+    }
+
+    /// [`Pool::release`] with settings the caller already holds.
+    pub fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
+        if self.expired(&server, settings) {
             self.discard(server);
             return;
         }

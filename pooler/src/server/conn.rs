@@ -2,6 +2,8 @@
 //! leased. It carries what the pooler must remember: parameters the server reported, its cancel
 //! key, and when it was made and last used.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio::time::Instant;
 
@@ -45,8 +47,8 @@ pub struct ServerConn {
     pub stream: Stream,
     /// pgmux's id for logs and SHOW SERVERS.
     pub id: u64,
-    /// Where it is connected (for cancel requests).
-    pub addr: PeerAddr,
+    /// Where it is connected (for cancel requests); shared so that attaching costs no copy.
+    pub addr: Arc<PeerAddr>,
     /// The server's BackendKeyData (pid, secret).
     pub backend_key: (i32, i32),
     /// Parameters the server reported.

@@ -136,7 +136,7 @@ pub async fn connect(
         Ok(ServerConn {
             stream,
             id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
-            addr,
+            addr: std::sync::Arc::new(addr),
             backend_key: key,
             params,
             created: now,

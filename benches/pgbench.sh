@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark in one run: pgbench select-only against PostgreSQL directly, through
+# PgBouncer and through pgmux, both poolers with the same ini (transaction mode, pool 20).
+# Prints tps, the pgmux/PgBouncer ratio and each pooler's CPU time per 1,000 transactions.
+#
+#   benches/pgbench.sh                 # 10 s per run (about 5 minutes in all)
+#   BENCH_SECONDS=3 benches/pgbench.sh # quicker, noisier
+#   BENCH_CLIENTS="1 16" BENCH_MODES=simple benches/pgbench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/pg-env.sh
+pg_ensure_installed
+if ! command -v pgbouncer >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+    systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+  else
+    echo "error: pgbouncer is needed for the comparison: apt-get install pgbouncer" >&2; exit 1
+  fi
+fi
+PGBIN=$(pg_find_bin)
+SECS=${BENCH_SECONDS:-10}
+CLIENTS=${BENCH_CLIENTS:-"1 16 64 256"}
+MODES=${BENCH_MODES:-"simple extended"}
+PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432
+
+cargo build --release -q -p pgmux
+DIR=$(mktemp -d /tmp/pgmux-bench.XXXXXX)
+chmod 755 "$DIR"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
+PIDS=()
+cleanup() {
+  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w \
+  -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off" \
+  start >/dev/null
+as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 10 -q bench >/dev/null 2>&1
+
+echo '"bench" "bench"' >"$DIR/userlist.txt"
+write_ini() { # name port
+  cat >"$DIR/$1.ini" <<INI
+[databases]
+bench = host=$DIR port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $2
+unix_socket_dir = $DIR/$1
+auth_type = md5
+auth_file = $DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 2000
+log_connections = 0
+log_disconnections = 0
+logfile = $DIR/$1.log
+pidfile = $DIR/$1.pid
+INI
+  mkdir -p "$DIR/$1"
+}
+write_ini pgbouncer $BOUNCER_PORT
+write_ini pgmux $MUX_PORT
+[ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
+ulimit -n 65536 2>/dev/null || true
+
+as_pg pgbouncer -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
+as_pg target/release/pgmux -q "$DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
+for port in $BOUNCER_PORT $MUX_PORT; do
+  for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $port && break; sleep 0.1; done
+done
+for f in pgbouncer pgmux; do
+  for _ in $(seq 50); do [ -s "$DIR/$f.pid" ] && break; sleep 0.1; done
+done
+BOUNCER_PID=$(cat "$DIR/pgbouncer.pid"); MUX_PID=$(cat "$DIR/pgmux.pid")
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# run PORT ARGS... -> prints "tps xacts"
+run() {
+  local port=$1; shift
+  local out
+  out=$(PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S "$@" -T "$SECS" bench 2>&1) || { echo "pgbench failed: $out" >&2; echo "0 0"; return; }
+  local tps xacts
+  tps=$(echo "$out" | awk '/^tps = /{print $3; exit}')
+  xacts=$(echo "$out" | awk -F': ' '/number of transactions actually processed/{split($2,a,"/"); print a[1]}')
+  echo "${tps:-0} ${xacts:-0}"
+}
+
+# measure LABEL ARGS... : one row with all three targets
+measure() {
+  local label=$1; shift
+  read -r d_tps _ < <(run $PG_PORT "$@")
+  local b0 m0 b1 m1
+  b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
+  m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
+  awk -v l="$label" -v d="$d_tps" -v b="$b_tps" -v m="$m_tps" -v bc=$((b1 - b0)) -v mc=$((m1 - m0)) \
+      -v bx="$b_x" -v mx="$m_x" -v tick="$TICK" 'BEGIN {
+    bcpu = (bx > 0) ? bc / tick * 1000 / bx * 1000 : 0;   # ms of CPU per 1000 transactions
+    mcpu = (mx > 0) ? mc / tick * 1000 / mx * 1000 : 0;
+    printf "| %-22s | %9.0f | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.2f |\n", l, d, b, m,
+      (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }'
+}
+
+echo
+echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $(pgbouncer --version | head -1); $(target/release/pgmux -V)"
+echo
+echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
+echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"
+for mode in $MODES; do
+  for c in $CLIENTS; do
+    j=$(( c < 2 ? 1 : 2 ))
+    measure "-M $mode -c $c" -M "$mode" -c "$c" -j "$j"
+  done
+done
+measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
+echo
+echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."
