@@ -2,6 +2,9 @@
 //! standard_conforming_strings, application_name and track_extra_parameters. Each client keeps
 //! its own values; before a server is used for it, the server is SET to match.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
 use crate::server::ServerParams;
 
 /// Always tracked, as PgBouncer.
@@ -18,6 +21,7 @@ pub const ALWAYS_TRACKED: [&str; 5] = [
 pub struct ClientParams {
     values: Vec<(String, String)>,
     extra: Vec<String>,
+    fingerprint: u64,
 }
 
 impl ClientParams {
@@ -26,6 +30,7 @@ impl ClientParams {
         Self {
             values: Vec::new(),
             extra: extra.to_vec(),
+            fingerprint: 0,
         }
     }
 
@@ -46,13 +51,22 @@ impl ClientParams {
         };
         match self.values.iter_mut().find(|(k, _)| *k == canon) {
             Some((_, v)) => {
-                if v != value {
-                    *v = value.to_owned();
+                if v == value {
+                    return true;
                 }
+                *v = value.to_owned();
             }
             None => self.values.push((canon, value.to_owned())),
         }
+        let mut h = DefaultHasher::new();
+        self.values.hash(&mut h);
+        self.fingerprint = h.finish();
         true
+    }
+
+    /// A hash of all wanted values: a server synced to this fingerprint needs no SET.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The wanted value of `name`.

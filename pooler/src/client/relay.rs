@@ -498,6 +498,7 @@ impl Relay {
                         self.session.params.set(&k, &v);
                         if let Some(s) = self.server.as_mut() {
                             s.params.set(&k, &v);
+                            s.synced_params = self.session.params.fingerprint();
                         }
                     } else {
                         let status = backend::ready_for_query(body)?;
@@ -581,7 +582,14 @@ impl Relay {
             let left = std::mem::take(&mut server.leftover);
             self.sout.extend_from_slice(&left);
         }
-        if let Some(sql) = self.session.params.sync_sql(&server.params) {
+        let wanted = self.session.params.fingerprint();
+        let sql = if server.synced_params == wanted {
+            None
+        } else {
+            self.session.params.sync_sql(&server.params)
+        };
+        server.synced_params = wanted;
+        if let Some(sql) = sql {
             if let Err(e) = server::run_simple_query(&mut server, &sql).await {
                 match e {
                     server::ServerError::Rejected {

@@ -131,6 +131,8 @@ pub struct General {
     pub disable_pqexec: bool,
     pub stats_period: Duration,
     pub max_prepared_statements: u32,
+    /// pgmux extension: runtime threads (0 = automatic).
+    pub worker_threads: u32,
 }
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
@@ -187,6 +189,18 @@ impl General {
         } else {
             self.client_login_timeout
         }
+    }
+
+    /// Runtime threads to use: `worker_threads`, or half the cores (the other half is left to
+    /// PostgreSQL on the same node), at least one.
+    pub fn threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads as usize;
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        (cores / 2).max(1)
     }
 
     /// Builds typed settings from the merged key table.
@@ -252,6 +266,7 @@ impl General {
             disable_pqexec: r.flag("disable_pqexec")?,
             stats_period: r.secs("stats_period")?,
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
+            worker_threads: r.int("worker_threads", 1024)?,
         };
         if g.pkt_buf < 512 {
             return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));

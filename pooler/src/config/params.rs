@@ -127,6 +127,8 @@ pub const PARAMS: &[Param] = &[
     p("unix_socket_mode", "0777", false),
     p("user", "", false),
     p("verbose", "0", true),
+    // pgmux extension: runtime worker threads; 0 = half the cores (at least one).
+    p("worker_threads", "0", false),
 ];
 
 /// The table entry for `name` (case-insensitive).

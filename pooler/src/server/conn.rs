@@ -61,6 +61,8 @@ pub struct ServerConn {
     pub leftover: BytesMut,
     /// Statements pgmux prepared here for clients (transaction and statement modes).
     pub statements: ServerStatements,
+    /// Fingerprint of the client parameters this server was last made to match (0: none).
+    pub synced_params: u64,
 }
 
 impl ServerConn {

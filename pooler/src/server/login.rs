@@ -143,6 +143,7 @@ pub async fn connect(
             last_used: now,
             leftover,
             statements: Default::default(),
+            synced_params: 0,
         })
     };
     let timeout = if timeout.is_zero() {
