@@ -8,5 +8,6 @@ mod faults;
 mod garbage;
 mod params;
 mod pgbench;
+mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;

@@ -1,0 +1,187 @@
+//! Pool sizing and lifetimes over time: min_pool_size, server_idle_timeout, server_lifetime,
+//! max_client_conn, max_db_connections, and the per-pool counters SHOW STATS will read.
+//! Each test uses its own database so that server counts in pg_stat_activity are its own.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+fn own_db(pg: &Cluster, name: &str) {
+    pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {name} OWNER {SCRAM_USER}"),
+    );
+}
+
+fn servers(pg: &Cluster, db: &str) -> i64 {
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+    )
+    .parse()
+    .unwrap()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_opens_spares_and_idle_timeout_closes_extras() {
+    let pg = Cluster::shared();
+    own_db(pg, "lc_min");
+    let mux = Pgmux::start(
+        pg,
+        "min_pool_size = 3\ndefault_pool_size = 5\nserver_idle_timeout = 1",
+    );
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_min").await.unwrap();
+    eventually("3 spare servers", || servers(pg, "lc_min") == 3).await;
+    // Five at once: the pool grows to five ...
+    let tasks = (0..5).map(|_| c.query_one("SELECT pg_sleep(0.3)", &[]));
+    let _ = join_all(tasks).await;
+    let url = mux.url(SCRAM_USER, SCRAM_PASS, "lc_min");
+    let extra = (0..5).map(|_| {
+        let url = url.clone();
+        async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.query_one("SELECT pg_sleep(0.3)", &[]).await.unwrap();
+        }
+    });
+    join_all(extra).await;
+    assert!(servers(pg, "lc_min") >= 4);
+    // ... and shrinks back to min_pool_size once the extras have idled past server_idle_timeout.
+    eventually("back to min_pool_size", || servers(pg, "lc_min") == 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_replaces_old_servers() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "server_lifetime = 0.5\ndefault_pool_size = 1");
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let first: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let again: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, again, "a young server is reused");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let later: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        first, later,
+        "a server past server_lifetime is closed, not reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "max_client_conn = 2");
+    let _a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let _b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let err = mux
+        .connect(SCRAM_USER, SCRAM_PASS, "app")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("53300", "no more connections allowed (max_client_conn)")
+    );
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    mux.connect(SCRAM_USER, SCRAM_PASS, "app")
+        .await
+        .expect("a slot is free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_caps_servers_across_users() {
+    let pg = Cluster::shared();
+    own_db(pg, "lc_maxdb");
+    let mux = Pgmux::start(pg, "max_db_connections = 1\ndefault_pool_size = 5");
+    let url = mux.url(SCRAM_USER, SCRAM_PASS, "lc_maxdb");
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let tasks = (0..4).map(|_| {
+        let url = url.clone();
+        async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.query_one("SELECT pg_sleep(0.2)", &[]).await.unwrap();
+        }
+    });
+    let watch = {
+        let seen = seen.clone();
+        async move {
+            for _ in 0..8 {
+                let n = servers(pg, "lc_maxdb");
+                seen.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    tokio::join!(join_all(tasks), watch);
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "never more than max_db_connections servers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_match_the_workload() {
+    let pg = Cluster::shared();
+    own_db(pg, "lc_stats");
+    let mux = Pgmux::start(pg, "pool_mode = transaction");
+    let c = mux
+        .connect(SCRAM_USER, SCRAM_PASS, "lc_stats")
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    c.batch_execute("BEGIN; SELECT 1; SELECT 2; COMMIT")
+        .await
+        .unwrap();
+    let pool = mux
+        .shared
+        .pools
+        .all()
+        .into_iter()
+        .find(|p| p.db == "lc_stats")
+        .expect("pool exists");
+    let s = pool.stats.snapshot();
+    assert_eq!(s.query_count, 51, "each Query message is one request");
+    assert_eq!(s.xact_count, 51);
+    assert_eq!(s.server_assignment_count, 51);
+    assert!(
+        s.bytes_received > 50 * 14 && s.bytes_sent > 50 * 30,
+        "{s:?}"
+    );
+    assert!(
+        s.query_time_us > 0 && s.xact_time_us >= s.query_time_us,
+        "{s:?}"
+    );
+    assert_eq!(s.client_login_count, 1);
+}
