@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod auth;
 mod faults;
 mod garbage;

@@ -140,12 +140,18 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Once a second: close idle and expired servers, open servers up to min_pool_size.
+/// Once a second: close idle and expired servers, open servers up to min_pool_size; every
+/// stats_period: compute the per-database averages SHOW STATS reports.
 async fn maintenance(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period = crate::pool::AveragesPeriod::new();
     loop {
         tick.tick().await;
+        let stats_period = shared.config().general.stats_period;
+        if let Some(avg) = period.tick(&shared.pools.all(), stats_period) {
+            *shared.averages.lock() = avg;
+        }
         for pool in shared.pools.all() {
             let missing = pool.maintain();
             for _ in 0..missing {

@@ -3,10 +3,12 @@
 #![warn(missing_docs, clippy::all)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cancel;
 pub mod cli;
 pub mod client;
+pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod logging;

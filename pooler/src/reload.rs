@@ -17,12 +17,37 @@ pub fn reload(shared: &Arc<Shared>) -> Result<(), ConfigError> {
     for w in &new.warnings {
         tracing::warn!("{w}");
     }
+    apply(shared, new);
+    tracing::info!("configuration reloaded");
+    Ok(())
+}
+
+/// Console `SET key = value`: changes one reloadable parameter in the running config.
+///
+/// # Errors
+/// The parameter is unknown, needs a restart, or the value is bad.
+pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), String> {
+    let new = shared.config().with_setting(key, value)?;
+    apply(shared, new);
+    tracing::info!("{key} set to {value}");
+    Ok(())
+}
+
+/// Installs `new` and re-derives pool settings; a pool whose server target changed closes its
+/// old servers as they are released.
+fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
     for pool in shared.pools.all() {
         if let Some(db) = new.database(&pool.db) {
-            pool.set_settings(PoolSettings::derive(&new, &db, &pool.user));
+            let next = PoolSettings::derive(&new, &db, &pool.user);
+            let old = pool.settings();
+            let moved = old.target.hosts != next.target.hosts
+                || old.target.port != next.target.port
+                || old.target.dbname != next.target.dbname;
+            pool.set_settings(next);
+            if moved {
+                pool.reconnect();
+            }
         }
     }
     shared.set_config(new);
-    tracing::info!("configuration reloaded");
-    Ok(())
 }

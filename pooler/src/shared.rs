@@ -4,12 +4,17 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use std::collections::HashMap;
+use std::time::SystemTime;
+
 use crate::cancel::Cancels;
+use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::pool::Pools;
+use crate::pool::StatsSnapshot;
 
 /// Run state, as SHOW STATE and the shutdown commands see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,14 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: [u8; 32],
+    /// Logged-in clients (SHOW CLIENTS, KILL).
+    pub client_registry: ClientRegistry,
+    /// Per-database averages over the last stats_period (SHOW STATS avg_* columns).
+    pub averages: Mutex<HashMap<String, StatsSnapshot>>,
+    /// Process start.
+    pub started: SystemTime,
+    /// Admin console clients connected now.
+    pub admin_clients: std::sync::atomic::AtomicI64,
     state_tx: watch::Sender<RunState>,
 }
 
@@ -49,6 +62,10 @@ impl Shared {
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
+            client_registry: ClientRegistry::default(),
+            averages: Mutex::new(HashMap::new()),
+            started: SystemTime::now(),
+            admin_clients: std::sync::atomic::AtomicI64::new(0),
             state_tx,
         })
     }

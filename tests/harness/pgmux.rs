@@ -130,6 +130,13 @@ impl Pgmux {
     }
 }
 
+impl Pgmux {
+    /// True once pgmux has exited (after SHUTDOWN).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
 impl Drop for Pgmux {
     fn drop(&mut self) {
         self.shared.set_state(RunState::Immediate);

@@ -69,6 +69,15 @@ impl ClientIo {
         Ok(())
     }
 
+    /// Writes `bytes` out.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
     /// Sends a FATAL error and flushes; the caller then closes the connection.
     pub async fn fatal(&mut self, sqlstate: &str, message: &str) {
         build::error_response(&mut self.wbuf, Severity::Fatal, sqlstate, message);

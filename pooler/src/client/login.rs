@@ -20,6 +20,15 @@ use crate::pool::{CheckoutError, Pool};
 use crate::server::ServerParams;
 use crate::shared::{RunState, Shared};
 
+/// What a login led to.
+#[derive(Debug)]
+pub enum Login {
+    /// A pooled session.
+    Session(Session),
+    /// The admin console.
+    Admin(crate::admin::Access),
+}
+
 /// A logged-in client, ready for the relay.
 #[derive(Debug)]
 pub struct Session {
@@ -35,6 +44,8 @@ pub struct Session {
     pub peer: PeerAddr,
     /// Its user name.
     pub user: String,
+    /// Its entry in the client registry.
+    pub info: Arc<crate::clients::ClientInfo>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -61,7 +72,7 @@ pub async fn login(
     io: &mut ClientIo,
     peer: &PeerAddr,
     client_number: usize,
-) -> Result<Option<Session>, ClientError> {
+) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
     let (version, raw) = match read_opening(io).await? {
         StartupPacket::Cancel { pid, secret } => {
@@ -90,6 +101,28 @@ pub async fn login(
     if g.log_connections {
         tracing::info!(client = %peer, db = %req.database, user = %req.user, "login attempt");
     }
+    if req.database == crate::admin::ADMIN_DB {
+        let euid = nix::unistd::geteuid().as_raw();
+        let same_uid = io.stream.peer_uid() == Some(euid);
+        let access = if crate::admin::passwordless(shared, &req.user, same_uid) {
+            crate::admin::Access::Admin
+        } else {
+            let secret = config.auth_file.get(&req.user);
+            authenticate(
+                io,
+                g.auth_type,
+                &req.user,
+                secret,
+                &shared.mock_key,
+                g.scram_iterations,
+            )
+            .await?;
+            crate::admin::access_of(shared, &req.user)?
+        };
+        crate::admin::welcome(&mut io.wbuf);
+        io.flush().await?;
+        return Ok(Some(Login::Admin(access)));
+    }
     let db = config.database(&req.database);
     let secret = config.auth_file.get(&req.user);
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none())
@@ -114,6 +147,12 @@ pub async fn login(
             format!("no such database: {}", req.database),
         ));
     };
+    if shared.pools.is_disabled(&db.name) {
+        return Err(ClientError::Refused(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("database \"{}\" is disabled", db.name),
+        ));
+    }
     let pool_user = db.user.clone().unwrap_or_else(|| req.user.clone());
     let pool = shared.pools.get_or_create(config, &db, &pool_user);
     if let (Some(keys), false) = (authed.scram_keys, pool.settings().forced_user) {
@@ -143,14 +182,19 @@ pub async fn login(
     }
     pool.clients.fetch_add(1, Ordering::Relaxed);
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
-    Ok(Some(Session {
+    let app = req.params.get("application_name").unwrap_or("").to_owned();
+    let info = shared
+        .client_registry
+        .register(&req.user, &req.database, peer, &app);
+    Ok(Some(Login::Session(Session {
         pool,
         params: req.params,
         cancel_key,
         cancel,
         peer: peer.clone(),
         user: req.user,
-    }))
+        info,
+    })))
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters.

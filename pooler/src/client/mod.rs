@@ -3,7 +3,7 @@
 //! another client.
 
 mod auth;
-mod io;
+pub mod io;
 mod login;
 mod params;
 mod prepared;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use pgmux_protocol::{sqlstate, ProtocolError};
 
+pub use io::ClientIo;
 pub use params::ClientParams;
 
 use crate::net::{PeerAddr, Stream};
@@ -73,7 +74,12 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Ok(None)) => return,
-        Ok(Ok(Some(session))) => session,
+        Ok(Ok(Some(login::Login::Admin(access)))) => {
+            let port = config.general.listen_port;
+            crate::admin::serve(shared.clone(), io, access, port).await;
+            return;
+        }
+        Ok(Ok(Some(login::Login::Session(session)))) => session,
     };
     relay::run(shared.clone(), io, session).await;
 }

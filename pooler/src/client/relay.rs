@@ -23,6 +23,7 @@ use tokio_util::io::poll_read_buf;
 use super::io::ClientIo;
 use super::login::{checkout_error_message, Session};
 use super::prepared::{ClientStatements, Response, Rewrite, Tracker};
+use crate::clients::ClientState;
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{PoolSettings, PoolStats};
@@ -44,6 +45,7 @@ enum Event {
     ServerFailed(std::io::Error),
     ClientFailed,
     Timer,
+    Killed,
 }
 
 /// Why the loop stops.
@@ -96,6 +98,8 @@ struct Relay {
     max_prepared: usize,
     statements: ClientStatements,
     tracker: Tracker,
+    /// Completes when the console asks to close this client (KILL, KILL_CLIENT).
+    kill: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -133,6 +137,10 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         max_prepared: config.general.max_prepared_statements as usize,
         statements: ClientStatements::default(),
         tracker: Tracker::default(),
+        kill: {
+            let info = session.info.clone();
+            Box::pin(async move { info.kill.notified().await })
+        },
         session,
     };
     r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
@@ -152,6 +160,9 @@ impl Relay {
         loop {
             if let Some((code, msg)) = self.fatal.take() {
                 return End::Fatal(code, msg);
+            }
+            if self.session.info.is_killed() {
+                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into());
             }
             if self.server.is_none() {
                 if self.terminate || self.client_eof {
@@ -202,6 +213,9 @@ impl Relay {
                     {
                         self.release().await;
                     }
+                }
+                Event::Killed => {
+                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into())
                 }
                 Event::Timer => {
                     self.timer = None;
@@ -305,6 +319,9 @@ impl Relay {
             if t.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
             }
+        }
+        if self.kill.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Killed);
         }
         Poll::Pending
     }
@@ -553,6 +570,10 @@ impl Relay {
         let pool = self.session.pool.clone();
         let start = Instant::now();
         let settings = self.settings.clone();
+        let info = self.session.info.clone();
+        info.set_state(ClientState::Waiting);
+        pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = WaitingGuard(&pool.clients_waiting);
         let checkout = pool.checkout_with(&settings);
         tokio::pin!(checkout);
         let result = loop {
@@ -615,6 +636,14 @@ impl Relay {
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
+        info.set_state(ClientState::Active);
+        info.server_pid
+            .store(server.backend_key.0, Ordering::Relaxed);
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        info.request_time_us.store(now_us, Ordering::Relaxed);
         self.tracker.reset();
         self.need_server = false;
         self.server = Some(server);
@@ -626,6 +655,8 @@ impl Relay {
         let Some(mut server) = self.server.take() else {
             return;
         };
+        self.session.info.set_state(ClientState::Idle);
+        self.session.info.server_pid.store(0, Ordering::Relaxed);
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         self.session.cancel.detach(CANCEL_WAIT).await;
@@ -682,7 +713,17 @@ impl Relay {
             tracing::info!(client = %self.session.peer, db = %pool.db, user = %self.session.user, "closing because: {reason}");
         }
         self.shared.cancels.unregister(self.session.cancel_key);
+        self.shared.client_registry.unregister(self.session.info.id);
         pool.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps `clients_waiting` right however the wait for a server ends.
+struct WaitingGuard<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -129,6 +129,31 @@ fn resolve(ini: &Path, f: &Path) -> PathBuf {
 }
 
 impl Config {
+    /// This config with one `[pgbouncer]` parameter changed (console SET).
+    ///
+    /// # Errors
+    /// Unknown parameter, one that needs a restart, or a bad value.
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, String> {
+        let p = params::find(key).ok_or_else(|| format!("unknown parameter: {key}"))?;
+        if !p.reloadable {
+            return Err(format!("{} cannot be changed while running", p.name));
+        }
+        let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> = self
+            .raw
+            .iter()
+            .map(|(k, v)| (*k, (v.clone(), None)))
+            .collect();
+        settings.insert(p.name, (value.to_owned(), None));
+        let general = General::from_settings(&settings).map_err(|e| match e {
+            ConfigError::Invalid { reason, .. } => reason,
+            other => other.to_string(),
+        })?;
+        let mut next = self.clone();
+        next.general = general;
+        next.raw.insert(p.name, value.to_owned());
+        Ok(next)
+    }
+
     /// The database entry for a client's database name: its own, else the `*` fallback with
     /// `dbname` defaulting to the requested name.
     pub fn database(&self, name: &str) -> Option<DatabaseConfig> {

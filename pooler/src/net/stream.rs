@@ -36,6 +36,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The uid of the process at the other end of a unix socket (SO_PEERCRED).
+    pub fn peer_uid(&self) -> Option<u32> {
+        match self {
+            Stream::Unix(s) => s.peer_cred().ok().map(|c| c.uid()),
+            Stream::Tcp(_) => None,
+        }
+    }
+
     /// Reads what is already in the socket without waiting: `Ok(0)` is EOF,
     /// `Err(WouldBlock)` means nothing is there. Used to find servers that died while idle.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {

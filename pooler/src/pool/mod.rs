@@ -2,6 +2,7 @@
 //! clients that a released server is handed to directly, and the limits around them.
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
+mod averages;
 mod limit;
 mod registry;
 mod settings;
@@ -9,15 +10,16 @@ mod stats;
 mod waiter;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use pgmux_protocol::scram::PassThroughKeys;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+pub use averages::AveragesPeriod;
 pub use limit::ConnLimit;
 pub use registry::Pools;
 pub use settings::PoolSettings;
@@ -83,6 +85,12 @@ pub struct Pool {
     pub clients: AtomicI64,
     /// Clients currently holding a server.
     pub clients_active: AtomicI64,
+    /// Clients waiting for a server (queued, or held by PAUSE).
+    pub clients_waiting: AtomicI64,
+    paused: AtomicBool,
+    resumed: Notify,
+    /// Bumped by RECONNECT and target changes: older servers are closed on release.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -127,7 +135,47 @@ impl Pool {
             user_limit,
             clients: AtomicI64::new(0),
             clients_active: AtomicI64::new(0),
+            clients_waiting: AtomicI64::new(0),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// PAUSE / RESUME: while paused, checkouts wait (clients see no error).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Relaxed);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Relaxed)
+    }
+
+    async fn wait_unpaused(&self) {
+        while self.paused.load(Relaxed) {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !self.paused.load(Relaxed) {
+                break;
+            }
+            resumed.await;
+        }
+    }
+
+    /// RECONNECT: servers made before now are closed when released; idle ones at once.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        self.close_idle();
+    }
+
+    /// Servers made under an older generation still open.
+    pub fn stale(&self, s: &ServerConn) -> bool {
+        s.generation != self.generation.load(Relaxed)
     }
 
     /// The settings in force now.
@@ -256,6 +304,9 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
     ) -> Result<ServerConn, CheckoutError> {
+        if self.paused.load(Relaxed) {
+            self.wait_unpaused().await;
+        }
         let start = Instant::now();
         let deadline =
             (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
@@ -314,7 +365,8 @@ impl Pool {
         // A server idle for a while may have been terminated or seen PostgreSQL restart; one
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
         let idle_for = s.last_used.elapsed();
-        if (idle_for >= DEAD_CHECK_AFTER && s.is_dead()) || self.expired(&s, settings) {
+        let dead = idle_for >= DEAD_CHECK_AFTER && s.is_dead();
+        if dead || self.expired(&s, settings) || self.stale(&s) {
             self.discard(s);
             return None;
         }
@@ -362,6 +414,7 @@ impl Pool {
             }
         }
         self.state.lock().last_failure = None;
+        s.generation = self.generation.load(Relaxed);
         {
             let mut w = self.welcome.lock();
             if w.is_none() {
@@ -385,7 +438,7 @@ impl Pool {
 
     /// [`Pool::release`] with settings the caller already holds.
     pub fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
-        if self.expired(&server, settings) {
+        if self.expired(&server, settings) || self.stale(&server) {
             self.discard(server);
             return;
         }
@@ -476,6 +529,18 @@ impl Pool {
         if let Ok(s) = self.open(guard, &settings).await {
             self.release(s);
         }
+    }
+
+    /// (backend pid, login time, address) of each idle server, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<(i32, std::time::SystemTime, crate::net::PeerAddr)> {
+        let s = self.state.lock();
+        s.idle
+            .iter()
+            .map(|c| {
+                let created = std::time::SystemTime::now() - c.created.elapsed();
+                (c.backend_key.0, created, c.addr.as_ref().clone())
+            })
+            .collect()
     }
 
     /// Closes every idle server (RECONNECT, shutdown).

@@ -2,16 +2,27 @@
 //! plus the connection counts shared per database and per user.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::{ConnLimit, Pool, PoolSettings};
+
+/// Operator switches per database.
+#[derive(Debug, Default, Clone, Copy)]
+struct DbFlags {
+    paused: bool,
+    disabled: bool,
+}
 use crate::config::{Config, DatabaseConfig};
 
 /// The pool registry.
 #[derive(Debug, Default)]
 pub struct Pools {
+    /// PAUSE without a database.
+    all_paused: AtomicBool,
+    flags: Mutex<HashMap<String, DbFlags>>,
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
@@ -20,6 +31,17 @@ pub struct Pools {
 impl Pools {
     /// The pool for `db` and the server-side user, made if new.
     pub fn get_or_create(
+        &self,
+        config: &Config,
+        db: &DatabaseConfig,
+        pool_user: &str,
+    ) -> Arc<Pool> {
+        let pool = self.get_or_create_inner(config, db, pool_user);
+        pool.set_paused(self.is_paused(&db.name));
+        pool
+    }
+
+    fn get_or_create_inner(
         &self,
         config: &Config,
         db: &DatabaseConfig,
@@ -57,6 +79,45 @@ impl Pools {
         let mut v: Vec<_> = self.pools.lock().values().cloned().collect();
         v.sort_by(|a, b| (&a.db, &a.user).cmp(&(&b.db, &b.user)));
         v
+    }
+
+    /// PAUSE (db = None: all) or RESUME; applied to existing pools and inherited by new ones.
+    pub fn set_paused(&self, db: Option<&str>, paused: bool) {
+        match db {
+            None => {
+                self.all_paused.store(paused, Ordering::Relaxed);
+                if !paused {
+                    for f in self.flags.lock().values_mut() {
+                        f.paused = false;
+                    }
+                }
+            }
+            Some(d) => self.flags.lock().entry(d.to_owned()).or_default().paused = paused,
+        }
+        for p in self.all() {
+            p.set_paused(self.is_paused(&p.db));
+        }
+    }
+
+    /// True when `db` (or everything) is paused.
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.all_paused.load(Ordering::Relaxed)
+            || self.flags.lock().get(db).is_some_and(|f| f.paused)
+    }
+
+    /// DISABLE / ENABLE: new logins to `db` are refused while disabled.
+    pub fn set_disabled(&self, db: &str, disabled: bool) {
+        self.flags.lock().entry(db.to_owned()).or_default().disabled = disabled;
+    }
+
+    /// True when `db` is disabled.
+    pub fn is_disabled(&self, db: &str) -> bool {
+        self.flags.lock().get(db).is_some_and(|f| f.disabled)
+    }
+
+    /// True when everything is paused (SHOW STATE).
+    pub fn all_paused(&self) -> bool {
+        self.all_paused.load(Ordering::Relaxed)
     }
 
     /// Servers open against database `db` now.

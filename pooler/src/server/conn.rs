@@ -63,6 +63,8 @@ pub struct ServerConn {
     pub statements: ServerStatements,
     /// Fingerprint of the client parameters this server was last made to match (0: none).
     pub synced_params: u64,
+    /// Pool generation it was made under (RECONNECT closes older ones).
+    pub generation: u64,
 }
 
 impl ServerConn {

@@ -144,6 +144,7 @@ pub async fn connect(
             leftover,
             statements: Default::default(),
             synced_params: 0,
+            generation: 0,
         })
     };
     let timeout = if timeout.is_zero() {

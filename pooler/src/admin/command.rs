@@ -1,0 +1,153 @@
+//! The console's grammar, as PgBouncer's: one command word and at most one argument,
+//! case-insensitive, optional trailing `;`; `SET key = value`; `SELECT x` read as `SHOW x`.
+
+/// How SHUTDOWN should proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Close everything now.
+    Immediate,
+    /// Wait for servers to be released.
+    WaitForServers,
+    /// Wait for clients to leave.
+    WaitForClients,
+}
+
+/// A parsed console command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// SHOW <what> (lower-cased).
+    Show(String),
+    /// PAUSE [db]
+    Pause(Option<String>),
+    /// RESUME [db]
+    Resume(Option<String>),
+    /// RECONNECT [db]
+    Reconnect(Option<String>),
+    /// KILL [db]
+    Kill(Option<String>),
+    /// KILL_CLIENT id
+    KillClient(u64),
+    /// SUSPEND
+    Suspend,
+    /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]
+    Shutdown(ShutdownMode),
+    /// DISABLE db
+    Disable(String),
+    /// ENABLE db
+    Enable(String),
+    /// WAIT_CLOSE [db]
+    WaitClose(Option<String>),
+    /// RELOAD
+    Reload,
+    /// SET key = value
+    Set(String, String),
+    /// An empty query.
+    Empty,
+}
+
+/// Parses one console query.
+///
+/// # Errors
+/// PgBouncer-style messages for unknown commands and bad arguments.
+pub fn parse(sql: &str) -> Result<Command, String> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    if text.is_empty() {
+        return Ok(Command::Empty);
+    }
+    let (word, rest) = match text.split_once(char::is_whitespace) {
+        Some((w, r)) => (w, r.trim()),
+        None => (text, ""),
+    };
+    let word = word.to_ascii_lowercase();
+    if word == "set" {
+        let (k, v) = rest
+            .split_once('=')
+            .ok_or_else(|| "bad SET command, expected SET key = value".to_owned())?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('\'')
+            .and_then(|x| x.strip_suffix('\''))
+            .map(|x| x.replace("''", "'"))
+            .unwrap_or_else(|| v.to_owned());
+        return Ok(Command::Set(k.trim().to_ascii_lowercase(), v));
+    }
+    if rest.split_whitespace().count() > 1 {
+        return Err("invalid command: too many arguments".into());
+    }
+    let arg = (!rest.is_empty()).then(|| unquote(rest));
+    let need = |a: Option<String>| {
+        a.ok_or_else(|| format!("{} needs an argument", word.to_ascii_uppercase()))
+    };
+    Ok(match word.as_str() {
+        "show" | "select" => Command::Show(need(arg)?.to_ascii_lowercase()),
+        "pause" => Command::Pause(arg),
+        "resume" => Command::Resume(arg),
+        "reconnect" => Command::Reconnect(arg),
+        "kill" => Command::Kill(arg),
+        "kill_client" => {
+            let a = need(arg)?;
+            Command::KillClient(a.parse().map_err(|_| format!("invalid client id: {a}"))?)
+        }
+        "suspend" if arg.is_none() => Command::Suspend,
+        "shutdown" => match arg.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => Command::Shutdown(ShutdownMode::Immediate),
+            Some("wait_for_servers") => Command::Shutdown(ShutdownMode::WaitForServers),
+            Some("wait_for_clients") => Command::Shutdown(ShutdownMode::WaitForClients),
+            Some(other) => return Err(format!("invalid SHUTDOWN mode: {other}")),
+        },
+        "disable" => Command::Disable(need(arg)?),
+        "enable" => Command::Enable(need(arg)?),
+        "wait_close" => Command::WaitClose(arg),
+        "reload" if arg.is_none() => Command::Reload,
+        _ => return Err("invalid command".into()),
+    })
+}
+
+/// Database names may be double-quoted.
+fn unquote(s: &str) -> String {
+    s.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pgbouncer_console_commands() {
+        assert_eq!(parse("show pools;").unwrap(), Command::Show("pools".into()));
+        assert_eq!(
+            parse("  SHOW   STATS  ").unwrap(),
+            Command::Show("stats".into())
+        );
+        assert_eq!(
+            parse("select version").unwrap(),
+            Command::Show("version".into())
+        );
+        assert_eq!(parse("PAUSE").unwrap(), Command::Pause(None));
+        assert_eq!(
+            parse("pause app").unwrap(),
+            Command::Pause(Some("app".into()))
+        );
+        assert_eq!(parse("KILL_CLIENT 42").unwrap(), Command::KillClient(42));
+        assert_eq!(
+            parse("shutdown wait_for_clients").unwrap(),
+            Command::Shutdown(ShutdownMode::WaitForClients)
+        );
+        assert_eq!(
+            parse("SET default_pool_size = 50").unwrap(),
+            Command::Set("default_pool_size".into(), "50".into())
+        );
+        assert_eq!(
+            parse("set server_reset_query = 'DISCARD ALL'").unwrap(),
+            Command::Set("server_reset_query".into(), "DISCARD ALL".into())
+        );
+        assert_eq!(parse(";").unwrap(), Command::Empty);
+        assert!(parse("drop table x").is_err());
+        assert!(parse("show pools now").is_err());
+        assert!(parse("kill_client abc").is_err());
+        assert!(parse("show").is_err());
+    }
+}

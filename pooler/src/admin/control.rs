@@ -1,0 +1,147 @@
+//! Console commands that change things: PAUSE, RESUME, RECONNECT, KILL, KILL_CLIENT, DISABLE,
+//! ENABLE, WAIT_CLOSE, RELOAD, SET, SUSPEND, SHUTDOWN. Admin users only.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::sqlstate;
+
+use super::command::{Command, ShutdownMode};
+use crate::pool::Pool;
+use crate::shared::{RunState, Shared};
+
+fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
+    shared
+        .pools
+        .all()
+        .into_iter()
+        .filter(|p| db.is_none_or(|d| p.db == d))
+        .collect()
+}
+
+/// Waits until no client of these pools holds a server.
+async fn wait_released(pools: &[Arc<Pool>]) {
+    while pools.iter().any(|p| p.clients_active.load(Relaxed) > 0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn known_db(shared: &Shared, db: &str) -> bool {
+    let c = shared.config();
+    c.databases.contains_key(db) || shared.pools.all().iter().any(|p| p.db == db)
+}
+
+/// Runs a control command; returns true when the console connection should close.
+pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool {
+    let err = |out: &mut BytesMut, msg: String| {
+        build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg)
+    };
+    let db_arg = match &cmd {
+        Command::Pause(d)
+        | Command::Resume(d)
+        | Command::Reconnect(d)
+        | Command::Kill(d)
+        | Command::WaitClose(d) => d.clone(),
+        Command::Disable(d) | Command::Enable(d) => Some(d.clone()),
+        _ => None,
+    };
+    if let Some(d) = &db_arg {
+        if !known_db(shared, d) {
+            err(out, format!("no such database: {d}"));
+            return false;
+        }
+    }
+    let db = db_arg.as_deref();
+    let tag = match cmd {
+        Command::Pause(_) => {
+            shared.pools.set_paused(db, true);
+            // Transactions in flight finish; new ones wait until RESUME.
+            wait_released(&pools_of(shared, db)).await;
+            "PAUSE"
+        }
+        Command::Resume(_) => {
+            shared.pools.set_paused(db, false);
+            "RESUME"
+        }
+        Command::Reconnect(_) => {
+            for p in pools_of(shared, db) {
+                p.reconnect();
+            }
+            "RECONNECT"
+        }
+        Command::Kill(_) => {
+            shared.pools.set_paused(db, true);
+            for c in shared.client_registry.all() {
+                if db.is_none_or(|d| c.db == d) {
+                    c.request_kill();
+                }
+            }
+            for p in pools_of(shared, db) {
+                p.reconnect();
+            }
+            "KILL"
+        }
+        Command::KillClient(id) => match shared.client_registry.get(id) {
+            Some(c) => {
+                c.request_kill();
+                "KILL_CLIENT"
+            }
+            None => {
+                err(out, format!("client {id} not found"));
+                return false;
+            }
+        },
+        Command::Disable(d) => {
+            shared.pools.set_disabled(&d, true);
+            "DISABLE"
+        }
+        Command::Enable(d) => {
+            shared.pools.set_disabled(&d, false);
+            "ENABLE"
+        }
+        Command::WaitClose(_) => {
+            wait_released(&pools_of(shared, db)).await;
+            "WAIT_CLOSE"
+        }
+        Command::Reload => match crate::reload::reload(shared) {
+            Ok(()) => "RELOAD",
+            Err(e) => {
+                err(out, format!("RELOAD failed, old configuration kept: {e}"));
+                return false;
+            }
+        },
+        Command::Set(key, value) => match crate::reload::set(shared, &key, &value) {
+            Ok(()) => "SET",
+            Err(e) => {
+                err(out, e);
+                return false;
+            }
+        },
+        Command::Suspend => {
+            err(
+                out,
+                "SUSPEND is only useful with online restart (-R), which pgmux does not support yet"
+                    .into(),
+            );
+            return false;
+        }
+        Command::Shutdown(mode) => {
+            let state = match mode {
+                ShutdownMode::Immediate => RunState::Immediate,
+                ShutdownMode::WaitForServers => RunState::WaitForServers,
+                ShutdownMode::WaitForClients => RunState::WaitForClients,
+            };
+            shared.set_state(state);
+            if mode == ShutdownMode::Immediate {
+                return true;
+            }
+            "SHUTDOWN"
+        }
+        Command::Show(_) | Command::Empty => unreachable!("handled by the console"),
+    };
+    build::command_complete(out, tag);
+    false
+}

@@ -1,0 +1,227 @@
+//! The admin console on the virtual database `pgbouncer`: who may use it, the fake welcome, and
+//! the simple-protocol command loop. SHOW output lives in `show`, control commands in `control`.
+
+mod command;
+mod control;
+mod show;
+mod table;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::{frontend, sqlstate, tags};
+
+pub use command::{parse, Command, ShutdownMode};
+pub use show::{console_role, show, ADMIN_DB};
+pub use table::Table;
+
+use crate::client::{ClientError, ClientIo};
+use crate::shared::Shared;
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// admin_users: everything.
+    Admin,
+    /// stats_users: SHOW only (not FDS).
+    Stats,
+}
+
+/// Counts admin console clients for SHOW POOLS / DATABASES.
+struct AdminCount<'a>(&'a Shared);
+
+impl Drop for AdminCount<'_> {
+    fn drop(&mut self) {
+        self.0.admin_clients.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The welcome of the console: PgBouncer's fake server parameters, a key, ReadyForQuery.
+pub fn welcome(out: &mut BytesMut) {
+    build::auth_ok(out);
+    let version = format!("{}/bouncer", crate::PGBOUNCER_COMPAT_VERSION);
+    for (k, v) in [
+        ("server_version", version.as_str()),
+        ("client_encoding", "UTF8"),
+        ("server_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("TimeZone", "UTC"),
+        ("standard_conforming_strings", "on"),
+        ("integer_datetimes", "on"),
+        ("is_superuser", "on"),
+        ("application_name", ""),
+    ] {
+        build::parameter_status(out, k.as_bytes(), v.as_bytes());
+    }
+    build::backend_key_data(out, rand::random::<i32>() & i32::MAX, rand::random());
+    build::ready_for_query(out, b'I');
+}
+
+/// Serves a logged-in console client until it leaves.
+pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen_port: u16) {
+    shared.admin_clients.fetch_add(1, Relaxed);
+    let _count = AdminCount(&shared);
+    loop {
+        let frame = match io.read_frame().await {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        let mut out = BytesMut::new();
+        match frame.tag {
+            tags::frontend::TERMINATE => return,
+            tags::frontend::QUERY => {
+                let sql = match frontend::query(frame.body()) {
+                    Ok(q) => String::from_utf8_lossy(q).into_owned(),
+                    Err(e) => {
+                        io.fatal(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                        return;
+                    }
+                };
+                let close = run(&shared, &sql, access, listen_port, &mut out).await;
+                if close {
+                    let _ = io.send(&out).await;
+                    return;
+                }
+            }
+            _ => {
+                build::error_response(
+                    &mut out,
+                    Severity::Error,
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "admin console supports only the simple query protocol",
+                );
+                if frame.tag != tags::frontend::SYNC {
+                    // Wait for Sync as PostgreSQL does after an error in extended protocol.
+                    continue_until_sync(&mut io).await;
+                }
+            }
+        }
+        build::ready_for_query(&mut out, b'I');
+        if io.send(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn continue_until_sync(io: &mut ClientIo) {
+    while let Ok(f) = io.read_frame().await {
+        if f.tag == tags::frontend::SYNC {
+            return;
+        }
+    }
+}
+
+/// Runs one query; returns true when the connection should close afterwards (SHUTDOWN).
+async fn run(
+    shared: &Arc<Shared>,
+    sql: &str,
+    access: Access,
+    listen_port: u16,
+    out: &mut BytesMut,
+) -> bool {
+    let err = |out: &mut BytesMut, msg: &str| {
+        build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, msg)
+    };
+    let cmd = match parse(sql) {
+        Ok(c) => c,
+        Err(e) => {
+            err(out, &e);
+            return false;
+        }
+    };
+    match cmd {
+        Command::Empty => build::empty_query(out),
+        Command::Show(what) => {
+            if what == "help" {
+                build::error_response(out, Severity::Notice, "00000", HELP);
+                build::command_complete(out, "SHOW");
+            } else if what == "fds" && access != Access::Admin {
+                err(out, "admin access needed");
+            } else if let Some(v) = faked_setting(&what) {
+                let mut t = Table::text(&[faked_name(&what)]);
+                t.row(vec![Some(v.to_owned())]);
+                t.write(out, "SHOW");
+            } else {
+                match show(shared, &what, listen_port) {
+                    Some(t) => t.write(out, "SHOW"),
+                    None => err(out, &format!("unsupported SHOW cmd: {what}")),
+                }
+            }
+        }
+        Command::Set(k, _) if faked_setting(&k).is_some() => build::command_complete(out, "SET"),
+        other => {
+            if access != Access::Admin {
+                err(out, "admin access needed");
+                return false;
+            }
+            return control::run(shared, other, out).await;
+        }
+    }
+    false
+}
+
+/// Drivers SET and SHOW these on connect; the console pretends, as PgBouncer does.
+fn faked_setting(name: &str) -> Option<&'static str> {
+    match name {
+        "client_encoding" => Some("UTF8"),
+        "default_transaction_isolation" => Some("read committed"),
+        "standard_conforming_strings" => Some("on"),
+        "datestyle" => Some("ISO"),
+        "timezone" => Some("UTC"),
+        _ => None,
+    }
+}
+
+fn faked_name(name: &str) -> &'static str {
+    match name {
+        "client_encoding" => "client_encoding",
+        "default_transaction_isolation" => "default_transaction_isolation",
+        "standard_conforming_strings" => "standard_conforming_strings",
+        "datestyle" => "datestyle",
+        _ => "timezone",
+    }
+}
+
+const HELP: &str = "Console usage
+\tSHOW HELP|CONFIG|USERS|DATABASES|POOLS|CLIENTS|SERVERS|VERSION|STATE
+\tSHOW PEERS|PEER_POOLS
+\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM
+\tSHOW DNS_HOSTS|DNS_ZONES
+\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
+\tSET key = arg
+\tRELOAD
+\tPAUSE [<db>]
+\tRESUME [<db>]
+\tDISABLE <db>
+\tENABLE <db>
+\tRECONNECT [<db>]
+\tKILL [<db>]
+\tKILL_CLIENT <client_id>
+\tSUSPEND
+\tSHUTDOWN
+\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS
+\tWAIT_CLOSE [<db>]";
+
+/// Who may use the console without a password: everyone under auth_type=any, and the OS user
+/// running pgmux connecting as `pgbouncer` over the unix socket.
+pub fn passwordless(shared: &Shared, user: &str, peer_is_same_uid: bool) -> bool {
+    shared.config().general.auth_type == crate::config::AuthType::Any
+        || (user == ADMIN_DB && peer_is_same_uid)
+}
+
+/// The access of a console user who proved their password.
+///
+/// # Errors
+/// Neither in admin_users nor in stats_users ("not allowed", as PgBouncer).
+pub fn access_of(shared: &Shared, user: &str) -> Result<Access, ClientError> {
+    match console_role(shared, user) {
+        Some(true) => Ok(Access::Admin),
+        Some(false) => Ok(Access::Stats),
+        None => Err(ClientError::Refused(
+            sqlstate::PROTOCOL_VIOLATION,
+            "not allowed".into(),
+        )),
+    }
+}

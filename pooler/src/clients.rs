@@ -1,0 +1,138 @@
+//! Every logged-in client, for SHOW CLIENTS, KILL and KILL_CLIENT. A client registers once at
+//! login and leaves at disconnect; on the hot path it only stores its state in relaxed atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::net::PeerAddr;
+
+/// What a client is doing, as SHOW CLIENTS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Logged in, holding no server.
+    Idle = 0,
+    /// Holding a server.
+    Active = 1,
+    /// Waiting for a server.
+    Waiting = 2,
+}
+
+impl ClientState {
+    /// SHOW CLIENTS spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Active => "active",
+            ClientState::Waiting => "waiting",
+        }
+    }
+}
+
+/// One client.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique id (SHOW CLIENTS `id`, KILL_CLIENT).
+    pub id: u64,
+    /// Login user.
+    pub user: String,
+    /// Database name as the client gave it.
+    pub db: String,
+    /// Peer address.
+    pub addr: PeerAddr,
+    /// Login time.
+    pub connect_time: SystemTime,
+    /// application_name at login.
+    pub application_name: String,
+    state: AtomicU8,
+    /// Backend pid of the server it holds, 0 when none.
+    pub server_pid: AtomicI32,
+    /// Unix time in µs of its last request.
+    pub request_time_us: AtomicU64,
+    killed: AtomicBool,
+    /// Woken when the client must be closed.
+    pub kill: Notify,
+}
+
+impl ClientInfo {
+    /// Current state.
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+
+    /// Records a state change.
+    #[inline]
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Asks the client's task to close it.
+    pub fn request_kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    /// True once a kill was requested.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// All logged-in clients.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    next_id: AtomicU64,
+}
+
+impl ClientRegistry {
+    /// Registers a client that just logged in.
+    pub fn register(
+        &self,
+        user: &str,
+        db: &str,
+        addr: &PeerAddr,
+        application_name: &str,
+    ) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            user: user.to_owned(),
+            db: db.to_owned(),
+            addr: addr.clone(),
+            connect_time: SystemTime::now(),
+            application_name: application_name.to_owned(),
+            state: AtomicU8::new(ClientState::Idle as u8),
+            server_pid: AtomicI32::new(0),
+            request_time_us: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
+        self.map.lock().insert(id, info.clone());
+        info
+    }
+
+    /// Removes a client that left.
+    pub fn unregister(&self, id: u64) {
+        self.map.lock().remove(&id);
+    }
+
+    /// Every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    /// One client by id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.lock().get(&id).cloned()
+    }
+}

@@ -1,0 +1,130 @@
+//! Per-database averages over stats_period, as SHOW STATS reports them: counts and bytes per
+//! second, transaction and query times per transaction / query, wait time per assignment (µs).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Pool, StatsSnapshot};
+
+/// The totals at the start of the current period.
+#[derive(Debug)]
+pub struct AveragesPeriod {
+    start: Instant,
+    totals: HashMap<String, StatsSnapshot>,
+}
+
+impl Default for AveragesPeriod {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn per_db(pools: &[Arc<Pool>]) -> HashMap<String, StatsSnapshot> {
+    let mut out: HashMap<String, StatsSnapshot> = HashMap::new();
+    for p in pools {
+        *out.entry(p.db.clone()).or_default() += p.stats.snapshot();
+    }
+    out
+}
+
+/// Averages of `now - before` over `secs`.
+pub fn averages(before: &StatsSnapshot, now: &StatsSnapshot, secs: f64) -> StatsSnapshot {
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    let rate = |a: u64, b: u64| (d(a, b) as f64 / secs.max(1e-9)).round() as u64;
+    let per = |t: u64, tb: u64, n: u64, nb: u64| d(t, tb).checked_div(d(n, nb)).unwrap_or(0);
+    StatsSnapshot {
+        server_assignment_count: rate(now.server_assignment_count, before.server_assignment_count),
+        xact_count: rate(now.xact_count, before.xact_count),
+        query_count: rate(now.query_count, before.query_count),
+        bytes_received: rate(now.bytes_received, before.bytes_received),
+        bytes_sent: rate(now.bytes_sent, before.bytes_sent),
+        xact_time_us: per(
+            now.xact_time_us,
+            before.xact_time_us,
+            now.xact_count,
+            before.xact_count,
+        ),
+        query_time_us: per(
+            now.query_time_us,
+            before.query_time_us,
+            now.query_count,
+            before.query_count,
+        ),
+        wait_time_us: per(
+            now.wait_time_us,
+            before.wait_time_us,
+            now.server_assignment_count,
+            before.server_assignment_count,
+        ),
+        client_parse_count: rate(now.client_parse_count, before.client_parse_count),
+        server_parse_count: rate(now.server_parse_count, before.server_parse_count),
+        bind_count: rate(now.bind_count, before.bind_count),
+        client_login_count: rate(now.client_login_count, before.client_login_count),
+    }
+}
+
+impl AveragesPeriod {
+    /// A period starting now with zero totals.
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            totals: HashMap::new(),
+        }
+    }
+
+    /// When `period` has passed, the averages of the period just ended per database.
+    pub fn tick(
+        &mut self,
+        pools: &[Arc<Pool>],
+        period: Duration,
+    ) -> Option<HashMap<String, StatsSnapshot>> {
+        let elapsed = self.start.elapsed();
+        if period.is_zero() || elapsed < period {
+            return None;
+        }
+        let now = per_db(pools);
+        let secs = elapsed.as_secs_f64();
+        let out = now
+            .iter()
+            .map(|(db, s)| {
+                let before = self.totals.get(db).copied().unwrap_or_default();
+                (db.clone(), averages(&before, s, secs))
+            })
+            .collect();
+        self.totals = now;
+        self.start = Instant::now();
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_per_second_and_times_per_item() {
+        let before = StatsSnapshot {
+            xact_count: 100,
+            xact_time_us: 1000,
+            ..Default::default()
+        };
+        let now = StatsSnapshot {
+            xact_count: 700,
+            xact_time_us: 7000,
+            query_count: 1200,
+            query_time_us: 2400,
+            bytes_sent: 6000,
+            ..Default::default()
+        };
+        let a = averages(&before, &now, 60.0);
+        assert_eq!(a.xact_count, 10);
+        assert_eq!(a.xact_time_us, 10);
+        assert_eq!(a.query_count, 20);
+        assert_eq!(a.query_time_us, 2);
+        assert_eq!(a.bytes_sent, 100);
+        assert_eq!(a.wait_time_us, 0, "no assignments: no division by zero");
+    }
+}
