@@ -147,7 +147,10 @@ async fn postgresql_restart_is_survived() {
     pg.restart();
     // A client connected before the restart gets a fresh server on its next transaction
     // (its idle server died with the old postmaster).
-    let v: i32 = a.query_one("SELECT 5", &[]).await.unwrap().get(0);
+    let v: i32 = match a.query_one("SELECT 5", &[]).await {
+        Ok(r) => r.get(0),
+        Err(e) => panic!("first query after the restart failed: {e:?}"),
+    };
     assert_eq!(v, 5);
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     assert_eq!(

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod faults;
 mod garbage;
+mod metrics;
 mod params;
 mod pgbench;
 mod pool_lifecycle;

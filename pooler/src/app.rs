@@ -17,6 +17,7 @@ use crate::shared::{RunState, Shared};
 pub struct Pooler {
     shared: Arc<Shared>,
     bound: Bound,
+    exporter: Option<std::net::TcpListener>,
 }
 
 impl Pooler {
@@ -26,10 +27,20 @@ impl Pooler {
     /// An address that cannot be bound.
     pub fn bind(config: Config) -> Result<Self, BindError> {
         let bound = listener::bind(&config.general)?;
+        let exporter = bind_exporter(&config.general)?;
         Ok(Pooler {
             shared: Shared::new(config),
             bound,
+            exporter,
         })
+    }
+
+    /// The metrics port bound, if the endpoint is on.
+    pub fn exporter_port(&self) -> Option<u16> {
+        self.exporter
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// The TCP port bound (useful when the ini says 0).
@@ -47,8 +58,20 @@ impl Pooler {
     /// # Errors
     /// Converting the listeners to Tokio fails.
     pub async fn run(self) -> std::io::Result<()> {
-        let Pooler { shared, bound } = self;
+        let Pooler {
+            shared,
+            bound,
+            exporter,
+        } = self;
         let mut accepts = Vec::new();
+        if let Some(l) = exporter {
+            let l = TcpListener::from_std(l)?;
+            let source = Arc::new(crate::metrics::MetricsSource::new(
+                shared.clone(),
+                bound.port,
+            ));
+            accepts.push(tokio::spawn(pgmux_exporter::serve(l, source)));
+        }
         for l in bound.tcp {
             let l = TcpListener::from_std(l)?;
             accepts.push(tokio::spawn(accept_tcp(shared.clone(), l)));
@@ -98,6 +121,26 @@ impl Pooler {
         }
         Ok(())
     }
+}
+
+/// Binds the metrics endpoint when exporter_port is set.
+fn bind_exporter(g: &crate::config::General) -> Result<Option<std::net::TcpListener>, BindError> {
+    if g.exporter_port == 0 {
+        return Ok(None);
+    }
+    let host = if g.exporter_listen_addr == "*" {
+        "0.0.0.0"
+    } else {
+        g.exporter_listen_addr.as_str()
+    };
+    let addr = format!("{host}:{}", g.exporter_port);
+    let l = std::net::TcpListener::bind(&addr).map_err(|source| BindError::Io {
+        addr: addr.clone(),
+        source,
+    })?;
+    l.set_nonblocking(true)
+        .map_err(|source| BindError::Io { addr, source })?;
+    Ok(Some(l))
 }
 
 async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {

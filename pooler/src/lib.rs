@@ -12,6 +12,7 @@ pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod reload;

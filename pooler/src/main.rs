@@ -104,12 +104,15 @@ fn main() -> ExitCode {
 }
 
 /// PgBouncer 1.23+ signals: SIGTERM waits for clients to leave, SIGINT waits for servers to be
-/// released; a second one of either exits at once. SIGHUP reloads.
+/// released; a second one of either exits at once. SIGHUP reloads, SIGUSR1 pauses, SIGUSR2
+/// resumes.
 async fn handle_signals(shared: Arc<Shared>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -118,6 +121,16 @@ async fn handle_signals(shared: Arc<Shared>) {
         let wanted = tokio::select! {
             _ = term.recv() => RunState::WaitForClients,
             _ = int.recv() => RunState::WaitForServers,
+            _ = usr1.recv() => {
+                tracing::info!("got SIGUSR1, pausing all databases");
+                shared.pools.set_paused(None, true);
+                continue;
+            }
+            _ = usr2.recv() => {
+                tracing::info!("got SIGUSR2, resuming");
+                shared.pools.set_paused(None, false);
+                continue;
+            }
             _ = hup.recv() => {
                 if let Err(e) = reload::reload(&shared) {
                     tracing::error!("reload failed, keeping the old configuration: {e}");

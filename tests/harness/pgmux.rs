@@ -19,6 +19,8 @@ pub struct Pgmux {
     pub dir: tempfile::TempDir,
     /// Its shared state.
     pub shared: Arc<Shared>,
+    /// The metrics endpoint's port, when `exporter_port` is set.
+    pub exporter_port: Option<u16>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -83,6 +85,7 @@ impl Pgmux {
         let _ = pgmux::logging::init(0, std::env::var_os("PGMUX_TEST_LOG").is_none(), None);
         let pooler = Pooler::bind(config).expect("bind pgmux");
         let port = pooler.port();
+        let exporter_port = pooler.exporter_port();
         let shared = pooler.shared();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +101,7 @@ impl Pgmux {
             port,
             dir,
             shared,
+            exporter_port,
             thread: Some(thread),
         }
     }

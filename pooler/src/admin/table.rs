@@ -55,9 +55,12 @@ impl Table {
         self.rows.push(values);
     }
 
-    /// Column names (tests).
-    pub fn columns(&self) -> Vec<&'static str> {
-        self.cols.iter().map(|c| c.0).collect()
+    /// Column names and rows, for the metrics endpoint.
+    pub fn into_parts(self) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+        (
+            self.cols.iter().map(|c| c.0.to_owned()).collect(),
+            self.rows,
+        )
     }
 
     /// Writes the result with CommandComplete `tag`.

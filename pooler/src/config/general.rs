@@ -133,6 +133,10 @@ pub struct General {
     pub max_prepared_statements: u32,
     /// pgmux extension: runtime threads (0 = automatic).
     pub worker_threads: u32,
+    /// Metrics endpoint address (`*` for all).
+    pub exporter_listen_addr: String,
+    /// Metrics endpoint port; 0 disables it.
+    pub exporter_port: u16,
 }
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
@@ -267,6 +271,8 @@ impl General {
             stats_period: r.secs("stats_period")?,
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
             worker_threads: r.int("worker_threads", 1024)?,
+            exporter_listen_addr: r.raw("exporter_listen_addr").to_owned(),
+            exporter_port: r.int("exporter_port", 65535)? as u16,
         };
         if g.pkt_buf < 512 {
             return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));

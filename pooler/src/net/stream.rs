@@ -44,12 +44,15 @@ impl Stream {
         }
     }
 
-    /// Reads what is already in the socket without waiting: `Ok(0)` is EOF,
-    /// `Err(WouldBlock)` means nothing is there. Used to find servers that died while idle.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Peeks at the socket without waiting and without consuming: `Ok(0)` is EOF,
+    /// `Err(WouldBlock)` means nothing is there. This asks the kernel directly rather than
+    /// Tokio's cached readiness, which may not have seen a close yet. Used to find servers that
+    /// died while idle in the pool.
+    pub fn peek_now(&self) -> io::Result<usize> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match self {
-            Stream::Tcp(s) => s.try_read(buf),
-            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut buf),
+            Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut buf),
         }
     }
 }

@@ -71,7 +71,6 @@ impl ServerConn {
     /// True when the server closed or sent something while idle in the pool: a backend that was
     /// terminated or a PostgreSQL that shut down. Such a server must not be handed out.
     pub fn is_dead(&self) -> bool {
-        let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !matches!(self.stream.peek_now(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }

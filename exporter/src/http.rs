@@ -1,0 +1,117 @@
+//! A minimal HTTP/1.1 responder for scrapes: GET /metrics, GET /health (200 while serving,
+//! 503 while paused or shutting down), GET /. One request per connection, bounded in size and
+//! time, so a misbehaving scraper cannot hold resources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{render, Source};
+
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves scrapes on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let src = source.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(s, src)).await;
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(
+                &mut s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+                false,
+            )
+            .await;
+        }
+    }
+    let line = buf.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let head = method == "HEAD";
+    if method != "GET" && !head {
+        return respond(
+            &mut s,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+            head,
+        )
+        .await;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    match path {
+        "/metrics" => {
+            let body = render(&source.snapshot());
+            respond(
+                &mut s,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head,
+            )
+            .await
+        }
+        "/health" | "/up" | "/liveness" | "/readiness" => {
+            if source.healthy() {
+                respond(&mut s, "200 OK", "text/plain", "ok\n", head).await
+            } else {
+                respond(
+                    &mut s,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "unavailable\n",
+                    head,
+                )
+                .await
+            }
+        }
+        "/" => {
+            let body = "<html><body><a href=\"/metrics\">metrics</a> <a href=\"/health\">health</a></body></html>\n";
+            respond(&mut s, "200 OK", "text/html", body, head).await
+        }
+        _ => respond(&mut s, "404 Not Found", "text/plain", "not found\n", head).await,
+    }
+}
+
+async fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head: bool,
+) -> std::io::Result<()> {
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(header.as_bytes()).await?;
+    if !head {
+        s.write_all(body.as_bytes()).await?;
+    }
+    s.shutdown().await
+}

@@ -1,0 +1,173 @@
+//! Prometheus text exposition (format 0.0.4) of a snapshot.
+
+use std::fmt::Write;
+
+use crate::collectors::{Collector, Kind, DATABASES, LISTS, POOLS, STATS};
+use crate::{process, version_number, ResultSet, Snapshot};
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
+    let t = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {t}");
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn collect(out: &mut String, c: &Collector, rs: &ResultSet) {
+    let idx = |col: &str| rs.columns.iter().position(|x| x == col);
+    let label_idx: Vec<(&str, Option<usize>)> =
+        c.labels.iter().map(|(l, col)| (*l, idx(col))).collect();
+    for m in c.metrics {
+        let Some(i) = idx(m.column) else { continue };
+        let name = format!("{}_{}", c.prefix, m.name);
+        header(out, &name, m.kind, m.help);
+        for row in &rs.rows {
+            let Some(v) = row
+                .get(i)
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse::<f64>().ok())
+            else {
+                continue;
+            };
+            let labels: Vec<String> = label_idx
+                .iter()
+                .map(|(l, j)| {
+                    let val = j
+                        .and_then(|j| row.get(j).cloned().flatten())
+                        .unwrap_or_default();
+                    format!("{l}=\"{}\"", escape(&val))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                labels.join(","),
+                number(v * m.scale)
+            );
+        }
+    }
+}
+
+/// The whole scrape body.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    header(
+        &mut out,
+        "pgbouncer_up",
+        Kind::Gauge,
+        "last scrape was able to connect to the server: 1 for yes, 0 for no",
+    );
+    out.push_str("pgbouncer_up 1\n");
+    header(
+        &mut out,
+        "pgbouncer_version",
+        Kind::Gauge,
+        "server version number",
+    );
+    let _ = writeln!(out, "pgbouncer_version {}", version_number(&s.version));
+    header(
+        &mut out,
+        "pgbouncer_in_recovery",
+        Kind::Gauge,
+        "server is in recovery mode? 1 for yes 0 for no",
+    );
+    out.push_str("pgbouncer_in_recovery 0\n");
+    collect(&mut out, &LISTS, &s.lists);
+    collect(&mut out, &DATABASES, &s.databases);
+    collect(&mut out, &STATS, &s.stats);
+    collect(&mut out, &POOLS, &s.pools);
+    process::render(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(cols: &[&str], rows: &[&[Option<&str>]]) -> ResultSet {
+        ResultSet {
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.map(str::to_owned)).collect())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn names_labels_types_and_units_follow_pg_exporter() {
+        let snap = Snapshot {
+            version: "PgBouncer 1.25.2 (pgmux 0.1.0)".into(),
+            lists: rs(&["list", "items"], &[&[Some("pools"), Some("3")]]),
+            databases: rs(
+                &[
+                    "name",
+                    "host",
+                    "port",
+                    "database",
+                    "pool_size",
+                    "reserve_pool_size",
+                    "paused",
+                ],
+                &[&[
+                    Some("app"),
+                    None,
+                    Some("5432"),
+                    Some("real\"db"),
+                    Some("20"),
+                    Some("5"),
+                    Some("0"),
+                ]],
+            ),
+            stats: rs(
+                &["database", "total_xact_count", "total_xact_time"],
+                &[&[Some("app"), Some("10"), Some("2500000")]],
+            ),
+            pools: rs(
+                &[
+                    "database",
+                    "user",
+                    "cl_active",
+                    "pool_mode",
+                    "load_balance_hosts",
+                ],
+                &[&[
+                    Some("app"),
+                    Some("u"),
+                    Some("4"),
+                    Some("transaction"),
+                    Some("round-robin"),
+                ]],
+            ),
+        };
+        let text = render(&snap);
+        for line in [
+            "pgbouncer_up 1",
+            "pgbouncer_version 12502",
+            "# TYPE pgbouncer_list_items gauge",
+            "pgbouncer_list_items{list=\"pools\"} 3",
+            "pgbouncer_database_pool_size{datname=\"app\",host=\"\",port=\"5432\",real_datname=\"real\\\"db\"} 20",
+            "pgbouncer_database_reserve_pool{datname=\"app\",host=\"\",port=\"5432\",real_datname=\"real\\\"db\"} 5",
+            "# TYPE pgbouncer_stat_total_xact_count counter",
+            "pgbouncer_stat_total_xact_count{datname=\"app\"} 10",
+            "pgbouncer_stat_total_xact_time{datname=\"app\"} 2.5",
+            "pgbouncer_pool_active_clients{datname=\"app\",user=\"u\",pool_mode=\"transaction\",load_balance_hosts=\"round-robin\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}
