@@ -22,7 +22,7 @@ PGBIN=$(pg_find_bin)
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64 256"}
 MODES=${BENCH_MODES:-"simple extended"}
-PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432
+PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631
 
 cargo build --release -q -p pgmux
 DIR=$(mktemp -d /tmp/pgmux-bench.XXXXXX)
@@ -67,6 +67,7 @@ INI
 }
 write_ini pgbouncer $BOUNCER_PORT
 write_ini pgmux $MUX_PORT
+echo "exporter_port = $METRICS_PORT" >>"$DIR/pgmux.ini"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
 ulimit -n 65536 2>/dev/null || true
 
@@ -121,5 +122,21 @@ for mode in $MODES; do
   done
 done
 measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
+
+# The cost of scraping: pgmux alone, without and with GET /metrics every 100 ms.
+scraper() {
+  local end=$((SECONDS + SECS + 1))
+  while [ $SECONDS -lt $end ]; do
+    exec 3<>/dev/tcp/127.0.0.1/$METRICS_PORT && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3 >/dev/null
+    exec 3<&- 3>&-
+    sleep 0.1
+  done
+}
+read -r quiet_tps _ < <(run $MUX_PORT -M simple -c 64 -j 2)
+scraper & SCRAPER=$!
+read -r scraped_tps _ < <(run $MUX_PORT -M simple -c 64 -j 2)
+wait $SCRAPER 2>/dev/null || true
+echo
+awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }'
 echo
 echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."

@@ -488,3 +488,26 @@ fn psql_as_pgbouncer_over_the_unix_socket_needs_no_password() {
         .args(["-U", "pgbouncer", "-d", "pgbouncer", "-c", "SHOW VERSION"]));
     assert_eq!(out.trim(), pgmux::version_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_servers_lets_the_transaction_finish() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let busy = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let idle = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+    busy.batch_execute("BEGIN").await.unwrap();
+    let c = console(&mux).await;
+    c.simple_query("SHUTDOWN WAIT_FOR_SERVERS").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(idle.simple_query("SELECT 1").await.is_err(), "a client without a server is closed");
+    busy.simple_query("SELECT 1").await.expect("the open transaction goes on");
+    busy.batch_execute("COMMIT").await.expect("and commits");
+    for _ in 0..50 {
+        if mux.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("pgmux did not exit once the last server was released");
+}

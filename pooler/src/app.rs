@@ -94,6 +94,14 @@ impl Pooler {
         for a in &accepts {
             a.abort();
         }
+        if shared.state() == RunState::WaitForServers {
+            // Clients holding no server are closed now; the others after their transaction.
+            for c in shared.client_registry.all() {
+                if c.state() != crate::clients::ClientState::Active {
+                    c.request_kill();
+                }
+            }
+        }
         if let Some(p) = unix_path {
             let _ = std::fs::remove_file(p);
         }
