@@ -13,26 +13,17 @@ use crate::harness::{run, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_
 const CONSOLE: &str = "admin_users = scram_user\nstats_users = md5_user\nauth_type = md5";
 
 async fn console(mux: &Pgmux) -> Client {
-    mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer")
-        .await
-        .expect("admin console login")
+    mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.expect("admin console login")
 }
 
 /// Column names and rows (as text) of one console command.
-async fn query(
-    c: &Client,
-    sql: &str,
-) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), tokio_postgres::Error> {
+async fn query(c: &Client, sql: &str) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), tokio_postgres::Error> {
     let mut cols = Vec::new();
     let mut rows = Vec::new();
     for m in c.simple_query(sql).await? {
         match m {
-            SimpleQueryMessage::RowDescription(d) => {
-                cols = d.iter().map(|c| c.name().to_owned()).collect()
-            }
-            SimpleQueryMessage::Row(r) => {
-                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
+            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_owned()).collect(),
+            SimpleQueryMessage::Row(r) => rows.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect()),
             _ => {}
         }
     }
@@ -40,10 +31,7 @@ async fn query(
 }
 
 fn col<'a>(cols: &[String], row: &'a [Option<String>], name: &str) -> &'a str {
-    let i = cols
-        .iter()
-        .position(|c| c == name)
-        .unwrap_or_else(|| panic!("no column {name} in {cols:?}"));
+    let i = cols.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name} in {cols:?}"));
     row[i].as_deref().unwrap_or("")
 }
 
@@ -84,9 +72,7 @@ async fn every_show_has_pgbouncer_columns_in_order() {
     let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     app.simple_query("SELECT 1").await.unwrap();
     for (what, cols) in expected {
-        let (got, _) = query(&c, &format!("SHOW {what}"))
-            .await
-            .unwrap_or_else(|e| panic!("SHOW {what}: {e}"));
+        let (got, _) = query(&c, &format!("SHOW {what}")).await.unwrap_or_else(|e| panic!("SHOW {what}: {e}"));
         assert_eq!(got, split(cols), "SHOW {what}");
     }
     let (_, rows) = query(&c, "show version;").await.unwrap();
@@ -113,23 +99,16 @@ async fn every_show_has_pgbouncer_columns_in_order() {
         ]
     );
     let (cols, rows) = query(&c, "SHOW CONFIG").await.unwrap();
-    let admin = rows
-        .iter()
-        .find(|r| col(&cols, r, "key") == "admin_users")
-        .unwrap();
+    let admin = rows.iter().find(|r| col(&cols, r, "key") == "admin_users").unwrap();
     assert_eq!(col(&cols, admin, "value"), "scram_user");
     assert_eq!(col(&cols, admin, "changeable"), "yes");
     let (_, rows) = query(&c, "SHOW STATE").await.unwrap();
     assert_eq!(rows[0], vec![Some("active".into()), Some("yes".into())]);
     // The client and its server are listed.
     let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
-    assert!(rows
-        .iter()
-        .any(|r| col(&cols, r, "user") == SCRAM_USER && col(&cols, r, "database") == "app"));
+    assert!(rows.iter().any(|r| col(&cols, r, "user") == SCRAM_USER && col(&cols, r, "database") == "app"));
     let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();
-    assert!(rows
-        .iter()
-        .any(|r| col(&cols, r, "database") == "app" && col(&cols, r, "state") == "idle"));
+    assert!(rows.iter().any(|r| col(&cols, r, "database") == "app" && col(&cols, r, "state") == "idle"));
     // Errors keep the console usable.
     assert!(query(&c, "SHOW nonsense").await.is_err());
     assert!(query(&c, "DROP TABLE x").await.is_err());
@@ -139,40 +118,15 @@ async fn every_show_has_pgbouncer_columns_in_order() {
 #[test]
 fn show_stats_counts_what_pgbench_ran() {
     let pg = Cluster::shared();
-    pg.psql(
-        "postgres",
-        &format!("CREATE DATABASE adm_stats OWNER {SCRAM_USER}"),
-    );
-    pg.psql(
-        "adm_stats",
-        "CREATE TABLE t(x int); INSERT INTO t VALUES (1)",
-    );
+    pg.psql("postgres", &format!("CREATE DATABASE adm_stats OWNER {SCRAM_USER}"));
+    pg.psql("adm_stats", "CREATE TABLE t(x int); INSERT INTO t VALUES (1)");
     let mux = Pgmux::start(pg, &format!("{CONSOLE}\nstats_period = 1"));
     std::fs::write(mux.dir.path().join("bench.sql"), "SELECT x FROM t;\n").unwrap();
     let out = run(Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &mux.port.to_string(),
-            "-U",
-            SCRAM_USER,
-            "-n",
-            "-c",
-            "4",
-            "-t",
-            "250",
-        ])
-        .args([
-            "-f",
-            mux.dir.path().join("bench.sql").to_str().unwrap(),
-            "adm_stats",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-c", "4", "-t", "250"])
+        .args(["-f", mux.dir.path().join("bench.sql").to_str().unwrap(), "adm_stats"])
         .env("PGPASSWORD", SCRAM_PASS));
-    assert!(
-        out.contains("number of transactions actually processed: 1000/1000"),
-        "{out}"
-    );
+    assert!(out.contains("number of transactions actually processed: 1000/1000"), "{out}");
     let psql = |sql: &str| {
         run(Command::new("psql")
             .args([
@@ -194,37 +148,18 @@ fn show_stats_counts_what_pgbench_ran() {
             .env("PGPASSWORD", SCRAM_PASS))
     };
     let stats = psql("SHOW STATS");
-    let row = stats
-        .lines()
-        .find(|l| l.starts_with("adm_stats,"))
-        .unwrap_or_else(|| panic!("{stats}"));
+    let row = stats.lines().find(|l| l.starts_with("adm_stats,")).unwrap_or_else(|| panic!("{stats}"));
     let f: Vec<u64> = row.split(',').skip(1).map(|x| x.parse().unwrap()).collect();
     // pgbench runs the 1,000 transactions plus a few statements of its own at start-up.
-    assert!(
-        (1000..=1010).contains(&f[1]),
-        "total_xact_count {} in {row}",
-        f[1]
-    );
-    assert!(
-        (1000..=1010).contains(&f[2]),
-        "total_query_count {} in {row}",
-        f[2]
-    );
+    assert!((1000..=1010).contains(&f[1]), "total_xact_count {} in {row}", f[1]);
+    assert!((1000..=1010).contains(&f[2]), "total_query_count {} in {row}", f[2]);
     assert!(f[3] > 1000 * 20 && f[4] > 1000 * 20, "bytes in {row}");
     // After one stats_period the averages are filled in.
     std::thread::sleep(Duration::from_millis(2200));
     let pools = psql("SHOW POOLS");
-    assert!(
-        pools
-            .lines()
-            .any(|l| l.starts_with("adm_stats,scram_user,")),
-        "{pools}"
-    );
+    assert!(pools.lines().any(|l| l.starts_with("adm_stats,scram_user,")), "{pools}");
     let totals = psql("SHOW TOTALS");
-    assert!(
-        totals.lines().any(|l| l.starts_with("total_xact_count,")),
-        "{totals}"
-    );
+    assert!(totals.lines().any(|l| l.starts_with("total_xact_count,")), "{totals}");
 }
 
 fn pgbench_in_background(mux: &Pgmux, secs: u32) -> std::thread::JoinHandle<String> {
@@ -255,10 +190,7 @@ fn pgbench_in_background(mux: &Pgmux, secs: u32) -> std::thread::JoinHandle<Stri
 fn init_bench_db(pg: &Cluster) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        pg.psql(
-            "postgres",
-            &format!("CREATE DATABASE bench_adm OWNER {SCRAM_USER}"),
-        );
+        pg.psql("postgres", &format!("CREATE DATABASE bench_adm OWNER {SCRAM_USER}"));
         run(Command::new("pgbench").args([
             "-h",
             pg.socket_dir.to_str().unwrap(),
@@ -284,25 +216,17 @@ async fn pause_resume_and_reload_under_load_fail_nothing() {
     c.simple_query("PAUSE bench_adm").await.unwrap();
     // Paused: no client holds a server; the queued ones wait without error.
     let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
-    let row = rows
-        .iter()
-        .find(|r| col(&cols, r, "database") == "bench_adm")
-        .unwrap();
+    let row = rows.iter().find(|r| col(&cols, r, "database") == "bench_adm").unwrap();
     assert_eq!(col(&cols, row, "sv_active"), "0");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (cols, rows) = query(&c, "SHOW DATABASES").await.unwrap();
-    let row = rows
-        .iter()
-        .find(|r| col(&cols, r, "name") == "bench_adm")
-        .unwrap();
+    let row = rows.iter().find(|r| col(&cols, r, "name") == "bench_adm").unwrap();
     assert_eq!(col(&cols, row, "paused"), "1");
     c.simple_query("RESUME bench_adm").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.simple_query("RELOAD").await.unwrap();
     c.simple_query("RECONNECT bench_adm").await.unwrap();
-    let out = tokio::task::spawn_blocking(move || bench.join().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || bench.join().unwrap()).await.unwrap();
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
 }
 
@@ -317,41 +241,23 @@ async fn bad_reload_keeps_the_old_config_and_good_reload_applies() {
     let err = c.simple_query("RELOAD").await.unwrap_err();
     let msg = err.as_db_error().unwrap().message().to_owned();
     assert!(msg.contains("invalid pool_mode"), "{msg}");
-    assert!(
-        msg.contains("pgmux.ini:"),
-        "the error names the file and line: {msg}"
-    );
+    assert!(msg.contains("pgmux.ini:"), "the error names the file and line: {msg}");
     let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    app.simple_query("SELECT 1")
-        .await
-        .expect("still serving on the old config");
+    app.simple_query("SELECT 1").await.expect("still serving on the old config");
     let value = |rows: Vec<Vec<Option<String>>>, cols: Vec<String>, key: &str| {
-        rows.iter()
-            .find(|r| col(&cols, r, "key") == key)
-            .map(|r| col(&cols, r, "value").to_owned())
-            .unwrap()
+        rows.iter().find(|r| col(&cols, r, "key") == key).map(|r| col(&cols, r, "value").to_owned()).unwrap()
     };
     let (cols, rows) = query(&c, "SHOW CONFIG").await.unwrap();
     assert_eq!(value(rows, cols, "default_pool_size"), "3");
-    std::fs::write(
-        &ini_path,
-        good.replace("default_pool_size = 3", "default_pool_size = 7"),
-    )
-    .unwrap();
+    std::fs::write(&ini_path, good.replace("default_pool_size = 3", "default_pool_size = 7")).unwrap();
     c.simple_query("RELOAD").await.unwrap();
     let (cols, rows) = query(&c, "SHOW CONFIG").await.unwrap();
     assert_eq!(value(rows, cols, "default_pool_size"), "7");
     c.simple_query("SET default_pool_size = 9").await.unwrap();
     let (cols, rows) = query(&c, "SHOW CONFIG").await.unwrap();
     assert_eq!(value(rows, cols, "default_pool_size"), "9");
-    assert!(
-        c.simple_query("SET listen_port = 1").await.is_err(),
-        "restart-only parameters are refused"
-    );
-    assert!(c
-        .simple_query("SET default_pool_size = lots")
-        .await
-        .is_err());
+    assert!(c.simple_query("SET listen_port = 1").await.is_err(), "restart-only parameters are refused");
+    assert!(c.simple_query("SET default_pool_size = lots").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,39 +266,15 @@ async fn stats_users_can_look_but_not_touch() {
     let mux = Pgmux::start(pg, CONSOLE);
     let s = mux.connect(MD5_USER, MD5_PASS, "pgbouncer").await.unwrap();
     query(&s, "SHOW POOLS").await.unwrap();
-    for cmd in [
-        "PAUSE",
-        "RESUME",
-        "RELOAD",
-        "SHUTDOWN",
-        "KILL app",
-        "SHOW FDS",
-        "SET default_pool_size = 1",
-    ] {
+    for cmd in ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "KILL app", "SHOW FDS", "SET default_pool_size = 1"] {
         let err = s.simple_query(cmd).await.unwrap_err();
-        assert_eq!(
-            err.as_db_error().unwrap().message(),
-            "admin access needed",
-            "{cmd}"
-        );
+        assert_eq!(err.as_db_error().unwrap().message(), "admin access needed", "{cmd}");
     }
     // Someone in neither list cannot log in to the console at all.
-    let other = Pgmux::start_with(
-        pg,
-        Setup {
-            pgbouncer: "admin_users = nobody\nauth_type = md5",
-            ..Setup::default()
-        },
-    );
-    let err = other
-        .connect(SCRAM_USER, SCRAM_PASS, "pgbouncer")
-        .await
-        .unwrap_err();
+    let other = Pgmux::start_with(pg, Setup { pgbouncer: "admin_users = nobody\nauth_type = md5", ..Setup::default() });
+    let err = other.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().message(), "not allowed");
-    let err = other
-        .connect(SCRAM_USER, "wrong", "pgbouncer")
-        .await
-        .unwrap_err();
+    let err = other.connect(SCRAM_USER, "wrong", "pgbouncer").await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "28P01");
 }
 
@@ -404,45 +286,24 @@ async fn kill_disable_enable_and_kill_client() {
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     a.simple_query("SELECT 1").await.unwrap();
     let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
-    let id = col(
-        &cols,
-        rows.iter()
-            .find(|r| col(&cols, r, "database") == "app")
-            .unwrap(),
-        "id",
-    )
-    .to_owned();
+    let id = col(&cols, rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap(), "id").to_owned();
     c.simple_query(&format!("KILL_CLIENT {id}")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        a.simple_query("SELECT 1").await.is_err(),
-        "the killed client is gone"
-    );
+    assert!(a.simple_query("SELECT 1").await.is_err(), "the killed client is gone");
     assert!(c.simple_query("KILL_CLIENT 999999").await.is_err());
 
     c.simple_query("DISABLE app").await.unwrap();
-    let err = mux
-        .connect(SCRAM_USER, SCRAM_PASS, "app")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.as_db_error().unwrap().message(),
-        "database \"app\" is disabled"
-    );
+    let err = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().message(), "database \"app\" is disabled");
     c.simple_query("ENABLE app").await.unwrap();
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     b.simple_query("SELECT 1").await.unwrap();
     c.simple_query("KILL app").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        b.simple_query("SELECT 1").await.is_err(),
-        "KILL closes the database's clients"
-    );
+    assert!(b.simple_query("SELECT 1").await.is_err(), "KILL closes the database's clients");
     c.simple_query("RESUME app").await.unwrap();
     let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    d.simple_query("SELECT 1")
-        .await
-        .expect("RESUME after KILL serves again");
+    d.simple_query("SELECT 1").await.expect("RESUME after KILL serves again");
     assert!(c.simple_query("PAUSE nosuchdb").await.is_err());
 }
 
@@ -454,13 +315,8 @@ async fn shutdown_wait_for_clients_then_exit() {
     let c = console(&mux).await;
     c.simple_query("SHUTDOWN WAIT_FOR_CLIENTS").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.is_err(),
-        "no new clients"
-    );
-    a.simple_query("SELECT 1")
-        .await
-        .expect("existing clients keep working");
+    assert!(mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.is_err(), "no new clients");
+    a.simple_query("SELECT 1").await.expect("existing clients keep working");
     drop(a);
     drop(c);
     for _ in 0..50 {
@@ -477,14 +333,7 @@ fn psql_as_pgbouncer_over_the_unix_socket_needs_no_password() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, CONSOLE);
     let out = run(Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            mux.socket_dir().to_str().unwrap(),
-            "-p",
-            &mux.port.to_string(),
-        ])
+        .args(["-X", "-At", "-h", mux.socket_dir().to_str().unwrap(), "-p", &mux.port.to_string()])
         .args(["-U", "pgbouncer", "-d", "pgbouncer", "-c", "SHOW VERSION"]));
     assert_eq!(out.trim(), pgmux::version_string());
 }

@@ -6,20 +6,13 @@ use std::process::Command;
 use crate::harness::pgmux::Setup;
 use crate::harness::{run, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
-async fn who(
-    mux: &Pgmux,
-    user: &str,
-    pass: &str,
-    db: &str,
-) -> Result<String, tokio_postgres::Error> {
+async fn who(mux: &Pgmux, user: &str, pass: &str, db: &str) -> Result<String, tokio_postgres::Error> {
     let c = mux.connect(user, pass, db).await?;
     Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
 }
 
 fn db_error(e: tokio_postgres::Error) -> (String, String) {
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
+    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
     (db.code().code().to_owned(), db.message().to_owned())
 }
 
@@ -33,22 +26,12 @@ async fn scram_pass_through_to_scram_only_server_over_unix_socket() {
     let userlist = format!("\"{SCRAM_USER}\" \"{secret}\"\n");
     let mux = Pgmux::start_with(
         pg,
-        Setup {
-            databases: "app = host=$SOCKET port=$PORT",
-            userlist: Some(&userlist),
-            ..Setup::default()
-        },
+        Setup { databases: "app = host=$SOCKET port=$PORT", userlist: Some(&userlist), ..Setup::default() },
     );
-    assert_eq!(
-        who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(),
-        SCRAM_USER
-    );
+    assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
     // A second client reuses the pool's servers; a third after the servers were closed logs in
     // again with the stored keys.
-    assert_eq!(
-        who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(),
-        SCRAM_USER
-    );
+    assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,23 +39,11 @@ async fn md5_client_and_md5_server() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "auth_type = md5");
     assert!(pg.secret_of(MD5_USER).starts_with("md5"));
-    assert_eq!(
-        who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(),
-        MD5_USER
-    );
+    assert_eq!(who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(), MD5_USER);
     // auth_type md5 with a SCRAM secret upgrades the client to SCRAM, as PgBouncer does.
-    assert_eq!(
-        who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(),
-        SCRAM_USER
-    );
+    assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
     let (code, msg) = db_error(who(&mux, MD5_USER, "wrong", "app").await.unwrap_err());
-    assert_eq!(
-        (code.as_str(), msg.as_str()),
-        (
-            "28P01",
-            "password authentication failed for user \"md5_user\""
-        )
-    );
+    assert_eq!((code.as_str(), msg.as_str()), ("28P01", "password authentication failed for user \"md5_user\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,22 +53,10 @@ async fn plain_passwords_in_userlist_work_for_every_method() {
     for auth in ["scram-sha-256", "md5", "plain"] {
         let mux = Pgmux::start_with(
             pg,
-            Setup {
-                pgbouncer: &format!("auth_type = {auth}"),
-                userlist: Some(&userlist),
-                ..Setup::default()
-            },
+            Setup { pgbouncer: &format!("auth_type = {auth}"), userlist: Some(&userlist), ..Setup::default() },
         );
-        assert_eq!(
-            who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(),
-            SCRAM_USER,
-            "{auth}"
-        );
-        assert_eq!(
-            who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(),
-            MD5_USER,
-            "{auth}"
-        );
+        assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER, "{auth}");
+        assert_eq!(who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(), MD5_USER, "{auth}");
         let (code, _) = db_error(who(&mux, SCRAM_USER, "nope", "app").await.unwrap_err());
         assert_eq!(code, "28P01", "{auth}");
     }
@@ -109,34 +68,16 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     let mux = Pgmux::start(pg, "");
     let (c1, m1) = db_error(who(&mux, SCRAM_USER, "wrong", "app").await.unwrap_err());
     let (c2, m2) = db_error(who(&mux, "ghost", "wrong", "app").await.unwrap_err());
-    assert_eq!(
-        (c1.as_str(), m1.as_str()),
-        (
-            "28P01",
-            "password authentication failed for user \"scram_user\""
-        )
-    );
-    assert_eq!(
-        (c2.as_str(), m2.as_str()),
-        ("28P01", "password authentication failed for user \"ghost\"")
-    );
+    assert_eq!((c1.as_str(), m1.as_str()), ("28P01", "password authentication failed for user \"scram_user\""));
+    assert_eq!((c2.as_str(), m2.as_str()), ("28P01", "password authentication failed for user \"ghost\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_database_is_refused_after_auth() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start_with(
-        pg,
-        Setup {
-            databases: "app = host=$SOCKET port=$PORT",
-            ..Setup::default()
-        },
-    );
+    let mux = Pgmux::start_with(pg, Setup { databases: "app = host=$SOCKET port=$PORT", ..Setup::default() });
     let (code, msg) = db_error(who(&mux, SCRAM_USER, SCRAM_PASS, "nope").await.unwrap_err());
-    assert_eq!(
-        (code.as_str(), msg.as_str()),
-        ("08P01", "no such database: nope")
-    );
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "no such database: nope"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,10 +92,7 @@ async fn trust_needs_the_user_in_auth_file_and_forced_user_works() {
         },
     );
     // alice is in auth_file; the forced user logs in to PostgreSQL for her.
-    assert_eq!(
-        who(&mux, "alice", "any", "forced").await.unwrap(),
-        SCRAM_USER
-    );
+    assert_eq!(who(&mux, "alice", "any", "forced").await.unwrap(), SCRAM_USER);
     let (code, _) = db_error(who(&mux, "mallory", "any", "forced").await.unwrap_err());
     assert_eq!(code, "28P01");
 }
@@ -164,22 +102,8 @@ fn psql_over_the_unix_socket() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "");
     let out = run(Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            mux.socket_dir().to_str().unwrap(),
-            "-p",
-            &mux.port.to_string(),
-        ])
-        .args([
-            "-U",
-            SCRAM_USER,
-            "-d",
-            "app",
-            "-c",
-            "SELECT 'via unix ' || current_user",
-        ])
+        .args(["-X", "-At", "-h", mux.socket_dir().to_str().unwrap(), "-p", &mux.port.to_string()])
+        .args(["-U", SCRAM_USER, "-d", "app", "-c", "SELECT 'via unix ' || current_user"])
         .env("PGPASSWORD", SCRAM_PASS));
     assert_eq!(out.trim(), "via unix scram_user");
 }

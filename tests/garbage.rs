@@ -24,8 +24,7 @@ fn start(pg: &Cluster) -> Pgmux {
 /// Reads to EOF and returns the SQLSTATE and message of the first ErrorResponse.
 async fn error_then_eof(s: &mut TcpStream) -> (String, String) {
     let mut all = Vec::new();
-    let read =
-        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut all)).await;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut all)).await;
     assert!(read.is_ok(), "pgmux must close the socket");
     let mut buf = BytesMut::from(&all[..]);
     while let Ok(Some(f)) = split_frame(&mut buf, 1 << 24) {
@@ -51,10 +50,7 @@ async fn logged_in(mux: &Pgmux) -> TcpStream {
             }
             continue;
         }
-        assert!(
-            s.read_buf(&mut buf).await.unwrap() > 0,
-            "closed during login"
-        );
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed during login");
     }
 }
 
@@ -118,29 +114,16 @@ async fn unsupported_startup_parameter_and_login_timeout() {
     let mux = start(pg);
     let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
     let mut out = BytesMut::new();
-    build::startup_message(
-        &mut out,
-        &[
-            ("user", SCRAM_USER),
-            ("database", "app"),
-            ("search_path", "x"),
-        ],
-    );
+    build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app"), ("search_path", "x")]);
     s.write_all(&out).await.unwrap();
     let (code, msg) = error_then_eof(&mut s).await;
-    assert_eq!(
-        (code.as_str(), msg.as_str()),
-        ("08P01", "unsupported startup parameter: search_path")
-    );
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "unsupported startup parameter: search_path"));
 
     // A client that sends half a startup packet is closed after client_login_timeout.
     let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
     s.write_all(&[0, 0, 0, 40, 0, 3]).await.unwrap();
     let (code, msg) = error_then_eof(&mut s).await;
-    assert_eq!(
-        (code.as_str(), msg.as_str()),
-        ("08P01", "client_login_timeout")
-    );
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "client_login_timeout"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,15 +131,11 @@ async fn ssl_and_gssenc_requests_are_declined() {
     let pg = Cluster::shared();
     let mux = start(pg);
     let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
-        .await
-        .unwrap(); // GSSENCRequest
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await.unwrap(); // GSSENCRequest
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-        .await
-        .unwrap(); // SSLRequest
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap(); // SSLRequest
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
 }

@@ -11,11 +11,7 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn http(port: u16, request: &str) -> (u16, String) {
@@ -46,15 +42,10 @@ async fn show(c: &tokio_postgres::Client, what: &str) -> Vec<HashMap<String, Str
     let mut out = Vec::new();
     for m in c.simple_query(&format!("SHOW {what}")).await.unwrap() {
         match m {
-            SimpleQueryMessage::RowDescription(d) => {
-                cols = d.iter().map(|c| c.name().to_owned()).collect()
+            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_owned()).collect(),
+            SimpleQueryMessage::Row(r) => {
+                out.push(cols.iter().enumerate().map(|(i, c)| (c.clone(), r.get(i).unwrap_or("").to_owned())).collect())
             }
-            SimpleQueryMessage::Row(r) => out.push(
-                cols.iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.clone(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
             _ => {}
         }
     }
@@ -64,27 +55,22 @@ async fn show(c: &tokio_postgres::Client, what: &str) -> Vec<HashMap<String, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_show_output_during_a_workload() {
     let pg = Cluster::shared();
-    pg.psql(
-        "postgres",
-        &format!("CREATE DATABASE met_db OWNER {SCRAM_USER}"),
-    );
+    pg.psql("postgres", &format!("CREATE DATABASE met_db OWNER {SCRAM_USER}"));
     let mux = Pgmux::start(
         pg,
-        &format!("admin_users = {SCRAM_USER}\nauth_type = md5\nexporter_port = {}\nexporter_listen_addr = 127.0.0.1", free_port()),
+        &format!(
+            "admin_users = {SCRAM_USER}\nauth_type = md5\nexporter_port = {}\nexporter_listen_addr = 127.0.0.1",
+            free_port()
+        ),
     );
     let port = mux.exporter_port.expect("exporter is on");
-    let admin = mux
-        .connect(SCRAM_USER, SCRAM_PASS, "pgbouncer")
-        .await
-        .unwrap();
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
     let app = mux.connect(SCRAM_USER, SCRAM_PASS, "met_db").await.unwrap();
     // A workload running while we scrape.
     let worker = {
         let url = mux.url(SCRAM_USER, SCRAM_PASS, "met_db");
         tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             for _ in 0..300 {
                 c.simple_query("SELECT 1").await.unwrap();
@@ -106,62 +92,41 @@ async fn metrics_match_show_output_during_a_workload() {
     let stats = show(&admin, "STATS").await;
     let s = stats.iter().find(|r| r["database"] == "met_db").unwrap();
     let key = "{datname=\"met_db\"}";
-    assert_eq!(
-        m[&format!("pgbouncer_stat_total_xact_count{key}")],
-        s["total_xact_count"].parse::<f64>().unwrap()
-    );
+    assert_eq!(m[&format!("pgbouncer_stat_total_xact_count{key}")], s["total_xact_count"].parse::<f64>().unwrap());
     assert_eq!(m[&format!("pgbouncer_stat_total_query_count{key}")], 400.0);
-    assert_eq!(
-        m[&format!("pgbouncer_stat_total_received{key}")],
-        s["total_received"].parse::<f64>().unwrap()
-    );
+    assert_eq!(m[&format!("pgbouncer_stat_total_received{key}")], s["total_received"].parse::<f64>().unwrap());
     let t = s["total_query_time"].parse::<f64>().unwrap() * 1e-6;
-    assert!(
-        (m[&format!("pgbouncer_stat_total_query_time{key}")] - t).abs() < 1e-9,
-        "query time in seconds"
-    );
+    assert!((m[&format!("pgbouncer_stat_total_query_time{key}")] - t).abs() < 1e-9, "query time in seconds");
     let pools = show(&admin, "POOLS").await;
     let p = pools.iter().find(|r| r["database"] == "met_db").unwrap();
     let pool_key = format!(
         "{{datname=\"met_db\",user=\"{SCRAM_USER}\",pool_mode=\"{}\",load_balance_hosts=\"{}\"}}",
         p["pool_mode"], p["load_balance_hosts"]
     );
-    assert_eq!(
-        m[&format!("pgbouncer_pool_active_clients{pool_key}")],
-        p["cl_active"].parse::<f64>().unwrap()
-    );
-    assert_eq!(
-        m[&format!("pgbouncer_pool_idle_servers{pool_key}")],
-        p["sv_idle"].parse::<f64>().unwrap()
-    );
+    assert_eq!(m[&format!("pgbouncer_pool_active_clients{pool_key}")], p["cl_active"].parse::<f64>().unwrap());
+    assert_eq!(m[&format!("pgbouncer_pool_idle_servers{pool_key}")], p["sv_idle"].parse::<f64>().unwrap());
     let lists = show(&admin, "LISTS").await;
-    let pools_items = lists.iter().find(|r| r["list"] == "pools").unwrap()["items"]
-        .parse::<f64>()
-        .unwrap();
+    let pools_items = lists.iter().find(|r| r["list"] == "pools").unwrap()["items"].parse::<f64>().unwrap();
     assert_eq!(m["pgbouncer_list_items{list=\"pools\"}"], pools_items);
-    let db_key = m
-        .keys()
-        .find(|k| k.starts_with("pgbouncer_database_pool_size{datname=\"met_db\""))
-        .expect("database metric");
+    let db_key =
+        m.keys().find(|k| k.starts_with("pgbouncer_database_pool_size{datname=\"met_db\"")).expect("database metric");
     assert!(db_key.contains("real_datname=\"met_db\""), "{db_key}");
     assert!(m["process_resident_memory_bytes"] > 0.0);
+    // pgmux's own latency histograms count every query SHOW STATS counted.
+    let hist_count = m[&format!("pgmux_pool_query_duration_seconds_count{{datname=\"met_db\",user=\"{SCRAM_USER}\"}}")];
+    assert_eq!(hist_count, 400.0);
+    let inf =
+        m[&format!("pgmux_pool_query_duration_seconds_bucket{{datname=\"met_db\",user=\"{SCRAM_USER}\",le=\"+Inf\"}}")];
+    assert_eq!(inf, 400.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_pause_and_bad_requests_are_refused() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(
-        pg,
-        &format!(
-            "admin_users = {SCRAM_USER}\nauth_type = md5\nexporter_port = {}",
-            free_port()
-        ),
-    );
+    let mux =
+        Pgmux::start(pg, &format!("admin_users = {SCRAM_USER}\nauth_type = md5\nexporter_port = {}", free_port()));
     let port = mux.exporter_port.unwrap();
-    let admin = mux
-        .connect(SCRAM_USER, SCRAM_PASS, "pgbouncer")
-        .await
-        .unwrap();
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
     assert_eq!(http(port, "GET /health HTTP/1.1\r\n\r\n").await.0, 200);
     admin.simple_query("PAUSE").await.unwrap();
     assert_eq!(http(port, "GET /health HTTP/1.1\r\n\r\n").await.0, 503);

@@ -6,10 +6,7 @@ use tokio_postgres::NoTls;
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 async fn show(c: &tokio_postgres::Client, what: &str) -> String {
-    c.query_one(&format!("SHOW {what}"), &[])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(&format!("SHOW {what}"), &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,15 +14,11 @@ async fn each_client_keeps_its_own_parameters_on_a_shared_server() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1");
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let url_b = format!(
-        "{} application_name=bee options='-c DateStyle=SQL,DMY'",
-        mux.url(SCRAM_USER, SCRAM_PASS, "app")
-    );
+    let url_b =
+        format!("{} application_name=bee options='-c DateStyle=SQL,DMY'", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
     let (b, conn) = tokio_postgres::connect(&url_b, NoTls).await.unwrap();
     tokio::spawn(conn);
-    a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'ay'")
-        .await
-        .unwrap();
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'ay'").await.unwrap();
     for _ in 0..3 {
         assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
         assert_eq!(show(&a, "application_name").await, "ay");
@@ -34,12 +27,9 @@ async fn each_client_keeps_its_own_parameters_on_a_shared_server() {
         assert_eq!(show(&b, "DateStyle").await, "SQL, DMY");
         assert_eq!(show(&a, "DateStyle").await, "ISO, MDY");
     }
-    let pids: Vec<i32> = futures_util::future::join_all([&a, &b].map(|c| async move {
-        c.query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0)
-    }))
+    let pids: Vec<i32> = futures_util::future::join_all(
+        [&a, &b].map(|c| async move { c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0) }),
+    )
     .await;
     assert_eq!(pids[0], pids[1], "both clients share the single server");
 }
@@ -47,15 +37,9 @@ async fn each_client_keeps_its_own_parameters_on_a_shared_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_startup_parameters_drops_listed_ones() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(
-        pg,
-        "ignore_startup_parameters = extra_float_digits, options",
-    );
+    let mux = Pgmux::start(pg, "ignore_startup_parameters = extra_float_digits, options");
     // psql-style options that are not tracked are ignored when `options` is listed.
-    let url = format!(
-        "{} options='-c work_mem=64kB'",
-        mux.url(SCRAM_USER, SCRAM_PASS, "app")
-    );
+    let url = format!("{} options='-c work_mem=64kB'", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
     let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(conn);
     assert_ne!(show(&c, "work_mem").await, "64kB");

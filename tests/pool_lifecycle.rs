@@ -9,19 +9,11 @@ use futures_util::future::join_all;
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 fn own_db(pg: &Cluster, name: &str) {
-    pg.psql(
-        "postgres",
-        &format!("CREATE DATABASE {name} OWNER {SCRAM_USER}"),
-    );
+    pg.psql("postgres", &format!("CREATE DATABASE {name} OWNER {SCRAM_USER}"));
 }
 
 fn servers(pg: &Cluster, db: &str) -> i64 {
-    pg.psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
-    )
-    .parse()
-    .unwrap()
+    pg.psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")).parse().unwrap()
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -38,10 +30,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 async fn min_pool_size_opens_spares_and_idle_timeout_closes_extras() {
     let pg = Cluster::shared();
     own_db(pg, "lc_min");
-    let mux = Pgmux::start(
-        pg,
-        "min_pool_size = 3\ndefault_pool_size = 5\nserver_idle_timeout = 1",
-    );
+    let mux = Pgmux::start(pg, "min_pool_size = 3\ndefault_pool_size = 5\nserver_idle_timeout = 1");
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_min").await.unwrap();
     eventually("3 spare servers", || servers(pg, "lc_min") == 3).await;
     // Five at once: the pool grows to five ...
@@ -51,9 +40,7 @@ async fn min_pool_size_opens_spares_and_idle_timeout_closes_extras() {
     let extra = (0..5).map(|_| {
         let url = url.clone();
         async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             c.query_one("SELECT pg_sleep(0.3)", &[]).await.unwrap();
         }
@@ -69,27 +56,12 @@ async fn server_lifetime_replaces_old_servers() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "server_lifetime = 0.5\ndefault_pool_size = 1");
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let first: i32 = c
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let again: i32 = c
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let first: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let again: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     assert_eq!(first, again, "a young server is reused");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let later: i32 = c
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_ne!(
-        first, later,
-        "a server past server_lifetime is closed, not reused"
-    );
+    let later: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(first, later, "a server past server_lifetime is closed, not reused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,20 +70,12 @@ async fn max_client_conn_refuses_with_53300() {
     let mux = Pgmux::start(pg, "max_client_conn = 2");
     let _a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let _b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let err = mux
-        .connect(SCRAM_USER, SCRAM_PASS, "app")
-        .await
-        .unwrap_err();
+    let err = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap_err();
     let db = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!(
-        (db.code().code(), db.message()),
-        ("53300", "no more connections allowed (max_client_conn)")
-    );
+    assert_eq!((db.code().code(), db.message()), ("53300", "no more connections allowed (max_client_conn)"));
     drop(_a);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    mux.connect(SCRAM_USER, SCRAM_PASS, "app")
-        .await
-        .expect("a slot is free again");
+    mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.expect("a slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,9 +88,7 @@ async fn max_db_connections_caps_servers_across_users() {
     let tasks = (0..4).map(|_| {
         let url = url.clone();
         async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             c.query_one("SELECT pg_sleep(0.2)", &[]).await.unwrap();
         }
@@ -142,11 +104,7 @@ async fn max_db_connections_caps_servers_across_users() {
         }
     };
     tokio::join!(join_all(tasks), watch);
-    assert_eq!(
-        seen.load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "never more than max_db_connections servers"
-    );
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1, "never more than max_db_connections servers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,34 +112,17 @@ async fn counters_match_the_workload() {
     let pg = Cluster::shared();
     own_db(pg, "lc_stats");
     let mux = Pgmux::start(pg, "pool_mode = transaction");
-    let c = mux
-        .connect(SCRAM_USER, SCRAM_PASS, "lc_stats")
-        .await
-        .unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_stats").await.unwrap();
     for _ in 0..50 {
         c.simple_query("SELECT 1").await.unwrap();
     }
-    c.batch_execute("BEGIN; SELECT 1; SELECT 2; COMMIT")
-        .await
-        .unwrap();
-    let pool = mux
-        .shared
-        .pools
-        .all()
-        .into_iter()
-        .find(|p| p.db == "lc_stats")
-        .expect("pool exists");
+    c.batch_execute("BEGIN; SELECT 1; SELECT 2; COMMIT").await.unwrap();
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "lc_stats").expect("pool exists");
     let s = pool.stats.snapshot();
     assert_eq!(s.query_count, 51, "each Query message is one request");
     assert_eq!(s.xact_count, 51);
     assert_eq!(s.server_assignment_count, 51);
-    assert!(
-        s.bytes_received > 50 * 14 && s.bytes_sent > 50 * 30,
-        "{s:?}"
-    );
-    assert!(
-        s.query_time_us > 0 && s.xact_time_us >= s.query_time_us,
-        "{s:?}"
-    );
+    assert!(s.bytes_received > 50 * 14 && s.bytes_sent > 50 * 30, "{s:?}");
+    assert!(s.query_time_us > 0 && s.xact_time_us >= s.query_time_us, "{s:?}");
     assert_eq!(s.client_login_count, 1);
 }

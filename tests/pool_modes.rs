@@ -5,10 +5,7 @@ use futures_util::future::join_all;
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,36 +13,21 @@ async fn session_mode_keeps_one_server_per_client() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "pool_mode = session\ndefault_pool_size = 2");
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    a.batch_execute("CREATE TEMP TABLE t(x int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
+    a.batch_execute("CREATE TEMP TABLE t(x int); INSERT INTO t VALUES (1)").await.unwrap();
     let pid = backend_pid(&a).await;
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     for _ in 0..5 {
         assert_eq!(backend_pid(&a).await, pid);
         let _ = backend_pid(&b).await;
     }
-    let n: i64 = a
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = a.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 1, "session state survives between statements");
     drop(a);
     // The server goes back after DISCARD ALL: the next client must not see the temp table.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let seen = c
-        .query(
-            "SELECT 1 FROM pg_class WHERE relname = 't' AND relpersistence = 't'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        seen.is_empty(),
-        "server_reset_query must clean session state"
-    );
+    let seen = c.query("SELECT 1 FROM pg_class WHERE relname = 't' AND relpersistence = 't'", &[]).await.unwrap();
+    assert!(seen.is_empty(), "server_reset_query must clean session state");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,19 +38,12 @@ async fn transaction_mode_shares_servers_between_transactions() {
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     // With one server, both clients must be served by the same backend, one transaction at a time.
     assert_eq!(backend_pid(&a).await, backend_pid(&b).await);
-    a.batch_execute("BEGIN; CREATE TEMP TABLE tx_only(x int) ON COMMIT DROP")
-        .await
-        .unwrap();
+    a.batch_execute("BEGIN; CREATE TEMP TABLE tx_only(x int) ON COMMIT DROP").await.unwrap();
     // b waits while a holds the server inside its transaction, then proceeds after COMMIT.
     let b_task = tokio::spawn(async move { backend_pid(&b).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(
-        !b_task.is_finished(),
-        "b must wait while a is inside a transaction"
-    );
-    a.batch_execute("INSERT INTO tx_only VALUES (1); COMMIT")
-        .await
-        .unwrap();
+    assert!(!b_task.is_finished(), "b must wait while a is inside a transaction");
+    a.batch_execute("INSERT INTO tx_only VALUES (1); COMMIT").await.unwrap();
     b_task.await.unwrap();
 }
 
@@ -82,51 +57,36 @@ async fn statement_mode_refuses_transaction_blocks() {
     let err = a.batch_execute("BEGIN").await.unwrap_err();
     let db = err.as_db_error().expect("a server-style error");
     assert_eq!(db.code().code(), "0A000");
-    assert_eq!(
-        db.message(),
-        "transaction blocks not allowed in statement pooling mode"
-    );
+    assert_eq!(db.message(), "transaction blocks not allowed in statement pooling mode");
     // Other clients are not affected.
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    assert_eq!(
-        b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_clients_than_servers_all_succeed() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(
-        pg,
-        "pool_mode = transaction\ndefault_pool_size = 3\nmax_client_conn = 100",
-    );
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 3\nmax_client_conn = 100");
     let tasks = (0..30).map(|i| {
         let url = mux.url(SCRAM_USER, SCRAM_PASS, "app");
         async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             for _ in 0..5 {
-                let v: i32 = c
-                    .query_one("SELECT $1::int FROM pg_sleep(0.01)", &[&i])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let v: i32 = c.query_one("SELECT $1::int FROM pg_sleep(0.01)", &[&i]).await.unwrap().get(0);
                 assert_eq!(v, i);
             }
         }
     });
     join_all(tasks).await;
     let servers: i64 = pg
-        .psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' AND datname = 'app'"))
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' AND datname = 'app'"),
+        )
         .parse()
         .unwrap();
-    assert!(
-        servers <= 3,
-        "pool_size 3 must bound server connections, saw {servers}"
-    );
+    assert!(servers <= 3, "pool_size 3 must bound server connections, saw {servers}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,13 +99,10 @@ async fn reserve_pool_opens_extra_servers_after_timeout() {
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let start = std::time::Instant::now();
-    let (x, y) = tokio::join!(
-        a.query_one("SELECT pg_backend_pid() FROM pg_sleep(1)", &[]),
-        async {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            b.query_one("SELECT pg_backend_pid()", &[]).await
-        }
-    );
+    let (x, y) = tokio::join!(a.query_one("SELECT pg_backend_pid() FROM pg_sleep(1)", &[]), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        b.query_one("SELECT pg_backend_pid()", &[]).await
+    });
     let (x, y): (i32, i32) = (x.unwrap().get(0), y.unwrap().get(0));
     assert_ne!(x, y, "the second client must get a reserve server");
     assert!(start.elapsed() < std::time::Duration::from_millis(2000));
@@ -154,19 +111,13 @@ async fn reserve_pool_opens_extra_servers_after_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_gives_pgbouncer_error() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(
-        pg,
-        "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 0.3",
-    );
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 0.3");
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     a.batch_execute("BEGIN").await.unwrap();
     let err = b.query_one("SELECT 1", &[]).await.unwrap_err();
     let db = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!(
-        (db.code().code(), db.message()),
-        ("08P01", "query_wait_timeout")
-    );
+    assert_eq!((db.code().code(), db.message()), ("08P01", "query_wait_timeout"));
     a.batch_execute("COMMIT").await.unwrap();
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     c.query_one("SELECT 1", &[]).await.unwrap();

@@ -37,113 +37,44 @@ pub struct Collector {
 }
 
 const fn g(column: &'static str, name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        column,
-        name,
-        kind: Kind::Gauge,
-        scale: 1.0,
-        help,
-    }
+    Metric { column, name, kind: Kind::Gauge, scale: 1.0, help }
 }
 const fn c(column: &'static str, name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        column,
-        name,
-        kind: Kind::Counter,
-        scale: 1.0,
-        help,
-    }
+    Metric { column, name, kind: Kind::Counter, scale: 1.0, help }
 }
 const fn cs(column: &'static str, name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        column,
-        name,
-        kind: Kind::Counter,
-        scale: 1e-6,
-        help,
-    }
+    Metric { column, name, kind: Kind::Counter, scale: 1e-6, help }
 }
 const fn gs(column: &'static str, name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        column,
-        name,
-        kind: Kind::Gauge,
-        scale: 1e-6,
-        help,
-    }
+    Metric { column, name, kind: Kind::Gauge, scale: 1e-6, help }
 }
 
 /// SHOW LISTS -> pgbouncer_list_items{list}.
 pub const LISTS: Collector = Collector {
     prefix: "pgbouncer_list",
     labels: &[("list", "list")],
-    metrics: &[g(
-        "items",
-        "items",
-        "Number of corresponding pgbouncer object",
-    )],
+    metrics: &[g("items", "items", "Number of corresponding pgbouncer object")],
 };
 
 /// SHOW DATABASES -> pgbouncer_database_*{datname,host,port,real_datname}.
 pub const DATABASES: Collector = Collector {
     prefix: "pgbouncer_database",
-    labels: &[
-        ("datname", "name"),
-        ("host", "host"),
-        ("port", "port"),
-        ("real_datname", "database"),
-    ],
+    labels: &[("datname", "name"), ("host", "host"), ("port", "port"), ("real_datname", "database")],
     metrics: &[
-        g(
-            "pool_size",
-            "pool_size",
-            "Maximum number of server connections",
-        ),
-        g(
-            "min_pool_size",
-            "min_pool_size",
-            "Minimum number of server connections",
-        ),
-        g(
-            "reserve_pool_size",
-            "reserve_pool",
-            "Maximum number of additional connections for this database",
-        ),
-        g(
-            "server_lifetime",
-            "server_lifetime",
-            "Maximum lifetime of a server connection in seconds",
-        ),
-        g(
-            "max_connections",
-            "max_connections",
-            "Maximum number of allowed server connections",
-        ),
-        g(
-            "current_connections",
-            "current_connections",
-            "Current number of server connections for this database",
-        ),
-        g(
-            "max_client_connections",
-            "max_client_connections",
-            "Maximum number of allowed client connections",
-        ),
+        g("pool_size", "pool_size", "Maximum number of server connections"),
+        g("min_pool_size", "min_pool_size", "Minimum number of server connections"),
+        g("reserve_pool_size", "reserve_pool", "Maximum number of additional connections for this database"),
+        g("server_lifetime", "server_lifetime", "Maximum lifetime of a server connection in seconds"),
+        g("max_connections", "max_connections", "Maximum number of allowed server connections"),
+        g("current_connections", "current_connections", "Current number of server connections for this database"),
+        g("max_client_connections", "max_client_connections", "Maximum number of allowed client connections"),
         g(
             "current_client_connections",
             "current_client_connections",
             "Current number of client connections for this database",
         ),
-        g(
-            "paused",
-            "paused",
-            "1 if this database is currently paused, else 0",
-        ),
-        g(
-            "disabled",
-            "disabled",
-            "1 if this database is currently disabled, else 0",
-        ),
+        g("paused", "paused", "1 if this database is currently paused, else 0"),
+        g("disabled", "disabled", "1 if this database is currently disabled, else 0"),
     ],
 };
 
@@ -152,46 +83,18 @@ pub const STATS: Collector = Collector {
     prefix: "pgbouncer_stat",
     labels: &[("datname", "database")],
     metrics: &[
-        c(
-            "total_xact_count",
-            "total_xact_count",
-            "Total number of SQL transactions pooled by pgbouncer",
-        ),
-        c(
-            "total_query_count",
-            "total_query_count",
-            "Total number of SQL queries pooled by pgbouncer",
-        ),
+        c("total_xact_count", "total_xact_count", "Total number of SQL transactions pooled by pgbouncer"),
+        c("total_query_count", "total_query_count", "Total number of SQL queries pooled by pgbouncer"),
         c(
             "total_server_assignment_count",
             "total_server_assignment_count",
             "Total times a server was assigned to a client",
         ),
-        c(
-            "total_received",
-            "total_received",
-            "Total volume in bytes of network traffic received by pgbouncer",
-        ),
-        c(
-            "total_sent",
-            "total_sent",
-            "Total volume in bytes of network traffic sent by pgbouncer",
-        ),
-        cs(
-            "total_xact_time",
-            "total_xact_time",
-            "Total seconds spent in a transaction",
-        ),
-        cs(
-            "total_query_time",
-            "total_query_time",
-            "Total seconds spent actively querying",
-        ),
-        cs(
-            "total_wait_time",
-            "total_wait_time",
-            "Time spent by clients waiting for a server, in seconds",
-        ),
+        c("total_received", "total_received", "Total volume in bytes of network traffic received by pgbouncer"),
+        c("total_sent", "total_sent", "Total volume in bytes of network traffic sent by pgbouncer"),
+        cs("total_xact_time", "total_xact_time", "Total seconds spent in a transaction"),
+        cs("total_query_time", "total_query_time", "Total seconds spent actively querying"),
+        cs("total_wait_time", "total_wait_time", "Time spent by clients waiting for a server, in seconds"),
         c(
             "total_client_parse_count",
             "total_client_parse_count",
@@ -202,66 +105,26 @@ pub const STATS: Collector = Collector {
             "total_server_parse_count",
             "Total number of prepared statements created on servers",
         ),
-        c(
-            "total_bind_count",
-            "total_bind_count",
-            "Total number of prepared statements readied for execution",
-        ),
-        g(
-            "avg_xact_count",
-            "avg_xact_count",
-            "Average transactions per second in last stat period",
-        ),
-        g(
-            "avg_query_count",
-            "avg_query_count",
-            "Average queries per second in last stat period",
-        ),
+        c("total_bind_count", "total_bind_count", "Total number of prepared statements readied for execution"),
+        g("avg_xact_count", "avg_xact_count", "Average transactions per second in last stat period"),
+        g("avg_query_count", "avg_query_count", "Average queries per second in last stat period"),
         g(
             "avg_server_assignment_count",
             "avg_server_assignment_count",
             "Average server assignments per second in last stat period",
         ),
-        g(
-            "avg_recv",
-            "avg_recv",
-            "Average received (from clients) bytes per second",
-        ),
-        g(
-            "avg_sent",
-            "avg_sent",
-            "Average sent (to clients) bytes per second",
-        ),
-        gs(
-            "avg_xact_time",
-            "avg_xact_time",
-            "Average transaction duration, in seconds",
-        ),
-        gs(
-            "avg_query_time",
-            "avg_query_time",
-            "Average query duration, in seconds",
-        ),
+        g("avg_recv", "avg_recv", "Average received (from clients) bytes per second"),
+        g("avg_sent", "avg_sent", "Average sent (to clients) bytes per second"),
+        gs("avg_xact_time", "avg_xact_time", "Average transaction duration, in seconds"),
+        gs("avg_query_time", "avg_query_time", "Average query duration, in seconds"),
         gs(
             "avg_wait_time",
             "avg_wait_time",
             "Time spent by clients waiting for a server, in seconds (average per second)",
         ),
-        g(
-            "avg_client_parse_count",
-            "avg_client_parse_count",
-            "Average client prepared statements per second",
-        ),
-        g(
-            "avg_server_parse_count",
-            "avg_server_parse_count",
-            "Average server prepared statements per second",
-        ),
-        g(
-            "avg_bind_count",
-            "avg_bind_count",
-            "Average binds per second",
-        ),
+        g("avg_client_parse_count", "avg_client_parse_count", "Average client prepared statements per second"),
+        g("avg_server_parse_count", "avg_server_parse_count", "Average server prepared statements per second"),
+        g("avg_bind_count", "avg_bind_count", "Average binds per second"),
     ],
 };
 

@@ -38,14 +38,8 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST {
-            return respond(
-                &mut s,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request too large\n",
-                false,
-            )
-            .await;
+            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "request too large\n", false)
+                .await;
         }
     }
     let line = buf.split(|&b| b == b'\r').next().unwrap_or(&[]);
@@ -54,40 +48,19 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let head = method == "HEAD";
     if method != "GET" && !head {
-        return respond(
-            &mut s,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-            head,
-        )
-        .await;
+        return respond(&mut s, "405 Method Not Allowed", "text/plain", "only GET\n", head).await;
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
         "/metrics" => {
             let body = render(&source.snapshot());
-            respond(
-                &mut s,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-                head,
-            )
-            .await
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head).await
         }
         "/health" | "/up" | "/liveness" | "/readiness" => {
             if source.healthy() {
                 respond(&mut s, "200 OK", "text/plain", "ok\n", head).await
             } else {
-                respond(
-                    &mut s,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "unavailable\n",
-                    head,
-                )
-                .await
+                respond(&mut s, "503 Service Unavailable", "text/plain", "unavailable\n", head).await
             }
         }
         "/" => {
@@ -98,13 +71,7 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
     }
 }
 
-async fn respond(
-    s: &mut TcpStream,
-    status: &str,
-    ctype: &str,
-    body: &str,
-    head: bool,
-) -> std::io::Result<()> {
+async fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str, head: bool) -> std::io::Result<()> {
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

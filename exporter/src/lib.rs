@@ -12,6 +12,7 @@ mod render;
 
 pub use http::serve;
 pub use render::render;
+pub use render::render_histogram;
 
 /// Rows of one SHOW command: column names and text values (None is NULL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +21,30 @@ pub struct ResultSet {
     pub columns: Vec<String>,
     /// Rows.
     pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// One labelled histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSample {
+    /// Label names and values.
+    pub labels: Vec<(String, String)>,
+    /// Bucket upper bounds in seconds (the +Inf bucket is implied).
+    pub bounds: Vec<f64>,
+    /// Observations per bucket, not cumulative; one more than `bounds` (+Inf).
+    pub counts: Vec<u64>,
+    /// Sum of observations in seconds.
+    pub sum: f64,
+}
+
+/// A histogram metric family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramFamily {
+    /// Metric name.
+    pub name: String,
+    /// HELP text.
+    pub help: String,
+    /// Samples.
+    pub samples: Vec<HistogramSample>,
 }
 
 /// Everything one scrape reports.
@@ -35,6 +60,8 @@ pub struct Snapshot {
     pub stats: ResultSet,
     /// SHOW POOLS.
     pub pools: ResultSet,
+    /// Latency histograms (pgmux's own, beyond PgBouncer).
+    pub histograms: Vec<HistogramFamily>,
 }
 
 /// Where the numbers come from.
@@ -50,11 +77,7 @@ pub fn version_number(version: &str) -> u32 {
     for word in version.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
         let parts: Vec<&str> = word.split('.').collect();
         if parts.len() >= 3 {
-            if let (Ok(a), Ok(b), Ok(c)) = (
-                parts[0].parse::<u32>(),
-                parts[1].parse::<u32>(),
-                parts[2].parse::<u32>(),
-            ) {
+            if let (Ok(a), Ok(b), Ok(c)) = (parts[0].parse::<u32>(), parts[1].parse::<u32>(), parts[2].parse::<u32>()) {
                 return a * 10000 + b * 100 + c;
             }
         }

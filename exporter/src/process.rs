@@ -29,16 +29,9 @@ pub fn render(out: &mut String) {
     let start_ticks = num(19);
     let boot = std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("btime ")
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok())))
         .unwrap_or(0.0);
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let _ = write!(
         out,
         "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\

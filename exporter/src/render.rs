@@ -3,12 +3,10 @@
 use std::fmt::Write;
 
 use crate::collectors::{Collector, Kind, DATABASES, LISTS, POOLS, STATS};
-use crate::{process, version_number, ResultSet, Snapshot};
+use crate::{process, version_number, HistogramFamily, ResultSet, Snapshot};
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
@@ -29,35 +27,23 @@ fn number(v: f64) -> String {
 
 fn collect(out: &mut String, c: &Collector, rs: &ResultSet) {
     let idx = |col: &str| rs.columns.iter().position(|x| x == col);
-    let label_idx: Vec<(&str, Option<usize>)> =
-        c.labels.iter().map(|(l, col)| (*l, idx(col))).collect();
+    let label_idx: Vec<(&str, Option<usize>)> = c.labels.iter().map(|(l, col)| (*l, idx(col))).collect();
     for m in c.metrics {
         let Some(i) = idx(m.column) else { continue };
         let name = format!("{}_{}", c.prefix, m.name);
         header(out, &name, m.kind, m.help);
         for row in &rs.rows {
-            let Some(v) = row
-                .get(i)
-                .and_then(|v| v.as_deref())
-                .and_then(|v| v.parse::<f64>().ok())
-            else {
+            let Some(v) = row.get(i).and_then(|v| v.as_deref()).and_then(|v| v.parse::<f64>().ok()) else {
                 continue;
             };
             let labels: Vec<String> = label_idx
                 .iter()
                 .map(|(l, j)| {
-                    let val = j
-                        .and_then(|j| row.get(j).cloned().flatten())
-                        .unwrap_or_default();
+                    let val = j.and_then(|j| row.get(j).cloned().flatten()).unwrap_or_default();
                     format!("{l}=\"{}\"", escape(&val))
                 })
                 .collect();
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels.join(","),
-                number(v * m.scale)
-            );
+            let _ = writeln!(out, "{name}{{{}}} {}", labels.join(","), number(v * m.scale));
         }
     }
 }
@@ -65,33 +51,39 @@ fn collect(out: &mut String, c: &Collector, rs: &ResultSet) {
 /// The whole scrape body.
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    header(
-        &mut out,
-        "pgbouncer_up",
-        Kind::Gauge,
-        "last scrape was able to connect to the server: 1 for yes, 0 for no",
-    );
+    header(&mut out, "pgbouncer_up", Kind::Gauge, "last scrape was able to connect to the server: 1 for yes, 0 for no");
     out.push_str("pgbouncer_up 1\n");
-    header(
-        &mut out,
-        "pgbouncer_version",
-        Kind::Gauge,
-        "server version number",
-    );
+    header(&mut out, "pgbouncer_version", Kind::Gauge, "server version number");
     let _ = writeln!(out, "pgbouncer_version {}", version_number(&s.version));
-    header(
-        &mut out,
-        "pgbouncer_in_recovery",
-        Kind::Gauge,
-        "server is in recovery mode? 1 for yes 0 for no",
-    );
+    header(&mut out, "pgbouncer_in_recovery", Kind::Gauge, "server is in recovery mode? 1 for yes 0 for no");
     out.push_str("pgbouncer_in_recovery 0\n");
     collect(&mut out, &LISTS, &s.lists);
     collect(&mut out, &DATABASES, &s.databases);
     collect(&mut out, &STATS, &s.stats);
     collect(&mut out, &POOLS, &s.pools);
+    for h in &s.histograms {
+        render_histogram(&mut out, h);
+    }
     process::render(&mut out);
     out
+}
+
+/// One histogram family in the text format: cumulative `_bucket{le}`, `_sum`, `_count`.
+pub fn render_histogram(out: &mut String, h: &HistogramFamily) {
+    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", h.name, h.help, h.name);
+    for s in &h.samples {
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+        let base = labels.join(",");
+        let sep = if base.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, c) in s.counts.iter().enumerate() {
+            cumulative += c;
+            let le = s.bounds.get(i).map(|b| format!("{b}")).unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(out, "{}_bucket{{{base}{sep}le=\"{le}\"}} {cumulative}", h.name);
+        }
+        let _ = writeln!(out, "{}_sum{{{base}}} {}", h.name, s.sum);
+        let _ = writeln!(out, "{}_count{{{base}}} {cumulative}", h.name);
+    }
 }
 
 #[cfg(test)]
@@ -101,10 +93,7 @@ mod tests {
     fn rs(cols: &[&str], rows: &[&[Option<&str>]]) -> ResultSet {
         ResultSet {
             columns: cols.iter().map(|c| c.to_string()).collect(),
-            rows: rows
-                .iter()
-                .map(|r| r.iter().map(|v| v.map(str::to_owned)).collect())
-                .collect(),
+            rows: rows.iter().map(|r| r.iter().map(|v| v.map(str::to_owned)).collect()).collect(),
         }
     }
 
@@ -114,45 +103,27 @@ mod tests {
             version: "PgBouncer 1.25.2 (pgmux 0.1.0)".into(),
             lists: rs(&["list", "items"], &[&[Some("pools"), Some("3")]]),
             databases: rs(
-                &[
-                    "name",
-                    "host",
-                    "port",
-                    "database",
-                    "pool_size",
-                    "reserve_pool_size",
-                    "paused",
-                ],
-                &[&[
-                    Some("app"),
-                    None,
-                    Some("5432"),
-                    Some("real\"db"),
-                    Some("20"),
-                    Some("5"),
-                    Some("0"),
-                ]],
+                &["name", "host", "port", "database", "pool_size", "reserve_pool_size", "paused"],
+                &[&[Some("app"), None, Some("5432"), Some("real\"db"), Some("20"), Some("5"), Some("0")]],
             ),
             stats: rs(
                 &["database", "total_xact_count", "total_xact_time"],
                 &[&[Some("app"), Some("10"), Some("2500000")]],
             ),
             pools: rs(
-                &[
-                    "database",
-                    "user",
-                    "cl_active",
-                    "pool_mode",
-                    "load_balance_hosts",
-                ],
-                &[&[
-                    Some("app"),
-                    Some("u"),
-                    Some("4"),
-                    Some("transaction"),
-                    Some("round-robin"),
-                ]],
+                &["database", "user", "cl_active", "pool_mode", "load_balance_hosts"],
+                &[&[Some("app"), Some("u"), Some("4"), Some("transaction"), Some("round-robin")]],
             ),
+            histograms: vec![HistogramFamily {
+                name: "pgmux_pool_query_duration_seconds".into(),
+                help: "Query latency".into(),
+                samples: vec![crate::HistogramSample {
+                    labels: vec![("datname".into(), "app".into())],
+                    bounds: vec![0.001, 0.01],
+                    counts: vec![2, 1, 1],
+                    sum: 0.5,
+                }],
+            }],
         };
         let text = render(&snap);
         for line in [
@@ -166,6 +137,11 @@ mod tests {
             "pgbouncer_stat_total_xact_count{datname=\"app\"} 10",
             "pgbouncer_stat_total_xact_time{datname=\"app\"} 2.5",
             "pgbouncer_pool_active_clients{datname=\"app\",user=\"u\",pool_mode=\"transaction\",load_balance_hosts=\"round-robin\"} 4",
+            "# TYPE pgmux_pool_query_duration_seconds histogram",
+            "pgmux_pool_query_duration_seconds_bucket{datname=\"app\",le=\"0.001\"} 2",
+            "pgmux_pool_query_duration_seconds_bucket{datname=\"app\",le=\"0.01\"} 3",
+            "pgmux_pool_query_duration_seconds_bucket{datname=\"app\",le=\"+Inf\"} 4",
+            "pgmux_pool_query_duration_seconds_count{datname=\"app\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -28,19 +28,12 @@ impl Pooler {
     pub fn bind(config: Config) -> Result<Self, BindError> {
         let bound = listener::bind(&config.general)?;
         let exporter = bind_exporter(&config.general)?;
-        Ok(Pooler {
-            shared: Shared::new(config),
-            bound,
-            exporter,
-        })
+        Ok(Pooler { shared: Shared::new(config), bound, exporter })
     }
 
     /// The metrics port bound, if the endpoint is on.
     pub fn exporter_port(&self) -> Option<u16> {
-        self.exporter
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.port())
+        self.exporter.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
     }
 
     /// The TCP port bound (useful when the ini says 0).
@@ -58,18 +51,11 @@ impl Pooler {
     /// # Errors
     /// Converting the listeners to Tokio fails.
     pub async fn run(self) -> std::io::Result<()> {
-        let Pooler {
-            shared,
-            bound,
-            exporter,
-        } = self;
+        let Pooler { shared, bound, exporter } = self;
         let mut accepts = Vec::new();
         if let Some(l) = exporter {
             let l = TcpListener::from_std(l)?;
-            let source = Arc::new(crate::metrics::MetricsSource::new(
-                shared.clone(),
-                bound.port,
-            ));
+            let source = Arc::new(crate::metrics::MetricsSource::new(shared.clone(), bound.port));
             accepts.push(tokio::spawn(pgmux_exporter::serve(l, source)));
         }
         for l in bound.tcp {
@@ -109,11 +95,9 @@ impl Pooler {
             let done = match shared.state() {
                 RunState::Running | RunState::Immediate => true,
                 RunState::WaitForClients => shared.client_count() == 0,
-                RunState::WaitForServers => shared
-                    .pools
-                    .all()
-                    .iter()
-                    .all(|p| p.clients_active.load(Ordering::Relaxed) <= 0),
+                RunState::WaitForServers => {
+                    shared.pools.all().iter().all(|p| p.clients_active.load(Ordering::Relaxed) <= 0)
+                }
             };
             if done {
                 break;
@@ -136,18 +120,10 @@ fn bind_exporter(g: &crate::config::General) -> Result<Option<std::net::TcpListe
     if g.exporter_port == 0 {
         return Ok(None);
     }
-    let host = if g.exporter_listen_addr == "*" {
-        "0.0.0.0"
-    } else {
-        g.exporter_listen_addr.as_str()
-    };
+    let host = if g.exporter_listen_addr == "*" { "0.0.0.0" } else { g.exporter_listen_addr.as_str() };
     let addr = format!("{host}:{}", g.exporter_port);
-    let l = std::net::TcpListener::bind(&addr).map_err(|source| BindError::Io {
-        addr: addr.clone(),
-        source,
-    })?;
-    l.set_nonblocking(true)
-        .map_err(|source| BindError::Io { addr, source })?;
+    let l = std::net::TcpListener::bind(&addr).map_err(|source| BindError::Io { addr: addr.clone(), source })?;
+    l.set_nonblocking(true).map_err(|source| BindError::Io { addr, source })?;
     Ok(Some(l))
 }
 
@@ -159,11 +135,7 @@ async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
                 if shared.config().general.tcp_keepalive {
                     let _ = socket2::SockRef::from(&s).set_keepalive(true);
                 }
-                tokio::spawn(crate::client::handle(
-                    shared.clone(),
-                    Stream::Tcp(s),
-                    PeerAddr::Tcp(addr),
-                ));
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::Tcp(s), PeerAddr::Tcp(addr)));
             }
             Err(e) => accept_error(e).await,
         }
@@ -174,11 +146,7 @@ async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
     loop {
         match l.accept().await {
             Ok((s, _)) => {
-                tokio::spawn(crate::client::handle(
-                    shared.clone(),
-                    Stream::Unix(s),
-                    PeerAddr::Unix("unix".into()),
-                ));
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix("unix".into())));
             }
             Err(e) => accept_error(e).await,
         }

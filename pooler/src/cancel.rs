@@ -34,10 +34,7 @@ pub struct CancelSlot {
 impl CancelSlot {
     /// The client now holds the server at `addr` with backend key `key`.
     pub fn attach(&self, addr: &Arc<PeerAddr>, key: (i32, i32)) {
-        *self.target.lock() = Some(Target {
-            addr: addr.clone(),
-            key,
-        });
+        *self.target.lock() = Some(Target { addr: addr.clone(), key });
     }
 
     /// The client is about to give its server back: no new cancel may reach it, and a cancel

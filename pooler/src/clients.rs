@@ -96,13 +96,7 @@ pub struct ClientRegistry {
 
 impl ClientRegistry {
     /// Registers a client that just logged in.
-    pub fn register(
-        &self,
-        user: &str,
-        db: &str,
-        addr: &PeerAddr,
-        application_name: &str,
-    ) -> Arc<ClientInfo> {
+    pub fn register(&self, user: &str, db: &str, addr: &PeerAddr, application_name: &str) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,

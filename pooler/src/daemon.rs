@@ -15,10 +15,7 @@ pub fn check_pidfile(path: &Path) -> io::Result<()> {
                 if alive && pid != std::process::id() as i32 {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
-                        format!(
-                            "pidfile {} names running process {pid}: is pgmux already running?",
-                            path.display()
-                        ),
+                        format!("pidfile {} names running process {pid}: is pgmux already running?", path.display()),
                     ));
                 }
             }

@@ -24,8 +24,5 @@ pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";
 
 /// `PgBouncer 1.25.2 (pgmux 0.1.0)`: tools parse the first x.y.z to choose column sets.
 pub fn version_string() -> String {
-    format!(
-        "PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})",
-        env!("CARGO_PKG_VERSION")
-    )
+    format!("PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})", env!("CARGO_PKG_VERSION"))
 }

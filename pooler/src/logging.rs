@@ -17,26 +17,15 @@ pub fn init(verbose: u32, quiet: bool, logfile: Option<&Path>) -> std::io::Resul
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let file = match logfile {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?,
-        ),
+        Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         None => None,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let result = match (file, quiet) {
-        (Some(f), true) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f))
-            .try_init(),
-        (Some(f), false) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f).and(std::io::stderr))
-            .try_init(),
+        (Some(f), true) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
+        (Some(f), false) => {
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f).and(std::io::stderr)).try_init()
+        }
         (None, true) => builder.with_writer(std::io::sink).try_init(),
         (None, false) => builder.with_writer(std::io::stderr).try_init(),
     };

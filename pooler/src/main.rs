@@ -32,11 +32,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let g = config.general.clone();
-    if let Err(e) = logging::init(
-        g.verbose.max(cli.verbose as u32),
-        cli.quiet || cli.daemon,
-        g.logfile.as_deref(),
-    ) {
+    if let Err(e) = logging::init(g.verbose.max(cli.verbose as u32), cli.quiet || cli.daemon, g.logfile.as_deref()) {
         return fail(format!("cannot open logfile: {e}"));
     }
     for w in &config.warnings {
@@ -81,11 +77,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };
-    tracing::info!(
-        port = pooler.port(),
-        "{} listening",
-        pgmux::version_string()
-    );
+    tracing::info!(port = pooler.port(), "{} listening", pgmux::version_string());
     let result = runtime.block_on(async {
         let shared = pooler.shared();
         tokio::spawn(handle_signals(shared));
@@ -138,11 +130,7 @@ async fn handle_signals(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let next = if shared.state() == RunState::Running {
-            wanted
-        } else {
-            RunState::Immediate
-        };
+        let next = if shared.state() == RunState::Running { wanted } else { RunState::Immediate };
         tracing::info!("got signal, shutdown mode {next:?}");
         shared.set_state(next);
     }

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use pgmux_exporter::{ResultSet, Snapshot, Source};
+use pgmux_exporter::{HistogramFamily, HistogramSample, ResultSet, Snapshot, Source};
+
+use crate::pool::histogram::{Histogram, BOUNDS_US};
+use crate::pool::Pool;
 
 use crate::admin;
 use crate::shared::{RunState, Shared};
@@ -18,10 +21,7 @@ pub struct MetricsSource {
 impl MetricsSource {
     /// A source reading `shared`.
     pub fn new(shared: Arc<Shared>, listen_port: u16) -> Self {
-        Self {
-            shared,
-            listen_port,
-        }
+        Self { shared, listen_port }
     }
 
     fn set(&self, what: &str) -> ResultSet {
@@ -35,6 +35,41 @@ impl MetricsSource {
     }
 }
 
+impl MetricsSource {
+    fn histograms(&self) -> Vec<HistogramFamily> {
+        let pools = self.shared.pools.all();
+        let family = |name: &str, help: &str, pick: fn(&Pool) -> &Histogram| HistogramFamily {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            samples: pools
+                .iter()
+                .map(|p| {
+                    let (counts, sum_us) = pick(p).snapshot();
+                    HistogramSample {
+                        labels: vec![("datname".into(), p.db.clone()), ("user".into(), p.user.clone())],
+                        bounds: BOUNDS_US.iter().map(|b| *b as f64 * 1e-6).collect(),
+                        counts,
+                        sum: sum_us as f64 * 1e-6,
+                    }
+                })
+                .collect(),
+        };
+        vec![
+            family(
+                "pgmux_pool_query_duration_seconds",
+                "Time from a client's request to the server's ReadyForQuery",
+                |p| &p.histograms.query,
+            ),
+            family(
+                "pgmux_pool_transaction_duration_seconds",
+                "Time from the first request of a transaction to its end",
+                |p| &p.histograms.xact,
+            ),
+            family("pgmux_pool_wait_duration_seconds", "Time clients waited for a server", |p| &p.histograms.wait),
+        ]
+    }
+}
+
 impl Source for MetricsSource {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -43,6 +78,7 @@ impl Source for MetricsSource {
             databases: self.set("databases"),
             stats: self.set("stats"),
             pools: self.set("pools"),
+            histograms: self.histograms(),
         }
     }
 

@@ -20,43 +20,26 @@ fn version_names_the_pgbouncer_interface_first() {
     let out = pgmux().arg("-V").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.trim(),
-        format!("PgBouncer 1.25.2 (pgmux {})", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text.trim(), format!("PgBouncer 1.25.2 (pgmux {})", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
 fn bad_config_fails_with_file_line_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let ini = write_ini(
-        dir.path(),
-        "[pgbouncer]\nlisten_port = 0\npool_mode = sometimes\n",
-    );
+    let ini = write_ini(dir.path(), "[pgbouncer]\nlisten_port = 0\npool_mode = sometimes\n");
     let out = pgmux().arg(&ini).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains(&format!("{}:3: invalid pool_mode", ini.display())),
-        "{err}"
-    );
-    let out = pgmux()
-        .arg(dir.path().join("missing.ini"))
-        .output()
-        .unwrap();
+    assert!(err.contains(&format!("{}:3: invalid pool_mode", ini.display())), "{err}");
+    let out = pgmux().arg(dir.path().join("missing.ini")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("could not read"));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("could not read"));
 }
 
 #[test]
 fn daemon_needs_a_pidfile_and_busy_port_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let ini = write_ini(
-        dir.path(),
-        "[pgbouncer]\nlisten_port = 0\nunix_socket_dir =\n",
-    );
+    let ini = write_ini(dir.path(), "[pgbouncer]\nlisten_port = 0\nunix_socket_dir =\n");
     let out = pgmux().arg("-d").arg(&ini).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains("pidfile"));
@@ -69,20 +52,14 @@ fn daemon_needs_a_pidfile_and_busy_port_fails() {
     );
     let out = pgmux().arg(&ini).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("cannot listen on 127.0.0.1"));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("cannot listen on 127.0.0.1"));
 }
 
 #[test]
 fn serves_writes_pidfile_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgmux.pid");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let ini = write_ini(
         dir.path(),
         &format!(
@@ -92,47 +69,20 @@ fn serves_writes_pidfile_and_exits_cleanly_on_sigterm() {
             p = pidfile.display()
         ),
     );
-    let mut child = pgmux()
-        .arg("-q")
-        .arg(&ini)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = pgmux().arg("-q").arg(&ini).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "pgmux did not start listening"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "pgmux did not start listening");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        dir.path().join(format!(".s.PGSQL.{port}")).exists(),
-        "unix socket is created"
-    );
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert!(dir.path().join(format!(".s.PGSQL.{port}")).exists(), "unix socket is created");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert_eq!(pid as u32, child.id());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(!pidfile.exists(), "pidfile is removed at exit");
-    assert!(
-        !dir.path().join(format!(".s.PGSQL.{port}")).exists(),
-        "unix socket is removed at exit"
-    );
+    assert!(!dir.path().join(format!(".s.PGSQL.{port}")).exists(), "unix socket is removed at exit");
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
 }

@@ -151,16 +151,10 @@ mod tests {
     #[test]
     fn decodes_auth_requests() {
         assert_eq!(authentication(&[0, 0, 0, 0]).unwrap(), AuthRequest::Ok);
-        assert_eq!(
-            authentication(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(),
-            AuthRequest::Md5([1, 2, 3, 4])
-        );
+        assert_eq!(authentication(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(), AuthRequest::Md5([1, 2, 3, 4]));
         assert!(authentication(&[0, 0, 0, 5, 1]).is_err());
         let sasl = b"\0\0\0\x0aSCRAM-SHA-256\0\0";
-        assert_eq!(
-            authentication(sasl).unwrap(),
-            AuthRequest::Sasl(vec![&b"SCRAM-SHA-256"[..]])
-        );
+        assert_eq!(authentication(sasl).unwrap(), AuthRequest::Sasl(vec![&b"SCRAM-SHA-256"[..]]));
         assert!(authentication(b"\0\0\0\x0aSCRAM").is_err());
     }
 
@@ -168,10 +162,7 @@ mod tests {
     fn reads_ready_for_query_and_parameter_status() {
         assert_eq!(ready_for_query(b"T").unwrap(), TxStatus::InTransaction);
         assert!(ready_for_query(b"").is_err());
-        assert_eq!(
-            parameter_status(b"TimeZone\0UTC\0").unwrap(),
-            (&b"TimeZone"[..], &b"UTC"[..])
-        );
+        assert_eq!(parameter_status(b"TimeZone\0UTC\0").unwrap(), (&b"TimeZone"[..], &b"UTC"[..]));
         assert!(parameter_status(b"TimeZone\0UTC").is_err());
     }
 }

@@ -261,15 +261,9 @@ mod tests {
         ready_for_query(&mut buf, b'T');
         backend_key_data(&mut buf, 1, -2);
         let f = split_frame(&mut buf, 64).unwrap().unwrap();
-        assert_eq!(
-            backend::parameter_status(f.body()).unwrap(),
-            (&b"TimeZone"[..], &b"UTC"[..])
-        );
+        assert_eq!(backend::parameter_status(f.body()).unwrap(), (&b"TimeZone"[..], &b"UTC"[..]));
         let f = split_frame(&mut buf, 64).unwrap().unwrap();
-        assert_eq!(
-            backend::ready_for_query(f.body()).unwrap(),
-            backend::TxStatus::InTransaction
-        );
+        assert_eq!(backend::ready_for_query(f.body()).unwrap(), backend::TxStatus::InTransaction);
         let f = split_frame(&mut buf, 64).unwrap().unwrap();
         assert_eq!(backend::backend_key_data(f.body()).unwrap(), (1, -2));
     }

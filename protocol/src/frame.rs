@@ -50,10 +50,7 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
     if buf.len() < total {
         return Ok(None);
     }
-    Ok(Some(Frame {
-        tag,
-        raw: buf.split_to(total).freeze(),
-    }))
+    Ok(Some(Frame { tag, raw: buf.split_to(total).freeze() }))
 }
 
 #[cfg(test)]
@@ -78,10 +75,7 @@ mod tests {
         for (bytes, want) in [
             (&b"Q\0\0\0\x03"[..], ProtocolError::BadLength(3)),
             (&b"Q\xff\xff\xff\xff"[..], ProtocolError::BadLength(-1)),
-            (
-                &b"Q\x7f\xff\xff\xff"[..],
-                ProtocolError::Oversized(0x8000_0000),
-            ),
+            (&b"Q\x7f\xff\xff\xff"[..], ProtocolError::Oversized(0x8000_0000)),
         ] {
             let mut buf = BytesMut::from(bytes);
             assert_eq!(split_frame(&mut buf, 1 << 20).unwrap_err(), want);

@@ -69,11 +69,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// No NUL before the end.
     pub fn cstr(&mut self) -> Result<&'a [u8], ProtocolError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(ProtocolError::Unterminated(self.what))?;
+        let end = self.buf.iter().position(|&b| b == 0).ok_or(ProtocolError::Unterminated(self.what))?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
@@ -84,8 +80,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// No NUL, or invalid UTF-8.
     pub fn cstr_utf8(&mut self) -> Result<&'a str, ProtocolError> {
-        std::str::from_utf8(self.cstr()?)
-            .map_err(|_| ProtocolError::Invalid("invalid UTF-8 in string"))
+        std::str::from_utf8(self.cstr()?).map_err(|_| ProtocolError::Invalid("invalid UTF-8 in string"))
     }
 }
 

@@ -52,10 +52,7 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 
 /// SASLprep as PostgreSQL applies it: a password that does not normalise is used as raw bytes.
 fn prepare_password(password: &[u8]) -> Vec<u8> {
-    match std::str::from_utf8(password)
-        .ok()
-        .and_then(|s| stringprep::saslprep(s).ok())
-    {
+    match std::str::from_utf8(password).ok().and_then(|s| stringprep::saslprep(s).ok()) {
         Some(p) => p.as_bytes().to_vec(),
         None => password.to_vec(),
     }
@@ -85,12 +82,7 @@ impl Secret {
         let salt = B64.decode(salt).ok()?;
         let stored_key = B64.decode(stored).ok()?.try_into().ok()?;
         let server_key = B64.decode(server).ok()?.try_into().ok()?;
-        Some(Self {
-            iterations,
-            salt,
-            stored_key,
-            server_key,
-        })
+        Some(Self { iterations, salt, stored_key, server_key })
     }
 
     /// Derives a secret from a clear-text password.
@@ -138,9 +130,7 @@ pub fn new_nonce() -> String {
 }
 
 fn attr(part: &str, key: char) -> Result<&str, ProtocolError> {
-    part.strip_prefix(key)
-        .and_then(|p| p.strip_prefix('='))
-        .ok_or(ProtocolError::Invalid("malformed SCRAM message"))
+    part.strip_prefix(key).and_then(|p| p.strip_prefix('=')).ok_or(ProtocolError::Invalid("malformed SCRAM message"))
 }
 
 fn text(msg: &[u8]) -> Result<&str, ProtocolError> {
@@ -179,23 +169,15 @@ impl ServerExchange {
         let msg = text(client_first)?;
         let mut parts = msg.splitn(3, ',');
         let cb = parts.next().unwrap_or("");
-        let authzid = parts
-            .next()
-            .ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
-        let bare = parts
-            .next()
-            .ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
+        let authzid = parts.next().ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
+        let bare = parts.next().ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
         match cb {
             "n" | "y" => {}
-            c if c.starts_with("p=") => {
-                return Err(ProtocolError::Invalid("channel binding is not supported"))
-            }
+            c if c.starts_with("p=") => return Err(ProtocolError::Invalid("channel binding is not supported")),
             _ => return Err(ProtocolError::Invalid("malformed SCRAM message")),
         }
         if !authzid.is_empty() {
-            return Err(ProtocolError::Invalid(
-                "SCRAM authorization identity is not supported",
-            ));
+            return Err(ProtocolError::Invalid("SCRAM authorization identity is not supported"));
         }
         let mut fields = bare.split(',');
         let user = fields.next().unwrap_or("");
@@ -204,19 +186,11 @@ impl ServerExchange {
         }
         attr(user, 'n')?;
         let client_nonce = attr(fields.next().unwrap_or(""), 'r')?;
-        if client_nonce.is_empty()
-            || !client_nonce
-                .bytes()
-                .all(|c| c.is_ascii_graphic() && c != b',')
-        {
+        if client_nonce.is_empty() || !client_nonce.bytes().all(|c| c.is_ascii_graphic() && c != b',') {
             return Err(ProtocolError::Invalid("bad SCRAM nonce"));
         }
         let nonce = format!("{client_nonce}{}", new_nonce());
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            B64.encode(&secret.salt),
-            secret.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
         let ex = Self {
             secret,
             gs2_header: format!("{cb},{authzid},"),
@@ -231,16 +205,10 @@ impl ServerExchange {
     ///
     /// # Errors
     /// `Protocol` for malformed messages, `BadProof` for a wrong password.
-    pub fn finish(
-        self,
-        client_final: &[u8],
-    ) -> Result<(String, PassThroughKeys), ServerFinalError> {
+    pub fn finish(self, client_final: &[u8]) -> Result<(String, PassThroughKeys), ServerFinalError> {
         let msg = text(client_final).map_err(ServerFinalError::Protocol)?;
         let (without_proof, proof) =
-            msg.rsplit_once(",p=")
-                .ok_or(ServerFinalError::Protocol(ProtocolError::Invalid(
-                    "missing SCRAM proof",
-                )))?;
+            msg.rsplit_once(",p=").ok_or(ServerFinalError::Protocol(ProtocolError::Invalid("missing SCRAM proof")))?;
         let mut fields = without_proof.split(',');
         let bad = |w| ServerFinalError::Protocol(ProtocolError::Invalid(w));
         let binding = attr(fields.next().unwrap_or(""), 'c').map_err(ServerFinalError::Protocol)?;
@@ -251,15 +219,9 @@ impl ServerExchange {
         if nonce != self.nonce {
             return Err(bad("SCRAM nonce mismatch"));
         }
-        let proof: [u8; 32] = B64
-            .decode(proof)
-            .ok()
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| bad("malformed SCRAM proof"))?;
-        let auth_message = format!(
-            "{},{},{}",
-            self.client_first_bare, self.server_first, without_proof
-        );
+        let proof: [u8; 32] =
+            B64.decode(proof).ok().and_then(|p| p.try_into().ok()).ok_or_else(|| bad("malformed SCRAM proof"))?;
+        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
         let client_signature = hmac(&self.secret.stored_key, &[auth_message.as_bytes()]);
         let client_key = xor(&proof, &client_signature);
         if !constant_time_eq(&sha256(&client_key), &self.secret.stored_key) {
@@ -300,15 +262,7 @@ impl ClientExchange {
         let nonce = new_nonce();
         let bare = format!("n=,r={nonce}");
         let first = format!("n,,{bare}");
-        (
-            Self {
-                credentials,
-                client_first_bare: bare,
-                nonce,
-                server_signature: None,
-            },
-            first,
-        )
+        (Self { credentials, client_first_bare: bare, nonce, server_signature: None }, first)
     }
 
     /// Reads server-first and returns client-final.
@@ -323,31 +277,19 @@ impl ClientExchange {
         let salt = attr(fields.next().unwrap_or(""), 's')?;
         let iterations = attr(fields.next().unwrap_or(""), 'i')?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
-            return Err(ProtocolError::Invalid(
-                "SCRAM server nonce does not extend ours",
-            ));
+            return Err(ProtocolError::Invalid("SCRAM server nonce does not extend ours"));
         }
-        let salt = B64
-            .decode(salt)
-            .map_err(|_| ProtocolError::Invalid("bad SCRAM salt"))?;
-        let iterations: u32 = iterations
-            .parse()
-            .ok()
-            .filter(|&i| i > 0)
-            .ok_or(ProtocolError::Invalid("bad SCRAM iteration count"))?;
+        let salt = B64.decode(salt).map_err(|_| ProtocolError::Invalid("bad SCRAM salt"))?;
+        let iterations: u32 =
+            iterations.parse().ok().filter(|&i| i > 0).ok_or(ProtocolError::Invalid("bad SCRAM iteration count"))?;
         let (client_key, server_key) = match &self.credentials {
             ClientCredentials::Password(p) => {
                 let salted = hi(&prepare_password(p), &salt, iterations);
-                (
-                    hmac(&salted, &[b"Client Key"]),
-                    hmac(&salted, &[b"Server Key"]),
-                )
+                (hmac(&salted, &[b"Client Key"]), hmac(&salted, &[b"Server Key"]))
             }
             ClientCredentials::Keys(k) => {
                 if k.salt != salt || k.iterations != iterations {
-                    return Err(ProtocolError::Invalid(
-                        "SCRAM secret of the server differs from the pooler's",
-                    ));
+                    return Err(ProtocolError::Invalid("SCRAM secret of the server differs from the pooler's"));
                 }
                 (k.client_key, k.server_key)
             }
@@ -384,8 +326,7 @@ mod tests {
     use super::*;
 
     fn exchange(secret: Secret, password: &[u8]) -> Result<PassThroughKeys, ServerFinalError> {
-        let (mut client, first) =
-            ClientExchange::start(ClientCredentials::Password(password.to_vec()));
+        let (mut client, first) = ClientExchange::start(ClientCredentials::Password(password.to_vec()));
         let (server, server_first) = ServerExchange::start(first.as_bytes(), secret).unwrap();
         let client_final = client.respond(server_first.as_bytes()).unwrap();
         let (server_final, keys) = server.finish(client_final.as_bytes())?;
@@ -408,10 +349,7 @@ mod tests {
         let secret = Secret::from_password(b"pencil", b"saltsalt", 4096);
         let keys = exchange(secret.clone(), b"pencil").unwrap();
         assert_eq!(sha256(&keys.client_key), secret.stored_key);
-        assert_eq!(
-            exchange(secret, b"pen").unwrap_err(),
-            ServerFinalError::BadProof
-        );
+        assert_eq!(exchange(secret, b"pen").unwrap_err(), ServerFinalError::BadProof);
     }
 
     #[test]
@@ -435,10 +373,7 @@ mod tests {
         let without_proof = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let server_sig = hmac(&secret.server_key, &[auth.as_bytes()]);
-        assert_eq!(
-            B64.encode(server_sig),
-            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-        );
+        assert_eq!(B64.encode(server_sig), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
     }
 
     #[test]
@@ -456,9 +391,6 @@ mod tests {
             assert!(ServerExchange::start(m, secret.clone()).is_err(), "{m:?}");
         }
         let (server, _) = ServerExchange::start(b"n,,n=,r=abc", secret).unwrap();
-        assert!(matches!(
-            server.finish(b"c=biws,r=abc,p=!!"),
-            Err(ServerFinalError::Protocol(_))
-        ));
+        assert!(matches!(server.finish(b"c=biws,r=abc,p=!!"), Err(ServerFinalError::Protocol(_))));
     }
 }

@@ -101,10 +101,7 @@ mod tests {
             p,
             StartupPacket::Startup {
                 version: PROTOCOL_3_0,
-                params: vec![
-                    ("user".into(), "alice".into()),
-                    ("database".into(), "app".into())
-                ]
+                params: vec![("user".into(), "alice".into()), ("database".into(), "app".into())]
             }
         );
     }
@@ -112,16 +109,10 @@ mod tests {
     #[test]
     fn decodes_ssl_and_cancel() {
         let mut buf = BytesMut::from(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f][..]);
-        assert_eq!(
-            split_startup(&mut buf).unwrap(),
-            Some(StartupPacket::SslRequest)
-        );
+        assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
         let mut buf = BytesMut::new();
         build::cancel_request(&mut buf, 7, -9);
-        assert_eq!(
-            split_startup(&mut buf).unwrap(),
-            Some(StartupPacket::Cancel { pid: 7, secret: -9 })
-        );
+        assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::Cancel { pid: 7, secret: -9 }));
     }
 
     #[test]

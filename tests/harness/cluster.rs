@@ -24,12 +24,7 @@ pub struct Cluster {
 
 fn pg_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("initdb").exists())
-                .collect()
-        })
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
         .unwrap_or_default();
     found.sort();
     found.pop().unwrap_or_else(|| {
@@ -49,11 +44,7 @@ fn postgres_ids() -> (u32, u32) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Cluster {
@@ -69,27 +60,13 @@ impl Cluster {
         let (uid, gid) = postgres_ids();
         let base = std::env::temp_dir().join(format!("pgmux-it-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("pg")
-            .tempdir_in(&base)
-            .unwrap()
-            .keep();
+        let dir = tempfile::Builder::new().prefix("pg").tempdir_in(&base).unwrap().keep();
         nix::unistd::chown(&base, Some(uid.into()), Some(gid.into())).unwrap();
         nix::unistd::chown(&dir, Some(uid.into()), Some(gid.into())).unwrap();
-        std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let data = dir.join("data");
         run(Command::new(bin.join("initdb"))
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ])
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .uid(uid)
             .gid(gid));
         std::fs::write(
@@ -102,25 +79,15 @@ impl Cluster {
         )
         .unwrap();
         let port = free_port();
-        let c = Cluster {
-            socket_dir: dir.clone(),
-            dir,
-            port,
-            bin,
-        };
-        c.pg_ctl(&[
-            "start",
-            "-w",
-            "-l",
-            c.dir.join("postgres.log").to_str().unwrap(),
-        ]);
+        let c = Cluster { socket_dir: dir.clone(), dir, port, bin };
+        c.pg_ctl(&["start", "-w", "-l", c.dir.join("postgres.log").to_str().unwrap()]);
         spawn_watchdog(&c);
         c.psql("postgres", &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {SCRAM_USER} LOGIN SUPERUSER PASSWORD '{SCRAM_PASS}'"));
-        c.psql("postgres", &format!("SET password_encryption = 'md5'; CREATE ROLE {MD5_USER} LOGIN SUPERUSER PASSWORD '{MD5_PASS}'"));
         c.psql(
             "postgres",
-            &format!("CREATE DATABASE app OWNER {SCRAM_USER}"),
+            &format!("SET password_encryption = 'md5'; CREATE ROLE {MD5_USER} LOGIN SUPERUSER PASSWORD '{MD5_PASS}'"),
         );
+        c.psql("postgres", &format!("CREATE DATABASE app OWNER {SCRAM_USER}"));
         c
     }
 
@@ -132,57 +99,28 @@ impl Cluster {
             self.port
         );
         let mut cmd = Command::new(self.bin.join("pg_ctl"));
-        cmd.args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &opts])
-            .args(args)
-            .uid(uid)
-            .gid(gid);
+        cmd.args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &opts]).args(args).uid(uid).gid(gid);
         cmd.stdout(Stdio::null());
         run(&mut cmd);
     }
 
     /// Restarts PostgreSQL (fast mode: sessions are terminated).
     pub fn restart(&self) {
-        self.pg_ctl(&[
-            "restart",
-            "-w",
-            "-m",
-            "fast",
-            "-l",
-            self.dir.join("postgres.log").to_str().unwrap(),
-        ]);
+        self.pg_ctl(&["restart", "-w", "-m", "fast", "-l", self.dir.join("postgres.log").to_str().unwrap()]);
     }
 
     /// Runs SQL as the superuser over the unix socket and returns unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         run(Command::new("psql")
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-h",
-                self.socket_dir.to_str().unwrap(),
-            ])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ]))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.socket_dir.to_str().unwrap()])
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql]))
         .trim()
         .to_owned()
     }
 
     /// The stored secret (md5 or SCRAM) of a role, for userlist.txt.
     pub fn secret_of(&self, role: &str) -> String {
-        self.psql(
-            "postgres",
-            &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
-        )
+        self.psql("postgres", &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
     }
 
     /// The data directory.

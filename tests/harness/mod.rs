@@ -18,9 +18,7 @@ pub const MD5_PASS: &str = "md5-pass";
 
 /// Runs a command and returns stdout, panicking with its output when it fails.
 pub fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",

@@ -38,13 +38,7 @@ pub struct Setup<'a> {
 impl Pgmux {
     /// Starts pgmux in front of `cluster` in transaction mode with `extra` settings.
     pub fn start(cluster: &Cluster, extra: &str) -> Pgmux {
-        Self::start_with(
-            cluster,
-            Setup {
-                pgbouncer: extra,
-                ..Setup::default()
-            },
-        )
+        Self::start_with(cluster, Setup { pgbouncer: extra, ..Setup::default() })
     }
 
     /// Starts pgmux with full control of the ini.
@@ -60,11 +54,7 @@ impl Pgmux {
         };
         std::fs::write(dir.path().join("userlist.txt"), userlist).unwrap();
         let databases = if setup.databases.is_empty() {
-            format!(
-                "* = host={} port={}",
-                cluster.socket_dir.display(),
-                cluster.port
-            )
+            format!("* = host={} port={}", cluster.socket_dir.display(), cluster.port)
         } else {
             setup
                 .databases
@@ -80,38 +70,24 @@ impl Pgmux {
         );
         let path = dir.path().join("pgmux.ini");
         std::fs::write(&path, ini).unwrap();
-        let config =
-            pgmux::config::load(&path).unwrap_or_else(|e| panic!("test config does not load: {e}"));
+        let config = pgmux::config::load(&path).unwrap_or_else(|e| panic!("test config does not load: {e}"));
         let _ = pgmux::logging::init(0, std::env::var_os("PGMUX_TEST_LOG").is_none(), None);
         let pooler = Pooler::bind(config).expect("bind pgmux");
         let port = pooler.port();
         let exporter_port = pooler.exporter_port();
         let shared = pooler.shared();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 pooler.run().await.unwrap();
             });
         });
-        Pgmux {
-            port,
-            dir,
-            shared,
-            exporter_port,
-            thread: Some(thread),
-        }
+        Pgmux { port, dir, shared, exporter_port, thread: Some(thread) }
     }
 
     /// A libpq connection string for TCP.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
-            self.port
-        )
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db}", self.port)
     }
 
     /// The unix socket directory.
@@ -120,12 +96,7 @@ impl Pgmux {
     }
 
     /// Connects with tokio-postgres over TCP; the connection task runs on the caller's runtime.
-    pub async fn connect(
-        &self,
-        user: &str,
-        password: &str,
-        db: &str,
-    ) -> Result<Client, tokio_postgres::Error> {
+    pub async fn connect(&self, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::connect(&self.url(user, password, db), NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;

@@ -60,9 +60,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
     };
     let word = word.to_ascii_lowercase();
     if word == "set" {
-        let (k, v) = rest
-            .split_once('=')
-            .ok_or_else(|| "bad SET command, expected SET key = value".to_owned())?;
+        let (k, v) = rest.split_once('=').ok_or_else(|| "bad SET command, expected SET key = value".to_owned())?;
         let v = v.trim();
         let v = v
             .strip_prefix('\'')
@@ -75,9 +73,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         return Err("invalid command: too many arguments".into());
     }
     let arg = (!rest.is_empty()).then(|| unquote(rest));
-    let need = |a: Option<String>| {
-        a.ok_or_else(|| format!("{} needs an argument", word.to_ascii_uppercase()))
-    };
+    let need = |a: Option<String>| a.ok_or_else(|| format!("{} needs an argument", word.to_ascii_uppercase()));
     Ok(match word.as_str() {
         "show" | "select" => Command::Show(need(arg)?.to_ascii_lowercase()),
         "pause" => Command::Pause(arg),
@@ -105,10 +101,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
 
 /// Database names may be double-quoted.
 fn unquote(s: &str) -> String {
-    s.strip_prefix('"')
-        .and_then(|x| x.strip_suffix('"'))
-        .unwrap_or(s)
-        .to_owned()
+    s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s).to_owned()
 }
 
 #[cfg(test)]
@@ -118,28 +111,13 @@ mod tests {
     #[test]
     fn parses_pgbouncer_console_commands() {
         assert_eq!(parse("show pools;").unwrap(), Command::Show("pools".into()));
-        assert_eq!(
-            parse("  SHOW   STATS  ").unwrap(),
-            Command::Show("stats".into())
-        );
-        assert_eq!(
-            parse("select version").unwrap(),
-            Command::Show("version".into())
-        );
+        assert_eq!(parse("  SHOW   STATS  ").unwrap(), Command::Show("stats".into()));
+        assert_eq!(parse("select version").unwrap(), Command::Show("version".into()));
         assert_eq!(parse("PAUSE").unwrap(), Command::Pause(None));
-        assert_eq!(
-            parse("pause app").unwrap(),
-            Command::Pause(Some("app".into()))
-        );
+        assert_eq!(parse("pause app").unwrap(), Command::Pause(Some("app".into())));
         assert_eq!(parse("KILL_CLIENT 42").unwrap(), Command::KillClient(42));
-        assert_eq!(
-            parse("shutdown wait_for_clients").unwrap(),
-            Command::Shutdown(ShutdownMode::WaitForClients)
-        );
-        assert_eq!(
-            parse("SET default_pool_size = 50").unwrap(),
-            Command::Set("default_pool_size".into(), "50".into())
-        );
+        assert_eq!(parse("shutdown wait_for_clients").unwrap(), Command::Shutdown(ShutdownMode::WaitForClients));
+        assert_eq!(parse("SET default_pool_size = 50").unwrap(), Command::Set("default_pool_size".into(), "50".into()));
         assert_eq!(
             parse("set server_reset_query = 'DISCARD ALL'").unwrap(),
             Command::Set("server_reset_query".into(), "DISCARD ALL".into())

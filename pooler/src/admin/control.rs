@@ -14,12 +14,7 @@ use crate::pool::Pool;
 use crate::shared::{RunState, Shared};
 
 fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
-    shared
-        .pools
-        .all()
-        .into_iter()
-        .filter(|p| db.is_none_or(|d| p.db == d))
-        .collect()
+    shared.pools.all().into_iter().filter(|p| db.is_none_or(|d| p.db == d)).collect()
 }
 
 /// Waits until no client of these pools holds a server.
@@ -40,11 +35,9 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
         build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg)
     };
     let db_arg = match &cmd {
-        Command::Pause(d)
-        | Command::Resume(d)
-        | Command::Reconnect(d)
-        | Command::Kill(d)
-        | Command::WaitClose(d) => d.clone(),
+        Command::Pause(d) | Command::Resume(d) | Command::Reconnect(d) | Command::Kill(d) | Command::WaitClose(d) => {
+            d.clone()
+        }
         Command::Disable(d) | Command::Enable(d) => Some(d.clone()),
         _ => None,
     };
@@ -121,11 +114,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             }
         },
         Command::Suspend => {
-            err(
-                out,
-                "SUSPEND is only useful with online restart (-R), which pgmux does not support yet"
-                    .into(),
-            );
+            err(out, "SUSPEND is only useful with online restart (-R), which pgmux does not support yet".into());
             return false;
         }
         Command::Shutdown(mode) => {

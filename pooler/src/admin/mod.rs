@@ -114,16 +114,9 @@ async fn continue_until_sync(io: &mut ClientIo) {
 }
 
 /// Runs one query; returns true when the connection should close afterwards (SHUTDOWN).
-async fn run(
-    shared: &Arc<Shared>,
-    sql: &str,
-    access: Access,
-    listen_port: u16,
-    out: &mut BytesMut,
-) -> bool {
-    let err = |out: &mut BytesMut, msg: &str| {
-        build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, msg)
-    };
+async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, out: &mut BytesMut) -> bool {
+    let err =
+        |out: &mut BytesMut, msg: &str| build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, msg);
     let cmd = match parse(sql) {
         Ok(c) => c,
         Err(e) => {
@@ -207,8 +200,7 @@ const HELP: &str = "Console usage
 /// Who may use the console without a password: everyone under auth_type=any, and the OS user
 /// running pgmux connecting as `pgbouncer` over the unix socket.
 pub fn passwordless(shared: &Shared, user: &str, peer_is_same_uid: bool) -> bool {
-    shared.config().general.auth_type == crate::config::AuthType::Any
-        || (user == ADMIN_DB && peer_is_same_uid)
+    shared.config().general.auth_type == crate::config::AuthType::Any || (user == ADMIN_DB && peer_is_same_uid)
 }
 
 /// The access of a console user who proved their password.
@@ -219,9 +211,6 @@ pub fn access_of(shared: &Shared, user: &str) -> Result<Access, ClientError> {
     match console_role(shared, user) {
         Some(true) => Ok(Access::Admin),
         Some(false) => Ok(Access::Stats),
-        None => Err(ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            "not allowed".into(),
-        )),
+        None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "not allowed".into())),
     }
 }

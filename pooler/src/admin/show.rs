@@ -34,21 +34,17 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         "sockets" | "active_sockets" => clients(shared, true),
         "servers" => servers(shared),
         "state" => state(shared),
-        "peers" => Table::new(&[
-            ("peer_id", Ty::Int4),
-            ("host", Ty::Text),
-            ("port", Ty::Int4),
-            ("pool_size", Ty::Int4),
-        ])
-        .with_rows(shared.config().peers.iter().map(|(id, p)| {
-            vec![
-                v(id),
-                v(&p.host),
-                v(p.port),
-                v(p.pool_size
-                    .unwrap_or(shared.config().general.default_pool_size)),
-            ]
-        })),
+        "peers" => {
+            Table::new(&[("peer_id", Ty::Int4), ("host", Ty::Text), ("port", Ty::Int4), ("pool_size", Ty::Int4)])
+                .with_rows(shared.config().peers.iter().map(|(id, p)| {
+                    vec![
+                        v(id),
+                        v(&p.host),
+                        v(p.port),
+                        v(p.pool_size.unwrap_or(shared.config().general.default_pool_size)),
+                    ]
+                }))
+        }
         "peer_pools" => Table::new(&[
             ("peer_id", Ty::Int4),
             ("cl_active_cancel_req", Ty::Int4),
@@ -80,16 +76,8 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
             ("scram_client_key", Ty::Text),
             ("scram_server_key", Ty::Text),
         ]),
-        "dns_hosts" => Table::new(&[
-            ("hostname", Ty::Text),
-            ("ttl", Ty::Int8),
-            ("addrs", Ty::Text),
-        ]),
-        "dns_zones" => Table::new(&[
-            ("zonename", Ty::Text),
-            ("serial", Ty::Int8),
-            ("count", Ty::Int4),
-        ]),
+        "dns_hosts" => Table::new(&[("hostname", Ty::Text), ("ttl", Ty::Int8), ("addrs", Ty::Text)]),
+        "dns_zones" => Table::new(&[("zonename", Ty::Text), ("serial", Ty::Int8), ("count", Ty::Int4)]),
         _ => return None,
     })
 }
@@ -214,12 +202,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         v(0),
         v(0),
     ]);
-    let mut names: Vec<String> = config
-        .databases
-        .keys()
-        .filter(|n| *n != "*")
-        .cloned()
-        .collect();
+    let mut names: Vec<String> = config.databases.keys().filter(|n| *n != "*").cloned().collect();
     for p in shared.pools.all() {
         if !names.contains(&p.db) {
             names.push(p.db.clone());
@@ -231,11 +214,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         let Some(db) = config.database(&name) else {
             continue;
         };
-        let clients: i64 = pools
-            .iter()
-            .filter(|p| p.db == name)
-            .map(|p| p.clients.load(Relaxed).max(0))
-            .sum();
+        let clients: i64 = pools.iter().filter(|p| p.db == name).map(|p| p.clients.load(Relaxed).max(0)).sum();
         t.row(vec![
             v(&name),
             Some(db.host_text()).filter(|h| !h.is_empty()),
@@ -263,19 +242,14 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
 fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
     let mut out = BTreeMap::new();
     for p in shared.pools.all() {
-        *out.entry(p.db.clone())
-            .or_insert_with(StatsSnapshot::default) += p.stats.snapshot();
+        *out.entry(p.db.clone()).or_insert_with(StatsSnapshot::default) += p.stats.snapshot();
     }
     out
 }
 
 fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot)> {
     let averages = shared.averages.lock().clone();
-    let mut rows = vec![(
-        ADMIN_DB.to_owned(),
-        StatsSnapshot::default(),
-        StatsSnapshot::default(),
-    )];
+    let mut rows = vec![(ADMIN_DB.to_owned(), StatsSnapshot::default(), StatsSnapshot::default())];
     for (db, s) in per_db_totals(shared) {
         let a = averages.get(&db).copied().unwrap_or_default();
         rows.push((db, s, a));
@@ -422,8 +396,7 @@ fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", Ty::Text), ("items", Ty::Int4)]);
     let config = shared.config();
     let pools = shared.pools.all();
-    let used_clients =
-        shared.client_registry.all().len() + shared.admin_clients.load(Relaxed) as usize;
+    let used_clients = shared.client_registry.all().len() + shared.admin_clients.load(Relaxed) as usize;
     let login_clients = shared.client_count().saturating_sub(used_clients);
     let (mut idle, mut total) = (0u32, 0u32);
     for p in &pools {
@@ -431,8 +404,7 @@ fn lists(shared: &Shared) -> Table {
         idle += c.idle;
         total += c.total;
     }
-    let users: std::collections::BTreeSet<&String> =
-        config.users.keys().chain(config.auth_file.keys()).collect();
+    let users: std::collections::BTreeSet<&String> = config.users.keys().chain(config.auth_file.keys()).collect();
     let dbs = config.databases.keys().filter(|n| *n != "*").count() + 1;
     for (name, n) in [
         ("databases", dbs),
@@ -474,16 +446,8 @@ fn users(shared: &Shared) -> Table {
     let pools = shared.pools.all();
     for name in names {
         let u = config.users.get(&name).cloned().unwrap_or_default();
-        let servers: u32 = pools
-            .iter()
-            .filter(|p| p.user == name)
-            .map(|p| p.counts().total)
-            .sum();
-        let clients: i64 = pools
-            .iter()
-            .filter(|p| p.user == name)
-            .map(|p| p.clients.load(Relaxed).max(0))
-            .sum();
+        let servers: u32 = pools.iter().filter(|p| p.user == name).map(|p| p.counts().total).sum();
+        let clients: i64 = pools.iter().filter(|p| p.user == name).map(|p| p.clients.load(Relaxed).max(0)).sum();
         t.row(vec![
             v(&name),
             u.pool_size.map(|x| x.to_string()),
@@ -503,12 +467,7 @@ fn config(shared: &Shared) -> Table {
     let c = shared.config();
     for p in params::PARAMS {
         let value = c.raw.get(p.name).cloned().unwrap_or_default();
-        t.row(vec![
-            v(p.name),
-            v(value),
-            v(p.default),
-            v(if p.reloadable { "yes" } else { "no" }),
-        ]);
+        t.row(vec![v(p.name), v(value), v(p.default), v(if p.reloadable { "yes" } else { "no" })]);
     }
     t
 }
@@ -516,10 +475,7 @@ fn config(shared: &Shared) -> Table {
 fn state(shared: &Shared) -> Table {
     let mut t = Table::text(&["key", "value"]);
     let yes = |b: bool| v(if b { "yes" } else { "no" });
-    t.row(vec![
-        v("active"),
-        yes(shared.state() == RunState::Running && !shared.pools.all_paused()),
-    ]);
+    t.row(vec![v("active"), yes(shared.state() == RunState::Running && !shared.pools.all_paused())]);
     t.row(vec![v("paused"), yes(shared.pools.all_paused())]);
     t.row(vec![v("suspended"), yes(false)]);
     t
@@ -550,15 +506,7 @@ fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
         ("id", Ty::Int8),
     ];
     if sockets {
-        for c in [
-            "recv_pos",
-            "pkt_pos",
-            "pkt_remain",
-            "send_pos",
-            "send_remain",
-            "pkt_avail",
-            "send_avail",
-        ] {
+        for c in ["recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail", "send_avail"] {
             cols.push((c, Ty::Int4));
         }
     }
@@ -566,10 +514,7 @@ fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
 }
 
 fn time_text(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // Civil date from days since the epoch (Howard Hinnant's algorithm), UTC.
     let (days, rem) = ((secs / 86400) as i64, secs % 86400);
     let z = days + 719_468;
@@ -581,12 +526,7 @@ fn time_text(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 fn addr_port(a: &PeerAddr) -> (Option<String>, Option<String>) {
@@ -602,11 +542,7 @@ fn clients(shared: &Shared, sockets: bool) -> Table {
         let (addr, port) = addr_port(&c.addr);
         let pid = c.server_pid.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
-        let req = if req_us == 0 {
-            c.connect_time
-        } else {
-            UNIX_EPOCH + std::time::Duration::from_micros(req_us)
-        };
+        let req = if req_us == 0 { c.connect_time } else { UNIX_EPOCH + std::time::Duration::from_micros(req_us) };
         let mut r = vec![
             v("C"),
             v(&c.user),

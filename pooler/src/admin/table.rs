@@ -35,18 +35,12 @@ pub struct Table {
 impl Table {
     /// A table with these columns.
     pub fn new(cols: &[(&'static str, Ty)]) -> Self {
-        Self {
-            cols: cols.to_vec(),
-            rows: Vec::new(),
-        }
+        Self { cols: cols.to_vec(), rows: Vec::new() }
     }
 
     /// Text columns only.
     pub fn text(names: &[&'static str]) -> Self {
-        Self {
-            cols: names.iter().map(|n| (*n, Ty::Text)).collect(),
-            rows: Vec::new(),
-        }
+        Self { cols: names.iter().map(|n| (*n, Ty::Text)).collect(), rows: Vec::new() }
     }
 
     /// Appends a row; `None` is NULL.
@@ -57,10 +51,7 @@ impl Table {
 
     /// Column names and rows, for the metrics endpoint.
     pub fn into_parts(self) -> (Vec<String>, Vec<Vec<Option<String>>>) {
-        (
-            self.cols.iter().map(|c| c.0.to_owned()).collect(),
-            self.rows,
-        )
+        (self.cols.iter().map(|c| c.0.to_owned()).collect(), self.rows)
     }
 
     /// Writes the result with CommandComplete `tag`.
@@ -68,8 +59,7 @@ impl Table {
         let cols: Vec<(&str, u32)> = self.cols.iter().map(|(n, t)| (*n, t.oid())).collect();
         build::row_description(out, &cols);
         for r in &self.rows {
-            let vals: Vec<Option<&[u8]>> =
-                r.iter().map(|v| v.as_deref().map(str::as_bytes)).collect();
+            let vals: Vec<Option<&[u8]>> = r.iter().map(|v| v.as_deref().map(str::as_bytes)).collect();
             build::data_row(out, &vals);
         }
         build::command_complete(out, tag);

@@ -19,10 +19,7 @@ pub struct Authenticated {
 }
 
 fn failed(user: &str) -> ClientError {
-    ClientError::Refused(
-        sqlstate::INVALID_PASSWORD,
-        format!("password authentication failed for user \"{user}\""),
-    )
+    ClientError::Refused(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
 }
 
 /// A stable per-user fake secret so that repeated attempts for an unknown user look the same.
@@ -30,12 +27,7 @@ fn mock_secret(mock_key: &[u8; 32], user: &str, iterations: u32) -> scram::Secre
     let mut m = Hmac::<Sha256>::new_from_slice(mock_key).expect("HMAC accepts any key length");
     m.update(user.as_bytes());
     let salt = m.finalize().into_bytes();
-    scram::Secret {
-        iterations,
-        salt: salt[..16].to_vec(),
-        stored_key: rand::random(),
-        server_key: rand::random(),
-    }
+    scram::Secret { iterations, salt: salt[..16].to_vec(), stored_key: rand::random(), server_key: rand::random() }
 }
 
 /// Reads the next PasswordMessage-family body.
@@ -45,10 +37,7 @@ async fn read_password_message(io: &mut ClientIo) -> Result<bytes::Bytes, Client
         if f.tag == tags::frontend::TERMINATE {
             return Err(ClientError::Closed);
         }
-        return Err(ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            "expected password message".into(),
-        ));
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "expected password message".into()));
     }
     Ok(f.raw.slice(5..))
 }
@@ -92,15 +81,10 @@ pub async fn authenticate(
                 Some(StoredSecret::Scram(s)) => (s.clone(), true),
                 Some(StoredSecret::Plain(p)) => {
                     let salt: [u8; 16] = rand::random();
-                    (
-                        scram::Secret::from_password(p.as_bytes(), &salt, scram_iterations),
-                        true,
-                    )
+                    (scram::Secret::from_password(p.as_bytes(), &salt, scram_iterations), true)
                 }
                 // An md5 secret cannot answer SCRAM; fail the same way as a wrong password.
-                Some(StoredSecret::Md5(_)) | None => {
-                    (mock_secret(mock_key, user, scram_iterations), false)
-                }
+                Some(StoredSecret::Md5(_)) | None => (mock_secret(mock_key, user, scram_iterations), false),
             };
             let r = scram_exchange(io, user, s, real).await?;
             Ok(r)
@@ -115,9 +99,7 @@ pub async fn authenticate(
 fn plain_matches(secret: &StoredSecret, user: &str, given: &[u8]) -> bool {
     match secret {
         StoredSecret::Plain(p) => md5::constant_time_eq(p.as_bytes(), given),
-        StoredSecret::Md5(m) => {
-            md5::constant_time_eq(m.as_bytes(), md5::secret(user, given).as_bytes())
-        }
+        StoredSecret::Md5(m) => md5::constant_time_eq(m.as_bytes(), md5::secret(user, given).as_bytes()),
         StoredSecret::Scram(s) => {
             let derived = scram::Secret::from_password(given, &s.salt, s.iterations);
             md5::constant_time_eq(&derived.stored_key, &s.stored_key)
@@ -164,26 +146,19 @@ async fn scram_exchange(
             "client selected an invalid SASL authentication mechanism".into(),
         ));
     }
-    let (exchange, server_first) = ServerExchange::start(first, secret).map_err(|e| {
-        ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("malformed SCRAM message: {e}"),
-        )
-    })?;
+    let (exchange, server_first) = ServerExchange::start(first, secret)
+        .map_err(|e| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("malformed SCRAM message: {e}")))?;
     build::auth_sasl_continue(&mut io.wbuf, server_first.as_bytes());
     io.flush().await?;
     let body = read_password_message(io).await?;
     match exchange.finish(&body) {
         Ok((server_final, keys)) if real => {
             build::auth_sasl_final(&mut io.wbuf, server_final.as_bytes());
-            Ok(Authenticated {
-                scram_keys: Some(keys),
-            })
+            Ok(Authenticated { scram_keys: Some(keys) })
         }
         Ok(_) | Err(ServerFinalError::BadProof) => Err(failed(user)),
-        Err(ServerFinalError::Protocol(e)) => Err(ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("malformed SCRAM message: {e}"),
-        )),
+        Err(ServerFinalError::Protocol(e)) => {
+            Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("malformed SCRAM message: {e}")))
+        }
     }
 }

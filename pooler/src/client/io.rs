@@ -26,11 +26,7 @@ pub struct ClientIo {
 impl ClientIo {
     /// Wraps a fresh connection.
     pub fn new(stream: Stream) -> Self {
-        Self {
-            stream,
-            rbuf: BytesMut::with_capacity(1024),
-            wbuf: BytesMut::with_capacity(1024),
-        }
+        Self { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::with_capacity(1024) }
     }
 
     /// Reads more bytes; `ClientError::Closed` at EOF.

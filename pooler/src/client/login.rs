@@ -51,9 +51,7 @@ pub struct Session {
 /// The message a client gets when no server can be had for it.
 pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
     match e {
-        CheckoutError::QueryWaitTimeout => {
-            (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into())
-        }
+        CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
         CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
         CheckoutError::Connect(inner) => (
             sqlstate::PROTOCOL_VIOLATION,
@@ -85,10 +83,7 @@ pub async fn login(
         }
     };
     if shared.state() != RunState::Running {
-        return Err(ClientError::Refused(
-            sqlstate::ADMIN_SHUTDOWN,
-            "pgbouncer is shutting down".into(),
-        ));
+        return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
     }
     if client_number > g.max_client_conn as usize {
         return Err(ClientError::Refused(
@@ -108,15 +103,7 @@ pub async fn login(
             crate::admin::Access::Admin
         } else {
             let secret = config.auth_file.get(&req.user);
-            authenticate(
-                io,
-                g.auth_type,
-                &req.user,
-                secret,
-                &shared.mock_key,
-                g.scram_iterations,
-            )
-            .await?;
+            authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
             crate::admin::access_of(shared, &req.user)?
         };
         crate::admin::welcome(&mut io.wbuf);
@@ -125,27 +112,15 @@ pub async fn login(
     }
     let db = config.database(&req.database);
     let secret = config.auth_file.get(&req.user);
-    if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none())
-    {
+    if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
             sqlstate::INVALID_AUTHORIZATION,
             "auth_type=any requires forced user in database entry".into(),
         ));
     }
-    let authed = authenticate(
-        io,
-        g.auth_type,
-        &req.user,
-        secret,
-        &shared.mock_key,
-        g.scram_iterations,
-    )
-    .await?;
+    let authed = authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
     let Some(db) = db else {
-        return Err(ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("no such database: {}", req.database),
-        ));
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
     if shared.pools.is_disabled(&db.name) {
         return Err(ClientError::Refused(
@@ -164,8 +139,7 @@ pub async fn login(
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
-        req.params
-            .set("application_name", &format!("{base} - {peer}"));
+        req.params.set("application_name", &format!("{base} - {peer}"));
     }
     req.params.fill_defaults(&welcome);
     build::auth_ok(&mut io.wbuf);
@@ -183,9 +157,7 @@ pub async fn login(
     pool.clients.fetch_add(1, Ordering::Relaxed);
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
-    let info = shared
-        .client_registry
-        .register(&req.user, &req.database, peer, &app);
+    let info = shared.client_registry.register(&req.user, &req.database, peer, &app);
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,

@@ -54,12 +54,10 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let config = shared.config();
     let mut io = io::ClientIo::new(stream);
     let limit = config.general.login_timeout();
-    let result =
-        tokio::time::timeout(limit, login::login(&shared, &config, &mut io, &peer, n)).await;
+    let result = tokio::time::timeout(limit, login::login(&shared, &config, &mut io, &peer, n)).await;
     let session = match result {
         Err(_) => {
-            io.fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout")
-                .await;
+            io.fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout").await;
             return;
         }
         Ok(Err(ClientError::Refused(code, msg))) => {

@@ -8,13 +8,8 @@ use std::hash::{Hash, Hasher};
 use crate::server::ServerParams;
 
 /// Always tracked, as PgBouncer.
-pub const ALWAYS_TRACKED: [&str; 5] = [
-    "client_encoding",
-    "DateStyle",
-    "TimeZone",
-    "standard_conforming_strings",
-    "application_name",
-];
+pub const ALWAYS_TRACKED: [&str; 5] =
+    ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"];
 
 /// One client's wanted values.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +22,7 @@ pub struct ClientParams {
 impl ClientParams {
     /// Tracks the standard set plus `extra` (track_extra_parameters).
     pub fn new(extra: &[String]) -> Self {
-        Self {
-            values: Vec::new(),
-            extra: extra.to_vec(),
-            fingerprint: 0,
-        }
+        Self { values: Vec::new(), extra: extra.to_vec(), fingerprint: 0 }
     }
 
     /// The canonical spelling of `name` if it is tracked.
@@ -71,10 +62,7 @@ impl ClientParams {
 
     /// The wanted value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Fills values the client did not choose from the server's defaults.
@@ -112,10 +100,7 @@ mod tests {
         let mut server = ServerParams::default();
         server.set("TimeZone", "UTC");
         let sql = c.sync_sql(&server).unwrap();
-        assert_eq!(
-            sql,
-            "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';"
-        );
+        assert_eq!(sql, "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';");
         server.set("application_name", "it's");
         server.set("IntervalStyle", "iso_8601");
         assert_eq!(c.sync_sql(&server), None);

@@ -36,16 +36,8 @@ pub struct ClientStatements {
 
 #[derive(Debug, Clone, Copy)]
 enum Item {
-    Parse {
-        hash: Option<u64>,
-        injected: bool,
-        existed_before: bool,
-    },
-    Close {
-        hash: Option<u64>,
-        injected: bool,
-        was_present: bool,
-    },
+    Parse { hash: Option<u64>, injected: bool, existed_before: bool },
+    Close { hash: Option<u64>, injected: bool, was_present: bool },
 }
 
 #[derive(Debug, Default)]
@@ -96,24 +88,16 @@ impl Tracker {
 
     /// A Query or FunctionCall was sent (its own segment).
     pub fn on_query(&mut self) {
-        self.segments.push_back(Segment {
-            items: VecDeque::new(),
-            closed: true,
-        });
+        self.segments.push_back(Segment { items: VecDeque::new(), closed: true });
     }
 
     fn answer(&mut self, parse: bool) -> Response {
         let Some(seg) = self.segments.front_mut() else {
             return Response::Forward;
         };
-        let pos = seg
-            .items
-            .iter()
-            .position(|i| matches!(i, Item::Parse { .. }) == parse);
+        let pos = seg.items.iter().position(|i| matches!(i, Item::Parse { .. }) == parse);
         match pos.and_then(|p| seg.items.remove(p)) {
-            Some(Item::Parse { injected: true, .. }) | Some(Item::Close { injected: true, .. }) => {
-                Response::Swallow
-            }
+            Some(Item::Parse { injected: true, .. }) | Some(Item::Close { injected: true, .. }) => Response::Swallow,
             _ => Response::Forward,
         }
     }
@@ -152,22 +136,14 @@ impl Tracker {
 fn undo(seg: &mut Segment, server: &mut ServerStatements) {
     while let Some(item) = seg.items.pop_back() {
         match item {
-            Item::Parse {
-                hash: Some(h),
-                existed_before,
-                ..
-            } => {
+            Item::Parse { hash: Some(h), existed_before, .. } => {
                 if existed_before {
                     server.insert(h)
                 } else {
                     server.remove(h)
                 }
             }
-            Item::Close {
-                hash: Some(h),
-                was_present: true,
-                ..
-            } => server.insert(h),
+            Item::Close { hash: Some(h), was_present: true, .. } => server.insert(h),
             _ => {}
         }
     }
@@ -201,19 +177,11 @@ impl Rewrite<'_> {
         if let Some(victim) = self.server.evict_candidate(self.max) {
             let name = server_name(victim);
             message(out, b'C', &[b"S", name.as_bytes(), b"\0"]);
-            self.tracker.push(Item::Close {
-                hash: Some(victim),
-                injected: true,
-                was_present: true,
-            });
+            self.tracker.push(Item::Close { hash: Some(victim), injected: true, was_present: true });
         }
         let name = server_name(st.hash);
         message(out, b'P', &[name.as_bytes(), b"\0", &st.parse_rest]);
-        self.tracker.push(Item::Parse {
-            hash: Some(st.hash),
-            injected,
-            existed_before: false,
-        });
+        self.tracker.push(Item::Parse { hash: Some(st.hash), injected, existed_before: false });
         self.server.insert(st.hash);
         self.server_parses += 1;
     }
@@ -234,35 +202,22 @@ impl Rewrite<'_> {
                 let mut r = Reader::new(body, "Parse");
                 let name = r.cstr()?;
                 if name.is_empty() {
-                    self.tracker.push(Item::Parse {
-                        hash: None,
-                        injected: false,
-                        existed_before: false,
-                    });
+                    self.tracker.push(Item::Parse { hash: None, injected: false, existed_before: false });
                     self.server_parses += 1;
                     return Ok(None);
                 }
                 let rest = r.rest();
                 let mut h = DefaultHasher::new();
                 rest.hash(&mut h);
-                let st = Arc::new(Statement {
-                    hash: h.finish(),
-                    parse_rest: Bytes::copy_from_slice(rest),
-                });
-                self.client
-                    .map
-                    .insert(Bytes::copy_from_slice(name), st.clone());
+                let st = Arc::new(Statement { hash: h.finish(), parse_rest: Bytes::copy_from_slice(rest) });
+                self.client.map.insert(Bytes::copy_from_slice(name), st.clone());
                 let mut out = BytesMut::with_capacity(body.len() + 64);
                 if self.server.contains(st.hash) {
                     // Already there (another client, or this one under another name): close and
                     // parse again so that the client gets the ParseComplete it expects.
                     let sname = server_name(st.hash);
                     message(&mut out, b'C', &[b"S", sname.as_bytes(), b"\0"]);
-                    self.tracker.push(Item::Close {
-                        hash: Some(st.hash),
-                        injected: true,
-                        was_present: true,
-                    });
+                    self.tracker.push(Item::Close { hash: Some(st.hash), injected: true, was_present: true });
                     self.server.remove(st.hash);
                 }
                 self.emit_parse(&mut out, &st, false);
@@ -272,20 +227,13 @@ impl Rewrite<'_> {
                 let mut r = Reader::new(body, "Bind");
                 let portal = r.cstr()?;
                 let name = r.cstr()?;
-                let Some(st) = (!name.is_empty())
-                    .then(|| self.client.map.get(name).cloned())
-                    .flatten()
-                else {
+                let Some(st) = (!name.is_empty()).then(|| self.client.map.get(name).cloned()).flatten() else {
                     return Ok(None);
                 };
                 let mut out = BytesMut::with_capacity(body.len() + 64);
                 self.ensure_prepared(&mut out, &st);
                 let sname = server_name(st.hash);
-                message(
-                    &mut out,
-                    b'B',
-                    &[portal, b"\0", sname.as_bytes(), b"\0", r.rest()],
-                );
+                message(&mut out, b'B', &[portal, b"\0", sname.as_bytes(), b"\0", r.rest()]);
                 Ok(Some(out))
             }
             b'D' => {
@@ -308,26 +256,14 @@ impl Rewrite<'_> {
                 let mut r = Reader::new(body, "Close");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
-                let st = if kind == b'S' && !name.is_empty() {
-                    self.client.map.remove(name)
-                } else {
-                    None
-                };
+                let st = if kind == b'S' && !name.is_empty() { self.client.map.remove(name) } else { None };
                 let Some(st) = st else {
-                    self.tracker.push(Item::Close {
-                        hash: None,
-                        injected: false,
-                        was_present: false,
-                    });
+                    self.tracker.push(Item::Close { hash: None, injected: false, was_present: false });
                     return Ok(None);
                 };
                 let was_present = self.server.contains(st.hash);
                 self.server.remove(st.hash);
-                self.tracker.push(Item::Close {
-                    hash: Some(st.hash),
-                    injected: false,
-                    was_present,
-                });
+                self.tracker.push(Item::Close { hash: Some(st.hash), injected: false, was_present });
                 let sname = server_name(st.hash);
                 let mut out = BytesMut::with_capacity(64);
                 message(&mut out, b'C', &[b"S", sname.as_bytes(), b"\0"]);
@@ -356,17 +292,8 @@ mod tests {
         let mut client = ClientStatements::default();
         let (mut s1, mut s2) = (ServerStatements::default(), ServerStatements::default());
         let mut tracker = Tracker::default();
-        let mut rw = Rewrite {
-            client: &mut client,
-            server: &mut s1,
-            tracker: &mut tracker,
-            max: 10,
-            server_parses: 0,
-        };
-        let parse = rw
-            .message(b'P', b"s1\0SELECT $1\0\0\x01\0\0\0\x17")
-            .unwrap()
-            .unwrap();
+        let mut rw = Rewrite { client: &mut client, server: &mut s1, tracker: &mut tracker, max: 10, server_parses: 0 };
+        let parse = rw.message(b'P', b"s1\0SELECT $1\0\0\x01\0\0\0\x17").unwrap().unwrap();
         let f = frames(parse);
         assert_eq!(f.len(), 1);
         assert!(f[0].1.starts_with(b"pgmux_"));
@@ -377,17 +304,8 @@ mod tests {
 
         // Same client, another server: Bind brings its Parse along.
         tracker.reset();
-        let mut rw = Rewrite {
-            client: &mut client,
-            server: &mut s2,
-            tracker: &mut tracker,
-            max: 10,
-            server_parses: 0,
-        };
-        let bind = rw
-            .message(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x011\0\0")
-            .unwrap()
-            .unwrap();
+        let mut rw = Rewrite { client: &mut client, server: &mut s2, tracker: &mut tracker, max: 10, server_parses: 0 };
+        let bind = rw.message(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x011\0\0").unwrap().unwrap();
         let f = frames(bind);
         assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), vec![b'P', b'B']);
         rw.tracker.on_sync();
@@ -401,22 +319,14 @@ mod tests {
         let mut client = ClientStatements::default();
         let mut server = ServerStatements::default();
         let mut tracker = Tracker::default();
-        let mut rw = Rewrite {
-            client: &mut client,
-            server: &mut server,
-            tracker: &mut tracker,
-            max: 10,
-            server_parses: 0,
-        };
+        let mut rw =
+            Rewrite { client: &mut client, server: &mut server, tracker: &mut tracker, max: 10, server_parses: 0 };
         rw.message(b'P', b"bad\0SELEC oops\0\0\0").unwrap().unwrap();
         rw.tracker.on_sync();
         assert_eq!(rw.server.len(), 1);
         rw.tracker.on_error(rw.server);
         rw.tracker.on_ready(rw.server);
-        assert!(
-            rw.server.is_empty(),
-            "a Parse that failed left nothing on the server"
-        );
+        assert!(rw.server.is_empty(), "a Parse that failed left nothing on the server");
     }
 
     #[test]
@@ -424,18 +334,9 @@ mod tests {
         let mut client = ClientStatements::default();
         let mut server = ServerStatements::default();
         let mut tracker = Tracker::default();
-        let mut rw = Rewrite {
-            client: &mut client,
-            server: &mut server,
-            tracker: &mut tracker,
-            max: 2,
-            server_parses: 0,
-        };
-        for q in [
-            &b"a\0SELECT 1\0\0\0"[..],
-            b"b\0SELECT 2\0\0\0",
-            b"c\0SELECT 3\0\0\0",
-        ] {
+        let mut rw =
+            Rewrite { client: &mut client, server: &mut server, tracker: &mut tracker, max: 2, server_parses: 0 };
+        for q in [&b"a\0SELECT 1\0\0\0"[..], b"b\0SELECT 2\0\0\0", b"c\0SELECT 3\0\0\0"] {
             rw.message(b'P', q).unwrap();
         }
         assert_eq!(rw.server.len(), 2);

@@ -207,16 +207,11 @@ impl Relay {
                     if let Err(e) = self.scan_server() {
                         return self.server_lost(&e.to_string());
                     }
-                    if self.saw_ready
-                        && self.releasable()
-                        && self.settings.mode != PoolMode::Session
-                    {
+                    if self.saw_ready && self.releasable() && self.settings.mode != PoolMode::Session {
                         self.release().await;
                     }
                 }
-                Event::Killed => {
-                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into())
-                }
+                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into()),
                 Event::Timer => {
                     self.timer = None;
                     return End::Fatal(sqlstate::PROTOCOL_VIOLATION, self.timer_reason.to_owned());
@@ -233,20 +228,13 @@ impl Relay {
 
     /// True when the server holds no state of this client: nothing in flight, no transaction.
     fn releasable(&self) -> bool {
-        self.pending == 0
-            && self.tx == TxStatus::Idle
-            && !self.unsynced
-            && self.c_skip == 0
-            && self.c_ready == 0
+        self.pending == 0 && self.tx == TxStatus::Idle && !self.unsynced && self.c_skip == 0 && self.c_ready == 0
     }
 
     fn server_lost(&mut self, why: &str) -> End {
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
         if let Some(s) = self.server.take() {
-            self.session
-                .pool
-                .clients_active
-                .fetch_sub(1, Ordering::Relaxed);
+            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
             self.session.pool.discard(s);
         }
         End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
@@ -340,9 +328,7 @@ impl Relay {
                 continue;
             }
             let avail = &self.cin[self.c_ready..];
-            let Some((tag, total)) =
-                peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))?
-            else {
+            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))? else {
                 return Ok(());
             };
             if tag == tags::frontend::TERMINATE {
@@ -371,18 +357,11 @@ impl Relay {
                     self.begin_request();
                     self.unsynced = false;
                 }
-                tags::frontend::PARSE
-                | tags::frontend::BIND
-                | tags::frontend::DESCRIBE
-                | tags::frontend::CLOSE => {
+                tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
                     self.unsynced = true;
                     match tag {
-                        tags::frontend::PARSE => {
-                            PoolStats::add(&self.session.pool.stats.client_parse_count, 1)
-                        }
-                        tags::frontend::BIND => {
-                            PoolStats::add(&self.session.pool.stats.bind_count, 1)
-                        }
+                        tags::frontend::PARSE => PoolStats::add(&self.session.pool.stats.client_parse_count, 1),
+                        tags::frontend::BIND => PoolStats::add(&self.session.pool.stats.bind_count, 1),
                         _ => {}
                     }
                     if self.track_prepared {
@@ -397,13 +376,8 @@ impl Relay {
                             max: self.max_prepared,
                             server_parses: 0,
                         };
-                        let out = rw
-                            .message(tag, &avail[5..total])
-                            .map_err(|e| protocol_text(&e))?;
-                        PoolStats::add(
-                            &self.session.pool.stats.server_parse_count,
-                            rw.server_parses,
-                        );
+                        let out = rw.message(tag, &avail[5..total]).map_err(|e| protocol_text(&e))?;
+                        PoolStats::add(&self.session.pool.stats.server_parse_count, rw.server_parses);
                         if let Some(new) = out {
                             let mut tail = self.cin.split_off(self.c_ready);
                             tail.advance(total);
@@ -540,11 +514,11 @@ impl Relay {
         let now = Instant::now();
         let stats = &self.session.pool.stats;
         PoolStats::add(&stats.query_count, 1);
+        let hist = &self.session.pool.histograms;
         if let Some(t) = self.query_start.take() {
-            PoolStats::add(
-                &stats.query_time_us,
-                now.duration_since(t).as_micros() as u64,
-            );
+            let us = now.duration_since(t).as_micros() as u64;
+            PoolStats::add(&stats.query_time_us, us);
+            hist.query.observe(us);
         }
         if self.pending > 0 {
             self.query_start = Some(now);
@@ -552,10 +526,9 @@ impl Relay {
         if status == TxStatus::Idle {
             PoolStats::add(&stats.xact_count, 1);
             if let Some(t) = self.xact_start.take() {
-                PoolStats::add(
-                    &stats.xact_time_us,
-                    now.duration_since(t).as_micros() as u64,
-                );
+                let us = now.duration_since(t).as_micros() as u64;
+                PoolStats::add(&stats.xact_time_us, us);
+                hist.xact.observe(us);
             }
         } else if self.settings.mode == PoolMode::Statement {
             self.fatal = Some((
@@ -597,27 +570,21 @@ impl Relay {
                 return Err(End::Fatal(code, msg));
             }
         };
-        PoolStats::add(&pool.stats.wait_time_us, start.elapsed().as_micros() as u64);
+        let waited = start.elapsed().as_micros() as u64;
+        PoolStats::add(&pool.stats.wait_time_us, waited);
+        pool.histograms.wait.observe(waited);
         PoolStats::add(&pool.stats.server_assignment_count, 1);
         if !server.leftover.is_empty() {
             let left = std::mem::take(&mut server.leftover);
             self.sout.extend_from_slice(&left);
         }
         let wanted = self.session.params.fingerprint();
-        let sql = if server.synced_params == wanted {
-            None
-        } else {
-            self.session.params.sync_sql(&server.params)
-        };
+        let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
         if let Some(sql) = sql {
             if let Err(e) = server::run_simple_query(&mut server, &sql).await {
                 match e {
-                    server::ServerError::Rejected {
-                        sqlstate: _,
-                        message,
-                        ..
-                    } => {
+                    server::ServerError::Rejected { sqlstate: _, message, .. } => {
                         pool.release(server);
                         return Err(End::Fatal(
                             sqlstate::PROTOCOL_VIOLATION,
@@ -626,10 +593,7 @@ impl Relay {
                     }
                     other => {
                         pool.discard(server);
-                        return Err(End::Fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            format!("server conn crashed? {other}"),
-                        ));
+                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("server conn crashed? {other}")));
                     }
                 }
             }
@@ -637,8 +601,7 @@ impl Relay {
         self.session.cancel.attach(&server.addr, server.backend_key);
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
         info.set_state(ClientState::Active);
-        info.server_pid
-            .store(server.backend_key.0, Ordering::Relaxed);
+        info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -661,10 +624,7 @@ impl Relay {
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         self.session.cancel.detach(CANCEL_WAIT).await;
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
-            if server::run_simple_query(&mut server, &self.settings.reset_query)
-                .await
-                .is_err()
-            {
+            if server::run_simple_query(&mut server, &self.settings.reset_query).await.is_err() {
                 pool.discard(server);
                 return;
             }
@@ -688,11 +648,9 @@ impl Relay {
                 && self.s_skip == 0
                 && self.sout.len() == self.s_ready;
             let reset = &self.settings.reset_query;
-            let needs_reset = (self.settings.mode == PoolMode::Session
-                || self.settings.reset_always)
-                && !reset.is_empty();
-            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok())
-            {
+            let needs_reset =
+                (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
+            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok()) {
                 pool.release(server);
             } else {
                 pool.discard(server);
@@ -731,12 +689,9 @@ async fn write_all(s: &mut Stream, b: &[u8]) -> std::io::Result<()> {
     if b.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncWriteExt::write_all(s, b),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncWriteExt::write_all(s, b))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
 }
 
 fn protocol_text(e: &ProtocolError) -> String {

@@ -38,11 +38,7 @@ pub async fn read_opening(io: &mut ClientIo) -> Result<StartupPacket, ClientErro
             Ok(Some(p)) => return Ok(p),
             Ok(None) => io.fill().await?,
             Err(e) => {
-                io.fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    &format!("bad startup packet: {e}"),
-                )
-                .await;
+                io.fatal(sqlstate::PROTOCOL_VIOLATION, &format!("bad startup packet: {e}")).await;
                 return Err(e.into());
             }
         }
@@ -54,20 +50,12 @@ pub async fn read_opening(io: &mut ClientIo) -> Result<StartupPacket, ClientErro
 ///
 /// # Errors
 /// A refused parameter or no user name (the message to send is in `ClientError::Refused`).
-pub fn accept_params(
-    version: i32,
-    raw: Vec<(String, String)>,
-    g: &General,
-) -> Result<StartupRequest, ClientError> {
+pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> Result<StartupRequest, ClientError> {
     let mut params = ClientParams::new(&g.track_extra_parameters);
     let mut user = None;
     let mut database = None;
     let mut unknown_options = Vec::new();
-    let ignored = |name: &str| {
-        g.ignore_startup_parameters
-            .iter()
-            .any(|i| i.eq_ignore_ascii_case(name))
-    };
+    let ignored = |name: &str| g.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(name));
     for (k, v) in raw {
         match k.as_str() {
             "user" => user = Some(v),
@@ -91,19 +79,11 @@ pub fn accept_params(
             }
         }
     }
-    let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
-        ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no username supplied".into())
-    })?;
-    let database = database
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| user.clone());
-    Ok(StartupRequest {
-        user,
-        database,
-        params,
-        minor: version & 0xffff,
-        unknown_options,
-    })
+    let user = user
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no username supplied".into()))?;
+    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    Ok(StartupRequest { user, database, params, minor: version & 0xffff, unknown_options })
 }
 
 /// `options` may carry `-c name=value` (or `--name=value`) for tracked parameters, as
@@ -148,59 +128,32 @@ mod tests {
     fn general(extra: &str) -> General {
         let text = format!("[pgbouncer]\n{extra}\n");
         let entries = config::ini::parse_text(&text, std::path::Path::new("t.ini")).unwrap();
-        config::build(std::path::Path::new("t.ini"), entries)
-            .unwrap()
-            .general
+        config::build(std::path::Path::new("t.ini"), entries).unwrap().general
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
     fn tracked_kept_ignored_dropped_others_refused() {
         let g = general("ignore_startup_parameters = extra_float_digits");
-        let r = accept_params(
-            196608,
-            kv(&[
-                ("user", "u"),
-                ("TimeZone", "UTC"),
-                ("extra_float_digits", "3"),
-            ]),
-            &g,
-        )
-        .unwrap();
+        let r =
+            accept_params(196608, kv(&[("user", "u"), ("TimeZone", "UTC"), ("extra_float_digits", "3")]), &g).unwrap();
         assert_eq!((r.user.as_str(), r.database.as_str()), ("u", "u"));
         assert_eq!(r.params.get("timezone"), Some("UTC"));
         let e = accept_params(196608, kv(&[("user", "u"), ("search_path", "x")]), &g).unwrap_err();
-        assert!(
-            matches!(e, ClientError::Refused(_, m) if m == "unsupported startup parameter: search_path")
-        );
+        assert!(matches!(e, ClientError::Refused(_, m) if m == "unsupported startup parameter: search_path"));
         assert!(accept_params(196608, kv(&[("database", "d")]), &g).is_err());
     }
 
     #[test]
     fn options_with_tracked_settings_are_accepted() {
         let g = general("");
-        let r = accept_params(
-            196608,
-            kv(&[
-                ("user", "u"),
-                ("options", "-c DateStyle=ISO --application-name=x"),
-            ]),
-            &g,
-        )
-        .unwrap();
+        let r = accept_params(196608, kv(&[("user", "u"), ("options", "-c DateStyle=ISO --application-name=x")]), &g)
+            .unwrap();
         assert_eq!(r.params.get("DateStyle"), Some("ISO"));
         assert_eq!(r.params.get("application_name"), Some("x"));
-        assert!(accept_params(
-            196608,
-            kv(&[("user", "u"), ("options", "-c work_mem=1MB")]),
-            &g
-        )
-        .is_err());
+        assert!(accept_params(196608, kv(&[("user", "u"), ("options", "-c work_mem=1MB")]), &g).is_err());
     }
 }

@@ -50,10 +50,7 @@ pub fn load(path: &Path) -> Result<AuthFile, ConfigError> {
         at: None,
         source,
     })?;
-    parse(&text).map_err(|(line, reason)| ConfigError::Invalid {
-        at: format!("{}:{line}", path.display()),
-        reason,
-    })
+    parse(&text).map_err(|(line, reason)| ConfigError::Invalid { at: format!("{}:{line}", path.display()), reason })
 }
 
 /// Parses auth_file text; errors are (line, reason).

@@ -65,8 +65,7 @@ mod tests {
 
     #[test]
     fn splits_plain_and_quoted_values() {
-        let p =
-            parse("host=/tmp  dbname = app connect_query='SELECT \\'x\\', 1' port=5433").unwrap();
+        let p = parse("host=/tmp  dbname = app connect_query='SELECT \\'x\\', 1' port=5433").unwrap();
         assert_eq!(p[0], ("host".into(), "/tmp".into()));
         assert_eq!(p[1], ("dbname".into(), "app".into()));
         assert_eq!(p[2], ("connect_query".into(), "SELECT 'x', 1".into()));

@@ -58,9 +58,7 @@ pub struct DatabaseConfig {
 }
 
 fn num(k: &str, v: &str) -> Result<u32, String> {
-    value::integer(v, 1 << 20)
-        .map(|n| n as u32)
-        .map_err(|r| format!("{k}: {r}"))
+    value::integer(v, 1 << 20).map(|n| n as u32).map_err(|r| format!("{k}: {r}"))
 }
 
 fn secs(k: &str, v: &str) -> Result<Duration, String> {
@@ -102,19 +100,9 @@ impl DatabaseConfig {
         for (k, v) in connstring::parse(s)? {
             match k.as_str() {
                 "dbname" => db.dbname = Some(v),
-                "host" => {
-                    db.hosts = v
-                        .split(',')
-                        .map(|h| h.trim().to_owned())
-                        .filter(|h| !h.is_empty())
-                        .collect()
-                }
+                "host" => db.hosts = v.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect(),
                 "port" => {
-                    db.port = v
-                        .parse()
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or_else(|| format!("invalid port: \"{v}\""))?
+                    db.port = v.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port: \"{v}\""))?
                 }
                 "user" => db.user = Some(v),
                 "password" => db.password = Some(v),
@@ -131,11 +119,7 @@ impl DatabaseConfig {
                     db.load_balance_hosts = match v.as_str() {
                         "round-robin" => LoadBalanceHosts::RoundRobin,
                         "disable" => LoadBalanceHosts::Disable,
-                        _ => {
-                            return Err(format!(
-                                "invalid load_balance_hosts: \"{v}\" (round-robin, disable)"
-                            ))
-                        }
+                        _ => return Err(format!("invalid load_balance_hosts: \"{v}\" (round-robin, disable)")),
                     }
                 }
                 "max_db_connections" => db.max_db_connections = Some(num(&k, &v)?),
@@ -221,11 +205,7 @@ impl PeerConfig {
     /// # Errors
     /// Unknown keys, bad values, or no host.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut p = PeerConfig {
-            host: String::new(),
-            port: 6432,
-            pool_size: None,
-        };
+        let mut p = PeerConfig { host: String::new(), port: 6432, pool_size: None };
         for (k, v) in connstring::parse(s)? {
             match k.as_str() {
                 "host" => p.host = v,

@@ -31,9 +31,6 @@ pub enum ConfigError {
 impl ConfigError {
     /// An error at a location.
     pub fn at(at: &Location, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            at: at.to_string(),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { at: at.to_string(), reason: reason.into() }
     }
 }

@@ -26,9 +26,7 @@ impl PoolMode {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
             "statement" => Ok(PoolMode::Statement),
-            _ => Err(format!(
-                "invalid pool_mode: \"{v}\" (session, transaction, statement)"
-            )),
+            _ => Err(format!("invalid pool_mode: \"{v}\" (session, transaction, statement)")),
         }
     }
 
@@ -156,20 +154,12 @@ impl Reader<'_> {
         ConfigError::Invalid { at, reason }
     }
 
-    fn get<T>(
-        &self,
-        k: &'static str,
-        f: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
+    fn get<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
         f(self.raw(k)).map_err(|r| self.fail(k, r))
     }
 
     fn int(&self, k: &'static str, max: u64) -> Result<u32, ConfigError> {
-        self.get(k, |v| {
-            value::integer(v, max)
-                .map(|n| n as u32)
-                .map_err(|r| format!("{k}: {r}"))
-        })
+        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| format!("{k}: {r}")))
     }
 
     fn secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
@@ -201,9 +191,7 @@ impl General {
         if self.worker_threads > 0 {
             return self.worker_threads as usize;
         }
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         (cores / 2).max(1)
     }
 
@@ -216,7 +204,10 @@ impl General {
         for mode in ["client_tls_sslmode", "server_tls_sslmode"] {
             let v = r.raw(mode).to_ascii_lowercase();
             if !["disable", "allow", "prefer"].contains(&v.as_str()) {
-                return Err(r.fail(mode, format!("{mode} = {v}: TLS is not supported by this build yet (use disable, allow or prefer)")));
+                return Err(r.fail(
+                    mode,
+                    format!("{mode} = {v}: TLS is not supported by this build yet (use disable, allow or prefer)"),
+                ));
             }
         }
         let g = General {
@@ -280,8 +271,7 @@ impl General {
         if matches!(g.auth_type, AuthType::Hba | AuthType::Cert) {
             return Err(r.fail(
                 "auth_type",
-                "auth_type hba and cert arrive with TLS and HBA support; not in this build yet"
-                    .into(),
+                "auth_type hba and cert arrive with TLS and HBA support; not in this build yet".into(),
             ));
         }
         Ok(g)

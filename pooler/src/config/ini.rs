@@ -55,13 +55,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ConfigError> {
 pub fn parse_text(text: &str, file: &Path) -> Result<Vec<Entry>, ConfigError> {
     let mut out = Vec::new();
     let mut section = String::new();
-    parse_lines(
-        text,
-        &Arc::new(file.to_path_buf()),
-        0,
-        &mut section,
-        &mut out,
-    )?;
+    parse_lines(text, &Arc::new(file.to_path_buf()), 0, &mut section, &mut out)?;
     Ok(out)
 }
 
@@ -88,10 +82,7 @@ fn parse_lines(
     out: &mut Vec<Entry>,
 ) -> Result<(), ConfigError> {
     for (i, raw) in text.lines().enumerate() {
-        let at = Location {
-            file: file.clone(),
-            line: i + 1,
-        };
+        let at = Location { file: file.clone(), line: i + 1 };
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
@@ -109,15 +100,12 @@ fn parse_lines(
             continue;
         }
         if let Some(name) = line.strip_prefix('[') {
-            let name = name
-                .strip_suffix(']')
-                .ok_or_else(|| ConfigError::at(&at, "section header without closing ']'"))?;
+            let name =
+                name.strip_suffix(']').ok_or_else(|| ConfigError::at(&at, "section header without closing ']'"))?;
             *section = name.trim().to_ascii_lowercase();
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| ConfigError::at(&at, "expected 'key = value'"))?;
+        let (key, value) = line.split_once('=').ok_or_else(|| ConfigError::at(&at, "expected 'key = value'"))?;
         let key = unquote(key.trim(), &at)?;
         if key.is_empty() {
             return Err(ConfigError::at(&at, "empty key"));
@@ -126,12 +114,7 @@ fn parse_lines(
             return Err(ConfigError::at(&at, "key outside of any section"));
         }
         let value = unquote(value.trim(), &at)?;
-        out.push(Entry {
-            section: section.clone(),
-            key,
-            value,
-            at,
-        });
+        out.push(Entry { section: section.clone(), key, value, at });
     }
     Ok(())
 }
@@ -183,11 +166,7 @@ mod tests {
         let e = parse_text(text, Path::new("t.ini")).unwrap();
         assert_eq!(e.len(), 3);
         assert_eq!(
-            (
-                e[0].section.as_str(),
-                e[0].key.as_str(),
-                e[0].value.as_str()
-            ),
+            (e[0].section.as_str(), e[0].key.as_str(), e[0].value.as_str()),
             ("pgbouncer", "listen_port", "6433")
         );
         assert_eq!(e[1].value, "SELECT 'x'");
@@ -216,9 +195,6 @@ mod tests {
         assert_eq!(e[0].section, "databases");
         assert_eq!(e[0].at.file.as_path(), inc.as_path());
         std::fs::write(&inc, format!("%include {}\n", main.display())).unwrap();
-        assert!(read(&main)
-            .unwrap_err()
-            .to_string()
-            .contains("nested too deeply"));
+        assert!(read(&main).unwrap_err().to_string().contains("nested too deeply"));
     }
 }

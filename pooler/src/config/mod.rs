@@ -55,10 +55,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Bad values with their location.
 pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
-    let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> = params::PARAMS
-        .iter()
-        .map(|p| (p.name, (p.default.to_owned(), None)))
-        .collect();
+    let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> =
+        params::PARAMS.iter().map(|p| (p.name, (p.default.to_owned(), None))).collect();
     settings.insert("conffile", (path.display().to_string(), None));
     let mut databases = BTreeMap::new();
     let mut users = BTreeMap::new();
@@ -78,8 +76,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
                         "database name \"pgbouncer\" is reserved for the admin console",
                     ));
                 }
-                let db = DatabaseConfig::parse(&e.key, &e.value)
-                    .map_err(|r| ConfigError::at(&e.at, r))?;
+                let db = DatabaseConfig::parse(&e.key, &e.value).map_err(|r| ConfigError::at(&e.at, r))?;
                 databases.insert(e.key, db);
             }
             "users" => {
@@ -105,16 +102,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
         None => AuthFile::new(),
     };
     let raw = settings.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    Ok(Config {
-        path: path.to_path_buf(),
-        general,
-        databases,
-        users,
-        peers,
-        auth_file,
-        raw,
-        warnings,
-    })
+    Ok(Config { path: path.to_path_buf(), general, databases, users, peers, auth_file, raw, warnings })
 }
 
 /// Relative file names in the ini are taken from the working directory, as PgBouncer does, or
@@ -123,9 +111,7 @@ fn resolve(ini: &Path, f: &Path) -> PathBuf {
     if f.is_absolute() || f.exists() {
         return f.to_path_buf();
     }
-    ini.parent()
-        .map(|d| d.join(f))
-        .unwrap_or_else(|| f.to_path_buf())
+    ini.parent().map(|d| d.join(f)).unwrap_or_else(|| f.to_path_buf())
 }
 
 impl Config {
@@ -138,11 +124,8 @@ impl Config {
         if !p.reloadable {
             return Err(format!("{} cannot be changed while running", p.name));
         }
-        let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> = self
-            .raw
-            .iter()
-            .map(|(k, v)| (*k, (v.clone(), None)))
-            .collect();
+        let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> =
+            self.raw.iter().map(|(k, v)| (*k, (v.clone(), None))).collect();
         settings.insert(p.name, (value.to_owned(), None));
         let general = General::from_settings(&settings).map_err(|e| match e {
             ConfigError::Invalid { reason, .. } => reason,
@@ -172,10 +155,7 @@ mod tests {
     use super::*;
 
     fn load_text(text: &str) -> Result<Config, ConfigError> {
-        build(
-            Path::new("test.ini"),
-            ini::parse_text(text, Path::new("test.ini"))?,
-        )
+        build(Path::new("test.ini"), ini::parse_text(text, Path::new("test.ini"))?)
     }
 
     #[test]
@@ -194,51 +174,28 @@ mod tests {
 
     #[test]
     fn bad_values_name_file_line_and_reason() {
-        let err =
-            load_text("[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "test.ini:3: invalid pool_mode: \"sometimes\" (session, transaction, statement)"
-        );
+        let err = load_text("[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.ini:3: invalid pool_mode: \"sometimes\" (session, transaction, statement)");
         let err = load_text("[pgbouncer]\ndefault_pool_size = lots\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("test.ini:2: default_pool_size: invalid integer"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("test.ini:2: default_pool_size: invalid integer"), "{err}");
         let err = load_text("[databases]\napp = host=/tmp bogus=1\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("test.ini:2: unknown database parameter \"bogus\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("test.ini:2: unknown database parameter \"bogus\""), "{err}");
     }
 
     #[test]
     fn unknown_keys_warn() {
         let c = load_text("[pgbouncer]\nno_such_thing = 1\n").unwrap();
-        assert_eq!(
-            c.warnings,
-            vec!["test.ini:2: unknown parameter: pgbouncer/no_such_thing"]
-        );
+        assert_eq!(c.warnings, vec!["test.ini:2: unknown parameter: pgbouncer/no_such_thing"]);
     }
 
     #[test]
     fn star_database_falls_back() {
-        let c = load_text("[databases]\napp = dbname=real host=127.0.0.1 port=5433 pool_size=5\n* = host=/run/pg\n").unwrap();
+        let c = load_text("[databases]\napp = dbname=real host=127.0.0.1 port=5433 pool_size=5\n* = host=/run/pg\n")
+            .unwrap();
         let app = c.database("app").unwrap();
-        assert_eq!(
-            (app.target_dbname(), app.port, app.pool_size),
-            ("real", 5433, Some(5))
-        );
+        assert_eq!((app.target_dbname(), app.port, app.pool_size), ("real", 5433, Some(5)));
         let other = c.database("other").unwrap();
-        assert_eq!(
-            (other.target_dbname(), other.hosts.as_slice()),
-            ("other", &["/run/pg".to_owned()][..])
-        );
-        assert!(load_text("[databases]\napp=\n")
-            .unwrap()
-            .database("nope")
-            .is_none());
+        assert_eq!((other.target_dbname(), other.hosts.as_slice()), ("other", &["/run/pg".to_owned()][..]));
+        assert!(load_text("[databases]\napp=\n").unwrap().database("nope").is_none());
     }
 }

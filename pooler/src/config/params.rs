@@ -13,11 +13,7 @@ pub struct Param {
 }
 
 const fn p(name: &'static str, default: &'static str, reloadable: bool) -> Param {
-    Param {
-        name,
-        default,
-        reloadable,
-    }
+    Param { name, default, reloadable }
 }
 
 const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";

@@ -14,10 +14,7 @@ pub fn boolean(v: &str) -> Result<bool, String> {
 
 /// A non-negative integer no larger than `max`.
 pub fn integer(v: &str, max: u64) -> Result<u64, String> {
-    let n: u64 = v
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid integer value: \"{v}\""))?;
+    let n: u64 = v.trim().parse().map_err(|_| format!("invalid integer value: \"{v}\""))?;
     if n > max {
         return Err(format!("value {n} out of range (max {max})"));
     }
@@ -30,10 +27,7 @@ pub fn seconds(v: &str) -> Result<Duration, String> {
     let t = v.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid time value: \"{v}\""))?;
+    let n: f64 = num.trim().parse().map_err(|_| format!("invalid time value: \"{v}\""))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid time value: \"{v}\""));
     }
@@ -55,19 +49,12 @@ pub fn seconds(v: &str) -> Result<Duration, String> {
 
 /// A comma (or space) separated list; empty items dropped.
 pub fn list(v: &str) -> Vec<String> {
-    v.split([',', ' ', '\t'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    v.split([',', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// An octal file mode like `0777`.
 pub fn octal_mode(v: &str) -> Result<u32, String> {
-    u32::from_str_radix(v.trim(), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("invalid file mode: \"{v}\""))
+    u32::from_str_radix(v.trim(), 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| format!("invalid file mode: \"{v}\""))
 }
 
 #[cfg(test)]

@@ -37,10 +37,7 @@ pub enum BindError {
 }
 
 fn io_err(addr: impl std::fmt::Display) -> impl FnOnce(io::Error) -> BindError {
-    move |source| BindError::Io {
-        addr: addr.to_string(),
-        source,
-    }
+    move |source| BindError::Io { addr: addr.to_string(), source }
 }
 
 fn addresses(general: &General) -> Result<Vec<SocketAddr>, BindError> {
@@ -51,9 +48,7 @@ fn addresses(general: &General) -> Result<Vec<SocketAddr>, BindError> {
             out.push(SocketAddr::from(([0u16; 8], general.listen_port)));
             continue;
         }
-        let found = (a.as_str(), general.listen_port)
-            .to_socket_addrs()
-            .map_err(io_err(a))?;
+        let found = (a.as_str(), general.listen_port).to_socket_addrs().map_err(io_err(a))?;
         out.extend(found);
     }
     Ok(out)
@@ -85,25 +80,17 @@ fn bind_unix(path: &Path, general: &General) -> io::Result<std::os::unix::net::U
     if path.exists() {
         // A live socket means another pooler owns it; a dead one is left over and removed.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "socket is in use by another process",
-            ));
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "socket is in use by another process"));
         }
         std::fs::remove_file(path)?;
     }
     let l = std::os::unix::net::UnixListener::bind(path)?;
     l.set_nonblocking(true)?;
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(general.unix_socket_mode),
-    )?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(general.unix_socket_mode))?;
     if let Some(group) = &general.unix_socket_group {
         let g = nix::unistd::Group::from_name(group)
             .map_err(io::Error::from)?
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("no such group: {group}"))
-            })?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such group: {group}")))?;
         nix::unistd::chown(path, None, Some(g.gid)).map_err(io::Error::from)?;
     }
     Ok(l)

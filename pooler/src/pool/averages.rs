@@ -41,18 +41,8 @@ pub fn averages(before: &StatsSnapshot, now: &StatsSnapshot, secs: f64) -> Stats
         query_count: rate(now.query_count, before.query_count),
         bytes_received: rate(now.bytes_received, before.bytes_received),
         bytes_sent: rate(now.bytes_sent, before.bytes_sent),
-        xact_time_us: per(
-            now.xact_time_us,
-            before.xact_time_us,
-            now.xact_count,
-            before.xact_count,
-        ),
-        query_time_us: per(
-            now.query_time_us,
-            before.query_time_us,
-            now.query_count,
-            before.query_count,
-        ),
+        xact_time_us: per(now.xact_time_us, before.xact_time_us, now.xact_count, before.xact_count),
+        query_time_us: per(now.query_time_us, before.query_time_us, now.query_count, before.query_count),
         wait_time_us: per(
             now.wait_time_us,
             before.wait_time_us,
@@ -69,18 +59,11 @@ pub fn averages(before: &StatsSnapshot, now: &StatsSnapshot, secs: f64) -> Stats
 impl AveragesPeriod {
     /// A period starting now with zero totals.
     pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            totals: HashMap::new(),
-        }
+        Self { start: Instant::now(), totals: HashMap::new() }
     }
 
     /// When `period` has passed, the averages of the period just ended per database.
-    pub fn tick(
-        &mut self,
-        pools: &[Arc<Pool>],
-        period: Duration,
-    ) -> Option<HashMap<String, StatsSnapshot>> {
+    pub fn tick(&mut self, pools: &[Arc<Pool>], period: Duration) -> Option<HashMap<String, StatsSnapshot>> {
         let elapsed = self.start.elapsed();
         if period.is_zero() || elapsed < period {
             return None;
@@ -106,11 +89,7 @@ mod tests {
 
     #[test]
     fn rates_per_second_and_times_per_item() {
-        let before = StatsSnapshot {
-            xact_count: 100,
-            xact_time_us: 1000,
-            ..Default::default()
-        };
+        let before = StatsSnapshot { xact_count: 100, xact_time_us: 1000, ..Default::default() };
         let now = StatsSnapshot {
             xact_count: 700,
             xact_time_us: 7000,

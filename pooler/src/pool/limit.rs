@@ -16,18 +16,12 @@ impl ConnLimit {
             self.count.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < max).then_some(c + 1)
-            })
-            .is_ok()
+        self.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1)).is_ok()
     }
 
     /// Gives one unit back.
     pub fn release(&self) {
-        let _ = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        let _ = self.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
     }
 
     /// Units taken now.

@@ -3,6 +3,7 @@
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
 mod averages;
+pub mod histogram;
 mod limit;
 mod registry;
 mod settings;
@@ -77,6 +78,8 @@ pub struct Pool {
     state: Mutex<State>,
     /// Counters.
     pub stats: PoolStats,
+    /// Latency histograms.
+    pub histograms: histogram::PoolHistograms,
     welcome: Mutex<Option<Arc<ServerParams>>>,
     scram_keys: Mutex<Option<PassThroughKeys>>,
     db_limit: Arc<ConnLimit>,
@@ -95,10 +98,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("db", &self.db)
-            .field("user", &self.user)
-            .finish()
+        f.debug_struct("Pool").field("db", &self.db).field("user", &self.user).finish()
     }
 }
 
@@ -122,13 +122,9 @@ impl Pool {
             db,
             user,
             settings: RwLock::new(Arc::new(settings)),
-            state: Mutex::new(State {
-                idle: VecDeque::new(),
-                total: 0,
-                waiters: VecDeque::new(),
-                last_failure: None,
-            }),
+            state: Mutex::new(State { idle: VecDeque::new(), total: 0, waiters: VecDeque::new(), last_failure: None }),
             stats: PoolStats::default(),
+            histograms: histogram::PoolHistograms::default(),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
             db_limit,
@@ -209,11 +205,7 @@ impl Pool {
             idle: s.idle.len() as u32,
             total: s.total,
             waiting: s.waiters.iter().filter(|(_, tx)| !tx.is_closed()).count() as u32,
-            max_wait: s
-                .waiters
-                .front()
-                .map(|(t, _)| t.elapsed())
-                .unwrap_or_default(),
+            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
         }
     }
 
@@ -253,11 +245,7 @@ impl Pool {
     ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
-        if let Some(server) = if from_front {
-            s.idle.pop_front()
-        } else {
-            s.idle.pop_back()
-        } {
+        if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
             return Ok(Take::Server(server));
         }
         if let Some((at, msg, rejected)) = &s.last_failure {
@@ -300,16 +288,12 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::checkout`].
-    pub async fn checkout_with(
-        self: &Arc<Self>,
-        settings: &PoolSettings,
-    ) -> Result<ServerConn, CheckoutError> {
+    pub async fn checkout_with(self: &Arc<Self>, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
         if self.paused.load(Relaxed) {
             self.wait_unpaused().await;
         }
         let start = Instant::now();
-        let deadline =
-            (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
+        let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
         loop {
             match self.try_take(settings, start, ticket.is_some())? {
@@ -357,11 +341,7 @@ impl Pool {
     }
 
     /// Makes sure an idle server is still good before use.
-    async fn prepare(
-        self: &Arc<Self>,
-        mut s: ServerConn,
-        settings: &PoolSettings,
-    ) -> Option<ServerConn> {
+    async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
         // A server idle for a while may have been terminated or seen PostgreSQL restart; one
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
         let idle_for = s.last_used.elapsed();
@@ -386,11 +366,7 @@ impl Pool {
         Some(s)
     }
 
-    async fn open(
-        self: &Arc<Self>,
-        guard: SlotGuard,
-        settings: &PoolSettings,
-    ) -> Result<ServerConn, CheckoutError> {
+    async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
         let mut creds = settings.credentials.clone();
         creds.scram_keys = self.scram_keys.lock().clone();
         let result = server::connect(&settings.target, &creds, settings.connect_timeout).await;
@@ -504,11 +480,7 @@ impl Pool {
             }
             s.idle = keep;
             let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
-            missing = if has_clients {
-                settings.min_pool_size.saturating_sub(total)
-            } else {
-                0
-            };
+            missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
         }
         for server in closed {
             self.discard(server);

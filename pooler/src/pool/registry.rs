@@ -30,47 +30,21 @@ pub struct Pools {
 
 impl Pools {
     /// The pool for `db` and the server-side user, made if new.
-    pub fn get_or_create(
-        &self,
-        config: &Config,
-        db: &DatabaseConfig,
-        pool_user: &str,
-    ) -> Arc<Pool> {
+    pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let pool = self.get_or_create_inner(config, db, pool_user);
         pool.set_paused(self.is_paused(&db.name));
         pool
     }
 
-    fn get_or_create_inner(
-        &self,
-        config: &Config,
-        db: &DatabaseConfig,
-        pool_user: &str,
-    ) -> Arc<Pool> {
+    fn get_or_create_inner(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let key = (db.name.clone(), pool_user.to_owned());
         if let Some(p) = self.pools.lock().get(&key) {
             return p.clone();
         }
-        let db_limit = self
-            .db_limits
-            .lock()
-            .entry(db.name.clone())
-            .or_default()
-            .clone();
-        let user_limit = self
-            .user_limits
-            .lock()
-            .entry(pool_user.to_owned())
-            .or_default()
-            .clone();
+        let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
+        let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool = Arc::new(Pool::new(
-            db.name.clone(),
-            pool_user.to_owned(),
-            settings,
-            db_limit,
-            user_limit,
-        ));
+        let pool = Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit));
         self.pools.lock().entry(key).or_insert(pool).clone()
     }
 
@@ -101,8 +75,7 @@ impl Pools {
 
     /// True when `db` (or everything) is paused.
     pub fn is_paused(&self, db: &str) -> bool {
-        self.all_paused.load(Ordering::Relaxed)
-            || self.flags.lock().get(db).is_some_and(|f| f.paused)
+        self.all_paused.load(Ordering::Relaxed) || self.flags.lock().get(db).is_some_and(|f| f.paused)
     }
 
     /// DISABLE / ENABLE: new logins to `db` are refused while disabled.
@@ -122,10 +95,6 @@ impl Pools {
 
     /// Servers open against database `db` now.
     pub fn db_connections(&self, db: &str) -> u32 {
-        self.db_limits
-            .lock()
-            .get(db)
-            .map(|l| l.current())
-            .unwrap_or(0)
+        self.db_limits.lock().get(db).map(|l| l.current()).unwrap_or(0)
     }
 }

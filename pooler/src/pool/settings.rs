@@ -77,14 +77,8 @@ impl PoolSettings {
             startup_params,
         );
         PoolSettings {
-            mode: u
-                .and_then(|u| u.pool_mode)
-                .or(db.pool_mode)
-                .unwrap_or(g.pool_mode),
-            pool_size: db
-                .pool_size
-                .or(u.and_then(|u| u.pool_size))
-                .unwrap_or(g.default_pool_size),
+            mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
+            pool_size: db.pool_size.or(u.and_then(|u| u.pool_size)).unwrap_or(g.default_pool_size),
             reserve_pool_size: db
                 .reserve_pool_size
                 .or(u.and_then(|u| u.reserve_pool_size))
@@ -92,9 +86,7 @@ impl PoolSettings {
             reserve_pool_timeout: g.reserve_pool_timeout,
             min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
             max_db_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
-            max_user_connections: u
-                .and_then(|u| u.max_user_connections)
-                .unwrap_or(g.max_user_connections),
+            max_user_connections: u.and_then(|u| u.max_user_connections).unwrap_or(g.max_user_connections),
             server_lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
             server_idle_timeout: g.server_idle_timeout,
             query_wait_timeout: u

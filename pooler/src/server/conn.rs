@@ -17,19 +17,12 @@ pub struct ServerParams(pub Vec<(String, String)>);
 impl ServerParams {
     /// The value of `name` (case-insensitive, as PostgreSQL's GUC names).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Records a reported value.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self
-            .0
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        {
+        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some((_, v)) => {
                 if v != value {
                     *v = value.to_owned();

@@ -79,11 +79,7 @@ async fn dial(target: &Target) -> Result<(Stream, PeerAddr), ServerError> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last
-        .unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"))
-        })
-        .into())
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"))).into())
 }
 
 struct Wire<'a> {
@@ -124,11 +120,7 @@ fn rejected(body: &[u8]) -> ServerError {
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
-pub async fn connect(
-    target: &Target,
-    creds: &Credentials,
-    timeout: Duration,
-) -> Result<ServerConn, ServerError> {
+pub async fn connect(target: &Target, creds: &Credentials, timeout: Duration) -> Result<ServerConn, ServerError> {
     let attempt = async {
         let (mut stream, addr) = dial(target).await?;
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
@@ -147,11 +139,7 @@ pub async fn connect(
             generation: 0,
         })
     };
-    let timeout = if timeout.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        timeout
-    };
+    let timeout = if timeout.is_zero() { Duration::from_secs(3600) } else { timeout };
     let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(ServerError::Timeout),
@@ -167,18 +155,9 @@ async fn login(
     target: &Target,
     creds: &Credentials,
 ) -> Result<(ServerParams, (i32, i32), BytesMut), ServerError> {
-    let mut w = Wire {
-        stream,
-        buf: BytesMut::with_capacity(1024),
-        out: BytesMut::with_capacity(256),
-    };
+    let mut w = Wire { stream, buf: BytesMut::with_capacity(1024), out: BytesMut::with_capacity(256) };
     let mut startup: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
-    startup.extend(
-        target
-            .startup_params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    startup.extend(target.startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     build::startup_message(&mut w.out, &startup);
     w.flush().await?;
     let mut scram: Option<ClientExchange> = None;
@@ -191,7 +170,10 @@ async fn login(
                 AuthRequest::Ok => {}
                 AuthRequest::Cleartext => {
                     let pw = creds.password.as_ref().ok_or_else(|| {
-                        ServerError::Auth("server asks for a clear-text password but pgmux has no plain password for this user".into())
+                        ServerError::Auth(
+                            "server asks for a clear-text password but pgmux has no plain password for this user"
+                                .into(),
+                        )
                     })?;
                     build::password(&mut w.out, pw.as_bytes());
                     w.flush().await?;
@@ -200,19 +182,18 @@ async fn login(
                     let secret = match (&creds.password, &creds.md5_secret) {
                         (Some(pw), _) => md5::secret(&target.user, pw.as_bytes()),
                         (None, Some(s)) => s.clone(),
-                        _ => return Err(ServerError::Auth("server asks for md5 but pgmux has no password or md5 secret for this user".into())),
+                        _ => {
+                            return Err(ServerError::Auth(
+                                "server asks for md5 but pgmux has no password or md5 secret for this user".into(),
+                            ))
+                        }
                     };
-                    build::password(
-                        &mut w.out,
-                        md5::response_from_secret(&secret, salt).as_bytes(),
-                    );
+                    build::password(&mut w.out, md5::response_from_secret(&secret, salt).as_bytes());
                     w.flush().await?;
                 }
                 AuthRequest::Sasl(mechs) => {
                     if !mechs.iter().any(|m| *m == scram::MECHANISM.as_bytes()) {
-                        return Err(ServerError::Auth(
-                            "server offers no SASL mechanism pgmux speaks".into(),
-                        ));
+                        return Err(ServerError::Auth("server offers no SASL mechanism pgmux speaks".into()));
                     }
                     let cred = match (&creds.password, &creds.scram_keys) {
                         (Some(pw), _) => ClientCredentials::Password(pw.as_bytes().to_vec()),
@@ -229,23 +210,17 @@ async fn login(
                     scram = Some(ex);
                 }
                 AuthRequest::SaslContinue(data) => {
-                    let ex = scram
-                        .as_mut()
-                        .ok_or(ProtocolError::Invalid("SASL continue without SASL start"))?;
+                    let ex = scram.as_mut().ok_or(ProtocolError::Invalid("SASL continue without SASL start"))?;
                     let reply = ex.respond(data)?;
                     build::sasl_response(&mut w.out, reply.as_bytes());
                     w.flush().await?;
                 }
                 AuthRequest::SaslFinal(data) => {
-                    let ex = scram
-                        .as_ref()
-                        .ok_or(ProtocolError::Invalid("SASL final without SASL start"))?;
+                    let ex = scram.as_ref().ok_or(ProtocolError::Invalid("SASL final without SASL start"))?;
                     ex.verify(data)?;
                 }
                 AuthRequest::Unsupported(code) => {
-                    return Err(ServerError::Auth(format!(
-                        "server asks for unsupported authentication method {code}"
-                    )))
+                    return Err(ServerError::Auth(format!("server asks for unsupported authentication method {code}")))
                 }
             },
             tags::backend::PARAMETER_STATUS => {
@@ -271,11 +246,7 @@ pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), Se
     let mut out = BytesMut::with_capacity(sql.len() + 8);
     build::query(&mut out, sql);
     let leftover = std::mem::take(&mut conn.leftover);
-    let mut w = Wire {
-        stream: &mut conn.stream,
-        buf: leftover,
-        out,
-    };
+    let mut w = Wire { stream: &mut conn.stream, buf: leftover, out };
     w.flush().await?;
     let mut failure = None;
     loop {
@@ -284,8 +255,7 @@ pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), Se
             tags::backend::ERROR_RESPONSE => failure = Some(rejected(f.body())),
             tags::backend::PARAMETER_STATUS => {
                 let (k, v) = backend::parameter_status(f.body())?;
-                conn.params
-                    .set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+                conn.params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
             }
             tags::backend::READY_FOR_QUERY => {
                 conn.leftover = w.buf;

@@ -36,16 +36,7 @@ impl Target {
         load_balance: LoadBalanceHosts,
         startup_params: Vec<(String, String)>,
     ) -> Self {
-        Self {
-            hosts,
-            port,
-            dbname,
-            user,
-            default_socket_dir,
-            load_balance,
-            startup_params,
-            next: AtomicUsize::new(0),
-        }
+        Self { hosts, port, dbname, user, default_socket_dir, load_balance, startup_params, next: AtomicUsize::new(0) }
     }
 
     /// The host for the next connection. With `load_balance_hosts = disable` the same host is used
