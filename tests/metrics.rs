@@ -121,6 +121,26 @@ async fn metrics_match_show_output_during_a_workload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn community_names_on_request() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        &format!("exporter_port = {}\nexporter_metrics = community\nmax_client_conn = 77", free_port()),
+    );
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    for _ in 0..10 {
+        app.simple_query("SELECT 1").await.unwrap();
+    }
+    let m = scrape(mux.exporter_port.unwrap()).await;
+    assert_eq!(m["pgbouncer_config_max_client_connections"], 77.0);
+    assert!(m.keys().any(|k| k.starts_with("pgbouncer_version_info{")));
+    assert!(m["pgbouncer_stats_totals_queries_pooled_total{database=\"app\"}"] >= 10.0);
+    assert_eq!(m[&format!("pgbouncer_pools_client_active_connections{{database=\"app\",user=\"{SCRAM_USER}\"}}")], 1.0);
+    assert!(m.contains_key("pgbouncer_pools"));
+    assert!(!m.keys().any(|k| k.starts_with("pgbouncer_pool_")), "pigsty names are off in this set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_pause_and_bad_requests_are_refused() {
     let pg = Cluster::shared();
     let mux =

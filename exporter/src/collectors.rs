@@ -49,6 +49,125 @@ const fn gs(column: &'static str, name: &'static str, help: &'static str) -> Met
     Metric { column, name, kind: Kind::Gauge, scale: 1e-6, help }
 }
 
+/// prometheus-community/pgbouncer_exporter: SHOW STATS_TOTALS -> pgbouncer_stats_totals_*{database}.
+pub const COMMUNITY_STATS_TOTALS: Collector = Collector {
+    prefix: "pgbouncer_stats_totals",
+    labels: &[("database", "database")],
+    metrics: &[
+        c("query_count", "queries_pooled_total", "Total number of SQL queries pooled"),
+        cs(
+            "query_time",
+            "queries_duration_seconds_total",
+            "Total number of seconds spent by pgbouncer when actively connected to PostgreSQL, executing queries",
+        ),
+        c("bytes_received", "received_bytes_total", "Total volume in bytes of network traffic received by pgbouncer"),
+        c("bytes_sent", "sent_bytes_total", "Total volume in bytes of network traffic sent by pgbouncer"),
+        cs("wait_time", "client_wait_seconds_total", "Time spent by clients waiting for a server in seconds"),
+        c("xact_count", "sql_transactions_pooled_total", "Total number of SQL transactions pooled"),
+        cs(
+            "xact_time",
+            "server_in_transaction_seconds_total",
+            "Total number of seconds spent by pgbouncer when connected to PostgreSQL in a transaction",
+        ),
+        c("client_parse_count", "client_parses_total", "Total number of prepared statements created by clients"),
+        c(
+            "server_parse_count",
+            "server_parses_total",
+            "Total number of prepared statements created by pgbouncer on a server",
+        ),
+        c("bind_count", "binds_total", "Total number of prepared statements readied for execution"),
+        c(
+            "server_assignment_count",
+            "server_assignments_total",
+            "Total number of times a server was assigned to a client",
+        ),
+    ],
+};
+
+/// prometheus-community/pgbouncer_exporter: SHOW POOLS -> pgbouncer_pools_*{database,user}.
+pub const COMMUNITY_POOLS: Collector = Collector {
+    prefix: "pgbouncer_pools",
+    labels: &[("database", "database"), ("user", "user")],
+    metrics: &[
+        g(
+            "cl_active",
+            "client_active_connections",
+            "Client connections linked to server connection and able to process queries",
+        ),
+        g(
+            "cl_active_cancel_req",
+            "client_active_cancel_connections",
+            "Client connections that have forwarded query cancellations to the server",
+        ),
+        g("cl_waiting", "client_waiting_connections", "Client connections waiting on a server connection"),
+        g(
+            "cl_waiting_cancel_req",
+            "client_waiting_cancel_connections",
+            "Client connections that have not forwarded query cancellations to the server yet",
+        ),
+        g("sv_active", "server_active_connections", "Server connections linked to a client connection"),
+        g(
+            "sv_active_cancel",
+            "server_active_cancel_connections",
+            "Server connections that are currently forwarding a cancel request",
+        ),
+        g(
+            "sv_being_canceled",
+            "server_being_canceled_connections",
+            "Servers waiting for in-flight cancel requests to complete",
+        ),
+        g("sv_idle", "server_idle_connections", "Server connections idle and ready for a client query"),
+        g(
+            "sv_used",
+            "server_used_connections",
+            "Server connections idle more than server_check_delay, needing server_check_query",
+        ),
+        g(
+            "sv_tested",
+            "server_testing_connections",
+            "Server connections currently running either server_reset_query or server_check_query",
+        ),
+        g("sv_login", "server_login_connections", "Server connections currently in the process of logging in"),
+        g("maxwait", "client_maxwait_seconds", "Age of oldest unserved client connection, in seconds"),
+    ],
+};
+
+/// prometheus-community/pgbouncer_exporter: SHOW DATABASES -> pgbouncer_databases_*.
+pub const COMMUNITY_DATABASES: Collector = Collector {
+    prefix: "pgbouncer_databases",
+    labels: &[
+        ("name", "name"),
+        ("host", "host"),
+        ("port", "port"),
+        ("database", "database"),
+        ("force_user", "force_user"),
+        ("pool_mode", "pool_mode"),
+    ],
+    metrics: &[
+        g("pool_size", "pool_size", "Maximum number of server connections"),
+        g("reserve_pool_size", "reserve_pool", "Maximum number of additional connections for this database"),
+        g("max_connections", "max_connections", "Maximum number of allowed connections for this database"),
+        g("current_connections", "current_connections", "Current number of connections for this database"),
+        g("paused", "paused", "1 if this database is currently paused, else 0"),
+        g("disabled", "disabled", "1 if this database is currently disabled, else 0"),
+    ],
+};
+
+/// prometheus-community/pgbouncer_exporter: SHOW LISTS rows -> one gauge each.
+pub const COMMUNITY_LISTS: &[(&str, &str, &str)] = &[
+    ("databases", "pgbouncer_databases", "Count of databases"),
+    ("users", "pgbouncer_users", "Count of users"),
+    ("pools", "pgbouncer_pools", "Count of pools"),
+    ("free_clients", "pgbouncer_free_clients", "Count of free clients"),
+    ("used_clients", "pgbouncer_used_clients", "Count of used clients"),
+    ("login_clients", "pgbouncer_login_clients", "Count of clients in login state"),
+    ("free_servers", "pgbouncer_free_servers", "Count of free servers"),
+    ("used_servers", "pgbouncer_used_servers", "Count of used servers"),
+    ("dns_names", "pgbouncer_cached_dns_names", "Count of DNS names in the cache"),
+    ("dns_zones", "pgbouncer_cached_dns_zones", "Count of DNS zones in the cache"),
+    ("dns_queries", "pgbouncer_in_flight_dns_queries", "Count of in-flight DNS queries"),
+];
+
 /// SHOW LISTS -> pgbouncer_list_items{list}.
 pub const LISTS: Collector = Collector {
     prefix: "pgbouncer_list",

@@ -23,6 +23,30 @@ pub struct ResultSet {
     pub rows: Vec<Vec<Option<String>>>,
 }
 
+/// Which metric names to serve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricSet {
+    /// Pigsty's pg_exporter names (`pgbouncer_pool_*`, `pgbouncer_stat_*` ...).
+    #[default]
+    Pigsty,
+    /// prometheus-community/pgbouncer_exporter names (`pgbouncer_pools_*`, `pgbouncer_stats_totals_*` ...).
+    Community,
+    /// Both; the names do not collide.
+    Both,
+}
+
+impl MetricSet {
+    /// Parses `pigsty`, `community` or `both`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pigsty" | "pg_exporter" => Some(MetricSet::Pigsty),
+            "community" | "pgbouncer_exporter" => Some(MetricSet::Community),
+            "both" => Some(MetricSet::Both),
+            _ => None,
+        }
+    }
+}
+
 /// One labelled histogram.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistogramSample {
@@ -62,6 +86,12 @@ pub struct Snapshot {
     pub pools: ResultSet,
     /// Latency histograms (pgmux's own, beyond PgBouncer).
     pub histograms: Vec<HistogramFamily>,
+    /// SHOW STATS_TOTALS (community set).
+    pub stats_totals: ResultSet,
+    /// max_client_conn and max_user_connections (community set).
+    pub config_limits: (u64, u64),
+    /// Which names to render.
+    pub metric_set: MetricSet,
 }
 
 /// Where the numbers come from.

@@ -2,7 +2,11 @@
 
 use std::fmt::Write;
 
-use crate::collectors::{Collector, Kind, DATABASES, LISTS, POOLS, STATS};
+use crate::collectors::{
+    Collector, Kind, COMMUNITY_DATABASES, COMMUNITY_LISTS, COMMUNITY_POOLS, COMMUNITY_STATS_TOTALS, DATABASES, LISTS,
+    POOLS, STATS,
+};
+use crate::MetricSet;
 use crate::{process, version_number, HistogramFamily, ResultSet, Snapshot};
 
 fn escape(v: &str) -> String {
@@ -57,15 +61,49 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(out, "pgbouncer_version {}", version_number(&s.version));
     header(&mut out, "pgbouncer_in_recovery", Kind::Gauge, "server is in recovery mode? 1 for yes 0 for no");
     out.push_str("pgbouncer_in_recovery 0\n");
-    collect(&mut out, &LISTS, &s.lists);
-    collect(&mut out, &DATABASES, &s.databases);
-    collect(&mut out, &STATS, &s.stats);
-    collect(&mut out, &POOLS, &s.pools);
+    if s.metric_set != MetricSet::Community {
+        collect(&mut out, &LISTS, &s.lists);
+        collect(&mut out, &DATABASES, &s.databases);
+        collect(&mut out, &STATS, &s.stats);
+        collect(&mut out, &POOLS, &s.pools);
+    }
+    if s.metric_set != MetricSet::Pigsty {
+        community(&mut out, s);
+    }
     for h in &s.histograms {
         render_histogram(&mut out, h);
     }
     process::render(&mut out);
     out
+}
+
+/// The prometheus-community/pgbouncer_exporter names.
+fn community(out: &mut String, s: &Snapshot) {
+    header(out, "pgbouncer_version_info", Kind::Gauge, "The pgbouncer version info");
+    let _ = writeln!(out, "pgbouncer_version_info{{version=\"{}\"}} 1", escape(&s.version));
+    collect(out, &COMMUNITY_STATS_TOTALS, &s.stats_totals);
+    collect(out, &COMMUNITY_POOLS, &s.pools);
+    collect(out, &COMMUNITY_DATABASES, &s.databases);
+    let list = s.lists.columns.iter().position(|c| c == "list");
+    let items = s.lists.columns.iter().position(|c| c == "items");
+    if let (Some(l), Some(i)) = (list, items) {
+        for (key, name, help) in COMMUNITY_LISTS {
+            let value = s.lists.rows.iter().find(|r| r.get(l).cloned().flatten().as_deref() == Some(*key));
+            if let Some(v) = value.and_then(|r| r.get(i).cloned().flatten()) {
+                header(out, name, Kind::Gauge, help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+    }
+    header(out, "pgbouncer_config_max_client_connections", Kind::Gauge, "Config maximum number of client connections");
+    let _ = writeln!(out, "pgbouncer_config_max_client_connections {}", s.config_limits.0);
+    header(
+        out,
+        "pgbouncer_config_max_user_connections",
+        Kind::Gauge,
+        "Config maximum number of server connections per user",
+    );
+    let _ = writeln!(out, "pgbouncer_config_max_user_connections {}", s.config_limits.1);
 }
 
 /// One histogram family in the text format: cumulative `_bucket{le}`, `_sum`, `_count`.
@@ -124,6 +162,8 @@ mod tests {
                     sum: 0.5,
                 }],
             }],
+            metric_set: MetricSet::Both,
+            ..Default::default()
         };
         let text = render(&snap);
         for line in [
@@ -142,6 +182,9 @@ mod tests {
             "pgmux_pool_query_duration_seconds_bucket{datname=\"app\",le=\"0.01\"} 3",
             "pgmux_pool_query_duration_seconds_bucket{datname=\"app\",le=\"+Inf\"} 4",
             "pgmux_pool_query_duration_seconds_count{datname=\"app\"} 4",
+            "pgbouncer_pools_client_active_connections{database=\"app\",user=\"u\"} 4",
+            "pgbouncer_version_info{version=\"PgBouncer 1.25.2 (pgmux 0.1.0)\"} 1",
+            "pgbouncer_pools 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -79,6 +79,12 @@ impl Source for MetricsSource {
             stats: self.set("stats"),
             pools: self.set("pools"),
             histograms: self.histograms(),
+            stats_totals: self.set("stats_totals"),
+            config_limits: {
+                let c = self.shared.config();
+                (c.general.max_client_conn as u64, c.general.max_user_connections as u64)
+            },
+            metric_set: self.shared.config().general.exporter_metrics,
         }
     }
 

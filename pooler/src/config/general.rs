@@ -135,6 +135,8 @@ pub struct General {
     pub exporter_listen_addr: String,
     /// Metrics endpoint port; 0 disables it.
     pub exporter_port: u16,
+    /// Which metric names /metrics serves.
+    pub exporter_metrics: pgmux_exporter::MetricSet,
 }
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
@@ -264,6 +266,10 @@ impl General {
             worker_threads: r.int("worker_threads", 1024)?,
             exporter_listen_addr: r.raw("exporter_listen_addr").to_owned(),
             exporter_port: r.int("exporter_port", 65535)? as u16,
+            exporter_metrics: r.get("exporter_metrics", |v| {
+                pgmux_exporter::MetricSet::parse(v)
+                    .ok_or_else(|| format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)"))
+            })?,
         };
         if g.pkt_buf < 512 {
             return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));

@@ -50,6 +50,8 @@ pub const PARAMS: &[Param] = &[
     p("dns_nxdomain_ttl", "15", true),
     p("dns_zone_check_period", "0", true),
     p("exporter_listen_addr", "127.0.0.1", false),
+    // pgmux extension: metric names on /metrics: pigsty, community or both.
+    p("exporter_metrics", "pigsty", true),
     p("exporter_port", "0", false),
     p("idle_transaction_timeout", "0", true),
     p("ignore_startup_parameters", "", true),
