@@ -4,6 +4,8 @@
 mod command;
 mod control;
 mod show;
+mod show_sockets;
+mod show_stats;
 mod table;
 
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,13 +1,10 @@
 //! SHOW commands with PgBouncer 1.25's column names and order, filled from pgmux's live state.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::table::{v, Table, Ty};
+use super::{show_sockets, show_stats};
 use crate::config::params;
-use crate::net::PeerAddr;
-use crate::pool::StatsSnapshot;
 use crate::shared::{RunState, Shared};
 
 /// The admin pseudo-database.
@@ -23,16 +20,16 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         }
         "pools" => pools(shared),
         "databases" => databases(shared, listen_port),
-        "stats" => stats(shared),
-        "stats_totals" => stats_totals(shared),
-        "stats_averages" => stats_averages(shared),
-        "totals" => totals(shared),
+        "stats" => show_stats::stats(shared),
+        "stats_totals" => show_stats::stats_totals(shared),
+        "stats_averages" => show_stats::stats_averages(shared),
+        "totals" => show_stats::totals(shared),
         "lists" => lists(shared),
         "users" => users(shared),
         "config" => config(shared),
-        "clients" => clients(shared, false),
-        "sockets" | "active_sockets" => clients(shared, true),
-        "servers" => servers(shared),
+        "clients" => show_sockets::clients(shared, false),
+        "sockets" | "active_sockets" => show_sockets::clients(shared, true),
+        "servers" => show_sockets::servers(shared),
         "state" => state(shared),
         "peers" => {
             Table::new(&[("peer_id", Ty::Int4), ("host", Ty::Text), ("port", Ty::Int4), ("pool_size", Ty::Int4)])
@@ -238,160 +235,6 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
     t
 }
 
-/// Totals per database, the admin database first (all zero), then by name.
-fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
-    let mut out = BTreeMap::new();
-    for p in shared.pools.all() {
-        *out.entry(p.db.clone()).or_insert_with(StatsSnapshot::default) += p.stats.snapshot();
-    }
-    out
-}
-
-fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot)> {
-    let averages = shared.averages.lock().clone();
-    let mut rows = vec![(ADMIN_DB.to_owned(), StatsSnapshot::default(), StatsSnapshot::default())];
-    for (db, s) in per_db_totals(shared) {
-        let a = averages.get(&db).copied().unwrap_or_default();
-        rows.push((db, s, a));
-    }
-    rows
-}
-
-fn stats(shared: &Shared) -> Table {
-    let names = [
-        "total_server_assignment_count",
-        "total_xact_count",
-        "total_query_count",
-        "total_received",
-        "total_sent",
-        "total_xact_time",
-        "total_query_time",
-        "total_wait_time",
-        "total_client_parse_count",
-        "total_server_parse_count",
-        "total_bind_count",
-        "avg_server_assignment_count",
-        "avg_xact_count",
-        "avg_query_count",
-        "avg_recv",
-        "avg_sent",
-        "avg_xact_time",
-        "avg_query_time",
-        "avg_wait_time",
-        "avg_client_parse_count",
-        "avg_server_parse_count",
-        "avg_bind_count",
-    ];
-    let mut cols = vec![("database", Ty::Text)];
-    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
-    let mut t = Table::new(&cols);
-    for (db, s, a) in rows_with_admin(shared) {
-        let mut r = vec![v(db)];
-        r.extend(counters(&s).into_iter().map(v));
-        r.extend(counters(&a).into_iter().map(v));
-        t.row(r);
-    }
-    t
-}
-
-/// The eleven counters in SHOW STATS order.
-fn counters(s: &StatsSnapshot) -> [u64; 11] {
-    [
-        s.server_assignment_count,
-        s.xact_count,
-        s.query_count,
-        s.bytes_received,
-        s.bytes_sent,
-        s.xact_time_us,
-        s.query_time_us,
-        s.wait_time_us,
-        s.client_parse_count,
-        s.server_parse_count,
-        s.bind_count,
-    ]
-}
-
-fn stats_totals(shared: &Shared) -> Table {
-    stats_table(
-        shared,
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "client_parse_count",
-            "server_parse_count",
-            "bind_count",
-        ],
-        false,
-    )
-}
-
-fn stats_averages(shared: &Shared) -> Table {
-    stats_table(
-        shared,
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "avg_client_parse_count",
-            "avg_server_parse_count",
-            "avg_bind_count",
-        ],
-        true,
-    )
-}
-
-fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table {
-    let mut cols = vec![("database", Ty::Text)];
-    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
-    let mut t = Table::new(&cols);
-    for (db, s, a) in rows_with_admin(shared) {
-        let mut r = vec![v(db)];
-        r.extend(counters(if averages { &a } else { &s }).into_iter().map(v));
-        t.row(r);
-    }
-    t
-}
-
-fn totals(shared: &Shared) -> Table {
-    let mut t = Table::new(&[("name", Ty::Text), ("value", Ty::Int8)]);
-    let mut sum = StatsSnapshot::default();
-    let mut avg = StatsSnapshot::default();
-    for (_, s, a) in rows_with_admin(shared) {
-        sum += s;
-        avg += a;
-    }
-    let names = [
-        "server_assignment_count",
-        "xact_count",
-        "query_count",
-        "client_bytes",
-        "server_bytes",
-        "xact_time",
-        "query_time",
-        "wait_time",
-        "ps_client_parse_count",
-        "ps_server_parse_count",
-        "ps_bind_count",
-    ];
-    for (prefix, s) in [("total", &sum), ("avg", &avg)] {
-        for (n, x) in names.iter().zip(counters(s)) {
-            t.row(vec![v(format!("{prefix}_{n}")), v(x)]);
-        }
-    }
-    t
-}
-
 fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", Ty::Text), ("items", Ty::Int4)]);
     let config = shared.config();
@@ -478,161 +321,6 @@ fn state(shared: &Shared) -> Table {
     t.row(vec![v("active"), yes(shared.state() == RunState::Running && !shared.pools.all_paused())]);
     t.row(vec![v("paused"), yes(shared.pools.all_paused())]);
     t.row(vec![v("suspended"), yes(false)]);
-    t
-}
-
-fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
-    let mut cols = vec![
-        ("type", Ty::Text),
-        ("user", Ty::Text),
-        ("database", Ty::Text),
-        ("replication", Ty::Text),
-        ("state", Ty::Text),
-        ("addr", Ty::Text),
-        ("port", Ty::Int4),
-        ("local_addr", Ty::Text),
-        ("local_port", Ty::Int4),
-        ("connect_time", Ty::Text),
-        ("request_time", Ty::Text),
-        ("wait", Ty::Int4),
-        ("wait_us", Ty::Int4),
-        ("close_needed", Ty::Int4),
-        ("ptr", Ty::Text),
-        ("link", Ty::Text),
-        ("remote_pid", Ty::Int4),
-        ("tls", Ty::Text),
-        ("application_name", Ty::Text),
-        ("prepared_statements", Ty::Int4),
-        ("id", Ty::Int8),
-    ];
-    if sockets {
-        for c in ["recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail", "send_avail"] {
-            cols.push((c, Ty::Int4));
-        }
-    }
-    cols
-}
-
-fn time_text(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), UTC.
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-fn addr_port(a: &PeerAddr) -> (Option<String>, Option<String>) {
-    match a {
-        PeerAddr::Tcp(s) => (v(s.ip()), v(s.port())),
-        PeerAddr::Unix(_) => (v("unix"), v(0)),
-    }
-}
-
-fn clients(shared: &Shared, sockets: bool) -> Table {
-    let mut t = Table::new(&socket_cols(sockets));
-    for c in shared.client_registry.all() {
-        let (addr, port) = addr_port(&c.addr);
-        let pid = c.server_pid.load(Relaxed);
-        let req_us = c.request_time_us.load(Relaxed);
-        let req = if req_us == 0 { c.connect_time } else { UNIX_EPOCH + std::time::Duration::from_micros(req_us) };
-        let mut r = vec![
-            v("C"),
-            v(&c.user),
-            v(&c.db),
-            v("none"),
-            v(c.state().as_str()),
-            addr,
-            port,
-            None,
-            None,
-            v(time_text(c.connect_time)),
-            v(time_text(req)),
-            v(0),
-            v(0),
-            v(0),
-            v(format!("0x{:x}", c.id)),
-            None,
-            v(pid),
-            None,
-            v(&c.application_name),
-            v(0),
-            v(c.id),
-        ];
-        if sockets {
-            r.extend(std::iter::repeat_n(v(0), 7));
-        }
-        t.row(r);
-    }
-    t
-}
-
-fn servers(shared: &Shared) -> Table {
-    let mut t = Table::new(&socket_cols(false));
-    for c in shared.client_registry.all() {
-        let pid = c.server_pid.load(Relaxed);
-        if pid == 0 {
-            continue;
-        }
-        t.row(vec![
-            v("S"),
-            v(&c.user),
-            v(&c.db),
-            v("none"),
-            v("active"),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            v(0),
-            v(0),
-            v(0),
-            None,
-            v(format!("0x{:x}", c.id)),
-            v(pid),
-            None,
-            v(&c.application_name),
-            v(0),
-            None,
-        ]);
-    }
-    for p in shared.pools.all() {
-        for (pid, created, addr) in p.idle_servers() {
-            let (a, port) = addr_port(&addr);
-            t.row(vec![
-                v("S"),
-                v(&p.user),
-                v(&p.db),
-                v("none"),
-                v("idle"),
-                a,
-                port,
-                None,
-                None,
-                v(time_text(created)),
-                None,
-                v(0),
-                v(0),
-                v(0),
-                None,
-                None,
-                v(pid),
-                None,
-                None,
-                v(0),
-                None,
-            ]);
-        }
-    }
     t
 }
 

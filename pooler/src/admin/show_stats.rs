@@ -1,0 +1,163 @@
+//! SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS: counters summed per database, with the
+//! admin database's all-zero row first, as PgBouncer prints them.
+
+use std::collections::BTreeMap;
+
+use super::show::ADMIN_DB;
+use super::table::{v, Table, Ty};
+use crate::pool::StatsSnapshot;
+use crate::shared::Shared;
+
+/// Totals per database, the admin database first (all zero), then by name.
+fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
+    let mut out = BTreeMap::new();
+    for p in shared.pools.all() {
+        *out.entry(p.db.clone()).or_insert_with(StatsSnapshot::default) += p.stats.snapshot();
+    }
+    out
+}
+
+fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot)> {
+    let averages = shared.averages.lock().clone();
+    let mut rows = vec![(ADMIN_DB.to_owned(), StatsSnapshot::default(), StatsSnapshot::default())];
+    for (db, s) in per_db_totals(shared) {
+        let a = averages.get(&db).copied().unwrap_or_default();
+        rows.push((db, s, a));
+    }
+    rows
+}
+
+pub(super) fn stats(shared: &Shared) -> Table {
+    let names = [
+        "total_server_assignment_count",
+        "total_xact_count",
+        "total_query_count",
+        "total_received",
+        "total_sent",
+        "total_xact_time",
+        "total_query_time",
+        "total_wait_time",
+        "total_client_parse_count",
+        "total_server_parse_count",
+        "total_bind_count",
+        "avg_server_assignment_count",
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_sent",
+        "avg_xact_time",
+        "avg_query_time",
+        "avg_wait_time",
+        "avg_client_parse_count",
+        "avg_server_parse_count",
+        "avg_bind_count",
+    ];
+    let mut cols = vec![("database", Ty::Text)];
+    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
+    let mut t = Table::new(&cols);
+    for (db, s, a) in rows_with_admin(shared) {
+        let mut r = vec![v(db)];
+        r.extend(counters(&s).into_iter().map(v));
+        r.extend(counters(&a).into_iter().map(v));
+        t.row(r);
+    }
+    t
+}
+
+/// The eleven counters in SHOW STATS order.
+fn counters(s: &StatsSnapshot) -> [u64; 11] {
+    [
+        s.server_assignment_count,
+        s.xact_count,
+        s.query_count,
+        s.bytes_received,
+        s.bytes_sent,
+        s.xact_time_us,
+        s.query_time_us,
+        s.wait_time_us,
+        s.client_parse_count,
+        s.server_parse_count,
+        s.bind_count,
+    ]
+}
+
+pub(super) fn stats_totals(shared: &Shared) -> Table {
+    stats_table(
+        shared,
+        &[
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "client_parse_count",
+            "server_parse_count",
+            "bind_count",
+        ],
+        false,
+    )
+}
+
+pub(super) fn stats_averages(shared: &Shared) -> Table {
+    stats_table(
+        shared,
+        &[
+            "server_assignment_count",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "query_time",
+            "wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+        ],
+        true,
+    )
+}
+
+fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table {
+    let mut cols = vec![("database", Ty::Text)];
+    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
+    let mut t = Table::new(&cols);
+    for (db, s, a) in rows_with_admin(shared) {
+        let mut r = vec![v(db)];
+        r.extend(counters(if averages { &a } else { &s }).into_iter().map(v));
+        t.row(r);
+    }
+    t
+}
+
+pub(super) fn totals(shared: &Shared) -> Table {
+    let mut t = Table::new(&[("name", Ty::Text), ("value", Ty::Int8)]);
+    let mut sum = StatsSnapshot::default();
+    let mut avg = StatsSnapshot::default();
+    for (_, s, a) in rows_with_admin(shared) {
+        sum += s;
+        avg += a;
+    }
+    let names = [
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "client_bytes",
+        "server_bytes",
+        "xact_time",
+        "query_time",
+        "wait_time",
+        "ps_client_parse_count",
+        "ps_server_parse_count",
+        "ps_bind_count",
+    ];
+    for (prefix, s) in [("total", &sum), ("avg", &avg)] {
+        for (n, x) in names.iter().zip(counters(s)) {
+            t.row(vec![v(format!("{prefix}_{n}")), v(x)]);
+        }
+    }
+    t
+}

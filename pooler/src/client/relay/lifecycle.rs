@@ -1,0 +1,155 @@
+//! Attaching a server to the relay, giving it back, and closing the session.
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use pgmux_protocol::backend::TxStatus;
+use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::sqlstate;
+use tokio::time::Instant;
+
+use super::{write_all, End, Relay, WaitingGuard, CANCEL_WAIT, READ_CHUNK};
+use crate::client::login::checkout_error_message;
+use crate::clients::ClientState;
+use crate::config::PoolMode;
+use crate::pool::PoolStats;
+use crate::server;
+
+impl Relay {
+    /// Gets a server for the bytes waiting in `cin`, watching the client while it waits.
+    pub(super) async fn attach(&mut self) -> Result<(), End> {
+        let pool = self.session.pool.clone();
+        let start = Instant::now();
+        let settings = self.settings.clone();
+        let info = self.session.info.clone();
+        info.set_state(ClientState::Waiting);
+        pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = WaitingGuard(&pool.clients_waiting);
+        let checkout = pool.checkout_with(&settings);
+        tokio::pin!(checkout);
+        let result = loop {
+            tokio::select! {
+                r = &mut checkout => break r,
+                n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
+                    match n {
+                        Ok(0) | Err(_) => return Err(End::ClientGone),
+                        Ok(n) => {
+                            PoolStats::add(&self.stats().bytes_received, n as u64);
+                            self.scan_client().map_err(|e| End::Fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                        }
+                    }
+                }
+            }
+        };
+        let mut server = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, msg) = checkout_error_message(&e);
+                return Err(End::Fatal(code, msg));
+            }
+        };
+        let waited = start.elapsed().as_micros() as u64;
+        PoolStats::add(&pool.stats.wait_time_us, waited);
+        pool.histograms.wait.observe(waited);
+        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        if !server.leftover.is_empty() {
+            let left = std::mem::take(&mut server.leftover);
+            self.sout.extend_from_slice(&left);
+        }
+        let wanted = self.session.params.fingerprint();
+        let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
+        server.synced_params = wanted;
+        if let Some(sql) = sql {
+            if let Err(e) = server::run_simple_query(&mut server, &sql).await {
+                match e {
+                    server::ServerError::Rejected { sqlstate: _, message, .. } => {
+                        pool.release(server);
+                        return Err(End::Fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("could not set parameters: {message}"),
+                        ));
+                    }
+                    other => {
+                        pool.discard(server);
+                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("server conn crashed? {other}")));
+                    }
+                }
+            }
+        }
+        self.session.cancel.attach(&server.addr, server.backend_key);
+        pool.clients_active.fetch_add(1, Ordering::Relaxed);
+        info.set_state(ClientState::Active);
+        info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        info.request_time_us.store(now_us, Ordering::Relaxed);
+        self.tracker.reset();
+        self.need_server = false;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Gives the server back to the pool (transaction and statement modes, and at the end).
+    pub(super) async fn release(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        self.session.info.set_state(ClientState::Idle);
+        self.session.info.server_pid.store(0, Ordering::Relaxed);
+        let pool = self.session.pool.clone();
+        pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+        self.session.cancel.detach(CANCEL_WAIT).await;
+        if self.settings.reset_always && !self.settings.reset_query.is_empty() {
+            if server::run_simple_query(&mut server, &self.settings.reset_query).await.is_err() {
+                pool.discard(server);
+                return;
+            }
+            server.statements.clear();
+        }
+        pool.release_with(server, &self.settings);
+        if self.sout.is_empty() && self.sout.capacity() > 4 * READ_CHUNK {
+            self.sout = BytesMut::new();
+        }
+    }
+
+    pub(super) async fn finish(&mut self, end: End, log: bool) {
+        let pool = self.session.pool.clone();
+        if let Some(mut server) = self.server.take() {
+            pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+            self.session.cancel.detach(CANCEL_WAIT).await;
+            let clean = self.pending == 0
+                && self.tx == TxStatus::Idle
+                && !self.unsynced
+                && self.c_skip == 0
+                && self.s_skip == 0
+                && self.sout.len() == self.s_ready;
+            let reset = &self.settings.reset_query;
+            let needs_reset =
+                (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
+            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok()) {
+                pool.release(server);
+            } else {
+                pool.discard(server);
+            }
+        }
+        let reason = match end {
+            End::ClientGone => "client close request".to_owned(),
+            End::Fatal(code, msg) => {
+                let mut out = BytesMut::new();
+                build::error_response(&mut out, Severity::Fatal, code, &msg);
+                let pending = self.sout.split_to(self.s_ready);
+                let _ = write_all(&mut self.client, &pending).await;
+                let _ = write_all(&mut self.client, &out).await;
+                msg
+            }
+        };
+        if log {
+            tracing::info!(client = %self.session.peer, db = %pool.db, user = %self.session.user, "closing because: {reason}");
+        }
+        self.shared.cancels.unregister(self.session.cancel_key);
+        self.shared.client_registry.unregister(self.session.info.id);
+        pool.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,350 @@
+//! The hot path: bytes between one client and the server it holds. One task, one event loop
+//! (`poll_event`) over four operations — write to server, write to client, read from server,
+//! read from client — so neither side can block the other. Frames are forwarded from the read
+//! buffers without copying; only the messages that decide pooling are looked at: Query, Sync,
+//! FunctionCall, Terminate from the client; ReadyForQuery and ParameterStatus from the server.
+
+mod lifecycle;
+mod scan;
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgmux_protocol::backend::TxStatus;
+use pgmux_protocol::{sqlstate, ProtocolError};
+use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+
+use super::io::ClientIo;
+use super::login::Session;
+use super::prepared::{ClientStatements, Tracker};
+use crate::config::PoolMode;
+use crate::net::Stream;
+use crate::pool::{PoolSettings, PoolStats};
+use crate::server::ServerConn;
+use crate::shared::{RunState, Shared};
+
+/// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
+const HIGH_WATER: usize = 256 * 1024;
+/// Read granularity.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a release waits for a cancel in flight to its server (cancel_wait_timeout).
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+enum Event {
+    ServerWrote(usize),
+    ClientWrote(usize),
+    ServerRead(usize),
+    ClientRead(usize),
+    ServerFailed(std::io::Error),
+    ClientFailed,
+    Timer,
+    Killed,
+}
+
+/// Why the loop stops.
+enum End {
+    /// Client said Terminate or closed.
+    ClientGone,
+    /// pgmux closes the client with this error.
+    Fatal(&'static str, String),
+}
+
+struct Relay {
+    shared: Arc<Shared>,
+    session: Session,
+    settings: Arc<PoolSettings>,
+    client: Stream,
+    max_packet: usize,
+    /// Client -> server bytes; `c_ready` of them are scanned and may be sent.
+    cin: BytesMut,
+    c_ready: usize,
+    c_skip: usize,
+    /// Server -> client bytes; `s_ready` of them are scanned and may be sent.
+    sout: BytesMut,
+    s_ready: usize,
+    s_skip: usize,
+    server: Option<ServerConn>,
+    /// Queries and Syncs sent whose ReadyForQuery has not come back.
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    tx: TxStatus,
+    terminate: bool,
+    client_eof: bool,
+    /// A ReadyForQuery arrived during the last scan.
+    saw_ready: bool,
+    fatal: Option<(&'static str, String)>,
+    query_start: Option<Instant>,
+    xact_start: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_reason: &'static str,
+    /// Complete client messages wait in `cin` and no server is attached.
+    need_server: bool,
+    /// Size of a client message that must be whole in `cin` before it can be rewritten.
+    c_whole: usize,
+    /// The server is in COPY FROM STDIN: Syncs the client sends are ignored by it.
+    copy_in: bool,
+    /// The last request counted was a Sync (not a Query).
+    last_request_sync: bool,
+    /// Named prepared statements are mapped across servers (transaction/statement modes).
+    track_prepared: bool,
+    max_prepared: usize,
+    statements: ClientStatements,
+    tracker: Tracker,
+    /// Completes when the console asks to close this client (KILL, KILL_CLIENT).
+    kill: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Runs a logged-in session until the client leaves or is closed.
+pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
+    let config = shared.config();
+    let settings = session.pool.settings();
+    let mut r = Relay {
+        shared: shared.clone(),
+        settings,
+        client: io.stream,
+        max_packet: config.general.max_packet_size as usize,
+        cin: io.rbuf,
+        c_ready: 0,
+        c_skip: 0,
+        sout: BytesMut::new(),
+        s_ready: 0,
+        s_skip: 0,
+        server: None,
+        pending: 0,
+        unsynced: false,
+        tx: TxStatus::Idle,
+        terminate: false,
+        client_eof: false,
+        saw_ready: false,
+        fatal: None,
+        query_start: None,
+        xact_start: None,
+        timer: None,
+        timer_reason: "",
+        need_server: false,
+        c_whole: 0,
+        copy_in: false,
+        last_request_sync: false,
+        track_prepared: false,
+        max_prepared: config.general.max_prepared_statements as usize,
+        statements: ClientStatements::default(),
+        tracker: Tracker::default(),
+        kill: {
+            let info = session.info.clone();
+            Box::pin(async move { info.kill.notified().await })
+        },
+        session,
+    };
+    r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
+    let end = r.serve(&config.general).await;
+    r.finish(end, config.general.log_disconnections).await;
+}
+
+impl Relay {
+    fn stats(&self) -> &PoolStats {
+        &self.session.pool.stats
+    }
+
+    async fn serve(&mut self, g: &crate::config::General) -> End {
+        if let Err(e) = self.scan_client() {
+            return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+        }
+        loop {
+            if let Some((code, msg)) = self.fatal.take() {
+                return End::Fatal(code, msg);
+            }
+            if self.session.info.is_killed() {
+                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into());
+            }
+            if self.server.is_none() {
+                if self.terminate || self.client_eof {
+                    return End::ClientGone;
+                }
+                if self.shared.state() == RunState::WaitForServers && self.s_ready == 0 {
+                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "server shutting down".into());
+                }
+                if self.need_server {
+                    if let Err(end) = self.attach().await {
+                        return end;
+                    }
+                    if let Err(e) = self.scan_client() {
+                        return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+                    }
+                }
+            } else if self.client_eof || self.terminate {
+                return End::ClientGone;
+            }
+            self.arm_timer(g);
+            let ev = poll_fn(|cx| self.poll_event(cx)).await;
+            match ev {
+                Event::ServerWrote(n) => {
+                    self.cin.advance(n);
+                    self.c_ready -= n;
+                }
+                Event::ClientWrote(n) => {
+                    self.sout.advance(n);
+                    self.s_ready -= n;
+                    PoolStats::add(&self.stats().bytes_sent, n as u64);
+                }
+                Event::ClientRead(0) | Event::ClientFailed => self.client_eof = true,
+                Event::ClientRead(n) => {
+                    PoolStats::add(&self.stats().bytes_received, n as u64);
+                    if let Err(e) = self.scan_client() {
+                        return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+                    }
+                }
+                Event::ServerRead(0) => return self.server_lost("server closed the connection"),
+                Event::ServerFailed(e) => return self.server_lost(&e.to_string()),
+                Event::ServerRead(_) => {
+                    if let Err(e) = self.scan_server() {
+                        return self.server_lost(&e.to_string());
+                    }
+                    if self.saw_ready && self.releasable() && self.settings.mode != PoolMode::Session {
+                        self.release().await;
+                    }
+                }
+                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into()),
+                Event::Timer => {
+                    self.timer = None;
+                    return End::Fatal(sqlstate::PROTOCOL_VIOLATION, self.timer_reason.to_owned());
+                }
+            }
+        }
+    }
+
+    /// How many client bytes may sit in `cin`: the high-water mark, or a whole message that is
+    /// waited for (bounded by max_packet_size).
+    fn client_read_limit(&self) -> usize {
+        HIGH_WATER.max(self.c_ready + self.c_whole)
+    }
+
+    /// True when the server holds no state of this client: nothing in flight, no transaction.
+    fn releasable(&self) -> bool {
+        self.pending == 0 && self.tx == TxStatus::Idle && !self.unsynced && self.c_skip == 0 && self.c_ready == 0
+    }
+
+    fn server_lost(&mut self, why: &str) -> End {
+        tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
+        if let Some(s) = self.server.take() {
+            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+            self.session.pool.discard(s);
+        }
+        End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
+    }
+
+    fn arm_timer(&mut self, g: &crate::config::General) {
+        let (limit, reason) = if self.server.is_none() {
+            (g.client_idle_timeout, "client_idle_timeout")
+        } else if self.pending > 0 {
+            (g.query_timeout, "query_timeout")
+        } else if self.tx != TxStatus::Idle {
+            (g.idle_transaction_timeout, "idle transaction timeout")
+        } else {
+            (Duration::ZERO, "")
+        };
+        if limit.is_zero() {
+            self.timer = None;
+            return;
+        }
+        let start = match reason {
+            "query_timeout" => self.query_start.unwrap_or_else(Instant::now),
+            _ => Instant::now(),
+        };
+        if self.timer_reason != reason || self.timer.is_none() || reason != "query_timeout" {
+            self.timer = Some(Box::pin(tokio::time::sleep_until(start + limit)));
+            self.timer_reason = reason;
+        }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Some(s) = self.server.as_mut() {
+            if self.c_ready > 0 {
+                match Pin::new(&mut s.stream).poll_write(cx, &self.cin[..self.c_ready]) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ServerWrote(n)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerFailed(e)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.s_ready > 0 {
+            match Pin::new(&mut self.client).poll_write(cx, &self.sout[..self.s_ready]) {
+                Poll::Ready(Ok(n)) if n > 0 => return Poll::Ready(Event::ClientWrote(n)),
+                Poll::Ready(_) => return Poll::Ready(Event::ClientFailed),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(s) = self.server.as_mut() {
+            if self.sout.len() < HIGH_WATER {
+                if self.sout.capacity() - self.sout.len() < READ_CHUNK / 2 {
+                    self.sout.reserve(READ_CHUNK);
+                }
+                match poll_read_buf(Pin::new(&mut s.stream), cx, &mut self.sout) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ServerRead(n)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerFailed(e)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if !self.client_eof && !self.terminate && self.cin.len() < self.client_read_limit() {
+            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+                self.cin.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Event::ClientRead(n)),
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(t) = self.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+        }
+        if self.kill.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Killed);
+        }
+        Poll::Pending
+    }
+}
+
+/// Keeps `clients_waiting` right however the wait for a server ends.
+struct WaitingGuard<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn write_all(s: &mut Stream, b: &[u8]) -> std::io::Result<()> {
+    if b.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncWriteExt::write_all(s, b))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
+}
+
+/// Moves `ready` over bytes of a message whose header was already read (`skip` of them are
+/// still to come); true when the buffer ends before the message does.
+fn pass_through(len: usize, ready: &mut usize, skip: &mut usize) -> bool {
+    let n = (*skip).min(len - *ready);
+    *ready += n;
+    *skip -= n;
+    *skip > 0
+}
+
+fn protocol_text(e: &ProtocolError) -> String {
+    match e {
+        ProtocolError::Oversized(_) => "max_packet_size exceeded".into(),
+        other => format!("bad packet header: {other}"),
+    }
+}
