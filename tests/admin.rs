@@ -222,7 +222,16 @@ async fn pause_resume_and_reload_under_load_fail_nothing() {
     let (cols, rows) = query(&c, "SHOW DATABASES").await.unwrap();
     let row = rows.iter().find(|r| col(&cols, r, "name") == "bench_adm").unwrap();
     assert_eq!(col(&cols, row, "paused"), "1");
+    // A client held by the pause shows as waiting, with a real maxwait.
+    let held = mux.connect(SCRAM_USER, SCRAM_PASS, "bench_adm").await.unwrap();
+    let held_query = tokio::spawn(async move { held.simple_query("SELECT 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+    let row = rows.iter().find(|r| col(&cols, r, "database") == "bench_adm").unwrap();
+    assert!(col(&cols, row, "cl_waiting").parse::<i32>().unwrap() >= 1, "{row:?}");
+    assert!(col(&cols, row, "maxwait").parse::<i32>().unwrap() >= 1, "{row:?}");
     c.simple_query("RESUME bench_adm").await.unwrap();
+    held_query.await.unwrap().expect("the held query runs after RESUME");
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.simple_query("RELOAD").await.unwrap();
     c.simple_query("RECONNECT bench_adm").await.unwrap();

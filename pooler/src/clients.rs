@@ -43,6 +43,8 @@ pub struct ClientInfo {
     pub user: String,
     /// Database name as the client gave it.
     pub db: String,
+    /// Server-side user of its pool (the forced user, or `user`).
+    pub pool_user: String,
     /// Peer address.
     pub addr: PeerAddr,
     /// Login time.
@@ -54,6 +56,8 @@ pub struct ClientInfo {
     pub server_pid: AtomicI32,
     /// Unix time in µs of its last request.
     pub request_time_us: AtomicU64,
+    /// Monotonic µs (since registry start) when it began waiting for a server.
+    wait_start_us: AtomicU64,
     killed: AtomicBool,
     /// Woken when the client must be closed.
     pub kill: Notify,
@@ -75,6 +79,13 @@ impl ClientInfo {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
+    /// Marks the start of a wait for a server, at `now_us` on the registry's clock.
+    #[inline]
+    pub fn start_waiting(&self, now_us: u64) {
+        self.wait_start_us.store(now_us, Ordering::Relaxed);
+        self.set_state(ClientState::Waiting);
+    }
+
     /// Asks the client's task to close it.
     pub fn request_kill(&self) {
         self.killed.store(true, Ordering::Release);
@@ -88,26 +99,61 @@ impl ClientInfo {
 }
 
 /// All logged-in clients.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientRegistry {
     map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     next_id: AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+impl Default for ClientRegistry {
+    fn default() -> Self {
+        Self { map: Mutex::default(), next_id: AtomicU64::new(0), epoch: tokio::time::Instant::now() }
+    }
 }
 
 impl ClientRegistry {
+    /// Microseconds on the registry's monotonic clock.
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// How long the longest-waiting client of pool (db, pool_user) has waited.
+    pub fn max_wait(&self, db: &str, pool_user: &str) -> std::time::Duration {
+        let now = self.now_us();
+        let oldest = self
+            .map
+            .lock()
+            .values()
+            .filter(|c| c.state() == ClientState::Waiting && c.db == db && c.pool_user == pool_user)
+            .map(|c| now.saturating_sub(c.wait_start_us.load(Ordering::Relaxed)))
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_micros(oldest)
+    }
+
     /// Registers a client that just logged in.
-    pub fn register(&self, user: &str, db: &str, addr: &PeerAddr, application_name: &str) -> Arc<ClientInfo> {
+    pub fn register(
+        &self,
+        user: &str,
+        db: &str,
+        pool_user: &str,
+        addr: &PeerAddr,
+        application_name: &str,
+    ) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
             user: user.to_owned(),
             db: db.to_owned(),
+            pool_user: pool_user.to_owned(),
             addr: addr.clone(),
             connect_time: SystemTime::now(),
             application_name: application_name.to_owned(),
             state: AtomicU8::new(ClientState::Idle as u8),
             server_pid: AtomicI32::new(0),
             request_time_us: AtomicU64::new(0),
+            wait_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
         });

@@ -135,6 +135,8 @@ fn pools(shared: &Shared) -> Table {
         let clients = p.clients.load(Relaxed).max(0);
         let active = p.clients_active.load(Relaxed).max(0) as u32;
         let login = c.total.saturating_sub(c.idle + active);
+        // Clients queued for a server and clients held by PAUSE both count as waiting.
+        let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
         t.row(vec![
             v(&p.db),
             v(&p.user),
@@ -149,8 +151,8 @@ fn pools(shared: &Shared) -> Table {
             v(0),
             v(0),
             v(login),
-            v(c.max_wait.as_secs()),
-            v(c.max_wait.subsec_micros()),
+            v(max_wait.as_secs()),
+            v(max_wait.subsec_micros()),
             v(settings.mode.as_str()),
             v(settings.target.load_balance.as_str()),
         ]);

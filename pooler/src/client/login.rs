@@ -157,7 +157,7 @@ pub async fn login(
     pool.clients.fetch_add(1, Ordering::Relaxed);
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
-    let info = shared.client_registry.register(&req.user, &req.database, peer, &app);
+    let info = shared.client_registry.register(&req.user, &req.database, &pool.user, peer, &app);
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,

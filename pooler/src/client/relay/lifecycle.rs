@@ -22,7 +22,7 @@ impl Relay {
         let start = Instant::now();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
-        info.set_state(ClientState::Waiting);
+        info.start_waiting(self.shared.client_registry.now_us());
         pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = WaitingGuard(&pool.clients_waiting);
         let checkout = pool.checkout_with(&settings);
