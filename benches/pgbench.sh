@@ -25,6 +25,7 @@ MODES=${BENCH_MODES:-"simple extended"}
 PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631
 
 cargo build --release -q -p pgmux
+cargo build --release -q --example idle_clients
 DIR=$(mktemp -d /tmp/pgmux-bench.XXXXXX)
 chmod 755 "$DIR"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
 PIDS=()
@@ -57,7 +58,7 @@ auth_type = md5
 auth_file = $DIR/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
-max_client_conn = 2000
+max_client_conn = 20000
 log_connections = 0
 log_disconnections = 0
 logfile = $DIR/$1.log
@@ -69,7 +70,7 @@ write_ini pgbouncer $BOUNCER_PORT
 write_ini pgmux $MUX_PORT
 echo "exporter_port = $METRICS_PORT" >>"$DIR/pgmux.ini"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
-ulimit -n 65536 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 as_pg pgbouncer -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 as_pg target/release/pgmux -q "$DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
@@ -140,3 +141,19 @@ echo
 awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }'
 echo
 echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."
+
+# Memory of idle clients: N clients log in, run one query each, then sit idle.
+IDLE=${BENCH_IDLE_CLIENTS:-10000}
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+echo
+for t in "pgbouncer $BOUNCER_PORT $BOUNCER_PID" "pgmux $MUX_PORT $MUX_PID"; do
+  set -- $t
+  before=$(rss_kb "$3")
+  target/release/examples/idle_clients 127.0.0.1 "$2" "$IDLE" bench bench bench 8 >"$DIR/idle.out" 2>&1 & IP=$!
+  for _ in $(seq 600); do grep -q connected "$DIR/idle.out" && break; kill -0 $IP 2>/dev/null || break; sleep 0.2; done
+  sleep 1
+  after=$(rss_kb "$3")
+  wait $IP || { echo "$1: idle clients failed: $(cat "$DIR/idle.out")"; continue; }
+  awk -v n="$1" -v c="$IDLE" -v b="$before" -v a="$after" 'BEGIN {
+    printf "%-9s RSS %6.1f MiB before, %6.1f MiB with %d idle clients (%.1f KiB per client)\n", n, b/1024, a/1024, c, (a-b)/c }'
+done

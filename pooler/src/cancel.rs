@@ -37,13 +37,16 @@ impl CancelSlot {
         *self.target.lock() = Some(Target { addr: addr.clone(), key });
     }
 
-    /// The client is about to give its server back: no new cancel may reach it, and a cancel
-    /// already sent is waited for (at most `limit`) so that it cannot hit the next client.
-    pub async fn detach(&self, limit: Duration) {
+    /// The client is about to give its server back: no new cancel may reach it. Returns true
+    /// when a cancel already sent is still in flight; the caller must then `wait_cancels` before
+    /// the server goes to anyone else.
+    pub fn detach(&self) -> bool {
         *self.target.lock() = None;
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            return;
-        }
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits (at most `limit`) for cancels in flight to this client's server to finish.
+    pub async fn wait_cancels(&self, limit: Duration) {
         let wait = async {
             while self.in_flight.load(Ordering::Acquire) > 0 {
                 let n = self.done.notified();

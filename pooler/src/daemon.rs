@@ -47,6 +47,24 @@ pub fn switch_user(user: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-files limit to the hard one: max_client_conn clients plus the pools'
+/// servers need a descriptor each, and the usual soft default (1024) is far below PgBouncer
+/// deployments' max_client_conn. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Detaches from the terminal; the working directory is kept so relative paths still work.
 ///
 /// # Errors

@@ -41,6 +41,13 @@ fn main() -> ExitCode {
     if cli.daemon && g.pidfile.is_none() {
         return fail("-d needs pidfile to be set in the config");
     }
+    let fds = daemon::raise_fd_limit();
+    if fds > 0 && (g.max_client_conn as u64) + 64 > fds {
+        tracing::warn!(
+            "max_client_conn = {} is above the open-files limit {fds}: raise it (ulimit -n)",
+            g.max_client_conn
+        );
+    }
     if let Some(p) = &g.pidfile {
         if let Err(e) = daemon::check_pidfile(p) {
             return fail(e);

@@ -3,6 +3,7 @@
 //! another client.
 
 mod auth;
+mod buffers;
 pub mod io;
 mod login;
 mod params;
@@ -54,7 +55,7 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let config = shared.config();
     let mut io = io::ClientIo::new(stream);
     let limit = config.general.login_timeout();
-    let result = tokio::time::timeout(limit, login::login(&shared, &config, &mut io, &peer, n)).await;
+    let result = tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n))).await;
     let session = match result {
         Err(_) => {
             io.fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout").await;
@@ -74,10 +75,28 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
         Ok(Ok(None)) => return,
         Ok(Ok(Some(login::Login::Admin(access)))) => {
             let port = config.general.listen_port;
-            crate::admin::serve(shared.clone(), io, access, port).await;
+            Box::pin(crate::admin::serve(shared.clone(), io, access, port)).await;
             return;
         }
         Ok(Ok(Some(login::Login::Session(session)))) => session,
     };
     relay::run(shared.clone(), io, session).await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connected client holds one of these futures for its whole life: keeping it small is
+    /// what keeps 10,000 idle clients within 64 MiB (docs/BENCHMARKS.md). Slow paths (login,
+    /// connecting, waiting, check queries) are boxed so that they do not count here.
+    #[tokio::test]
+    async fn the_per_client_task_stays_small() {
+        let text = "[pgbouncer]\n";
+        let entries = crate::config::ini::parse_text(text, std::path::Path::new("t.ini")).unwrap();
+        let config = crate::config::build(std::path::Path::new("t.ini"), entries).unwrap();
+        let shared = crate::shared::Shared::new(config);
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let f = super::handle(shared, crate::net::Stream::Unix(a), crate::net::PeerAddr::Unix("x".into()));
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 3 * 1024, "client task future grew to {size} bytes");
+    }
 }

@@ -44,6 +44,14 @@ impl Stream {
         }
     }
 
+    /// Readiness for reading, without reading (so an idle client needs no buffer to wait).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
     /// Peeks at the socket without waiting and without consuming: `Ok(0)` is EOF,
     /// `Err(WouldBlock)` means nothing is there. This asks the kernel directly rather than
     /// Tokio's cached readiness, which may not have seen a close yet. Used to find servers that

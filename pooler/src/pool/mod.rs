@@ -289,6 +289,45 @@ impl Pool {
     /// # Errors
     /// As [`Pool::checkout`].
     pub async fn checkout_with(self: &Arc<Self>, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+        // Fast path, the busy case: a server released moments ago needs no check and no await,
+        // and this future stays small (every client task holds one inline).
+        if !self.paused.load(Relaxed) {
+            let popped = {
+                let mut s = self.state.lock();
+                if settings.round_robin {
+                    s.idle.pop_front()
+                } else {
+                    s.idle.pop_back()
+                }
+            };
+            if let Some(server) = popped {
+                if self.usable_at_once(&server, settings) {
+                    return Ok(server);
+                }
+                return Box::pin(self.checkout_slow(settings, Some(server))).await;
+            }
+        }
+        Box::pin(self.checkout_slow(settings, None)).await
+    }
+
+    /// True when an idle server can be handed out without a dead check or a check query.
+    fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
+        let idle_for = s.last_used.elapsed();
+        let needs_check = settings.check_query.is_some() && idle_for >= settings.check_delay;
+        idle_for < DEAD_CHECK_AFTER && !needs_check && !self.expired(s, settings) && !self.stale(s)
+    }
+
+    /// Checkout when the fast path could not serve: checks, new connections, waiting.
+    async fn checkout_slow(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        first: Option<ServerConn>,
+    ) -> Result<ServerConn, CheckoutError> {
+        if let Some(s) = first {
+            if let Some(s) = self.prepare(s, settings).await {
+                return Ok(s);
+            }
+        }
         if self.paused.load(Relaxed) {
             self.wait_unpaused().await;
         }
@@ -355,7 +394,7 @@ impl Pool {
                 // Dropping this future mid-check drops `s`, which closes it; the slot guard below
                 // gives the slot back in that case.
                 let guard = SlotGuard::new(self.clone());
-                let ok = server::run_simple_query(&mut s, q).await.is_ok();
+                let ok = Box::pin(server::run_simple_query(&mut s, q)).await.is_ok();
                 guard.disarm();
                 if !ok {
                     self.discard(s);

@@ -8,7 +8,8 @@ use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::sqlstate;
 use tokio::time::Instant;
 
-use super::{write_all, End, Relay, WaitingGuard, CANCEL_WAIT, READ_CHUNK};
+use super::{write_all, End, Relay, WaitingGuard, CANCEL_WAIT};
+use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
@@ -25,6 +26,9 @@ impl Relay {
         info.start_waiting(self.shared.client_registry.now_us());
         pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = WaitingGuard(&pool.clients_waiting);
+        if self.cin.capacity() == 0 {
+            self.cin = buffers::take();
+        }
         let checkout = pool.checkout_with(&settings);
         tokio::pin!(checkout);
         let result = loop {
@@ -60,7 +64,7 @@ impl Relay {
         let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
         if let Some(sql) = sql {
-            if let Err(e) = server::run_simple_query(&mut server, &sql).await {
+            if let Err(e) = Box::pin(server::run_simple_query(&mut server, &sql)).await {
                 match e {
                     server::ServerError::Rejected { sqlstate: _, message, .. } => {
                         pool.release(server);
@@ -100,25 +104,26 @@ impl Relay {
         self.session.info.server_pid.store(0, Ordering::Relaxed);
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-        self.session.cancel.detach(CANCEL_WAIT).await;
+        if self.session.cancel.detach() {
+            Box::pin(self.session.cancel.wait_cancels(CANCEL_WAIT)).await;
+        }
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
-            if server::run_simple_query(&mut server, &self.settings.reset_query).await.is_err() {
+            if Box::pin(server::run_simple_query(&mut server, &self.settings.reset_query)).await.is_err() {
                 pool.discard(server);
                 return;
             }
             server.statements.clear();
         }
         pool.release_with(server, &self.settings);
-        if self.sout.is_empty() && self.sout.capacity() > 4 * READ_CHUNK {
-            self.sout = BytesMut::new();
-        }
     }
 
     pub(super) async fn finish(&mut self, end: End, log: bool) {
         let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
             pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-            self.session.cancel.detach(CANCEL_WAIT).await;
+            if self.session.cancel.detach() {
+                Box::pin(self.session.cancel.wait_cancels(CANCEL_WAIT)).await;
+            }
             let clean = self.pending == 0
                 && self.tx == TxStatus::Idle
                 && !self.unsynced
@@ -128,7 +133,7 @@ impl Relay {
             let reset = &self.settings.reset_query;
             let needs_reset =
                 (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
-            if clean && (!needs_reset || server::run_simple_query(&mut server, reset).await.is_ok()) {
+            if clean && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
                 pool.release(server);
             } else {
                 pool.discard(server);

@@ -21,6 +21,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
+use super::buffers;
 use super::io::ClientIo;
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
@@ -32,8 +33,6 @@ use crate::shared::{RunState, Shared};
 
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
-/// Read granularity.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long a release waits for a cancel in flight to its server (cancel_wait_timeout).
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
@@ -106,12 +105,15 @@ struct Relay {
 pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
     let config = shared.config();
     let settings = session.pool.settings();
+    // The login write buffer is not needed any more: free it now, not at the end of the session.
+    let ClientIo { stream, rbuf, wbuf } = io;
+    drop(wbuf);
     let mut r = Relay {
         shared: shared.clone(),
         settings,
-        client: io.stream,
+        client: stream,
         max_packet: config.general.max_packet_size as usize,
-        cin: io.rbuf,
+        cin: rbuf,
         c_ready: 0,
         c_skip: 0,
         sout: BytesMut::new(),
@@ -145,7 +147,7 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
     };
     r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
     let end = r.serve(&config.general).await;
-    r.finish(end, config.general.log_disconnections).await;
+    Box::pin(r.finish(end, config.general.log_disconnections)).await;
 }
 
 impl Relay {
@@ -163,6 +165,15 @@ impl Relay {
             }
             if self.session.info.is_killed() {
                 return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into());
+            }
+            if self.server.is_none() {
+                // Idle: give the buffers back; the next read or transaction takes them again.
+                if self.cin.is_empty() && self.cin.capacity() > 0 {
+                    buffers::give(std::mem::take(&mut self.cin));
+                }
+                if self.sout.is_empty() && self.sout.capacity() > 0 {
+                    buffers::give(std::mem::take(&mut self.sout));
+                }
             }
             if self.server.is_none() {
                 if self.terminate || self.client_eof {
@@ -283,8 +294,10 @@ impl Relay {
         }
         if let Some(s) = self.server.as_mut() {
             if self.sout.len() < HIGH_WATER {
-                if self.sout.capacity() - self.sout.len() < READ_CHUNK / 2 {
-                    self.sout.reserve(READ_CHUNK);
+                if self.sout.capacity() == 0 {
+                    self.sout = buffers::take();
+                } else if self.sout.capacity() - self.sout.len() < buffers::CHUNK / 2 {
+                    self.sout.reserve(buffers::CHUNK);
                 }
                 match poll_read_buf(Pin::new(&mut s.stream), cx, &mut self.sout) {
                     Poll::Ready(Ok(n)) => return Poll::Ready(Event::ServerRead(n)),
@@ -294,13 +307,22 @@ impl Relay {
             }
         }
         if !self.client_eof && !self.terminate && self.cin.len() < self.client_read_limit() {
-            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
-                self.cin.reserve(READ_CHUNK);
+            // An idle client waits for readiness without holding a buffer.
+            if self.cin.capacity() == 0 {
+                match self.client.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => self.cin = buffers::take(),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
+                    Poll::Pending => {}
+                }
+            } else if self.cin.capacity() - self.cin.len() < buffers::CHUNK / 2 {
+                self.cin.reserve(buffers::CHUNK);
             }
-            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
-                Poll::Ready(Ok(n)) => return Poll::Ready(Event::ClientRead(n)),
-                Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
-                Poll::Pending => {}
+            if self.cin.capacity() > 0 {
+                match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ClientRead(n)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
+                    Poll::Pending => {}
+                }
             }
         }
         if let Some(t) = self.timer.as_mut() {
