@@ -72,8 +72,10 @@ echo "exporter_port = $METRICS_PORT" >>"$DIR/pgmux.ini"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-as_pg pgbouncer -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
-as_pg target/release/pgmux -q "$DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
+# runuser resets resource limits (PAM): raise the open-files limit inside, for both poolers alike.
+NOFILE=$(ulimit -Hn)
+as_pg sh -c "ulimit -n $NOFILE; exec pgbouncer -q $DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
+as_pg sh -c "ulimit -n $NOFILE; exec target/release/pgmux -q $DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
 for port in $BOUNCER_PORT $MUX_PORT; do
   for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $port && break; sleep 0.1; done
 done
@@ -111,6 +113,7 @@ measure() {
       (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }'
 }
 
+if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 echo
 echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $(pgbouncer --version | head -1); $(target/release/pgmux -V)"
 echo
@@ -141,6 +144,7 @@ echo
 awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }'
 echo
 echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."
+fi
 
 # Memory of idle clients: N clients log in, run one query each, then sit idle.
 IDLE=${BENCH_IDLE_CLIENTS:-10000}

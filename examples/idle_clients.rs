@@ -67,7 +67,14 @@ async fn main() {
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let tasks: Vec<_> = chunk
             .iter()
-            .map(|_| tokio::spawn(one(host.clone(), port, user.clone(), password.clone(), db.clone())))
+            .map(|_| {
+                let login = one(host.clone(), port, user.clone(), password.clone(), db.clone());
+                tokio::spawn(async move {
+                    tokio::time::timeout(std::time::Duration::from_secs(20), login)
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+                })
+            })
             .collect();
         for t in tasks {
             match t.await.expect("task") {
