@@ -337,6 +337,30 @@ async fn shutdown_wait_for_clients_then_exit() {
     panic!("pgmux did not exit after the last client left");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_holds_new_connections_until_resume() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let c = console(&mux).await;
+    let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    c.simple_query("SUSPEND").await.unwrap();
+    let (_, rows) = query(&c, "SHOW STATE").await.unwrap();
+    assert_eq!(rows[2], vec![Some("suspended".into()), Some("yes".into())]);
+    let url = mux.url(SCRAM_USER, SCRAM_PASS, "app");
+    let newcomer = tokio::spawn(async move {
+        let (b, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        b.simple_query("SELECT 1").await.map(|_| ())
+    });
+    let held = tokio::spawn(async move { a.simple_query("SELECT 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!newcomer.is_finished() && !held.is_finished(), "nothing proceeds while suspended");
+    assert!(c.simple_query("SUSPEND").await.is_err(), "already suspended");
+    c.simple_query("RESUME").await.unwrap();
+    newcomer.await.unwrap().expect("the waiting connection completes after RESUME");
+    held.await.unwrap().expect("the held transaction runs after RESUME");
+}
+
 #[test]
 fn psql_as_pgbouncer_over_the_unix_socket_needs_no_password() {
     let pg = Cluster::shared();

@@ -129,6 +129,7 @@ fn bind_exporter(g: &crate::config::General) -> Result<Option<std::net::TcpListe
 
 async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
     loop {
+        shared.wait_resumed().await;
         match l.accept().await {
             Ok((s, addr)) => {
                 let _ = s.set_nodelay(true);
@@ -144,6 +145,7 @@ async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
 
 async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
     loop {
+        shared.wait_resumed().await;
         match l.accept().await {
             Ok((s, _)) => {
                 tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix("unix".into())));

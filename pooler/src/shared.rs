@@ -49,6 +49,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// Admin console clients connected now.
     pub admin_clients: std::sync::atomic::AtomicI64,
+    suspended: std::sync::atomic::AtomicBool,
+    resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
 }
 
@@ -66,6 +68,8 @@ impl Shared {
             averages: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),
+            suspended: std::sync::atomic::AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
             state_tx,
         })
     }
@@ -93,6 +97,34 @@ impl Shared {
     /// A receiver that sees run-state changes.
     pub fn watch_state(&self) -> watch::Receiver<RunState> {
         self.state_tx.subscribe()
+    }
+
+    /// SUSPEND / RESUME: while suspended no new connection is accepted (they wait in the
+    /// listen backlog) and no transaction starts.
+    pub fn set_suspended(&self, on: bool) {
+        self.suspended.store(on, Ordering::Relaxed);
+        self.pools.set_paused(None, on);
+        if !on {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// True while suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Relaxed)
+    }
+
+    /// Waits until RESUME when suspended.
+    pub async fn wait_resumed(&self) {
+        while self.is_suspended() {
+            let n = self.resumed.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if !self.is_suspended() {
+                break;
+            }
+            n.await;
+        }
     }
 
     /// Clients connected now.

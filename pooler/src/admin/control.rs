@@ -56,7 +56,11 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             "PAUSE"
         }
         Command::Resume(_) => {
-            shared.pools.set_paused(db, false);
+            if db.is_none() && shared.is_suspended() {
+                shared.set_suspended(false);
+            } else {
+                shared.pools.set_paused(db, false);
+            }
             "RESUME"
         }
         Command::Reconnect(_) => {
@@ -114,8 +118,14 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             }
         },
         Command::Suspend => {
-            err(out, "SUSPEND is only useful with online restart (-R), which pgmux does not support yet".into());
-            return false;
+            if shared.is_suspended() {
+                err(out, "already suspended".into());
+                return false;
+            }
+            // No new connections, no new transactions; returns once every server is released.
+            shared.set_suspended(true);
+            wait_released(&pools_of(shared, None)).await;
+            "SUSPEND"
         }
         Command::Shutdown(mode) => {
             let state = match mode {

@@ -322,7 +322,7 @@ fn state(shared: &Shared) -> Table {
     let yes = |b: bool| v(if b { "yes" } else { "no" });
     t.row(vec![v("active"), yes(shared.state() == RunState::Running && !shared.pools.all_paused())]);
     t.row(vec![v("paused"), yes(shared.pools.all_paused())]);
-    t.row(vec![v("suspended"), yes(false)]);
+    t.row(vec![v("suspended"), yes(shared.is_suspended())]);
     t
 }
 
