@@ -81,44 +81,26 @@ fn counters(s: &StatsSnapshot) -> [u64; 11] {
     ]
 }
 
+/// The columns STATS_TOTALS and STATS_AVERAGES share, before their prepared-statement columns.
+const TOTALS_COMMON: [&str; 8] = [
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "bytes_received",
+    "bytes_sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+];
+
 pub(super) fn stats_totals(shared: &Shared) -> Table {
-    stats_table(
-        shared,
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "client_parse_count",
-            "server_parse_count",
-            "bind_count",
-        ],
-        false,
-    )
+    let ps = ["client_parse_count", "server_parse_count", "bind_count"];
+    stats_table(shared, &[&TOTALS_COMMON[..], &ps[..]].concat(), false)
 }
 
 pub(super) fn stats_averages(shared: &Shared) -> Table {
-    stats_table(
-        shared,
-        &[
-            "server_assignment_count",
-            "xact_count",
-            "query_count",
-            "bytes_received",
-            "bytes_sent",
-            "xact_time",
-            "query_time",
-            "wait_time",
-            "avg_client_parse_count",
-            "avg_server_parse_count",
-            "avg_bind_count",
-        ],
-        true,
-    )
+    let ps = ["avg_client_parse_count", "avg_server_parse_count", "avg_bind_count"];
+    stats_table(shared, &[&TOTALS_COMMON[..], &ps[..]].concat(), true)
 }
 
 fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table {
