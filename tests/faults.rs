@@ -75,23 +75,26 @@ async fn idle_server_killed_in_pool_is_not_handed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishing_mid_transaction_never_leaks_its_transaction() {
     let pg = Cluster::shared();
-    pg.psql("app", "CREATE TABLE IF NOT EXISTS vanish(x int)");
+    pg.psql("postgres", &format!("CREATE DATABASE fa_vanish OWNER {SCRAM_USER}"));
+    pg.psql("fa_vanish", "CREATE TABLE vanish(x int)");
     let mux = Pgmux::start(pg, "default_pool_size = 1");
     {
-        let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let a = mux.connect(SCRAM_USER, SCRAM_PASS, "fa_vanish").await.unwrap();
         a.batch_execute("BEGIN; INSERT INTO vanish VALUES (1); LOCK TABLE vanish").await.unwrap();
         // a disappears without COMMIT or Terminate.
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let b = mux.connect(SCRAM_USER, SCRAM_PASS, "fa_vanish").await.unwrap();
     let rows = b.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
     let fresh = rows.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
         _ => None,
     });
     assert_eq!(fresh.as_deref(), Some("t"), "b must not inherit a's open transaction");
-    let idle_in_tx =
-        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'");
+    let idle_in_tx = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'fa_vanish' AND state LIKE 'idle in transaction%'",
+    );
     assert_eq!(idle_in_tx, "0");
     let n: i64 = b.query_one("SELECT count(*) FROM vanish", &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "a's uncommitted insert must be rolled back");

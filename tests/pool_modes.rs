@@ -66,9 +66,11 @@ async fn statement_mode_refuses_transaction_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_clients_than_servers_all_succeed() {
     let pg = Cluster::shared();
+    // Its own database, so that pg_stat_activity counts only this test's servers.
+    pg.psql("postgres", &format!("CREATE DATABASE pm_many OWNER {SCRAM_USER}"));
     let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 3\nmax_client_conn = 100");
     let tasks = (0..30).map(|i| {
-        let url = mux.url(SCRAM_USER, SCRAM_PASS, "app");
+        let url = mux.url(SCRAM_USER, SCRAM_PASS, "pm_many");
         async move {
             let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
@@ -82,7 +84,7 @@ async fn more_clients_than_servers_all_succeed() {
     let servers: i64 = pg
         .psql(
             "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' AND datname = 'app'"),
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' AND datname = 'pm_many'"),
         )
         .parse()
         .unwrap();
