@@ -16,13 +16,13 @@ pub const ALWAYS_TRACKED: [&str; 5] =
 pub struct ClientParams {
     values: Vec<(String, String)>,
     extra: Vec<String>,
-    fingerprint: u64,
+    fingerprint: std::cell::Cell<u64>,
 }
 
 impl ClientParams {
     /// Tracks the standard set plus `extra` (track_extra_parameters).
     pub fn new(extra: &[String]) -> Self {
-        Self { values: Vec::new(), extra: extra.to_vec(), fingerprint: 0 }
+        Self { values: Vec::new(), extra: extra.to_vec(), fingerprint: std::cell::Cell::new(0) }
     }
 
     /// The canonical spelling of `name` if it is tracked.
@@ -49,15 +49,19 @@ impl ClientParams {
             }
             None => self.values.push((canon, value.to_owned())),
         }
-        let mut h = DefaultHasher::new();
-        self.values.hash(&mut h);
-        self.fingerprint = h.finish();
+        // Recomputed lazily: a login sets a dozen values in a row.
+        self.fingerprint.set(0);
         true
     }
 
-    /// A hash of all wanted values: a server synced to this fingerprint needs no SET.
+    /// A hash of all wanted values (never 0): a server synced to this fingerprint needs no SET.
     pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        if self.fingerprint.get() == 0 {
+            let mut h = DefaultHasher::new();
+            self.values.hash(&mut h);
+            self.fingerprint.set(h.finish().max(1));
+        }
+        self.fingerprint.get()
     }
 
     /// The wanted value of `name`.
