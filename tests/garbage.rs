@@ -127,6 +127,19 @@ async fn unsupported_startup_parameter_and_login_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_pqexec_refuses_simple_queries_only() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "disable_pqexec = 1");
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    // A statement kept alive: tokio-postgres would otherwise send its Close just before the Query.
+    let stmt = c.prepare("SELECT 1").await.unwrap();
+    let v: i32 = c.query_one(&stmt, &[]).await.unwrap().get(0);
+    assert_eq!(v, 1, "the extended protocol works");
+    let err = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.message()), Some("PQexec disallowed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_and_gssenc_requests_are_declined() {
     let pg = Cluster::shared();
     let mux = start(pg);

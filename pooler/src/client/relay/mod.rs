@@ -61,6 +61,8 @@ struct Relay {
     settings: Arc<PoolSettings>,
     client: Stream,
     max_packet: usize,
+    /// disable_pqexec: simple Query messages are refused.
+    disable_pqexec: bool,
     /// Client -> server bytes; `c_ready` of them are scanned and may be sent.
     cin: BytesMut,
     c_ready: usize,
@@ -113,6 +115,7 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         settings,
         client: stream,
         max_packet: config.general.max_packet_size as usize,
+        disable_pqexec: config.general.disable_pqexec,
         cin: rbuf,
         c_ready: 0,
         c_skip: 0,

@@ -41,6 +41,10 @@ impl Relay {
                 tags::frontend::SYNC if self.copy_in => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
                 }
+                tags::frontend::QUERY if self.disable_pqexec => {
+                    // As PgBouncer's disable_pqexec: only the extended protocol is allowed.
+                    return Err("PQexec disallowed".into());
+                }
                 tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
                     self.last_request_sync = tag == tags::frontend::SYNC;
                     if self.track_prepared {
