@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod client;
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod reload;
 pub mod server;
 pub mod shared;
+pub mod tls;
 
 /// The PgBouncer version whose behaviour and admin interface pgmux implements.
 pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";

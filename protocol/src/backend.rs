@@ -45,6 +45,27 @@ pub fn backend_key_data(body: &[u8]) -> Result<(i32, i32), ProtocolError> {
     Ok((r.i32()?, r.i32()?))
 }
 
+/// The columns of a DataRow (`None` for NULL).
+///
+/// # Errors
+/// A truncated body or a negative length other than -1.
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.i16()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = r.i32()?;
+        if len == -1 {
+            out.push(None);
+        } else if len < 0 {
+            return Err(ProtocolError::Invalid("negative DataRow column length"));
+        } else {
+            out.push(Some(r.bytes(len as usize)?));
+        }
+    }
+    Ok(out)
+}
+
 /// An Authentication request from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthRequest<'a> {

@@ -231,6 +231,49 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| cstr(b, sql.as_bytes()));
 }
 
+/// Parse of `sql` into statement `name` (empty: unnamed), parameter types left to the server.
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    message(buf, b'P', |b| {
+        cstr(b, name.as_bytes());
+        cstr(b, sql.as_bytes());
+        b.put_i16(0);
+    });
+}
+
+/// Bind of statement `statement` to `portal` with text parameters (`None` is NULL) and text
+/// results.
+pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str, params: &[Option<&[u8]>]) {
+    message(buf, b'B', |b| {
+        cstr(b, portal.as_bytes());
+        cstr(b, statement.as_bytes());
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(0);
+    });
+}
+
+/// Execute of `portal`, all rows.
+pub fn execute(buf: &mut BytesMut, portal: &str) {
+    message(buf, b'E', |b| {
+        cstr(b, portal.as_bytes());
+        b.put_i32(0);
+    });
+}
+
+/// Sync.
+pub fn sync(buf: &mut BytesMut) {
+    message(buf, b'S', |_| {});
+}
+
 /// Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});

@@ -144,7 +144,8 @@ fn text(msg: &[u8]) -> Result<&str, ProtocolError> {
 #[derive(Debug)]
 pub struct ServerExchange {
     secret: Secret,
-    gs2_header: String,
+    /// gs2 header followed by the channel-binding data: what `c=` must decode to.
+    gs2_header: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -159,23 +160,61 @@ pub enum ServerFinalError {
     BadProof,
 }
 
+/// Longest SCRAM message accepted from a client. Real ones are under 200 bytes; the limit keeps
+/// a hostile nonce from being echoed back at length.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// Mechanism name with channel binding.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// Channel binding for one server-side exchange (RFC 5802 §6, tls-server-end-point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding<'a> {
+    /// Not over TLS (or no usable certificate hash): only SCRAM-SHA-256 was offered.
+    NotOffered,
+    /// SCRAM-SHA-256-PLUS was offered and the client chose plain SCRAM-SHA-256.
+    Declined,
+    /// The client chose SCRAM-SHA-256-PLUS; this is the tls-server-end-point data.
+    Required(&'a [u8]),
+}
+
 impl ServerExchange {
-    /// Reads client-first and answers server-first. Channel binding is not offered, so a client
-    /// that demands it (`p=`) is refused; `y` (client supports it, thinks we do not) is fine.
+    /// Reads client-first and answers server-first. The gs2 flag must agree with what was
+    /// offered: `p=tls-server-end-point` only with PLUS; `y` (the client thinks we offer no
+    /// channel binding) is a downgrade when we did, and is refused.
     ///
     /// # Errors
-    /// Malformed or over-long messages, channel binding requested, or extensions (`m=`).
-    pub fn start(client_first: &[u8], secret: Secret) -> Result<(Self, String), ProtocolError> {
+    /// Malformed or over-long messages, a channel-binding flag that disagrees with the
+    /// mechanism, or extensions (`m=`).
+    pub fn start(client_first: &[u8], secret: Secret, binding: ChannelBinding<'_>) -> Result<(Self, String), ProtocolError> {
+        if client_first.len() > MAX_MESSAGE {
+            return Err(ProtocolError::Invalid("SCRAM message too long"));
+        }
         let msg = text(client_first)?;
         let mut parts = msg.splitn(3, ',');
         let cb = parts.next().unwrap_or("");
         let authzid = parts.next().ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
         let bare = parts.next().ok_or(ProtocolError::Invalid("malformed SCRAM message"))?;
-        match cb {
-            "n" | "y" => {}
-            c if c.starts_with("p=") => return Err(ProtocolError::Invalid("channel binding is not supported")),
+        let cb_data = match (cb, binding) {
+            ("n", ChannelBinding::NotOffered | ChannelBinding::Declined) => Vec::new(),
+            ("y", ChannelBinding::NotOffered) => Vec::new(),
+            ("y", ChannelBinding::Declined) => {
+                return Err(ProtocolError::Invalid(
+                    "SCRAM channel binding negotiation error: the client supports channel binding but thinks the server does not",
+                ))
+            }
+            ("p=tls-server-end-point", ChannelBinding::Required(data)) => data.to_vec(),
+            (c, ChannelBinding::Required(_)) if !c.starts_with("p=") => {
+                return Err(ProtocolError::Invalid("SCRAM-SHA-256-PLUS was selected without channel binding data"))
+            }
+            (c, ChannelBinding::Required(_)) if c.starts_with("p=") => {
+                return Err(ProtocolError::Invalid("unsupported SCRAM channel-binding type"))
+            }
+            (c, _) if c.starts_with("p=") => {
+                return Err(ProtocolError::Invalid("the client selected SCRAM-SHA-256 without channel binding, but sent channel binding data"))
+            }
             _ => return Err(ProtocolError::Invalid("malformed SCRAM message")),
-        }
+        };
         if !authzid.is_empty() {
             return Err(ProtocolError::Invalid("SCRAM authorization identity is not supported"));
         }
@@ -193,7 +232,7 @@ impl ServerExchange {
         let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
         let ex = Self {
             secret,
-            gs2_header: format!("{cb},{authzid},"),
+            gs2_header: [format!("{cb},{authzid},").into_bytes(), cb_data].concat(),
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
@@ -206,6 +245,9 @@ impl ServerExchange {
     /// # Errors
     /// `Protocol` for malformed messages, `BadProof` for a wrong password.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, PassThroughKeys), ServerFinalError> {
+        if client_final.len() > MAX_MESSAGE {
+            return Err(ServerFinalError::Protocol(ProtocolError::Invalid("SCRAM message too long")));
+        }
         let msg = text(client_final).map_err(ServerFinalError::Protocol)?;
         let (without_proof, proof) =
             msg.rsplit_once(",p=").ok_or(ServerFinalError::Protocol(ProtocolError::Invalid("missing SCRAM proof")))?;
@@ -213,7 +255,7 @@ impl ServerExchange {
         let bad = |w| ServerFinalError::Protocol(ProtocolError::Invalid(w));
         let binding = attr(fields.next().unwrap_or(""), 'c').map_err(ServerFinalError::Protocol)?;
         let nonce = attr(fields.next().unwrap_or(""), 'r').map_err(ServerFinalError::Protocol)?;
-        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_slice()) {
             return Err(bad("SCRAM channel binding check failed"));
         }
         if nonce != self.nonce {
@@ -327,7 +369,7 @@ mod tests {
 
     fn exchange(secret: Secret, password: &[u8]) -> Result<PassThroughKeys, ServerFinalError> {
         let (mut client, first) = ClientExchange::start(ClientCredentials::Password(password.to_vec()));
-        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret).unwrap();
+        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
         let client_final = client.respond(server_first.as_bytes()).unwrap();
         let (server_final, keys) = server.finish(client_final.as_bytes())?;
         client.verify(server_final.as_bytes()).unwrap();
@@ -357,7 +399,7 @@ mod tests {
         let secret = Secret::from_password(b"pencil", b"saltsalt", 4096);
         let keys = exchange(secret.clone(), b"pencil").unwrap();
         let (mut client, first) = ClientExchange::start(ClientCredentials::Keys(keys));
-        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret).unwrap();
+        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
         let fin = client.respond(server_first.as_bytes()).unwrap();
         let (server_final, _) = server.finish(fin.as_bytes()).unwrap();
         client.verify(server_final.as_bytes()).unwrap();
@@ -388,9 +430,41 @@ mod tests {
             &[b'n'; 2000][..],
             b"n,,n=,r=\xff",
         ] {
-            assert!(ServerExchange::start(m, secret.clone()).is_err(), "{m:?}");
+            assert!(ServerExchange::start(m, secret.clone(), ChannelBinding::NotOffered).is_err(), "{m:?}");
         }
-        let (server, _) = ServerExchange::start(b"n,,n=,r=abc", secret).unwrap();
+        let (server, _) = ServerExchange::start(b"n,,n=,r=abc", secret, ChannelBinding::NotOffered).unwrap();
         assert!(matches!(server.finish(b"c=biws,r=abc,p=!!"), Err(ServerFinalError::Protocol(_))));
+    }
+
+    #[test]
+    fn channel_binding_must_match_what_was_offered() {
+        let secret = Secret::from_password(b"pw", b"salt", 4096);
+        let data = [7u8; 32];
+        // The client picked PLUS: c= must carry our certificate hash.
+        let first = "p=tls-server-end-point,,n=,r=abc";
+        let (server, server_first) =
+            ServerExchange::start(first.as_bytes(), secret.clone(), ChannelBinding::Required(&data)).unwrap();
+        let good_c = B64.encode([&b"p=tls-server-end-point,,"[..], &data].concat());
+        let wrong_c = B64.encode([&b"p=tls-server-end-point,,"[..], &[8u8; 32]].concat());
+        let proof = |c: &str, server_first: &str| {
+            let nonce = server_first.split(',').next().unwrap().trim_start_matches("r=").to_owned();
+            let without_proof = format!("c={c},r={nonce}");
+            let salted = hi(b"pw", b"salt", 4096);
+            let client_key = hmac(&salted, &[b"Client Key"]);
+            let auth = format!("n=,r=abc,{server_first},{without_proof}");
+            let sig = hmac(&sha256(&client_key), &[auth.as_bytes()]);
+            format!("{without_proof},p={}", B64.encode(xor(&client_key, &sig)))
+        };
+        assert!(matches!(server.finish(proof(&wrong_c, &server_first).as_bytes()), Err(ServerFinalError::Protocol(_))));
+        let (server, server_first) =
+            ServerExchange::start(first.as_bytes(), secret.clone(), ChannelBinding::Required(&data)).unwrap();
+        assert!(server.finish(proof(&good_c, &server_first).as_bytes()).is_ok());
+        // Downgrades and mismatches are refused at client-first.
+        assert!(ServerExchange::start(b"y,,n=,r=abc", secret.clone(), ChannelBinding::Declined).is_err());
+        assert!(ServerExchange::start(b"n,,n=,r=abc", secret.clone(), ChannelBinding::Required(&data)).is_err());
+        assert!(ServerExchange::start(b"p=tls-unique,,n=,r=abc", secret.clone(), ChannelBinding::Required(&data)).is_err());
+        assert!(ServerExchange::start(b"y,,n=,r=abc", secret.clone(), ChannelBinding::NotOffered).is_ok());
+        let long = format!("n,,n=,r={}", "x".repeat(MAX_MESSAGE));
+        assert!(ServerExchange::start(long.as_bytes(), secret, ChannelBinding::NotOffered).is_err());
     }
 }

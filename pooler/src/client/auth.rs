@@ -1,9 +1,11 @@
-//! Client authentication against auth_file secrets with PgBouncer's rules: trust, any, plain,
-//! md5 (upgraded to SCRAM when the stored secret is SCRAM) and scram-sha-256. Unknown users go
-//! through the same exchange with a mock secret, so the reply does not tell whether a user exists.
+//! Client authentication with PgBouncer's rules: trust, any, plain, md5 (upgraded to SCRAM when
+//! the stored secret is SCRAM), scram-sha-256 (with SCRAM-SHA-256-PLUS offered over TLS), peer
+//! (the OS user of a unix-socket client), cert (the client certificate's common name) and
+//! reject. Unknown users go through the same exchange with a mock secret, so the reply does not
+//! tell whether a user exists.
 
 use hmac::{Hmac, Mac};
-use pgmux_protocol::scram::{self, PassThroughKeys, ServerExchange, ServerFinalError};
+use pgmux_protocol::scram::{self, ChannelBinding, PassThroughKeys, ServerExchange, ServerFinalError};
 use pgmux_protocol::{build, frontend, md5, sqlstate, tags};
 use sha2::Sha256;
 
@@ -42,30 +44,75 @@ async fn read_password_message(io: &mut ClientIo) -> Result<bytes::Bytes, Client
     Ok(f.raw.slice(5..))
 }
 
-/// Runs the exchange `auth_type` calls for.
+/// What one login is checked against.
+#[derive(Debug)]
+pub struct AuthPlan<'a> {
+    /// The method (auth_type, or the HBA line's).
+    pub method: AuthType,
+    /// The HBA line's `map=`, for peer and cert.
+    pub map: Option<&'a str>,
+    /// The user name the client gave.
+    pub user: &'a str,
+    /// Its secret (auth_file or auth_query); `None` for an unknown user.
+    pub secret: Option<&'a StoredSecret>,
+    /// auth_ident_file.
+    pub ident: &'a crate::auth::IdentMap,
+    /// Key for mock salts.
+    pub mock_key: &'a [u8; 32],
+    /// scram_iterations, for secrets made here.
+    pub scram_iterations: u32,
+}
+
+fn refused(message: &str) -> ClientError {
+    ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, message.into())
+}
+
+/// The OS user name behind a unix-socket client.
+fn os_user(io: &ClientIo) -> Option<String> {
+    let uid = io.stream.peer_uid()?;
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+}
+
+/// Runs the exchange the plan calls for.
 ///
 /// # Errors
 /// `Refused` with PgBouncer's message and SQLSTATE, or socket errors.
-pub async fn authenticate(
-    io: &mut ClientIo,
-    auth_type: AuthType,
-    user: &str,
-    secret: Option<&StoredSecret>,
-    mock_key: &[u8; 32],
-    scram_iterations: u32,
-) -> Result<Authenticated, ClientError> {
-    match auth_type {
+pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Authenticated, ClientError> {
+    let (user, secret) = (plan.user, plan.secret);
+    let named = |name: &str| match plan.map {
+        Some(map) => plan.ident.allows(map, name, user),
+        None => name == user,
+    };
+    match plan.method {
         AuthType::Any => Ok(Authenticated::default()),
+        AuthType::Reject | AuthType::Hba => Err(refused("login rejected")),
         AuthType::Trust => match secret {
             Some(_) => Ok(Authenticated::default()),
-            None => Err(failed(user)),
+            None => Err(refused("\"trust\" authentication failed")),
+        },
+        AuthType::Peer => match os_user(io) {
+            Some(os) if secret.is_some() && named(&os) => Ok(Authenticated::default()),
+            _ => Err(refused("unix socket login rejected")),
+        },
+        AuthType::Cert => match io.tls.as_ref().and_then(|t| t.peer_cn.as_deref()) {
+            Some(cn) if secret.is_some() && named(cn) => Ok(Authenticated::default()),
+            _ => Err(refused("certificate authentication failed")),
         },
         AuthType::Plain => {
             build::auth_cleartext(&mut io.wbuf);
             io.flush().await?;
             let body = read_password_message(io).await?;
             let given = frontend::password(&body)?;
-            if secret.is_some_and(|s| plain_matches(s, user, given)) {
+            let ok = match secret {
+                Some(s) => plain_matches(s, user, given),
+                None => {
+                    // Spend what checking a SCRAM secret costs, so timing does not tell.
+                    let mock = mock_secret(plan.mock_key, user, plan.scram_iterations);
+                    let _ = scram::Secret::from_password(given, &mock.salt, mock.iterations);
+                    false
+                }
+            };
+            if ok {
                 Ok(Authenticated::default())
             } else {
                 Err(failed(user))
@@ -81,18 +128,13 @@ pub async fn authenticate(
                 Some(StoredSecret::Scram(s)) => (s.clone(), true),
                 Some(StoredSecret::Plain(p)) => {
                     let salt: [u8; 16] = rand::random();
-                    (scram::Secret::from_password(p.as_bytes(), &salt, scram_iterations), true)
+                    (scram::Secret::from_password(p.as_bytes(), &salt, plan.scram_iterations), true)
                 }
                 // An md5 secret cannot answer SCRAM; fail the same way as a wrong password.
-                Some(StoredSecret::Md5(_)) | None => (mock_secret(mock_key, user, scram_iterations), false),
+                Some(StoredSecret::Md5(_)) | None => (mock_secret(plan.mock_key, user, plan.scram_iterations), false),
             };
-            let r = scram_exchange(io, user, s, real).await?;
-            Ok(r)
+            scram_exchange(io, user, s, real).await
         }
-        AuthType::Hba | AuthType::Cert => Err(ClientError::Refused(
-            sqlstate::INVALID_AUTHORIZATION,
-            "authentication method not supported by this build".into(),
-        )),
     }
 }
 
@@ -136,17 +178,26 @@ async fn scram_exchange(
     secret: scram::Secret,
     real: bool,
 ) -> Result<Authenticated, ClientError> {
-    build::auth_sasl(&mut io.wbuf, &[scram::MECHANISM]);
+    let end_point = io.tls.as_ref().and_then(|t| t.end_point.clone());
+    match &end_point {
+        Some(_) => build::auth_sasl(&mut io.wbuf, &[scram::MECHANISM_PLUS, scram::MECHANISM]),
+        None => build::auth_sasl(&mut io.wbuf, &[scram::MECHANISM]),
+    }
     io.flush().await?;
     let body = read_password_message(io).await?;
     let (mechanism, first) = frontend::sasl_initial_response(&body)?;
-    if mechanism != scram::MECHANISM.as_bytes() {
-        return Err(ClientError::Refused(
-            sqlstate::PROTOCOL_VIOLATION,
-            "client selected an invalid SASL authentication mechanism".into(),
-        ));
-    }
-    let (exchange, server_first) = ServerExchange::start(first, secret)
+    let binding = match (&end_point, mechanism) {
+        (Some(data), m) if m == scram::MECHANISM_PLUS.as_bytes() => ChannelBinding::Required(data),
+        (Some(_), m) if m == scram::MECHANISM.as_bytes() => ChannelBinding::Declined,
+        (None, m) if m == scram::MECHANISM.as_bytes() => ChannelBinding::NotOffered,
+        _ => {
+            return Err(ClientError::Refused(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism".into(),
+            ))
+        }
+    };
+    let (exchange, server_first) = ServerExchange::start(first, secret, binding)
         .map_err(|e| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("malformed SCRAM message: {e}")))?;
     build::auth_sasl_continue(&mut io.wbuf, server_first.as_bytes());
     io.flush().await?;

@@ -21,12 +21,14 @@ pub struct ClientIo {
     pub rbuf: BytesMut,
     /// Bytes to send.
     pub wbuf: BytesMut,
+    /// What the TLS handshake learned, when the client uses TLS.
+    pub tls: Option<Box<crate::tls::AcceptedTls>>,
 }
 
 impl ClientIo {
     /// Wraps a fresh connection.
     pub fn new(stream: Stream) -> Self {
-        Self { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::with_capacity(1024) }
+        Self { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::with_capacity(1024), tls: None }
     }
 
     /// Reads more bytes; `ClientError::Closed` at EOF.
@@ -60,6 +62,7 @@ impl ClientIo {
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await?;
             self.wbuf.clear();
         }
         Ok(())
@@ -71,6 +74,7 @@ impl ClientIo {
     /// Socket errors.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
         Ok(())
     }
 

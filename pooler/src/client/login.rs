@@ -8,7 +8,11 @@ use std::sync::Arc;
 use pgmux_protocol::startup::StartupPacket;
 use pgmux_protocol::{build, sqlstate};
 
-use super::auth::authenticate;
+use super::auth::{authenticate, AuthPlan};
+use crate::auth::query::{self, LookupError, LookupPlan};
+use crate::auth::ConnKind;
+use crate::config::AuthType;
+use crate::tls::SslMode;
 use super::io::ClientIo;
 use super::params::ClientParams;
 use super::startup::{accept_params, negotiate, read_opening};
@@ -72,7 +76,7 @@ pub async fn login(
     client_number: usize,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
-    let (version, raw) = match read_opening(io).await? {
+    let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
             shared.cancels.cancel((pid, secret)).await;
             return Ok(None);
@@ -82,6 +86,10 @@ pub async fn login(
             unreachable!("answered by read_opening")
         }
     };
+    let tls_required = config.client_tls.as_ref().is_some_and(|t| t.mode >= SslMode::Require);
+    if tls_required && io.tls.is_none() && !matches!(peer, PeerAddr::Unix(_)) {
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "SSL required".into()));
+    }
     if shared.state() != RunState::Running {
         return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
     }
@@ -94,7 +102,8 @@ pub async fn login(
     let mut req = accept_params(version, raw, g)?;
     negotiate(io, &req);
     if g.log_connections {
-        tracing::info!(client = %peer, db = %req.database, user = %req.user, "login attempt");
+        let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
+        tracing::info!(client = %peer, db = %req.database, user = %req.user, tls, "login attempt");
     }
     if req.database == crate::admin::ADMIN_DB {
         let euid = nix::unistd::geteuid().as_raw();
@@ -102,8 +111,17 @@ pub async fn login(
         let access = if crate::admin::passwordless(shared, &req.user, same_uid) {
             crate::admin::Access::Admin
         } else {
-            let secret = config.auth_file.get(&req.user);
-            authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
+            let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+            let plan = AuthPlan {
+                method,
+                map: map.as_deref(),
+                user: &req.user,
+                secret: config.auth_file.get(&req.user),
+                ident: &config.ident,
+                mock_key: &shared.mock_key,
+                scram_iterations: g.scram_iterations,
+            };
+            authenticate(io, &plan).await?;
             crate::admin::access_of(shared, &req.user)?
         };
         crate::admin::welcome(&mut io.wbuf);
@@ -111,14 +129,39 @@ pub async fn login(
         return Ok(Some(Login::Admin(access)));
     }
     let db = config.database(&req.database);
-    let secret = config.auth_file.get(&req.user);
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
             sqlstate::INVALID_AUTHORIZATION,
             "auth_type=any requires forced user in database entry".into(),
         ));
     }
-    let authed = authenticate(io, g.auth_type, &req.user, secret, &shared.mock_key, g.scram_iterations).await?;
+    let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+    let mut found = None;
+    let mut lookup_db = None;
+    if let (None, Some(db), true) = (config.auth_file.get(&req.user), &db, method != AuthType::Any) {
+        if let Some(plan) = LookupPlan::for_database(config, db).map_err(lookup_refusal)? {
+            found = Box::pin(query::lookup(shared, config, &plan, &req.user)).await.map_err(lookup_refusal)?;
+            lookup_db = Some(plan.auth_db.name);
+        }
+    }
+    let plan = AuthPlan {
+        method,
+        map: map.as_deref(),
+        user: &req.user,
+        secret: config.auth_file.get(&req.user).or(found.as_ref()),
+        ident: &config.ident,
+        mock_key: &shared.mock_key,
+        scram_iterations: g.scram_iterations,
+    };
+    let authed = match authenticate(io, &plan).await {
+        Ok(a) => a,
+        Err(e) => {
+            if let (Some(auth_db), Some(_)) = (&lookup_db, &found) {
+                shared.auth_cache.forget(auth_db, &req.user);
+            }
+            return Err(e);
+        }
+    };
     let Some(db) = db else {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
@@ -130,8 +173,13 @@ pub async fn login(
     }
     let pool_user = db.user.clone().unwrap_or_else(|| req.user.clone());
     let pool = shared.pools.get_or_create(config, &db, &pool_user);
-    if let (Some(keys), false) = (authed.scram_keys, pool.settings().forced_user) {
-        pool.set_scram_keys(keys);
+    if !pool.settings().forced_user {
+        if let Some(keys) = authed.scram_keys {
+            pool.set_scram_keys(keys);
+        }
+        if let Some(secret) = found {
+            pool.set_looked_up_secret(secret);
+        }
     }
     let welcome = match pool.welcome() {
         Some(w) => w,
@@ -167,6 +215,42 @@ pub async fn login(
         user: req.user,
         info,
     })))
+}
+
+/// The method for this connection: auth_type, or with `hba` the first matching line's method
+/// and `map=`.
+///
+/// # Errors
+/// No HBA line matches ("login rejected", as PgBouncer).
+fn decide_method(
+    config: &Config,
+    io: &ClientIo,
+    peer: &PeerAddr,
+    database: &str,
+    user: &str,
+) -> Result<(AuthType, Option<String>), ClientError> {
+    if config.general.auth_type != AuthType::Hba {
+        return Ok((config.general.auth_type, None));
+    }
+    let conn = match peer {
+        PeerAddr::Unix(_) => ConnKind::Local,
+        PeerAddr::Tcp(a) => ConnKind::Host { addr: a.ip().to_canonical(), tls: io.tls.is_some() },
+    };
+    match config.hba.as_ref().and_then(|h| h.find(conn, database, user)) {
+        Some(rule) => Ok((rule.method, rule.map.clone())),
+        None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "login rejected".into())),
+    }
+}
+
+/// What a client is told when auth_query cannot answer; the reason goes to the log.
+fn lookup_refusal(e: LookupError) -> ClientError {
+    tracing::warn!("auth_query: {e}");
+    let msg = match e {
+        LookupError::Config(_) => "bouncer config error",
+        LookupError::Failed(_) => "auth_query failed",
+        LookupError::Timeout => "auth_query timed out",
+    };
+    ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg.into())
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters.

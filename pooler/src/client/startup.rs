@@ -1,5 +1,6 @@
-//! The start of a client connection: SSLRequest and GSSENCRequest (answered 'N' until TLS
-//! arrives), CancelRequest, and the StartupMessage with PgBouncer's rules for parameters.
+//! The start of a client connection: TLS (after an SSLRequest, or directly for PostgreSQL 17's
+//! `sslnegotiation=direct`), GSSENCRequest (answered 'N'), CancelRequest (also over TLS), and
+//! the StartupMessage with PgBouncer's rules for parameters.
 
 use pgmux_protocol::startup::{split_startup, StartupPacket};
 use pgmux_protocol::{build, sqlstate};
@@ -8,6 +9,8 @@ use super::io::ClientIo;
 use super::params::ClientParams;
 use super::ClientError;
 use crate::config::General;
+use crate::net::Stream;
+use crate::tls::ClientTls;
 
 /// A session's startup parameters after PgBouncer's filtering.
 #[derive(Debug)]
@@ -28,10 +31,40 @@ pub struct StartupRequest {
 ///
 /// # Errors
 /// EOF, malformed packets (the client has been sent 08P01).
-pub async fn read_opening(io: &mut ClientIo) -> Result<StartupPacket, ClientError> {
+pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<StartupPacket, ClientError> {
+    if let (Some(t), Stream::Tcp(tcp)) = (tls, &io.stream) {
+        // A TLS ClientHello where a length would be: PostgreSQL 17's direct negotiation.
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+        if first[0] == TLS_HANDSHAKE_RECORD {
+            start_tls(io, t, true).await?;
+        }
+    }
     loop {
         match split_startup(&mut io.rbuf) {
-            Ok(Some(StartupPacket::SslRequest)) | Ok(Some(StartupPacket::GssEncRequest)) => {
+            Ok(Some(StartupPacket::SslRequest)) => match tls {
+                _ if io.tls.is_some() => {
+                    return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid("SSL request inside SSL")))
+                }
+                Some(t) if matches!(io.stream, Stream::Tcp(_)) => {
+                    if !io.rbuf.is_empty() {
+                        // Bytes sent before the handshake could be injected by a third party.
+                        let msg = "received unencrypted data after SSL request";
+                        io.fatal(sqlstate::PROTOCOL_VIOLATION, msg).await;
+                        return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid(msg)));
+                    }
+                    io.wbuf.extend_from_slice(b"S");
+                    io.flush().await?;
+                    start_tls(io, t, false).await?;
+                }
+                _ => {
+                    io.wbuf.extend_from_slice(b"N");
+                    io.flush().await?;
+                }
+            },
+            Ok(Some(StartupPacket::GssEncRequest)) => {
                 io.wbuf.extend_from_slice(b"N");
                 io.flush().await?;
             }
@@ -43,6 +76,18 @@ pub async fn read_opening(io: &mut ClientIo) -> Result<StartupPacket, ClientErro
             }
         }
     }
+}
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Runs the TLS handshake on the client's TCP socket and switches `io` to the TLS stream.
+async fn start_tls(io: &mut ClientIo, tls: &ClientTls, direct: bool) -> Result<(), ClientError> {
+    let Some(tcp) = io.stream.take_tcp() else { return Err(ClientError::Closed) };
+    let (stream, info) = tls.accept(tcp, direct).await?;
+    io.stream = Stream::TlsAccepted(Box::new(stream));
+    io.tls = Some(Box::new(info));
+    Ok(())
 }
 
 /// Applies PgBouncer's parameter rules: tracked ones are kept, ignored ones dropped, anything

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ini::Location;
+use crate::tls::SslMode;
 use super::{value, ConfigError};
 
 /// When a server goes back to the pool.
@@ -53,13 +54,29 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256.
     ScramSha256,
-    /// Decided per connection by auth_hba_file (arrives with the auth issue).
+    /// Decided per connection by auth_hba_file.
     Hba,
-    /// TLS client certificate (arrives with the auth issue).
+    /// TLS client certificate whose common name is the user name.
     Cert,
+    /// The OS user at the other end of the unix socket (HBA files only).
+    Peer,
+    /// Always refused (HBA files only).
+    Reject,
 }
 
 impl AuthType {
+    /// Parses auth_type (and, with `hba_only`, the methods only an HBA line may name).
+    pub fn parse_method(v: &str, hba_only: bool) -> Result<Self, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "peer" if hba_only => Ok(AuthType::Peer),
+            "reject" if hba_only => Ok(AuthType::Reject),
+            "password" if hba_only => Ok(AuthType::Plain),
+            "hba" if hba_only => Err("method hba cannot be used inside an HBA file".into()),
+            "any" if hba_only => Err("method any cannot be used inside an HBA file".into()),
+            _ => Self::parse(v),
+        }
+    }
+
     fn parse(v: &str) -> Result<Self, String> {
         match v.trim().to_ascii_lowercase().as_str() {
             "trust" => Ok(AuthType::Trust),
@@ -100,6 +117,27 @@ pub struct General {
     pub server_round_robin: bool,
     pub auth_type: AuthType,
     pub auth_file: Option<PathBuf>,
+    pub auth_hba_file: Option<PathBuf>,
+    pub auth_ident_file: Option<PathBuf>,
+    pub auth_user: Option<String>,
+    pub auth_query: String,
+    pub auth_dbname: Option<String>,
+    pub client_tls_sslmode: SslMode,
+    pub client_tls_key_file: Option<String>,
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_ca_file: Option<String>,
+    pub client_tls_protocols: String,
+    pub client_tls_ciphers: String,
+    pub client_tls13_ciphers: String,
+    pub client_tls_ecdhcurve: String,
+    pub client_tls_dheparams: String,
+    pub server_tls_sslmode: SslMode,
+    pub server_tls_key_file: Option<String>,
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_ca_file: Option<String>,
+    pub server_tls_protocols: String,
+    pub server_tls_ciphers: String,
+    pub server_tls13_ciphers: String,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
     pub server_reset_query: String,
@@ -203,15 +241,6 @@ impl General {
     /// The first bad value, with the line that set it.
     pub(super) fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
         let r = Reader(s);
-        for mode in ["client_tls_sslmode", "server_tls_sslmode"] {
-            let v = r.raw(mode).to_ascii_lowercase();
-            if !["disable", "allow", "prefer"].contains(&v.as_str()) {
-                return Err(r.fail(
-                    mode,
-                    format!("{mode} = {v}: TLS is not supported by this build yet (use disable, allow or prefer)"),
-                ));
-            }
-        }
         let g = General {
             listen_addr: value::list(r.raw("listen_addr")),
             listen_port: r.int("listen_port", 65535)? as u16,
@@ -234,6 +263,27 @@ impl General {
             server_round_robin: r.flag("server_round_robin")?,
             auth_type: r.get("auth_type", AuthType::parse)?,
             auth_file: r.opt("auth_file").map(PathBuf::from),
+            auth_hba_file: r.opt("auth_hba_file").map(PathBuf::from),
+            auth_ident_file: r.opt("auth_ident_file").map(PathBuf::from),
+            auth_user: r.opt("auth_user"),
+            auth_query: r.raw("auth_query").to_owned(),
+            auth_dbname: r.opt("auth_dbname"),
+            client_tls_sslmode: r.get("client_tls_sslmode", SslMode::parse)?,
+            client_tls_key_file: r.opt("client_tls_key_file"),
+            client_tls_cert_file: r.opt("client_tls_cert_file"),
+            client_tls_ca_file: r.opt("client_tls_ca_file"),
+            client_tls_protocols: r.raw("client_tls_protocols").to_owned(),
+            client_tls_ciphers: r.raw("client_tls_ciphers").to_owned(),
+            client_tls13_ciphers: r.raw("client_tls13_ciphers").to_owned(),
+            client_tls_ecdhcurve: r.raw("client_tls_ecdhcurve").to_owned(),
+            client_tls_dheparams: r.raw("client_tls_dheparams").to_owned(),
+            server_tls_sslmode: r.get("server_tls_sslmode", SslMode::parse)?,
+            server_tls_key_file: r.opt("server_tls_key_file"),
+            server_tls_cert_file: r.opt("server_tls_cert_file"),
+            server_tls_ca_file: r.opt("server_tls_ca_file"),
+            server_tls_protocols: r.raw("server_tls_protocols").to_owned(),
+            server_tls_ciphers: r.raw("server_tls_ciphers").to_owned(),
+            server_tls13_ciphers: r.raw("server_tls13_ciphers").to_owned(),
             admin_users: value::list(r.raw("admin_users")),
             stats_users: value::list(r.raw("stats_users")),
             server_reset_query: r.raw("server_reset_query").to_owned(),
@@ -273,12 +323,6 @@ impl General {
         };
         if g.pkt_buf < 512 {
             return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));
-        }
-        if matches!(g.auth_type, AuthType::Hba | AuthType::Cert) {
-            return Err(r.fail(
-                "auth_type",
-                "auth_type hba and cert arrive with TLS and HBA support; not in this build yet".into(),
-            ));
         }
         Ok(g)
     }

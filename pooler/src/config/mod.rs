@@ -34,6 +34,14 @@ pub struct Config {
     pub peers: BTreeMap<u32, PeerConfig>,
     /// auth_file contents (empty when none is set).
     pub auth_file: AuthFile,
+    /// auth_hba_file, parsed (when set).
+    pub hba: Option<std::sync::Arc<crate::auth::Hba>>,
+    /// auth_ident_file, parsed (empty when not set).
+    pub ident: std::sync::Arc<crate::auth::IdentMap>,
+    /// TLS towards clients (client_tls_sslmode above disable).
+    pub client_tls: Option<crate::tls::ClientTls>,
+    /// TLS towards servers (server_tls_sslmode above disable).
+    pub server_tls: Option<crate::tls::ServerTls>,
     /// Effective text value of every known `[pgbouncer]` parameter (SHOW CONFIG).
     pub raw: BTreeMap<&'static str, String>,
     /// Warnings to log after loading (unknown keys).
@@ -101,9 +109,64 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
         Some(f) => auth_file::load(&resolve(path, f))?,
         None => AuthFile::new(),
     };
+    let files = Files::load(path, &general, &settings)?;
     let raw = settings.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    Ok(Config { path: path.to_path_buf(), general, databases, users, peers, auth_file, raw, warnings })
+    Ok(Config {
+        path: path.to_path_buf(),
+        general,
+        databases,
+        users,
+        peers,
+        auth_file,
+        hba: files.hba,
+        ident: files.ident,
+        client_tls: files.client_tls,
+        server_tls: files.server_tls,
+        raw,
+        warnings,
+    })
 }
+
+/// What the settings name besides the auth_file: HBA and ident files, keys and certificates.
+struct Files {
+    hba: Option<std::sync::Arc<crate::auth::Hba>>,
+    ident: std::sync::Arc<crate::auth::IdentMap>,
+    client_tls: Option<crate::tls::ClientTls>,
+    server_tls: Option<crate::tls::ServerTls>,
+}
+
+impl Files {
+    /// Loads them; an error names the parameter's line and the reason.
+    fn load(path: &Path, g: &General, settings: &Settings) -> Result<Self, ConfigError> {
+        let fail = |key: &str, reason: String| {
+            let at = match settings.get(key).and_then(|(_, at)| at.as_ref()) {
+                Some(l) => l.to_string(),
+                None => path.display().to_string(),
+            };
+            ConfigError::Invalid { at, reason }
+        };
+        let hba = match (&g.auth_hba_file, g.auth_type) {
+            (Some(f), _) => Some(std::sync::Arc::new(
+                crate::auth::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e))?,
+            )),
+            (None, AuthType::Hba) => return Err(fail("auth_type", "auth_type = hba needs auth_hba_file".into())),
+            (None, _) => None,
+        };
+        let ident = match &g.auth_ident_file {
+            Some(f) => crate::auth::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e))?,
+            None => crate::auth::IdentMap::default(),
+        };
+        let file = |f: &str| resolve(path, Path::new(f));
+        let client_tls = crate::tls::ClientTls::load(g, file).map_err(|e| fail("client_tls_sslmode", e))?;
+        let server_tls = crate::tls::ServerTls::load(g, file).map_err(|e| fail("server_tls_sslmode", e))?;
+        if g.auth_type == AuthType::Cert && client_tls.is_none() {
+            return Err(fail("auth_type", "auth_type = cert needs client_tls_sslmode and a certificate".into()));
+        }
+        Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls })
+    }
+}
+
+type Settings = BTreeMap<&'static str, (String, Option<ini::Location>)>;
 
 /// Relative file names in the ini are taken from the working directory, as PgBouncer does, or
 /// beside the ini when they are not found there.

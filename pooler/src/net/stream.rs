@@ -1,4 +1,6 @@
-//! One stream type over TCP and unix sockets, so the relay has no dynamic dispatch.
+//! One stream type over TCP, unix sockets and TLS on TCP (towards clients and towards servers),
+//! so the relay has no dynamic dispatch. TLS streams are boxed: they are large, and most
+//! connections are plain.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,6 +35,28 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix socket.
     Unix(UnixStream),
+    /// TLS from a client (pgmux is the TLS server).
+    TlsAccepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS to a server (pgmux is the TLS client).
+    TlsConnected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Placeholder while a socket is handed to the TLS handshake; every operation fails.
+    Detached,
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection was detached for a TLS handshake")
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+            Stream::TlsAccepted($s) => $e,
+            Stream::TlsConnected($s) => $e,
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    };
 }
 
 impl Stream {
@@ -40,15 +64,35 @@ impl Stream {
     pub fn peer_uid(&self) -> Option<u32> {
         match self {
             Stream::Unix(s) => s.peer_cred().ok().map(|c| c.uid()),
-            Stream::Tcp(_) => None,
+            _ => None,
+        }
+    }
+
+    /// True for TLS streams (which may hold written bytes until flushed).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
+    }
+
+    /// Takes the plain TCP socket out for a TLS handshake, leaving `Detached`.
+    pub fn take_tcp(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, Stream::Detached) {
+            Stream::Tcp(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
         }
     }
 
     /// Readiness for reading, without reading (so an idle client needs no buffer to wait).
+    /// A TLS stream may hold decrypted bytes the socket no longer shows, so it is always
+    /// reported ready and the read itself decides.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::TlsAccepted(_) | Stream::TlsConnected(_) => Poll::Ready(Ok(())),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -61,39 +105,30 @@ impl Stream {
         match self {
             Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut buf),
             Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut buf),
+            Stream::TlsAccepted(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
+            Stream::TlsConnected(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
+            Stream::Detached => Err(detached()),
         }
     }
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -101,10 +136,7 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

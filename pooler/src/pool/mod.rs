@@ -27,6 +27,7 @@ pub use settings::PoolSettings;
 pub use stats::{PoolStats, StatsSnapshot};
 use waiter::{Handoff, SlotGuard, WaitTicket};
 
+use crate::config::StoredSecret;
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
 /// Idle time after which a server is probed for a close before it is handed out.
@@ -82,6 +83,8 @@ pub struct Pool {
     pub histograms: histogram::PoolHistograms,
     welcome: Mutex<Option<Arc<ServerParams>>>,
     scram_keys: Mutex<Option<PassThroughKeys>>,
+    /// The user's secret from auth_query, for server logins when auth_file has none.
+    looked_up: Mutex<Option<StoredSecret>>,
     db_limit: Arc<ConnLimit>,
     user_limit: Arc<ConnLimit>,
     /// Clients logged in to this pool.
@@ -127,6 +130,7 @@ impl Pool {
             histograms: histogram::PoolHistograms::default(),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
+            looked_up: Mutex::new(None),
             db_limit,
             user_limit,
             clients: AtomicI64::new(0),
@@ -188,6 +192,14 @@ impl Pool {
     /// ParameterStatus values of the first server, sent to clients at login.
     pub fn welcome(&self) -> Option<Arc<ServerParams>> {
         self.welcome.lock().clone()
+    }
+
+    /// The user's secret found by auth_query (md5 or clear text serve server logins).
+    pub fn set_looked_up_secret(&self, secret: StoredSecret) {
+        let mut s = self.looked_up.lock();
+        if s.as_ref() != Some(&secret) {
+            *s = Some(secret);
+        }
     }
 
     /// Keys from a client's SCRAM proof, so servers can be opened with SCRAM pass-through.
@@ -408,7 +420,14 @@ impl Pool {
     async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
         let mut creds = settings.credentials.clone();
         creds.scram_keys = self.scram_keys.lock().clone();
-        let result = server::connect(&settings.target, &creds, settings.connect_timeout).await;
+        if creds.password.is_none() && creds.md5_secret.is_none() {
+            match self.looked_up.lock().as_ref() {
+                Some(StoredSecret::Plain(p)) => creds.password = Some(p.clone()),
+                Some(StoredSecret::Md5(m)) => creds.md5_secret = Some(m.clone()),
+                _ => {}
+            }
+        }
+        let result = server::connect(&settings.target, &creds, settings.tls.as_ref(), settings.connect_timeout).await;
         let mut s = match result {
             Ok(s) => s,
             Err(e) => {

@@ -34,6 +34,8 @@ pub struct PoolSettings {
     pub target: Target,
     /// Static credentials (password, md5 secret); SCRAM keys are added from client logins.
     pub credentials: Credentials,
+    /// TLS towards the server (server_tls_sslmode).
+    pub tls: Option<crate::tls::ServerTls>,
     /// True when the database entry forces a user (one pool for all clients).
     pub forced_user: bool,
 }
@@ -103,6 +105,7 @@ impl PoolSettings {
             round_robin: g.server_round_robin,
             target,
             credentials,
+            tls: config.server_tls.clone(),
             forced_user,
         }
     }

@@ -1,6 +1,7 @@
-//! Opening a server connection and logging in: startup packet, trust / clear-text / md5 /
+//! Opening a server connection and logging in: TLS as server_tls_sslmode asks (TCP only, as
+//! PostgreSQL has no TLS on unix sockets), startup packet, trust / clear-text / md5 /
 //! SCRAM-SHA-256 (with a password or pass-through keys), then ParameterStatus and
-//! BackendKeyData until ReadyForQuery.
+//! BackendKeyData until ReadyForQuery. Also the one-off queries pgmux runs itself.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 
 use super::{ServerConn, ServerParams, Target};
 use crate::net::{PeerAddr, Stream};
+use crate::tls::{ServerTls, SslMode};
 
 /// What the pooler can log in to a server with.
 #[derive(Debug, Clone, Default)]
@@ -56,12 +58,36 @@ pub enum ServerError {
     /// The server closed during login.
     #[error("server closed the connection during login")]
     Closed,
+    /// TLS was required and could not be had, or the handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
-async fn dial(target: &Target) -> Result<(Stream, PeerAddr), ServerError> {
+/// Asks a freshly connected server for TLS and runs the handshake when it agrees.
+async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Result<Stream, ServerError> {
+    let mut req = BytesMut::with_capacity(8);
+    req.extend_from_slice(&8i32.to_be_bytes());
+    req.extend_from_slice(&pgmux_protocol::startup::SSL_REQUEST.to_be_bytes());
+    tcp.write_all(&req).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let s = tls.connect(host, tcp).await.map_err(|e| ServerError::Tls(e.to_string()))?;
+            Ok(Stream::TlsConnected(Box::new(s)))
+        }
+        b'N' if tls.mode >= SslMode::Require => {
+            Err(ServerError::Tls(format!("server does not accept TLS and server_tls_sslmode is {:?}", tls.mode)))
+        }
+        b'N' => Ok(Stream::Tcp(tcp)),
+        _ => Err(ServerError::Tls("unexpected answer to SSLRequest".into())),
+    }
+}
+
+async fn dial(target: &Target, tls: Option<&ServerTls>) -> Result<(Stream, PeerAddr), ServerError> {
     let host = target.pick_host();
     if Target::is_unix(&host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
@@ -74,7 +100,11 @@ async fn dial(target: &Target) -> Result<(Stream, PeerAddr), ServerError> {
             Ok(s) => {
                 s.set_nodelay(true)?;
                 let _ = socket2::SockRef::from(&s).set_keepalive(true);
-                return Ok((Stream::Tcp(s), PeerAddr::Tcp(addr)));
+                let stream = match tls {
+                    Some(tls) => negotiate_tls(s, &host, tls).await?,
+                    None => Stream::Tcp(s),
+                };
+                return Ok((stream, PeerAddr::Tcp(addr)));
             }
             Err(e) => last = Some(e),
         }
@@ -102,6 +132,7 @@ impl Wire<'_> {
 
     async fn flush(&mut self) -> Result<(), ServerError> {
         self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
         self.out.clear();
         Ok(())
     }
@@ -120,9 +151,14 @@ fn rejected(body: &[u8]) -> ServerError {
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
-pub async fn connect(target: &Target, creds: &Credentials, timeout: Duration) -> Result<ServerConn, ServerError> {
+pub async fn connect(
+    target: &Target,
+    creds: &Credentials,
+    tls: Option<&ServerTls>,
+    timeout: Duration,
+) -> Result<ServerConn, ServerError> {
     let attempt = async {
-        let (mut stream, addr) = dial(target).await?;
+        let (mut stream, addr) = dial(target, tls).await?;
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
         let now = Instant::now();
         Ok(ServerConn {
@@ -262,6 +298,48 @@ pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), Se
                 return match failure {
                     Some(e) => Err(e),
                     None => Ok(()),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `sql` with the extended protocol and one text parameter, and returns the rows (each a
+/// list of nullable text columns). The parameter travels as a Bind value, never inside the
+/// SQL text. Used for auth_query.
+///
+/// # Errors
+/// Socket errors, the server closing, an ErrorResponse, or rows that are not text.
+pub async fn run_lookup(conn: &mut ServerConn, sql: &str, param: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+    let mut out = BytesMut::with_capacity(sql.len() + param.len() + 64);
+    build::parse(&mut out, "", sql);
+    build::bind(&mut out, "", "", &[Some(param.as_bytes())]);
+    build::execute(&mut out, "");
+    build::sync(&mut out);
+    let leftover = std::mem::take(&mut conn.leftover);
+    let mut w = Wire { stream: &mut conn.stream, buf: leftover, out };
+    w.flush().await?;
+    let mut failure = None;
+    let mut rows = Vec::new();
+    loop {
+        let f = w.read_frame().await?;
+        match f.tag {
+            tags::backend::ERROR_RESPONSE => failure = Some(rejected(f.body())),
+            tags::backend::DATA_ROW => {
+                let cols = backend::data_row(f.body())?;
+                let row = cols
+                    .into_iter()
+                    .map(|c| c.map(|v| String::from_utf8(v.to_vec())).transpose())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ProtocolError::Invalid("auth_query returned a value that is not UTF-8"))?;
+                rows.push(row);
+            }
+            tags::backend::READY_FOR_QUERY => {
+                conn.leftover = w.buf;
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(rows),
                 };
             }
             _ => {}

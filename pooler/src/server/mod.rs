@@ -6,6 +6,6 @@ mod statements;
 mod target;
 
 pub use conn::{ServerConn, ServerParams};
-pub use login::{connect, run_simple_query, Credentials, ServerError};
+pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
 pub use statements::ServerStatements;
 pub use target::Target;

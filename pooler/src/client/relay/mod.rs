@@ -108,7 +108,7 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
     let config = shared.config();
     let settings = session.pool.settings();
     // The login write buffer is not needed any more: free it now, not at the end of the session.
-    let ClientIo { stream, rbuf, wbuf } = io;
+    let ClientIo { stream, rbuf, wbuf, tls: _ } = io;
     drop(wbuf);
     let mut r = Relay {
         shared: shared.clone(),
@@ -279,6 +279,17 @@ impl Relay {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        // TLS streams may keep written records until flushed; plain sockets never do.
+        if self.client.is_tls() {
+            if let Poll::Ready(Err(_)) = Pin::new(&mut self.client).poll_flush(cx) {
+                return Poll::Ready(Event::ClientFailed);
+            }
+        }
+        if let Some(s) = self.server.as_mut().filter(|s| s.stream.is_tls()) {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut s.stream).poll_flush(cx) {
+                return Poll::Ready(Event::ServerFailed(e));
+            }
+        }
         if let Some(s) = self.server.as_mut() {
             if self.c_ready > 0 {
                 match Pin::new(&mut s.stream).poll_write(cx, &self.cin[..self.c_ready]) {
@@ -353,7 +364,11 @@ async fn write_all(s: &mut Stream, b: &[u8]) -> std::io::Result<()> {
     if b.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncWriteExt::write_all(s, b))
+    let write = async {
+        tokio::io::AsyncWriteExt::write_all(s, b).await?;
+        tokio::io::AsyncWriteExt::flush(s).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), write)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write timed out"))?
 }
