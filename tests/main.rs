@@ -13,3 +13,4 @@ mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;
+mod tls;

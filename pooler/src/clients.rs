@@ -51,6 +51,8 @@ pub struct ClientInfo {
     pub connect_time: SystemTime,
     /// application_name at login.
     pub application_name: String,
+    /// TLS protocol and suite (`TLSv1.3/TLS13_AES_256_GCM_SHA384`), empty for plain text.
+    pub tls: String,
     state: AtomicU8,
     /// Backend pid of the server it holds, 0 when none.
     pub server_pid: AtomicI32,
@@ -140,6 +142,7 @@ impl ClientRegistry {
         pool_user: &str,
         addr: &PeerAddr,
         application_name: &str,
+        tls: &str,
     ) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
@@ -150,6 +153,7 @@ impl ClientRegistry {
             addr: addr.clone(),
             connect_time: SystemTime::now(),
             application_name: application_name.to_owned(),
+            tls: tls.to_owned(),
             state: AtomicU8::new(ClientState::Idle as u8),
             server_pid: AtomicI32::new(0),
             request_time_us: AtomicU64::new(0),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{run, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use super::{run, CERT_USER, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 /// A running cluster.
 #[derive(Debug)]
@@ -75,9 +75,17 @@ impl Cluster {
              local all md5_user md5\n\
              local all all scram-sha-256\n\
              host all postgres 127.0.0.1/32 trust\n\
+             hostssl all cert_user 127.0.0.1/32 cert\n\
              host all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
+        // TLS with the test CA: server certificate, and client certificates checked against it.
+        let certs = super::Certs::shared();
+        for f in ["server.crt", "server.key", "ca.crt"] {
+            let to = data.join(f);
+            std::fs::copy(certs.dir.join(f), &to).unwrap();
+            nix::unistd::chown(&to, Some(uid.into()), Some(gid.into())).unwrap();
+        }
         let port = free_port();
         let c = Cluster { socket_dir: dir.clone(), dir, port, bin };
         c.pg_ctl(&["start", "-w", "-l", c.dir.join("postgres.log").to_str().unwrap()]);
@@ -88,13 +96,15 @@ impl Cluster {
             &format!("SET password_encryption = 'md5'; CREATE ROLE {MD5_USER} LOGIN SUPERUSER PASSWORD '{MD5_PASS}'"),
         );
         c.psql("postgres", &format!("CREATE DATABASE app OWNER {SCRAM_USER}"));
+        c.psql("postgres", &format!("CREATE ROLE {CERT_USER} LOGIN"));
         c
     }
 
     fn pg_ctl(&self, args: &[&str]) {
         let (uid, gid) = postgres_ids();
         let opts = format!(
-            "-k {} -p {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off",
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off \
+             -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt",
             self.socket_dir.display(),
             self.port
         );

@@ -1,9 +1,12 @@
 //! Test harness: throwaway PostgreSQL clusters (initdb + postgres as the `postgres` OS user,
 //! unix socket in a temp dir) and in-process pgmux instances configured by ini text.
 
+pub mod certs;
 pub mod cluster;
 pub mod pgmux;
+pub mod tls_client;
 
+pub use certs::Certs;
 pub use cluster::Cluster;
 pub use pgmux::Pgmux;
 
@@ -15,6 +18,9 @@ pub const SCRAM_PASS: &str = "scram-pass";
 pub const MD5_USER: &str = "md5_user";
 /// Password of `md5_user`.
 pub const MD5_PASS: &str = "md5-pass";
+
+/// A role that logs in to PostgreSQL only with a client certificate.
+pub const CERT_USER: &str = "cert_user";
 
 /// Runs a command and returns stdout, panicking with its output when it fails.
 pub fn run(cmd: &mut std::process::Command) -> String {

@@ -205,7 +205,8 @@ pub async fn login(
     pool.clients.fetch_add(1, Ordering::Relaxed);
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
-    let info = shared.client_registry.register(&req.user, &req.database, &pool.user, peer, &app);
+    let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
+    let info = shared.client_registry.register(&req.user, &req.database, &pool.user, peer, &app, tls);
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,
