@@ -4,7 +4,9 @@
 mod harness;
 
 mod admin;
+mod attacks;
 mod auth;
+mod auth_sources;
 mod faults;
 mod garbage;
 mod metrics;

@@ -24,11 +24,7 @@ pub fn client_tls(mode: &str) -> String {
 }
 
 /// Connects over TLS (verify-full against the test CA) with tokio-postgres.
-pub async fn connect_tls(
-    mux: &Pgmux,
-    extra: &str,
-    client_cert: Option<&str>,
-) -> Result<Client, tokio_postgres::Error> {
+pub async fn connect_tls(mux: &Pgmux, extra: &str, client_cert: Option<&str>) -> Result<Client, tokio_postgres::Error> {
     let url = format!("host=localhost hostaddr=127.0.0.1 port={} sslmode=require {extra}", mux.port);
     let (client, conn) = tokio_postgres::connect(&url, Tls::new(client_cert)).await?;
     tokio::spawn(async move {
@@ -39,7 +35,14 @@ pub async fn connect_tls(
 
 fn psql(mux: &Pgmux, conninfo: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
-        .args(["-X", "-At", "-d", &format!("host=localhost hostaddr=127.0.0.1 port={} {conninfo}", mux.port), "-c", sql])
+        .args([
+            "-X",
+            "-At",
+            "-d",
+            &format!("host=localhost hostaddr=127.0.0.1 port={} {conninfo}", mux.port),
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", SCRAM_PASS)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -92,9 +95,10 @@ async fn tokio_postgres_over_tls_with_scram_plus_and_cancel() {
         pg,
         Setup { pgbouncer: &format!("{}\npool_mode = session", client_tls("require")), ..Setup::default() },
     );
-    let c = connect_tls(&mux, &format!("user={SCRAM_USER} password={SCRAM_PASS} dbname=app channel_binding=require"), None)
-        .await
-        .unwrap();
+    let c =
+        connect_tls(&mux, &format!("user={SCRAM_USER} password={SCRAM_PASS} dbname=app channel_binding=require"), None)
+            .await
+            .unwrap();
     let rows = c.query("SELECT generate_series(1, 20000)::int", &[]).await.unwrap();
     assert_eq!(rows.len(), 20000);
     // A cancel request over TLS reaches the query.
@@ -212,7 +216,10 @@ async fn server_tls_verify_full_shows_in_pg_stat_ssl() {
     // certificate gets this login in.
     let cc = mux.connect(SCRAM_USER, SCRAM_PASS, "certdb").await.unwrap();
     let row = cc
-        .query_one("SELECT current_user::text, client_dn FROM pg_stat_ssl, current_user WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT current_user::text, client_dn FROM pg_stat_ssl, current_user WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), CERT_USER);
@@ -222,7 +229,8 @@ async fn server_tls_verify_full_shows_in_pg_stat_ssl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_tls_refuses_an_unverifiable_server() {
     let pg = Cluster::shared();
-    let ini = format!("server_tls_sslmode = verify-ca\nserver_tls_ca_file = {}\n", Certs::shared().path("other-ca.crt"));
+    let ini =
+        format!("server_tls_sslmode = verify-ca\nserver_tls_ca_file = {}\n", Certs::shared().path("other-ca.crt"));
     let userlist = plain_userlist();
     let mux = Pgmux::start_with(
         pg,

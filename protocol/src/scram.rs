@@ -186,7 +186,11 @@ impl ServerExchange {
     /// # Errors
     /// Malformed or over-long messages, a channel-binding flag that disagrees with the
     /// mechanism, or extensions (`m=`).
-    pub fn start(client_first: &[u8], secret: Secret, binding: ChannelBinding<'_>) -> Result<(Self, String), ProtocolError> {
+    pub fn start(
+        client_first: &[u8],
+        secret: Secret,
+        binding: ChannelBinding<'_>,
+    ) -> Result<(Self, String), ProtocolError> {
         if client_first.len() > MAX_MESSAGE {
             return Err(ProtocolError::Invalid("SCRAM message too long"));
         }
@@ -369,7 +373,8 @@ mod tests {
 
     fn exchange(secret: Secret, password: &[u8]) -> Result<PassThroughKeys, ServerFinalError> {
         let (mut client, first) = ClientExchange::start(ClientCredentials::Password(password.to_vec()));
-        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
+        let (server, server_first) =
+            ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
         let client_final = client.respond(server_first.as_bytes()).unwrap();
         let (server_final, keys) = server.finish(client_final.as_bytes())?;
         client.verify(server_final.as_bytes()).unwrap();
@@ -399,7 +404,8 @@ mod tests {
         let secret = Secret::from_password(b"pencil", b"saltsalt", 4096);
         let keys = exchange(secret.clone(), b"pencil").unwrap();
         let (mut client, first) = ClientExchange::start(ClientCredentials::Keys(keys));
-        let (server, server_first) = ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
+        let (server, server_first) =
+            ServerExchange::start(first.as_bytes(), secret, ChannelBinding::NotOffered).unwrap();
         let fin = client.respond(server_first.as_bytes()).unwrap();
         let (server_final, _) = server.finish(fin.as_bytes()).unwrap();
         client.verify(server_final.as_bytes()).unwrap();
@@ -462,7 +468,9 @@ mod tests {
         // Downgrades and mismatches are refused at client-first.
         assert!(ServerExchange::start(b"y,,n=,r=abc", secret.clone(), ChannelBinding::Declined).is_err());
         assert!(ServerExchange::start(b"n,,n=,r=abc", secret.clone(), ChannelBinding::Required(&data)).is_err());
-        assert!(ServerExchange::start(b"p=tls-unique,,n=,r=abc", secret.clone(), ChannelBinding::Required(&data)).is_err());
+        assert!(
+            ServerExchange::start(b"p=tls-unique,,n=,r=abc", secret.clone(), ChannelBinding::Required(&data)).is_err()
+        );
         assert!(ServerExchange::start(b"y,,n=,r=abc", secret.clone(), ChannelBinding::NotOffered).is_ok());
         let long = format!("n,,n=,r={}", "x".repeat(MAX_MESSAGE));
         assert!(ServerExchange::start(long.as_bytes(), secret, ChannelBinding::NotOffered).is_err());

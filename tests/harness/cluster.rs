@@ -72,7 +72,7 @@ impl Cluster {
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all postgres trust\n\
-             local all md5_user md5\n\
+             local all md5_user,aq_md5 md5\n\
              local all all scram-sha-256\n\
              host all postgres 127.0.0.1/32 trust\n\
              hostssl all cert_user 127.0.0.1/32 cert\n\

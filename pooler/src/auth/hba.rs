@@ -148,7 +148,9 @@ fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<N
             "samerole" | "samegroup" if databases => {
                 return Err(format!("{at}: {} is not supported", t.text));
             }
-            s if s.starts_with('+') && !databases => return Err(format!("{at}: group membership (+) is not supported")),
+            s if s.starts_with('+') && !databases => {
+                return Err(format!("{at}: group membership (+) is not supported"))
+            }
             s if s.starts_with('/') => return Err(format!("{at}: regular expressions are not supported")),
             s if s.starts_with('@') => {
                 let path = dir.join(&s[1..]);

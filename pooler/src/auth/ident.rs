@@ -63,7 +63,10 @@ mod tests {
         assert!(!m.allows("ops", "root", "app"));
         assert!(m.allows("certs", "CN x", "app"));
         assert!(!m.allows("other", "root", "postgres"));
-        assert_eq!(IdentMap::parse("ops root\n", "f").unwrap_err(), "f:1: expected \"map-name system-user database-user\"");
+        assert_eq!(
+            IdentMap::parse("ops root\n", "f").unwrap_err(),
+            "f:1: expected \"map-name system-user database-user\""
+        );
         assert!(IdentMap::parse("ops /^(.*)$ \\1\n", "f").is_err());
     }
 }

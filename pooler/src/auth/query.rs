@@ -91,7 +91,9 @@ impl LookupPlan {
         let auth_db = match db.auth_dbname.as_ref().or(g.auth_dbname.as_ref()) {
             None => db.clone(),
             Some(name) if name == crate::admin::ADMIN_DB => {
-                return Err(LookupError::Config(format!("cannot use the reserved \"{name}\" database as an auth_dbname")))
+                return Err(LookupError::Config(format!(
+                    "cannot use the reserved \"{name}\" database as an auth_dbname"
+                )))
             }
             Some(name) => config
                 .database(name)
@@ -117,24 +119,34 @@ pub async fn lookup(
     }
     let limit = config.general.server_connect_timeout.max(Duration::from_secs(1));
     let pool = shared.pools.get_or_create(config, &plan.auth_db, &plan.auth_user);
-    let run = async {
-        let mut server = pool.checkout().await.map_err(|e| LookupError::Failed(format!("no server for auth_query: {e}")))?;
-        match crate::server::run_lookup(&mut server, &plan.query, user).await {
-            Ok(rows) => {
+    let (query, user_owned) = (plan.query.clone(), user.to_owned());
+    // Its own task: a login abandoned half-way must not drop a leased server (and its slot).
+    let task = tokio::spawn(async move {
+        let mut server = match tokio::time::timeout(limit, pool.checkout()).await {
+            Err(_) => return Err(LookupError::Timeout),
+            Ok(Err(e)) => return Err(LookupError::Failed(format!("no server for auth_query: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        match tokio::time::timeout(limit, crate::server::run_lookup(&mut server, &query, &user_owned)).await {
+            Err(_) => {
+                pool.discard(server);
+                Err(LookupError::Timeout)
+            }
+            Ok(Ok(rows)) => {
                 pool.release(server);
                 Ok(rows)
             }
-            Err(e @ crate::server::ServerError::Rejected { .. }) => {
+            Ok(Err(e @ crate::server::ServerError::Rejected { .. })) => {
                 pool.release(server);
                 Err(LookupError::Failed(format!("error response from auth_query: {e}")))
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 pool.discard(server);
                 Err(LookupError::Failed(format!("auth_query: {e}")))
             }
         }
-    };
-    let rows = tokio::time::timeout(limit, Box::pin(run)).await.map_err(|_| LookupError::Timeout)??;
+    });
+    let rows = task.await.map_err(|e| LookupError::Failed(format!("auth_query task: {e}")))??;
     let secret = match rows.as_slice() {
         [] => None,
         [row] if row.len() == 2 => row[1].as_deref().filter(|s| !s.is_empty()).map(StoredSecret::parse),

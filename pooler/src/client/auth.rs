@@ -172,6 +172,12 @@ async fn md5_exchange(
     }
 }
 
+/// A SCRAM message that breaks the rules: PgBouncer's words to the client, the reason to the log.
+fn sasl_failed(e: pgmux_protocol::ProtocolError) -> ClientError {
+    tracing::info!("SCRAM exchange refused: {e}");
+    ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "SASL authentication failed".into())
+}
+
 async fn scram_exchange(
     io: &mut ClientIo,
     user: &str,
@@ -197,8 +203,7 @@ async fn scram_exchange(
             ))
         }
     };
-    let (exchange, server_first) = ServerExchange::start(first, secret, binding)
-        .map_err(|e| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("malformed SCRAM message: {e}")))?;
+    let (exchange, server_first) = ServerExchange::start(first, secret, binding).map_err(sasl_failed)?;
     build::auth_sasl_continue(&mut io.wbuf, server_first.as_bytes());
     io.flush().await?;
     let body = read_password_message(io).await?;
@@ -208,8 +213,6 @@ async fn scram_exchange(
             Ok(Authenticated { scram_keys: Some(keys) })
         }
         Ok(_) | Err(ServerFinalError::BadProof) => Err(failed(user)),
-        Err(ServerFinalError::Protocol(e)) => {
-            Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("malformed SCRAM message: {e}")))
-        }
+        Err(ServerFinalError::Protocol(e)) => Err(sasl_failed(e)),
     }
 }

@@ -45,13 +45,17 @@ impl ClientIo {
     /// The next whole message.
     ///
     /// # Errors
-    /// EOF, socket errors, or a malformed header.
+    /// EOF, socket errors, or a malformed header (the client has been sent 08P01).
     pub async fn read_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
-            if let Some(f) = split_frame(&mut self.rbuf, MAX_LOGIN_MESSAGE)? {
-                return Ok(f);
+            match split_frame(&mut self.rbuf, MAX_LOGIN_MESSAGE) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => self.fill().await?,
+                Err(e) => {
+                    self.fatal(pgmux_protocol::sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                    return Err(e.into());
+                }
             }
-            self.fill().await?;
         }
     }
 

@@ -9,20 +9,20 @@ use pgmux_protocol::startup::StartupPacket;
 use pgmux_protocol::{build, sqlstate};
 
 use super::auth::{authenticate, AuthPlan};
-use crate::auth::query::{self, LookupError, LookupPlan};
-use crate::auth::ConnKind;
-use crate::config::AuthType;
-use crate::tls::SslMode;
 use super::io::ClientIo;
 use super::params::ClientParams;
 use super::startup::{accept_params, negotiate, read_opening};
 use super::ClientError;
+use crate::auth::query::{self, LookupError, LookupPlan};
+use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
+use crate::config::AuthType;
 use crate::config::Config;
 use crate::net::PeerAddr;
 use crate::pool::{CheckoutError, Pool};
 use crate::server::ServerParams;
 use crate::shared::{RunState, Shared};
+use crate::tls::SslMode;
 
 /// What a login led to.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ini::Location;
-use crate::tls::SslMode;
 use super::{value, ConfigError};
+use crate::tls::SslMode;
 
 /// When a server goes back to the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

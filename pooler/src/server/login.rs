@@ -311,7 +311,11 @@ pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), Se
 ///
 /// # Errors
 /// Socket errors, the server closing, an ErrorResponse, or rows that are not text.
-pub async fn run_lookup(conn: &mut ServerConn, sql: &str, param: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+pub async fn run_lookup(
+    conn: &mut ServerConn,
+    sql: &str,
+    param: &str,
+) -> Result<Vec<Vec<Option<String>>>, ServerError> {
     let mut out = BytesMut::with_capacity(sql.len() + param.len() + 64);
     build::parse(&mut out, "", sql);
     build::bind(&mut out, "", "", &[Some(param.as_bytes())]);

@@ -56,7 +56,8 @@ impl ClientTls {
         let (Some(key), Some(cert)) = (&g.client_tls_key_file, &g.client_tls_cert_file) else {
             return Err("client_tls_sslmode needs client_tls_key_file and client_tls_cert_file".into());
         };
-        let versions = settings::protocol_versions(&g.client_tls_protocols).map_err(|e| format!("client_tls_protocols: {e}"))?;
+        let versions =
+            settings::protocol_versions(&g.client_tls_protocols).map_err(|e| format!("client_tls_protocols: {e}"))?;
         let suites = settings::cipher_suites(&g.client_tls_ciphers, &g.client_tls13_ciphers)
             .map_err(|e| format!("client_tls_ciphers: {e}"))?;
         let groups = settings::kx_groups(&g.client_tls_ecdhcurve).map_err(|e| format!("client_tls_ecdhcurve: {e}"))?;

@@ -135,8 +135,9 @@ impl ServerTls {
     /// # Errors
     /// Handshake and verification failures; a host that is not a valid TLS name.
     pub async fn connect(&self, host: &str, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("TLS server name {host}: {e}")))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("TLS server name {host}: {e}"))
+        })?;
         self.connector.connect(name, tcp).await
     }
 }

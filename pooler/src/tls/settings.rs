@@ -56,9 +56,13 @@ pub fn protocol_versions(v: &str) -> Result<Vec<&'static SupportedProtocolVersio
             "tlsv1.2" => out.push(&rustls::version::TLS12),
             "tlsv1.3" => out.push(&rustls::version::TLS13),
             "tlsv1.0" | "tlsv1.1" | "tlsv1" => {
-                return Err(format!("{word} is not supported: pgmux speaks TLS 1.2 and 1.3 only (tlsv1.2, tlsv1.3, secure, all)"))
+                return Err(format!(
+                    "{word} is not supported: pgmux speaks TLS 1.2 and 1.3 only (tlsv1.2, tlsv1.3, secure, all)"
+                ))
             }
-            _ => return Err(format!("invalid TLS protocol \"{word}\" (tlsv1.2, tlsv1.3, secure, default, all, legacy)")),
+            _ => {
+                return Err(format!("invalid TLS protocol \"{word}\" (tlsv1.2, tlsv1.3, secure, default, all, legacy)"))
+            }
         }
     }
     if out.is_empty() {
@@ -100,7 +104,10 @@ pub fn cipher_suites(tls12: &str, tls13: &str) -> Result<Vec<SupportedCipherSuit
             } else {
                 let s = suite_named(word).ok_or_else(|| {
                     let names: Vec<&str> = OPENSSL_NAMES.iter().map(|(o, _)| *o).collect();
-                    format!("cipher \"{word}\" is not available (keywords: default, secure, all; suites: {})", names.join(", "))
+                    format!(
+                        "cipher \"{word}\" is not available (keywords: default, secure, all; suites: {})",
+                        names.join(", ")
+                    )
                 })?;
                 vec![s]
             };
@@ -146,10 +153,7 @@ pub fn check_dheparams(v: &str) -> Result<(), String> {
 }
 
 /// A ring provider restricted to the chosen suites and groups.
-pub fn provider(
-    suites: Vec<SupportedCipherSuite>,
-    groups: Vec<&'static dyn SupportedKxGroup>,
-) -> Arc<CryptoProvider> {
+pub fn provider(suites: Vec<SupportedCipherSuite>, groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider { cipher_suites: suites, kx_groups: groups, ..ring::default_provider() })
 }
 

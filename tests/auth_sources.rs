@@ -1,0 +1,247 @@
+//! Where secrets and methods come from besides auth_file: auth_query (md5 and SCRAM roles,
+//! pass-through with the looked-up secret, per-database settings, cache invalidation, failing
+//! and slow lookups), auth_hba_file (trust on the socket, scram on TCP, one network rejected,
+//! reloaded), peer auth with an ident map, and cert auth from the client certificate's name.
+
+use std::time::Duration;
+
+use crate::harness::pgmux::Setup;
+use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+use crate::tls::{client_tls, connect_tls};
+
+fn db_error(e: tokio_postgres::Error) -> (String, String) {
+    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+async fn who(mux: &Pgmux, user: &str, pass: &str, db: &str) -> Result<String, tokio_postgres::Error> {
+    let c = mux.connect(user, pass, db).await?;
+    Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
+}
+
+/// (Re)creates a role with `password` stored as `encryption`.
+fn role(pg: &Cluster, name: &str, password: &str, encryption: &str, extra: &str) {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SET password_encryption = '{encryption}'; DROP ROLE IF EXISTS {name}; \
+             CREATE ROLE {name} LOGIN PASSWORD '{password}' {extra}"
+        ),
+    );
+}
+
+fn auth_query_pgmux(pg: &Cluster, extra: &str) -> Pgmux {
+    // Only the auth_user is in userlist.txt; everyone else is looked up.
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let ini = format!("auth_type = md5\nauth_user = {SCRAM_USER}\n{extra}");
+    Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: &ini,
+            databases: "aqdb = host=$SOCKET port=$PORT dbname=app\n\
+                        aqdb2 = host=$SOCKET port=$PORT dbname=app auth_user=scram_user \
+                        auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename = $1'\n\
+                        slow = host=$SOCKET port=$PORT dbname=app \
+                        auth_query='SELECT $1::text, pg_sleep(3)::text'\n\
+                        broken = host=$SOCKET port=$PORT dbname=app auth_query='SELECT $1::text, (1/0)::text'",
+            userlist: Some(&userlist),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_with_md5_and_scram_roles() {
+    let pg = Cluster::shared();
+    role(pg, "aq_scram", "aq-scram-pass", "scram-sha-256", "");
+    role(pg, "aq_md5", "aq-md5-pass", "md5", "");
+    role(pg, "aq_expired", "aq-expired-pass", "scram-sha-256", "VALID UNTIL '2001-01-01'");
+    let mux = auth_query_pgmux(pg, "");
+    // SCRAM: the client proves the looked-up verifier, and pgmux logs in to a SCRAM-only
+    // socket with the keys from that proof (it never knows the password).
+    assert_eq!(who(&mux, "aq_scram", "aq-scram-pass", "aqdb").await.unwrap(), "aq_scram");
+    // md5: the looked-up md5 secret answers both the client and the server.
+    assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "aqdb").await.unwrap(), "aq_md5");
+    // Per-database auth_query.
+    assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "aqdb2").await.unwrap(), "aq_md5");
+    let wrong = db_error(who(&mux, "aq_scram", "nope", "aqdb").await.unwrap_err());
+    let ghost = db_error(who(&mux, "aq_ghost", "nope", "aqdb").await.unwrap_err());
+    // The default query returns NULL for an expired role: the same answer as a wrong password.
+    let expired = db_error(who(&mux, "aq_expired", "aq-expired-pass", "aqdb").await.unwrap_err());
+    assert_eq!(wrong, ("28P01".into(), "password authentication failed for user \"aq_scram\"".into()));
+    assert_eq!(ghost, ("28P01".into(), "password authentication failed for user \"aq_ghost\"".into()));
+    assert_eq!(expired, ("28P01".into(), "password authentication failed for user \"aq_expired\"".into()));
+    // psql too.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", "aq_md5", "-d", "aqdb"])
+        .args(["-c", "SELECT current_user"])
+        .env("PGPASSWORD", "aq-md5-pass")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aq_md5", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_cache_is_dropped_after_a_failed_login() {
+    let pg = Cluster::shared();
+    role(pg, "aq_rotate", "old-pass", "scram-sha-256", "");
+    let mux = auth_query_pgmux(pg, "");
+    assert_eq!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.unwrap(), "aq_rotate");
+    pg.psql("postgres", "SET password_encryption = 'scram-sha-256'; ALTER ROLE aq_rotate PASSWORD 'new-pass'");
+    // The cached verifier is the old one: the first try fails and drops it, the next succeeds.
+    let first = db_error(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap_err());
+    assert_eq!(first.0, "28P01");
+    assert_eq!(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap(), "aq_rotate");
+    assert!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_or_slow_auth_query_fails_only_that_login() {
+    let pg = Cluster::shared();
+    role(pg, "aq_other", "other-pass", "scram-sha-256", "");
+    let mux = auth_query_pgmux(pg, "server_connect_timeout = 1");
+    let (code, msg) = db_error(who(&mux, "aq_other", "other-pass", "broken").await.unwrap_err());
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query failed"));
+    let started = std::time::Instant::now();
+    let (code, msg) = db_error(who(&mux, "aq_other", "other-pass", "slow").await.unwrap_err());
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query timed out"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Everyone else is still served.
+    assert_eq!(who(&mux, "aq_other", "other-pass", "aqdb").await.unwrap(), "aq_other");
+    assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "aqdb").await.unwrap(), SCRAM_USER);
+}
+
+/// tokio-postgres over TCP from a chosen loopback source address.
+async fn connect_from(
+    mux: &Pgmux,
+    source: &str,
+    user: &str,
+    pass: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = sock.connect(format!("127.0.0.1:{}", mux.port).parse().unwrap()).await.unwrap();
+    let cfg: tokio_postgres::Config = format!("user={user} password={pass} dbname=app").parse().unwrap();
+    let (c, conn) = cfg.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+async fn over_socket(mux: &Pgmux, user: &str, pass: &str) -> Result<String, tokio_postgres::Error> {
+    let pass = if pass.is_empty() { String::new() } else { format!("password={pass}") };
+    let url = format!("host={} port={} user={user} {pass} dbname=app", mux.socket_dir().display(), mux.port);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_trusts_local_requires_scram_on_host_and_rejects_a_network() {
+    let pg = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(
+        &hba,
+        "local all all trust\nhost all all 127.0.0.2/32 reject\nhost all all 127.0.0.0/8 scram-sha-256\n",
+    )
+    .unwrap();
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let ini = format!("auth_type = hba\nauth_hba_file = {}", hba.display());
+    let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
+    // local: trust, no password needed.
+    assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
+    // 127.0.0.1: scram, the password counts.
+    assert!(connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.is_ok());
+    let (code, _) = db_error(connect_from(&mux, "127.0.0.1", SCRAM_USER, "wrong").await.err().unwrap());
+    assert_eq!(code, "28P01");
+    // 127.0.0.2: rejected, even with the right password.
+    let e = db_error(connect_from(&mux, "127.0.0.2", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
+    assert_eq!(e, ("08P01".into(), "login rejected".into()));
+    // RELOAD re-reads the file: now nothing over TCP matches, which also rejects.
+    std::fs::write(&hba, "local all all trust\n").unwrap();
+    pgmux::reload::reload(&mux.shared).unwrap();
+    let e = db_error(connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
+    assert_eq!(e, ("08P01".into(), "login rejected".into()));
+    // A broken file keeps the rules in force and names the line.
+    std::fs::write(&hba, "local all all trust\nhost all all samenet md5\n").unwrap();
+    let err = pgmux::reload::reload(&mux.shared).unwrap_err().to_string();
+    assert!(err.contains("hba.conf:2: samenet is not supported"), "{err}");
+    assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_auth_with_an_ident_map() {
+    let pg = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hba.conf"), "local all all peer map=ops\n").unwrap();
+    // The tests run as root: root may log in as scram_user, nobody else is mapped.
+    std::fs::write(dir.path().join("ident.conf"), "ops root scram_user\n").unwrap();
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n\"md5_user\" \"md5-pass\"\n");
+    let ini = format!(
+        "auth_type = hba\nauth_hba_file = {0}/hba.conf\nauth_ident_file = {0}/ident.conf",
+        dir.path().display()
+    );
+    let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
+    assert_eq!(nix::unistd::geteuid().as_raw(), 0, "the tests run as root");
+    assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
+    let e = db_error(over_socket(&mux, "md5_user", "md5-pass").await.unwrap_err());
+    assert_eq!(e, ("08P01".into(), "unix socket login rejected".into()));
+    // peer over TCP does not exist: no line matches.
+    let e = db_error(mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.err().unwrap());
+    assert_eq!(e.1, "login rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_auth_maps_the_certificate_name() {
+    let pg = Cluster::shared();
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n\"md5_user\" \"md5-pass\"\n");
+    let ini = format!("auth_type = cert\n{}", client_tls("verify-ca"));
+    let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
+    let c = connect_tls(&mux, &format!("user={SCRAM_USER} dbname=app"), Some(SCRAM_USER)).await.unwrap();
+    let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(me, SCRAM_USER);
+    // A valid certificate for someone else.
+    let e = db_error(connect_tls(&mux, "user=md5_user dbname=app", Some("intruder")).await.err().unwrap());
+    assert_eq!(e, ("08P01".into(), "certificate authentication failed".into()));
+    // verify-ca: no certificate, no handshake.
+    assert!(connect_tls(&mux, &format!("user={SCRAM_USER} dbname=app"), None).await.is_err());
+    // psql with sslcert/sslkey.
+    let certs = crate::harness::Certs::shared();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-c", "SELECT current_user", "-d"])
+        .arg(format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user={SCRAM_USER} dbname=app sslmode=verify-full \
+             sslrootcert={} sslcert={} sslkey={}",
+            mux.port,
+            certs.path("ca.crt"),
+            certs.path("client-scram_user.crt"),
+            certs.path("client-scram_user.key")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), SCRAM_USER, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_cert_line_with_map_over_hostssl() {
+    let pg = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hba.conf"),
+        "hostssl all all 127.0.0.1/32 cert map=certs\nhost all all all reject\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ident.conf"), "certs intruder md5_user\n").unwrap();
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n\"md5_user\" \"md5-pass\"\n");
+    let ini = format!(
+        "auth_type = hba\nauth_hba_file = {0}/hba.conf\nauth_ident_file = {0}/ident.conf\n{1}",
+        dir.path().display(),
+        client_tls("allow")
+    );
+    let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
+    let c = connect_tls(&mux, "user=md5_user dbname=app", Some("intruder")).await.unwrap();
+    let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(me, "md5_user");
+    // Without TLS the hostssl line does not match; the next one rejects.
+    let e = db_error(mux.connect("md5_user", "md5-pass", "app").await.err().unwrap());
+    assert_eq!(e.1, "login rejected");
+}
