@@ -6,6 +6,7 @@
 #   benches/pgbench.sh                 # 10 s per run (about 5 minutes in all)
 #   BENCH_SECONDS=3 benches/pgbench.sh # quicker, noisier
 #   BENCH_CLIENTS="1 16" BENCH_MODES=simple benches/pgbench.sh
+#   BENCH_ONLY_TLS=1 benches/pgbench.sh # only the client-TLS rows (steady state and -C)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -38,9 +39,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One certificate for PostgreSQL and both poolers, so TLS rows compare like with like.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$DIR/server.key" -out "$DIR/server.crt" 2>/dev/null
+chmod 600 "$DIR/server.key"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR/server.key" "$DIR/server.crt"
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w \
-  -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off" \
+  -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key" \
   start >/dev/null
 as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 10 -q bench >/dev/null 2>&1
@@ -63,6 +68,10 @@ log_connections = 0
 log_disconnections = 0
 logfile = $DIR/$1.log
 pidfile = $DIR/$1.pid
+client_tls_sslmode = prefer
+client_tls_cert_file = $DIR/server.crt
+client_tls_key_file = $DIR/server.key
+server_tls_sslmode = disable
 INI
   mkdir -p "$DIR/$1"
 }
@@ -91,7 +100,7 @@ TICK=$(getconf CLK_TCK)
 run() {
   local port=$1; shift
   local out
-  out=$(PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S "$@" -T "$SECS" bench 2>&1) || { echo "pgbench failed: $out" >&2; echo "0 0"; return; }
+  out=$(PGSSLMODE=${SSLMODE:-disable} PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S "$@" -T "$SECS" bench 2>&1) || { echo "pgbench failed: $out" >&2; echo "0 0"; return; }
   local tps xacts
   tps=$(echo "$out" | awk '/^tps = /{print $3; exit}')
   xacts=$(echo "$out" | awk -F': ' '/number of transactions actually processed/{split($2,a,"/"); print a[1]}')
@@ -119,6 +128,7 @@ echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $
 echo
 echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
 echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"
+if [ -z "${BENCH_ONLY_TLS:-}" ]; then
 for mode in $MODES; do
   for c in $CLIENTS; do
     j=$(( c < 2 ? 1 : 2 ))
@@ -126,6 +136,11 @@ for mode in $MODES; do
   done
 done
 measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
+fi
+# Client TLS (sslmode=require, same certificate everywhere; the poolers reach PostgreSQL over
+# the unix socket, so only the client side is encrypted for them).
+SSLMODE=require measure "TLS -M simple -c 16" -M simple -c 16 -j 2
+SSLMODE=require measure "TLS -C -M simple -c 16" -C -M simple -c 16 -j 2
 
 # The cost of scraping: pgmux alone, without and with GET /metrics every 100 ms.
 scraper() {

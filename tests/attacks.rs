@@ -47,7 +47,7 @@ async fn median_failure(mux: &Pgmux, user: &str) -> (Duration, (String, String))
     let mut last = None;
     for _ in 0..7 {
         let t = Instant::now();
-        let e = mux.connect(user, "not-the-password", "app").await.err().expect("login must fail");
+        let Err(e) = mux.connect(user, "not-the-password", "app").await else { panic!("login must fail") };
         times.push(t.elapsed());
         last = Some(code_and_message(&e));
     }
@@ -88,7 +88,7 @@ async fn sql_in_a_user_name_stays_a_parameter() {
             .password("pw")
             .dbname("app")
             .to_owned();
-        let e = url.connect(tokio_postgres::NoTls).await.err().expect("login must fail");
+        let Err(e) = url.connect(tokio_postgres::NoTls).await else { panic!("login must fail") };
         assert_eq!(
             code_and_message(&e),
             ("28P01".into(), format!("password authentication failed for user \"{user}\""))
