@@ -19,6 +19,13 @@ if ! command -v pgbouncer >/dev/null; then
     echo "error: pgbouncer is needed for the comparison: apt-get install pgbouncer" >&2; exit 1
   fi
 fi
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "error: openssl is needed to make the TLS rows' certificate: apt-get install openssl" >&2; exit 1
+  fi
+fi
 PGBIN=$(pg_find_bin)
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64 256"}

@@ -194,8 +194,14 @@ impl Config {
             ConfigError::Invalid { reason, .. } => reason,
             other => other.to_string(),
         })?;
+        // TLS and HBA follow the settings: SET client_tls_sslmode = require must take effect.
+        let files = Files::load(&self.path, &general, &settings).map_err(|e| e.to_string())?;
         let mut next = self.clone();
         next.general = general;
+        next.hba = files.hba;
+        next.ident = files.ident;
+        next.client_tls = files.client_tls;
+        next.server_tls = files.server_tls;
         next.raw.insert(p.name, value.to_owned());
         Ok(next)
     }
@@ -260,5 +266,23 @@ mod tests {
         let other = c.database("other").unwrap();
         assert_eq!((other.target_dbname(), other.hosts.as_slice()), ("other", &["/run/pg".to_owned()][..]));
         assert!(load_text("[databases]\napp=\n").unwrap().database("nope").is_none());
+    }
+
+    #[test]
+    fn set_of_a_tls_setting_rebuilds_tls() {
+        let c = load_text("[pgbouncer]\n").unwrap();
+        assert!(c.client_tls.is_none() && c.server_tls.is_some());
+        let e = c.with_setting("client_tls_sslmode", "require").unwrap_err();
+        assert!(e.contains("client_tls_key_file"), "{e}");
+        let off = c.with_setting("server_tls_sslmode", "disable").unwrap();
+        assert!(off.server_tls.is_none());
+    }
+
+    #[test]
+    fn hba_needs_its_file_and_cert_needs_tls() {
+        let e = load_text("[pgbouncer]\nauth_type = hba\n").unwrap_err().to_string();
+        assert_eq!(e, "test.ini:2: auth_type = hba needs auth_hba_file");
+        let e = load_text("[pgbouncer]\nauth_type = cert\n").unwrap_err().to_string();
+        assert!(e.contains("client_tls_sslmode"), "{e}");
     }
 }
