@@ -43,7 +43,9 @@ fn auth_query_pgmux(pg: &Cluster, extra: &str) -> Pgmux {
                         auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename = $1'\n\
                         slow = host=$SOCKET port=$PORT dbname=app \
                         auth_query='SELECT $1::text, pg_sleep(3)::text'\n\
-                        broken = host=$SOCKET port=$PORT dbname=app auth_query='SELECT $1::text, (1/0)::text'",
+                        broken = host=$SOCKET port=$PORT dbname=app auth_query='SELECT $1::text, (1/0)::text'\n\
+                        viadb = host=$SOCKET port=$PORT dbname=postgres auth_dbname=aqdb\n\
+                        nowhere = host=$SOCKET port=$PORT dbname=app auth_dbname=missing",
             userlist: Some(&userlist),
         },
     )
@@ -63,6 +65,11 @@ async fn auth_query_with_md5_and_scram_roles() {
     assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "aqdb").await.unwrap(), "aq_md5");
     // Per-database auth_query.
     assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "aqdb2").await.unwrap(), "aq_md5");
+    // auth_dbname: the lookup for viadb runs in aqdb's pool of the auth_user.
+    assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "viadb").await.unwrap(), "aq_md5");
+    assert!(mux.shared.pools.all().iter().all(|p| !(p.db == "viadb" && p.user == SCRAM_USER)));
+    let e = db_error(who(&mux, "aq_md5", "aq-md5-pass", "nowhere").await.unwrap_err());
+    assert_eq!(e, ("08P01".into(), "bouncer config error".into()));
     let wrong = db_error(who(&mux, "aq_scram", "nope", "aqdb").await.unwrap_err());
     let ghost = db_error(who(&mux, "aq_ghost", "nope", "aqdb").await.unwrap_err());
     // The default query returns NULL for an expired role: the same answer as a wrong password.
