@@ -14,13 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::pgmux::Setup;
-use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 use crate::tls::client_tls;
-
-fn code_and_message(e: &tokio_postgres::Error) -> (String, String) {
-    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
-    (db.code().code().to_owned(), db.message().to_owned())
-}
 
 async fn still_serving(mux: &Pgmux) {
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.expect("pgmux still serves others");
@@ -49,7 +44,7 @@ async fn median_failure(mux: &Pgmux, user: &str) -> (Duration, (String, String))
         let t = Instant::now();
         let Err(e) = mux.connect(user, "not-the-password", "app").await else { panic!("login must fail") };
         times.push(t.elapsed());
-        last = Some(code_and_message(&e));
+        last = Some(db_error(&e));
     }
     times.sort();
     (times[3], last.unwrap())
@@ -89,10 +84,7 @@ async fn sql_in_a_user_name_stays_a_parameter() {
             .dbname("app")
             .to_owned();
         let Err(e) = url.connect(tokio_postgres::NoTls).await else { panic!("login must fail") };
-        assert_eq!(
-            code_and_message(&e),
-            ("28P01".into(), format!("password authentication failed for user \"{user}\""))
-        );
+        assert_eq!(db_error(&e), ("28P01".into(), format!("password authentication failed for user \"{user}\"")));
     }
     assert_eq!(pg.psql("app", "SELECT count(*) FROM attack_guard"), "0", "the table is still there");
     still_serving(&mux).await;
@@ -202,7 +194,7 @@ async fn server_errors_without_sqlstate_break_nothing() {
     );
     let mux = Pgmux::start_with(pg, Setup { databases: &dbs, ..Setup::default() });
     let e = mux.connect(SCRAM_USER, SCRAM_PASS, "nologin").await.err().unwrap();
-    let (code, msg) = code_and_message(&e);
+    let (code, msg) = db_error(&e);
     assert_eq!(code, "08P01");
     assert!(msg.contains("the server says no"), "{msg}");
     // After login, the server's error goes to the client as the server sent it; the session
@@ -222,7 +214,7 @@ async fn console_is_closed_to_non_admins() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "admin_users = md5_user\nstats_users = nobody_else");
     let e = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.err().unwrap();
-    assert_eq!(code_and_message(&e), ("08P01".into(), "not allowed".into()));
+    assert_eq!(db_error(&e), ("08P01".into(), "not allowed".into()));
     still_serving(&mux).await;
 }
 
@@ -232,7 +224,7 @@ async fn plain_text_is_refused_when_tls_is_required() {
     let mux = Pgmux::start(pg, &client_tls("require"));
     let url = format!("{} sslmode=disable", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
     let e = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.err().unwrap();
-    assert_eq!(code_and_message(&e), ("08P01".into(), "SSL required".into()));
+    assert_eq!(db_error(&e), ("08P01".into(), "SSL required".into()));
     // The unix socket is exempt, as in PgBouncer.
     let sock = format!(
         "host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app",

@@ -4,16 +4,11 @@
 use std::process::Command;
 
 use crate::harness::pgmux::Setup;
-use crate::harness::{run, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, run, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 async fn who(mux: &Pgmux, user: &str, pass: &str, db: &str) -> Result<String, tokio_postgres::Error> {
     let c = mux.connect(user, pass, db).await?;
     Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
-}
-
-fn db_error(e: tokio_postgres::Error) -> (String, String) {
-    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
-    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +37,7 @@ async fn md5_client_and_md5_server() {
     assert_eq!(who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(), MD5_USER);
     // auth_type md5 with a SCRAM secret upgrades the client to SCRAM, as PgBouncer does.
     assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
-    let (code, msg) = db_error(who(&mux, MD5_USER, "wrong", "app").await.unwrap_err());
+    let (code, msg) = db_error(&who(&mux, MD5_USER, "wrong", "app").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("28P01", "password authentication failed for user \"md5_user\""));
 }
 
@@ -57,7 +52,7 @@ async fn plain_passwords_in_userlist_work_for_every_method() {
         );
         assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER, "{auth}");
         assert_eq!(who(&mux, MD5_USER, MD5_PASS, "app").await.unwrap(), MD5_USER, "{auth}");
-        let (code, _) = db_error(who(&mux, SCRAM_USER, "nope", "app").await.unwrap_err());
+        let (code, _) = db_error(&who(&mux, SCRAM_USER, "nope", "app").await.unwrap_err());
         assert_eq!(code, "28P01", "{auth}");
     }
 }
@@ -66,8 +61,8 @@ async fn plain_passwords_in_userlist_work_for_every_method() {
 async fn wrong_password_and_unknown_user_look_the_same() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "");
-    let (c1, m1) = db_error(who(&mux, SCRAM_USER, "wrong", "app").await.unwrap_err());
-    let (c2, m2) = db_error(who(&mux, "ghost", "wrong", "app").await.unwrap_err());
+    let (c1, m1) = db_error(&who(&mux, SCRAM_USER, "wrong", "app").await.unwrap_err());
+    let (c2, m2) = db_error(&who(&mux, "ghost", "wrong", "app").await.unwrap_err());
     assert_eq!((c1.as_str(), m1.as_str()), ("28P01", "password authentication failed for user \"scram_user\""));
     assert_eq!((c2.as_str(), m2.as_str()), ("28P01", "password authentication failed for user \"ghost\""));
 }
@@ -76,7 +71,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 async fn unknown_database_is_refused_after_auth() {
     let pg = Cluster::shared();
     let mux = Pgmux::start_with(pg, Setup { databases: "app = host=$SOCKET port=$PORT", ..Setup::default() });
-    let (code, msg) = db_error(who(&mux, SCRAM_USER, SCRAM_PASS, "nope").await.unwrap_err());
+    let (code, msg) = db_error(&who(&mux, SCRAM_USER, SCRAM_PASS, "nope").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "no such database: nope"));
 }
 
@@ -94,7 +89,7 @@ async fn trust_needs_the_user_in_auth_file_and_forced_user_works() {
     // alice is in auth_file; the forced user logs in to PostgreSQL for her.
     assert_eq!(who(&mux, "alice", "any", "forced").await.unwrap(), SCRAM_USER);
     // PgBouncer's words for a user trust cannot vouch for.
-    let e = db_error(who(&mux, "mallory", "any", "forced").await.unwrap_err());
+    let e = db_error(&who(&mux, "mallory", "any", "forced").await.unwrap_err());
     assert_eq!(e, ("08P01".into(), "\"trust\" authentication failed".into()));
 }
 

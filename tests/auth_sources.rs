@@ -6,13 +6,8 @@
 use std::time::Duration;
 
 use crate::harness::pgmux::Setup;
-use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 use crate::tls::{client_tls, connect_tls};
-
-fn db_error(e: tokio_postgres::Error) -> (String, String) {
-    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
-    (db.code().code().to_owned(), db.message().to_owned())
-}
 
 async fn who(mux: &Pgmux, user: &str, pass: &str, db: &str) -> Result<String, tokio_postgres::Error> {
     let c = mux.connect(user, pass, db).await?;
@@ -68,12 +63,12 @@ async fn auth_query_with_md5_and_scram_roles() {
     // auth_dbname: the lookup for viadb runs in aqdb's pool of the auth_user.
     assert_eq!(who(&mux, "aq_md5", "aq-md5-pass", "viadb").await.unwrap(), "aq_md5");
     assert!(mux.shared.pools.all().iter().all(|p| !(p.db == "viadb" && p.user == SCRAM_USER)));
-    let e = db_error(who(&mux, "aq_md5", "aq-md5-pass", "nowhere").await.unwrap_err());
+    let e = db_error(&who(&mux, "aq_md5", "aq-md5-pass", "nowhere").await.unwrap_err());
     assert_eq!(e, ("08P01".into(), "bouncer config error".into()));
-    let wrong = db_error(who(&mux, "aq_scram", "nope", "aqdb").await.unwrap_err());
-    let ghost = db_error(who(&mux, "aq_ghost", "nope", "aqdb").await.unwrap_err());
+    let wrong = db_error(&who(&mux, "aq_scram", "nope", "aqdb").await.unwrap_err());
+    let ghost = db_error(&who(&mux, "aq_ghost", "nope", "aqdb").await.unwrap_err());
     // The default query returns NULL for an expired role: the same answer as a wrong password.
-    let expired = db_error(who(&mux, "aq_expired", "aq-expired-pass", "aqdb").await.unwrap_err());
+    let expired = db_error(&who(&mux, "aq_expired", "aq-expired-pass", "aqdb").await.unwrap_err());
     assert_eq!(wrong, ("28P01".into(), "password authentication failed for user \"aq_scram\"".into()));
     assert_eq!(ghost, ("28P01".into(), "password authentication failed for user \"aq_ghost\"".into()));
     assert_eq!(expired, ("28P01".into(), "password authentication failed for user \"aq_expired\"".into()));
@@ -95,7 +90,7 @@ async fn auth_query_cache_is_dropped_after_a_failed_login() {
     assert_eq!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.unwrap(), "aq_rotate");
     pg.psql("postgres", "SET password_encryption = 'scram-sha-256'; ALTER ROLE aq_rotate PASSWORD 'new-pass'");
     // The cached verifier is the old one: the first try fails and drops it, the next succeeds.
-    let first = db_error(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap_err());
+    let first = db_error(&who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap_err());
     assert_eq!(first.0, "28P01");
     assert_eq!(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap(), "aq_rotate");
     assert!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.is_err());
@@ -106,10 +101,10 @@ async fn failing_or_slow_auth_query_fails_only_that_login() {
     let pg = Cluster::shared();
     role(pg, "aq_other", "other-pass", "scram-sha-256", "");
     let mux = auth_query_pgmux(pg, "server_connect_timeout = 1");
-    let (code, msg) = db_error(who(&mux, "aq_other", "other-pass", "broken").await.unwrap_err());
+    let (code, msg) = db_error(&who(&mux, "aq_other", "other-pass", "broken").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query failed"));
     let started = std::time::Instant::now();
-    let (code, msg) = db_error(who(&mux, "aq_other", "other-pass", "slow").await.unwrap_err());
+    let (code, msg) = db_error(&who(&mux, "aq_other", "other-pass", "slow").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query timed out"));
     assert!(started.elapsed() < Duration::from_secs(3));
     // Everyone else is still served.
@@ -158,15 +153,15 @@ async fn hba_trusts_local_requires_scram_on_host_and_rejects_a_network() {
     assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
     // 127.0.0.1: scram, the password counts.
     assert!(connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.is_ok());
-    let (code, _) = db_error(connect_from(&mux, "127.0.0.1", SCRAM_USER, "wrong").await.err().unwrap());
+    let (code, _) = db_error(&connect_from(&mux, "127.0.0.1", SCRAM_USER, "wrong").await.err().unwrap());
     assert_eq!(code, "28P01");
     // 127.0.0.2: rejected, even with the right password.
-    let e = db_error(connect_from(&mux, "127.0.0.2", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
+    let e = db_error(&connect_from(&mux, "127.0.0.2", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
     assert_eq!(e, ("08P01".into(), "login rejected".into()));
     // RELOAD re-reads the file: now nothing over TCP matches, which also rejects.
     std::fs::write(&hba, "local all all trust\n").unwrap();
     pgmux::reload::reload(&mux.shared).unwrap();
-    let e = db_error(connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
+    let e = db_error(&connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
     assert_eq!(e, ("08P01".into(), "login rejected".into()));
     // A broken file keeps the rules in force and names the line.
     std::fs::write(&hba, "local all all trust\nhost all all samenet md5\n").unwrap();
@@ -190,10 +185,10 @@ async fn peer_auth_with_an_ident_map() {
     let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
     assert_eq!(nix::unistd::geteuid().as_raw(), 0, "the tests run as root");
     assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
-    let e = db_error(over_socket(&mux, "md5_user", "md5-pass").await.unwrap_err());
+    let e = db_error(&over_socket(&mux, "md5_user", "md5-pass").await.unwrap_err());
     assert_eq!(e, ("08P01".into(), "unix socket login rejected".into()));
     // peer over TCP does not exist: no line matches.
-    let e = db_error(mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.err().unwrap());
+    let e = db_error(&mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.err().unwrap());
     assert_eq!(e.1, "login rejected");
 }
 
@@ -207,7 +202,7 @@ async fn cert_auth_maps_the_certificate_name() {
     let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(me, SCRAM_USER);
     // A valid certificate for someone else.
-    let e = db_error(connect_tls(&mux, "user=md5_user dbname=app", Some("intruder")).await.err().unwrap());
+    let e = db_error(&connect_tls(&mux, "user=md5_user dbname=app", Some("intruder")).await.err().unwrap());
     assert_eq!(e, ("08P01".into(), "certificate authentication failed".into()));
     // verify-ca: no certificate, no handshake.
     assert!(connect_tls(&mux, &format!("user={SCRAM_USER} dbname=app"), None).await.is_err());
@@ -249,6 +244,6 @@ async fn hba_cert_line_with_map_over_hostssl() {
     let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(me, "md5_user");
     // Without TLS the hostssl line does not match; the next one rejects.
-    let e = db_error(mux.connect("md5_user", "md5-pass", "app").await.err().unwrap());
+    let e = db_error(&mux.connect("md5_user", "md5-pass", "app").await.err().unwrap());
     assert_eq!(e.1, "login rejected");
 }

@@ -22,6 +22,12 @@ pub const MD5_PASS: &str = "md5-pass";
 /// A role that logs in to PostgreSQL only with a client certificate.
 pub const CERT_USER: &str = "cert_user";
 
+/// SQLSTATE and message of the ErrorResponse behind a tokio-postgres error.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e:?}"));
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
 /// Runs a command and returns stdout, panicking with its output when it fails.
 pub fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
