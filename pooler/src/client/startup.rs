@@ -32,17 +32,21 @@ pub struct StartupRequest {
 /// # Errors
 /// EOF, malformed packets (the client has been sent 08P01).
 pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<StartupPacket, ClientError> {
-    if let (Some(t), Stream::Tcp(tcp)) = (tls, &io.stream) {
-        // A TLS ClientHello where a length would be: PostgreSQL 17's direct negotiation.
-        let mut first = [0u8; 1];
-        if tcp.peek(&mut first).await? == 0 {
-            return Err(ClientError::Closed);
-        }
-        if first[0] == TLS_HANDSHAKE_RECORD {
-            start_tls(io, t, true).await?;
-        }
-    }
+    let mut first_packet = true;
     loop {
+        if let (true, Some(t), Some(&TLS_HANDSHAKE_RECORD)) = (first_packet, tls, io.rbuf.first()) {
+            // A TLS ClientHello where a length would be (a startup packet's first byte is 0):
+            // PostgreSQL 17's direct negotiation. The bytes read so far start the handshake.
+            if matches!(io.stream, Stream::Tcp(_)) {
+                let hello = io.rbuf.split();
+                start_tls(io, t, &hello, true).await?;
+                first_packet = false;
+                continue;
+            }
+        }
+        if !io.rbuf.is_empty() {
+            first_packet = false;
+        }
         match split_startup(&mut io.rbuf) {
             Ok(Some(StartupPacket::SslRequest)) => match tls {
                 _ if io.tls.is_some() => {
@@ -57,7 +61,7 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
                     }
                     io.wbuf.extend_from_slice(b"S");
                     io.flush().await?;
-                    start_tls(io, t, false).await?;
+                    start_tls(io, t, &[], false).await?;
                 }
                 _ => {
                     io.wbuf.extend_from_slice(b"N");
@@ -81,10 +85,11 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Runs the TLS handshake on the client's TCP socket and switches `io` to the TLS stream.
-async fn start_tls(io: &mut ClientIo, tls: &ClientTls, direct: bool) -> Result<(), ClientError> {
+/// Runs the TLS handshake on the client's TCP socket (`already_read` holds the start of a
+/// direct ClientHello) and switches `io` to the TLS stream.
+async fn start_tls(io: &mut ClientIo, tls: &ClientTls, already_read: &[u8], direct: bool) -> Result<(), ClientError> {
     let Some(tcp) = io.stream.take_tcp() else { return Err(ClientError::Closed) };
-    let (stream, info) = tls.accept(tcp, direct).await?;
+    let (stream, info) = tls.accept(tcp, already_read, direct).await?;
     io.stream = Stream::TlsAccepted(Box::new(stream));
     io.tls = Some(Box::new(info));
     Ok(())

@@ -90,13 +90,32 @@ impl ClientTls {
         Ok(Some(ClientTls { mode: g.client_tls_sslmode, acceptor: TlsAcceptor::from(Arc::new(config)), end_point }))
     }
 
-    /// Runs the handshake on `tcp`. With `direct`, the client must have asked for the
-    /// `postgresql` ALPN protocol, as PostgreSQL 17 requires.
+    /// Runs the handshake on `tcp`, starting with `already_read` (the start of a ClientHello
+    /// read before it was recognised; empty after an SSLRequest). With `direct`, the client must
+    /// have asked for the `postgresql` ALPN protocol, as PostgreSQL 17 requires.
     ///
     /// # Errors
     /// Handshake failures, or a direct connection without the ALPN protocol.
-    pub async fn accept(&self, tcp: TcpStream, direct: bool) -> std::io::Result<(TlsStream<TcpStream>, AcceptedTls)> {
-        let stream = self.acceptor.accept(tcp).await?;
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        already_read: &[u8],
+        direct: bool,
+    ) -> std::io::Result<(TlsStream<TcpStream>, AcceptedTls)> {
+        let stream = self
+            .acceptor
+            .accept_with(tcp, |conn| {
+                let mut rest = already_read;
+                while !rest.is_empty() {
+                    if !matches!(conn.read_tls(&mut rest), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                // A whole ClientHello gets its answer queued now; errors surface in the
+                // handshake, which reports them from then on.
+                let _ = conn.process_new_packets();
+            })
+            .await?;
         let (_, conn) = stream.get_ref();
         if direct && conn.alpn_protocol() != Some(ALPN_POSTGRESQL) {
             return Err(std::io::Error::new(
