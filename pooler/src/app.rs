@@ -109,7 +109,7 @@ impl Pooler {
         }
         ticker.abort();
         for p in shared.pools.all() {
-            p.close_idle();
+            p.close_idle("server shutting down");
         }
         Ok(())
     }
@@ -148,7 +148,12 @@ async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
         shared.wait_resumed().await;
         match l.accept().await {
             Ok((s, _)) => {
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix("unix".into())));
+                // PgBouncer names unix-socket clients by their process id: unix(1234).
+                let label = match s.peer_cred().ok().and_then(|c| c.pid()) {
+                    Some(pid) => format!("unix({pid})"),
+                    None => "unix".to_owned(),
+                };
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix(label)));
             }
             Err(e) => accept_error(e).await,
         }
@@ -161,6 +166,25 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// PgBouncer's periodic `stats:` line, averaged over the last stats_period.
+fn log_stats(a: &crate::pool::StatsSnapshot) {
+    tracing::info!(
+        "stats: {} xacts/s, {} queries/s, {} client parses/s, {} server parses/s, {} binds/s, {} client logins/s, \
+         in {} B/s, out {} B/s, xact {} us, query {} us, wait {} us",
+        a.xact_count,
+        a.query_count,
+        a.client_parse_count,
+        a.server_parse_count,
+        a.bind_count,
+        a.client_login_count,
+        a.bytes_received,
+        a.bytes_sent,
+        a.xact_time_us,
+        a.query_time_us,
+        a.wait_time_us
+    );
+}
+
 /// Once a second: close idle and expired servers, open servers up to min_pool_size; every
 /// stats_period: compute the per-database averages SHOW STATS reports.
 async fn maintenance(shared: Arc<Shared>) {
@@ -170,8 +194,11 @@ async fn maintenance(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let stats_period = shared.config().general.stats_period;
-        if let Some(avg) = period.tick(&shared.pools.all(), stats_period) {
+        if let Some((avg, all)) = period.tick(&shared.pools.all(), stats_period) {
             *shared.averages.lock() = avg;
+            if shared.config().general.log_stats {
+                log_stats(&all);
+            }
         }
         for pool in shared.pools.all() {
             let missing = pool.maintain();

@@ -104,13 +104,12 @@ impl ClientInfo {
 #[derive(Debug)]
 pub struct ClientRegistry {
     map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
-    next_id: AtomicU64,
     epoch: tokio::time::Instant,
 }
 
 impl Default for ClientRegistry {
     fn default() -> Self {
-        Self { map: Mutex::default(), next_id: AtomicU64::new(0), epoch: tokio::time::Instant::now() }
+        Self { map: Mutex::default(), epoch: tokio::time::Instant::now() }
     }
 }
 
@@ -134,17 +133,16 @@ impl ClientRegistry {
         std::time::Duration::from_micros(oldest)
     }
 
-    /// Registers a client that just logged in.
+    /// Registers a client that just logged in, under its connection id and login names.
     pub fn register(
         &self,
-        user: &str,
-        db: &str,
+        tag: &crate::logging::ConnTag,
         pool_user: &str,
         addr: &PeerAddr,
         application_name: &str,
         tls: &str,
     ) -> Arc<ClientInfo> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (id, user, db) = (tag.id, tag.user.as_str(), tag.db.as_str());
         let info = Arc::new(ClientInfo {
             id,
             user: user.to_owned(),

@@ -28,3 +28,12 @@ pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";
 pub fn version_string() -> String {
     format!("PgBouncer {PGBOUNCER_COMPAT_VERSION} (pgmux {})", env!("CARGO_PKG_VERSION"))
 }
+
+/// The TLS library, as `--version`'s `tls:` line and the `process up` log line name it.
+pub const TLS_LIBRARY: &str = "rustls 0.23 (ring)";
+
+/// What `--version` prints: PgBouncer's lines, so that tools probing for TLS support (a `tls:`
+/// line) find it.
+pub fn version_lines() -> String {
+    format!("{}\ntls: {TLS_LIBRARY}", version_string())
+}

@@ -20,7 +20,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.version {
-        println!("{}", pgmux::version_string());
+        println!("{}", pgmux::version_lines());
         return ExitCode::SUCCESS;
     }
     if cli.reboot {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let g = config.general.clone();
-    if let Err(e) = logging::init(g.verbose.max(cli.verbose as u32), cli.quiet || cli.daemon, g.logfile.as_deref()) {
+    if let Err(e) = logging::init(&g, cli.verbose as u32, cli.quiet || cli.daemon) {
         return fail(format!("cannot open logfile: {e}"));
     }
     for w in &config.warnings {
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };
-    tracing::info!(port = pooler.port(), "{} listening", pgmux::version_string());
+    tracing::info!("process up: {}, tls: {}", pgmux::version_string(), pgmux::TLS_LIBRARY);
     let result = runtime.block_on(async {
         let shared = pooler.shared();
         tokio::spawn(handle_signals(shared));
@@ -102,13 +102,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// PgBouncer 1.23+ signals: SIGTERM waits for clients to leave, SIGINT waits for servers to be
-/// released; a second one of either exits at once. SIGHUP reloads, SIGUSR1 pauses, SIGUSR2
-/// resumes.
+/// PgBouncer 1.23+ signals, logged in its words: SIGTERM waits for clients to leave, SIGINT
+/// waits for servers to be released, a second one of either (or SIGQUIT) exits at once. SIGHUP
+/// reopens the logfile and reloads, SIGUSR1 pauses, SIGUSR2 resumes (not while shutting down).
 async fn handle_signals(shared: Arc<Shared>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
         signal(SignalKind::user_defined2()),
@@ -117,28 +118,63 @@ async fn handle_signals(shared: Arc<Shared>) {
         return;
     };
     loop {
-        let wanted = tokio::select! {
-            _ = term.recv() => RunState::WaitForClients,
-            _ = int.recv() => RunState::WaitForServers,
+        let running = shared.state() == RunState::Running;
+        let next = tokio::select! {
+            _ = term.recv() => {
+                if running {
+                    tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
+                    RunState::WaitForClients
+                } else {
+                    tracing::info!("got SIGTERM while shutting down, fast exit");
+                    RunState::Immediate
+                }
+            }
+            _ = int.recv() => {
+                if running {
+                    tracing::info!("got SIGINT, shutting down, waiting for all servers connections to be released");
+                    RunState::WaitForServers
+                } else {
+                    tracing::info!("got SIGINT while shutting down, fast exit");
+                    RunState::Immediate
+                }
+            }
+            _ = quit.recv() => {
+                tracing::info!("got SIGQUIT, fast exit");
+                RunState::Immediate
+            }
             _ = usr1.recv() => {
-                tracing::info!("got SIGUSR1, pausing all databases");
-                shared.pools.set_paused(None, true);
+                if shared.pools.all_paused() || shared.is_suspended() {
+                    tracing::info!("got SIGUSR1, but already paused/suspended");
+                } else {
+                    tracing::info!("got SIGUSR1, pausing all activity");
+                    shared.pools.set_paused(None, true);
+                }
                 continue;
             }
             _ = usr2.recv() => {
-                tracing::info!("got SIGUSR2, resuming");
-                shared.pools.set_paused(None, false);
+                if !running {
+                    tracing::info!("got SIGUSR2 while shutting down, ignoring");
+                } else if shared.is_suspended() {
+                    tracing::info!("got SIGUSR2, continuing from SUSPEND");
+                    shared.set_suspended(false);
+                } else if shared.pools.all_paused() {
+                    tracing::info!("got SIGUSR2, continuing from PAUSE");
+                    shared.pools.set_paused(None, false);
+                } else {
+                    tracing::info!("got SIGUSR2, but not paused/suspended");
+                }
                 continue;
             }
             _ = hup.recv() => {
+                tracing::info!("got SIGHUP, re-reading config");
+                logging::reopen();
                 if let Err(e) = reload::reload(&shared) {
-                    tracing::error!("reload failed, keeping the old configuration: {e}");
+                    tracing::error!("{e}");
+                    tracing::error!("RELOAD failed, keeping the old configuration");
                 }
                 continue;
             }
         };
-        let next = if shared.state() == RunState::Running { wanted } else { RunState::Immediate };
-        tracing::info!("got signal, shutdown mode {next:?}");
         shared.set_state(next);
     }
 }

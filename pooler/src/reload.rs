@@ -18,7 +18,6 @@ pub fn reload(shared: &Arc<Shared>) -> Result<(), ConfigError> {
         tracing::warn!("{w}");
     }
     apply(shared, new);
-    tracing::info!("configuration reloaded");
     Ok(())
 }
 
@@ -49,5 +48,6 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
             }
         }
     }
+    crate::logging::reconfigure(&new.general);
     shared.set_config(new);
 }

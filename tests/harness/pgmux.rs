@@ -71,7 +71,7 @@ impl Pgmux {
         let path = dir.path().join("pgmux.ini");
         std::fs::write(&path, ini).unwrap();
         let config = pgmux::config::load(&path).unwrap_or_else(|e| panic!("test config does not load: {e}"));
-        let _ = pgmux::logging::init(0, std::env::var_os("PGMUX_TEST_LOG").is_none(), None);
+        let _ = pgmux::logging::init(&config.general, 0, std::env::var_os("PGMUX_TEST_LOG").is_none());
         let pooler = Pooler::bind(config).expect("bind pgmux");
         let port = pooler.port();
         let exporter_port = pooler.exporter_port();

@@ -129,7 +129,7 @@ pub async fn lookup(
         };
         match tokio::time::timeout(limit, crate::server::run_lookup(&mut server, &query, &user_owned)).await {
             Err(_) => {
-                pool.discard(server);
+                pool.discard(server, "auth_query timed out");
                 Err(LookupError::Timeout)
             }
             Ok(Ok(rows)) => {
@@ -141,7 +141,7 @@ pub async fn lookup(
                 Err(LookupError::Failed(format!("error response from auth_query: {e}")))
             }
             Ok(Err(e)) => {
-                pool.discard(server);
+                pool.discard(server, "unexpected response from auth_query");
                 Err(LookupError::Failed(format!("auth_query: {e}")))
             }
         }

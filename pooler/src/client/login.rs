@@ -18,6 +18,7 @@ use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
 use crate::config::AuthType;
 use crate::config::Config;
+use crate::logging::ConnTag;
 use crate::net::PeerAddr;
 use crate::pool::{CheckoutError, Pool};
 use crate::server::ServerParams;
@@ -46,10 +47,10 @@ pub struct Session {
     pub cancel: Arc<CancelSlot>,
     /// Its address.
     pub peer: PeerAddr,
-    /// Its user name.
-    pub user: String,
     /// Its entry in the client registry.
     pub info: Arc<crate::clients::ClientInfo>,
+    /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
+    pub tag: Box<ConnTag>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -74,6 +75,7 @@ pub async fn login(
     io: &mut ClientIo,
     peer: &PeerAddr,
     client_number: usize,
+    tag: &mut Box<ConnTag>,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
@@ -101,9 +103,10 @@ pub async fn login(
     }
     let mut req = accept_params(version, raw, g)?;
     negotiate(io, &req);
+    tag.set_login(&req.database, &req.user);
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
-        tracing::info!(client = %peer, db = %req.database, user = %req.user, tls, "login attempt");
+        crate::conn_log!(info, tag, "login attempt: db={} user={} tls={tls} replication=no", req.database, req.user);
     }
     if req.database == crate::admin::ADMIN_DB {
         let euid = nix::unistd::geteuid().as_raw();
@@ -206,15 +209,15 @@ pub async fn login(
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-    let info = shared.client_registry.register(&req.user, &req.database, &pool.user, peer, &app, tls);
+    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls);
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,
         cancel_key,
         cancel,
         peer: peer.clone(),
-        user: req.user,
         info,
+        tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
     })))
 }
 

@@ -19,6 +19,7 @@ use pgmux_protocol::{sqlstate, ProtocolError};
 pub use io::ClientIo;
 pub use params::ClientParams;
 
+use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::shared::Shared;
 
@@ -55,21 +56,39 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let config = shared.config();
     let mut io = io::ClientIo::new(stream);
     let limit = config.general.login_timeout();
-    let result = tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n))).await;
+    let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
+    let started = tokio::time::Instant::now();
+    let result =
+        tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag))).await;
+    let refuse = |code: &'static str, msg: &str| {
+        let g = &config.general;
+        if g.log_disconnections {
+            crate::conn_log!(info, tag, "closing because: {msg} (age={}s)", started.elapsed().as_secs());
+        }
+        if g.log_pooler_errors {
+            crate::conn_log!(warn, tag, "pooler error: {msg}");
+        }
+        (code, msg.to_owned())
+    };
     let session = match result {
         Err(_) => {
-            io.fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout").await;
+            let (code, msg) = refuse(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout");
+            io.fatal(code, &msg).await;
             return;
         }
         Ok(Err(ClientError::Refused(code, msg))) => {
-            if config.general.log_pooler_errors {
-                tracing::info!(client = %peer, "login failed: {msg}");
-            }
+            let (code, msg) = refuse(code, &msg);
             io.fatal(code, &msg).await;
             return;
         }
         Ok(Err(e)) => {
-            tracing::debug!(client = %peer, "login ended: {e}");
+            if config.general.log_disconnections {
+                let reason = match e {
+                    ClientError::Closed => "client unexpected eof".to_owned(),
+                    other => other.to_string(),
+                };
+                crate::conn_log!(info, tag, "closing because: {reason} (age={}s)", started.elapsed().as_secs());
+            }
             return;
         }
         Ok(Ok(None)) => return,

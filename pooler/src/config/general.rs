@@ -159,6 +159,12 @@ pub struct General {
     pub log_connections: bool,
     pub log_disconnections: bool,
     pub log_pooler_errors: bool,
+    pub log_stats: bool,
+    /// pgmux extension: `text` (PgBouncer's lines) or `json` (one object per line).
+    pub log_json: bool,
+    pub syslog: bool,
+    pub syslog_ident: String,
+    pub syslog_facility: String,
     pub verbose: u32,
     pub max_packet_size: u32,
     pub pkt_buf: u32,
@@ -222,6 +228,17 @@ impl General {
             Duration::from_secs(365 * 86400)
         } else {
             self.client_login_timeout
+        }
+    }
+
+    /// Logging options; `verbose` and `quiet` come from the command line (each `-v` adds one).
+    pub fn log_options(&self, cli_verbose: u32, quiet: bool) -> crate::logging::LogOptions {
+        crate::logging::LogOptions {
+            verbose: self.verbose.max(cli_verbose),
+            quiet,
+            logfile: self.logfile.clone(),
+            json: self.log_json,
+            syslog: self.syslog.then(|| (self.syslog_ident.clone(), self.syslog_facility.clone())),
         }
     }
 
@@ -305,6 +322,15 @@ impl General {
             log_connections: r.flag("log_connections")?,
             log_disconnections: r.flag("log_disconnections")?,
             log_pooler_errors: r.flag("log_pooler_errors")?,
+            log_stats: r.flag("log_stats")?,
+            log_json: r.get("log_format", |v| match v.to_ascii_lowercase().as_str() {
+                "text" => Ok(false),
+                "json" => Ok(true),
+                _ => Err(format!("invalid log_format: \"{v}\" (text, json)")),
+            })?,
+            syslog: r.flag("syslog")?,
+            syslog_ident: r.raw("syslog_ident").to_owned(),
+            syslog_facility: r.raw("syslog_facility").to_owned(),
             verbose: r.int("verbose", 3)?,
             max_packet_size: r.int("max_packet_size", i32::MAX as u64)?,
             pkt_buf: r.int("pkt_buf", 1 << 20)?,

@@ -62,6 +62,7 @@ pub const PARAMS: &[Param] = &[
     p("log_connections", "1", true),
     p("log_disconnections", "1", true),
     p("log_pooler_errors", "1", true),
+    p("log_format", "text", true),
     p("log_stats", "1", true),
     p("logfile", "", true),
     p("login_notify_message", "", true),

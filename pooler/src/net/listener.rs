@@ -109,7 +109,9 @@ pub fn bind(general: &General) -> Result<Bound, BindError> {
             addr.set_port(port);
         }
         let l = bind_tcp(addr, general).map_err(io_err(addr))?;
-        port = l.local_addr().map_err(io_err(addr))?.port();
+        let local = l.local_addr().map_err(io_err(addr))?;
+        port = local.port();
+        tracing::info!("listening on {local}");
         tcp.push(l);
     }
     let unix = if general.unix_socket_dir.is_empty() {
@@ -117,6 +119,7 @@ pub fn bind(general: &General) -> Result<Bound, BindError> {
     } else {
         let path = unix_socket_path(&general.unix_socket_dir, port);
         let l = bind_unix(&path, general).map_err(io_err(path.display()))?;
+        tracing::info!("listening on unix:{}", path.display());
         Some((l, path))
     };
     Ok(Bound { tcp, unix, port })

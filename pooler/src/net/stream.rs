@@ -60,6 +60,16 @@ macro_rules! each {
 }
 
 impl Stream {
+    /// The local address of a TCP connection (`None` for unix sockets).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::TlsAccepted(s) => s.get_ref().0.local_addr().ok(),
+            Stream::TlsConnected(s) => s.get_ref().0.local_addr().ok(),
+            _ => None,
+        }
+    }
+
     /// The uid of the process at the other end of a unix socket (SO_PEERCRED).
     pub fn peer_uid(&self) -> Option<u32> {
         match self {

@@ -62,24 +62,33 @@ impl AveragesPeriod {
         Self { start: Instant::now(), totals: HashMap::new() }
     }
 
-    /// When `period` has passed, the averages of the period just ended per database.
-    pub fn tick(&mut self, pools: &[Arc<Pool>], period: Duration) -> Option<HashMap<String, StatsSnapshot>> {
+    /// When `period` has passed, the averages of the period just ended per database, and over
+    /// all databases (the periodic `stats:` log line).
+    pub fn tick(
+        &mut self,
+        pools: &[Arc<Pool>],
+        period: Duration,
+    ) -> Option<(HashMap<String, StatsSnapshot>, StatsSnapshot)> {
         let elapsed = self.start.elapsed();
         if period.is_zero() || elapsed < period {
             return None;
         }
         let now = per_db(pools);
         let secs = elapsed.as_secs_f64();
+        let mut all_before = StatsSnapshot::default();
+        let mut all_now = StatsSnapshot::default();
         let out = now
             .iter()
             .map(|(db, s)| {
                 let before = self.totals.get(db).copied().unwrap_or_default();
+                all_before += before;
+                all_now += *s;
                 (db.clone(), averages(&before, s, secs))
             })
             .collect();
         self.totals = now;
         self.start = Instant::now();
-        Some(out)
+        Some((out, averages(&all_before, &all_now, secs)))
     }
 }
 

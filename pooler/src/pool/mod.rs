@@ -28,6 +28,7 @@ pub use stats::{PoolStats, StatsSnapshot};
 use waiter::{Handoff, SlotGuard, WaitTicket};
 
 use crate::config::StoredSecret;
+use crate::logging::ConnTag;
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
 /// Idle time after which a server is probed for a close before it is handed out.
@@ -170,7 +171,7 @@ impl Pool {
     /// RECONNECT: servers made before now are closed when released; idle ones at once.
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Relaxed);
-        self.close_idle();
+        self.close_idle("database configuration changed");
     }
 
     /// Servers made under an older generation still open.
@@ -397,8 +398,12 @@ impl Pool {
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
         let idle_for = s.last_used.elapsed();
         let dead = idle_for >= DEAD_CHECK_AFTER && s.is_dead();
-        if dead || self.expired(&s, settings) || self.stale(&s) {
-            self.discard(s);
+        if dead {
+            self.discard(s, "server conn crashed?");
+            return None;
+        }
+        if let Some(reason) = self.unusable(&s, settings) {
+            self.discard(s, reason);
             return None;
         }
         if let Some(q) = &settings.check_query {
@@ -409,7 +414,7 @@ impl Pool {
                 let ok = Box::pin(server::run_simple_query(&mut s, q)).await.is_ok();
                 guard.disarm();
                 if !ok {
-                    self.discard(s);
+                    self.discard(s, "test query failed");
                     return None;
                 }
             }
@@ -427,15 +432,31 @@ impl Pool {
                 _ => {}
             }
         }
-        let result = server::connect(&settings.target, &creds, settings.tls.as_ref(), settings.connect_timeout).await;
+        let mut tag = ConnTag::server_to(
+            crate::net::next_conn_id(),
+            &self.db,
+            &self.user,
+            &settings.target.pick_host(),
+            settings.target.port,
+        );
+        let result = server::connect(
+            &settings.target,
+            &creds,
+            settings.tls.as_ref(),
+            settings.connect_timeout,
+            &mut tag,
+            settings.log_connections,
+        )
+        .await;
         let mut s = match result {
             Ok(s) => s,
             Err(e) => {
                 let rejected = matches!(e, ServerError::Rejected { .. } | ServerError::Auth(_));
-                if rejected {
-                    tracing::warn!(db = %self.db, user = %self.user, "server login failed: {e}");
-                } else {
-                    tracing::warn!(db = %self.db, user = %self.user, "server connect failed: {e}");
+                if let ServerError::Rejected { severity, message, .. } = &e {
+                    crate::conn_log!(warn, tag, "server login failed: {severity} {message}");
+                }
+                if settings.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {} (age=0s)", e.log_reason());
                 }
                 self.state.lock().last_failure = Some((Instant::now(), e.to_string(), rejected));
                 return Err(e.into());
@@ -443,7 +464,8 @@ impl Pool {
         };
         if let Some(q) = &settings.connect_query {
             if let Err(e) = server::run_simple_query(&mut s, q).await {
-                tracing::warn!(db = %self.db, user = %self.user, "connect_query failed: {e}");
+                crate::conn_log!(warn, s.tag, "connect_query failed: {e}");
+                self.log_close(&s, "exec_on_connect query failed", settings);
                 return Err(e.into());
             }
         }
@@ -463,6 +485,25 @@ impl Pool {
         settings.server_lifetime.is_zero() || s.created.elapsed() >= settings.server_lifetime
     }
 
+    /// Why a server that is otherwise fine may not be reused: past its lifetime, or made before
+    /// the last RECONNECT / configuration change.
+    fn unusable(&self, s: &ServerConn, settings: &PoolSettings) -> Option<&'static str> {
+        if self.stale(s) {
+            Some("database configuration changed")
+        } else if self.expired(s, settings) {
+            Some("server lifetime over")
+        } else {
+            None
+        }
+    }
+
+    /// `closing because: <reason> (age=<n>s)` for a server, when log_disconnections is on.
+    fn log_close(&self, s: &ServerConn, reason: &str, settings: &PoolSettings) {
+        if settings.log_disconnections {
+            crate::conn_log!(info, s.tag, "closing because: {reason} (age={}s)", s.created.elapsed().as_secs());
+        }
+    }
+
     /// Gives a clean server (idle, nothing in flight) back: to the longest waiter, else to the
     /// idle list. A server past its lifetime is closed instead.
     pub fn release(&self, server: ServerConn) {
@@ -472,8 +513,10 @@ impl Pool {
 
     /// [`Pool::release`] with settings the caller already holds.
     pub fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
-        if self.expired(&server, settings) || self.stale(&server) {
-            self.discard(server);
+        if let Some(reason) = self.unusable(&server, settings) {
+            self.log_close(&server, reason, settings);
+            drop(server);
+            self.free_slot();
             return;
         }
         server.last_used = Instant::now();
@@ -488,8 +531,10 @@ impl Pool {
         s.idle.push_back(server);
     }
 
-    /// Closes a server that cannot be reused and frees its slot.
-    pub fn discard(&self, server: ServerConn) {
+    /// Closes a server that cannot be reused and frees its slot; `reason` goes to the log
+    /// (`closing because: ...`) as PgBouncer words it.
+    pub fn discard(&self, server: ServerConn, reason: &str) {
+        self.log_close(&server, reason, &self.settings());
         drop(server);
         self.free_slot();
     }
@@ -529,9 +574,16 @@ impl Pool {
                 let idle_too_long = !settings.server_idle_timeout.is_zero()
                     && server.last_used.elapsed() >= settings.server_idle_timeout
                     && total > settings.min_pool_size;
-                if idle_too_long || self.expired(&server, &settings) || server.is_dead() {
+                let reason = if idle_too_long {
+                    Some("server idle timeout")
+                } else if server.is_dead() {
+                    Some("server conn crashed?")
+                } else {
+                    self.unusable(&server, &settings)
+                };
+                if let Some(reason) = reason {
                     total -= 1;
-                    closed.push(server);
+                    closed.push((server, reason));
                 } else {
                     keep.push_back(server);
                 }
@@ -540,8 +592,8 @@ impl Pool {
             let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
             missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
         }
-        for server in closed {
-            self.discard(server);
+        for (server, reason) in closed {
+            self.discard(server, reason);
         }
         missing
     }
@@ -573,11 +625,11 @@ impl Pool {
             .collect()
     }
 
-    /// Closes every idle server (RECONNECT, shutdown).
-    pub fn close_idle(&self) {
+    /// Closes every idle server (RECONNECT, shutdown), logging `reason`.
+    pub fn close_idle(&self, reason: &str) {
         let idle: Vec<_> = self.state.lock().idle.drain(..).collect();
         for s in idle {
-            self.discard(s);
+            self.discard(s, reason);
         }
     }
 }

@@ -38,6 +38,10 @@ pub struct PoolSettings {
     pub tls: Option<crate::tls::ServerTls>,
     /// True when the database entry forces a user (one pool for all clients).
     pub forced_user: bool,
+    /// log_connections: `new connection to server` lines.
+    pub log_connections: bool,
+    /// log_disconnections: `closing because:` lines for servers.
+    pub log_disconnections: bool,
 }
 
 impl PoolSettings {
@@ -107,6 +111,8 @@ impl PoolSettings {
             credentials,
             tls: config.server_tls.clone(),
             forced_user,
+            log_connections: g.log_connections,
+            log_disconnections: g.log_disconnections,
         }
     }
 }

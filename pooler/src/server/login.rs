@@ -4,7 +4,6 @@
 //! BackendKeyData until ReadyForQuery. Also the one-off queries pgmux runs itself.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,6 +15,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use super::{ServerConn, ServerParams, Target};
+use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::tls::{ServerTls, SslMode};
 
@@ -63,8 +63,23 @@ pub enum ServerError {
     Tls(String),
 }
 
-static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+impl ServerError {
+    /// The reason PgBouncer logs when it closes a server whose connect or login failed.
+    pub fn log_reason(&self) -> String {
+        match self {
+            ServerError::Timeout => "connect timeout".into(),
+            ServerError::Io(e) if e.kind() == io::ErrorKind::NotFound => "server DNS lookup failed".into(),
+            ServerError::Io(_) => "connect failed".into(),
+            ServerError::Rejected { message, .. } => message.clone(),
+            ServerError::Auth(m) => m.clone(),
+            ServerError::Protocol(_) => "unknown pkt from server".into(),
+            ServerError::Closed => "server conn crashed?".into(),
+            ServerError::Tls(m) => m.clone(),
+        }
+    }
+}
 
 /// Asks a freshly connected server for TLS and runs the handshake when it agrees.
 async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Result<Stream, ServerError> {
@@ -147,7 +162,8 @@ fn rejected(body: &[u8]) -> ServerError {
     }
 }
 
-/// Connects and logs in within `timeout`.
+/// Connects and logs in within `timeout`. `tag` (id, pool database and user) gets the server's
+/// address once connected, so that the caller's log lines name it.
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
@@ -156,14 +172,24 @@ pub async fn connect(
     creds: &Credentials,
     tls: Option<&ServerTls>,
     timeout: Duration,
+    tag: &mut ConnTag,
+    log_connections: bool,
 ) -> Result<ServerConn, ServerError> {
     let attempt = async {
         let (mut stream, addr) = dial(target, tls).await?;
+        *tag = ConnTag::server(tag.id, &tag.db, &tag.user, &addr, target.port);
+        if log_connections {
+            match stream.local_addr() {
+                Some(local) => crate::conn_log!(info, tag, "new connection to server (from {local})"),
+                None => crate::conn_log!(info, tag, "new connection to server"),
+            }
+        }
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
         let now = Instant::now();
         Ok(ServerConn {
             stream,
-            id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
+            tag: tag.clone(),
+            id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,
             params,

@@ -126,7 +126,8 @@ impl ClientTls {
         let peer_cn = conn.peer_certificates().and_then(|c| c.first()).and_then(pem::common_name);
         let version = conn.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS");
         let suite = conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("");
-        let description = format!("{}/{}", version.replace("TLSv1_", "TLSv1."), suite);
+        // OpenSSL's names, as PgBouncer logs and shows them: TLS_AES_256_GCM_SHA384.
+        let description = format!("{}/{}", version.replace("TLSv1_", "TLSv1."), suite.replace("TLS13_", "TLS_"));
         Ok((stream, AcceptedTls { peer_cn, end_point: self.end_point.clone(), description }))
     }
 }

@@ -74,7 +74,7 @@ impl Relay {
                         ));
                     }
                     other => {
-                        pool.discard(server);
+                        pool.discard(server, "var change failed");
                         return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("server conn crashed? {other}")));
                     }
                 }
@@ -109,7 +109,7 @@ impl Relay {
         }
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
             if Box::pin(server::run_simple_query(&mut server, &self.settings.reset_query)).await.is_err() {
-                pool.discard(server);
+                pool.discard(server, "reset query failed");
                 return;
             }
             server.statements.clear();
@@ -135,23 +135,35 @@ impl Relay {
                 (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
             if clean && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
                 pool.release(server);
+            } else if clean {
+                pool.discard(server, "reset query failed");
             } else {
-                pool.discard(server);
+                pool.discard(server, "client disconnect while server was not ready");
             }
         }
-        let reason = match end {
-            End::ClientGone => "client close request".to_owned(),
+        let g = &self.shared.config().general;
+        let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+        let tag = &self.session.tag;
+        match end {
+            End::ClientGone => {
+                if log && g.log_disconnections {
+                    let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
+                    crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
+                }
+            }
             End::Fatal(code, msg) => {
+                if log && g.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
+                }
+                if log && g.log_pooler_errors {
+                    crate::conn_log!(warn, tag, "pooler error: {msg}");
+                }
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, Severity::Fatal, code, &msg);
                 let pending = self.sout.split_to(self.s_ready);
                 let _ = write_all(&mut self.client, &pending).await;
                 let _ = write_all(&mut self.client, &out).await;
-                msg
             }
-        };
-        if log {
-            tracing::info!(client = %self.session.peer, db = %pool.db, user = %self.session.user, "closing because: {reason}");
         }
         self.shared.cancels.unregister(self.session.cancel_key);
         self.shared.client_registry.unregister(self.session.info.id);

@@ -249,7 +249,7 @@ impl Relay {
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
         if let Some(s) = self.server.take() {
             self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-            self.session.pool.discard(s);
+            self.session.pool.discard(s, "server conn crashed?");
         }
         End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
     }

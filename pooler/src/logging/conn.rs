@@ -1,0 +1,116 @@
+//! Which connection a log line is about, in PgBouncer's words: `C-0x1a: p0/alice@127.0.0.1:41234`
+//! for a client, `S-0x2b: p0/alice@127.0.0.1:5432` for a server. The hex number is the
+//! connection's `id` in SHOW CLIENTS / SERVERS / SOCKETS (and its `ptr`), so a line can be
+//! matched with a row.
+
+use crate::net::PeerAddr;
+
+/// Client or server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A client of pgmux (`C-`).
+    Client,
+    /// A connection to PostgreSQL (`S-`).
+    Server,
+}
+
+/// The log prefix of one connection. Cheap to keep: built once per connection, updated when the
+/// client names its database and user.
+#[derive(Debug, Clone)]
+pub struct ConnTag {
+    /// Client or server.
+    pub side: Side,
+    /// The connection's id (SHOW ... `id`).
+    pub id: u64,
+    /// Database, `(nodb)` until known.
+    pub db: String,
+    /// User, `(nouser)` until known.
+    pub user: String,
+    /// `ip:port`, `[ipv6]:port`, `unix(pid):port` or `unix:port`.
+    pub addr: String,
+}
+
+impl ConnTag {
+    /// A client that has just connected; `port` is used for unix-socket peers (the listen port,
+    /// as PgBouncer prints it).
+    pub fn client(id: u64, peer: &PeerAddr, port: u16) -> Self {
+        ConnTag { side: Side::Client, id, db: "(nodb)".into(), user: "(nouser)".into(), addr: addr_text(peer, port) }
+    }
+
+    /// A server connection of pool (db, user).
+    pub fn server(id: u64, db: &str, user: &str, peer: &PeerAddr, port: u16) -> Self {
+        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr: addr_text(peer, port) }
+    }
+
+    /// A server connection about to be opened to `host` (a name, an IP or a unix socket
+    /// directory); [`ConnTag::server`] replaces it once the address is known.
+    pub fn server_to(id: u64, db: &str, user: &str, host: &str, port: u16) -> Self {
+        let addr = if host.starts_with('/') || host.is_empty() {
+            format!("unix:{port}")
+        } else if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr }
+    }
+
+    /// The client named its database and user.
+    pub fn set_login(&mut self, db: &str, user: &str) {
+        db.clone_into(&mut self.db);
+        user.clone_into(&mut self.user);
+    }
+
+    /// `C-0x1a` / `S-0x2b`.
+    pub fn conn_id(&self) -> String {
+        let c = match self.side {
+            Side::Client => 'C',
+            Side::Server => 'S',
+        };
+        format!("{c}-{}", ptr_text(self.id))
+    }
+}
+
+/// The `ptr` / `link` column text of a connection id (`0x1a`).
+pub fn ptr_text(id: u64) -> String {
+    format!("0x{id:x}")
+}
+
+/// PgBouncer's address text: IPv6 in brackets, unix peers as `unix` or `unix(pid)` with a port.
+fn addr_text(peer: &PeerAddr, port: u16) -> String {
+    match peer {
+        PeerAddr::Tcp(a) if a.is_ipv6() => format!("[{}]:{}", a.ip(), a.port()),
+        PeerAddr::Tcp(a) => format!("{}:{}", a.ip(), a.port()),
+        PeerAddr::Unix(label) if label.starts_with("unix(") => format!("{label}:{port}"),
+        PeerAddr::Unix(_) => format!("unix:{port}"),
+    }
+}
+
+/// Logs an event about one connection with PgBouncer's prefix:
+/// `conn_log!(info, tag, "login attempt: db={} ...", db)`. `tag` is a [`ConnTag`].
+#[macro_export]
+macro_rules! conn_log {
+    ($level:ident, $tag:expr, $($arg:tt)+) => {{
+        let tag: &$crate::logging::ConnTag = &$tag;
+        tracing::$level!(conn = %tag.conn_id(), db = %tag.db, user = %tag.user, addr = %tag.addr, $($arg)+)
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_pgbouncer_writes_them() {
+        let v4 = PeerAddr::Tcp("127.0.0.1:41234".parse().unwrap());
+        let v6 = PeerAddr::Tcp("[::1]:41234".parse().unwrap());
+        let mut c = ConnTag::client(26, &v4, 6432);
+        assert_eq!((c.conn_id().as_str(), c.addr.as_str(), c.db.as_str()), ("C-0x1a", "127.0.0.1:41234", "(nodb)"));
+        c.set_login("p0", "alice");
+        assert_eq!((c.db.as_str(), c.user.as_str()), ("p0", "alice"));
+        assert_eq!(ConnTag::client(1, &v6, 6432).addr, "[::1]:41234");
+        assert_eq!(ConnTag::client(1, &PeerAddr::Unix("unix(77)".into()), 6432).addr, "unix(77):6432");
+        let s = ConnTag::server(43, "p0", "alice", &PeerAddr::Unix("/tmp/.s.PGSQL.5432".into()), 5432);
+        assert_eq!((s.conn_id().as_str(), s.addr.as_str()), ("S-0x2b", "unix:5432"));
+    }
+}
