@@ -39,8 +39,6 @@ pub struct Shared {
     pub cancels: Cancels,
     /// Client connections open (logging in or logged in).
     pub clients: AtomicUsize,
-    /// Recent auth_query answers.
-    pub auth_cache: crate::auth::query::AuthCache,
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: [u8; 32],
     /// Logged-in clients (SHOW CLIENTS, KILL).
@@ -66,7 +64,6 @@ impl Shared {
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
-            auth_cache: Default::default(),
             client_registry: ClientRegistry::default(),
             averages: Mutex::new(HashMap::new()),
             started: SystemTime::now(),

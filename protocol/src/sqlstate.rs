@@ -16,3 +16,39 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// Unknown database.
 pub const INVALID_CATALOG_NAME: &str = "3D000";
+/// The server is starting up or shutting down and refuses connections.
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// Permission denied (e.g. a role without LOGIN or CONNECT).
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// Internal error in the configuration (PgBouncer's RELOAD failure).
+pub const CONFIG_FILE_ERROR: &str = "F0000";
+
+/// The codes PostgreSQL sends when it refuses a login, so that pgmux can pass a server's refusal
+/// on to the waiting clients with its own SQLSTATE (as PgBouncer does).
+const LOGIN_REFUSALS: &[&str] = &[
+    PROTOCOL_VIOLATION,
+    CONNECTION_FAILURE,
+    INVALID_PASSWORD,
+    INVALID_AUTHORIZATION,
+    TOO_MANY_CONNECTIONS,
+    ADMIN_SHUTDOWN,
+    FEATURE_NOT_SUPPORTED,
+    INVALID_CATALOG_NAME,
+    CANNOT_CONNECT_NOW,
+    INSUFFICIENT_PRIVILEGE,
+];
+
+/// `code` as one of the constants above, when it is one PostgreSQL sends at login.
+pub fn known(code: &str) -> Option<&'static str> {
+    LOGIN_REFUSALS.iter().copied().find(|c| *c == code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn login_refusals_are_known_and_others_are_not() {
+        assert_eq!(super::known("3D000"), Some(super::INVALID_CATALOG_NAME));
+        assert_eq!(super::known("28P01"), Some(super::INVALID_PASSWORD));
+        assert_eq!(super::known("XX000"), None);
+    }
+}

@@ -29,8 +29,32 @@ fn known_db(shared: &Shared, db: &str) -> bool {
     c.databases.contains_key(db) || shared.pools.all().iter().any(|p| p.db == db)
 }
 
+/// PgBouncer's `<COMMAND> [\'<arg>\'] command issued` log line.
+fn log_issued(cmd: &Command) {
+    let (word, arg) = match cmd {
+        Command::Pause(d) => ("PAUSE", d.clone()),
+        Command::Resume(d) => ("RESUME", d.clone()),
+        Command::Reconnect(d) => ("RECONNECT", d.clone()),
+        Command::Kill(d) => ("KILL", d.clone()),
+        Command::WaitClose(d) => ("WAIT_CLOSE", d.clone()),
+        Command::Disable(d) => ("DISABLE", Some(d.clone())),
+        Command::Enable(d) => ("ENABLE", Some(d.clone())),
+        Command::Suspend => ("SUSPEND", None),
+        Command::Reload => ("RELOAD", None),
+        Command::Shutdown(ShutdownMode::Immediate) => ("SHUTDOWN", None),
+        Command::Shutdown(ShutdownMode::WaitForServers) => ("SHUTDOWN WAIT_FOR_SERVERS", None),
+        Command::Shutdown(ShutdownMode::WaitForClients) => ("SHUTDOWN WAIT_FOR_CLIENTS", None),
+        Command::KillClient(_) | Command::Set(..) | Command::Show(_) | Command::Empty => return,
+    };
+    match arg {
+        Some(a) => tracing::info!("{word} '{a}' command issued"),
+        None => tracing::info!("{word} command issued"),
+    }
+}
+
 /// Runs a control command; returns true when the console connection should close.
 pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool {
+    log_issued(&cmd);
     let err = |out: &mut BytesMut, msg: String| {
         build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg)
     };
@@ -106,7 +130,16 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
         Command::Reload => match crate::reload::reload(shared) {
             Ok(()) => "RELOAD",
             Err(e) => {
-                err(out, format!("RELOAD failed, old configuration kept: {e}"));
+                // As PgBouncer: the reason goes to the log, the console gets F0000. The old
+                // configuration stays in force.
+                tracing::error!("{e}");
+                tracing::error!("RELOAD Failed, see logs for more details");
+                build::error_response(
+                    out,
+                    Severity::Error,
+                    sqlstate::CONFIG_FILE_ERROR,
+                    "RELOAD failed, see logs for additional details",
+                );
                 return false;
             }
         },

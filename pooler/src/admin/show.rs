@@ -7,8 +7,7 @@ use super::{show_sockets, show_stats};
 use crate::config::params;
 use crate::shared::{RunState, Shared};
 
-/// The admin pseudo-database.
-pub const ADMIN_DB: &str = "pgbouncer";
+pub use crate::config::ADMIN_DB;
 
 /// What `SHOW <what>` produces, or None for an unknown subject.
 pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {

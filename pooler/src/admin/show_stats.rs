@@ -40,6 +40,7 @@ pub(super) fn stats(shared: &Shared) -> Table {
         "total_client_parse_count",
         "total_server_parse_count",
         "total_bind_count",
+        "total_client_login_count",
         "avg_server_assignment_count",
         "avg_xact_count",
         "avg_query_count",
@@ -51,6 +52,7 @@ pub(super) fn stats(shared: &Shared) -> Table {
         "avg_client_parse_count",
         "avg_server_parse_count",
         "avg_bind_count",
+        "avg_client_login_count",
     ];
     let mut cols = vec![("database", Ty::Text)];
     cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
@@ -64,8 +66,8 @@ pub(super) fn stats(shared: &Shared) -> Table {
     t
 }
 
-/// The eleven counters in SHOW STATS order.
-fn counters(s: &StatsSnapshot) -> [u64; 11] {
+/// The twelve counters in SHOW STATS order.
+fn counters(s: &StatsSnapshot) -> [u64; 12] {
     [
         s.server_assignment_count,
         s.xact_count,
@@ -78,6 +80,7 @@ fn counters(s: &StatsSnapshot) -> [u64; 11] {
         s.client_parse_count,
         s.server_parse_count,
         s.bind_count,
+        s.client_login_count,
     ]
 }
 
@@ -94,12 +97,12 @@ const TOTALS_COMMON: [&str; 8] = [
 ];
 
 pub(super) fn stats_totals(shared: &Shared) -> Table {
-    let ps = ["client_parse_count", "server_parse_count", "bind_count"];
+    let ps = ["client_parse_count", "server_parse_count", "bind_count", "client_login_count"];
     stats_table(shared, &[&TOTALS_COMMON[..], &ps[..]].concat(), false)
 }
 
 pub(super) fn stats_averages(shared: &Shared) -> Table {
-    let ps = ["avg_client_parse_count", "avg_server_parse_count", "avg_bind_count"];
+    let ps = ["avg_client_parse_count", "avg_server_parse_count", "avg_bind_count", "avg_client_login_count"];
     stats_table(shared, &[&TOTALS_COMMON[..], &ps[..]].concat(), true)
 }
 
@@ -135,6 +138,7 @@ pub(super) fn totals(shared: &Shared) -> Table {
         "ps_client_parse_count",
         "ps_server_parse_count",
         "ps_bind_count",
+        "client_login_count",
     ];
     for (prefix, s) in [("total", &sum), ("avg", &avg)] {
         for (n, x) in names.iter().zip(counters(s)) {

@@ -59,7 +59,14 @@ pub fn fields(line: &str) -> Vec<Vec<Token>> {
                 }
             }
             field.push(Token { text, quoted });
-            if chars.peek() == Some(&',') {
+            // A comma continues the list, with blanks allowed on either side (`a , b`), as
+            // PgBouncer's tokenizer reads it.
+            let mut ahead = chars.clone();
+            while ahead.peek().is_some_and(|c| c.is_whitespace()) {
+                ahead.next();
+            }
+            if ahead.peek() == Some(&',') {
+                chars = ahead;
                 chars.next();
                 while chars.peek().is_some_and(|c| c.is_whitespace()) {
                     chars.next();
@@ -366,6 +373,8 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
         assert_eq!(method(&only_v6, host("::1", false), "d", "u"), None);
         assert_eq!(method(&only_v6, host("127.0.0.1", false), "u", "u"), None);
         let lists = Hba::parse("host db1,db2 a, b 127.0.0.1 255.255.255.255 password\n", "h", Path::new(".")).unwrap();
+        let spaced = Hba::parse("host tmp1,all user1,user2 , user3 16.0.0.0/8 md5\n", "h", Path::new(".")).unwrap();
+        assert!(spaced.find(ConnKind::Host { addr: "16.1.2.3".parse().unwrap(), tls: false }, "x", "user3").is_some());
         assert_eq!(method(&lists, host("127.0.0.1", false), "db2", "b"), Some(AuthType::Plain));
         assert_eq!(method(&lists, host("127.0.0.2", false), "db2", "b"), None);
         assert_eq!(method(&lists, host("127.0.0.1", false), "db3", "b"), None);

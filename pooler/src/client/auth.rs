@@ -20,8 +20,9 @@ pub struct Authenticated {
     pub scram_keys: Option<PassThroughKeys>,
 }
 
-fn failed(user: &str) -> ClientError {
-    ClientError::Refused(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
+/// A wrong password (or an unknown user) with plain or md5: PgBouncer's words and SQLSTATE.
+fn failed() -> ClientError {
+    ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "password authentication failed".into())
 }
 
 /// A stable per-user fake secret so that repeated attempts for an unknown user look the same.
@@ -53,14 +54,19 @@ pub struct AuthPlan<'a> {
     pub map: Option<&'a str>,
     /// The user name the client gave.
     pub user: &'a str,
-    /// Its secret (auth_file or auth_query); `None` for an unknown user.
+    /// Its secret (auth_file or auth_query); `None` for an unknown user, or for one auth_query
+    /// knows without a usable secret.
     pub secret: Option<&'a StoredSecret>,
+    /// The user exists (auth_file or auth_query): trust, peer and cert need only this.
+    pub exists: bool,
     /// auth_ident_file.
     pub ident: &'a crate::auth::IdentMap,
     /// Key for mock salts.
     pub mock_key: &'a [u8; 32],
     /// scram_iterations, for secrets made here.
     pub scram_iterations: u32,
+    /// The client's log prefix.
+    pub tag: &'a crate::logging::ConnTag,
 }
 
 fn refused(message: &str) -> ClientError {
@@ -86,16 +92,18 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
     match plan.method {
         AuthType::Any => Ok(Authenticated::default()),
         AuthType::Reject | AuthType::Hba => Err(refused("login rejected")),
-        AuthType::Trust => match secret {
-            Some(_) => Ok(Authenticated::default()),
-            None => Err(refused("\"trust\" authentication failed")),
-        },
+        AuthType::Trust if plan.exists => Ok(Authenticated::default()),
+        AuthType::Trust => Err(refused("\"trust\" authentication failed")),
         AuthType::Peer => match os_user(io) {
-            Some(os) if secret.is_some() && named(&os) => Ok(Authenticated::default()),
+            Some(os) if plan.exists && named(&os) => Ok(Authenticated::default()),
+            Some(_) if plan.exists && plan.map.is_some() => {
+                crate::conn_log!(error, plan.tag, "ident map {} cannot be matched", plan.map.unwrap_or(""));
+                Err(refused("unix socket login rejected"))
+            }
             _ => Err(refused("unix socket login rejected")),
         },
         AuthType::Cert => match io.tls.as_ref().and_then(|t| t.peer_cn.as_deref()) {
-            Some(cn) if secret.is_some() && named(cn) => Ok(Authenticated::default()),
+            Some(cn) if plan.exists && named(cn) => Ok(Authenticated::default()),
             _ => Err(refused("certificate authentication failed")),
         },
         AuthType::Plain => {
@@ -115,11 +123,11 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
             if ok {
                 Ok(Authenticated::default())
             } else {
-                Err(failed(user))
+                Err(failed())
             }
         }
         AuthType::Md5 => match secret {
-            Some(StoredSecret::Scram(s)) => scram_exchange(io, user, s.clone(), true).await,
+            Some(StoredSecret::Scram(s)) => scram_exchange(io, plan, s.clone(), true).await,
             Some(s) => md5_exchange(io, user, Some(s)).await,
             None => md5_exchange(io, user, None).await,
         },
@@ -131,9 +139,13 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
                     (scram::Secret::from_password(p.as_bytes(), &salt, plan.scram_iterations), true)
                 }
                 // An md5 secret cannot answer SCRAM; fail the same way as a wrong password.
-                Some(StoredSecret::Md5(_)) | None => (mock_secret(plan.mock_key, user, plan.scram_iterations), false),
+                Some(StoredSecret::Md5(_)) => {
+                    crate::conn_log!(error, plan.tag, "SCRAM authentication failed: user has MD5 secret");
+                    (mock_secret(plan.mock_key, user, plan.scram_iterations), false)
+                }
+                None => (mock_secret(plan.mock_key, user, plan.scram_iterations), false),
             };
-            scram_exchange(io, user, s, real).await
+            scram_exchange(io, plan, s, real).await
         }
     }
 }
@@ -168,7 +180,7 @@ async fn md5_exchange(
         Some(s) if md5::constant_time_eq(md5::response_from_secret(&s, salt).as_bytes(), given) => {
             Ok(Authenticated::default())
         }
-        _ => Err(failed(user)),
+        _ => Err(failed()),
     }
 }
 
@@ -180,7 +192,7 @@ fn sasl_failed(e: pgmux_protocol::ProtocolError) -> ClientError {
 
 async fn scram_exchange(
     io: &mut ClientIo,
-    user: &str,
+    plan: &AuthPlan<'_>,
     secret: scram::Secret,
     real: bool,
 ) -> Result<Authenticated, ClientError> {
@@ -212,7 +224,11 @@ async fn scram_exchange(
             build::auth_sasl_final(&mut io.wbuf, server_final.as_bytes());
             Ok(Authenticated { scram_keys: Some(keys) })
         }
-        Ok(_) | Err(ServerFinalError::BadProof) => Err(failed(user)),
+        Ok(_) | Err(ServerFinalError::BadProof) => {
+            // PgBouncer logs the password failure and tells the client the exchange failed.
+            crate::conn_log!(error, plan.tag, "password authentication failed");
+            Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "SASL authentication failed".into()))
+        }
         Err(ServerFinalError::Protocol(e)) => Err(sasl_failed(e)),
     }
 }

@@ -9,8 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::ClientError;
 use crate::net::Stream;
 
-/// Longest message accepted during login (password and SASL messages are tiny).
-pub const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+/// Longest message accepted during login. Passwords may be long (PgBouncer takes any size up
+/// to max_packet_size); 1 MiB keeps what an unauthenticated client can make pgmux hold bounded.
+pub const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
 /// A client connection and its buffers.
 #[derive(Debug)]

@@ -13,15 +13,15 @@ use super::io::ClientIo;
 use super::params::ClientParams;
 use super::startup::{accept_params, negotiate, read_opening};
 use super::ClientError;
-use crate::auth::query::{self, LookupError, LookupPlan};
+use crate::auth::query::{self, Answer, LookupError, LookupPlan};
 use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
 use crate::config::AuthType;
-use crate::config::Config;
+use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::PeerAddr;
 use crate::pool::{CheckoutError, Pool};
-use crate::server::ServerParams;
+use crate::server::{ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
 
@@ -54,13 +54,23 @@ pub struct Session {
 }
 
 /// The message a client gets when no server can be had for it.
+/// A server's refusal of a login reaches the client with the server's SQLSTATE and message;
+/// clients that arrive while logins keep failing get PgBouncer's cached-error text.
 pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
+    let passed_on = |code: &str| sqlstate::known(code).unwrap_or(sqlstate::PROTOCOL_VIOLATION);
     match e {
         CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
         CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+        CheckoutError::Refused(r) => (passed_on(&r.sqlstate), r.message.clone()),
+        CheckoutError::Connect(ServerError::Rejected { sqlstate, message, .. }) => {
+            (passed_on(sqlstate), message.clone())
+        }
+        CheckoutError::Connect(ServerError::Auth(_)) => {
+            (sqlstate::PROTOCOL_VIOLATION, "server login failed: wrong password type".into())
+        }
         CheckoutError::Connect(inner) => (
             sqlstate::PROTOCOL_VIOLATION,
-            format!("server login has been failing, cached error: {inner} (server_login_retry)"),
+            format!("server login has been failing, cached error: {} (server_login_retry)", inner.log_reason()),
         ),
     }
 }
@@ -115,14 +125,22 @@ pub async fn login(
             crate::admin::Access::Admin
         } else {
             let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+            let known = if needs_lookup(config, &req.user) && method != AuthType::Any {
+                let plan = LookupPlan::for_console(shared, config).map_err(|e| lookup_refusal(e, tag))?;
+                find_user(shared, config, plan, &req.user, tag).await?
+            } else {
+                Known::from_file(config, &req.user)
+            };
             let plan = AuthPlan {
                 method,
                 map: map.as_deref(),
                 user: &req.user,
-                secret: config.auth_file.get(&req.user),
+                secret: known.secret.as_ref(),
+                exists: known.exists,
                 ident: &config.ident,
                 mock_key: &shared.mock_key,
                 scram_iterations: g.scram_iterations,
+                tag,
             };
             authenticate(io, &plan).await?;
             crate::admin::access_of(shared, &req.user)?
@@ -139,32 +157,25 @@ pub async fn login(
         ));
     }
     let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
-    let mut found = None;
-    let mut lookup_db = None;
-    if let (None, Some(db), true) = (config.auth_file.get(&req.user), &db, method != AuthType::Any) {
-        if let Some(plan) = LookupPlan::for_database(config, db).map_err(lookup_refusal)? {
-            found = Box::pin(query::lookup(shared, config, &plan, &req.user)).await.map_err(lookup_refusal)?;
-            lookup_db = Some(plan.auth_db.name);
+    let known = match &db {
+        Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
+            let plan = LookupPlan::for_database(shared, config, db).map_err(|e| lookup_refusal(e, tag))?;
+            find_user(shared, config, plan, &req.user, tag).await?
         }
-    }
+        _ => Known::from_file(config, &req.user),
+    };
     let plan = AuthPlan {
         method,
         map: map.as_deref(),
         user: &req.user,
-        secret: config.auth_file.get(&req.user).or(found.as_ref()),
+        secret: known.secret.as_ref(),
+        exists: known.exists,
         ident: &config.ident,
         mock_key: &shared.mock_key,
         scram_iterations: g.scram_iterations,
+        tag,
     };
-    let authed = match authenticate(io, &plan).await {
-        Ok(a) => a,
-        Err(e) => {
-            if let (Some(auth_db), Some(_)) = (&lookup_db, &found) {
-                shared.auth_cache.forget(auth_db, &req.user);
-            }
-            return Err(e);
-        }
-    };
+    let authed = authenticate(io, &plan).await?;
     let Some(db) = db else {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
@@ -180,7 +191,7 @@ pub async fn login(
         if let Some(keys) = authed.scram_keys {
             pool.set_scram_keys(keys);
         }
-        if let Some(secret) = found {
+        if let (true, Some(secret)) = (known.looked_up, known.secret) {
             pool.set_looked_up_secret(secret);
         }
     }
@@ -246,15 +257,78 @@ fn decide_method(
     }
 }
 
-/// What a client is told when auth_query cannot answer; the reason goes to the log.
-fn lookup_refusal(e: LookupError) -> ClientError {
-    tracing::warn!("auth_query: {e}");
-    let msg = match e {
-        LookupError::Config(_) => "bouncer config error",
-        LookupError::Failed(_) => "auth_query failed",
-        LookupError::Timeout => "auth_query timed out",
+/// What pgmux knows of a login user before the exchange.
+struct Known {
+    /// Its secret, when it has one.
+    secret: Option<StoredSecret>,
+    /// False for a user nobody knows: the exchange runs with a mock secret and fails.
+    exists: bool,
+    /// The secret came from auth_query (the pool logs in to servers with it).
+    looked_up: bool,
+}
+
+impl Known {
+    fn from_file(config: &Config, user: &str) -> Self {
+        let secret = config.auth_file.get(user).cloned();
+        Known { exists: secret.is_some(), secret, looked_up: false }
+    }
+}
+
+/// True when auth_query decides about `user`: not in auth_file, or there with an empty
+/// password (PgBouncer's dynamic password).
+fn needs_lookup(config: &Config, user: &str) -> bool {
+    match config.auth_file.get(user) {
+        None => true,
+        Some(StoredSecret::Plain(p)) => p.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Runs auth_query when a plan applies; no row refuses the login at once with `no such user`,
+/// before any password is asked for, as PgBouncer does.
+async fn find_user(
+    shared: &Arc<Shared>,
+    config: &Config,
+    plan: Option<LookupPlan>,
+    user: &str,
+    tag: &ConnTag,
+) -> Result<Known, ClientError> {
+    let Some(plan) = plan else {
+        if config.general.log_connections && config.auth_file.get(user).is_none() {
+            crate::conn_log!(info, tag, "no such user: {user}");
+        }
+        return Ok(Known::from_file(config, user));
     };
-    ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg.into())
+    match Box::pin(query::lookup(shared, config, &plan, user)).await.map_err(|e| lookup_refusal(e, tag))? {
+        Answer::NoSuchUser => {
+            if config.general.log_connections {
+                crate::conn_log!(info, tag, "login failed: db={}", plan.auth_db.name);
+            }
+            Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no such user".into()))
+        }
+        Answer::Exists(secret) => Ok(Known { secret, exists: true, looked_up: true }),
+    }
+}
+
+/// What a client is told when auth_query cannot answer, in PgBouncer's words; the reason goes
+/// to the log.
+fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
+    let (code, msg) = match e {
+        LookupError::Config(reason) => {
+            crate::conn_log!(error, tag, "{reason}");
+            (sqlstate::PROTOCOL_VIOLATION, "bouncer config error".to_owned())
+        }
+        LookupError::Failed(reason) => {
+            tracing::error!("error in auth_query: {reason}");
+            (sqlstate::PROTOCOL_VIOLATION, "bouncer config error".to_owned())
+        }
+        LookupError::Server(code, msg) => {
+            let code = sqlstate::known(&code).unwrap_or(sqlstate::PROTOCOL_VIOLATION);
+            (code, msg)
+        }
+        e @ (LookupError::Disabled(_) | LookupError::Timeout) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+    };
+    ClientError::Refused(code, msg)
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters.

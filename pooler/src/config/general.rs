@@ -347,8 +347,9 @@ impl General {
                     .ok_or_else(|| format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)"))
             })?,
         };
-        if g.pkt_buf < 512 {
-            return Err(r.fail("pkt_buf", "pkt_buf must be at least 512".into()));
+        if g.auth_dbname.as_deref() == Some(super::ADMIN_DB) {
+            let reason = format!("cannot use the reserved \"{}\" database as an auth_dbname", super::ADMIN_DB);
+            return Err(r.fail("auth_dbname", reason));
         }
         Ok(g)
     }

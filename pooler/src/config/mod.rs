@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use auth_file::{AuthFile, StoredSecret};
+
+/// The console's virtual database (PgBouncer's admin database).
+pub const ADMIN_DB: &str = "pgbouncer";
 pub use database::{DatabaseConfig, LoadBalanceHosts, PeerConfig, UserConfig};
 pub use error::ConfigError;
 pub use general::{AuthType, General, PoolMode};

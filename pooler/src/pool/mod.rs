@@ -25,6 +25,7 @@ pub use limit::ConnLimit;
 pub use registry::Pools;
 pub use settings::PoolSettings;
 pub use stats::{PoolStats, StatsSnapshot};
+pub use waiter::LoginRefusal;
 use waiter::{Handoff, SlotGuard, WaitTicket};
 
 use crate::config::StoredSecret;
@@ -46,6 +47,9 @@ pub enum CheckoutError {
     /// This attempt to open a server failed.
     #[error("{0}")]
     Connect(#[from] ServerError),
+    /// Another client's attempt to open a server was refused while this one waited.
+    #[error("{}", .0.message)]
+    Refused(Arc<LoginRefusal>),
 }
 
 struct State {
@@ -382,6 +386,7 @@ impl Pool {
                     drop(ticket.take());
                     return self.open(SlotGuard::new(self.clone()), settings).await;
                 }
+                Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
                 Ok(None) => ticket = None,
                 Err(_) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -451,14 +456,33 @@ impl Pool {
         let mut s = match result {
             Ok(s) => s,
             Err(e) => {
-                let rejected = matches!(e, ServerError::Rejected { .. } | ServerError::Auth(_));
-                if let ServerError::Rejected { severity, message, .. } = &e {
-                    crate::conn_log!(warn, tag, "server login failed: {severity} {message}");
-                }
+                let refusal = match &e {
+                    ServerError::Rejected { severity, message, sqlstate } => {
+                        tracing::warn!("server login failed: {severity} {message}");
+                        Some(LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
+                    }
+                    ServerError::Auth(reason) => {
+                        crate::conn_log!(error, tag, "{reason}");
+                        Some(LoginRefusal {
+                            sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
+                            message: "server login failed: wrong password type".into(),
+                        })
+                    }
+                    _ => None,
+                };
                 if settings.log_disconnections {
                     crate::conn_log!(info, tag, "closing because: {} (age=0s)", e.log_reason());
                 }
-                self.state.lock().last_failure = Some((Instant::now(), e.to_string(), rejected));
+                let mut s = self.state.lock();
+                s.last_failure = Some((Instant::now(), e.log_reason(), refusal.is_some()));
+                if let Some(r) = refusal {
+                    // Every client waiting for this pool gets the server's refusal now.
+                    let r = Arc::new(r);
+                    for (_, tx) in s.waiters.drain(..) {
+                        let _ = tx.send(Handoff::Refused(r.clone()));
+                    }
+                }
+                drop(s);
                 return Err(e.into());
             }
         };
@@ -525,7 +549,7 @@ impl Pool {
             match tx.send(Handoff::Server(server)) {
                 Ok(()) => return,
                 Err(Handoff::Server(back)) => server = back,
-                Err(Handoff::Slot) => unreachable!("send returns what it was given"),
+                Err(Handoff::Slot | Handoff::Refused(_)) => unreachable!("send returns what it was given"),
             }
         }
         s.idle.push_back(server);

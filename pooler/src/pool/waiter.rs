@@ -16,6 +16,18 @@ pub(super) enum Handoff {
     Server(ServerConn),
     /// The right to open a new server (a slot was freed and reserved for this waiter).
     Slot,
+    /// The server refused a login of this pool: every waiter gets its error (PgBouncer's
+    /// kill_pool_logins), instead of each trying again.
+    Refused(Arc<LoginRefusal>),
+}
+
+/// A server's refusal of a login, as passed on to the pool's waiting clients.
+#[derive(Debug)]
+pub struct LoginRefusal {
+    /// The server's SQLSTATE (or 08P01 for pgmux's own reasons).
+    pub sqlstate: String,
+    /// The message for the client.
+    pub message: String,
 }
 
 /// A waiter's place in the queue. Dropped without being served, it closes its channel and
@@ -50,7 +62,7 @@ impl Drop for WaitTicket {
         match rx.try_recv() {
             Ok(Handoff::Server(s)) => self.pool.release(s),
             Ok(Handoff::Slot) => self.pool.free_slot(),
-            Err(_) => {}
+            Ok(Handoff::Refused(_)) | Err(_) => {}
         }
     }
 }

@@ -73,7 +73,7 @@ impl ServerError {
             ServerError::Io(e) if e.kind() == io::ErrorKind::NotFound => "server DNS lookup failed".into(),
             ServerError::Io(_) => "connect failed".into(),
             ServerError::Rejected { message, .. } => message.clone(),
-            ServerError::Auth(m) => m.clone(),
+            ServerError::Auth(_) => "failed to answer authreq".into(),
             ServerError::Protocol(_) => "unknown pkt from server".into(),
             ServerError::Closed => "server conn crashed?".into(),
             ServerError::Tls(m) => m.clone(),

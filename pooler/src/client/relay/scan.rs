@@ -228,10 +228,8 @@ impl Relay {
                 hist.xact.observe(us);
             }
         } else if self.settings.mode == PoolMode::Statement {
-            self.fatal = Some((
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "transaction blocks not allowed in statement pooling mode".into(),
-            ));
+            self.fatal =
+                Some((sqlstate::PROTOCOL_VIOLATION, "transaction blocks not allowed in statement pooling mode".into()));
         }
     }
 }
