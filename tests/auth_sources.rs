@@ -67,11 +67,12 @@ async fn auth_query_with_md5_and_scram_roles() {
     assert_eq!(e, ("08P01".into(), "bouncer config error".into()));
     let wrong = db_error(&who(&mux, "aq_scram", "nope", "aqdb").await.unwrap_err());
     let ghost = db_error(&who(&mux, "aq_ghost", "nope", "aqdb").await.unwrap_err());
-    // The default query returns NULL for an expired role: the same answer as a wrong password.
+    // The default query returns NULL for an expired role: it exists, and no password matches.
     let expired = db_error(&who(&mux, "aq_expired", "aq-expired-pass", "aqdb").await.unwrap_err());
-    assert_eq!(wrong, ("28P01".into(), "password authentication failed for user \"aq_scram\"".into()));
-    assert_eq!(ghost, ("28P01".into(), "password authentication failed for user \"aq_ghost\"".into()));
-    assert_eq!(expired, ("28P01".into(), "password authentication failed for user \"aq_expired\"".into()));
+    assert_eq!(wrong, ("08P01".into(), "SASL authentication failed".into()));
+    // No row: PgBouncer refuses at once, before asking for a password.
+    assert_eq!(ghost, ("08P01".into(), "no such user".into()));
+    assert_eq!(expired, ("08P01".into(), "password authentication failed".into()));
     // psql too.
     let out = std::process::Command::new("psql")
         .args(["-X", "-At", "-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", "aq_md5", "-d", "aqdb"])
@@ -83,17 +84,20 @@ async fn auth_query_with_md5_and_scram_roles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_query_cache_is_dropped_after_a_failed_login() {
+async fn auth_query_sees_password_and_expiry_changes_at_once() {
     let pg = Cluster::shared();
     role(pg, "aq_rotate", "old-pass", "scram-sha-256", "");
     let mux = auth_query_pgmux(pg, "");
     assert_eq!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.unwrap(), "aq_rotate");
     pg.psql("postgres", "SET password_encryption = 'scram-sha-256'; ALTER ROLE aq_rotate PASSWORD 'new-pass'");
-    // The cached verifier is the old one: the first try fails and drops it, the next succeeds.
-    let first = db_error(&who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap_err());
-    assert_eq!(first.0, "28P01");
+    // As PgBouncer, every login asks again: the new password works on the very next login.
     assert_eq!(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap(), "aq_rotate");
     assert!(who(&mux, "aq_rotate", "old-pass", "aqdb").await.is_err());
+    pg.psql("postgres", "ALTER ROLE aq_rotate VALID UNTIL '1999-01-01'");
+    let expired = db_error(&who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap_err());
+    assert_eq!(expired, ("08P01".into(), "password authentication failed".into()));
+    pg.psql("postgres", "ALTER ROLE aq_rotate VALID UNTIL 'infinity'");
+    assert_eq!(who(&mux, "aq_rotate", "new-pass", "aqdb").await.unwrap(), "aq_rotate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +106,8 @@ async fn failing_or_slow_auth_query_fails_only_that_login() {
     role(pg, "aq_other", "other-pass", "scram-sha-256", "");
     let mux = auth_query_pgmux(pg, "server_connect_timeout = 1");
     let (code, msg) = db_error(&who(&mux, "aq_other", "other-pass", "broken").await.unwrap_err());
-    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query failed"));
+    // A query error is a configuration problem to PgBouncer; the reason is in the log.
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "bouncer config error"));
     let started = std::time::Instant::now();
     let (code, msg) = db_error(&who(&mux, "aq_other", "other-pass", "slow").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "auth_query timed out"));
@@ -153,8 +158,8 @@ async fn hba_trusts_local_requires_scram_on_host_and_rejects_a_network() {
     assert_eq!(over_socket(&mux, SCRAM_USER, "").await.unwrap(), SCRAM_USER);
     // 127.0.0.1: scram, the password counts.
     assert!(connect_from(&mux, "127.0.0.1", SCRAM_USER, SCRAM_PASS).await.is_ok());
-    let (code, _) = db_error(&connect_from(&mux, "127.0.0.1", SCRAM_USER, "wrong").await.err().unwrap());
-    assert_eq!(code, "28P01");
+    let e = db_error(&connect_from(&mux, "127.0.0.1", SCRAM_USER, "wrong").await.err().unwrap());
+    assert_eq!(e, ("08P01".into(), "SASL authentication failed".into()));
     // 127.0.0.2: rejected, even with the right password.
     let e = db_error(&connect_from(&mux, "127.0.0.2", SCRAM_USER, SCRAM_PASS).await.err().unwrap());
     assert_eq!(e, ("08P01".into(), "login rejected".into()));
@@ -246,4 +251,77 @@ async fn hba_cert_line_with_map_over_hostssl() {
     // Without TLS the hostssl line does not match; the next one rejects.
     let e = db_error(&mux.connect("md5_user", "md5-pass", "app").await.err().unwrap());
     assert_eq!(e.1, "login rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_decides_who_exists_before_the_method() {
+    let pg = Cluster::shared();
+    // A role without a password: auth_query returns a row with a NULL secret.
+    pg.psql("postgres", "DROP ROLE IF EXISTS aq_nopass; CREATE ROLE aq_nopass LOGIN");
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: &format!("auth_type = trust\nauth_user = {SCRAM_USER}"),
+            databases: "aqdb = host=$SOCKET port=$PORT dbname=app user=postgres\n\
+                        offdb = host=$SOCKET port=$PORT dbname=app auth_dbname=authoff\n\
+                        authoff = host=$SOCKET port=$PORT dbname=app",
+            userlist: Some(&userlist),
+        },
+    );
+    // Trust: a role that exists (NULL secret) logs in, one that does not is refused by name.
+    assert_eq!(who(&mux, "aq_nopass", "", "aqdb").await.unwrap(), "postgres");
+    let ghost = db_error(&who(&mux, "aq_nobody", "", "aqdb").await.unwrap_err());
+    assert_eq!(ghost, ("08P01".into(), "no such user".into()));
+    // A disabled auth database is named, as PgBouncer does.
+    let url = format!("host={} port={} user=pgbouncer dbname=pgbouncer", mux.socket_dir().display(), mux.port);
+    let (console, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    console.simple_query("DISABLE authoff").await.unwrap();
+    let off = db_error(&who(&mux, "aq_nopass", "", "offdb").await.unwrap_err());
+    assert_eq!(off, ("08P01".into(), "authentication database \"authoff\" is disabled".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_logins_use_auth_query_and_count_in_show_stats() {
+    let pg = Cluster::shared();
+    role(pg, "aq_stats", "aq-stats-pass", "scram-sha-256", "");
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: &format!(
+                "auth_type = md5\nauth_user = {SCRAM_USER}\nauth_dbname = aqdb\nstats_users = aq_stats"
+            ),
+            databases: "aqdb = host=$SOCKET port=$PORT dbname=app",
+            userlist: Some(&userlist),
+        },
+    );
+    assert_eq!(who(&mux, "aq_stats", "aq-stats-pass", "aqdb").await.unwrap(), "aq_stats");
+    let console = mux.connect("aq_stats", "aq-stats-pass", "pgbouncer").await.expect("stats user via auth_query");
+    let rows = console.simple_query("SHOW STATS").await.unwrap();
+    let logins: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("aqdb") => {
+                r.get("total_client_login_count").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logins, ["1"], "one pooled login to aqdb");
+    let wrong = db_error(&mux.connect("aq_stats", "nope", "pgbouncer").await.unwrap_err());
+    assert_eq!(wrong, ("08P01".into(), "SASL authentication failed".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_passwords_are_read_and_refused_as_wrong() {
+    let pg = Cluster::shared();
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let mux =
+        Pgmux::start_with(pg, Setup { pgbouncer: "auth_type = plain", userlist: Some(&userlist), ..Setup::default() });
+    let long = "X".repeat(70_000);
+    let e = db_error(&who(&mux, SCRAM_USER, &long, "app").await.unwrap_err());
+    assert_eq!(e, ("08P01".into(), "password authentication failed".into()));
+    assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
 }

@@ -9,6 +9,7 @@ mod auth;
 mod auth_sources;
 mod faults;
 mod garbage;
+mod logs;
 mod metrics;
 mod params;
 mod pgbench;

@@ -10,7 +10,7 @@ use pgmux::app::Pooler;
 use pgmux::cli::Cli;
 use pgmux::shared::{RunState, Shared};
 use pgmux::{config, daemon, logging, reload};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("pgmux: {msg}");
@@ -84,10 +84,17 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };
-    tracing::info!("process up: {}, tls: {}", pgmux::version_string(), pgmux::TLS_LIBRARY);
     let result = runtime.block_on(async {
         let shared = pooler.shared();
-        tokio::spawn(handle_signals(shared));
+        // Handlers first: a signal that arrives once `process up` is logged is handled, never
+        // the default action.
+        match Signals::install() {
+            Some(signals) => {
+                tokio::spawn(handle_signals(shared, signals));
+            }
+            None => tracing::error!("cannot install signal handlers"),
+        }
+        tracing::info!("process up: {}, tls: {}", pgmux::version_string(), pgmux::TLS_LIBRARY);
         pooler.run().await
     });
     if let Some(p) = &g.pidfile {
@@ -102,21 +109,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// The signal streams pgmux handles.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    quit: Signal,
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    /// Registers the handlers (inside the runtime); `None` if the OS refuses.
+    fn install() -> Option<Signals> {
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            quit: signal(SignalKind::quit()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+            usr1: signal(SignalKind::user_defined1()).ok()?,
+            usr2: signal(SignalKind::user_defined2()).ok()?,
+        })
+    }
+}
+
 /// PgBouncer 1.23+ signals, logged in its words: SIGTERM waits for clients to leave, SIGINT
 /// waits for servers to be released, a second one of either (or SIGQUIT) exits at once. SIGHUP
 /// reopens the logfile and reloads, SIGUSR1 pauses, SIGUSR2 resumes (not while shutting down).
-async fn handle_signals(shared: Arc<Shared>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
+    let Signals { mut term, mut int, mut quit, mut hup, mut usr1, mut usr2 } = signals;
     loop {
         let running = shared.state() == RunState::Running;
         let next = tokio::select! {

@@ -1,14 +1,17 @@
 //! Test harness: throwaway PostgreSQL clusters (initdb + postgres as the `postgres` OS user,
-//! unix socket in a temp dir) and in-process pgmux instances configured by ini text.
+//! unix socket in a temp dir), in-process pgmux instances configured by ini text, and the pgmux
+//! binary as its own process (log lines, signals).
 
 pub mod certs;
 pub mod cluster;
 pub mod pgmux;
+pub mod process;
 pub mod tls_client;
 
 pub use certs::Certs;
 pub use cluster::Cluster;
 pub use pgmux::Pgmux;
+pub use process::PgmuxProcess;
 
 /// Passwords of the roles every cluster has.
 pub const SCRAM_USER: &str = "scram_user";

@@ -87,7 +87,8 @@ impl Pgmux {
 
     /// A libpq connection string for TCP.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db}", self.port)
+        let password = if password.is_empty() { String::new() } else { format!("password={password} ") };
+        format!("host=127.0.0.1 port={} user={user} {password}dbname={db}", self.port)
     }
 
     /// The unix socket directory.

@@ -1,0 +1,160 @@
+//! PgBouncer's log lines, read from the logfile of a pgmux process: the line format, the
+//! connection prefixes (`C-0x..`/`S-0x..` matching SHOW CLIENTS ids), the events operators grep
+//! for, signals, the periodic stats line and `log_format = json`.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{Cluster, PgmuxProcess, MD5_USER, SCRAM_PASS, SCRAM_USER};
+
+fn userlist(pg: &Cluster) -> String {
+    format!("\"{SCRAM_USER}\" \"{}\"\n\"{MD5_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER), pg.secret_of(MD5_USER))
+}
+
+/// Splits `2026-12-03 06:08:23.548 UTC [123] LOG rest` into (level, rest), checking the head.
+fn parse(line: &str) -> (&str, &str) {
+    let parts: Vec<&str> = line.splitn(6, ' ').collect();
+    assert_eq!(parts.len(), 6, "{line}");
+    let (date, time, zone, pid, level, rest) = (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]);
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-', "{line}");
+    assert!(time.len() == 12 && time.as_bytes()[8] == b'.', "milliseconds: {line}");
+    assert_eq!(zone, "UTC", "{line}");
+    assert!(pid.starts_with('[') && pid.ends_with(']') && pid[1..pid.len() - 1].parse::<u32>().is_ok(), "{line}");
+    (level, rest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_read_like_pgbouncer() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = scram-sha-256", &userlist(pg));
+    let up = mux.wait_for_log("process up: PgBouncer 1.25.2");
+    let (level, rest) = parse(&up);
+    assert_eq!(level, "LOG");
+    assert!(rest.ends_with(&format!("tls: {}", pgmux::TLS_LIBRARY)), "{rest}");
+    mux.wait_for_log(&format!("LOG listening on 127.0.0.1:{}", mux.port));
+
+    let client = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    let console = mux.console().await;
+    let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
+    let ids: Vec<u64> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
+                r.get("id").map(|v| v.parse().unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{rows:?}");
+    let prefix = format!("C-0x{:x}: app/{SCRAM_USER}@127.0.0.1:", ids[0]);
+    let login = mux.wait_for_log(&prefix);
+    let (level, rest) = parse(&login);
+    assert_eq!(level, "LOG");
+    assert!(
+        rest.ends_with(&format!("login attempt: db=app user={SCRAM_USER} tls=no replication=no")),
+        "the id in the log is the SHOW CLIENTS id: {rest}"
+    );
+    let server = mux.wait_for_log("new connection to server");
+    assert!(parse(&server).1.starts_with("S-0x"), "{server}");
+    assert!(server.contains(&format!(": app/{SCRAM_USER}@unix:{} new connection to server", pg.port)), "{server}");
+
+    drop(client);
+    let closed = mux.wait_for_log("closing because: client close request (age=");
+    assert!(closed.contains(&prefix), "{closed}");
+
+    assert!(mux.connect(SCRAM_USER, "wrong", "app").await.is_err());
+    let refused = mux.wait_for_log("closing because: SASL authentication failed (age=0s)");
+    assert_eq!(parse(&refused).0, "LOG");
+    let warned = mux.wait_for_log("pooler error: SASL authentication failed");
+    assert_eq!(parse(&warned).0, "WARNING");
+    let failed = mux.wait_for_log("password authentication failed");
+    let (level, rest) = parse(&failed);
+    assert_eq!((level, rest.starts_with("C-0x")), ("ERROR", true), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_logged_in_pgbouncer_words() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = trust", &userlist(pg));
+    mux.signal(Signal::SIGUSR1);
+    mux.wait_for_log("LOG got SIGUSR1, pausing all activity");
+    mux.signal(Signal::SIGUSR1);
+    mux.wait_for_log("LOG got SIGUSR1, but already paused/suspended");
+    mux.signal(Signal::SIGUSR2);
+    mux.wait_for_log("LOG got SIGUSR2, continuing from PAUSE");
+    mux.signal(Signal::SIGUSR2);
+    mux.wait_for_log("LOG got SIGUSR2, but not paused/suspended");
+    mux.signal(Signal::SIGHUP);
+    mux.wait_for_log("LOG got SIGHUP, re-reading config");
+    // Trust: the md5 secret in userlist.txt logs in to the server.
+    let held = mux.connect(MD5_USER, "", "app").await.unwrap();
+    mux.signal(Signal::SIGTERM);
+    mux.wait_for_log("LOG got SIGTERM, shutting down, waiting for all clients disconnect");
+    mux.signal(Signal::SIGUSR2);
+    mux.wait_for_log("LOG got SIGUSR2 while shutting down, ignoring");
+    held.simple_query("SELECT 1").await.expect("a connected client is served until it leaves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_and_the_stats_line() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = trust\nlog_format = json\nstats_period = 1",
+        &userlist(pg),
+    );
+    let client = mux.connect(MD5_USER, "", "app").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    let login = mux.wait_for_log("\"msg\":\"login attempt: db=app");
+    assert!(login.starts_with("{\"time\":\"") && login.ends_with('}'), "{login}");
+    assert!(login.contains("\"level\":\"LOG\",\"conn\":\"C-0x"), "{login}");
+    assert!(login.contains(&format!("\"db\":\"app\",\"user\":\"{MD5_USER}\",\"addr\":\"127.0.0.1:")), "{login}");
+    let stats = mux.wait_for_log("\"msg\":\"stats: ");
+    assert!(stats.contains("xacts/s,") && stats.contains("client logins/s, in "), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_server_login_fails_every_waiting_client_once() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        &format!("bad = host=$SOCKET port=$PORT dbname=app user={MD5_USER} password=wrong pool_size=1"),
+        "auth_type = trust\nserver_login_retry = 30",
+        &userlist(pg),
+    );
+    let attempts: Vec<_> = (0..3).map(|_| mux.connect(SCRAM_USER, "", "bad")).collect();
+    let expected = ("28P01".to_owned(), format!("password authentication failed for user \"{MD5_USER}\""));
+    for r in futures_util::future::join_all(attempts).await {
+        let e = r.err().expect("the server refuses the pool's login");
+        assert_eq!(crate::harness::db_error(&e), expected, "the server's own error, passed on");
+    }
+    let late = mux.connect(SCRAM_USER, "", "bad").await.err().unwrap();
+    assert_eq!(
+        crate::harness::db_error(&late).1,
+        format!(
+            "server login has been failing, cached error: password authentication failed for user \"{MD5_USER}\" \
+             (server_login_retry)"
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = mux.log();
+    let tried = log.matches("WARNING server login failed: FATAL password authentication failed").count();
+    assert_eq!(tried, 1, "one login attempt for all waiting clients:\n{log}");
+}
+
+#[test]
+fn reserved_auth_dbname_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("bad.ini");
+    std::fs::write(&ini, "[databases]\n[pgbouncer]\nlisten_port = 0\nauth_dbname = pgbouncer\n").unwrap();
+    let out = std::process::Command::new(crate::harness::process::binary()).arg(&ini).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.ini:4") && err.contains("cannot use the reserved \"pgbouncer\" database as an auth_dbname"),
+        "{err}"
+    );
+}
