@@ -294,7 +294,7 @@ async fn find_user(
     tag: &ConnTag,
 ) -> Result<Known, ClientError> {
     let Some(plan) = plan else {
-        if config.general.log_connections && config.auth_file.get(user).is_none() {
+        if config.general.log_connections && !config.auth_file.contains_key(user) {
             crate::conn_log!(info, tag, "no such user: {user}");
         }
         return Ok(Known::from_file(config, user));

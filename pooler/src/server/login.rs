@@ -188,7 +188,7 @@ pub async fn connect(
         let now = Instant::now();
         Ok(ServerConn {
             stream,
-            tag: tag.clone(),
+            tag: Box::new(tag.clone()),
             id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,

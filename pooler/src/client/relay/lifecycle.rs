@@ -117,6 +117,29 @@ impl Relay {
         pool.release_with(server, &self.settings);
     }
 
+    /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
+    /// as PgBouncer logs a client's end. Not async, so nothing here grows the client's future.
+    fn log_end(&self, end: &End) {
+        let g = &self.shared.config().general;
+        let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+        let tag = &self.session.tag;
+        match end {
+            End::ClientGone if g.log_disconnections => {
+                let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
+                crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
+            }
+            End::ClientGone => {}
+            End::Fatal(_, msg) => {
+                if g.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
+                }
+                if g.log_pooler_errors {
+                    crate::conn_log!(warn, tag, "pooler error: {msg}");
+                }
+            }
+        }
+    }
+
     pub(super) async fn finish(&mut self, end: End, log: bool) {
         let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
@@ -141,23 +164,12 @@ impl Relay {
                 pool.discard(server, "client disconnect while server was not ready");
             }
         }
-        let g = &self.shared.config().general;
-        let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-        let tag = &self.session.tag;
+        if log {
+            self.log_end(&end);
+        }
         match end {
-            End::ClientGone => {
-                if log && g.log_disconnections {
-                    let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
-                    crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
-                }
-            }
+            End::ClientGone => {}
             End::Fatal(code, msg) => {
-                if log && g.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
-                }
-                if log && g.log_pooler_errors {
-                    crate::conn_log!(warn, tag, "pooler error: {msg}");
-                }
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, Severity::Fatal, code, &msg);
                 let pending = self.sout.split_to(self.s_ready);
