@@ -158,3 +158,21 @@ fn reserved_auth_dbname_is_refused_at_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_logs_file_line_and_reason() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = trust", &userlist(pg));
+    let ini = mux.dir.path().join("pgmux.ini");
+    let good = std::fs::read_to_string(&ini).unwrap();
+    std::fs::write(&ini, format!("{good}pool_mode = sometimes\n")).unwrap();
+    let console = mux.console().await;
+    let err = console.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "F0000");
+    mux.wait_for_log("LOG RELOAD command issued");
+    let reason = mux.wait_for_log("invalid pool_mode");
+    assert!(reason.contains(" ERROR ") && reason.contains("pgmux.ini:"), "file and line in the log: {reason}");
+    mux.wait_for_log("ERROR RELOAD Failed, see logs for more details");
+    // The old configuration is still in force.
+    mux.connect(MD5_USER, "", "app").await.unwrap().simple_query("SELECT 1").await.unwrap();
+}

@@ -16,4 +16,5 @@ mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;
+mod timeouts;
 mod tls;

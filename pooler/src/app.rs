@@ -200,6 +200,7 @@ async fn maintenance(shared: Arc<Shared>) {
                 log_stats(&all);
             }
         }
+        shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
         for pool in shared.pools.all() {
             let missing = pool.maintain();
             for _ in 0..missing {

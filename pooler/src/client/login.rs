@@ -331,9 +331,19 @@ fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
     ClientError::Refused(code, msg)
 }
 
-/// No server of this pool has been seen yet: open one to learn the server's parameters.
+/// No server of this pool has been seen yet: open one to learn the server's parameters. The
+/// wait is bounded by query_timeout, as PgBouncer bounds a client waiting at login.
 async fn first_server_params(pool: &Arc<Pool>) -> Result<Arc<ServerParams>, ClientError> {
-    match pool.checkout().await {
+    let limit = pool.settings().query_timeout;
+    let checkout = if limit.is_zero() {
+        pool.checkout().await
+    } else {
+        match tokio::time::timeout(limit, pool.checkout()).await {
+            Ok(r) => r,
+            Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into())),
+        }
+    };
+    match checkout {
         Ok(server) => {
             let params = Arc::new(server.params.clone());
             pool.release(server);

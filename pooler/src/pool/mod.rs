@@ -259,14 +259,17 @@ impl Pool {
         settings: &PoolSettings,
         start: Instant,
         queued: bool,
+        retrying: bool,
     ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
         if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
             return Ok(Take::Server(server));
         }
-        if let Some((at, msg, rejected)) = &s.last_failure {
-            if *rejected && s.total == 0 && at.elapsed() < settings.login_retry {
+        // PgBouncer's fast fail: a client that arrives while logins keep failing and no server is
+        // up gets the cached error at once. Clients already waiting keep waiting.
+        if let Some((at, msg, _)) = &s.last_failure {
+            if !queued && !retrying && s.total == 0 && at.elapsed() < settings.login_retry {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
@@ -351,8 +354,9 @@ impl Pool {
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
+        let mut retrying = false;
         loop {
-            match self.try_take(settings, start, ticket.is_some())? {
+            match self.try_take(settings, start, ticket.is_some(), retrying)? {
                 Take::Server(s) => {
                     if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
@@ -361,7 +365,14 @@ impl Pool {
                 }
                 Take::Slot(guard) => {
                     drop(ticket.take());
-                    return self.open(guard, settings).await;
+                    match self.open(guard, settings).await {
+                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
+                            self.pause_before_retry(settings, deadline).await?;
+                            retrying = true;
+                            continue;
+                        }
+                        other => return other,
+                    }
                 }
                 Take::Wait(new) => {
                     if new.is_some() {
@@ -384,7 +395,13 @@ impl Pool {
                 }
                 Ok(Some(Handoff::Slot)) => {
                     drop(ticket.take());
-                    return self.open(SlotGuard::new(self.clone()), settings).await;
+                    match self.open(SlotGuard::new(self.clone()), settings).await {
+                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
+                            self.pause_before_retry(settings, deadline).await?;
+                            retrying = true;
+                        }
+                        other => return other,
+                    }
                 }
                 Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
                 Ok(None) => ticket = None,
@@ -395,6 +412,26 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// After a failed connect (no answer, refused TCP, TLS failure): the waiting client stays and
+    /// the pool tries again once server_login_retry has passed since the failure, as PgBouncer
+    /// does; the client gives up at its query_wait_timeout.
+    async fn pause_before_retry(
+        &self,
+        settings: &PoolSettings,
+        deadline: Option<Instant>,
+    ) -> Result<(), CheckoutError> {
+        let failed_at = self.state.lock().last_failure.as_ref().map(|(at, ..)| *at).unwrap_or_else(Instant::now);
+        let mut until = failed_at + settings.login_retry.max(Duration::from_millis(100));
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        tokio::time::sleep_until(until).await;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(CheckoutError::QueryWaitTimeout);
+        }
+        Ok(())
     }
 
     /// Makes sure an idle server is still good before use.

@@ -31,9 +31,14 @@ impl Relay {
         }
         let checkout = pool.checkout_with(&settings);
         tokio::pin!(checkout);
+        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
+        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
         let result = loop {
             tokio::select! {
                 r = &mut checkout => break r,
+                _ = tokio::time::sleep_until(query_timeout.unwrap_or(start)), if query_timeout.is_some() => {
+                    return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
                         Ok(0) | Err(_) => return Err(End::ClientGone),
@@ -140,7 +145,7 @@ impl Relay {
         }
     }
 
-    pub(super) async fn finish(&mut self, end: End, log: bool) {
+    pub(super) async fn finish(&mut self, end: End) {
         let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
             pool.clients_active.fetch_sub(1, Ordering::Relaxed);
@@ -164,9 +169,7 @@ impl Relay {
                 pool.discard(server, "client disconnect while server was not ready");
             }
         }
-        if log {
-            self.log_end(&end);
-        }
+        self.log_end(&end);
         match end {
             End::ClientGone => {}
             End::Fatal(code, msg) => {
