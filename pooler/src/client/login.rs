@@ -274,14 +274,11 @@ impl Known {
     }
 }
 
-/// True when auth_query decides about `user`: not in auth_file, or there with an empty
-/// password (PgBouncer's dynamic password).
+/// True when auth_query decides about `user`: it is not in auth_file. A user listed there with
+/// an empty password (`"postgres" ""` on a Pigsty node) exists as listed, for peer and trust
+/// logins, as PgBouncer reads auth_file.
 fn needs_lookup(config: &Config, user: &str) -> bool {
-    match config.auth_file.get(user) {
-        None => true,
-        Some(StoredSecret::Plain(p)) => p.is_empty(),
-        Some(_) => false,
-    }
+    !config.auth_file.contains_key(user)
 }
 
 /// Runs auth_query when a plan applies; no row refuses the login at once with `no such user`,
