@@ -26,6 +26,8 @@ pub struct Pools {
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
+    pub servers: Arc<crate::servers::ServerRegistry>,
 }
 
 impl Pools {
@@ -44,7 +46,9 @@ impl Pools {
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool = Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit));
+        let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit);
+        pool.servers = self.servers.clone();
+        let pool = Arc::new(pool);
         self.pools.lock().entry(key).or_insert(pool).clone()
     }
 

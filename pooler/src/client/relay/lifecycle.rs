@@ -33,7 +33,13 @@ impl Relay {
         tokio::pin!(checkout);
         let result = loop {
             tokio::select! {
+                // Checkout first: when an idle server is there, nothing else is polled.
+                biased;
                 r = &mut checkout => break r,
+                // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too).
+                () = &mut self.kill => {
+                    return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
+                }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
                         Ok(0) | Err(_) => return Err(End::ClientGone),
@@ -81,9 +87,11 @@ impl Relay {
             }
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
+        server.tag.served = true;
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
+        info.server_id.store(server.id, Ordering::Relaxed);
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -102,6 +110,7 @@ impl Relay {
         };
         self.session.info.set_state(ClientState::Idle);
         self.session.info.server_pid.store(0, Ordering::Relaxed);
+        self.session.info.server_id.store(0, Ordering::Relaxed);
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         if self.session.cancel.detach() {
