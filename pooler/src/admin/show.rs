@@ -26,8 +26,8 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         "lists" => lists(shared),
         "users" => users(shared),
         "config" => config(shared),
-        "clients" => show_sockets::clients(shared, false),
-        "sockets" | "active_sockets" => show_sockets::clients(shared, true),
+        "clients" => show_sockets::clients(shared),
+        "sockets" | "active_sockets" => show_sockets::sockets(shared),
         "servers" => show_sockets::servers(shared),
         "state" => state(shared),
         "peers" => {
@@ -240,7 +240,8 @@ fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", Ty::Text), ("items", Ty::Int4)]);
     let config = shared.config();
     let pools = shared.pools.all();
-    let used_clients = shared.client_registry.all().len() + shared.admin_clients.load(Relaxed) as usize;
+    // The registry holds console clients too.
+    let used_clients = shared.client_registry.all().len();
     let login_clients = shared.client_count().saturating_sub(used_clients);
     let (mut idle, mut total) = (0u32, 0u32);
     for p in &pools {
@@ -275,8 +276,9 @@ fn lists(shared: &Shared) -> Table {
 fn users(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("name", Ty::Text),
-        ("pool_size", Ty::Int4),
-        ("reserve_pool_size", Ty::Int4),
+        // Text, as PgBouncer: "%9d" when the user sets it, empty when it inherits.
+        ("pool_size", Ty::Text),
+        ("reserve_pool_size", Ty::Text),
         ("pool_mode", Ty::Text),
         ("max_user_connections", Ty::Int4),
         ("current_connections", Ty::Int4),
@@ -294,8 +296,8 @@ fn users(shared: &Shared) -> Table {
         let clients: i64 = pools.iter().filter(|p| p.user == name).map(|p| p.clients.load(Relaxed).max(0)).sum();
         t.row(vec![
             v(&name),
-            u.pool_size.map(|x| x.to_string()),
-            u.reserve_pool_size.map(|x| x.to_string()),
+            v(u.pool_size.map(|x| format!("{x:9}")).unwrap_or_default()),
+            v(u.reserve_pool_size.map(|x| format!("{x:9}")).unwrap_or_default()),
             u.pool_mode.map(|m| m.as_str().to_owned()),
             v(u.max_user_connections.unwrap_or(g.max_user_connections)),
             v(servers),

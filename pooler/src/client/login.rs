@@ -30,8 +30,8 @@ use crate::tls::SslMode;
 pub enum Login {
     /// A pooled session.
     Session(Session),
-    /// The admin console.
-    Admin(crate::admin::Access),
+    /// The admin console, registered as a client of database `pgbouncer`.
+    Admin(crate::admin::Access, Arc<crate::clients::ClientInfo>),
 }
 
 /// A logged-in client, ready for the relay.
@@ -147,7 +147,11 @@ pub async fn login(
         };
         crate::admin::welcome(&mut io.wbuf);
         io.flush().await?;
-        return Ok(Some(Login::Admin(access)));
+        crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
+        let app = req.params.get("application_name").unwrap_or("").to_owned();
+        let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
+        let info = shared.client_registry.register(tag, &req.user, peer, &app, tls);
+        return Ok(Some(Login::Admin(access, info)));
     }
     let db = config.database(&req.database);
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {

@@ -102,6 +102,8 @@ pub struct Pool {
     resumed: Notify,
     /// Bumped by RECONNECT and target changes: older servers are closed on release.
     generation: AtomicU64,
+    /// Where its servers are listed for SHOW SERVERS (the registry's, set by `Pools`).
+    servers: Arc<crate::servers::ServerRegistry>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -144,6 +146,7 @@ impl Pool {
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
+            servers: Arc::default(),
         }
     }
 
@@ -532,6 +535,7 @@ impl Pool {
         }
         self.state.lock().last_failure = None;
         s.generation = self.generation.load(Relaxed);
+        s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
         {
             let mut w = self.welcome.lock();
             if w.is_none() {
@@ -542,8 +546,14 @@ impl Pool {
         Ok(s)
     }
 
+    /// Past server_lifetime. With 0 a server serves one client and is closed on its release;
+    /// one that has only logged in (the welcome of a new pool) is kept for its first client.
     fn expired(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
-        settings.server_lifetime.is_zero() || s.created.elapsed() >= settings.server_lifetime
+        if settings.server_lifetime.is_zero() {
+            s.tag.served
+        } else {
+            s.created.elapsed() >= settings.server_lifetime
+        }
     }
 
     /// Why a server that is otherwise fine may not be reused: past its lifetime, or made before
@@ -674,16 +684,9 @@ impl Pool {
         }
     }
 
-    /// (backend pid, login time, address) of each idle server, for SHOW SERVERS.
-    pub fn idle_servers(&self) -> Vec<(i32, std::time::SystemTime, crate::net::PeerAddr)> {
-        let s = self.state.lock();
-        s.idle
-            .iter()
-            .map(|c| {
-                let created = std::time::SystemTime::now() - c.created.elapsed();
-                (c.backend_key.0, created, c.addr.as_ref().clone())
-            })
-            .collect()
+    /// Ids of the idle servers, for SHOW SERVERS.
+    pub fn idle_ids(&self) -> Vec<u64> {
+        self.state.lock().idle.iter().map(|c| c.id).collect()
     }
 
     /// Closes every idle server (RECONNECT, shutdown), logging `reason`.

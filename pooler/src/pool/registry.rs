@@ -28,6 +28,8 @@ pub struct Pools {
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     /// Since when each pool has had neither clients nor servers (pool_idle_timeout).
     idle_since: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
+    pub servers: Arc<crate::servers::ServerRegistry>,
 }
 
 impl Pools {
@@ -46,7 +48,9 @@ impl Pools {
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool = Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit));
+        let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit);
+        pool.servers = self.servers.clone();
+        let pool = Arc::new(pool);
         self.pools.lock().entry(key).or_insert(pool).clone()
     }
 

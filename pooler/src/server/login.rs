@@ -195,7 +195,7 @@ pub async fn connect(
         let now = Instant::now();
         Ok(ServerConn {
             stream,
-            tag: Box::new(tag.clone()),
+            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false }),
             id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,

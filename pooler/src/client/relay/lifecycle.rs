@@ -35,9 +35,15 @@ impl Relay {
         let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
         let result = loop {
             tokio::select! {
+                // Checkout first: when an idle server is there, nothing else is polled.
+                biased;
                 r = &mut checkout => break r,
                 _ = tokio::time::sleep_until(query_timeout.unwrap_or(start)), if query_timeout.is_some() => {
                     return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                }
+                // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too).
+                () = &mut self.kill => {
+                    return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
                 }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
@@ -86,9 +92,11 @@ impl Relay {
             }
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
+        server.tag.served = true;
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
+        info.server_id.store(server.id, Ordering::Relaxed);
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -107,6 +115,7 @@ impl Relay {
         };
         self.session.info.set_state(ClientState::Idle);
         self.session.info.server_pid.store(0, Ordering::Relaxed);
+        self.session.info.server_id.store(0, Ordering::Relaxed);
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         if self.session.cancel.detach() {

@@ -168,7 +168,7 @@ impl Relay {
                 return End::Fatal(code, msg);
             }
             if self.session.info.is_killed() {
-                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into());
+                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into());
             }
             if self.server.is_none() {
                 // Idle: give the buffers back; the next read or transaction takes them again.
@@ -226,7 +226,7 @@ impl Relay {
                         self.release().await;
                     }
                 }
-                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into()),
+                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into()),
                 Event::Timer => {
                     self.timer = None;
                     let reason = self.timer_reason;
