@@ -16,3 +16,5 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// Unknown database.
 pub const INVALID_CATALOG_NAME: &str = "3D000";
+/// config_file_error: RELOAD could not apply the files, as PgBouncer answers it.
+pub const CONFIG_FILE_ERROR: &str = "F0000";

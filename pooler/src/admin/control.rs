@@ -106,12 +106,26 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
         Command::Reload => match crate::reload::reload(shared) {
             Ok(()) => "RELOAD",
             Err(e) => {
-                err(out, format!("RELOAD failed, old configuration kept: {e}"));
+                // F0000 as PgBouncer answers a failed RELOAD.
+                let msg = match e {
+                    crate::reload::ReloadError::Config(e) => format!("RELOAD failed, old configuration kept: {e}"),
+                    crate::reload::ReloadError::Tls(_) => "RELOAD failed, see logs for additional details".into(),
+                };
+                build::error_response(out, Severity::Error, sqlstate::CONFIG_FILE_ERROR, &msg);
                 return false;
             }
         },
         Command::Set(key, value) => match crate::reload::set(shared, &key, &value) {
-            Ok(()) => "SET",
+            Ok(crate::reload::SetOutcome::Applied) => "SET",
+            Ok(crate::reload::SetOutcome::TlsNotApplied) => {
+                build::error_response(
+                    out,
+                    Severity::Notice,
+                    sqlstate::CONFIG_FILE_ERROR,
+                    "TLS settings could not be applied, still using old configuration",
+                );
+                "SET"
+            }
             Err(e) => {
                 err(out, e);
                 return false;

@@ -174,6 +174,13 @@ impl Pool {
         self.close_idle("database configuration changed");
     }
 
+    /// Forgets the last failed login, so that the next client tries at once instead of getting
+    /// the cached error: the server settings changed (RELOAD or SET of server_tls_*), and the
+    /// failure was under the old ones.
+    pub fn forget_login_failure(&self) {
+        self.state.lock().last_failure = None;
+    }
+
     /// Servers made under an older generation still open.
     pub fn stale(&self, s: &ServerConn) -> bool {
         s.generation != self.generation.load(Relaxed)
@@ -357,7 +364,23 @@ impl Pool {
                 }
                 Take::Slot(guard) => {
                     drop(ticket.take());
-                    return self.open(guard, settings).await;
+                    match self.open(guard, settings).await {
+                        // As PgBouncer: a failed TLS handshake leaves the client waiting, and
+                        // the pool tries again after server_login_retry (the TLS settings may
+                        // be fixed by then), until query_wait_timeout.
+                        Err(CheckoutError::Connect(ServerError::TlsHandshake(_))) => {
+                            let mut until = Instant::now() + settings.login_retry;
+                            if let Some(d) = deadline {
+                                until = until.min(d);
+                            }
+                            tokio::time::sleep_until(until).await;
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                                return Err(CheckoutError::QueryWaitTimeout);
+                            }
+                            continue;
+                        }
+                        other => return other,
+                    }
                 }
                 Take::Wait(new) => {
                     if new.is_some() {
@@ -432,17 +455,17 @@ impl Pool {
                 _ => {}
             }
         }
-        let mut tag = ConnTag::server_to(
-            crate::net::next_conn_id(),
-            &self.db,
-            &self.user,
-            &settings.target.pick_host(),
-            settings.target.port,
-        );
+        // One pick per connection: the host in the log lines is the host dialled.
+        let host = settings.target.pick_host();
+        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, settings.target.port);
+        // The TLS settings in force now, not the caller's snapshot: a client waiting through
+        // TLS failures must get the settings a SET or RELOAD fixed.
+        let tls = self.settings().tls.clone();
         let result = server::connect(
             &settings.target,
+            &host,
             &creds,
-            settings.tls.as_ref(),
+            tls.as_ref(),
             settings.connect_timeout,
             &mut tag,
             settings.log_connections,
@@ -454,6 +477,9 @@ impl Pool {
                 let rejected = matches!(e, ServerError::Rejected { .. } | ServerError::Auth(_));
                 if let ServerError::Rejected { severity, message, .. } = &e {
                     crate::conn_log!(warn, tag, "server login failed: {severity} {message}");
+                }
+                if let ServerError::TlsHandshake(m) = &e {
+                    tracing::warn!("TLS handshake error: {m}");
                 }
                 if settings.log_disconnections {
                     crate::conn_log!(info, tag, "closing because: {} (age=0s)", e.log_reason());
