@@ -16,3 +16,4 @@ mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;
 mod tls;
+mod tls_certs;
