@@ -18,3 +18,4 @@ mod pool_modes;
 mod protocol_flows;
 mod timeouts;
 mod tls;
+mod tls_certs;

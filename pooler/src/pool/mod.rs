@@ -181,6 +181,13 @@ impl Pool {
         self.close_idle("database configuration changed");
     }
 
+    /// Forgets the last failed login, so that the next client tries at once instead of getting
+    /// the cached error: the server settings changed (RELOAD or SET of server_tls_*), and the
+    /// failure was under the old ones.
+    pub fn forget_login_failure(&self) {
+        self.state.lock().last_failure = None;
+    }
+
     /// Servers made under an older generation still open.
     pub fn stale(&self, s: &ServerConn) -> bool {
         s.generation != self.generation.load(Relaxed)
@@ -477,17 +484,17 @@ impl Pool {
                 _ => {}
             }
         }
-        let mut tag = ConnTag::server_to(
-            crate::net::next_conn_id(),
-            &self.db,
-            &self.user,
-            &settings.target.pick_host(),
-            settings.target.port,
-        );
+        // One pick per connection: the host in the log lines is the host dialled.
+        let host = settings.target.pick_host();
+        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, settings.target.port);
+        // The TLS settings in force now, not the caller's snapshot: a client waiting through
+        // TLS failures must get the settings a SET or RELOAD fixed.
+        let tls = self.settings().tls.clone();
         let result = server::connect(
             &settings.target,
+            &host,
             &creds,
-            settings.tls.as_ref(),
+            tls.as_ref(),
             settings.connect_timeout,
             &mut tag,
             settings.log_connections,
@@ -507,6 +514,10 @@ impl Pool {
                             sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
                             message: "server login failed: wrong password type".into(),
                         })
+                    }
+                    ServerError::TlsHandshake(m) => {
+                        tracing::warn!("TLS handshake error: {m}");
+                        None
                     }
                     _ => None,
                 };
