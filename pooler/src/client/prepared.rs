@@ -58,15 +58,10 @@ pub struct ClientStatements {
     unnamed_valid: bool,
 }
 
+#[cfg(test)]
 impl ClientStatements {
-    /// How many named statements the client has (SHOW CLIENTS prepared_statements).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// True when it has none.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -270,7 +265,8 @@ impl Tracker {
     }
 
     /// Requests still expecting an answer.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.queue.len()
     }
 }
