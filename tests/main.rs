@@ -15,6 +15,7 @@ mod params;
 mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;
+mod prepared;
 mod protocol_flows;
 mod timeouts;
 mod tls;

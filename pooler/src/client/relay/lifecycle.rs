@@ -103,6 +103,8 @@ impl Relay {
             .unwrap_or(0);
         info.request_time_us.store(now_us, Ordering::Relaxed);
         self.tracker.reset();
+        self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
+        self.track_prepared = self.settings.mode != PoolMode::Session && self.max_prepared > 0;
         self.need_server = false;
         self.server = Some(server);
         Ok(())

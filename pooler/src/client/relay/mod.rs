@@ -95,7 +95,8 @@ struct Relay {
     copy_in: bool,
     /// The last request counted was a Sync (not a Query).
     last_request_sync: bool,
-    /// Named prepared statements are mapped across servers (transaction/statement modes).
+    /// Named prepared statements are mapped across servers (transaction/statement modes with
+    /// max_prepared_statements above 0); both are read at each attach.
     track_prepared: bool,
     max_prepared: usize,
     statements: ClientStatements,
@@ -140,7 +141,7 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         copy_in: false,
         last_request_sync: false,
         track_prepared: false,
-        max_prepared: config.general.max_prepared_statements as usize,
+        max_prepared: 0,
         statements: ClientStatements::default(),
         tracker: Tracker::default(),
         kill: {
@@ -149,7 +150,6 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         },
         session,
     };
-    r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
     let end = r.serve().await;
     Box::pin(r.finish(end)).await;
 }
