@@ -17,6 +17,7 @@ mod pool_lifecycle;
 mod pool_modes;
 mod prepared;
 mod protocol_flows;
+mod replication;
 mod timeouts;
 mod tls;
 mod tls_certs;

@@ -21,7 +21,7 @@ use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::PeerAddr;
 use crate::pool::{CheckoutError, Pool};
-use crate::server::{ServerError, ServerParams};
+use crate::server::{ServerConn, ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
 
@@ -51,6 +51,8 @@ pub struct Session {
     pub info: Arc<crate::clients::ClientInfo>,
     /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
     pub tag: Box<ConnTag>,
+    /// A replication client's own server, held for the whole session and closed at its end.
+    pub dedicated: Option<Box<ServerConn>>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -116,7 +118,14 @@ pub async fn login(
     tag.set_login(&req.database, &req.user);
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
-        crate::conn_log!(info, tag, "login attempt: db={} user={} tls={tls} replication=no", req.database, req.user);
+        let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind);
+        crate::conn_log!(
+            info,
+            tag,
+            "login attempt: db={} user={} tls={tls} replication={replication}",
+            req.database,
+            req.user
+        );
     }
     if req.database == crate::admin::ADMIN_DB {
         let euid = nix::unistd::geteuid().as_raw();
@@ -199,9 +208,24 @@ pub async fn login(
             pool.set_looked_up_secret(secret);
         }
     }
-    let welcome = match pool.welcome() {
-        Some(w) => w,
-        None => first_server_params(&pool).await?,
+    // A replication client gets its own server now, and sees that server's parameters.
+    let dedicated = match req.replication.take() {
+        Some((_, params)) => {
+            let settings = pool.settings();
+            match Box::pin(pool.open_dedicated(&settings, &params)).await {
+                Ok(server) => Some(Box::new(server)),
+                Err(e) => {
+                    let (code, msg) = checkout_error_message(&e);
+                    return Err(ClientError::Refused(code, msg));
+                }
+            }
+        }
+        None => None,
+    };
+    let welcome = match (&dedicated, pool.welcome()) {
+        (Some(server), _) => Arc::new(server.params.clone()),
+        (None, Some(w)) => w,
+        (None, None) => first_server_params(&pool).await?,
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
@@ -233,6 +257,7 @@ pub async fn login(
         peer: peer.clone(),
         info,
         tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
+        dedicated,
     })))
 }
 

@@ -3,6 +3,7 @@
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
 mod averages;
+mod dedicated;
 pub mod histogram;
 mod limit;
 mod registry;
@@ -475,6 +476,18 @@ impl Pool {
     }
 
     async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+        self.open_to(guard, settings, &settings.target, false).await
+    }
+
+    /// Opens a server to `target`. A `dedicated` one (replication) does not speak for the pool:
+    /// its refusal is `login failed` for its own client only.
+    async fn open_to(
+        self: &Arc<Self>,
+        guard: SlotGuard,
+        settings: &PoolSettings,
+        target: &server::Target,
+        dedicated: bool,
+    ) -> Result<ServerConn, CheckoutError> {
         let mut creds = settings.credentials.clone();
         creds.scram_keys = self.scram_keys.lock().clone();
         if creds.password.is_none() && creds.md5_secret.is_none() {
@@ -485,13 +498,13 @@ impl Pool {
             }
         }
         // One pick per connection: the host in the log lines is the host dialled.
-        let host = settings.target.pick_host();
-        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, settings.target.port);
+        let host = target.pick_host();
+        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, target.port);
         // The TLS settings in force now, not the caller's snapshot: a client waiting through
         // TLS failures must get the settings a SET or RELOAD fixed.
         let tls = self.settings().tls.clone();
         let result = server::connect(
-            &settings.target,
+            target,
             &host,
             &creds,
             tls.as_ref(),
@@ -502,6 +515,19 @@ impl Pool {
         .await;
         let mut s = match result {
             Ok(s) => s,
+            Err(e) if dedicated => {
+                if let ServerError::Rejected { severity, message, .. } = &e {
+                    tracing::error!("S: login failed: {severity} {message}");
+                }
+                let reason = if e.is_refusal() { "login failed".to_owned() } else { e.log_reason() };
+                if settings.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {reason} (age=0s)");
+                }
+                return Err(CheckoutError::Refused(Arc::new(LoginRefusal {
+                    sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
+                    message: reason,
+                })));
+            }
             Err(e) => {
                 let refusal = match &e {
                     ServerError::Rejected { severity, message, sqlstate } => {

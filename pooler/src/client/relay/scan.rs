@@ -278,7 +278,7 @@ impl Relay {
                 PoolStats::add(&stats.xact_time_us, us);
                 hist.xact.observe(us);
             }
-        } else if self.settings.mode == PoolMode::Statement {
+        } else if self.mode == PoolMode::Statement {
             self.fatal =
                 Some((sqlstate::PROTOCOL_VIOLATION, "transaction blocks not allowed in statement pooling mode".into()));
         }
