@@ -133,7 +133,7 @@ pub async fn login(
         let access = if crate::admin::passwordless(shared, &req.user, same_uid) {
             crate::admin::Access::Admin
         } else {
-            let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+            let (method, map) = decide_method(config, io, peer, &req.database, &req.user, false)?;
             let known = if needs_lookup(config, &req.user) && method != AuthType::Any {
                 let plan = LookupPlan::for_console(shared, config).map_err(|e| lookup_refusal(e, tag))?;
                 find_user(shared, config, plan, &req.user, tag).await?
@@ -169,7 +169,8 @@ pub async fn login(
             "auth_type=any requires forced user in database entry".into(),
         ));
     }
-    let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+    let physical = req.replication.as_ref().is_some_and(|(kind, _)| *kind == "yes");
+    let (method, map) = decide_method(config, io, peer, &req.database, &req.user, physical)?;
     let known = match &db {
         Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
             let plan = LookupPlan::for_database(shared, config, db).map_err(|e| lookup_refusal(e, tag))?;
@@ -272,6 +273,7 @@ fn decide_method(
     peer: &PeerAddr,
     database: &str,
     user: &str,
+    physical_replication: bool,
 ) -> Result<(AuthType, Option<String>), ClientError> {
     if config.general.auth_type != AuthType::Hba {
         return Ok((config.general.auth_type, None));
@@ -280,7 +282,7 @@ fn decide_method(
         PeerAddr::Unix(_) => ConnKind::Local,
         PeerAddr::Tcp(a) => ConnKind::Host { addr: a.ip().to_canonical(), tls: io.tls.is_some() },
     };
-    match config.hba.as_ref().and_then(|h| h.find(conn, database, user)) {
+    match config.hba.as_ref().and_then(|h| h.find(conn, database, user, physical_replication)) {
         Some(rule) => Ok((rule.method, rule.map.clone())),
         None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "login rejected".into())),
     }
