@@ -33,11 +33,23 @@ impl Relay {
         tokio::pin!(checkout);
         // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
         let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
+        // query_wait_notify: one NOTICE per wait once the client has been queued that long. One
+        // timer serves both deadlines (the per-client future stays small).
+        let mut notify_at = (!settings.query_wait_notify.is_zero()).then(|| start + settings.query_wait_notify);
         let result = loop {
-            tokio::select! {
+            let next = match (query_timeout, notify_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // The NOTICE is written after the select (an await inside a branch would keep the
+            // branch futures in this future's layout).
+            let notify_now = tokio::select! {
                 r = &mut checkout => break r,
-                _ = tokio::time::sleep_until(query_timeout.unwrap_or(start)), if query_timeout.is_some() => {
-                    return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                _ = tokio::time::sleep_until(next.unwrap_or(start)), if next.is_some() => {
+                    if query_timeout.is_some_and(|t| Instant::now() >= t) {
+                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                    }
+                    true
                 }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
@@ -45,8 +57,15 @@ impl Relay {
                         Ok(n) => {
                             PoolStats::add(&self.stats().bytes_received, n as u64);
                             self.scan_client().map_err(|e| End::Fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                            false
                         }
                     }
+                }
+            };
+            if notify_now {
+                notify_at = None;
+                if Box::pin(self.notify_queued()).await.is_err() {
+                    return Err(End::ClientGone);
                 }
             }
         };
@@ -69,6 +88,7 @@ impl Relay {
         let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
         if let Some(sql) = sql {
+            crate::conn_log!(debug, server.tag, "varcache_apply: {sql}");
             if let Err(e) = Box::pin(server::run_simple_query(&mut server, &sql)).await {
                 match e {
                     server::ServerError::Rejected { sqlstate: _, message, .. } => {
@@ -84,6 +104,14 @@ impl Relay {
                     }
                 }
             }
+            for (k, old, new) in self.session.params.set_canonical(&server.params) {
+                crate::conn_log!(
+                    debug,
+                    self.session.tag,
+                    "varcache_set_canonical: setting {k} to its canonical version {old} -> {new}"
+                );
+            }
+            server.synced_params = self.session.params.fingerprint();
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
@@ -97,6 +125,23 @@ impl Relay {
         self.tracker.reset();
         self.need_server = false;
         self.server = Some(server);
+        Ok(())
+    }
+
+    /// Tells a queued client that it waits for a server, in PgBouncer's words (janitor.c). The
+    /// NOTICE goes out now unless earlier output is still unsent; then it queues behind it.
+    async fn notify_queued(&mut self) -> std::io::Result<()> {
+        const QUEUED: &str = "No server connection available in postgres backend, client being queued";
+        let mut out = BytesMut::new();
+        build::error_response(&mut out, Severity::Notice, sqlstate::SUCCESSFUL_COMPLETION, QUEUED);
+        if self.s_ready == 0 && self.sout.is_empty() {
+            return write_all(&mut self.client, &out).await;
+        }
+        let at = self.s_ready;
+        let rest = self.sout.split_off(at);
+        self.sout.extend_from_slice(&out);
+        self.sout.unsplit(rest);
+        self.s_ready += out.len();
         Ok(())
     }
 
