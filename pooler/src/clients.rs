@@ -61,6 +61,8 @@ pub struct ClientInfo {
     /// Monotonic µs (since registry start) when it began waiting for a server.
     wait_start_us: AtomicU64,
     killed: AtomicBool,
+    /// server_fast_close: the server it holds must close as soon as it is idle.
+    close_needed: AtomicBool,
     /// Woken when the client must be closed.
     pub kill: Notify,
 }
@@ -92,6 +94,19 @@ impl ClientInfo {
     pub fn request_kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
+    }
+
+    /// server_fast_close after RECONNECT / RELOAD: the client's task closes the session as soon
+    /// as its (older) server is between transactions.
+    pub fn request_fast_close(&self) {
+        self.close_needed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    /// True once a fast close was requested.
+    #[inline]
+    pub fn close_needed(&self) -> bool {
+        self.close_needed.load(Ordering::Relaxed)
     }
 
     /// True once a kill was requested.
@@ -157,6 +172,7 @@ impl ClientRegistry {
             request_time_us: AtomicU64::new(0),
             wait_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            close_needed: AtomicBool::new(false),
             kill: Notify::new(),
         });
         self.map.lock().insert(id, info.clone());
@@ -171,6 +187,17 @@ impl ClientRegistry {
     /// Every client, by id.
     pub fn all(&self) -> Vec<Arc<ClientInfo>> {
         self.map.lock().values().cloned().collect()
+    }
+
+    /// server_fast_close: asks every client holding a server of pool (db, pool_user) to close
+    /// once that server is idle (PgBouncer's janitor closes such servers with `database
+    /// configuration changed`).
+    pub fn fast_close(&self, db: &str, pool_user: &str) {
+        for c in self.map.lock().values() {
+            if c.state() == ClientState::Active && c.db == db && c.pool_user == pool_user {
+                c.request_fast_close();
+            }
+        }
     }
 
     /// One client by id.

@@ -45,6 +45,9 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
             pool.set_settings(next);
             if moved {
                 pool.reconnect();
+                if new.general.server_fast_close {
+                    shared.client_registry.fast_close(&pool.db, &pool.user);
+                }
             }
         }
     }

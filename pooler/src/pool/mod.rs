@@ -50,6 +50,9 @@ pub enum CheckoutError {
     /// Another client's attempt to open a server was refused while this one waited.
     #[error("{}", .0.message)]
     Refused(Arc<LoginRefusal>),
+    /// SHUTDOWN WAIT_FOR_SERVERS: no server is handed out any more.
+    #[error("server shutting down")]
+    ShuttingDown,
 }
 
 struct State {
@@ -99,6 +102,8 @@ pub struct Pool {
     /// Clients waiting for a server (queued, or held by PAUSE).
     pub clients_waiting: AtomicI64,
     paused: AtomicBool,
+    /// SHUTDOWN WAIT_FOR_SERVERS: waiting and new checkouts fail.
+    shut: AtomicBool,
     resumed: Notify,
     /// Bumped by RECONNECT and target changes: older servers are closed on release.
     generation: AtomicU64,
@@ -142,6 +147,7 @@ impl Pool {
             clients_active: AtomicI64::new(0),
             clients_waiting: AtomicI64::new(0),
             paused: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
         }
@@ -160,12 +166,29 @@ impl Pool {
         self.paused.load(Relaxed)
     }
 
+    /// SHUTDOWN WAIT_FOR_SERVERS (PgBouncer pauses and its janitor closes every waiting client
+    /// with `server shutting down`): clients queued or held by PAUSE get that error now, later
+    /// checkouts too. Servers in use are released as usual.
+    pub fn shut_down(&self) {
+        self.shut.store(true, Relaxed);
+        self.paused.store(true, Relaxed);
+        self.resumed.notify_waiters();
+        let waiters = std::mem::take(&mut self.state.lock().waiters);
+        let refusal = Arc::new(LoginRefusal {
+            sqlstate: pgmux_protocol::sqlstate::ADMIN_SHUTDOWN.into(),
+            message: "server shutting down".into(),
+        });
+        for (_, tx) in waiters {
+            let _ = tx.send(Handoff::Refused(refusal.clone()));
+        }
+    }
+
     async fn wait_unpaused(&self) {
-        while self.paused.load(Relaxed) {
+        while self.paused.load(Relaxed) && !self.shut.load(Relaxed) {
             let resumed = self.resumed.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if !self.paused.load(Relaxed) {
+            if !self.paused.load(Relaxed) || self.shut.load(Relaxed) {
                 break;
             }
             resumed.await;
@@ -351,6 +374,9 @@ impl Pool {
         if self.paused.load(Relaxed) {
             self.wait_unpaused().await;
         }
+        if self.shut.load(Relaxed) {
+            return Err(CheckoutError::ShuttingDown);
+        }
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
@@ -408,6 +434,10 @@ impl Pool {
                 Err(_) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(CheckoutError::QueryWaitTimeout);
+                    }
+                    if self.shut.load(Relaxed) {
+                        // Queued just as shut_down drained the queue.
+                        return Err(CheckoutError::ShuttingDown);
                     }
                 }
             }
@@ -474,15 +504,11 @@ impl Pool {
                 _ => {}
             }
         }
-        let mut tag = ConnTag::server_to(
-            crate::net::next_conn_id(),
-            &self.db,
-            &self.user,
-            &settings.target.pick_host(),
-            settings.target.port,
-        );
+        let (picked, host) = settings.target.pick_host();
+        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, settings.target.port);
         let result = server::connect(
             &settings.target,
+            (picked, &host),
             &creds,
             settings.tls.as_ref(),
             settings.connect_timeout,
@@ -496,7 +522,7 @@ impl Pool {
                 let refusal = match &e {
                     ServerError::Rejected { severity, message, sqlstate } => {
                         tracing::warn!("server login failed: {severity} {message}");
-                        Some(LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
+                        e.is_refusal().then(|| LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
                     }
                     ServerError::Auth(reason) => {
                         crate::conn_log!(error, tag, "{reason}");
