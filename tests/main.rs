@@ -16,5 +16,7 @@ mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;
+mod sessions;
+mod shutdown;
 mod timeouts;
 mod tls;
