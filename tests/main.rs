@@ -18,6 +18,8 @@ mod pool_modes;
 mod prepared;
 mod protocol_flows;
 mod replication;
+mod sessions;
+mod shutdown;
 mod timeouts;
 mod tls;
 mod tls_certs;

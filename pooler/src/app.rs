@@ -1,7 +1,6 @@
 //! The running pooler: accept loops for every listener, the maintenance tick, and the shutdown
 //! modes. `Pooler::bind` binds (before daemonizing or dropping privileges); `Pooler::run` serves.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,11 +61,10 @@ impl Pooler {
             let l = TcpListener::from_std(l)?;
             accepts.push(tokio::spawn(accept_tcp(shared.clone(), l)));
         }
-        let unix_path = match bound.unix {
+        let unix = match bound.unix {
             Some((l, path)) => {
                 let l = UnixListener::from_std(l)?;
-                accepts.push(tokio::spawn(accept_unix(shared.clone(), l)));
-                Some(path)
+                Some((tokio::spawn(accept_unix(shared.clone(), l)), path))
             }
             None => None,
         };
@@ -77,35 +75,46 @@ impl Pooler {
                 break;
             }
         }
+        // As PgBouncer's cleanup_tcp_sockets: TCP listeners close at once; the unix socket stays
+        // until the process exits, so the console can still be reached (logins to databases
+        // are refused with "pooler is shutting down").
         for a in &accepts {
             a.abort();
         }
         if shared.state() == RunState::WaitForServers {
-            // Clients holding no server are closed now; the others after their transaction.
-            for c in shared.client_registry.all() {
-                if c.state() != crate::clients::ClientState::Active && !c.is_console() {
-                    c.request_kill("server shutting down");
-                }
+            // Clients waiting for a server are closed now, the others when they ask for one;
+            // clients holding a server finish their transaction.
+            for p in shared.pools.all() {
+                p.shut_down();
             }
-        }
-        if let Some(p) = unix_path {
-            let _ = std::fs::remove_file(p);
         }
         loop {
             let done = match shared.state() {
                 RunState::Running | RunState::Immediate => true,
                 RunState::WaitForClients => shared.client_count() == 0,
-                RunState::WaitForServers => {
-                    shared.pools.all().iter().all(|p| p.clients_active.load(Ordering::Relaxed) <= 0)
-                }
+                // As PgBouncer (no server left; idle ones close as in pause mode): a server that
+                // is leased, connecting or being SET up for a client keeps the process up.
+                RunState::WaitForServers => shared.pools.all().iter().all(|p| {
+                    let c = p.counts();
+                    c.total == c.idle
+                }),
             };
             if done {
+                match shared.state() {
+                    RunState::WaitForClients => tracing::info!("client connections dropped, exiting"),
+                    RunState::WaitForServers => tracing::info!("server connections dropped, exiting"),
+                    _ => {}
+                }
                 break;
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = state.changed() => {}
             }
+        }
+        if let Some((task, path)) = unix {
+            task.abort();
+            let _ = std::fs::remove_file(path);
         }
         ticker.abort();
         for p in shared.pools.all() {

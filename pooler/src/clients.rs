@@ -64,6 +64,8 @@ pub struct ClientInfo {
     wait_start_us: AtomicU64,
     killed: AtomicBool,
     kill_reason: std::sync::OnceLock<&'static str>,
+    /// server_fast_close: the server it holds must close as soon as it is idle.
+    close_needed: AtomicBool,
     /// Woken when the client must be closed.
     pub kill: Notify,
 }
@@ -102,6 +104,19 @@ impl ClientInfo {
     /// Why the client was killed (set before [`ClientInfo::is_killed`] turns true).
     pub fn kill_reason(&self) -> &'static str {
         self.kill_reason.get().copied().unwrap_or("client killed by admin")
+    }
+
+    /// server_fast_close after RECONNECT / RELOAD: the client's task closes the session as soon
+    /// as its (older) server is between transactions.
+    pub fn request_fast_close(&self) {
+        self.close_needed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    /// True once a fast close was requested.
+    #[inline]
+    pub fn close_needed(&self) -> bool {
+        self.close_needed.load(Ordering::Relaxed)
     }
 
     /// True once a kill was requested.
@@ -174,6 +189,7 @@ impl ClientRegistry {
             wait_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             kill_reason: std::sync::OnceLock::new(),
+            close_needed: AtomicBool::new(false),
             kill: Notify::new(),
         });
         self.map.lock().insert(id, info.clone());
@@ -188,6 +204,17 @@ impl ClientRegistry {
     /// Every client, by id.
     pub fn all(&self) -> Vec<Arc<ClientInfo>> {
         self.map.lock().values().cloned().collect()
+    }
+
+    /// server_fast_close: asks every client holding a server of pool (db, pool_user) to close
+    /// once that server is idle (PgBouncer's janitor closes such servers with `database
+    /// configuration changed`).
+    pub fn fast_close(&self, db: &str, pool_user: &str) {
+        for c in self.map.lock().values() {
+            if c.state() == ClientState::Active && c.db == db && c.pool_user == pool_user {
+                c.request_fast_close();
+            }
+        }
     }
 
     /// One client by id.

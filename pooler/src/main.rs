@@ -139,10 +139,11 @@ impl Signals {
 async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
     let Signals { mut term, mut int, mut quit, mut hup, mut usr1, mut usr2 } = signals;
     loop {
-        let running = shared.state() == RunState::Running;
+        // Read when a signal arrives, not before waiting: a SHUTDOWN may come in between.
+        let running = || shared.state() == RunState::Running;
         let next = tokio::select! {
             _ = term.recv() => {
-                if running {
+                if running() {
                     tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
                     RunState::WaitForClients
                 } else {
@@ -151,7 +152,7 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
                 }
             }
             _ = int.recv() => {
-                if running {
+                if running() {
                     tracing::info!("got SIGINT, shutting down, waiting for all servers connections to be released");
                     RunState::WaitForServers
                 } else {
@@ -173,7 +174,7 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
                 continue;
             }
             _ = usr2.recv() => {
-                if !running {
+                if !running() {
                     tracing::info!("got SIGUSR2 while shutting down, ignoring");
                 } else if shared.is_suspended() {
                     tracing::info!("got SIGUSR2, continuing from SUSPEND");

@@ -96,17 +96,21 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
                 || old.target.dbname != next.target.dbname;
             pool.set_settings(next);
             if moved || tls_changed {
-                stale.push(pool);
+                stale.push((pool, moved));
             }
         }
     }
+    let fast_close = new.general.server_fast_close;
     crate::logging::reconfigure(&new.general);
     shared.set_config(new);
     // After the swap, so that a server opened from now on uses the new TLS settings.
-    for pool in stale {
+    for (pool, moved) in stale {
         pool.reconnect();
         if tls_changed {
             pool.forget_login_failure();
+        }
+        if moved && fast_close {
+            shared.client_registry.fast_close(&pool.db, &pool.user);
         }
     }
 }

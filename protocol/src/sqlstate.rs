@@ -1,5 +1,7 @@
 //! SQLSTATE codes pgmux sends. Clients decide by these, never by message text.
 
+/// Success: the code of pgmux's own NOTICEs (login_notify_message, query_wait_notify).
+pub const SUCCESSFUL_COMPLETION: &str = "00000";
 /// Generic pooler error, as PgBouncer's default for its own errors.
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 /// Could not connect to or log in to the server.

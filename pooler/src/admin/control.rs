@@ -99,6 +99,11 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             "PAUSE"
         }
         Command::Resume(_) => {
+            if db.is_none() && shared.state() != RunState::Running {
+                // As PgBouncer: a shutdown cannot be resumed out of.
+                err(out, "pooler is shutting down".into());
+                return false;
+            }
             if db.is_none() && shared.is_suspended() {
                 shared.set_suspended(false);
             } else {
@@ -107,8 +112,12 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             "RESUME"
         }
         Command::Reconnect(_) => {
+            let fast_close = shared.config().general.server_fast_close;
             for p in pools_of(shared, db) {
                 p.reconnect();
+                if fast_close {
+                    shared.client_registry.fast_close(&p.db, &p.user);
+                }
             }
             "RECONNECT"
         }

@@ -63,6 +63,7 @@ pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
     match e {
         CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
         CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+        CheckoutError::ShuttingDown => (sqlstate::ADMIN_SHUTDOWN, e.to_string()),
         CheckoutError::Refused(r) => (passed_on(&r.sqlstate), r.message.clone()),
         CheckoutError::Connect(ServerError::Rejected { sqlstate, message, .. }) => {
             (passed_on(sqlstate), message.clone())
@@ -103,9 +104,6 @@ pub async fn login(
     let tls_required = config.client_tls.as_ref().is_some_and(|t| t.mode >= SslMode::Require);
     if tls_required && io.tls.is_none() && !matches!(peer, PeerAddr::Unix(_)) {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "SSL required".into()));
-    }
-    if shared.state() != RunState::Running {
-        return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
     }
     if client_number > g.max_client_conn as usize {
         return Err(ClientError::Refused(
@@ -193,11 +191,19 @@ pub async fn login(
     let Some(db) = db else {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
+    if shared.state() != RunState::Running {
+        // The console stays reachable on the unix socket until the process exits; databases
+        // do not (PgBouncer's check at the end of login).
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "pooler is shutting down".into()));
+    }
     if shared.pools.is_disabled(&db.name) {
         return Err(ClientError::Refused(
             sqlstate::PROTOCOL_VIOLATION,
             format!("database \"{}\" is disabled", db.name),
         ));
+    }
+    if db.auto && !shared.pools.knows_db(&db.name) {
+        crate::conn_log!(info, tag, "registered new auto-database: {}", db.name);
     }
     let pool_user = db.user.clone().unwrap_or_else(|| req.user.clone());
     let pool = shared.pools.get_or_create(config, &db, &pool_user);
@@ -240,6 +246,15 @@ pub async fn login(
     }
     let (cancel_key, cancel) = shared.cancels.register();
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
+    if !g.login_notify_message.is_empty() {
+        // As PgBouncer's welcome: a NOTICE between BackendKeyData and ReadyForQuery.
+        build::error_response(
+            &mut io.wbuf,
+            build::Severity::Notice,
+            sqlstate::SUCCESSFUL_COMPLETION,
+            &g.login_notify_message,
+        );
+    }
     build::ready_for_query(&mut io.wbuf, b'I');
     if let Err(e) = io.flush().await {
         shared.cancels.unregister(cancel_key);

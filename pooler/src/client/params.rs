@@ -78,16 +78,62 @@ impl ClientParams {
         }
     }
 
-    /// SET statements that make `server` match, or None when it already does.
+    /// SET statements that make `server` match, or None when it already does. As PgBouncer's
+    /// `varcache_apply`: values differing only in case are equal, each value is quoted with
+    /// `pg_quote_literal` except search_path (reported already quoted, GUC_LIST_QUOTE).
     pub fn sync_sql(&self, server: &ServerParams) -> Option<String> {
         let mut sql = String::new();
         for (k, v) in &self.values {
-            if server.get(k) != Some(v.as_str()) {
-                sql.push_str(&format!("SET {k} = '{}';", v.replace('\'', "''")));
+            if server.get(k).is_some_and(|s| s.eq_ignore_ascii_case(v)) {
+                continue;
             }
+            sql.push_str("SET ");
+            sql.push_str(k);
+            sql.push('=');
+            if k.eq_ignore_ascii_case("search_path") {
+                sql.push_str(if v == "\"\"" { "''" } else { v });
+            } else {
+                quote_literal(&mut sql, v);
+            }
+            sql.push(';');
         }
         (!sql.is_empty()).then_some(sql)
     }
+
+    /// After a SET, takes the server's spelling of each value that differs (PostgreSQL reports
+    /// `ISO, MDY` for `ISO` without a ParameterStatus when the value does not change), so the
+    /// next server is not SET again: PgBouncer's `varcache_set_canonical`. Returns the changes
+    /// as (name, old, new) for the log.
+    pub fn set_canonical(&mut self, server: &ServerParams) -> Vec<(String, String, String)> {
+        let mut changed = Vec::new();
+        for (k, v) in &mut self.values {
+            if let Some(s) = server.get(k) {
+                if s != v {
+                    changed.push((k.clone(), std::mem::replace(v, s.to_owned()), s.to_owned()));
+                }
+            }
+        }
+        if !changed.is_empty() {
+            self.fingerprint.set(0);
+        }
+        changed
+    }
+}
+
+/// Appends `v` as a SQL literal: `'...'` with quotes doubled, `E'...'` with backslashes doubled
+/// when it has any (libusual's `pg_quote_literal`, which PgBouncer uses).
+fn quote_literal(out: &mut String, v: &str) {
+    if v.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in v.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
 }
 
 #[cfg(test)]
@@ -104,9 +150,29 @@ mod tests {
         let mut server = ServerParams::default();
         server.set("TimeZone", "UTC");
         let sql = c.sync_sql(&server).unwrap();
-        assert_eq!(sql, "SET application_name = 'it''s';SET IntervalStyle = 'iso_8601';");
+        assert_eq!(sql, "SET application_name='it''s';SET IntervalStyle='iso_8601';");
         server.set("application_name", "it's");
         server.set("IntervalStyle", "iso_8601");
+        assert_eq!(c.sync_sql(&server), None);
+        // Case differences are no change; backslashes make an E'' literal.
+        assert!(c.set("timezone", "utc"));
+        assert!(c.set("application_name", "a\\b"));
+        assert_eq!(c.sync_sql(&server).unwrap(), "SET application_name=E'a\\\\b';");
+    }
+
+    #[test]
+    fn canonical_server_values_replace_equivalent_client_values() {
+        let mut c = ClientParams::new(&["search_path".into()]);
+        c.set("DateStyle", "ISO");
+        c.set("search_path", "\"$user\", public");
+        let mut server = ServerParams::default();
+        server.set("DateStyle", "ISO");
+        assert_eq!(c.sync_sql(&server), Some("SET search_path=\"$user\", public;".into()));
+        server.set("DateStyle", "ISO, MDY");
+        server.set("search_path", "\"$user\", public");
+        let before = c.fingerprint();
+        assert_eq!(c.set_canonical(&server), vec![("DateStyle".into(), "ISO".into(), "ISO, MDY".into())]);
+        assert_ne!(c.fingerprint(), before);
         assert_eq!(c.sync_sql(&server), None);
     }
 }

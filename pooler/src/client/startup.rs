@@ -129,7 +129,7 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
             "user" => user = Some(v),
             "database" => database = Some(v),
             "options" if replication.is_some() => {}
-            "options" => apply_options(&v, &mut params, ignored("options"))?,
+            "options" => apply_options(&v, &mut params, ignored)?,
             "replication" => {}
             _ if k.starts_with("_pq_.") => unknown_options.push(k),
             _ => {
@@ -149,30 +149,57 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
     Ok(StartupRequest { user, database, params, minor: version & 0xffff, unknown_options, replication })
 }
 
-/// `options` may carry `-c name=value` (or `--name=value`) for tracked parameters, as
-/// PgBouncer 1.20+ accepts; anything else is refused unless `options` is ignored.
-fn apply_options(v: &str, params: &mut ClientParams, ignore_rest: bool) -> Result<(), ClientError> {
-    let mut words = v.split_whitespace();
-    while let Some(w) = words.next() {
-        let setting = if w == "-c" {
-            words.next()
-        } else if let Some(s) = w.strip_prefix("-c") {
-            Some(s)
+/// `options` may carry `-c name=value` (or `--name=value`) settings, as PgBouncer's
+/// `set_startup_options`: words are split on blanks, a backslash escapes the next character
+/// (libpq sends `datestyle=German,\\ YMD`), tracked names are kept, names in
+/// ignore_startup_parameters are dropped (all unknown ones when `options` itself is listed),
+/// anything else is refused.
+fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> bool) -> Result<(), ClientError> {
+    const ONLY_C: &str = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
+    let refuse = |msg: String| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg);
+    let mut rest = v;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let dashdash = rest.starts_with("--");
+        rest = if dashdash {
+            &rest[2..]
+        } else if let Some(r) = rest.strip_prefix("-c") {
+            r.trim_start()
         } else {
-            w.strip_prefix("--")
+            return Err(refuse(ONLY_C.into()));
         };
-        let ok = setting
-            .and_then(|s| s.split_once('='))
-            .map(|(name, value)| params.set(&name.replace('-', "_"), value))
-            .unwrap_or(false);
-        if !ok && !ignore_rest {
-            return Err(ClientError::Refused(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!("unsupported options startup parameter: parameter cannot be changed: {w}"),
-            ));
+        let (word, after) = escaped_word(rest);
+        rest = after;
+        let Some((name, value)) = word.split_once('=') else {
+            return Err(refuse(ONLY_C.into()));
+        };
+        // PostgreSQL reads `--work-mem=x` as work_mem.
+        let name = if dashdash { name.replace('-', "_") } else { name.to_owned() };
+        if !params.set(&name, value) && !ignored(&name) && !ignored("options") {
+            return Err(refuse(format!("unsupported startup parameter in options: {name}")));
         }
     }
-    Ok(())
+}
+
+/// One blank-delimited word of `options` with backslash escapes removed (PgBouncer's
+/// `read_escaped_token`), and the text after it.
+fn escaped_word(s: &str) -> (String, &str) {
+    let mut word = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, e)) => word.push(e),
+                None => return (word, ""),
+            },
+            c if c.is_ascii_whitespace() => return (word, &s[i..]),
+            c => word.push(c),
+        }
+    }
+    (word, "")
 }
 
 /// Tells a client that asked for protocol 3.x (x > 0) or `_pq_.` options what we speak.
@@ -218,5 +245,38 @@ mod tests {
         assert_eq!(r.params.get("DateStyle"), Some("ISO"));
         assert_eq!(r.params.get("application_name"), Some("x"));
         assert!(accept_params(196608, kv(&[("user", "u"), ("options", "-c work_mem=1MB")]), &g).is_err());
+    }
+
+    fn refusal(options: &str, g: &General) -> String {
+        match accept_params(196608, kv(&[("user", "u"), ("options", options)]), g) {
+            Err(ClientError::Refused(_, m)) => m,
+            other => panic!("{options:?} was accepted: {other:?}"),
+        }
+    }
+
+    /// The forms libpq and PgBouncer's tests send (test_options_startup_param).
+    #[test]
+    fn options_as_pgbouncer_parses_them() {
+        let g = general("ignore_startup_parameters = extra_float_digits");
+        let ok = |options: &str| accept_params(196608, kv(&[("user", "u"), ("options", options)]), &g).unwrap().params;
+        assert_eq!(ok("  -c    datestyle=German,\\ YMD").get("DateStyle"), Some("German, YMD"));
+        let p = ok("-c timezone=Europe/Lisbon  -c    datestyle=German,\\ YMD");
+        assert_eq!((p.get("TimeZone"), p.get("DateStyle")), (Some("Europe/Lisbon"), Some("German, YMD")));
+        assert_eq!(ok("-ctimezone=Europe/Lisbon  -cdatestyle=German,\\ YMD").get("TimeZone"), Some("Europe/Lisbon"));
+        assert_eq!(ok("--timezone=Europe/Lisbon  --datestyle=German,\\ YMD").get("TimeZone"), Some("Europe/Lisbon"));
+        let p = ok("-c t\\imezone=\\E\\u\\r\\o\\pe/Lisbon  -c    dat\\estyle\\=\\Ge\\rman,\\ YMD");
+        assert_eq!((p.get("TimeZone"), p.get("DateStyle")), (Some("Europe/Lisbon"), Some("German, YMD")));
+        // Ignored names are dropped, even when longer than pkt_buf.
+        assert_eq!(ok(&format!("-c extra_float_digits={}", "1".repeat(4096))).get("extra_float_digits"), None);
+        let only = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
+        assert_eq!(refusal("-d", &g), only);
+        assert_eq!(refusal("-c timezone", &g), only);
+        assert_eq!(refusal("-c enable_seqscan=false", &g), "unsupported startup parameter in options: enable_seqscan");
+        // With `options` itself ignored, unknown settings are dropped and known ones still kept.
+        let g = general("ignore_startup_parameters = options");
+        let p = accept_params(196608, kv(&[("user", "u"), ("options", "-c enable_seqscan=false -ctimezone=UTC")]), &g)
+            .unwrap()
+            .params;
+        assert_eq!((p.get("enable_seqscan"), p.get("TimeZone")), (None, Some("UTC")));
     }
 }

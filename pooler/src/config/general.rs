@@ -158,6 +158,12 @@ pub struct General {
     pub ignore_startup_parameters: Vec<String>,
     pub track_extra_parameters: Vec<String>,
     pub application_name_add_host: bool,
+    /// NOTICE sent with every client's welcome (empty: none).
+    pub login_notify_message: String,
+    /// A client queued longer than this gets one NOTICE per wait (0: never).
+    pub query_wait_notify: Duration,
+    /// RECONNECT / RELOAD close session-mode servers at once between queries.
+    pub server_fast_close: bool,
     pub log_connections: bool,
     pub log_disconnections: bool,
     pub log_pooler_errors: bool,
@@ -323,6 +329,9 @@ impl General {
             ignore_startup_parameters: value::list(r.raw("ignore_startup_parameters")),
             track_extra_parameters: value::list(r.raw("track_extra_parameters")),
             application_name_add_host: r.flag("application_name_add_host")?,
+            login_notify_message: r.raw("login_notify_message").to_owned(),
+            query_wait_notify: r.secs("query_wait_notify")?,
+            server_fast_close: r.flag("server_fast_close")?,
             log_connections: r.flag("log_connections")?,
             log_disconnections: r.flag("log_disconnections")?,
             log_pooler_errors: r.flag("log_pooler_errors")?,

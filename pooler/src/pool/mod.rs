@@ -51,6 +51,9 @@ pub enum CheckoutError {
     /// Another client's attempt to open a server was refused while this one waited.
     #[error("{}", .0.message)]
     Refused(Arc<LoginRefusal>),
+    /// SHUTDOWN WAIT_FOR_SERVERS: no server is handed out any more.
+    #[error("server shutting down")]
+    ShuttingDown,
 }
 
 struct State {
@@ -100,6 +103,8 @@ pub struct Pool {
     /// Clients waiting for a server (queued, or held by PAUSE).
     pub clients_waiting: AtomicI64,
     paused: AtomicBool,
+    /// SHUTDOWN WAIT_FOR_SERVERS: waiting and new checkouts fail.
+    shut: AtomicBool,
     resumed: Notify,
     /// Bumped by RECONNECT and target changes: older servers are closed on release.
     generation: AtomicU64,
@@ -145,6 +150,7 @@ impl Pool {
             clients_active: AtomicI64::new(0),
             clients_waiting: AtomicI64::new(0),
             paused: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
             servers: Arc::default(),
@@ -164,12 +170,29 @@ impl Pool {
         self.paused.load(Relaxed)
     }
 
+    /// SHUTDOWN WAIT_FOR_SERVERS (PgBouncer pauses and its janitor closes every waiting client
+    /// with `server shutting down`): clients queued or held by PAUSE get that error now, later
+    /// checkouts too. Servers in use are released as usual.
+    pub fn shut_down(&self) {
+        self.shut.store(true, Relaxed);
+        self.paused.store(true, Relaxed);
+        self.resumed.notify_waiters();
+        let waiters = std::mem::take(&mut self.state.lock().waiters);
+        let refusal = Arc::new(LoginRefusal {
+            sqlstate: pgmux_protocol::sqlstate::ADMIN_SHUTDOWN.into(),
+            message: "server shutting down".into(),
+        });
+        for (_, tx) in waiters {
+            let _ = tx.send(Handoff::Refused(refusal.clone()));
+        }
+    }
+
     async fn wait_unpaused(&self) {
-        while self.paused.load(Relaxed) {
+        while self.paused.load(Relaxed) && !self.shut.load(Relaxed) {
             let resumed = self.resumed.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if !self.paused.load(Relaxed) {
+            if !self.paused.load(Relaxed) || self.shut.load(Relaxed) {
                 break;
             }
             resumed.await;
@@ -341,6 +364,26 @@ impl Pool {
         Box::pin(self.checkout_slow(settings, None)).await
     }
 
+    /// The busy case without an await: a server released moments ago that needs no check, or
+    /// `None` (then [`Pool::checkout_with`]). Callers keep their slow path boxed, so that the
+    /// future every client task holds stays small.
+    pub fn take_ready(&self, settings: &PoolSettings) -> Option<ServerConn> {
+        if self.paused.load(Relaxed) {
+            return None;
+        }
+        let mut s = self.state.lock();
+        let server = if settings.round_robin { s.idle.pop_front() } else { s.idle.pop_back() }?;
+        if self.usable_at_once(&server, settings) {
+            return Some(server);
+        }
+        if settings.round_robin {
+            s.idle.push_front(server);
+        } else {
+            s.idle.push_back(server);
+        }
+        None
+    }
+
     /// True when an idle server can be handed out without a dead check or a check query.
     fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
         let idle_for = s.last_used.elapsed();
@@ -361,6 +404,9 @@ impl Pool {
         }
         if self.paused.load(Relaxed) {
             self.wait_unpaused().await;
+        }
+        if self.shut.load(Relaxed) {
+            return Err(CheckoutError::ShuttingDown);
         }
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
@@ -419,6 +465,10 @@ impl Pool {
                 Err(_) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(CheckoutError::QueryWaitTimeout);
+                    }
+                    if self.shut.load(Relaxed) {
+                        // Queued just as shut_down drained the queue.
+                        return Err(CheckoutError::ShuttingDown);
                     }
                 }
             }
@@ -498,14 +548,14 @@ impl Pool {
             }
         }
         // One pick per connection: the host in the log lines is the host dialled.
-        let host = target.pick_host();
+        let (picked, host) = target.pick_host();
         let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, target.port);
         // The TLS settings in force now, not the caller's snapshot: a client waiting through
         // TLS failures must get the settings a SET or RELOAD fixed.
         let tls = self.settings().tls.clone();
         let result = server::connect(
             target,
-            &host,
+            (picked, &host),
             &creds,
             tls.as_ref(),
             settings.connect_timeout,
@@ -532,7 +582,7 @@ impl Pool {
                 let refusal = match &e {
                     ServerError::Rejected { severity, message, sqlstate } => {
                         tracing::warn!("server login failed: {severity} {message}");
-                        Some(LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
+                        e.is_refusal().then(|| LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
                     }
                     ServerError::Auth(reason) => {
                         crate::conn_log!(error, tag, "{reason}");

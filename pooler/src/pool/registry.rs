@@ -136,6 +136,11 @@ impl Pools {
         self.all_paused.load(Ordering::Relaxed)
     }
 
+    /// True when a pool for `db` has been made since start-up (an auto database is registered).
+    pub fn knows_db(&self, db: &str) -> bool {
+        self.db_limits.lock().contains_key(db)
+    }
+
     /// Servers open against database `db` now.
     pub fn db_connections(&self, db: &str) -> u32 {
         self.db_limits.lock().get(db).map(|l| l.current()).unwrap_or(0)

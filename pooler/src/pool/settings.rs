@@ -22,6 +22,8 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     pub server_idle_timeout: Duration,
     pub query_wait_timeout: Duration,
+    /// query_wait_notify: a waiting client is told once it has waited this long (0: never).
+    pub query_wait_notify: Duration,
     /// Client timeouts, a `[users]` value over the global one (PgBouncer 1.25). 0: none.
     pub query_timeout: Duration,
     pub idle_transaction_timeout: Duration,
@@ -109,6 +111,7 @@ impl PoolSettings {
                 .and_then(|u| u.query_wait_timeout)
                 .or(db.query_wait_timeout)
                 .unwrap_or(g.query_wait_timeout),
+            query_wait_notify: g.query_wait_notify,
             query_timeout: user_or(u.and_then(|u| u.query_timeout), g.query_timeout),
             idle_transaction_timeout: user_or(u.and_then(|u| u.idle_transaction_timeout), g.idle_transaction_timeout),
             transaction_timeout: user_or(u.and_then(|u| u.transaction_timeout), g.transaction_timeout),

@@ -74,8 +74,16 @@ impl ServerError {
     /// True when the server answered the login with a refusal (an ErrorResponse, or an
     /// authentication method pgmux has no secret for): retrying is pointless, and every
     /// waiting client is told. Other failures (no connection, timeout, TLS) are retried.
+    ///
+    /// `57P03` (the database system is starting up / shutting down) is temporary, as in
+    /// PgBouncer's kill_pool_logins_server_error: the clients keep waiting and the login is
+    /// tried again after server_login_retry, so a PostgreSQL restart is ridden out.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ServerError::Rejected { .. } | ServerError::Auth(_))
+        match self {
+            ServerError::Rejected { sqlstate, .. } => sqlstate != pgmux_protocol::sqlstate::CANNOT_CONNECT_NOW,
+            ServerError::Auth(_) => true,
+            _ => false,
+        }
     }
 
     /// The reason PgBouncer logs when it closes a server whose connect or login failed.
@@ -117,20 +125,23 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
 }
 
 async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(Stream, PeerAddr), ServerError> {
-    let host = host.to_owned();
-    if Target::is_unix(&host) {
+    if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
         let s = UnixStream::connect(&path).await?;
         return Ok((Stream::Unix(s), PeerAddr::Unix(path)));
     }
     let mut last = None;
-    for addr in tokio::net::lookup_host((host.as_str(), target.port)).await? {
+    // A name that does not resolve is NotFound: PgBouncer's "server DNS lookup failed".
+    let addrs = tokio::net::lookup_host((host, target.port))
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
+    for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 s.set_nodelay(true)?;
                 let _ = socket2::SockRef::from(&s).set_keepalive(true);
                 let stream = match tls {
-                    Some(tls) => negotiate_tls(s, &host, tls).await?,
+                    Some(tls) => negotiate_tls(s, host, tls).await?,
                     None => Stream::Tcp(s),
                 };
                 return Ok((stream, PeerAddr::Tcp(addr)));
@@ -176,15 +187,15 @@ fn rejected(body: &[u8]) -> ServerError {
     }
 }
 
-/// Connects to `host` (one of the target's, picked by the caller) and logs in within
-/// `timeout`. `tag` (id, pool database and user) gets the server's address once connected, so
-/// that the caller's log lines name it.
+/// Connects to `host` (picked from `target` at place `picked`) and logs in within `timeout`.
+/// `tag` (id, pool database and user) gets the server's address once connected, so that the
+/// caller's log lines name it.
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
 pub async fn connect(
     target: &Target,
-    host: &str,
+    (picked, host): (usize, &str),
     creds: &Credentials,
     tls: Option<&ServerTls>,
     timeout: Duration,
@@ -227,7 +238,7 @@ pub async fn connect(
         Err(_) => Err(ServerError::Timeout),
     };
     if result.is_err() {
-        target.advance_after_failure();
+        target.advance_after_failure(picked);
     }
     result
 }

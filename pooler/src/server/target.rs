@@ -39,17 +39,18 @@ impl Target {
         Self { hosts, port, dbname, user, default_socket_dir, load_balance, startup_params, next: AtomicUsize::new(0) }
     }
 
-    /// The host for the next connection. With `load_balance_hosts = disable` the same host is used
-    /// until `advance_after_failure` moves on.
-    pub fn pick_host(&self) -> String {
+    /// The host for the next connection, with its place in the list (for
+    /// [`Target::advance_after_failure`]). With `load_balance_hosts = disable` the same host is
+    /// used until a connect to it fails.
+    pub fn pick_host(&self) -> (usize, String) {
         if self.hosts.is_empty() {
-            return self.default_socket_dir.clone();
+            return (0, self.default_socket_dir.clone());
         }
         let n = match self.load_balance {
             LoadBalanceHosts::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
             LoadBalanceHosts::Disable => self.next.load(Ordering::Relaxed),
         };
-        self.hosts[n % self.hosts.len()].clone()
+        (n, self.hosts[n % self.hosts.len()].clone())
     }
 
     /// The same target with `extra` startup parameters (a replication client's own).
@@ -68,15 +69,46 @@ impl Target {
         }
     }
 
-    /// Moves a `disable` target to its next host after a failed connect.
-    pub fn advance_after_failure(&self) {
+    /// Moves a `disable` target past host `picked` after a failed connect to it. Several
+    /// connects that failed on the same host move it once, so a bad first host is skipped
+    /// rather than come back round.
+    pub fn advance_after_failure(&self, picked: usize) {
         if self.load_balance == LoadBalanceHosts::Disable {
-            self.next.fetch_add(1, Ordering::Relaxed);
+            let _ = self.next.compare_exchange(picked, picked.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
     /// True when `host` names a unix socket directory.
     pub fn is_unix(host: &str) -> bool {
         host.starts_with('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(lb: LoadBalanceHosts) -> Target {
+        let hosts = vec!["bad".to_owned(), "good".to_owned()];
+        Target::new(hosts, 5432, "d".into(), "u".into(), "/tmp".into(), lb, Vec::new())
+    }
+
+    #[test]
+    fn disable_moves_past_a_bad_host_once_however_many_connects_failed_on_it() {
+        let t = target(LoadBalanceHosts::Disable);
+        let (a, host_a) = t.pick_host();
+        let (b, host_b) = t.pick_host();
+        assert_eq!((host_a.as_str(), host_b.as_str()), ("bad", "bad"));
+        t.advance_after_failure(a);
+        t.advance_after_failure(b);
+        assert_eq!(t.pick_host().1, "good");
+        assert_eq!(t.pick_host().1, "good");
+    }
+
+    #[test]
+    fn round_robin_takes_each_host_in_turn() {
+        let t = target(LoadBalanceHosts::RoundRobin);
+        let picks: Vec<String> = (0..4).map(|_| t.pick_host().1).collect();
+        assert_eq!(picks, ["bad", "good", "bad", "good"]);
     }
 }

@@ -29,39 +29,9 @@ impl Relay {
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();
         }
-        let checkout = pool.checkout_with(&settings);
-        tokio::pin!(checkout);
-        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
-        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
-        let result = loop {
-            tokio::select! {
-                // Checkout first: when an idle server is there, nothing else is polled.
-                biased;
-                r = &mut checkout => break r,
-                _ = tokio::time::sleep_until(query_timeout.unwrap_or(start)), if query_timeout.is_some() => {
-                    return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
-                }
-                // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too).
-                () = &mut self.kill => {
-                    return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
-                }
-                n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
-                    match n {
-                        Ok(0) | Err(_) => return Err(End::ClientGone),
-                        Ok(n) => {
-                            PoolStats::add(&self.stats().bytes_received, n as u64);
-                            self.scan_client().map_err(|e| End::Fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
-                        }
-                    }
-                }
-            }
-        };
-        let mut server = match result {
-            Ok(s) => s,
-            Err(e) => {
-                let (code, msg) = checkout_error_message(&e);
-                return Err(End::Fatal(code, msg));
-            }
+        let mut server = match pool.take_ready(&settings) {
+            Some(s) => s,
+            None => Box::pin(self.wait_for_server(start)).await?,
         };
         let waited = start.elapsed().as_micros() as u64;
         PoolStats::add(&pool.stats.wait_time_us, waited);
@@ -75,6 +45,7 @@ impl Relay {
         let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
         if let Some(sql) = sql {
+            crate::conn_log!(debug, server.tag, "varcache_apply: {sql}");
             if let Err(e) = Box::pin(server::run_simple_query(&mut server, &sql)).await {
                 match e {
                     server::ServerError::Rejected { sqlstate: _, message, .. } => {
@@ -90,9 +61,89 @@ impl Relay {
                     }
                 }
             }
+            for (k, old, new) in self.session.params.set_canonical(&server.params) {
+                crate::conn_log!(
+                    debug,
+                    self.session.tag,
+                    "varcache_set_canonical: setting {k} to its canonical version {old} -> {new}"
+                );
+            }
+            server.synced_params = self.session.params.fingerprint();
         }
         self.install(server);
         Ok(())
+    }
+
+    /// The slow part of [`Relay::attach`]: queue for a server while watching the client, a
+    /// KILL, query_timeout and query_wait_notify.
+    async fn wait_for_server(&mut self, start: Instant) -> Result<server::ServerConn, End> {
+        let pool = self.session.pool.clone();
+        let settings = self.settings.clone();
+        let info = self.session.info.clone();
+        let checkout = pool.checkout_with(&settings);
+        tokio::pin!(checkout);
+        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
+        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
+        // query_wait_notify: one NOTICE per wait once the client has been queued that long. One
+        // timer serves both deadlines (the per-client future stays small).
+        let mut notify_at = (!settings.query_wait_notify.is_zero()).then(|| start + settings.query_wait_notify);
+        let result = loop {
+            let next = match (query_timeout, notify_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // The relay's own timer (boxed) serves the wait: a Sleep in this future would make
+            // every client's task bigger. arm_timer sets it again once a server is attached.
+            if let Some(at) = next {
+                match self.timer.as_mut() {
+                    Some(t) => t.as_mut().reset(at),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
+            // The NOTICE is written after the select (an await inside a branch would keep the
+            // branch futures in this future's layout).
+            let notify_now = tokio::select! {
+                // Checkout first: when an idle server is there, nothing else is polled.
+                biased;
+                r = &mut checkout => break r,
+                () = expiry(&mut self.timer), if next.is_some() => {
+                    if query_timeout.is_some_and(|t| Instant::now() >= t) {
+                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                    }
+                    true
+                }
+                // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too). A
+                // fast-close request means nothing to a client that holds no server.
+                () = &mut self.kill => {
+                    if info.is_killed() {
+                        return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
+                    }
+                    let again = info.clone();
+                    self.kill = Box::pin(async move { again.kill.notified().await });
+                    false
+                }
+                n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
+                    match n {
+                        Ok(0) | Err(_) => return Err(End::ClientGone),
+                        Ok(n) => {
+                            PoolStats::add(&self.stats().bytes_received, n as u64);
+                            self.scan_client().map_err(|e| End::Fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                            false
+                        }
+                    }
+                }
+            };
+            if notify_now {
+                notify_at = None;
+                if Box::pin(self.notify_queued()).await.is_err() {
+                    return Err(End::ClientGone);
+                }
+            }
+        };
+        result.map_err(|e| {
+            let (code, msg) = checkout_error_message(&e);
+            End::Fatal(code, msg)
+        })
     }
 
     /// Makes `server` the session's: cancel requests, SHOW CLIENTS state, prepared-statement
@@ -116,6 +167,23 @@ impl Relay {
         self.track_prepared = self.mode != PoolMode::Session && self.max_prepared > 0;
         self.need_server = false;
         self.server = Some(server);
+    }
+
+    /// Tells a queued client that it waits for a server, in PgBouncer's words (janitor.c). The
+    /// NOTICE goes out now unless earlier output is still unsent; then it queues behind it.
+    async fn notify_queued(&mut self) -> std::io::Result<()> {
+        const QUEUED: &str = "No server connection available in postgres backend, client being queued";
+        let mut out = BytesMut::new();
+        build::error_response(&mut out, Severity::Notice, sqlstate::SUCCESSFUL_COMPLETION, QUEUED);
+        if self.s_ready == 0 && self.sout.is_empty() {
+            return write_all(&mut self.client, &out).await;
+        }
+        let at = self.s_ready;
+        let rest = self.sout.split_off(at);
+        self.sout.extend_from_slice(&out);
+        self.sout.unsplit(rest);
+        self.s_ready += out.len();
+        Ok(())
     }
 
     /// Gives the server back to the pool (transaction and statement modes, and at the end).
@@ -204,5 +272,13 @@ impl Relay {
         self.shared.cancels.unregister(self.session.cancel_key);
         self.shared.client_registry.unregister(self.session.info.id);
         pool.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes when `timer` fires; never without one.
+async fn expiry(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }

@@ -181,6 +181,11 @@ impl Relay {
             if self.session.info.is_killed() {
                 return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into());
             }
+            if self.session.info.close_needed() {
+                if let Some(end) = self.fast_close() {
+                    return end;
+                }
+            }
             if self.server.is_none() {
                 // Idle: give the buffers back; the next read or transaction takes them again.
                 if self.cin.is_empty() && self.cin.capacity() > 0 {
@@ -194,7 +199,9 @@ impl Relay {
                 if self.terminate || self.client_eof {
                     return End::ClientGone;
                 }
-                if self.shared.state() == RunState::WaitForServers && self.s_ready == 0 {
+                // As PgBouncer's pause_client: a client that asks for a server after SHUTDOWN
+                // WAIT_FOR_SERVERS is closed; idle ones are left alone until they ask.
+                if self.need_server && self.shared.state() == RunState::WaitForServers {
                     return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "server shutting down".into());
                 }
                 if self.need_server {
@@ -237,7 +244,14 @@ impl Relay {
                         self.release().await;
                     }
                 }
-                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into()),
+                Event::Killed if self.session.info.is_killed() => {
+                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into())
+                }
+                Event::Killed => {
+                    // A fast-close request (checked at the top of the loop): wait for the next.
+                    let info = self.session.info.clone();
+                    self.kill = Box::pin(async move { info.kill.notified().await });
+                }
                 Event::Timer => {
                     self.timer = None;
                     let reason = self.timer_reason;
@@ -263,6 +277,22 @@ impl Relay {
     /// True when the server holds no state of this client: nothing in flight, no transaction.
     fn releasable(&self) -> bool {
         self.pending == 0 && self.tx == TxStatus::Idle && !self.unsynced && self.c_skip == 0 && self.c_ready == 0
+    }
+
+    /// server_fast_close: a server made before RECONNECT / RELOAD is closed, and its client with
+    /// it, as soon as it is between transactions (PgBouncer's janitor: `database configuration
+    /// changed`). Until then the session goes on.
+    fn fast_close(&mut self) -> Option<End> {
+        const REASON: &str = "database configuration changed";
+        let stale = self.server.as_ref().is_some_and(|s| self.session.pool.stale(s));
+        if !stale || !self.releasable() {
+            return None;
+        }
+        let s = self.server.take()?;
+        self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+        self.session.cancel.detach();
+        self.session.pool.discard(s, REASON);
+        Some(End::Fatal(sqlstate::ADMIN_SHUTDOWN, REASON.into()))
     }
 
     fn server_lost(&mut self, why: &str) -> End {
