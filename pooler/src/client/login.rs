@@ -10,12 +10,14 @@ use pgmux_protocol::{build, sqlstate};
 
 use super::auth::{authenticate, AuthPlan};
 use super::io::ClientIo;
+use super::limits;
 use super::params::ClientParams;
 use super::startup::{accept_params, negotiate, read_opening};
 use super::ClientError;
 use crate::auth::query::{self, Answer, LookupError, LookupPlan};
 use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
+use crate::client_counts::Counted;
 use crate::config::AuthType;
 use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
@@ -86,6 +88,7 @@ pub async fn login(
     peer: &PeerAddr,
     client_number: usize,
     tag: &mut Box<ConnTag>,
+    counted: &mut Counted,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
@@ -105,29 +108,51 @@ pub async fn login(
     if shared.state() != RunState::Running {
         return Err(ClientError::Refused(sqlstate::ADMIN_SHUTDOWN, "pgbouncer is shutting down".into()));
     }
-    if client_number > g.max_client_conn as usize {
-        return Err(ClientError::Refused(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "no more connections allowed (max_client_conn)".into(),
-        ));
-    }
     let mut req = accept_params(version, raw, g)?;
     negotiate(io, &req);
     tag.set_login(&req.database, &req.user);
+    limits::check_client_conn(config, client_number, &req.database)?;
+    let admin_db = req.database == crate::admin::ADMIN_DB;
+    // The console without a password: user pgbouncer over the unix socket from pgmux's own uid.
+    let console_trusted = admin_db
+        && crate::admin::passwordless(shared, &req.user, io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw()));
+    let db = if admin_db {
+        limits::count_db(shared, config, counted, &req.database, None, &req.user)?;
+        if !console_trusted && limits::known_user(shared, config, &req.user) {
+            limits::count_user(shared, config, counted, &req.database, &req.user)?;
+        }
+        None
+    } else {
+        let db = config.database(&req.database);
+        if let Some(d) = &db {
+            limits::count_db(shared, config, counted, &d.name, d.max_db_client_connections, &req.user)?;
+        }
+        // auth_type = any logs everyone in as the database's forced user.
+        let login_user = match (&db, g.auth_type) {
+            (Some(d), AuthType::Any) => d.user.as_deref().unwrap_or(&req.user),
+            _ => &req.user,
+        };
+        if limits::known_user(shared, config, login_user) {
+            limits::count_user(shared, config, counted, &req.database, login_user)?;
+        }
+        db
+    };
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
         crate::conn_log!(info, tag, "login attempt: db={} user={} tls={tls} replication=no", req.database, req.user);
     }
-    if req.database == crate::admin::ADMIN_DB {
-        let euid = nix::unistd::geteuid().as_raw();
-        let same_uid = io.stream.peer_uid() == Some(euid);
-        let access = if crate::admin::passwordless(shared, &req.user, same_uid) {
+    if admin_db {
+        let access = if console_trusted {
             crate::admin::Access::Admin
         } else {
             let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
             let known = if needs_lookup(config, &req.user) && method != AuthType::Any {
                 let plan = LookupPlan::for_console(shared, config).map_err(|e| lookup_refusal(e, tag))?;
-                find_user(shared, config, plan, &req.user, tag).await?
+                let known = find_user(shared, config, plan, &req.user, tag).await?;
+                if known.looked_up {
+                    limits::count_user(shared, config, counted, &req.database, &req.user)?;
+                }
+                known
             } else {
                 Known::from_file(config, &req.user)
             };
@@ -149,7 +174,6 @@ pub async fn login(
         io.flush().await?;
         return Ok(Some(Login::Admin(access)));
     }
-    let db = config.database(&req.database);
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
             sqlstate::INVALID_AUTHORIZATION,
@@ -160,7 +184,12 @@ pub async fn login(
     let known = match &db {
         Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
             let plan = LookupPlan::for_database(shared, config, db).map_err(|e| lookup_refusal(e, tag))?;
-            find_user(shared, config, plan, &req.user, tag).await?
+            let known = find_user(shared, config, plan, &req.user, tag).await?;
+            if known.looked_up {
+                // A user auth_query found counts from now on, as PgBouncer's dynamic users.
+                limits::count_user(shared, config, counted, &req.database, &req.user)?;
+            }
+            known
         }
         _ => Known::from_file(config, &req.user),
     };

@@ -5,6 +5,7 @@
 mod auth;
 mod buffers;
 pub mod io;
+pub mod limits;
 mod login;
 mod params;
 mod prepared;
@@ -58,8 +59,13 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let limit = config.general.login_timeout();
     let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
     let started = tokio::time::Instant::now();
-    let result =
-        tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag))).await;
+    // Its place in the per-database and per-user client counts, held until it leaves.
+    let mut counted = crate::client_counts::Counted::default();
+    let result = tokio::time::timeout(
+        limit,
+        Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag, &mut counted)),
+    )
+    .await;
     let refuse = |code: &'static str, msg: &str| {
         let g = &config.general;
         if g.log_disconnections {
@@ -77,6 +83,8 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Err(ClientError::Refused(code, msg))) => {
+            // Uncounted before the client hears why, as PgBouncer does.
+            drop(counted);
             let (code, msg) = refuse(code, &msg);
             io.fatal(code, &msg).await;
             return;

@@ -93,6 +93,11 @@ impl Pools {
         self.all_paused.load(Ordering::Relaxed)
     }
 
+    /// Servers open (or being opened) for server-side user `user` now.
+    pub fn user_connections(&self, user: &str) -> u32 {
+        self.user_limits.lock().get(user).map(|l| l.current()).unwrap_or(0)
+    }
+
     /// Servers open against database `db` now.
     pub fn db_connections(&self, db: &str) -> u32 {
         self.db_limits.lock().get(db).map(|l| l.current()).unwrap_or(0)
