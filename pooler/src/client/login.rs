@@ -52,7 +52,7 @@ pub struct Session {
     /// Its entry in the client registry.
     pub info: Arc<crate::clients::ClientInfo>,
     /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
-    pub tag: Box<ConnTag>,
+    pub tag: Arc<ConnTag>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -226,7 +226,7 @@ pub async fn login(
     }
     let welcome = match pool.welcome() {
         Some(w) => w,
-        None => first_server_params(&pool).await?,
+        None => first_server_params(&pool, tag).await?,
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
@@ -257,7 +257,7 @@ pub async fn login(
         cancel,
         peer: peer.clone(),
         info,
-        tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
+        tag: Arc::new(*std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0)))),
     })))
 }
 
@@ -361,8 +361,8 @@ fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters.
-async fn first_server_params(pool: &Arc<Pool>) -> Result<Arc<ServerParams>, ClientError> {
-    match pool.checkout().await {
+async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<ServerParams>, ClientError> {
+    match pool.checkout_with(&pool.settings(), Some(tag)).await {
         Ok(server) => {
             let params = Arc::new(server.params.clone());
             pool.release(server);

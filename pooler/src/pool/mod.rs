@@ -114,8 +114,31 @@ impl std::fmt::Debug for Pool {
 #[allow(clippy::large_enum_variant)]
 enum Take {
     Server(ServerConn),
-    Slot(SlotGuard),
-    Wait(Option<WaitTicket>),
+    /// A slot to open a server in; true when it comes from the reserve pool.
+    Slot(SlotGuard, bool),
+    /// Queued (a new ticket, or None when already queued), and what stopped a new server.
+    Wait(Option<WaitTicket>, Room),
+}
+
+/// Whether a pool may open one more server, and if not, which limit stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Within pool_size.
+    Pool,
+    /// Beyond pool_size, within reserve_pool_size.
+    Reserve,
+    /// pool_size (and reserve) reached.
+    PoolFull,
+    /// max_db_connections reached.
+    DbFull,
+    /// max_user_connections reached.
+    UserFull,
+}
+
+impl Room {
+    fn granted(self) -> bool {
+        matches!(self, Room::Pool | Room::Reserve)
+    }
 }
 
 impl Pool {
@@ -226,32 +249,38 @@ impl Pool {
         }
     }
 
-    fn can_grow(&self, s: &State, settings: &PoolSettings, waited: Duration) -> bool {
-        let mut limit = settings.pool_size;
-        if limit == 0 {
-            return true;
+    /// Room for one more server within the pool's own size: pool_size, then reserve_pool_size
+    /// for a client that has waited reserve_pool_timeout (PgBouncer: a zero timeout or size
+    /// means no reserve).
+    fn pool_room(&self, s: &State, settings: &PoolSettings, waited: Duration) -> Room {
+        let size = settings.pool_size;
+        if size == 0 || s.total < size {
+            return Room::Pool;
         }
-        if settings.reserve_pool_size > 0 && waited >= settings.reserve_pool_timeout {
-            limit += settings.reserve_pool_size;
+        let reserve = settings.reserve_pool_size;
+        let timeout = settings.reserve_pool_timeout;
+        if reserve > 0 && !timeout.is_zero() && waited >= timeout && s.total < size + reserve {
+            return Room::Reserve;
         }
-        s.total < limit
+        Room::PoolFull
     }
 
     /// Reserves one server slot within the pool and the database/user limits; the caller holds
     /// the lock.
-    fn reserve_locked(&self, s: &mut State, settings: &PoolSettings, waited: Duration) -> bool {
-        if !self.can_grow(s, settings, waited) {
-            return false;
+    fn reserve_locked(&self, s: &mut State, settings: &PoolSettings, waited: Duration) -> Room {
+        let room = self.pool_room(s, settings, waited);
+        if !room.granted() {
+            return room;
         }
         if !self.db_limit.try_acquire(settings.max_db_connections) {
-            return false;
+            return Room::DbFull;
         }
         if !self.user_limit.try_acquire(settings.max_user_connections) {
             self.db_limit.release();
-            return false;
+            return Room::UserFull;
         }
         s.total += 1;
-        true
+        room
     }
 
     fn try_take(
@@ -270,17 +299,29 @@ impl Pool {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
-        if (queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()))
-            && self.reserve_locked(&mut s, settings, start.elapsed())
-        {
-            return Ok(Take::Slot(SlotGuard::new(self.clone())));
+        let mut room = Room::PoolFull;
+        if queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()) {
+            room = self.reserve_locked(&mut s, settings, start.elapsed());
+            if room.granted() {
+                return Ok(Take::Slot(SlotGuard::new(self.clone()), room == Room::Reserve));
+            }
         }
         if queued {
-            return Ok(Take::Wait(None));
+            return Ok(Take::Wait(None, room));
         }
         let (tx, rx) = oneshot::channel();
         s.waiters.push_back((start, tx));
-        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx))))
+        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room))
+    }
+
+    /// The database or user limit is what stops this pool: close the longest-idle server of
+    /// another pool under that limit (PgBouncer's eviction). True when one was closed.
+    fn evict_for(&self, room: Room) -> bool {
+        match room {
+            Room::DbFull => self.db_limit.evict_idle(self),
+            Room::UserFull => self.user_limit.evict_idle(self),
+            _ => false,
+        }
     }
 
     /// Gets a server: an idle one, a new one within the limits, or the next one released,
@@ -295,17 +336,22 @@ impl Pool {
     /// Timeout, fast fail after failed logins, or this attempt's connect error.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
         let settings = self.settings();
-        self.checkout_with(&settings).await
+        self.checkout_with(&settings, None).await
     }
 
-    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's).
+    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's),
+    /// for the client `client` (its tag prefixes the log line when the reserve pool is used).
     ///
     /// # Cancel safety
     /// As [`Pool::checkout`].
     ///
     /// # Errors
     /// As [`Pool::checkout`].
-    pub async fn checkout_with(self: &Arc<Self>, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+    pub async fn checkout_with(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        client: Option<&ConnTag>,
+    ) -> Result<ServerConn, CheckoutError> {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
         if !self.paused.load(Relaxed) {
@@ -321,10 +367,10 @@ impl Pool {
                 if self.usable_at_once(&server, settings) {
                     return Ok(server);
                 }
-                return Box::pin(self.checkout_slow(settings, Some(server))).await;
+                return Box::pin(self.checkout_slow(settings, Some(server), client)).await;
             }
         }
-        Box::pin(self.checkout_slow(settings, None)).await
+        Box::pin(self.checkout_slow(settings, None, client)).await
     }
 
     /// True when an idle server can be handed out without a dead check or a check query.
@@ -339,6 +385,7 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
         first: Option<ServerConn>,
+        client: Option<&ConnTag>,
     ) -> Result<ServerConn, CheckoutError> {
         if let Some(s) = first {
             if let Some(s) = self.prepare(s, settings).await {
@@ -359,14 +406,22 @@ impl Pool {
                     }
                     continue;
                 }
-                Take::Slot(guard) => {
+                Take::Slot(guard, reserve) => {
                     drop(ticket.take());
+                    if reserve {
+                        match client {
+                            Some(tag) => crate::conn_log!(warn, tag, "taking connection from reserve_pool"),
+                            None => tracing::warn!("{}/{}: taking connection from reserve_pool", self.db, self.user),
+                        }
+                    }
                     return self.open(guard, settings).await;
                 }
-                Take::Wait(new) => {
+                Take::Wait(new, room) => {
                     if new.is_some() {
                         ticket = new;
                     }
+                    // The freed unit goes to the longest waiter under the limit, maybe this one.
+                    self.evict_for(room);
                 }
             }
             let t = ticket.as_mut().expect("a waiter has a ticket");
@@ -563,25 +618,70 @@ impl Pool {
         self.free_slot();
     }
 
-    /// Frees one slot; a waiting client gets the right to open a server in its place.
+    /// Frees one slot; a waiting client gets the right to open a server in its place: one of
+    /// this pool, else one of another pool of the same database or user (the freed unit of
+    /// max_db_connections / max_user_connections is theirs at once).
     fn free_slot(&self) {
         let settings = self.settings();
-        let mut s = self.state.lock();
-        s.total = s.total.saturating_sub(1);
-        self.db_limit.release();
-        self.user_limit.release();
-        if s.waiters.is_empty() || !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
-            return;
+        let handed = {
+            let mut s = self.state.lock();
+            s.total = s.total.saturating_sub(1);
+            self.db_limit.release();
+            self.user_limit.release();
+            self.hand_slot_locked(&mut s, &settings)
+        };
+        if !handed {
+            self.db_limit.offer(self);
+            self.user_limit.offer(self);
+        }
+    }
+
+    /// Reserves a slot for the longest live waiter and hands it over; false when there is no
+    /// waiter or no room. The caller holds the lock.
+    fn hand_slot_locked(&self, s: &mut State, settings: &PoolSettings) -> bool {
+        if s.waiters.iter().all(|(_, tx)| tx.is_closed()) || !self.reserve_locked(s, settings, Duration::ZERO).granted()
+        {
+            return false;
         }
         while let Some((_, tx)) = s.waiters.pop_front() {
             if tx.send(Handoff::Slot).is_ok() {
-                return;
+                return true;
             }
         }
         // Every waiter had gone: give the reserved slot back.
         s.total -= 1;
         self.db_limit.release();
         self.user_limit.release();
+        false
+    }
+
+    /// A unit of a shared limit was freed elsewhere: give a waiter of this pool the right to
+    /// open a server, if the pool has room. True when one got it.
+    fn grant_slot(&self) -> bool {
+        let settings = self.settings();
+        let mut s = self.state.lock();
+        self.hand_slot_locked(&mut s, &settings)
+    }
+
+    /// How long the longest-idle server has been idle, if any.
+    fn idle_age(&self) -> Option<Duration> {
+        self.state.lock().idle.iter().map(|c| c.last_used.elapsed()).max()
+    }
+
+    /// Closes the longest-idle server to make room under a shared limit (`evicted`).
+    fn evict_idle(&self) -> bool {
+        let server = {
+            let mut s = self.state.lock();
+            let oldest = s.idle.iter().enumerate().max_by_key(|(_, c)| c.last_used.elapsed()).map(|(i, _)| i);
+            oldest.and_then(|i| s.idle.remove(i))
+        };
+        match server {
+            Some(server) => {
+                self.discard(server, "evicted");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Closes idle servers past server_idle_timeout or server_lifetime (keeping min_pool_size),
@@ -613,8 +713,14 @@ impl Pool {
                 }
             }
             s.idle = keep;
+            // PgBouncer's check_pool_size: up to min_pool_size but never past pool_size, for a
+            // pool with clients or a forced user, and not while paused.
             let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
-            missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
+            let mut floor = settings.min_pool_size;
+            if settings.pool_size > 0 {
+                floor = floor.min(settings.pool_size);
+            }
+            missing = if has_clients && !self.is_paused() { floor.saturating_sub(total) } else { 0 };
         }
         for (server, reason) in closed {
             self.discard(server, reason);
@@ -627,7 +733,7 @@ impl Pool {
         let settings = self.settings();
         let guard = {
             let mut s = self.state.lock();
-            if !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
+            if !self.reserve_locked(&mut s, &settings, Duration::ZERO).granted() {
                 return;
             }
             SlotGuard::new(self.clone())

@@ -44,8 +44,14 @@ impl Pools {
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool = Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit));
-        self.pools.lock().entry(key).or_insert(pool).clone()
+        let pool =
+            Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit.clone(), user_limit.clone()));
+        let kept = self.pools.lock().entry(key).or_insert_with(|| pool.clone()).clone();
+        if Arc::ptr_eq(&kept, &pool) {
+            db_limit.join(&pool);
+            user_limit.join(&pool);
+        }
+        kept
     }
 
     /// Every pool, sorted by database then user (SHOW POOLS order).

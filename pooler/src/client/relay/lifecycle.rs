@@ -29,7 +29,8 @@ impl Relay {
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();
         }
-        let checkout = pool.checkout_with(&settings);
+        let tag = self.session.tag.clone();
+        let checkout = pool.checkout_with(&settings, Some(&tag));
         tokio::pin!(checkout);
         let result = loop {
             tokio::select! {
