@@ -128,7 +128,7 @@ async fn a_refused_server_login_fails_every_waiting_client_once() {
     let attempts: Vec<_> = (0..3).map(|_| mux.connect(SCRAM_USER, "", "bad")).collect();
     let expected = ("28P01".to_owned(), format!("password authentication failed for user \"{MD5_USER}\""));
     for r in futures_util::future::join_all(attempts).await {
-        let e = r.err().expect("the server refuses the pool's login");
+        let e = r.expect_err("the server refuses the pool's login");
         assert_eq!(crate::harness::db_error(&e), expected, "the server's own error, passed on");
     }
     let late = mux.connect(SCRAM_USER, "", "bad").await.err().unwrap();

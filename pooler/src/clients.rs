@@ -63,6 +63,11 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Woken when the client must be closed.
     pub kill: Notify,
+    /// Its log prefix, for lines written about it away from its task (the reserve pool).
+    pub tag: crate::logging::ConnTag,
+    /// Its place in the per-database and per-user client counts, given back with the last
+    /// reference when the client has left.
+    _counted: crate::client_counts::Counted,
 }
 
 impl ClientInfo {
@@ -141,6 +146,7 @@ impl ClientRegistry {
         addr: &PeerAddr,
         application_name: &str,
         tls: &str,
+        counted: crate::client_counts::Counted,
     ) -> Arc<ClientInfo> {
         let (id, user, db) = (tag.id, tag.user.as_str(), tag.db.as_str());
         let info = Arc::new(ClientInfo {
@@ -158,6 +164,8 @@ impl ClientRegistry {
             wait_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            tag: tag.clone(),
+            _counted: counted,
         });
         self.map.lock().insert(id, info.clone());
         info

@@ -76,7 +76,7 @@ pub(super) fn count_db(
 /// True when pgmux knows `user` as PgBouncer knows its global users: in auth_file or `[users]`,
 /// or found by auth_query before. Unknown names are not counted (nor listed by SHOW USERS).
 pub(super) fn known_user(shared: &Shared, config: &Config, user: &str) -> bool {
-    config.auth_file.get(user).is_some() || config.users.contains_key(user) || shared.client_counts.knows_user(user)
+    config.auth_file.contains_key(user) || config.users.contains_key(user) || shared.client_counts.knows_user(user)
 }
 
 /// Counts the client under its login user and checks max_user_client_connections.

@@ -32,8 +32,8 @@ use crate::tls::SslMode;
 pub enum Login {
     /// A pooled session.
     Session(Session),
-    /// The admin console.
-    Admin(crate::admin::Access),
+    /// The admin console, and the client's place in the client counts.
+    Admin(crate::admin::Access, Counted),
 }
 
 /// A logged-in client, ready for the relay.
@@ -52,7 +52,7 @@ pub struct Session {
     /// Its entry in the client registry.
     pub info: Arc<crate::clients::ClientInfo>,
     /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
-    pub tag: Arc<ConnTag>,
+    pub tag: Box<ConnTag>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -88,9 +88,12 @@ pub async fn login(
     peer: &PeerAddr,
     client_number: usize,
     tag: &mut Box<ConnTag>,
-    counted: &mut Counted,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
+    // Its place in the per-database and per-user client counts: given back when a refused login
+    // returns (before the client hears why, as PgBouncer), else kept with the client.
+    let mut counted = Counted::default();
+    let counted = &mut counted;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
             shared.cancels.cancel((pid, secret)).await;
@@ -172,7 +175,7 @@ pub async fn login(
         };
         crate::admin::welcome(&mut io.wbuf);
         io.flush().await?;
-        return Ok(Some(Login::Admin(access)));
+        return Ok(Some(Login::Admin(access, std::mem::take(counted))));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
@@ -249,7 +252,7 @@ pub async fn login(
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls);
+    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,
@@ -257,7 +260,7 @@ pub async fn login(
         cancel,
         peer: peer.clone(),
         info,
-        tag: Arc::new(*std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0)))),
+        tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
     })))
 }
 
@@ -323,7 +326,7 @@ async fn find_user(
     tag: &ConnTag,
 ) -> Result<Known, ClientError> {
     let Some(plan) = plan else {
-        if config.general.log_connections && config.auth_file.get(user).is_none() {
+        if config.general.log_connections && !config.auth_file.contains_key(user) {
             crate::conn_log!(info, tag, "no such user: {user}");
         }
         return Ok(Known::from_file(config, user));

@@ -59,13 +59,8 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let limit = config.general.login_timeout();
     let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
     let started = tokio::time::Instant::now();
-    // Its place in the per-database and per-user client counts, held until it leaves.
-    let mut counted = crate::client_counts::Counted::default();
-    let result = tokio::time::timeout(
-        limit,
-        Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag, &mut counted)),
-    )
-    .await;
+    let result =
+        tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag))).await;
     let refuse = |code: &'static str, msg: &str| {
         let g = &config.general;
         if g.log_disconnections {
@@ -83,8 +78,6 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Err(ClientError::Refused(code, msg))) => {
-            // Uncounted before the client hears why, as PgBouncer does.
-            drop(counted);
             let (code, msg) = refuse(code, &msg);
             io.fatal(code, &msg).await;
             return;
@@ -100,7 +93,9 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Ok(None)) => return,
-        Ok(Ok(Some(login::Login::Admin(access)))) => {
+        Ok(Ok(Some(login::Login::Admin(access, counted)))) => {
+            // Counted in the console's database (and user) until it leaves.
+            let _counted = counted;
             let port = config.general.listen_port;
             Box::pin(crate::admin::serve(shared.clone(), io, access, port)).await;
             return;

@@ -29,8 +29,7 @@ impl Relay {
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();
         }
-        let tag = self.session.tag.clone();
-        let checkout = pool.checkout_with(&settings, Some(&tag));
+        let checkout = pool.checkout_with(&settings, Some(&info.tag));
         tokio::pin!(checkout);
         let result = loop {
             tokio::select! {
