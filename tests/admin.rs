@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::harness::pgmux::Setup;
-use crate::harness::{run, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, run, Cluster, Pgmux, PgmuxProcess, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 const CONSOLE: &str = "admin_users = scram_user\nstats_users = md5_user\nauth_type = md5";
 
@@ -247,10 +247,9 @@ async fn bad_reload_keeps_the_old_config_and_good_reload_applies() {
     let ini_path = mux.dir.path().join("pgmux.ini");
     let good = std::fs::read_to_string(&ini_path).unwrap();
     std::fs::write(&ini_path, format!("{good}\npool_mode = sometimes\n")).unwrap();
+    // As PgBouncer 1.25: F0000 with a pointer to the log, where the reason (file:line) goes.
     let err = c.simple_query("RELOAD").await.unwrap_err();
-    let msg = err.as_db_error().unwrap().message().to_owned();
-    assert!(msg.contains("invalid pool_mode"), "{msg}");
-    assert!(msg.contains("pgmux.ini:"), "the error names the file and line: {msg}");
+    assert_eq!(db_error(&err), ("F0000".into(), "RELOAD failed, see logs for additional details".into()));
     let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     app.simple_query("SELECT 1").await.expect("still serving on the old config");
     let value = |rows: Vec<Vec<Option<String>>>, cols: Vec<String>, key: &str| {
@@ -297,9 +296,21 @@ async fn kill_disable_enable_and_kill_client() {
     let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
     let id = col(&cols, rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap(), "id").to_owned();
     c.simple_query(&format!("KILL_CLIENT {id}")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(a.simple_query("SELECT 1").await.is_err(), "the killed client is gone");
-    assert!(c.simple_query("KILL_CLIENT 999999").await.is_err());
+    // KILL_CLIENT answers once the client is gone, as PgBouncer's does.
+    let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
+    assert!(rows.iter().all(|r| col(&cols, r, "id") != id), "killed client still listed: {rows:?}");
+    let err = a.simple_query("SELECT 1").await.unwrap_err();
+    assert!(err.to_string().contains("admin forced disconnect") || err.is_closed(), "{err}");
+    // PgBouncer's words for a missing and an unreadable id, and for KILL of what cannot be killed.
+    for (cmd, msg) in [
+        ("KILL_CLIENT 999999", "client not found"),
+        ("KILL_CLIENT non_existant_client_id", "invalid client pointer supplied"),
+        ("KILL nosuchdb", "no such database: nosuchdb"),
+        ("KILL pgbouncer", "cannot kill admin db: pgbouncer"),
+    ] {
+        let e = c.simple_query(cmd).await.unwrap_err();
+        assert_eq!(db_error(&e), ("08P01".into(), msg.into()), "{cmd}");
+    }
 
     c.simple_query("DISABLE app").await.unwrap();
     let err = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap_err();
@@ -308,7 +319,9 @@ async fn kill_disable_enable_and_kill_client() {
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     b.simple_query("SELECT 1").await.unwrap();
     c.simple_query("KILL app").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
+    assert!(rows.iter().all(|r| col(&cols, r, "database") != "app"), "KILL answers after the clients left");
+    assert_eq!(rows.len(), 1, "the console itself stays: {rows:?}");
     assert!(b.simple_query("SELECT 1").await.is_err(), "KILL closes the database's clients");
     c.simple_query("RESUME app").await.unwrap();
     let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
@@ -392,4 +405,130 @@ async fn shutdown_wait_for_servers_lets_the_transaction_finish() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("pgmux did not exit once the last server was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_clients_are_listed_and_counted_in_stats() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let c = console(&mux).await;
+    // As PgBouncer: the console is a client of database pgbouncer, idle (no server linked).
+    let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (col(&cols, &rows[0], "user"), col(&cols, &rows[0], "database"), col(&cols, &rows[0], "state")),
+        (SCRAM_USER, "pgbouncer", "idle")
+    );
+    let id: u64 = col(&cols, &rows[0], "id").parse().unwrap();
+    assert_eq!(col(&cols, &rows[0], "ptr"), format!("0x{id:x}"));
+    // Its login and each command count in the pgbouncer row: 1 login, SHOW CLIENTS + this one.
+    let (cols, rows) = query(&c, "SHOW STATS").await.unwrap();
+    let admin = rows.iter().find(|r| col(&cols, r, "database") == "pgbouncer").unwrap();
+    assert_eq!(col(&cols, admin, "total_client_login_count"), "1");
+    assert_eq!(col(&cols, admin, "total_query_count"), "2");
+    assert_eq!(col(&cols, admin, "total_xact_count"), "2");
+    let (_, rows) = query(&c, "SHOW TOTALS").await.unwrap();
+    assert!(rows.contains(&vec![Some("total_client_login_count".into()), Some("1".into())]), "{rows:?}");
+    assert!(rows.contains(&vec![Some("total_query_count".into()), Some("3".into())]), "{rows:?}");
+    // A console client can be killed like any other.
+    let other = console(&mux).await;
+    let (cols, rows) = query(&other, "SHOW CLIENTS").await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let other_id = rows.iter().map(|r| col(&cols, r, "id")).find(|i| *i != id.to_string()).unwrap().to_owned();
+    c.simple_query(&format!("KILL_CLIENT {other_id}")).await.unwrap();
+    let e = other.simple_query("SHOW VERSION").await.unwrap_err();
+    let killed = e.as_db_error().is_some_and(|d| d.message() == "admin forced disconnect");
+    assert!(killed || e.is_closed(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_users_prints_pool_sizes_as_pgbouncer() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        &format!("{CONSOLE}\n[users]\n{SCRAM_USER} = pool_size=1 reserve_pool_size=2\n{MD5_USER} =\n"),
+    );
+    let c = console(&mux).await;
+    let (cols, rows) = query(&c, "SHOW USERS").await.unwrap();
+    let get = |user: &str, column: &str| {
+        let r = rows.iter().find(|r| col(&cols, r, "name") == user).unwrap_or_else(|| panic!("{user}: {rows:?}"));
+        r[cols.iter().position(|c| c == column).unwrap()].clone()
+    };
+    // Text "%9d" when set, an empty string (not NULL) when inherited.
+    assert_eq!(get(SCRAM_USER, "pool_size").as_deref(), Some("        1"));
+    assert_eq!(get(SCRAM_USER, "reserve_pool_size").as_deref(), Some("        2"));
+    assert_eq!(get(MD5_USER, "pool_size").as_deref(), Some(""));
+    assert_eq!(get(MD5_USER, "reserve_pool_size").as_deref(), Some(""));
+}
+
+/// The ids of SHOW SOCKETS rows.
+async fn socket_ids(c: &Client) -> Vec<u64> {
+    let (cols, rows) = query(c, "SHOW SOCKETS").await.unwrap();
+    let mut ids: Vec<u64> = rows.iter().map(|r| col(&cols, r, "id").parse().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// One id sequence for clients and servers (a process of its own, so no other test takes ids);
+/// SHOW SERVERS lists the active server with its id, ptr and link, which match the client's row
+/// and the `S-0x..` log prefix; server_lifetime = 0 uses a server once, the first one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_servers_share_one_id_sequence_and_link_to_each_other() {
+    let pg = Cluster::shared();
+    let userlist = format!("\"{SCRAM_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER));
+    let mux = PgmuxProcess::start(
+        pg,
+        "app = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = session\nserver_lifetime = 0",
+        &userlist,
+    );
+    let c = mux.console().await;
+    let start = socket_ids(&c).await;
+    assert_eq!(start.len(), 1, "only the console: {start:?}");
+    let first = start[0];
+    for round in 1..=2u64 {
+        let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        a.simple_query("SELECT 1").await.unwrap();
+        let (client, server) = (first + 2 * round - 1, first + 2 * round);
+        assert_eq!(socket_ids(&c).await, vec![first, client, server], "round {round}");
+        let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let s = &rows[0];
+        assert_eq!(col(&cols, s, "id"), server.to_string());
+        assert_eq!(col(&cols, s, "state"), "active");
+        assert_eq!(col(&cols, s, "ptr"), format!("0x{server:x}"));
+        assert_eq!(col(&cols, s, "link"), format!("0x{client:x}"));
+        let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
+        let cl = rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap();
+        assert_eq!(
+            (col(&cols, cl, "ptr"), col(&cols, cl, "link")),
+            (format!("0x{client:x}").as_str(), format!("0x{server:x}").as_str())
+        );
+        assert_eq!(col(&cols, cl, "state"), "active");
+        mux.wait_for_log(&format!("S-0x{server:x}: app/{SCRAM_USER}@"));
+        drop(a);
+        // Closed on release (server_lifetime = 0), and the client is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while socket_ids(&c).await != vec![first] {
+            assert!(std::time::Instant::now() < deadline, "{:?}", socket_ids(&c).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A RELOAD that fails answers F0000 and leaves the reason, with file and line, in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reload_puts_the_reason_in_the_log() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "app = host=$SOCKET port=$PORT", "auth_type = trust", "");
+    let c = mux.console().await;
+    let ini = mux.dir.path().join("pgmux.ini");
+    let good = std::fs::read_to_string(&ini).unwrap();
+    std::fs::write(&ini, format!("{good}server_lifetime = invalid_server_lifetime\n")).unwrap();
+    let err = c.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(db_error(&err), ("F0000".into(), "RELOAD failed, see logs for additional details".into()));
+    let reason = mux.wait_for_log("invalid_server_lifetime");
+    assert!(reason.contains(" ERROR ") && reason.contains("pgmux.ini:"), "{reason}");
+    mux.wait_for_log("ERROR RELOAD Failed, see logs for more details");
+    c.simple_query("SHOW VERSION").await.expect("the console still works on the old config");
 }

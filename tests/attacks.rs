@@ -122,7 +122,7 @@ async fn over_long_scram_messages_are_refused() {
     let (mut s, buf) = sasl_start(&mux).await;
     let mut out = BytesMut::new();
     out.extend_from_slice(b"p");
-    out.extend_from_slice(&200_004i32.to_be_bytes());
+    out.extend_from_slice(&2_000_004i32.to_be_bytes());
     s.write_all(&out).await.unwrap();
     assert_eq!(first_error(&mut s, buf).await.0, "08P01");
     still_serving(&mux).await;

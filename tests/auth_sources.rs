@@ -325,3 +325,30 @@ async fn long_passwords_are_read_and_refused_as_wrong() {
     assert_eq!(e, ("08P01".into(), "password authentication failed".into()));
     assert_eq!(who(&mux, SCRAM_USER, SCRAM_PASS, "app").await.unwrap(), SCRAM_USER);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pigsty_console_login_by_peer_for_an_empty_userlist_password() {
+    let pg = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Pigsty's pgb_hba.conf first line and userlist entry for the dbsu; the tests run as root, so
+    // an ident map stands in for the OS user `postgres`. auth_user is set and must not be asked:
+    // a user listed in auth_file exists as listed.
+    std::fs::write(
+        dir.path().join("hba.conf"),
+        "local pgbouncer postgres peer map=dbsu\nlocal all all scram-sha-256\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ident.conf"), "dbsu root postgres\n").unwrap();
+    let userlist = format!("\"postgres\" \"\"\n\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let ini = format!(
+        "auth_type = hba\nauth_hba_file = {0}/hba.conf\nauth_ident_file = {0}/ident.conf\nadmin_users = postgres\n\
+         auth_user = {SCRAM_USER}",
+        dir.path().display()
+    );
+    let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
+    let url = format!("host={} port={} user=postgres dbname=pgbouncer", mux.socket_dir().display(), mux.port);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("peer login to the console");
+    tokio::spawn(conn);
+    let rows = c.simple_query("SHOW VERSION").await.unwrap();
+    assert!(rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+}

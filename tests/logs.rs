@@ -116,22 +116,55 @@ async fn json_lines_and_the_stats_line() {
     assert!(stats.contains("xacts/s,") && stats.contains("client logins/s, in "), "{stats}");
 }
 
+/// A fake PostgreSQL that refuses every login with 28P01 after `delay`, counting attempts.
+async fn slow_refusing_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = [0u8; 8];
+                s.read_exact(&mut head).await?;
+                let len = i32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; len - 8];
+                s.read_exact(&mut rest).await?;
+                tokio::time::sleep(delay).await;
+                let body = b"SFATAL\0C28P01\0Mpassword authentication failed for user \"md5_user\"\0\0";
+                let mut out = vec![b'E'];
+                out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+                out.extend_from_slice(body);
+                s.write_all(&out).await
+            });
+        }
+    });
+    (port, attempts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_server_login_fails_every_waiting_client_once() {
     let pg = Cluster::shared();
+    let (port, attempts) = slow_refusing_server(Duration::from_millis(500)).await;
     let mux = PgmuxProcess::start(
         pg,
-        &format!("bad = host=$SOCKET port=$PORT dbname=app user={MD5_USER} password=wrong pool_size=1"),
-        "auth_type = trust\nserver_login_retry = 30",
+        &format!("bad = host=127.0.0.1 port={port} dbname=app user={MD5_USER} password=wrong pool_size=1"),
+        "auth_type = trust\nserver_login_retry = 30\nserver_tls_sslmode = disable",
         &userlist(pg),
     );
-    let attempts: Vec<_> = (0..3).map(|_| mux.connect(SCRAM_USER, "", "bad")).collect();
+    // Three clients wait for the pool's one login, which the server refuses after 500 ms.
+    let attempts_now = || attempts.load(std::sync::atomic::Ordering::SeqCst);
+    let clients: Vec<_> = (0..3).map(|_| mux.connect(SCRAM_USER, "", "bad")).collect();
     let expected = ("28P01".to_owned(), format!("password authentication failed for user \"{MD5_USER}\""));
-    for r in futures_util::future::join_all(attempts).await {
-        let e = r.expect_err("the server refuses the pool's login");
-        assert_eq!(crate::harness::db_error(&e), expected, "the server's own error, passed on");
+    for r in futures_util::future::join_all(clients).await {
+        let Err(e) = r else { panic!("the server refuses the pool's login") };
+        assert_eq!(crate::harness::db_error(&e), expected, "the server's own error, passed on to every waiter");
     }
-    let late = mux.connect(SCRAM_USER, "", "bad").await.err().unwrap();
+    assert_eq!(attempts_now(), 1, "one login attempt for all waiting clients");
+    // A client arriving now gets the cached error without a new attempt.
+    let Err(late) = mux.connect(SCRAM_USER, "", "bad").await else { panic!("still refused") };
     assert_eq!(
         crate::harness::db_error(&late).1,
         format!(
@@ -139,10 +172,9 @@ async fn a_refused_server_login_fails_every_waiting_client_once() {
              (server_login_retry)"
         )
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = mux.log();
-    let tried = log.matches("WARNING server login failed: FATAL password authentication failed").count();
-    assert_eq!(tried, 1, "one login attempt for all waiting clients:\n{log}");
+    assert_eq!(attempts_now(), 1);
+    mux.wait_for_log("WARNING server login failed: FATAL password authentication failed");
+    mux.wait_for_log(&format!("closing because: password authentication failed for user \"{MD5_USER}\" (age=0s)"));
 }
 
 #[test]
@@ -157,4 +189,22 @@ fn reserved_auth_dbname_is_refused_at_start_up() {
         err.contains("bad.ini:4") && err.contains("cannot use the reserved \"pgbouncer\" database as an auth_dbname"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_logs_file_line_and_reason() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = trust", &userlist(pg));
+    let ini = mux.dir.path().join("pgmux.ini");
+    let good = std::fs::read_to_string(&ini).unwrap();
+    std::fs::write(&ini, format!("{good}pool_mode = sometimes\n")).unwrap();
+    let console = mux.console().await;
+    let err = console.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "F0000");
+    mux.wait_for_log("LOG RELOAD command issued");
+    let reason = mux.wait_for_log("invalid pool_mode");
+    assert!(reason.contains(" ERROR ") && reason.contains("pgmux.ini:"), "file and line in the log: {reason}");
+    mux.wait_for_log("ERROR RELOAD Failed, see logs for more details");
+    // The old configuration is still in force.
+    mux.connect(MD5_USER, "", "app").await.unwrap().simple_query("SELECT 1").await.unwrap();
 }

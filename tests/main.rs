@@ -17,4 +17,5 @@ mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;
 mod protocol_flows;
+mod timeouts;
 mod tls;

@@ -56,7 +56,7 @@ async fn statement_mode_refuses_transaction_blocks() {
     assert_eq!(v, 42);
     let err = a.batch_execute("BEGIN").await.unwrap_err();
     let db = err.as_db_error().expect("a server-style error");
-    assert_eq!(db.code().code(), "0A000");
+    assert_eq!(db.code().code(), "08P01", "PgBouncer's SQLSTATE");
     assert_eq!(db.message(), "transaction blocks not allowed in statement pooling mode");
     // Other clients are not affected.
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();

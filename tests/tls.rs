@@ -229,8 +229,12 @@ async fn server_tls_verify_full_shows_in_pg_stat_ssl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_tls_refuses_an_unverifiable_server() {
     let pg = Cluster::shared();
-    let ini =
-        format!("server_tls_sslmode = verify-ca\nserver_tls_ca_file = {}\n", Certs::shared().path("other-ca.crt"));
+    // A failed handshake is a failed connect, as in PgBouncer: the waiting client stays until
+    // query_wait_timeout, and clients arriving meanwhile get the cached error at once.
+    let ini = format!(
+        "server_tls_sslmode = verify-ca\nserver_tls_ca_file = {}\nquery_wait_timeout = 2\nserver_login_retry = 10\n",
+        Certs::shared().path("other-ca.crt")
+    );
     let userlist = plain_userlist();
     let mux = Pgmux::start_with(
         pg,
@@ -241,7 +245,10 @@ async fn server_tls_refuses_an_unverifiable_server() {
         Err(e) => e,
     };
     let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(msg.contains("TLS"), "{err:?}");
+    assert_eq!(msg, "query_wait_timeout", "{err:?}");
+    let Err(err) = mux.connect(SCRAM_USER, SCRAM_PASS, "tlsdb").await else { panic!("still failing") };
+    let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(msg.starts_with("server login has been failing, cached error: ") && msg.contains("certificate"), "{err:?}");
     // server_tls_sslmode = disable stays in plain text.
     let mux = Pgmux::start_with(
         pg,

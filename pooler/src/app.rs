@@ -83,8 +83,8 @@ impl Pooler {
         if shared.state() == RunState::WaitForServers {
             // Clients holding no server are closed now; the others after their transaction.
             for c in shared.client_registry.all() {
-                if c.state() != crate::clients::ClientState::Active {
-                    c.request_kill();
+                if c.state() != crate::clients::ClientState::Active && !c.is_console() {
+                    c.request_kill("server shutting down");
                 }
             }
         }
@@ -210,6 +210,7 @@ async fn maintenance(shared: Arc<Shared>) {
                 }
             }
         }
+        shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
         for pool in shared.pools.all() {
             let missing = pool.maintain();
             for _ in 0..missing {

@@ -1,4 +1,4 @@
-//! Every logged-in client, for SHOW CLIENTS, KILL and KILL_CLIENT. A client registers once at
+//! Every logged-in client, console clients included, for SHOW CLIENTS, KILL and KILL_CLIENT. A client registers once at
 //! login and leaves at disconnect; on the hot path it only stores its state in relaxed atomics.
 
 use std::collections::BTreeMap;
@@ -56,11 +56,14 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// Backend pid of the server it holds, 0 when none.
     pub server_pid: AtomicI32,
+    /// Connection id of the server it holds, 0 when none (SHOW CLIENTS `link`).
+    pub server_id: AtomicU64,
     /// Unix time in µs of its last request.
     pub request_time_us: AtomicU64,
     /// Monotonic µs (since registry start) when it began waiting for a server.
     wait_start_us: AtomicU64,
     killed: AtomicBool,
+    kill_reason: std::sync::OnceLock<&'static str>,
     /// Woken when the client must be closed.
     pub kill: Notify,
     /// Its log prefix, for lines written about it away from its task (the reserve pool).
@@ -93,15 +96,27 @@ impl ClientInfo {
         self.set_state(ClientState::Waiting);
     }
 
-    /// Asks the client's task to close it.
-    pub fn request_kill(&self) {
+    /// Asks the client's task to close it, telling the client `reason` (PgBouncer's words:
+    /// `admin forced disconnect` for KILL_CLIENT, `database removed` for KILL).
+    pub fn request_kill(&self, reason: &'static str) {
+        let _ = self.kill_reason.set(reason);
         self.killed.store(true, Ordering::Release);
         self.kill.notify_one();
+    }
+
+    /// Why the client was killed (set before [`ClientInfo::is_killed`] turns true).
+    pub fn kill_reason(&self) -> &'static str {
+        self.kill_reason.get().copied().unwrap_or("client killed by admin")
     }
 
     /// True once a kill was requested.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
+    }
+
+    /// True for a client of the admin console (database `pgbouncer`).
+    pub fn is_console(&self) -> bool {
+        self.db == crate::config::ADMIN_DB
     }
 }
 
@@ -160,9 +175,11 @@ impl ClientRegistry {
             tls: tls.to_owned(),
             state: AtomicU8::new(ClientState::Idle as u8),
             server_pid: AtomicI32::new(0),
+            server_id: AtomicU64::new(0),
             request_time_us: AtomicU64::new(0),
             wait_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            kill_reason: std::sync::OnceLock::new(),
             kill: Notify::new(),
             tag: tag.clone(),
             _counted: counted,
@@ -184,5 +201,17 @@ impl ClientRegistry {
     /// One client by id.
     pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
         self.map.lock().get(&id).cloned()
+    }
+
+    /// Waits (polling, up to `limit`) until none of `ids` is registered: KILL and KILL_CLIENT
+    /// answer once the clients are gone, as PgBouncer disconnects them before it replies.
+    pub async fn wait_gone(&self, ids: &[u64], limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if !ids.iter().any(|id| self.map.lock().contains_key(id)) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod net;
 pub mod pool;
 pub mod reload;
 pub mod server;
+pub mod servers;
 pub mod shared;
 pub mod tls;
 

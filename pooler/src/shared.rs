@@ -51,6 +51,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// Admin console clients connected now.
     pub admin_clients: std::sync::atomic::AtomicI64,
+    /// Counters of the admin database (logins, commands), PgBouncer's admin pool stats.
+    pub admin_stats: crate::pool::PoolStats,
     suspended: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
@@ -71,6 +73,7 @@ impl Shared {
             averages: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),
+            admin_stats: crate::pool::PoolStats::default(),
             suspended: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             state_tx,

@@ -20,7 +20,13 @@ fn version_names_the_pgbouncer_interface_first() {
     let out = pgmux().arg("-V").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim(), format!("PgBouncer 1.25.2 (pgmux {})", env!("CARGO_PKG_VERSION")));
+    // PgBouncer's lines: the version first, then a `tls:` line that tools (and PgBouncer's own
+    // test suite) look for to decide whether TLS is supported.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [format!("PgBouncer 1.25.2 (pgmux {})", env!("CARGO_PKG_VERSION")), format!("tls: {}", pgmux::TLS_LIBRARY)]
+    );
 }
 
 #[test]

@@ -25,8 +25,9 @@ pub enum Command {
     Reconnect(Option<String>),
     /// KILL [db]
     Kill(Option<String>),
-    /// KILL_CLIENT id
-    KillClient(u64),
+    /// KILL_CLIENT id, the argument as given: it is read after the access check, as PgBouncer
+    /// does (`invalid client pointer supplied` only for admins).
+    KillClient(String),
     /// SUSPEND
     Suspend,
     /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]
@@ -80,10 +81,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         "resume" => Command::Resume(arg),
         "reconnect" => Command::Reconnect(arg),
         "kill" => Command::Kill(arg),
-        "kill_client" => {
-            let a = need(arg)?;
-            Command::KillClient(a.parse().map_err(|_| format!("invalid client id: {a}"))?)
-        }
+        "kill_client" => Command::KillClient(arg.unwrap_or_default()),
         "suspend" if arg.is_none() => Command::Suspend,
         "shutdown" => match arg.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => Command::Shutdown(ShutdownMode::Immediate),
@@ -97,6 +95,23 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         "reload" if arg.is_none() => Command::Reload,
         _ => return Err("invalid command".into()),
     })
+}
+
+/// The id of `KILL_CLIENT <id>` as PgBouncer reads it (`sscanf("%llu")`): leading blanks, an
+/// optional sign, then digits; anything after the digits is ignored. None when no digit leads.
+pub fn client_id(arg: &str) -> Option<u64> {
+    let t = arg.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let n = t[..digits].bytes().fold(0u64, |n, d| n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')));
+    Some(if neg { n.wrapping_neg() } else { n })
 }
 
 /// Database names may be double-quoted.
@@ -115,7 +130,8 @@ mod tests {
         assert_eq!(parse("select version").unwrap(), Command::Show("version".into()));
         assert_eq!(parse("PAUSE").unwrap(), Command::Pause(None));
         assert_eq!(parse("pause app").unwrap(), Command::Pause(Some("app".into())));
-        assert_eq!(parse("KILL_CLIENT 42").unwrap(), Command::KillClient(42));
+        assert_eq!(parse("KILL_CLIENT 42").unwrap(), Command::KillClient("42".into()));
+        assert_eq!(parse("kill_client abc").unwrap(), Command::KillClient("abc".into()));
         assert_eq!(parse("shutdown wait_for_clients").unwrap(), Command::Shutdown(ShutdownMode::WaitForClients));
         assert_eq!(parse("SET default_pool_size = 50").unwrap(), Command::Set("default_pool_size".into(), "50".into()));
         assert_eq!(
@@ -125,7 +141,15 @@ mod tests {
         assert_eq!(parse(";").unwrap(), Command::Empty);
         assert!(parse("drop table x").is_err());
         assert!(parse("show pools now").is_err());
-        assert!(parse("kill_client abc").is_err());
         assert!(parse("show").is_err());
+    }
+
+    #[test]
+    fn client_ids_are_read_as_pgbouncer_reads_them() {
+        assert_eq!(client_id("42"), Some(42));
+        assert_eq!(client_id(" 7x"), Some(7));
+        assert_eq!(client_id("non_existant_client_id"), None);
+        assert_eq!(client_id(""), None);
+        assert_eq!(client_id("-"), None);
     }
 }

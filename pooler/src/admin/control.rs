@@ -10,8 +10,12 @@ use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::sqlstate;
 
 use super::command::{Command, ShutdownMode};
+use crate::config::ADMIN_DB;
 use crate::pool::Pool;
 use crate::shared::{RunState, Shared};
+
+/// How long KILL and KILL_CLIENT wait for the killed clients to leave before answering.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
 fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
     shared.pools.all().into_iter().filter(|p| db.is_none_or(|d| p.db == d)).collect()
@@ -58,6 +62,21 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
     let err = |out: &mut BytesMut, msg: String| {
         build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg)
     };
+    // PgBouncer's refusals for the admin database itself.
+    let on_admin_db = match &cmd {
+        Command::Kill(Some(d)) if d == ADMIN_DB => Some("cannot kill admin db"),
+        Command::Pause(Some(d)) if d == ADMIN_DB => Some("cannot pause admin db"),
+        Command::WaitClose(Some(d)) if d == ADMIN_DB => Some("cannot wait in admin db"),
+        _ => None,
+    };
+    if matches!(cmd, Command::Kill(_)) && (shared.is_suspended() || shared.pools.all_paused()) {
+        err(out, "already suspended/paused".into());
+        return false;
+    }
+    if let Some(what) = on_admin_db {
+        err(out, format!("{what}: {ADMIN_DB}"));
+        return false;
+    }
     let db_arg = match &cmd {
         Command::Pause(d) | Command::Resume(d) | Command::Reconnect(d) | Command::Kill(d) | Command::WaitClose(d) => {
             d.clone()
@@ -94,27 +113,45 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             "RECONNECT"
         }
         Command::Kill(_) => {
-            shared.pools.set_paused(db, true);
+            // As PgBouncer: each database with a pool (or the one named) is paused, its clients
+            // are closed with `database removed` and its servers closed. The reply comes once
+            // the clients are gone, so a SHOW CLIENTS that follows no longer lists them.
+            let pools = pools_of(shared, db);
+            let mut dbs: Vec<&str> = pools.iter().map(|p| p.db.as_str()).chain(db).collect();
+            dbs.sort_unstable();
+            dbs.dedup();
+            for d in dbs {
+                shared.pools.set_paused(Some(d), true);
+            }
+            let mut killed = Vec::new();
             for c in shared.client_registry.all() {
-                if db.is_none_or(|d| c.db == d) {
-                    c.request_kill();
+                if !c.is_console() && db.is_none_or(|d| c.db == d) {
+                    c.request_kill("database removed");
+                    killed.push(c.id);
                 }
             }
-            for p in pools_of(shared, db) {
+            for p in &pools {
                 p.reconnect();
             }
+            shared.client_registry.wait_gone(&killed, KILL_WAIT).await;
             "KILL"
         }
-        Command::KillClient(id) => match shared.client_registry.get(id) {
-            Some(c) => {
-                c.request_kill();
-                "KILL_CLIENT"
-            }
-            None => {
-                err(out, format!("client {id} not found"));
+        Command::KillClient(arg) => {
+            let Some(id) = super::command::client_id(&arg) else {
+                err(out, "invalid client pointer supplied".into());
                 return false;
+            };
+            let Some(c) = shared.client_registry.get(id) else {
+                err(out, "client not found".into());
+                return false;
+            };
+            c.request_kill("admin forced disconnect");
+            if !c.is_console() {
+                // A console client (perhaps this one) notices between its commands.
+                shared.client_registry.wait_gone(&[id], KILL_WAIT).await;
             }
-        },
+            "KILL_CLIENT"
+        }
         Command::Disable(d) => {
             shared.pools.set_disabled(&d, true);
             "DISABLE"

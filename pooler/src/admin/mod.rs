@@ -20,6 +20,7 @@ pub use show::{console_role, show, ADMIN_DB};
 pub use table::Table;
 
 use crate::client::{ClientError, ClientIo};
+use crate::clients::ClientInfo;
 use crate::shared::Shared;
 
 /// What a console user may do.
@@ -31,12 +32,14 @@ pub enum Access {
     Stats,
 }
 
-/// Counts admin console clients for SHOW POOLS / DATABASES.
-struct AdminCount<'a>(&'a Shared);
+/// Counts admin console clients for SHOW POOLS / DATABASES and keeps the console client in the
+/// client registry (SHOW CLIENTS, KILL_CLIENT) while it is connected.
+struct AdminCount<'a>(&'a Shared, u64);
 
 impl Drop for AdminCount<'_> {
     fn drop(&mut self) {
         self.0.admin_clients.fetch_sub(1, Relaxed);
+        self.0.client_registry.unregister(self.1);
     }
 }
 
@@ -61,19 +64,31 @@ pub fn welcome(out: &mut BytesMut) {
     build::ready_for_query(out, b'I');
 }
 
-/// Serves a logged-in console client until it leaves.
-pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen_port: u16) {
+/// Serves a logged-in console client until it leaves or is killed (KILL_CLIENT).
+pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen_port: u16, info: Arc<ClientInfo>) {
     shared.admin_clients.fetch_add(1, Relaxed);
-    let _count = AdminCount(&shared);
+    let _count = AdminCount(&shared, info.id);
     loop {
-        let frame = match io.read_frame().await {
-            Ok(f) => f,
-            Err(_) => return,
+        // read_frame is cancel-safe (bytes stay in io.rbuf), so a kill can interrupt the wait.
+        let read = tokio::select! {
+            r = io.read_frame() => Some(r),
+            _ = info.kill.notified(), if !info.is_killed() => None,
+        };
+        let frame = match read {
+            _ if info.is_killed() => {
+                io.fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason()).await;
+                return;
+            }
+            Some(Ok(f)) => f,
+            Some(Err(_)) | None => return,
         };
         let mut out = BytesMut::new();
         match frame.tag {
             tags::frontend::TERMINATE => return,
             tags::frontend::QUERY => {
+                // As PgBouncer's admin pool: every console query is one query and one transaction.
+                crate::pool::PoolStats::add(&shared.admin_stats.query_count, 1);
+                crate::pool::PoolStats::add(&shared.admin_stats.xact_count, 1);
                 let sql = match frontend::query(frame.body()) {
                     Ok(q) => String::from_utf8_lossy(q).into_owned(),
                     Err(e) => {

@@ -29,8 +29,8 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         "lists" => lists(shared),
         "users" => users(shared),
         "config" => config(shared),
-        "clients" => show_sockets::clients(shared, false),
-        "sockets" | "active_sockets" => show_sockets::clients(shared, true),
+        "clients" => show_sockets::clients(shared),
+        "sockets" | "active_sockets" => show_sockets::sockets(shared),
         "servers" => show_sockets::servers(shared),
         "state" => state(shared),
         "peers" => {
@@ -241,7 +241,8 @@ fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", Ty::Text), ("items", Ty::Int4)]);
     let config = shared.config();
     let pools = shared.pools.all();
-    let used_clients = shared.client_registry.all().len() + shared.admin_clients.load(Relaxed) as usize;
+    // The registry holds console clients too.
+    let used_clients = shared.client_registry.all().len();
     let login_clients = shared.client_count().saturating_sub(used_clients);
     let (mut idle, mut total) = (0u32, 0u32);
     for p in &pools {
@@ -276,6 +277,7 @@ fn lists(shared: &Shared) -> Table {
 fn users(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("name", Ty::Text),
+        // Text, as PgBouncer: "%9d" when the user sets it, empty when it inherits.
         ("pool_size", Ty::Text),
         ("reserve_pool_size", Ty::Text),
         ("pool_mode", Ty::Text),
@@ -286,7 +288,6 @@ fn users(shared: &Shared) -> Table {
     ]);
     let config = shared.config();
     let g = &config.general;
-    // PgBouncer prints the user's own sizes with "%9d", and an empty string when unset.
     let padded = |n: Option<u32>| Some(n.map(|n| format!("{n:>9}")).unwrap_or_default());
     for name in known_users(shared, &config) {
         let u = config.users.get(&name).cloned().unwrap_or_default();

@@ -1,12 +1,18 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection with PgBouncer's
-//! columns; clients come from the client registry, servers from the pools and the clients
-//! holding them.
+//! columns. Clients (console ones too) come from the client registry, servers from the server
+//! registry; `ptr` is the connection id in hex (the number in `C-0x..` / `S-0x..` log lines) and
+//! `link` the ptr of the paired connection.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::table::{v, Table, Ty};
+use crate::clients::ClientState;
+use crate::logging::ptr_text;
 use crate::net::PeerAddr;
+use crate::servers::ServerInfo;
 use crate::shared::Shared;
 
 fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
@@ -64,19 +70,30 @@ fn addr_port(a: &PeerAddr) -> (Option<String>, Option<String>) {
     }
 }
 
-pub(super) fn clients(shared: &Shared, sockets: bool) -> Table {
-    let mut t = Table::new(&socket_cols(sockets));
+/// Client rows: console clients (database `pgbouncer`) and pooled clients, by id. `sockets` gives
+/// SHOW SOCKETS' state names and debug columns.
+fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     for c in shared.client_registry.all() {
         let (addr, port) = addr_port(&c.addr);
         let pid = c.server_pid.load(Relaxed);
+        let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
         let req = if req_us == 0 { c.connect_time } else { UNIX_EPOCH + std::time::Duration::from_micros(req_us) };
+        // PgBouncer lists idle and active clients together ("active"), printed as "idle" when no
+        // server is linked; SHOW SOCKETS prints the list's name.
+        let state = match (c.state(), sockets) {
+            (ClientState::Waiting, false) => "waiting",
+            (ClientState::Waiting, true) => "cl_waiting",
+            (_, true) => "cl_active",
+            (_, false) if server_id == 0 => "idle",
+            (_, false) => "active",
+        };
         let mut r = vec![
             v("C"),
             v(&c.user),
             v(&c.db),
             v("none"),
-            v(c.state().as_str()),
+            v(state),
             addr,
             port,
             None,
@@ -86,10 +103,10 @@ pub(super) fn clients(shared: &Shared, sockets: bool) -> Table {
             v(0),
             v(0),
             v(0),
-            v(format!("0x{:x}", c.id)),
-            None,
+            v(ptr_text(c.id)),
+            (server_id != 0).then(|| ptr_text(server_id)),
             v(pid),
-            Some(c.tls.clone()).filter(|t| !t.is_empty()),
+            v(&c.tls),
             v(&c.application_name),
             v(0),
             v(c.id),
@@ -99,67 +116,97 @@ pub(super) fn clients(shared: &Shared, sockets: bool) -> Table {
         }
         t.row(r);
     }
+}
+
+/// Server rows, pool by pool (database, user): active ones (linked to the client holding them),
+/// then idle, then the rest ("used": being reset, checked or handed over).
+fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
+    let links: HashMap<u64, u64> = shared
+        .client_registry
+        .all()
+        .iter()
+        .filter_map(|c| Some((c.server_id.load(Relaxed), c.id)).filter(|(s, _)| *s != 0))
+        .collect();
+    let idle: HashSet<u64> = shared.pools.all().iter().flat_map(|p| p.idle_ids()).collect();
+    let mut servers: Vec<(u8, Arc<ServerInfo>)> = shared
+        .pools
+        .servers
+        .all()
+        .into_iter()
+        .map(|s| {
+            let rank = if links.contains_key(&s.id) {
+                0
+            } else if idle.contains(&s.id) {
+                1
+            } else {
+                2
+            };
+            (rank, s)
+        })
+        .collect();
+    servers.sort_by(|(ra, a), (rb, b)| (&a.db, &a.user, ra, a.id).cmp(&(&b.db, &b.user, rb, b.id)));
+    for (rank, s) in servers {
+        let state = match (rank, sockets) {
+            (0, false) => "active",
+            (1, false) => "idle",
+            (_, false) => "used",
+            (0, true) => "sv_active",
+            (1, true) => "sv_idle",
+            (_, true) => "sv_used",
+        };
+        let (addr, port) = addr_port(&s.addr);
+        let (local_addr, local_port) = match s.local_addr {
+            Some(a) => (v(a.ip()), v(a.port())),
+            None => (None, None),
+        };
+        let mut r = vec![
+            v("S"),
+            v(&s.user),
+            v(&s.db),
+            v("none"),
+            v(state),
+            addr,
+            port,
+            local_addr,
+            local_port,
+            v(time_text(s.connect_time)),
+            v(time_text(s.connect_time)),
+            v(0),
+            v(0),
+            v(0),
+            v(ptr_text(s.id)),
+            links.get(&s.id).map(|c| ptr_text(*c)),
+            v(s.pid),
+            v(""),
+            v(""),
+            v(0),
+            v(s.id),
+        ];
+        if sockets {
+            r.extend(std::iter::repeat_n(v(0), 7));
+        }
+        t.row(r);
+    }
+}
+
+/// SHOW CLIENTS.
+pub(super) fn clients(shared: &Shared) -> Table {
+    let mut t = Table::new(&socket_cols(false));
+    client_rows(shared, false, &mut t);
     t
 }
 
+/// SHOW SERVERS.
 pub(super) fn servers(shared: &Shared) -> Table {
     let mut t = Table::new(&socket_cols(false));
-    for c in shared.client_registry.all() {
-        let pid = c.server_pid.load(Relaxed);
-        if pid == 0 {
-            continue;
-        }
-        t.row(vec![
-            v("S"),
-            v(&c.user),
-            v(&c.db),
-            v("none"),
-            v("active"),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            v(0),
-            v(0),
-            v(0),
-            None,
-            v(format!("0x{:x}", c.id)),
-            v(pid),
-            Some(c.tls.clone()).filter(|t| !t.is_empty()),
-            v(&c.application_name),
-            v(0),
-            None,
-        ]);
-    }
-    for p in shared.pools.all() {
-        for (pid, created, addr) in p.idle_servers() {
-            let (a, port) = addr_port(&addr);
-            t.row(vec![
-                v("S"),
-                v(&p.user),
-                v(&p.db),
-                v("none"),
-                v("idle"),
-                a,
-                port,
-                None,
-                None,
-                v(time_text(created)),
-                None,
-                v(0),
-                v(0),
-                v(0),
-                None,
-                None,
-                v(pid),
-                None,
-                None,
-                v(0),
-                None,
-            ]);
-        }
-    }
+    server_rows(shared, false, &mut t);
+    t
+}
+
+/// SHOW SOCKETS and SHOW ACTIVE_SOCKETS: clients, then servers, with the buffer columns.
+pub(super) fn sockets(shared: &Shared) -> Table {
+    let mut t = Table::new(&socket_cols(true));
+    client_rows(shared, true, &mut t);
+    server_rows(shared, true, &mut t);
     t
 }

@@ -1,5 +1,5 @@
 //! SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS: counters summed per database, with the
-//! admin database's all-zero row first, as PgBouncer prints them.
+//! admin database's row first (its logins and commands), as PgBouncer prints them.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use super::table::{v, Table, Ty};
 use crate::pool::StatsSnapshot;
 use crate::shared::Shared;
 
-/// Totals per database, the admin database first (all zero), then by name.
+/// Totals per database (pools only; the admin row is added by `rows_with_admin`).
 fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
     let mut out = BTreeMap::new();
     for p in shared.pools.all() {
@@ -19,7 +19,8 @@ fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
 
 fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot)> {
     let averages = shared.averages.lock().clone();
-    let mut rows = vec![(ADMIN_DB.to_owned(), StatsSnapshot::default(), StatsSnapshot::default())];
+    // The admin database counts its logins and commands, as PgBouncer's admin pool does.
+    let mut rows = vec![(ADMIN_DB.to_owned(), shared.admin_stats.snapshot(), StatsSnapshot::default())];
     for (db, s) in per_db_totals(shared) {
         let a = averages.get(&db).copied().unwrap_or_default();
         rows.push((db, s, a));

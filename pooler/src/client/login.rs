@@ -32,8 +32,9 @@ use crate::tls::SslMode;
 pub enum Login {
     /// A pooled session.
     Session(Session),
-    /// The admin console, and the client's place in the client counts.
-    Admin(crate::admin::Access, Counted),
+    /// The admin console, registered as a client of database `pgbouncer` (its ClientInfo also
+    /// holds its place in the client counts).
+    Admin(crate::admin::Access, Arc<crate::clients::ClientInfo>),
 }
 
 /// A logged-in client, ready for the relay.
@@ -175,7 +176,11 @@ pub async fn login(
         };
         crate::admin::welcome(&mut io.wbuf);
         io.flush().await?;
-        return Ok(Some(Login::Admin(access, std::mem::take(counted))));
+        crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
+        let app = req.params.get("application_name").unwrap_or("").to_owned();
+        let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
+        let info = shared.client_registry.register(tag, &req.user, peer, &app, tls, std::mem::take(counted));
+        return Ok(Some(Login::Admin(access, info)));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
@@ -306,14 +311,11 @@ impl Known {
     }
 }
 
-/// True when auth_query decides about `user`: not in auth_file, or there with an empty
-/// password (PgBouncer's dynamic password).
+/// True when auth_query decides about `user`: it is not in auth_file. A user listed there with
+/// an empty password (`"postgres" ""` on a Pigsty node) exists as listed, for peer and trust
+/// logins, as PgBouncer reads auth_file.
 fn needs_lookup(config: &Config, user: &str) -> bool {
-    match config.auth_file.get(user) {
-        None => true,
-        Some(StoredSecret::Plain(p)) => p.is_empty(),
-        Some(_) => false,
-    }
+    !config.auth_file.contains_key(user)
 }
 
 /// Runs auth_query when a plan applies; no row refuses the login at once with `no such user`,
@@ -363,9 +365,20 @@ fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
     ClientError::Refused(code, msg)
 }
 
-/// No server of this pool has been seen yet: open one to learn the server's parameters.
+/// No server of this pool has been seen yet: open one to learn the server's parameters. The
+/// wait is bounded by query_timeout, as PgBouncer bounds a client waiting at login.
 async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<ServerParams>, ClientError> {
-    match pool.checkout_with(&pool.settings(), Some(tag)).await {
+    let settings = pool.settings();
+    let limit = settings.query_timeout;
+    let checkout = if limit.is_zero() {
+        pool.checkout_with(&settings, Some(tag)).await
+    } else {
+        match tokio::time::timeout(limit, pool.checkout_with(&settings, Some(tag))).await {
+            Ok(r) => r,
+            Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into())),
+        }
+    };
+    match checkout {
         Ok(server) => {
             let params = Arc::new(server.params.clone());
             pool.release(server);

@@ -93,11 +93,9 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Ok(None)) => return,
-        Ok(Ok(Some(login::Login::Admin(access, counted)))) => {
-            // Counted in the console's database (and user) until it leaves.
-            let _counted = counted;
+        Ok(Ok(Some(login::Login::Admin(access, info)))) => {
             let port = config.general.listen_port;
-            Box::pin(crate::admin::serve(shared.clone(), io, access, port)).await;
+            Box::pin(crate::admin::serve(shared.clone(), io, access, port, info)).await;
             return;
         }
         Ok(Ok(Some(login::Login::Session(session)))) => session,

@@ -102,6 +102,8 @@ pub struct Pool {
     resumed: Notify,
     /// Bumped by RECONNECT and target changes: older servers are closed on release.
     generation: AtomicU64,
+    /// Where its servers are listed for SHOW SERVERS (the registry's, set by `Pools`).
+    servers: Arc<crate::servers::ServerRegistry>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -167,6 +169,7 @@ impl Pool {
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
+            servers: Arc::default(),
         }
     }
 
@@ -288,14 +291,17 @@ impl Pool {
         settings: &PoolSettings,
         start: Instant,
         queued: bool,
+        retrying: bool,
     ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
         if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
             return Ok(Take::Server(server));
         }
-        if let Some((at, msg, rejected)) = &s.last_failure {
-            if *rejected && s.total == 0 && at.elapsed() < settings.login_retry {
+        // PgBouncer's fast fail: a client that arrives while logins keep failing and no server is
+        // up gets the cached error at once. Clients already waiting keep waiting.
+        if let Some((at, msg, _)) = &s.last_failure {
+            if !queued && !retrying && s.total == 0 && at.elapsed() < settings.login_retry {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
@@ -398,8 +404,9 @@ impl Pool {
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
+        let mut retrying = false;
         loop {
-            match self.try_take(settings, start, ticket.is_some())? {
+            match self.try_take(settings, start, ticket.is_some(), retrying)? {
                 Take::Server(s) => {
                     if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
@@ -414,7 +421,14 @@ impl Pool {
                             None => tracing::warn!("{}/{}: taking connection from reserve_pool", self.db, self.user),
                         }
                     }
-                    return self.open(guard, settings).await;
+                    match self.open(guard, settings).await {
+                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
+                            self.pause_before_retry(settings, deadline).await?;
+                            retrying = true;
+                            continue;
+                        }
+                        other => return other,
+                    }
                 }
                 Take::Wait(new, room) => {
                     if new.is_some() {
@@ -439,7 +453,13 @@ impl Pool {
                 }
                 Ok(Some(Handoff::Slot)) => {
                     drop(ticket.take());
-                    return self.open(SlotGuard::new(self.clone()), settings).await;
+                    match self.open(SlotGuard::new(self.clone()), settings).await {
+                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
+                            self.pause_before_retry(settings, deadline).await?;
+                            retrying = true;
+                        }
+                        other => return other,
+                    }
                 }
                 Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
                 Ok(None) => ticket = None,
@@ -450,6 +470,26 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// After a failed connect (no answer, refused TCP, TLS failure): the waiting client stays and
+    /// the pool tries again once server_login_retry has passed since the failure, as PgBouncer
+    /// does; the client gives up at its query_wait_timeout.
+    async fn pause_before_retry(
+        &self,
+        settings: &PoolSettings,
+        deadline: Option<Instant>,
+    ) -> Result<(), CheckoutError> {
+        let failed_at = self.state.lock().last_failure.as_ref().map(|(at, ..)| *at).unwrap_or_else(Instant::now);
+        let mut until = failed_at + settings.login_retry.max(Duration::from_millis(100));
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        tokio::time::sleep_until(until).await;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(CheckoutError::QueryWaitTimeout);
+        }
+        Ok(())
     }
 
     /// Makes sure an idle server is still good before use.
@@ -550,6 +590,7 @@ impl Pool {
         }
         self.state.lock().last_failure = None;
         s.generation = self.generation.load(Relaxed);
+        s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
         {
             let mut w = self.welcome.lock();
             if w.is_none() {
@@ -560,8 +601,14 @@ impl Pool {
         Ok(s)
     }
 
+    /// Past server_lifetime. With 0 a server serves one client and is closed on its release;
+    /// one that has only logged in (the welcome of a new pool) is kept for its first client.
     fn expired(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
-        settings.server_lifetime.is_zero() || s.created.elapsed() >= settings.server_lifetime
+        if settings.server_lifetime.is_zero() {
+            s.tag.served
+        } else {
+            s.created.elapsed() >= settings.server_lifetime
+        }
     }
 
     /// Why a server that is otherwise fine may not be reused: past its lifetime, or made before
@@ -743,16 +790,9 @@ impl Pool {
         }
     }
 
-    /// (backend pid, login time, address) of each idle server, for SHOW SERVERS.
-    pub fn idle_servers(&self) -> Vec<(i32, std::time::SystemTime, crate::net::PeerAddr)> {
-        let s = self.state.lock();
-        s.idle
-            .iter()
-            .map(|c| {
-                let created = std::time::SystemTime::now() - c.created.elapsed();
-                (c.backend_key.0, created, c.addr.as_ref().clone())
-            })
-            .collect()
+    /// Ids of the idle servers, for SHOW SERVERS.
+    pub fn idle_ids(&self) -> Vec<u64> {
+        self.state.lock().idle.iter().map(|c| c.id).collect()
     }
 
     /// Closes every idle server (RECONNECT, shutdown), logging `reason`.

@@ -26,6 +26,10 @@ pub struct Pools {
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    /// Since when each pool has had neither clients nor servers (pool_idle_timeout).
+    idle_since: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
+    pub servers: Arc<crate::servers::ServerRegistry>,
 }
 
 impl Pools {
@@ -44,14 +48,52 @@ impl Pools {
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let pool =
-            Arc::new(Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit.clone(), user_limit.clone()));
+        let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit.clone(), user_limit.clone());
+        pool.servers = self.servers.clone();
+        let pool = Arc::new(pool);
         let kept = self.pools.lock().entry(key).or_insert_with(|| pool.clone()).clone();
         if Arc::ptr_eq(&kept, &pool) {
             db_limit.join(&pool);
             user_limit.join(&pool);
         }
         kept
+    }
+
+    /// pool_idle_timeout: drops pools that have had no client and no server for longer than
+    /// `timeout`, logging each as PgBouncer does. A forced-user pool that keeps min_pool_size
+    /// is never dropped. A pool someone still holds (a login in progress) is kept.
+    pub fn reap_idle(&self, timeout: std::time::Duration) {
+        let now = tokio::time::Instant::now();
+        let mut pools = self.pools.lock();
+        let mut since = self.idle_since.lock();
+        if timeout.is_zero() {
+            since.clear();
+            return;
+        }
+        let mut reaped = Vec::new();
+        for (key, pool) in pools.iter() {
+            let settings = pool.settings();
+            let unused = pool.clients.load(Ordering::Relaxed) <= 0 && pool.counts().total == 0;
+            let kept = settings.forced_user && settings.min_pool_size > 0;
+            if !unused || kept || Arc::strong_count(pool) > 1 {
+                since.remove(key);
+                continue;
+            }
+            let idle = now.duration_since(*since.entry(key.clone()).or_insert(now));
+            if idle > timeout {
+                tracing::info!(
+                    "cleaning up idle pool for user {} on db {} because: pool idle timeout (age= {}s)",
+                    key.1,
+                    key.0,
+                    idle.as_secs()
+                );
+                reaped.push(key.clone());
+            }
+        }
+        for key in reaped {
+            pools.remove(&key);
+            since.remove(&key);
+        }
     }
 
     /// Every pool, sorted by database then user (SHOW POOLS order).

@@ -22,6 +22,11 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     pub server_idle_timeout: Duration,
     pub query_wait_timeout: Duration,
+    /// Client timeouts, a `[users]` value over the global one (PgBouncer 1.25). 0: none.
+    pub query_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub transaction_timeout: Duration,
+    pub client_idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub login_retry: Duration,
     pub check_delay: Duration,
@@ -42,6 +47,11 @@ pub struct PoolSettings {
     pub log_connections: bool,
     /// log_disconnections: `closing because:` lines for servers.
     pub log_disconnections: bool,
+}
+
+/// A user's timeout when set above zero, else the global one (PgBouncer's rule).
+fn user_or(user: Option<Duration>, global: Duration) -> Duration {
+    user.filter(|d| !d.is_zero()).unwrap_or(global)
 }
 
 impl PoolSettings {
@@ -105,6 +115,10 @@ impl PoolSettings {
                 .and_then(|u| u.query_wait_timeout)
                 .or(db.query_wait_timeout)
                 .unwrap_or(g.query_wait_timeout),
+            query_timeout: user_or(u.and_then(|u| u.query_timeout), g.query_timeout),
+            idle_transaction_timeout: user_or(u.and_then(|u| u.idle_transaction_timeout), g.idle_transaction_timeout),
+            transaction_timeout: user_or(u.and_then(|u| u.transaction_timeout), g.transaction_timeout),
+            client_idle_timeout: user_or(u.and_then(|u| u.client_idle_timeout), g.client_idle_timeout),
             connect_timeout: g.server_connect_timeout,
             login_retry: g.server_login_retry,
             check_delay: g.server_check_delay,

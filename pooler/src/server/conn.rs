@@ -40,8 +40,9 @@ pub struct ServerConn {
     pub stream: Stream,
     /// pgmux's id for logs and SHOW SERVERS.
     pub id: u64,
-    /// Its log prefix (`S-0x2b: p0/alice@127.0.0.1:5432`).
-    pub tag: crate::logging::ConnTag,
+    /// Its log prefix (`S-0x2b: p0/alice@127.0.0.1:5432`) and its SHOW SERVERS row; boxed,
+    /// because a server travels by value through every client's future.
+    pub tag: Box<crate::servers::ServerIdent>,
     /// Where it is connected (for cancel requests); shared so that attaching costs no copy.
     pub addr: Arc<PeerAddr>,
     /// The server's BackendKeyData (pid, secret).

@@ -66,6 +66,13 @@ pub enum ServerError {
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
 impl ServerError {
+    /// True when the server answered the login with a refusal (an ErrorResponse, or an
+    /// authentication method pgmux has no secret for): retrying is pointless, and every
+    /// waiting client is told. Other failures (no connection, timeout, TLS) are retried.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ServerError::Rejected { .. } | ServerError::Auth(_))
+    }
+
     /// The reason PgBouncer logs when it closes a server whose connect or login failed.
     pub fn log_reason(&self) -> String {
         match self {
@@ -188,7 +195,7 @@ pub async fn connect(
         let now = Instant::now();
         Ok(ServerConn {
             stream,
-            tag: tag.clone(),
+            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false }),
             id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,

@@ -31,9 +31,20 @@ impl Relay {
         }
         let checkout = pool.checkout_with(&settings, Some(&info.tag));
         tokio::pin!(checkout);
+        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
+        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
         let result = loop {
             tokio::select! {
+                // Checkout first: when an idle server is there, nothing else is polled.
+                biased;
                 r = &mut checkout => break r,
+                _ = tokio::time::sleep_until(query_timeout.unwrap_or(start)), if query_timeout.is_some() => {
+                    return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                }
+                // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too).
+                () = &mut self.kill => {
+                    return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
+                }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
                     match n {
                         Ok(0) | Err(_) => return Err(End::ClientGone),
@@ -81,9 +92,11 @@ impl Relay {
             }
         }
         self.session.cancel.attach(&server.addr, server.backend_key);
+        server.tag.served = true;
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
+        info.server_id.store(server.id, Ordering::Relaxed);
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -102,6 +115,7 @@ impl Relay {
         };
         self.session.info.set_state(ClientState::Idle);
         self.session.info.server_pid.store(0, Ordering::Relaxed);
+        self.session.info.server_id.store(0, Ordering::Relaxed);
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         if self.session.cancel.detach() {
@@ -117,7 +131,30 @@ impl Relay {
         pool.release_with(server, &self.settings);
     }
 
-    pub(super) async fn finish(&mut self, end: End, log: bool) {
+    /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
+    /// as PgBouncer logs a client's end. Not async, so nothing here grows the client's future.
+    fn log_end(&self, end: &End) {
+        let g = &self.shared.config().general;
+        let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+        let tag = &self.session.tag;
+        match end {
+            End::ClientGone if g.log_disconnections => {
+                let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
+                crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
+            }
+            End::ClientGone => {}
+            End::Fatal(_, msg) => {
+                if g.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
+                }
+                if g.log_pooler_errors {
+                    crate::conn_log!(warn, tag, "pooler error: {msg}");
+                }
+            }
+        }
+    }
+
+    pub(super) async fn finish(&mut self, end: End) {
         let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
             pool.clients_active.fetch_sub(1, Ordering::Relaxed);
@@ -141,23 +178,10 @@ impl Relay {
                 pool.discard(server, "client disconnect while server was not ready");
             }
         }
-        let g = &self.shared.config().general;
-        let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-        let tag = &self.session.tag;
+        self.log_end(&end);
         match end {
-            End::ClientGone => {
-                if log && g.log_disconnections {
-                    let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
-                    crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
-                }
-            }
+            End::ClientGone => {}
             End::Fatal(code, msg) => {
-                if log && g.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
-                }
-                if log && g.log_pooler_errors {
-                    crate::conn_log!(warn, tag, "pooler error: {msg}");
-                }
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, Severity::Fatal, code, &msg);
                 let pending = self.sout.split_to(self.s_ready);

@@ -6,6 +6,7 @@
 
 mod lifecycle;
 mod scan;
+mod timers;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -149,8 +150,8 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         session,
     };
     r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
-    let end = r.serve(&config.general).await;
-    Box::pin(r.finish(end, config.general.log_disconnections)).await;
+    let end = r.serve().await;
+    Box::pin(r.finish(end)).await;
 }
 
 impl Relay {
@@ -158,7 +159,7 @@ impl Relay {
         &self.session.pool.stats
     }
 
-    async fn serve(&mut self, g: &crate::config::General) -> End {
+    async fn serve(&mut self) -> End {
         if let Err(e) = self.scan_client() {
             return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
         }
@@ -167,7 +168,7 @@ impl Relay {
                 return End::Fatal(code, msg);
             }
             if self.session.info.is_killed() {
-                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into());
+                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into());
             }
             if self.server.is_none() {
                 // Idle: give the buffers back; the next read or transaction takes them again.
@@ -196,7 +197,7 @@ impl Relay {
             } else if self.client_eof || self.terminate {
                 return End::ClientGone;
             }
-            self.arm_timer(g);
+            self.arm_timer();
             let ev = poll_fn(|cx| self.poll_event(cx)).await;
             match ev {
                 Event::ServerWrote(n) => {
@@ -225,10 +226,18 @@ impl Relay {
                         self.release().await;
                     }
                 }
-                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "client killed by admin".into()),
+                Event::Killed => return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into()),
                 Event::Timer => {
                     self.timer = None;
-                    return End::Fatal(sqlstate::PROTOCOL_VIOLATION, self.timer_reason.to_owned());
+                    let reason = self.timer_reason;
+                    // A server in the middle of a query or transaction cannot be reused: it is
+                    // closed with the same reason, as PgBouncer does.
+                    if let Some(s) = self.server.take() {
+                        self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+                        self.session.cancel.detach();
+                        self.session.pool.discard(s, reason);
+                    }
+                    return End::Fatal(sqlstate::PROTOCOL_VIOLATION, reason.to_owned());
                 }
             }
         }
@@ -252,30 +261,6 @@ impl Relay {
             self.session.pool.discard(s, "server conn crashed?");
         }
         End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
-    }
-
-    fn arm_timer(&mut self, g: &crate::config::General) {
-        let (limit, reason) = if self.server.is_none() {
-            (g.client_idle_timeout, "client_idle_timeout")
-        } else if self.pending > 0 {
-            (g.query_timeout, "query_timeout")
-        } else if self.tx != TxStatus::Idle {
-            (g.idle_transaction_timeout, "idle transaction timeout")
-        } else {
-            (Duration::ZERO, "")
-        };
-        if limit.is_zero() {
-            self.timer = None;
-            return;
-        }
-        let start = match reason {
-            "query_timeout" => self.query_start.unwrap_or_else(Instant::now),
-            _ => Instant::now(),
-        };
-        if self.timer_reason != reason || self.timer.is_none() || reason != "query_timeout" {
-            self.timer = Some(Box::pin(tokio::time::sleep_until(start + limit)));
-            self.timer_reason = reason;
-        }
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {

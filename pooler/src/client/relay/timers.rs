@@ -1,0 +1,67 @@
+//! The relay's timeouts, as PgBouncer applies them (janitor.c): client_idle_timeout while no
+//! server is held, query_timeout while a query runs, idle_transaction_timeout while a
+//! transaction waits for the client, transaction_timeout over a whole transaction. Each comes
+//! from the pool's settings (a `[users]` value over the global one). One timer is armed for the
+//! earliest; when it fires the client is closed with PgBouncer's reason, and a server it held is
+//! closed with the same reason.
+
+use std::time::Duration;
+
+use pgmux_protocol::backend::TxStatus;
+use tokio::time::Instant;
+
+use super::Relay;
+
+/// `client_idle_timeout`: the reason a client without a server is closed.
+pub(super) const CLIENT_IDLE: &str = "client_idle_timeout";
+
+/// The earliest of several deadlines.
+#[derive(Default)]
+struct Earliest(Option<(Instant, &'static str)>);
+
+impl Earliest {
+    fn consider(&mut self, limit: Duration, from: Option<Instant>, reason: &'static str) {
+        let (false, Some(from)) = (limit.is_zero(), from) else { return };
+        let at = from + limit;
+        if self.0.is_none_or(|(best, _)| at < best) {
+            self.0 = Some((at, reason));
+        }
+    }
+}
+
+impl Relay {
+    /// The timeout that applies now: when it fires and the reason it gives.
+    fn next_timeout(&self, now: Instant) -> Option<(Instant, &'static str)> {
+        let s = &self.settings;
+        let mut t = Earliest::default();
+        if self.server.is_none() {
+            t.consider(s.client_idle_timeout, Some(now), CLIENT_IDLE);
+            return t.0;
+        }
+        let in_transaction = self.tx != TxStatus::Idle;
+        if self.pending > 0 {
+            t.consider(s.query_timeout, self.query_start, "query timeout");
+        } else if in_transaction {
+            t.consider(s.idle_transaction_timeout, Some(now), "idle transaction timeout");
+        }
+        if in_transaction || self.pending > 0 {
+            t.consider(s.transaction_timeout, self.xact_start, "transaction timeout");
+        }
+        t.0
+    }
+
+    /// Arms (or moves, or drops) the timer for the timeout that applies now.
+    pub(super) fn arm_timer(&mut self) {
+        match self.next_timeout(Instant::now()) {
+            None => self.timer = None,
+            Some((at, reason)) => {
+                self.timer_reason = reason;
+                match self.timer.as_mut() {
+                    Some(t) if t.deadline() == at => {}
+                    Some(t) => t.as_mut().reset(at),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Every logged-in server connection, for SHOW SERVERS and SHOW SOCKETS: what does not change
+//! after login (id, pool, addresses, pid, login time). A server registers once when its login
+//! succeeds and leaves when its `ServerConn` is dropped; nothing here is touched per transaction.
+//! Whether a server is active (and with which client) or idle is read from the client registry
+//! and the pools when a SHOW asks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use crate::net::PeerAddr;
+
+/// One server connection as SHOW SERVERS lists it.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// Connection id (the sequence shared with clients), `ptr` in hex.
+    pub id: u64,
+    /// Pool database.
+    pub db: String,
+    /// Pool (server-side) user.
+    pub user: String,
+    /// PostgreSQL's address.
+    pub addr: PeerAddr,
+    /// pgmux's end of the connection, when it is TCP.
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// Login time.
+    pub connect_time: SystemTime,
+    /// Backend pid (BackendKeyData).
+    pub pid: i32,
+    registry: Weak<ServerRegistry>,
+}
+
+/// A server connection's log prefix and, for pool servers, its registry entry: boxed together in
+/// `ServerConn` so that the connection stays small.
+#[derive(Debug)]
+pub struct ServerIdent {
+    /// `S-0x2b: p0/alice@127.0.0.1:5432`.
+    pub tag: crate::logging::ConnTag,
+    /// Its row in SHOW SERVERS while it lives (pool servers; none for a bare login).
+    pub entry: Option<ServerEntry>,
+    /// Set when a client first uses it: server_lifetime = 0 closes a server after one use, and
+    /// a server that has only logged in is not used yet (PgBouncer exempts SV_LOGIN on release).
+    pub served: bool,
+}
+
+impl std::ops::Deref for ServerIdent {
+    type Target = crate::logging::ConnTag;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tag
+    }
+}
+
+/// Keeps a server in the registry while its connection lives; dropping it removes the server.
+#[derive(Debug)]
+pub struct ServerEntry(Arc<ServerInfo>);
+
+impl Drop for ServerEntry {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.registry.upgrade() {
+            r.map.lock().remove(&self.0.id);
+        }
+    }
+}
+
+/// All logged-in servers, by id.
+#[derive(Debug, Default)]
+pub struct ServerRegistry {
+    map: Mutex<BTreeMap<u64, Arc<ServerInfo>>>,
+}
+
+impl ServerRegistry {
+    /// Registers a server that has just logged in; keep the entry with the connection.
+    pub fn register(self: &Arc<Self>, conn: &crate::server::ServerConn, db: &str, user: &str) -> ServerEntry {
+        let info = Arc::new(ServerInfo {
+            id: conn.id,
+            db: db.to_owned(),
+            user: user.to_owned(),
+            addr: conn.addr.as_ref().clone(),
+            local_addr: conn.stream.local_addr(),
+            connect_time: SystemTime::now() - conn.created.elapsed(),
+            pid: conn.backend_key.0,
+            registry: Arc::downgrade(self),
+        });
+        self.map.lock().insert(info.id, info.clone());
+        ServerEntry(info)
+    }
+
+    /// Every registered server, by id.
+    pub fn all(&self) -> Vec<Arc<ServerInfo>> {
+        self.map.lock().values().cloned().collect()
+    }
+}

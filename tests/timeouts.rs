@@ -1,0 +1,106 @@
+//! Client timeouts as PgBouncer applies them, global and per `[users]` entry: query_timeout
+//! (running queries and clients waiting for a server), idle_transaction_timeout,
+//! transaction_timeout, and pool_idle_timeout dropping unused pools. Each closes the client
+//! with PgBouncer's words and SQLSTATE 08P01.
+
+use std::time::Duration;
+
+use crate::harness::{db_error, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+
+/// A client whose connection task is kept: an error pgmux sends while the client is idle (a
+/// timeout) ends that task, and its result says why.
+async fn watched(mux: &Pgmux) -> (tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let (c, conn) =
+        tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "app"), tokio_postgres::NoTls).await.unwrap();
+    (c, tokio::spawn(conn))
+}
+
+fn closed_with(e: &tokio_postgres::Error) -> String {
+    let (code, msg) = db_error(e);
+    assert_eq!(code, "08P01", "{msg}");
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_query_timeout_overrides_the_global_one() {
+    let pg = Cluster::shared();
+    let mux =
+        Pgmux::start(pg, &format!("auth_type = md5\nquery_timeout = 30\n[users]\n{SCRAM_USER} = query_timeout=1"));
+    let slow = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let e = slow.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
+    assert_eq!(closed_with(&e), "query timeout");
+    // Another user keeps the global 30 s.
+    let other = mux.connect(MD5_USER, MD5_PASS, "app").await.unwrap();
+    other.simple_query("SELECT pg_sleep(1.2)").await.expect("within the global query_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_counts_the_whole_transaction() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "transaction_timeout = 1\nquery_timeout = 1");
+    let (c, conn) = watched(&mux).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    // Idle in a transaction, no query running: query_timeout does not apply ...
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.simple_query("SELECT 2").await.expect("query_timeout applies only to running queries");
+    // ... but the transaction as a whole is over its limit soon.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(c.simple_query("SELECT 3").await.is_err());
+    let e = conn.await.unwrap().unwrap_err();
+    assert_eq!(closed_with(&e), "transaction timeout");
+    // Outside a transaction nothing is counted.
+    let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    for _ in 0..3 {
+        d.simple_query("SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_idle_transaction_timeout_closes_an_idle_transaction() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, &format!("[users]\n{SCRAM_USER} = idle_transaction_timeout=1"));
+    let (c, conn) = watched(&mux).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(c.simple_query("SELECT 1").await.is_err());
+    let e = conn.await.unwrap().unwrap_err();
+    assert_eq!(closed_with(&e), "idle transaction timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_bounds_the_wait_for_a_server() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "query_timeout = 1\ndefault_pool_size = 1\nquery_wait_timeout = 30");
+    let holder = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = waiter.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(closed_with(&e), "query_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    holder.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_idle_timeout_drops_unused_pools() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "pool_idle_timeout = 1\nserver_idle_timeout = 1");
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let has_pool = || mux.shared.pools.all().iter().any(|p| p.db == "app");
+    assert!(has_pool());
+    for _ in 0..60 {
+        if !has_pool() {
+            // A new login makes it again.
+            let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+            c.simple_query("SELECT 1").await.unwrap();
+            assert!(has_pool());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the unused pool was not dropped");
+}
