@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
 pg_ensure_installed
+build_deps_ensure_installed
 if ! command -v pgbouncer >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
 pg_ensure_installed
+build_deps_ensure_installed
 PGBIN=$(pg_find_bin)
 PORT=${PGMUX_PORT:-6432}
 

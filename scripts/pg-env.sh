@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sourced by the other scripts: finds PostgreSQL's server binaries and pgbench, installing the
-# Debian packages when they are missing and we are root; otherwise says what to install.
+# Sourced by the other scripts: finds PostgreSQL's server binaries and pgbench, and OpenSSL's
+# headers for the build, installing the Debian packages when they are missing and we are root;
+# otherwise says what to install.
 pg_find_bin() {
   local d
   for d in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
@@ -19,6 +20,21 @@ pg_ensure_installed() {
   if ! pg_find_bin >/dev/null || ! command -v pgbench >/dev/null || ! command -v psql >/dev/null; then
     echo "error: PostgreSQL server binaries (initdb, pg_ctl, postgres), psql and pgbench are needed." >&2
     echo "       On Debian/Ubuntu: sudo apt-get install postgresql postgresql-contrib" >&2
+    exit 1
+  fi
+}
+
+# The build links OpenSSL (certificate verification, as PgBouncer and libpq do it): the openssl
+# crate finds the headers and library with pkg-config. Installs them on Debian when we are root.
+build_deps_ensure_installed() {
+  if pkg-config --exists openssl 2>/dev/null; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing OpenSSL headers and pkg-config for the build (apt-get install libssl-dev pkg-config)..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >&2
+  fi
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    echo "error: the build needs OpenSSL's headers and pkg-config." >&2
+    echo "       On Debian/Ubuntu: sudo apt-get install libssl-dev pkg-config" >&2
     exit 1
   fi
 }

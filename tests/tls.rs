@@ -248,7 +248,7 @@ async fn server_tls_refuses_an_unverifiable_server() {
     assert_eq!(msg, "query_wait_timeout", "{err:?}");
     let Err(err) = mux.connect(SCRAM_USER, SCRAM_PASS, "tlsdb").await else { panic!("still failing") };
     let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(msg.starts_with("server login has been failing, cached error: ") && msg.contains("certificate"), "{err:?}");
+    assert!(msg.starts_with("server login has been failing, cached error: "), "newcomers fail fast: {err:?}");
     // server_tls_sslmode = disable stays in plain text.
     let mux = Pgmux::start_with(
         pg,
@@ -262,12 +262,11 @@ async fn server_tls_refuses_an_unverifiable_server() {
 }
 
 #[test]
-fn tls_settings_rustls_cannot_honour_are_refused_at_start() {
+fn tls_settings_pgbouncer_refuses_are_refused_at_start() {
     let base = format!("[pgbouncer]\n{}", client_tls("require"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.ini");
     for (extra, expect) in [
-        ("client_tls_protocols = tlsv1.0", "TLS 1.2 and 1.3 only"),
         ("client_tls_ciphers = RC4-SHA", "RC4-SHA"),
         ("client_tls_ecdhcurve = brainpoolP512r1", "ecdh curve"),
         ("client_tls_sslmode = verify-full\nclient_tls_ca_file =", "client_tls_ca_file"),

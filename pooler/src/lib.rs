@@ -32,7 +32,7 @@ pub fn version_string() -> String {
 }
 
 /// The TLS library, as `--version`'s `tls:` line and the `process up` log line name it.
-pub const TLS_LIBRARY: &str = "rustls 0.23 (ring)";
+pub const TLS_LIBRARY: &str = "rustls 0.23 (ring), certificates verified by OpenSSL";
 
 /// What `--version` prints: PgBouncer's lines, so that tools probing for TLS support (a `tls:`
 /// line) find it.

@@ -189,9 +189,14 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
             _ = hup.recv() => {
                 tracing::info!("got SIGHUP, re-reading config");
                 logging::reopen();
-                if let Err(e) = reload::reload(&shared) {
-                    tracing::error!("{e}");
-                    tracing::error!("RELOAD failed, keeping the old configuration");
+                match reload::reload(&shared) {
+                    Ok(()) => {}
+                    // Logged with PgBouncer's words already; the rest of the files applies.
+                    Err(reload::ReloadError::Tls(_)) => {}
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        tracing::error!("RELOAD failed, keeping the old configuration");
+                    }
                 }
                 continue;
             }

@@ -7,34 +7,86 @@ use crate::config::{self, ConfigError};
 use crate::pool::PoolSettings;
 use crate::shared::Shared;
 
+/// Why RELOAD failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files do not load; nothing was changed.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The rest was applied, but the TLS settings were not: the TLS in force stays, as in
+    /// PgBouncer. The reason was logged as `TLS setup failed: REASON`.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
 /// Reloads from the ini the running config came from.
 ///
 /// # Errors
-/// The new files do not load; nothing was changed.
-pub fn reload(shared: &Arc<Shared>) -> Result<(), ConfigError> {
+/// The new files do not load (nothing was changed), or the TLS settings could not be applied
+/// (everything else was).
+pub fn reload(shared: &Arc<Shared>) -> Result<(), ReloadError> {
     let old = shared.config();
-    let new = config::load(&old.path)?;
+    let mut new = config::load_for_reload(&old.path)?;
     for w in &new.warnings {
         tracing::warn!("{w}");
     }
+    let tls_error = keep_tls_on_error(&old, &mut new);
+    if tls_error.is_some() {
+        tracing::error!("TLS configuration could not be reloaded, keeping old configuration");
+    }
     apply(shared, new);
-    Ok(())
+    tls_error.map_or(Ok(()), |e| Err(ReloadError::Tls(e)))
+}
+
+/// When `new`'s TLS settings could not be applied, logs why (PgBouncer's words) and gives it
+/// the TLS objects of `old`; returns the reason.
+fn keep_tls_on_error(old: &crate::config::Config, new: &mut crate::config::Config) -> Option<String> {
+    let e = new.tls_error.take()?;
+    tracing::error!("TLS setup failed: {e}");
+    new.client_tls = old.client_tls.clone();
+    new.server_tls = old.server_tls.clone();
+    Some(e)
+}
+
+/// What console `SET` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The value is in force.
+    Applied,
+    /// The value is stored, but the TLS settings it makes could not be applied: the TLS in
+    /// force stays (PgBouncer's notice `TLS settings could not be applied, still using old
+    /// configuration`).
+    TlsNotApplied,
 }
 
 /// Console `SET key = value`: changes one reloadable parameter in the running config.
 ///
 /// # Errors
 /// The parameter is unknown, needs a restart, or the value is bad.
-pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), String> {
-    let new = shared.config().with_setting(key, value)?;
+pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<SetOutcome, String> {
+    let old = shared.config();
+    let mut new = old.with_setting(key, value)?;
+    for w in &new.warnings {
+        tracing::warn!("{w}");
+    }
+    let outcome = match keep_tls_on_error(&old, &mut new) {
+        Some(_) => SetOutcome::TlsNotApplied,
+        None => SetOutcome::Applied,
+    };
     apply(shared, new);
     tracing::info!("{key} set to {value}");
-    Ok(())
+    Ok(outcome)
 }
 
 /// Installs `new` and re-derives pool settings; a pool whose server target changed closes its
-/// old servers as they are released.
+/// old servers as they are released, and so do all pools when the server TLS settings changed
+/// (PgBouncer marks every pool dirty then, so no connection keeps older, maybe weaker, TLS).
 fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
+    let tls_changed = {
+        let old = shared.config();
+        crate::tls::ServerTls::differs(old.server_tls.as_ref(), new.server_tls.as_ref())
+    };
+    let mut stale = Vec::new();
     for pool in shared.pools.all() {
         if let Some(db) = new.database(&pool.db) {
             let next = PoolSettings::derive(&new, &db, &pool.user);
@@ -43,11 +95,18 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
                 || old.target.port != next.target.port
                 || old.target.dbname != next.target.dbname;
             pool.set_settings(next);
-            if moved {
-                pool.reconnect();
+            if moved || tls_changed {
+                stale.push(pool);
             }
         }
     }
     crate::logging::reconfigure(&new.general);
     shared.set_config(new);
+    // After the swap, so that a server opened from now on uses the new TLS settings.
+    for pool in stale {
+        pool.reconnect();
+        if tls_changed {
+            pool.forget_login_failure();
+        }
+    }
 }

@@ -53,6 +53,9 @@ pub struct Shared {
     pub admin_clients: std::sync::atomic::AtomicI64,
     /// Counters of the admin database (logins, commands), PgBouncer's admin pool stats.
     pub admin_stats: crate::pool::PoolStats,
+    /// max_prepared_statements in force, read by sessions at each server attach so that a
+    /// console SET applies to connected clients, as in PgBouncer (no config lock per transaction).
+    pub max_prepared_statements: AtomicUsize,
     suspended: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
@@ -62,6 +65,7 @@ impl Shared {
     /// Shared state for `config`.
     pub fn new(config: Config) -> Arc<Self> {
         let (state_tx, _) = watch::channel(RunState::Running);
+        let max_prepared = config.general.max_prepared_statements as usize;
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             pools: Pools::default(),
@@ -74,6 +78,7 @@ impl Shared {
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),
             admin_stats: crate::pool::PoolStats::default(),
+            max_prepared_statements: AtomicUsize::new(max_prepared),
             suspended: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             state_tx,
@@ -87,6 +92,7 @@ impl Shared {
 
     /// Installs a new config.
     pub fn set_config(&self, c: Config) {
+        self.max_prepared_statements.store(c.general.max_prepared_statements as usize, Ordering::Relaxed);
         *self.config.write() = Arc::new(c);
     }
 

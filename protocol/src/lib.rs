@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod build;
 pub mod error;
+pub mod extended;
 pub mod frame;
 pub mod frontend;
 pub mod md5;

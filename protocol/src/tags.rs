@@ -62,4 +62,16 @@ pub mod backend {
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
     /// Asynchronous notification.
     pub const NOTIFICATION: u8 = b'A';
+    /// Parse done.
+    pub const PARSE_COMPLETE: u8 = b'1';
+    /// Bind done.
+    pub const BIND_COMPLETE: u8 = b'2';
+    /// Close done.
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    /// Describe of something that returns no rows.
+    pub const NO_DATA: u8 = b'n';
+    /// Parameter types of a described statement (before its RowDescription or NoData).
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    /// Execute stopped at its row limit.
+    pub const PORTAL_SUSPENDED: u8 = b's';
 }

@@ -77,3 +77,73 @@ impl Certs {
         self.dir.join(name).display().to_string()
     }
 }
+
+/// X.509 v1 certificates, as `openssl x509 -req` and `openssl ca` issue them without an
+/// extensions section (PgBouncer's test/ssl scripts, PostgreSQL's documentation): no
+/// extensions, so no subjectAltName, and the host name only in the subject CN. The CA is v1
+/// too. Files, in [`Certs::dir`]: `v1-ca.crt`, `v1-other-ca.crt`, and a `.crt`/`.key` pair
+/// `v1-NAME` for each of [`V1_NAMES`].
+pub struct V1Certs;
+
+/// Common names of the v1 leaf certificates: two hosts and a client.
+pub const V1_NAMES: &[&str] = &["localhost", "127.0.0.1", "scram_user"];
+
+fn v1_cert(
+    cn: &str,
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    issuer: Option<(&openssl::x509::X509, &openssl::pkey::PKeyRef<openssl::pkey::Private>)>,
+    serial: u32,
+) -> openssl::x509::X509 {
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("O", "pgmux tests").unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(0).unwrap(); // v1: the field holds version - 1
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_pubkey(key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
+    let (issuer_name, signer) = match issuer {
+        Some((ca, ca_key)) => (ca.subject_name().to_owned().unwrap(), ca_key),
+        None => (name, key),
+    };
+    b.set_issuer_name(&issuer_name).unwrap();
+    b.sign(signer, openssl::hash::MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+fn ec_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
+}
+
+impl V1Certs {
+    /// Makes the v1 files (once per test run) and returns the directory's [`Certs`].
+    pub fn shared() -> &'static Certs {
+        static MADE: OnceLock<()> = OnceLock::new();
+        let certs = Certs::shared();
+        MADE.get_or_init(|| {
+            let pem = |c: &openssl::x509::X509| String::from_utf8(c.to_pem().unwrap()).unwrap();
+            let ca_key = ec_key();
+            let ca = v1_cert("pgmux v1 test CA", &ca_key, None, 1);
+            write(&certs.dir, "v1-ca.crt", &pem(&ca));
+            for (i, cn) in V1_NAMES.iter().enumerate() {
+                let key = ec_key();
+                let cert = v1_cert(cn, &key, Some((&ca, &ca_key)), 10 + i as u32);
+                assert_eq!(cert.version(), 0, "a v1 certificate");
+                write(&certs.dir, &format!("v1-{cn}.crt"), &pem(&cert));
+                // SEC1 ("EC PRIVATE KEY"), as `openssl ecparam -genkey` writes it.
+                let sec1 = key.ec_key().unwrap().private_key_to_pem().unwrap();
+                write(&certs.dir, &format!("v1-{cn}.key"), &String::from_utf8(sec1).unwrap());
+            }
+            let other_key = ec_key();
+            write(&certs.dir, "v1-other-ca.crt", &pem(&v1_cert("pgmux v1 other CA", &other_key, None, 2)));
+        });
+        certs
+    }
+}

@@ -72,6 +72,7 @@ impl Cluster {
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all postgres trust\n\
+             local replication postgres trust\n\
              local all md5_user,aq_md5 md5\n\
              local all all scram-sha-256\n\
              host all postgres 127.0.0.1/32 trust\n\

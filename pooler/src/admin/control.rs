@@ -168,8 +168,10 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             Ok(()) => "RELOAD",
             Err(e) => {
                 // As PgBouncer: the reason goes to the log, the console gets F0000. The old
-                // configuration stays in force.
-                tracing::error!("{e}");
+                // configuration stays in force. A TLS failure was logged where it happened.
+                if let crate::reload::ReloadError::Config(e) = e {
+                    tracing::error!("{e}");
+                }
                 tracing::error!("RELOAD Failed, see logs for more details");
                 build::error_response(
                     out,
@@ -181,7 +183,16 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             }
         },
         Command::Set(key, value) => match crate::reload::set(shared, &key, &value) {
-            Ok(()) => "SET",
+            Ok(crate::reload::SetOutcome::Applied) => "SET",
+            Ok(crate::reload::SetOutcome::TlsNotApplied) => {
+                build::error_response(
+                    out,
+                    Severity::Notice,
+                    sqlstate::CONFIG_FILE_ERROR,
+                    "TLS settings could not be applied, still using old configuration",
+                );
+                "SET"
+            }
             Err(e) => {
                 err(out, e);
                 return false;

@@ -303,8 +303,10 @@ impl Hba {
         Ok(Self { rules })
     }
 
-    /// The first rule that matches, or `None` (the login is rejected).
-    pub fn find(&self, conn: ConnKind, database: &str, user: &str) -> Option<&Rule> {
+    /// The first rule that matches, or `None` (the login is rejected). A physical replication
+    /// connection matches only lines whose database field says `replication`, as in PgBouncer
+    /// and PostgreSQL; a logical one matches by database name like any other.
+    pub fn find(&self, conn: ConnKind, database: &str, user: &str, physical: bool) -> Option<&Rule> {
         self.rules.iter().find(|r| {
             let kind_ok = match (r.kind, conn) {
                 (LineType::Local, ConnKind::Local) => true,
@@ -319,10 +321,10 @@ impl Hba {
                 (Address::Net(..), ConnKind::Local) => false,
             };
             let db_ok = r.databases.iter().any(|n| match n {
+                Name::Replication => physical,
+                _ if physical => false,
                 Name::All => true,
                 Name::SameUser => database == user,
-                // Replication connections are refused before HBA is consulted.
-                Name::Replication => false,
                 Name::Literal(d) => d == database,
             });
             let user_ok = r.users.iter().any(|n| match n {
@@ -344,7 +346,7 @@ mod tests {
     }
 
     fn method(h: &Hba, c: ConnKind, db: &str, user: &str) -> Option<AuthType> {
-        h.find(c, db, user).map(|r| r.method)
+        h.find(c, db, user, false).map(|r| r.method)
     }
 
     #[test]
@@ -361,7 +363,7 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
 ";
         let h = Hba::parse(text, "hba", Path::new(".")).unwrap();
         assert_eq!(method(&h, ConnKind::Local, "pgbouncer", "postgres"), Some(AuthType::Peer));
-        assert_eq!(h.find(ConnKind::Local, "pgbouncer", "postgres").unwrap().map.as_deref(), Some("ops"));
+        assert_eq!(h.find(ConnKind::Local, "pgbouncer", "postgres", false).unwrap().map.as_deref(), Some("ops"));
         assert_eq!(method(&h, ConnKind::Local, "app", "x"), Some(AuthType::ScramSha256));
         assert_eq!(method(&h, host("10.1.2.3", true), "app", "x"), Some(AuthType::Reject));
         // "all" in quotes is a user called all.
@@ -374,7 +376,13 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
         assert_eq!(method(&only_v6, host("127.0.0.1", false), "u", "u"), None);
         let lists = Hba::parse("host db1,db2 a, b 127.0.0.1 255.255.255.255 password\n", "h", Path::new(".")).unwrap();
         let spaced = Hba::parse("host tmp1,all user1,user2 , user3 16.0.0.0/8 md5\n", "h", Path::new(".")).unwrap();
-        assert!(spaced.find(ConnKind::Host { addr: "16.1.2.3".parse().unwrap(), tls: false }, "x", "user3").is_some());
+        assert!(spaced
+            .find(ConnKind::Host { addr: "16.1.2.3".parse().unwrap(), tls: false }, "x", "user3", false)
+            .is_some());
+        // Physical replication matches only the `replication` keyword.
+        let rep = Hba::parse("local replication all trust\nlocal all all reject\n", "h", Path::new(".")).unwrap();
+        assert_eq!(rep.find(ConnKind::Local, "app", "u", true).unwrap().method, AuthType::Trust);
+        assert_eq!(rep.find(ConnKind::Local, "replication", "u", false).unwrap().method, AuthType::Reject);
         assert_eq!(method(&lists, host("127.0.0.1", false), "db2", "b"), Some(AuthType::Plain));
         assert_eq!(method(&lists, host("127.0.0.2", false), "db2", "b"), None);
         assert_eq!(method(&lists, host("127.0.0.1", false), "db3", "b"), None);

@@ -23,7 +23,7 @@ use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::PeerAddr;
 use crate::pool::{CheckoutError, Pool};
-use crate::server::{ServerError, ServerParams};
+use crate::server::{ServerConn, ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
 
@@ -54,6 +54,8 @@ pub struct Session {
     pub info: Arc<crate::clients::ClientInfo>,
     /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
     pub tag: Box<ConnTag>,
+    /// A replication client's own server, held for the whole session and closed at its end.
+    pub dedicated: Option<Box<ServerConn>>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -143,13 +145,20 @@ pub async fn login(
     };
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
-        crate::conn_log!(info, tag, "login attempt: db={} user={} tls={tls} replication=no", req.database, req.user);
+        let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind);
+        crate::conn_log!(
+            info,
+            tag,
+            "login attempt: db={} user={} tls={tls} replication={replication}",
+            req.database,
+            req.user
+        );
     }
     if admin_db {
         let access = if console_trusted {
             crate::admin::Access::Admin
         } else {
-            let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+            let (method, map) = decide_method(config, io, peer, &req.database, &req.user, false)?;
             let known = if needs_lookup(config, &req.user) && method != AuthType::Any {
                 let plan = LookupPlan::for_console(shared, config).map_err(|e| lookup_refusal(e, tag))?;
                 let known = find_user(shared, config, plan, &req.user, tag).await?;
@@ -188,7 +197,8 @@ pub async fn login(
             "auth_type=any requires forced user in database entry".into(),
         ));
     }
-    let (method, map) = decide_method(config, io, peer, &req.database, &req.user)?;
+    let physical = req.replication.as_ref().is_some_and(|(kind, _)| *kind == "yes");
+    let (method, map) = decide_method(config, io, peer, &req.database, &req.user, physical)?;
     let known = match &db {
         Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
             let plan = LookupPlan::for_database(shared, config, db).map_err(|e| lookup_refusal(e, tag))?;
@@ -232,9 +242,24 @@ pub async fn login(
             pool.set_looked_up_secret(secret);
         }
     }
-    let welcome = match pool.welcome() {
-        Some(w) => w,
-        None => first_server_params(&pool, tag).await?,
+    // A replication client gets its own server now, and sees that server's parameters.
+    let dedicated = match req.replication.take() {
+        Some((_, params)) => {
+            let settings = pool.settings();
+            match Box::pin(pool.open_dedicated(&settings, &params)).await {
+                Ok(server) => Some(Box::new(server)),
+                Err(e) => {
+                    let (code, msg) = checkout_error_message(&e);
+                    return Err(ClientError::Refused(code, msg));
+                }
+            }
+        }
+        None => None,
+    };
+    let welcome = match (&dedicated, pool.welcome()) {
+        (Some(server), _) => Arc::new(server.params.clone()),
+        (None, Some(w)) => w,
+        (None, None) => first_server_params(&pool, tag).await?,
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
@@ -266,6 +291,7 @@ pub async fn login(
         peer: peer.clone(),
         info,
         tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
+        dedicated,
     })))
 }
 
@@ -280,6 +306,7 @@ fn decide_method(
     peer: &PeerAddr,
     database: &str,
     user: &str,
+    physical_replication: bool,
 ) -> Result<(AuthType, Option<String>), ClientError> {
     if config.general.auth_type != AuthType::Hba {
         return Ok((config.general.auth_type, None));
@@ -288,7 +315,7 @@ fn decide_method(
         PeerAddr::Unix(_) => ConnKind::Local,
         PeerAddr::Tcp(a) => ConnKind::Host { addr: a.ip().to_canonical(), tls: io.tls.is_some() },
     };
-    match config.hba.as_ref().and_then(|h| h.find(conn, database, user)) {
+    match config.hba.as_ref().and_then(|h| h.find(conn, database, user, physical_replication)) {
         Some(rule) => Ok((rule.method, rule.map.clone())),
         None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "login rejected".into())),
     }

@@ -10,6 +10,7 @@ mod login;
 mod params;
 mod prepared;
 mod relay;
+mod splice;
 mod startup;
 
 use std::sync::atomic::Ordering;

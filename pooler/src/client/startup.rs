@@ -25,6 +25,19 @@ pub struct StartupRequest {
     pub minor: i32,
     /// `_pq_.` options we do not know.
     pub unknown_options: Vec<String>,
+    /// A replication connection: how PgBouncer names its kind (`yes`, `database`), and every
+    /// startup parameter but user and database, for its own server login.
+    pub replication: Option<(&'static str, Vec<(String, String)>)>,
+}
+
+/// The kind a `replication` startup value asks for, as PostgreSQL reads it: `database` is
+/// logical, a true boolean physical, a false one none.
+fn replication_kind(v: &str) -> Option<&'static str> {
+    match v.to_ascii_lowercase().as_str() {
+        "database" => Some("database"),
+        "true" | "on" | "yes" | "1" => Some("yes"),
+        _ => None,
+    }
 }
 
 /// Reads packets until a StartupMessage or CancelRequest.
@@ -106,17 +119,17 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
     let mut database = None;
     let mut unknown_options = Vec::new();
     let ignored = |name: &str| g.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(name));
+    // A replication connection gets a server of its own, logged in with the client's startup
+    // parameters, so its `options` may carry anything (PgBouncer 1.23+).
+    let replication = raw.iter().find(|(k, _)| k == "replication").and_then(|(_, v)| replication_kind(v));
+    let replication =
+        replication.map(|kind| (kind, raw.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect()));
     for (k, v) in raw {
         match k.as_str() {
             "user" => user = Some(v),
             "database" => database = Some(v),
+            "options" if replication.is_some() => {}
             "options" => apply_options(&v, &mut params, ignored("options"))?,
-            "replication" if v != "false" && v != "0" && v != "off" => {
-                return Err(ClientError::Refused(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "replication connections are not supported".into(),
-                ))
-            }
             "replication" => {}
             _ if k.starts_with("_pq_.") => unknown_options.push(k),
             _ => {
@@ -133,7 +146,7 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no username supplied".into()))?;
     let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
-    Ok(StartupRequest { user, database, params, minor: version & 0xffff, unknown_options })
+    Ok(StartupRequest { user, database, params, minor: version & 0xffff, unknown_options, replication })
 }
 
 /// `options` may carry `-c name=value` (or `--name=value`) for tracked parameters, as

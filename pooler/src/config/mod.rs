@@ -47,15 +47,35 @@ pub struct Config {
     pub server_tls: Option<crate::tls::ServerTls>,
     /// Effective text value of every known `[pgbouncer]` parameter (SHOW CONFIG).
     pub raw: BTreeMap<&'static str, String>,
-    /// Warnings to log after loading (unknown keys).
+    /// Warnings to log after loading (unknown keys, TLS settings rustls cannot honour).
     pub warnings: Vec<String>,
+    /// Why the TLS settings could not be applied (PgBouncer's `TLS setup failed: REASON`).
+    /// `client_tls` and `server_tls` are then `None`: RELOAD and SET keep the TLS in force, as
+    /// PgBouncer does, and start-up refuses ([`load`] returns the error).
+    pub tls_error: Option<String>,
 }
 
-/// Loads and validates the ini at `path` and the files it names.
+/// Loads and validates the ini at `path` and the files it names, for start-up.
+///
+/// # Errors
+/// Unreadable files, syntax errors, and bad values, each with file, line and reason; TLS
+/// settings that cannot be applied (`TLS setup failed: REASON`).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let c = load_for_reload(path)?;
+    match &c.tls_error {
+        Some(e) => {
+            Err(ConfigError::Invalid { at: path.display().to_string(), reason: format!("TLS setup failed: {e}") })
+        }
+        None => Ok(c),
+    }
+}
+
+/// As [`load`], but TLS settings that cannot be applied leave `tls_error` set instead of
+/// failing: RELOAD applies the rest and keeps the TLS in force, as PgBouncer does.
 ///
 /// # Errors
 /// Unreadable files, syntax errors, and bad values, each with file, line and reason.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load_for_reload(path: &Path) -> Result<Config, ConfigError> {
     let entries = ini::read(path)?;
     build(path, entries)
 }
@@ -113,6 +133,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
         None => AuthFile::new(),
     };
     let files = Files::load(path, &general, &settings)?;
+    warnings.extend(files.tls_warnings);
     let raw = settings.into_iter().map(|(k, (v, _))| (k, v)).collect();
     Ok(Config {
         path: path.to_path_buf(),
@@ -127,6 +148,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
         server_tls: files.server_tls,
         raw,
         warnings,
+        tls_error: files.tls_error,
     })
 }
 
@@ -136,6 +158,8 @@ struct Files {
     ident: std::sync::Arc<crate::auth::IdentMap>,
     client_tls: Option<crate::tls::ClientTls>,
     server_tls: Option<crate::tls::ServerTls>,
+    tls_warnings: Vec<String>,
+    tls_error: Option<String>,
 }
 
 impl Files {
@@ -159,13 +183,19 @@ impl Files {
             Some(f) => crate::auth::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e))?,
             None => crate::auth::IdentMap::default(),
         };
-        let file = |f: &str| resolve(path, Path::new(f));
-        let client_tls = crate::tls::ClientTls::load(g, file).map_err(|e| fail("client_tls_sslmode", e))?;
-        let server_tls = crate::tls::ServerTls::load(g, file).map_err(|e| fail("server_tls_sslmode", e))?;
-        if g.auth_type == AuthType::Cert && client_tls.is_none() {
+        if g.auth_type == AuthType::Cert && g.client_tls_sslmode == crate::tls::SslMode::Disable {
             return Err(fail("auth_type", "auth_type = cert needs client_tls_sslmode and a certificate".into()));
         }
-        Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls })
+        let file = |f: &str| resolve(path, Path::new(f));
+        let mut tls_warnings = Vec::new();
+        // Both sides or neither, as PgBouncer's sbuf_tls_setup.
+        let tls = crate::tls::ServerTls::load(g, file, &mut tls_warnings)
+            .and_then(|server| crate::tls::ClientTls::load(g, file, &mut tls_warnings).map(|client| (client, server)));
+        let (client_tls, server_tls, tls_error) = match tls {
+            Ok((c, s)) => (c, s, None),
+            Err(e) => (None, None, Some(e)),
+        };
+        Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls, tls_warnings, tls_error })
     }
 }
 
@@ -205,6 +235,8 @@ impl Config {
         next.ident = files.ident;
         next.client_tls = files.client_tls;
         next.server_tls = files.server_tls;
+        next.warnings = files.tls_warnings;
+        next.tls_error = files.tls_error;
         next.raw.insert(p.name, value.to_owned());
         Ok(next)
     }
@@ -274,11 +306,21 @@ mod tests {
     #[test]
     fn set_of_a_tls_setting_rebuilds_tls() {
         let c = load_text("[pgbouncer]\n").unwrap();
-        assert!(c.client_tls.is_none() && c.server_tls.is_some());
-        let e = c.with_setting("client_tls_sslmode", "require").unwrap_err();
-        assert!(e.contains("client_tls_key_file"), "{e}");
+        assert!(c.client_tls.is_none() && c.server_tls.is_some() && c.tls_error.is_none());
+        // Accepted as PgBouncer's SET accepts it; the TLS error says why it is not applied.
+        let bad = c.with_setting("client_tls_sslmode", "require").unwrap();
+        assert!(bad.tls_error.as_deref().unwrap().contains("client_tls_key_file"), "{:?}", bad.tls_error);
         let off = c.with_setting("server_tls_sslmode", "disable").unwrap();
-        assert!(off.server_tls.is_none());
+        assert!(off.server_tls.is_none() && off.tls_error.is_none());
+        // A protocol rustls cannot speak is a warning; no TLS version left is one more.
+        let old = c.with_setting("server_tls_protocols", "tlsv1.0").unwrap();
+        assert!(old.tls_error.is_none() && old.server_tls.is_some());
+        assert!(old.warnings.iter().any(|w| w.contains("tlsv1.0")), "{:?}", old.warnings);
+        // PgBouncer refuses unknown protocol words.
+        let e = c.with_setting("server_tls_protocols", "sslv3").unwrap().tls_error.unwrap();
+        assert!(e.starts_with("invalid server_tls_protocols: sslv3"), "{e}");
+        // verify-full towards servers without a CA file uses the system trust store.
+        assert!(c.with_setting("server_tls_sslmode", "verify-full").unwrap().tls_error.is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
 mod averages;
+mod dedicated;
 pub mod histogram;
 mod limit;
 mod registry;
@@ -183,6 +184,13 @@ impl Pool {
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Relaxed);
         self.close_idle("database configuration changed");
+    }
+
+    /// Forgets the last failed login, so that the next client tries at once instead of getting
+    /// the cached error: the server settings changed (RELOAD or SET of server_tls_*), and the
+    /// failure was under the old ones.
+    pub fn forget_login_failure(&self) {
+        self.state.lock().last_failure = None;
     }
 
     /// Servers made under an older generation still open.
@@ -460,6 +468,18 @@ impl Pool {
     }
 
     async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+        self.open_to(guard, settings, &settings.target, false).await
+    }
+
+    /// Opens a server to `target`. A `dedicated` one (replication) does not speak for the pool:
+    /// its refusal is `login failed` for its own client only.
+    async fn open_to(
+        self: &Arc<Self>,
+        guard: SlotGuard,
+        settings: &PoolSettings,
+        target: &server::Target,
+        dedicated: bool,
+    ) -> Result<ServerConn, CheckoutError> {
         let mut creds = settings.credentials.clone();
         creds.scram_keys = self.scram_keys.lock().clone();
         if creds.password.is_none() && creds.md5_secret.is_none() {
@@ -469,17 +489,17 @@ impl Pool {
                 _ => {}
             }
         }
-        let mut tag = ConnTag::server_to(
-            crate::net::next_conn_id(),
-            &self.db,
-            &self.user,
-            &settings.target.pick_host(),
-            settings.target.port,
-        );
+        // One pick per connection: the host in the log lines is the host dialled.
+        let host = target.pick_host();
+        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, target.port);
+        // The TLS settings in force now, not the caller's snapshot: a client waiting through
+        // TLS failures must get the settings a SET or RELOAD fixed.
+        let tls = self.settings().tls.clone();
         let result = server::connect(
-            &settings.target,
+            target,
+            &host,
             &creds,
-            settings.tls.as_ref(),
+            tls.as_ref(),
             settings.connect_timeout,
             &mut tag,
             settings.log_connections,
@@ -487,6 +507,19 @@ impl Pool {
         .await;
         let mut s = match result {
             Ok(s) => s,
+            Err(e) if dedicated => {
+                if let ServerError::Rejected { severity, message, .. } = &e {
+                    tracing::error!("S: login failed: {severity} {message}");
+                }
+                let reason = if e.is_refusal() { "login failed".to_owned() } else { e.log_reason() };
+                if settings.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {reason} (age=0s)");
+                }
+                return Err(CheckoutError::Refused(Arc::new(LoginRefusal {
+                    sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
+                    message: reason,
+                })));
+            }
             Err(e) => {
                 let refusal = match &e {
                     ServerError::Rejected { severity, message, sqlstate } => {
@@ -499,6 +532,10 @@ impl Pool {
                             sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
                             message: "server login failed: wrong password type".into(),
                         })
+                    }
+                    ServerError::TlsHandshake(m) => {
+                        tracing::warn!("TLS handshake error: {m}");
+                        None
                     }
                     _ => None,
                 };

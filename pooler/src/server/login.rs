@@ -58,9 +58,14 @@ pub enum ServerError {
     /// The server closed during login.
     #[error("server closed the connection during login")]
     Closed,
-    /// TLS was required and could not be had, or the handshake failed.
+    /// TLS was required and could not be had.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The TLS handshake failed or the certificate was refused (`certificate verify failed:
+    /// ...`). As in PgBouncer, waiting clients keep waiting and the pool retries after
+    /// server_login_retry: a RELOAD or SET may fix the settings meanwhile.
+    #[error("TLS: {0}")]
+    TlsHandshake(String),
 }
 
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -84,6 +89,8 @@ impl ServerError {
             ServerError::Protocol(_) => "unknown pkt from server".into(),
             ServerError::Closed => "server conn crashed?".into(),
             ServerError::Tls(m) => m.clone(),
+            // PgBouncer's reason after "TLS handshake error: ...".
+            ServerError::TlsHandshake(_) => "server conn crashed?".into(),
         }
     }
 }
@@ -98,7 +105,7 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
     tcp.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {
-            let s = tls.connect(host, tcp).await.map_err(|e| ServerError::Tls(e.to_string()))?;
+            let s = tls.connect(host, tcp).await.map_err(|e| ServerError::TlsHandshake(e.to_string()))?;
             Ok(Stream::TlsConnected(Box::new(s)))
         }
         b'N' if tls.mode >= SslMode::Require => {
@@ -109,8 +116,8 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
     }
 }
 
-async fn dial(target: &Target, tls: Option<&ServerTls>) -> Result<(Stream, PeerAddr), ServerError> {
-    let host = target.pick_host();
+async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(Stream, PeerAddr), ServerError> {
+    let host = host.to_owned();
     if Target::is_unix(&host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
         let s = UnixStream::connect(&path).await?;
@@ -169,13 +176,15 @@ fn rejected(body: &[u8]) -> ServerError {
     }
 }
 
-/// Connects and logs in within `timeout`. `tag` (id, pool database and user) gets the server's
-/// address once connected, so that the caller's log lines name it.
+/// Connects to `host` (one of the target's, picked by the caller) and logs in within
+/// `timeout`. `tag` (id, pool database and user) gets the server's address once connected, so
+/// that the caller's log lines name it.
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
 pub async fn connect(
     target: &Target,
+    host: &str,
     creds: &Credentials,
     tls: Option<&ServerTls>,
     timeout: Duration,
@@ -183,12 +192,16 @@ pub async fn connect(
     log_connections: bool,
 ) -> Result<ServerConn, ServerError> {
     let attempt = async {
-        let (mut stream, addr) = dial(target, tls).await?;
+        let (mut stream, addr) = dial(target, host, tls).await?;
         *tag = ConnTag::server(tag.id, &tag.db, &tag.user, &addr, target.port);
         if log_connections {
             match stream.local_addr() {
                 Some(local) => crate::conn_log!(info, tag, "new connection to server (from {local})"),
                 None => crate::conn_log!(info, tag, "new connection to server"),
+            }
+            if let Stream::TlsConnected(t) = &stream {
+                let desc = crate::tls::describe_session(t.get_ref().1);
+                crate::conn_log!(info, tag, "SSL established: {desc}");
             }
         }
         let (params, key, leftover) = login(&mut stream, target, creds).await?;

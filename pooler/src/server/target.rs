@@ -52,6 +52,22 @@ impl Target {
         self.hosts[n % self.hosts.len()].clone()
     }
 
+    /// The same target with `extra` startup parameters (a replication client's own).
+    pub fn with_params(&self, extra: &[(String, String)]) -> Target {
+        let mut startup_params = self.startup_params.clone();
+        startup_params.extend(extra.iter().cloned());
+        Target {
+            hosts: self.hosts.clone(),
+            port: self.port,
+            dbname: self.dbname.clone(),
+            user: self.user.clone(),
+            default_socket_dir: self.default_socket_dir.clone(),
+            load_balance: self.load_balance,
+            startup_params,
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+        }
+    }
+
     /// Moves a `disable` target to its next host after a failed connect.
     pub fn advance_after_failure(&self) {
         if self.load_balance == LoadBalanceHosts::Disable {

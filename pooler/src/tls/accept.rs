@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
+use openssl::x509::X509PurposeId;
+use rustls::sign::SingleCertAndKey;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::verify::{ClientVerifier, Trust};
 use super::{pem, settings, SslMode};
 use crate::config::General;
 
@@ -24,6 +26,8 @@ pub struct ClientTls {
     pub acceptor: TlsAcceptor,
     /// tls-server-end-point data of our certificate, when channel binding is possible.
     pub end_point: Option<Arc<[u8]>>,
+    /// Why every handshake is refused (the settings leave no protocol rustls speaks).
+    refuse: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -44,50 +48,93 @@ pub struct AcceptedTls {
 }
 
 impl ClientTls {
-    /// Builds the acceptor; `None` when client_tls_sslmode is disable.
+    /// Builds the acceptor; `None` when client_tls_sslmode is disable. What PgBouncer accepts
+    /// with a warning, or what rustls cannot do, goes to `warnings`.
     ///
     /// # Errors
-    /// Missing or unreadable files, and settings rustls cannot honour (the reason names the
-    /// parameter).
-    pub fn load(g: &General, resolve: impl Fn(&str) -> std::path::PathBuf) -> Result<Option<Self>, String> {
+    /// What PgBouncer refuses (its words: `invalid client_tls_protocols: ...`, `failed to set
+    /// the TLSv1.3 cipher suites`, `failed to load certificate file "..."`): the caller logs
+    /// `TLS setup failed: REASON` and keeps the TLS in force.
+    pub fn load(
+        g: &General,
+        resolve: impl Fn(&str) -> std::path::PathBuf,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Self>, String> {
         if g.client_tls_sslmode == SslMode::Disable {
             return Ok(None);
         }
         let (Some(key), Some(cert)) = (&g.client_tls_key_file, &g.client_tls_cert_file) else {
-            return Err("client_tls_sslmode needs client_tls_key_file and client_tls_cert_file".into());
+            return Err(
+                "To allow TLS connections from clients, client_tls_key_file and client_tls_cert_file must be set."
+                    .into(),
+            );
         };
-        let versions =
-            settings::protocol_versions(&g.client_tls_protocols).map_err(|e| format!("client_tls_protocols: {e}"))?;
-        let suites = settings::cipher_suites(&g.client_tls_ciphers, &g.client_tls13_ciphers)
-            .map_err(|e| format!("client_tls_ciphers: {e}"))?;
-        let groups = settings::kx_groups(&g.client_tls_ecdhcurve).map_err(|e| format!("client_tls_ecdhcurve: {e}"))?;
-        settings::check_dheparams(&g.client_tls_dheparams).map_err(|e| format!("client_tls_dheparams: {e}"))?;
+        if g.client_tls_sslmode == SslMode::VerifyFull && g.client_tls_ca_file.is_none() {
+            return Err("client_tls_sslmode requires client_tls_ca_file".into());
+        }
+        let (versions, w) = settings::protocol_versions(&g.client_tls_protocols)
+            .map_err(|e| format!("invalid client_tls_protocols: {} ({e})", g.client_tls_protocols))?;
+        warnings.extend(w.into_iter().map(|w| format!("client_tls_protocols: {w}")));
+        let (mut suites, w) = settings::tls12_suites(&g.client_tls_ciphers)
+            .map_err(|e| format!("invalid client_tls_ciphers: {} ({e})", g.client_tls_ciphers))?;
+        warnings.extend(w.map(|w| format!("client_tls_ciphers: {w}")));
+        // PgBouncer sets the TLS 1.3 suites only when TLS 1.3 is on.
+        if versions.contains(&&rustls::version::TLS13) {
+            let (s13, w) = settings::tls13_suites(&g.client_tls13_ciphers)?;
+            warnings.extend(w.map(|w| format!("client_tls13_ciphers: {w}")));
+            suites.extend(s13);
+        }
+        let groups =
+            settings::kx_groups(&g.client_tls_ecdhcurve).map_err(|e| format!("invalid client_tls_ecdhecurve: {e}"))?;
+        settings::check_dheparams(&g.client_tls_dheparams).map_err(|e| format!("invalid client_tls_dheparams: {e}"))?;
         let provider = settings::provider(suites, groups);
-        let chain = pem::certs(&resolve(cert))?;
-        let private = pem::key(&resolve(key))?;
-        let end_point = pem::end_point_hash(&chain[0]).map(Arc::from);
-        let builder = ServerConfig::builder_with_provider(provider.clone())
+        let own = pem::certified_key(&resolve(cert), &resolve(key), &provider)?;
+        let end_point = pem::end_point_hash(&own.cert[0]).map(Arc::from);
+        let verifier = match &g.client_tls_ca_file {
+            Some(ca) => Some(Trust::from_file(&resolve(ca), X509PurposeId::SSL_CLIENT)?),
+            // verify-ca without a CA file: the system's trust store.
+            None if g.client_tls_sslmode >= SslMode::VerifyCa => Some(Trust::system(X509PurposeId::SSL_CLIENT)?),
+            None => None,
+        }
+        .map(|trust| {
+            Arc::new(ClientVerifier {
+                subjects: trust.subjects(),
+                trust,
+                // verify-ca and verify-full demand a certificate; below that one is checked
+                // when sent (cert auth needs it).
+                mandatory: g.client_tls_sslmode >= SslMode::VerifyCa,
+                algs: provider.signature_verification_algorithms,
+            })
+        });
+        let usable: Vec<_> =
+            versions.iter().copied().filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v)).collect();
+        let refuse = usable.is_empty().then(|| {
+            let why: Arc<str> =
+                Arc::from("no TLS version and cipher suite left by client_tls_protocols and client_tls_ciphers");
+            warnings.push(format!("client_tls_sslmode: {why}: TLS handshakes with clients will fail"));
+            why
+        });
+        let versions = if usable.is_empty() { vec![&rustls::version::TLS13] } else { usable };
+        let provider = if refuse.is_some() {
+            settings::provider(rustls::crypto::ring::ALL_CIPHER_SUITES.to_vec(), provider.kx_groups.clone())
+        } else {
+            provider
+        };
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
             .map_err(|e| format!("client_tls_protocols: {e}"))?;
-        let builder = match &g.client_tls_ca_file {
-            Some(ca) => {
-                let roots = Arc::new(pem::roots(&resolve(ca))?);
-                let v = WebPkiClientVerifier::builder_with_provider(roots, provider);
-                // verify-ca and verify-full demand a certificate; below that one is checked
-                // when sent (cert auth needs it), and not asked for otherwise.
-                let v = if g.client_tls_sslmode >= SslMode::VerifyCa { v } else { v.allow_unauthenticated() };
-                builder.with_client_cert_verifier(v.build().map_err(|e| format!("client_tls_ca_file: {e}"))?)
-            }
-            None if g.client_tls_sslmode >= SslMode::VerifyCa => {
-                return Err("client_tls_sslmode verify-ca and verify-full need client_tls_ca_file".into())
-            }
+        let builder = match verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(chain, private)
-            .map_err(|e| format!("client_tls_key_file / client_tls_cert_file: {e}"))?;
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(own)));
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-        Ok(Some(ClientTls { mode: g.client_tls_sslmode, acceptor: TlsAcceptor::from(Arc::new(config)), end_point }))
+        Ok(Some(ClientTls {
+            mode: g.client_tls_sslmode,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            end_point,
+            refuse,
+        }))
     }
 
     /// Runs the handshake on `tcp`, starting with `already_read` (the start of a ClientHello
@@ -102,6 +149,9 @@ impl ClientTls {
         already_read: &[u8],
         direct: bool,
     ) -> std::io::Result<(TlsStream<TcpStream>, AcceptedTls)> {
+        if let Some(why) = &self.refuse {
+            return Err(std::io::Error::other(why.to_string()));
+        }
         let stream = self
             .acceptor
             .accept_with(tcp, |conn| {
@@ -124,10 +174,24 @@ impl ClientTls {
             ));
         }
         let peer_cn = conn.peer_certificates().and_then(|c| c.first()).and_then(pem::common_name);
-        let version = conn.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS");
-        let suite = conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("");
-        // OpenSSL's names, as PgBouncer logs and shows them: TLS_AES_256_GCM_SHA384.
-        let description = format!("{}/{}", version.replace("TLSv1_", "TLSv1."), suite.replace("TLS13_", "TLS_"));
+        let description = describe_session(conn);
         Ok((stream, AcceptedTls { peer_cn, end_point: self.end_point.clone(), description }))
     }
+}
+
+/// Protocol and suite in OpenSSL's names, as PgBouncer logs and shows them:
+/// `TLSv1.3/TLS_AES_256_GCM_SHA384`, `TLSv1.2/ECDHE-RSA-AES256-GCM-SHA384`.
+pub fn describe_session<D>(conn: &rustls::ConnectionCommon<D>) -> String {
+    let version = conn.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS").replace("TLSv1_", "TLSv1.");
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+    let suite = suite.map(|s| {
+        let iana = s.as_str().unwrap_or("");
+        let openssl = openssl::ssl::cipher_name(&iana.replace("TLS13_", "TLS_"));
+        if openssl == "(NONE)" {
+            iana.replace("TLS13_", "TLS_")
+        } else {
+            openssl.to_owned()
+        }
+    });
+    format!("{version}/{}", suite.unwrap_or_default())
 }

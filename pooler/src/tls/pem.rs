@@ -3,36 +3,74 @@
 //! tls-server-end-point channel binding (RFC 5929).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use rustls::RootCertStore;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-/// Every certificate in a PEM file.
+/// Every certificate in a PEM file (the certificate first, then its chain).
+///
+/// # Errors
+/// PgBouncer's words: `failed to load certificate file "PATH": REASON`.
 pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let fail = |why: String| format!("failed to load certificate file \"{}\": {why}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|e| fail(e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
+        return Err(fail("no certificate found".into()));
     }
     Ok(certs)
 }
 
 /// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+///
+/// # Errors
+/// PgBouncer's words: `failed to load private key file "PATH": REASON`.
 pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    let fail = |why: String| format!("failed to load private key file \"{}\": {why}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| fail(e.to_string()))
 }
 
-/// A CA bundle as a root store.
-pub fn roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    for c in certs(path)? {
-        store.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+/// The OS's words for an I/O error, as strerror gives them (`No such file or directory`).
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
     }
-    Ok(store)
+}
+
+/// The certificate and key of one side, ready for rustls. The pair is checked with OpenSSL
+/// (as SSL_CTX_check_private_key does for PgBouncer), not with webpki, which cannot read an
+/// X.509 v1 certificate.
+///
+/// # Errors
+/// Unreadable files, a key the provider cannot use, or a key that is not the certificate's.
+pub fn certified_key(
+    cert: &Path,
+    key_file: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = certs(cert)?;
+    let private = key(key_file)?;
+    let x509 = openssl::x509::X509::from_der(chain[0].as_ref())
+        .map_err(|e| format!("failed to load certificate file \"{}\": {e}", cert.display()))?;
+    let public =
+        x509.public_key().map_err(|e| format!("failed to load certificate file \"{}\": {e}", cert.display()))?;
+    let own = openssl::pkey::PKey::private_key_from_der(private.secret_der())
+        .map_err(|e| format!("failed to load private key file \"{}\": {e}", key_file.display()))?;
+    if !public.public_eq(&own) {
+        return Err("private/public key mismatch".into());
+    }
+    let signer = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| format!("failed to load private key file \"{}\": {e}", key_file.display()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
 /// The subject's common name, if the certificate has one.

@@ -42,34 +42,65 @@ impl SslMode {
     }
 }
 
-/// `*_tls_protocols`: `secure`, `default`, `all`, `legacy` or a list of `tlsv1.2` / `tlsv1.3`.
-/// rustls speaks only TLS 1.2 and 1.3, so `all` and `legacy` mean those two and naming
-/// TLS 1.0 or 1.1 is an error.
-pub fn protocol_versions(v: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
-    let mut out = Vec::new();
-    for word in v.split([',', ':', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
-        match word.to_ascii_lowercase().as_str() {
-            "secure" | "default" | "all" | "legacy" => {
-                out.push(&rustls::version::TLS12);
-                out.push(&rustls::version::TLS13);
-            }
-            "tlsv1.2" => out.push(&rustls::version::TLS12),
-            "tlsv1.3" => out.push(&rustls::version::TLS13),
-            "tlsv1.0" | "tlsv1.1" | "tlsv1" => {
-                return Err(format!(
-                    "{word} is not supported: pgmux speaks TLS 1.2 and 1.3 only (tlsv1.2, tlsv1.3, secure, all)"
-                ))
-            }
-            _ => {
-                return Err(format!("invalid TLS protocol \"{word}\" (tlsv1.2, tlsv1.3, secure, default, all, legacy)"))
-            }
+/// `*_tls_protocols` in PgBouncer's syntax: words separated by `,` or `:`, each `all`,
+/// `default`, `secure`, `tlsv1` (1.0 to 1.3), `tlsv1.0` .. `tlsv1.3`, or one of those after `!`
+/// to take it away (a list that starts with `!` starts from `all`). `legacy` is taken as `all`.
+/// rustls speaks TLS 1.2 and 1.3: naming 1.0 or 1.1 is a warning, not an error (OpenSSL 3
+/// refuses them at its default security level anyway). The result may be empty; the caller
+/// then refuses handshakes on that side.
+///
+/// # Errors
+/// A word PgBouncer does not know (PgBouncer's message: `invalid *_protocols: VALUE`).
+pub fn protocol_versions(v: &str) -> Result<(Vec<&'static SupportedProtocolVersion>, Vec<String>), String> {
+    const V10: u8 = 1;
+    const V11: u8 = 2;
+    const V12: u8 = 4;
+    const V13: u8 = 8;
+    const ALL: u8 = V10 | V11 | V12 | V13;
+    let mut bits = 0u8;
+    let mut warnings = Vec::new();
+    for word in v.split([',', ':']).map(|w| w.trim_matches([' ', '\t'])).filter(|w| !w.is_empty()) {
+        let (negate, name) = match word.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, word),
+        };
+        if negate && bits == 0 {
+            bits = ALL;
+        }
+        let proto = match name.to_ascii_lowercase().as_str() {
+            "all" | "legacy" | "tlsv1" => ALL,
+            "default" | "secure" => V12 | V13,
+            "tlsv1.0" => V10,
+            "tlsv1.1" => V11,
+            "tlsv1.2" => V12,
+            "tlsv1.3" => V13,
+            _ => return Err(format!("invalid protocol \"{name}\"")),
+        };
+        if !negate && matches!(proto, V10 | V11) {
+            warnings.push(format!("{name} is not available: rustls speaks TLS 1.2 and 1.3 only"));
+        }
+        if negate {
+            bits &= !proto;
+        } else {
+            bits |= proto;
         }
     }
-    if out.is_empty() {
-        return Err("no TLS protocol version given".into());
+    if v.trim().is_empty() {
+        bits = V12 | V13;
     }
-    out.dedup_by_key(|p| p.version);
-    Ok(out)
+    let mut out = Vec::new();
+    if bits & V12 != 0 {
+        out.push(&rustls::version::TLS12);
+    }
+    if bits & V13 != 0 {
+        out.push(&rustls::version::TLS13);
+    }
+    if out.is_empty() {
+        warnings.push(format!(
+            "\"{v}\" leaves no TLS version pgmux can speak (tlsv1.2, tlsv1.3): TLS handshakes will fail"
+        ));
+    }
+    Ok((out, warnings))
 }
 
 /// OpenSSL spellings of the suites rustls offers, beside rustls' own (IANA) names.
@@ -85,44 +116,118 @@ const OPENSSL_NAMES: &[(&str, &str)] = &[
     ("ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
 ];
 
+/// A suite by its OpenSSL or IANA name.
 fn suite_named(name: &str) -> Option<SupportedCipherSuite> {
     let iana = OPENSSL_NAMES.iter().find(|(o, _)| o.eq_ignore_ascii_case(name)).map(|(_, i)| *i).unwrap_or(name);
     ring::ALL_CIPHER_SUITES.iter().copied().find(|s| s.suite().as_str().is_some_and(|n| n.eq_ignore_ascii_case(iana)))
 }
 
-/// `*_tls_ciphers` (TLS 1.2) and `*_tls13_ciphers` (TLS 1.3, empty means the first applies).
-/// Keywords `default`, `secure`, `fast`, `normal`, `all`, `compat`, `legacy` and `HIGH` mean
-/// every suite rustls offers (all are AEAD with forward secrecy); otherwise a `:` or `,`
-/// separated list of suite names in OpenSSL or IANA spelling.
-pub fn cipher_suites(tls12: &str, tls13: &str) -> Result<Vec<SupportedCipherSuite>, String> {
-    let mut out: Vec<SupportedCipherSuite> = Vec::new();
-    for (list, version13) in [(tls12, false), (if tls13.trim().is_empty() { tls12 } else { tls13 }, true)] {
-        for word in list.split([':', ',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
-            let keyword = ["default", "secure", "fast", "normal", "all", "compat", "legacy", "high"];
-            let picked: Vec<SupportedCipherSuite> = if keyword.contains(&word.to_ascii_lowercase().as_str()) {
-                ring::ALL_CIPHER_SUITES.to_vec()
-            } else {
-                let s = suite_named(word).ok_or_else(|| {
-                    let names: Vec<&str> = OPENSSL_NAMES.iter().map(|(o, _)| *o).collect();
-                    format!(
-                        "cipher \"{word}\" is not available (keywords: default, secure, all; suites: {})",
-                        names.join(", ")
-                    )
-                })?;
-                vec![s]
-            };
-            for s in picked {
-                let is13 = matches!(s, SupportedCipherSuite::Tls13(_));
-                if is13 == version13 && !out.iter().any(|o| o.suite() == s.suite()) {
-                    out.push(s);
-                }
+/// OpenSSL keywords PgBouncer passes over to take OpenSSL's default list; pgmux also takes the
+/// old PgBouncer keywords `compat`, `legacy`, `all` (every suite, as OpenSSL's default).
+const DEFAULT_KEYWORDS: &[&str] = &["", "default", "secure", "normal", "fast", "compat", "legacy", "all", "insecure"];
+
+/// `*_tls_ciphers` (TLS 1.2 suites) in PgBouncer's syntax, which is OpenSSL's cipher-list
+/// syntax (`HIGH:!aNULL`, `ECDHE+AESGCM`, suite names) plus PgBouncer's keywords. OpenSSL
+/// itself expands the string; pgmux keeps the suites rustls has, in OpenSSL's order. The
+/// second value is a warning when none is left (TLS 1.2 is then off on that side).
+///
+/// # Errors
+/// A string OpenSSL refuses (PgBouncer: `invalid *_ciphers: VALUE`).
+pub fn tls12_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), String> {
+    let all12 = || ring::ALL_CIPHER_SUITES.iter().copied().filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
+    if DEFAULT_KEYWORDS.contains(&v.trim().to_ascii_lowercase().as_str()) {
+        return Ok((all12().collect(), None));
+    }
+    let codes = openssl_tls12_codes(v.trim())?;
+    let picked: Vec<_> = codes.iter().filter_map(|c| all12().find(|s| u16::from(s.suite()) == *c)).collect();
+    let warning = picked.is_empty().then(|| {
+        let names: Vec<&str> = OPENSSL_NAMES.iter().filter(|(o, _)| !o.starts_with("TLS_")).map(|(o, _)| *o).collect();
+        format!("\"{v}\" selects no TLS 1.2 suite rustls has ({}): TLS 1.2 is off", names.join(", "))
+    });
+    Ok((picked, warning))
+}
+
+/// The TLS 1.2 suites an OpenSSL cipher string selects, as their IANA codes in OpenSSL's
+/// order. OpenSSL offers no safe way to list a context's ciphers, so this has OpenSSL write
+/// a ClientHello into memory and reads the cipher_suites field back.
+fn openssl_tls12_codes(v: &str) -> Result<Vec<u16>, String> {
+    use openssl::ssl::{HandshakeError, Ssl, SslContext, SslMethod, SslVersion};
+    let err = |e: &dyn std::fmt::Display| format!("OpenSSL: {e}");
+    let mut b = SslContext::builder(SslMethod::tls_client()).map_err(|e| err(&e))?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_2)).map_err(|e| err(&e))?;
+    b.set_cipher_list(v).map_err(|_| format!("no ciphers for '{v}'"))?;
+    let ctx = b.build();
+    let ssl = Ssl::new(&ctx).map_err(|e| err(&e))?;
+    let hello = match ssl.connect(Capture(Vec::new())) {
+        Err(HandshakeError::WouldBlock(mid)) => mid.get_ref().0.clone(),
+        Err(e) => return Err(err(&e)),
+        Ok(_) => return Err("OpenSSL finished a handshake with nobody".into()),
+    };
+    client_hello_suites(&hello).ok_or_else(|| "OpenSSL wrote no ClientHello".into())
+}
+
+/// An in-memory peer that never answers: the handshake stops after the ClientHello.
+#[derive(Debug)]
+struct Capture(Vec<u8>);
+
+impl std::io::Read for Capture {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// cipher_suites of a ClientHello record (RFC 5246 §7.4.1.2), without the signalling values.
+fn client_hello_suites(rec: &[u8]) -> Option<Vec<u16>> {
+    // record header (5), handshake header (4), client_version (2), random (32)
+    if rec.first() != Some(&0x16) || rec.get(5) != Some(&0x01) {
+        return None;
+    }
+    let sid_len = *rec.get(43)? as usize;
+    let at = 44 + sid_len;
+    let len = u16::from_be_bytes([*rec.get(at)?, *rec.get(at + 1)?]) as usize;
+    let list = rec.get(at + 2..at + 2 + len)?;
+    Some(list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).filter(|c| *c != 0x00ff).collect())
+}
+
+/// `*_tls13_ciphers`: empty means every TLS 1.3 suite (OpenSSL's default, as PgBouncer);
+/// otherwise a `:` list of TLS 1.3 suite names that OpenSSL must accept. Names OpenSSL knows
+/// and rustls lacks (the CCM suites) are dropped; the warning says so when none is left.
+///
+/// # Errors
+/// A list OpenSSL refuses, in PgBouncer's words: `failed to set the TLSv1.3 cipher suites`.
+pub fn tls13_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), String> {
+    let all13 = || ring::ALL_CIPHER_SUITES.iter().copied().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+    if v.trim().is_empty() {
+        return Ok((all13().collect(), None));
+    }
+    let mut b =
+        openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls()).map_err(|e| format!("OpenSSL: {e}"))?;
+    b.set_ciphersuites(v.trim()).map_err(|_| "failed to set the TLSv1.3 cipher suites".to_owned())?;
+    let mut picked: Vec<SupportedCipherSuite> = Vec::new();
+    for name in v.split(':').map(str::trim).filter(|w| !w.is_empty()) {
+        if let Some(s) = suite_named(name).filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
+            if !picked.iter().any(|p| p.suite() == s.suite()) {
+                picked.push(s);
             }
         }
     }
-    if out.is_empty() {
-        return Err("no usable TLS cipher suite".into());
-    }
-    Ok(out)
+    let warning = picked.is_empty().then(|| {
+        format!(
+            "\"{v}\" names no TLS 1.3 suite rustls has (TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, \
+             TLS_CHACHA20_POLY1305_SHA256): TLS 1.3 is off"
+        )
+    });
+    Ok((picked, warning))
 }
 
 /// `client_tls_ecdhcurve`: `auto` (rustls' defaults) or a list of x25519, P-256, P-384.
@@ -168,23 +273,41 @@ mod tests {
     }
 
     #[test]
-    fn protocols_name_what_rustls_speaks() {
-        assert_eq!(protocol_versions("secure").unwrap().len(), 2);
-        assert_eq!(protocol_versions("tlsv1.3").unwrap().len(), 1);
-        let e = protocol_versions("tlsv1.0,tlsv1.2").unwrap_err();
-        assert!(e.contains("TLS 1.2 and 1.3 only"), "{e}");
+    fn protocols_take_pgbouncer_syntax_and_warn_for_what_rustls_lacks() {
+        assert_eq!(protocol_versions("secure").unwrap().0.len(), 2);
+        assert_eq!(protocol_versions("tlsv1.3").unwrap().0.len(), 1);
+        assert_eq!(protocol_versions("all:!tlsv1.2").unwrap().0, vec![&rustls::version::TLS13]);
+        assert_eq!(protocol_versions("!tlsv1.3").unwrap().0, vec![&rustls::version::TLS12]);
+        let (v, w) = protocol_versions("tlsv1.0,tlsv1.2").unwrap();
+        assert_eq!((v.len(), w.len()), (1, 1));
+        assert!(w[0].contains("tlsv1.0"), "{w:?}");
+        let (v, w) = protocol_versions("tlsv1.0").unwrap();
+        assert!(v.is_empty() && w.len() == 2, "{w:?}");
         assert!(protocol_versions("sslv3").is_err());
     }
 
     #[test]
-    fn ciphers_take_openssl_and_iana_names() {
-        let s = cipher_suites("ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_AES_256_GCM_SHA384").unwrap();
-        assert_eq!(s.len(), 2);
-        let s = cipher_suites("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "").unwrap();
-        assert_eq!(s.len(), 1);
-        assert_eq!(cipher_suites("default", "").unwrap().len(), ring::ALL_CIPHER_SUITES.len());
-        let e = cipher_suites("RC4-SHA", "").unwrap_err();
-        assert!(e.contains("RC4-SHA") && e.contains("ECDHE-RSA-AES128-GCM-SHA256"), "{e}");
+    fn tls12_ciphers_are_expanded_by_openssl() {
+        let (s, w) = tls12_suites("ECDHE-ECDSA-AES128-GCM-SHA256").unwrap();
+        assert_eq!((s.len(), w), (1, None));
+        let (s, _) = tls12_suites("HIGH:!aNULL:!CHACHA20").unwrap();
+        assert!(!s.is_empty() && s.iter().all(|s| !format!("{:?}", s.suite()).contains("CHACHA")), "{s:?}");
+        let (s, _) = tls12_suites("ECDHE+AESGCM").unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(tls12_suites("default").unwrap().0.len(), 6);
+        let (s, w) = tls12_suites("AES128-SHA").unwrap();
+        assert!(s.is_empty() && w.unwrap().contains("TLS 1.2 is off"));
+        assert!(tls12_suites("NO-SUCH-CIPHER").is_err());
+    }
+
+    #[test]
+    fn tls13_ciphers_are_checked_by_openssl() {
+        assert_eq!(tls13_suites("").unwrap().0.len(), 3);
+        let (s, w) = tls13_suites("TLS_CHACHA20_POLY1305_SHA256").unwrap();
+        assert_eq!((s.len(), w), (1, None));
+        assert_eq!(tls13_suites("unknown").unwrap_err(), "failed to set the TLSv1.3 cipher suites");
+        let (s, w) = tls13_suites("TLS_AES_128_CCM_SHA256").unwrap();
+        assert!(s.is_empty() && w.is_some());
     }
 
     #[test]

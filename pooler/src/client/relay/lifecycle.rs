@@ -91,6 +91,15 @@ impl Relay {
                 }
             }
         }
+        self.install(server);
+        Ok(())
+    }
+
+    /// Makes `server` the session's: cancel requests, SHOW CLIENTS state, prepared-statement
+    /// tracking.
+    pub(super) fn install(&mut self, mut server: server::ServerConn) {
+        let pool = &self.session.pool;
+        let info = &self.session.info;
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
@@ -103,9 +112,10 @@ impl Relay {
             .unwrap_or(0);
         info.request_time_us.store(now_us, Ordering::Relaxed);
         self.tracker.reset();
+        self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
+        self.track_prepared = self.mode != PoolMode::Session && self.max_prepared > 0;
         self.need_server = false;
         self.server = Some(server);
-        Ok(())
     }
 
     /// Gives the server back to the pool (transaction and statement modes, and at the end).
@@ -168,9 +178,11 @@ impl Relay {
                 && self.s_skip == 0
                 && self.sout.len() == self.s_ready;
             let reset = &self.settings.reset_query;
-            let needs_reset =
-                (self.settings.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
-            if clean && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
+            let needs_reset = (self.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
+            if self.dedicated {
+                // A replication client's server is its own: never shared, closed with it.
+                pool.discard(server, "replication client disconnected");
+            } else if clean && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
                 pool.release(server);
             } else if clean {
                 pool.discard(server, "reset query failed");

@@ -95,9 +95,14 @@ struct Relay {
     copy_in: bool,
     /// The last request counted was a Sync (not a Query).
     last_request_sync: bool,
-    /// Named prepared statements are mapped across servers (transaction/statement modes).
+    /// Named prepared statements are mapped across servers (transaction/statement modes with
+    /// max_prepared_statements above 0); both are read at each attach.
     track_prepared: bool,
     max_prepared: usize,
+    /// The pool mode this session runs in (session for a replication client).
+    mode: PoolMode,
+    /// A replication client: its server is its own for the whole session.
+    dedicated: bool,
     statements: ClientStatements,
     tracker: Tracker,
     /// Completes when the console asks to close this client (KILL, KILL_CLIENT).
@@ -105,9 +110,11 @@ struct Relay {
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
-pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
+pub async fn run(shared: Arc<Shared>, io: ClientIo, mut session: Session) {
     let config = shared.config();
     let settings = session.pool.settings();
+    let dedicated = session.dedicated.take();
+    let mode = if dedicated.is_some() { PoolMode::Session } else { settings.mode };
     // The login write buffer is not needed any more: free it now, not at the end of the session.
     let ClientIo { stream, rbuf, wbuf, tls: _ } = io;
     drop(wbuf);
@@ -140,7 +147,9 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         copy_in: false,
         last_request_sync: false,
         track_prepared: false,
-        max_prepared: config.general.max_prepared_statements as usize,
+        max_prepared: 0,
+        mode,
+        dedicated: dedicated.is_some(),
         statements: ClientStatements::default(),
         tracker: Tracker::default(),
         kill: {
@@ -149,7 +158,9 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
         },
         session,
     };
-    r.track_prepared = r.settings.mode != PoolMode::Session && r.max_prepared > 0;
+    if let Some(server) = dedicated {
+        r.install(*server);
+    }
     let end = r.serve().await;
     Box::pin(r.finish(end)).await;
 }
@@ -222,7 +233,7 @@ impl Relay {
                     if let Err(e) = self.scan_server() {
                         return self.server_lost(&e.to_string());
                     }
-                    if self.saw_ready && self.releasable() && self.settings.mode != PoolMode::Session {
+                    if self.saw_ready && self.releasable() && self.mode != PoolMode::Session {
                         self.release().await;
                     }
                 }

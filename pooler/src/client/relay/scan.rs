@@ -1,14 +1,16 @@
 //! The relay's scanners: which client bytes may be sent (counting requests, rewriting prepared
 //! statements) and what the server's bytes say (ReadyForQuery, ParameterStatus, COPY).
 
-use bytes::Buf;
+use bytes::BytesMut;
 use pgmux_protocol::backend::{self, TxStatus};
+use pgmux_protocol::extended;
 use pgmux_protocol::frame::peek_header;
 use pgmux_protocol::{sqlstate, tags, ProtocolError};
 use tokio::time::Instant;
 
 use super::{pass_through, protocol_text, Relay};
-use crate::client::prepared::{Response, Rewrite};
+use crate::client::prepared::{Response, Rewrite, RewriteError, Rewritten};
+use crate::client::{buffers, splice};
 use crate::config::PoolMode;
 use crate::pool::PoolStats;
 
@@ -16,6 +18,15 @@ impl Relay {
     /// Marks whole or partial client messages as sendable, counting requests. Without a server
     /// it only notes that one is needed: what is sent depends on the server (prepared statements).
     pub(super) fn scan_client(&mut self) -> Result<(), String> {
+        let result = self.scan_client_messages();
+        if self.track_prepared && self.server.is_some() {
+            // A Parse or Close answered by pgmux with nothing ahead of it is answered now.
+            self.emit_fakes();
+        }
+        result
+    }
+
+    fn scan_client_messages(&mut self) -> Result<(), String> {
         loop {
             if self.c_skip > 0 {
                 if pass_through(self.cin.len(), &mut self.c_ready, &mut self.c_skip) {
@@ -48,54 +59,103 @@ impl Relay {
                 tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
                     self.last_request_sync = tag == tags::frontend::SYNC;
                     if self.track_prepared {
+                        let (st, cl) = (&mut server.statements, &mut self.statements);
                         if tag == tags::frontend::SYNC {
-                            self.tracker.on_sync();
+                            self.tracker.on_sync(st, cl);
                         } else {
-                            self.tracker.on_query();
+                            self.tracker.on_query(tag == tags::frontend::QUERY, st, cl);
                         }
                     }
                     self.begin_request();
                     self.unsynced = false;
                 }
-                tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
+                tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
+                    if self.track_prepared =>
+                {
                     self.unsynced = true;
-                    match tag {
-                        tags::frontend::PARSE => PoolStats::add(&self.session.pool.stats.client_parse_count, 1),
-                        tags::frontend::BIND => PoolStats::add(&self.session.pool.stats.bind_count, 1),
-                        _ => {}
-                    }
-                    if self.track_prepared {
-                        if avail.len() < total {
+                    let at = self.c_ready;
+                    let mut rw = Rewrite {
+                        client: &mut self.statements,
+                        server: &mut server.statements,
+                        tracker: &mut self.tracker,
+                        max: self.max_prepared,
+                        client_parses: 0,
+                        server_parses: 0,
+                        binds: 0,
+                    };
+                    let result = rw.message(&mut self.cin, at, tag, total);
+                    let (cp, sp, b) = (rw.client_parses, rw.server_parses, rw.binds);
+                    let stats = &self.session.pool.stats;
+                    PoolStats::add(&stats.client_parse_count, cp);
+                    PoolStats::add(&stats.server_parse_count, sp);
+                    PoolStats::add(&stats.bind_count, b);
+                    match result {
+                        Ok(Rewritten::NeedMore) => {
                             self.c_whole = total;
                             return Ok(());
                         }
-                        let mut rw = Rewrite {
-                            client: &mut self.statements,
-                            server: &mut server.statements,
-                            tracker: &mut self.tracker,
-                            max: self.max_prepared,
-                            server_parses: 0,
-                        };
-                        let out = rw.message(tag, &avail[5..total]).map_err(|e| protocol_text(&e))?;
-                        PoolStats::add(&self.session.pool.stats.server_parse_count, rw.server_parses);
-                        if let Some(new) = out {
-                            let mut tail = self.cin.split_off(self.c_ready);
-                            tail.advance(total);
-                            self.cin.extend_from_slice(&new);
-                            self.cin.extend_from_slice(&tail);
-                            self.c_ready += new.len();
+                        Ok(Rewritten::Done { ready, skip }) => {
+                            self.c_ready += ready;
+                            self.c_skip = skip;
                             continue;
                         }
-                    } else if tag == tags::frontend::PARSE {
-                        PoolStats::add(&self.session.pool.stats.server_parse_count, 1);
+                        Err(e) => return Err(self.refuse(e)),
                     }
                 }
-                tags::frontend::EXECUTE => self.unsynced = true,
+                tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
+                    self.unsynced = true;
+                }
+                tags::frontend::EXECUTE => {
+                    self.unsynced = true;
+                    if self.track_prepared {
+                        self.tracker.on_execute(&mut server.statements, &mut self.statements);
+                    }
+                }
                 tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.copy_in = false,
                 tags::frontend::FLUSH | tags::frontend::COPY_DATA | tags::frontend::PASSWORD => {}
                 _ => return Err(format!("invalid client message type {:?}", tag as char)),
             }
             self.c_skip = total;
+        }
+    }
+
+    /// Sends, at the current message boundary of `sout`, the ParseComplete / CloseComplete that
+    /// pgmux owes the client when the requests ahead of them have been answered.
+    fn emit_fakes(&mut self) {
+        if self.s_skip > 0 {
+            return;
+        }
+        let mut msg = BytesMut::new();
+        while let Some(tag) = self.tracker.next_fake() {
+            if self.sout.capacity() == 0 {
+                self.sout = buffers::take();
+            }
+            msg.clear();
+            extended::complete(&mut msg, tag);
+            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
+            self.s_ready += msg.len();
+        }
+    }
+
+    /// Logs why a client's Parse, Bind, Describe or Close cannot be relayed, as PgBouncer, and
+    /// returns the reason the client is closed with.
+    fn refuse(&self, e: RewriteError) -> String {
+        let tag = &self.session.tag;
+        match e {
+            RewriteError::Protocol(e) => {
+                crate::conn_log!(error, tag, "failed to parse prepared statement packet: {e}");
+                "failed to parse packet".into()
+            }
+            RewriteError::NameInUse(name) => {
+                let name = String::from_utf8_lossy(&name);
+                crate::conn_log!(error, tag, "prepared statement '{name}' was already prepared");
+                "prepared statement name is already in use".into()
+            }
+            RewriteError::Unknown(name) => {
+                let name = String::from_utf8_lossy(&name);
+                crate::conn_log!(error, tag, "prepared statement '{name}' not found");
+                "prepared statement did not exist".into()
+            }
         }
     }
 
@@ -120,41 +180,35 @@ impl Relay {
                 }
                 continue;
             }
+            if self.track_prepared {
+                self.emit_fakes();
+            }
             let avail = &self.sout[self.s_ready..];
             let Some((tag, total)) = peek_header(avail, usize::MAX)? else {
                 return Ok(());
             };
             if self.track_prepared {
-                match tag {
-                    b'1' | b'3' => {
-                        if avail.len() < total {
-                            return Ok(());
-                        }
-                        let r = if tag == b'1' {
-                            self.tracker.on_parse_complete()
-                        } else {
-                            self.tracker.on_close_complete()
-                        };
-                        if r == Response::Swallow {
-                            let mut tail = self.sout.split_off(self.s_ready);
-                            tail.advance(total);
-                            self.sout.unsplit(tail);
-                        } else {
-                            self.s_ready += total;
-                        }
+                let whole = avail.len() >= total;
+                // CommandComplete of exactly `DEALLOCATE ALL` or `DISCARD ALL` (PgBouncer checks
+                // the length first too): read its tag.
+                let reset_tag = tag == tags::backend::COMMAND_COMPLETE && (total == 5 + 15 || total == 5 + 12);
+                let needs_body = reset_tag
+                    || tag == tags::backend::PARSE_COMPLETE
+                    || tag == tags::backend::CLOSE_COMPLETE
+                    || tag == tags::backend::READY_FOR_QUERY;
+                if needs_body && !whole {
+                    return Ok(());
+                }
+                if let Some(s) = self.server.as_mut() {
+                    if reset_tag
+                        && matches!(extended::command_tag(&avail[5..total])?, b"DEALLOCATE ALL" | b"DISCARD ALL")
+                    {
+                        self.tracker.forget_all(&mut s.statements, &mut self.statements);
+                    }
+                    if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
+                        splice::replace(&mut self.sout, self.s_ready, total, b"");
                         continue;
                     }
-                    tags::backend::ERROR_RESPONSE => {
-                        if let Some(s) = self.server.as_mut() {
-                            self.tracker.on_error(&mut s.statements);
-                        }
-                    }
-                    tags::backend::READY_FOR_QUERY if avail.len() >= total => {
-                        if let Some(s) = self.server.as_mut() {
-                            self.tracker.on_ready(&mut s.statements);
-                        }
-                    }
-                    _ => {}
                 }
             }
             match tag {
@@ -165,9 +219,6 @@ impl Relay {
                         // server; the client's Sync after CopyDone will be answered instead.
                         self.pending -= 1;
                         self.unsynced = true;
-                        if self.track_prepared {
-                            self.tracker.reopen();
-                        }
                     }
                     self.s_skip = total;
                 }
@@ -227,7 +278,7 @@ impl Relay {
                 PoolStats::add(&stats.xact_time_us, us);
                 hist.xact.observe(us);
             }
-        } else if self.settings.mode == PoolMode::Statement {
+        } else if self.mode == PoolMode::Statement {
             self.fatal =
                 Some((sqlstate::PROTOCOL_VIOLATION, "transaction blocks not allowed in statement pooling mode".into()));
         }

@@ -1,0 +1,367 @@
+//! Prepared statements in transaction mode with fewer servers than clients, as PgBouncer 1.21+
+//! handles them: statements follow clients across servers, DEALLOCATE ALL / DISCARD ALL are
+//! tracked, errors and aborted transactions leave pgmux's view right, eviction keeps every
+//! client working, Close / name reuse / unknown names as PgBouncer answers them, the unnamed
+//! statement never leaks between clients, and the SHOW STATS counters.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgmux_protocol::backend::ErrorFields;
+use pgmux_protocol::{build, split_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::harness::pgmux::Setup;
+use crate::harness::{db_error, run, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+/// The console row of SHOW STATS for `db`, by column name.
+async fn stats(mux: &Pgmux, db: &str) -> std::collections::HashMap<String, String> {
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    for m in admin.simple_query("SHOW STATS").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            if r.get("database") == Some(db) {
+                return r
+                    .columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
+                    .collect();
+            }
+        }
+    }
+    panic!("no SHOW STATS row for {db}");
+}
+
+async fn set(mux: &Pgmux, key: &str, value: &str) {
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    admin.simple_query(&format!("SET {key} = {value}")).await.unwrap();
+}
+
+/// Holds one server inside a transaction until dropped (commits), forcing the others to move.
+async fn hold_a_server(mux: &Pgmux) -> Client {
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    c
+}
+
+async fn prepared_count(c: &Client) -> i64 {
+    // Simple protocol: counting must not prepare anything itself.
+    for m in c.simple_query("SELECT count(*) FROM pg_prepared_statements").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap().parse().unwrap();
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_follow_six_clients_over_two_servers_and_are_counted() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 2\nadmin_users = scram_user\nmax_prepared_statements = 10");
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let double = c.prepare("SELECT $1::int * 2").await.unwrap();
+        let concat = c.prepare("SELECT $1::text || '!'").await.unwrap();
+        clients.push((c, double, concat));
+    }
+    let mut binds = 0;
+    for round in 0..4 {
+        // Every other round one server is held in a transaction: all clients share the other.
+        let holder = if round % 2 == 1 { Some(hold_a_server(&mux).await) } else { None };
+        for (i, (c, double, concat)) in clients.iter().enumerate() {
+            let n = (round * 10 + i) as i32;
+            assert_eq!(c.query_one(double, &[&n]).await.unwrap().get::<_, i32>(0), n * 2);
+            let s: String = c.query_one(concat, &[&format!("c{i}")]).await.unwrap().get(0);
+            assert_eq!(s, format!("c{i}!"));
+            binds += 2;
+        }
+        if let Some(h) = holder {
+            h.batch_execute("COMMIT").await.unwrap();
+        }
+    }
+    let s = stats(&mux, "app").await;
+    assert_eq!(s["total_client_parse_count"], "12", "{s:?}");
+    assert_eq!(s["total_bind_count"], binds.to_string(), "{s:?}");
+    let server_parses: u64 = s["total_server_parse_count"].parse().unwrap();
+    assert!((2..=4).contains(&server_parses), "two statements on at most two servers, got {server_parses}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_and_discard_all_forget_statements_for_everyone() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    for reset in ["DEALLOCATE ALL", "DISCARD ALL"] {
+        let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let sa = a.prepare("SELECT $1::int + 1").await.unwrap();
+        let sb = b.prepare("SELECT $1::int + 1").await.unwrap();
+        a.batch_execute(reset).await.unwrap();
+        assert_eq!(prepared_count(&a).await, 0, "{reset} ran on the only server");
+        // b's statement is prepared again on the server behind its back.
+        assert_eq!(b.query_one(&sb, &[&1i32]).await.unwrap().get::<_, i32>(0), 2, "{reset}");
+        // a's names are gone, as PgBouncer: the client is closed, not left with a wrong answer.
+        let e = a.query_one(&sa, &[&1i32]).await.unwrap_err();
+        assert_eq!(db_error(&e), ("08P01".into(), "prepared statement did not exist".into()), "{reset}");
+        // A new client prepares the same text without trouble.
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let sc = c.prepare("SELECT $1::int + 1").await.unwrap();
+        assert_eq!(c.query_one(&sc, &[&41i32]).await.unwrap().get::<_, i32>(0), 42);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_transactions_and_failed_parses_leave_no_ghost_statements() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let other = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let early = c.prepare("SELECT $1::int - 1").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(db_error(&c.batch_execute("SELECT 1/0").await.unwrap_err()).0, "22012");
+    // In the aborted transaction neither a new Parse nor an old statement runs.
+    assert_eq!(db_error(&c.prepare("SELECT $1::int * 3").await.unwrap_err()).0, "25P02");
+    assert_eq!(db_error(&c.query_one(&early, &[&1i32]).await.unwrap_err()).0, "25P02");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // The same query prepared again after ROLLBACK, and used from another client on the server.
+    let triple = c.prepare("SELECT $1::int * 3").await.unwrap();
+    assert_eq!(c.query_one(&triple, &[&3i32]).await.unwrap().get::<_, i32>(0), 9);
+    assert_eq!(c.query_one(&early, &[&3i32]).await.unwrap().get::<_, i32>(0), 2);
+    let t2 = other.prepare("SELECT $1::int * 3").await.unwrap();
+    assert_eq!(other.query_one(&t2, &[&4i32]).await.unwrap().get::<_, i32>(0), 12);
+    // A Parse that fails leaves nothing behind: the table created afterwards is found.
+    c.batch_execute("DROP TABLE IF EXISTS later_table").await.unwrap();
+    assert_eq!(db_error(&c.prepare("SELECT count(*) FROM later_table").await.unwrap_err()).0, "42P01");
+    c.batch_execute("CREATE TABLE later_table(x int)").await.unwrap();
+    let n = c.prepare("SELECT count(*) FROM later_table").await.unwrap();
+    assert_eq!(other.query_one("SELECT count(*) FROM later_table", &[]).await.unwrap().get::<_, i64>(0), 0);
+    assert_eq!(c.query_one(&n, &[]).await.unwrap().get::<_, i64>(0), 0);
+    c.batch_execute("DROP TABLE later_table").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cache_evicts_least_recently_used_and_follows_set() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nmax_prepared_statements = 2\nadmin_users = scram_user");
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        let mut stmts = Vec::new();
+        for k in 0..4 {
+            stmts.push(c.prepare(&format!("SELECT $1::int + {}", i * 100 + k)).await.unwrap());
+        }
+        clients.push((c, stmts));
+    }
+    for round in 0..3i32 {
+        for (i, (c, stmts)) in clients.iter().enumerate() {
+            for (k, s) in stmts.iter().enumerate() {
+                let v: i32 = c.query_one(s, &[&round]).await.unwrap().get(0);
+                assert_eq!(v, round + (i * 100 + k) as i32);
+            }
+        }
+    }
+    let c = &clients[0].0;
+    assert_eq!(prepared_count(c).await, 2, "the only server holds max_prepared_statements");
+    // A console SET applies to connected clients at their next transaction.
+    set(&mux, "max_prepared_statements", "20").await;
+    for (c, stmts) in &clients {
+        for s in stmts {
+            c.query_one(s, &[&0i32]).await.unwrap();
+        }
+    }
+    assert_eq!(prepared_count(c).await, 12);
+}
+
+/// A raw-protocol session (trust auth) for what drivers do not send on purpose.
+struct Raw {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    async fn connect(mux: &Pgmux) -> Raw {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        let mut out = BytesMut::new();
+        build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
+        s.write_all(&out).await.unwrap();
+        let mut r = Raw { s, buf: BytesMut::new() };
+        r.until_ready().await;
+        r
+    }
+
+    async fn send(&mut self, f: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        f(&mut out);
+        self.s.write_all(&out).await.unwrap();
+    }
+
+    /// Message types up to and including ReadyForQuery; DataRow values and errors as text.
+    async fn until_ready(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, 1 << 20).unwrap() {
+                match f.tag {
+                    b'D' => {
+                        let row = pgmux_protocol::backend::data_row(f.body()).unwrap();
+                        seen.push(format!("D:{}", String::from_utf8_lossy(row[0].unwrap())));
+                    }
+                    b'E' => {
+                        let e = ErrorFields::new(f.body());
+                        seen.push(format!("E:{}:{}", String::from_utf8_lossy(e.sqlstate()), e.message()));
+                    }
+                    b'Z' => {
+                        seen.push("Z".into());
+                        return seen;
+                    }
+                    t => seen.push((t as char).to_string()),
+                }
+                continue;
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), self.s.read_buf(&mut self.buf)).await.unwrap().unwrap();
+            if n == 0 {
+                seen.push("EOF".into());
+                return seen;
+            }
+        }
+    }
+}
+
+fn close_stmt(b: &mut BytesMut, name: &[u8]) {
+    pgmux_protocol::extended::target_message(b, b'C', b'S', name);
+}
+
+fn describe_stmt(b: &mut BytesMut, name: &[u8]) {
+    pgmux_protocol::extended::target_message(b, b'D', b'S', name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_name_reuse_and_unknown_names_as_pgbouncer() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust\ndefault_pool_size = 1",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    let mut a = Raw::connect(&mux).await;
+    // Close of a statement nobody prepared: CloseComplete, as PostgreSQL.
+    a.send(|b| {
+        close_stmt(b, b"never");
+        build::sync(b);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["3", "Z"]);
+    a.send(|b| {
+        build::parse(b, "x", "SELECT 1");
+        describe_stmt(b, b"x");
+        build::bind(b, "", "x", &[]);
+        build::execute(b, "");
+        close_stmt(b, b"x");
+        close_stmt(b, b"x");
+        build::sync(b);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "t", "T", "2", "D:1", "C", "3", "3", "Z"]);
+    // Closed: the name can be prepared again, and reusing it without Close ends the session.
+    a.send(|b| {
+        build::parse(b, "x", "SELECT 2");
+        build::sync(b);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    a.send(|b| {
+        build::parse(b, "x", "SELECT 3");
+        build::sync(b);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["E:08P01:prepared statement name is already in use", "EOF"]);
+
+    let mut b = Raw::connect(&mux).await;
+    b.send(|m| {
+        describe_stmt(m, b"doesnotexist");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(b.until_ready().await, ["E:08P01:prepared statement did not exist", "EOF"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_never_comes_from_another_client() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust\ndefault_pool_size = 1",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    let (mut a, mut b, mut c) = (Raw::connect(&mux).await, Raw::connect(&mux).await, Raw::connect(&mux).await);
+    a.send(|m| {
+        build::parse(m, "", "SELECT 'mine'");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    // Another client replaces the unnamed statement on the only server.
+    b.send(|m| {
+        build::parse(m, "", "SELECT 'theirs'");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(b.until_ready().await, ["1", "Z"]);
+    // a binds its unnamed statement in a later transaction: it gets its own query back, and no
+    // extra ParseComplete.
+    a.send(|m| {
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["2", "D:mine", "C", "Z"]);
+    // Re-sending Parse with Bind (what drivers do) is passed through untouched.
+    a.send(|m| {
+        build::parse(m, "", "SELECT 'again'");
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "2", "D:again", "C", "Z"]);
+    // A client that never prepared one gets PostgreSQL's error, not a's statement.
+    c.send(|m| {
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    let got = c.until_ready().await;
+    assert!(got[0].starts_with("E:26000:unnamed prepared statement does not exist"), "{got:?}");
+}
+
+#[test]
+fn pgbench_prepared_with_eviction_and_fewer_servers_than_clients() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_prepared_statements = 2\nmax_client_conn = 100");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("three.sql");
+    std::fs::write(
+        &script,
+        "\\set a random(1, 1000)\nSELECT :a::int + 1;\nSELECT :a::int * 2, 'two';\nSELECT :a::text || 'three';\n",
+    )
+    .unwrap();
+    let out = run(Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-M", "prepared"])
+        .args(["-c", "8", "-j", "2", "-t", "100", "-f"])
+        .arg(&script)
+        .arg("app")
+        .env("PGPASSWORD", SCRAM_PASS));
+    assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
+    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+}

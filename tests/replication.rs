@@ -1,0 +1,118 @@
+//! Replication connections through pgmux (PgBouncer 1.23+): logical (`replication=database`)
+//! and physical (`replication=yes`, pg_basebackup) clients get a server of their own, logged in
+//! with their startup parameters, closed when they leave; the pool's size still bounds them.
+
+use std::process::Command;
+
+use crate::harness::pgmux::Setup;
+use crate::harness::{run, Cluster, Pgmux};
+
+fn replication_pgmux(pg: &Cluster, extra: &str) -> Pgmux {
+    Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: &format!("auth_type = trust\npool_mode = transaction\n{extra}"),
+            // libpq names the database `replication` for physical replication, whatever dbname
+            // says: an entry of that name (or `*`) routes it, as with PgBouncer.
+            databases: "app = host=$SOCKET port=$PORT\nreplication = host=$SOCKET port=$PORT pool_size=1\n\
+                        rep1 = host=$SOCKET port=$PORT dbname=app pool_size=1",
+            userlist: Some("\"postgres\" \"\"\n"),
+        },
+    )
+}
+
+fn psql(mux: &Pgmux, conninfo: &str, sql: &str) -> String {
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres {conninfo}", mux.port);
+    run(Command::new("psql").args(["-X", "-At", &conninfo, "-c", sql])).trim().to_owned()
+}
+
+/// Waits (up to 5 s) until PostgreSQL has no walsender left: each replication client's server is
+/// closed when the client leaves. Other tests of this file may have one open for a moment.
+fn walsenders(pg: &Cluster) -> i64 {
+    let count = || -> i64 {
+        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").parse().unwrap()
+    };
+    for _ in 0..50 {
+        if count() == 0 {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    count()
+}
+
+#[test]
+fn logical_replication_connections_pass_their_parameters_through() {
+    let pg = Cluster::shared();
+    let mux = replication_pgmux(pg, "");
+    let system = psql(&mux, "dbname=app replication=database", "IDENTIFY_SYSTEM");
+    let direct = pg.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    assert!(system.starts_with(&format!("{direct}|")), "{system} vs {direct}");
+    // options and application_name reach the server as the client sent them.
+    let conninfo = "dbname=app replication=database application_name=abc options='-c enable_seqscan=off'";
+    assert_eq!(psql(&mux, conninfo, "SHOW enable_seqscan"), "off");
+    assert_eq!(psql(&mux, conninfo, "SHOW application_name"), "abc");
+    // Its server is closed with it, and a normal client of the same pool is not disturbed.
+    assert_eq!(psql(&mux, "dbname=app", "SELECT 1"), "1");
+    assert_eq!(walsenders(pg), 0, "no walsender left behind");
+}
+
+#[test]
+fn pg_basebackup_through_pgmux() {
+    let pg = Cluster::shared();
+    let mux = replication_pgmux(pg, "");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("copy");
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres", mux.port);
+    run(Command::new("pg_basebackup")
+        .args(["-d", &conninfo, "-D", target.to_str().unwrap(), "-X", "none"])
+        .args(["--checkpoint=fast", "--no-sync"]));
+    assert!(target.join("PG_VERSION").exists(), "a copy of the cluster was made");
+    assert_eq!(walsenders(pg), 0);
+}
+
+#[test]
+fn a_replication_refusal_is_login_failed() {
+    let pg = Cluster::shared();
+    pg.psql("postgres", "DROP ROLE IF EXISTS rep_plain; CREATE ROLE rep_plain LOGIN");
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust",
+            databases: "app = host=$SOCKET port=$PORT user=postgres",
+            userlist: Some("\"rep_plain\" \"\"\n"),
+        },
+    );
+    // The forced user may replicate; a db entry without one would log in as rep_plain, which
+    // PostgreSQL refuses for replication: pgmux says `login failed` to that client only.
+    let ok = psql(&mux, "dbname=app user=rep_plain replication=database", "IDENTIFY_SYSTEM");
+    assert!(!ok.is_empty());
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust",
+            databases: "app = host=$SOCKET port=$PORT",
+            userlist: Some("\"rep_plain\" \"\"\n\"postgres\" \"\"\n"),
+        },
+    );
+    let conninfo = format!("host=127.0.0.1 port={} user=rep_plain dbname=app replication=database", mux.port);
+    let out = Command::new("psql").args(["-X", "-At", &conninfo, "-c", "IDENTIFY_SYSTEM"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("login failed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(psql(&mux, "dbname=app", "SELECT 1"), "1", "normal logins are not failed by it");
+}
+
+#[test]
+fn replication_clients_take_pool_slots() {
+    let pg = Cluster::shared();
+    let mux = replication_pgmux(pg, "");
+    // rep1 has pool_size = 1: two logical clients run one after the other.
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| psql(&mux, "dbname=rep1 replication=database", "SELECT pg_sleep(0.5)"));
+        }
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(walsenders(pg), 0);
+}
