@@ -9,6 +9,7 @@ mod auth;
 mod auth_sources;
 mod faults;
 mod garbage;
+mod limits;
 mod logs;
 mod metrics;
 mod params;

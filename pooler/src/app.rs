@@ -209,6 +209,16 @@ async fn maintenance(shared: Arc<Shared>) {
                 log_stats(&all);
             }
         }
+        // min_pool_size is kept even without clients for databases with a forced user: their
+        // one pool is made here if no client made it (PgBouncer's do_full_maint).
+        let config = shared.config();
+        for db in config.databases.values().filter(|d| d.name != "*") {
+            if let Some(user) = &db.user {
+                if db.min_pool_size.unwrap_or(config.general.min_pool_size) > 0 {
+                    shared.pools.get_or_create(&config, db, user);
+                }
+            }
+        }
         shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
         for pool in shared.pools.all() {
             let missing = pool.maintain();

@@ -68,6 +68,11 @@ pub struct ClientInfo {
     close_needed: AtomicBool,
     /// Woken when the client must be closed.
     pub kill: Notify,
+    /// Its log prefix, for lines written about it away from its task (the reserve pool).
+    pub tag: crate::logging::ConnTag,
+    /// Its place in the per-database and per-user client counts, given back with the last
+    /// reference when the client has left.
+    _counted: crate::client_counts::Counted,
 }
 
 impl ClientInfo {
@@ -171,6 +176,7 @@ impl ClientRegistry {
         addr: &PeerAddr,
         application_name: &str,
         tls: &str,
+        counted: crate::client_counts::Counted,
     ) -> Arc<ClientInfo> {
         let (id, user, db) = (tag.id, tag.user.as_str(), tag.db.as_str());
         let info = Arc::new(ClientInfo {
@@ -191,6 +197,8 @@ impl ClientRegistry {
             kill_reason: std::sync::OnceLock::new(),
             close_needed: AtomicBool::new(false),
             kill: Notify::new(),
+            tag: tag.clone(),
+            _counted: counted,
         });
         self.map.lock().insert(id, info.clone());
         info

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod client;
+pub mod client_counts;
 pub mod clients;
 pub mod config;
 pub mod daemon;

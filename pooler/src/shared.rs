@@ -43,6 +43,8 @@ pub struct Shared {
     pub mock_key: [u8; 32],
     /// Logged-in clients (SHOW CLIENTS, KILL).
     pub client_registry: ClientRegistry,
+    /// Clients per database and per user (max_db_client_connections, max_user_client_connections).
+    pub client_counts: crate::client_counts::ClientCounts,
     /// Per-database averages over the last stats_period (SHOW STATS avg_* columns).
     pub averages: Mutex<HashMap<String, StatsSnapshot>>,
     /// Process start.
@@ -71,6 +73,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
             client_registry: ClientRegistry::default(),
+            client_counts: Default::default(),
             averages: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),

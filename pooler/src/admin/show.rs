@@ -2,8 +2,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::collections::BTreeSet;
+
 use super::table::{v, Table, Ty};
 use super::{show_sockets, show_stats};
+use crate::client::limits;
 use crate::config::params;
 use crate::shared::{RunState, Shared};
 
@@ -195,8 +198,8 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         None,
         v(0),
         v(0),
-        v(0),
-        v(shared.admin_clients.load(Relaxed)),
+        v(limits::db_max(&config, None)),
+        v(shared.client_counts.db(ADMIN_DB)),
         v(0),
         v(0),
     ]);
@@ -207,12 +210,10 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         }
     }
     names.sort();
-    let pools = shared.pools.all();
     for name in names {
         let Some(db) = config.database(&name) else {
             continue;
         };
-        let clients: i64 = pools.iter().filter(|p| p.db == name).map(|p| p.clients.load(Relaxed).max(0)).sum();
         t.row(vec![
             v(&name),
             Some(db.host_text()).filter(|h| !h.is_empty()),
@@ -225,10 +226,10 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
             v(db.server_lifetime.unwrap_or(g.server_lifetime).as_secs()),
             db.pool_mode.map(|m| m.as_str().to_owned()),
             v(db.load_balance_hosts.as_str()),
-            v(db.max_db_connections.unwrap_or(g.max_db_connections)),
+            v(db.max_db_connections.filter(|n| *n > 0).unwrap_or(g.max_db_connections)),
             v(shared.pools.db_connections(&name)),
-            v(db.max_db_client_connections.unwrap_or(0)),
-            v(clients),
+            v(limits::db_max(&config, db.max_db_client_connections)),
+            v(shared.client_counts.db(&name)),
             v(shared.pools.is_paused(&name) as i32),
             v(shared.pools.is_disabled(&name) as i32),
         ]);
@@ -249,7 +250,7 @@ fn lists(shared: &Shared) -> Table {
         idle += c.idle;
         total += c.total;
     }
-    let users: std::collections::BTreeSet<&String> = config.users.keys().chain(config.auth_file.keys()).collect();
+    let users = known_users(shared, &config);
     let dbs = config.databases.keys().filter(|n| *n != "*").count() + 1;
     for (name, n) in [
         ("databases", dbs),
@@ -287,25 +288,31 @@ fn users(shared: &Shared) -> Table {
     ]);
     let config = shared.config();
     let g = &config.general;
-    let mut names: std::collections::BTreeSet<String> = config.users.keys().cloned().collect();
-    names.extend(config.auth_file.keys().cloned());
-    let pools = shared.pools.all();
-    for name in names {
+    let padded = |n: Option<u32>| Some(n.map(|n| format!("{n:>9}")).unwrap_or_default());
+    for name in known_users(shared, &config) {
         let u = config.users.get(&name).cloned().unwrap_or_default();
-        let servers: u32 = pools.iter().filter(|p| p.user == name).map(|p| p.counts().total).sum();
-        let clients: i64 = pools.iter().filter(|p| p.user == name).map(|p| p.clients.load(Relaxed).max(0)).sum();
         t.row(vec![
             v(&name),
-            v(u.pool_size.map(|x| format!("{x:9}")).unwrap_or_default()),
-            v(u.reserve_pool_size.map(|x| format!("{x:9}")).unwrap_or_default()),
+            padded(u.pool_size),
+            padded(u.reserve_pool_size),
             u.pool_mode.map(|m| m.as_str().to_owned()),
-            v(u.max_user_connections.unwrap_or(g.max_user_connections)),
-            v(servers),
-            v(u.max_user_client_connections.unwrap_or(0)),
-            v(clients),
+            v(u.max_user_connections.filter(|n| *n > 0).unwrap_or(g.max_user_connections)),
+            v(shared.pools.user_connections(&name)),
+            v(limits::user_max(&config, &name)),
+            v(shared.client_counts.user(&name)),
         ]);
     }
     t
+}
+
+/// The users PgBouncer would list: auth_file, `[users]`, forced users of databases, and users
+/// auth_query found.
+fn known_users(shared: &Shared, config: &crate::config::Config) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = config.users.keys().cloned().collect();
+    names.extend(config.auth_file.keys().cloned());
+    names.extend(config.databases.values().filter_map(|d| d.user.clone()));
+    names.extend(shared.client_counts.user_names());
+    names
 }
 
 fn config(shared: &Shared) -> Table {

@@ -10,12 +10,14 @@ use pgmux_protocol::{build, sqlstate};
 
 use super::auth::{authenticate, AuthPlan};
 use super::io::ClientIo;
+use super::limits;
 use super::params::ClientParams;
 use super::startup::{accept_params, negotiate, read_opening};
 use super::ClientError;
 use crate::auth::query::{self, Answer, LookupError, LookupPlan};
 use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
+use crate::client_counts::Counted;
 use crate::config::AuthType;
 use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
@@ -30,7 +32,8 @@ use crate::tls::SslMode;
 pub enum Login {
     /// A pooled session.
     Session(Session),
-    /// The admin console, registered as a client of database `pgbouncer`.
+    /// The admin console, registered as a client of database `pgbouncer` (its ClientInfo also
+    /// holds its place in the client counts).
     Admin(crate::admin::Access, Arc<crate::clients::ClientInfo>),
 }
 
@@ -91,6 +94,10 @@ pub async fn login(
     tag: &mut Box<ConnTag>,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
+    // Its place in the per-database and per-user client counts: given back when a refused login
+    // returns (before the client hears why, as PgBouncer), else kept with the client.
+    let mut counted = Counted::default();
+    let counted = &mut counted;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
             shared.cancels.cancel((pid, secret)).await;
@@ -105,15 +112,35 @@ pub async fn login(
     if tls_required && io.tls.is_none() && !matches!(peer, PeerAddr::Unix(_)) {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "SSL required".into()));
     }
-    if client_number > g.max_client_conn as usize {
-        return Err(ClientError::Refused(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "no more connections allowed (max_client_conn)".into(),
-        ));
-    }
     let mut req = accept_params(version, raw, g)?;
     negotiate(io, &req);
     tag.set_login(&req.database, &req.user);
+    limits::check_client_conn(config, client_number, &req.database)?;
+    let admin_db = req.database == crate::admin::ADMIN_DB;
+    // The console without a password: user pgbouncer over the unix socket from pgmux's own uid.
+    let console_trusted = admin_db
+        && crate::admin::passwordless(shared, &req.user, io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw()));
+    let db = if admin_db {
+        limits::count_db(shared, config, counted, &req.database, None, &req.user)?;
+        if !console_trusted && limits::known_user(shared, config, &req.user) {
+            limits::count_user(shared, config, counted, &req.database, &req.user)?;
+        }
+        None
+    } else {
+        let db = config.database(&req.database);
+        if let Some(d) = &db {
+            limits::count_db(shared, config, counted, &d.name, d.max_db_client_connections, &req.user)?;
+        }
+        // auth_type = any logs everyone in as the database's forced user.
+        let login_user = match (&db, g.auth_type) {
+            (Some(d), AuthType::Any) => d.user.as_deref().unwrap_or(&req.user),
+            _ => &req.user,
+        };
+        if limits::known_user(shared, config, login_user) {
+            limits::count_user(shared, config, counted, &req.database, login_user)?;
+        }
+        db
+    };
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
         let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind);
@@ -125,16 +152,18 @@ pub async fn login(
             req.user
         );
     }
-    if req.database == crate::admin::ADMIN_DB {
-        let euid = nix::unistd::geteuid().as_raw();
-        let same_uid = io.stream.peer_uid() == Some(euid);
-        let access = if crate::admin::passwordless(shared, &req.user, same_uid) {
+    if admin_db {
+        let access = if console_trusted {
             crate::admin::Access::Admin
         } else {
             let (method, map) = decide_method(config, io, peer, &req.database, &req.user, false)?;
             let known = if needs_lookup(config, &req.user) && method != AuthType::Any {
                 let plan = LookupPlan::for_console(shared, config).map_err(|e| lookup_refusal(e, tag))?;
-                find_user(shared, config, plan, &req.user, tag).await?
+                let known = find_user(shared, config, plan, &req.user, tag).await?;
+                if known.looked_up {
+                    limits::count_user(shared, config, counted, &req.database, &req.user)?;
+                }
+                known
             } else {
                 Known::from_file(config, &req.user)
             };
@@ -157,10 +186,9 @@ pub async fn login(
         crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
         let app = req.params.get("application_name").unwrap_or("").to_owned();
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-        let info = shared.client_registry.register(tag, &req.user, peer, &app, tls);
+        let info = shared.client_registry.register(tag, &req.user, peer, &app, tls, std::mem::take(counted));
         return Ok(Some(Login::Admin(access, info)));
     }
-    let db = config.database(&req.database);
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         return Err(ClientError::Refused(
             sqlstate::INVALID_AUTHORIZATION,
@@ -172,7 +200,12 @@ pub async fn login(
     let known = match &db {
         Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
             let plan = LookupPlan::for_database(shared, config, db).map_err(|e| lookup_refusal(e, tag))?;
-            find_user(shared, config, plan, &req.user, tag).await?
+            let known = find_user(shared, config, plan, &req.user, tag).await?;
+            if known.looked_up {
+                // A user auth_query found counts from now on, as PgBouncer's dynamic users.
+                limits::count_user(shared, config, counted, &req.database, &req.user)?;
+            }
+            known
         }
         _ => Known::from_file(config, &req.user),
     };
@@ -232,7 +265,7 @@ pub async fn login(
     let welcome = match (&dedicated, pool.welcome()) {
         (Some(server), _) => Arc::new(server.params.clone()),
         (None, Some(w)) => w,
-        (None, None) => first_server_params(&pool).await?,
+        (None, None) => first_server_params(&pool, tag).await?,
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
@@ -264,7 +297,7 @@ pub async fn login(
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls);
+    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
     Ok(Some(Login::Session(Session {
         pool,
         params: req.params,
@@ -376,12 +409,13 @@ fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters. The
 /// wait is bounded by query_timeout, as PgBouncer bounds a client waiting at login.
-async fn first_server_params(pool: &Arc<Pool>) -> Result<Arc<ServerParams>, ClientError> {
-    let limit = pool.settings().query_timeout;
+async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<ServerParams>, ClientError> {
+    let settings = pool.settings();
+    let limit = settings.query_timeout;
     let checkout = if limit.is_zero() {
-        pool.checkout().await
+        pool.checkout_with(&settings, Some(tag)).await
     } else {
-        match tokio::time::timeout(limit, pool.checkout()).await {
+        match tokio::time::timeout(limit, pool.checkout_with(&settings, Some(tag))).await {
             Ok(r) => r,
             Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into())),
         }

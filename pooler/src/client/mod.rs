@@ -5,6 +5,7 @@
 mod auth;
 mod buffers;
 pub mod io;
+pub mod limits;
 mod login;
 mod params;
 mod prepared;

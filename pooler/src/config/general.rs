@@ -114,6 +114,10 @@ pub struct General {
     pub reserve_pool_timeout: Duration,
     pub max_db_connections: u32,
     pub max_user_connections: u32,
+    /// Clients per database; 0 = no limit (PgBouncer 1.24).
+    pub max_db_client_connections: u32,
+    /// Clients per login user; 0 = no limit (PgBouncer 1.24).
+    pub max_user_client_connections: u32,
     pub server_round_robin: bool,
     pub auth_type: AuthType,
     pub auth_file: Option<PathBuf>,
@@ -285,6 +289,8 @@ impl General {
             reserve_pool_timeout: r.secs("reserve_pool_timeout")?,
             max_db_connections: r.int("max_db_connections", 1 << 20)?,
             max_user_connections: r.int("max_user_connections", 1 << 20)?,
+            max_db_client_connections: r.int("max_db_client_connections", 1 << 24)?,
+            max_user_client_connections: r.int("max_user_client_connections", 1 << 24)?,
             server_round_robin: r.flag("server_round_robin")?,
             auth_type: r.get("auth_type", AuthType::parse)?,
             auth_file: r.opt("auth_file").map(PathBuf::from),

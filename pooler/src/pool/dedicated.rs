@@ -32,19 +32,25 @@ impl Pool {
         loop {
             let evict = {
                 let mut s = self.state.lock();
-                if self.reserve_locked(&mut s, settings, start.elapsed()) {
+                let room = self.reserve_locked(&mut s, settings, start.elapsed());
+                if room.granted() {
                     None
                 } else {
-                    Some(s.idle.pop_front())
+                    Some((s.idle.pop_front(), room))
                 }
             };
             match evict {
                 None => break,
-                Some(Some(idle)) => {
+                Some((Some(idle), _)) => {
                     self.discard(idle, "evicted");
                     continue;
                 }
-                Some(None) => {}
+                // The database or user limit stops it: another pool's idle server makes room.
+                Some((None, room)) => {
+                    if self.evict_for(room) {
+                        continue;
+                    }
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CheckoutError::QueryWaitTimeout);

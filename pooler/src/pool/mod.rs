@@ -7,6 +7,7 @@ mod dedicated;
 pub mod histogram;
 mod limit;
 mod registry;
+mod room;
 mod settings;
 mod stats;
 mod waiter;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 pub use averages::AveragesPeriod;
 pub use limit::ConnLimit;
 pub use registry::Pools;
+use room::Room;
 pub use settings::PoolSettings;
 pub use stats::{PoolStats, StatsSnapshot};
 pub use waiter::LoginRefusal;
@@ -122,8 +124,10 @@ impl std::fmt::Debug for Pool {
 #[allow(clippy::large_enum_variant)]
 enum Take {
     Server(ServerConn),
-    Slot(SlotGuard),
-    Wait(Option<WaitTicket>),
+    /// A slot to open a server in; true when it comes from the reserve pool.
+    Slot(SlotGuard, bool),
+    /// Queued (a new ticket, or None when already queued), and what stopped a new server.
+    Wait(Option<WaitTicket>, Room),
 }
 
 impl Pool {
@@ -260,34 +264,6 @@ impl Pool {
         }
     }
 
-    fn can_grow(&self, s: &State, settings: &PoolSettings, waited: Duration) -> bool {
-        let mut limit = settings.pool_size;
-        if limit == 0 {
-            return true;
-        }
-        if settings.reserve_pool_size > 0 && waited >= settings.reserve_pool_timeout {
-            limit += settings.reserve_pool_size;
-        }
-        s.total < limit
-    }
-
-    /// Reserves one server slot within the pool and the database/user limits; the caller holds
-    /// the lock.
-    fn reserve_locked(&self, s: &mut State, settings: &PoolSettings, waited: Duration) -> bool {
-        if !self.can_grow(s, settings, waited) {
-            return false;
-        }
-        if !self.db_limit.try_acquire(settings.max_db_connections) {
-            return false;
-        }
-        if !self.user_limit.try_acquire(settings.max_user_connections) {
-            self.db_limit.release();
-            return false;
-        }
-        s.total += 1;
-        true
-    }
-
     fn try_take(
         self: &Arc<Self>,
         settings: &PoolSettings,
@@ -307,17 +283,19 @@ impl Pool {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
-        if (queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()))
-            && self.reserve_locked(&mut s, settings, start.elapsed())
-        {
-            return Ok(Take::Slot(SlotGuard::new(self.clone())));
+        let mut room = Room::PoolFull;
+        if queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()) {
+            room = self.reserve_locked(&mut s, settings, start.elapsed());
+            if room.granted() {
+                return Ok(Take::Slot(SlotGuard::new(self.clone()), room == Room::Reserve));
+            }
         }
         if queued {
-            return Ok(Take::Wait(None));
+            return Ok(Take::Wait(None, room));
         }
         let (tx, rx) = oneshot::channel();
         s.waiters.push_back((start, tx));
-        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx))))
+        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room))
     }
 
     /// Gets a server: an idle one, a new one within the limits, or the next one released,
@@ -332,17 +310,22 @@ impl Pool {
     /// Timeout, fast fail after failed logins, or this attempt's connect error.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
         let settings = self.settings();
-        self.checkout_with(&settings).await
+        self.checkout_with(&settings, None).await
     }
 
-    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's).
+    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's),
+    /// for the client `client` (its tag prefixes the log line when the reserve pool is used).
     ///
     /// # Cancel safety
     /// As [`Pool::checkout`].
     ///
     /// # Errors
     /// As [`Pool::checkout`].
-    pub async fn checkout_with(self: &Arc<Self>, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+    pub async fn checkout_with(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        client: Option<&ConnTag>,
+    ) -> Result<ServerConn, CheckoutError> {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
         if !self.paused.load(Relaxed) {
@@ -358,10 +341,10 @@ impl Pool {
                 if self.usable_at_once(&server, settings) {
                     return Ok(server);
                 }
-                return Box::pin(self.checkout_slow(settings, Some(server))).await;
+                return Box::pin(self.checkout_slow(settings, Some(server), client)).await;
             }
         }
-        Box::pin(self.checkout_slow(settings, None)).await
+        Box::pin(self.checkout_slow(settings, None, client)).await
     }
 
     /// The busy case without an await: a server released moments ago that needs no check, or
@@ -396,6 +379,7 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
         first: Option<ServerConn>,
+        client: Option<&ConnTag>,
     ) -> Result<ServerConn, CheckoutError> {
         if let Some(s) = first {
             if let Some(s) = self.prepare(s, settings).await {
@@ -420,8 +404,14 @@ impl Pool {
                     }
                     continue;
                 }
-                Take::Slot(guard) => {
+                Take::Slot(guard, reserve) => {
                     drop(ticket.take());
+                    if reserve {
+                        match client {
+                            Some(tag) => crate::conn_log!(warn, tag, "taking connection from reserve_pool"),
+                            None => tracing::warn!("{}/{}: taking connection from reserve_pool", self.db, self.user),
+                        }
+                    }
                     match self.open(guard, settings).await {
                         Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
                             self.pause_before_retry(settings, deadline).await?;
@@ -431,10 +421,12 @@ impl Pool {
                         other => return other,
                     }
                 }
-                Take::Wait(new) => {
+                Take::Wait(new, room) => {
                     if new.is_some() {
                         ticket = new;
                     }
+                    // The freed unit goes to the longest waiter under the limit, maybe this one.
+                    self.evict_for(room);
                 }
             }
             let t = ticket.as_mut().expect("a waiter has a ticket");
@@ -697,25 +689,25 @@ impl Pool {
         self.free_slot();
     }
 
-    /// Frees one slot; a waiting client gets the right to open a server in its place.
+    /// Frees one slot; a waiting client gets the right to open a server in its place: one of
+    /// this pool, else one of another pool of the same database or user (the freed unit of
+    /// max_db_connections / max_user_connections is theirs at once).
     fn free_slot(&self) {
         let settings = self.settings();
-        let mut s = self.state.lock();
-        s.total = s.total.saturating_sub(1);
-        self.db_limit.release();
-        self.user_limit.release();
-        if s.waiters.is_empty() || !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
-            return;
+        let handed = {
+            let mut s = self.state.lock();
+            s.total = s.total.saturating_sub(1);
+            self.db_limit.release();
+            self.user_limit.release();
+            self.hand_slot_locked(&mut s, &settings)
+        };
+        // Only a bounded limit can be what holds another pool's waiters back.
+        if !handed && settings.max_db_connections > 0 {
+            self.db_limit.offer(self);
         }
-        while let Some((_, tx)) = s.waiters.pop_front() {
-            if tx.send(Handoff::Slot).is_ok() {
-                return;
-            }
+        if !handed && settings.max_user_connections > 0 {
+            self.user_limit.offer(self);
         }
-        // Every waiter had gone: give the reserved slot back.
-        s.total -= 1;
-        self.db_limit.release();
-        self.user_limit.release();
     }
 
     /// Closes idle servers past server_idle_timeout or server_lifetime (keeping min_pool_size),
@@ -747,8 +739,14 @@ impl Pool {
                 }
             }
             s.idle = keep;
+            // PgBouncer's check_pool_size: up to min_pool_size but never past pool_size, for a
+            // pool with clients or a forced user, and not while paused.
             let has_clients = self.clients.load(Relaxed) > 0 || settings.forced_user;
-            missing = if has_clients { settings.min_pool_size.saturating_sub(total) } else { 0 };
+            let mut floor = settings.min_pool_size;
+            if settings.pool_size > 0 {
+                floor = floor.min(settings.pool_size);
+            }
+            missing = if has_clients && !self.is_paused() { floor.saturating_sub(total) } else { 0 };
         }
         for (server, reason) in closed {
             self.discard(server, reason);
@@ -761,7 +759,7 @@ impl Pool {
         let settings = self.settings();
         let guard = {
             let mut s = self.state.lock();
-            if !self.reserve_locked(&mut s, &settings, Duration::ZERO) {
+            if !self.reserve_locked(&mut s, &settings, Duration::ZERO).granted() {
                 return;
             }
             SlotGuard::new(self.clone())

@@ -48,10 +48,15 @@ impl Pools {
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let settings = PoolSettings::derive(config, db, pool_user);
-        let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit, user_limit);
+        let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit.clone(), user_limit.clone());
         pool.servers = self.servers.clone();
         let pool = Arc::new(pool);
-        self.pools.lock().entry(key).or_insert(pool).clone()
+        let kept = self.pools.lock().entry(key).or_insert_with(|| pool.clone()).clone();
+        if Arc::ptr_eq(&kept, &pool) {
+            db_limit.join(&pool);
+            user_limit.join(&pool);
+        }
+        kept
     }
 
     /// pool_idle_timeout: drops pools that have had no client and no server for longer than
@@ -139,6 +144,11 @@ impl Pools {
     /// True when a pool for `db` has been made since start-up (an auto database is registered).
     pub fn knows_db(&self, db: &str) -> bool {
         self.db_limits.lock().contains_key(db)
+    }
+
+    /// Servers open (or being opened) for server-side user `user` now.
+    pub fn user_connections(&self, user: &str) -> u32 {
+        self.user_limits.lock().get(user).map(|l| l.current()).unwrap_or(0)
     }
 
     /// Servers open against database `db` now.

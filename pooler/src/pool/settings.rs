@@ -96,15 +96,21 @@ impl PoolSettings {
         );
         PoolSettings {
             mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
-            pool_size: db.pool_size.or(u.and_then(|u| u.pool_size)).unwrap_or(g.default_pool_size),
-            reserve_pool_size: db
-                .reserve_pool_size
-                .or(u.and_then(|u| u.reserve_pool_size))
+            // The pool user's [users] value, then the database's, then the global one
+            // (PgBouncer's pool_pool_size / pool_res_pool_size).
+            pool_size: u.and_then(|u| u.pool_size).or(db.pool_size).unwrap_or(g.default_pool_size),
+            reserve_pool_size: u
+                .and_then(|u| u.reserve_pool_size)
+                .or(db.reserve_pool_size)
                 .unwrap_or(g.reserve_pool_size),
             reserve_pool_timeout: g.reserve_pool_timeout,
             min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
-            max_db_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
-            max_user_connections: u.and_then(|u| u.max_user_connections).unwrap_or(g.max_user_connections),
+            // A database or user value of 0 means "not set" (PgBouncer's `<= 0`).
+            max_db_connections: db.max_db_connections.filter(|n| *n > 0).unwrap_or(g.max_db_connections),
+            max_user_connections: u
+                .and_then(|u| u.max_user_connections)
+                .filter(|n| *n > 0)
+                .unwrap_or(g.max_user_connections),
             server_lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
             server_idle_timeout: g.server_idle_timeout,
             query_wait_timeout: u

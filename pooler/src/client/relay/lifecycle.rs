@@ -80,7 +80,7 @@ impl Relay {
         let pool = self.session.pool.clone();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
-        let checkout = pool.checkout_with(&settings);
+        let checkout = pool.checkout_with(&settings, Some(&info.tag));
         tokio::pin!(checkout);
         // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
         let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
