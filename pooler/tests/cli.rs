@@ -77,8 +77,10 @@ fn serves_writes_pidfile_and_exits_cleanly_on_sigterm() {
     );
     let mut child = pgmux().arg("-q").arg(&ini).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "pgmux did not start listening");
+    // Served, not just bound: an SSLRequest is answered once the runtime (and its signal
+    // handlers) runs; the kernel accepts connections on a bound socket before that.
+    while !answers_ssl_request(port) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pgmux did not start serving");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(dir.path().join(format!(".s.PGSQL.{port}")).exists(), "unix socket is created");
@@ -91,4 +93,14 @@ fn serves_writes_pidfile_and_exits_cleanly_on_sigterm() {
     assert!(!dir.path().join(format!(".s.PGSQL.{port}")).exists(), "unix socket is removed at exit");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+}
+
+/// True when pgmux answers an SSLRequest on `port` (with `N`: no TLS configured).
+fn answers_ssl_request(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let mut answer = [0u8; 1];
+    s.write_all(&request).is_ok() && s.read_exact(&mut answer).is_ok() && answer[0] == b'N'
 }
