@@ -219,7 +219,6 @@ async fn maintenance(shared: Arc<Shared>) {
                 }
             }
         }
-        shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
         for pool in shared.pools.all() {
             let missing = pool.maintain();
             for _ in 0..missing {
@@ -227,5 +226,7 @@ async fn maintenance(shared: Arc<Shared>) {
                 tokio::spawn(async move { p.open_spare().await });
             }
         }
+        // After maintain: a pool whose last server was just closed is seen idle at once.
+        shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
     }
 }

@@ -26,7 +26,7 @@ pub struct Pools {
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
-    /// Since when each pool has had neither clients nor servers (pool_idle_timeout).
+    /// When each pool was last seen with a client or a server (pool_idle_timeout).
     idle_since: Mutex<HashMap<(String, String), tokio::time::Instant>>,
     /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
     pub servers: Arc<crate::servers::ServerRegistry>,
@@ -75,12 +75,15 @@ impl Pools {
             let settings = pool.settings();
             let unused = pool.clients.load(Ordering::Relaxed) <= 0 && pool.counts().total == 0;
             let kept = settings.forced_user && settings.min_pool_size > 0;
+            // As PgBouncer's last_active_time: refreshed at every look while in use, so the age
+            // counts from the last moment the pool had a client or a server.
+            let last_active = since.entry(key.clone()).or_insert(now);
             if !unused || kept || Arc::strong_count(pool) > 1 {
-                since.remove(key);
+                *last_active = now;
                 continue;
             }
-            let idle = now.duration_since(*since.entry(key.clone()).or_insert(now));
-            if idle > timeout {
+            let idle = now.duration_since(*last_active);
+            if idle >= timeout {
                 tracing::info!(
                     "cleaning up idle pool for user {} on db {} because: pool idle timeout (age= {}s)",
                     key.1,
