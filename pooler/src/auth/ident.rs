@@ -7,7 +7,9 @@ use std::path::Path;
 /// The parsed ident file.
 #[derive(Debug, Clone, Default)]
 pub struct IdentMap {
-    entries: Vec<(String, String, String)>,
+    /// (map, system user, database user); a database user of `None` is PgBouncer's unquoted
+    /// `all`: any database user.
+    entries: Vec<(String, String, Option<String>)>,
 }
 
 impl IdentMap {
@@ -40,14 +42,15 @@ impl IdentMap {
                 return Err(format!("{at}: regular expressions are not supported in ident maps"));
             }
             let [m, s, d] = [&fields[0], &fields[1], &fields[2]].map(|t| t.text.clone());
-            entries.push((m, s, d));
+            let any = d == "all" && !fields[2].quoted;
+            entries.push((m, s, (!any).then_some(d)));
         }
         Ok(Self { entries })
     }
 
     /// Whether map `map` lets `system_user` log in as `db_user`.
     pub fn allows(&self, map: &str, system_user: &str, db_user: &str) -> bool {
-        self.entries.iter().any(|(m, s, d)| m == map && s == system_user && d == db_user)
+        self.entries.iter().any(|(m, s, d)| m == map && s == system_user && d.as_deref().is_none_or(|d| d == db_user))
     }
 }
 
@@ -63,6 +66,9 @@ mod tests {
         assert!(!m.allows("ops", "root", "app"));
         assert!(m.allows("certs", "CN x", "app"));
         assert!(!m.allows("other", "root", "postgres"));
+        let all = IdentMap::parse("m bouncer all\nm x \"all\"\n", "f").unwrap();
+        assert!(all.allows("m", "bouncer", "anyone"), "unquoted all: any database user");
+        assert!(!all.allows("m", "x", "anyone") && all.allows("m", "x", "all"), "quoted \"all\" is a name");
         assert_eq!(
             IdentMap::parse("ops root\n", "f").unwrap_err(),
             "f:1: expected \"map-name system-user database-user\""

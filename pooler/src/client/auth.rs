@@ -104,6 +104,10 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
         },
         AuthType::Cert => match io.tls.as_ref().and_then(|t| t.peer_cn.as_deref()) {
             Some(cn) if plan.exists && named(cn) => Ok(Authenticated::default()),
+            Some(_) if plan.exists && plan.map.is_some() => {
+                crate::conn_log!(error, plan.tag, "ident map: {} does not have a match", plan.map.unwrap_or(""));
+                Err(refused("certificate authentication failed"))
+            }
             _ => Err(refused("certificate authentication failed")),
         },
         AuthType::Plain => {

@@ -30,19 +30,22 @@ impl Earliest {
 }
 
 impl Relay {
-    /// The timeout that applies now: when it fires and the reason it gives.
-    fn next_timeout(&self, now: Instant) -> Option<(Instant, &'static str)> {
+    /// The timeout that applies now: when it fires and the reason it gives. The clock is read
+    /// only when a timeout counted from now applies (this runs at every relay wake-up).
+    fn next_timeout(&self) -> Option<(Instant, &'static str)> {
         let s = &self.settings;
         let mut t = Earliest::default();
         if self.server.is_none() {
-            t.consider(s.client_idle_timeout, Some(now), CLIENT_IDLE);
+            if !s.client_idle_timeout.is_zero() {
+                t.consider(s.client_idle_timeout, Some(Instant::now()), CLIENT_IDLE);
+            }
             return t.0;
         }
         let in_transaction = self.tx != TxStatus::Idle;
         if self.pending > 0 {
             t.consider(s.query_timeout, self.query_start, "query timeout");
-        } else if in_transaction {
-            t.consider(s.idle_transaction_timeout, Some(now), "idle transaction timeout");
+        } else if in_transaction && !s.idle_transaction_timeout.is_zero() {
+            t.consider(s.idle_transaction_timeout, Some(Instant::now()), "idle transaction timeout");
         }
         if in_transaction || self.pending > 0 {
             t.consider(s.transaction_timeout, self.xact_start, "transaction timeout");
@@ -52,7 +55,7 @@ impl Relay {
 
     /// Arms (or moves, or drops) the timer for the timeout that applies now.
     pub(super) fn arm_timer(&mut self) {
-        match self.next_timeout(Instant::now()) {
+        match self.next_timeout() {
             None => self.timer = None,
             Some((at, reason)) => {
                 self.timer_reason = reason;
