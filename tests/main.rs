@@ -13,6 +13,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod params;
+mod peering;
 mod pgbench;
 mod pool_lifecycle;
 mod pool_modes;

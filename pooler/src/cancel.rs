@@ -1,7 +1,8 @@
 //! Cancel keys: every client gets pgmux's own BackendKeyData; a CancelRequest carrying it is
 //! forwarded to the server that client holds at that moment, and never to another client's.
 //! A server with a cancel in flight is not given to anyone else until the cancel is done
-//! (PgBouncer's "being canceled" state).
+//! (PgBouncer's "being canceled" state). Keys another peered process issued are forwarded to it
+//! (`peering.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +15,9 @@ use pgmux_protocol::build;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::config::Config;
 use crate::net::PeerAddr;
+use crate::peering::{self, PeerLanes, Route};
 
 /// Where to send a cancel for a client's current query.
 #[derive(Debug, Clone)]
@@ -64,15 +67,17 @@ impl CancelSlot {
 #[derive(Debug, Default)]
 pub struct Cancels {
     map: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+    /// Cancel requests forwarded to peers, per peer.
+    pub peers: PeerLanes,
 }
 
 impl Cancels {
-    /// A fresh unique key and its slot.
-    pub fn register(&self) -> ((i32, i32), Arc<CancelSlot>) {
+    /// A fresh unique key (carrying `peer_id` when peering is on) and its slot.
+    pub fn register(&self, peer_id: u16) -> ((i32, i32), Arc<CancelSlot>) {
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock();
         loop {
-            let key = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
+            let key = peering::stamp((rand::random::<i32>(), rand::random::<i32>()), peer_id);
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 e.insert(slot.clone());
                 return (key, slot);
@@ -85,9 +90,42 @@ impl Cancels {
         self.map.lock().remove(&key);
     }
 
-    /// Handles a CancelRequest: forwards it to the server the key's client holds, if any.
-    /// Unknown keys are ignored silently, as PostgreSQL does.
-    pub async fn cancel(&self, key: (i32, i32)) {
+    /// Handles a CancelRequest: forwards it to the server the key's client holds, if any, or
+    /// to the peer that issued the key. Unknown keys are ignored silently, as PostgreSQL does.
+    ///
+    /// # Errors
+    /// A key of another peer that cannot be forwarded, with PgBouncer's reason.
+    pub async fn cancel(&self, key: (i32, i32), config: &Config) -> Result<(), &'static str> {
+        let key = match peering::route(key, config.general.peer_id) {
+            Route::Local(key) => key,
+            Route::TtlExhausted => return Err("failed to forward cancel request because its TTL was exhausted"),
+            Route::Forward { peer_id, key } => return self.forward(peer_id, key, config).await,
+        };
+        self.cancel_local(key).await;
+        Ok(())
+    }
+
+    async fn forward(&self, peer_id: u16, key: (i32, i32), config: &Config) -> Result<(), &'static str> {
+        const NO_PEER: &str = "could not find peer to forward request to";
+        let (Some(peer), Some(lane)) =
+            (config.peers.get(&u32::from(peer_id)), self.peers.lane(u32::from(peer_id), config))
+        else {
+            return Err(NO_PEER);
+        };
+        tracing::debug!("forwarding cancellation request to peer {peer_id}");
+        let sent = lane
+            .run(async {
+                let addr = peering::address(peer).await?;
+                send_cancel(&Target { addr: Arc::new(addr), key }).await
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!("could not forward cancel request to peer {peer_id}: {e}");
+        }
+        Ok(())
+    }
+
+    async fn cancel_local(&self, key: (i32, i32)) {
         let Some(slot) = self.map.lock().get(&key).cloned() else {
             tracing::debug!("cancel request with unknown key");
             return;

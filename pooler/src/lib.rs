@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod peering;
 pub mod pool;
 pub mod reload;
 pub mod server;

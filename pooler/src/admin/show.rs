@@ -50,7 +50,12 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
             ("cl_waiting_cancel_req", Ty::Int4),
             ("sv_active_cancel", Ty::Int4),
             ("sv_login", Ty::Int4),
-        ]),
+        ])
+        .with_rows(shared.config().peers.keys().map(|id| {
+            let (active, waiting) = shared.cancels.peers.counts(*id);
+            // A forward is one connection that logs in and is active at once: no login phase.
+            vec![v(id), v(active), v(waiting), v(active), v(0)]
+        })),
         "mem" => Table::new(&[
             ("name", Ty::Text),
             ("size", Ty::Int4),

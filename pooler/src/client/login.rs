@@ -100,7 +100,11 @@ pub async fn login(
     let counted = &mut counted;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
-            shared.cancels.cancel((pid, secret)).await;
+            if let Err(reason) = shared.cancels.cancel((pid, secret), config).await {
+                if g.log_disconnections {
+                    crate::conn_log!(info, tag, "closing because: {reason} (age=0s)");
+                }
+            }
             return Ok(None);
         }
         StartupPacket::Startup { version, params } => (version, params),
@@ -277,7 +281,7 @@ pub async fn login(
         let value = req.params.get(k).unwrap_or(v);
         build::parameter_status(&mut io.wbuf, k.as_bytes(), value.as_bytes());
     }
-    let (cancel_key, cancel) = shared.cancels.register();
+    let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
     if !g.login_notify_message.is_empty() {
         // As PgBouncer's welcome: a NOTICE between BackendKeyData and ReadyForQuery.

@@ -100,6 +100,8 @@ pub struct General {
     pub listen_port: u16,
     pub listen_backlog: u32,
     pub so_reuseport: bool,
+    /// This process's id among peered poolers (0: peering off); goes into every cancel key.
+    pub peer_id: u16,
     pub unix_socket_dir: String,
     pub unix_socket_mode: u32,
     pub unix_socket_group: Option<String>,
@@ -275,6 +277,7 @@ impl General {
             listen_port: r.int("listen_port", 65535)? as u16,
             listen_backlog: r.int("listen_backlog", 65535)?,
             so_reuseport: r.flag("so_reuseport")?,
+            peer_id: r.int("peer_id", 16383)? as u16,
             unix_socket_dir: r.raw("unix_socket_dir").to_owned(),
             unix_socket_mode: r.get("unix_socket_mode", value::octal_mode)?,
             unix_socket_group: r.opt("unix_socket_group"),
