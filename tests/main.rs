@@ -22,6 +22,7 @@ mod protocol_flows;
 mod replication;
 mod sessions;
 mod shutdown;
+mod takeover;
 mod timeouts;
 mod tls;
 mod tls_certs;

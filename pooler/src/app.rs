@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::net::listener::{self, BindError, Bound};
 use crate::net::{PeerAddr, Stream};
 use crate::shared::{RunState, Shared};
+use crate::takeover::ListenerKind;
 
 /// A bound pooler, not yet serving.
 #[derive(Debug)]
@@ -28,6 +29,11 @@ impl Pooler {
         let bound = listener::bind(&config.general)?;
         let exporter = bind_exporter(&config.general)?;
         Ok(Pooler { shared: Shared::new(config), bound, exporter })
+    }
+
+    /// A pooler on the listeners a running process passed (`pgmux -R`).
+    pub fn from_taken(config: Config, bound: Bound, exporter: Option<std::net::TcpListener>) -> Self {
+        Pooler { shared: Shared::new(config), bound, exporter }
     }
 
     /// The metrics port bound, if the endpoint is on.
@@ -52,6 +58,20 @@ impl Pooler {
     pub async fn run(self) -> std::io::Result<()> {
         let Pooler { shared, bound, exporter } = self;
         let mut accepts = Vec::new();
+        // Duplicates of the listeners, passed to a new process on online restart.
+        let keep = |kind: ListenerKind, fd: std::io::Result<std::os::fd::OwnedFd>| match fd {
+            Ok(fd) => shared.giving.keep_listener(kind, fd),
+            Err(e) => tracing::warn!("cannot keep a listener for online restart: {e}"),
+        };
+        if let Some(l) = &exporter {
+            keep(ListenerKind::Exporter, l.try_clone().map(Into::into));
+        }
+        for l in &bound.tcp {
+            keep(ListenerKind::Tcp, l.try_clone().map(Into::into));
+        }
+        if let Some((l, path)) = &bound.unix {
+            keep(ListenerKind::Unix(path.display().to_string()), l.try_clone().map(Into::into));
+        }
         if let Some(l) = exporter {
             let l = TcpListener::from_std(l)?;
             let source = Arc::new(crate::metrics::MetricsSource::new(shared.clone(), bound.port));
@@ -91,6 +111,7 @@ impl Pooler {
         loop {
             let done = match shared.state() {
                 RunState::Running | RunState::Immediate => true,
+                RunState::TakenOver => shared.giving.finished(),
                 RunState::WaitForClients => shared.client_count() == 0,
                 // As PgBouncer (no server left; idle ones close as in pause mode): a server that
                 // is leased, connecting or being SET up for a client keeps the process up.
@@ -114,7 +135,10 @@ impl Pooler {
         }
         if let Some((task, path)) = unix {
             task.abort();
-            let _ = std::fs::remove_file(path);
+            // After a takeover the socket file is the new process's.
+            if shared.state() != RunState::TakenOver {
+                let _ = std::fs::remove_file(path);
+            }
         }
         ticker.abort();
         for p in shared.pools.all() {

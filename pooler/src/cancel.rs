@@ -85,6 +85,17 @@ impl Cancels {
         }
     }
 
+    /// Keeps the key a client was given by the previous process (online restart); a fresh one
+    /// in the unlikely case that this process already gave it out.
+    pub fn adopt(&self, key: (i32, i32), peer_id: u16) -> ((i32, i32), Arc<CancelSlot>) {
+        let slot = Arc::new(CancelSlot::default());
+        if let std::collections::hash_map::Entry::Vacant(e) = self.map.lock().entry(key) {
+            e.insert(slot.clone());
+            return (key, slot);
+        }
+        self.register(peer_id)
+    }
+
     /// Forgets a key when its client leaves.
     pub fn unregister(&self, key: (i32, i32)) {
         self.map.lock().remove(&key);

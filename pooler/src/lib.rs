@@ -22,6 +22,7 @@ pub mod reload;
 pub mod server;
 pub mod servers;
 pub mod shared;
+pub mod takeover;
 pub mod tls;
 
 /// The PgBouncer version whose behaviour and admin interface pgmux implements.

@@ -9,7 +9,7 @@ use clap::Parser;
 use pgmux::app::Pooler;
 use pgmux::cli::Cli;
 use pgmux::shared::{RunState, Shared};
-use pgmux::{config, daemon, logging, reload};
+use pgmux::{config, daemon, logging, reload, takeover};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -22,9 +22,6 @@ fn main() -> ExitCode {
     if cli.version {
         println!("{}", pgmux::version_lines());
         return ExitCode::SUCCESS;
-    }
-    if cli.reboot {
-        return fail("-R (online restart) is not supported yet");
     }
     let path = cli.config.expect("clap requires the config path");
     let config = match config::load(&path) {
@@ -48,14 +45,26 @@ fn main() -> ExitCode {
             g.max_client_conn
         );
     }
-    if let Some(p) = &g.pidfile {
-        if let Err(e) = daemon::check_pidfile(p) {
-            return fail(e);
+    // -R: the running process's listeners (and then its clients) instead of binding; its
+    // pidfile is ours from now on.
+    let (pooler, handed) = if cli.reboot {
+        match takeover::take::connect(&g) {
+            Ok(t) => {
+                tracing::info!("takeover: listening sockets taken over from the running process");
+                (Pooler::from_taken(config, t.bound, t.exporter), Some(t.channel))
+            }
+            Err(e) => return fail(format!("online restart failed: {e}")),
         }
-    }
-    let pooler = match Pooler::bind(config) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
+    } else {
+        if let Some(p) = &g.pidfile {
+            if let Err(e) = daemon::check_pidfile(p) {
+                return fail(e);
+            }
+        }
+        match Pooler::bind(config) {
+            Ok(p) => (p, None),
+            Err(e) => return fail(e),
+        }
     };
     if let Some(user) = cli.user.as_ref().or(g.user.as_ref()) {
         if let Err(e) = daemon::switch_user(user) {
@@ -90,14 +99,20 @@ fn main() -> ExitCode {
         // the default action.
         match Signals::install() {
             Some(signals) => {
-                tokio::spawn(handle_signals(shared, signals));
+                tokio::spawn(handle_signals(shared.clone(), signals));
             }
             None => tracing::error!("cannot install signal handlers"),
         }
         tracing::info!("process up: {}, tls: {}", pgmux::version_string(), pgmux::TLS_LIBRARY);
-        pooler.run().await
+        if let Some(channel) = handed {
+            tokio::spawn(takeover::take::adopt_clients(shared.clone(), channel));
+        }
+        let result = pooler.run().await;
+        (result, shared.state() == RunState::TakenOver)
     });
-    if let Some(p) = &g.pidfile {
+    let (result, taken_over) = result;
+    // After a takeover the pidfile names the new process.
+    if let (Some(p), false) = (&g.pidfile, taken_over) {
         let _ = std::fs::remove_file(p);
     }
     match result {

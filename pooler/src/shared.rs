@@ -27,6 +27,9 @@ pub enum RunState {
     WaitForServers,
     /// Close everything now.
     Immediate,
+    /// A new process took the listeners over (`pgmux -R`); clients move to it as they become
+    /// idle, and the process exits when none is left.
+    TakenOver,
 }
 
 /// Everything tasks share.
@@ -56,6 +59,8 @@ pub struct Shared {
     /// max_prepared_statements in force, read by sessions at each server attach so that a
     /// console SET applies to connected clients, as in PgBouncer (no config lock per transaction).
     pub max_prepared_statements: AtomicUsize,
+    /// Online restart: the listeners kept to pass on, and the hand-over's progress.
+    pub giving: crate::takeover::give::Giving,
     suspended: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
@@ -79,6 +84,7 @@ impl Shared {
             admin_clients: std::sync::atomic::AtomicI64::new(0),
             admin_stats: crate::pool::PoolStats::default(),
             max_prepared_statements: AtomicUsize::new(max_prepared),
+            giving: Default::default(),
             suspended: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             state_tx,

@@ -74,6 +74,39 @@ impl PgmuxProcess {
         p
     }
 
+    /// Online restart: starts a new pgmux with `-R` on the same ini, waits until the old process
+    /// has handed everything over and exited, and goes on with the new one.
+    pub fn reboot(&mut self) {
+        let child = Command::new(binary())
+            .arg("-R")
+            .arg("--quiet")
+            .arg(self.dir.path().join("pgmux.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pgmux -R");
+        let mut old = std::mem::replace(&mut self.child, child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while old.try_wait().unwrap().is_none() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let _ = old.kill();
+                panic!("pgmux -R exited with {status}: {err}\nlog:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the old process did not exit after -R:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The logfile so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pgmux.log")).unwrap_or_default()

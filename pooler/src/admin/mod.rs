@@ -96,6 +96,25 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                         return;
                     }
                 };
+                if sql.trim().trim_end_matches(';').trim().eq_ignore_ascii_case(crate::takeover::COMMAND) {
+                    match takeover_allowed(&info, &io, access) {
+                        Ok(()) => {
+                            let ClientIo { stream, .. } = io;
+                            if let crate::net::Stream::Unix(sock) = stream {
+                                crate::takeover::give::give(shared.clone(), sock).await;
+                            }
+                            return;
+                        }
+                        Err(msg) => {
+                            build::error_response(&mut out, Severity::Error, sqlstate::INSUFFICIENT_PRIVILEGE, msg);
+                            build::ready_for_query(&mut out, b'I');
+                            if io.send(&out).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
                 let close = run(&shared, &sql, access, listen_port, &mut out).await;
                 if close {
                     let _ = io.send(&out).await;
@@ -119,6 +138,18 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
         if io.send(&out).await.is_err() {
             return;
         }
+    }
+}
+
+/// Online restart is for `pgmux -R` only: user pgbouncer, over the unix socket, from the
+/// process's own OS user (as PgBouncer's SHOW FDS passes sockets only then).
+fn takeover_allowed(info: &ClientInfo, io: &ClientIo, access: Access) -> Result<(), &'static str> {
+    let same_uid = io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw());
+    if access == Access::Admin && info.user == ADMIN_DB && same_uid && matches!(io.stream, crate::net::Stream::Unix(_))
+    {
+        Ok(())
+    } else {
+        Err("TAKEOVER is for pgmux -R: user pgbouncer over the unix socket, as the same OS user")
     }
 }
 

@@ -228,7 +228,8 @@ pub async fn login(
     let Some(db) = db else {
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
-    if shared.state() != RunState::Running {
+    // During an online restart a login that was under way finishes here and then moves.
+    if !matches!(shared.state(), RunState::Running | RunState::TakenOver) {
         // The console stays reachable on the unix socket until the process exits; databases
         // do not (PgBouncer's check at the end of login).
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "pooler is shutting down".into()));

@@ -2,6 +2,7 @@
 //! Every failure a client can cause ends in an ErrorResponse to that client and never touches
 //! another client.
 
+mod adopt;
 mod auth;
 mod buffers;
 pub mod io;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use pgmux_protocol::{sqlstate, ProtocolError};
 
+pub use adopt::adopt;
 pub use io::ClientIo;
 pub use params::ClientParams;
 

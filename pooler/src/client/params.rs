@@ -25,6 +25,11 @@ impl ClientParams {
         Self { values: Vec::new(), extra: extra.to_vec(), fingerprint: std::cell::Cell::new(0) }
     }
 
+    /// Every tracked name and its wanted value (for an online restart).
+    pub fn values(&self) -> &[(String, String)] {
+        &self.values
+    }
+
     /// The canonical spelling of `name` if it is tracked.
     pub fn tracked_name(&self, name: &str) -> Option<String> {
         ALWAYS_TRACKED

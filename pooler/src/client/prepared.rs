@@ -58,6 +58,32 @@ pub struct ClientStatements {
     unnamed_valid: bool,
 }
 
+/// Named statements as (name, Parse body after the name), for an online restart.
+pub type NamedStatements = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl ClientStatements {
+    /// Named statements (name, Parse body after the name) and the unnamed one, for handing the
+    /// client to a new process (online restart).
+    pub fn export(&self) -> (NamedStatements, Option<Vec<u8>>) {
+        let named = self.map.iter().map(|(name, st)| (name.to_vec(), st.parse_rest.to_vec())).collect();
+        (named, self.unnamed_valid.then(|| self.unnamed.to_vec()))
+    }
+
+    /// The statements of a client handed over by the previous process.
+    pub fn import(named: NamedStatements, unnamed: Option<Vec<u8>>) -> Self {
+        let map = named
+            .into_iter()
+            .map(|(name, rest)| {
+                let mut h = DefaultHasher::new();
+                rest.as_slice().hash(&mut h);
+                (Bytes::from(name), Arc::new(Statement { hash: h.finish(), parse_rest: Bytes::from(rest) }))
+            })
+            .collect();
+        let unnamed_valid = unnamed.is_some();
+        ClientStatements { map, unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(), unnamed_valid }
+    }
+}
+
 #[cfg(test)]
 impl ClientStatements {
     fn len(&self) -> usize {

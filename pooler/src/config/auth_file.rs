@@ -20,6 +20,14 @@ pub enum StoredSecret {
 }
 
 impl StoredSecret {
+    /// The secret as auth_file spells it (what [`StoredSecret::parse`] reads back).
+    pub fn to_text(&self) -> String {
+        match self {
+            StoredSecret::Plain(s) | StoredSecret::Md5(s) => s.clone(),
+            StoredSecret::Scram(s) => s.to_text(),
+        }
+    }
+
     /// Classifies a secret string as PostgreSQL does.
     pub fn parse(s: &str) -> Self {
         if md5::is_secret(s) {

@@ -245,6 +245,12 @@ impl Pool {
         }
     }
 
+    /// The SCRAM pass-through keys and the auth_query secret this pool logs in with, if any
+    /// (handed to a new process on online restart).
+    pub fn login_secrets(&self) -> (Option<PassThroughKeys>, Option<StoredSecret>) {
+        (self.scram_keys.lock().clone(), self.looked_up.lock().clone())
+    }
+
     /// Keys from a client's SCRAM proof, so servers can be opened with SCRAM pass-through.
     pub fn set_scram_keys(&self, keys: PassThroughKeys) {
         let mut k = self.scram_keys.lock();

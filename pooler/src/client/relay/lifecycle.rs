@@ -220,7 +220,7 @@ impl Relay {
                 let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
                 crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
             }
-            End::ClientGone => {}
+            End::ClientGone | End::HandOver => {}
             End::Fatal(_, msg) => {
                 if g.log_disconnections {
                     crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
@@ -260,7 +260,7 @@ impl Relay {
         }
         self.log_end(&end);
         match end {
-            End::ClientGone => {}
+            End::ClientGone | End::HandOver => {}
             End::Fatal(code, msg) => {
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, Severity::Fatal, code, &msg);

@@ -4,6 +4,7 @@
 //! buffers without copying; only the messages that decide pooling are looked at: Query, Sync,
 //! FunctionCall, Terminate from the client; ReadyForQuery and ParameterStatus from the server.
 
+mod handover;
 mod lifecycle;
 mod scan;
 mod timers;
@@ -54,6 +55,8 @@ enum End {
     ClientGone,
     /// pgmux closes the client with this error.
     Fatal(&'static str, String),
+    /// Online restart: the client moves to the new process.
+    HandOver,
 }
 
 struct Relay {
@@ -110,7 +113,12 @@ struct Relay {
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
-pub async fn run(shared: Arc<Shared>, io: ClientIo, mut session: Session) {
+pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
+    resume(shared, io, session, ClientStatements::default()).await;
+}
+
+/// Runs a session that already has prepared statements (handed over on online restart).
+pub async fn resume(shared: Arc<Shared>, io: ClientIo, mut session: Session, statements: ClientStatements) {
     let config = shared.config();
     let settings = session.pool.settings();
     let dedicated = session.dedicated.take();
@@ -150,7 +158,7 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, mut session: Session) {
         max_prepared: 0,
         mode,
         dedicated: dedicated.is_some(),
-        statements: ClientStatements::default(),
+        statements,
         tracker: Tracker::default(),
         kill: {
             let info = session.info.clone();
@@ -162,6 +170,10 @@ pub async fn run(shared: Arc<Shared>, io: ClientIo, mut session: Session) {
         r.install(*server);
     }
     let end = r.serve().await;
+    if matches!(end, End::HandOver) {
+        r.hand_over();
+        return;
+    }
     Box::pin(r.finish(end)).await;
 }
 
@@ -185,6 +197,9 @@ impl Relay {
                 if let Some(end) = self.fast_close() {
                     return end;
                 }
+            }
+            if self.shared.giving.requested() && self.can_hand_over() {
+                return End::HandOver;
             }
             if self.server.is_none() {
                 // Idle: give the buffers back; the next read or transaction takes them again.

@@ -1,0 +1,67 @@
+//! Online restart, the old process's side of one client: between two transactions, with
+//! nothing buffered either way, the relay stops and passes the client's socket and state to the
+//! new process (`takeover::give`). TLS clients and clients holding a server stay.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use super::Relay;
+use crate::net::{PeerAddr, Stream};
+use crate::takeover::{ClientRecord, ScramKeys};
+
+impl Relay {
+    /// True when the client can move now: no server, no bytes in flight, plain socket.
+    pub(super) fn can_hand_over(&self) -> bool {
+        self.server.is_none()
+            && !self.dedicated
+            && self.cin.is_empty()
+            && self.sout.is_empty()
+            && !self.need_server
+            && !self.terminate
+            && !self.client_eof
+            && self.c_skip == 0
+            && matches!(self.client, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
+    /// Leaves this process's books and passes the client on.
+    pub(super) fn hand_over(self) {
+        let Relay { shared, session, client, statements, .. } = self;
+        shared.cancels.unregister(session.cancel_key);
+        shared.client_registry.unregister(session.info.id);
+        session.pool.clients.fetch_sub(1, Ordering::Relaxed);
+        let fd: std::io::Result<OwnedFd> = match client {
+            Stream::Tcp(t) => t.into_std().map(OwnedFd::from),
+            Stream::Unix(u) => u.into_std().map(OwnedFd::from),
+            _ => return,
+        };
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(client = %session.peer, "takeover: cannot detach the client's socket: {e}");
+                return;
+            }
+        };
+        let (unix, addr) = match &session.peer {
+            PeerAddr::Unix(label) => (true, label.clone()),
+            PeerAddr::Tcp(a) => (false, a.to_string()),
+        };
+        let (scram, secret) = session.pool.login_secrets();
+        let (named, unnamed) = statements.export();
+        let record = ClientRecord {
+            db: session.info.db.clone(),
+            user: session.info.user.clone(),
+            pool_user: session.pool.user.clone(),
+            params: session.params.values().to_vec(),
+            cancel_key: session.cancel_key,
+            application_name: session.info.application_name.clone(),
+            unix,
+            addr,
+            scram: scram.as_ref().map(ScramKeys::from_keys),
+            looked_up_secret: secret.map(|s| s.to_text()),
+            statements: named,
+            unnamed,
+        };
+        tracing::debug!(client = %session.peer, db = %record.db, "takeover: client handed over");
+        shared.giving.hand(record, fd);
+    }
+}

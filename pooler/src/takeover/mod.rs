@@ -1,0 +1,111 @@
+//! Online restart (`pgmux -R`), as PgBouncer's `-R`: a new pgmux takes over the listening
+//! sockets and the client connections of the running one, so a binary upgrade or a restart
+//! loses no client.
+//!
+//! The new process logs into the old one's console over the unix socket as `pgbouncer` (the
+//! same OS user, no password) and sends `TAKEOVER`. The old process answers with frames
+//! ([`fds`]): first every listener (the new process serves from then on and the old one accepts
+//! nothing more), then each client as soon as it holds no server and has nothing in flight
+//! (its socket, and what it logged in with: database, user, tracked parameters, cancel key,
+//! SCRAM keys, prepared statements), and last `Done` when no client is left. The old process
+//! then closes its servers and exits, leaving the unix socket file and the pidfile to the new
+//! one.
+//!
+//! Unlike PgBouncer, the old process does not suspend: a client in a transaction (or a
+//! session-mode client holding its server) finishes it on the old process and moves when it is
+//! idle; a TLS client (whose session keys cannot move) stays on the old process until it leaves.
+
+pub mod fds;
+pub mod give;
+pub mod take;
+
+use serde::{Deserialize, Serialize};
+
+/// The console command that starts a takeover.
+pub const COMMAND: &str = "TAKEOVER";
+
+/// One frame from the old process to the new one.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Frame {
+    /// The listeners, in the order of the descriptors that come with the frame.
+    Listeners(Vec<ListenerKind>),
+    /// A client, whose socket is the frame's one descriptor.
+    Client(Box<ClientRecord>),
+    /// Every client has moved or left; the old process exits.
+    Done,
+}
+
+/// What a passed listening socket is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ListenerKind {
+    /// A client TCP listener.
+    Tcp,
+    /// The unix socket, at this path.
+    Unix(String),
+    /// The metrics endpoint.
+    Exporter,
+}
+
+/// A logged-in client's state, enough for the new process to go on serving it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// Database name as the client gave it.
+    pub db: String,
+    /// Login user.
+    pub user: String,
+    /// Server-side user of its pool.
+    pub pool_user: String,
+    /// Tracked parameters and their values.
+    pub params: Vec<(String, String)>,
+    /// The cancel key it was given.
+    pub cancel_key: (i32, i32),
+    /// application_name at login.
+    pub application_name: String,
+    /// A unix-socket client (else TCP).
+    pub unix: bool,
+    /// How it was labelled (`unix(1234)` for unix-socket clients).
+    pub addr: String,
+    /// Its pool's SCRAM pass-through keys (for server logins without a stored password).
+    pub scram: Option<ScramKeys>,
+    /// Its pool's secret found by auth_query, as auth_file text.
+    pub looked_up_secret: Option<String>,
+    /// Its named prepared statements: name and the Parse body after the name.
+    pub statements: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Its unnamed statement's Parse body after the name, when it has one.
+    pub unnamed: Option<Vec<u8>>,
+}
+
+/// SCRAM pass-through keys (`pgmux_protocol::scram::PassThroughKeys`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScramKeys {
+    /// ClientKey.
+    pub client_key: Vec<u8>,
+    /// ServerKey.
+    pub server_key: Vec<u8>,
+    /// Salt.
+    pub salt: Vec<u8>,
+    /// Iterations.
+    pub iterations: u32,
+}
+
+impl ScramKeys {
+    /// From the pool's keys.
+    pub fn from_keys(k: &pgmux_protocol::scram::PassThroughKeys) -> Self {
+        ScramKeys {
+            client_key: k.client_key.to_vec(),
+            server_key: k.server_key.to_vec(),
+            salt: k.salt.clone(),
+            iterations: k.iterations,
+        }
+    }
+
+    /// Back to the pool's keys; `None` when a key has the wrong length.
+    pub fn to_keys(&self) -> Option<pgmux_protocol::scram::PassThroughKeys> {
+        Some(pgmux_protocol::scram::PassThroughKeys {
+            client_key: self.client_key.as_slice().try_into().ok()?,
+            server_key: self.server_key.as_slice().try_into().ok()?,
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! The new process's side of an online restart (`pgmux -R`): before serving, it logs into the
+//! running process's console over the unix socket, asks for `TAKEOVER` and receives the
+//! listeners; once serving, it adopts each client the old process hands over.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgmux_protocol::build;
+
+use super::{fds, Frame, ListenerKind};
+use crate::config::General;
+use crate::net::listener::{unix_socket_path, Bound};
+use crate::shared::Shared;
+
+/// What the running process passed: its listeners, and the channel clients will come through.
+#[derive(Debug)]
+pub struct Taken {
+    /// The client listeners.
+    pub bound: Bound,
+    /// The metrics endpoint, if it had one.
+    pub exporter: Option<std::net::TcpListener>,
+    /// The console connection the clients arrive on.
+    pub channel: UnixStream,
+}
+
+fn read_message(s: &mut UnixStream) -> Result<(u8, Vec<u8>), String> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).map_err(|e| format!("the running process hung up: {e}"))?;
+    let len = (&head[1..]).get_i32();
+    if !(4..=1 << 20).contains(&len) {
+        return Err("the running process sent a malformed message".into());
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    s.read_exact(&mut body).map_err(|e| format!("the running process hung up: {e}"))?;
+    Ok((head[0], body))
+}
+
+/// The `M` field of an ErrorResponse body.
+fn error_text(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find(|f| f.first() == Some(&b'M'))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+        .unwrap_or_else(|| "refused".into())
+}
+
+/// Logs in to the running process's console and takes its listeners.
+///
+/// # Errors
+/// No unix socket configured, nothing running there, or the takeover refused; in words for
+/// the operator.
+pub fn connect(g: &General) -> Result<Taken, String> {
+    if g.unix_socket_dir.is_empty() {
+        return Err("-R needs unix_socket_dir: the running process is reached through its unix socket".into());
+    }
+    let path = unix_socket_path(&g.unix_socket_dir, g.listen_port);
+    let mut s = UnixStream::connect(&path)
+        .map_err(|e| format!("cannot reach the running process at {}: {e}", path.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", "pgbouncer"), ("database", crate::config::ADMIN_DB)]);
+    fds::write_blocking(&mut s, &out).map_err(|e| format!("cannot talk to the running process: {e}"))?;
+    loop {
+        match read_message(&mut s)? {
+            (b'Z', _) => break,
+            (b'E', body) => return Err(format!("the running process refused the console login: {}", error_text(&body))),
+            (b'R', body) if body.get(..4) != Some(&[0, 0, 0, 0]) => {
+                return Err("the running process asks for a password: -R logs in as pgbouncer over the unix socket, as the same OS user".into())
+            }
+            _ => {}
+        }
+    }
+    out.clear();
+    build::query(&mut out, super::COMMAND);
+    fds::write_blocking(&mut s, &out).map_err(|e| format!("cannot talk to the running process: {e}"))?;
+    // Frames start with a length below 2^24 (a zero byte); a refusal is an ErrorResponse ('E'),
+    // as from a process that is not pgmux or does not allow it.
+    let mut first = [0u8; 1];
+    nix::sys::socket::recv(s.as_raw_fd(), &mut first, nix::sys::socket::MsgFlags::MSG_PEEK)
+        .map_err(|e| format!("takeover failed: {e}"))?;
+    if first[0] == b'E' {
+        let (_, body) = read_message(&mut s)?;
+        return Err(format!("the running process refused the takeover: {}", error_text(&body)));
+    }
+    let (body, passed) = fds::recv_blocking(&mut s).map_err(|e| format!("takeover failed: {e}"))?;
+    let Ok(Frame::Listeners(kinds)) = serde_json::from_slice::<Frame>(&body) else {
+        return Err("the running process answered the takeover with something unexpected".into());
+    };
+    if kinds.len() != passed.len() {
+        return Err("the running process passed fewer sockets than it named".into());
+    }
+    let _ = s.set_read_timeout(None);
+    let mut bound = Bound { tcp: Vec::new(), unix: None, port: g.listen_port };
+    let mut exporter = None;
+    for (kind, fd) in kinds.into_iter().zip(passed) {
+        match kind {
+            ListenerKind::Tcp => {
+                let l = std::net::TcpListener::from(fd);
+                if let Ok(a) = l.local_addr() {
+                    bound.port = a.port();
+                }
+                bound.tcp.push(nonblocking(l)?);
+            }
+            ListenerKind::Exporter => exporter = Some(nonblocking(std::net::TcpListener::from(fd))?),
+            ListenerKind::Unix(p) => {
+                let l = std::os::unix::net::UnixListener::from(fd);
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                bound.unix = Some((l, p.into()));
+            }
+        }
+    }
+    Ok(Taken { bound, exporter, channel: s })
+}
+
+fn nonblocking(l: std::net::TcpListener) -> Result<std::net::TcpListener, String> {
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+/// Adopts the clients the old process hands over until it says `Done` (or goes away).
+pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream) {
+    let mut sock = match channel.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(channel)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("takeover: cannot read from the previous process: {e}");
+            return;
+        }
+    };
+    let mut adopted = 0usize;
+    loop {
+        let (body, mut passed) = match fds::recv(&mut sock).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                tracing::warn!("takeover: the previous process hung up after {adopted} clients");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("takeover: reading from the previous process failed after {adopted} clients: {e}");
+                return;
+            }
+        };
+        match serde_json::from_slice::<Frame>(&body) {
+            Ok(Frame::Client(record)) => {
+                let Some(fd): Option<OwnedFd> = passed.pop() else {
+                    tracing::warn!("takeover: a client arrived without its socket");
+                    continue;
+                };
+                adopted += 1;
+                tokio::spawn(crate::client::adopt(shared.clone(), fd, *record));
+            }
+            Ok(Frame::Done) => {
+                tracing::info!("takeover finished: {adopted} clients taken over from the previous process");
+                return;
+            }
+            Ok(Frame::Listeners(_)) | Err(_) => {
+                tracing::warn!("takeover: unexpected frame from the previous process");
+            }
+        }
+    }
+}
