@@ -101,6 +101,9 @@ impl Pooler {
         for a in &accepts {
             a.abort();
         }
+        if shared.state() != RunState::TakenOver {
+            shared.giving.drop_listeners();
+        }
         if shared.state() == RunState::WaitForServers {
             // Clients waiting for a server are closed now, the others when they ask for one;
             // clients holding a server finish their transaction.

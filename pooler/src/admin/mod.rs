@@ -97,7 +97,7 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                     }
                 };
                 if sql.trim().trim_end_matches(';').trim().eq_ignore_ascii_case(crate::takeover::COMMAND) {
-                    match takeover_allowed(&info, &io, access) {
+                    match takeover_allowed(&shared, &info, &io, access) {
                         Ok(()) => {
                             let ClientIo { stream, .. } = io;
                             if let crate::net::Stream::Unix(sock) = stream {
@@ -143,7 +143,10 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
 
 /// Online restart is for `pgmux -R` only: user pgbouncer, over the unix socket, from the
 /// process's own OS user (as PgBouncer's SHOW FDS passes sockets only then).
-fn takeover_allowed(info: &ClientInfo, io: &ClientIo, access: Access) -> Result<(), &'static str> {
+fn takeover_allowed(shared: &Shared, info: &ClientInfo, io: &ClientIo, access: Access) -> Result<(), &'static str> {
+    if shared.state() != crate::shared::RunState::Running {
+        return Err("TAKEOVER refused: the pooler is shutting down");
+    }
     let same_uid = io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw());
     if access == Access::Admin && info.user == ADMIN_DB && same_uid && matches!(io.stream, crate::net::Stream::Unix(_))
     {

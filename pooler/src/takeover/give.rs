@@ -32,6 +32,12 @@ impl Giving {
         self.listeners.lock().push((kind, fd));
     }
 
+    /// Closes the kept duplicates: on shutdown the listening sockets must really close, so that
+    /// connects are refused at once (what a peer behind so_reuseport relies on).
+    pub fn drop_listeners(&self) {
+        self.listeners.lock().clear();
+    }
+
     /// True once a takeover started: idle clients hand themselves over.
     #[inline]
     pub fn requested(&self) -> bool {
