@@ -9,6 +9,7 @@ mod auth;
 mod auth_sources;
 mod faults;
 mod garbage;
+mod host_lists;
 mod limits;
 mod logs;
 mod metrics;

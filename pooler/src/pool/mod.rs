@@ -65,6 +65,12 @@ struct State {
     waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
     /// Time and text of the last failed login, for fast fail.
     last_failure: Option<(Instant, String, bool)>,
+    /// The last connect succeeded: connects may run in parallel. Until then (a new pool, or
+    /// after a failure) one connect at a time probes the server, as PgBouncer always does, so
+    /// that a bad host is tried once and not by every waiting client at the same time.
+    proven: bool,
+    /// A probing connect is under way.
+    probing: bool,
 }
 
 /// Counts for SHOW POOLS.
@@ -142,7 +148,14 @@ impl Pool {
             db,
             user,
             settings: RwLock::new(Arc::new(settings)),
-            state: Mutex::new(State { idle: VecDeque::new(), total: 0, waiters: VecDeque::new(), last_failure: None }),
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                last_failure: None,
+                proven: false,
+                probing: false,
+            }),
             stats: PoolStats::default(),
             histograms: histogram::PoolHistograms::default(),
             welcome: Mutex::new(None),
@@ -600,6 +613,8 @@ impl Pool {
                 }
                 let mut s = self.state.lock();
                 s.last_failure = Some((Instant::now(), e.log_reason(), refusal.is_some()));
+                s.proven = false;
+                s.probing = false;
                 if let Some(r) = refusal {
                     // Every client waiting for this pool gets the server's refusal now.
                     let r = Arc::new(r);
@@ -618,7 +633,17 @@ impl Pool {
                 return Err(e.into());
             }
         }
-        self.state.lock().last_failure = None;
+        {
+            let mut st = self.state.lock();
+            st.last_failure = None;
+            if !st.proven {
+                // The probe got through: clients that waited for it may all connect now.
+                st.proven = true;
+                st.probing = false;
+                let settings = self.settings();
+                while self.hand_slot_locked(&mut st, &settings) {}
+            }
+        }
         s.generation = self.generation.load(Relaxed);
         s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
         {
@@ -703,6 +728,8 @@ impl Pool {
         let handed = {
             let mut s = self.state.lock();
             s.total = s.total.saturating_sub(1);
+            // A probe given up (its client left) lets the next one try.
+            s.probing = false;
             self.db_limit.release();
             self.user_limit.release();
             self.hand_slot_locked(&mut s, &settings)

@@ -19,6 +19,8 @@ pub(super) enum Room {
     DbFull,
     /// max_user_connections reached.
     UserFull,
+    /// Another client's connect is probing a server not yet known to work.
+    Probing,
 }
 
 impl Room {
@@ -47,6 +49,14 @@ impl Pool {
     /// Reserves one server slot within the pool and the database/user limits; the caller holds
     /// the lock.
     pub(super) fn reserve_locked(&self, s: &mut State, settings: &PoolSettings, waited: Duration) -> Room {
+        if !s.proven && s.probing {
+            return Room::Probing;
+        }
+        // After a failed connect nobody connects again before server_login_retry (PgBouncer's
+        // "don't retry too fast"); the client that failed sleeps exactly that long.
+        if s.last_failure.as_ref().is_some_and(|(at, ..)| at.elapsed() < settings.login_retry) {
+            return Room::Probing;
+        }
         let room = self.pool_room(s, settings, waited);
         if !room.granted() {
             return room;
@@ -59,6 +69,7 @@ impl Pool {
             return Room::UserFull;
         }
         s.total += 1;
+        s.probing = !s.proven;
         room
     }
 
