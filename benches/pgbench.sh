@@ -7,12 +7,19 @@
 #   BENCH_SECONDS=3 benches/pgbench.sh # quicker, noisier
 #   BENCH_CLIENTS="1 16" BENCH_MODES=simple benches/pgbench.sh
 #   BENCH_ONLY_TLS=1 benches/pgbench.sh # only the client-TLS rows (steady state and -C)
+#   PGBOUNCER_BIN=/tmp/pgbouncer-ref/_build/pgbouncer benches/pgbench.sh
+#
+# Compare against the PgBouncer a node runs (1.25.2), built from source as
+# ../shared/peer-suite/README.md says, with PGBOUNCER_BIN. Without it Debian's package is used
+# (1.18, three years older) and the header line says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
 pg_ensure_installed
 build_deps_ensure_installed
-if ! command -v pgbouncer >/dev/null; then
+if [ -n "${PGBOUNCER_BIN:-}" ]; then
+  [ -x "$PGBOUNCER_BIN" ] || { echo "error: PGBOUNCER_BIN=$PGBOUNCER_BIN is not an executable" >&2; exit 1; }
+elif ! command -v pgbouncer >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
     systemctl disable --now pgbouncer >/dev/null 2>&1 || true
@@ -20,6 +27,7 @@ if ! command -v pgbouncer >/dev/null; then
     echo "error: pgbouncer is needed for the comparison: apt-get install pgbouncer" >&2; exit 1
   fi
 fi
+PGBOUNCER=${PGBOUNCER_BIN:-$(command -v pgbouncer)}
 if ! command -v openssl >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
@@ -30,7 +38,7 @@ fi
 PGBIN=$(pg_find_bin)
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64 256"}
-MODES=${BENCH_MODES:-"simple extended"}
+MODES=${BENCH_MODES:-"simple extended prepared"}
 PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631
 
 cargo build --release -q -p pgmux
@@ -91,7 +99,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # runuser resets resource limits (PAM): raise the open-files limit inside, for both poolers alike.
 NOFILE=$(ulimit -Hn)
-as_pg sh -c "ulimit -n $NOFILE; exec pgbouncer -q $DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
+as_pg sh -c "ulimit -n $NOFILE; exec $PGBOUNCER -q $DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 as_pg sh -c "ulimit -n $NOFILE; exec target/release/pgmux -q $DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
 for port in $BOUNCER_PORT $MUX_PORT; do
   for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $port && break; sleep 0.1; done
@@ -132,7 +140,7 @@ measure() {
 
 if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 echo
-echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $(pgbouncer --version | head -1); $(target/release/pgmux -V)"
+echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V)"
 echo
 echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
 echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"

@@ -10,6 +10,7 @@ mod auth_sources;
 mod faults;
 mod garbage;
 mod host_lists;
+mod idle_clients;
 mod limits;
 mod logs;
 mod metrics;

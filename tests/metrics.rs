@@ -10,7 +10,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -25,7 +25,7 @@ async fn http(port: u16, request: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-async fn scrape(port: u16) -> HashMap<String, f64> {
+pub(crate) async fn scrape(port: u16) -> HashMap<String, f64> {
     let (status, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert_eq!(status, 200);
     body.lines()

@@ -60,6 +60,17 @@ pub struct HistogramSample {
     pub sum: f64,
 }
 
+/// A counter metric family (pgmux's own, beyond PgBouncer's columns).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CounterFamily {
+    /// Metric name.
+    pub name: String,
+    /// HELP text.
+    pub help: String,
+    /// Label sets and values.
+    pub samples: Vec<(Vec<(String, String)>, u64)>,
+}
+
 /// A histogram metric family.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistogramFamily {
@@ -86,6 +97,8 @@ pub struct Snapshot {
     pub pools: ResultSet,
     /// Latency histograms (pgmux's own, beyond PgBouncer).
     pub histograms: Vec<HistogramFamily>,
+    /// Counters (pgmux's own, beyond PgBouncer).
+    pub counters: Vec<CounterFamily>,
     /// SHOW STATS_TOTALS (community set).
     pub stats_totals: ResultSet,
     /// max_client_conn and max_user_connections (community set).

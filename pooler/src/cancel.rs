@@ -155,6 +155,14 @@ impl Cancels {
     }
 }
 
+/// Sends a CancelRequest for backend `key` to the server at `addr` and waits until it is taken.
+///
+/// # Errors
+/// Connecting or writing failed, or no answer within 10 s.
+pub async fn send_to(addr: &Arc<PeerAddr>, key: (i32, i32)) -> std::io::Result<()> {
+    send_cancel(&Target { addr: addr.clone(), key }).await
+}
+
 async fn send_cancel(t: &Target) -> std::io::Result<()> {
     let mut pkt = BytesMut::with_capacity(16);
     build::cancel_request(&mut pkt, t.key.0, t.key.1);

@@ -79,6 +79,21 @@ impl Source for MetricsSource {
             stats: self.set("stats"),
             pools: self.set("pools"),
             histograms: self.histograms(),
+            counters: vec![pgmux_exporter::CounterFamily {
+                name: "pgmux_pool_servers_rescued_total".into(),
+                help: "Servers kept after their client vanished mid-query or mid-transaction (cancelled, rolled back)"
+                    .into(),
+                samples: self
+                    .shared
+                    .pools
+                    .all()
+                    .iter()
+                    .map(|p| {
+                        let labels = vec![("datname".into(), p.db.clone()), ("user".into(), p.user.clone())];
+                        (labels, p.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed))
+                    })
+                    .collect(),
+            }],
             stats_totals: self.set("stats_totals"),
             config_limits: {
                 let c = self.shared.config();

@@ -176,6 +176,11 @@ pub enum Response {
 }
 
 impl Tracker {
+    /// Requests sent whose answers have not all come back.
+    pub fn in_flight(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     fn push(&mut self, item: Item, server: &mut ServerStatements, client: &mut ClientStatements) {
         if self.skipping {
             if item.kind != Kind::Sync {
@@ -292,7 +297,7 @@ impl Tracker {
 
     /// Requests still expecting an answer.
     #[cfg(test)]
-    fn in_flight(&self) -> usize {
+    fn queued(&self) -> usize {
         self.queue.len()
     }
 }
@@ -649,7 +654,7 @@ mod tests {
         assert_eq!(f2.respond(b::BIND_COMPLETE), Response::Forward);
         assert_eq!(f2.respond(b::COMMAND_COMPLETE), Response::Forward);
         assert_eq!(f2.respond(b::READY_FOR_QUERY), Response::Forward);
-        assert_eq!(f2.tracker.in_flight(), 0);
+        assert_eq!(f2.tracker.queued(), 0);
     }
 
     #[test]
@@ -688,10 +693,10 @@ mod tests {
         f.respond(b::ERROR_RESPONSE);
         // Sent later, still before the Sync: the server ignores it.
         f.send(&[(b'P', PARSE_S1)]).unwrap();
-        assert_eq!((f.server.len(), f.client.len(), f.tracker.in_flight()), (0, 0, 0));
+        assert_eq!((f.server.len(), f.client.len(), f.tracker.queued()), (0, 0, 0));
         f.send(&[(b'S', b"")]).unwrap();
         assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
-        assert_eq!(f.tracker.in_flight(), 0);
+        assert_eq!(f.tracker.queued(), 0);
     }
 
     #[test]
@@ -758,10 +763,10 @@ mod tests {
         let mut f = Fixture::new(10);
         f.send(&[(b'E', b"\0\0\0\0\0"), (b'S', b"")]).unwrap();
         f.respond(b::COPY_IN_RESPONSE);
-        assert_eq!(f.tracker.in_flight(), 1);
+        assert_eq!(f.tracker.queued(), 1);
         f.send(&[(b'S', b"")]).unwrap(); // after CopyDone
         assert_eq!(f.respond(b::COMMAND_COMPLETE), Response::Forward);
         assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
-        assert_eq!(f.tracker.in_flight(), 0);
+        assert_eq!(f.tracker.queued(), 0);
     }
 }

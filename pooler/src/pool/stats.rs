@@ -31,6 +31,9 @@ pub struct PoolStats {
     pub bind_count: AtomicU64,
     /// Successful client logins.
     pub client_login_count: AtomicU64,
+    /// Servers kept after their client vanished mid-query or mid-transaction (cancelled and
+    /// rolled back instead of closed); /metrics only, SHOW STATS keeps PgBouncer's columns.
+    pub servers_rescued: AtomicU64,
 }
 
 /// A copy of the counters at one moment.

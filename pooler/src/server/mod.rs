@@ -2,10 +2,12 @@
 
 mod conn;
 mod login;
+mod rescue;
 mod statements;
 mod target;
 
 pub use conn::{ServerConn, ServerParams};
 pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
+pub use rescue::{recover, Abandoned};
 pub use statements::ServerStatements;
 pub use target::Target;

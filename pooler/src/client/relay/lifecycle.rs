@@ -8,13 +8,16 @@ use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::sqlstate;
 use tokio::time::Instant;
 
+/// How long bringing back a server whose client vanished may take before it is closed instead.
+const RESCUE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 use super::{write_all, End, Relay, WaitingGuard, CANCEL_WAIT};
 use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
 use crate::pool::PoolStats;
-use crate::server;
+use crate::server::{self, ServerConn};
 
 impl Relay {
     /// Gets a server for the bytes waiting in `cin`, watching the client while it waits.
@@ -232,6 +235,35 @@ impl Relay {
         }
     }
 
+    /// The client left in the middle of a query or a transaction: cancel, drain and roll back,
+    /// so the pool keeps the server (counted in `servers_rescued`). False when that cannot be
+    /// done (half a client message sent, a timeout, a surprise): the server is then closed.
+    async fn rescue(&mut self, server: &mut ServerConn) -> bool {
+        if self.c_skip > 0 {
+            return false;
+        }
+        let state = server::Abandoned {
+            unread: self.sout.split_off(self.s_ready),
+            skip: self.s_skip,
+            pending: self.pending,
+            unsynced: self.unsynced,
+            copy_in: self.copy_in,
+            tx: self.tx,
+        };
+        if server::recover(server, state, RESCUE_LIMIT).await.is_err() {
+            return false;
+        }
+        // Statements in flight may or may not exist on the server now: start it afresh.
+        if self.track_prepared && self.tracker.in_flight() {
+            if server::run_simple_query(server, "DEALLOCATE ALL").await.is_err() {
+                return false;
+            }
+            server.statements.clear();
+        }
+        PoolStats::add(&self.stats().servers_rescued, 1);
+        true
+    }
+
     pub(super) async fn finish(&mut self, end: End) {
         let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
@@ -245,17 +277,21 @@ impl Relay {
                 && self.c_skip == 0
                 && self.s_skip == 0
                 && self.sout.len() == self.s_ready;
-            let reset = &self.settings.reset_query;
-            let needs_reset = (self.mode == PoolMode::Session || self.settings.reset_always) && !reset.is_empty();
+            let settings = self.settings.clone();
+            let reset = &settings.reset_query;
+            let needs_reset = (self.mode == PoolMode::Session || settings.reset_always) && !reset.is_empty();
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
                 pool.discard(server, "replication client disconnected");
-            } else if clean && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
-                pool.release(server);
-            } else if clean {
-                pool.discard(server, "reset query failed");
             } else {
-                pool.discard(server, "client disconnect while server was not ready");
+                let ready = clean || Box::pin(self.rescue(&mut server)).await;
+                if ready && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
+                    pool.release(server);
+                } else if ready {
+                    pool.discard(server, "reset query failed");
+                } else {
+                    pool.discard(server, "client disconnect while server was not ready");
+                }
             }
         }
         self.log_end(&end);

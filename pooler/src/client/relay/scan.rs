@@ -1,7 +1,7 @@
 //! The relay's scanners: which client bytes may be sent (counting requests, rewriting prepared
 //! statements) and what the server's bytes say (ReadyForQuery, ParameterStatus, COPY).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
 use pgmux_protocol::extended;
 use pgmux_protocol::frame::peek_header;
@@ -44,6 +44,9 @@ impl Relay {
                 return Ok(());
             }
             let Some(server) = self.server.as_mut() else {
+                if self.answer_idle(tag, total) {
+                    continue;
+                }
                 self.need_server = true;
                 return Ok(());
             };
@@ -117,6 +120,28 @@ impl Relay {
             }
             self.c_skip = total;
         }
+    }
+
+    /// A Flush or Sync from a client that holds no server (so it is outside a transaction and
+    /// has no extended-protocol batch open) is answered here, without taking a server: Flush has
+    /// nothing to push, Sync gets ReadyForQuery 'I' as PostgreSQL would answer it. Drivers send
+    /// these alone (psycopg's pipeline exit, keep-alive Syncs).
+    fn answer_idle(&mut self, tag: u8, total: usize) -> bool {
+        let lone = self.c_ready == 0 && self.c_skip == 0 && total == 5 && self.cin.len() >= total;
+        if !lone || !matches!(tag, tags::frontend::FLUSH | tags::frontend::SYNC) {
+            return false;
+        }
+        self.cin.advance(total);
+        if tag == tags::frontend::SYNC {
+            if self.sout.capacity() == 0 {
+                self.sout = buffers::take();
+            }
+            let mut msg = BytesMut::with_capacity(6);
+            pgmux_protocol::build::ready_for_query(&mut msg, b'I');
+            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
+            self.s_ready += msg.len();
+        }
+        true
     }
 
     /// Sends, at the current message boundary of `sout`, the ParseComplete / CloseComplete that
