@@ -8,6 +8,7 @@
 #   BENCH_CLIENTS="1 16" BENCH_MODES=simple benches/pgbench.sh
 #   BENCH_ONLY_TLS=1 benches/pgbench.sh # only the client-TLS rows (steady state and -C)
 #   PGBOUNCER_BIN=/tmp/pgbouncer-ref/_build/pgbouncer benches/pgbench.sh
+#   REPEAT=3 benches/pgbench.sh         # each row 3 times, interleaved; medians reported
 #
 # Compare against the PgBouncer a node runs (1.25.2), built from source as
 # ../shared/peer-suite/README.md says, with PGBOUNCER_BIN. Without it Debian's package is used
@@ -123,24 +124,35 @@ run() {
   echo "${tps:-0} ${xacts:-0}"
 }
 
-# measure LABEL ARGS... : one row with all three targets
+REPEAT=${REPEAT:-1}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# measure LABEL ARGS... : one row with all three targets; with REPEAT > 1 the three runs are
+# repeated in turn (direct, PgBouncer, pgmux, direct, ...) and each column is the median.
 measure() {
   local label=$1; shift
-  read -r d_tps _ < <(run $PG_PORT "$@")
-  local b0 m0 b1 m1
-  b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
-  m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
-  awk -v l="$label" -v d="$d_tps" -v b="$b_tps" -v m="$m_tps" -v bc=$((b1 - b0)) -v mc=$((m1 - m0)) \
-      -v bx="$b_x" -v mx="$m_x" -v tick="$TICK" 'BEGIN {
-    bcpu = (bx > 0) ? bc / tick * 1000 / bx * 1000 : 0;   # ms of CPU per 1000 transactions
-    mcpu = (mx > 0) ? mc / tick * 1000 / mx * 1000 : 0;
+  local i d_all="" b_all="" m_all="" bc_all="" mc_all=""
+  for i in $(seq "$REPEAT"); do
+    echo "  $label: round $i of $REPEAT" >&2
+    read -r d_tps _ < <(run $PG_PORT "$@")
+    local b0 m0 b1 m1
+    b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
+    m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
+    d_all+="$d_tps"$'\n'; b_all+="$b_tps"$'\n'; m_all+="$m_tps"$'\n'
+    # ms of CPU per 1000 transactions, per round
+    bc_all+=$(awk -v c=$((b1 - b0)) -v x="$b_x" -v t="$TICK" 'BEGIN { print (x > 0) ? c / t * 1e6 / x : 0 }')$'\n'
+    mc_all+=$(awk -v c=$((m1 - m0)) -v x="$m_x" -v t="$TICK" 'BEGIN { print (x > 0) ? c / t * 1e6 / x : 0 }')$'\n'
+  done
+  awk -v l="$label" -v d="$(printf '%s' "$d_all" | median)" -v b="$(printf '%s' "$b_all" | median)" \
+      -v m="$(printf '%s' "$m_all" | median)" -v bcpu="$(printf '%s' "$bc_all" | median)" \
+      -v mcpu="$(printf '%s' "$mc_all" | median)" 'BEGIN {
     printf "| %-22s | %9.0f | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.2f |\n", l, d, b, m,
       (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }'
 }
 
 if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 echo
-echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V)"
+echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEAT (medians), $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V | head -1)"
 echo
 echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
 echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"

@@ -10,6 +10,7 @@ mod auth_sources;
 mod faults;
 mod garbage;
 mod host_lists;
+mod housekeeping;
 mod idle_clients;
 mod limits;
 mod logs;

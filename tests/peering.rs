@@ -111,3 +111,23 @@ async fn forwarding_stops_after_three_hops_and_at_unknown_peers() {
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     assert_eq!(c.simple_query("SELECT 1").await.unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_wait_timeout_bounds_a_forward_to_a_peer_that_never_answers() {
+    let pg = Cluster::shared();
+    // A peer that takes the connection and then says nothing, ever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        &format!("auth_type = scram-sha-256\npeer_id = 1\ncancel_wait_timeout = 1\n[peers]\n2 = host=127.0.0.1 port={silent_port}\n"),
+        &userlist(pg),
+    );
+    let started = std::time::Instant::now();
+    // pid bytes [0, 2, 0, 0]: a key of peer 2, hops left in the secret's low bits.
+    raw_cancel(mux.port, 0x0002_0000, 0x0000_0003).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    drop(silent);
+}

@@ -65,14 +65,14 @@ async fn server_lifetime_replaces_old_servers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_client_conn_refuses_with_53300() {
+async fn max_client_conn_refuses_with_pgbouncers_08p01() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "max_client_conn = 2");
     let _a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let _b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let err = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap_err();
     let db = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!((db.code().code(), db.message()), ("53300", "no more connections allowed (max_client_conn)"));
+    assert_eq!((db.code().code(), db.message()), ("08P01", "no more connections allowed (max_client_conn)"));
     drop(_a);
     tokio::time::sleep(Duration::from_millis(100)).await;
     mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.expect("a slot is free again");

@@ -168,10 +168,7 @@ async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
         shared.wait_resumed().await;
         match l.accept().await {
             Ok((s, addr)) => {
-                let _ = s.set_nodelay(true);
-                if shared.config().general.tcp_keepalive {
-                    let _ = socket2::SockRef::from(&s).set_keepalive(true);
-                }
+                crate::net::tcp_options::TcpOptions::from_general(&shared.config().general).apply(&s);
                 tokio::spawn(crate::client::handle(shared.clone(), Stream::Tcp(s), PeerAddr::Tcp(addr)));
             }
             Err(e) => accept_error(e).await,
@@ -255,5 +252,9 @@ async fn maintenance(shared: Arc<Shared>) {
         }
         // After maintain: a pool whose last server was just closed is seen idle at once.
         shared.pools.reap_idle(shared.config().general.pool_idle_timeout);
+        let config = shared.config();
+        shared.pools.reap_auto_dbs(config.general.autodb_idle_timeout, |db| {
+            !config.databases.contains_key(db) && config.databases.contains_key("*")
+        });
     }
 }

@@ -48,7 +48,8 @@ impl CancelSlot {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
-    /// Waits (at most `limit`) for cancels in flight to this client's server to finish.
+    /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) for cancels in flight to this
+    /// client's server to finish.
     pub async fn wait_cancels(&self, limit: Duration) {
         let wait = async {
             while self.in_flight.load(Ordering::Acquire) > 0 {
@@ -59,7 +60,11 @@ impl CancelSlot {
                 n.await;
             }
         };
-        let _ = tokio::time::timeout(limit, wait).await;
+        if limit.is_zero() {
+            wait.await;
+        } else {
+            let _ = tokio::time::timeout(limit, wait).await;
+        }
     }
 }
 
@@ -112,7 +117,7 @@ impl Cancels {
             Route::TtlExhausted => return Err("failed to forward cancel request because its TTL was exhausted"),
             Route::Forward { peer_id, key } => return self.forward(peer_id, key, config).await,
         };
-        self.cancel_local(key).await;
+        self.cancel_local(key, config.general.cancel_wait_timeout).await;
         Ok(())
     }
 
@@ -127,7 +132,7 @@ impl Cancels {
         let sent = lane
             .run(async {
                 let addr = peering::address(peer).await?;
-                send_cancel(&Target { addr: Arc::new(addr), key }).await
+                send_cancel(&Target { addr: Arc::new(addr), key }, config.general.cancel_wait_timeout).await
             })
             .await;
         if let Err(e) = sent {
@@ -136,7 +141,7 @@ impl Cancels {
         Ok(())
     }
 
-    async fn cancel_local(&self, key: (i32, i32)) {
+    async fn cancel_local(&self, key: (i32, i32), limit: Duration) {
         let Some(slot) = self.map.lock().get(&key).cloned() else {
             tracing::debug!("cancel request with unknown key");
             return;
@@ -147,7 +152,7 @@ impl Cancels {
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
             t
         };
-        if let Err(e) = send_cancel(&target).await {
+        if let Err(e) = send_cancel(&target, limit).await {
             tracing::warn!(server = %target.addr, "could not forward cancel request: {e}");
         }
         slot.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -158,12 +163,13 @@ impl Cancels {
 /// Sends a CancelRequest for backend `key` to the server at `addr` and waits until it is taken.
 ///
 /// # Errors
-/// Connecting or writing failed, or no answer within 10 s.
-pub async fn send_to(addr: &Arc<PeerAddr>, key: (i32, i32)) -> std::io::Result<()> {
-    send_cancel(&Target { addr: addr.clone(), key }).await
+/// Connecting or writing failed, or no answer within `limit` (cancel_wait_timeout; 0: none).
+pub async fn send_to(addr: &Arc<PeerAddr>, key: (i32, i32), limit: Duration) -> std::io::Result<()> {
+    send_cancel(&Target { addr: addr.clone(), key }, limit).await
 }
 
-async fn send_cancel(t: &Target) -> std::io::Result<()> {
+/// Sends one CancelRequest, bounded by cancel_wait_timeout (0: no bound, as PgBouncer).
+async fn send_cancel(t: &Target, limit: Duration) -> std::io::Result<()> {
     let mut pkt = BytesMut::with_capacity(16);
     build::cancel_request(&mut pkt, t.key.0, t.key.1);
     let mut sink = [0u8; 64];
@@ -182,7 +188,10 @@ async fn send_cancel(t: &Target) -> std::io::Result<()> {
         }
         Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(10), io)
+    if limit.is_zero() {
+        return io.await;
+    }
+    tokio::time::timeout(limit, io)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out"))?
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel_wait_timeout"))?
 }

@@ -213,8 +213,21 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
                 return false;
             }
             // No new connections, no new transactions; returns once every server is released.
+            // Clients still holding one after suspend_timeout are closed, as PgBouncer drops
+            // the connections it cannot flush in that time.
             shared.set_suspended(true);
-            wait_released(&pools_of(shared, None)).await;
+            let pools = pools_of(shared, None);
+            let limit = shared.config().general.suspend_timeout;
+            if limit.is_zero() {
+                wait_released(&pools).await;
+            } else if tokio::time::timeout(limit, wait_released(&pools)).await.is_err() {
+                for c in shared.client_registry.all() {
+                    if !c.is_console() && c.state() == crate::clients::ClientState::Active {
+                        c.request_kill("suspend_timeout");
+                    }
+                }
+                wait_released(&pools).await;
+            }
             "SUSPEND"
         }
         Command::Shutdown(mode) => {

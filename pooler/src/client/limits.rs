@@ -33,7 +33,7 @@ fn console_admin(config: &Config, db: &str, user: &str) -> bool {
 pub(super) fn check_client_conn(config: &Config, clients: usize, db: &str) -> Result<(), ClientError> {
     if clients > config.general.max_client_conn as usize && db != ADMIN_DB {
         return Err(ClientError::Refused(
-            sqlstate::TOO_MANY_CONNECTIONS,
+            sqlstate::PROTOCOL_VIOLATION,
             "no more connections allowed (max_client_conn)".into(),
         ));
     }

@@ -2,6 +2,7 @@
 
 pub mod listener;
 pub mod stream;
+pub mod tcp_options;
 
 pub use stream::{PeerAddr, Stream};
 

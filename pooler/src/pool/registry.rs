@@ -28,6 +28,8 @@ pub struct Pools {
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     /// When each pool was last seen with a client or a server (pool_idle_timeout).
     idle_since: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// When each auto database was last seen in use (autodb_idle_timeout).
+    db_idle_since: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
     pub servers: Arc<crate::servers::ServerRegistry>,
 }
@@ -96,6 +98,38 @@ impl Pools {
         for key in reaped {
             pools.remove(&key);
             since.remove(&key);
+        }
+    }
+
+    /// autodb_idle_timeout: an auto database (one made from `*`, for which `is_auto` is true)
+    /// whose pools have had no client and no server for `timeout` is forgotten, as PgBouncer's
+    /// janitor kills it: its pools go, and the next login registers it anew. Paused ones stay.
+    pub fn reap_auto_dbs(&self, timeout: std::time::Duration, is_auto: impl Fn(&str) -> bool) {
+        if timeout.is_zero() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let paused: Vec<String> = self.flags.lock().iter().filter(|(_, f)| f.paused).map(|(d, _)| d.clone()).collect();
+        let mut pools = self.pools.lock();
+        let mut since = self.db_idle_since.lock();
+        let mut limits = self.db_limits.lock();
+        let autos: Vec<String> = limits.keys().filter(|d| is_auto(d)).cloned().collect();
+        for db in autos {
+            let busy = pools.iter().any(|((d, _), p)| {
+                *d == db && (p.clients.load(Ordering::Relaxed) > 0 || p.counts().total > 0 || Arc::strong_count(p) > 1)
+            });
+            let last = since.entry(db.clone()).or_insert(now);
+            if busy || paused.contains(&db) {
+                *last = now;
+                continue;
+            }
+            let idle = now.duration_since(*last);
+            if idle >= timeout {
+                tracing::info!("cleaning up auto-database {db} because: autodb_idle_timeout (age={}s)", idle.as_secs());
+                pools.retain(|(d, _), _| *d != db);
+                limits.remove(&db);
+                since.remove(&db);
+            }
         }
     }
 

@@ -85,7 +85,7 @@ impl PoolSettings {
                 startup_params.push((k.to_owned(), v.clone()));
             }
         }
-        let target = Target::new(
+        let mut target = Target::new(
             db.hosts.clone(),
             db.port,
             db.target_dbname().to_owned(),
@@ -94,6 +94,7 @@ impl PoolSettings {
             db.load_balance_hosts,
             startup_params,
         );
+        target.tcp = crate::net::tcp_options::TcpOptions::from_general(g);
         PoolSettings {
             mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
             // The pool user's [users] value, then the database's, then the global one

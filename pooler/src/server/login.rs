@@ -138,8 +138,7 @@ async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(S
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
-                s.set_nodelay(true)?;
-                let _ = socket2::SockRef::from(&s).set_keepalive(true);
+                target.tcp.apply(&s);
                 let stream = match tls {
                     Some(tls) => negotiate_tls(s, host, tls).await?,
                     None => Stream::Tcp(s),

@@ -138,7 +138,7 @@ async fn recover_within(conn: &mut ServerConn, a: Abandoned) -> Result<(), Serve
     if pending > 0 {
         // The query may run for long. A cancel that arrives after it ended finds the backend
         // waiting for a command, and PostgreSQL ignores it there.
-        let _ = crate::cancel::send_to(&addr, key).await;
+        let _ = crate::cancel::send_to(&addr, key, Duration::from_secs(5)).await;
     }
     let mut tx = d.until_ready(pending, a.tx).await?;
     // A ROLLBACK the late cancel hit fails; the second one does not.

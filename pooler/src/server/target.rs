@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::LoadBalanceHosts;
+use crate::net::tcp_options::TcpOptions;
 
 /// A pool's server side.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct Target {
     pub load_balance: LoadBalanceHosts,
     /// Startup parameters sent with each login (client_encoding, datestyle, ... from the db entry).
     pub startup_params: Vec<(String, String)>,
+    /// TCP options for its sockets (tcp_keepalive and friends).
+    pub tcp: TcpOptions,
     next: AtomicUsize,
 }
 
@@ -36,7 +39,17 @@ impl Target {
         load_balance: LoadBalanceHosts,
         startup_params: Vec<(String, String)>,
     ) -> Self {
-        Self { hosts, port, dbname, user, default_socket_dir, load_balance, startup_params, next: AtomicUsize::new(0) }
+        Self {
+            hosts,
+            port,
+            dbname,
+            user,
+            default_socket_dir,
+            load_balance,
+            startup_params,
+            tcp: TcpOptions::default(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The host for the next connection, with its place in the list (for
@@ -65,6 +78,7 @@ impl Target {
             default_socket_dir: self.default_socket_dir.clone(),
             load_balance: self.load_balance,
             startup_params,
+            tcp: self.tcp,
             next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
         }
     }

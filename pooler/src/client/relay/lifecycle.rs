@@ -11,7 +11,7 @@ use tokio::time::Instant;
 /// How long bringing back a server whose client vanished may take before it is closed instead.
 const RESCUE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-use super::{write_all, End, Relay, WaitingGuard, CANCEL_WAIT};
+use super::{write_all, End, Relay, WaitingGuard};
 use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
@@ -200,7 +200,7 @@ impl Relay {
         let pool = self.session.pool.clone();
         pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         if self.session.cancel.detach() {
-            Box::pin(self.session.cancel.wait_cancels(CANCEL_WAIT)).await;
+            Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
         }
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
             if Box::pin(server::run_simple_query(&mut server, &self.settings.reset_query)).await.is_err() {
@@ -269,7 +269,7 @@ impl Relay {
         if let Some(mut server) = self.server.take() {
             pool.clients_active.fetch_sub(1, Ordering::Relaxed);
             if self.session.cancel.detach() {
-                Box::pin(self.session.cancel.wait_cancels(CANCEL_WAIT)).await;
+                Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
             }
             let clean = self.pending == 0
                 && self.tx == TxStatus::Idle

@@ -35,8 +35,6 @@ use crate::shared::{RunState, Shared};
 
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
-/// How long a release waits for a cancel in flight to its server (cancel_wait_timeout).
-const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 enum Event {
     ServerWrote(usize),
