@@ -152,3 +152,55 @@ async fn ssl_and_gssenc_requests_are_declined() {
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_3_2_and_unknown_pq_options_are_negotiated_down_to_3_0() {
+    let pg = Cluster::shared();
+    let mux = start(pg);
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    // A PostgreSQL 18 libpq asking for 3.2 with a protocol extension pgmux does not know.
+    let mut body = BytesMut::new();
+    body.put_i32(196_610);
+    for (k, v) in [("user", SCRAM_USER), ("database", "app"), ("_pq_.future_thing", "on")] {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut pkt = BytesMut::new();
+    pkt.put_i32(4 + body.len() as i32);
+    pkt.put_slice(&body);
+    s.write_all(&pkt).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut tags = Vec::new();
+    let mut negotiated = None;
+    while !tags.contains(&b'Z') {
+        if let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
+            if f.tag == b'v' {
+                negotiated = Some(f.body().to_vec());
+            }
+            tags.push(f.tag);
+            continue;
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed during login: {tags:?}");
+    }
+    assert_eq!(tags.first(), Some(&b'v'), "NegotiateProtocolVersion first, as PostgreSQL and PgBouncer: {tags:?}");
+    let v = negotiated.unwrap();
+    assert_eq!(&v[..4], &196_608i32.to_be_bytes(), "the newest version offered is 3.0");
+    assert_eq!(&v[4..8], &1i32.to_be_bytes(), "one option not understood");
+    assert_eq!(&v[8..], b"_pq_.future_thing\0");
+    // The session works at 3.0.
+    let mut q = BytesMut::new();
+    build::query(&mut q, "SELECT 1");
+    s.write_all(&q).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&b'Z') {
+        if let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
+            seen.push(f.tag);
+            continue;
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    assert_eq!(seen, [b'T', b'D', b'C', b'Z']);
+}

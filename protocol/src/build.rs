@@ -173,11 +173,13 @@ pub fn empty_query(buf: &mut BytesMut) {
     message(buf, b'I', |_| {});
 }
 
-/// NegotiateProtocolVersion: the newest 3.x minor version we speak and the `_pq_.` options we
-/// did not recognise.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecognized: &[&str]) {
+/// NegotiateProtocolVersion: the newest protocol version we speak and the `_pq_.` options we
+/// did not recognise. The version goes out whole (`3 << 16 | minor`), as PostgreSQL and
+/// PgBouncer send it and libpq 18 reads it, although the protocol docs call the field a minor
+/// version.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest: i32, unrecognized: &[&str]) {
     message(buf, b'v', |b| {
-        b.put_i32(newest_minor);
+        b.put_i32(newest);
         b.put_i32(unrecognized.len() as i32);
         for o in unrecognized {
             cstr(b, o.as_bytes());

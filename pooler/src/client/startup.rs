@@ -206,7 +206,7 @@ fn escaped_word(s: &str) -> (String, &str) {
 pub fn negotiate(io: &mut ClientIo, req: &StartupRequest) {
     if req.minor > 0 || !req.unknown_options.is_empty() {
         let opts: Vec<&str> = req.unknown_options.iter().map(String::as_str).collect();
-        build::negotiate_protocol_version(&mut io.wbuf, 0, &opts);
+        build::negotiate_protocol_version(&mut io.wbuf, pgmux_protocol::startup::PROTOCOL_3_0, &opts);
     }
 }
 
