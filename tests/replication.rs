@@ -116,3 +116,43 @@ fn replication_clients_take_pool_slots() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(1000), "{:?}", started.elapsed());
     assert_eq!(walsenders(pg), 0);
 }
+
+/// pg_receivewal streams until SIGINT, then ends the COPY and exits 0. Over TCP with 4 kB socket
+/// buffers on both sides (PgBouncer's suite runs this way to force partial writes), the
+/// stream's end must get through as it does without them.
+#[test]
+fn pg_receivewal_stops_cleanly_over_small_socket_buffers() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust\ntcp_socket_buffer = 4096\ntcp_keepalive = 0",
+            databases: "replication = host=127.0.0.1 port=$PORT",
+            userlist: Some("\"postgres\" \"\"\n"),
+        },
+    );
+    pg.psql("postgres", "SELECT pg_create_physical_replication_slot('pgmux_receivewal') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgmux_receivewal')");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("pg_receivewal")
+        .args(["--dbname", &format!("host=127.0.0.1 port={} user=postgres", mux.port)])
+        .args(["--slot=pgmux_receivewal", "--no-loop", "--directory"])
+        .arg(dir.path())
+        .spawn()
+        .expect("pg_receivewal runs");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pg_receivewal did not stop within 10 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_some(), "WAL was received");
+    pg.psql("postgres", "SELECT pg_drop_replication_slot('pgmux_receivewal')");
+}

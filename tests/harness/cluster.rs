@@ -76,6 +76,7 @@ impl Cluster {
              local all md5_user,aq_md5 md5\n\
              local all all scram-sha-256\n\
              host all postgres 127.0.0.1/32 trust\n\
+             host replication postgres 127.0.0.1/32 trust\n\
              hostssl all cert_user 127.0.0.1/32 cert\n\
              host all all 127.0.0.1/32 scram-sha-256\n",
         )

@@ -2,6 +2,11 @@
 //! it opens: tcp_keepalive with tcp_keepidle / tcp_keepintvl / tcp_keepcnt (0 keeps the kernel's
 //! value), tcp_user_timeout (ms; 0 keeps the kernel's), tcp_socket_buffer (bytes; 0 keeps the
 //! kernel's). Failures to set an option are ignored, as PgBouncer only logs them.
+//!
+//! Socket buffers are sized before the connection exists, as PgBouncer does: on the listener
+//! (accepted sockets inherit them) and on a server socket before `connect`. Shrinking the
+//! receive buffer of an established connection leaves the peer with a window the kernel will
+//! not honour, and a fast sender (a WAL stream) stalls on zero-window probes.
 
 use std::time::Duration;
 
@@ -54,10 +59,19 @@ impl TcpOptions {
         if self.user_timeout_ms > 0 {
             let _ = sock.set_tcp_user_timeout(Some(Duration::from_millis(self.user_timeout_ms.into())));
         }
+    }
+
+    /// Connects to a server with tcp_socket_buffer applied before the handshake.
+    ///
+    /// # Errors
+    /// The connect's.
+    pub async fn connect(&self, addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
         if self.socket_buffer > 0 {
-            let _ = sock.set_send_buffer_size(self.socket_buffer as usize);
-            let _ = sock.set_recv_buffer_size(self.socket_buffer as usize);
+            let _ = sock.set_send_buffer_size(self.socket_buffer);
+            let _ = sock.set_recv_buffer_size(self.socket_buffer);
         }
+        sock.connect(addr).await
     }
 }
 
@@ -75,17 +89,18 @@ mod tests {
             keepintvl_s: 3,
             keepcnt: 4,
             user_timeout_ms: 2500,
-            socket_buffer: 65536,
+            socket_buffer: 8192,
         };
         o.apply(&s);
         let sock = SockRef::from(&s);
+        let server = o.connect(l.local_addr().unwrap()).await.unwrap();
+        // Sized before connect (Linux doubles the value for bookkeeping; its default is 128 kB).
+        assert!(SockRef::from(&server).recv_buffer_size().unwrap() <= 2 * 8192);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(17));
         assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(3));
         assert_eq!(sock.keepalive_retries().unwrap(), 4);
         assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_millis(2500)));
-        // Linux doubles the value it is given for bookkeeping.
-        assert!(sock.send_buffer_size().unwrap() >= 65536);
         assert!(sock.nodelay().unwrap());
     }
 }

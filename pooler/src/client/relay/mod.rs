@@ -108,6 +108,8 @@ struct Relay {
     tracker: Tracker,
     /// Completes when the console asks to close this client (KILL, KILL_CLIENT).
     kill: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Which side's read is tried first next time both could be read (they alternate).
+    client_reads_first: bool,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -158,6 +160,7 @@ pub async fn resume(shared: Arc<Shared>, io: ClientIo, mut session: Session, sta
         dedicated: dedicated.is_some(),
         statements,
         tracker: Tracker::default(),
+        client_reads_first: false,
         kill: {
             let info = session.info.clone();
             Box::pin(async move { info.kill.notified().await })
@@ -345,37 +348,24 @@ impl Relay {
                 Poll::Pending => {}
             }
         }
-        if let Some(s) = self.server.as_mut() {
-            if self.sout.len() < HIGH_WATER {
-                if self.sout.capacity() == 0 {
-                    self.sout = buffers::take();
-                } else if self.sout.capacity() - self.sout.len() < buffers::CHUNK / 2 {
-                    self.sout.reserve(buffers::CHUNK);
-                }
-                match poll_read_buf(Pin::new(&mut s.stream), cx, &mut self.sout) {
-                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ServerRead(n)),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerFailed(e)),
-                    Poll::Pending => {}
-                }
+        // Reads alternate when both sides have data: a server that never stops sending (a WAL
+        // stream, a huge result) must not keep the client's next message (CopyDone, a cancel
+        // of the stream) from being read, nor the other way round.
+        if self.client_reads_first {
+            if let Some(ev) = self.poll_read_client(cx) {
+                self.client_reads_first = false;
+                return Poll::Ready(ev);
             }
-        }
-        if !self.client_eof && !self.terminate && self.cin.len() < self.client_read_limit() {
-            // An idle client waits for readiness without holding a buffer.
-            if self.cin.capacity() == 0 {
-                match self.client.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => self.cin = buffers::take(),
-                    Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
-                    Poll::Pending => {}
-                }
-            } else if self.cin.capacity() - self.cin.len() < buffers::CHUNK / 2 {
-                self.cin.reserve(buffers::CHUNK);
+            if let Some(ev) = self.poll_read_server(cx) {
+                return Poll::Ready(ev);
             }
-            if self.cin.capacity() > 0 {
-                match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
-                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ClientRead(n)),
-                    Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientFailed),
-                    Poll::Pending => {}
-                }
+        } else {
+            if let Some(ev) = self.poll_read_server(cx) {
+                self.client_reads_first = true;
+                return Poll::Ready(ev);
+            }
+            if let Some(ev) = self.poll_read_client(cx) {
+                return Poll::Ready(ev);
             }
         }
         if let Some(t) = self.timer.as_mut() {
@@ -387,6 +377,49 @@ impl Relay {
             return Poll::Ready(Event::Killed);
         }
         Poll::Pending
+    }
+
+    /// Reads from the server when it has room in `sout`.
+    fn poll_read_server(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        let s = self.server.as_mut()?;
+        if self.sout.len() >= HIGH_WATER {
+            return None;
+        }
+        if self.sout.capacity() == 0 {
+            self.sout = buffers::take();
+        } else if self.sout.capacity() - self.sout.len() < buffers::CHUNK / 2 {
+            self.sout.reserve(buffers::CHUNK);
+        }
+        match poll_read_buf(Pin::new(&mut s.stream), cx, &mut self.sout) {
+            Poll::Ready(Ok(n)) => Some(Event::ServerRead(n)),
+            Poll::Ready(Err(e)) => Some(Event::ServerFailed(e)),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Reads from the client when it has room in `cin`.
+    fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.client_eof || self.terminate || self.cin.len() >= self.client_read_limit() {
+            return None;
+        }
+        // An idle client waits for readiness without holding a buffer.
+        if self.cin.capacity() == 0 {
+            match self.client.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => self.cin = buffers::take(),
+                Poll::Ready(Err(_)) => return Some(Event::ClientFailed),
+                Poll::Pending => {}
+            }
+        } else if self.cin.capacity() - self.cin.len() < buffers::CHUNK / 2 {
+            self.cin.reserve(buffers::CHUNK);
+        }
+        if self.cin.capacity() == 0 {
+            return None;
+        }
+        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+            Poll::Ready(Ok(n)) => Some(Event::ClientRead(n)),
+            Poll::Ready(Err(_)) => Some(Event::ClientFailed),
+            Poll::Pending => None,
+        }
     }
 }
 
