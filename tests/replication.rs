@@ -27,10 +27,11 @@ fn psql(mux: &Pgmux, conninfo: &str, sql: &str) -> String {
 }
 
 /// Waits (up to 5 s) until PostgreSQL has no walsender left: each replication client's server is
-/// closed when the client leaves. Other tests of this file may have one open for a moment.
+/// closed when the client leaves. Other tests of this file may have one open for a moment; the
+/// streaming tests' own (`stream_test`) are not counted.
 fn walsenders(pg: &Cluster) -> i64 {
     let count = || -> i64 {
-        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").parse().unwrap()
+        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name <> 'stream_test'").parse().unwrap()
     };
     for _ in 0..50 {
         if count() == 0 {
@@ -117,9 +118,9 @@ fn replication_clients_take_pool_slots() {
     assert_eq!(walsenders(pg), 0);
 }
 
-/// pg_receivewal streams until SIGINT, then ends the COPY and exits 0. Over TCP with 4 kB socket
-/// buffers on both sides (PgBouncer's suite runs this way to force partial writes), the
-/// stream's end must get through as it does without them.
+/// pg_receivewal streams until SIGINT, then ends the COPY and exits 0, with PostgreSQL reached
+/// over TCP and the ini PgBouncer's suite uses (`tcp_socket_buffer = 4096`, which stalled this
+/// stream when pgmux applied it to connected sockets; pgmux now leaves buffers to the kernel).
 #[test]
 fn pg_receivewal_stops_cleanly_over_small_socket_buffers() {
     let pg = Cluster::shared();
@@ -134,12 +135,21 @@ fn pg_receivewal_stops_cleanly_over_small_socket_buffers() {
     pg.psql("postgres", "SELECT pg_create_physical_replication_slot('pgmux_receivewal') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgmux_receivewal')");
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new("pg_receivewal")
-        .args(["--dbname", &format!("host=127.0.0.1 port={} user=postgres", mux.port)])
+        .args(["--dbname", &format!("host=127.0.0.1 port={} user=postgres application_name=stream_test", mux.port)])
         .args(["--slot=pgmux_receivewal", "--no-loop", "--directory"])
         .arg(dir.path())
         .spawn()
         .expect("pg_receivewal runs");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Streaming has begun once the first (partial) segment file is there.
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(dir.path()).unwrap().next().is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "pg_receivewal received nothing");
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("pg_receivewal exited early: {s}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let status = loop {
@@ -155,4 +165,41 @@ fn pg_receivewal_stops_cleanly_over_small_socket_buffers() {
     assert!(status.success(), "{status}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_some(), "WAL was received");
     pg.psql("postgres", "SELECT pg_drop_replication_slot('pgmux_receivewal')");
+}
+
+/// pg_basebackup with its WAL streamed alongside (two replication connections at once, one
+/// sending the tar stream, one the WAL), PostgreSQL over TCP, with PgBouncer's suite's ini
+/// (`tcp_socket_buffer = 4096`: applied, it made this take over 30 s).
+#[test]
+fn pg_basebackup_with_wal_streaming_over_small_socket_buffers() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust\ntcp_socket_buffer = 4096\ntcp_keepalive = 0",
+            databases: "replication = host=127.0.0.1 port=$PORT",
+            userlist: Some("\"postgres\" \"\"\n"),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("copy");
+    let mut child = Command::new("pg_basebackup")
+        .args(["-d", &format!("host=127.0.0.1 port={} user=postgres application_name=stream_test", mux.port)])
+        .args(["-D", target.to_str().unwrap(), "-X", "stream", "--checkpoint=fast", "--no-sync"])
+        .spawn()
+        .expect("pg_basebackup runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let out = Command::new("ss").args(["-tn"]).output().unwrap();
+            let _ = child.kill();
+            panic!("pg_basebackup did not finish within 15 s:\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(target.join("PG_VERSION").exists());
 }

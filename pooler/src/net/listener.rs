@@ -66,12 +66,6 @@ fn bind_tcp(addr: SocketAddr, general: &General) -> io::Result<std::net::TcpList
     // A VIP that is not on this node yet must not stop start-up (Pigsty binds its VIP everywhere).
     let _ = socket.set_freebind(true);
     socket.set_nonblocking(true)?;
-    // tcp_socket_buffer before listen: accepted sockets inherit it, and the TCP window is
-    // negotiated with it (sizing a connected socket's buffers afterwards can stall the stream).
-    if general.tcp_socket_buffer > 0 {
-        let _ = socket.set_send_buffer_size(general.tcp_socket_buffer as usize);
-        let _ = socket.set_recv_buffer_size(general.tcp_socket_buffer as usize);
-    }
     socket.bind(&addr.into())?;
     socket.listen(general.listen_backlog.max(1) as i32)?;
     Ok(socket.into())

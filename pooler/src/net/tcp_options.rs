@@ -1,12 +1,11 @@
 //! PgBouncer's TCP settings, applied to every client socket pgmux accepts and every server socket
 //! it opens: tcp_keepalive with tcp_keepidle / tcp_keepintvl / tcp_keepcnt (0 keeps the kernel's
-//! value), tcp_user_timeout (ms; 0 keeps the kernel's), tcp_socket_buffer (bytes; 0 keeps the
-//! kernel's). Failures to set an option are ignored, as PgBouncer only logs them.
+//! value) and tcp_user_timeout (ms; 0 keeps the kernel's). Failures to set an option are
+//! ignored, as PgBouncer only logs them.
 //!
-//! Socket buffers are sized before the connection exists, as PgBouncer does: on the listener
-//! (accepted sockets inherit them) and on a server socket before `connect`. Shrinking the
-//! receive buffer of an established connection leaves the peer with a window the kernel will
-//! not honour, and a fast sender (a WAL stream) stalls on zero-window probes.
+//! tcp_socket_buffer is not applied (docs/CONFIG.md): set after connect, a small receive buffer
+//! stalled a WAL stream on zero-window probes; set before, a 4 kB buffer made pg_basebackup
+//! through pgmux take over 30 s where PgBouncer takes a few. The kernel's autotuning stays.
 
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ pub struct TcpOptions {
     keepintvl_s: u32,
     keepcnt: u32,
     user_timeout_ms: u32,
-    socket_buffer: u32,
 }
 
 impl TcpOptions {
@@ -34,7 +32,6 @@ impl TcpOptions {
             keepintvl_s: g.tcp_keepintvl,
             keepcnt: g.tcp_keepcnt,
             user_timeout_ms: g.tcp_user_timeout,
-            socket_buffer: g.tcp_socket_buffer,
         }
     }
 
@@ -60,19 +57,6 @@ impl TcpOptions {
             let _ = sock.set_tcp_user_timeout(Some(Duration::from_millis(self.user_timeout_ms.into())));
         }
     }
-
-    /// Connects to a server with tcp_socket_buffer applied before the handshake.
-    ///
-    /// # Errors
-    /// The connect's.
-    pub async fn connect(&self, addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-        let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        if self.socket_buffer > 0 {
-            let _ = sock.set_send_buffer_size(self.socket_buffer);
-            let _ = sock.set_recv_buffer_size(self.socket_buffer);
-        }
-        sock.connect(addr).await
-    }
 }
 
 #[cfg(test)]
@@ -83,19 +67,9 @@ mod tests {
     async fn options_reach_the_socket() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let o = TcpOptions {
-            keepalive: true,
-            keepidle_s: 17,
-            keepintvl_s: 3,
-            keepcnt: 4,
-            user_timeout_ms: 2500,
-            socket_buffer: 8192,
-        };
+        let o = TcpOptions { keepalive: true, keepidle_s: 17, keepintvl_s: 3, keepcnt: 4, user_timeout_ms: 2500 };
         o.apply(&s);
         let sock = SockRef::from(&s);
-        let server = o.connect(l.local_addr().unwrap()).await.unwrap();
-        // Sized before connect (Linux doubles the value for bookkeeping; its default is 128 kB).
-        assert!(SockRef::from(&server).recv_buffer_size().unwrap() <= 2 * 8192);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(17));
         assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(3));

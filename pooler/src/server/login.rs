@@ -136,7 +136,7 @@ async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(S
         .await
         .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
     for addr in addrs {
-        match target.tcp.connect(addr).await {
+        match TcpStream::connect(addr).await {
             Ok(s) => {
                 target.tcp.apply(&s);
                 let stream = match tls {
