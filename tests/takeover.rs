@@ -121,3 +121,96 @@ async fn takeover_is_refused_to_anyone_but_pgmux_r() {
     assert_eq!(value(&app, "SELECT 1").await, "1", "the process goes on serving");
     assert!(!mux.log().contains("takeover:"), "nothing was handed over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restart_leaves_the_old_process_serving() {
+    let pg = Cluster::shared();
+    let mut mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = transaction",
+        &userlist(pg),
+    );
+    let old_pid = mux.pid();
+    let idle = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    // The new process takes the listeners, then fails before it serves (its -u user does not
+    // exist): the old one must go on accepting.
+    let (status, err) = tokio::task::block_in_place(|| mux.failed_reboot(&["-u", "pgmux_no_such_user"]));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot switch to user"), "{err}");
+    mux.wait_for_log("the new process did not start");
+    assert_eq!(value(&idle, "SELECT 1").await, "1", "the idle client stays");
+    let fresh = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    assert_eq!(value(&fresh, "SELECT 2").await, "2", "TCP still accepted");
+    let url = format!(
+        "host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app",
+        mux.dir.path().display(),
+        mux.port
+    );
+    let (over_unix, conn) = tokio_postgres::connect(&url, NoTls).await.expect("unix socket still accepted");
+    tokio::spawn(conn);
+    assert_eq!(value(&over_unix, "SELECT 3").await, "3");
+    // And a takeover can be tried again.
+    tokio::task::block_in_place(|| mux.reboot());
+    assert_ne!(mux.pid(), old_pid);
+    assert_eq!(value(&idle, "SELECT 4").await, "4", "moved on the second try");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_left_on_the_old_process_are_cancelled_and_its_exit_leaves_the_files() {
+    let pg = Cluster::shared();
+    let piddir = tempfile::tempdir().unwrap();
+    let pidfile = piddir.path().join("pgmux.pid");
+    let mut mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        &format!("auth_type = scram-sha-256\npool_mode = transaction\npidfile = {}", pidfile.display()),
+        &userlist(pg),
+    );
+    let in_tx = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap());
+    in_tx.simple_query("BEGIN").await.unwrap();
+    let mut old = mux.start_reboot();
+    let old_pid = old.id();
+    tokio::task::block_in_place(|| mux.wait_for_log("the new process serves"));
+
+    // The client in a transaction is still on the old process; its cancel request reaches the
+    // new one (which alone accepts now) and is passed back.
+    let token = in_tx.cancel_token();
+    let sleeper = {
+        let c = in_tx.clone();
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(db_error(&err).0, "57014", "cancelled on the old process");
+
+    // SIGTERM twice to the old process (the second is a fast exit): the socket file and the
+    // pidfile are the new process's and stay.
+    for _ in 0..2 {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exited = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if old.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    assert!(exited, "the old process exits:\n{}", mux.log());
+    assert!(mux.dir.path().join(format!(".s.PGSQL.{}", mux.port)).exists(), "the unix socket file stays");
+    let pid_text = std::fs::read_to_string(&pidfile).expect("the pidfile stays");
+    assert_eq!(pid_text.trim(), mux.pid().to_string(), "the pidfile names the new process");
+    let url = format!(
+        "host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app",
+        mux.dir.path().display(),
+        mux.port
+    );
+    let (over_unix, conn) = tokio_postgres::connect(&url, NoTls).await.expect("the new process serves the unix socket");
+    tokio::spawn(conn);
+    assert_eq!(value(&over_unix, "SELECT 1").await, "1");
+}

@@ -101,9 +101,7 @@ impl Pooler {
         for a in &accepts {
             a.abort();
         }
-        if shared.state() != RunState::TakenOver {
-            shared.giving.drop_listeners();
-        }
+        shared.giving.drop_listeners();
         if shared.state() == RunState::WaitForServers {
             // Clients waiting for a server are closed now, the others when they ask for one;
             // clients holding a server finish their transaction.
@@ -112,6 +110,12 @@ impl Pooler {
             }
         }
         loop {
+            // Once a new process serves (online restart), it alone accepts, the console included.
+            if shared.giving.given() {
+                if let Some((task, _)) = &unix {
+                    task.abort();
+                }
+            }
             let done = match shared.state() {
                 RunState::Running | RunState::Immediate => true,
                 RunState::TakenOver => shared.giving.finished(),
@@ -139,7 +143,7 @@ impl Pooler {
         if let Some((task, path)) = unix {
             task.abort();
             // After a takeover the socket file is the new process's.
-            if shared.state() != RunState::TakenOver {
+            if !shared.giving.given() {
                 let _ = std::fs::remove_file(path);
             }
         }

@@ -74,6 +74,9 @@ pub struct Cancels {
     map: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
     /// Cancel requests forwarded to peers, per peer.
     pub peers: PeerLanes,
+    /// During an online restart, the previous process: keys this process does not know may be
+    /// its clients'.
+    previous: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(i32, i32)>>>,
 }
 
 impl Cancels {
@@ -141,9 +144,22 @@ impl Cancels {
         Ok(())
     }
 
-    async fn cancel_local(&self, key: (i32, i32), limit: Duration) {
+    /// Sends unknown keys to the previous process (online restart) until `None`.
+    pub fn set_previous(&self, to: Option<tokio::sync::mpsc::UnboundedSender<(i32, i32)>>) {
+        *self.previous.lock() = to;
+    }
+
+    /// Cancels the query of the client with `key`, if it is this process's and holds a server;
+    /// an unknown key goes to the previous process while a takeover is under way.
+    pub async fn cancel_local(&self, key: (i32, i32), limit: Duration) {
         let Some(slot) = self.map.lock().get(&key).cloned() else {
-            tracing::debug!("cancel request with unknown key");
+            match self.previous.lock().as_ref() {
+                Some(previous) => {
+                    tracing::debug!("cancel request with a key of the previous process");
+                    let _ = previous.send(key);
+                }
+                None => tracing::debug!("cancel request with unknown key"),
+            }
             return;
         };
         let target = {

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             tokio::spawn(takeover::take::adopt_clients(shared.clone(), channel));
         }
         let result = pooler.run().await;
-        (result, shared.state() == RunState::TakenOver)
+        (result, shared.giving.given())
     });
     let (result, taken_over) = result;
     // After a takeover the pidfile names the new process.

@@ -28,6 +28,14 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    err
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -62,10 +70,7 @@ impl PgmuxProcess {
         // `process up` is logged once the signal handlers are in place.
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !p.log().contains("process up") {
             if let Some(status) = p.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = p.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
+                let err = stderr_of(&mut p.child);
                 panic!("pgmux exited with {status}: {err}\nlog:\n{}", p.log());
             }
             assert!(Instant::now() < deadline, "pgmux did not start:\n{}", p.log());
@@ -77,6 +82,22 @@ impl PgmuxProcess {
     /// Online restart: starts a new pgmux with `-R` on the same ini, waits until the old process
     /// has handed everything over and exited, and goes on with the new one.
     pub fn reboot(&mut self) {
+        let mut old = self.start_reboot();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while old.try_wait().unwrap().is_none() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let err = stderr_of(&mut self.child);
+                let _ = old.kill();
+                panic!("pgmux -R exited with {status}: {err}\nlog:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the old process did not exit after -R:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a new pgmux with `-R` on the same ini and goes on with it; the old process is
+    /// returned, still running, for the caller to watch (and reap).
+    pub fn start_reboot(&mut self) -> Child {
         let child = Command::new(binary())
             .arg("-R")
             .arg("--quiet")
@@ -86,20 +107,20 @@ impl PgmuxProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pgmux -R");
-        let mut old = std::mem::replace(&mut self.child, child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while old.try_wait().unwrap().is_none() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                let _ = old.kill();
-                panic!("pgmux -R exited with {status}: {err}\nlog:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the old process did not exit after -R:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        std::mem::replace(&mut self.child, child)
+    }
+
+    /// Runs `pgmux -R <args> <ini>` to its end, leaving this process in place: its exit status
+    /// and what it printed.
+    pub fn failed_reboot(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let out = Command::new(binary())
+            .arg("-R")
+            .args(args)
+            .arg(self.dir.path().join("pgmux.ini"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pgmux -R");
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// The process id.

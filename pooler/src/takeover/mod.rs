@@ -4,12 +4,15 @@
 //!
 //! The new process logs into the old one's console over the unix socket as `pgbouncer` (the
 //! same OS user, no password) and sends `TAKEOVER`. The old process answers with frames
-//! ([`fds`]): first every listener (the new process serves from then on and the old one accepts
-//! nothing more), then each client as soon as it holds no server and has nothing in flight
-//! (its socket, and what it logged in with: database, user, tracked parameters, cancel key,
-//! SCRAM keys, prepared statements), and last `Done` when no client is left. The old process
-//! then closes its servers and exits, leaving the unix socket file and the pidfile to the new
-//! one.
+//! ([`fds`]): first a copy of every listener. Both processes accept on them until the new one
+//! answers `Serving` (its runtime is up); only then does the old one stop accepting, so a new
+//! process that fails to start leaves the old one serving as before. Then the old process sends
+//! each client as soon as it holds no server and has nothing in flight (its socket, and what it
+//! logged in with: database, user, tracked parameters, cancel key, SCRAM keys, prepared
+//! statements), and last `Done` when no client is left. Meanwhile the new process passes back
+//! (`Cancel`) the cancel requests it gets for keys it does not know: those of clients still on
+//! the old process. The old process then closes its servers and exits, leaving the unix socket
+//! file and the pidfile to the new one.
 //!
 //! Unlike PgBouncer, the old process does not suspend: a client in a transaction (or a
 //! session-mode client holding its server) finishes it on the old process and moves when it is
@@ -24,7 +27,7 @@ use serde::{Deserialize, Serialize};
 /// The console command that starts a takeover.
 pub const COMMAND: &str = "TAKEOVER";
 
-/// One frame from the old process to the new one.
+/// One frame between the two processes.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
     /// The listeners, in the order of the descriptors that come with the frame.
@@ -33,6 +36,17 @@ pub enum Frame {
     Client(Box<ClientRecord>),
     /// Every client has moved or left; the old process exits.
     Done,
+    /// From the new process: it serves on the passed listeners; the old one stops accepting.
+    Serving,
+    /// From the new process: a cancel request with a key it did not give out.
+    Cancel(i32, i32),
+}
+
+impl Frame {
+    /// The frame's body on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("takeover frames serialize")
+    }
 }
 
 /// What a passed listening socket is.

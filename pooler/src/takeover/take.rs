@@ -120,26 +120,56 @@ fn nonblocking(l: std::net::TcpListener) -> Result<std::net::TcpListener, String
     Ok(l)
 }
 
-/// Adopts the clients the old process hands over until it says `Done` (or goes away).
+/// Tells the old process this one serves, then adopts the clients it hands over until it says
+/// `Done` (or goes away); meanwhile cancel requests with keys this process does not know go back
+/// to it.
 pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream) {
-    let mut sock = match channel.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(channel)) {
-        Ok(s) => s,
+    let (mut sock, mut out) = match split(channel) {
+        Ok(pair) => pair,
         Err(e) => {
-            tracing::error!("takeover: cannot read from the previous process: {e}");
+            tracing::error!("takeover: cannot talk to the previous process: {e}");
             return;
         }
     };
-    let mut adopted = 0usize;
-    loop {
-        let (body, mut passed) = match fds::recv(&mut sock).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                tracing::warn!("takeover: the previous process hung up after {adopted} clients");
+    if let Err(e) = fds::send(&mut out, &Frame::Serving.encode(), &[]).await {
+        tracing::error!("takeover: the previous process hung up: {e}");
+        return;
+    }
+    let (cancels, mut keys) = tokio::sync::mpsc::unbounded_channel::<(i32, i32)>();
+    shared.cancels.set_previous(Some(cancels));
+    let writer = tokio::spawn(async move {
+        while let Some((pid, secret)) = keys.recv().await {
+            if fds::send(&mut out, &Frame::Cancel(pid, secret).encode(), &[]).await.is_err() {
                 return;
             }
+        }
+    });
+    let adopted = adopt_until_done(&shared, &mut sock).await;
+    shared.cancels.set_previous(None);
+    writer.abort();
+    tracing::info!("takeover finished: {adopted} clients taken over from the previous process");
+}
+
+/// Two handles on the channel: one reads the old process's frames, one writes ours.
+fn split(channel: UnixStream) -> std::io::Result<(tokio::net::UnixStream, tokio::net::UnixStream)> {
+    channel.set_nonblocking(true)?;
+    let copy = channel.try_clone()?;
+    Ok((tokio::net::UnixStream::from_std(channel)?, tokio::net::UnixStream::from_std(copy)?))
+}
+
+/// Spawns a session for each client frame; the number adopted when the old process is done.
+async fn adopt_until_done(shared: &Arc<Shared>, sock: &mut tokio::net::UnixStream) -> usize {
+    let mut adopted = 0usize;
+    loop {
+        let (body, mut passed) = match fds::recv(sock).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                tracing::warn!("takeover: the previous process hung up before it was done");
+                return adopted;
+            }
             Err(e) => {
-                tracing::error!("takeover: reading from the previous process failed after {adopted} clients: {e}");
-                return;
+                tracing::error!("takeover: reading from the previous process failed: {e}");
+                return adopted;
             }
         };
         match serde_json::from_slice::<Frame>(&body) {
@@ -151,13 +181,8 @@ pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream) {
                 adopted += 1;
                 tokio::spawn(crate::client::adopt(shared.clone(), fd, *record));
             }
-            Ok(Frame::Done) => {
-                tracing::info!("takeover finished: {adopted} clients taken over from the previous process");
-                return;
-            }
-            Ok(Frame::Listeners(_)) | Err(_) => {
-                tracing::warn!("takeover: unexpected frame from the previous process");
-            }
+            Ok(Frame::Done) => return adopted,
+            Ok(_) | Err(_) => tracing::warn!("takeover: unexpected frame from the previous process"),
         }
     }
 }
