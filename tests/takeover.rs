@@ -201,6 +201,10 @@ async fn clients_left_on_the_old_process_are_cancelled_and_its_exit_leaves_the_f
         }
         false
     });
+    if !exited {
+        let _ = old.kill();
+    }
+    let _ = old.wait();
     assert!(exited, "the old process exits:\n{}", mux.log());
     assert!(mux.dir.path().join(format!(".s.PGSQL.{}", mux.port)).exists(), "the unix socket file stays");
     let pid_text = std::fs::read_to_string(&pidfile).expect("the pidfile stays");
