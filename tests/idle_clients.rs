@@ -110,3 +110,29 @@ async fn a_vanished_client_leaves_its_server_to_the_pool() {
     let key = format!("pgmux_pool_servers_rescued_total{{datname=\"idle_rescue\",user=\"{SCRAM_USER}\"}}");
     assert_eq!(m.get(&key), Some(&2.0), "{key} in /metrics");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescued_server_reports_the_parameters_its_rollback_restored() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_timeout = 20\npool_mode = transaction");
+    let url = |app: &str| format!("{} application_name={app}", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
+    let (w, conn) = tokio_postgres::connect(&url("w_app"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(value(&w, "SHOW application_name").await, "w_app");
+    // Another client takes the one server, sets w's value inside a transaction and vanishes
+    // during a query: the rescue's ROLLBACK puts its own value back on the server.
+    let (v, conn) = tokio_postgres::connect(&url("v_app"), NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    v.simple_query("BEGIN").await.unwrap();
+    v.simple_query("SET application_name = 'w_app'").await.unwrap();
+    let running = tokio::spawn(async move {
+        let _ = v.simple_query("SELECT pg_sleep(60)").await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.abort();
+    running.abort();
+    // pgmux must know the server says v_app again, and set w's value.
+    assert_eq!(value(&w, "SHOW application_name").await, "w_app");
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
+    assert_eq!(pool.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed), 1, "the same server, rescued");
+}

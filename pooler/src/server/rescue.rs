@@ -32,7 +32,7 @@ pub struct Abandoned {
 /// Messages whose body matters here; any other is skipped without being buffered (a DataRow can
 /// be large).
 fn wanted(tag: u8) -> bool {
-    matches!(tag, tags::backend::READY_FOR_QUERY | tags::backend::COPY_IN_RESPONSE)
+    matches!(tag, tags::backend::READY_FOR_QUERY | tags::backend::COPY_IN_RESPONSE | tags::backend::PARAMETER_STATUS)
 }
 
 struct Drain<'a> {
@@ -94,6 +94,12 @@ impl Drain<'_> {
                     tx = backend::ready_for_query(&body)?;
                 }
                 (tags::backend::COPY_IN_RESPONSE, _) => self.send(&copy_fail()).await?,
+                // A ROLLBACK undoes a SET of the transaction; the server says so, and the next
+                // client's parameters are compared with what it says.
+                (tags::backend::PARAMETER_STATUS, body) => {
+                    let (k, v) = backend::parameter_status(&body)?;
+                    self.conn.params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+                }
                 _ => {}
             }
         }
@@ -140,6 +146,8 @@ async fn recover_within(conn: &mut ServerConn, a: Abandoned) -> Result<(), Serve
         // waiting for a command, and PostgreSQL ignores it there.
         let _ = crate::cancel::send_to(&addr, key, Duration::from_secs(5)).await;
     }
+    // Whatever the vanished client set, the next one's parameters are set afresh.
+    d.conn.synced_params = 0;
     let mut tx = d.until_ready(pending, a.tx).await?;
     // A ROLLBACK the late cancel hit fails; the second one does not.
     for _ in 0..2 {
