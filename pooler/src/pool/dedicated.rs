@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::room::Room;
 use super::waiter::SlotGuard;
 use super::{CheckoutError, Pool, PoolSettings};
 use crate::server::ServerConn;
@@ -32,25 +33,23 @@ impl Pool {
         loop {
             let evict = {
                 let mut s = self.state.lock();
-                let room = self.reserve_locked(&mut s, settings, start.elapsed());
-                if room.granted() {
-                    None
-                } else {
-                    Some((s.idle.pop_front(), room))
+                match self.reserve_locked(&mut s, settings, start.elapsed()) {
+                    room if room.granted() => break,
+                    // The pool's own size stops it: one of its idle servers makes room.
+                    Room::PoolFull => s.idle.pop_front().map(Ok),
+                    // Another client's connect is proving the server works: wait for it.
+                    Room::Probing => None,
+                    room => Some(Err(room)),
                 }
             };
             match evict {
-                None => break,
-                Some((Some(idle), _)) => {
+                Some(Ok(idle)) => {
                     self.discard(idle, "evicted");
                     continue;
                 }
                 // The database or user limit stops it: another pool's idle server makes room.
-                Some((None, room)) => {
-                    if self.evict_for(room) {
-                        continue;
-                    }
-                }
+                Some(Err(room)) if self.evict_for(room) => continue,
+                _ => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CheckoutError::QueryWaitTimeout);

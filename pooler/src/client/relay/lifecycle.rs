@@ -237,9 +237,11 @@ impl Relay {
 
     /// The client left in the middle of a query or a transaction: cancel, drain and roll back,
     /// so the pool keeps the server (counted in `servers_rescued`). False when that cannot be
-    /// done (half a client message sent, a timeout, a surprise): the server is then closed.
+    /// done (client bytes not all sent, a timeout, a surprise): the server is then closed.
     async fn rescue(&mut self, server: &mut ServerConn) -> bool {
-        if self.c_skip > 0 {
+        // Half a message sent, or whole ones counted but not sent: the books do not match what
+        // the server got (and sending them would run a vanished client's statements).
+        if self.c_skip > 0 || self.c_ready > 0 {
             return false;
         }
         let state = server::Abandoned {
