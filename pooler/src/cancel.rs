@@ -115,6 +115,12 @@ impl Cancels {
     /// # Errors
     /// A key of another peer that cannot be forwarded, with PgBouncer's reason.
     pub async fn cancel(&self, key: (i32, i32), config: &Config) -> Result<(), &'static str> {
+        // A key this process gave out (or adopted on online restart, possibly under another
+        // peer_id) is local whatever peer it names.
+        if self.map.lock().contains_key(&key) {
+            self.cancel_local(key, config.general.cancel_wait_timeout).await;
+            return Ok(());
+        }
         let key = match peering::route(key, config.general.peer_id) {
             Route::Local(key) => key,
             Route::TtlExhausted => return Err("failed to forward cancel request because its TTL was exhausted"),
