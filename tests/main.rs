@@ -23,6 +23,7 @@ mod pool_modes;
 mod prepared;
 mod protocol_flows;
 mod replication;
+mod session_state;
 mod sessions;
 mod shutdown;
 mod takeover;

@@ -21,6 +21,8 @@ pub mod pool;
 pub mod reload;
 pub mod server;
 pub mod servers;
+pub mod session_sql;
+pub mod session_state;
 pub mod shared;
 pub mod takeover;
 pub mod tls;

@@ -75,5 +75,9 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
     let session = Session { pool, params, cancel_key, cancel, peer, info, tag, dedicated: None };
     let statements = ClientStatements::import(record.statements, record.unnamed);
-    relay::resume(shared.clone(), ClientIo::new(stream), session, statements).await;
+    let state = Box::new(crate::session_state::SessionState {
+        settings: record.settings.into_iter().collect(),
+        prepared: record.sql_prepared.into_iter().collect(),
+    });
+    relay::resume(shared.clone(), ClientIo::new(stream), session, statements, Some(state)).await;
 }

@@ -196,6 +196,12 @@ pub struct General {
     pub max_prepared_statements: u32,
     /// pgmux extension: runtime threads (0 = automatic).
     pub worker_threads: u32,
+    /// pgmux extension: SET/RESET settings and SQL PREPARE statements follow a transaction-mode
+    /// client from server to server.
+    pub track_session_state: bool,
+    /// pgmux extension: a transaction-mode client that makes state that cannot move keeps its
+    /// server until it leaves.
+    pub pin_session_state: bool,
     /// Metrics endpoint address (`*` for all).
     pub exporter_listen_addr: String,
     /// Metrics endpoint port; 0 disables it.
@@ -376,6 +382,8 @@ impl General {
             stats_period: r.secs("stats_period")?,
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
             worker_threads: r.int("worker_threads", 1024)?,
+            track_session_state: r.flag("track_session_state")?,
+            pin_session_state: r.flag("pin_session_state")?,
             exporter_listen_addr: r.raw("exporter_listen_addr").to_owned(),
             exporter_port: r.int("exporter_port", 65535)? as u16,
             exporter_metrics: r.get("exporter_metrics", |v| {

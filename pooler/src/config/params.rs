@@ -76,6 +76,9 @@ pub const PARAMS: &[Param] = &[
     p("min_pool_size", "0", true),
     p("peer_id", "0", true),
     p("pidfile", "", false),
+    // pgmux extension: keep a transaction-mode client on its server once it makes state that
+    // cannot move (LISTEN, temporary tables, session advisory locks, WITH HOLD cursors).
+    p("pin_session_state", "0", true),
     p("pkt_buf", "4096", false),
     p("pool_idle_timeout", "0", true),
     p("pool_mode", "session", true),
@@ -120,6 +123,9 @@ pub const PARAMS: &[Param] = &[
     p("tcp_socket_buffer", "0", true),
     p("tcp_user_timeout", "0", true),
     p("track_extra_parameters", "IntervalStyle", false),
+    // pgmux extension: carry SET/RESET settings and SQL PREPARE statements across servers in
+    // transaction mode.
+    p("track_session_state", "1", true),
     p("transaction_timeout", "0", true),
     p("unix_socket_dir", "/tmp", false),
     p("unix_socket_group", "", false),

@@ -59,11 +59,21 @@ pub struct ServerConn {
     pub statements: ServerStatements,
     /// Fingerprint of the client parameters this server was last made to match (0: none).
     pub synced_params: u64,
+    /// Settings and SQL prepared statements made on it by clients (transaction mode).
+    pub session_state: Box<crate::session_state::SessionState>,
     /// Pool generation it was made under (RECONNECT closes older ones).
     pub generation: u64,
 }
 
 impl ServerConn {
+    /// Bookkeeping after pgmux ran a reset query (`DISCARD ALL`): what the query undid is gone.
+    pub fn reset_done(&mut self, sql: &str) {
+        self.statements.clear();
+        for e in crate::session_sql::effects(sql.as_bytes()) {
+            self.session_state.apply(&e);
+        }
+    }
+
     /// True when the server closed or sent something while idle in the pool: a backend that was
     /// terminated or a PostgreSQL that shut down. Such a server must not be handed out.
     pub fn is_dead(&self) -> bool {

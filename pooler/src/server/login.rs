@@ -228,6 +228,7 @@ pub async fn connect(
             leftover,
             statements: Default::default(),
             synced_params: 0,
+            session_state: Default::default(),
             generation: 0,
         })
     };

@@ -87,6 +87,12 @@ pub struct ClientRecord {
     pub statements: Vec<(Vec<u8>, Vec<u8>)>,
     /// Its unnamed statement's Parse body after the name, when it has one.
     pub unnamed: Option<Vec<u8>>,
+    /// Settings it made with SET (transaction mode): name and value SQL.
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
+    /// Statements it made with SQL PREPARE: name and statement.
+    #[serde(default)]
+    pub sql_prepared: Vec<(String, String)>,
 }
 
 /// SCRAM pass-through keys (`pgmux_protocol::scram::PassThroughKeys`).

@@ -25,7 +25,7 @@ impl Relay {
 
     /// Leaves this process's books and passes the client on.
     pub(super) fn hand_over(self) {
-        let Relay { shared, session, client, statements, .. } = self;
+        let Relay { shared, session, client, statements, carry, .. } = self;
         shared.cancels.unregister(session.cancel_key);
         shared.client_registry.unregister(session.info.id);
         session.pool.clients.fetch_sub(1, Ordering::Relaxed);
@@ -47,6 +47,7 @@ impl Relay {
         };
         let (scram, secret) = session.pool.login_secrets();
         let (named, unnamed) = statements.export();
+        let state = carry.into_state();
         let record = ClientRecord {
             db: session.info.db.clone(),
             user: session.info.user.clone(),
@@ -60,6 +61,8 @@ impl Relay {
             looked_up_secret: secret.map(|s| s.to_text()),
             statements: named,
             unnamed,
+            settings: state.settings.into_iter().collect(),
+            sql_prepared: state.prepared.into_iter().collect(),
         };
         tracing::debug!(client = %session.peer, db = %record.db, "takeover: client handed over");
         shared.giving.hand(record, fd);

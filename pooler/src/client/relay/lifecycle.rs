@@ -73,6 +73,12 @@ impl Relay {
             }
             server.synced_params = self.session.params.fingerprint();
         }
+        if self.carry.may_differ(&server.session_state) {
+            if let Err(end) = Box::pin(self.replay_session(&mut server)).await {
+                pool.discard(server, "session state replay failed");
+                return Err(end);
+            }
+        }
         self.install(server);
         Ok(())
     }
@@ -207,7 +213,7 @@ impl Relay {
                 pool.discard(server, "reset query failed");
                 return;
             }
-            server.statements.clear();
+            server.reset_done(&self.settings.reset_query);
         }
         pool.release_with(server, &self.settings);
     }
@@ -280,14 +286,23 @@ impl Relay {
                 && self.s_skip == 0
                 && self.sout.len() == self.s_ready;
             let settings = self.settings.clone();
-            let reset = &settings.reset_query;
-            let needs_reset = (self.mode == PoolMode::Session || settings.reset_always) && !reset.is_empty();
+            // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
+            // it is reset whatever server_reset_query says.
+            let reset = match settings.reset_query.as_str() {
+                "" if self.carry.pinned => "DISCARD ALL",
+                r => r,
+            };
+            let needs_reset =
+                (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset.is_empty();
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
                 pool.discard(server, "replication client disconnected");
             } else {
                 let ready = clean || Box::pin(self.rescue(&mut server)).await;
                 if ready && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
+                    if needs_reset {
+                        server.reset_done(reset);
+                    }
                     pool.release(server);
                 } else if ready {
                     pool.discard(server, "reset query failed");

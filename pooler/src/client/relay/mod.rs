@@ -4,6 +4,7 @@
 //! buffers without copying; only the messages that decide pooling are looked at: Query, Sync,
 //! FunctionCall, Terminate from the client; ReadyForQuery and ParameterStatus from the server.
 
+mod carry;
 mod handover;
 mod lifecycle;
 mod scan;
@@ -31,6 +32,7 @@ use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{PoolSettings, PoolStats};
 use crate::server::ServerConn;
+use crate::session_state::SessionState;
 use crate::shared::{RunState, Shared};
 
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
@@ -110,15 +112,23 @@ struct Relay {
     kill: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Which side's read is tried first next time both could be read (they alternate).
     client_reads_first: bool,
+    /// Settings and SQL prepared statements carried across servers (transaction mode).
+    carry: carry::Carry,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
 pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
-    resume(shared, io, session, ClientStatements::default()).await;
+    resume(shared, io, session, ClientStatements::default(), None).await;
 }
 
 /// Runs a session that already has prepared statements (handed over on online restart).
-pub async fn resume(shared: Arc<Shared>, io: ClientIo, mut session: Session, statements: ClientStatements) {
+pub async fn resume(
+    shared: Arc<Shared>,
+    io: ClientIo,
+    mut session: Session,
+    statements: ClientStatements,
+    session_state: Option<Box<SessionState>>,
+) {
     let config = shared.config();
     let settings = session.pool.settings();
     let dedicated = session.dedicated.take();
@@ -161,6 +171,11 @@ pub async fn resume(shared: Arc<Shared>, io: ClientIo, mut session: Session, sta
         statements,
         tracker: Tracker::default(),
         client_reads_first: false,
+        carry: carry::Carry::new(
+            config.general.track_session_state && mode != PoolMode::Session,
+            config.general.pin_session_state,
+            session_state,
+        ),
         kill: {
             let info = session.info.clone();
             Box::pin(async move { info.kill.notified().await })
@@ -256,7 +271,7 @@ impl Relay {
                     if let Err(e) = self.scan_server() {
                         return self.server_lost(&e.to_string());
                     }
-                    if self.saw_ready && self.releasable() && self.mode != PoolMode::Session {
+                    if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
                         self.release().await;
                     }
                 }

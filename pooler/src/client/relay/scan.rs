@@ -43,13 +43,13 @@ impl Relay {
                 self.cin.truncate(self.c_ready);
                 return Ok(());
             }
-            let Some(server) = self.server.as_mut() else {
+            if self.server.is_none() {
                 if self.answer_idle(tag, total) {
                     continue;
                 }
                 self.need_server = true;
                 return Ok(());
-            };
+            }
             self.c_whole = 0;
             match tag {
                 tags::frontend::SYNC if self.copy_in => {
@@ -60,6 +60,10 @@ impl Relay {
                     return Err("PQexec disallowed".into());
                 }
                 tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
+                    if tag == tags::frontend::QUERY && !self.note_session_sql(tag, total) {
+                        return Ok(());
+                    }
+                    let Some(server) = self.server.as_mut() else { return Ok(()) };
                     self.last_request_sync = tag == tags::frontend::SYNC;
                     if self.track_prepared {
                         let (st, cl) = (&mut server.statements, &mut self.statements);
@@ -75,6 +79,10 @@ impl Relay {
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
                     if self.track_prepared =>
                 {
+                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total) {
+                        return Ok(());
+                    }
+                    let Some(server) = self.server.as_mut() else { return Ok(()) };
                     self.unsynced = true;
                     let at = self.c_ready;
                     let mut rw = Rewrite {
@@ -106,12 +114,17 @@ impl Relay {
                     }
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
+                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total) {
+                        return Ok(());
+                    }
                     self.unsynced = true;
                 }
                 tags::frontend::EXECUTE => {
                     self.unsynced = true;
                     if self.track_prepared {
-                        self.tracker.on_execute(&mut server.statements, &mut self.statements);
+                        if let Some(server) = self.server.as_mut() {
+                            self.tracker.on_execute(&mut server.statements, &mut self.statements);
+                        }
                     }
                 }
                 tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.copy_in = false,
@@ -249,7 +262,15 @@ impl Relay {
                 }
                 tags::backend::ERROR_RESPONSE => {
                     self.copy_in = false;
+                    self.carry.on_error();
                     self.s_skip = total;
+                }
+                tags::backend::COMMAND_COMPLETE if self.carry.busy() => {
+                    if avail.len() < total {
+                        return Ok(());
+                    }
+                    self.carry.on_command_complete(extended::command_tag(&avail[5..total])?);
+                    self.s_ready += total;
                 }
                 tags::backend::READY_FOR_QUERY | tags::backend::PARAMETER_STATUS => {
                     if avail.len() < total {
@@ -284,6 +305,7 @@ impl Relay {
         self.saw_ready = true;
         self.pending = self.pending.saturating_sub(1);
         self.tx = status;
+        self.session_sql_ready(status);
         let now = Instant::now();
         let stats = &self.session.pool.stats;
         PoolStats::add(&stats.query_count, 1);

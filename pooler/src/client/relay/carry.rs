@@ -1,0 +1,198 @@
+//! The relay's side of session state in transaction mode ([`crate::session_state`]): what the
+//! client's Query and Parse texts do to its session is noted as they are scanned, counted once
+//! the server's answers say it took place, and replayed on the next server that differs. State
+//! that cannot move (LISTEN, temporary tables, ...) pins the client to its server when
+//! `pin_session_state` is on, and is logged once per kind when it is off.
+
+use pgmux_protocol::backend::TxStatus;
+use pgmux_protocol::{sqlstate, tags};
+
+use super::{End, Relay};
+use crate::server::{self, ServerConn, ServerError};
+use crate::session_sql::{self, Effect};
+use crate::session_state::{InFlight, SessionState};
+
+/// What the relay keeps of its client's session state. Small until the client makes some (the
+/// client task's size is what an idle client costs).
+#[derive(Debug, Default)]
+pub(super) struct Carry {
+    /// track_session_state, in transaction or statement mode.
+    on: bool,
+    /// pin_session_state.
+    pin: bool,
+    /// The client keeps its server until it leaves.
+    pub pinned: bool,
+    made: Option<Box<Made>>,
+}
+
+/// The part of [`Carry`] that exists once the client sent a statement that matters.
+#[derive(Debug, Default)]
+struct Made {
+    /// The client's settings and SQL prepared statements.
+    state: SessionState,
+    in_flight: InFlight,
+    /// Sticky kinds already logged.
+    logged: Vec<&'static str>,
+}
+
+impl Carry {
+    pub fn new(on: bool, pin: bool, state: Option<Box<SessionState>>) -> Self {
+        let made = state.filter(|s| !s.is_empty()).map(|state| Box::new(Made { state: *state, ..Default::default() }));
+        Carry { on, pin, pinned: false, made }
+    }
+
+    /// True while effects wait for the server's answers (CommandComplete tags matter then).
+    #[inline]
+    pub fn busy(&self) -> bool {
+        self.made.as_ref().is_some_and(|m| !m.in_flight.is_idle())
+    }
+
+    /// An ErrorResponse from the server.
+    #[inline]
+    pub fn on_error(&mut self) {
+        if let Some(m) = self.made.as_mut() {
+            m.in_flight.on_error();
+        }
+    }
+
+    /// A CommandComplete's tag, while [`Carry::busy`].
+    pub fn on_command_complete(&mut self, tag: &[u8]) {
+        if let Some(m) = self.made.as_mut() {
+            m.in_flight.on_command_complete(tag);
+        }
+    }
+
+    /// False when a server with `server` state surely matches the client (checked before the
+    /// replay, whose future is boxed).
+    #[inline]
+    pub fn may_differ(&self, server: &SessionState) -> bool {
+        self.on && (self.made.is_some() || !server.is_empty())
+    }
+
+    /// The client's settings and SQL prepared statements, for an online restart.
+    pub fn into_state(self) -> SessionState {
+        self.made.map(|m| m.state).unwrap_or_default()
+    }
+}
+
+/// Query and Parse messages longer than this are relayed without a look at their text.
+const MAX_MESSAGE: usize = session_sql::MAX_TEXT + 1024;
+
+impl Relay {
+    /// Notes the session effects of the Query or Parse at `c_ready` (`total` bytes). False when
+    /// the message must be whole in `cin` first (`c_whole` is then set).
+    pub(super) fn note_session_sql(&mut self, tag: u8, total: usize) -> bool {
+        if !self.carry.on || total > MAX_MESSAGE {
+            return true;
+        }
+        let avail = &self.cin[self.c_ready..];
+        if avail.len() < total {
+            self.c_whole = total;
+            return false;
+        }
+        let body = &avail[5..total];
+        let text = if tag == tags::frontend::PARSE {
+            // Statement name, then the query text.
+            match body.iter().position(|b| *b == 0) {
+                Some(at) => &body[at + 1..],
+                None => return true,
+            }
+        } else {
+            body
+        };
+        let text = text.split(|b| *b == 0).next().unwrap_or_default();
+        let mut effects = session_sql::effects(text);
+        // Settings the server reports (client_encoding, application_name, ...) are tracked from
+        // its ParameterStatus messages instead.
+        let params = &self.session.params;
+        effects.retain(|e| match e {
+            Effect::Set { name, .. } | Effect::Reset(name) => {
+                params.tracked_name(name).is_none() && params.get(name).is_none()
+            }
+            _ => true,
+        });
+        if !effects.is_empty() {
+            // Answered by the ReadyForQuery of this Query, or of the Sync after this Parse.
+            let made = self.carry.made.get_or_insert_with(Default::default);
+            made.in_flight.sent(effects, self.pending + 1);
+        }
+        true
+    }
+
+    /// A ReadyForQuery: records what took place.
+    pub(super) fn session_sql_ready(&mut self, status: TxStatus) {
+        let Some(made) = self.carry.made.as_mut() else { return };
+        for e in made.in_flight.on_ready(status) {
+            match e {
+                Effect::Sticky(what) => {
+                    if self.carry.pin {
+                        if !self.carry.pinned {
+                            self.carry.pinned = true;
+                            crate::conn_log!(
+                                info,
+                                self.session.tag,
+                                "{what} stays on the server: the client keeps its server until it leaves (pin_session_state)"
+                            );
+                        }
+                    } else if !made.logged.contains(&what) {
+                        made.logged.push(what);
+                        crate::conn_log!(
+                            info,
+                            self.session.tag,
+                            "{what} stays on the server, which the next transaction may not get (transaction pooling; see pin_session_state)"
+                        );
+                    }
+                }
+                e => {
+                    made.state.apply(&e);
+                    if let Some(s) = self.server.as_mut() {
+                        s.session_state.apply(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `server` carry this client's settings and SQL prepared statements.
+    pub(super) async fn replay_session(&mut self, server: &mut ServerConn) -> Result<(), End> {
+        let made = self.carry.made.get_or_insert_with(Default::default);
+        let Some(replay) = made.state.replay_on(&server.session_state) else {
+            return Ok(());
+        };
+        if !replay.batch.is_empty() {
+            crate::conn_log!(debug, server.tag, "session state: {}", replay.batch);
+            if let Err(e) = Box::pin(server::run_simple_query(server, &replay.batch)).await {
+                return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, replay_failed(e)));
+            }
+            // Every SET, RESET and DEALLOCATE ran: the server has the client's settings and no
+            // statement the client does not have.
+            server.session_state.settings = made.state.settings.clone();
+            server.session_state.prepared.retain(|name, sql| made.state.prepared.get(name) == Some(sql));
+        }
+        for (name, sql) in replay.prepares {
+            match Box::pin(server::run_simple_query(server, &sql)).await {
+                Ok(()) => {
+                    server.session_state.prepared.insert(name, sql);
+                }
+                // It no longer prepares (a table dropped since): the client's EXECUTE will say so.
+                Err(ServerError::Rejected { message, .. }) => {
+                    crate::conn_log!(
+                        info,
+                        self.session.tag,
+                        "prepared statement {name} could not be made again: {message}"
+                    );
+                    made.state.prepared.remove(&name);
+                }
+                Err(e) => return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, replay_failed(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn replay_failed(e: ServerError) -> String {
+    match e {
+        ServerError::Rejected { message, .. } => format!("could not set parameters: {message}"),
+        other => format!("server conn crashed? {other}"),
+    }
+}

@@ -1,0 +1,466 @@
+//! What a query's text does to its session, as far as transaction pooling cares: settings made
+//! with `SET`/`RESET`, statements made with SQL `PREPARE`/`DEALLOCATE`, `DISCARD ALL`, and state
+//! that cannot move to another server (LISTEN, temporary tables, session advisory locks, WITH
+//! HOLD cursors, SET SESSION AUTHORIZATION). A small lexer that knows PostgreSQL's quoting
+//! (strings, E'' strings, quoted identifiers, dollar quotes, nested comments) splits the text
+//! into statements and reads each one's first words; nothing else is parsed.
+
+/// One statement's effect on the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `SET [SESSION] name {TO | =} value`: replayed as `SET name TO value`.
+    Set {
+        /// The setting, as PostgreSQL folds it.
+        name: String,
+        /// The SQL of its value, as written.
+        value: String,
+    },
+    /// `RESET name`, or `SET name TO DEFAULT`.
+    Reset(String),
+    /// `RESET ALL`.
+    ResetAll,
+    /// `PREPARE name ... AS ...`: the whole statement, replayed as it was written.
+    Prepare {
+        /// The statement's name, as PostgreSQL folds it.
+        name: String,
+        /// The PREPARE statement.
+        sql: String,
+    },
+    /// `DEALLOCATE [PREPARE] name`.
+    Deallocate(String),
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
+    /// `DISCARD ALL`: RESET ALL and DEALLOCATE ALL (and more) at once.
+    DiscardAll,
+    /// Session state that stays on the server: what it is, for the log.
+    Sticky(&'static str),
+}
+
+impl Effect {
+    /// True when a ROLLBACK undoes it (settings); PREPARE, DEALLOCATE and the sticky kinds
+    /// here take effect at once.
+    pub fn transactional(&self) -> bool {
+        matches!(self, Effect::Set { .. } | Effect::Reset(_) | Effect::ResetAll)
+    }
+}
+
+/// Texts longer than this are not looked at (a bulk INSERT is not a SET).
+pub const MAX_TEXT: usize = 64 * 1024;
+
+/// The effects of every statement in `text`, in order.
+pub fn effects(text: &[u8]) -> Vec<Effect> {
+    let mut out = Vec::new();
+    if text.len() > MAX_TEXT || !worth_a_look(text) {
+        return out;
+    }
+    let mut lexer = Lexer { text, at: 0 };
+    loop {
+        let mut words: Vec<Token> = Vec::new();
+        let mut end = lexer.skip_blanks();
+        let mut advisory = false;
+        while let Some(tok) = lexer.next_token() {
+            if tok.kind == Kind::Semicolon {
+                break;
+            }
+            if tok.kind == Kind::Word && is_advisory_lock(&text[tok.start..tok.end]) {
+                advisory = true;
+            }
+            end = tok.end;
+            if words.len() < 12 {
+                words.push(tok);
+            }
+        }
+        if !words.is_empty() {
+            if let Some(e) = statement(text, &words, end) {
+                out.push(e);
+            } else if advisory {
+                out.push(Effect::Sticky("a session advisory lock"));
+            }
+        }
+        if lexer.at >= text.len() {
+            return out;
+        }
+    }
+}
+
+/// A cheap test before lexing, one pass over the text: most queries contain none of the words
+/// that matter.
+fn worth_a_look(text: &[u8]) -> bool {
+    const WORDS: [&[u8]; 9] =
+        [b"set", b"reset", b"prepare", b"deallocate", b"discard", b"listen", b"temp", b"advisory", b"hold"];
+    text.iter().enumerate().any(|(i, &c)| {
+        let c = c | 0x20;
+        matches!(c, b's' | b'r' | b'p' | b'd' | b'l' | b't' | b'a' | b'h')
+            && WORDS.iter().any(|w| w[0] == c && text.get(i..i + w.len()).is_some_and(|t| t.eq_ignore_ascii_case(w)))
+    })
+}
+
+/// `pg_advisory_lock`, `pg_advisory_lock_shared`, `pg_try_advisory_lock[_shared]`: the session
+/// kinds (the `_xact_` ones end with the transaction).
+fn is_advisory_lock(word: &[u8]) -> bool {
+    let w = word.to_ascii_lowercase();
+    matches!(
+        w.as_slice(),
+        b"pg_advisory_lock" | b"pg_advisory_lock_shared" | b"pg_try_advisory_lock" | b"pg_try_advisory_lock_shared"
+    )
+}
+
+/// The effect of one statement, from its first words; `end` is where its text ends.
+fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
+    let word = |i: usize| words.get(i).map(|t| t.keyword(text)).unwrap_or_default();
+    match word(0).as_str() {
+        "set" => set(text, words, end),
+        "reset" => match word(1).as_str() {
+            "all" if words.len() == 2 => Some(Effect::ResetAll),
+            "session" if word(2) == "authorization" => Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
+            "role" if words.len() == 2 => Some(Effect::Reset("role".into())),
+            _ => single_name(text, &words[1..]).map(Effect::Reset),
+        },
+        "prepare" if word(1) != "transaction" => {
+            let name = words.get(1).filter(|t| t.is_name()).map(|t| t.name(text))?;
+            Some(Effect::Prepare { name, sql: String::from_utf8_lossy(&text[words[0].start..end]).into_owned() })
+        }
+        "deallocate" => {
+            let rest = if word(1) == "prepare" { &words[2..] } else { &words[1..] };
+            match rest {
+                [t] if t.keyword(text) == "all" => Some(Effect::DeallocateAll),
+                [t] if t.is_name() => Some(Effect::Deallocate(t.name(text))),
+                _ => None,
+            }
+        }
+        "discard" if word(1) == "all" => Some(Effect::DiscardAll),
+        "discard" if word(1) == "temp" || word(1) == "temporary" => None,
+        "listen" => Some(Effect::Sticky("LISTEN")),
+        "create" => {
+            let temp = (1..4)
+                .map(word)
+                .take_while(|w| w != "table" && w != "view" && w != "sequence")
+                .any(|w| w == "temp" || w == "temporary");
+            temp.then_some(Effect::Sticky("a temporary table"))
+        }
+        "declare" => {
+            let hold = words.windows(2).any(|w| w[0].keyword(text) == "with" && w[1].keyword(text) == "hold");
+            hold.then_some(Effect::Sticky("a WITH HOLD cursor"))
+        }
+        _ => None,
+    }
+}
+
+/// `SET ...`: a session setting, or nothing for the transaction-scoped forms.
+fn set(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
+    let mut i = 1;
+    let kw = |i: usize| words.get(i).map(|t| t.keyword(text)).unwrap_or_default();
+    match kw(1).as_str() {
+        // Transaction-scoped: gone at COMMIT.
+        "local" | "transaction" | "constraints" => return None,
+        "session" => match kw(2).as_str() {
+            "authorization" => return Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
+            "characteristics" => return Some(Effect::Sticky("SET SESSION CHARACTERISTICS")),
+            _ => i = 2,
+        },
+        _ => {}
+    }
+    let name_tok = words.get(i)?;
+    let name_kw = name_tok.keyword(text);
+    // Forms with their own syntax. TIME ZONE and NAMES change reported parameters, which are
+    // tracked from the server's ParameterStatus.
+    let (name, value_from) = match name_kw.as_str() {
+        "time" | "names" => return None,
+        "role" if name_tok.kind == Kind::Word => ("role".to_owned(), words.get(i + 1)?.start),
+        "schema" if name_tok.kind == Kind::Word => ("search_path".to_owned(), words.get(i + 1)?.start),
+        _ => {
+            // name, possibly dotted (custom settings), then = or TO.
+            let mut j = i;
+            let mut name = name_tok.name(text);
+            while words.get(j + 1).is_some_and(|t| t.kind == Kind::Dot) {
+                let part = words.get(j + 2).filter(|t| t.is_name())?;
+                name.push('.');
+                name.push_str(&part.name(text));
+                j += 2;
+            }
+            let op = words.get(j + 1)?;
+            if !(op.kind == Kind::Equals || op.keyword(text) == "to") {
+                return None;
+            }
+            (name, words.get(j + 2)?.start)
+        }
+    };
+    let value = String::from_utf8_lossy(&text[value_from..end]).trim().to_owned();
+    if value.eq_ignore_ascii_case("default") {
+        return Some(Effect::Reset(name));
+    }
+    Some(Effect::Set { name, value })
+}
+
+/// A lone name (`RESET work_mem`, `RESET app.user_id`).
+fn single_name(text: &[u8], words: &[Token]) -> Option<String> {
+    let mut name = words.first().filter(|t| t.is_name())?.name(text);
+    let mut rest = &words[1..];
+    while let [dot, part, tail @ ..] = rest {
+        if dot.kind != Kind::Dot || !part.is_name() {
+            return None;
+        }
+        name.push('.');
+        name.push_str(&part.name(text));
+        rest = tail;
+    }
+    rest.is_empty().then_some(name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Word,
+    QuotedName,
+    Literal,
+    Semicolon,
+    Equals,
+    Dot,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+impl Token {
+    /// An unquoted word in lower case (keywords), else empty.
+    fn keyword(&self, text: &[u8]) -> String {
+        if self.kind != Kind::Word {
+            return String::new();
+        }
+        String::from_utf8_lossy(&text[self.start..self.end]).to_ascii_lowercase()
+    }
+
+    fn is_name(&self) -> bool {
+        matches!(self.kind, Kind::Word | Kind::QuotedName)
+    }
+
+    /// An identifier as PostgreSQL folds it: unquoted in lower case, quoted as written (with
+    /// its quotes, so that replaying it means the same name).
+    fn name(&self, text: &[u8]) -> String {
+        let raw = String::from_utf8_lossy(&text[self.start..self.end]);
+        match self.kind {
+            Kind::Word => raw.to_ascii_lowercase(),
+            _ => raw.into_owned(),
+        }
+    }
+}
+
+struct Lexer<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Lexer<'_> {
+    fn peek(&self, ahead: usize) -> u8 {
+        self.text.get(self.at + ahead).copied().unwrap_or(0)
+    }
+
+    /// Skips white space and comments; returns where the next token starts.
+    fn skip_blanks(&mut self) -> usize {
+        loop {
+            match self.peek(0) {
+                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.at += 1,
+                b'-' if self.peek(1) == b'-' => {
+                    while self.at < self.text.len() && self.text[self.at] != b'\n' {
+                        self.at += 1;
+                    }
+                }
+                b'/' if self.peek(1) == b'*' => {
+                    self.at += 2;
+                    let mut depth = 1;
+                    while self.at < self.text.len() && depth > 0 {
+                        if self.peek(0) == b'/' && self.peek(1) == b'*' {
+                            depth += 1;
+                            self.at += 2;
+                        } else if self.peek(0) == b'*' && self.peek(1) == b'/' {
+                            depth -= 1;
+                            self.at += 2;
+                        } else {
+                            self.at += 1;
+                        }
+                    }
+                }
+                _ => return self.at,
+            }
+        }
+    }
+
+    /// Moves past a quoted run that started at `self.at` with `quote`; `backslash` for E''.
+    fn quoted(&mut self, quote: u8, backslash: bool) {
+        self.at += 1;
+        while self.at < self.text.len() {
+            let c = self.text[self.at];
+            if backslash && c == b'\\' {
+                self.at += 2;
+                continue;
+            }
+            self.at += 1;
+            if c == quote {
+                if self.peek(0) == quote {
+                    self.at += 1;
+                    continue;
+                }
+                return;
+            }
+        }
+    }
+
+    /// `$tag$ ... $tag$` starting at `self.at`; false when this `$` does not open one.
+    fn dollar_quoted(&mut self) -> bool {
+        let rest = &self.text[self.at + 1..];
+        let Some(close) = rest.iter().position(|&c| c == b'$') else { return false };
+        let tag = &rest[..close];
+        if !tag.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c >= 0x80)
+            || tag.first().is_some_and(u8::is_ascii_digit)
+        {
+            return false;
+        }
+        let delim_len = tag.len() + 2;
+        let delim = &self.text[self.at..self.at + delim_len];
+        let body_start = self.at + delim_len;
+        match self.text[body_start..].windows(delim_len).position(|w| w == delim) {
+            Some(p) => self.at = body_start + p + delim_len,
+            None => self.at = self.text.len(),
+        }
+        true
+    }
+
+    fn next_token(&mut self) -> Option<Token> {
+        let start = self.skip_blanks();
+        let c = *self.text.get(self.at)?;
+        let kind = match c {
+            b';' => {
+                self.at += 1;
+                Kind::Semicolon
+            }
+            b'=' => {
+                self.at += 1;
+                Kind::Equals
+            }
+            b'.' => {
+                self.at += 1;
+                Kind::Dot
+            }
+            b'\'' => {
+                self.quoted(b'\'', false);
+                Kind::Literal
+            }
+            b'"' => {
+                self.quoted(b'"', false);
+                Kind::QuotedName
+            }
+            b'e' | b'E' if self.peek(1) == b'\'' => {
+                self.at += 1;
+                self.quoted(b'\'', true);
+                Kind::Literal
+            }
+            b'$' if self.dollar_quoted() => Kind::Literal,
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                while self.at < self.text.len() {
+                    let c = self.text[self.at];
+                    if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80) {
+                        break;
+                    }
+                    self.at += 1;
+                }
+                Kind::Word
+            }
+            _ => {
+                self.at += 1;
+                Kind::Other
+            }
+        };
+        Some(Token { kind, start, end: self.at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) -> Effect {
+        Effect::Set { name: name.into(), value: value.into() }
+    }
+
+    #[test]
+    fn session_settings_are_read_and_transaction_ones_are_not() {
+        assert_eq!(effects(b"SET work_mem = '64MB'"), [set("work_mem", "'64MB'")]);
+        assert_eq!(effects(b"set SESSION statement_timeout TO 5000;"), [set("statement_timeout", "5000")]);
+        assert_eq!(
+            effects(b"SET search_path TO app, \"$user\", public"),
+            [set("search_path", "app, \"$user\", public")]
+        );
+        assert_eq!(effects(b"SET myapp.user_id = 42"), [set("myapp.user_id", "42")]);
+        assert_eq!(effects(b"SET \"MyApp\".x = 1"), [set("\"MyApp\".x", "1")]);
+        assert_eq!(effects(b"SET lock_timeout TO DEFAULT"), [Effect::Reset("lock_timeout".into())]);
+        assert_eq!(effects(b"SET ROLE app_reader"), [set("role", "app_reader")]);
+        assert_eq!(effects(b"RESET ROLE"), [Effect::Reset("role".into())]);
+        assert_eq!(effects(b"SET SCHEMA 'app'"), [set("search_path", "'app'")]);
+        assert_eq!(effects(b"reset work_mem"), [Effect::Reset("work_mem".into())]);
+        assert_eq!(effects(b"RESET ALL"), [Effect::ResetAll]);
+        for none in [
+            &b"SET LOCAL work_mem = '1MB'"[..],
+            b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            b"SET CONSTRAINTS ALL DEFERRED",
+            b"SET TIME ZONE 'UTC'",
+            b"SET NAMES 'UTF8'",
+            b"SELECT 'SET work_mem = 1'",
+            b"SELECT 1 -- SET work_mem = 1",
+            b"SELECT /* SET x = 1; /* nested */ still */ 1",
+            b"SELECT $$; SET work_mem = 1$$",
+            b"SELECT $f$ ; SET x=1 $f$",
+            b"UPDATE settings SET value = 1",
+        ] {
+            assert_eq!(effects(none), [], "{}", String::from_utf8_lossy(none));
+        }
+    }
+
+    #[test]
+    fn statements_are_split_at_top_level_semicolons() {
+        assert_eq!(
+            effects(b"BEGIN; SET work_mem='1MB'; SELECT ';'; SET x.y = E'a\\';b'; COMMIT"),
+            [set("work_mem", "'1MB'"), set("x.y", "E'a\\';b'")]
+        );
+        assert_eq!(effects(b"SET a.b = 'it''s; here'"), [set("a.b", "'it''s; here'")]);
+    }
+
+    #[test]
+    fn prepared_statements_and_discard() {
+        assert_eq!(
+            effects(b"PREPARE q1 (int) AS SELECT $1 + 1"),
+            [Effect::Prepare { name: "q1".into(), sql: "PREPARE q1 (int) AS SELECT $1 + 1".into() }]
+        );
+        assert_eq!(effects(b"PREPARE TRANSACTION 'x'"), []);
+        assert_eq!(effects(b"DEALLOCATE q1"), [Effect::Deallocate("q1".into())]);
+        assert_eq!(effects(b"deallocate prepare \"Q2\""), [Effect::Deallocate("\"Q2\"".into())]);
+        assert_eq!(effects(b"DEALLOCATE ALL"), [Effect::DeallocateAll]);
+        assert_eq!(effects(b"DISCARD ALL"), [Effect::DiscardAll]);
+    }
+
+    #[test]
+    fn state_that_cannot_move_is_named() {
+        assert_eq!(effects(b"LISTEN jobs"), [Effect::Sticky("LISTEN")]);
+        assert_eq!(effects(b"CREATE TEMP TABLE t (x int)"), [Effect::Sticky("a temporary table")]);
+        assert_eq!(effects(b"create local temporary table t (x int)"), [Effect::Sticky("a temporary table")]);
+        assert_eq!(effects(b"CREATE TABLE temp_data (x int)"), []);
+        assert_eq!(effects(b"SELECT pg_advisory_lock(42)"), [Effect::Sticky("a session advisory lock")]);
+        assert_eq!(effects(b"SELECT pg_advisory_xact_lock(42)"), []);
+        assert_eq!(effects(b"DECLARE c CURSOR WITH HOLD FOR SELECT 1"), [Effect::Sticky("a WITH HOLD cursor")]);
+        assert_eq!(effects(b"DECLARE c CURSOR FOR SELECT 1"), []);
+        assert_eq!(effects(b"SET SESSION AUTHORIZATION bob"), [Effect::Sticky("SET SESSION AUTHORIZATION")]);
+    }
+
+    #[test]
+    fn odd_input_is_harmless() {
+        for text in
+            [&b"SET"[..], b"SET x", b"SET x =", b"'unterminated", b"$", b"$a", b"/* open", b"\"", b"E'\\", b"SET ;;;"]
+        {
+            let _ = effects(text);
+        }
+        assert_eq!(effects(&[0xff, 0xfe, b's', b'e', b't']), []);
+    }
+}
