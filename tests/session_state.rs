@@ -207,3 +207,27 @@ fn pgbench_clients_each_keep_their_setting_on_a_small_pool() {
     assert!(out.contains("number of transactions actually processed: 320/320"), "{out}");
     assert!(out.contains("number of failed transactions: 0 "), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_with_a_set_in_flight_leaves_nothing_behind() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_timeout = 20");
+    let b = connect(&mux).await;
+    let pid = value(&b, "SELECT pg_backend_pid()").await;
+    let (v, conn) = tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "app"), NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // Two pipelined queries: the SET takes effect, then the client vanishes during the second,
+    // before it has read the SET's answer.
+    let running = tokio::spawn(async move {
+        let _ = tokio::join!(
+            v.simple_query("SET work_mem = '64MB'; PREPARE left_behind AS SELECT 1"),
+            v.simple_query("SELECT pg_sleep(60)")
+        );
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.abort();
+    running.abort();
+    assert_eq!(value(&b, "SELECT pg_backend_pid()").await, pid, "the server was kept");
+    assert_eq!(value(&b, "SHOW work_mem").await, "4MB", "the vanished client's setting is gone");
+    assert_eq!(value(&b, "SELECT count(*) FROM pg_prepared_statements").await, "0");
+}

@@ -497,10 +497,16 @@ impl Rewrite<'_> {
                     self.push(Item::plain(Kind::Bind));
                     return done(pre, total);
                 }
-                self.binds += 1;
                 let Some(st) = self.client.map.get(head.statement).cloned() else {
+                    if self.tracker.skipping {
+                        // The server skips to the next Sync after an error, ignoring this Bind;
+                        // its statement may be one that error undid (a pipelined Parse that
+                        // failed before its Bind arrived here).
+                        return done(0, total);
+                    }
                     return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
                 };
+                self.binds += 1;
                 let (name_off, old) = (5 + head.statement_at(), head.statement.len());
                 let pre = self.ensure_prepared(buf, at, &st);
                 let at = at + pre;
@@ -540,6 +546,10 @@ impl Rewrite<'_> {
                     return done(0, 0);
                 }
                 let Some(st) = self.client.map.get(t.name).cloned() else {
+                    if self.tracker.skipping {
+                        // Ignored by the server until the next Sync, as a Bind above.
+                        return done(total, 0);
+                    }
                     return Err(RewriteError::Unknown(Bytes::copy_from_slice(t.name)));
                 };
                 let old = t.name.len();
@@ -684,6 +694,21 @@ mod tests {
         assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
         // Both names can be prepared again.
         f.send(&[(b'P', PARSE_S1)]).unwrap();
+    }
+
+    #[test]
+    fn a_bind_of_a_statement_whose_parse_failed_before_it_arrived_is_passed_on() {
+        let mut f = Fixture::new(10);
+        // The failing Parse is answered before the client's Bind and Describe of it are read.
+        f.send(&[(b'P', PARSE_S1)]).unwrap();
+        f.respond(b::ERROR_RESPONSE);
+        assert_eq!(f.client.len(), 0, "the error undid it");
+        let out = f.send(&[(b'B', BIND_S1), (b'D', b"Ss1\0"), (b'E', b"\0\0\0\0\0"), (b'S', b"")]).unwrap();
+        assert_eq!(tags_of(&out), b"BD", "relayed for the server to ignore, not refused");
+        assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
+        assert_eq!(f.tracker.queued(), 0);
+        // Outside that window an unknown name is still refused.
+        assert!(matches!(f.send(&[(b'B', BIND_S1)]), Err(RewriteError::Unknown(_))));
     }
 
     #[test]

@@ -261,12 +261,16 @@ impl Relay {
         if server::recover(server, state, RESCUE_LIMIT).await.is_err() {
             return false;
         }
-        // Statements in flight may or may not exist on the server now: start it afresh.
-        if self.track_prepared && self.tracker.in_flight() {
-            if server::run_simple_query(server, "DEALLOCATE ALL").await.is_err() {
+        // Statements (or SET/PREPARE texts) in flight may or may not have taken place on the
+        // server: start it afresh.
+        let statements = self.track_prepared && self.tracker.in_flight();
+        let session_sql = self.carry.busy();
+        if statements || session_sql {
+            let sql = if session_sql { "RESET ALL; DEALLOCATE ALL" } else { "DEALLOCATE ALL" };
+            if server::run_simple_query(server, sql).await.is_err() {
                 return false;
             }
-            server.statements.clear();
+            server.reset_done(sql);
         }
         PoolStats::add(&self.stats().servers_rescued, 1);
         true
