@@ -93,14 +93,13 @@ impl Relay {
         let body = &avail[5..total];
         let text = if tag == tags::frontend::PARSE {
             // Statement name, then the query text.
-            match body.iter().position(|b| *b == 0) {
-                Some(at) => &body[at + 1..],
-                None => return true,
-            }
+            let Some(at) = body.iter().position(|b| *b == 0) else { return true };
+            let rest = &body[at + 1..];
+            &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())]
         } else {
-            body
+            // The text and its terminating zero.
+            body.strip_suffix(&[0]).unwrap_or(body)
         };
-        let text = text.split(|b| *b == 0).next().unwrap_or_default();
         let mut effects = session_sql::effects(text);
         // Settings the server reports (client_encoding, application_name, ...) are tracked from
         // its ParameterStatus messages instead.
