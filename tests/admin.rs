@@ -274,7 +274,12 @@ async fn stats_users_can_look_but_not_touch() {
     let mux = Pgmux::start(pg, CONSOLE);
     let s = mux.connect(MD5_USER, MD5_PASS, "pgbouncer").await.unwrap();
     query(&s, "SHOW POOLS").await.unwrap();
-    for cmd in ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "KILL app", "SHOW FDS", "SET default_pool_size = 1"] {
+    // KILL_CLIENT too: PgBouncer before 1.25.2 let stats users run it (CVE-2026-6667).
+    let own_id = query(&s, "SHOW CLIENTS").await.unwrap().1.len();
+    let kill_client = format!("KILL_CLIENT {own_id}");
+    for cmd in
+        ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "KILL app", "SHOW FDS", "SET default_pool_size = 1", &kill_client]
+    {
         let err = s.simple_query(cmd).await.unwrap_err();
         assert_eq!(err.as_db_error().unwrap().message(), "admin access needed", "{cmd}");
     }

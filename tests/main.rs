@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod auth;
 mod auth_sources;
+mod cve_regressions;
 mod faults;
 mod garbage;
 mod host_lists;

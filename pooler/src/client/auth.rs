@@ -207,7 +207,7 @@ async fn scram_exchange(
     }
     io.flush().await?;
     let body = read_password_message(io).await?;
-    let (mechanism, first) = frontend::sasl_initial_response(&body)?;
+    let (mechanism, first) = frontend::sasl_initial_response(&body).map_err(sasl_failed)?;
     let binding = match (&end_point, mechanism) {
         (Some(data), m) if m == scram::MECHANISM_PLUS.as_bytes() => ChannelBinding::Required(data),
         (Some(_), m) if m == scram::MECHANISM.as_bytes() => ChannelBinding::Declined,
