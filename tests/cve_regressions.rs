@@ -141,15 +141,10 @@ async fn cve_2026_6665_server_sends_a_huge_scram_nonce() {
         pg,
         // The first client waits for a retry that fails the same way until client_login_timeout;
         // the next ones get the cached error at once.
-        Setup {
-            databases: &dbs,
-            userlist: Some(&userlist),
-            pgbouncer: "auth_type = md5\nclient_login_timeout = 3",
-            ..Setup::default()
-        },
+        Setup { databases: &dbs, userlist: Some(&userlist), pgbouncer: "auth_type = md5\nclient_login_timeout = 3" },
     );
     for _ in 0..3 {
-        let e = mux.connect(MD5_USER, MD5_PASS, "impostor").await.err().expect("the impostor's login fails");
+        let Err(e) = mux.connect(MD5_USER, MD5_PASS, "impostor").await else { panic!("the impostor's login fails") };
         let (code, _) = db_error(&e);
         assert_eq!(code, "08P01", "{e}");
     }
