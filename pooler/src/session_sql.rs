@@ -295,7 +295,8 @@ impl Lexer<'_> {
         while self.at < self.text.len() {
             let c = self.text[self.at];
             if backslash && c == b'\\' {
-                self.at += 2;
+                // A backslash as the last byte escapes nothing: stop at the end.
+                self.at = (self.at + 2).min(self.text.len());
                 continue;
             }
             self.at += 1;
@@ -458,9 +459,75 @@ mod tests {
     fn odd_input_is_harmless() {
         for text in
             [&b"SET"[..], b"SET x", b"SET x =", b"'unterminated", b"$", b"$a", b"/* open", b"\"", b"E'\\", b"SET ;;;"]
+                .into_iter()
+                .chain([
+                    &b"SET x.y = E'\\"[..],
+                    b"SET x.y = E'a\\",
+                    b"SET x.y = $$",
+                    b"SET x.y = $q$ a",
+                    b"PREPARE p AS SELECT '",
+                    b"SET x.y = \"",
+                    b"SET x.y = 1 /* open",
+                ])
         {
             let _ = effects(text);
         }
         assert_eq!(effects(&[0xff, 0xfe, b's', b'e', b't']), []);
+    }
+
+    /// Random texts made of the pieces the lexer cares about: it never panics, and every
+    /// setting it reads has a name and a value.
+    #[test]
+    fn random_texts_never_panic() {
+        const PIECES: [&[u8]; 30] = [
+            b"SET ",
+            b"set",
+            b"RESET",
+            b" ALL",
+            b"PREPARE ",
+            b"DEALLOCATE",
+            b"LISTEN",
+            b"CREATE TEMP TABLE",
+            b"DECLARE",
+            b" WITH HOLD",
+            b"pg_advisory_lock(",
+            b";",
+            b"'",
+            b"\"",
+            b"$",
+            b"$q$",
+            b"E'",
+            b"\\",
+            b"/*",
+            b"*/",
+            b"--",
+            b"\n",
+            b"=",
+            b" TO ",
+            b".",
+            b"x",
+            b"work_mem",
+            b" ",
+            b"DEFAULT",
+            b"\xff",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50_000 {
+            let mut text = Vec::new();
+            for _ in 0..next() % 24 {
+                text.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            for e in effects(&text) {
+                if let Effect::Set { name, value } = e {
+                    assert!(!name.is_empty() && !value.is_empty(), "{}", String::from_utf8_lossy(&text));
+                }
+            }
+        }
     }
 }
