@@ -3,6 +3,7 @@
 //! tests, and client certificates by common name. Files are PEM in a directory every OS user
 //! can read; the copy PostgreSQL uses is owned by the postgres user.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -25,6 +26,26 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
+/// Removes `dir` once this test process has exited (the certificates live in a static, which is
+/// never dropped).
+// The remover must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+fn remove_after_exit(dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn certificate dir remover");
+}
+
 impl Certs {
     /// The certificates of this test run.
     pub fn shared() -> &'static Certs {
@@ -34,6 +55,7 @@ impl Certs {
 
     fn make() -> Certs {
         let dir = tempfile::Builder::new().prefix("pgmux-certs").tempdir().unwrap().keep();
+        remove_after_exit(&dir);
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
