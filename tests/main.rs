@@ -11,6 +11,7 @@ mod cve_regressions;
 mod faults;
 mod garbage;
 mod host_lists;
+mod hostile_clients;
 mod housekeeping;
 mod idle_clients;
 mod limits;

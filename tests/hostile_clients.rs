@@ -1,0 +1,161 @@
+//! Clients that try to exhaust pgmux, and what the others see: a client that asks for a huge
+//! result and never reads it (pgmux stops reading from that server; its memory stays bounded),
+//! a flood of cancel requests with random keys (no other client's query is cancelled), and
+//! hundreds of connections that never finish logging in (closed at client_login_timeout while
+//! new logins are served).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgmux_protocol::build;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::harness::{Cluster, PgmuxProcess, MD5_USER, SCRAM_PASS, SCRAM_USER};
+
+fn userlist(pg: &Cluster) -> String {
+    format!("\"{SCRAM_USER}\" \"{}\"\n\"{MD5_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER), pg.secret_of(MD5_USER))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn one(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT 1", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_result_costs_bounded_memory() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 2",
+        &userlist(pg),
+    );
+    let before = rss_kib(mux.pid());
+    // Logged in with trust (the md5 user's stored secret logs pgmux in), a query whose result is
+    // about 2 GB, and then nothing is read.
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    build::query(&mut out, "SELECT repeat('x', 2000) FROM generate_series(1, 1000000)");
+    s.write_all(&out).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = rss_kib(mux.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024, "pgmux grew by {grown} KiB for a client that reads nothing");
+    // Others are served meanwhile (trust: the md5 user, as above).
+    let other = mux.connect(MD5_USER, "", "app").await.unwrap();
+    assert_eq!(one(&other).await, 1);
+    drop(s);
+    assert_eq!(one(&other).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_random_cancel_keys_cancels_nobody() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = transaction",
+        &userlist(pg),
+    );
+    let victim = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap());
+    let running = {
+        let v = victim.clone();
+        tokio::spawn(async move { v.simple_query("SELECT pg_sleep(2)").await.map(|_| ()) })
+    };
+    let port = mux.port;
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    while started.elapsed() < Duration::from_millis(1500) && sent < 3000 {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let (pid, secret) = ((seed >> 32) as i32, seed as i32);
+            batch.push(tokio::spawn(async move {
+                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+                    let mut msg = Vec::with_capacity(16);
+                    msg.extend_from_slice(&16i32.to_be_bytes());
+                    msg.extend_from_slice(&80877102i32.to_be_bytes());
+                    msg.extend_from_slice(&pid.to_be_bytes());
+                    msg.extend_from_slice(&secret.to_be_bytes());
+                    let _ = s.write_all(&msg).await;
+                }
+            }));
+        }
+        for b in batch {
+            let _ = b.await;
+        }
+        sent += 50;
+    }
+    assert!(sent >= 500, "only {sent} cancel requests sent");
+    let result = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert!(result.is_ok(), "the victim's query was cancelled: {result:?} after {sent} random keys");
+    assert_eq!(one(&victim).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_finished_logins_are_closed_and_do_not_block_others() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = transaction\nclient_login_timeout = 2\nmax_client_conn = 2000",
+        &userlist(pg),
+    );
+    // 500 connections: some say nothing, some send half a startup packet, some start SCRAM
+    // and stop.
+    let mut idle = Vec::new();
+    for i in 0..500 {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => s.write_all(&[0, 0, 0, 40, 0, 3]).await.unwrap(),
+            _ => {
+                let mut out = BytesMut::new();
+                build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
+                s.write_all(&out).await.unwrap();
+            }
+        }
+        idle.push(s);
+    }
+    // A real client logs in and works while they hang.
+    let started = Instant::now();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    assert_eq!(one(&c).await, 1);
+    assert!(started.elapsed() < Duration::from_secs(2), "a login waited {:?}", started.elapsed());
+    // After client_login_timeout every one of them is closed by pgmux.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut closed = 0;
+    for mut s in idle {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    assert_eq!(closed, 500, "connections left open past client_login_timeout");
+    let console = mux.console().await;
+    let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
+    let clients = rows.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
+    assert_eq!(clients, 2, "the real client and the console");
+}
