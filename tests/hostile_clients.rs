@@ -159,3 +159,37 @@ async fn half_finished_logins_are_closed_and_do_not_block_others() {
     let clients = rows.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
     assert_eq!(clients, 2, "the real client and the console");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_flood_on_the_metrics_port_is_bounded() {
+    let pg = Cluster::shared();
+    let port = crate::metrics::free_port();
+    let mux = crate::harness::Pgmux::start(pg, &format!("exporter_port = {port}\nexporter_listen_addr = 127.0.0.1"));
+    // Connections that send half a request line and then nothing.
+    let flood = pgmux_exporter::MAX_CONNECTIONS + 200;
+    let mut held = Vec::new();
+    for _ in 0..flood {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let _ = s.write_all(b"GET /metr").await;
+        held.push(s);
+    }
+    // Those beyond the limit are closed at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut closed = 0;
+    for s in &mut held {
+        let mut b = [0u8; 16];
+        // Closed with the request unread: a reset, or an end of stream.
+        match tokio::time::timeout(Duration::from_millis(5), tokio::io::AsyncReadExt::read(s, &mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert!((200..flood).contains(&closed), "{closed} of {flood} closed at the limit");
+    // The pooler serves clients throughout, and scrapes work again once the held ones time out.
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    assert_eq!(one(&c).await, 1);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let m = crate::metrics::scrape(port).await;
+    assert!(!m.is_empty());
+    drop(held);
+}

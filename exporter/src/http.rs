@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 responder for scrapes: GET /metrics, GET /health (200 while serving,
 //! 503 while paused or shutting down), GET /. One request per connection, bounded in size and
-//! time, so a misbehaving scraper cannot hold resources.
+//! time, and at most [`MAX_CONNECTIONS`] at once, so a misbehaving scraper cannot hold resources.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +12,24 @@ use crate::{render, Source};
 
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at once. Scrapers and health checks need a few;
+/// a flood of idle connections (slow-loris) cannot take more descriptors and memory than this.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Serves scrapes on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((s, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(s);
+                    continue;
+                };
                 let src = source.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(s, src)).await;
+                    drop(slot);
                 });
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
