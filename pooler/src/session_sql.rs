@@ -185,7 +185,9 @@ fn set(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
             (name, words.get(j + 2)?.start)
         }
     };
-    let value = String::from_utf8_lossy(&text[value_from..end]).trim().to_owned();
+    // From a token's start to a token's end: nothing to trim (and PostgreSQL's white space is
+    // not Rust's: a vertical tab is a token to it).
+    let value = String::from_utf8_lossy(&text[value_from..end]).into_owned();
     if value.eq_ignore_ascii_case("default") {
         return Some(Effect::Reset(name));
     }
@@ -473,6 +475,8 @@ mod tests {
             let _ = effects(text);
         }
         assert_eq!(effects(&[0xff, 0xfe, b's', b'e', b't']), []);
+        // Found by the fuzzer: a vertical tab is white space to Rust's trim, not to PostgreSQL.
+        assert_eq!(effects(b"SET x.y = \x0b"), [set("x.y", "\x0b")]);
     }
 
     /// Random texts made of the pieces the lexer cares about: it never panics, and every
