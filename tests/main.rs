@@ -18,6 +18,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod params;
+mod patroni;
 mod peering;
 mod pgbench;
 mod pool_lifecycle;

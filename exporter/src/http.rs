@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 responder for scrapes: GET /metrics, GET /health (200 while serving,
-//! 503 while paused or shutting down), GET /. One request per connection, bounded in size and
+//! 503 while paused or shutting down), the role checks the source answers (`/primary`,
+//! `/replica`, ... for HAProxy), GET /. One request per connection, bounded in size and
 //! time, and at most [`MAX_CONNECTIONS`] at once, so a misbehaving scraper cannot hold resources.
 
 use std::sync::Arc;
@@ -55,7 +56,8 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let head = method == "HEAD";
+    // HAProxy's checks in Pigsty's style send OPTIONS, as Patroni accepts: answered as HEAD.
+    let head = method == "HEAD" || method == "OPTIONS";
     if method != "GET" && !head {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "only GET\n", head).await;
     }
@@ -76,7 +78,14 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
             let body = "<html><body><a href=\"/metrics\">metrics</a> <a href=\"/health\">health</a></body></html>\n";
             respond(&mut s, "200 OK", "text/html", body, head).await
         }
-        _ => respond(&mut s, "404 Not Found", "text/plain", "not found\n", head).await,
+        _ => {
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            match source.role_check(path, query) {
+                Some(true) => respond(&mut s, "200 OK", "text/plain", "ok\n", head).await,
+                Some(false) => respond(&mut s, "503 Service Unavailable", "text/plain", "unavailable\n", head).await,
+                None => respond(&mut s, "404 Not Found", "text/plain", "not found\n", head).await,
+            }
+        }
     }
 }
 

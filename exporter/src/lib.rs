@@ -60,11 +60,13 @@ pub struct HistogramSample {
     pub sum: f64,
 }
 
-/// A counter metric family (pgmux's own, beyond PgBouncer's columns).
+/// A counter (or gauge) metric family (pgmux's own, beyond PgBouncer's columns).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CounterFamily {
     /// Metric name.
     pub name: String,
+    /// Rendered as a gauge (a value that goes up and down) instead of a counter.
+    pub gauge: bool,
     /// HELP text.
     pub help: String,
     /// Label sets and values.
@@ -97,7 +99,7 @@ pub struct Snapshot {
     pub pools: ResultSet,
     /// Latency histograms (pgmux's own, beyond PgBouncer).
     pub histograms: Vec<HistogramFamily>,
-    /// Counters (pgmux's own, beyond PgBouncer).
+    /// Counters and gauges (pgmux's own, beyond PgBouncer).
     pub counters: Vec<CounterFamily>,
     /// SHOW STATS_TOTALS (community set).
     pub stats_totals: ResultSet,
@@ -113,6 +115,11 @@ pub trait Source: Send + Sync + 'static {
     fn snapshot(&self) -> Snapshot;
     /// True while the pooler accepts clients (not paused, not shutting down).
     fn healthy(&self) -> bool;
+    /// A role check HAProxy asks for (`/primary`, `/replica`, `/read-write`, `/read-only`, with
+    /// the query string, e.g. `lag=16MB`): Some(answer), or None when `path` is not one.
+    fn role_check(&self, _path: &str, _query: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// `major*10000 + minor*100 + patch` of the first `x.y.z` in `version`, as pg_exporter computes it.

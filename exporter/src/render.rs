@@ -74,7 +74,7 @@ pub fn render(s: &Snapshot) -> String {
         render_histogram(&mut out, h);
     }
     for c in &s.counters {
-        header(&mut out, &c.name, Kind::Counter, &c.help);
+        header(&mut out, &c.name, if c.gauge { Kind::Gauge } else { Kind::Counter }, &c.help);
         for (labels, value) in &c.samples {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
             let _ = writeln!(out, "{}{{{}}} {value}", c.name, labels.join(","));

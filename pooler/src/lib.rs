@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod patroni;
 pub mod peering;
 pub mod pool;
 pub mod reload;
@@ -26,6 +27,7 @@ pub mod session_state;
 pub mod shared;
 pub mod takeover;
 pub mod tls;
+pub mod tools;
 
 /// The PgBouncer version whose behaviour and admin interface pgmux implements.
 pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";

@@ -18,6 +18,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()).is_some_and(|a| pgmux::tools::NAMES.contains(&a)) {
+        return pgmux::tools::main(args);
+    }
     let cli = Cli::parse();
     if cli.version {
         println!("{}", pgmux::version_lines());

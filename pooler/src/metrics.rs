@@ -79,8 +79,9 @@ impl Source for MetricsSource {
             stats: self.set("stats"),
             pools: self.set("pools"),
             histograms: self.histograms(),
-            counters: vec![pgmux_exporter::CounterFamily {
+            counters: std::iter::once(pgmux_exporter::CounterFamily {
                 name: "pgmux_pool_servers_rescued_total".into(),
+                gauge: false,
                 help: "Servers kept after their client vanished mid-query or mid-transaction (cancelled, rolled back)"
                     .into(),
                 samples: self
@@ -93,7 +94,9 @@ impl Source for MetricsSource {
                         (labels, p.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed))
                     })
                     .collect(),
-            }],
+            })
+            .chain(crate::patroni::metrics(&self.shared))
+            .collect(),
             stats_totals: self.set("stats_totals"),
             config_limits: {
                 let c = self.shared.config();
@@ -105,5 +108,11 @@ impl Source for MetricsSource {
 
     fn healthy(&self) -> bool {
         self.shared.state() == RunState::Running && !self.shared.pools.all_paused()
+    }
+
+    fn role_check(&self, path: &str, query: &str) -> Option<bool> {
+        use crate::patroni::health;
+        let check = health::Check::from_path(path)?;
+        Some(health::evaluate(&self.shared, check, health::lag_of_query(query)).http_ok())
     }
 }

@@ -89,7 +89,9 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
     let mut stale = Vec::new();
     for pool in shared.pools.all() {
         if let Some(db) = new.database(&pool.db) {
-            let next = PoolSettings::derive(&new, &db, &pool.user);
+            let mut next = PoolSettings::derive(&new, &db, &pool.user);
+            // A database following the Patroni leader keeps pointing at it.
+            shared.pools.apply_redirect(&pool.db, &mut next);
             let old = pool.settings();
             let moved = old.target.hosts != next.target.hosts
                 || old.target.port != next.target.port

@@ -61,6 +61,8 @@ pub struct Shared {
     pub max_prepared_statements: AtomicUsize,
     /// Online restart: the listeners kept to pass on, and the hand-over's progress.
     pub giving: crate::takeover::give::Giving,
+    /// What pgmux knows of the Patroni cluster and the leader-following holds.
+    pub patroni: crate::patroni::Patroni,
     suspended: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
@@ -85,6 +87,7 @@ impl Shared {
             admin_stats: crate::pool::PoolStats::default(),
             max_prepared_statements: AtomicUsize::new(max_prepared),
             giving: Default::default(),
+            patroni: Default::default(),
             suspended: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             state_tx,

@@ -40,6 +40,8 @@ pub enum Command {
     WaitClose(Option<String>),
     /// RELOAD
     Reload,
+    /// SWITCHOVER [candidate] (pgmux): a planned Patroni switchover that holds transactions.
+    Switchover(Option<String>),
     /// SET key = value
     Set(String, String),
     /// An empty query.
@@ -93,6 +95,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         "enable" => Command::Enable(need(arg)?),
         "wait_close" => Command::WaitClose(arg),
         "reload" if arg.is_none() => Command::Reload,
+        "switchover" => Command::Switchover(arg),
         _ => return Err("invalid command".into()),
     })
 }

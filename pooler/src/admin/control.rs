@@ -1,5 +1,5 @@
 //! Console commands that change things: PAUSE, RESUME, RECONNECT, KILL, KILL_CLIENT, DISABLE,
-//! ENABLE, WAIT_CLOSE, RELOAD, SET, SUSPEND, SHUTDOWN. Admin users only.
+//! ENABLE, WAIT_CLOSE, RELOAD, SET, SUSPEND, SHUTDOWN, and pgmux's SWITCHOVER. Admin users only.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -44,6 +44,7 @@ fn log_issued(cmd: &Command) {
         Command::Disable(d) => ("DISABLE", Some(d.clone())),
         Command::Enable(d) => ("ENABLE", Some(d.clone())),
         Command::Suspend => ("SUSPEND", None),
+        Command::Switchover(c) => ("SWITCHOVER", c.clone()),
         Command::Reload => ("RELOAD", None),
         Command::Shutdown(ShutdownMode::Immediate) => ("SHUTDOWN", None),
         Command::Shutdown(ShutdownMode::WaitForServers) => ("SHUTDOWN WAIT_FOR_SERVERS", None),
@@ -173,6 +174,28 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             wait_released(&pools_of(shared, db)).await;
             "WAIT_CLOSE"
         }
+        Command::Switchover(candidate) => match crate::patroni::switchover::run(shared, candidate.as_deref()).await {
+            Ok(done) => {
+                let mut t = super::table::Table::new(&[
+                    ("old_leader", super::table::Ty::Text),
+                    ("new_leader", super::table::Ty::Text),
+                    ("held_ms", super::table::Ty::Int8),
+                    ("total_ms", super::table::Ty::Int8),
+                ]);
+                t.row(vec![
+                    Some(done.from),
+                    Some(done.to),
+                    Some(done.held.as_millis().to_string()),
+                    Some(done.total.as_millis().to_string()),
+                ]);
+                t.write(out, "SWITCHOVER");
+                return false;
+            }
+            Err(e) => {
+                err(out, format!("SWITCHOVER failed: {e}"));
+                return false;
+            }
+        },
         Command::Reload => match crate::reload::reload(shared) {
             Ok(()) => "RELOAD",
             Err(e) => {

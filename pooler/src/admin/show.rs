@@ -33,6 +33,13 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         "sockets" | "active_sockets" => show_sockets::sockets(shared),
         "servers" => show_sockets::servers(shared),
         "state" => state(shared),
+        "patroni" => {
+            let mut t = Table::text(crate::patroni::SHOW_COLUMNS);
+            for r in crate::patroni::show_rows(shared) {
+                t.row(r);
+            }
+            t
+        }
         "peers" => {
             Table::new(&[("peer_id", Ty::Int4), ("host", Ty::Text), ("port", Ty::Int4), ("pool_size", Ty::Int4)])
                 .with_rows(shared.config().peers.iter().map(|(id, p)| {

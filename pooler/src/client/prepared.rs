@@ -288,6 +288,12 @@ impl Tracker {
         client.map.clear();
     }
 
+    /// True when nothing in flight touches prepared statements (only Sync and Query requests
+    /// wait for their ReadyForQuery): losing the server loses no statement bookkeeping.
+    pub fn only_sync_points(&self) -> bool {
+        !self.skipping && self.queue.iter().all(|i| matches!(i.kind, Kind::Sync | Kind::Query))
+    }
+
     /// Forgets everything (a new server is attached).
     pub fn reset(&mut self) {
         self.queue.clear();

@@ -208,6 +208,41 @@ pub struct General {
     pub exporter_port: u16,
     /// Which metric names /metrics serves.
     pub exporter_metrics: pgmux_exporter::MetricSet,
+    /// HAProxy agent-check port (answers `up`, `drain`, `down`); 0 disables it.
+    pub health_agent_port: u16,
+    /// Role checks and the agent report a pool whose oldest waiting client has waited this
+    /// long as exhausted (0: never).
+    pub health_max_wait: Duration,
+    /// Patroni integration (docs/HA.md); an empty url turns it off.
+    pub patroni: PatroniSettings,
+}
+
+/// The `patroni_*` keys.
+#[derive(Debug, Clone, Default)]
+pub struct PatroniSettings {
+    /// This node's Patroni REST API, `http://host:port`.
+    pub url: String,
+    /// Databases whose pools follow the leader (`*`: all).
+    pub databases: Vec<String>,
+    /// This node's member name; learned from the REST address when empty.
+    pub member: Option<String>,
+    /// How often `/cluster` is read.
+    pub poll_interval: Duration,
+    /// Bound on a switchover and on a hold for a leader change.
+    pub switchover_timeout: Duration,
+    /// How long SWITCHOVER waits for transactions in flight before it gives up.
+    pub drain_timeout: Duration,
+    /// etcd v3 endpoint (`http://host:port`) whose keys are watched; empty: poll only.
+    pub etcd_url: String,
+    /// Patroni's `namespace` (the DCS key prefix).
+    pub namespace: String,
+}
+
+impl PatroniSettings {
+    /// True when pools of `db` follow the leader.
+    pub fn follows(&self, db: &str) -> bool {
+        !self.url.is_empty() && self.databases.iter().any(|d| d == "*" || d == db)
+    }
 }
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
@@ -390,6 +425,32 @@ impl General {
                 pgmux_exporter::MetricSet::parse(v)
                     .ok_or_else(|| format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)"))
             })?,
+            health_agent_port: r.int("health_agent_port", 65535)? as u16,
+            health_max_wait: r.secs("health_max_wait")?,
+            patroni: PatroniSettings {
+                url: r.get("patroni_url", |v| {
+                    let v = v.trim().trim_end_matches('/');
+                    if v.is_empty() || v.starts_with("http://") {
+                        Ok(v.to_owned())
+                    } else {
+                        Err(format!("invalid patroni_url: \"{v}\" (http://host:port)"))
+                    }
+                })?,
+                databases: value::list(r.raw("patroni_databases")),
+                member: r.opt("patroni_member"),
+                poll_interval: r.secs("patroni_poll_interval")?.max(Duration::from_millis(50)),
+                switchover_timeout: r.secs("patroni_switchover_timeout")?,
+                drain_timeout: r.secs("patroni_drain_timeout")?,
+                etcd_url: r.get("patroni_etcd_url", |v| {
+                    let v = v.trim().trim_end_matches('/');
+                    if v.is_empty() || v.starts_with("http://") {
+                        Ok(v.to_owned())
+                    } else {
+                        Err(format!("invalid patroni_etcd_url: \"{v}\" (http://host:port)"))
+                    }
+                })?,
+                namespace: r.raw("patroni_namespace").trim_end_matches('/').to_owned(),
+            },
         };
         if g.auth_dbname.as_deref() == Some(super::ADMIN_DB) {
             let reason = format!("cannot use the reserved \"{}\" database as an auth_dbname", super::ADMIN_DB);

@@ -20,7 +20,7 @@ pub use auth_file::{AuthFile, StoredSecret};
 pub const ADMIN_DB: &str = "pgbouncer";
 pub use database::{DatabaseConfig, LoadBalanceHosts, PeerConfig, UserConfig};
 pub use error::ConfigError;
-pub use general::{AuthType, General, PoolMode};
+pub use general::{AuthType, General, PatroniSettings, PoolMode};
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]

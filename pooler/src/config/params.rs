@@ -53,6 +53,9 @@ pub const PARAMS: &[Param] = &[
     // pgmux extension: metric names on /metrics: pigsty, community or both.
     p("exporter_metrics", "pigsty", true),
     p("exporter_port", "0", false),
+    // pgmux extension: HAProxy agent-check port and the exhaustion threshold of the role checks.
+    p("health_agent_port", "0", false),
+    p("health_max_wait", "10", true),
     p("idle_transaction_timeout", "0", true),
     p("ignore_startup_parameters", "", true),
     p("job_name", "pgbouncer", false),
@@ -75,6 +78,15 @@ pub const PARAMS: &[Param] = &[
     p("max_user_connections", "0", true),
     p("min_pool_size", "0", true),
     p("peer_id", "0", true),
+    // pgmux extension: follow the Patroni leader (docs/HA.md).
+    p("patroni_databases", "", true),
+    p("patroni_drain_timeout", "10", true),
+    p("patroni_etcd_url", "", true),
+    p("patroni_member", "", true),
+    p("patroni_namespace", "/service", true),
+    p("patroni_poll_interval", "0.5", true),
+    p("patroni_switchover_timeout", "30", true),
+    p("patroni_url", "", true),
     p("pidfile", "", false),
     // pgmux extension: keep a transaction-mode client on its server once it makes state that
     // cannot move (LISTEN, temporary tables, session advisory locks, WITH HOLD cursors).

@@ -6,6 +6,7 @@ mod averages;
 mod dedicated;
 pub mod histogram;
 mod limit;
+mod redirect;
 mod registry;
 mod room;
 mod settings;
@@ -37,6 +38,8 @@ use crate::server::{self, ServerConn, ServerError, ServerParams};
 
 /// Idle time after which a server is probed for a close before it is handed out.
 const DEAD_CHECK_AFTER: Duration = Duration::from_millis(20);
+/// Retry pause after a failed connect of a pool that follows the Patroni leader.
+const FOLLOWER_RETRY: Duration = Duration::from_millis(250);
 
 /// Why a client got no server.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +113,13 @@ pub struct Pool {
     pub clients_active: AtomicI64,
     /// Clients waiting for a server (queued, or held by PAUSE).
     pub clients_waiting: AtomicI64,
+    /// The gate the checkout paths read: PAUSE, a hold or a shutdown.
     paused: AtomicBool,
+    /// PAUSE by the operator (SHOW DATABASES `paused`).
+    operator_paused: AtomicBool,
+    /// Held while the Patroni leader changes (SWITCHOVER, failover): checkouts wait, bounded by
+    /// query_wait_timeout, and then open servers at the new target.
+    held: AtomicBool,
     /// SHUTDOWN WAIT_FOR_SERVERS: waiting and new checkouts fail.
     shut: AtomicBool,
     resumed: Notify,
@@ -167,6 +176,8 @@ impl Pool {
             clients_active: AtomicI64::new(0),
             clients_waiting: AtomicI64::new(0),
             paused: AtomicBool::new(false),
+            operator_paused: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
@@ -176,15 +187,33 @@ impl Pool {
 
     /// PAUSE / RESUME: while paused, checkouts wait (clients see no error).
     pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Relaxed);
-        if !paused {
-            self.resumed.notify_waiters();
-        }
+        self.operator_paused.store(paused, Relaxed);
+        self.update_gate();
     }
 
-    /// True while paused.
+    /// True while paused by the operator.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Relaxed)
+        self.operator_paused.load(Relaxed)
+    }
+
+    /// Holds (or lets go of) new checkouts while the server target moves (a Patroni leader
+    /// change). Unlike PAUSE, a held client waits at most query_wait_timeout.
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Relaxed);
+        self.update_gate();
+    }
+
+    /// True while held for a leader change.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Relaxed)
+    }
+
+    fn update_gate(&self) {
+        let closed = self.operator_paused.load(Relaxed) || self.held.load(Relaxed) || self.shut.load(Relaxed);
+        self.paused.store(closed, Relaxed);
+        if !closed {
+            self.resumed.notify_waiters();
+        }
     }
 
     /// SHUTDOWN WAIT_FOR_SERVERS (PgBouncer pauses and its janitor closes every waiting client
@@ -192,6 +221,7 @@ impl Pool {
     /// checkouts too. Servers in use are released as usual.
     pub fn shut_down(&self) {
         self.shut.store(true, Relaxed);
+        self.operator_paused.store(true, Relaxed);
         self.paused.store(true, Relaxed);
         self.resumed.notify_waiters();
         let waiters = std::mem::take(&mut self.state.lock().waiters);
@@ -298,7 +328,8 @@ impl Pool {
         // PgBouncer's fast fail: a client that arrives while logins keep failing and no server is
         // up gets the cached error at once. Clients already waiting keep waiting.
         if let Some((at, msg, _)) = &s.last_failure {
-            if !queued && !retrying && s.total == 0 && at.elapsed() < settings.login_retry {
+            // A pool that follows the Patroni leader waits through a failover instead.
+            if !queued && !retrying && s.total == 0 && at.elapsed() < settings.login_retry && !settings.follows_leader {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
@@ -406,7 +437,15 @@ impl Pool {
             }
         }
         if self.paused.load(Relaxed) {
-            self.wait_unpaused().await;
+            let held_only = self.held.load(Relaxed) && !self.operator_paused.load(Relaxed);
+            match held_only.then_some(settings.query_wait_timeout).filter(|t| !t.is_zero()) {
+                Some(limit) => {
+                    if tokio::time::timeout(limit, self.wait_unpaused()).await.is_err() {
+                        return Err(CheckoutError::QueryWaitTimeout);
+                    }
+                }
+                None => self.wait_unpaused().await,
+            }
         }
         if self.shut.load(Relaxed) {
             return Err(CheckoutError::ShuttingDown);
@@ -495,7 +534,9 @@ impl Pool {
         deadline: Option<Instant>,
     ) -> Result<(), CheckoutError> {
         let failed_at = self.state.lock().last_failure.as_ref().map(|(at, ..)| *at).unwrap_or_else(Instant::now);
-        let mut until = failed_at + settings.login_retry.max(Duration::from_millis(100));
+        // While the leader changes, the next attempt comes soon: the new leader is up in seconds.
+        let pause = if settings.follows_leader { FOLLOWER_RETRY } else { settings.login_retry };
+        let mut until = failed_at + pause.max(Duration::from_millis(100));
         if let Some(d) = deadline {
             until = until.min(d);
         }
@@ -536,8 +577,26 @@ impl Pool {
         Some(s)
     }
 
-    async fn open(self: &Arc<Self>, guard: SlotGuard, settings: &PoolSettings) -> Result<ServerConn, CheckoutError> {
-        self.open_to(guard, settings, &settings.target, false).await
+    /// What a server login of this pool presents: the static secret, else the one auth_query
+    /// found, and the SCRAM keys a client login passed through.
+    pub(crate) fn credentials(&self, settings: &PoolSettings) -> server::Credentials {
+        let mut creds = settings.credentials.clone();
+        creds.scram_keys = self.scram_keys.lock().clone();
+        if creds.password.is_none() && creds.md5_secret.is_none() {
+            match self.looked_up.lock().as_ref() {
+                Some(StoredSecret::Plain(p)) => creds.password = Some(p.clone()),
+                Some(StoredSecret::Md5(m)) => creds.md5_secret = Some(m.clone()),
+                _ => {}
+            }
+        }
+        creds
+    }
+
+    /// Opens a server at the target in force now: a client that waited through a RELOAD or a
+    /// leader change holds older settings.
+    async fn open(self: &Arc<Self>, guard: SlotGuard, _caller: &PoolSettings) -> Result<ServerConn, CheckoutError> {
+        let settings = self.settings();
+        self.open_to(guard, &settings, &settings.target, false).await
     }
 
     /// Opens a server to `target`. A `dedicated` one (replication) does not speak for the pool:
@@ -549,15 +608,7 @@ impl Pool {
         target: &server::Target,
         dedicated: bool,
     ) -> Result<ServerConn, CheckoutError> {
-        let mut creds = settings.credentials.clone();
-        creds.scram_keys = self.scram_keys.lock().clone();
-        if creds.password.is_none() && creds.md5_secret.is_none() {
-            match self.looked_up.lock().as_ref() {
-                Some(StoredSecret::Plain(p)) => creds.password = Some(p.clone()),
-                Some(StoredSecret::Md5(m)) => creds.md5_secret = Some(m.clone()),
-                _ => {}
-            }
-        }
+        let creds = self.credentials(settings);
         // One pick per connection: the host in the log lines is the host dialled.
         let (picked, host) = target.pick_host();
         let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, target.port);

@@ -32,6 +32,8 @@ pub struct Pools {
     db_idle_since: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Logged-in servers of every pool (SHOW SERVERS, SOCKETS).
     pub servers: Arc<crate::servers::ServerRegistry>,
+    /// Databases whose servers are elsewhere for now, and which are held (see redirect.rs).
+    pub(super) moves: Mutex<super::redirect::Moves>,
 }
 
 impl Pools {
@@ -39,6 +41,7 @@ impl Pools {
     pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let pool = self.get_or_create_inner(config, db, pool_user);
         pool.set_paused(self.is_paused(&db.name));
+        pool.set_held(self.is_held(&db.name));
         pool
     }
 
@@ -49,7 +52,8 @@ impl Pools {
         }
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
-        let settings = PoolSettings::derive(config, db, pool_user);
+        let mut settings = PoolSettings::derive(config, db, pool_user);
+        self.apply_redirect(&db.name, &mut settings);
         let mut pool = Pool::new(db.name.clone(), pool_user.to_owned(), settings, db_limit.clone(), user_limit.clone());
         pool.servers = self.servers.clone();
         let pool = Arc::new(pool);

@@ -49,6 +49,9 @@ pub struct PoolSettings {
     pub log_connections: bool,
     /// log_disconnections: `closing because:` lines for servers.
     pub log_disconnections: bool,
+    /// The database follows the Patroni leader: connect failures are waited through (no fast
+    /// fail, quick retries) until query_wait_timeout.
+    pub follows_leader: bool,
 }
 
 /// A user's timeout when set above zero, else the global one (PgBouncer's rule).
@@ -96,6 +99,7 @@ impl PoolSettings {
         );
         target.tcp = crate::net::tcp_options::TcpOptions::from_general(g);
         PoolSettings {
+            follows_leader: g.patroni.follows(&db.name),
             mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
             // The pool user's [users] value, then the database's, then the global one
             // (PgBouncer's pool_pool_size / pool_res_pool_size).

@@ -83,6 +83,21 @@ impl Target {
         }
     }
 
+    /// The same database and user on one other server (the Patroni leader's address).
+    pub fn moved_to(&self, host: &str, port: u16) -> Target {
+        let mut t = Target::new(
+            vec![host.to_owned()],
+            port,
+            self.dbname.clone(),
+            self.user.clone(),
+            self.default_socket_dir.clone(),
+            self.load_balance,
+            self.startup_params.clone(),
+        );
+        t.tcp = self.tcp;
+        t
+    }
+
     /// Moves a `disable` target past host `picked` after a failed connect to it. Several
     /// connects that failed on the same host move it once, so a bad first host is skipped
     /// rather than come back round.

@@ -8,6 +8,7 @@ mod carry;
 mod handover;
 mod lifecycle;
 mod scan;
+mod server_loss;
 mod timers;
 
 use std::future::{poll_fn, Future};
@@ -114,6 +115,9 @@ struct Relay {
     client_reads_first: bool,
     /// Settings and SQL prepared statements carried across servers (transaction mode).
     carry: carry::Carry,
+    /// A FATAL ErrorResponse from a leader-following server, held back until the server closes
+    /// (server_loss.rs).
+    server_fatal: Option<Box<[u8]>>,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -176,6 +180,7 @@ pub async fn resume(
             config.general.pin_session_state,
             session_state,
         ),
+        server_fatal: None,
         kill: {
             let info = session.info.clone();
             Box::pin(async move { info.kill.notified().await })
@@ -265,11 +270,19 @@ impl Relay {
                         return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
                     }
                 }
-                Event::ServerRead(0) => return self.server_lost("server closed the connection"),
-                Event::ServerFailed(e) => return self.server_lost(&e.to_string()),
+                Event::ServerRead(0) => {
+                    if let Some(end) = self.server_lost("server closed the connection") {
+                        return end;
+                    }
+                }
+                Event::ServerFailed(e) => {
+                    if let Some(end) = self.server_lost(&e.to_string()) {
+                        return end;
+                    }
+                }
                 Event::ServerRead(_) => {
                     if let Err(e) = self.scan_server() {
-                        return self.server_lost(&e.to_string());
+                        return self.server_failed(&e.to_string());
                     }
                     if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
                         self.release().await;
@@ -326,7 +339,25 @@ impl Relay {
         Some(End::Fatal(sqlstate::ADMIN_SHUTDOWN, REASON.into()))
     }
 
-    fn server_lost(&mut self, why: &str) -> End {
+    /// The server's socket closed or failed: None when the session goes on without it
+    /// (server_loss.rs), else how it ends.
+    fn server_lost(&mut self, why: &str) -> Option<End> {
+        if !self.may_survive_server_loss() {
+            return Some(self.server_failed(why));
+        }
+        tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}; the client stays");
+        if let Some(s) = self.server.take() {
+            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
+            self.session.cancel.detach();
+            self.session.pool.discard(s, "server conn crashed?");
+        }
+        self.answer_lost_requests();
+        None
+    }
+
+    /// The server failed under this client: it is closed, and so is the client.
+    fn server_failed(&mut self, why: &str) -> End {
+        self.release_held_fatal();
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
         if let Some(s) = self.server.take() {
             self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);

@@ -261,6 +261,14 @@ impl Relay {
                     self.s_skip = total;
                 }
                 tags::backend::ERROR_RESPONSE => {
+                    if self.settings.follows_leader && self.mode != PoolMode::Session {
+                        if avail.len() < total {
+                            return Ok(());
+                        }
+                        if self.hold_back_fatal(total) {
+                            continue;
+                        }
+                    }
                     self.copy_in = false;
                     self.carry.on_error();
                     self.s_skip = total;

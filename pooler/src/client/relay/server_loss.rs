@@ -1,0 +1,82 @@
+//! A server lost under a transaction of a pool that follows the Patroni leader (its primary
+//! died or was stopped): when the books are simple (whole requests sent, nothing half-scanned,
+//! no COPY, no prepared statement or session-state change in flight), the client gets an
+//! ERROR and a ReadyForQuery for each request in flight, and its session goes on: the next
+//! transaction gets a server at the new leader. Otherwise the client is closed, as PgBouncer
+//! closes it (`server conn crashed?`).
+
+use bytes::BytesMut;
+use pgmux_protocol::backend::{ErrorFields, TxStatus};
+use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::sqlstate;
+
+use super::Relay;
+use crate::config::PoolMode;
+
+impl Relay {
+    /// Takes a FATAL ErrorResponse of `total` bytes at the scan point out of the stream to the
+    /// client: the server is about to close, and a client that may stay should get an ERROR
+    /// and a ReadyForQuery instead (a FATAL ends the session for some drivers). True when held.
+    pub(super) fn hold_back_fatal(&mut self, total: usize) -> bool {
+        let msg = &self.sout[self.s_ready..self.s_ready + total];
+        let severity = ErrorFields::new(&msg[5..]).field(b'V');
+        if !matches!(severity, Some(b"FATAL") | Some(b"PANIC")) {
+            return false;
+        }
+        self.server_fatal = Some(msg.into());
+        crate::client::splice::replace(&mut self.sout, self.s_ready, total, b"");
+        true
+    }
+
+    /// The server is closed with the client: a FATAL held back goes to the client after all.
+    pub(super) fn release_held_fatal(&mut self) {
+        if let Some(f) = self.server_fatal.take() {
+            self.sout.truncate(self.s_ready);
+            self.sout.extend_from_slice(&f);
+            self.s_ready = self.sout.len();
+        }
+    }
+
+    /// True when the session can go on without the server it lost.
+    pub(super) fn may_survive_server_loss(&self) -> bool {
+        self.settings.follows_leader
+            && self.mode != PoolMode::Session
+            && !self.dedicated
+            && !self.carry.pinned
+            && !self.carry.busy()
+            && (!self.track_prepared || self.tracker.only_sync_points())
+            && !self.copy_in
+            && !self.unsynced
+            && self.c_skip == 0
+            && self.c_ready == 0
+            && self.s_skip == 0
+            && self.pending > 0
+    }
+
+    /// Answers the requests in flight with an error each, as if the server had rolled the
+    /// transaction back, and leaves the session without a server.
+    pub(super) fn answer_lost_requests(&mut self) {
+        // Whole messages already scanned still go out; a partial one is dropped.
+        self.sout.truncate(self.s_ready);
+        let why = match self.server_fatal.take() {
+            Some(f) => ErrorFields::new(&f[5..]).message(),
+            None => "the server closed the connection".to_owned(),
+        };
+        let text = format!("server connection lost ({why}); the transaction was rolled back");
+        let mut out = BytesMut::new();
+        for _ in 0..self.pending {
+            build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
+            build::ready_for_query(&mut out, b'I');
+        }
+        self.sout.extend_from_slice(&out);
+        self.s_ready = self.sout.len();
+        self.pending = 0;
+        self.tx = TxStatus::Idle;
+        self.last_request_sync = false;
+        self.query_start = None;
+        self.xact_start = None;
+        self.need_server = false;
+        self.timer = None;
+        self.tracker.reset();
+    }
+}

@@ -1,0 +1,96 @@
+//! Following the Patroni leader (docs/HA.md): what pgmux knows of the cluster (read from this
+//! node's Patroni REST API, and from etcd when configured), where the pools that follow the
+//! leader point, and the holds while the leader changes. The watcher (`watch`) keeps it current;
+//! SWITCHOVER (`switchover`) runs a planned switchover itself; `health` answers HAProxy.
+
+pub mod agent;
+pub mod cluster;
+mod etcd;
+pub mod health;
+pub mod http;
+mod report;
+mod route;
+pub mod switchover;
+pub mod watch;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::SystemTime;
+
+use parking_lot::RwLock;
+
+pub use cluster::{Cluster, Member, Role};
+pub use report::{metrics, rows as show_rows, COLUMNS as SHOW_COLUMNS};
+
+/// What pgmux knows of the cluster now.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The last `/cluster` read.
+    pub cluster: Cluster,
+    /// This node's member name, when known.
+    pub this_node: Option<String>,
+    /// The member the following pools point at (this node when local).
+    pub routed_to: Option<String>,
+    /// When `/cluster` was last read successfully.
+    pub polled_at: Option<SystemTime>,
+    /// The last failure to read it, cleared by the next success.
+    pub last_error: Option<String>,
+    /// A switchover written to the DCS (`failover` key) and not yet seen through:
+    /// (leader, candidate).
+    pub pending: Option<(String, String)>,
+}
+
+impl View {
+    /// This node's member.
+    pub fn me(&self) -> Option<&Member> {
+        self.this_node.as_deref().and_then(|n| self.cluster.member(n))
+    }
+
+    /// True when this node's PostgreSQL is the running leader.
+    pub fn is_leader(&self) -> bool {
+        self.me().is_some_and(|m| m.role == Role::Leader && m.is_running())
+    }
+}
+
+/// The Patroni state every task shares (`Shared::patroni`); inert while patroni_url is empty.
+#[derive(Debug, Default)]
+pub struct Patroni {
+    view: RwLock<View>,
+    /// A SWITCHOVER of ours is running: the watcher reads but does not route or hold.
+    switching: AtomicBool,
+    /// The following pools are held for a leader change.
+    holding: AtomicBool,
+    /// Leader changes seen (planned or not).
+    leader_changes: AtomicU64,
+    /// SWITCHOVER commands that completed.
+    switchovers: AtomicU64,
+    /// Holds that ended because their bound passed.
+    hold_timeouts: AtomicU64,
+    /// Wakes the watcher early (an etcd event, the end of a SWITCHOVER).
+    wake: tokio::sync::Notify,
+}
+
+impl Patroni {
+    /// A copy of the view.
+    pub fn view(&self) -> View {
+        self.view.read().clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut View)) {
+        f(&mut self.view.write());
+    }
+
+    /// True while the following pools are held.
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(Relaxed)
+    }
+
+    /// True while a SWITCHOVER of ours runs.
+    pub fn is_switching(&self) -> bool {
+        self.switching.load(Relaxed)
+    }
+
+    /// (leader changes, switchovers, hold timeouts) since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.leader_changes.load(Relaxed), self.switchovers.load(Relaxed), self.hold_timeouts.load(Relaxed))
+    }
+}

@@ -1,0 +1,171 @@
+//! The watcher: reads `/cluster` from this node's Patroni every patroni_poll_interval (and at
+//! once on an etcd event), and keeps the following pools on the running leader. While the
+//! leader changes (none running, or a switchover requested in the DCS) new transactions are
+//! held; the hold ends when the new leader takes writes, or after patroni_switchover_timeout,
+//! when the pools go on with the target they had (logged).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{http, route, Cluster};
+use crate::config::PatroniSettings;
+use crate::shared::Shared;
+
+/// How often `/cluster` is read while a leader change is under way.
+const FAST_POLL: Duration = Duration::from_millis(100);
+const REQUEST_LIMIT: Duration = Duration::from_secs(2);
+
+/// Reads `/cluster` once.
+///
+/// # Errors
+/// The request failed or the answer is not Patroni's.
+pub async fn read_cluster(url: &str) -> Result<Cluster, String> {
+    let (status, body) = http::request("GET", &format!("{url}/cluster"), None, REQUEST_LIMIT).await?;
+    if status != 200 {
+        return Err(format!("{url}/cluster: status {status}"));
+    }
+    Cluster::parse(&body)
+}
+
+/// Patroni's scope (cluster name), from `GET /patroni`.
+async fn read_scope(url: &str) -> Result<String, String> {
+    let (_, body) = http::request("GET", &format!("{url}/patroni"), None, REQUEST_LIMIT).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    v["patroni"]["scope"].as_str().map(str::to_owned).ok_or_else(|| "no scope in /patroni".to_owned())
+}
+
+/// The watcher's memory between rounds.
+#[derive(Default)]
+struct Round {
+    hold_since: Option<Instant>,
+    /// A hold timed out: no new hold until a leader is followed again.
+    gave_up: bool,
+    /// The etcd watch and what it watches.
+    etcd: Option<((String, String), tokio::task::JoinHandle<()>)>,
+}
+
+/// Runs until the task is dropped.
+pub async fn run(shared: Arc<Shared>) {
+    let mut round = Round::default();
+    loop {
+        let p = shared.config().general.patroni.clone();
+        if p.url.is_empty() {
+            if let Some((_, task)) = round.etcd.take() {
+                task.abort();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        Box::pin(keep_etcd_watch(&shared, &p, &mut round)).await;
+        match read_cluster(&p.url).await {
+            Ok(cluster) => {
+                let me = cluster.this_node(p.member.as_deref(), &p.url).map(|m| m.name.clone());
+                shared.patroni.update(|v| {
+                    v.cluster = cluster;
+                    v.this_node = me;
+                    v.polled_at = Some(SystemTime::now());
+                    v.last_error = None;
+                });
+                if !shared.patroni.is_switching() {
+                    Box::pin(decide(&shared, &p, &mut round)).await;
+                }
+            }
+            Err(e) => {
+                let first = shared.patroni.view.read().last_error.is_none();
+                if first {
+                    tracing::warn!("patroni: {e}");
+                }
+                shared.patroni.update(|v| v.last_error = Some(e));
+            }
+        }
+        let wait = if shared.patroni.is_holding() { FAST_POLL } else { p.poll_interval };
+        let _ = tokio::time::timeout(wait, shared.patroni.wake.notified()).await;
+    }
+}
+
+/// Starts (or restarts, after a RELOAD changed it) the etcd watch.
+async fn keep_etcd_watch(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut Round) {
+    if p.etcd_url.is_empty() {
+        if let Some((_, task)) = round.etcd.take() {
+            task.abort();
+        }
+        return;
+    }
+    if round.etcd.as_ref().is_some_and(|((url, _), t)| *url == p.etcd_url && !t.is_finished()) {
+        return;
+    }
+    let scope = match read_scope(&p.url).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("patroni: scope not known yet: {e}");
+            return;
+        }
+    };
+    if let Some((_, task)) = round.etcd.take() {
+        task.abort();
+    }
+    let prefix = format!("{}/{scope}/", p.namespace);
+    tracing::info!("patroni: watching {prefix} in etcd at {}", p.etcd_url);
+    let task = tokio::spawn(super::etcd::watch(shared.clone(), p.etcd_url.clone(), prefix.clone()));
+    round.etcd = Some(((p.etcd_url.clone(), prefix), task));
+}
+
+/// One routing decision from the view.
+async fn decide(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut Round) {
+    let view = shared.patroni.view();
+    let leader = view.cluster.leader().filter(|l| l.is_running()).cloned();
+    let pending_on = |l: &str| view.pending.as_ref().is_some_and(|(old, _)| old == l);
+    match leader {
+        Some(l) if !pending_on(&l.name) => {
+            if view.routed_to.as_deref() == Some(l.name.as_str()) {
+                end_hold(shared, round);
+                return;
+            }
+            // A new leader: hold while making sure it takes writes.
+            if view.routed_to.is_some() && !round.gave_up {
+                start_hold(shared, round);
+            }
+            match route::writable(shared, &l).await {
+                Ok(()) => {
+                    let local = view.this_node.as_deref() == Some(l.name.as_str());
+                    route::point_at(shared, &l, local);
+                    end_hold(shared, round);
+                    round.gave_up = false;
+                }
+                Err(e) => tracing::debug!("patroni: leader {} does not take writes yet: {e}", l.name),
+            }
+        }
+        _ => {
+            // No running leader, or a switchover of the one followed was requested.
+            if view.routed_to.is_some() && !round.gave_up && !shared.patroni.is_holding() {
+                tracing::info!("patroni: leader changing, holding new transactions");
+                start_hold(shared, round);
+            }
+        }
+    }
+    if let Some(since) = round.hold_since {
+        if since.elapsed() >= p.switchover_timeout {
+            tracing::warn!(
+                "patroni: leader change not complete after {:?}, resuming on {}",
+                p.switchover_timeout,
+                view.routed_to.as_deref().unwrap_or("the configured target")
+            );
+            shared.patroni.hold_timeouts.fetch_add(1, Relaxed);
+            round.gave_up = true;
+            end_hold(shared, round);
+        }
+    }
+}
+
+fn start_hold(shared: &Shared, round: &mut Round) {
+    round.hold_since.get_or_insert_with(Instant::now);
+    route::hold(shared, true);
+}
+
+fn end_hold(shared: &Shared, round: &mut Round) {
+    if let Some(since) = round.hold_since.take() {
+        tracing::info!("patroni: held new transactions for {} ms", since.elapsed().as_millis());
+    }
+    route::hold(shared, false);
+}
