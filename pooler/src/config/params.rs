@@ -77,7 +77,6 @@ pub const PARAMS: &[Param] = &[
     p("max_user_client_connections", "0", true),
     p("max_user_connections", "0", true),
     p("min_pool_size", "0", true),
-    p("peer_id", "0", true),
     // pgmux extension: follow the Patroni leader (docs/HA.md).
     p("patroni_databases", "", true),
     p("patroni_drain_timeout", "10", true),
@@ -87,6 +86,7 @@ pub const PARAMS: &[Param] = &[
     p("patroni_poll_interval", "0.5", true),
     p("patroni_switchover_timeout", "30", true),
     p("patroni_url", "", true),
+    p("peer_id", "0", true),
     p("pidfile", "", false),
     // pgmux extension: keep a transaction-mode client on its server once it makes state that
     // cannot move (LISTEN, temporary tables, session advisory locks, WITH HOLD cursors).
