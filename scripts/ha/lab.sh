@@ -211,6 +211,7 @@ down() {
         for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     done
+    pkill -KILL -f "patroni $LAB/pg[12]/patroni.yml" 2>/dev/null || true
     # Patroni stops its PostgreSQL on exit; a postmaster left over from a killed Patroni too.
     for n in 1 2; do
         [[ -f $LAB/pg$n/data/postmaster.pid ]] || continue

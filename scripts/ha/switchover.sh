@@ -7,7 +7,9 @@
 #
 # HOW: pgmux      `pgmux switchover` on the leader's pgmux (needs the lab up with pgmux)
 #      patronictl `patronictl switchover --force` (any pooler)
-#      kill       SIGKILL to the leader's postmaster (unplanned failover)
+#      kill       SIGKILL to the leader's postmaster (Patroni restarts it in place)
+#      kill-node  SIGKILL to the leader's Patroni and postmaster (failover after the leader
+#                 key's ttl); a psql session through HAProxy checks its connection survives
 #      none       no change (baseline)
 # The change happens a third of the way into the run.
 set -euo pipefail
@@ -29,6 +31,13 @@ trap 'rm -rf "$out"' EXIT
 pgbench -q -i -s 1 "${CONN[@]}" postgres >/dev/null 2>&1
 
 old=$(leader)
+if [[ $HOW == kill-node ]]; then
+    # One long session: a statement every 50 ms, errors allowed, the connection must survive.
+    for ((i = 0; i < SECS * 20; i++)); do echo "SELECT current_setting('port'), pg_sleep(0.05);"; done >"$out/session.sql"
+    (psql -X -A -t -q -v ON_ERROR_STOP=0 "${CONN[@]}" -f "$out/session.sql" postgres >"$out/session.out" 2>"$out/session.err"
+        echo $? >"$out/session.rc") &
+    session=$!
+fi
 (cd "$out" && exec pgbench -n -b "$SCRIPT" -c "$CLIENTS" -j 2 -T "$SECS" -l "${CONN[@]}" postgres >"$out/summary" 2>"$out/errors") &
 bench=$!
 sleep $((SECS / 3))
@@ -36,11 +45,26 @@ case $HOW in
 pgmux) "$PGMUX_BIN" switchover "$LAB/pooler${old#pg}.ini" >"$out/how" 2>&1 || cat "$out/how" >&2 ;;
 patronictl) patronictl -c "$LAB/pg1/patroni.yml" switchover --leader "$old" --force >"$out/how" 2>&1 || cat "$out/how" >&2 ;;
 kill) kill -KILL "$(head -1 "$LAB/pg${old#pg}/data/postmaster.pid")" ;;
+kill-node)
+    pkill -KILL -f "patroni $LAB/${old}/patroni.yml" || true
+    kill -KILL "$(head -1 "$LAB/${old}/data/postmaster.pid")"
+    ;;
 none) ;;
 *) echo "unknown HOW: $HOW" >&2; exit 2 ;;
 esac
 wait "$bench" || true
-new=$(leader || echo "?")
+session_line=
+if [[ $HOW == kill-node ]]; then
+    wait "$session" || true
+    session_line=" session_rc=$(cat "$out/session.rc") session_ok=$(grep -c . "$out/session.out" || true) session_errors=$(grep -c ERROR "$out/session.err" || true) session_last_port=$(tail -1 "$out/session.out" | cut -d'|' -f1)"
+fi
+cluster_leader() {
+    for api in 8008 8009; do
+        curl -fs "http://127.0.0.1:$api/cluster" 2>/dev/null && return 0
+    done
+    return 1
+}
+new=$(cluster_leader | python3 -c 'import json,sys; print([m["name"] for m in json.load(sys.stdin)["members"] if m["role"]=="leader"][0])' || echo "?")
 
 # -l: one line per transaction, "client xact latency script epoch us [failed]" (PostgreSQL 15).
 cat "$out"/pgbench_log.* | python3 -c '
@@ -57,6 +81,6 @@ print(f"done={len(ends)} failed_logged={failed} stall_s={gap:.2f}")
 ' >"$out/gaps"
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out/summary")
 aborted=$(grep -c "aborted" "$out/errors" || true)
-echo "how=$HOW script=$SCRIPT clients=$CLIENTS leader=$old->$new failed=${failed:-?} aborted_clients=$aborted $(cat "$out/gaps") $(grep -m1 '^tps' "$out/summary" | cut -d' ' -f1-3 | tr ' ' '_')"
+echo "how=$HOW script=$SCRIPT clients=$CLIENTS leader=$old->$new failed=${failed:-?} aborted_clients=$aborted $(cat "$out/gaps") $(grep -m1 '^tps' "$out/summary" | cut -d' ' -f1-3 | tr ' ' '_')$session_line"
 if [[ -s $out/how ]]; then sed 's/^/  /' "$out/how"; fi
 if [[ -s $out/errors ]]; then head -5 "$out/errors" | sed 's/^/  pgbench: /'; fi

@@ -28,6 +28,30 @@ pub async fn read_cluster(url: &str) -> Result<Cluster, String> {
     Cluster::parse(&body)
 }
 
+/// Reads `/cluster` from this node's Patroni, else (it is down with its node) from the other
+/// members' APIs pgmux knows of, so that a dead local node does not hide the new leader.
+async fn read_from_any(shared: &Shared, url: &str) -> Result<Cluster, String> {
+    let first = match read_cluster(url).await {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    let others: Vec<String> = {
+        let view = shared.patroni.view.read();
+        view.cluster
+            .members
+            .iter()
+            .filter(|m| Some(m.name.as_str()) != view.this_node.as_deref() && !m.api_url.is_empty())
+            .map(|m| m.api_base().to_owned())
+            .collect()
+    };
+    for other in others {
+        if let Ok(c) = read_cluster(&other).await {
+            return Ok(c);
+        }
+    }
+    Err(first)
+}
+
 /// Patroni's scope (cluster name), from `GET /patroni`.
 async fn read_scope(url: &str) -> Result<String, String> {
     let (_, body) = http::request("GET", &format!("{url}/patroni"), None, REQUEST_LIMIT).await?;
@@ -58,7 +82,7 @@ pub async fn run(shared: Arc<Shared>) {
             continue;
         }
         Box::pin(keep_etcd_watch(&shared, &p, &mut round)).await;
-        match read_cluster(&p.url).await {
+        match Box::pin(read_from_any(&shared, &p.url)).await {
             Ok(cluster) => {
                 let me = cluster.this_node(p.member.as_deref(), &p.url).map(|m| m.name.clone());
                 shared.patroni.update(|v| {

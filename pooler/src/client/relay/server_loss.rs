@@ -1,9 +1,10 @@
 //! A server lost under a transaction of a pool that follows the Patroni leader (its primary
-//! died or was stopped): when the books are simple (whole requests sent, nothing half-scanned,
-//! no COPY, no prepared statement or session-state change in flight), the client gets an
-//! ERROR and a ReadyForQuery for each request in flight, and its session goes on: the next
-//! transaction gets a server at the new leader. Otherwise the client is closed, as PgBouncer
-//! closes it (`server conn crashed?`).
+//! died or was stopped): when the books are simple (whole requests, nothing half-scanned, no
+//! COPY, no prepared statement or session-state change in flight), the client gets an ERROR
+//! and a ReadyForQuery for each request in flight or not yet written, and its session goes
+//! on: the next transaction gets a server at the new leader. A FATAL the dying server sent is
+//! held back and its text put in that ERROR (some drivers end the session on a FATAL).
+//! Otherwise the client is closed, as PgBouncer closes it (`server conn crashed?`).
 
 use bytes::BytesMut;
 use pgmux_protocol::backend::{ErrorFields, TxStatus};
@@ -48,7 +49,6 @@ impl Relay {
             && !self.copy_in
             && !self.unsynced
             && self.c_skip == 0
-            && self.c_ready == 0
             && self.s_skip == 0
             && self.pending > 0
     }
@@ -56,8 +56,11 @@ impl Relay {
     /// Answers the requests in flight with an error each, as if the server had rolled the
     /// transaction back, and leaves the session without a server.
     pub(super) fn answer_lost_requests(&mut self) {
-        // Whole messages already scanned still go out; a partial one is dropped.
+        // Whole messages already scanned still go out; a partial one is dropped. Requests not
+        // yet written to the server (the write found it dead) are answered with the others.
         self.sout.truncate(self.s_ready);
+        bytes::Buf::advance(&mut self.cin, self.c_ready);
+        self.c_ready = 0;
         let why = match self.server_fatal.take() {
             Some(f) => ErrorFields::new(&f[5..]).message(),
             None => "the server closed the connection".to_owned(),
