@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (PostgreSQL server binaries, psql, pgbench, and
 # libssl-dev / pkg-config for the build) when missing, then runs formatting and lint checks and
-# every test of the workspace. The integration tests start their own throwaway PostgreSQL
-# clusters as the `postgres` OS user.
+# every test of the workspace, then the HA test (scripts/ha/test.sh). The integration tests
+# start their own throwaway PostgreSQL clusters as the `postgres` OS user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -24,4 +24,13 @@ status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# The HA node for real: etcd, two Patroni members, HAProxy, pgmux, pgbench across switchovers
+# and a killed node (about 2 minutes; installs etcd-server, patroni, haproxy when missing).
+# PGMUX_SKIP_HA=1 leaves it out.
+if [ "$status" = 0 ] && [ "${PGMUX_SKIP_HA:-0}" != 1 ]; then
+  set +e
+  scripts/ha/test.sh
+  status=$?
+  set -e
+fi
 exit "$status"

@@ -23,10 +23,12 @@ need() {
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v patroni >/dev/null || missing+=(patroni)
     command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v curl >/dev/null || missing+=(curl)
     if ((${#missing[@]})); then
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-            echo "installing ${missing[*]}" >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+            echo "installing ${missing[*]} (apt-get install)" >&2
+            apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
         else
             echo "needs ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
             exit 1
@@ -107,6 +109,10 @@ max_client_conn = 500
 logfile = $LAB/pooler$n.log
 pidfile = $LAB/pooler$n.pid
 INI
+    if [[ $2 == pgbouncer ]]; then
+        # PgBouncer refuses to run as root.
+        echo "user = postgres"
+    fi
     if [[ $2 == pgmux ]]; then
         cat <<INI
 exporter_port = $((9640 + n))

@@ -41,6 +41,7 @@ fi
 (cd "$out" && exec pgbench -n -b "$SCRIPT" -c "$CLIENTS" -j 2 -T "$SECS" -l "${CONN[@]}" postgres >"$out/summary" 2>"$out/errors") &
 bench=$!
 sleep $((SECS / 3))
+date +%s.%N >"$out/changed_at"
 case $HOW in
 pgmux) "$PGMUX_BIN" switchover "$LAB/pooler${old#pg}.ini" >"$out/how" 2>&1 || cat "$out/how" >&2 ;;
 patronictl) patronictl -c "$LAB/pg1/patroni.yml" switchover --leader "$old" --force >"$out/how" 2>&1 || cat "$out/how" >&2 ;;
@@ -69,6 +70,7 @@ new=$(cluster_leader | python3 -c 'import json,sys; print([m["name"] for m in js
 # -l: one line per transaction, "client xact latency script epoch us [failed]" (PostgreSQL 15).
 cat "$out"/pgbench_log.* | python3 -c '
 import sys
+changed = float(open(sys.argv[1]).read())
 ends, failed = [], 0
 for line in sys.stdin:
     f = line.split()
@@ -77,10 +79,13 @@ for line in sys.stdin:
     ends.append(int(f[4]) + int(f[5]) / 1e6)
 ends.sort()
 gap = max((b - a for a, b in zip(ends, ends[1:])), default=0.0)
-print(f"done={len(ends)} failed_logged={failed} stall_s={gap:.2f}")
-' >"$out/gaps"
+after = sum(1 for t in ends if t > changed + 0.5)
+last = ends[-1] if ends else 0.0
+at_end = sum(1 for t in ends if t > last - 2.0) if ends and last > changed + 3.0 else 0
+print(f"done={len(ends)} done_after_change={after} done_last_2s={at_end} failed_logged={failed} stall_s={gap:.2f}")
+' "$out/changed_at" >"$out/gaps"
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out/summary")
-aborted=$(grep -c "aborted" "$out/errors" || true)
+aborted=$(grep -c "client [0-9]* .*aborted" "$out/errors" || true)
 echo "how=$HOW script=$SCRIPT clients=$CLIENTS leader=$old->$new failed=${failed:-?} aborted_clients=$aborted $(cat "$out/gaps") $(grep -m1 '^tps' "$out/summary" | cut -d' ' -f1-3 | tr ' ' '_')$session_line"
 if [[ -s $out/how ]]; then sed 's/^/  /' "$out/how"; fi
 if [[ -s $out/errors ]]; then head -5 "$out/errors" | sed 's/^/  pgbench: /'; fi
