@@ -66,23 +66,16 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
         ));
     }
 
-    // 2. Ask Patroni; it answers once the switchover is done (or failed).
+    // 2. Ask Patroni (it answers once the switchover is through), and 3. watch the candidate
+    // meanwhile: the held transactions go as soon as it takes writes, which is before Patroni
+    // answers (it has stopped the old primary by then).
     let body = serde_json::json!({"leader": leader.name, "candidate": target.name}).to_string();
     // Any member's API takes it; this node's is the one whose credentials pgmux has.
     let url = format!("{}/switchover", p.url);
-    match http::request("POST", &url, Some(body), deadline.saturating_duration_since(Instant::now())).await {
-        Ok((200, _)) => {}
-        Ok((status, text)) => {
-            route::hold(shared, false);
-            let text = String::from_utf8_lossy(&text);
-            return Err(format!("Patroni refused the switchover ({status}): {}", text.trim()));
-        }
-        // Perhaps it is under way anyway: the next step finds out.
-        Err(e) => tracing::warn!("patroni: switchover request: {e}"),
-    }
-
-    // 3. Wait until the candidate leads and takes writes.
-    let new_leader = loop {
+    let post = http::request("POST", &url, Some(body), deadline.saturating_duration_since(Instant::now()));
+    tokio::pin!(post);
+    let mut answered = false;
+    loop {
         if Instant::now() >= deadline {
             route::hold(shared, false);
             shared.patroni.hold_timeouts.fetch_add(1, Relaxed);
@@ -94,23 +87,30 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
             );
             return Err(format!("switchover to {} did not complete in {:?}", target.name, p.switchover_timeout));
         }
-        if let Ok(c) = watch::read_cluster(&p.url).await {
-            if let Some(l) = c.leader().filter(|l| l.is_running() && l.name == target.name) {
-                if route::writable(shared, l).await.is_ok() {
-                    let me = c.this_node(p.member.as_deref(), &p.url).map(|m| m.name.clone());
-                    let l = l.clone();
-                    shared.patroni.update(|v| {
-                        v.cluster = c;
-                        v.this_node = me;
-                    });
-                    break l;
+        tokio::select! {
+            r = &mut post, if !answered => {
+                answered = true;
+                match r {
+                    Ok((200, _)) => {}
+                    Ok((status, text)) => {
+                        route::hold(shared, false);
+                        let text = String::from_utf8_lossy(&text);
+                        return Err(format!("Patroni refused the switchover ({status}): {}", text.trim()));
+                    }
+                    // Perhaps it is under way anyway: the candidate tells.
+                    Err(e) => tracing::warn!("patroni: switchover request: {e}"),
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if Box::pin(took_over(shared, &p, &target)).await {
+                    break;
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
 
     // 4. Point the pools at it and let the held transactions go.
+    let new_leader = target;
     let local = shared.patroni.view().this_node.as_deref() == Some(new_leader.name.as_str());
     route::point_at(shared, &new_leader, local);
     route::hold(shared, false);
@@ -123,6 +123,24 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
         done.held.as_millis()
     );
     Ok(done)
+}
+
+/// True once Patroni reports `target` the running leader and it takes writes (a real login
+/// and query through a following pool, when there is one). Refreshes the view when it does.
+async fn took_over(shared: &Arc<Shared>, p: &crate::config::PatroniSettings, target: &Member) -> bool {
+    let Ok(c) = watch::read_cluster(&p.url).await else { return false };
+    if !c.leader().is_some_and(|l| l.is_running() && l.name == target.name) {
+        return false;
+    }
+    if route::writable(shared, target).await.is_err() {
+        return false;
+    }
+    let me = c.this_node(p.member.as_deref(), &p.url).map(|m| m.name.clone());
+    shared.patroni.update(|v| {
+        v.cluster = c;
+        v.this_node = me;
+    });
+    true
 }
 
 /// The running leader and the member to switch to.
