@@ -29,6 +29,7 @@ mod replication;
 mod session_state;
 mod sessions;
 mod shutdown;
+mod systemd;
 mod takeover;
 mod timeouts;
 mod tls;

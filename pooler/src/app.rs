@@ -57,6 +57,7 @@ impl Pooler {
     /// Converting the listeners to Tokio fails.
     pub async fn run(self) -> std::io::Result<()> {
         let Pooler { shared, bound, exporter } = self;
+        let from_systemd = bound.from_systemd;
         let mut accepts = Vec::new();
         // Duplicates of the listeners, passed to a new process on online restart.
         let keep = |kind: ListenerKind, fd: std::io::Result<std::os::fd::OwnedFd>| match fd {
@@ -98,12 +99,14 @@ impl Pooler {
             None => None,
         };
         let ticker = tokio::spawn(maintenance(shared.clone()));
+        crate::systemd::ready(&shared);
         let mut state = shared.watch_state();
         while *state.borrow_and_update() == RunState::Running {
             if state.changed().await.is_err() {
                 break;
             }
         }
+        crate::systemd::stopping();
         // As PgBouncer's cleanup_tcp_sockets: TCP listeners close at once; the unix socket stays
         // until the process exits, so the console can still be reached (logins to databases
         // are refused with "pooler is shutting down").
@@ -151,8 +154,9 @@ impl Pooler {
         }
         if let Some((task, path)) = unix {
             task.abort();
-            // After a takeover the socket file is the new process's.
-            if !shared.giving.given() {
+            // After a takeover the socket file is the new process's; with socket activation
+            // it is systemd's.
+            if !shared.giving.given() && !from_systemd {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -237,8 +241,13 @@ async fn maintenance(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut period = crate::pool::AveragesPeriod::new();
+    let mut beats = 0u32;
     loop {
         tick.tick().await;
+        beats = beats.wrapping_add(1);
+        if beats % 5 == 0 {
+            crate::systemd::report(&shared);
+        }
         let stats_period = shared.config().general.stats_period;
         if let Some((avg, all)) = period.tick(&shared.pools.all(), stats_period) {
             *shared.averages.lock() = avg;

@@ -16,7 +16,7 @@ pub struct Cli {
     /// Run in the background; needs `pidfile` in the config.
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
-    /// Online restart (take over a running instance's sockets); not supported yet.
+    /// Online restart: take over the listeners and clients of the pgmux running on this config.
     #[arg(short = 'R', long = "reboot")]
     pub reboot: bool,
     /// Log nothing to stderr.

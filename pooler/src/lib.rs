@@ -25,6 +25,7 @@ pub mod servers;
 pub mod session_sql;
 pub mod session_state;
 pub mod shared;
+pub mod systemd;
 pub mod takeover;
 pub mod tls;
 pub mod tools;

@@ -25,6 +25,13 @@ pub enum ReloadError {
 /// The new files do not load (nothing was changed), or the TLS settings could not be applied
 /// (everything else was).
 pub fn reload(shared: &Arc<Shared>) -> Result<(), ReloadError> {
+    crate::systemd::reloading();
+    let result = reload_files(shared);
+    crate::systemd::ready(shared);
+    result
+}
+
+fn reload_files(shared: &Arc<Shared>) -> Result<(), ReloadError> {
     let old = shared.config();
     let mut new = config::load_for_reload(&old.path)?;
     for w in &new.warnings {

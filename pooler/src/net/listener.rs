@@ -20,6 +20,9 @@ pub struct Bound {
     pub unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     /// The TCP port actually bound (differs from the ini when it says 0).
     pub port: u16,
+    /// The listeners came from systemd (socket activation): the unix socket file is systemd's,
+    /// not removed at exit.
+    pub from_systemd: bool,
 }
 
 /// Why binding failed.
@@ -101,6 +104,9 @@ fn bind_unix(path: &Path, general: &General) -> io::Result<std::os::unix::net::U
 /// # Errors
 /// The first address that cannot be bound.
 pub fn bind(general: &General) -> Result<Bound, BindError> {
+    if let Some(bound) = from_systemd(general)? {
+        return Ok(bound);
+    }
     let mut tcp = Vec::new();
     let mut port = general.listen_port;
     for addr in addresses(general)? {
@@ -122,5 +128,25 @@ pub fn bind(general: &General) -> Result<Bound, BindError> {
         tracing::info!("listening on unix:{}", path.display());
         Some((l, path))
     };
-    Ok(Bound { tcp, unix, port })
+    Ok(Bound { tcp, unix, port, from_systemd: false })
+}
+
+/// Socket activation: the listeners systemd passed, instead of listen_addr and
+/// unix_socket_dir (as PgBouncer does). None when systemd passed none.
+fn from_systemd(general: &General) -> Result<Option<Bound>, BindError> {
+    let Some(got) = crate::systemd::activated().map_err(|e| io_err("systemd sockets")(io::Error::other(e)))? else {
+        return Ok(None);
+    };
+    let mut port = general.listen_port;
+    for l in &got.tcp {
+        let local = l.local_addr().map_err(io_err("systemd socket"))?;
+        l.set_nonblocking(true).map_err(io_err(local))?;
+        port = local.port();
+        tracing::info!("listening on {local} (from systemd)");
+    }
+    if let Some((l, path)) = &got.unix {
+        l.set_nonblocking(true).map_err(io_err(path.display()))?;
+        tracing::info!("listening on unix:{} (from systemd)", path.display());
+    }
+    Ok(Some(Bound { tcp: got.tcp, unix: got.unix, port, from_systemd: true }))
 }

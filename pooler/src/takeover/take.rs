@@ -93,7 +93,7 @@ pub fn connect(g: &General) -> Result<Taken, String> {
         return Err("the running process passed fewer sockets than it named".into());
     }
     let _ = s.set_read_timeout(None);
-    let mut bound = Bound { tcp: Vec::new(), unix: None, port: g.listen_port };
+    let mut bound = Bound { tcp: Vec::new(), unix: None, port: g.listen_port, from_systemd: false };
     let mut exporter = None;
     for (kind, fd) in kinds.into_iter().zip(passed) {
         match kind {

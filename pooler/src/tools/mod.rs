@@ -27,6 +27,9 @@ pub enum Tool {
         #[arg(short = 'U', long)]
         user: Option<String>,
     },
+    /// Print the pgmux(1) man page (roff), generated from the command line definition.
+    #[command(hide = true)]
+    Manpage,
     /// Print HAProxy `listen` sections for the cluster's primary (5433) and replica (5434)
     /// services, with checks answered by pgmux on every member.
     HaproxyConfig {
@@ -39,7 +42,7 @@ pub enum Tool {
 }
 
 /// The subcommand names, for `main` to tell them from a config path.
-pub const NAMES: &[&str] = &["switchover", "haproxy-config"];
+pub const NAMES: &[&str] = &["switchover", "haproxy-config", "manpage"];
 
 /// Runs the subcommand in `args` (the program name first).
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -52,12 +55,31 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         match tool {
             Tool::Switchover { config, candidate, user } => switchover::run(&config, candidate, user).await,
             Tool::HaproxyConfig { config, bind } => haproxy::run(&config, &bind).await,
+            Tool::Manpage => manpage(),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// pgmux(1): the pooler's options (PgBouncer's), then the subcommands.
+fn manpage() -> Result<(), String> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    let cmd = crate::cli::Cli::command()
+        .version(env!("CARGO_PKG_VERSION"))
+        .after_long_help(
+            "SUBCOMMANDS\n  pgmux switchover CONFIG [CANDIDATE]   planned Patroni switchover through the console\n  \
+             pgmux haproxy-config CONFIG            HAProxy services whose checks pgmux answers\n\n\
+             Configuration: pgbouncer.ini as PgBouncer 1.25 reads it (pgbouncer(5)), plus pgmux's keys\n\
+             (docs/CONFIG.md, docs/HA.md). Signals: SIGHUP reloads, SIGTERM waits for clients, SIGINT for\n\
+             servers, SIGUSR1 pauses, SIGUSR2 resumes.",
+        );
+    clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string())?;
+    use std::io::Write;
+    std::io::stdout().write_all(&out).map_err(|e| e.to_string())
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
