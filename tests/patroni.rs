@@ -371,4 +371,27 @@ async fn a_server_lost_mid_query_leaves_the_client_connected() {
     assert!(!sleeper.is_closed(), "the client connection stays open");
     assert_eq!(port_of(&sleeper).await.expect("the next transaction is served"), n.pg1);
     assert!(n.mux.log().contains("the client stays"));
+
+    // Inside a transaction block the client cannot go on as if its statements had happened:
+    // it is closed, as PgBouncer closes it.
+    let in_block = {
+        let c = n.mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        tokio::spawn(async move {
+            c.simple_query("BEGIN").await.unwrap();
+            let r = c.simple_query("SELECT pg_sleep(31)").await.map(|_| ());
+            let next = c.simple_query("SELECT 1").await.map(|_| ());
+            (r, next)
+        })
+    };
+    wait_until("the sleep in a block running", || async {
+        let rows =
+            c.simple_query("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(31)'").await.unwrap();
+        rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("1")))
+    })
+    .await;
+    c.simple_query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(31)'")
+        .await
+        .unwrap();
+    let (r, next) = tokio::time::timeout(Duration::from_secs(10), in_block).await.unwrap().unwrap();
+    assert!(r.is_err() && next.is_err(), "the client in a block is closed: {r:?} {next:?}");
 }

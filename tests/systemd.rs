@@ -121,10 +121,8 @@ async fn socket_activation_serves_the_passed_listeners() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "served on the passed TCP listener");
-    let unix_url = format!(
-        "host={} port={tcp_port} user={SCRAM_USER} password={SCRAM_PASS} dbname=app",
-        sockets.path().display()
-    );
+    let unix_url =
+        format!("host={} port={tcp_port} user={SCRAM_USER} password={SCRAM_PASS} dbname=app", sockets.path().display());
     select_one(&unix_url).await.expect("served on the passed unix listener");
     assert!(std::net::TcpStream::connect(("127.0.0.1", ini_port)).is_err(), "the ini's port is not bound");
     let log = std::fs::read_to_string(dir.path().join("pgmux.log")).unwrap();

@@ -245,7 +245,7 @@ async fn maintenance(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         beats = beats.wrapping_add(1);
-        if beats % 5 == 0 {
+        if beats.is_multiple_of(5) {
             crate::systemd::report(&shared);
         }
         let stats_period = shared.config().general.stats_period;

@@ -94,6 +94,7 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
         crate::tls::ServerTls::differs(old.server_tls.as_ref(), new.server_tls.as_ref())
     };
     let mut stale = Vec::new();
+    let retarget = shared.pools.retarget_lock();
     for pool in shared.pools.all() {
         if let Some(db) = new.database(&pool.db) {
             let mut next = PoolSettings::derive(&new, &db, &pool.user);
@@ -112,6 +113,8 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
     let fast_close = new.general.server_fast_close;
     crate::logging::reconfigure(&new.general);
     shared.set_config(new);
+    // Only now: a redirect waiting for the lock derives from the new config.
+    drop(retarget);
     // After the swap, so that a server opened from now on uses the new TLS settings.
     for (pool, moved) in stale {
         pool.reconnect();

@@ -51,10 +51,7 @@ fn status(shared: &Shared) -> String {
         servers += p.counts().total;
     }
     let clients = shared.clients.load(std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "{clients} clients ({active} active, {waiting} waiting), {servers} servers, {} pools",
-        pools.len()
-    )
+    format!("{clients} clients ({active} active, {waiting} waiting), {servers} servers, {} pools", pools.len())
 }
 
 /// Listeners systemd passed (socket activation).

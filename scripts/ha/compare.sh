@@ -4,6 +4,7 @@
 # Pigsty deploys it), pgbench -c 8 through the primary service, each change REPEAT times.
 #
 #   PGBOUNCER_BIN=/path/to/pgbouncer scripts/ha/compare.sh [REPEAT]
+#   POOLERS=pgbouncer ... (one of them only)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPEAT=${1:-1}
@@ -11,7 +12,7 @@ REPEAT=${1:-1}
 export PGMUX_BIN=${PGMUX_BIN:-$PWD/target/release/pgmux}
 echo "| pooler | change | script | failed xacts | aborted clients (of 8) | longest stall s | xacts in the last 2 s | psql session kept, ended on the new leader |"
 echo "|---|---|---|---|---|---|---|---|"
-for pooler in pgmux pgbouncer; do
+for pooler in ${POOLERS:-pgmux pgbouncer}; do
     runs=("patronictl select-only" "patronictl tpcb-like")
     [[ $pooler == pgmux ]] && runs=("pgmux select-only" "pgmux tpcb-like" "${runs[@]}")
     runs+=("kill-node select-only")
@@ -34,7 +35,7 @@ for pooler in pgmux pgbouncer; do
                 kept=no
                 [[ $(f session_rc) == 0 ]] && kept=yes
                 on=no
-                [[ $(f session_last_port) == $((5440 + ${new#pg})) ]] && on=yes
+                [[ $new =~ ^pg[12]$ && $(f session_last_port) == $((5440 + ${new#pg})) ]] && on=yes
                 session="$kept, $on ($(f session_errors) failed statements)"
             fi
             echo "| $pooler | $how | $script | $(f failed) | $(f aborted_clients) | $(f stall_s) | $(f done_last_2s) | $session |"

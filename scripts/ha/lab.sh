@@ -201,8 +201,13 @@ up() {
     done
     haproxy_cfg "$kind" >"$LAB/haproxy.cfg"
     haproxy -D -f "$LAB/haproxy.cfg" -p "$LAB/haproxy.pid"
-    for ((i = 0; i < 100; i++)); do
-        PGPASSWORD=postgres-pass psql -qXAt -h 127.0.0.1 -p 5433 -U postgres -c 'select 1' postgres >/dev/null 2>&1 && break
+    # HAProxy starts with every server up until checked: wait until one serves the primary
+    # service (the other one down, or drained by pgmux's agent).
+    for ((i = 0; i < 150; i++)); do
+        up=$(curl -fs "http://127.0.0.1:9100/stats;csv" | grep -c '^primary,pg[12],UP,' || true)
+        if [[ $up == 1 ]] && PGPASSWORD=postgres-pass psql -qXAt -h 127.0.0.1 -p 5433 -U postgres -c 'select 1' postgres >/dev/null 2>&1; then
+            break
+        fi
         sleep 0.1
     done
     echo "lab up in $LAB ($kind): primary service 127.0.0.1:5433, patronictl -c $LAB/pg1/patroni.yml list"

@@ -23,7 +23,8 @@ impl Role {
         match s {
             "leader" | "master" | "primary" => Role::Leader,
             "standby_leader" => Role::StandbyLeader,
-            "sync_standby" => Role::SyncStandby,
+            // Patroni 4's quorum commit members are synchronous standbys too.
+            "sync_standby" | "quorum_standby" => Role::SyncStandby,
             "replica" => Role::Replica,
             _ => Role::Other,
         }

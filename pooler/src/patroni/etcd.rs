@@ -44,6 +44,60 @@ struct FailoverValue {
     leader: Option<String>,
     #[serde(default, alias = "candidate")]
     member: Option<String>,
+    /// A scheduled switchover: nothing to hold for until Patroni acts on it.
+    #[serde(default)]
+    scheduled_at: Option<serde_json::Value>,
+}
+
+/// What a `failover` key's value asks for.
+fn failover_change(value: &[u8]) -> Change {
+    // `patronictl switchover` without --candidate writes only the leader; Patroni writes `{}`
+    // once the switchover is through. A scheduled one is watched through `/cluster` only.
+    match serde_json::from_slice::<FailoverValue>(value) {
+        Ok(FailoverValue { scheduled_at: Some(_), .. }) => Change::Leader,
+        Ok(FailoverValue { leader: Some(l), member, .. }) => Change::Failover(l, member.unwrap_or_default()),
+        Ok(FailoverValue { leader: None, .. }) => Change::FailoverCleared,
+        Err(_) => Change::Leader,
+    }
+}
+
+#[derive(Deserialize)]
+struct RangeAnswer {
+    #[serde(default)]
+    header: Option<Header>,
+    #[serde(default)]
+    kvs: Vec<Kv>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    /// A decimal string in the gateway's JSON.
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+/// Reads the `failover` key now (the watch starts after its revision), so that a deletion
+/// missed while the watch was down does not leave a stale switchover behind.
+async fn read_failover(shared: &Shared, etcd_url: &str, prefix: &str) -> Result<Option<i64>, String> {
+    let body = format!(r#"{{"key":"{}"}}"#, B64.encode(format!("{prefix}failover")));
+    let (status, answer) =
+        super::http::request("POST", &format!("{etcd_url}/v3/kv/range"), Some(body), Duration::from_secs(3)).await?;
+    if status != 200 {
+        return Err(format!("{etcd_url}/v3/kv/range: status {status}"));
+    }
+    let r: RangeAnswer = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+    let value = r.kvs.into_iter().next().and_then(|kv| kv.value).and_then(|v| B64.decode(v).ok());
+    let change = match value {
+        Some(v) => failover_change(&v),
+        None => Change::FailoverCleared,
+    };
+    // Only a request still there is applied; a cleared one always is.
+    let known = shared.patroni.view.read().pending.is_some();
+    match change {
+        Change::Failover(..) if known => {}
+        other => apply(shared, other),
+    }
+    Ok(r.header.and_then(|h| h.revision).and_then(|r| r.parse().ok()))
 }
 
 /// What one watch event means to the watcher.
@@ -69,15 +123,7 @@ pub(super) fn changes(prefix: &str, frame: &[u8]) -> Vec<Change> {
             "failover" if deleted => out.push(Change::FailoverCleared),
             "failover" => {
                 let value = e.kv.value.and_then(|v| B64.decode(v).ok()).unwrap_or_default();
-                // `patronictl switchover` without --candidate writes only the leader; Patroni
-                // writes `{}` once the switchover is through.
-                match serde_json::from_slice::<FailoverValue>(&value) {
-                    Ok(FailoverValue { leader: Some(l), member }) => {
-                        out.push(Change::Failover(l, member.unwrap_or_default()))
-                    }
-                    Ok(FailoverValue { leader: None, .. }) => out.push(Change::FailoverCleared),
-                    Err(_) => out.push(Change::Leader),
-                }
+                out.push(failover_change(&value));
             }
             "leader" => out.push(Change::Leader),
             _ => {}
@@ -93,15 +139,24 @@ pub(super) async fn watch(shared: Arc<Shared>, etcd_url: String, prefix: String)
     if let Some(last) = end.last_mut() {
         *last += 1;
     }
-    let body = format!(
-        r#"{{"create_request":{{"key":"{}","range_end":"{}"}}}}"#,
-        B64.encode(prefix.as_bytes()),
-        B64.encode(&end)
-    );
     let url = format!("{etcd_url}/v3/watch");
     loop {
+        let revision = match read_failover(&shared, &etcd_url, &prefix).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("patroni: etcd: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let start = revision.map(|r| format!(r#","start_revision":"{}""#, r + 1)).unwrap_or_default();
+        let body = format!(
+            r#"{{"create_request":{{"key":"{}","range_end":"{}"{start}}}}}"#,
+            B64.encode(prefix.as_bytes()),
+            B64.encode(&end)
+        );
         let mut buf: Vec<u8> = Vec::new();
-        let result = super::http::stream(&url, body.clone(), Duration::from_secs(3), |data| {
+        let result = super::http::stream(&url, body, Duration::from_secs(3), |data| {
             buf.extend_from_slice(data);
             // The gateway writes one JSON object per line.
             while let Some(i) = buf.iter().position(|&b| b == b'\n') {
@@ -126,9 +181,15 @@ fn apply(shared: &Shared, change: Change) {
         Change::Failover(leader, member) => {
             let to = if member.is_empty() { "any replica" } else { member.as_str() };
             tracing::info!("patroni: switchover from {leader} to {to} requested in the DCS");
-            p.update(|v| v.pending = Some((leader, member)));
+            p.update(|v| {
+                v.pending = Some((leader, member));
+                v.pending_at = Some(std::time::Instant::now());
+            });
         }
-        Change::FailoverCleared => p.update(|v| v.pending = None),
+        Change::FailoverCleared => p.update(|v| {
+            v.pending = None;
+            v.pending_at = None;
+        }),
         Change::Leader => {}
     }
     p.wake.notify_one();
@@ -169,5 +230,12 @@ mod tests {
         assert!(changes(p, b"{\"result\":{\"created\":true}}").is_empty());
         assert!(changes(p, b"garbage").is_empty());
         assert_eq!(changes(p, &frame(None, "/service/c/failover", "not json")), vec![Change::Leader]);
+        // A scheduled switchover holds nothing yet.
+        let later = frame(
+            None,
+            "/service/c/failover",
+            r#"{"leader":"a","member":"b","scheduled_at":"2030-01-01T00:00:00+00:00"}"#,
+        );
+        assert_eq!(changes(p, &later), vec![Change::Leader]);
     }
 }

@@ -94,6 +94,13 @@ pub fn evaluate(shared: &Shared, check: Check, max_lag: Option<u64>) -> Verdict 
     let g = &config.general;
     let patroni_on = !g.patroni.url.is_empty();
     let view = shared.patroni.view();
+    // What pgmux knows is too old to answer for a role (no member's API answered lately): a
+    // node cut off from its cluster must not keep taking writes.
+    let fresh_for = (g.patroni.poll_interval * 3).max(std::time::Duration::from_secs(5));
+    let stale = view.polled_at.and_then(|t| t.elapsed().ok()).is_none_or(|age| age > fresh_for);
+    if patroni_on && stale {
+        return Verdict::Down;
+    }
     let standby_ok = view.me().is_some_and(|m| {
         m.role.is_standby() && m.is_running() && max_lag.is_none_or(|l| m.lag.is_some_and(|lag| lag <= l))
     });
@@ -158,5 +165,62 @@ mod tests {
         assert_eq!(Check::from_word("REPLICA"), Some(Check::Replica));
         assert_eq!(Check::from_word("bogus"), None);
         assert!(Verdict::Drain.http_ok() && !Verdict::Down.http_ok());
+    }
+}
+
+#[cfg(test)]
+mod verdicts {
+    use super::*;
+    use crate::patroni::Cluster;
+    use std::time::SystemTime;
+
+    fn shared(extra: &str) -> std::sync::Arc<Shared> {
+        let text = format!("[databases]\napp = host=/tmp\n[pgbouncer]\n{extra}");
+        let entries = crate::config::ini::parse_text(&text, std::path::Path::new("t.ini")).unwrap();
+        let config = crate::config::build(std::path::Path::new("t.ini"), entries).unwrap();
+        Shared::new(config)
+    }
+
+    const CLUSTER: &[u8] =
+        br#"{"members": [{"name": "a", "role": "leader", "state": "running", "host": "h", "port": 1},
+        {"name": "b", "role": "replica", "state": "running", "host": "h", "port": 2, "lag": 2048}]}"#;
+
+    fn seen(s: &Shared, me: &str, routed: Option<&str>, at: Option<SystemTime>) {
+        s.patroni.update(|v| {
+            v.cluster = Cluster::parse(CLUSTER).unwrap();
+            v.this_node = Some(me.into());
+            v.routed_to = routed.map(str::to_owned);
+            v.polled_at = at;
+        });
+    }
+
+    #[test]
+    fn without_patroni_pgmux_serves_the_primary_role() {
+        let s = shared("");
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Up);
+        assert_eq!(evaluate(&s, Check::Replica, None), Verdict::Down);
+        s.pools.set_paused(None, true);
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Drain, "PAUSE drains, does not cut");
+    }
+
+    #[test]
+    fn roles_follow_the_view() {
+        let s = shared("patroni_url = http://127.0.0.1:1\npatroni_databases = app");
+        seen(&s, "a", Some("a"), Some(SystemTime::now()));
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Up);
+        assert_eq!(evaluate(&s, Check::Replica, None), Verdict::Down);
+        // The replica node forwards to the leader: drain, so new sessions go to the leader's node.
+        seen(&s, "b", Some("a"), Some(SystemTime::now()));
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Drain);
+        assert_eq!(evaluate(&s, Check::Replica, None), Verdict::Up);
+        assert_eq!(evaluate(&s, Check::Replica, Some(1024)), Verdict::Down, "lag 2048 > 1024");
+        assert_eq!(evaluate(&s, Check::ReadOnly, None), Verdict::Up);
+        // Not pointing at the leader yet: cannot serve the primary role.
+        seen(&s, "b", None, Some(SystemTime::now()));
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Down);
+        // A view nobody refreshed: no role at all.
+        seen(&s, "a", Some("a"), Some(SystemTime::now() - std::time::Duration::from_secs(60)));
+        assert_eq!(evaluate(&s, Check::Primary, None), Verdict::Down);
+        assert_eq!(evaluate(&s, Check::ReadOnly, None), Verdict::Down);
     }
 }

@@ -42,6 +42,12 @@ async fn send(method: &str, url: &str, body: Option<String>) -> Result<hyper::Re
     let Url { authority, path, userinfo } = split(url)?;
     let stream = TcpStream::connect(authority).await.map_err(|e| format!("{authority}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    // A peer that vanishes without a reset (a partitioned etcd under a watch) is noticed.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{authority}: {e}"))?;
     tokio::spawn(async move {

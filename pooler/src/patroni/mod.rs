@@ -37,6 +37,8 @@ pub struct View {
     /// A switchover written to the DCS (`failover` key) and not yet seen through:
     /// (leader, candidate).
     pub pending: Option<(String, String)>,
+    /// When `pending` was seen.
+    pub pending_at: Option<std::time::Instant>,
 }
 
 impl View {
@@ -67,6 +69,8 @@ pub struct Patroni {
     hold_timeouts: AtomicU64,
     /// Wakes the watcher early (an etcd event, the end of a SWITCHOVER).
     wake: tokio::sync::Notify,
+    /// Who holds the following pools.
+    holds: parking_lot::Mutex<route::Holds>,
 }
 
 impl Patroni {

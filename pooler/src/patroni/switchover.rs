@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::route::Owner;
 use super::{http, route, watch, Cluster, Member};
 use crate::config::PoolMode;
 use crate::shared::Shared;
@@ -56,10 +57,10 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
     tracing::info!("patroni: switchover from {} to {} requested", leader.name, target.name);
 
     // 1. Hold new transactions; those in flight finish on the old primary.
-    route::hold(shared, true);
+    route::hold(shared, Owner::Switchover, true);
     let held_at = Instant::now();
     if !drained(shared, p.drain_timeout).await {
-        route::hold(shared, false);
+        route::hold(shared, Owner::Switchover, false);
         return Err(format!(
             "switchover aborted: transactions still running after {:?} (patroni_drain_timeout)",
             p.drain_timeout
@@ -77,7 +78,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
     let mut answered = false;
     loop {
         if Instant::now() >= deadline {
-            route::hold(shared, false);
+            route::hold(shared, Owner::Switchover, false);
             shared.patroni.hold_timeouts.fetch_add(1, Relaxed);
             tracing::warn!(
                 "patroni: switchover to {} not complete after {:?}, resuming on {}",
@@ -93,7 +94,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
                 match r {
                     Ok((200, _)) => {}
                     Ok((status, text)) => {
-                        route::hold(shared, false);
+                        route::hold(shared, Owner::Switchover, false);
                         let text = String::from_utf8_lossy(&text);
                         return Err(format!("Patroni refused the switchover ({status}): {}", text.trim()));
                     }
@@ -113,7 +114,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
     let new_leader = target;
     let local = shared.patroni.view().this_node.as_deref() == Some(new_leader.name.as_str());
     route::point_at(shared, &new_leader, local);
-    route::hold(shared, false);
+    route::hold(shared, Owner::Switchover, false);
     shared.patroni.switchovers.fetch_add(1, Relaxed);
     let done = Done { from: leader.name, to: new_leader.name, held: held_at.elapsed(), total: start.elapsed() };
     tracing::info!(

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::route::Owner;
 use super::{http, route, Cluster};
 use crate::config::PatroniSettings;
 use crate::shared::Shared;
@@ -67,6 +68,10 @@ struct Round {
     gave_up: bool,
     /// The etcd watch and what it watches.
     etcd: Option<((String, String), tokio::task::JoinHandle<()>)>,
+    /// patroni_url was set last round (to undo everything once when it is emptied).
+    on: bool,
+    /// "this node is not a member" was logged.
+    warned_not_member: bool,
 }
 
 /// Runs until the task is dropped.
@@ -78,13 +83,24 @@ pub async fn run(shared: Arc<Shared>) {
             if let Some((_, task)) = round.etcd.take() {
                 task.abort();
             }
+            if std::mem::take(&mut round.on) {
+                round.hold_since = None;
+                route::forget_all(&shared);
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        round.on = true;
         Box::pin(keep_etcd_watch(&shared, &p, &mut round)).await;
         match Box::pin(read_from_any(&shared, &p.url)).await {
             Ok(cluster) => {
                 let me = cluster.this_node(p.member.as_deref(), &p.url).map(|m| m.name.clone());
+                if me.is_none() && !std::mem::replace(&mut round.warned_not_member, true) {
+                    tracing::warn!(
+                        "patroni: this node is not among the members of {}/cluster (set patroni_member)",
+                        p.url
+                    );
+                }
                 shared.patroni.update(|v| {
                     v.cluster = cluster;
                     v.this_node = me;
@@ -139,18 +155,40 @@ async fn keep_etcd_watch(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut 
 async fn decide(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut Round) {
     let view = shared.patroni.view();
     let leader = view.cluster.leader().filter(|l| l.is_running()).cloned();
+    // A switchover seen in the DCS is over once another member leads, or stale after the bound
+    // (its deletion may have been missed while the watch reconnected).
+    if let Some((old, _)) = &view.pending {
+        let over = leader.as_ref().is_some_and(|l| l.name != *old)
+            || view.pending_at.is_some_and(|at| at.elapsed() >= p.switchover_timeout);
+        if over {
+            shared.patroni.update(|v| {
+                v.pending = None;
+                v.pending_at = None;
+            });
+        }
+    }
+    let view = shared.patroni.view();
     let pending_on = |l: &str| view.pending.as_ref().is_some_and(|(old, _)| old == l);
     match leader {
         Some(l) if !pending_on(&l.name) => {
             if view.routed_to.as_deref() == Some(l.name.as_str()) {
+                // Also picks up databases a RELOAD added to (or took from) patroni_databases.
+                let local = view.this_node.as_deref() == Some(l.name.as_str());
+                route::point_at(shared, &l, local);
                 end_hold(shared, round);
+                round.gave_up = false;
                 return;
             }
             // A new leader: hold while making sure it takes writes.
             if view.routed_to.is_some() && !round.gave_up {
                 start_hold(shared, round);
             }
-            match route::writable(shared, &l).await {
+            let writable = route::writable(shared, &l).await;
+            if shared.patroni.is_switching() {
+                // A SWITCHOVER began meanwhile: it decides.
+                return;
+            }
+            match writable {
                 Ok(()) => {
                     let local = view.this_node.as_deref() == Some(l.name.as_str());
                     route::point_at(shared, &l, local);
@@ -162,7 +200,7 @@ async fn decide(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut Round) {
         }
         _ => {
             // No running leader, or a switchover of the one followed was requested.
-            if view.routed_to.is_some() && !round.gave_up && !shared.patroni.is_holding() {
+            if view.routed_to.is_some() && !round.gave_up && round.hold_since.is_none() {
                 tracing::info!("patroni: leader changing, holding new transactions");
                 start_hold(shared, round);
             }
@@ -184,12 +222,12 @@ async fn decide(shared: &Arc<Shared>, p: &PatroniSettings, round: &mut Round) {
 
 fn start_hold(shared: &Shared, round: &mut Round) {
     round.hold_since.get_or_insert_with(Instant::now);
-    route::hold(shared, true);
+    route::hold(shared, Owner::Watcher, true);
 }
 
 fn end_hold(shared: &Shared, round: &mut Round) {
     if let Some(since) = round.hold_since.take() {
         tracing::info!("patroni: held new transactions for {} ms", since.elapsed().as_millis());
     }
-    route::hold(shared, false);
+    route::hold(shared, Owner::Watcher, false);
 }

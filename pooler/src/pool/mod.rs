@@ -615,6 +615,9 @@ impl Pool {
         // The TLS settings in force now, not the caller's snapshot: a client waiting through
         // TLS failures must get the settings a SET or RELOAD fixed.
         let tls = self.settings().tls.clone();
+        // The generation this server is made under: a RECONNECT or a move to another target
+        // while it connects makes it stale.
+        let generation = self.generation.load(Relaxed);
         let result = server::connect(
             target,
             (picked, &host),
@@ -695,7 +698,7 @@ impl Pool {
                 while self.hand_slot_locked(&mut st, &settings) {}
             }
         }
-        s.generation = self.generation.load(Relaxed);
+        s.generation = generation;
         s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
         {
             let mut w = self.welcome.lock();
@@ -830,7 +833,8 @@ impl Pool {
             if settings.pool_size > 0 {
                 floor = floor.min(settings.pool_size);
             }
-            missing = if has_clients && !self.is_paused() { floor.saturating_sub(total) } else { 0 };
+            // Not while paused or held (a hold means the target is about to move).
+            missing = if has_clients && !self.paused.load(Relaxed) { floor.saturating_sub(total) } else { 0 };
         }
         for (server, reason) in closed {
             self.discard(server, reason);

@@ -33,7 +33,16 @@ impl Pools {
     /// Sets (Some) or clears (None) the redirect of each database in `dbs`. The pools whose
     /// target changes get the new settings and close their servers at the old one as they are
     /// released (idle ones now). Returns how many pools moved.
-    pub fn redirect(&self, config: &Config, dbs: &[String], to: Option<(String, u16)>) -> usize {
+    /// `config` is read once the settings lock is taken (a RELOAD installs its config before
+    /// letting go of it).
+    pub fn redirect(
+        &self,
+        config: impl FnOnce() -> std::sync::Arc<Config>,
+        dbs: &[String],
+        to: Option<(String, u16)>,
+    ) -> usize {
+        let _retarget = self.retarget_lock();
+        let config = config();
         {
             let mut m = self.moves.lock();
             for db in dbs {
@@ -49,7 +58,7 @@ impl Pools {
                 continue;
             }
             let Some(db) = config.database(&pool.db) else { continue };
-            let mut next = PoolSettings::derive(config, &db, &pool.user);
+            let mut next = PoolSettings::derive(&config, &db, &pool.user);
             self.apply_redirect(&pool.db, &mut next);
             let old = pool.settings();
             if old.target.hosts == next.target.hosts && old.target.port == next.target.port {
@@ -65,14 +74,14 @@ impl Pools {
 
     /// Holds or lets go of new checkouts on every pool of each database in `dbs`.
     pub fn set_held(&self, dbs: &[String], held: bool) {
-        {
-            let mut m = self.moves.lock();
-            for db in dbs {
-                if held {
-                    m.held.insert(db.clone());
-                } else {
-                    m.held.remove(db);
-                }
+        // Under the lock a new pool reads its flag with (registry.rs), so that a login racing
+        // with a release cannot hold its pool again.
+        let mut m = self.moves.lock();
+        for db in dbs {
+            if held {
+                m.held.insert(db.clone());
+            } else {
+                m.held.remove(db);
             }
         }
         for p in self.all() {
@@ -82,9 +91,28 @@ impl Pools {
         }
     }
 
+    /// Gives a new pool of `db` the hold in force.
+    pub(super) fn inherit_hold(&self, db: &str, pool: &super::Pool) {
+        let m = self.moves.lock();
+        pool.set_held(m.held.contains(db));
+    }
+
     /// True while `db` is held.
     pub fn is_held(&self, db: &str) -> bool {
         self.moves.lock().held.contains(db)
+    }
+
+    /// Lets go of every held database, whichever list held it.
+    pub fn release_all_held(&self) {
+        let dbs: Vec<String> = self.moves.lock().held.drain().collect();
+        if !dbs.is_empty() {
+            self.set_held(&dbs, false);
+        }
+    }
+
+    /// The databases redirected now.
+    pub fn redirected(&self) -> Vec<String> {
+        self.moves.lock().redirects.keys().cloned().collect()
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Pools {
     pub servers: Arc<crate::servers::ServerRegistry>,
     /// Databases whose servers are elsewhere for now, and which are held (see redirect.rs).
     pub(super) moves: Mutex<super::redirect::Moves>,
+    /// Taken by whatever derives and installs pool settings (a new pool, RELOAD, a redirect),
+    /// so that none of them installs settings derived before another's change.
+    retarget: Mutex<()>,
 }
 
 impl Pools {
@@ -41,7 +44,7 @@ impl Pools {
     pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let pool = self.get_or_create_inner(config, db, pool_user);
         pool.set_paused(self.is_paused(&db.name));
-        pool.set_held(self.is_held(&db.name));
+        self.inherit_hold(&db.name, &pool);
         pool
     }
 
@@ -50,6 +53,7 @@ impl Pools {
         if let Some(p) = self.pools.lock().get(&key) {
             return p.clone();
         }
+        let _retarget = self.retarget.lock();
         let db_limit = self.db_limits.lock().entry(db.name.clone()).or_default().clone();
         let user_limit = self.user_limits.lock().entry(pool_user.to_owned()).or_default().clone();
         let mut settings = PoolSettings::derive(config, db, pool_user);
@@ -135,6 +139,11 @@ impl Pools {
                 since.remove(&db);
             }
         }
+    }
+
+    /// Held while deriving and installing settings of existing pools (RELOAD, redirects).
+    pub fn retarget_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.retarget.lock()
     }
 
     /// Every pool, sorted by database then user (SHOW POOLS order).

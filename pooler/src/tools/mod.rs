@@ -68,15 +68,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 fn manpage() -> Result<(), String> {
     use clap::CommandFactory;
     let mut out = Vec::new();
-    let cmd = crate::cli::Cli::command()
-        .version(env!("CARGO_PKG_VERSION"))
-        .after_long_help(
-            "SUBCOMMANDS\n  pgmux switchover CONFIG [CANDIDATE]   planned Patroni switchover through the console\n  \
+    let cmd = crate::cli::Cli::command().version(env!("CARGO_PKG_VERSION")).after_long_help(
+        "SUBCOMMANDS\n  pgmux switchover CONFIG [CANDIDATE]   planned Patroni switchover through the console\n  \
              pgmux haproxy-config CONFIG            HAProxy services whose checks pgmux answers\n\n\
              Configuration: pgbouncer.ini as PgBouncer 1.25 reads it (pgbouncer(5)), plus pgmux's keys\n\
              (docs/CONFIG.md, docs/HA.md). Signals: SIGHUP reloads, SIGTERM waits for clients, SIGINT for\n\
              servers, SIGUSR1 pauses, SIGUSR2 resumes.",
-        );
+    );
     clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string())?;
     use std::io::Write;
     std::io::stdout().write_all(&out).map_err(|e| e.to_string())

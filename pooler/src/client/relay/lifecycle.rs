@@ -172,6 +172,7 @@ impl Relay {
             .unwrap_or(0);
         info.request_time_us.store(now_us, Ordering::Relaxed);
         self.tracker.reset();
+        self.server_fatal = None;
         self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
         self.track_prepared = self.mode != PoolMode::Session && self.max_prepared > 0;
         self.need_server = false;

@@ -12,6 +12,9 @@ use super::{pass_through, protocol_text, Relay};
 use crate::client::prepared::{Response, Rewrite, RewriteError, Rewritten};
 use crate::client::{buffers, splice};
 use crate::config::PoolMode;
+
+/// The largest server ErrorResponse held back to see whether it is a FATAL (server_loss.rs).
+const HELD_FATAL_MAX: usize = 8 * 1024;
 use crate::pool::PoolStats;
 
 impl Relay {
@@ -230,7 +233,14 @@ impl Relay {
                 // CommandComplete of exactly `DEALLOCATE ALL` or `DISCARD ALL` (PgBouncer checks
                 // the length first too): read its tag.
                 let reset_tag = tag == tags::backend::COMMAND_COMPLETE && (total == 5 + 15 || total == 5 + 12);
+                // An ErrorResponse that may be held back (below) is waited for whole first, so
+                // that the tracker sees it once.
+                let held_error = tag == tags::backend::ERROR_RESPONSE
+                    && self.settings.follows_leader
+                    && self.mode != PoolMode::Session
+                    && total <= HELD_FATAL_MAX;
                 let needs_body = reset_tag
+                    || held_error
                     || tag == tags::backend::PARSE_COMPLETE
                     || tag == tags::backend::CLOSE_COMPLETE
                     || tag == tags::backend::READY_FOR_QUERY;
@@ -261,7 +271,9 @@ impl Relay {
                     self.s_skip = total;
                 }
                 tags::backend::ERROR_RESPONSE => {
-                    if self.settings.follows_leader && self.mode != PoolMode::Session {
+                    // A FATAL is small; a large error is streamed as always (waiting for it
+                    // whole could stall behind the read limit).
+                    if self.settings.follows_leader && self.mode != PoolMode::Session && total <= HELD_FATAL_MAX {
                         if avail.len() < total {
                             return Ok(());
                         }

@@ -1,8 +1,8 @@
-//! A server lost under a transaction of a pool that follows the Patroni leader (its primary
-//! died or was stopped): when the books are simple (whole requests, nothing half-scanned, no
-//! COPY, no prepared statement or session-state change in flight), the client gets an ERROR
-//! and a ReadyForQuery for each request in flight or not yet written, and its session goes
-//! on: the next transaction gets a server at the new leader. A FATAL the dying server sent is
+//! A server lost under a statement of a pool that follows the Patroni leader (its primary
+//! died or was stopped): when the books are simple (one request in flight, begun outside a
+//! transaction block; whole messages; no COPY, no prepared statement or session-state change
+//! in flight), the client gets an ERROR and a ReadyForQuery, and its session goes on: the next
+//! transaction gets a server at the new leader. A FATAL the dying server sent is
 //! held back and its text put in that ERROR (some drivers end the session on a FATAL).
 //! Otherwise the client is closed, as PgBouncer closes it (`server conn crashed?`).
 
@@ -50,7 +50,12 @@ impl Relay {
             && !self.unsynced
             && self.c_skip == 0
             && self.s_skip == 0
-            && self.pending > 0
+            // One request, begun outside a transaction block: its loss leaves the client where
+            // a rolled-back statement would. Inside a block, the client would go on as if its
+            // earlier statements had happened (PostgreSQL would answer 25P02 until ROLLBACK);
+            // with several in flight, some may have completed unread.
+            && self.pending == 1
+            && self.tx == TxStatus::Idle
     }
 
     /// Answers the requests in flight with an error each, as if the server had rolled the
@@ -65,7 +70,7 @@ impl Relay {
             Some(f) => ErrorFields::new(&f[5..]).message(),
             None => "the server closed the connection".to_owned(),
         };
-        let text = format!("server connection lost ({why}); the transaction was rolled back");
+        let text = format!("server connection lost ({why}); the statement may not have completed");
         let mut out = BytesMut::new();
         for _ in 0..self.pending {
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
@@ -81,5 +86,9 @@ impl Relay {
         self.need_server = false;
         self.timer = None;
         self.tracker.reset();
+        let info = &self.session.info;
+        info.set_state(crate::clients::ClientState::Idle);
+        info.server_pid.store(0, std::sync::atomic::Ordering::Relaxed);
+        info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
