@@ -25,6 +25,11 @@ check() { # description, condition
     if eval "$2"; then echo "  ok: $1"; else echo "  FAILED: $1" >&2; failures=$((failures + 1)); fi
 }
 
+# pgmux haproxy-config reads the members from Patroni.
+cfg=$("$PGMUX_BIN" haproxy-config "$HA_LAB/pooler1.ini")
+check "haproxy-config: both services, both members, pgmux's checks" \
+    '[[ $(grep -c "^listen pgmux-ha-" <<<"$cfg") == 2 && $(grep -c "server pg[12] 127.0.0.1:6441 check port 9641 .*agent-port 9651" <<<"$cfg") == 4 ]]'
+
 for run in "pgmux select-only" "pgmux tpcb-like" "patronictl select-only" "patronictl tpcb-like" "kill-node select-only"; do
     read -r how script <<<"$run"
     secs=12
