@@ -20,7 +20,7 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 "$root/usr/bin/pgmux" -V | grep -q "PgBouncer 1.25.2 (pgmux" || { echo "packaged binary does not run" >&2; exit 1; }
-zcat "$root/usr/share/man/man1/pgmux.1.gz" | grep -q "PgBouncer-compatible" || { echo "bad man page" >&2; exit 1; }
+zcat "$root/usr/share/man/man1/pgmux.1.gz" | grep -q "^.TH pgmux 1" || { echo "bad man page" >&2; exit 1; }
 for f in etc/pgmux/pgbouncer.ini lib/systemd/system/pgmux.service lib/systemd/system/pgmux.socket etc/logrotate.d/pgmux; do
     [[ -f $root/$f ]] || { echo "missing $f" >&2; exit 1; }
 done

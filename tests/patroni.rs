@@ -372,15 +372,19 @@ async fn a_server_lost_mid_query_leaves_the_client_connected() {
     assert_eq!(port_of(&sleeper).await.expect("the next transaction is served"), n.pg1);
     assert!(n.mux.log().contains("the client stays"));
 
-    // Inside a transaction block the client cannot go on as if its statements had happened:
-    // it is closed, as PgBouncer closes it.
+    // Inside a transaction block the block is aborted: statements fail (25P02) until the
+    // client ends it, and then it goes on, on a new server.
     let in_block = {
         let c = n.mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
         tokio::spawn(async move {
             c.simple_query("BEGIN").await.unwrap();
+            c.simple_query("CREATE TEMP TABLE IF NOT EXISTS lost (x int)").await.ok();
             let r = c.simple_query("SELECT pg_sleep(31)").await.map(|_| ());
             let next = c.simple_query("SELECT 1").await.map(|_| ());
-            (r, next)
+            let prepared = c.prepare("SELECT 2").await.map(|_| ());
+            let end = c.simple_query("COMMIT").await;
+            let after = port_of(&c).await;
+            (r, next, prepared, end, after)
         })
     };
     wait_until("the sleep in a block running", || async {
@@ -392,6 +396,13 @@ async fn a_server_lost_mid_query_leaves_the_client_connected() {
     c.simple_query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(31)'")
         .await
         .unwrap();
-    let (r, next) = tokio::time::timeout(Duration::from_secs(10), in_block).await.unwrap().unwrap();
-    assert!(r.is_err() && next.is_err(), "the client in a block is closed: {r:?} {next:?}");
+    let (r, next, prepared, end, after) =
+        tokio::time::timeout(Duration::from_secs(10), in_block).await.unwrap().unwrap();
+    let code = |e: &tokio_postgres::Error| e.as_db_error().map(|d| d.code().code().to_owned());
+    assert_eq!(code(&r.unwrap_err()).as_deref(), Some("08006"), "the statement in flight says why");
+    assert_eq!(code(&next.unwrap_err()).as_deref(), Some("25P02"), "then the block is aborted");
+    assert_eq!(code(&prepared.unwrap_err()).as_deref(), Some("25P02"), "in the extended protocol too");
+    let end = end.expect("COMMIT ends the block");
+    assert!(end.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_))), "{end:?}");
+    assert_eq!(after.expect("the session goes on"), n.pg1);
 }

@@ -13,6 +13,7 @@ impl Relay {
     /// True when the client can move now: no server, no bytes in flight, plain socket.
     pub(super) fn can_hand_over(&self) -> bool {
         self.server.is_none()
+            && self.aborted.is_none()
             && !self.dedicated
             && self.cin.is_empty()
             && self.sout.is_empty()

@@ -4,6 +4,7 @@
 //! buffers without copying; only the messages that decide pooling are looked at: Query, Sync,
 //! FunctionCall, Terminate from the client; ReadyForQuery and ParameterStatus from the server.
 
+mod aborted;
 mod carry;
 mod handover;
 mod lifecycle;
@@ -118,6 +119,8 @@ struct Relay {
     /// A FATAL ErrorResponse from a leader-following server, held back until the server closes
     /// (server_loss.rs).
     server_fatal: Option<Box<[u8]>>,
+    /// A transaction block whose server was lost, answered without a server until it ends.
+    aborted: Option<Box<aborted::AbortedBlock>>,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -181,6 +184,7 @@ pub async fn resume(
             session_state,
         ),
         server_fatal: None,
+        aborted: None,
         kill: {
             let info = session.info.clone();
             Box::pin(async move { info.kill.notified().await })

@@ -46,6 +46,12 @@ impl Relay {
                 self.cin.truncate(self.c_ready);
                 return Ok(());
             }
+            if self.server.is_none() && self.aborted.is_some() {
+                if !self.answer_aborted(tag, total)? {
+                    return Ok(());
+                }
+                continue;
+            }
             if self.server.is_none() {
                 if self.answer_idle(tag, total) {
                     continue;
@@ -158,6 +164,32 @@ impl Relay {
             self.s_ready += msg.len();
         }
         true
+    }
+
+    /// A transaction block whose server was lost: answers the next whole client message
+    /// without a server (aborted.rs). False when more bytes are needed.
+    fn answer_aborted(&mut self, tag: u8, total: usize) -> Result<bool, String> {
+        if self.c_ready != 0 || self.cin.len() < total {
+            self.c_whole = total;
+            return Ok(false);
+        }
+        let Some(block) = self.aborted.as_mut() else { return Ok(false) };
+        let mut msg = BytesMut::new();
+        let answered = block.answer(tag, &self.cin[5..total], &mut msg)?;
+        self.cin.advance(total);
+        self.c_whole = 0;
+        if answered == super::aborted::Answered::Ended {
+            self.aborted = None;
+            self.tx = TxStatus::Idle;
+        }
+        if !msg.is_empty() {
+            if self.sout.capacity() == 0 {
+                self.sout = buffers::take();
+            }
+            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
+            self.s_ready += msg.len();
+        }
+        Ok(true)
     }
 
     /// Sends, at the current message boundary of `sout`, the ParseComplete / CloseComplete that

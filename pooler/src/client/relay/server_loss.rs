@@ -1,8 +1,9 @@
-//! A server lost under a statement of a pool that follows the Patroni leader (its primary
-//! died or was stopped): when the books are simple (one request in flight, begun outside a
-//! transaction block; whole messages; no COPY, no prepared statement or session-state change
-//! in flight), the client gets an ERROR and a ReadyForQuery, and its session goes on: the next
-//! transaction gets a server at the new leader. A FATAL the dying server sent is
+//! A server lost under a client of a pool that follows the Patroni leader (its primary died or
+//! was stopped): when the books are simple (at most one request in flight; whole messages; no
+//! COPY, no prepared statement or session-state change in flight), the client gets an ERROR
+//! and a ReadyForQuery and its session goes on: outside a transaction block the next
+//! transaction gets a server at the new leader; inside one the block is answered as aborted
+//! until the client ends it (aborted.rs). A FATAL the dying server sent is
 //! held back and its text put in that ERROR (some drivers end the session on a FATAL).
 //! Otherwise the client is closed, as PgBouncer closes it (`server conn crashed?`).
 
@@ -50,12 +51,9 @@ impl Relay {
             && !self.unsynced
             && self.c_skip == 0
             && self.s_skip == 0
-            // One request, begun outside a transaction block: its loss leaves the client where
-            // a rolled-back statement would. Inside a block, the client would go on as if its
-            // earlier statements had happened (PostgreSQL would answer 25P02 until ROLLBACK);
-            // with several in flight, some may have completed unread.
-            && self.pending == 1
-            && self.tx == TxStatus::Idle
+            // At most one request (with several in flight, some may have completed unread);
+            // none only inside a transaction block, which is then answered as aborted.
+            && (self.pending == 1 || (self.pending == 0 && self.tx != TxStatus::Idle))
     }
 
     /// Answers the requests in flight with an error each, as if the server had rolled the
@@ -70,11 +68,26 @@ impl Relay {
             Some(f) => ErrorFields::new(&f[5..]).message(),
             None => "the server closed the connection".to_owned(),
         };
-        let text = format!("server connection lost ({why}); the statement may not have completed");
+        // Inside a transaction block the block is aborted, as PostgreSQL leaves it after an
+        // error: the client must end it (aborted.rs) before it can go on.
+        let in_block = self.tx != TxStatus::Idle;
+        let text = if in_block {
+            format!("server connection lost ({why}); the transaction is aborted")
+        } else {
+            format!("server connection lost ({why}); the statement may not have completed")
+        };
         let mut out = BytesMut::new();
         for _ in 0..self.pending {
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
-            build::ready_for_query(&mut out, b'I');
+            build::ready_for_query(&mut out, if in_block { b'E' } else { b'I' });
+        }
+        if in_block {
+            let mut block = super::aborted::AbortedBlock::new(text);
+            if self.pending > 0 {
+                // The request in flight got the reason already.
+                block.reason_sent();
+            }
+            self.aborted = Some(Box::new(block));
         }
         self.sout.extend_from_slice(&out);
         self.s_ready = self.sout.len();
