@@ -165,26 +165,26 @@ async fn a_slow_loris_flood_on_the_metrics_port_is_bounded() {
     let pg = Cluster::shared();
     let port = crate::metrics::free_port();
     let mux = crate::harness::Pgmux::start(pg, &format!("exporter_port = {port}\nexporter_listen_addr = 127.0.0.1"));
-    // Connections that send half a request line and then nothing.
-    let flood = pgmux_exporter::MAX_CONNECTIONS + 200;
+    // Connections that send half a request line and then nothing, from one address: only
+    // MAX_PER_ADDRESS of them are kept.
+    let from = |n: u8| std::net::Ipv4Addr::new(127, 0, 0, n);
     let mut held = Vec::new();
-    for _ in 0..flood {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let _ = s.write_all(b"GET /metr").await;
-        held.push(s);
+    for _ in 0..pgmux_exporter::MAX_PER_ADDRESS + 20 {
+        held.push(half_request(from(1), port).await);
     }
-    // Those beyond the limit are closed at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed(&mut held).await, 20, "one address keeps at most MAX_PER_ADDRESS");
+    // Another host's check is served meanwhile.
+    assert!(check_from(from(99), port).await.starts_with("HTTP/1.1 200"), "a check from elsewhere is served");
+    // From many addresses: the global limit.
+    let flood = pgmux_exporter::MAX_CONNECTIONS + 200;
+    let mut more = Vec::new();
+    for i in 0..flood {
+        more.push(half_request(from(2 + (i / pgmux_exporter::MAX_PER_ADDRESS) as u8), port).await);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut closed = 0;
-    for s in &mut held {
-        let mut b = [0u8; 16];
-        // Closed with the request unread: a reset, or an end of stream.
-        match tokio::time::timeout(Duration::from_millis(5), tokio::io::AsyncReadExt::read(s, &mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
-            _ => {}
-        }
-    }
-    assert!((200..flood).contains(&closed), "{closed} of {flood} closed at the limit");
+    let closed_more = closed(&mut more).await;
+    assert!((200..flood).contains(&closed_more), "{closed_more} of {flood} closed at the limit");
     // The pooler serves clients throughout, and scrapes work again once the held ones time out.
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     assert_eq!(one(&c).await, 1);
@@ -192,4 +192,38 @@ async fn a_slow_loris_flood_on_the_metrics_port_is_bounded() {
     let m = crate::metrics::scrape(port).await;
     assert!(!m.is_empty());
     drop(held);
+    drop(more);
+}
+
+/// A connection from `ip` that sends half a request line and then nothing.
+async fn half_request(ip: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((ip, 0).into()).unwrap();
+    let mut s = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let _ = s.write_all(b"GET /metr").await;
+    s
+}
+
+/// How many of `held` the server closed (a reset or an end of stream, the request unread).
+async fn closed(held: &mut [TcpStream]) -> usize {
+    let mut n = 0;
+    for s in held {
+        let mut b = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(5), tokio::io::AsyncReadExt::read(s, &mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// GET /health from `ip`.
+async fn check_from(ip: std::net::Ipv4Addr, port: u16) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((ip, 0).into()).unwrap();
+    let mut s = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await.unwrap();
+    out
 }

@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 responder for scrapes: GET /metrics, GET /health (200 while serving,
 //! 503 while paused or shutting down), the role checks the source answers (`/primary`,
 //! `/replica`, ... for HAProxy), GET /. One request per connection, bounded in size and
-//! time, and at most [`MAX_CONNECTIONS`] at once, so a misbehaving scraper cannot hold resources.
+//! time, at most [`MAX_CONNECTIONS`] at once and [`MAX_PER_ADDRESS`] from one address, so a
+//! misbehaving scraper cannot hold resources or starve another host's health checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,51 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed at once. Scrapers and health checks need a few;
 /// a flood of idle connections (slow-loris) cannot take more descriptors and memory than this.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one address may hold at once, so that a flood from one host cannot take the
+/// slots HAProxy's role checks from another host need.
+pub const MAX_PER_ADDRESS: usize = 32;
+
+/// Connections held per peer address; a [`Held`] gives its place back when dropped.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct Held(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Held> {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Held(self.clone(), ip))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Serves scrapes on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         match listener.accept().await {
-            Ok((s, _)) => {
+            Ok((s, peer)) => {
+                let Some(held) = per_address.take(peer.ip()) else {
+                    drop(s);
+                    continue;
+                };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     drop(s);
                     continue;
@@ -31,6 +70,7 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(s, src)).await;
                     drop(slot);
+                    drop(held);
                 });
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -10,7 +10,7 @@ mod http;
 mod process;
 mod render;
 
-pub use http::{serve, MAX_CONNECTIONS};
+pub use http::{serve, MAX_CONNECTIONS, MAX_PER_ADDRESS};
 pub use render::render;
 pub use render::render_histogram;
 

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::{frontend, sqlstate, tags};
 
-pub use command::{parse, Command, ShutdownMode};
+pub use command::{client_id, parse, Command, ShutdownMode};
 pub use show::{console_role, show, ADMIN_DB};
 pub use table::Table;
 

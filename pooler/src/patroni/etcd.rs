@@ -102,7 +102,7 @@ async fn read_failover(shared: &Shared, etcd_url: &str, prefix: &str) -> Result<
 
 /// What one watch event means to the watcher.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Change {
+pub enum Change {
     /// A switchover was requested: (leader, candidate or "" for any).
     Failover(String, String),
     /// The failover key went: the switchover is done or was cancelled.
@@ -112,7 +112,7 @@ pub(super) enum Change {
 }
 
 /// The changes in one watch frame (a JSON object of the gateway's stream).
-pub(super) fn changes(prefix: &str, frame: &[u8]) -> Vec<Change> {
+pub fn changes(prefix: &str, frame: &[u8]) -> Vec<Change> {
     let Ok(f) = serde_json::from_slice::<Frame>(frame) else { return Vec::new() };
     let mut out = Vec::new();
     for e in f.result.map(|r| r.events).unwrap_or_default() {

@@ -5,7 +5,7 @@
 
 pub mod agent;
 pub mod cluster;
-mod etcd;
+pub mod etcd;
 pub mod health;
 pub mod http;
 mod report;
