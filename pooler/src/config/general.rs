@@ -278,6 +278,18 @@ impl Reader<'_> {
         self.get(k, |v| value::boolean(v).map_err(|r| format!("{k}: {r}")))
     }
 
+    /// An `http://host:port` base URL (no trailing slash), or empty.
+    fn http_url(&self, k: &'static str) -> Result<String, ConfigError> {
+        self.get(k, |v| {
+            let v = v.trim().trim_end_matches('/');
+            if v.is_empty() || v.starts_with("http://") {
+                Ok(v.to_owned())
+            } else {
+                Err(format!("invalid {k}: \"{v}\" (http://host:port)"))
+            }
+        })
+    }
+
     fn opt(&self, k: &'static str) -> Option<String> {
         Some(self.raw(k).to_owned()).filter(|s| !s.is_empty())
     }
@@ -428,27 +440,13 @@ impl General {
             health_agent_port: r.int("health_agent_port", 65535)? as u16,
             health_max_wait: r.secs("health_max_wait")?,
             patroni: PatroniSettings {
-                url: r.get("patroni_url", |v| {
-                    let v = v.trim().trim_end_matches('/');
-                    if v.is_empty() || v.starts_with("http://") {
-                        Ok(v.to_owned())
-                    } else {
-                        Err(format!("invalid patroni_url: \"{v}\" (http://host:port)"))
-                    }
-                })?,
+                url: r.http_url("patroni_url")?,
                 databases: value::list(r.raw("patroni_databases")),
                 member: r.opt("patroni_member"),
                 poll_interval: r.secs("patroni_poll_interval")?.max(Duration::from_millis(50)),
                 switchover_timeout: r.secs("patroni_switchover_timeout")?,
                 drain_timeout: r.secs("patroni_drain_timeout")?,
-                etcd_url: r.get("patroni_etcd_url", |v| {
-                    let v = v.trim().trim_end_matches('/');
-                    if v.is_empty() || v.starts_with("http://") {
-                        Ok(v.to_owned())
-                    } else {
-                        Err(format!("invalid patroni_etcd_url: \"{v}\" (http://host:port)"))
-                    }
-                })?,
+                etcd_url: r.http_url("patroni_etcd_url")?,
                 namespace: r.raw("patroni_namespace").trim_end_matches('/').to_owned(),
             },
         };

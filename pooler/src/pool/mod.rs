@@ -4,6 +4,7 @@
 
 mod averages;
 mod dedicated;
+mod gate;
 pub mod histogram;
 mod limit;
 mod redirect;
@@ -182,67 +183,6 @@ impl Pool {
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
             servers: Arc::default(),
-        }
-    }
-
-    /// PAUSE / RESUME: while paused, checkouts wait (clients see no error).
-    pub fn set_paused(&self, paused: bool) {
-        self.operator_paused.store(paused, Relaxed);
-        self.update_gate();
-    }
-
-    /// True while paused by the operator.
-    pub fn is_paused(&self) -> bool {
-        self.operator_paused.load(Relaxed)
-    }
-
-    /// Holds (or lets go of) new checkouts while the server target moves (a Patroni leader
-    /// change). Unlike PAUSE, a held client waits at most query_wait_timeout.
-    pub fn set_held(&self, held: bool) {
-        self.held.store(held, Relaxed);
-        self.update_gate();
-    }
-
-    /// True while held for a leader change.
-    pub fn is_held(&self) -> bool {
-        self.held.load(Relaxed)
-    }
-
-    fn update_gate(&self) {
-        let closed = self.operator_paused.load(Relaxed) || self.held.load(Relaxed) || self.shut.load(Relaxed);
-        self.paused.store(closed, Relaxed);
-        if !closed {
-            self.resumed.notify_waiters();
-        }
-    }
-
-    /// SHUTDOWN WAIT_FOR_SERVERS (PgBouncer pauses and its janitor closes every waiting client
-    /// with `server shutting down`): clients queued or held by PAUSE get that error now, later
-    /// checkouts too. Servers in use are released as usual.
-    pub fn shut_down(&self) {
-        self.shut.store(true, Relaxed);
-        self.operator_paused.store(true, Relaxed);
-        self.paused.store(true, Relaxed);
-        self.resumed.notify_waiters();
-        let waiters = std::mem::take(&mut self.state.lock().waiters);
-        let refusal = Arc::new(LoginRefusal {
-            sqlstate: pgmux_protocol::sqlstate::ADMIN_SHUTDOWN.into(),
-            message: "server shutting down".into(),
-        });
-        for (_, tx) in waiters {
-            let _ = tx.send(Handoff::Refused(refusal.clone()));
-        }
-    }
-
-    async fn wait_unpaused(&self) {
-        while self.paused.load(Relaxed) && !self.shut.load(Relaxed) {
-            let resumed = self.resumed.notified();
-            tokio::pin!(resumed);
-            resumed.as_mut().enable();
-            if !self.paused.load(Relaxed) || self.shut.load(Relaxed) {
-                break;
-            }
-            resumed.await;
         }
     }
 
@@ -437,15 +377,7 @@ impl Pool {
             }
         }
         if self.paused.load(Relaxed) {
-            let held_only = self.held.load(Relaxed) && !self.operator_paused.load(Relaxed);
-            match held_only.then_some(settings.query_wait_timeout).filter(|t| !t.is_zero()) {
-                Some(limit) => {
-                    if tokio::time::timeout(limit, self.wait_unpaused()).await.is_err() {
-                        return Err(CheckoutError::QueryWaitTimeout);
-                    }
-                }
-                None => self.wait_unpaused().await,
-            }
+            self.wait_at_gate(settings).await?;
         }
         if self.shut.load(Relaxed) {
             return Err(CheckoutError::ShuttingDown);

@@ -1,0 +1,87 @@
+//! The pool's gate: PAUSE (the operator's), a hold (while the Patroni leader changes, bounded by
+//! query_wait_timeout) and SHUTDOWN WAIT_FOR_SERVERS close it; checkouts read one flag on the
+//! fast path and wait here while it is closed.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::waiter::Handoff;
+use super::{CheckoutError, LoginRefusal, Pool, PoolSettings};
+
+impl Pool {
+    /// PAUSE / RESUME: while paused, checkouts wait (clients see no error).
+    pub fn set_paused(&self, paused: bool) {
+        self.operator_paused.store(paused, Relaxed);
+        self.update_gate();
+    }
+
+    /// True while paused by the operator.
+    pub fn is_paused(&self) -> bool {
+        self.operator_paused.load(Relaxed)
+    }
+
+    /// Holds (or lets go of) new checkouts while the server target moves (a Patroni leader
+    /// change). Unlike PAUSE, a held client waits at most query_wait_timeout.
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Relaxed);
+        self.update_gate();
+    }
+
+    /// True while held for a leader change.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Relaxed)
+    }
+
+    fn update_gate(&self) {
+        let closed = self.operator_paused.load(Relaxed) || self.held.load(Relaxed) || self.shut.load(Relaxed);
+        self.paused.store(closed, Relaxed);
+        if !closed {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// SHUTDOWN WAIT_FOR_SERVERS (PgBouncer pauses and its janitor closes every waiting client
+    /// with `server shutting down`): clients queued or held by PAUSE get that error now, later
+    /// checkouts too. Servers in use are released as usual.
+    pub fn shut_down(&self) {
+        self.shut.store(true, Relaxed);
+        self.operator_paused.store(true, Relaxed);
+        self.paused.store(true, Relaxed);
+        self.resumed.notify_waiters();
+        let waiters = std::mem::take(&mut self.state.lock().waiters);
+        let refusal = Arc::new(LoginRefusal {
+            sqlstate: pgmux_protocol::sqlstate::ADMIN_SHUTDOWN.into(),
+            message: "server shutting down".into(),
+        });
+        for (_, tx) in waiters {
+            let _ = tx.send(Handoff::Refused(refusal.clone()));
+        }
+    }
+
+    /// Waits while the gate is closed: as long as PAUSE lasts, at most query_wait_timeout for
+    /// a hold alone.
+    pub(super) async fn wait_at_gate(&self, settings: &PoolSettings) -> Result<(), CheckoutError> {
+        let held_only = self.held.load(Relaxed) && !self.operator_paused.load(Relaxed);
+        match held_only.then_some(settings.query_wait_timeout).filter(|t| !t.is_zero()) {
+            Some(limit) => {
+                if tokio::time::timeout(limit, self.wait_unpaused()).await.is_err() {
+                    return Err(CheckoutError::QueryWaitTimeout);
+                }
+            }
+            None => self.wait_unpaused().await,
+        }
+        Ok(())
+    }
+
+    async fn wait_unpaused(&self) {
+        while self.paused.load(Relaxed) && !self.shut.load(Relaxed) {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !self.paused.load(Relaxed) || self.shut.load(Relaxed) {
+                break;
+            }
+            resumed.await;
+        }
+    }
+}
