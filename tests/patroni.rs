@@ -141,10 +141,6 @@ async fn serve(mut s: tokio::net::TcpStream, state: Arc<Mutex<State>>, addr: Soc
     let _ = s.write_all(reply.as_bytes()).await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Two servers (pg1 = the shared cluster, this node; pg2 = a cluster of the test's own), a
 /// scripted Patroni naming pg1 the leader, and pgmux following it for `app`.
 struct Node {
@@ -161,7 +157,7 @@ async fn node(extra: &str) -> Node {
     let pg = Cluster::shared();
     let other = Cluster::start();
     let patroni = FakePatroni::start(vec![("pg1", pg.port), ("pg2", other.port)], "pg1").await;
-    let (metrics, agent) = (free_port(), free_port());
+    let (metrics, agent) = (crate::metrics::free_port(), crate::metrics::free_port());
     let mux = PgmuxProcess::start(
         pg,
         "app = host=$SOCKET port=$PORT dbname=app\nlocal = host=$SOCKET port=$PORT dbname=app",
@@ -188,11 +184,7 @@ async fn port_of(c: &tokio_postgres::Client) -> Result<u16, tokio_postgres::Erro
 }
 
 async fn http_status(port: u16, path: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_get(port, path).await.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 async fn agent(port: u16, word: &str) -> String {

@@ -12,10 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::harness::{process::binary, Cluster, SCRAM_PASS, SCRAM_USER};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::metrics::free_port;
 
 /// Writes an ini in `dir` listening on `port` (and a unix socket in `socket_dir`, empty: none).
 fn ini(dir: &std::path::Path, port: u16, socket_dir: &str) -> std::path::PathBuf {
