@@ -11,7 +11,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 command -v c++ >/dev/null || { echo "error: libFuzzer needs a C++ compiler: apt-get install g++" >&2; exit 1; }
 secs=${SECONDS_PER_TARGET:-10}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames startup scram session_sql config hba admin patroni)
+[ ${#targets[@]} -gt 0 ] || targets=(frames startup scram session_sql config hba ident userlist md5 admin http_request patroni)
 cargo fuzz build --sanitizer none -O
 for t in "${targets[@]}"; do
   corpus=$(mktemp -d)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::request::{head_complete, Request};
 use crate::{render, Source};
 
 const MAX_REQUEST: usize = 8 * 1024;
@@ -81,7 +82,7 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
 async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    while !head_complete(&buf) {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
@@ -92,16 +93,12 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
                 .await;
         }
     }
-    let line = buf.split(|&b| b == b'\r').next().unwrap_or(&[]);
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    // HAProxy's checks in Pigsty's style send OPTIONS, as Patroni accepts: answered as HEAD.
-    let head = method == "HEAD" || method == "OPTIONS";
-    if method != "GET" && !head {
+    let request = Request::parse(&buf);
+    let head = request.head_only();
+    if !request.method_allowed() {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "only GET\n", head).await;
     }
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = (request.path, request.query);
     match path {
         "/metrics" => {
             let body = render(&source.snapshot());
@@ -118,14 +115,11 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
             let body = "<html><body><a href=\"/metrics\">metrics</a> <a href=\"/health\">health</a></body></html>\n";
             respond(&mut s, "200 OK", "text/html", body, head).await
         }
-        _ => {
-            let query = target.split_once('?').map_or("", |(_, q)| q);
-            match source.role_check(path, query) {
-                Some(true) => respond(&mut s, "200 OK", "text/plain", "ok\n", head).await,
-                Some(false) => respond(&mut s, "503 Service Unavailable", "text/plain", "unavailable\n", head).await,
-                None => respond(&mut s, "404 Not Found", "text/plain", "not found\n", head).await,
-            }
-        }
+        _ => match source.role_check(path, query) {
+            Some(true) => respond(&mut s, "200 OK", "text/plain", "ok\n", head).await,
+            Some(false) => respond(&mut s, "503 Service Unavailable", "text/plain", "unavailable\n", head).await,
+            None => respond(&mut s, "404 Not Found", "text/plain", "not found\n", head).await,
+        },
     }
 }
 

@@ -9,6 +9,7 @@ mod collectors;
 mod http;
 mod process;
 mod render;
+pub mod request;
 
 pub use http::{serve, MAX_CONNECTIONS, MAX_PER_ADDRESS};
 pub use render::render;
