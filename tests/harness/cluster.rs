@@ -121,6 +121,16 @@ impl Cluster {
         self.pg_ctl(&["restart", "-w", "-m", "fast", "-l", self.dir.join("postgres.log").to_str().unwrap()]);
     }
 
+    /// Stops PostgreSQL (fast mode).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-w", "-m", "fast"]);
+    }
+
+    /// Starts PostgreSQL again after [`Cluster::stop`].
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start", "-w", "-l", self.dir.join("postgres.log").to_str().unwrap()]);
+    }
+
     /// Runs SQL as the superuser over the unix socket and returns unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         run(Command::new("psql")

@@ -22,7 +22,7 @@ use crate::config::AuthType;
 use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::PeerAddr;
-use crate::pool::{CheckoutError, Pool};
+use crate::pool::{Caller, CheckoutError, Pool};
 use crate::server::{ServerConn, ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
@@ -418,9 +418,9 @@ async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<Serv
     let settings = pool.settings();
     let limit = settings.query_timeout;
     let checkout = if limit.is_zero() {
-        pool.checkout_with(&settings, Some(tag)).await
+        pool.checkout_with(&settings, Some(tag), Caller::Login).await
     } else {
-        match tokio::time::timeout(limit, pool.checkout_with(&settings, Some(tag))).await {
+        match tokio::time::timeout(limit, pool.checkout_with(&settings, Some(tag), Caller::Login)).await {
             Ok(r) => r,
             Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into())),
         }

@@ -42,6 +42,17 @@ const DEAD_CHECK_AFTER: Duration = Duration::from_millis(20);
 /// Retry pause after a failed connect of a pool that follows the Patroni leader.
 const FOLLOWER_RETRY: Duration = Duration::from_millis(250);
 
+/// Who asks for a server: a client logging in (or an auth_query lookup for one), which gets
+/// PgBouncer's fast fail while logins keep failing, or a logged-in client starting a
+/// transaction, which waits instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A login, or a lookup on behalf of one.
+    Login,
+    /// A logged-in client's transaction (or session).
+    Session,
+}
+
 /// Why a client got no server.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -258,18 +269,19 @@ impl Pool {
         settings: &PoolSettings,
         start: Instant,
         queued: bool,
-        retrying: bool,
+        may_fast_fail: bool,
     ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
         if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
             return Ok(Take::Server(server));
         }
-        // PgBouncer's fast fail: a client that arrives while logins keep failing and no server is
-        // up gets the cached error at once. Clients already waiting keep waiting.
+        // PgBouncer's fast fail: a client logging in while logins keep failing and no server is
+        // up gets the cached error at once. Clients already waiting keep waiting, and so does a
+        // client already logged in (PgBouncer would close it; pgmux lets it wait for the server
+        // to come back, bounded by query_wait_timeout).
         if let Some((at, msg, _)) = &s.last_failure {
-            // A pool that follows the Patroni leader waits through a failover instead.
-            if !queued && !retrying && s.total == 0 && at.elapsed() < settings.login_retry && !settings.follows_leader {
+            if may_fast_fail && !queued && s.total == 0 && at.elapsed() < settings.login_retry {
                 return Err(CheckoutError::LoginFailing(msg.clone()));
             }
         }
@@ -300,11 +312,12 @@ impl Pool {
     /// Timeout, fast fail after failed logins, or this attempt's connect error.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
         let settings = self.settings();
-        self.checkout_with(&settings, None).await
+        self.checkout_with(&settings, None, Caller::Login).await
     }
 
     /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's),
-    /// for the client `client` (its tag prefixes the log line when the reserve pool is used).
+    /// for the client `client` (its tag prefixes the log line when the reserve pool is used),
+    /// logging in or already logged in (`caller`: only a login gets PgBouncer's fast fail).
     ///
     /// # Cancel safety
     /// As [`Pool::checkout`].
@@ -315,6 +328,7 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
         client: Option<&ConnTag>,
+        caller: Caller,
     ) -> Result<ServerConn, CheckoutError> {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
@@ -331,10 +345,10 @@ impl Pool {
                 if self.usable_at_once(&server, settings) {
                     return Ok(server);
                 }
-                return Box::pin(self.checkout_slow(settings, Some(server), client)).await;
+                return Box::pin(self.checkout_slow(settings, Some(server), client, caller)).await;
             }
         }
-        Box::pin(self.checkout_slow(settings, None, client)).await
+        Box::pin(self.checkout_slow(settings, None, client, caller)).await
     }
 
     /// The busy case without an await: a server released moments ago that needs no check, or
@@ -370,6 +384,7 @@ impl Pool {
         settings: &PoolSettings,
         first: Option<ServerConn>,
         client: Option<&ConnTag>,
+        caller: Caller,
     ) -> Result<ServerConn, CheckoutError> {
         if let Some(s) = first {
             if let Some(s) = self.prepare(s, settings).await {
@@ -385,9 +400,10 @@ impl Pool {
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let mut ticket: Option<WaitTicket> = None;
-        let mut retrying = false;
+        // Fast fail is for a login that finds the server failing, before it has tried once.
+        let mut may_fast_fail = caller == Caller::Login && !settings.follows_leader;
         loop {
-            match self.try_take(settings, start, ticket.is_some(), retrying)? {
+            match self.try_take(settings, start, ticket.is_some(), may_fast_fail)? {
                 Take::Server(s) => {
                     if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
@@ -405,7 +421,7 @@ impl Pool {
                     match self.open(guard, settings).await {
                         Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
                             self.pause_before_retry(settings, deadline).await?;
-                            retrying = true;
+                            may_fast_fail = false;
                             continue;
                         }
                         other => return other,
@@ -437,7 +453,7 @@ impl Pool {
                     match self.open(SlotGuard::new(self.clone()), settings).await {
                         Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
                             self.pause_before_retry(settings, deadline).await?;
-                            retrying = true;
+                            may_fast_fail = false;
                         }
                         other => return other,
                     }

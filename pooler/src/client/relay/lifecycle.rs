@@ -16,7 +16,7 @@ use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
-use crate::pool::PoolStats;
+use crate::pool::{Caller, PoolStats};
 use crate::server::{self, ServerConn};
 
 impl Relay {
@@ -89,7 +89,8 @@ impl Relay {
         let pool = self.session.pool.clone();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
-        let checkout = pool.checkout_with(&settings, Some(&info.tag));
+        let caller = if self.had_server { Caller::Session } else { Caller::Login };
+        let checkout = pool.checkout_with(&settings, Some(&info.tag), caller);
         tokio::pin!(checkout);
         // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
         let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
@@ -162,6 +163,7 @@ impl Relay {
         let info = &self.session.info;
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
+        self.had_server = true;
         pool.clients_active.fetch_add(1, Ordering::Relaxed);
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);

@@ -116,11 +116,14 @@ struct Relay {
     client_reads_first: bool,
     /// Settings and SQL prepared statements carried across servers (transaction mode).
     carry: carry::Carry,
-    /// A FATAL ErrorResponse from a leader-following server, held back until the server closes
+    /// A FATAL ErrorResponse from the server, held back until the server closes
     /// (server_loss.rs).
     server_fatal: Option<Box<[u8]>>,
     /// A transaction block whose server was lost, answered without a server until it ends.
     aborted: Option<Box<aborted::AbortedBlock>>,
+    /// A server has been attached before: later checkouts wait for a failing server instead of
+    /// getting PgBouncer's fast fail, which only the session's first one gets.
+    had_server: bool,
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
@@ -185,6 +188,7 @@ pub async fn resume(
         ),
         server_fatal: None,
         aborted: None,
+        had_server: false,
         kill: {
             let info = session.info.clone();
             Box::pin(async move { info.kill.notified().await })

@@ -267,10 +267,8 @@ impl Relay {
                 let reset_tag = tag == tags::backend::COMMAND_COMPLETE && (total == 5 + 15 || total == 5 + 12);
                 // An ErrorResponse that may be held back (below) is waited for whole first, so
                 // that the tracker sees it once.
-                let held_error = tag == tags::backend::ERROR_RESPONSE
-                    && self.settings.follows_leader
-                    && self.mode != PoolMode::Session
-                    && total <= HELD_FATAL_MAX;
+                let held_error =
+                    tag == tags::backend::ERROR_RESPONSE && self.holds_back_fatals() && total <= HELD_FATAL_MAX;
                 let needs_body = reset_tag
                     || held_error
                     || tag == tags::backend::PARSE_COMPLETE
@@ -305,7 +303,7 @@ impl Relay {
                 tags::backend::ERROR_RESPONSE => {
                     // A FATAL is small; a large error is streamed as always (waiting for it
                     // whole could stall behind the read limit).
-                    if self.settings.follows_leader && self.mode != PoolMode::Session && total <= HELD_FATAL_MAX {
+                    if self.holds_back_fatals() && total <= HELD_FATAL_MAX {
                         if avail.len() < total {
                             return Ok(());
                         }

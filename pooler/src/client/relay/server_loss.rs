@@ -1,5 +1,5 @@
-//! A server lost under a client of a pool that follows the Patroni leader (its primary died or
-//! was stopped): when the books are simple (at most one request in flight; whole messages; no
+//! A server lost under a client in transaction or statement mode (PostgreSQL restarted or was
+//! killed, the backend was terminated, the Patroni leader changed): when the books are simple (at most one request in flight; whole messages; no
 //! COPY, no prepared statement or session-state change in flight), the client gets an ERROR
 //! and a ReadyForQuery and its session goes on: outside a transaction block the next
 //! transaction gets a server at the new leader; inside one the block is answered as aborted
@@ -39,10 +39,16 @@ impl Relay {
         }
     }
 
+    /// True when a FATAL from the server is held back until the server closes, so that the
+    /// client may stay (transaction and statement modes: the session's state is not the
+    /// server's).
+    pub(super) fn holds_back_fatals(&self) -> bool {
+        self.mode != PoolMode::Session
+    }
+
     /// True when the session can go on without the server it lost.
     pub(super) fn may_survive_server_loss(&self) -> bool {
-        self.settings.follows_leader
-            && self.mode != PoolMode::Session
+        self.holds_back_fatals()
             && !self.dedicated
             && !self.carry.pinned
             && !self.carry.busy()
