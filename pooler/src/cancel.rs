@@ -19,6 +19,22 @@ use crate::config::Config;
 use crate::net::PeerAddr;
 use crate::peering::{self, PeerLanes, Route};
 
+/// A cancel request that could not be carried out: the reason PgBouncer logs when it closes
+/// the cancel connection, and the database of the client it was for, when known.
+#[derive(Debug, Clone)]
+pub struct CancelFailed {
+    /// The cancelled client's database.
+    pub db: Option<String>,
+    /// PgBouncer's reason (`cancel_wait_timeout`, ...).
+    pub reason: &'static str,
+}
+
+impl CancelFailed {
+    const fn new(db: Option<String>, reason: &'static str) -> Self {
+        Self { db, reason }
+    }
+}
+
 /// Where to send a cancel for a client's current query.
 #[derive(Debug, Clone)]
 struct Target {
@@ -30,11 +46,18 @@ struct Target {
 #[derive(Debug, Default)]
 pub struct CancelSlot {
     target: Mutex<Option<Target>>,
+    /// The client's database, for the log line of a cancel that times out.
+    db: std::sync::OnceLock<String>,
     in_flight: AtomicUsize,
     done: Notify,
 }
 
 impl CancelSlot {
+    /// Names the database of the client this slot belongs to (once, at login).
+    pub fn name_db(&self, db: &str) {
+        let _ = self.db.set(db.to_owned());
+    }
+
     /// The client now holds the server at `addr` with backend key `key`.
     pub fn attach(&self, addr: &Arc<PeerAddr>, key: (i32, i32)) {
         *self.target.lock() = Some(Target { addr: addr.clone(), key });
@@ -113,25 +136,26 @@ impl Cancels {
     /// to the peer that issued the key. Unknown keys are ignored silently, as PostgreSQL does.
     ///
     /// # Errors
-    /// A key of another peer that cannot be forwarded, with PgBouncer's reason.
-    pub async fn cancel(&self, key: (i32, i32), config: &Config) -> Result<(), &'static str> {
+    /// A key of another peer that cannot be forwarded, or a cancel the server did not take
+    /// within cancel_wait_timeout, with PgBouncer's reason.
+    pub async fn cancel(&self, key: (i32, i32), config: &Config) -> Result<(), CancelFailed> {
         // A key this process gave out (or adopted on online restart, possibly under another
         // peer_id) is local whatever peer it names.
         if self.map.lock().contains_key(&key) {
-            self.cancel_local(key, config.general.cancel_wait_timeout).await;
-            return Ok(());
+            return self.cancel_local(key, config.general.cancel_wait_timeout).await;
         }
         let key = match peering::route(key, config.general.peer_id) {
             Route::Local(key) => key,
-            Route::TtlExhausted => return Err("failed to forward cancel request because its TTL was exhausted"),
+            Route::TtlExhausted => {
+                return Err(CancelFailed::new(None, "failed to forward cancel request because its TTL was exhausted"))
+            }
             Route::Forward { peer_id, key } => return self.forward(peer_id, key, config).await,
         };
-        self.cancel_local(key, config.general.cancel_wait_timeout).await;
-        Ok(())
+        self.cancel_local(key, config.general.cancel_wait_timeout).await
     }
 
-    async fn forward(&self, peer_id: u16, key: (i32, i32), config: &Config) -> Result<(), &'static str> {
-        const NO_PEER: &str = "could not find peer to forward request to";
+    async fn forward(&self, peer_id: u16, key: (i32, i32), config: &Config) -> Result<(), CancelFailed> {
+        const NO_PEER: CancelFailed = CancelFailed::new(None, "could not find peer to forward request to");
         let (Some(peer), Some(lane)) =
             (config.peers.get(&u32::from(peer_id)), self.peers.lane(u32::from(peer_id), config))
         else {
@@ -144,10 +168,14 @@ impl Cancels {
                 send_cancel(&Target { addr: Arc::new(addr), key }, config.general.cancel_wait_timeout).await
             })
             .await;
-        if let Err(e) = sent {
-            tracing::warn!("could not forward cancel request to peer {peer_id}: {e}");
+        match sent {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(CancelFailed::new(None, "cancel_wait_timeout")),
+            Err(e) => {
+                tracing::warn!("could not forward cancel request to peer {peer_id}: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 
     /// Sends unknown keys to the previous process (online restart) until `None`.
@@ -157,7 +185,10 @@ impl Cancels {
 
     /// Cancels the query of the client with `key`, if it is this process's and holds a server;
     /// an unknown key goes to the previous process while a takeover is under way.
-    pub async fn cancel_local(&self, key: (i32, i32), limit: Duration) {
+    ///
+    /// # Errors
+    /// The server did not take the cancel within `limit` (cancel_wait_timeout).
+    pub async fn cancel_local(&self, key: (i32, i32), limit: Duration) -> Result<(), CancelFailed> {
         let Some(slot) = self.map.lock().get(&key).cloned() else {
             match self.previous.lock().as_ref() {
                 Some(previous) => {
@@ -166,19 +197,27 @@ impl Cancels {
                 }
                 None => tracing::debug!("cancel request with unknown key"),
             }
-            return;
+            return Ok(());
         };
         let target = {
             let t = slot.target.lock();
-            let Some(t) = t.clone() else { return };
+            let Some(t) = t.clone() else { return Ok(()) };
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
             t
         };
-        if let Err(e) = send_cancel(&target, limit).await {
-            tracing::warn!(server = %target.addr, "could not forward cancel request: {e}");
-        }
+        let sent = send_cancel(&target, limit).await;
         slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         slot.done.notify_waiters();
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(CancelFailed::new(slot.db.get().cloned(), "cancel_wait_timeout"))
+            }
+            Err(e) => {
+                tracing::warn!(server = %target.addr, "could not forward cancel request: {e}");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -100,9 +100,14 @@ pub async fn login(
     let counted = &mut counted;
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
-            if let Err(reason) = shared.cancels.cancel((pid, secret), config).await {
+            let started = std::time::Instant::now();
+            if let Err(failed) = shared.cancels.cancel((pid, secret), config).await {
                 if g.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {reason} (age=0s)");
+                    if let Some(db) = &failed.db {
+                        tag.set_login(db, "(nouser)");
+                    }
+                    let age = started.elapsed().as_secs();
+                    crate::conn_log!(info, tag, "closing because: {} (age={age}s)", failed.reason);
                 }
             }
             return Ok(None);
@@ -283,6 +288,7 @@ pub async fn login(
         build::parameter_status(&mut io.wbuf, k.as_bytes(), value.as_bytes());
     }
     let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
+    cancel.name_db(&req.database);
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
     if !g.login_notify_message.is_empty() {
         // As PgBouncer's welcome: a NOTICE between BackendKeyData and ReadyForQuery.

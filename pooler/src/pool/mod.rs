@@ -566,6 +566,7 @@ impl Pool {
         // The generation this server is made under: a RECONNECT or a move to another target
         // while it connects makes it stale.
         let generation = self.generation.load(Relaxed);
+        let started = Instant::now();
         let result = server::connect(
             target,
             (picked, &host),
@@ -584,7 +585,7 @@ impl Pool {
                 }
                 let reason = if e.is_refusal() { "login failed".to_owned() } else { e.log_reason() };
                 if settings.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {reason} (age=0s)");
+                    crate::conn_log!(info, tag, "closing because: {reason} (age={}s)", started.elapsed().as_secs());
                 }
                 return Err(CheckoutError::Refused(Arc::new(LoginRefusal {
                     sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
@@ -611,7 +612,8 @@ impl Pool {
                     _ => None,
                 };
                 if settings.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {} (age=0s)", e.log_reason());
+                    let age = started.elapsed().as_secs();
+                    crate::conn_log!(info, tag, "closing because: {} (age={age}s)", e.log_reason());
                 }
                 let mut s = self.state.lock();
                 s.last_failure = Some((Instant::now(), e.log_reason(), refusal.is_some()));

@@ -10,8 +10,10 @@ use bytes::BytesMut;
 use pgmux_protocol::backend::{self, AuthRequest, ErrorFields};
 use pgmux_protocol::scram::{self, ClientCredentials, ClientExchange, PassThroughKeys};
 use pgmux_protocol::{build, md5, split_frame, tags, Frame, ProtocolError};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+
 use tokio::time::Instant;
 
 use super::{ServerConn, ServerParams, Target};
@@ -36,9 +38,13 @@ pub enum ServerError {
     /// Socket error.
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// No answer within server_connect_timeout.
+    /// Connected, but the login did not finish within server_connect_timeout.
     #[error("server connect timeout")]
     Timeout,
+    /// The TCP (or unix socket) connect itself did not finish within server_connect_timeout:
+    /// PgBouncer logs this as a failed connect, not as a connect timeout.
+    #[error("server connect timeout (no connection)")]
+    DialTimeout,
     /// The server sent an ErrorResponse during login.
     #[error("{severity} {message}")]
     Rejected {
@@ -91,7 +97,7 @@ impl ServerError {
         match self {
             ServerError::Timeout => "connect timeout".into(),
             ServerError::Io(e) if e.kind() == io::ErrorKind::NotFound => "server DNS lookup failed".into(),
-            ServerError::Io(_) => "connect failed".into(),
+            ServerError::Io(_) | ServerError::DialTimeout => "connect failed".into(),
             ServerError::Rejected { message, .. } => message.clone(),
             ServerError::Auth(_) => "failed to answer authreq".into(),
             ServerError::Protocol(_) => "unknown pkt from server".into(),
@@ -124,10 +130,18 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
     }
 }
 
-async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(Stream, PeerAddr), ServerError> {
+/// Opens the socket to `host` (and TLS when asked); `connected` is set once the socket is
+/// open, so that a timeout can tell a connect that never finished from a stalled login.
+async fn dial(
+    target: &Target,
+    host: &str,
+    tls: Option<&ServerTls>,
+    connected: &AtomicBool,
+) -> Result<(Stream, PeerAddr), ServerError> {
     if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
         let s = UnixStream::connect(&path).await?;
+        connected.store(true, Relaxed);
         return Ok((Stream::Unix(s), PeerAddr::Unix(path)));
     }
     let mut last = None;
@@ -138,6 +152,7 @@ async fn dial(target: &Target, host: &str, tls: Option<&ServerTls>) -> Result<(S
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
+                connected.store(true, Relaxed);
                 target.tcp.apply(&s);
                 let stream = match tls {
                     Some(tls) => negotiate_tls(s, host, tls).await?,
@@ -201,8 +216,9 @@ pub async fn connect(
     tag: &mut ConnTag,
     log_connections: bool,
 ) -> Result<ServerConn, ServerError> {
+    let connected = AtomicBool::new(false);
     let attempt = async {
-        let (mut stream, addr) = dial(target, host, tls).await?;
+        let (mut stream, addr) = dial(target, host, tls, &connected).await?;
         *tag = ConnTag::server(tag.id, &tag.db, &tag.user, &addr, target.port);
         if log_connections {
             match stream.local_addr() {
@@ -235,7 +251,8 @@ pub async fn connect(
     let timeout = if timeout.is_zero() { Duration::from_secs(3600) } else { timeout };
     let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(ServerError::Timeout),
+        Err(_) if connected.load(Relaxed) => Err(ServerError::Timeout),
+        Err(_) => Err(ServerError::DialTimeout),
     };
     if result.is_err() {
         target.advance_after_failure(picked);
