@@ -122,33 +122,32 @@ async fn postgresql_restart_is_survived() {
     assert_eq!(b.query_one("SELECT 6", &[]).await.unwrap().get::<_, i32>(0), 6);
 }
 
-/// `pg_ctl restart -m fast` under ten clients looping on four servers: a client whose statement
-/// was in flight gets one ERROR (08006) and stays connected; the others notice nothing; all go
-/// on after the restart on the same connections, and every insert acknowledged is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_restart_under_load_costs_at_most_the_statement_in_flight() {
-    let pg = Cluster::start();
-    pg.psql(
-        "app",
-        &format!("CREATE TABLE restart_log (client int, n int); ALTER TABLE restart_log OWNER TO {SCRAM_USER}"),
-    );
+/// Ten clients looping on autocommit inserts through four servers while `fault` runs on a
+/// blocking thread; 2 s after it returns they stop. Each client may get one ERROR (08006, its
+/// statement in flight) and must stay connected and go on afterwards; at most the four
+/// servers' statements fail, and every acknowledged insert is in the table.
+async fn ten_clients_through(pg: Cluster, fault: impl FnOnce(&Cluster) + Send + 'static) {
+    pg.psql("app", &format!("CREATE TABLE fault_log (client int, n int); ALTER TABLE fault_log OWNER TO {SCRAM_USER}"));
+    // The test clusters run with synchronous_commit off, which loses acknowledged commits in
+    // a crash by design; these clients commit durably.
+    pg.psql("postgres", &format!("ALTER ROLE {SCRAM_USER} SET synchronous_commit = on"));
     let mux = Pgmux::start(&pg, "default_pool_size = 4\nserver_login_retry = 0.2\nquery_wait_timeout = 30");
-    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let happened = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for id in 0..10 {
         let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-        let (restarted, stop) = (restarted.clone(), stop.clone());
+        let (happened, stop) = (happened.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let (mut acked, mut errors, mut after) = (0u32, Vec::new(), 0u32);
             for n in 0..1_000_000 {
                 if stop.load(Relaxed) {
                     break;
                 }
-                match c.simple_query(&format!("INSERT INTO restart_log VALUES ({id}, {n})")).await {
+                match c.simple_query(&format!("INSERT INTO fault_log VALUES ({id}, {n})")).await {
                     Ok(_) => {
                         acked += 1;
-                        after += u32::from(restarted.load(Relaxed));
+                        after += u32::from(happened.load(Relaxed));
                     }
                     Err(e) => match e.as_db_error() {
                         Some(_) => errors.push(db_error(&e)),
@@ -164,12 +163,12 @@ async fn postgresql_restart_under_load_costs_at_most_the_statement_in_flight() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let pg = tokio::task::spawn_blocking(move || {
-        pg.restart();
+        fault(&pg);
         pg
     })
     .await
     .unwrap();
-    restarted.store(true, Relaxed);
+    happened.store(true, Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Relaxed);
     let (mut acked, mut failed) = (0u64, 0u64);
@@ -180,14 +179,48 @@ async fn postgresql_restart_under_load_costs_at_most_the_statement_in_flight() {
         for (code, msg) in &errors {
             assert_eq!(code, "08006", "{msg}");
         }
-        assert!(after > 0, "a client did not go on after the restart: {errors:?}");
+        assert!(after > 0, "a client did not go on after the fault: {errors:?}");
         acked += u64::from(a);
         failed += errors.len() as u64;
     }
     // At most the four servers had a statement in flight.
     assert!(failed <= 4, "{failed} clients got an error");
-    let rows: u64 = pg.psql("app", "SELECT count(*) FROM restart_log").parse().unwrap();
+    let rows: u64 = pg.psql("app", "SELECT count(*) FROM fault_log").parse().unwrap();
     assert!(rows >= acked && rows <= acked + failed, "rows {rows}, acknowledged {acked}, failed {failed}");
+}
+
+/// `pg_ctl restart -m fast` under load: a client whose statement was in flight gets one ERROR
+/// and stays connected; the others notice nothing; all go on after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restart_under_load_costs_at_most_the_statement_in_flight() {
+    ten_clients_through(Cluster::start(), Cluster::restart).await;
+}
+
+/// A backend killed with SIGKILL (as the OOM killer does): PostgreSQL ends every session and
+/// runs crash recovery, refusing logins meanwhile (`the database system is in recovery mode`,
+/// which pgmux retries); the clients fare as through a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_with_sigkill_costs_at_most_the_statement_in_flight() {
+    ten_clients_through(Cluster::start(), |pg| {
+        let pid: i32 = pg
+            .psql("postgres", &format!("SELECT pid FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' LIMIT 1"))
+            .parse()
+            .expect("a pgmux server to kill");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        // Until the postmaster has reset and recovered, new sessions are refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::process::Command::new("psql")
+            .args(["-X", "-At", "-h", pg.socket_dir.to_str().unwrap(), "-p", &pg.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-c", "SELECT 1"])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            assert!(std::time::Instant::now() < deadline, "PostgreSQL did not recover");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await;
 }
 
 /// While PostgreSQL is down, a client that is already logged in and has been served waits for

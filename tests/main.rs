@@ -17,6 +17,7 @@ mod idle_clients;
 mod limits;
 mod logs;
 mod metrics;
+mod network_faults;
 mod params;
 mod patroni;
 mod peering;

@@ -19,6 +19,10 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     /// Port (the socket is `.s.PGSQL.<port>`; TCP is on 127.0.0.1 too).
     pub port: u16,
+    /// The TCP address it listens on: 127.0.0.1, or its namespace's address.
+    pub host: String,
+    /// The network namespace it runs in (`ip netns` name), if any.
+    netns: Option<String>,
     bin: PathBuf,
 }
 
@@ -56,6 +60,16 @@ impl Cluster {
 
     /// A fresh cluster of the caller's own.
     pub fn start() -> Cluster {
+        Self::start_on(None)
+    }
+
+    /// A fresh cluster inside network namespace `ns`, listening on its address over TCP (and on
+    /// its unix socket, which the host reaches: sockets in the file system cross namespaces).
+    pub fn start_in(ns: &super::Netns) -> Cluster {
+        Self::start_on(Some(ns))
+    }
+
+    fn start_on(ns: Option<&super::Netns>) -> Cluster {
         let bin = pg_bin();
         let (uid, gid) = postgres_ids();
         let base = std::env::temp_dir().join(format!("pgmux-it-{}", std::process::id()));
@@ -78,7 +92,8 @@ impl Cluster {
              host all postgres 127.0.0.1/32 trust\n\
              host replication postgres 127.0.0.1/32 trust\n\
              hostssl all cert_user 127.0.0.1/32 cert\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+             host all all 127.0.0.1/32 scram-sha-256\n\
+             host all all 10.0.0.0/8 scram-sha-256\n",
         )
         .unwrap();
         // TLS with the test CA: server certificate, and client certificates checked against it.
@@ -89,7 +104,11 @@ impl Cluster {
             nix::unistd::chown(&to, Some(uid.into()), Some(gid.into())).unwrap();
         }
         let port = free_port();
-        let c = Cluster { socket_dir: dir.clone(), dir, port, bin };
+        let (host, netns) = match ns {
+            Some(ns) => (ns.addr.clone(), Some(ns.name.clone())),
+            None => ("127.0.0.1".to_owned(), None),
+        };
+        let c = Cluster { socket_dir: dir.clone(), dir, port, host, netns, bin };
         c.pg_ctl(&["start", "-w", "-l", c.dir.join("postgres.log").to_str().unwrap()]);
         spawn_watchdog(&c);
         c.psql("postgres", &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {SCRAM_USER} LOGIN SUPERUSER PASSWORD '{SCRAM_PASS}'"));
@@ -105,13 +124,28 @@ impl Cluster {
     fn pg_ctl(&self, args: &[&str]) {
         let (uid, gid) = postgres_ids();
         let opts = format!(
-            "-k {} -p {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off \
+            "-k {} -p {} -c listen_addresses={} -c max_connections=200 -c fsync=off -c synchronous_commit=off \
              -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt",
             self.socket_dir.display(),
-            self.port
+            self.port,
+            self.host
         );
-        let mut cmd = Command::new(self.bin.join("pg_ctl"));
-        cmd.args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &opts]).args(args).uid(uid).gid(gid);
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = match &self.netns {
+            // `ip netns exec` needs root; the server then drops to the postgres user.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}")]);
+                c.args(["--clear-groups", "--"]).arg(&pg_ctl);
+                c
+            }
+            None => {
+                let mut c = Command::new(&pg_ctl);
+                c.uid(uid).gid(gid);
+                c
+            }
+        };
+        cmd.args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &opts]).args(args);
         cmd.stdout(Stdio::null());
         run(&mut cmd);
     }

@@ -4,12 +4,14 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod netns;
 pub mod pgmux;
 pub mod process;
 pub mod tls_client;
 
 pub use certs::Certs;
 pub use cluster::Cluster;
+pub use netns::Netns;
 pub use pgmux::Pgmux;
 pub use process::PgmuxProcess;
 
