@@ -2,7 +2,7 @@
 //! result and never reads it (pgmux stops reading from that server; its memory stays bounded),
 //! a flood of cancel requests with random keys (no other client's query is cancelled), and
 //! hundreds of connections that never finish logging in (closed at client_login_timeout while
-//! new logins are served).
+//! new logins are served), a huge COPY stream and a huge query text (streamed, not buffered).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,4 +226,57 @@ async fn check_from(ip: std::net::Ipv4Addr, port: u16) -> String {
     let mut out = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await.unwrap();
     out
+}
+
+/// Peak resident memory of process `pid` (VmHWM), KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A 256 MiB COPY FROM STDIN and a 64 MiB query text (simple protocol) go through pgmux
+/// streamed: its peak memory grows by a small fraction of what passed, and everything arrives.
+/// (A Parse of a named statement is the exception: its text is kept to prepare it on other
+/// servers, as PgBouncer keeps it, so it is held whole, up to max_packet_size.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_copy_stream_and_a_huge_query_are_streamed_not_buffered() {
+    use futures_util::SinkExt;
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        &format!("CREATE TABLE IF NOT EXISTS huge_copy (line text); ALTER TABLE huge_copy OWNER TO {SCRAM_USER}"),
+    );
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 2",
+        &userlist(pg),
+    );
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    c.simple_query("TRUNCATE huge_copy").await.unwrap();
+    let before = peak_kib(mux.pid());
+    // 4,096 chunks of 64 KiB: 1,024 lines of 63 bytes each.
+    let line = format!("{}\n", "x".repeat(63));
+    let chunk = bytes::Bytes::from(line.repeat(1024));
+    let sink = c.copy_in::<_, bytes::Bytes>("COPY huge_copy FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    for _ in 0..4096 {
+        sink.send(chunk.clone()).await.unwrap();
+    }
+    let rows = sink.finish().await.unwrap();
+    assert_eq!(rows, 4096 * 1024);
+    let after_copy = peak_kib(mux.pid());
+    // A 64 MiB statement text, simple protocol.
+    let text = format!("SELECT length('{}')", "y".repeat(64 << 20));
+    let rows = c.simple_query(&text).await.unwrap();
+    let Some(tokio_postgres::SimpleQueryMessage::Row(row)) = rows.get(1) else { panic!("{rows:?}") };
+    assert_eq!(row.get(0), Some((64 << 20).to_string().as_str()));
+    let after_query = peak_kib(mux.pid());
+    eprintln!("pgmux peak RSS: {before} KiB before, {after_copy} KiB after 256 MiB of COPY, {after_query} KiB after a 64 MiB query");
+    assert!(after_copy - before < 32 * 1024, "COPY grew the peak by {} KiB", after_copy - before);
+    assert!(after_query - after_copy < 32 * 1024, "the query grew the peak by {} KiB", after_query - after_copy);
 }
