@@ -30,6 +30,7 @@ mod replication;
 mod session_state;
 mod sessions;
 mod shutdown;
+mod soak;
 mod systemd;
 mod takeover;
 mod timeouts;
