@@ -39,6 +39,25 @@ build_deps_ensure_installed() {
   fi
 }
 
+# The network fault tests (tests/network_faults.rs) put a PostgreSQL in its own network namespace
+# (iproute2) and drop its traffic with iptables; the fuzz smoke run builds libFuzzer (a C++
+# compiler). Installs them on Debian when we are root.
+fault_tools_ensure_installed() {
+  local missing=()
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v c++ >/dev/null || missing+=(g++)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} for the fault tests and the fuzz smoke run..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  else
+    echo "error: the fault tests and the fuzz smoke run need: ${missing[*]} (and root for ip netns)." >&2
+    echo "       On Debian/Ubuntu: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
 # Runs a command as the postgres OS user when we are root (initdb and postgres refuse root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (PostgreSQL server binaries, psql, pgbench, and
 # libssl-dev / pkg-config for the build) when missing, then runs formatting and lint checks and
-# every test of the workspace, then the HA test (scripts/ha/test.sh). The integration tests
-# start their own throwaway PostgreSQL clusters as the `postgres` OS user.
+# every test of the workspace, then a fuzz smoke run of every fuzz target (scripts/fuzz.sh, 3 s
+# each) and the HA test (scripts/ha/test.sh). The integration tests start their own throwaway
+# PostgreSQL clusters as the `postgres` OS user, some in their own network namespace (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
 pg_ensure_installed
 build_deps_ensure_installed
+fault_tools_ensure_installed
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "error: the tests run PostgreSQL as the 'postgres' OS user, which does not exist (install the postgresql package)" >&2
   exit 1
@@ -24,6 +26,15 @@ status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# Every fuzz target for a few seconds from its seeds (cargo-fuzz, installed when missing): a
+# parser change that crashes on a seed or an easy mutation fails here. PGMUX_SKIP_FUZZ=1 leaves
+# it out.
+if [ "$status" = 0 ] && [ "${PGMUX_SKIP_FUZZ:-0}" != 1 ]; then
+  set +e
+  SECONDS_PER_TARGET=${FUZZ_SMOKE_SECONDS:-3} scripts/fuzz.sh
+  status=$?
+  set -e
+fi
 # The HA node for real: etcd, two Patroni members, HAProxy, pgmux, pgbench across switchovers
 # and a killed node (about 2 minutes; installs etcd-server, patroni, haproxy when missing).
 # PGMUX_SKIP_HA=1 leaves it out.
