@@ -22,6 +22,8 @@ DIR=$(mktemp -d /tmp/pgmux-restart.XXXXXX)
 chmod 755 "$DIR"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
 PIDS=()
 cleanup() {
+  # The poolers by their pidfiles (runuser does not pass a signal on to its child).
+  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   sleep 0.5
   as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
@@ -49,6 +51,7 @@ pool_mode = transaction
 default_pool_size = $POOL_SIZE
 server_login_retry = 1
 logfile = $DIR/$name.log
+pidfile = $DIR/$name.pid
 INI
 done
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
@@ -56,6 +59,10 @@ as_pg "$PGBOUNCER" -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 as_pg target/release/pgmux -q "$DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
 for port in $BOUNCER_PORT $MUX_PORT; do
   for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $port && break; sleep 0.1; done
+done
+for f in pgbouncer pgmux; do
+  for _ in $(seq 50); do [ -s "$DIR/$f.pid" ] && break; sleep 0.1; done
+  [ -s "$DIR/$f.pid" ] || { echo "error: $f did not start (is port $BOUNCER_PORT or $MUX_PORT taken?): $(tail -3 "$DIR/$f.log")" >&2; exit 1; }
 done
 
 fault() {
