@@ -277,6 +277,9 @@ async fn a_huge_copy_stream_and_a_huge_query_are_streamed_not_buffered() {
     assert_eq!(row.get(0), Some((64 << 20).to_string().as_str()));
     let after_query = peak_kib(mux.pid());
     eprintln!("pgmux peak RSS: {before} KiB before, {after_copy} KiB after 256 MiB of COPY, {after_query} KiB after a 64 MiB query");
-    assert!(after_copy - before < 32 * 1024, "COPY grew the peak by {} KiB", after_copy - before);
-    assert!(after_query - after_copy < 32 * 1024, "the query grew the peak by {} KiB", after_query - after_copy);
+    // VmHWM is refreshed lazily (the kernel's RSS counters are batched): it can read a few
+    // pages lower than a moment before.
+    let (copy_grew, query_grew) = (after_copy.saturating_sub(before), after_query.saturating_sub(after_copy));
+    assert!(copy_grew < 32 * 1024, "COPY grew the peak by {copy_grew} KiB");
+    assert!(query_grew < 32 * 1024, "the query grew the peak by {query_grew} KiB");
 }

@@ -116,6 +116,10 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
                 );
                 tally.note(c.simple_query(&sql).await, false);
                 n += 1;
+                if c.is_closed() {
+                    tally.unexpected.lock().unwrap().push(format!("client {id} closed"));
+                    break;
+                }
             }
         }));
     }
@@ -184,6 +188,10 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
                     Err(e) => tally.unexpected.lock().unwrap().push(format!("COPY: {e}")),
                 }
                 tally.note(c.simple_query("SELECT count(*) FROM soak_copy").await, false);
+                if c.is_closed() {
+                    tally.unexpected.lock().unwrap().push("COPY client closed".into());
+                    break;
+                }
             }
         }));
     }
@@ -200,6 +208,10 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
                 });
                 tally.note(c.simple_query("SELECT pg_sleep(5)").await, true);
                 let _ = cancel.await;
+                if c.is_closed() {
+                    tally.unexpected.lock().unwrap().push("cancelling client closed".into());
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(900)).await;
             }
         }));

@@ -288,10 +288,15 @@ impl Tracker {
         client.map.clear();
     }
 
-    /// True when nothing in flight touches prepared statements (only Sync and Query requests
-    /// wait for their ReadyForQuery): losing the server loses no statement bookkeeping.
-    pub fn only_sync_points(&self) -> bool {
-        !self.skipping && self.queue.iter().all(|i| matches!(i.kind, Kind::Sync | Kind::Query))
+    /// The server was lost with these requests in flight: none of them will happen. The
+    /// client's side is undone as if the server had skipped them (a name a lost Parse added is
+    /// gone, a name a lost Close removed is back); the server's list goes with the server.
+    pub fn abandon(&mut self, client: &mut ClientStatements) {
+        let mut gone = ServerStatements::default();
+        for item in std::mem::take(&mut self.queue).into_iter().rev() {
+            item.undo(&mut gone, client);
+        }
+        self.reset();
     }
 
     /// Forgets everything (a new server is attached).

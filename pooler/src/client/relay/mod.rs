@@ -8,6 +8,7 @@ mod aborted;
 mod carry;
 mod handover;
 mod lifecycle;
+mod lost_copy;
 mod scan;
 mod server_loss;
 mod timers;
@@ -121,6 +122,8 @@ struct Relay {
     server_fatal: Option<Box<[u8]>>,
     /// A transaction block whose server was lost, answered without a server until it ends.
     aborted: Option<Box<aborted::AbortedBlock>>,
+    /// A COPY FROM STDIN whose server was lost: the rest of its stream is dropped.
+    lost_copy: Option<lost_copy::LostCopy>,
     /// A server has been attached before: later checkouts wait for a failing server instead of
     /// getting PgBouncer's fast fail, which only the session's first one gets.
     had_server: bool,
@@ -188,6 +191,7 @@ pub async fn resume(
         ),
         server_fatal: None,
         aborted: None,
+        lost_copy: None,
         had_server: false,
         kill: {
             let info = session.info.clone();

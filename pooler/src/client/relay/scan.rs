@@ -8,6 +8,7 @@ use pgmux_protocol::frame::peek_header;
 use pgmux_protocol::{sqlstate, tags, ProtocolError};
 use tokio::time::Instant;
 
+use super::lost_copy;
 use super::{pass_through, protocol_text, Relay};
 use crate::client::prepared::{Response, Rewrite, RewriteError, Rewritten};
 use crate::client::{buffers, splice};
@@ -15,6 +16,8 @@ use crate::config::PoolMode;
 
 /// The largest server ErrorResponse held back to see whether it is a FATAL (server_loss.rs).
 const HELD_FATAL_MAX: usize = 8 * 1024;
+/// ReadyForQuery 'I', as PostgreSQL answers a Sync outside a transaction.
+const IDLE_READY: [u8; 6] = [tags::backend::READY_FOR_QUERY, 0, 0, 0, 5, b'I'];
 use crate::pool::PoolStats;
 
 impl Relay {
@@ -37,6 +40,16 @@ impl Relay {
                 }
                 continue;
             }
+            if let Some(lost) = self.lost_copy.as_mut().filter(|l| l.partial > 0) {
+                // Without a server nothing is scanned ahead: the dropped bytes lead `cin`.
+                let n = lost.partial.min(self.cin.len());
+                self.cin.advance(n);
+                lost.partial -= n;
+                if lost.partial > 0 {
+                    return Ok(());
+                }
+                continue;
+            }
             let avail = &self.cin[self.c_ready..];
             let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))? else {
                 return Ok(());
@@ -45,6 +58,24 @@ impl Relay {
                 self.terminate = true;
                 self.cin.truncate(self.c_ready);
                 return Ok(());
+            }
+            if let Some(lost) = self.lost_copy.as_mut() {
+                match lost.next(tag) {
+                    lost_copy::Next::Drop => {
+                        lost.partial = total;
+                        continue;
+                    }
+                    lost_copy::Next::DropAndAnswer => {
+                        if avail.len() < total {
+                            return Ok(());
+                        }
+                        self.cin.advance(total);
+                        self.lost_copy = None;
+                        self.answer_now(&IDLE_READY);
+                        continue;
+                    }
+                    lost_copy::Next::Leave => self.lost_copy = None,
+                }
             }
             if self.server.is_none() && self.aborted.is_some() {
                 if !self.answer_aborted(tag, total)? {
@@ -155,15 +186,18 @@ impl Relay {
         }
         self.cin.advance(total);
         if tag == tags::frontend::SYNC {
-            if self.sout.capacity() == 0 {
-                self.sout = buffers::take();
-            }
-            let mut msg = BytesMut::with_capacity(6);
-            pgmux_protocol::build::ready_for_query(&mut msg, b'I');
-            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
-            self.s_ready += msg.len();
+            self.answer_now(&IDLE_READY);
         }
         true
+    }
+
+    /// Puts `msg`, pgmux's own answer, at the current message boundary of `sout`.
+    fn answer_now(&mut self, msg: &[u8]) {
+        if self.sout.capacity() == 0 {
+            self.sout = buffers::take();
+        }
+        splice::replace(&mut self.sout, self.s_ready, 0, msg);
+        self.s_ready += msg.len();
     }
 
     /// A transaction block whose server was lost: answers the next whole client message
@@ -183,11 +217,7 @@ impl Relay {
             self.tx = TxStatus::Idle;
         }
         if !msg.is_empty() {
-            if self.sout.capacity() == 0 {
-                self.sout = buffers::take();
-            }
-            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
-            self.s_ready += msg.len();
+            self.answer_now(&msg);
         }
         Ok(true)
     }

@@ -1,17 +1,20 @@
 //! A server lost under a client in transaction or statement mode (PostgreSQL restarted or was
-//! killed, the backend was terminated, the Patroni leader changed): when the books are simple (at most one request in flight; whole messages; no
-//! COPY, no prepared statement or session-state change in flight), the client gets an ERROR
-//! and a ReadyForQuery and its session goes on: outside a transaction block the next
-//! transaction gets a server at the new leader; inside one the block is answered as aborted
-//! until the client ends it (aborted.rs). A FATAL the dying server sent is
-//! held back and its text put in that ERROR (some drivers end the session on a FATAL).
-//! Otherwise the client is closed, as PgBouncer closes it (`server conn crashed?`).
+//! killed, the backend was terminated, the Patroni leader changed): when the books are simple
+//! (at most one request in flight, or a COPY FROM STDIN outside a transaction block; whole
+//! messages; no session-state change in flight), the client gets an ERROR and a ReadyForQuery
+//! and its session goes on: outside a transaction block the next transaction gets another
+//! server; inside one the block is answered as aborted until the client ends it (aborted.rs);
+//! the rest of a lost COPY stream is dropped (lost_copy.rs). Prepared statements whose Parse or
+//! Close was in flight are undone on the client's side. A FATAL the dying server sent is held
+//! back and its text put in that ERROR (some drivers end the session on a FATAL). Otherwise the
+//! client is closed, as PgBouncer closes it (`server conn crashed?`).
 
 use bytes::BytesMut;
 use pgmux_protocol::backend::{ErrorFields, TxStatus};
 use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::sqlstate;
 
+use super::lost_copy::LostCopy;
 use super::Relay;
 use crate::config::PoolMode;
 
@@ -48,15 +51,20 @@ impl Relay {
 
     /// True when the session can go on without the server it lost.
     pub(super) fn may_survive_server_loss(&self) -> bool {
-        self.holds_back_fatals()
-            && !self.dedicated
-            && !self.carry.pinned
-            && !self.carry.busy()
-            && (!self.track_prepared || self.tracker.only_sync_points())
-            && !self.copy_in
-            && !self.unsynced
+        let simple_books =
+            self.holds_back_fatals() && !self.dedicated && !self.carry.pinned && !self.carry.busy() && self.s_skip == 0;
+        if !simple_books {
+            return false;
+        }
+        if self.copy_in {
+            // COPY FROM STDIN outside a transaction block: started by a Query (its ReadyForQuery
+            // pending), or by Execute (its Sync still to come); the rest of the stream is dropped
+            // (lost_copy.rs).
+            return self.tx == TxStatus::Idle
+                && ((self.pending == 1 && !self.unsynced) || (self.pending == 0 && self.unsynced));
+        }
+        !self.unsynced
             && self.c_skip == 0
-            && self.s_skip == 0
             // At most one request (with several in flight, some may have completed unread);
             // none only inside a transaction block, which is then answered as aborted.
             && (self.pending == 1 || (self.pending == 0 && self.tx != TxStatus::Idle))
@@ -70,6 +78,13 @@ impl Relay {
         self.sout.truncate(self.s_ready);
         bytes::Buf::advance(&mut self.cin, self.c_ready);
         self.c_ready = 0;
+        if self.copy_in {
+            // The rest of the COPY stream (and of a CopyData cut short) is dropped.
+            self.lost_copy = Some(LostCopy::new(self.unsynced, self.c_skip));
+            self.c_skip = 0;
+            self.copy_in = false;
+            self.unsynced = false;
+        }
         let why = match self.server_fatal.take() {
             Some(f) => ErrorFields::new(&f[5..]).message(),
             None => "the server closed the connection".to_owned(),
@@ -86,6 +101,10 @@ impl Relay {
         for _ in 0..self.pending {
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
             build::ready_for_query(&mut out, if in_block { b'E' } else { b'I' });
+        }
+        if self.pending == 0 && self.lost_copy.is_some() {
+            // COPY started by Execute: the error now, the ReadyForQuery at the client's Sync.
+            build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
         }
         if in_block {
             let mut block = super::aborted::AbortedBlock::new(text);
@@ -104,7 +123,8 @@ impl Relay {
         self.xact_start = None;
         self.need_server = false;
         self.timer = None;
-        self.tracker.reset();
+        // The statements in flight never reached a server that lives on.
+        self.tracker.abandon(&mut self.statements);
         let info = &self.session.info;
         info.set_state(crate::clients::ClientState::Idle);
         info.server_pid.store(0, std::sync::atomic::Ordering::Relaxed);
