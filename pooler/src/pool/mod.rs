@@ -3,6 +3,7 @@
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
 mod averages;
+mod dead;
 mod dedicated;
 mod gate;
 pub mod histogram;
@@ -37,8 +38,6 @@ use crate::config::StoredSecret;
 use crate::logging::ConnTag;
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
-/// Idle time after which a server is probed for a close before it is handed out.
-const DEAD_CHECK_AFTER: Duration = Duration::from_millis(20);
 /// Retry pause after a failed connect of a pool that follows the Patroni leader.
 const FOLLOWER_RETRY: Duration = Duration::from_millis(250);
 
@@ -137,6 +136,8 @@ pub struct Pool {
     resumed: Notify,
     /// Bumped by RECONNECT and target changes: older servers are closed on release.
     generation: AtomicU64,
+    /// After a server was lost, checkouts probe every server for a while (dead.rs).
+    suspicion: dead::Suspicion,
     /// Where its servers are listed for SHOW SERVERS (the registry's, set by `Pools`).
     servers: Arc<crate::servers::ServerRegistry>,
 }
@@ -193,6 +194,7 @@ impl Pool {
             shut: AtomicBool::new(false),
             resumed: Notify::new(),
             generation: AtomicU64::new(0),
+            suspicion: dead::Suspicion::default(),
             servers: Arc::default(),
         }
     }
@@ -373,9 +375,8 @@ impl Pool {
 
     /// True when an idle server can be handed out without a dead check or a check query.
     fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
-        let idle_for = s.last_used.elapsed();
-        let needs_check = settings.check_query.is_some() && idle_for >= settings.check_delay;
-        idle_for < DEAD_CHECK_AFTER && !needs_check && !self.expired(s, settings) && !self.stale(s)
+        let needs_check = settings.check_query.is_some() && s.last_used.elapsed() >= settings.check_delay;
+        !self.needs_dead_check(s) && !needs_check && !self.expired(s, settings) && !self.stale(s)
     }
 
     /// Checkout when the fast path could not serve: checks, new connections, waiting.
@@ -499,10 +500,9 @@ impl Pool {
     async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
         // A server idle for a while may have been terminated or seen PostgreSQL restart; one
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
-        let idle_for = s.last_used.elapsed();
-        let dead = idle_for >= DEAD_CHECK_AFTER && s.is_dead();
-        if dead {
+        if self.needs_dead_check(&s) && s.is_dead() {
             self.discard(s, "server conn crashed?");
+            self.server_lost();
             return None;
         }
         if let Some(reason) = self.unusable(&s, settings) {

@@ -354,6 +354,8 @@ impl Relay {
     /// The server's socket closed or failed: None when the session goes on without it
     /// (server_loss.rs), else how it ends.
     fn server_lost(&mut self, why: &str) -> Option<End> {
+        // Its idle siblings may be dying with it (a PostgreSQL shutdown or restart).
+        self.session.pool.server_lost();
         if !self.may_survive_server_loss() {
             return Some(self.server_failed(why));
         }
