@@ -127,6 +127,11 @@ impl Cancels {
         self.register(peer_id)
     }
 
+    /// True while `key` is registered.
+    pub fn is_registered(&self, key: (i32, i32)) -> bool {
+        self.map.lock().contains_key(&key)
+    }
+
     /// Forgets a key when its client leaves.
     pub fn unregister(&self, key: (i32, i32)) {
         self.map.lock().remove(&key);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::login::Session;
 use super::prepared::ClientStatements;
+use super::registration::Registration;
 use super::{limits, relay, ClientCount, ClientIo, ClientParams};
 use crate::client_counts::Counted;
 use crate::config::StoredSecret;
@@ -70,10 +71,13 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
         params.set(k, v);
     }
     let (cancel_key, cancel) = shared.cancels.adopt(record.cancel_key, config.general.peer_id);
-    pool.clients.fetch_add(1, Ordering::Relaxed);
+    let mut registration = Box::new(Registration::new(&shared, &pool, cancel_key));
+    registration.count_in_pool();
+    cancel.name_db(&record.db);
     let info = shared.client_registry.register(&tag, &pool.user, &peer, &record.application_name, "", counted);
+    registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
-    let session = Session { pool, params, cancel_key, cancel, peer, info, tag, dedicated: None };
+    let session = Session { registration, pool, params, cancel_key, cancel, peer, info, tag, dedicated: None };
     let statements = ClientStatements::import(record.statements, record.unnamed);
     let state = Box::new(crate::session_state::SessionState {
         settings: record.settings.into_iter().collect(),

@@ -2,7 +2,6 @@
 //! the pool, and the welcome (the first server's ParameterStatus values with the client's own
 //! tracked values, pgmux's BackendKeyData, ReadyForQuery).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pgmux_protocol::startup::StartupPacket;
@@ -12,6 +11,7 @@ use super::auth::{authenticate, AuthPlan};
 use super::io::ClientIo;
 use super::limits;
 use super::params::ClientParams;
+use super::registration::Registration;
 use super::startup::{accept_params, negotiate, read_opening};
 use super::ClientError;
 use crate::auth::query::{self, Answer, LookupError, LookupPlan};
@@ -40,6 +40,9 @@ pub enum Login {
 /// A logged-in client, ready for the relay.
 #[derive(Debug)]
 pub struct Session {
+    /// Its registrations, given back when the session is dropped (boxed: every idle client's
+    /// task holds its session).
+    pub registration: Box<Registration>,
     /// Its pool.
     pub pool: Arc<Pool>,
     /// Its tracked parameters.
@@ -288,6 +291,8 @@ pub async fn login(
         build::parameter_status(&mut io.wbuf, k.as_bytes(), value.as_bytes());
     }
     let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
+    // From here on the guard undoes every registration, whatever way the client leaves.
+    let mut registration = Box::new(Registration::new(shared, &pool, cancel_key));
     cancel.name_db(&req.database);
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
     if !g.login_notify_message.is_empty() {
@@ -300,16 +305,15 @@ pub async fn login(
         );
     }
     build::ready_for_query(&mut io.wbuf, b'I');
-    if let Err(e) = io.flush().await {
-        shared.cancels.unregister(cancel_key);
-        return Err(e);
-    }
-    pool.clients.fetch_add(1, Ordering::Relaxed);
+    io.flush().await?;
+    registration.count_in_pool();
     crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
     let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
+    registration.registered_as(info.id);
     Ok(Some(Login::Session(Session {
+        registration,
         pool,
         params: req.params,
         cancel_key,

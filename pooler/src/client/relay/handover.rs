@@ -3,7 +3,6 @@
 //! new process (`takeover::give`). TLS clients and clients holding a server stay.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
 
 use super::Relay;
 use crate::net::{PeerAddr, Stream};
@@ -26,10 +25,9 @@ impl Relay {
 
     /// Leaves this process's books and passes the client on.
     pub(super) fn hand_over(self) {
-        let Relay { shared, session, client, statements, carry, .. } = self;
-        shared.cancels.unregister(session.cancel_key);
-        shared.client_registry.unregister(session.info.id);
-        session.pool.clients.fetch_sub(1, Ordering::Relaxed);
+        let Relay { shared, mut session, client, statements, carry, .. } = self;
+        // Out of this process's books before the new one takes the client (and its key) in.
+        session.registration.release();
         let fd: std::io::Result<OwnedFd> = match client {
             Stream::Tcp(t) => t.into_std().map(OwnedFd::from),
             Stream::Unix(u) => u.into_std().map(OwnedFd::from),

@@ -329,9 +329,7 @@ impl Relay {
                 let _ = write_all(&mut self.client, &out).await;
             }
         }
-        self.shared.cancels.unregister(self.session.cancel_key);
-        self.shared.client_registry.unregister(self.session.info.id);
-        pool.clients.fetch_sub(1, Ordering::Relaxed);
+        // The session's registrations go when the relay (and its session) is dropped.
     }
 }
 

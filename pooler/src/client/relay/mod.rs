@@ -123,7 +123,7 @@ struct Relay {
     /// A transaction block whose server was lost, answered without a server until it ends.
     aborted: Option<Box<aborted::AbortedBlock>>,
     /// A COPY FROM STDIN whose server was lost: the rest of its stream is dropped.
-    lost_copy: Option<lost_copy::LostCopy>,
+    lost_copy: Option<Box<lost_copy::LostCopy>>,
     /// A server has been attached before: later checkouts wait for a failing server instead of
     /// getting PgBouncer's fast fail, which only the session's first one gets.
     had_server: bool,

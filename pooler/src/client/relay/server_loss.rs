@@ -80,7 +80,7 @@ impl Relay {
         self.c_ready = 0;
         if self.copy_in {
             // The rest of the COPY stream (and of a CopyData cut short) is dropped.
-            self.lost_copy = Some(LostCopy::new(self.unsynced, self.c_skip));
+            self.lost_copy = Some(Box::new(LostCopy::new(self.unsynced, self.c_skip)));
             self.c_skip = 0;
             self.copy_in = false;
             self.unsynced = false;
