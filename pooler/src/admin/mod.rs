@@ -19,8 +19,8 @@ pub use command::{client_id, parse, Command, ShutdownMode};
 pub use show::{console_role, show, ADMIN_DB};
 pub use table::Table;
 
-use crate::client::{ClientError, ClientIo};
 use crate::clients::ClientInfo;
+use crate::net::client_io::{ClientError, ClientIo};
 use crate::shared::Shared;
 
 /// What a console user may do.

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use super::table::{v, Table, Ty};
 use super::{show_sockets, show_stats};
-use crate::client::limits;
 use crate::config::params;
 use crate::shared::{RunState, Shared};
 
@@ -210,7 +209,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         None,
         v(0),
         v(0),
-        v(limits::db_max(&config, None)),
+        v(config.db_client_max(None)),
         v(shared.client_counts.db(ADMIN_DB)),
         v(0),
         v(0),
@@ -240,7 +239,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
             v(db.load_balance_hosts.as_str()),
             v(db.max_db_connections.filter(|n| *n > 0).unwrap_or(g.max_db_connections)),
             v(shared.pools.db_connections(&name)),
-            v(limits::db_max(&config, db.max_db_client_connections)),
+            v(config.db_client_max(db.max_db_client_connections)),
             v(shared.client_counts.db(&name)),
             v(shared.pools.is_paused(&name) as i32),
             v(shared.pools.is_disabled(&name) as i32),
@@ -310,7 +309,7 @@ fn users(shared: &Shared) -> Table {
             u.pool_mode.map(|m| m.as_str().to_owned()),
             v(u.max_user_connections.filter(|n| *n > 0).unwrap_or(g.max_user_connections)),
             v(shared.pools.user_connections(&name)),
-            v(limits::user_max(&config, &name)),
+            v(config.user_client_max(&name)),
             v(shared.client_counts.user(&name)),
         ]);
     }

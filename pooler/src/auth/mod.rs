@@ -1,10 +1,8 @@
-//! Who may log in and how, beyond the auth_file: the HBA file that picks a method per
-//! connection (`hba`), the ident maps that tie OS users and certificate names to database users
-//! (`ident`), and secrets looked up in PostgreSQL with auth_query (`query`).
+//! Who may log in and how, beyond the auth_file: secrets looked up in PostgreSQL with
+//! auth_query (`query`). The HBA and ident files are read with the configuration
+//! (config/hba.rs, config/ident.rs) and used from here and from client/auth.rs.
 
-pub mod hba;
-pub mod ident;
 pub mod query;
 
-pub use hba::{ConnKind, Hba};
-pub use ident::IdentMap;
+pub use crate::config::hba::{ConnKind, Hba};
+pub use crate::config::ident::IdentMap;

@@ -77,7 +77,7 @@ impl LookupPlan {
     pub fn for_console(shared: &Shared, config: &Config) -> Result<Option<Self>, LookupError> {
         let g = &config.general;
         let Some(auth_user) = g.auth_user.clone() else { return Ok(None) };
-        let name = g.auth_dbname.as_deref().unwrap_or(crate::admin::ADMIN_DB);
+        let name = g.auth_dbname.as_deref().unwrap_or(crate::config::ADMIN_DB);
         Self::checked(shared, name, config.database(name), auth_user, g.auth_query.clone()).map(Some)
     }
 
@@ -90,7 +90,7 @@ impl LookupPlan {
         auth_user: String,
         query: String,
     ) -> Result<Self, LookupError> {
-        let console = name == crate::admin::ADMIN_DB;
+        let console = name == crate::config::ADMIN_DB;
         let auth_db = match auth_db {
             Some(d) if !console => d,
             _ if console => {

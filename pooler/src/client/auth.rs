@@ -9,9 +9,9 @@ use pgmux_protocol::scram::{self, ChannelBinding, PassThroughKeys, ServerExchang
 use pgmux_protocol::{build, frontend, md5, sqlstate, tags};
 use sha2::Sha256;
 
-use super::io::ClientIo;
 use super::ClientError;
 use crate::config::{AuthType, StoredSecret};
+use crate::net::client_io::ClientIo;
 
 /// A successful login.
 #[derive(Debug, Default)]

@@ -7,18 +7,13 @@
 use pgmux_protocol::sqlstate;
 
 use super::ClientError;
-use crate::admin::ADMIN_DB;
 use crate::client_counts::Counted;
 use crate::config::Config;
+use crate::config::ADMIN_DB;
 use crate::shared::Shared;
 
 fn exceeded(what: &str) -> ClientError {
     ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("client connections exceeded ({what})"))
-}
-
-/// A positive per-database or per-user value, else the global one (PgBouncer's `<= 0`: unset).
-fn own_or(own: Option<u32>, global: u32) -> u32 {
-    own.filter(|n| *n > 0).unwrap_or(global)
 }
 
 /// True when `user` may pass the per-database and per-user limits of the console.
@@ -40,18 +35,6 @@ pub(super) fn check_client_conn(config: &Config, clients: usize, db: &str) -> Re
     Ok(())
 }
 
-/// The max_db_client_connections in force for a database whose entry says `own` (SHOW
-/// DATABASES `max_client_connections`).
-pub fn db_max(config: &Config, own: Option<u32>) -> u32 {
-    own_or(own, config.general.max_db_client_connections)
-}
-
-/// The max_user_client_connections in force for `user` (SHOW USERS).
-pub fn user_max(config: &Config, user: &str) -> u32 {
-    let own = config.users.get(user).and_then(|u| u.max_user_client_connections);
-    own_or(own, config.general.max_user_client_connections)
-}
-
 /// Counts the client in database `db` (a configured name, the `*` fallback's name, or the
 /// console) and checks max_db_client_connections. `own` is the database entry's value.
 ///
@@ -66,7 +49,7 @@ pub(super) fn count_db(
     user: &str,
 ) -> Result<(), ClientError> {
     let n = shared.client_counts.count_db(counted, db);
-    let max = db_max(config, own);
+    let max = config.db_client_max(own);
     if max == 0 || n <= max || console_admin(config, db, user) {
         return Ok(());
     }
@@ -94,7 +77,7 @@ pub(super) fn count_user(
     if console_admin(config, db, user) {
         return Ok(());
     }
-    let max = user_max(config, user);
+    let max = config.user_client_max(user);
     if max == 0 || n <= max {
         return Ok(());
     }

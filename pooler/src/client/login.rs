@@ -8,7 +8,6 @@ use pgmux_protocol::startup::StartupPacket;
 use pgmux_protocol::{build, sqlstate};
 
 use super::auth::{authenticate, AuthPlan};
-use super::io::ClientIo;
 use super::limits;
 use super::params::ClientParams;
 use super::registration::Registration;
@@ -21,6 +20,7 @@ use crate::client_counts::Counted;
 use crate::config::AuthType;
 use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
+use crate::net::client_io::ClientIo;
 use crate::net::PeerAddr;
 use crate::pool::{Caller, CheckoutError, Pool};
 use crate::server::{ServerConn, ServerError, ServerParams};
@@ -128,7 +128,7 @@ pub async fn login(
     negotiate(io, &req);
     tag.set_login(&req.database, &req.user);
     limits::check_client_conn(config, client_number, &req.database)?;
-    let admin_db = req.database == crate::admin::ADMIN_DB;
+    let admin_db = req.database == crate::config::ADMIN_DB;
     // The console without a password: user pgbouncer over the unix socket from pgmux's own uid.
     let console_trusted = admin_db
         && crate::admin::passwordless(shared, &req.user, io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw()));

@@ -5,7 +5,6 @@
 mod adopt;
 mod auth;
 mod buffers;
-pub mod io;
 pub mod limits;
 mod login;
 mod params;
@@ -18,32 +17,15 @@ mod startup;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use pgmux_protocol::{sqlstate, ProtocolError};
+use pgmux_protocol::sqlstate;
 
+pub use crate::net::client_io::{ClientError, ClientIo};
 pub use adopt::adopt;
-pub use io::ClientIo;
 pub use params::ClientParams;
 
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::shared::Shared;
-
-/// Why a client connection ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The client closed the connection.
-    #[error("client closed the connection")]
-    Closed,
-    /// Socket error.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// The client sent bytes that are not the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(#[from] ProtocolError),
-    /// pgmux refuses the client with this SQLSTATE and message (already decided, not yet sent).
-    #[error("{1}")]
-    Refused(&'static str, String),
-}
 
 /// Decrements the client count when the connection ends, however it ends.
 struct ClientCount<'a>(&'a Shared);
@@ -59,7 +41,7 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let n = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _count = ClientCount(&shared);
     let config = shared.config();
-    let mut io = io::ClientIo::new(stream);
+    let mut io = ClientIo::new(stream);
     let limit = config.general.login_timeout();
     let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
     let started = tokio::time::Instant::now();

@@ -5,10 +5,10 @@
 use pgmux_protocol::startup::{split_startup, StartupPacket};
 use pgmux_protocol::{build, sqlstate};
 
-use super::io::ClientIo;
 use super::params::ClientParams;
 use super::ClientError;
 use crate::config::General;
+use crate::net::client_io::ClientIo;
 use crate::net::Stream;
 use crate::tls::ClientTls;
 

@@ -7,6 +7,8 @@ pub mod connstring;
 mod database;
 mod error;
 mod general;
+pub mod hba;
+pub mod ident;
 pub mod ini;
 pub mod params;
 pub mod value;
@@ -38,9 +40,9 @@ pub struct Config {
     /// auth_file contents (empty when none is set).
     pub auth_file: AuthFile,
     /// auth_hba_file, parsed (when set).
-    pub hba: Option<std::sync::Arc<crate::auth::Hba>>,
+    pub hba: Option<std::sync::Arc<hba::Hba>>,
     /// auth_ident_file, parsed (empty when not set).
-    pub ident: std::sync::Arc<crate::auth::IdentMap>,
+    pub ident: std::sync::Arc<ident::IdentMap>,
     /// TLS towards clients (client_tls_sslmode above disable).
     pub client_tls: Option<crate::tls::ClientTls>,
     /// TLS towards servers (server_tls_sslmode above disable).
@@ -154,8 +156,8 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
 
 /// What the settings name besides the auth_file: HBA and ident files, keys and certificates.
 struct Files {
-    hba: Option<std::sync::Arc<crate::auth::Hba>>,
-    ident: std::sync::Arc<crate::auth::IdentMap>,
+    hba: Option<std::sync::Arc<hba::Hba>>,
+    ident: std::sync::Arc<ident::IdentMap>,
     client_tls: Option<crate::tls::ClientTls>,
     server_tls: Option<crate::tls::ServerTls>,
     tls_warnings: Vec<String>,
@@ -173,15 +175,15 @@ impl Files {
             ConfigError::Invalid { at, reason }
         };
         let hba = match (&g.auth_hba_file, g.auth_type) {
-            (Some(f), _) => Some(std::sync::Arc::new(
-                crate::auth::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e))?,
-            )),
+            (Some(f), _) => {
+                Some(std::sync::Arc::new(hba::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e))?))
+            }
             (None, AuthType::Hba) => return Err(fail("auth_type", "auth_type = hba needs auth_hba_file".into())),
             (None, _) => None,
         };
         let ident = match &g.auth_ident_file {
-            Some(f) => crate::auth::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e))?,
-            None => crate::auth::IdentMap::default(),
+            Some(f) => ident::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e))?,
+            None => ident::IdentMap::default(),
         };
         if g.auth_type == AuthType::Cert && g.client_tls_sslmode == crate::tls::SslMode::Disable {
             return Err(fail("auth_type", "auth_type = cert needs client_tls_sslmode and a certificate".into()));
@@ -211,6 +213,19 @@ fn resolve(ini: &Path, f: &Path) -> PathBuf {
 }
 
 impl Config {
+    /// The max_db_client_connections in force for a database whose entry says `own` (SHOW
+    /// DATABASES `max_client_connections`): a positive value of its own, else the global one
+    /// (PgBouncer's `<= 0`: unset).
+    pub fn db_client_max(&self, own: Option<u32>) -> u32 {
+        own.filter(|n| *n > 0).unwrap_or(self.general.max_db_client_connections)
+    }
+
+    /// The max_user_client_connections in force for `user` (SHOW USERS), as above.
+    pub fn user_client_max(&self, user: &str) -> u32 {
+        let own = self.users.get(user).and_then(|u| u.max_user_client_connections);
+        own.filter(|n| *n > 0).unwrap_or(self.general.max_user_client_connections)
+    }
+
     /// This config with one `[pgbouncer]` parameter changed (console SET).
     ///
     /// # Errors

@@ -28,10 +28,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use super::buffers;
-use super::io::ClientIo;
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
 use crate::config::PoolMode;
+use crate::net::client_io::ClientIo;
 use crate::net::Stream;
 use crate::pool::{PoolSettings, PoolStats};
 use crate::server::ServerConn;

@@ -1,13 +1,30 @@
-//! The client socket during login: a read buffer split into frames, a write buffer, and error
-//! replies in PgBouncer's words.
+//! The client socket during login (and the admin console's whole session): a read buffer split
+//! into frames, a write buffer, error replies in PgBouncer's words, and why a connection ended
+//! early. Below both the client and the admin modules, which each use it.
 
 use bytes::BytesMut;
 use pgmux_protocol::build::{self, Severity};
-use pgmux_protocol::{split_frame, Frame};
+use pgmux_protocol::{split_frame, Frame, ProtocolError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::ClientError;
-use crate::net::Stream;
+use super::Stream;
+
+/// Why a client connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client closed the connection.
+    #[error("client closed the connection")]
+    Closed,
+    /// Socket error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent bytes that are not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// pgmux refuses the client with this SQLSTATE and message (already decided, not yet sent).
+    #[error("{1}")]
+    Refused(&'static str, String),
+}
 
 /// Longest message accepted during login. Passwords may be long (PgBouncer takes any size up
 /// to max_packet_size); 1 MiB keeps what an unauthenticated client can make pgmux hold bounded.
