@@ -1,7 +1,8 @@
 //! A server lost under a client in transaction or statement mode (PostgreSQL restarted or was
 //! killed, the backend was terminated, the Patroni leader changed): when the books are simple
-//! (at most one request in flight, or a COPY FROM STDIN outside a transaction block; whole
-//! messages; no session-state change in flight), the client gets an ERROR and a ReadyForQuery
+//! (requests in flight that each end at a Sync or Query, or a COPY FROM STDIN outside a
+//! transaction block; whole messages; no session-state change in flight), the client gets an
+//! ERROR and a ReadyForQuery for each
 //! and its session goes on: outside a transaction block the next transaction gets another
 //! server; inside one the block is answered as aborted until the client ends it (aborted.rs);
 //! the rest of a lost COPY stream is dropped (lost_copy.rs). Prepared statements whose Parse or
@@ -63,11 +64,11 @@ impl Relay {
             return self.tx == TxStatus::Idle
                 && ((self.pending == 1 && !self.unsynced) || (self.pending == 0 && self.unsynced));
         }
-        !self.unsynced
-            && self.c_skip == 0
-            // At most one request (with several in flight, some may have completed unread);
-            // none only inside a transaction block, which is then answered as aborted.
-            && (self.pending == 1 || (self.pending == 0 && self.tx != TxStatus::Idle))
+        // Every request in flight ends at its Sync or Query, and none has its ReadyForQuery yet:
+        // each gets an ERROR and one (a pipeline too: drivers such as tokio-postgres send a
+        // Close and the next Query behind a COPY's Sync). None in flight only inside a
+        // transaction block, which is then answered as aborted.
+        !self.unsynced && self.c_skip == 0 && (self.pending >= 1 || self.tx != TxStatus::Idle)
     }
 
     /// Answers the requests in flight with an error each, as if the server had rolled the
