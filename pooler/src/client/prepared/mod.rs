@@ -1,0 +1,95 @@
+//! Named prepared statements across transaction pooling, as PgBouncer 1.21+ with
+//! `max_prepared_statements` (its src/prepare.c): a client's statement names are mapped to
+//! server-side names derived from a hash of query text and parameter types, so clients that
+//! prepare the same query share it on a server. No I/O here: the relay hands in its buffers.
+//!
+//! - Parse of a new name is renamed; if the server already has the statement nothing is sent
+//!   and pgmux answers ParseComplete itself, in order. Reusing a name closes the client.
+//! - Bind / Describe of a statement the server lacks get a Parse injected in front; its
+//!   ParseComplete is swallowed. An unknown name closes the client (`prepared statement did not
+//!   exist`), as PgBouncer does.
+//! - Close of a named statement only forgets the client's name and is answered by pgmux.
+//! - Every request in flight is queued ([`Tracker`]): responses are matched in order, an
+//!   ErrorResponse (after which PostgreSQL skips to Sync) undoes, newest first, what was assumed
+//!   about the server and the client.
+//! - The unnamed statement is passed through; a Bind or Describe of it on a server this client
+//!   did not Parse it on gets the client's last unnamed Parse injected (or a Close, so that the
+//!   server answers "does not exist" as PostgreSQL would), never another client's statement.
+
+mod rewrite;
+#[cfg(test)]
+mod tests;
+mod tracker;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+pub use rewrite::{Rewrite, RewriteError, Rewritten};
+pub use tracker::{Response, Tracker};
+
+/// A statement a client prepared, as pgmux can re-create it on any server.
+#[derive(Debug)]
+pub struct Statement {
+    hash: u64,
+    /// Everything in the Parse body after the name: query text and parameter types.
+    parse_rest: Bytes,
+}
+
+/// Length of a server-side name: `pgmux_` and 16 hex digits.
+const NAME_LEN: usize = 22;
+
+fn server_name(hash: u64) -> [u8; NAME_LEN] {
+    let mut out = *b"pgmux_0000000000000000";
+    let hex = b"0123456789abcdef";
+    for i in 0..16 {
+        out[6 + i] = hex[((hash >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// One client's statements by the names it gave them, and its unnamed statement.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    map: HashMap<Bytes, Arc<Statement>>,
+    /// Query text and types of the client's last unnamed Parse (buffer reused).
+    unnamed: BytesMut,
+    /// `unnamed` is the client's unnamed statement (no Query or Close destroyed it since).
+    unnamed_valid: bool,
+}
+
+/// Named statements as (name, Parse body after the name), for an online restart.
+pub type NamedStatements = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl ClientStatements {
+    /// Named statements (name, Parse body after the name) and the unnamed one, for handing the
+    /// client to a new process (online restart).
+    pub fn export(&self) -> (NamedStatements, Option<Vec<u8>>) {
+        let named = self.map.iter().map(|(name, st)| (name.to_vec(), st.parse_rest.to_vec())).collect();
+        (named, self.unnamed_valid.then(|| self.unnamed.to_vec()))
+    }
+
+    /// The statements of a client handed over by the previous process.
+    pub fn import(named: NamedStatements, unnamed: Option<Vec<u8>>) -> Self {
+        let map = named
+            .into_iter()
+            .map(|(name, rest)| {
+                let mut h = DefaultHasher::new();
+                rest.as_slice().hash(&mut h);
+                (Bytes::from(name), Arc::new(Statement { hash: h.finish(), parse_rest: Bytes::from(rest) }))
+            })
+            .collect();
+        let unnamed_valid = unnamed.is_some();
+        ClientStatements { map, unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(), unnamed_valid }
+    }
+}
+
+#[cfg(test)]
+impl ClientStatements {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}

@@ -1,0 +1,276 @@
+//! Rewriting one client message (Parse, Bind, Describe, Close) for the attached server:
+//! renaming, injecting the Parse a server lacks, answering what pgmux answers itself.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgmux_protocol::extended::{self, STATEMENT};
+use pgmux_protocol::{tags, ProtocolError};
+
+use super::tracker::{ClientUndo, Item, Kind, Tracker};
+use super::{server_name, ClientStatements, Statement, NAME_LEN};
+use crate::client::splice;
+use crate::server::ServerStatements;
+
+/// Why a client message cannot be relayed; the client is closed, as PgBouncer does.
+#[derive(Debug)]
+pub enum RewriteError {
+    /// Malformed message.
+    Protocol(ProtocolError),
+    /// Parse of a name the client already uses (`was already prepared`).
+    NameInUse(Bytes),
+    /// Bind or Describe of a name the client never prepared (or deallocated).
+    Unknown(Bytes),
+}
+
+impl From<ProtocolError> for RewriteError {
+    fn from(e: ProtocolError) -> Self {
+        RewriteError::Protocol(e)
+    }
+}
+
+/// What the relay does after a rewrite.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rewritten {
+    /// The message must be whole (or its names complete) first.
+    NeedMore,
+    /// `ready` bytes from the rewrite position may be sent, then `skip` bytes of the message
+    /// (a Bind's parameters) pass through unread.
+    Done {
+        /// Bytes now sendable.
+        ready: usize,
+        /// Bytes of the message still to pass through.
+        skip: usize,
+    },
+}
+
+/// Everything a rewrite needs, borrowed from the relay.
+pub struct Rewrite<'a> {
+    /// The client's statements.
+    pub client: &'a mut ClientStatements,
+    /// The attached server's statements.
+    pub server: &'a mut ServerStatements,
+    /// Requests in flight on it.
+    pub tracker: &'a mut Tracker,
+    /// max_prepared_statements.
+    pub max: usize,
+    /// Named Parses from the client (SHOW STATS total_client_parse_count).
+    pub client_parses: u64,
+    /// Parses sent to the server for named statements (total_server_parse_count).
+    pub server_parses: u64,
+    /// Binds of named statements (total_bind_count).
+    pub binds: u64,
+}
+
+/// Writes the message length of the message at `at` (tag at `at`), `total` bytes with the tag.
+fn set_len(buf: &mut BytesMut, at: usize, total: usize) {
+    buf[at + 1..at + 5].copy_from_slice(&((total - 1) as i32).to_be_bytes());
+}
+
+impl Rewrite<'_> {
+    fn push(&mut self, item: Item) {
+        self.tracker.push(item, self.server, self.client);
+    }
+
+    /// Inserts the messages in `tracker.scratch` at `at`; returns their length.
+    fn insert_scratch(&mut self, buf: &mut BytesMut, at: usize) -> usize {
+        splice::replace(buf, at, 0, &self.tracker.scratch);
+        self.tracker.scratch.len()
+    }
+
+    /// Closes least recently used statements over the limit, inserting the Closes at `at`.
+    fn evict(&mut self, buf: &mut BytesMut, at: usize) -> usize {
+        let mut n = 0;
+        while let Some(victim) = self.server.evict_over(self.max) {
+            self.tracker.scratch.clear();
+            extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, &server_name(victim));
+            n += self.insert_scratch(buf, at + n);
+            self.push(Item {
+                kind: Kind::Close,
+                swallow: true,
+                server: Some((victim, false)),
+                client: ClientUndo::None,
+            });
+        }
+        n
+    }
+
+    /// Makes sure the server has `st`, injecting its Parse at `at`; returns bytes inserted.
+    fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, st: &Statement) -> usize {
+        if self.server.touch(st.hash) {
+            return 0;
+        }
+        self.tracker.scratch.clear();
+        extended::parse_raw(&mut self.tracker.scratch, &server_name(st.hash), &st.parse_rest);
+        let n = self.insert_scratch(buf, at);
+        self.server.insert(st.hash);
+        self.server_parses += 1;
+        self.push(Item { kind: Kind::Parse, swallow: true, server: Some((st.hash, true)), client: ClientUndo::None });
+        n + self.evict(buf, at + n)
+    }
+
+    /// Before a Bind or Describe of the unnamed statement: makes the server's unnamed statement
+    /// the client's. Returns bytes inserted at `at`.
+    fn ensure_unnamed(&mut self, buf: &mut BytesMut, at: usize) -> usize {
+        if self.tracker.unnamed_here {
+            return 0;
+        }
+        self.tracker.unnamed_here = true;
+        self.tracker.scratch.clear();
+        let kind = if self.client.unnamed_valid {
+            extended::parse_raw(&mut self.tracker.scratch, b"", &self.client.unnamed);
+            Kind::Parse
+        } else {
+            // The client has none: drop the server's, so that PostgreSQL reports it missing.
+            extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, b"");
+            Kind::Close
+        };
+        let n = self.insert_scratch(buf, at);
+        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None });
+        n
+    }
+
+    /// Replaces the statement name at `name_at` (`old` bytes) of the message at `at` with the
+    /// server-side name; returns the new total length of the message.
+    fn rename(buf: &mut BytesMut, at: usize, total: usize, name_at: usize, old: usize, hash: u64) -> usize {
+        splice::replace(buf, name_at, old, &server_name(hash));
+        let total = total - old + NAME_LEN;
+        set_len(buf, at, total);
+        total
+    }
+
+    /// Rewrites the client message with type `tag` (Parse, Bind, Describe or Close), `total`
+    /// bytes long, starting at `buf[at]`. Bytes before `at` are already scanned.
+    ///
+    /// # Errors
+    /// A malformed message, a reused name, or an unknown name.
+    pub fn message(&mut self, buf: &mut BytesMut, at: usize, tag: u8, total: usize) -> Result<Rewritten, RewriteError> {
+        let whole = buf.len() - at >= total;
+        let done = |ready, skip| Ok(Rewritten::Done { ready, skip });
+        match tag {
+            tags::frontend::PARSE => {
+                if !whole {
+                    return Ok(Rewritten::NeedMore);
+                }
+                let p = extended::parse(&buf[at + 5..at + total])?;
+                if p.name.is_empty() {
+                    self.client.unnamed.clear();
+                    self.client.unnamed.extend_from_slice(p.rest);
+                    self.client.unnamed_valid = true;
+                    self.tracker.unnamed_here = true;
+                    self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed });
+                    return done(total, 0);
+                }
+                if self.client.map.contains_key(p.name) {
+                    return Err(RewriteError::NameInUse(Bytes::copy_from_slice(p.name)));
+                }
+                self.client_parses += 1;
+                let mut h = DefaultHasher::new();
+                p.rest.hash(&mut h);
+                let hash = h.finish();
+                let name = Bytes::copy_from_slice(p.name);
+                let name_len = name.len();
+                let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
+                self.client.map.insert(name.clone(), st);
+                if self.server.touch(hash) {
+                    // Already prepared there (by any client): send nothing, answer it ourselves.
+                    splice::replace(buf, at, total, b"");
+                    self.push(Item {
+                        kind: Kind::FakeParse,
+                        swallow: false,
+                        server: None,
+                        client: ClientUndo::Added(name),
+                    });
+                    return done(0, 0);
+                }
+                let total = Self::rename(buf, at, total, at + 5, name_len, hash);
+                self.server.insert(hash);
+                self.server_parses += 1;
+                self.push(Item {
+                    kind: Kind::Parse,
+                    swallow: false,
+                    server: Some((hash, true)),
+                    client: ClientUndo::Added(name),
+                });
+                let evicted = self.evict(buf, at + total);
+                done(total + evicted, 0)
+            }
+            tags::frontend::BIND => {
+                let end = buf.len().min(at + total);
+                let head = match extended::bind_head(&buf[at + 5..end]) {
+                    Ok(h) => h,
+                    Err(_) if !whole => return Ok(Rewritten::NeedMore),
+                    Err(e) => return Err(e.into()),
+                };
+                if head.statement.is_empty() {
+                    let pre = self.ensure_unnamed(buf, at);
+                    self.push(Item::plain(Kind::Bind));
+                    return done(pre, total);
+                }
+                let Some(st) = self.client.map.get(head.statement).cloned() else {
+                    if self.tracker.skipping {
+                        // The server skips to the next Sync after an error, ignoring this Bind;
+                        // its statement may be one that error undid (a pipelined Parse that
+                        // failed before its Bind arrived here).
+                        return done(0, total);
+                    }
+                    return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
+                };
+                self.binds += 1;
+                let (name_off, old) = (5 + head.statement_at(), head.statement.len());
+                let pre = self.ensure_prepared(buf, at, &st);
+                let at = at + pre;
+                let total = Self::rename(buf, at, total, at + name_off, old, st.hash);
+                self.push(Item::plain(Kind::Bind));
+                let head_len = name_off + NAME_LEN + 1;
+                done(pre + head_len, total - head_len)
+            }
+            tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
+                if !whole {
+                    return Ok(Rewritten::NeedMore);
+                }
+                let t = extended::target(&buf[at + 5..at + total])?;
+                let describe = tag == tags::frontend::DESCRIBE;
+                if !t.is_named_statement() {
+                    let mut pre = 0;
+                    if t.kind == STATEMENT {
+                        if describe {
+                            pre = self.ensure_unnamed(buf, at);
+                        } else if !self.tracker.skipping {
+                            self.client.unnamed_valid = false;
+                            self.tracker.unnamed_here = true;
+                        }
+                    }
+                    self.push(Item::plain(if describe { Kind::Describe } else { Kind::Close }));
+                    return done(pre + total, 0);
+                }
+                if !describe {
+                    // The server keeps the statement (other clients may use it; eviction closes
+                    // it): forget the name and answer CloseComplete in order, as PgBouncer.
+                    let client = match self.client.map.remove_entry(t.name) {
+                        Some((name, st)) => ClientUndo::Removed(name, st),
+                        None => ClientUndo::None,
+                    };
+                    splice::replace(buf, at, total, b"");
+                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client });
+                    return done(0, 0);
+                }
+                let Some(st) = self.client.map.get(t.name).cloned() else {
+                    if self.tracker.skipping {
+                        // Ignored by the server until the next Sync, as a Bind above.
+                        return done(total, 0);
+                    }
+                    return Err(RewriteError::Unknown(Bytes::copy_from_slice(t.name)));
+                };
+                let old = t.name.len();
+                let pre = self.ensure_prepared(buf, at, &st);
+                let total = Self::rename(buf, at + pre, total, at + pre + 6, old, st.hash);
+                self.push(Item::plain(Kind::Describe));
+                done(pre + total, 0)
+            }
+            _ => done(total, 0),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The requests in flight on the attached server, oldest first (PgBouncer's outstanding
+//! requests): what each assumed about the server's and the client's statements, undone when the
+//! server skips it (an error) or is lost.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgmux_protocol::tags;
+
+use super::{ClientStatements, Statement};
+use crate::server::ServerStatements;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    /// Sync, answered by ReadyForQuery.
+    Sync,
+    /// Query or FunctionCall, answered by ReadyForQuery.
+    Query,
+    /// pgmux answers ParseComplete itself when this reaches the front.
+    FakeParse,
+    /// pgmux answers CloseComplete itself when this reaches the front.
+    FakeClose,
+}
+
+/// What to undo on the client's side if the request is skipped by the server.
+#[derive(Debug)]
+pub(super) enum ClientUndo {
+    None,
+    /// The name was added by this Parse.
+    Added(Bytes),
+    /// The name was removed by this Close.
+    Removed(Bytes, Arc<Statement>),
+    /// This unnamed Parse replaced the client's unnamed statement.
+    Unnamed,
+}
+
+#[derive(Debug)]
+pub(super) struct Item {
+    pub(super) kind: Kind,
+    /// The response answers a message pgmux injected: the client must not see it.
+    pub(super) swallow: bool,
+    /// Statement hash this request added to (true) or removed from (false) the server's set.
+    pub(super) server: Option<(u64, bool)>,
+    pub(super) client: ClientUndo,
+}
+
+impl Item {
+    pub(super) fn plain(kind: Kind) -> Self {
+        Item { kind, swallow: false, server: None, client: ClientUndo::None }
+    }
+
+    pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        match self.server {
+            Some((h, true)) => server.remove(h),
+            Some((h, false)) => server.insert(h),
+            None => {}
+        }
+        match self.client {
+            ClientUndo::None => {}
+            ClientUndo::Added(name) => {
+                client.map.remove(&name);
+            }
+            ClientUndo::Removed(name, st) => {
+                client.map.insert(name, st);
+            }
+            ClientUndo::Unnamed => client.unnamed_valid = false,
+        }
+    }
+}
+
+/// Requests in flight on the attached server, oldest first (PgBouncer's outstanding requests).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub(super) queue: VecDeque<Item>,
+    /// The server reported an error and skips everything up to the next Sync not yet sent.
+    pub(super) skipping: bool,
+    /// The server's unnamed statement is this client's (it sent Parse "" or destroyed it here).
+    pub(super) unnamed_here: bool,
+    /// Reused buffer for the messages pgmux injects.
+    pub(super) scratch: BytesMut,
+}
+
+/// What to do with a response from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Response {
+    /// It answers the client's own message.
+    Forward,
+    /// It answers a message pgmux injected.
+    Swallow,
+}
+
+impl Tracker {
+    /// Requests sent whose answers have not all come back.
+    pub fn in_flight(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    pub(super) fn push(&mut self, item: Item, server: &mut ServerStatements, client: &mut ClientStatements) {
+        if self.skipping {
+            if item.kind != Kind::Sync {
+                // PostgreSQL ignores it: nothing it would have done happens, no answer comes.
+                item.undo(server, client);
+                return;
+            }
+            self.skipping = false;
+        }
+        self.queue.push_back(item);
+    }
+
+    /// A Sync was sent (not during COPY FROM STDIN, where PostgreSQL ignores it).
+    pub fn on_sync(&mut self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        self.push(Item::plain(Kind::Sync), server, client);
+    }
+
+    /// An Execute was sent.
+    pub fn on_execute(&mut self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        self.push(Item::plain(Kind::Execute), server, client);
+    }
+
+    /// A Query (`simple`) or FunctionCall was sent. A simple Query destroys the unnamed
+    /// statement (PostgreSQL's exec_simple_query).
+    pub fn on_query(&mut self, simple: bool, server: &mut ServerStatements, client: &mut ClientStatements) {
+        if simple && !self.skipping {
+            client.unnamed_valid = false;
+            self.unnamed_here = true;
+        }
+        self.push(Item::plain(Kind::Query), server, client);
+    }
+
+    pub(super) fn pop_if(&mut self, kinds: &[Kind]) -> Response {
+        match self.queue.front() {
+            Some(i) if kinds.contains(&i.kind) => {
+                let i = self.queue.pop_front().expect("front exists");
+                if i.swallow {
+                    Response::Swallow
+                } else {
+                    Response::Forward
+                }
+            }
+            _ => Response::Forward,
+        }
+    }
+
+    /// A server message with type `tag` arrived (its header is enough).
+    pub fn on_response(&mut self, tag: u8, server: &mut ServerStatements, client: &mut ClientStatements) -> Response {
+        use tags::backend as b;
+        match tag {
+            b::PARSE_COMPLETE => self.pop_if(&[Kind::Parse]),
+            b::BIND_COMPLETE => self.pop_if(&[Kind::Bind]),
+            b::CLOSE_COMPLETE => self.pop_if(&[Kind::Close]),
+            b::NO_DATA | b::ROW_DESCRIPTION => self.pop_if(&[Kind::Describe]),
+            b::COMMAND_COMPLETE | b::EMPTY_QUERY | b::PORTAL_SUSPENDED => self.pop_if(&[Kind::Execute]),
+            b::READY_FOR_QUERY => self.pop_if(&[Kind::Sync, Kind::Query]),
+            b::ERROR_RESPONSE => {
+                self.on_error(server, client);
+                Response::Forward
+            }
+            b::COPY_IN_RESPONSE => {
+                // Syncs sent behind the Execute that started COPY FROM STDIN are ignored by the
+                // server; the Sync after CopyDone will be answered instead.
+                if self.queue.front().is_some_and(|i| i.kind == Kind::Execute) {
+                    while self.queue.get(1).is_some_and(|i| i.kind == Kind::Sync) {
+                        self.queue.remove(1);
+                    }
+                }
+                Response::Forward
+            }
+            _ => Response::Forward,
+        }
+    }
+
+    /// An ErrorResponse to an extended-protocol message: the server skips to the next Sync, so
+    /// nothing queued before it will happen. Undo it, newest first.
+    pub(super) fn on_error(&mut self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        match self.queue.front() {
+            None | Some(Item { kind: Kind::Query | Kind::Sync, .. }) => return,
+            Some(_) => {}
+        }
+        let end = self.queue.iter().position(|i| i.kind == Kind::Sync);
+        let skipped: Vec<Item> = self.queue.drain(..end.unwrap_or(self.queue.len())).collect();
+        for item in skipped.into_iter().rev() {
+            item.undo(server, client);
+        }
+        self.skipping = end.is_none();
+    }
+
+    /// The response pgmux must send itself now, if the oldest request is one it answers.
+    pub fn next_fake(&mut self) -> Option<u8> {
+        let tag = match self.queue.front()?.kind {
+            Kind::FakeParse => tags::backend::PARSE_COMPLETE,
+            Kind::FakeClose => tags::backend::CLOSE_COMPLETE,
+            _ => return None,
+        };
+        self.queue.pop_front();
+        Some(tag)
+    }
+
+    /// DEALLOCATE ALL or DISCARD ALL completed: no statement exists on the server any more, and
+    /// none of the client's names (as PgBouncer's free_server/client_prepared_statements).
+    pub fn forget_all(&mut self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        server.clear();
+        client.map.clear();
+    }
+
+    /// The server was lost with these requests in flight: none of them will happen. The
+    /// client's side is undone as if the server had skipped them (a name a lost Parse added is
+    /// gone, a name a lost Close removed is back); the server's list goes with the server.
+    pub fn abandon(&mut self, client: &mut ClientStatements) {
+        let mut gone = ServerStatements::default();
+        for item in std::mem::take(&mut self.queue).into_iter().rev() {
+            item.undo(&mut gone, client);
+        }
+        self.reset();
+    }
+
+    /// Forgets everything (a new server is attached).
+    pub fn reset(&mut self) {
+        self.queue.clear();
+        self.skipping = false;
+        self.unnamed_here = false;
+    }
+
+    /// Requests still expecting an answer.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
