@@ -3,11 +3,13 @@
 //! The lock is a short parking_lot critical section; it is never held across an await.
 
 mod averages;
+mod checkout;
 mod dead;
 mod dedicated;
 mod gate;
 pub mod histogram;
 mod limit;
+mod open;
 mod redirect;
 mod registry;
 mod room;
@@ -28,14 +30,12 @@ use tokio::time::Instant;
 pub use averages::AveragesPeriod;
 pub use limit::ConnLimit;
 pub use registry::Pools;
-use room::Room;
 pub use settings::PoolSettings;
 pub use stats::{PoolStats, StatsSnapshot};
 pub use waiter::LoginRefusal;
-use waiter::{Handoff, SlotGuard, WaitTicket};
+use waiter::{Handoff, SlotGuard};
 
 use crate::config::StoredSecret;
-use crate::logging::ConnTag;
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
 /// Retry pause after a failed connect of a pool that follows the Patroni leader.
@@ -148,16 +148,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-// Short-lived result of one locked look at the pool; boxing the server would allocate.
-#[allow(clippy::large_enum_variant)]
-enum Take {
-    Server(ServerConn),
-    /// A slot to open a server in; true when it comes from the reserve pool.
-    Slot(SlotGuard, bool),
-    /// Queued (a new ticket, or None when already queued), and what stopped a new server.
-    Wait(Option<WaitTicket>, Room),
-}
-
 impl Pool {
     fn new(
         db: String,
@@ -266,265 +256,6 @@ impl Pool {
         }
     }
 
-    fn try_take(
-        self: &Arc<Self>,
-        settings: &PoolSettings,
-        start: Instant,
-        queued: bool,
-        may_fast_fail: bool,
-    ) -> Result<Take, CheckoutError> {
-        let mut s = self.state.lock();
-        let from_front = settings.round_robin;
-        if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
-            return Ok(Take::Server(server));
-        }
-        // PgBouncer's fast fail: a client logging in while logins keep failing and no server is
-        // up gets the cached error at once. Clients already waiting keep waiting, and so does a
-        // client already logged in (PgBouncer would close it; pgmux lets it wait for the server
-        // to come back, bounded by query_wait_timeout).
-        if let Some((at, msg, _)) = &s.last_failure {
-            if may_fast_fail && !queued && s.total == 0 && at.elapsed() < settings.login_retry {
-                return Err(CheckoutError::LoginFailing(msg.clone()));
-            }
-        }
-        let mut room = Room::PoolFull;
-        if queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()) {
-            room = self.reserve_locked(&mut s, settings, start.elapsed());
-            if room.granted() {
-                return Ok(Take::Slot(SlotGuard::new(self.clone()), room == Room::Reserve));
-            }
-        }
-        if queued {
-            return Ok(Take::Wait(None, room));
-        }
-        let (tx, rx) = oneshot::channel();
-        s.waiters.push_back((start, tx));
-        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room))
-    }
-
-    /// Gets a server: an idle one, a new one within the limits, or the next one released,
-    /// waiting at most query_wait_timeout. Servers idle longer than server_check_delay are
-    /// checked first; dead ones are dropped.
-    ///
-    /// # Cancel safety
-    /// Dropping the future gives back whatever it held: a handed-off server returns to the pool,
-    /// a reserved slot is freed, a half-open connection is closed.
-    ///
-    /// # Errors
-    /// Timeout, fast fail after failed logins, or this attempt's connect error.
-    pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        let settings = self.settings();
-        self.checkout_with(&settings, None, Caller::Login).await
-    }
-
-    /// [`Pool::checkout`] with settings the caller already holds (the relay keeps its session's),
-    /// for the client `client` (its tag prefixes the log line when the reserve pool is used),
-    /// logging in or already logged in (`caller`: only a login gets PgBouncer's fast fail).
-    ///
-    /// # Cancel safety
-    /// As [`Pool::checkout`].
-    ///
-    /// # Errors
-    /// As [`Pool::checkout`].
-    pub async fn checkout_with(
-        self: &Arc<Self>,
-        settings: &PoolSettings,
-        client: Option<&ConnTag>,
-        caller: Caller,
-    ) -> Result<ServerConn, CheckoutError> {
-        // Fast path, the busy case: a server released moments ago needs no check and no await,
-        // and this future stays small (every client task holds one inline).
-        if !self.paused.load(Relaxed) {
-            let popped = {
-                let mut s = self.state.lock();
-                if settings.round_robin {
-                    s.idle.pop_front()
-                } else {
-                    s.idle.pop_back()
-                }
-            };
-            if let Some(server) = popped {
-                if self.usable_at_once(&server, settings) {
-                    return Ok(server);
-                }
-                return Box::pin(self.checkout_slow(settings, Some(server), client, caller)).await;
-            }
-        }
-        Box::pin(self.checkout_slow(settings, None, client, caller)).await
-    }
-
-    /// The busy case without an await: a server released moments ago that needs no check, or
-    /// `None` (then [`Pool::checkout_with`]). Callers keep their slow path boxed, so that the
-    /// future every client task holds stays small.
-    pub fn take_ready(&self, settings: &PoolSettings) -> Option<ServerConn> {
-        if self.paused.load(Relaxed) {
-            return None;
-        }
-        let mut s = self.state.lock();
-        let server = if settings.round_robin { s.idle.pop_front() } else { s.idle.pop_back() }?;
-        if self.usable_at_once(&server, settings) {
-            return Some(server);
-        }
-        if settings.round_robin {
-            s.idle.push_front(server);
-        } else {
-            s.idle.push_back(server);
-        }
-        None
-    }
-
-    /// True when an idle server can be handed out without a dead check or a check query.
-    fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
-        let needs_check = settings.check_query.is_some() && s.last_used.elapsed() >= settings.check_delay;
-        !self.needs_dead_check(s) && !needs_check && !self.expired(s, settings) && !self.stale(s)
-    }
-
-    /// Checkout when the fast path could not serve: checks, new connections, waiting.
-    async fn checkout_slow(
-        self: &Arc<Self>,
-        settings: &PoolSettings,
-        first: Option<ServerConn>,
-        client: Option<&ConnTag>,
-        caller: Caller,
-    ) -> Result<ServerConn, CheckoutError> {
-        if let Some(s) = first {
-            if let Some(s) = self.prepare(s, settings).await {
-                return Ok(s);
-            }
-        }
-        if self.paused.load(Relaxed) {
-            self.wait_at_gate(settings).await?;
-        }
-        if self.shut.load(Relaxed) {
-            return Err(CheckoutError::ShuttingDown);
-        }
-        let start = Instant::now();
-        let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
-        let mut ticket: Option<WaitTicket> = None;
-        // Fast fail is for a login that finds the server failing, before it has tried once.
-        let mut may_fast_fail = caller == Caller::Login && !settings.follows_leader;
-        loop {
-            match self.try_take(settings, start, ticket.is_some(), may_fast_fail)? {
-                Take::Server(s) => {
-                    if let Some(s) = self.prepare(s, settings).await {
-                        return Ok(s);
-                    }
-                    continue;
-                }
-                Take::Slot(guard, reserve) => {
-                    drop(ticket.take());
-                    if reserve {
-                        match client {
-                            Some(tag) => crate::conn_log!(warn, tag, "taking connection from reserve_pool"),
-                            None => tracing::warn!("{}/{}: taking connection from reserve_pool", self.db, self.user),
-                        }
-                    }
-                    match self.open(guard, settings).await {
-                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
-                            self.pause_before_retry(settings, deadline).await?;
-                            may_fast_fail = false;
-                            continue;
-                        }
-                        other => return other,
-                    }
-                }
-                Take::Wait(new, room) => {
-                    if new.is_some() {
-                        ticket = new;
-                    }
-                    // The freed unit goes to the longest waiter under the limit, maybe this one.
-                    self.evict_for(room);
-                }
-            }
-            let t = ticket.as_mut().expect("a waiter has a ticket");
-            // Wake up now and then to re-check the reserve pool and limits shared with other pools.
-            let mut wait = Duration::from_millis(100);
-            if let Some(d) = deadline {
-                wait = wait.min(d.saturating_duration_since(Instant::now()));
-            }
-            match tokio::time::timeout(wait, t.recv()).await {
-                Ok(Some(Handoff::Server(s))) => {
-                    drop(ticket.take());
-                    if let Some(s) = self.prepare(s, settings).await {
-                        return Ok(s);
-                    }
-                }
-                Ok(Some(Handoff::Slot)) => {
-                    drop(ticket.take());
-                    match self.open(SlotGuard::new(self.clone()), settings).await {
-                        Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
-                            self.pause_before_retry(settings, deadline).await?;
-                            may_fast_fail = false;
-                        }
-                        other => return other,
-                    }
-                }
-                Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
-                Ok(None) => ticket = None,
-                Err(_) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(CheckoutError::QueryWaitTimeout);
-                    }
-                    if self.shut.load(Relaxed) {
-                        // Queued just as shut_down drained the queue.
-                        return Err(CheckoutError::ShuttingDown);
-                    }
-                }
-            }
-        }
-    }
-
-    /// After a failed connect (no answer, refused TCP, TLS failure): the waiting client stays and
-    /// the pool tries again once server_login_retry has passed since the failure, as PgBouncer
-    /// does; the client gives up at its query_wait_timeout.
-    async fn pause_before_retry(
-        &self,
-        settings: &PoolSettings,
-        deadline: Option<Instant>,
-    ) -> Result<(), CheckoutError> {
-        let failed_at = self.state.lock().last_failure.as_ref().map(|(at, ..)| *at).unwrap_or_else(Instant::now);
-        // While the leader changes, the next attempt comes soon: the new leader is up in seconds.
-        let pause = if settings.follows_leader { FOLLOWER_RETRY } else { settings.login_retry };
-        let mut until = failed_at + pause.max(Duration::from_millis(100));
-        if let Some(d) = deadline {
-            until = until.min(d);
-        }
-        tokio::time::sleep_until(until).await;
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(CheckoutError::QueryWaitTimeout);
-        }
-        Ok(())
-    }
-
-    /// Makes sure an idle server is still good before use.
-    async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
-        // A server idle for a while may have been terminated or seen PostgreSQL restart; one
-        // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
-        if self.needs_dead_check(&s) && s.is_dead() {
-            self.discard(s, "server conn crashed?");
-            self.server_lost();
-            return None;
-        }
-        if let Some(reason) = self.unusable(&s, settings) {
-            self.discard(s, reason);
-            return None;
-        }
-        if let Some(q) = &settings.check_query {
-            if s.last_used.elapsed() >= settings.check_delay {
-                // Dropping this future mid-check drops `s`, which closes it; the slot guard below
-                // gives the slot back in that case.
-                let guard = SlotGuard::new(self.clone());
-                let ok = Box::pin(server::run_simple_query(&mut s, q)).await.is_ok();
-                guard.disarm();
-                if !ok {
-                    self.discard(s, "test query failed");
-                    return None;
-                }
-            }
-        }
-        Some(s)
-    }
-
     /// What a server login of this pool presents: the static secret, else the one auth_query
     /// found, and the SCRAM keys a client login passed through.
     pub(crate) fn credentials(&self, settings: &PoolSettings) -> server::Credentials {
@@ -538,126 +269,6 @@ impl Pool {
             }
         }
         creds
-    }
-
-    /// Opens a server at the target in force now: a client that waited through a RELOAD or a
-    /// leader change holds older settings.
-    async fn open(self: &Arc<Self>, guard: SlotGuard, _caller: &PoolSettings) -> Result<ServerConn, CheckoutError> {
-        let settings = self.settings();
-        self.open_to(guard, &settings, &settings.target, false).await
-    }
-
-    /// Opens a server to `target`. A `dedicated` one (replication) does not speak for the pool:
-    /// its refusal is `login failed` for its own client only.
-    async fn open_to(
-        self: &Arc<Self>,
-        guard: SlotGuard,
-        settings: &PoolSettings,
-        target: &server::Target,
-        dedicated: bool,
-    ) -> Result<ServerConn, CheckoutError> {
-        let creds = self.credentials(settings);
-        // One pick per connection: the host in the log lines is the host dialled.
-        let (picked, host) = target.pick_host();
-        let mut tag = ConnTag::server_to(crate::net::next_conn_id(), &self.db, &self.user, &host, target.port);
-        // The TLS settings in force now, not the caller's snapshot: a client waiting through
-        // TLS failures must get the settings a SET or RELOAD fixed.
-        let tls = self.settings().tls.clone();
-        // The generation this server is made under: a RECONNECT or a move to another target
-        // while it connects makes it stale.
-        let generation = self.generation.load(Relaxed);
-        let started = Instant::now();
-        let result = server::connect(
-            target,
-            (picked, &host),
-            &creds,
-            tls.as_ref(),
-            settings.connect_timeout,
-            &mut tag,
-            settings.log_connections,
-        )
-        .await;
-        let mut s = match result {
-            Ok(s) => s,
-            Err(e) if dedicated => {
-                if let ServerError::Rejected { severity, message, .. } = &e {
-                    tracing::error!("S: login failed: {severity} {message}");
-                }
-                let reason = if e.is_refusal() { "login failed".to_owned() } else { e.log_reason() };
-                if settings.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {reason} (age={}s)", started.elapsed().as_secs());
-                }
-                return Err(CheckoutError::Refused(Arc::new(LoginRefusal {
-                    sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
-                    message: reason,
-                })));
-            }
-            Err(e) => {
-                let refusal = match &e {
-                    ServerError::Rejected { severity, message, sqlstate } => {
-                        tracing::warn!("server login failed: {severity} {message}");
-                        e.is_refusal().then(|| LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
-                    }
-                    ServerError::Auth(reason) => {
-                        crate::conn_log!(error, tag, "{reason}");
-                        Some(LoginRefusal {
-                            sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
-                            message: "server login failed: wrong password type".into(),
-                        })
-                    }
-                    ServerError::TlsHandshake(m) => {
-                        tracing::warn!("TLS handshake error: {m}");
-                        None
-                    }
-                    _ => None,
-                };
-                if settings.log_disconnections {
-                    let age = started.elapsed().as_secs();
-                    crate::conn_log!(info, tag, "closing because: {} (age={age}s)", e.log_reason());
-                }
-                let mut s = self.state.lock();
-                s.last_failure = Some((Instant::now(), e.log_reason(), refusal.is_some()));
-                s.proven = false;
-                s.probing = false;
-                if let Some(r) = refusal {
-                    // Every client waiting for this pool gets the server's refusal now.
-                    let r = Arc::new(r);
-                    for (_, tx) in s.waiters.drain(..) {
-                        let _ = tx.send(Handoff::Refused(r.clone()));
-                    }
-                }
-                drop(s);
-                return Err(e.into());
-            }
-        };
-        if let Some(q) = &settings.connect_query {
-            if let Err(e) = server::run_simple_query(&mut s, q).await {
-                crate::conn_log!(warn, s.tag, "connect_query failed: {e}");
-                self.log_close(&s, "exec_on_connect query failed", settings);
-                return Err(e.into());
-            }
-        }
-        {
-            let mut st = self.state.lock();
-            st.last_failure = None;
-            if !st.proven {
-                // The probe got through: clients that waited for it may all connect now.
-                st.proven = true;
-                st.probing = false;
-                let settings = self.settings();
-                while self.hand_slot_locked(&mut st, &settings) {}
-            }
-        }
-        s.generation = generation;
-        s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
-        {
-            let mut w = self.welcome.lock();
-            if w.is_none() {
-                *w = Some(Arc::new(s.params.clone()));
-            }
-        }
-        guard.disarm();
-        Ok(s)
     }
 
     /// Past server_lifetime. With 0 a server serves one client and is closed on its release;
