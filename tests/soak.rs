@@ -47,9 +47,17 @@ impl Tally {
                     self.answered.fetch_add(1, Relaxed);
                     self.cancelled.fetch_add(1, Relaxed);
                 }
-                _ => self.unexpected.lock().unwrap().push(e.to_string()),
+                _ => self.unexpected.lock().unwrap().push(describe(&e)),
             },
         }
+    }
+}
+
+/// An error with its SQLSTATE and message when it is an ErrorResponse.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
     }
 }
 
@@ -194,7 +202,7 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
                         tally.lost.fetch_add(1, Relaxed);
                     }
                     Err(e) if e.to_string() == "unexpected message from server" => out_of_step = true,
-                    Err(e) => tally.unexpected.lock().unwrap().push(format!("COPY: {e}")),
+                    Err(e) => tally.unexpected.lock().unwrap().push(format!("COPY: {}", describe(&e))),
                 }
                 if !out_of_step {
                     let r = c.simple_query("SELECT count(*) FROM soak_copy").await;
@@ -293,6 +301,14 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
         rss.last().unwrap_or(&0),
     );
     let unexpected = t.unexpected.lock().unwrap();
+    if !unexpected.is_empty() {
+        let log = mux.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARNING") || l.contains("cannot go on") || l.contains("crashed"))
+            .collect();
+        eprintln!("pgmux log, warnings:\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+    }
     assert!(
         unexpected.is_empty(),
         "{} unexpected errors: {:?}",

@@ -357,6 +357,16 @@ impl Relay {
         // Its idle siblings may be dying with it (a PostgreSQL shutdown or restart).
         self.session.pool.server_lost();
         if !self.may_survive_server_loss() {
+            tracing::info!(
+                client = %self.session.peer,
+                pending = self.pending,
+                copy_in = self.copy_in,
+                unsynced = self.unsynced,
+                c_skip = self.c_skip,
+                s_skip = self.s_skip,
+                carried = self.carry.busy(),
+                "the session cannot go on without its server"
+            );
             return Some(self.server_failed(why));
         }
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}; the client stays");
