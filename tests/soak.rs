@@ -268,7 +268,8 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
                     "postgres",
                     &format!(
                         "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity \
-                         WHERE usename = '{SCRAM_USER}' AND datname = 'app' LIMIT 1) k"
+                         WHERE usename = '{SCRAM_USER}' AND datname = 'app' \
+                         AND backend_type = 'client backend' LIMIT 1) k"
                     ),
                 )
             })
