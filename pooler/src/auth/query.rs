@@ -120,42 +120,38 @@ pub async fn lookup(
 ) -> Result<Answer, LookupError> {
     let limit = config.general.server_connect_timeout.max(Duration::from_secs(1));
     let pool = shared.pools.get_or_create(config, &plan.auth_db, &plan.auth_user);
-    let (query, user_owned) = (plan.query.clone(), user.to_owned());
-    // Its own task: a login abandoned half-way must not drop a leased server (and its slot).
-    let task = tokio::spawn(async move {
-        let mut server = match tokio::time::timeout(limit, pool.checkout()).await {
-            Err(_) => return Err(LookupError::Timeout),
-            Ok(Err(crate::pool::CheckoutError::Connect(crate::server::ServerError::Rejected {
-                sqlstate,
-                message,
-                ..
-            }))) => return Err(LookupError::Server(sqlstate, message)),
-            Ok(Err(crate::pool::CheckoutError::Refused(r))) => {
-                return Err(LookupError::Server(r.sqlstate.clone(), r.message.clone()))
-            }
-            Ok(Err(e)) => return Err(LookupError::Failed(format!("no server for auth_query: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        match tokio::time::timeout(limit, crate::server::run_lookup(&mut server, &query, &user_owned)).await {
-            Err(_) => {
-                pool.discard(server, "auth_query timed out");
-                Err(LookupError::Timeout)
-            }
-            Ok(Ok(rows)) => {
-                pool.release(server);
-                Ok(rows)
-            }
-            Ok(Err(e @ crate::server::ServerError::Rejected { .. })) => {
-                pool.release(server);
-                Err(LookupError::Failed(format!("error response from auth_query: {e}")))
-            }
-            Ok(Err(e)) => {
-                pool.discard(server, "unexpected response from auth_query");
-                Err(LookupError::Failed(format!("auth_query: {e}")))
-            }
+    // The lease closes the server if this login is given up half-way (client_login_timeout).
+    let mut server = match tokio::time::timeout(limit, pool.checkout()).await {
+        Err(_) => return Err(LookupError::Timeout),
+        Ok(Err(crate::pool::CheckoutError::Connect(crate::server::ServerError::Rejected {
+            sqlstate,
+            message,
+            ..
+        }))) => return Err(LookupError::Server(sqlstate, message)),
+        Ok(Err(crate::pool::CheckoutError::Refused(r))) => {
+            return Err(LookupError::Server(r.sqlstate.clone(), r.message.clone()))
         }
-    });
-    let rows = task.await.map_err(|e| LookupError::Failed(format!("auth_query task: {e}")))??;
+        Ok(Err(e)) => return Err(LookupError::Failed(format!("no server for auth_query: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let rows = match tokio::time::timeout(limit, crate::server::run_lookup(&mut server, &plan.query, user)).await {
+        Err(_) => {
+            server.close("auth_query timed out");
+            return Err(LookupError::Timeout);
+        }
+        Ok(Ok(rows)) => {
+            server.release();
+            rows
+        }
+        Ok(Err(e @ crate::server::ServerError::Rejected { .. })) => {
+            server.release();
+            return Err(LookupError::Failed(format!("error response from auth_query: {e}")));
+        }
+        Ok(Err(e)) => {
+            server.close("unexpected response from auth_query");
+            return Err(LookupError::Failed(format!("auth_query: {e}")));
+        }
+    };
     match rows.as_slice() {
         [] => Ok(Answer::NoSuchUser),
         [row] if row.len() == 2 && row[0].is_none() => {

@@ -22,8 +22,8 @@ use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::client_io::ClientIo;
 use crate::net::PeerAddr;
-use crate::pool::{Caller, CheckoutError, Pool};
-use crate::server::{ServerConn, ServerError, ServerParams};
+use crate::pool::{Caller, CheckoutError, Lease, Pool};
+use crate::server::{ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
 
@@ -58,7 +58,7 @@ pub struct Session {
     /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
     pub tag: Box<ConnTag>,
     /// A replication client's own server, held for the whole session and closed at its end.
-    pub dedicated: Option<Box<ServerConn>>,
+    pub dedicated: Option<Box<Lease>>,
 }
 
 /// The message a client gets when no server can be had for it.
@@ -438,7 +438,7 @@ async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<Serv
     match checkout {
         Ok(server) => {
             let params = Arc::new(server.params.clone());
-            pool.release(server);
+            server.release();
             Ok(pool.welcome().unwrap_or(params))
         }
         Err(e) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::lease::Lease;
 use super::room::Room;
 use super::waiter::{Handoff, SlotGuard, WaitTicket};
 use super::{Caller, CheckoutError, Pool, PoolSettings, FOLLOWER_RETRY};
@@ -72,7 +73,7 @@ impl Pool {
     ///
     /// # Errors
     /// Timeout, fast fail after failed logins, or this attempt's connect error.
-    pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Lease, CheckoutError> {
         let settings = self.settings();
         self.checkout_with(&settings, None, Caller::Login).await
     }
@@ -91,7 +92,7 @@ impl Pool {
         settings: &PoolSettings,
         client: Option<&ConnTag>,
         caller: Caller,
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Lease, CheckoutError> {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
         if !self.paused.load(Relaxed) {
@@ -105,7 +106,7 @@ impl Pool {
             };
             if let Some(server) = popped {
                 if self.usable_at_once(&server, settings) {
-                    return Ok(server);
+                    return Ok(Lease::new(server, self.clone()));
                 }
                 return Box::pin(self.checkout_slow(settings, Some(server), client, caller)).await;
             }
@@ -116,14 +117,14 @@ impl Pool {
     /// The busy case without an await: a server released moments ago that needs no check, or
     /// `None` (then [`Pool::checkout_with`]). Callers keep their slow path boxed, so that the
     /// future every client task holds stays small.
-    pub fn take_ready(&self, settings: &PoolSettings) -> Option<ServerConn> {
+    pub fn take_ready(self: &Arc<Self>, settings: &PoolSettings) -> Option<Lease> {
         if self.paused.load(Relaxed) {
             return None;
         }
         let mut s = self.state.lock();
         let server = if settings.round_robin { s.idle.pop_front() } else { s.idle.pop_back() }?;
         if self.usable_at_once(&server, settings) {
-            return Some(server);
+            return Some(Lease::new(server, self.clone()));
         }
         if settings.round_robin {
             s.idle.push_front(server);
@@ -146,7 +147,7 @@ impl Pool {
         first: Option<ServerConn>,
         client: Option<&ConnTag>,
         caller: Caller,
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Lease, CheckoutError> {
         if let Some(s) = first {
             if let Some(s) = self.prepare(s, settings).await {
                 return Ok(s);
@@ -185,7 +186,7 @@ impl Pool {
                             may_fast_fail = false;
                             continue;
                         }
-                        other => return other,
+                        other => return other.map(|s| Lease::new(s, self.clone())),
                     }
                 }
                 Take::Wait(new, room) => {
@@ -216,7 +217,7 @@ impl Pool {
                             self.pause_before_retry(settings, deadline).await?;
                             may_fast_fail = false;
                         }
-                        other => return other,
+                        other => return other.map(|s| Lease::new(s, self.clone())),
                     }
                 }
                 Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
@@ -257,7 +258,7 @@ impl Pool {
     }
 
     /// Makes sure an idle server is still good before use.
-    pub(super) async fn prepare(self: &Arc<Self>, mut s: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
+    pub(super) async fn prepare(self: &Arc<Self>, s: ServerConn, settings: &PoolSettings) -> Option<Lease> {
         // A server idle for a while may have been terminated or seen PostgreSQL restart; one
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
         if self.needs_dead_check(&s) && s.is_dead() {
@@ -269,19 +270,16 @@ impl Pool {
             self.discard(s, reason);
             return None;
         }
+        // Dropping this future mid-check drops the lease, which closes the server.
+        let mut lease = Lease::new(s, self.clone());
         if let Some(q) = &settings.check_query {
-            if s.last_used.elapsed() >= settings.check_delay {
-                // Dropping this future mid-check drops `s`, which closes it; the slot guard below
-                // gives the slot back in that case.
-                let guard = SlotGuard::new(self.clone());
-                let ok = Box::pin(server::run_simple_query(&mut s, q)).await.is_ok();
-                guard.disarm();
-                if !ok {
-                    self.discard(s, "test query failed");
-                    return None;
-                }
+            if lease.last_used.elapsed() >= settings.check_delay
+                && Box::pin(server::run_simple_query(&mut lease, q)).await.is_err()
+            {
+                lease.close("test query failed");
+                return None;
             }
         }
-        Some(s)
+        Some(lease)
     }
 }

@@ -11,8 +11,7 @@ use tokio::time::Instant;
 
 use super::room::Room;
 use super::waiter::SlotGuard;
-use super::{CheckoutError, Pool, PoolSettings};
-use crate::server::ServerConn;
+use super::{CheckoutError, Lease, Pool, PoolSettings};
 
 impl Pool {
     /// Opens a server for one replication client.
@@ -26,7 +25,7 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
         params: &[(String, String)],
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Lease, CheckoutError> {
         let start = Instant::now();
         let deadline = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         let target = settings.target.with_params(params);
@@ -56,6 +55,7 @@ impl Pool {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.open_to(SlotGuard::new(self.clone()), settings, &target, true).await
+        let conn = self.open_to(SlotGuard::new(self.clone()), settings, &target, true).await?;
+        Ok(Lease::new(conn, self.clone()))
     }
 }

@@ -8,6 +8,7 @@ mod dead;
 mod dedicated;
 mod gate;
 pub mod histogram;
+mod lease;
 mod limit;
 mod open;
 mod redirect;
@@ -15,6 +16,8 @@ mod registry;
 mod room;
 mod settings;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod waiter;
 
 use std::collections::VecDeque;
@@ -28,6 +31,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 pub use averages::AveragesPeriod;
+pub use lease::Lease;
 pub use limit::ConnLimit;
 pub use registry::Pools;
 pub use settings::PoolSettings;
@@ -302,13 +306,13 @@ impl Pool {
 
     /// Gives a clean server (idle, nothing in flight) back: to the longest waiter, else to the
     /// idle list. A server past its lifetime is closed instead.
-    pub fn release(&self, server: ServerConn) {
+    pub(super) fn release(&self, server: ServerConn) {
         let settings = self.settings();
         self.release_with(server, &settings);
     }
 
     /// [`Pool::release`] with settings the caller already holds.
-    pub fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
+    pub(super) fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
         if let Some(reason) = self.unusable(&server, settings) {
             self.log_close(&server, reason, settings);
             drop(server);
@@ -329,7 +333,7 @@ impl Pool {
 
     /// Closes a server that cannot be reused and frees its slot; `reason` goes to the log
     /// (`closing because: ...`) as PgBouncer words it.
-    pub fn discard(&self, server: ServerConn, reason: &str) {
+    pub(super) fn discard(&self, server: ServerConn, reason: &str) {
         self.log_close(&server, reason, &self.settings());
         drop(server);
         self.free_slot();

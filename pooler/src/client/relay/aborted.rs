@@ -8,6 +8,8 @@ use bytes::BytesMut;
 use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::{extended, frontend, tags};
 
+use super::end::Fault;
+
 const ABORTED: &str = "current transaction is aborted, commands ignored until end of transaction block";
 const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 
@@ -67,10 +69,10 @@ impl AbortedBlock {
     /// # Errors
     /// A message that has no answer in an aborted block (COPY data, a malformed message): the
     /// client is closed with this reason.
-    pub(super) fn answer(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> Result<Answered, String> {
+    pub(super) fn answer(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> Result<Answered, Fault> {
         match tag {
             tags::frontend::QUERY => {
-                let sql = frontend::query(body).map_err(|e| e.to_string())?;
+                let sql = frontend::query(body).map_err(|e| Fault::client(e.to_string()))?;
                 if ends_block(sql) {
                     build::command_complete(out, "ROLLBACK");
                     build::ready_for_query(out, b'I');
@@ -95,7 +97,7 @@ impl AbortedBlock {
             tags::frontend::FLUSH => {}
             _ if self.skipping => {}
             tags::frontend::PARSE => {
-                let p = extended::parse(body).map_err(|e| e.to_string())?;
+                let p = extended::parse(body).map_err(|e| Fault::client(e.to_string()))?;
                 let sql = p.rest.split(|&b| b == 0).next().unwrap_or(b"");
                 if ends_block(sql) {
                     self.ending = true;
@@ -118,7 +120,9 @@ impl AbortedBlock {
                 self.error(out);
                 self.skipping = true;
             }
-            other => return Err(format!("unexpected message '{}' after the server was lost", other as char)),
+            other => {
+                return Err(Fault::client(format!("unexpected message '{}' after the server was lost", other as char)))
+            }
         }
         Ok(Answered::Still)
     }

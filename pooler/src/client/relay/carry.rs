@@ -5,9 +5,10 @@
 //! `pin_session_state` is on, and is logged once per kind when it is off.
 
 use pgmux_protocol::backend::TxStatus;
-use pgmux_protocol::{sqlstate, tags};
+use pgmux_protocol::tags;
 
-use super::{End, Relay};
+use super::end::{End, Fault};
+use super::Relay;
 use crate::server::{self, ServerConn, ServerError};
 use crate::session_sql::{self, Effect};
 use crate::session_state::{InFlight, SessionState};
@@ -161,7 +162,7 @@ impl Relay {
         if !replay.batch.is_empty() {
             crate::conn_log!(debug, server.tag, "session state: {}", replay.batch);
             if let Err(e) = Box::pin(server::run_simple_query(server, &replay.batch)).await {
-                return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, replay_failed(e)));
+                return Err(replay_failed(e).into());
             }
             // Every SET, RESET and DEALLOCATE ran: the server has the client's settings and no
             // statement the client does not have.
@@ -182,16 +183,16 @@ impl Relay {
                     );
                     made.state.prepared.remove(&name);
                 }
-                Err(e) => return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, replay_failed(e))),
+                Err(e) => return Err(replay_failed(e).into()),
             }
         }
         Ok(())
     }
 }
 
-fn replay_failed(e: ServerError) -> String {
+fn replay_failed(e: ServerError) -> Fault {
     match e {
-        ServerError::Rejected { message, .. } => format!("could not set parameters: {message}"),
-        other => format!("server conn crashed? {other}"),
+        ServerError::Rejected { message, .. } => Fault::server(format!("could not set parameters: {message}")),
+        other => Fault::server(format!("server conn crashed? {other}")),
     }
 }

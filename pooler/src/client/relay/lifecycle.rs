@@ -11,12 +11,13 @@ use tokio::time::Instant;
 /// How long bringing back a server whose client vanished may take before it is closed instead.
 const RESCUE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-use super::{write_all, End, Relay, WaitingGuard};
+use super::end::{End, Fault, Side};
+use super::{write_all, Relay, WaitingGuard};
 use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
-use crate::pool::{Caller, PoolStats};
+use crate::pool::{Caller, CheckoutError, Lease, PoolStats};
 use crate::server::{self, ServerConn};
 
 impl Relay {
@@ -52,15 +53,12 @@ impl Relay {
             if let Err(e) = Box::pin(server::run_simple_query(&mut server, &sql)).await {
                 match e {
                     server::ServerError::Rejected { sqlstate: _, message, .. } => {
-                        pool.release(server);
-                        return Err(End::Fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            format!("could not set parameters: {message}"),
-                        ));
+                        server.release();
+                        return Err(Fault::server(format!("could not set parameters: {message}")).into());
                     }
                     other => {
-                        pool.discard(server, "var change failed");
-                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, format!("server conn crashed? {other}")));
+                        server.close("var change failed");
+                        return Err(Fault::server(format!("server conn crashed? {other}")).into());
                     }
                 }
             }
@@ -75,7 +73,7 @@ impl Relay {
         }
         if self.carry.may_differ(&server.session_state) {
             if let Err(end) = Box::pin(self.replay_session(&mut server)).await {
-                pool.discard(server, "session state replay failed");
+                server.close("session state replay failed");
                 return Err(end);
             }
         }
@@ -85,7 +83,7 @@ impl Relay {
 
     /// The slow part of [`Relay::attach`]: queue for a server while watching the client, a
     /// KILL, query_timeout and query_wait_notify.
-    async fn wait_for_server(&mut self, start: Instant) -> Result<server::ServerConn, End> {
+    async fn wait_for_server(&mut self, start: Instant) -> Result<Lease, End> {
         let pool = self.session.pool.clone();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
@@ -118,7 +116,7 @@ impl Relay {
                 r = &mut checkout => break r,
                 () = expiry(&mut self.timer), if next.is_some() => {
                     if query_timeout.is_some_and(|t| Instant::now() >= t) {
-                        return Err(End::Fatal(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into()));
+                        return Err(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, "query_timeout").into());
                     }
                     true
                 }
@@ -126,7 +124,7 @@ impl Relay {
                 // fast-close request means nothing to a client that holds no server.
                 () = &mut self.kill => {
                     if info.is_killed() {
-                        return Err(End::Fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason().into()));
+                        return Err(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, info.kill_reason()).into());
                     }
                     let again = info.clone();
                     self.kill = Box::pin(async move { again.kill.notified().await });
@@ -137,7 +135,7 @@ impl Relay {
                         Ok(0) | Err(_) => return Err(End::ClientGone),
                         Ok(n) => {
                             PoolStats::add(&self.stats().bytes_received, n as u64);
-                            self.scan_client().map_err(|e| End::Fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                            self.scan_client()?;
                             false
                         }
                     }
@@ -152,19 +150,22 @@ impl Relay {
         };
         result.map_err(|e| {
             let (code, msg) = checkout_error_message(&e);
-            End::Fatal(code, msg)
+            let side = match e {
+                CheckoutError::QueryWaitTimeout | CheckoutError::ShuttingDown => Side::Pooler,
+                CheckoutError::LoginFailing(_) | CheckoutError::Connect(_) | CheckoutError::Refused(_) => Side::Server,
+            };
+            Fault { side, code, message: msg }.into()
         })
     }
 
     /// Makes `server` the session's: cancel requests, SHOW CLIENTS state, prepared-statement
     /// tracking.
-    pub(super) fn install(&mut self, mut server: server::ServerConn) {
-        let pool = &self.session.pool;
+    pub(super) fn install(&mut self, mut server: Lease) {
         let info = &self.session.info;
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
         self.had_server = true;
-        pool.clients_active.fetch_add(1, Ordering::Relaxed);
+        server.activate();
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
         info.server_id.store(server.id, Ordering::Relaxed);
@@ -206,19 +207,17 @@ impl Relay {
         self.session.info.set_state(ClientState::Idle);
         self.session.info.server_pid.store(0, Ordering::Relaxed);
         self.session.info.server_id.store(0, Ordering::Relaxed);
-        let pool = self.session.pool.clone();
-        pool.clients_active.fetch_sub(1, Ordering::Relaxed);
         if self.session.cancel.detach() {
             Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
         }
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {
             if Box::pin(server::run_simple_query(&mut server, &self.settings.reset_query)).await.is_err() {
-                pool.discard(server, "reset query failed");
+                server.close("reset query failed");
                 return;
             }
             server.reset_done(&self.settings.reset_query);
         }
-        pool.release_with(server, &self.settings);
+        server.release_with(&self.settings);
     }
 
     /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
@@ -233,12 +232,13 @@ impl Relay {
                 crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
             }
             End::ClientGone | End::HandOver => {}
-            End::Fatal(_, msg) => {
+            End::Fatal(fault) => {
+                let (msg, side) = (&fault.message, fault.side);
                 if g.log_disconnections {
-                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
+                    crate::conn_log!(info, tag, side = %side, "closing because: {msg} (age={age}s)");
                 }
                 if g.log_pooler_errors {
-                    crate::conn_log!(warn, tag, "pooler error: {msg}");
+                    crate::conn_log!(warn, tag, side = %side, "pooler error: {msg}");
                 }
             }
         }
@@ -280,9 +280,7 @@ impl Relay {
     }
 
     pub(super) async fn finish(&mut self, end: End) {
-        let pool = self.session.pool.clone();
         if let Some(mut server) = self.server.take() {
-            pool.clients_active.fetch_sub(1, Ordering::Relaxed);
             if self.session.cancel.detach() {
                 Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
             }
@@ -303,27 +301,27 @@ impl Relay {
                 (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset.is_empty();
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
-                pool.discard(server, "replication client disconnected");
+                server.close("replication client disconnected");
             } else {
                 let ready = clean || Box::pin(self.rescue(&mut server)).await;
                 if ready && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
                     if needs_reset {
                         server.reset_done(reset);
                     }
-                    pool.release(server);
+                    server.release();
                 } else if ready {
-                    pool.discard(server, "reset query failed");
+                    server.close("reset query failed");
                 } else {
-                    pool.discard(server, "client disconnect while server was not ready");
+                    server.close("client disconnect while server was not ready");
                 }
             }
         }
         self.log_end(&end);
         match end {
             End::ClientGone | End::HandOver => {}
-            End::Fatal(code, msg) => {
+            End::Fatal(fault) => {
                 let mut out = BytesMut::new();
-                build::error_response(&mut out, Severity::Fatal, code, &msg);
+                build::error_response(&mut out, Severity::Fatal, fault.code, &fault.message);
                 let pending = self.sout.split_to(self.s_ready);
                 let _ = write_all(&mut self.client, &pending).await;
                 let _ = write_all(&mut self.client, &out).await;

@@ -6,6 +6,7 @@
 
 mod aborted;
 mod carry;
+mod end;
 mod handover;
 mod lifecycle;
 mod lost_copy;
@@ -33,10 +34,10 @@ use super::prepared::{ClientStatements, Tracker};
 use crate::config::PoolMode;
 use crate::net::client_io::ClientIo;
 use crate::net::Stream;
-use crate::pool::{PoolSettings, PoolStats};
-use crate::server::ServerConn;
+use crate::pool::{Lease, PoolSettings, PoolStats};
 use crate::session_state::SessionState;
 use crate::shared::{RunState, Shared};
+use end::{End, Fault};
 
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
@@ -50,16 +51,6 @@ enum Event {
     ClientFailed,
     Timer,
     Killed,
-}
-
-/// Why the loop stops.
-enum End {
-    /// Client said Terminate or closed.
-    ClientGone,
-    /// pgmux closes the client with this error.
-    Fatal(&'static str, String),
-    /// Online restart: the client moves to the new process.
-    HandOver,
 }
 
 struct Relay {
@@ -78,7 +69,7 @@ struct Relay {
     sout: BytesMut,
     s_ready: usize,
     s_skip: usize,
-    server: Option<ServerConn>,
+    server: Option<Lease>,
     /// Queries and Syncs sent whose ReadyForQuery has not come back.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
@@ -88,7 +79,7 @@ struct Relay {
     client_eof: bool,
     /// A ReadyForQuery arrived during the last scan.
     saw_ready: bool,
-    fatal: Option<(&'static str, String)>,
+    fatal: Option<Fault>,
     query_start: Option<Instant>,
     xact_start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -217,14 +208,14 @@ impl Relay {
 
     async fn serve(&mut self) -> End {
         if let Err(e) = self.scan_client() {
-            return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+            return e.into();
         }
         loop {
-            if let Some((code, msg)) = self.fatal.take() {
-                return End::Fatal(code, msg);
+            if let Some(fault) = self.fatal.take() {
+                return fault.into();
             }
             if self.session.info.is_killed() {
-                return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into());
+                return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into();
             }
             if self.session.info.close_needed() {
                 if let Some(end) = self.fast_close() {
@@ -250,14 +241,14 @@ impl Relay {
                 // As PgBouncer's pause_client: a client that asks for a server after SHUTDOWN
                 // WAIT_FOR_SERVERS is closed; idle ones are left alone until they ask.
                 if self.need_server && self.shared.state() == RunState::WaitForServers {
-                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, "server shutting down".into());
+                    return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, "server shutting down").into();
                 }
                 if self.need_server {
                     if let Err(end) = self.attach().await {
                         return end;
                     }
                     if let Err(e) = self.scan_client() {
-                        return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+                        return e.into();
                     }
                 }
             } else if self.client_eof || self.terminate {
@@ -279,7 +270,7 @@ impl Relay {
                 Event::ClientRead(n) => {
                     PoolStats::add(&self.stats().bytes_received, n as u64);
                     if let Err(e) = self.scan_client() {
-                        return End::Fatal(sqlstate::PROTOCOL_VIOLATION, e);
+                        return e.into();
                     }
                 }
                 Event::ServerRead(0) => {
@@ -301,7 +292,7 @@ impl Relay {
                     }
                 }
                 Event::Killed if self.session.info.is_killed() => {
-                    return End::Fatal(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason().into())
+                    return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into()
                 }
                 Event::Killed => {
                     // A fast-close request (checked at the top of the loop): wait for the next.
@@ -313,12 +304,8 @@ impl Relay {
                     let reason = self.timer_reason;
                     // A server in the middle of a query or transaction cannot be reused: it is
                     // closed with the same reason, as PgBouncer does.
-                    if let Some(s) = self.server.take() {
-                        self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-                        self.session.cancel.detach();
-                        self.session.pool.discard(s, reason);
-                    }
-                    return End::Fatal(sqlstate::PROTOCOL_VIOLATION, reason.to_owned());
+                    self.close_server(reason);
+                    return Fault::pooler(sqlstate::PROTOCOL_VIOLATION, reason).into();
                 }
             }
         }
@@ -344,11 +331,8 @@ impl Relay {
         if !stale || !self.releasable() {
             return None;
         }
-        let s = self.server.take()?;
-        self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-        self.session.cancel.detach();
-        self.session.pool.discard(s, REASON);
-        Some(End::Fatal(sqlstate::ADMIN_SHUTDOWN, REASON.into()))
+        self.close_server(REASON);
+        Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, REASON).into())
     }
 
     /// The server's socket closed or failed: None when the session goes on without it
@@ -370,24 +354,25 @@ impl Relay {
             return Some(self.server_failed(why));
         }
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}; the client stays");
-        if let Some(s) = self.server.take() {
-            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-            self.session.cancel.detach();
-            self.session.pool.discard(s, "server conn crashed?");
-        }
+        self.close_server("server conn crashed?");
         self.answer_lost_requests();
         None
+    }
+
+    /// Closes the session's server (if it has one) with `reason`: it cannot be reused.
+    fn close_server(&mut self, reason: &str) {
+        if let Some(s) = self.server.take() {
+            self.session.cancel.detach();
+            s.close(reason);
+        }
     }
 
     /// The server failed under this client: it is closed, and so is the client.
     fn server_failed(&mut self, why: &str) -> End {
         self.release_held_fatal();
         tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
-        if let Some(s) = self.server.take() {
-            self.session.pool.clients_active.fetch_sub(1, Ordering::Relaxed);
-            self.session.pool.discard(s, "server conn crashed?");
-        }
-        End::Fatal(sqlstate::PROTOCOL_VIOLATION, "server conn crashed?".into())
+        self.close_server("server conn crashed?");
+        Fault::server("server conn crashed?").into()
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
@@ -524,9 +509,9 @@ fn pass_through(len: usize, ready: &mut usize, skip: &mut usize) -> bool {
     *skip > 0
 }
 
-fn protocol_text(e: &ProtocolError) -> String {
+fn protocol_fault(e: &ProtocolError) -> Fault {
     match e {
-        ProtocolError::Oversized(_) => "max_packet_size exceeded".into(),
-        other => format!("bad packet header: {other}"),
+        ProtocolError::Oversized(_) => Fault::client("max_packet_size exceeded"),
+        other => Fault::client(format!("bad packet header: {other}")),
     }
 }

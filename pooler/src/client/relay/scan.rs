@@ -5,11 +5,12 @@ use bytes::{Buf, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
 use pgmux_protocol::extended;
 use pgmux_protocol::frame::peek_header;
-use pgmux_protocol::{sqlstate, tags, ProtocolError};
+use pgmux_protocol::{tags, ProtocolError};
 use tokio::time::Instant;
 
+use super::end::Fault;
 use super::lost_copy;
-use super::{pass_through, protocol_text, Relay};
+use super::{pass_through, protocol_fault, Relay};
 use crate::client::prepared::{Response, Rewrite, RewriteError, Rewritten};
 use crate::client::{buffers, splice};
 use crate::config::PoolMode;
@@ -23,7 +24,7 @@ use crate::pool::PoolStats;
 impl Relay {
     /// Marks whole or partial client messages as sendable, counting requests. Without a server
     /// it only notes that one is needed: what is sent depends on the server (prepared statements).
-    pub(super) fn scan_client(&mut self) -> Result<(), String> {
+    pub(super) fn scan_client(&mut self) -> Result<(), Fault> {
         let result = self.scan_client_messages();
         if self.track_prepared && self.server.is_some() {
             // A Parse or Close answered by pgmux with nothing ahead of it is answered now.
@@ -32,7 +33,7 @@ impl Relay {
         result
     }
 
-    fn scan_client_messages(&mut self) -> Result<(), String> {
+    fn scan_client_messages(&mut self) -> Result<(), Fault> {
         loop {
             if self.c_skip > 0 {
                 if pass_through(self.cin.len(), &mut self.c_ready, &mut self.c_skip) {
@@ -51,7 +52,7 @@ impl Relay {
                 continue;
             }
             let avail = &self.cin[self.c_ready..];
-            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_text(&e))? else {
+            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_fault(&e))? else {
                 return Ok(());
             };
             if tag == tags::frontend::TERMINATE {
@@ -97,7 +98,7 @@ impl Relay {
                 }
                 tags::frontend::QUERY if self.disable_pqexec => {
                     // As PgBouncer's disable_pqexec: only the extended protocol is allowed.
-                    return Err("PQexec disallowed".into());
+                    return Err(Fault::client("PQexec disallowed"));
                 }
                 tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
                     if tag == tags::frontend::QUERY && !self.note_session_sql(tag, total) {
@@ -169,7 +170,7 @@ impl Relay {
                 }
                 tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.copy_in = false,
                 tags::frontend::FLUSH | tags::frontend::COPY_DATA | tags::frontend::PASSWORD => {}
-                _ => return Err(format!("invalid client message type {:?}", tag as char)),
+                _ => return Err(Fault::client(format!("invalid client message type {:?}", tag as char))),
             }
             self.c_skip = total;
         }
@@ -202,7 +203,7 @@ impl Relay {
 
     /// A transaction block whose server was lost: answers the next whole client message
     /// without a server (aborted.rs). False when more bytes are needed.
-    fn answer_aborted(&mut self, tag: u8, total: usize) -> Result<bool, String> {
+    fn answer_aborted(&mut self, tag: u8, total: usize) -> Result<bool, Fault> {
         if self.c_ready != 0 || self.cin.len() < total {
             self.c_whole = total;
             return Ok(false);
@@ -242,22 +243,22 @@ impl Relay {
 
     /// Logs why a client's Parse, Bind, Describe or Close cannot be relayed, as PgBouncer, and
     /// returns the reason the client is closed with.
-    fn refuse(&self, e: RewriteError) -> String {
+    fn refuse(&self, e: RewriteError) -> Fault {
         let tag = &self.session.tag;
         match e {
             RewriteError::Protocol(e) => {
                 crate::conn_log!(error, tag, "failed to parse prepared statement packet: {e}");
-                "failed to parse packet".into()
+                Fault::client("failed to parse packet")
             }
             RewriteError::NameInUse(name) => {
                 let name = String::from_utf8_lossy(&name);
                 crate::conn_log!(error, tag, "prepared statement '{name}' was already prepared");
-                "prepared statement name is already in use".into()
+                Fault::client("prepared statement name is already in use")
             }
             RewriteError::Unknown(name) => {
                 let name = String::from_utf8_lossy(&name);
                 crate::conn_log!(error, tag, "prepared statement '{name}' not found");
-                "prepared statement did not exist".into()
+                Fault::client("prepared statement did not exist")
             }
         }
     }
@@ -406,8 +407,7 @@ impl Relay {
                 hist.xact.observe(us);
             }
         } else if self.mode == PoolMode::Statement {
-            self.fatal =
-                Some((sqlstate::PROTOCOL_VIOLATION, "transaction blocks not allowed in statement pooling mode".into()));
+            self.fatal = Some(Fault::client("transaction blocks not allowed in statement pooling mode"));
         }
     }
 }

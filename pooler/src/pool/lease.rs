@@ -1,0 +1,90 @@
+//! A checked-out server: [`Lease`]. It goes back to its pool when its holder says the server is
+//! clean ([`Lease::release`]), is closed with a reason when it cannot be reused
+//! ([`Lease::close`]), and is closed as abandoned when its holder drops it without saying either
+//! (a client task that ends half-way, a login given up by client_login_timeout). While a client
+//! is attached to it ([`Lease::activate`]) it counts in its pool's `clients_active`.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::{Pool, PoolSettings};
+use crate::server::ServerConn;
+
+/// Why a lease dropped without a verdict closes its server: it may be in any state.
+const ABANDONED: &str = "client disconnect while server was not ready";
+
+/// A server taken out of its pool; derefs to the [`ServerConn`].
+#[derive(Debug)]
+pub struct Lease {
+    /// Always `Some` until a verdict or the drop takes it.
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    /// Counted in the pool's `clients_active`.
+    active: bool,
+}
+
+impl Lease {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+        Self { conn: Some(conn), pool, active: false }
+    }
+
+    /// A client is attached to the server (SHOW POOLS `cl_active`) until the lease ends.
+    pub fn activate(&mut self) {
+        if !self.active {
+            self.active = true;
+            self.pool.clients_active.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The server is clean (idle, nothing in flight): back to the pool, or closed if it is past
+    /// its lifetime.
+    pub fn release(self) {
+        let settings = self.pool.settings();
+        self.release_with(&settings);
+    }
+
+    /// [`Lease::release`] with settings the caller already holds.
+    pub fn release_with(mut self, settings: &PoolSettings) {
+        let conn = self.take();
+        self.pool.release_with(conn, settings);
+    }
+
+    /// The server cannot be reused: closed, logging `reason` (`closing because: ...`).
+    pub fn close(mut self, reason: &str) {
+        let conn = self.take();
+        self.pool.discard(conn, reason);
+    }
+
+    /// Takes the server out of the lease and out of `clients_active`; the caller now answers for
+    /// it and for its slot.
+    fn take(&mut self) -> ServerConn {
+        if std::mem::take(&mut self.active) {
+            self.pool.clients_active.fetch_sub(1, Relaxed);
+        }
+        self.conn.take().expect("a lease holds its server until its verdict")
+    }
+}
+
+impl Deref for Lease {
+    type Target = ServerConn;
+
+    fn deref(&self) -> &ServerConn {
+        self.conn.as_ref().expect("a lease holds its server until its verdict")
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("a lease holds its server until its verdict")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.conn.is_some() {
+            let conn = self.take();
+            self.pool.discard(conn, ABANDONED);
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The pool's own logic without a PostgreSQL: servers here are one end of a socket pair, parked
+//! in the idle list as if they had logged in, so that checkout, leases, hand-off to waiters and
+//! the size limit can be checked message by message.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+
+use super::{Caller, Pool};
+use crate::logging::ConnTag;
+use crate::net::{PeerAddr, Stream};
+use crate::server::ServerConn;
+use crate::shared::Shared;
+
+fn shared(general: &str) -> Arc<Shared> {
+    let text = format!("[databases]\napp = host=/tmp port=5432\n[pgbouncer]\n{general}");
+    let entries = crate::config::ini::parse_text(&text, std::path::Path::new("t.ini")).unwrap();
+    Shared::new(crate::config::build(std::path::Path::new("t.ini"), entries).unwrap())
+}
+
+fn pool(s: &Shared) -> Arc<Pool> {
+    let config = s.config();
+    s.pools.get_or_create(&config, &config.database("app").unwrap(), "u")
+}
+
+/// Puts a logged-in looking server in the idle list; the returned socket is its "backend"
+/// (dropping it makes the server dead).
+fn park(pool: &Pool, id: u64) -> UnixStream {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let peer = PeerAddr::Unix("/tmp/.s.PGSQL.5432".into());
+    let now = tokio::time::Instant::now();
+    let conn = ServerConn {
+        stream: Stream::Unix(ours),
+        id,
+        tag: Box::new(crate::servers::ServerIdent {
+            tag: ConnTag::server(id, "app", "u", &peer, 5432),
+            entry: None,
+            served: false,
+        }),
+        addr: Arc::new(peer),
+        backend_key: (id as i32, 0),
+        params: Default::default(),
+        created: now,
+        last_used: now,
+        leftover: Default::default(),
+        statements: Default::default(),
+        synced_params: 0,
+        session_state: Default::default(),
+        generation: pool.generation.load(Relaxed),
+    };
+    let mut st = pool.state.lock();
+    st.total += 1;
+    st.idle.push_back(conn);
+    theirs
+}
+
+fn counts(pool: &Pool) -> (u32, usize, i64) {
+    let st = pool.state.lock();
+    (st.total, st.idle.len(), pool.clients_active.load(Relaxed))
+}
+
+#[tokio::test]
+async fn a_released_lease_goes_back_idle_and_stops_counting_its_client() {
+    let s = shared("");
+    let p = pool(&s);
+    let _backend = park(&p, 1);
+    let mut lease = p.checkout().await.unwrap();
+    assert_eq!(counts(&p), (1, 0, 0));
+    lease.activate();
+    lease.activate();
+    assert_eq!(counts(&p), (1, 0, 1), "activating twice counts once");
+    lease.release();
+    assert_eq!(counts(&p), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_lease_dropped_without_a_verdict_closes_its_server_and_frees_the_slot() {
+    let s = shared("");
+    let p = pool(&s);
+    let mut backend = park(&p, 1);
+    let mut lease = p.checkout().await.unwrap();
+    lease.activate();
+    drop(lease);
+    assert_eq!(counts(&p), (0, 0, 0));
+    // The backend sees its connection closed.
+    let mut buf = [0u8; 1];
+    let n = tokio::io::AsyncReadExt::read(&mut backend, &mut buf).await.unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_closed_lease_frees_its_slot() {
+    let s = shared("");
+    let p = pool(&s);
+    let _backend = park(&p, 1);
+    let lease = p.checkout().await.unwrap();
+    lease.close("test");
+    assert_eq!(counts(&p), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_released_server_goes_straight_to_the_longest_waiter() {
+    let s = shared("default_pool_size = 1");
+    let p = pool(&s);
+    let _backend = park(&p, 7);
+    let held = p.checkout().await.unwrap();
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.checkout().await.map(|l| l.id) }
+    });
+    // Let the waiter queue up.
+    while p.state.lock().waiters.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    held.release();
+    assert_eq!(waiter.await.unwrap().unwrap(), 7);
+    // The waiter's lease was dropped in its task without a verdict: closed.
+    assert_eq!(counts(&p), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_does_not_lose_the_server_handed_to_it() {
+    let s = shared("default_pool_size = 1");
+    let p = pool(&s);
+    let _backend = park(&p, 3);
+    let held = p.checkout().await.unwrap();
+    let settings = p.settings();
+    let mut waiting = Box::pin(p.checkout_with(&settings, None, Caller::Session));
+    assert!(futures_poll_once(&mut waiting).await.is_none(), "a full pool makes the client wait");
+    held.release();
+    // The server is in the waiter's channel; the waiter goes away without reading it.
+    drop(waiting);
+    assert_eq!(counts(&p), (1, 1, 0), "the server is back in the idle list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_size_holds_across_threads() {
+    let s = shared("default_pool_size = 2");
+    let p = pool(&s);
+    let _backends = [park(&p, 1), park(&p, 2)];
+    let holding = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (p, holding, most) = (p.clone(), holding.clone(), most.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                let mut lease = p.checkout().await.unwrap();
+                lease.activate();
+                let now = holding.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                tokio::task::yield_now().await;
+                holding.fetch_sub(1, SeqCst);
+                lease.release();
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t).await.unwrap().unwrap();
+    }
+    assert!(most.load(SeqCst) <= 2, "at most pool_size servers out at once, saw {}", most.load(SeqCst));
+    assert_eq!(most.load(SeqCst), 2, "both servers were used");
+    assert_eq!(counts(&p), (2, 2, 0));
+}
+
+/// Polls a future once: `Some` when it finished at once.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
