@@ -8,6 +8,7 @@ pub mod backend;
 pub mod build;
 pub mod error;
 pub mod extended;
+pub mod flow;
 pub mod frame;
 pub mod frontend;
 pub mod md5;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
+use pgmux_protocol::flow::{Batch, CopyIn, Flow};
 use pgmux_protocol::{build, tags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,14 +20,8 @@ pub struct Abandoned {
     pub unread: BytesMut,
     /// Bytes of the current server message still to skip, counted from the start of `unread`.
     pub skip: usize,
-    /// Requests (Query, Sync) sent whose ReadyForQuery has not come.
-    pub pending: u32,
-    /// Extended-protocol messages were sent without a Sync after them.
-    pub unsynced: bool,
-    /// The server waits for COPY data from the client.
-    pub copy_in: bool,
-    /// Transaction status at the last ReadyForQuery.
-    pub tx: TxStatus,
+    /// What the server still owes: requests, an open batch, COPY, the transaction status.
+    pub flow: Flow,
 }
 
 /// Messages whose body matters here; any other is skipped without being buffered (a DataRow can
@@ -129,12 +124,12 @@ async fn recover_within(conn: &mut ServerConn, a: Abandoned) -> Result<(), Serve
     let (addr, key) = (conn.addr.clone(), conn.backend_key);
     let mut d = Drain { conn, buf: a.unread };
     d.skip(a.skip).await?;
-    let mut pending = a.pending;
+    let mut pending = a.flow.pending();
     let mut out = BytesMut::new();
-    if a.copy_in {
+    if a.flow.copy() == CopyIn::Receiving {
         out.extend_from_slice(&copy_fail());
     }
-    if a.unsynced {
+    if a.flow.batch() == Batch::Open {
         build::sync(&mut out);
         pending += 1;
     }
@@ -148,7 +143,7 @@ async fn recover_within(conn: &mut ServerConn, a: Abandoned) -> Result<(), Serve
     }
     // Whatever the vanished client set, the next one's parameters are set afresh.
     d.conn.synced_params = 0;
-    let mut tx = d.until_ready(pending, a.tx).await?;
+    let mut tx = d.until_ready(pending, a.flow.tx()).await?;
     // A ROLLBACK the late cancel hit fails; the second one does not.
     for _ in 0..2 {
         if tx == TxStatus::Idle {

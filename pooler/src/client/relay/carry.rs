@@ -114,7 +114,7 @@ impl Relay {
         if !effects.is_empty() {
             // Answered by the ReadyForQuery of this Query, or of the Sync after this Parse.
             let made = self.carry.made.get_or_insert_with(Default::default);
-            made.in_flight.sent(effects, self.pending + 1);
+            made.in_flight.sent(effects, self.flow.pending() + 1);
         }
         true
     }

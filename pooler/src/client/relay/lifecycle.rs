@@ -3,7 +3,6 @@
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use pgmux_protocol::backend::TxStatus;
 use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::sqlstate;
 use tokio::time::Instant;
@@ -165,6 +164,7 @@ impl Relay {
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
         self.had_server = true;
+        self.saw_ready = false;
         server.activate();
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
@@ -253,14 +253,7 @@ impl Relay {
         if self.c_skip > 0 || self.c_ready > 0 {
             return false;
         }
-        let state = server::Abandoned {
-            unread: self.sout.split_off(self.s_ready),
-            skip: self.s_skip,
-            pending: self.pending,
-            unsynced: self.unsynced,
-            copy_in: self.copy_in,
-            tx: self.tx,
-        };
+        let state = server::Abandoned { unread: self.sout.split_off(self.s_ready), skip: self.s_skip, flow: self.flow };
         if server::recover(server, state, RESCUE_LIMIT).await.is_err() {
             return false;
         }
@@ -284,12 +277,7 @@ impl Relay {
             if self.session.cancel.detach() {
                 Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
             }
-            let clean = self.pending == 0
-                && self.tx == TxStatus::Idle
-                && !self.unsynced
-                && self.c_skip == 0
-                && self.s_skip == 0
-                && self.sout.len() == self.s_ready;
+            let clean = self.server_clean();
             let settings = self.settings.clone();
             // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
             // it is reset whatever server_reset_query says.

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use pgmux_protocol::backend::TxStatus;
+use pgmux_protocol::flow::Flow;
 use pgmux_protocol::{sqlstate, ProtocolError};
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
@@ -70,14 +70,11 @@ struct Relay {
     s_ready: usize,
     s_skip: usize,
     server: Option<Lease>,
-    /// Queries and Syncs sent whose ReadyForQuery has not come back.
-    pending: u32,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    tx: TxStatus,
+    /// What the server owes the client: requests, the batch, COPY, the transaction.
+    flow: Flow,
     terminate: bool,
     client_eof: bool,
-    /// A ReadyForQuery arrived during the last scan.
+    /// A ReadyForQuery arrived since the last request was sent.
     saw_ready: bool,
     fatal: Option<Fault>,
     query_start: Option<Instant>,
@@ -88,10 +85,6 @@ struct Relay {
     need_server: bool,
     /// Size of a client message that must be whole in `cin` before it can be rewritten.
     c_whole: usize,
-    /// The server is in COPY FROM STDIN: Syncs the client sends are ignored by it.
-    copy_in: bool,
-    /// The last request counted was a Sync (not a Query).
-    last_request_sync: bool,
     /// Named prepared statements are mapped across servers (transaction/statement modes with
     /// max_prepared_statements above 0); both are read at each attach.
     track_prepared: bool,
@@ -153,9 +146,7 @@ pub async fn resume(
         s_ready: 0,
         s_skip: 0,
         server: None,
-        pending: 0,
-        unsynced: false,
-        tx: TxStatus::Idle,
+        flow: Flow::default(),
         terminate: false,
         client_eof: false,
         saw_ready: false,
@@ -166,8 +157,6 @@ pub async fn resume(
         timer_reason: "",
         need_server: false,
         c_whole: 0,
-        copy_in: false,
-        last_request_sync: false,
         track_prepared: false,
         max_prepared: 0,
         mode,
@@ -317,9 +306,17 @@ impl Relay {
         HIGH_WATER.max(self.c_ready + self.c_whole)
     }
 
-    /// True when the server holds no state of this client: nothing in flight, no transaction.
+    /// True when the server may go back to the pool as it is: it holds nothing of the client's
+    /// ([`Flow::idle`]) and no message is half passed either way. The one rule, for the release
+    /// between transactions and for the one at the end of the session.
+    fn server_clean(&self) -> bool {
+        self.flow.idle() && self.c_skip == 0 && self.s_skip == 0 && self.sout.len() == self.s_ready
+    }
+
+    /// Between transactions: the server is clean and the client has nothing scanned for it
+    /// that is not sent yet.
     fn releasable(&self) -> bool {
-        self.pending == 0 && self.tx == TxStatus::Idle && !self.unsynced && self.c_skip == 0 && self.c_ready == 0
+        self.server_clean() && self.c_ready == 0
     }
 
     /// server_fast_close: a server made before RECONNECT / RELOAD is closed, and its client with
@@ -343,9 +340,7 @@ impl Relay {
         if !self.may_survive_server_loss() {
             tracing::info!(
                 client = %self.session.peer,
-                pending = self.pending,
-                copy_in = self.copy_in,
-                unsynced = self.unsynced,
+                flow = ?self.flow,
                 c_skip = self.c_skip,
                 s_skip = self.s_skip,
                 carried = self.carry.busy(),

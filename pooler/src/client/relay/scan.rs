@@ -93,7 +93,7 @@ impl Relay {
             }
             self.c_whole = 0;
             match tag {
-                tags::frontend::SYNC if self.copy_in => {
+                tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
                 }
                 tags::frontend::QUERY if self.disable_pqexec => {
@@ -105,7 +105,6 @@ impl Relay {
                         return Ok(());
                     }
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
-                    self.last_request_sync = tag == tags::frontend::SYNC;
                     if self.track_prepared {
                         let (st, cl) = (&mut server.statements, &mut self.statements);
                         if tag == tags::frontend::SYNC {
@@ -114,8 +113,7 @@ impl Relay {
                             self.tracker.on_query(tag == tags::frontend::QUERY, st, cl);
                         }
                     }
-                    self.begin_request();
-                    self.unsynced = false;
+                    self.begin_request(tag == tags::frontend::SYNC);
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
                     if self.track_prepared =>
@@ -124,7 +122,7 @@ impl Relay {
                         return Ok(());
                     }
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
-                    self.unsynced = true;
+                    self.flow.extended();
                     let at = self.c_ready;
                     let mut rw = Rewrite {
                         client: &mut self.statements,
@@ -158,17 +156,17 @@ impl Relay {
                     if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total) {
                         return Ok(());
                     }
-                    self.unsynced = true;
+                    self.flow.extended();
                 }
                 tags::frontend::EXECUTE => {
-                    self.unsynced = true;
+                    self.flow.extended();
                     if self.track_prepared {
                         if let Some(server) = self.server.as_mut() {
                             self.tracker.on_execute(&mut server.statements, &mut self.statements);
                         }
                     }
                 }
-                tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.copy_in = false,
+                tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.flow.copy_end(),
                 tags::frontend::FLUSH | tags::frontend::COPY_DATA | tags::frontend::PASSWORD => {}
                 _ => return Err(Fault::client(format!("invalid client message type {:?}", tag as char))),
             }
@@ -215,7 +213,6 @@ impl Relay {
         self.c_whole = 0;
         if answered == super::aborted::Answered::Ended {
             self.aborted = None;
-            self.tx = TxStatus::Idle;
         }
         if !msg.is_empty() {
             self.answer_now(&msg);
@@ -263,20 +260,21 @@ impl Relay {
         }
     }
 
-    pub(super) fn begin_request(&mut self) {
+    /// A Query, FunctionCall or Sync goes to the server: counted, and timed.
+    fn begin_request(&mut self, sync: bool) {
         let now = Instant::now();
-        if self.pending == 0 {
+        if self.flow.pending() == 0 {
             self.query_start = Some(now);
         }
         if self.xact_start.is_none() {
             self.xact_start = Some(now);
         }
-        self.pending += 1;
+        self.flow.request(sync);
+        self.saw_ready = false;
     }
 
     /// Marks server bytes as sendable; reads ReadyForQuery and ParameterStatus on the way.
     pub(super) fn scan_server(&mut self) -> Result<(), ProtocolError> {
-        self.saw_ready = false;
         loop {
             if self.s_skip > 0 {
                 if pass_through(self.sout.len(), &mut self.s_ready, &mut self.s_skip) {
@@ -322,13 +320,9 @@ impl Relay {
             }
             match tag {
                 tags::backend::COPY_IN_RESPONSE => {
-                    self.copy_in = true;
-                    if self.last_request_sync && self.pending > 0 {
-                        // The Sync sent after the Execute that started COPY is ignored by the
-                        // server; the client's Sync after CopyDone will be answered instead.
-                        self.pending -= 1;
-                        self.unsynced = true;
-                    }
+                    // A Sync sent after the Execute that started COPY is ignored by the server;
+                    // the client's Sync after CopyDone will be answered instead.
+                    self.flow.copy_in_response();
                     self.s_skip = total;
                 }
                 tags::backend::ERROR_RESPONSE => {
@@ -342,7 +336,7 @@ impl Relay {
                             continue;
                         }
                     }
-                    self.copy_in = false;
+                    self.flow.error();
                     self.carry.on_error();
                     self.s_skip = total;
                 }
@@ -384,8 +378,7 @@ impl Relay {
 
     pub(super) fn on_ready(&mut self, status: TxStatus) {
         self.saw_ready = true;
-        self.pending = self.pending.saturating_sub(1);
-        self.tx = status;
+        self.flow.ready(status);
         self.session_sql_ready(status);
         let now = Instant::now();
         let stats = &self.session.pool.stats;
@@ -396,7 +389,7 @@ impl Relay {
             PoolStats::add(&stats.query_time_us, us);
             hist.query.observe(us);
         }
-        if self.pending > 0 {
+        if self.flow.pending() > 0 {
             self.query_start = Some(now);
         }
         if status == TxStatus::Idle {

@@ -13,6 +13,7 @@
 use bytes::BytesMut;
 use pgmux_protocol::backend::{ErrorFields, TxStatus};
 use pgmux_protocol::build::{self, Severity};
+use pgmux_protocol::flow::{Batch, CopyIn};
 use pgmux_protocol::sqlstate;
 
 use super::lost_copy::LostCopy;
@@ -57,18 +58,18 @@ impl Relay {
         if !simple_books {
             return false;
         }
-        if self.copy_in {
+        let (pending, open) = (self.flow.pending(), self.flow.batch() == Batch::Open);
+        if self.flow.copy() == CopyIn::Receiving {
             // COPY FROM STDIN outside a transaction block: started by a Query (its ReadyForQuery
             // pending), or by Execute (its Sync still to come); the rest of the stream is dropped
             // (lost_copy.rs).
-            return self.tx == TxStatus::Idle
-                && ((self.pending == 1 && !self.unsynced) || (self.pending == 0 && self.unsynced));
+            return !self.flow.in_block() && ((pending == 1 && !open) || (pending == 0 && open));
         }
         // Every request in flight ends at its Sync or Query, and none has its ReadyForQuery yet:
         // each gets an ERROR and one (a pipeline too: drivers such as tokio-postgres send a
         // Close and the next Query behind a COPY's Sync). None in flight only inside a
         // transaction block, which is then answered as aborted.
-        !self.unsynced && self.c_skip == 0 && (self.pending >= 1 || self.tx != TxStatus::Idle)
+        !open && self.c_skip == 0 && (pending >= 1 || self.flow.in_block())
     }
 
     /// Answers the requests in flight with an error each, as if the server had rolled the
@@ -79,12 +80,11 @@ impl Relay {
         self.sout.truncate(self.s_ready);
         bytes::Buf::advance(&mut self.cin, self.c_ready);
         self.c_ready = 0;
-        if self.copy_in {
+        let left = self.flow.forget();
+        if left.copy == CopyIn::Receiving {
             // The rest of the COPY stream (and of a CopyData cut short) is dropped.
-            self.lost_copy = Some(Box::new(LostCopy::new(self.unsynced, self.c_skip)));
+            self.lost_copy = Some(Box::new(LostCopy::new(left.batch == Batch::Open, self.c_skip)));
             self.c_skip = 0;
-            self.copy_in = false;
-            self.unsynced = false;
         }
         let why = match self.server_fatal.take() {
             Some(f) => ErrorFields::new(&f[5..]).message(),
@@ -92,24 +92,24 @@ impl Relay {
         };
         // Inside a transaction block the block is aborted, as PostgreSQL leaves it after an
         // error: the client must end it (aborted.rs) before it can go on.
-        let in_block = self.tx != TxStatus::Idle;
+        let in_block = left.tx != TxStatus::Idle;
         let text = if in_block {
             format!("server connection lost ({why}); the transaction is aborted")
         } else {
             format!("server connection lost ({why}); the statement may not have completed")
         };
         let mut out = BytesMut::new();
-        for _ in 0..self.pending {
+        for _ in 0..left.pending {
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
             build::ready_for_query(&mut out, if in_block { b'E' } else { b'I' });
         }
-        if self.pending == 0 && self.lost_copy.is_some() {
+        if left.pending == 0 && self.lost_copy.is_some() {
             // COPY started by Execute: the error now, the ReadyForQuery at the client's Sync.
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
         }
         if in_block {
             let mut block = super::aborted::AbortedBlock::new(text);
-            if self.pending > 0 {
+            if left.pending > 0 {
                 // The request in flight got the reason already.
                 block.reason_sent();
             }
@@ -117,9 +117,6 @@ impl Relay {
         }
         self.sout.extend_from_slice(&out);
         self.s_ready = self.sout.len();
-        self.pending = 0;
-        self.tx = TxStatus::Idle;
-        self.last_request_sync = false;
         self.query_start = None;
         self.xact_start = None;
         self.need_server = false;

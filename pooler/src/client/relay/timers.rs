@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use pgmux_protocol::backend::TxStatus;
 use tokio::time::Instant;
 
 use super::Relay;
@@ -41,13 +40,13 @@ impl Relay {
             }
             return t.0;
         }
-        let in_transaction = self.tx != TxStatus::Idle;
-        if self.pending > 0 {
+        let in_transaction = self.flow.in_block();
+        if self.flow.pending() > 0 {
             t.consider(s.query_timeout, self.query_start, "query timeout");
         } else if in_transaction && !s.idle_transaction_timeout.is_zero() {
             t.consider(s.idle_transaction_timeout, Some(Instant::now()), "idle transaction timeout");
         }
-        if in_transaction || self.pending > 0 {
+        if in_transaction || self.flow.pending() > 0 {
             t.consider(s.transaction_timeout, self.xact_start, "transaction timeout");
         }
         t.0
