@@ -80,7 +80,8 @@ struct Relay {
     query_start: Option<Instant>,
     xact_start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
-    timer_reason: &'static str,
+    /// The timeout `timer` is armed for (timers.rs).
+    timer_for: Option<timers::Timeout>,
     /// Complete client messages wait in `cin` and no server is attached.
     need_server: bool,
     /// Size of a client message that must be whole in `cin` before it can be rewritten.
@@ -154,7 +155,7 @@ pub async fn resume(
         query_start: None,
         xact_start: None,
         timer: None,
-        timer_reason: "",
+        timer_for: None,
         need_server: false,
         c_whole: 0,
         track_prepared: false,
@@ -290,7 +291,8 @@ impl Relay {
                 }
                 Event::Timer => {
                     self.timer = None;
-                    let reason = self.timer_reason;
+                    // Armed by arm_timer at every turn; the wait for a server handles its own.
+                    let reason = self.timer_for.unwrap_or(timers::Timeout::Query).reason();
                     // A server in the middle of a query or transaction cannot be reused: it is
                     // closed with the same reason, as PgBouncer does.
                     self.close_server(reason);

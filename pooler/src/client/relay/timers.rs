@@ -11,15 +11,37 @@ use tokio::time::Instant;
 
 use super::Relay;
 
-/// `client_idle_timeout`: the reason a client without a server is closed.
-pub(super) const CLIENT_IDLE: &str = "client_idle_timeout";
+/// Which timeout the relay's timer is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timeout {
+    /// client_idle_timeout: no server held, nothing sent.
+    ClientIdle,
+    /// query_timeout: a request has waited that long for its ReadyForQuery.
+    Query,
+    /// idle_transaction_timeout: a transaction waits for the client.
+    IdleTransaction,
+    /// transaction_timeout: a transaction has lasted that long.
+    Transaction,
+}
+
+impl Timeout {
+    /// PgBouncer's reason, for the client's error, the log and the server's close.
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Timeout::ClientIdle => "client_idle_timeout",
+            Timeout::Query => "query timeout",
+            Timeout::IdleTransaction => "idle transaction timeout",
+            Timeout::Transaction => "transaction timeout",
+        }
+    }
+}
 
 /// The earliest of several deadlines.
 #[derive(Default)]
-struct Earliest(Option<(Instant, &'static str)>);
+struct Earliest(Option<(Instant, Timeout)>);
 
 impl Earliest {
-    fn consider(&mut self, limit: Duration, from: Option<Instant>, reason: &'static str) {
+    fn consider(&mut self, limit: Duration, from: Option<Instant>, reason: Timeout) {
         let (false, Some(from)) = (limit.is_zero(), from) else { return };
         let at = from + limit;
         if self.0.is_none_or(|(best, _)| at < best) {
@@ -31,23 +53,23 @@ impl Earliest {
 impl Relay {
     /// The timeout that applies now: when it fires and the reason it gives. The clock is read
     /// only when a timeout counted from now applies (this runs at every relay wake-up).
-    fn next_timeout(&self) -> Option<(Instant, &'static str)> {
+    fn next_timeout(&self) -> Option<(Instant, Timeout)> {
         let s = &self.settings;
         let mut t = Earliest::default();
         if self.server.is_none() {
             if !s.client_idle_timeout.is_zero() {
-                t.consider(s.client_idle_timeout, Some(Instant::now()), CLIENT_IDLE);
+                t.consider(s.client_idle_timeout, Some(Instant::now()), Timeout::ClientIdle);
             }
             return t.0;
         }
         let in_transaction = self.flow.in_block();
         if self.flow.pending() > 0 {
-            t.consider(s.query_timeout, self.query_start, "query timeout");
+            t.consider(s.query_timeout, self.query_start, Timeout::Query);
         } else if in_transaction && !s.idle_transaction_timeout.is_zero() {
-            t.consider(s.idle_transaction_timeout, Some(Instant::now()), "idle transaction timeout");
+            t.consider(s.idle_transaction_timeout, Some(Instant::now()), Timeout::IdleTransaction);
         }
         if in_transaction || self.flow.pending() > 0 {
-            t.consider(s.transaction_timeout, self.xact_start, "transaction timeout");
+            t.consider(s.transaction_timeout, self.xact_start, Timeout::Transaction);
         }
         t.0
     }
@@ -57,7 +79,7 @@ impl Relay {
         match self.next_timeout() {
             None => self.timer = None,
             Some((at, reason)) => {
-                self.timer_reason = reason;
+                self.timer_for = Some(reason);
                 match self.timer.as_mut() {
                     Some(t) if t.deadline() == at => {}
                     Some(t) => t.as_mut().reset(at),
