@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, BadValue, ConfigError};
 use crate::pool::PoolSettings;
 use crate::shared::Shared;
 
@@ -66,11 +66,17 @@ pub enum SetOutcome {
     TlsNotApplied,
 }
 
+/// Why console `SET` changed nothing: the parameter is unknown, needs a restart, or the value
+/// is bad. Its text is the console's error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct SetError(#[from] pub BadValue);
+
 /// Console `SET key = value`: changes one reloadable parameter in the running config.
 ///
 /// # Errors
 /// The parameter is unknown, needs a restart, or the value is bad.
-pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<SetOutcome, String> {
+pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<SetOutcome, SetError> {
     let old = shared.config();
     let mut new = old.with_setting(key, value)?;
     for w in &new.warnings {

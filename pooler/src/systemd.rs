@@ -63,12 +63,17 @@ pub struct Activated {
     pub unix: Option<(UnixListener, PathBuf)>,
 }
 
+/// Why the sockets systemd passed cannot be used (socket activation).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("socket activation: {0}")]
+pub struct ActivationError(pub String);
+
 /// The listening sockets systemd passed to this process, if any (LISTEN_PID names it).
 ///
 /// # Errors
 /// A passed descriptor that is neither a TCP nor a unix stream listener, or more than one unix
 /// socket.
-pub fn activated() -> Result<Option<Activated>, String> {
+pub fn activated() -> Result<Option<Activated>, ActivationError> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
@@ -85,13 +90,13 @@ pub fn activated() -> Result<Option<Activated>, String> {
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(PathBuf::from))
-                    .ok_or_else(|| format!("socket activation: descriptor {} is an unnamed unix socket", i + 3))?;
+                    .ok_or_else(|| ActivationError(format!("descriptor {} is an unnamed unix socket", i + 3)))?;
                 if got.unix.is_some() {
-                    return Err("socket activation: more than one unix socket passed".into());
+                    return Err(ActivationError("more than one unix socket passed".into()));
                 }
                 got.unix = Some((l, path));
             }
-            _ => return Err(format!("socket activation: descriptor {} is not a stream listener", i + 3)),
+            _ => return Err(ActivationError(format!("descriptor {} is not a stream listener", i + 3))),
         }
     }
     Ok(Some(got))

@@ -48,11 +48,31 @@ pub enum Command {
     Empty,
 }
 
+/// Why a console query is not a command, in PgBouncer's words (the console's error message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such command, or an argument where it takes none.
+    #[error("invalid command")]
+    Unknown,
+    /// More than one argument.
+    #[error("invalid command: too many arguments")]
+    TooManyArguments,
+    /// The command (upper-cased) takes an argument and has none.
+    #[error("{0} needs an argument")]
+    NeedsArgument(String),
+    /// SHUTDOWN with a mode other than WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS.
+    #[error("invalid SHUTDOWN mode: {0}")]
+    ShutdownMode(String),
+    /// SET without `=`.
+    #[error("bad SET command, expected SET key = value")]
+    BadSet,
+}
+
 /// Parses one console query.
 ///
 /// # Errors
 /// PgBouncer-style messages for unknown commands and bad arguments.
-pub fn parse(sql: &str) -> Result<Command, String> {
+pub fn parse(sql: &str) -> Result<Command, CommandError> {
     let text = sql.trim().trim_end_matches(';').trim();
     if text.is_empty() {
         return Ok(Command::Empty);
@@ -63,7 +83,7 @@ pub fn parse(sql: &str) -> Result<Command, String> {
     };
     let word = word.to_ascii_lowercase();
     if word == "set" {
-        let (k, v) = rest.split_once('=').ok_or_else(|| "bad SET command, expected SET key = value".to_owned())?;
+        let (k, v) = rest.split_once('=').ok_or(CommandError::BadSet)?;
         let v = v.trim();
         let v = v
             .strip_prefix('\'')
@@ -73,10 +93,10 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         return Ok(Command::Set(k.trim().to_ascii_lowercase(), v));
     }
     if rest.split_whitespace().count() > 1 {
-        return Err("invalid command: too many arguments".into());
+        return Err(CommandError::TooManyArguments);
     }
     let arg = (!rest.is_empty()).then(|| unquote(rest));
-    let need = |a: Option<String>| a.ok_or_else(|| format!("{} needs an argument", word.to_ascii_uppercase()));
+    let need = |a: Option<String>| a.ok_or_else(|| CommandError::NeedsArgument(word.to_ascii_uppercase()));
     Ok(match word.as_str() {
         "show" | "select" => Command::Show(need(arg)?.to_ascii_lowercase()),
         "pause" => Command::Pause(arg),
@@ -89,14 +109,14 @@ pub fn parse(sql: &str) -> Result<Command, String> {
             None => Command::Shutdown(ShutdownMode::Immediate),
             Some("wait_for_servers") => Command::Shutdown(ShutdownMode::WaitForServers),
             Some("wait_for_clients") => Command::Shutdown(ShutdownMode::WaitForClients),
-            Some(other) => return Err(format!("invalid SHUTDOWN mode: {other}")),
+            Some(other) => return Err(CommandError::ShutdownMode(other.to_owned())),
         },
         "disable" => Command::Disable(need(arg)?),
         "enable" => Command::Enable(need(arg)?),
         "wait_close" => Command::WaitClose(arg),
         "reload" if arg.is_none() => Command::Reload,
         "switchover" => Command::Switchover(arg),
-        _ => return Err("invalid command".into()),
+        _ => return Err(CommandError::Unknown),
     })
 }
 
@@ -145,6 +165,17 @@ mod tests {
         assert!(parse("drop table x").is_err());
         assert!(parse("show pools now").is_err());
         assert!(parse("show").is_err());
+    }
+
+    #[test]
+    fn errors_say_what_pgbouncer_says() {
+        let e = |sql: &str| parse(sql).unwrap_err().to_string();
+        assert_eq!(e("drop x"), "invalid command");
+        assert_eq!(e("suspend now"), "invalid command");
+        assert_eq!(e("show pools now"), "invalid command: too many arguments");
+        assert_eq!(e("disable"), "DISABLE needs an argument");
+        assert_eq!(e("shutdown Later"), "invalid SHUTDOWN mode: later");
+        assert_eq!(e("set verbose"), "bad SET command, expected SET key = value");
     }
 
     #[test]

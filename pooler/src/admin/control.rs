@@ -226,7 +226,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
                 "SET"
             }
             Err(e) => {
-                err(out, e);
+                err(out, e.to_string());
                 return false;
             }
         },

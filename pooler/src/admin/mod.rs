@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use pgmux_protocol::build::{self, Severity};
 use pgmux_protocol::{frontend, sqlstate, tags};
 
-pub use command::{client_id, parse, Command, ShutdownMode};
+pub use command::{client_id, parse, Command, CommandError, ShutdownMode};
 pub use show::{console_role, show, ADMIN_DB};
 pub use table::Table;
 
@@ -171,7 +171,7 @@ async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, 
     let cmd = match parse(sql) {
         Ok(c) => c,
         Err(e) => {
-            err(out, &e);
+            err(out, &e.to_string());
             return false;
         }
     };

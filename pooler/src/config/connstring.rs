@@ -1,11 +1,13 @@
 //! libpq-style `key=value key='quoted value'` strings, as used by `[databases]`, `[users]` and
 //! `[peers]` entries.
 
+use super::BadValue;
+
 /// Splits a connection string into pairs, in order.
 ///
 /// # Errors
 /// A token without `=`, or an unterminated quote.
-pub fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse(s: &str) -> Result<Vec<(String, String)>, BadValue> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -27,7 +29,7 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("missing '=' after \"{key}\""));
+            return Err(BadValue(format!("missing '=' after \"{key}\"")));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -37,10 +39,10 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(format!("unterminated quoted value for \"{key}\"")),
+                    None => return Err(BadValue(format!("unterminated quoted value for \"{key}\""))),
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),
-                        None => return Err(format!("unterminated quoted value for \"{key}\"")),
+                        None => return Err(BadValue(format!("unterminated quoted value for \"{key}\""))),
                     },
                     Some('\'') => break,
                     Some(c) => value.push(c),

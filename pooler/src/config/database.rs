@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::general::PoolMode;
-use super::{connstring, value};
+use super::{connstring, value, BadValue};
 
 /// How a comma list of hosts is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +57,12 @@ pub struct DatabaseConfig {
     pub application_name: Option<String>,
 }
 
-fn num(k: &str, v: &str) -> Result<u32, String> {
-    value::integer(v, 1 << 20).map(|n| n as u32).map_err(|r| format!("{k}: {r}"))
+fn num(k: &str, v: &str) -> Result<u32, BadValue> {
+    value::integer(v, 1 << 20).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}")))
 }
 
-fn secs(k: &str, v: &str) -> Result<Duration, String> {
-    value::seconds(v).map_err(|r| format!("{k}: {r}"))
+fn secs(k: &str, v: &str) -> Result<Duration, BadValue> {
+    value::seconds(v).map_err(|r| BadValue(format!("{k}: {r}")))
 }
 
 impl DatabaseConfig {
@@ -70,7 +70,7 @@ impl DatabaseConfig {
     ///
     /// # Errors
     /// Unknown keys and bad values.
-    pub fn parse(name: &str, s: &str) -> Result<Self, String> {
+    pub fn parse(name: &str, s: &str) -> Result<Self, BadValue> {
         let mut db = DatabaseConfig {
             name: name.to_owned(),
             auto: false,
@@ -102,7 +102,8 @@ impl DatabaseConfig {
                 "dbname" => db.dbname = Some(v),
                 "host" => db.hosts = v.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect(),
                 "port" => {
-                    db.port = v.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port: \"{v}\""))?
+                    db.port =
+                        v.parse().ok().filter(|p| *p > 0).ok_or_else(|| BadValue(format!("invalid port: \"{v}\"")))?
                 }
                 "user" => db.user = Some(v),
                 "password" => db.password = Some(v),
@@ -119,7 +120,9 @@ impl DatabaseConfig {
                     db.load_balance_hosts = match v.as_str() {
                         "round-robin" => LoadBalanceHosts::RoundRobin,
                         "disable" => LoadBalanceHosts::Disable,
-                        _ => return Err(format!("invalid load_balance_hosts: \"{v}\" (round-robin, disable)")),
+                        _ => {
+                            return Err(BadValue(format!("invalid load_balance_hosts: \"{v}\" (round-robin, disable)")))
+                        }
                     }
                 }
                 "max_db_connections" => db.max_db_connections = Some(num(&k, &v)?),
@@ -129,7 +132,7 @@ impl DatabaseConfig {
                 "datestyle" => db.datestyle = Some(v),
                 "timezone" => db.timezone = Some(v),
                 "application_name" => db.application_name = Some(v),
-                _ => return Err(format!("unknown database parameter \"{k}\"")),
+                _ => return Err(BadValue(format!("unknown database parameter \"{k}\""))),
             }
         }
         Ok(db)
@@ -167,7 +170,7 @@ impl UserConfig {
     ///
     /// # Errors
     /// Unknown keys and bad values.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, BadValue> {
         let mut u = UserConfig::default();
         for (k, v) in connstring::parse(s)? {
             match k.as_str() {
@@ -181,7 +184,7 @@ impl UserConfig {
                 "idle_transaction_timeout" => u.idle_transaction_timeout = Some(secs(&k, &v)?),
                 "transaction_timeout" => u.transaction_timeout = Some(secs(&k, &v)?),
                 "client_idle_timeout" => u.client_idle_timeout = Some(secs(&k, &v)?),
-                _ => return Err(format!("unknown user parameter \"{k}\"")),
+                _ => return Err(BadValue(format!("unknown user parameter \"{k}\""))),
             }
         }
         Ok(u)
@@ -204,18 +207,18 @@ impl PeerConfig {
     ///
     /// # Errors
     /// Unknown keys, bad values, or no host.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, BadValue> {
         let mut p = PeerConfig { host: String::new(), port: 6432, pool_size: None };
         for (k, v) in connstring::parse(s)? {
             match k.as_str() {
                 "host" => p.host = v,
-                "port" => p.port = v.parse().map_err(|_| format!("invalid port: \"{v}\""))?,
+                "port" => p.port = v.parse().map_err(|_| BadValue(format!("invalid port: \"{v}\"")))?,
                 "pool_size" => p.pool_size = Some(num(&k, &v)?),
-                _ => return Err(format!("unknown peer parameter \"{k}\"")),
+                _ => return Err(BadValue(format!("unknown peer parameter \"{k}\""))),
             }
         }
         if p.host.is_empty() {
-            return Err("peer needs host=".into());
+            return Err(BadValue::from("peer needs host="));
         }
         Ok(p)
     }

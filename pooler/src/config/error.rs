@@ -1,4 +1,6 @@
-//! Configuration errors: each names the file and line (or file) and the reason.
+//! Configuration errors: each names the file and line (or file) and the reason. A
+//! [`BadValue`] is the reason alone: a value pgmux cannot take, and why; the caller adds the
+//! file and line.
 
 use std::path::PathBuf;
 
@@ -32,5 +34,24 @@ impl ConfigError {
     /// An error at a location.
     pub fn at(at: &Location, reason: impl Into<String>) -> Self {
         ConfigError::Invalid { at: at.to_string(), reason: reason.into() }
+    }
+}
+
+/// A value pgmux cannot take, and why (`invalid pool_mode: "sometimes" (session, ...)`). The
+/// caller adds the file and line ([`ConfigError::Invalid`] keeps this text as its reason), or
+/// the console says it as it is (SET).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
+impl From<String> for BadValue {
+    fn from(reason: String) -> Self {
+        BadValue(reason)
+    }
+}
+
+impl From<&str> for BadValue {
+    fn from(reason: &str) -> Self {
+        BadValue(reason.to_owned())
     }
 }

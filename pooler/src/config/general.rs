@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ini::Location;
-use super::{value, ConfigError};
+use super::{value, BadValue, ConfigError};
 use crate::tls::SslMode;
 
 /// When a server goes back to the pool.
@@ -22,12 +22,12 @@ pub enum PoolMode {
 
 impl PoolMode {
     /// Parses `session` / `transaction` / `statement`.
-    pub fn parse(v: &str) -> Result<Self, String> {
+    pub fn parse(v: &str) -> Result<Self, BadValue> {
         match v.trim().to_ascii_lowercase().as_str() {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
             "statement" => Ok(PoolMode::Statement),
-            _ => Err(format!("invalid pool_mode: \"{v}\" (session, transaction, statement)")),
+            _ => Err(BadValue(format!("invalid pool_mode: \"{v}\" (session, transaction, statement)"))),
         }
     }
 
@@ -66,7 +66,7 @@ pub enum AuthType {
 
 impl AuthType {
     /// Parses auth_type (and, with `hba_only`, the methods only an HBA line may name).
-    pub fn parse_method(v: &str, hba_only: bool) -> Result<Self, String> {
+    pub fn parse_method(v: &str, hba_only: bool) -> Result<Self, BadValue> {
         match v.trim().to_ascii_lowercase().as_str() {
             "peer" if hba_only => Ok(AuthType::Peer),
             "reject" if hba_only => Ok(AuthType::Reject),
@@ -77,7 +77,7 @@ impl AuthType {
         }
     }
 
-    fn parse(v: &str) -> Result<Self, String> {
+    fn parse(v: &str) -> Result<Self, BadValue> {
         match v.trim().to_ascii_lowercase().as_str() {
             "trust" => Ok(AuthType::Trust),
             "any" => Ok(AuthType::Any),
@@ -86,8 +86,8 @@ impl AuthType {
             "scram-sha-256" => Ok(AuthType::ScramSha256),
             "hba" => Ok(AuthType::Hba),
             "cert" => Ok(AuthType::Cert),
-            "pam" | "ldap" => Err(format!("auth_type {v} is not supported by this build")),
-            _ => Err(format!("invalid auth_type: \"{v}\"")),
+            "pam" | "ldap" => Err(BadValue(format!("auth_type {v} is not supported by this build"))),
+            _ => Err(BadValue(format!("invalid auth_type: \"{v}\""))),
         }
     }
 }
@@ -262,20 +262,20 @@ impl Reader<'_> {
         ConfigError::Invalid { at, reason }
     }
 
-    fn get<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
-        f(self.raw(k)).map_err(|r| self.fail(k, r))
+    fn get<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, BadValue>) -> Result<T, ConfigError> {
+        f(self.raw(k)).map_err(|r| self.fail(k, r.0))
     }
 
     fn int(&self, k: &'static str, max: u64) -> Result<u32, ConfigError> {
-        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| format!("{k}: {r}")))
+        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}"))))
     }
 
     fn secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
-        self.get(k, |v| value::seconds(v).map_err(|r| format!("{k}: {r}")))
+        self.get(k, |v| value::seconds(v).map_err(|r| BadValue(format!("{k}: {r}"))))
     }
 
     fn flag(&self, k: &'static str) -> Result<bool, ConfigError> {
-        self.get(k, |v| value::boolean(v).map_err(|r| format!("{k}: {r}")))
+        self.get(k, |v| value::boolean(v).map_err(|r| BadValue(format!("{k}: {r}"))))
     }
 
     /// An `http://host:port` base URL (no trailing slash), or empty.
@@ -285,7 +285,7 @@ impl Reader<'_> {
             if v.is_empty() || v.starts_with("http://") {
                 Ok(v.to_owned())
             } else {
-                Err(format!("invalid {k}: \"{v}\" (http://host:port)"))
+                Err(BadValue(format!("invalid {k}: \"{v}\" (http://host:port)")))
             }
         })
     }
@@ -411,7 +411,7 @@ impl General {
             log_json: r.get("log_format", |v| match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(false),
                 "json" => Ok(true),
-                _ => Err(format!("invalid log_format: \"{v}\" (text, json)")),
+                _ => Err(BadValue(format!("invalid log_format: \"{v}\" (text, json)"))),
             })?,
             syslog: r.flag("syslog")?,
             syslog_ident: r.raw("syslog_ident").to_owned(),
@@ -435,7 +435,7 @@ impl General {
             exporter_port: r.int("exporter_port", 65535)? as u16,
             exporter_metrics: r.get("exporter_metrics", |v| {
                 pgmux_exporter::MetricSet::parse(v)
-                    .ok_or_else(|| format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)"))
+                    .ok_or_else(|| BadValue(format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)")))
             })?,
             health_agent_port: r.int("health_agent_port", 65535)? as u16,
             health_max_wait: r.secs("health_max_wait")?,

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::config::AuthType;
+use crate::config::{AuthType, BadValue};
 
 /// One word of a line; quoted words are never keywords.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub struct Hba {
     rules: Vec<Rule>,
 }
 
-fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<Name>, String> {
+fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<Name>, BadValue> {
     let mut out = Vec::new();
     for t in field {
         if t.quoted {
@@ -153,16 +153,16 @@ fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<N
             "sameuser" if databases => out.push(Name::SameUser),
             "replication" if databases => out.push(Name::Replication),
             "samerole" | "samegroup" if databases => {
-                return Err(format!("{at}: {} is not supported", t.text));
+                return Err(BadValue(format!("{at}: {} is not supported", t.text)));
             }
             s if s.starts_with('+') && !databases => {
-                return Err(format!("{at}: group membership (+) is not supported"))
+                return Err(BadValue(format!("{at}: group membership (+) is not supported")))
             }
-            s if s.starts_with('/') => return Err(format!("{at}: regular expressions are not supported")),
+            s if s.starts_with('/') => return Err(BadValue(format!("{at}: regular expressions are not supported"))),
             s if s.starts_with('@') => {
                 let path = dir.join(&s[1..]);
                 let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{at}: could not read {}: {e}", path.display()))?;
+                    .map_err(|e| BadValue(format!("{at}: could not read {}: {e}", path.display())))?;
                 for line in text.lines() {
                     out.extend(tokens(line).into_iter().map(|t| Name::Literal(t.text)));
                 }
@@ -173,14 +173,14 @@ fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<N
     Ok(out)
 }
 
-fn address(field: &[Token], mask: Option<&[Token]>, at: &str) -> Result<(Address, bool), String> {
-    let [t] = field else { return Err(format!("{at}: one address expected")) };
+fn address(field: &[Token], mask: Option<&[Token]>, at: &str) -> Result<(Address, bool), BadValue> {
+    let [t] = field else { return Err(BadValue(format!("{at}: one address expected"))) };
     match t.text.as_str() {
         "all" => return Ok((Address::All, false)),
-        "samehost" | "samenet" => return Err(format!("{at}: {} is not supported", t.text)),
+        "samehost" | "samenet" => return Err(BadValue(format!("{at}: {} is not supported", t.text))),
         _ => {}
     }
-    let bad = || format!("{at}: invalid address \"{}\" (IPv4 or IPv6 CIDR, or all)", t.text);
+    let bad = || BadValue(format!("{at}: invalid address \"{}\" (IPv4 or IPv6 CIDR, or all)", t.text));
     if let Some((ip, bits)) = t.text.split_once('/') {
         let ip: IpAddr = ip.parse().map_err(|_| bad())?;
         let bits: u8 = bits.parse().map_err(|_| bad())?;
@@ -191,14 +191,14 @@ fn address(field: &[Token], mask: Option<&[Token]>, at: &str) -> Result<(Address
         return Ok((Address::Net(ip, bits), false));
     }
     let ip: IpAddr = t.text.parse().map_err(|_| bad())?;
-    let Some([m]) = mask else { return Err(format!("{at}: address {ip} needs a /prefix or a mask")) };
-    let mask: IpAddr = m.text.parse().map_err(|_| format!("{at}: invalid mask \"{}\"", m.text))?;
+    let Some([m]) = mask else { return Err(BadValue(format!("{at}: address {ip} needs a /prefix or a mask"))) };
+    let mask: IpAddr = m.text.parse().map_err(|_| BadValue(format!("{at}: invalid mask \"{}\"", m.text)))?;
     let bits = match (ip, mask) {
         (IpAddr::V4(_), IpAddr::V4(m)) => prefix_len(&m.octets()),
         (IpAddr::V6(_), IpAddr::V6(m)) => prefix_len(&m.octets()),
         _ => None,
     }
-    .ok_or_else(|| format!("{at}: invalid mask \"{}\"", m.text))?;
+    .ok_or_else(|| BadValue(format!("{at}: invalid mask \"{}\"", m.text)))?;
     Ok((Address::Net(ip, bits), true))
 }
 
@@ -240,8 +240,9 @@ impl Hba {
     ///
     /// # Errors
     /// Unreadable files, and lines PgBouncer's subset does not have (`file:line: reason`).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, BadValue> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| BadValue(format!("could not read {}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &path.display().to_string(), dir)
     }
@@ -250,7 +251,7 @@ impl Hba {
     ///
     /// # Errors
     /// See [`Hba::load`].
-    pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Self, String> {
+    pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Self, BadValue> {
         let mut rules = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let f = fields(line);
@@ -264,13 +265,15 @@ impl Hba {
                 Some("hostssl") => LineType::HostSsl,
                 Some("hostnossl") => LineType::HostNoSsl,
                 Some(other) => {
-                    return Err(format!("{at}: invalid connection type \"{other}\" (local, host, hostssl, hostnossl)"))
+                    return Err(BadValue(format!(
+                        "{at}: invalid connection type \"{other}\" (local, host, hostssl, hostnossl)"
+                    )))
                 }
                 None => continue,
             };
             let need = if kind == LineType::Local { 4 } else { 5 };
             if f.len() < need {
-                return Err(format!("{at}: too few fields"));
+                return Err(BadValue(format!("{at}: too few fields")));
             }
             let databases = names(&f[1], dir, &at, true)?;
             let users = names(&f[2], dir, &at, false)?;
@@ -280,23 +283,24 @@ impl Hba {
                 let (a, used_mask) = address(&f[3], f.get(4).map(Vec::as_slice), &at)?;
                 (a, if used_mask { 5 } else { 4 })
             };
-            let method_field = f.get(rest).ok_or_else(|| format!("{at}: no authentication method"))?;
-            let method = AuthType::parse_method(&method_field[0].text, true).map_err(|e| format!("{at}: {e}"))?;
+            let method_field = f.get(rest).ok_or_else(|| BadValue(format!("{at}: no authentication method")))?;
+            let method =
+                AuthType::parse_method(&method_field[0].text, true).map_err(|e| BadValue(format!("{at}: {e}")))?;
             let mut map = None;
             for opt in f[rest + 1..].iter().flatten() {
                 match opt.text.split_once('=') {
                     Some(("map", m)) => map = Some(m.to_owned()),
-                    _ => return Err(format!("{at}: unsupported option \"{}\" (only map= is)", opt.text)),
+                    _ => return Err(BadValue(format!("{at}: unsupported option \"{}\" (only map= is)", opt.text))),
                 }
             }
             if map.is_some() && !matches!(method, AuthType::Peer | AuthType::Cert) {
-                return Err(format!("{at}: map= is only for peer and cert"));
+                return Err(BadValue(format!("{at}: map= is only for peer and cert")));
             }
             if kind == LineType::Local && method == AuthType::Cert {
-                return Err(format!("{at}: cert needs a TLS connection (hostssl)"));
+                return Err(BadValue(format!("{at}: cert needs a TLS connection (hostssl)")));
             }
             if kind != LineType::Local && method == AuthType::Peer {
-                return Err(format!("{at}: peer is only for local connections"));
+                return Err(BadValue(format!("{at}: peer is only for local connections")));
             }
             rules.push(Rule { kind, databases, users, address, method, map, at });
         }
@@ -411,7 +415,7 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
 
     #[test]
     fn unsupported_lines_name_the_line() {
-        let bad = |t: &str| Hba::parse(t, "hba", Path::new(".")).unwrap_err();
+        let bad = |t: &str| Hba::parse(t, "hba", Path::new(".")).unwrap_err().to_string();
         assert_eq!(bad("\nhost all all samenet md5\n"), "hba:2: samenet is not supported");
         assert!(bad("hostgssenc all all all md5").contains("invalid connection type"));
         assert!(bad("host all +admins all md5").contains("group membership"));

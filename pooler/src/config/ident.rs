@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use super::BadValue;
+
 /// The parsed ident file.
 #[derive(Debug, Clone, Default)]
 pub struct IdentMap {
@@ -17,8 +19,9 @@ impl IdentMap {
     ///
     /// # Errors
     /// Unreadable file, or a line without exactly three fields (`file:line: reason`).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, BadValue> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| BadValue(format!("could not read {}: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -26,7 +29,7 @@ impl IdentMap {
     ///
     /// # Errors
     /// A line without exactly three fields, or a regular expression.
-    pub fn parse(text: &str, name: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, name: &str) -> Result<Self, BadValue> {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("");
@@ -36,10 +39,10 @@ impl IdentMap {
             }
             let at = format!("{name}:{}", i + 1);
             if fields.len() != 3 {
-                return Err(format!("{at}: expected \"map-name system-user database-user\""));
+                return Err(BadValue(format!("{at}: expected \"map-name system-user database-user\"")));
             }
             if fields[1].text.starts_with('/') && !fields[1].quoted {
-                return Err(format!("{at}: regular expressions are not supported in ident maps"));
+                return Err(BadValue(format!("{at}: regular expressions are not supported in ident maps")));
             }
             let [m, s, d] = [&fields[0], &fields[1], &fields[2]].map(|t| t.text.clone());
             let any = d == "all" && !fields[2].quoted;
@@ -70,7 +73,7 @@ mod tests {
         assert!(all.allows("m", "bouncer", "anyone"), "unquoted all: any database user");
         assert!(!all.allows("m", "x", "anyone") && all.allows("m", "x", "all"), "quoted \"all\" is a name");
         assert_eq!(
-            IdentMap::parse("ops root\n", "f").unwrap_err(),
+            IdentMap::parse("ops root\n", "f").unwrap_err().to_string(),
             "f:1: expected \"map-name system-user database-user\""
         );
         assert!(IdentMap::parse("ops /^(.*)$ \\1\n", "f").is_err());

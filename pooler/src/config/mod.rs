@@ -21,7 +21,7 @@ pub use auth_file::{AuthFile, StoredSecret};
 /// The console's virtual database (PgBouncer's admin database).
 pub const ADMIN_DB: &str = "pgbouncer";
 pub use database::{DatabaseConfig, LoadBalanceHosts, PeerConfig, UserConfig};
-pub use error::ConfigError;
+pub use error::{BadValue, ConfigError};
 pub use general::{AuthType, General, PatroniSettings, PoolMode};
 
 /// A whole, validated configuration.
@@ -109,11 +109,11 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
                         "database name \"pgbouncer\" is reserved for the admin console",
                     ));
                 }
-                let db = DatabaseConfig::parse(&e.key, &e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                let db = DatabaseConfig::parse(&e.key, &e.value).map_err(|r| ConfigError::at(&e.at, r.0))?;
                 databases.insert(e.key, db);
             }
             "users" => {
-                let u = UserConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                let u = UserConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r.0))?;
                 users.insert(e.key, u);
             }
             "peers" => {
@@ -123,7 +123,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
                     .ok()
                     .filter(|id| (1..=16383).contains(id))
                     .ok_or_else(|| ConfigError::at(&e.at, "peer id must be 1..16383"))?;
-                let peer = PeerConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r))?;
+                let peer = PeerConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r.0))?;
                 peers.insert(id, peer);
             }
             other => warnings.push(format!("{}: unknown section [{other}]", e.at)),
@@ -176,13 +176,13 @@ impl Files {
         };
         let hba = match (&g.auth_hba_file, g.auth_type) {
             (Some(f), _) => {
-                Some(std::sync::Arc::new(hba::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e))?))
+                Some(std::sync::Arc::new(hba::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e.0))?))
             }
             (None, AuthType::Hba) => return Err(fail("auth_type", "auth_type = hba needs auth_hba_file".into())),
             (None, _) => None,
         };
         let ident = match &g.auth_ident_file {
-            Some(f) => ident::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e))?,
+            Some(f) => ident::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e.0))?,
             None => ident::IdentMap::default(),
         };
         if g.auth_type == AuthType::Cert && g.client_tls_sslmode == crate::tls::SslMode::Disable {
@@ -195,7 +195,7 @@ impl Files {
             .and_then(|server| crate::tls::ClientTls::load(g, file, &mut tls_warnings).map(|client| (client, server)));
         let (client_tls, server_tls, tls_error) = match tls {
             Ok((c, s)) => (c, s, None),
-            Err(e) => (None, None, Some(e)),
+            Err(e) => (None, None, Some(e.to_string())),
         };
         Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls, tls_warnings, tls_error })
     }
@@ -230,20 +230,20 @@ impl Config {
     ///
     /// # Errors
     /// Unknown parameter, one that needs a restart, or a bad value.
-    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, String> {
-        let p = params::find(key).ok_or_else(|| format!("unknown parameter: {key}"))?;
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, BadValue> {
+        let p = params::find(key).ok_or_else(|| BadValue(format!("unknown parameter: {key}")))?;
         if !p.reloadable {
-            return Err(format!("{} cannot be changed while running", p.name));
+            return Err(BadValue(format!("{} cannot be changed while running", p.name)));
         }
         let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> =
             self.raw.iter().map(|(k, v)| (*k, (v.clone(), None))).collect();
         settings.insert(p.name, (value.to_owned(), None));
         let general = General::from_settings(&settings).map_err(|e| match e {
-            ConfigError::Invalid { reason, .. } => reason,
-            other => other.to_string(),
+            ConfigError::Invalid { reason, .. } => BadValue(reason),
+            other => BadValue(other.to_string()),
         })?;
         // TLS and HBA follow the settings: SET client_tls_sslmode = require must take effect.
-        let files = Files::load(&self.path, &general, &settings).map_err(|e| e.to_string())?;
+        let files = Files::load(&self.path, &general, &settings).map_err(|e| BadValue(e.to_string()))?;
         let mut next = self.clone();
         next.general = general;
         next.hba = files.hba;

@@ -6,6 +6,17 @@ use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 
 use super::line::Severity;
 
+/// Why syslog cannot be written to (reported once, then ignored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyslogError {
+    /// syslog_facility is not a facility name.
+    #[error("unknown syslog_facility \"{0}\"")]
+    Facility(String),
+    /// No syslog socket could be connected to.
+    #[error("cannot connect to syslog: {0}")]
+    Connect(String),
+}
+
 /// A connected syslog writer.
 pub struct SyslogSink(Logger<LoggerBackend, Formatter3164>);
 
@@ -20,10 +31,10 @@ impl SyslogSink {
     ///
     /// # Errors
     /// An unknown facility name, or no syslog socket.
-    pub fn connect(ident: &str, facility: &str) -> Result<Self, String> {
-        let facility: Facility = facility.parse().map_err(|()| format!("unknown syslog_facility \"{facility}\""))?;
+    pub fn connect(ident: &str, facility: &str) -> Result<Self, SyslogError> {
+        let facility: Facility = facility.parse().map_err(|()| SyslogError::Facility(facility.to_owned()))?;
         let formatter = Formatter3164 { facility, hostname: None, process: ident.to_owned(), pid: std::process::id() };
-        syslog::unix(formatter).map(SyslogSink).map_err(|e| format!("cannot connect to syslog: {e}"))
+        syslog::unix(formatter).map(SyslogSink).map_err(|e| SyslogError::Connect(e.to_string()))
     }
 
     /// Sends one message at the matching syslog priority; failures are dropped.
@@ -36,5 +47,17 @@ impl SyslogSink {
             6 => l.info(msg),
             _ => l.debug(msg),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_facility_is_named() {
+        let e = SyslogSink::connect("pgmux", "nowhere").unwrap_err();
+        assert_eq!(e, SyslogError::Facility("nowhere".into()));
+        assert_eq!(e.to_string(), "unknown syslog_facility \"nowhere\"");
     }
 }

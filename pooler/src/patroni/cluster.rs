@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::PatroniError;
+
 /// A member's role, as `/cluster` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -122,8 +124,9 @@ impl Cluster {
     ///
     /// # Errors
     /// The body is not Patroni's JSON.
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let raw: RawCluster = serde_json::from_slice(body).map_err(|e| format!("bad /cluster answer: {e}"))?;
+    pub fn parse(body: &[u8]) -> Result<Self, PatroniError> {
+        let raw: RawCluster =
+            serde_json::from_slice(body).map_err(|e| PatroniError::Body(format!("bad /cluster answer: {e}")))?;
         let members = raw
             .members
             .into_iter()

@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::http::HttpError;
+use super::PatroniError;
 use crate::shared::Shared;
 
 #[derive(Deserialize)]
@@ -78,14 +80,14 @@ struct Header {
 
 /// Reads the `failover` key now (the watch starts after its revision), so that a deletion
 /// missed while the watch was down does not leave a stale switchover behind.
-async fn read_failover(shared: &Shared, etcd_url: &str, prefix: &str) -> Result<Option<i64>, String> {
+async fn read_failover(shared: &Shared, etcd_url: &str, prefix: &str) -> Result<Option<i64>, PatroniError> {
     let body = format!(r#"{{"key":"{}"}}"#, B64.encode(format!("{prefix}failover")));
     let (status, answer) =
         super::http::request("POST", &format!("{etcd_url}/v3/kv/range"), Some(body), Duration::from_secs(3)).await?;
     if status != 200 {
-        return Err(format!("{etcd_url}/v3/kv/range: status {status}"));
+        return Err(HttpError(format!("{etcd_url}/v3/kv/range: status {status}")).into());
     }
-    let r: RangeAnswer = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+    let r: RangeAnswer = serde_json::from_slice(&answer).map_err(|e| PatroniError::Body(e.to_string()))?;
     let value = r.kvs.into_iter().next().and_then(|kv| kv.value).and_then(|v| B64.decode(v).ok());
     let change = match value {
         Some(v) => failover_change(&v),

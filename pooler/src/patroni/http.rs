@@ -14,8 +14,11 @@ use tokio::net::TcpStream;
 /// Bodies larger than this are refused (a `/cluster` of many members is a few KiB).
 const MAX_BODY: usize = 1 << 20;
 
-/// Why a request failed, for the log and SHOW PATRONI.
-pub type HttpError = String;
+/// Why a request failed (the URL or address, and what went wrong), for the log and SHOW
+/// PATRONI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(pub String);
 
 /// The parts of `http://[user:password@]host:port/path` a request needs.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +30,8 @@ struct Url<'a> {
 }
 
 fn split(url: &str) -> Result<Url<'_>, HttpError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| HttpError(format!("{url}: only http:// URLs are supported")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -40,7 +44,7 @@ fn split(url: &str) -> Result<Url<'_>, HttpError> {
 
 async fn send(method: &str, url: &str, body: Option<String>) -> Result<hyper::Response<Incoming>, HttpError> {
     let Url { authority, path, userinfo } = split(url)?;
-    let stream = TcpStream::connect(authority).await.map_err(|e| format!("{authority}: {e}"))?;
+    let stream = TcpStream::connect(authority).await.map_err(|e| HttpError(format!("{authority}: {e}")))?;
     let _ = stream.set_nodelay(true);
     // A peer that vanishes without a reset (a partitioned etcd under a watch) is noticed.
     let keepalive = socket2::TcpKeepalive::new()
@@ -48,8 +52,9 @@ async fn send(method: &str, url: &str, body: Option<String>) -> Result<hyper::Re
         .with_interval(Duration::from_secs(5))
         .with_retries(3);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{authority}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| HttpError(format!("{authority}: {e}")))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -66,8 +71,8 @@ async fn send(method: &str, url: &str, body: Option<String>) -> Result<hyper::Re
         let token = base64::engine::general_purpose::STANDARD.encode(u);
         req = req.header("authorization", format!("Basic {token}"));
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
-    sender.send_request(req).await.map_err(|e| format!("{url}: {e}"))
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| HttpError(e.to_string()))?;
+    sender.send_request(req).await.map_err(|e| HttpError(format!("{url}: {e}")))
 }
 
 /// One request; the status and the whole body.
@@ -84,10 +89,10 @@ pub async fn request(
         let resp = send(method, url, body).await?;
         let status = resp.status().as_u16();
         let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
-        let body = limited.collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+        let body = limited.collect().await.map_err(|e| HttpError(format!("{url}: {e}")))?.to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(limit, work).await.map_err(|_| format!("{url}: no answer within {limit:?}"))?
+    tokio::time::timeout(limit, work).await.map_err(|_| HttpError(format!("{url}: no answer within {limit:?}")))?
 }
 
 /// A request whose answer streams (etcd's `/v3/watch`): `on_frame` gets each body frame until
@@ -104,13 +109,13 @@ pub async fn stream(
 ) -> Result<(), HttpError> {
     let resp = tokio::time::timeout(connect_limit, send("POST", url, Some(body)))
         .await
-        .map_err(|_| format!("{url}: no answer within {connect_limit:?}"))??;
+        .map_err(|_| HttpError(format!("{url}: no answer within {connect_limit:?}")))??;
     if resp.status().as_u16() != 200 {
-        return Err(format!("{url}: status {}", resp.status()));
+        return Err(HttpError(format!("{url}: status {}", resp.status())));
     }
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("{url}: {e}"))?;
+        let frame = frame.map_err(|e| HttpError(format!("{url}: {e}")))?;
         if let Some(data) = frame.data_ref() {
             if !on_frame(data) {
                 return Ok(());
@@ -153,6 +158,6 @@ mod tests {
         let (status, body) = request("GET", &url, None, Duration::from_secs(2)).await.unwrap();
         assert_eq!((status, &body[..]), (503, &b"no"[..]));
         let e = request("GET", &url, None, Duration::from_millis(200)).await.unwrap_err();
-        assert!(e.contains("no answer"), "{e}");
+        assert!(e.0.contains("no answer"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cluster;
+mod error;
 pub mod etcd;
 pub mod health;
 pub mod http;
@@ -19,6 +20,7 @@ use std::time::SystemTime;
 use parking_lot::RwLock;
 
 pub use cluster::{Cluster, Member, Role};
+pub use error::PatroniError;
 pub use report::{metrics, rows as show_rows, COLUMNS as SHOW_COLUMNS};
 
 /// What pgmux knows of the cluster now.

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::Member;
+use super::{Member, PatroniError};
 use crate::config::ADMIN_DB;
 use crate::shared::Shared;
 
@@ -113,7 +113,7 @@ pub(super) fn point_at(shared: &Shared, leader: &Member, local: bool) {
 
 /// Ok when `member` takes writes, tried through one of the following pools (a real login and a
 /// query); Ok too when no such pool exists yet (nothing to move).
-pub(super) async fn writable(shared: &Arc<Shared>, member: &Member) -> Result<(), String> {
+pub(super) async fn writable(shared: &Arc<Shared>, member: &Member) -> Result<(), PatroniError> {
     let dbs = following(shared);
     let Some(pool) = shared.pools.all().into_iter().find(|p| dbs.contains(&p.db)) else {
         return Ok(());

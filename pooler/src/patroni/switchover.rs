@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::route::Owner;
-use super::{http, route, watch, Cluster, Member};
+use super::{http, route, watch, Cluster, Member, PatroniError};
 use crate::config::PoolMode;
 use crate::shared::Shared;
 
@@ -41,13 +41,13 @@ impl Drop for Running<'_> {
 ///
 /// # Errors
 /// Why it did not happen or did not complete; the pools then serve from the old target.
-pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, String> {
+pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, PatroniError> {
     let p = shared.config().general.patroni.clone();
     if p.url.is_empty() {
-        return Err("patroni_url is not set".into());
+        return Err(PatroniError::NotConfigured);
     }
     if shared.patroni.switching.swap(true, Relaxed) {
-        return Err("a switchover is already running".into());
+        return Err(PatroniError::AlreadyRunning);
     }
     let _running = Running(shared);
     let start = Instant::now();
@@ -61,10 +61,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
     let held_at = Instant::now();
     if !drained(shared, p.drain_timeout).await {
         route::hold(shared, Owner::Switchover, false);
-        return Err(format!(
-            "switchover aborted: transactions still running after {:?} (patroni_drain_timeout)",
-            p.drain_timeout
-        ));
+        return Err(PatroniError::NotDrained(p.drain_timeout));
     }
 
     // 2. Ask Patroni (it answers once the switchover is through), and 3. watch the candidate
@@ -86,7 +83,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
                 p.switchover_timeout,
                 leader.name
             );
-            return Err(format!("switchover to {} did not complete in {:?}", target.name, p.switchover_timeout));
+            return Err(PatroniError::NotComplete { member: target.name, timeout: p.switchover_timeout });
         }
         tokio::select! {
             r = &mut post, if !answered => {
@@ -96,7 +93,7 @@ pub async fn run(shared: &Arc<Shared>, candidate: Option<&str>) -> Result<Done, 
                     Ok((status, text)) => {
                         route::hold(shared, Owner::Switchover, false);
                         let text = String::from_utf8_lossy(&text);
-                        return Err(format!("Patroni refused the switchover ({status}): {}", text.trim()));
+                        return Err(PatroniError::Refused { status, text: text.trim().to_owned() });
                     }
                     // Perhaps it is under way anyway: the candidate tells.
                     Err(e) => tracing::warn!("patroni: switchover request: {e}"),
@@ -145,17 +142,21 @@ async fn took_over(shared: &Arc<Shared>, p: &crate::config::PatroniSettings, tar
 }
 
 /// The running leader and the member to switch to.
-fn choose(cluster: &Cluster, candidate: Option<&str>) -> Result<(Member, Member), String> {
-    let leader = cluster.leader().filter(|l| l.is_running()).ok_or("no running leader")?.clone();
+fn choose(cluster: &Cluster, candidate: Option<&str>) -> Result<(Member, Member), PatroniError> {
+    use PatroniError::NoCandidate;
+    let leader =
+        cluster.leader().filter(|l| l.is_running()).ok_or_else(|| NoCandidate("no running leader".into()))?.clone();
     let target = match candidate {
         Some(name) => {
-            let m = cluster.member(name).ok_or_else(|| format!("no member named {name}"))?;
+            let m = cluster.member(name).ok_or_else(|| NoCandidate(format!("no member named {name}")))?;
             if !(m.role.is_standby() && m.is_running()) {
-                return Err(format!("{name} is not a running replica"));
+                return Err(NoCandidate(format!("{name} is not a running replica")));
             }
             m.clone()
         }
-        None => cluster.best_candidate().ok_or("no running replica to switch over to")?.clone(),
+        None => {
+            cluster.best_candidate().ok_or_else(|| NoCandidate("no running replica to switch over to".into()))?.clone()
+        }
     };
     Ok((leader, target))
 }
@@ -193,10 +194,10 @@ mod tests {
         .unwrap();
         let (l, t) = choose(&c, None).unwrap();
         assert_eq!((l.name.as_str(), t.name.as_str()), ("a", "c"));
-        assert_eq!(choose(&c, Some("b")).unwrap_err(), "b is not a running replica");
-        assert_eq!(choose(&c, Some("a")).unwrap_err(), "a is not a running replica");
-        assert_eq!(choose(&c, Some("z")).unwrap_err(), "no member named z");
+        assert_eq!(choose(&c, Some("b")).unwrap_err().to_string(), "b is not a running replica");
+        assert_eq!(choose(&c, Some("a")).unwrap_err().to_string(), "a is not a running replica");
+        assert_eq!(choose(&c, Some("z")).unwrap_err().to_string(), "no member named z");
         let no_leader = Cluster::parse(br#"{"members": []}"#).unwrap();
-        assert_eq!(choose(&no_leader, None).unwrap_err(), "no running leader");
+        assert_eq!(choose(&no_leader, None).unwrap_err().to_string(), "no running leader");
     }
 }

@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::http::HttpError;
 use super::route::Owner;
-use super::{http, route, Cluster};
+use super::{http, route, Cluster, PatroniError};
 use crate::config::PatroniSettings;
 use crate::shared::Shared;
 
@@ -21,17 +22,17 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// The request failed or the answer is not Patroni's.
-pub async fn read_cluster(url: &str) -> Result<Cluster, String> {
+pub async fn read_cluster(url: &str) -> Result<Cluster, PatroniError> {
     let (status, body) = http::request("GET", &format!("{url}/cluster"), None, REQUEST_LIMIT).await?;
     if status != 200 {
-        return Err(format!("{url}/cluster: status {status}"));
+        return Err(HttpError(format!("{url}/cluster: status {status}")).into());
     }
     Cluster::parse(&body)
 }
 
 /// Reads `/cluster` from this node's Patroni, else (it is down with its node) from the other
 /// members' APIs pgmux knows of, so that a dead local node does not hide the new leader.
-async fn read_from_any(shared: &Shared, url: &str) -> Result<Cluster, String> {
+async fn read_from_any(shared: &Shared, url: &str) -> Result<Cluster, PatroniError> {
     let first = match read_cluster(url).await {
         Ok(c) => return Ok(c),
         Err(e) => e,
@@ -54,10 +55,13 @@ async fn read_from_any(shared: &Shared, url: &str) -> Result<Cluster, String> {
 }
 
 /// Patroni's scope (cluster name), from `GET /patroni`.
-async fn read_scope(url: &str) -> Result<String, String> {
+async fn read_scope(url: &str) -> Result<String, PatroniError> {
     let (_, body) = http::request("GET", &format!("{url}/patroni"), None, REQUEST_LIMIT).await?;
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    v["patroni"]["scope"].as_str().map(str::to_owned).ok_or_else(|| "no scope in /patroni".to_owned())
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| PatroniError::Body(e.to_string()))?;
+    v["patroni"]["scope"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| PatroniError::Body("no scope in /patroni".to_owned()))
 }
 
 /// The watcher's memory between rounds.
@@ -116,7 +120,7 @@ pub async fn run(shared: Arc<Shared>) {
                 if first {
                     tracing::warn!("patroni: {e}");
                 }
-                shared.patroni.update(|v| v.last_error = Some(e));
+                shared.patroni.update(|v| v.last_error = Some(e.to_string()));
             }
         }
         let wait = if shared.patroni.is_holding() { FAST_POLL } else { p.poll_interval };

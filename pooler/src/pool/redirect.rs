@@ -122,7 +122,8 @@ impl super::Pool {
     ///
     /// # Errors
     /// The connect, the login or the query failed (the server's message).
-    pub async fn probe_at(&self, host: &str, port: u16, sql: &str) -> Result<(), String> {
+    pub async fn probe_at(&self, host: &str, port: u16, sql: &str) -> Result<(), crate::patroni::PatroniError> {
+        use crate::patroni::PatroniError::NotWritable;
         let settings = self.settings();
         let target = settings.target.moved_to(host, port);
         let creds = self.credentials(&settings);
@@ -138,7 +139,7 @@ impl super::Pool {
             false,
         )
         .await
-        .map_err(|e| e.to_string())?;
-        crate::server::run_simple_query(&mut conn, sql).await.map_err(|e| e.to_string())
+        .map_err(|e| NotWritable(e.to_string()))?;
+        crate::server::run_simple_query(&mut conn, sql).await.map_err(|e| NotWritable(e.to_string()))
     }
 }

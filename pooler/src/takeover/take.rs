@@ -16,6 +16,25 @@ use crate::config::General;
 use crate::net::listener::{unix_socket_path, Bound};
 use crate::shared::Shared;
 
+/// Why the online restart could not take over, in words for the operator (`main` prints
+/// `online restart failed: REASON`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TakeoverError {
+    /// unix_socket_dir is empty, so the running process cannot be reached.
+    #[error("-R needs unix_socket_dir: the running process is reached through its unix socket")]
+    NoSocket,
+    /// Reaching, writing to or reading from the running process failed, or a socket it passed
+    /// could not be set up.
+    #[error("{0}")]
+    Io(String),
+    /// The running process refused the console login or the takeover (its message).
+    #[error("{0}")]
+    Refused(String),
+    /// The running process answered with something a takeover does not expect.
+    #[error("{0}")]
+    Protocol(String),
+}
+
 /// What the running process passed: its listeners, and the channel clients will come through.
 #[derive(Debug)]
 pub struct Taken {
@@ -27,15 +46,16 @@ pub struct Taken {
     pub channel: UnixStream,
 }
 
-fn read_message(s: &mut UnixStream) -> Result<(u8, Vec<u8>), String> {
+fn read_message(s: &mut UnixStream) -> Result<(u8, Vec<u8>), TakeoverError> {
+    use TakeoverError::{Io, Protocol};
     let mut head = [0u8; 5];
-    s.read_exact(&mut head).map_err(|e| format!("the running process hung up: {e}"))?;
+    s.read_exact(&mut head).map_err(|e| Io(format!("the running process hung up: {e}")))?;
     let len = (&head[1..]).get_i32();
     if !(4..=1 << 20).contains(&len) {
-        return Err("the running process sent a malformed message".into());
+        return Err(Protocol("the running process sent a malformed message".into()));
     }
     let mut body = vec![0u8; len as usize - 4];
-    s.read_exact(&mut body).map_err(|e| format!("the running process hung up: {e}"))?;
+    s.read_exact(&mut body).map_err(|e| Io(format!("the running process hung up: {e}")))?;
     Ok((head[0], body))
 }
 
@@ -52,45 +72,48 @@ fn error_text(body: &[u8]) -> String {
 /// # Errors
 /// No unix socket configured, nothing running there, or the takeover refused; in words for
 /// the operator.
-pub fn connect(g: &General) -> Result<Taken, String> {
+pub fn connect(g: &General) -> Result<Taken, TakeoverError> {
+    use TakeoverError::{Io, Protocol, Refused};
     if g.unix_socket_dir.is_empty() {
-        return Err("-R needs unix_socket_dir: the running process is reached through its unix socket".into());
+        return Err(TakeoverError::NoSocket);
     }
     let path = unix_socket_path(&g.unix_socket_dir, g.listen_port);
     let mut s = UnixStream::connect(&path)
-        .map_err(|e| format!("cannot reach the running process at {}: {e}", path.display()))?;
+        .map_err(|e| Io(format!("cannot reach the running process at {}: {e}", path.display())))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut out = BytesMut::new();
     build::startup_message(&mut out, &[("user", "pgbouncer"), ("database", crate::config::ADMIN_DB)]);
-    fds::write_blocking(&mut s, &out).map_err(|e| format!("cannot talk to the running process: {e}"))?;
+    fds::write_blocking(&mut s, &out).map_err(|e| Io(format!("cannot talk to the running process: {e}")))?;
     loop {
         match read_message(&mut s)? {
             (b'Z', _) => break,
-            (b'E', body) => return Err(format!("the running process refused the console login: {}", error_text(&body))),
+            (b'E', body) => {
+                return Err(Refused(format!("the running process refused the console login: {}", error_text(&body))))
+            }
             (b'R', body) if body.get(..4) != Some(&[0, 0, 0, 0]) => {
-                return Err("the running process asks for a password: -R logs in as pgbouncer over the unix socket, as the same OS user".into())
+                return Err(Refused("the running process asks for a password: -R logs in as pgbouncer over the unix socket, as the same OS user".into()))
             }
             _ => {}
         }
     }
     out.clear();
     build::query(&mut out, super::COMMAND);
-    fds::write_blocking(&mut s, &out).map_err(|e| format!("cannot talk to the running process: {e}"))?;
+    fds::write_blocking(&mut s, &out).map_err(|e| Io(format!("cannot talk to the running process: {e}")))?;
     // Frames start with a length below 2^24 (a zero byte); a refusal is an ErrorResponse ('E'),
     // as from a process that is not pgmux or does not allow it.
     let mut first = [0u8; 1];
     nix::sys::socket::recv(s.as_raw_fd(), &mut first, nix::sys::socket::MsgFlags::MSG_PEEK)
-        .map_err(|e| format!("takeover failed: {e}"))?;
+        .map_err(|e| Io(format!("takeover failed: {e}")))?;
     if first[0] == b'E' {
         let (_, body) = read_message(&mut s)?;
-        return Err(format!("the running process refused the takeover: {}", error_text(&body)));
+        return Err(Refused(format!("the running process refused the takeover: {}", error_text(&body))));
     }
-    let (body, passed) = fds::recv_blocking(&mut s).map_err(|e| format!("takeover failed: {e}"))?;
+    let (body, passed) = fds::recv_blocking(&mut s).map_err(|e| Io(format!("takeover failed: {e}")))?;
     let Ok(Frame::Listeners(kinds)) = serde_json::from_slice::<Frame>(&body) else {
-        return Err("the running process answered the takeover with something unexpected".into());
+        return Err(Protocol("the running process answered the takeover with something unexpected".into()));
     };
     if kinds.len() != passed.len() {
-        return Err("the running process passed fewer sockets than it named".into());
+        return Err(Protocol("the running process passed fewer sockets than it named".into()));
     }
     let _ = s.set_read_timeout(None);
     let mut bound = Bound { tcp: Vec::new(), unix: None, port: g.listen_port, from_systemd: false };
@@ -107,7 +130,7 @@ pub fn connect(g: &General) -> Result<Taken, String> {
             ListenerKind::Exporter => exporter = Some(nonblocking(std::net::TcpListener::from(fd))?),
             ListenerKind::Unix(p) => {
                 let l = std::os::unix::net::UnixListener::from(fd);
-                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                l.set_nonblocking(true).map_err(|e| Io(e.to_string()))?;
                 bound.unix = Some((l, p.into()));
             }
         }
@@ -115,8 +138,8 @@ pub fn connect(g: &General) -> Result<Taken, String> {
     Ok(Taken { bound, exporter, channel: s })
 }
 
-fn nonblocking(l: std::net::TcpListener) -> Result<std::net::TcpListener, String> {
-    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+fn nonblocking(l: std::net::TcpListener) -> Result<std::net::TcpListener, TakeoverError> {
+    l.set_nonblocking(true).map_err(|e| TakeoverError::Io(e.to_string()))?;
     Ok(l)
 }
 

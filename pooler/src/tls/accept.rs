@@ -11,8 +11,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::verify::{ClientVerifier, Trust};
-use super::{pem, settings, SslMode};
-use crate::config::General;
+use super::{pem, settings, SslMode, TlsError};
+use crate::config::{BadValue, General};
 
 /// ALPN name PostgreSQL 17 uses; required for direct TLS.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -59,24 +59,24 @@ impl ClientTls {
         g: &General,
         resolve: impl Fn(&str) -> std::path::PathBuf,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, TlsError> {
         if g.client_tls_sslmode == SslMode::Disable {
             return Ok(None);
         }
         let (Some(key), Some(cert)) = (&g.client_tls_key_file, &g.client_tls_cert_file) else {
-            return Err(
+            return Err(TlsError::Setting(
                 "To allow TLS connections from clients, client_tls_key_file and client_tls_cert_file must be set."
                     .into(),
-            );
+            ));
         };
         if g.client_tls_sslmode == SslMode::VerifyFull && g.client_tls_ca_file.is_none() {
-            return Err("client_tls_sslmode requires client_tls_ca_file".into());
+            return Err(TlsError::Setting("client_tls_sslmode requires client_tls_ca_file".into()));
         }
         let (versions, w) = settings::protocol_versions(&g.client_tls_protocols)
-            .map_err(|e| format!("invalid client_tls_protocols: {} ({e})", g.client_tls_protocols))?;
+            .map_err(|e| BadValue(format!("invalid client_tls_protocols: {} ({e})", g.client_tls_protocols)))?;
         warnings.extend(w.into_iter().map(|w| format!("client_tls_protocols: {w}")));
         let (mut suites, w) = settings::tls12_suites(&g.client_tls_ciphers)
-            .map_err(|e| format!("invalid client_tls_ciphers: {} ({e})", g.client_tls_ciphers))?;
+            .map_err(|e| BadValue(format!("invalid client_tls_ciphers: {} ({e})", g.client_tls_ciphers)))?;
         warnings.extend(w.map(|w| format!("client_tls_ciphers: {w}")));
         // PgBouncer sets the TLS 1.3 suites only when TLS 1.3 is on.
         if versions.contains(&&rustls::version::TLS13) {
@@ -84,9 +84,10 @@ impl ClientTls {
             warnings.extend(w.map(|w| format!("client_tls13_ciphers: {w}")));
             suites.extend(s13);
         }
-        let groups =
-            settings::kx_groups(&g.client_tls_ecdhcurve).map_err(|e| format!("invalid client_tls_ecdhecurve: {e}"))?;
-        settings::check_dheparams(&g.client_tls_dheparams).map_err(|e| format!("invalid client_tls_dheparams: {e}"))?;
+        let groups = settings::kx_groups(&g.client_tls_ecdhcurve)
+            .map_err(|e| BadValue(format!("invalid client_tls_ecdhecurve: {e}")))?;
+        settings::check_dheparams(&g.client_tls_dheparams)
+            .map_err(|e| BadValue(format!("invalid client_tls_dheparams: {e}")))?;
         let provider = settings::provider(suites, groups);
         let own = pem::certified_key(&resolve(cert), &resolve(key), &provider)?;
         let end_point = pem::end_point_hash(&own.cert[0]).map(Arc::from);
@@ -122,7 +123,7 @@ impl ClientTls {
         };
         let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| format!("client_tls_protocols: {e}"))?;
+            .map_err(|e| BadValue(format!("client_tls_protocols: {e}")))?;
         let builder = match verifier {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),

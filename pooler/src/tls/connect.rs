@@ -14,8 +14,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::verify::{ServerVerifier, Trust};
-use super::{pem, settings, SslMode};
-use crate::config::General;
+use super::{pem, settings, SslMode, TlsError};
+use crate::config::{BadValue, General};
 
 /// TLS towards servers, as configured.
 #[derive(Clone)]
@@ -47,15 +47,15 @@ impl ServerTls {
         g: &General,
         resolve: impl Fn(&str) -> std::path::PathBuf,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, TlsError> {
         if g.server_tls_sslmode == SslMode::Disable {
             return Ok(None);
         }
         let (versions, w) = settings::protocol_versions(&g.server_tls_protocols)
-            .map_err(|e| format!("invalid server_tls_protocols: {} ({e})", g.server_tls_protocols))?;
+            .map_err(|e| BadValue(format!("invalid server_tls_protocols: {} ({e})", g.server_tls_protocols)))?;
         warnings.extend(w.into_iter().map(|w| format!("server_tls_protocols: {w}")));
         let (mut suites, w) = settings::tls12_suites(&g.server_tls_ciphers)
-            .map_err(|e| format!("invalid server_tls_ciphers: {} ({e})", g.server_tls_ciphers))?;
+            .map_err(|e| BadValue(format!("invalid server_tls_ciphers: {} ({e})", g.server_tls_ciphers)))?;
         warnings.extend(w.map(|w| format!("server_tls_ciphers: {w}")));
         let fingerprint = fingerprint(g, &resolve);
         let mode = g.server_tls_sslmode;
@@ -69,7 +69,7 @@ impl ServerTls {
                     warnings.extend(w.map(|w| format!("server_tls13_ciphers: {w}")));
                     suites.extend(s13);
                 }
-                Err(e) => return unusable(e, warnings),
+                Err(e) => return unusable(e.to_string(), warnings),
             }
         }
         let provider = settings::provider(suites, rustls::crypto::ring::default_provider().kx_groups);
@@ -87,11 +87,11 @@ impl ServerTls {
             (_, false) => None,
             (Some(ca), true) => match Trust::from_file(&resolve(ca), X509PurposeId::SSL_SERVER) {
                 Ok(t) => Some(t),
-                Err(e) => return unusable(e, warnings),
+                Err(e) => return unusable(e.to_string(), warnings),
             },
             (None, true) => match Trust::system(X509PurposeId::SSL_SERVER) {
                 Ok(t) => Some(t),
-                Err(e) => return unusable(e, warnings),
+                Err(e) => return unusable(e.to_string(), warnings),
             },
         };
         let verifier = ServerVerifier {
@@ -102,7 +102,7 @@ impl ServerTls {
         let own = match (&g.server_tls_key_file, &g.server_tls_cert_file) {
             (Some(key), Some(cert)) => match pem::certified_key(&resolve(cert), &resolve(key), &provider) {
                 Ok(k) => Some(k),
-                Err(e) => return unusable(e, warnings),
+                Err(e) => return unusable(e.to_string(), warnings),
             },
             (None, None) => None,
             (Some(_), None) => {
@@ -114,7 +114,7 @@ impl ServerTls {
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| format!("server_tls_protocols: {e}"))?
+            .map_err(|e| BadValue(format!("server_tls_protocols: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
         let config = match own {

@@ -14,3 +14,19 @@ mod verify;
 pub use accept::{describe_session, AcceptedTls, ClientTls};
 pub use connect::ServerTls;
 pub use settings::SslMode;
+pub use verify::CertError;
+
+use crate::config::BadValue;
+
+/// Why the TLS settings of one side could not be applied (PgBouncer logs `TLS setup failed:
+/// REASON`): a setting it refuses, or a file it could not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// A `*_tls_*` value PgBouncer refuses, or one that needs another setting
+    /// (`invalid client_tls_protocols: ...`, `client_tls_sslmode requires client_tls_ca_file`).
+    #[error(transparent)]
+    Setting(#[from] BadValue),
+    /// A certificate, key or CA file could not be loaded.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+}

@@ -10,12 +10,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use super::verify::CertError;
+
 /// Every certificate in a PEM file (the certificate first, then its chain).
 ///
 /// # Errors
 /// PgBouncer's words: `failed to load certificate file "PATH": REASON`.
-pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let fail = |why: String| format!("failed to load certificate file \"{}\": {why}", path.display());
+pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let fail = |why: String| CertError(format!("failed to load certificate file \"{}\": {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
     let certs: Vec<_> =
         CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|e| fail(e.to_string()))?;
@@ -29,8 +31,8 @@ pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 ///
 /// # Errors
 /// PgBouncer's words: `failed to load private key file "PATH": REASON`.
-pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let fail = |why: String| format!("failed to load private key file \"{}\": {why}", path.display());
+pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let fail = |why: String| CertError(format!("failed to load private key file \"{}\": {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| fail(e.to_string()))
 }
@@ -54,22 +56,23 @@ pub fn certified_key(
     cert: &Path,
     key_file: &Path,
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<Arc<CertifiedKey>, String> {
+) -> Result<Arc<CertifiedKey>, CertError> {
     let chain = certs(cert)?;
     let private = key(key_file)?;
     let x509 = openssl::x509::X509::from_der(chain[0].as_ref())
-        .map_err(|e| format!("failed to load certificate file \"{}\": {e}", cert.display()))?;
-    let public =
-        x509.public_key().map_err(|e| format!("failed to load certificate file \"{}\": {e}", cert.display()))?;
+        .map_err(|e| CertError(format!("failed to load certificate file \"{}\": {e}", cert.display())))?;
+    let public = x509
+        .public_key()
+        .map_err(|e| CertError(format!("failed to load certificate file \"{}\": {e}", cert.display())))?;
     let own = openssl::pkey::PKey::private_key_from_der(private.secret_der())
-        .map_err(|e| format!("failed to load private key file \"{}\": {e}", key_file.display()))?;
+        .map_err(|e| CertError(format!("failed to load private key file \"{}\": {e}", key_file.display())))?;
     if !public.public_eq(&own) {
-        return Err("private/public key mismatch".into());
+        return Err(CertError("private/public key mismatch".into()));
     }
     let signer = provider
         .key_provider
         .load_private_key(private)
-        .map_err(|e| format!("failed to load private key file \"{}\": {e}", key_file.display()))?;
+        .map_err(|e| CertError(format!("failed to load private key file \"{}\": {e}", key_file.display())))?;
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 

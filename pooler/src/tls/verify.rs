@@ -41,6 +41,13 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// A certificate, key or CA file that could not be loaded, or a certificate store OpenSSL could
+/// not build, in PgBouncer's words (`failed to load CA file "PATH": REASON`). Not a bad value:
+/// the setting may be right and the file missing or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CertError(pub String);
+
 fn refused(reason: String) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(VerifyError(reason)))))
 }
@@ -67,12 +74,13 @@ impl Trust {
     ///
     /// # Errors
     /// The file cannot be read or holds no certificate (the reason is OpenSSL's or the OS's).
-    pub fn from_file(path: &std::path::Path, purpose: X509PurposeId) -> Result<Self, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("failed to load CA file \"{}\": {e}", path.display()))?;
-        let cas =
-            X509::stack_from_pem(&pem).map_err(|e| format!("failed to load CA file \"{}\": {e}", path.display()))?;
+    pub fn from_file(path: &std::path::Path, purpose: X509PurposeId) -> Result<Self, CertError> {
+        let pem = std::fs::read(path)
+            .map_err(|e| CertError(format!("failed to load CA file \"{}\": {e}", path.display())))?;
+        let cas = X509::stack_from_pem(&pem)
+            .map_err(|e| CertError(format!("failed to load CA file \"{}\": {e}", path.display())))?;
         if cas.is_empty() {
-            return Err(format!("failed to load CA file \"{}\": no certificate found", path.display()));
+            return Err(CertError(format!("failed to load CA file \"{}\": no certificate found", path.display())));
         }
         let t = Trust { cas, system: false, purpose, stores: Mutex::new(HashMap::new()) };
         t.store(None)?;
@@ -83,7 +91,7 @@ impl Trust {
     ///
     /// # Errors
     /// OpenSSL cannot set up its default paths.
-    pub fn system(purpose: X509PurposeId) -> Result<Self, String> {
+    pub fn system(purpose: X509PurposeId) -> Result<Self, CertError> {
         let t = Trust { cas: Vec::new(), system: true, purpose, stores: Mutex::new(HashMap::new()) };
         t.store(None)?;
         Ok(t)
@@ -94,13 +102,13 @@ impl Trust {
         self.cas.iter().filter_map(|c| c.subject_name().to_der().ok()).map(DistinguishedName::from).collect()
     }
 
-    fn store(&self, name: Option<&str>) -> Result<Arc<X509Store>, String> {
+    fn store(&self, name: Option<&str>) -> Result<Arc<X509Store>, CertError> {
         let key = name.map(str::to_owned);
         if let Some(s) = self.stores.lock().get(&key) {
             return Ok(s.clone());
         }
         // Built outside the lock: reading the system store may touch the disk.
-        let built = self.build_store(name).map_err(|e| format!("certificate store: {e}"))?;
+        let built = self.build_store(name).map_err(|e| CertError(format!("certificate store: {e}")))?;
         let built = Arc::new(built);
         self.stores.lock().insert(key, built.clone());
         Ok(built)
@@ -149,7 +157,7 @@ impl Trust {
             chain.push(c).map_err(|e| failed(&e.to_string()))?;
         }
         let run = |name: Option<&str>| -> Result<Option<(i32, &'static str)>, VerifyError> {
-            let store = self.store(name).map_err(|e| failed(&e))?;
+            let store = self.store(name).map_err(|e| failed(&e.0))?;
             let mut ctx = X509StoreContext::new().map_err(|e| failed(&e.to_string()))?;
             ctx.init(&store, &cert, &chain, |c| {
                 Ok(if c.verify_cert()? { None } else { Some((c.error().as_raw(), c.error().error_string())) })

@@ -6,17 +6,18 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::ToolError;
 use crate::config;
 use crate::patroni::watch::read_cluster;
 
-pub(super) async fn run(path: &Path, bind: &str) -> Result<(), String> {
-    let config = config::load(path).map_err(|e| e.to_string())?;
+pub(super) async fn run(path: &Path, bind: &str) -> Result<(), ToolError> {
+    let config = config::load(path)?;
     let g = &config.general;
     if g.patroni.url.is_empty() {
-        return Err("patroni_url is not set: the members come from Patroni".into());
+        return Err(ToolError::Setting("patroni_url is not set: the members come from Patroni".into()));
     }
     if g.exporter_port == 0 {
-        return Err("exporter_port is not set: HAProxy's checks go to pgmux's metrics port".into());
+        return Err(ToolError::Setting("exporter_port is not set: HAProxy's checks go to pgmux's metrics port".into()));
     }
     let cluster = read_cluster(&g.patroni.url).await?;
     let scope = scope(&g.patroni.url).await.unwrap_or_else(|| "pg".into());

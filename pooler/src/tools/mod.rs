@@ -11,6 +11,29 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::config::ConfigError;
+use crate::patroni::PatroniError;
+
+/// Why a subcommand failed; `main` prints it after `pgmux: `.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The pgbouncer.ini does not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The ini lacks a setting the subcommand needs (`patroni_url is not set: ...`).
+    #[error("{0}")]
+    Setting(String),
+    /// Patroni's REST API could not be read.
+    #[error(transparent)]
+    Patroni(#[from] PatroniError),
+    /// The running pgmux's console could not be reached, or refused the command (its message).
+    #[error("{0}")]
+    Console(String),
+    /// The output could not be written.
+    #[error(transparent)]
+    Output(#[from] std::io::Error),
+}
+
 /// The subcommands.
 #[derive(Debug, Parser)]
 #[command(name = "pgmux", about = "pgmux tools for a Patroni node (docs/HA.md)")]
@@ -65,7 +88,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 /// pgmux(1): the pooler's options (PgBouncer's), then the subcommands.
-fn manpage() -> Result<(), String> {
+fn manpage() -> Result<(), ToolError> {
     use clap::CommandFactory;
     let mut out = Vec::new();
     let cmd = crate::cli::Cli::command().version(env!("CARGO_PKG_VERSION")).after_long_help(
@@ -75,9 +98,10 @@ fn manpage() -> Result<(), String> {
              (docs/CONFIG.md, docs/HA.md). Signals: SIGHUP reloads, SIGTERM waits for clients, SIGINT for\n\
              servers, SIGUSR1 pauses, SIGUSR2 resumes.",
     );
-    clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string())?;
+    clap_mangen::Man::new(cmd).render(&mut out)?;
     use std::io::Write;
-    std::io::stdout().write_all(&out).map_err(|e| e.to_string())
+    std::io::stdout().write_all(&out)?;
+    Ok(())
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

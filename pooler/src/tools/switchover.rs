@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
+use super::ToolError;
 use crate::config::{self, StoredSecret, ADMIN_DB};
 
-pub(super) async fn run(path: &Path, candidate: Option<String>, user: Option<String>) -> Result<(), String> {
-    let config = config::load(path).map_err(|e| e.to_string())?;
+pub(super) async fn run(path: &Path, candidate: Option<String>, user: Option<String>) -> Result<(), ToolError> {
+    let config = config::load(path)?;
     let g = &config.general;
-    let user = user.or_else(|| g.admin_users.first().cloned()).ok_or("no console user: pass -U or set admin_users")?;
+    let user = user
+        .or_else(|| g.admin_users.first().cloned())
+        .ok_or_else(|| ToolError::Setting("no console user: pass -U or set admin_users".into()))?;
     let mut pg = tokio_postgres::Config::new();
     pg.user(&user).dbname(ADMIN_DB).port(g.listen_port).application_name("pgmux switchover");
     if g.unix_socket_dir.is_empty() {
@@ -31,15 +34,18 @@ pub(super) async fn run(path: &Path, candidate: Option<String>, user: Option<Str
             }
         }
     }
-    let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("console: {e}"))?;
+    let (client, conn) =
+        pg.connect(tokio_postgres::NoTls).await.map_err(|e| ToolError::Console(format!("console: {e}")))?;
     tokio::spawn(conn);
     let sql = match candidate {
         Some(c) => format!("SWITCHOVER \"{}\"", c.replace('"', "")),
         None => "SWITCHOVER".to_owned(),
     };
-    let rows = client.simple_query(&sql).await.map_err(|e| match e.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => e.to_string(),
+    let rows = client.simple_query(&sql).await.map_err(|e| {
+        ToolError::Console(match e.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        })
     })?;
     for msg in rows {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = msg {
