@@ -29,7 +29,23 @@ pub struct ServerInfo {
     pub connect_time: SystemTime,
     /// Backend pid (BackendKeyData).
     pub pid: i32,
+    /// Set by [`ServerRegistry::register`].
     registry: Weak<ServerRegistry>,
+}
+
+impl ServerInfo {
+    /// A row for a server that has just logged in, to be registered.
+    pub fn new(
+        id: u64,
+        pool: (&str, &str),
+        addr: PeerAddr,
+        local_addr: Option<std::net::SocketAddr>,
+        connect_time: SystemTime,
+        pid: i32,
+    ) -> Self {
+        let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
+        Self { id, db, user, addr, local_addr, connect_time, pid, registry: Weak::new() }
+    }
 }
 
 /// A server connection's log prefix and, for pool servers, its registry entry: boxed together in
@@ -73,17 +89,9 @@ pub struct ServerRegistry {
 
 impl ServerRegistry {
     /// Registers a server that has just logged in; keep the entry with the connection.
-    pub fn register(self: &Arc<Self>, conn: &crate::server::ServerConn, db: &str, user: &str) -> ServerEntry {
-        let info = Arc::new(ServerInfo {
-            id: conn.id,
-            db: db.to_owned(),
-            user: user.to_owned(),
-            addr: conn.addr.as_ref().clone(),
-            local_addr: conn.stream.local_addr(),
-            connect_time: SystemTime::now() - conn.created.elapsed(),
-            pid: conn.backend_key.0,
-            registry: Arc::downgrade(self),
-        });
+    pub fn register(self: &Arc<Self>, mut info: ServerInfo) -> ServerEntry {
+        info.registry = Arc::downgrade(self);
+        let info = Arc::new(info);
         self.map.lock().insert(info.id, info.clone());
         ServerEntry(info)
     }

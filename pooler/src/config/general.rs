@@ -305,17 +305,6 @@ impl General {
         }
     }
 
-    /// Logging options; `verbose` and `quiet` come from the command line (each `-v` adds one).
-    pub fn log_options(&self, cli_verbose: u32, quiet: bool) -> crate::logging::LogOptions {
-        crate::logging::LogOptions {
-            verbose: self.verbose.max(cli_verbose),
-            quiet,
-            logfile: self.logfile.clone(),
-            json: self.log_json,
-            syslog: self.syslog.then(|| (self.syslog_ident.clone(), self.syslog_facility.clone())),
-        }
-    }
-
     /// Runtime threads to use: `worker_threads`, or half the cores (the other half is left to
     /// PostgreSQL on the same node), at least one.
     pub fn threads(&self) -> usize {

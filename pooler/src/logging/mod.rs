@@ -34,6 +34,20 @@ pub struct LogOptions {
     pub syslog: Option<(String, String)>,
 }
 
+impl LogOptions {
+    /// The options of `g`; `cli_verbose` and `quiet` come from the command line (each `-v` adds
+    /// one).
+    pub fn from_general(g: &crate::config::General, cli_verbose: u32, quiet: bool) -> Self {
+        LogOptions {
+            verbose: g.verbose.max(cli_verbose),
+            quiet,
+            logfile: g.logfile.clone(),
+            json: g.log_json,
+            syslog: g.syslog.then(|| (g.syslog_ident.clone(), g.syslog_facility.clone())),
+        }
+    }
+}
+
 /// The installed sinks. The tracing subscriber is process-wide by nature, so the handle that
 /// RELOAD uses to change it is too.
 static SINKS: OnceLock<Arc<layer::Sinks>> = OnceLock::new();
@@ -48,7 +62,7 @@ static CLI: OnceLock<(u32, bool)> = OnceLock::new();
 /// The logfile cannot be opened.
 pub fn init(g: &crate::config::General, cli_verbose: u32, quiet: bool) -> std::io::Result<()> {
     let _ = CLI.set((cli_verbose, quiet));
-    let opts = g.log_options(cli_verbose, quiet);
+    let opts = LogOptions::from_general(g, cli_verbose, quiet);
     let sinks = SINKS.get_or_init(|| {
         let sinks = Arc::new(layer::Sinks::new());
         let subscriber = tracing_subscriber::registry().with(layer::PgLayer(sinks.clone()));
@@ -96,7 +110,7 @@ pub fn reconfigure(g: &crate::config::General) {
     let (Some(s), Some(&(cli_verbose, quiet))) = (SINKS.get(), CLI.get()) else {
         return;
     };
-    if let Err(e) = apply(s, &g.log_options(cli_verbose, quiet)) {
+    if let Err(e) = apply(s, &LogOptions::from_general(g, cli_verbose, quiet)) {
         tracing::error!("cannot open logfile: {e}");
     }
 }

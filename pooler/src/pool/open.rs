@@ -126,7 +126,7 @@ impl Pool {
             }
         }
         s.generation = generation;
-        s.tag.entry = Some(self.servers.register(&s, &self.db, &self.user));
+        s.tag.entry = Some(self.servers.register(s.info_for((&self.db, &self.user))));
         {
             let mut w = self.welcome.lock();
             if w.is_none() {
