@@ -208,3 +208,23 @@ async fn a_failed_reload_logs_file_line_and_reason() {
     // The old configuration is still in force.
     mux.connect(MD5_USER, "", "app").await.unwrap().simple_query("SELECT 1").await.unwrap();
 }
+
+/// A session closed by one of pgmux's rules keeps PgBouncer's `closing because:` line word for
+/// word, and at verbose = 1 a line of its own says whose fault it was (client, server or pgmux).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whose_fault_a_closed_session_was_is_logged_beside_pgbouncers_line() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = transaction\nquery_timeout = 1\nverbose = 1",
+        &userlist(pg),
+    );
+    let client = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let err = client.simple_query("SELECT pg_sleep(5)").await.unwrap_err();
+    assert_eq!(crate::harness::db_error(&err), ("08P01".to_owned(), "query timeout".to_owned()));
+    let closing = mux.wait_for_log("closing because: query timeout (age=");
+    assert!(closing.ends_with("s)"), "PgBouncer's line, nothing appended: {closing}");
+    let side = mux.wait_for_log("session ended by pgmux: query timeout");
+    assert!(side.contains(" DEBUG ") && side.ends_with("sqlstate=08P01"), "{side}");
+}

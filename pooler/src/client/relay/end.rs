@@ -1,6 +1,7 @@
 //! How a session ends, and whose doing it was: the client (it left, or broke the protocol), its
 //! server (it failed under the client), or pgmux (a timeout, KILL, a pool that cannot serve).
-//! The side goes to the log with PgBouncer's `closing because:` line.
+//! PgBouncer's `closing because:` line keeps its words; the side goes on a debug line of its
+//! own (`session ended by server: server conn crashed?`).
 
 use std::fmt;
 

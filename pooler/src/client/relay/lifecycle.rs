@@ -233,13 +233,16 @@ impl Relay {
             }
             End::ClientGone | End::HandOver => {}
             End::Fatal(fault) => {
-                let (msg, side) = (&fault.message, fault.side);
+                let msg = &fault.message;
+                // PgBouncer's lines stay word for word (log tools parse them); whose fault it
+                // was goes on a line of its own.
                 if g.log_disconnections {
-                    crate::conn_log!(info, tag, side = %side, "closing because: {msg} (age={age}s)");
+                    crate::conn_log!(info, tag, "closing because: {msg} (age={age}s)");
                 }
                 if g.log_pooler_errors {
-                    crate::conn_log!(warn, tag, side = %side, "pooler error: {msg}");
+                    crate::conn_log!(warn, tag, "pooler error: {msg}");
                 }
+                crate::conn_log!(debug, tag, sqlstate = fault.code, "session ended by {}: {msg}", fault.side);
             }
         }
     }
