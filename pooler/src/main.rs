@@ -109,7 +109,10 @@ fn main() -> ExitCode {
         }
         tracing::info!("process up: {}, tls: {}", pgmux::version_string(), pgmux::TLS_LIBRARY);
         if let Some(channel) = handed {
-            tokio::spawn(takeover::take::adopt_clients(shared.clone(), channel));
+            let adopt: takeover::take::Adopt = |shared, fd, record| {
+                tokio::spawn(pgmux::client::adopt(shared, fd, record));
+            };
+            tokio::spawn(takeover::take::adopt_clients(shared.clone(), channel, adopt));
         }
         let result = pooler.run().await;
         (result, shared.giving.given())

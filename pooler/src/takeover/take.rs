@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use pgmux_protocol::build;
 
-use super::{fds, Frame, ListenerKind};
+use super::{fds, ClientRecord, Frame, ListenerKind};
 use crate::config::General;
 use crate::net::listener::{unix_socket_path, Bound};
 use crate::shared::Shared;
@@ -146,7 +146,7 @@ fn nonblocking(l: std::net::TcpListener) -> Result<std::net::TcpListener, Takeov
 /// Tells the old process this one serves, then adopts the clients it hands over until it says
 /// `Done` (or goes away); meanwhile cancel requests with keys this process does not know go back
 /// to it.
-pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream) {
+pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream, adopt: Adopt) {
     let (mut sock, mut out) = match split(channel) {
         Ok(pair) => pair,
         Err(e) => {
@@ -167,7 +167,7 @@ pub async fn adopt_clients(shared: Arc<Shared>, channel: UnixStream) {
             }
         }
     });
-    let adopted = adopt_until_done(&shared, &mut sock).await;
+    let adopted = adopt_until_done(&shared, &mut sock, adopt).await;
     shared.cancels.set_previous(None);
     writer.abort();
     tracing::info!("takeover finished: {adopted} clients taken over from the previous process");
@@ -180,8 +180,12 @@ fn split(channel: UnixStream) -> std::io::Result<(tokio::net::UnixStream, tokio:
     Ok((tokio::net::UnixStream::from_std(channel)?, tokio::net::UnixStream::from_std(copy)?))
 }
 
-/// Spawns a session for each client frame; the number adopted when the old process is done.
-async fn adopt_until_done(shared: &Arc<Shared>, sock: &mut tokio::net::UnixStream) -> usize {
+/// Starts a session for a client handed over (`client::adopt`, given by the binary, so that this
+/// module stays below the client's).
+pub type Adopt = fn(Arc<Shared>, OwnedFd, ClientRecord);
+
+/// Starts a session for each client frame; the number adopted when the old process is done.
+async fn adopt_until_done(shared: &Arc<Shared>, sock: &mut tokio::net::UnixStream, adopt: Adopt) -> usize {
     let mut adopted = 0usize;
     loop {
         let (body, mut passed) = match fds::recv(sock).await {
@@ -202,7 +206,7 @@ async fn adopt_until_done(shared: &Arc<Shared>, sock: &mut tokio::net::UnixStrea
                     continue;
                 };
                 adopted += 1;
-                tokio::spawn(crate::client::adopt(shared.clone(), fd, *record));
+                adopt(shared.clone(), fd, *record);
             }
             Ok(Frame::Done) => return adopted,
             Ok(_) | Err(_) => tracing::warn!("takeover: unexpected frame from the previous process"),
