@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
+use crate::handoff::ListenerKind;
 use crate::net::listener::{self, BindError, Bound};
 use crate::net::{PeerAddr, Stream};
 use crate::shared::{RunState, Shared};
-use crate::takeover::ListenerKind;
 
 /// A bound pooler, not yet serving.
 #[derive(Debug)]

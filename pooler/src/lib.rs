@@ -13,6 +13,7 @@ pub mod client_counts;
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod handoff;
 pub mod logging;
 pub mod metrics;
 pub mod net;

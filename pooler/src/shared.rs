@@ -60,7 +60,7 @@ pub struct Shared {
     /// console SET applies to connected clients, as in PgBouncer (no config lock per transaction).
     pub max_prepared_statements: AtomicUsize,
     /// Online restart: the listeners kept to pass on, and the hand-over's progress.
-    pub giving: crate::takeover::give::Giving,
+    pub giving: crate::handoff::Giving,
     /// What pgmux knows of the Patroni cluster and the leader-following holds.
     pub patroni: crate::patroni::Patroni,
     suspended: std::sync::atomic::AtomicBool,

@@ -13,10 +13,10 @@ use super::registration::Registration;
 use super::{limits, relay, ClientCount, ClientIo, ClientParams};
 use crate::client_counts::Counted;
 use crate::config::StoredSecret;
+use crate::handoff::ClientRecord;
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::shared::Shared;
-use crate::takeover::ClientRecord;
 
 fn stream_of(fd: OwnedFd, record: &ClientRecord) -> std::io::Result<(Stream, PeerAddr)> {
     if record.unix {

@@ -118,7 +118,7 @@ pub(super) async fn writable(shared: &Arc<Shared>, member: &Member) -> Result<()
     let Some(pool) = shared.pools.all().into_iter().find(|p| dbs.contains(&p.db)) else {
         return Ok(());
     };
-    pool.probe_at(&member.host, member.port, WRITABLE_SQL).await
+    pool.probe_at(&member.host, member.port, WRITABLE_SQL).await.map_err(|e| PatroniError::NotWritable(e.to_string()))
 }
 
 #[cfg(test)]

@@ -122,8 +122,7 @@ impl super::Pool {
     ///
     /// # Errors
     /// The connect, the login or the query failed (the server's message).
-    pub async fn probe_at(&self, host: &str, port: u16, sql: &str) -> Result<(), crate::patroni::PatroniError> {
-        use crate::patroni::PatroniError::NotWritable;
+    pub async fn probe_at(&self, host: &str, port: u16, sql: &str) -> Result<(), crate::server::ServerError> {
         let settings = self.settings();
         let target = settings.target.moved_to(host, port);
         let creds = self.credentials(&settings);
@@ -138,8 +137,7 @@ impl super::Pool {
             &mut tag,
             false,
         )
-        .await
-        .map_err(|e| NotWritable(e.to_string()))?;
-        crate::server::run_simple_query(&mut conn, sql).await.map_err(|e| NotWritable(e.to_string()))
+        .await?;
+        crate::server::run_simple_query(&mut conn, sql).await
     }
 }

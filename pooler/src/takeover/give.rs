@@ -2,80 +2,15 @@
 //! `pgbouncer`, unix socket, same OS user) it passes its listeners, stops accepting, and hands
 //! each client over as soon as the client is idle; `Done` when none is left.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
-use super::{fds, ClientRecord, Frame, ListenerKind};
+use crate::handoff::{fds, Frame, Giving, ListenerKind};
 use crate::shared::{RunState, Shared};
-
-/// A client's state and socket on their way to the new process.
-type Parcel = (ClientRecord, OwnedFd);
-
-/// What the running process keeps for a takeover, and its progress.
-#[derive(Debug, Default)]
-pub struct Giving {
-    listeners: Mutex<Vec<(ListenerKind, OwnedFd)>>,
-    started: AtomicBool,
-    requested: AtomicBool,
-    given: AtomicBool,
-    finished: AtomicBool,
-    tx: Mutex<Option<mpsc::UnboundedSender<Parcel>>>,
-}
-
-impl Giving {
-    /// Keeps a duplicate of a listening socket, to pass on a takeover.
-    pub fn keep_listener(&self, kind: ListenerKind, fd: OwnedFd) {
-        self.listeners.lock().push((kind, fd));
-    }
-
-    /// Closes the kept duplicates: on shutdown the listening sockets must really close, so that
-    /// connects are refused at once (what a peer behind so_reuseport relies on).
-    pub fn drop_listeners(&self) {
-        self.listeners.lock().clear();
-    }
-
-    /// True once the new process serves: idle clients hand themselves over.
-    #[inline]
-    pub fn requested(&self) -> bool {
-        self.requested.load(Ordering::Relaxed)
-    }
-
-    /// True once the new process serves on the listeners: this process accepts nothing more,
-    /// and the unix socket file and the pidfile are the new process's, whatever happens here.
-    pub fn given(&self) -> bool {
-        self.given.load(Ordering::Acquire)
-    }
-
-    /// True once every client has moved or left.
-    pub fn finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
-
-    /// Passes a client on. If the new process has gone meanwhile, the socket is closed.
-    pub fn hand(&self, record: ClientRecord, fd: OwnedFd) {
-        if let Some(tx) = self.tx.lock().as_ref() {
-            let _ = tx.send((record, fd));
-        }
-    }
-
-    /// Copies of the kept listeners, to send.
-    fn copies(&self) -> std::io::Result<Vec<(ListenerKind, OwnedFd)>> {
-        self.listeners.lock().iter().map(|(k, fd)| Ok((k.clone(), fd.try_clone()?))).collect()
-    }
-
-    /// Back to serving alone: the new process did not start, or went away.
-    fn withdraw(&self) {
-        self.tx.lock().take();
-        self.requested.store(false, Ordering::Release);
-        self.started.store(false, Ordering::Release);
-    }
-}
 
 /// Clients other than console sessions (the takeover's own included), logging in or logged in.
 fn pooled_clients(shared: &Shared) -> i64 {
@@ -96,7 +31,7 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 /// Runs a takeover over `sock` (the console connection of the new process) to its end.
 pub async fn give(shared: Arc<Shared>, sock: UnixStream) {
     let giving = &shared.giving;
-    if giving.started.swap(true, Ordering::AcqRel) {
+    if !giving.start() {
         tracing::warn!("takeover: refused a second takeover request");
         return;
     }
@@ -108,16 +43,14 @@ pub async fn give(shared: Arc<Shared>, sock: UnixStream) {
             return;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Parcel>();
-    *giving.tx.lock() = Some(tx);
+    let mut rx = giving.open();
     if let Err(e) = pass_listeners(giving, &mut sock, &mut back).await {
         // Nothing has moved: this process goes on serving as before.
         tracing::error!("takeover: the new process did not start: {e}; serving on");
         giving.withdraw();
         return;
     }
-    giving.given.store(true, Ordering::Release);
-    giving.requested.store(true, Ordering::Release);
+    giving.serving();
     giving.drop_listeners();
     tracing::info!("takeover: the new process serves, handing over clients as they become idle");
     // The accept loops stop (unless a shutdown began meanwhile, which goes on); clients that
@@ -163,14 +96,13 @@ pub async fn give(shared: Arc<Shared>, sock: UnixStream) {
         }
         tracing::info!("takeover: {moved} clients handed over, exiting");
         back_task.abort();
-        giving.finished.store(true, Ordering::Release);
+        giving.finish();
         return;
     }
     // The clients still here stay until they leave, as after SHUTDOWN WAIT_FOR_CLIENTS; the
     // listeners are the new process's (or gone with it).
     back_task.abort();
-    giving.tx.lock().take();
-    giving.requested.store(false, Ordering::Release);
+    giving.stop_handing();
     if matches!(shared.state(), RunState::TakenOver | RunState::Running) {
         shared.set_state(RunState::WaitForClients);
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use pgmux_protocol::build;
 
-use super::{fds, ClientRecord, Frame, ListenerKind};
 use crate::config::General;
+use crate::handoff::{fds, ClientRecord, Frame, ListenerKind};
 use crate::net::listener::{unix_socket_path, Bound};
 use crate::shared::Shared;
 

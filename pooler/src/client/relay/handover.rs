@@ -5,8 +5,8 @@
 use std::os::fd::OwnedFd;
 
 use super::Relay;
+use crate::handoff::{ClientRecord, ScramKeys};
 use crate::net::{PeerAddr, Stream};
-use crate::takeover::{ClientRecord, ScramKeys};
 
 impl Relay {
     /// True when the client can move now: no server, no bytes in flight, plain socket.
