@@ -9,6 +9,14 @@
 #   BENCH_ONLY_TLS=1 benches/pgbench.sh # only the client-TLS rows (steady state and -C)
 #   PGBOUNCER_BIN=/tmp/pgbouncer-ref/_build/pgbouncer benches/pgbench.sh
 #   REPEAT=3 benches/pgbench.sh         # each row 3 times, interleaved; medians reported
+#   BENCH_WRITE=1 benches/pgbench.sh    # also adds the table, dated and with this command, to
+#                                       # docs/BENCHMARKS.md (above the earlier runs)
+#
+# Rows: -S in simple, extended and prepared mode per client count; a new connection per
+# transaction (-C) logging in with md5 and with SCRAM-SHA-256; TLS from the client (steady state
+# and -C); TLS from the pooler to PostgreSQL (server_tls_sslmode = prefer over TCP; the other
+# rows reach PostgreSQL over its unix socket, where there is no TLS). The direct column of the
+# SCRAM and server-TLS rows is PostgreSQL with trust auth and no TLS, for reference only.
 #
 # Compare against the PgBouncer a node runs (1.25.2), built from source as
 # ../shared/peer-suite/README.md says, with PGBOUNCER_BIN. Without it Debian's package is used
@@ -66,12 +74,18 @@ as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w \
   start >/dev/null
 as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 10 -q bench >/dev/null 2>&1
+# A second role whose stored secret is a SCRAM verifier: with auth_type = md5 both poolers log
+# it in with SCRAM-SHA-256 (the -C SCRAM row).
+as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "SET password_encryption = 'scram-sha-256'" \
+  -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'" -c "GRANT bench TO bench_scram"
+SCRAM_SECRET=$(as_pg psql -h "$DIR" -p $PG_PORT -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")
 
-echo '"bench" "bench"' >"$DIR/userlist.txt"
+printf '"bench" "bench"\n"bench_scram" "%s"\n' "$SCRAM_SECRET" >"$DIR/userlist.txt"
 write_ini() { # name port
   cat >"$DIR/$1.ini" <<INI
 [databases]
 bench = host=$DIR port=$PG_PORT
+bench_tls = host=127.0.0.1 port=$PG_PORT dbname=bench
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $2
@@ -88,7 +102,7 @@ pidfile = $DIR/$1.pid
 client_tls_sslmode = prefer
 client_tls_cert_file = $DIR/server.crt
 client_tls_key_file = $DIR/server.key
-server_tls_sslmode = disable
+server_tls_sslmode = prefer
 INI
   mkdir -p "$DIR/$1"
 }
@@ -116,8 +130,10 @@ TICK=$(getconf CLK_TCK)
 # run PORT ARGS... -> prints "tps xacts"
 run() {
   local port=$1; shift
-  local out
-  out=$(PGSSLMODE=${SSLMODE:-disable} PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S "$@" -T "$SECS" bench 2>&1) || { echo "pgbench failed: $out" >&2; echo "0 0"; return; }
+  local out db=${DB_NAME:-bench}
+  # PostgreSQL itself has no bench_tls alias.
+  [ "$port" = "$PG_PORT" ] && db=bench
+  out=$(PGSSLMODE=${SSLMODE:-disable} PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U "${USER_NAME:-bench}" -n -S "$@" -T "$SECS" "$db" 2>&1) || { echo "pgbench failed: $out" >&2; echo "0 0"; return; }
   local tps xacts
   tps=$(echo "$out" | awk '/^tps = /{print $3; exit}')
   xacts=$(echo "$out" | awk -F': ' '/number of transactions actually processed/{split($2,a,"/"); print a[1]}')
@@ -147,15 +163,18 @@ measure() {
       -v m="$(printf '%s' "$m_all" | median)" -v bcpu="$(printf '%s' "$bc_all" | median)" \
       -v mcpu="$(printf '%s' "$mc_all" | median)" 'BEGIN {
     printf "| %-22s | %9.0f | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.2f |\n", l, d, b, m,
-      (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }'
+      (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }' | tee -a "$DIR/table.md"
 }
 
 if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
+HEADLINE="pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEAT (medians), $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V | head -1)"
 echo
-echo "pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEAT (medians), $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V | head -1)"
+echo "$HEADLINE"
 echo
-echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
-echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"
+{
+  echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
+  echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"
+} | tee "$DIR/table.md"
 if [ -z "${BENCH_ONLY_TLS:-}" ]; then
 for mode in $MODES; do
   for c in $CLIENTS; do
@@ -164,6 +183,9 @@ for mode in $MODES; do
   done
 done
 measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
+USER_NAME=bench_scram measure "-C SCRAM -c 16" -C -M simple -c 16 -j 2
+# The pooler to PostgreSQL over TCP with TLS (bench_tls), the client side plain.
+DB_NAME=bench_tls measure "server TLS -c 16" -M simple -c 16 -j 2
 fi
 # Client TLS (sslmode=require, same certificate everywhere; the poolers reach PostgreSQL over
 # the unix socket, so only the client side is encrypted for them).
@@ -184,7 +206,7 @@ scraper & SCRAPER=$!
 read -r scraped_tps _ < <(run $MUX_PORT -M simple -c 64 -j 2)
 wait $SCRAPER 2>/dev/null || true
 echo
-awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }'
+awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }' | tee -a "$DIR/notes.md"
 echo
 echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."
 fi
@@ -202,5 +224,23 @@ for t in "pgbouncer $BOUNCER_PORT $BOUNCER_PID" "pgmux $MUX_PORT $MUX_PID"; do
   after=$(rss_kb "$3")
   wait $IP || { echo "$1: idle clients failed: $(cat "$DIR/idle.out")"; continue; }
   awk -v n="$1" -v c="$IDLE" -v b="$before" -v a="$after" 'BEGIN {
-    printf "%-9s RSS %6.1f MiB before, %6.1f MiB with %d idle clients (%.1f KiB per client)\n", n, b/1024, a/1024, c, (a-b)/c }'
+    printf "%-9s RSS %6.1f MiB before, %6.1f MiB with %d idle clients (%.1f KiB per client)\n", n, b/1024, a/1024, c, (a-b)/c }' | tee -a "$DIR/notes.md"
 done
+
+# BENCH_WRITE=1: the run goes into docs/BENCHMARKS.md, newest first (above the first section),
+# with the command that reproduces it.
+if [ -n "${BENCH_WRITE:-}" ]; then
+  cmd="$(env | grep -E '^(PGBOUNCER_BIN|REPEAT|BENCH_[A-Z_]+)=' | grep -v '^BENCH_WRITE=' | sort | tr '\n' ' ')benches/pgbench.sh"
+  {
+    echo "## $(date -u +%F), benches/pgbench.sh"
+    echo
+    echo "    $cmd"
+    echo
+    [ -n "${HEADLINE:-}" ] && { echo "$HEADLINE"; echo; }
+    [ -s "$DIR/table.md" ] && { cat "$DIR/table.md"; echo; }
+    [ -s "$DIR/notes.md" ] && { sed 's/^/- /' "$DIR/notes.md"; echo; }
+  } >"$DIR/section.md"
+  awk -v f="$DIR/section.md" '!done && /^## / { while ((getline l < f) > 0) print l; done = 1 } { print }' \
+    docs/BENCHMARKS.md >"$DIR/BENCHMARKS.md" && cp "$DIR/BENCHMARKS.md" docs/BENCHMARKS.md
+  echo "written to docs/BENCHMARKS.md"
+fi
