@@ -1,10 +1,7 @@
 //! systemd integration, as PgBouncer has it: `Type=notify` messages (READY once serving,
 //! RELOADING / READY around a reload, STOPPING at shutdown, STATUS with the pool counts) when
-//! NOTIFY_SOCKET is set, and listeners passed by socket activation (LISTEN_FDS) used instead of
-//! binding listen_addr and unix_socket_dir. Without systemd every call is a no-op.
-
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+//! NOTIFY_SOCKET is set. Without systemd every call is a no-op. Listeners passed by socket
+//! activation are net/activation.rs's.
 
 use sd_notify::NotifyState;
 
@@ -52,52 +49,4 @@ fn status(shared: &Shared) -> String {
     }
     let clients = shared.clients.load(std::sync::atomic::Ordering::Relaxed);
     format!("{clients} clients ({active} active, {waiting} waiting), {servers} servers, {} pools", pools.len())
-}
-
-/// Listeners systemd passed (socket activation).
-#[derive(Debug, Default)]
-pub struct Activated {
-    /// TCP listeners.
-    pub tcp: Vec<std::net::TcpListener>,
-    /// A unix socket listener and its path.
-    pub unix: Option<(UnixListener, PathBuf)>,
-}
-
-/// Why the sockets systemd passed cannot be used (socket activation).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("socket activation: {0}")]
-pub struct ActivationError(pub String);
-
-/// The listening sockets systemd passed to this process, if any (LISTEN_PID names it).
-///
-/// # Errors
-/// A passed descriptor that is neither a TCP nor a unix stream listener, or more than one unix
-/// socket.
-pub fn activated() -> Result<Option<Activated>, ActivationError> {
-    let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
-    }
-    let mut got = Activated::default();
-    for i in 0..fds.len() {
-        if let Ok(Some(l)) = fds.take_tcp_listener(i) {
-            got.tcp.push(l);
-            continue;
-        }
-        match fds.take_unix_listener(i) {
-            Ok(Some(l)) => {
-                let path = l
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_pathname().map(PathBuf::from))
-                    .ok_or_else(|| ActivationError(format!("descriptor {} is an unnamed unix socket", i + 3)))?;
-                if got.unix.is_some() {
-                    return Err(ActivationError("more than one unix socket passed".into()));
-                }
-                got.unix = Some((l, path));
-            }
-            _ => return Err(ActivationError(format!("descriptor {} is not a stream listener", i + 3))),
-        }
-    }
-    Ok(Some(got))
 }

@@ -55,3 +55,9 @@ impl From<&str> for BadValue {
         BadValue(reason.to_owned())
     }
 }
+
+impl From<crate::tls::BadSetting> for BadValue {
+    fn from(e: crate::tls::BadSetting) -> Self {
+        BadValue(e.0)
+    }
+}

@@ -305,6 +305,36 @@ impl General {
         }
     }
 
+    /// The `client_tls_*` settings, for tls/.
+    pub fn client_tls_settings(&self) -> crate::tls::SideSettings {
+        crate::tls::SideSettings {
+            sslmode: self.client_tls_sslmode,
+            key_file: self.client_tls_key_file.clone(),
+            cert_file: self.client_tls_cert_file.clone(),
+            ca_file: self.client_tls_ca_file.clone(),
+            protocols: self.client_tls_protocols.clone(),
+            ciphers: self.client_tls_ciphers.clone(),
+            tls13_ciphers: self.client_tls13_ciphers.clone(),
+            ecdhcurve: self.client_tls_ecdhcurve.clone(),
+            dheparams: self.client_tls_dheparams.clone(),
+        }
+    }
+
+    /// The `server_tls_*` settings, for tls/.
+    pub fn server_tls_settings(&self) -> crate::tls::SideSettings {
+        crate::tls::SideSettings {
+            sslmode: self.server_tls_sslmode,
+            key_file: self.server_tls_key_file.clone(),
+            cert_file: self.server_tls_cert_file.clone(),
+            ca_file: self.server_tls_ca_file.clone(),
+            protocols: self.server_tls_protocols.clone(),
+            ciphers: self.server_tls_ciphers.clone(),
+            tls13_ciphers: self.server_tls13_ciphers.clone(),
+            ecdhcurve: String::new(),
+            dheparams: String::new(),
+        }
+    }
+
     /// Runtime threads to use: `worker_threads`, or half the cores (the other half is left to
     /// PostgreSQL on the same node), at least one.
     pub fn threads(&self) -> usize {
@@ -351,7 +381,7 @@ impl General {
             auth_user: r.opt("auth_user"),
             auth_query: r.raw("auth_query").to_owned(),
             auth_dbname: r.opt("auth_dbname"),
-            client_tls_sslmode: r.get("client_tls_sslmode", SslMode::parse)?,
+            client_tls_sslmode: r.get("client_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
             client_tls_key_file: r.opt("client_tls_key_file"),
             client_tls_cert_file: r.opt("client_tls_cert_file"),
             client_tls_ca_file: r.opt("client_tls_ca_file"),
@@ -360,7 +390,7 @@ impl General {
             client_tls13_ciphers: r.raw("client_tls13_ciphers").to_owned(),
             client_tls_ecdhcurve: r.raw("client_tls_ecdhcurve").to_owned(),
             client_tls_dheparams: r.raw("client_tls_dheparams").to_owned(),
-            server_tls_sslmode: r.get("server_tls_sslmode", SslMode::parse)?,
+            server_tls_sslmode: r.get("server_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
             server_tls_key_file: r.opt("server_tls_key_file"),
             server_tls_cert_file: r.opt("server_tls_cert_file"),
             server_tls_ca_file: r.opt("server_tls_ca_file"),

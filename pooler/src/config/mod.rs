@@ -191,8 +191,10 @@ impl Files {
         let file = |f: &str| resolve(path, Path::new(f));
         let mut tls_warnings = Vec::new();
         // Both sides or neither, as PgBouncer's sbuf_tls_setup.
-        let tls = crate::tls::ServerTls::load(g, file, &mut tls_warnings)
-            .and_then(|server| crate::tls::ClientTls::load(g, file, &mut tls_warnings).map(|client| (client, server)));
+        let tls = crate::tls::ServerTls::load(&g.server_tls_settings(), file, &mut tls_warnings).and_then(|server| {
+            crate::tls::ClientTls::load(&g.client_tls_settings(), file, &mut tls_warnings)
+                .map(|client| (client, server))
+        });
         let (client_tls, server_tls, tls_error) = match tls {
             Ok((c, s)) => (c, s, None),
             Err(e) => (None, None, Some(e.to_string())),

@@ -134,7 +134,7 @@ pub fn bind(general: &General) -> Result<Bound, BindError> {
 /// Socket activation: the listeners systemd passed, instead of listen_addr and
 /// unix_socket_dir (as PgBouncer does). None when systemd passed none.
 fn from_systemd(general: &General) -> Result<Option<Bound>, BindError> {
-    let Some(got) = crate::systemd::activated().map_err(|e| io_err("systemd sockets")(io::Error::other(e)))? else {
+    let Some(got) = super::activation::activated().map_err(|e| io_err("systemd sockets")(io::Error::other(e)))? else {
         return Ok(None);
     };
     let mut port = general.listen_port;

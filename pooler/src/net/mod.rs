@@ -1,5 +1,6 @@
 //! Sockets: the stream type shared by clients and servers, and the listeners.
 
+pub mod activation;
 pub mod client_io;
 pub mod listener;
 pub mod stream;

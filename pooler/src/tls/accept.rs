@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::verify::{ClientVerifier, Trust};
 use super::{pem, settings, SslMode, TlsError};
-use crate::config::{BadValue, General};
+use super::{BadSetting, SideSettings};
 
 /// ALPN name PostgreSQL 17 uses; required for direct TLS.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -56,45 +56,45 @@ impl ClientTls {
     /// the TLSv1.3 cipher suites`, `failed to load certificate file "..."`): the caller logs
     /// `TLS setup failed: REASON` and keeps the TLS in force.
     pub fn load(
-        g: &General,
+        s: &SideSettings,
         resolve: impl Fn(&str) -> std::path::PathBuf,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Self>, TlsError> {
-        if g.client_tls_sslmode == SslMode::Disable {
+        if s.sslmode == SslMode::Disable {
             return Ok(None);
         }
-        let (Some(key), Some(cert)) = (&g.client_tls_key_file, &g.client_tls_cert_file) else {
+        let (Some(key), Some(cert)) = (&s.key_file, &s.cert_file) else {
             return Err(TlsError::Setting(
                 "To allow TLS connections from clients, client_tls_key_file and client_tls_cert_file must be set."
                     .into(),
             ));
         };
-        if g.client_tls_sslmode == SslMode::VerifyFull && g.client_tls_ca_file.is_none() {
+        if s.sslmode == SslMode::VerifyFull && s.ca_file.is_none() {
             return Err(TlsError::Setting("client_tls_sslmode requires client_tls_ca_file".into()));
         }
-        let (versions, w) = settings::protocol_versions(&g.client_tls_protocols)
-            .map_err(|e| BadValue(format!("invalid client_tls_protocols: {} ({e})", g.client_tls_protocols)))?;
+        let (versions, w) = settings::protocol_versions(&s.protocols)
+            .map_err(|e| BadSetting(format!("invalid client_tls_protocols: {} ({e})", s.protocols)))?;
         warnings.extend(w.into_iter().map(|w| format!("client_tls_protocols: {w}")));
-        let (mut suites, w) = settings::tls12_suites(&g.client_tls_ciphers)
-            .map_err(|e| BadValue(format!("invalid client_tls_ciphers: {} ({e})", g.client_tls_ciphers)))?;
+        let (mut suites, w) = settings::tls12_suites(&s.ciphers)
+            .map_err(|e| BadSetting(format!("invalid client_tls_ciphers: {} ({e})", s.ciphers)))?;
         warnings.extend(w.map(|w| format!("client_tls_ciphers: {w}")));
         // PgBouncer sets the TLS 1.3 suites only when TLS 1.3 is on.
         if versions.contains(&&rustls::version::TLS13) {
-            let (s13, w) = settings::tls13_suites(&g.client_tls13_ciphers)?;
+            let (s13, w) = settings::tls13_suites(&s.tls13_ciphers)?;
             warnings.extend(w.map(|w| format!("client_tls13_ciphers: {w}")));
             suites.extend(s13);
         }
-        let groups = settings::kx_groups(&g.client_tls_ecdhcurve)
-            .map_err(|e| BadValue(format!("invalid client_tls_ecdhecurve: {e}")))?;
-        settings::check_dheparams(&g.client_tls_dheparams)
-            .map_err(|e| BadValue(format!("invalid client_tls_dheparams: {e}")))?;
+        let groups =
+            settings::kx_groups(&s.ecdhcurve).map_err(|e| BadSetting(format!("invalid client_tls_ecdhecurve: {e}")))?;
+        settings::check_dheparams(&s.dheparams)
+            .map_err(|e| BadSetting(format!("invalid client_tls_dheparams: {e}")))?;
         let provider = settings::provider(suites, groups);
         let own = pem::certified_key(&resolve(cert), &resolve(key), &provider)?;
         let end_point = pem::end_point_hash(&own.cert[0]).map(Arc::from);
-        let verifier = match &g.client_tls_ca_file {
+        let verifier = match &s.ca_file {
             Some(ca) => Some(Trust::from_file(&resolve(ca), X509PurposeId::SSL_CLIENT)?),
             // verify-ca without a CA file: the system's trust store.
-            None if g.client_tls_sslmode >= SslMode::VerifyCa => Some(Trust::system(X509PurposeId::SSL_CLIENT)?),
+            None if s.sslmode >= SslMode::VerifyCa => Some(Trust::system(X509PurposeId::SSL_CLIENT)?),
             None => None,
         }
         .map(|trust| {
@@ -103,7 +103,7 @@ impl ClientTls {
                 trust,
                 // verify-ca and verify-full demand a certificate; below that one is checked
                 // when sent (cert auth needs it).
-                mandatory: g.client_tls_sslmode >= SslMode::VerifyCa,
+                mandatory: s.sslmode >= SslMode::VerifyCa,
                 algs: provider.signature_verification_algorithms,
             })
         });
@@ -123,19 +123,14 @@ impl ClientTls {
         };
         let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| BadValue(format!("client_tls_protocols: {e}")))?;
+            .map_err(|e| BadSetting(format!("client_tls_protocols: {e}")))?;
         let builder = match verifier {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(own)));
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-        Ok(Some(ClientTls {
-            mode: g.client_tls_sslmode,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            end_point,
-            refuse,
-        }))
+        Ok(Some(ClientTls { mode: s.sslmode, acceptor: TlsAcceptor::from(Arc::new(config)), end_point, refuse }))
     }
 
     /// Runs the handshake on `tcp`, starting with `already_read` (the start of a ClientHello

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use super::verify::{ServerVerifier, Trust};
 use super::{pem, settings, SslMode, TlsError};
-use crate::config::{BadValue, General};
+use super::{BadSetting, SideSettings};
 
 /// TLS towards servers, as configured.
 #[derive(Clone)]
@@ -44,27 +44,27 @@ impl ServerTls {
     /// Values PgBouncer refuses when it loads them (`invalid server_tls_protocols: ...`,
     /// `invalid server_tls_ciphers: ...`).
     pub fn load(
-        g: &General,
+        s: &SideSettings,
         resolve: impl Fn(&str) -> std::path::PathBuf,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Self>, TlsError> {
-        if g.server_tls_sslmode == SslMode::Disable {
+        if s.sslmode == SslMode::Disable {
             return Ok(None);
         }
-        let (versions, w) = settings::protocol_versions(&g.server_tls_protocols)
-            .map_err(|e| BadValue(format!("invalid server_tls_protocols: {} ({e})", g.server_tls_protocols)))?;
+        let (versions, w) = settings::protocol_versions(&s.protocols)
+            .map_err(|e| BadSetting(format!("invalid server_tls_protocols: {} ({e})", s.protocols)))?;
         warnings.extend(w.into_iter().map(|w| format!("server_tls_protocols: {w}")));
-        let (mut suites, w) = settings::tls12_suites(&g.server_tls_ciphers)
-            .map_err(|e| BadValue(format!("invalid server_tls_ciphers: {} ({e})", g.server_tls_ciphers)))?;
+        let (mut suites, w) = settings::tls12_suites(&s.ciphers)
+            .map_err(|e| BadSetting(format!("invalid server_tls_ciphers: {} ({e})", s.ciphers)))?;
         warnings.extend(w.map(|w| format!("server_tls_ciphers: {w}")));
-        let fingerprint = fingerprint(g, &resolve);
-        let mode = g.server_tls_sslmode;
+        let fingerprint = fingerprint(s, &resolve);
+        let mode = s.sslmode;
         let unusable = |why: String, warnings: &mut Vec<String>| {
             warnings.push(format!("server TLS: {why}: server connections over TLS will fail"));
             Ok(Some(ServerTls { mode, connector: Err(Arc::from(why)), fingerprint }))
         };
         if versions.contains(&&rustls::version::TLS13) {
-            match settings::tls13_suites(&g.server_tls13_ciphers) {
+            match settings::tls13_suites(&s.tls13_ciphers) {
                 Ok((s13, w)) => {
                     warnings.extend(w.map(|w| format!("server_tls13_ciphers: {w}")));
                     suites.extend(s13);
@@ -83,7 +83,7 @@ impl ServerTls {
         }
         // verify-ca and verify-full check the chain: against the CA file, else the system's
         // trust store, as libpq does with sslrootcert=system.
-        let trust = match (&g.server_tls_ca_file, mode >= SslMode::VerifyCa) {
+        let trust = match (&s.ca_file, mode >= SslMode::VerifyCa) {
             (_, false) => None,
             (Some(ca), true) => match Trust::from_file(&resolve(ca), X509PurposeId::SSL_SERVER) {
                 Ok(t) => Some(t),
@@ -99,7 +99,7 @@ impl ServerTls {
             check_name: mode == SslMode::VerifyFull,
             algs: provider.signature_verification_algorithms,
         };
-        let own = match (&g.server_tls_key_file, &g.server_tls_cert_file) {
+        let own = match (&s.key_file, &s.cert_file) {
             (Some(key), Some(cert)) => match pem::certified_key(&resolve(cert), &resolve(key), &provider) {
                 Ok(k) => Some(k),
                 Err(e) => return unusable(e.to_string(), warnings),
@@ -114,7 +114,7 @@ impl ServerTls {
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| BadValue(format!("server_tls_protocols: {e}")))?
+            .map_err(|e| BadSetting(format!("server_tls_protocols: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
         let config = match own {
@@ -151,11 +151,11 @@ impl ServerTls {
 }
 
 /// A digest of every server_tls_* setting and the bytes of the files they name.
-fn fingerprint(g: &General, resolve: &impl Fn(&str) -> std::path::PathBuf) -> u64 {
+fn fingerprint(s: &SideSettings, resolve: &impl Fn(&str) -> std::path::PathBuf) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&g.server_tls_protocols, &g.server_tls_ciphers, &g.server_tls13_ciphers).hash(&mut h);
-    for f in [&g.server_tls_ca_file, &g.server_tls_key_file, &g.server_tls_cert_file] {
+    (&s.protocols, &s.ciphers, &s.tls13_ciphers).hash(&mut h);
+    for f in [&s.ca_file, &s.key_file, &s.cert_file] {
         f.hash(&mut h);
         if let Some(f) = f {
             std::fs::read(resolve(f)).ok().hash(&mut h);

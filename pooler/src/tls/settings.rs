@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::crypto::{ring, CryptoProvider, SupportedKxGroup};
 use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 
-use crate::config::BadValue;
+use super::BadSetting;
 
 /// How much TLS a side asks for, in libpq's order (each mode asks more than the one before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,7 +31,7 @@ impl SslMode {
     ///
     /// # Errors
     /// Any other value.
-    pub fn parse(v: &str) -> Result<Self, BadValue> {
+    pub fn parse(v: &str) -> Result<Self, BadSetting> {
         match v.trim().to_ascii_lowercase().as_str() {
             "disable" => Ok(SslMode::Disable),
             "allow" => Ok(SslMode::Allow),
@@ -39,7 +39,7 @@ impl SslMode {
             "require" => Ok(SslMode::Require),
             "verify-ca" => Ok(SslMode::VerifyCa),
             "verify-full" => Ok(SslMode::VerifyFull),
-            _ => Err(BadValue(format!(
+            _ => Err(BadSetting(format!(
                 "invalid sslmode: \"{v}\" (disable, allow, prefer, require, verify-ca, verify-full)"
             ))),
         }
@@ -55,7 +55,7 @@ impl SslMode {
 ///
 /// # Errors
 /// A word PgBouncer does not know (PgBouncer's message: `invalid *_protocols: VALUE`).
-pub fn protocol_versions(v: &str) -> Result<(Vec<&'static SupportedProtocolVersion>, Vec<String>), BadValue> {
+pub fn protocol_versions(v: &str) -> Result<(Vec<&'static SupportedProtocolVersion>, Vec<String>), BadSetting> {
     const V10: u8 = 1;
     const V11: u8 = 2;
     const V12: u8 = 4;
@@ -78,7 +78,7 @@ pub fn protocol_versions(v: &str) -> Result<(Vec<&'static SupportedProtocolVersi
             "tlsv1.1" => V11,
             "tlsv1.2" => V12,
             "tlsv1.3" => V13,
-            _ => return Err(BadValue(format!("invalid protocol \"{name}\""))),
+            _ => return Err(BadSetting(format!("invalid protocol \"{name}\""))),
         };
         if !negate && matches!(proto, V10 | V11) {
             warnings.push(format!("{name} is not available: rustls speaks TLS 1.2 and 1.3 only"));
@@ -137,7 +137,7 @@ const DEFAULT_KEYWORDS: &[&str] = &["", "default", "secure", "normal", "fast", "
 ///
 /// # Errors
 /// A string OpenSSL refuses (PgBouncer: `invalid *_ciphers: VALUE`).
-pub fn tls12_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), BadValue> {
+pub fn tls12_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), BadSetting> {
     let all12 = || ring::ALL_CIPHER_SUITES.iter().copied().filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
     if DEFAULT_KEYWORDS.contains(&v.trim().to_ascii_lowercase().as_str()) {
         return Ok((all12().collect(), None));
@@ -154,12 +154,12 @@ pub fn tls12_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String
 /// The TLS 1.2 suites an OpenSSL cipher string selects, as their IANA codes in OpenSSL's
 /// order. OpenSSL offers no safe way to list a context's ciphers, so this has OpenSSL write
 /// a ClientHello into memory and reads the cipher_suites field back.
-fn openssl_tls12_codes(v: &str) -> Result<Vec<u16>, BadValue> {
+fn openssl_tls12_codes(v: &str) -> Result<Vec<u16>, BadSetting> {
     use openssl::ssl::{HandshakeError, Ssl, SslContext, SslMethod, SslVersion};
-    let err = |e: &dyn std::fmt::Display| BadValue(format!("OpenSSL: {e}"));
+    let err = |e: &dyn std::fmt::Display| BadSetting(format!("OpenSSL: {e}"));
     let mut b = SslContext::builder(SslMethod::tls_client()).map_err(|e| err(&e))?;
     b.set_max_proto_version(Some(SslVersion::TLS1_2)).map_err(|e| err(&e))?;
-    b.set_cipher_list(v).map_err(|_| BadValue(format!("no ciphers for '{v}'")))?;
+    b.set_cipher_list(v).map_err(|_| BadSetting(format!("no ciphers for '{v}'")))?;
     let ctx = b.build();
     let ssl = Ssl::new(&ctx).map_err(|e| err(&e))?;
     let hello = match ssl.connect(Capture(Vec::new())) {
@@ -209,14 +209,14 @@ fn client_hello_suites(rec: &[u8]) -> Option<Vec<u16>> {
 ///
 /// # Errors
 /// A list OpenSSL refuses, in PgBouncer's words: `failed to set the TLSv1.3 cipher suites`.
-pub fn tls13_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), BadValue> {
+pub fn tls13_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String>), BadSetting> {
     let all13 = || ring::ALL_CIPHER_SUITES.iter().copied().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
     if v.trim().is_empty() {
         return Ok((all13().collect(), None));
     }
     let mut b = openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls())
-        .map_err(|e| BadValue(format!("OpenSSL: {e}")))?;
-    b.set_ciphersuites(v.trim()).map_err(|_| BadValue::from("failed to set the TLSv1.3 cipher suites"))?;
+        .map_err(|e| BadSetting(format!("OpenSSL: {e}")))?;
+    b.set_ciphersuites(v.trim()).map_err(|_| BadSetting::from("failed to set the TLSv1.3 cipher suites"))?;
     let mut picked: Vec<SupportedCipherSuite> = Vec::new();
     for name in v.split(':').map(str::trim).filter(|w| !w.is_empty()) {
         if let Some(s) = suite_named(name).filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
@@ -235,7 +235,7 @@ pub fn tls13_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String
 }
 
 /// `client_tls_ecdhcurve`: `auto` (rustls' defaults) or a list of x25519, P-256, P-384.
-pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadValue> {
+pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadSetting> {
     let mut out: Vec<&'static dyn SupportedKxGroup> = Vec::new();
     for word in v.split([':', ',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
         match word.to_ascii_lowercase().as_str() {
@@ -243,7 +243,7 @@ pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadValue
             "x25519" => out.push(ring::kx_group::X25519),
             "p-256" | "secp256r1" | "prime256v1" => out.push(ring::kx_group::SECP256R1),
             "p-384" | "secp384r1" => out.push(ring::kx_group::SECP384R1),
-            _ => return Err(BadValue(format!("invalid ecdh curve \"{word}\" (auto, x25519, P-256, P-384)"))),
+            _ => return Err(BadSetting(format!("invalid ecdh curve \"{word}\" (auto, x25519, P-256, P-384)"))),
         }
     }
     if out.is_empty() {
@@ -254,10 +254,10 @@ pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadValue
 
 /// `client_tls_dheparams`: rustls has no finite-field DHE, so only the values that change
 /// nothing are accepted.
-pub fn check_dheparams(v: &str) -> Result<(), BadValue> {
+pub fn check_dheparams(v: &str) -> Result<(), BadSetting> {
     match v.trim().to_ascii_lowercase().as_str() {
         "none" | "auto" | "legacy" | "" => Ok(()),
-        _ => Err(BadValue(format!("invalid dheparams \"{v}\" (none, auto, legacy; rustls uses ECDHE only)"))),
+        _ => Err(BadSetting(format!("invalid dheparams \"{v}\" (none, auto, legacy; rustls uses ECDHE only)"))),
     }
 }
 
