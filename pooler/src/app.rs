@@ -82,15 +82,15 @@ impl Pooler {
             let l = TcpListener::from_std(l)?;
             accepts.push(tokio::spawn(accept_tcp(shared.clone(), l)));
         }
-        match crate::patroni::agent::bind(&shared.config().general) {
+        match crate::leader::agent::bind(&shared.config().general) {
             Ok(Some(l)) => {
-                accepts.push(tokio::spawn(crate::patroni::agent::serve(shared.clone(), TcpListener::from_std(l)?)))
+                accepts.push(tokio::spawn(crate::leader::agent::serve(shared.clone(), TcpListener::from_std(l)?)))
             }
             Ok(None) => {}
             Err(e) => tracing::error!("health_agent_port: cannot listen: {e}"),
         }
         // Idle until patroni_url is set.
-        accepts.push(tokio::spawn(crate::patroni::watch::run(shared.clone())));
+        accepts.push(tokio::spawn(crate::leader::watch::run(shared.clone())));
         let unix = match bound.unix {
             Some((l, path)) => {
                 let l = UnixListener::from_std(l)?;

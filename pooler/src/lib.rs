@@ -14,6 +14,7 @@ pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod handoff;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod net;

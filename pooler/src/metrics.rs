@@ -95,7 +95,7 @@ impl Source for MetricsSource {
                     })
                     .collect(),
             })
-            .chain(crate::patroni::metrics(&self.shared))
+            .chain(crate::leader::metrics(&self.shared))
             .collect(),
             stats_totals: self.set("stats_totals"),
             config_limits: {
@@ -111,7 +111,7 @@ impl Source for MetricsSource {
     }
 
     fn role_check(&self, path: &str, query: &str) -> Option<bool> {
-        use crate::patroni::health;
+        use crate::leader::health;
         let check = health::Check::from_path(path)?;
         Some(health::evaluate(&self.shared, check, health::lag_of_query(query)).http_ok())
     }

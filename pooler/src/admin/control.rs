@@ -174,7 +174,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             wait_released(&pools_of(shared, db)).await;
             "WAIT_CLOSE"
         }
-        Command::Switchover(candidate) => match crate::patroni::switchover::run(shared, candidate.as_deref()).await {
+        Command::Switchover(candidate) => match crate::leader::switchover::run(shared, candidate.as_deref()).await {
             Ok(done) => {
                 let mut t = super::table::Table::new(&[
                     ("old_leader", super::table::Ty::Text),

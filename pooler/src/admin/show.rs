@@ -33,8 +33,8 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
         "servers" => show_sockets::servers(shared),
         "state" => state(shared),
         "patroni" => {
-            let mut t = Table::text(crate::patroni::SHOW_COLUMNS);
-            for r in crate::patroni::show_rows(shared) {
+            let mut t = Table::text(crate::leader::SHOW_COLUMNS);
+            for r in crate::leader::show_rows(shared) {
                 t.row(r);
             }
             t

@@ -1,18 +1,12 @@
-//! Following the Patroni leader (docs/HA.md): what pgmux knows of the cluster (read from this
-//! node's Patroni REST API, and from etcd when configured), where the pools that follow the
-//! leader point, and the holds while the leader changes. The watcher (`watch`) keeps it current;
-//! SWITCHOVER (`switchover`) runs a planned switchover itself; `health` answers HAProxy.
+//! What pgmux knows of the Patroni cluster (docs/HA.md), as types and state: the cluster as
+//! Patroni's REST API describes it (`cluster`), the view every task shares (`Patroni`, kept in
+//! `Shared::patroni`), the holds while the leader changes, the errors, and the small HTTP
+//! client. The tasks that keep it current and act on it (the watcher, the routing of the pools,
+//! SWITCHOVER, the health checks) are leader/'s; this module imports nothing above it.
 
-pub mod agent;
 pub mod cluster;
 mod error;
-pub mod etcd;
-pub mod health;
 pub mod http;
-mod report;
-mod route;
-pub mod switchover;
-pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
@@ -21,7 +15,6 @@ use parking_lot::RwLock;
 
 pub use cluster::{Cluster, Member, Role};
 pub use error::PatroniError;
-pub use report::{metrics, rows as show_rows, COLUMNS as SHOW_COLUMNS};
 
 /// What pgmux knows of the cluster now.
 #[derive(Debug, Clone, Default)]
@@ -58,21 +51,21 @@ impl View {
 /// The Patroni state every task shares (`Shared::patroni`); inert while patroni_url is empty.
 #[derive(Debug, Default)]
 pub struct Patroni {
-    view: RwLock<View>,
+    pub(crate) view: RwLock<View>,
     /// A SWITCHOVER of ours is running: the watcher reads but does not route or hold.
-    switching: AtomicBool,
+    pub(crate) switching: AtomicBool,
     /// The following pools are held for a leader change.
-    holding: AtomicBool,
+    pub(crate) holding: AtomicBool,
     /// Leader changes seen (planned or not).
-    leader_changes: AtomicU64,
+    pub(crate) leader_changes: AtomicU64,
     /// SWITCHOVER commands that completed.
-    switchovers: AtomicU64,
+    pub(crate) switchovers: AtomicU64,
     /// Holds that ended because their bound passed.
-    hold_timeouts: AtomicU64,
+    pub(crate) hold_timeouts: AtomicU64,
     /// Wakes the watcher early (an etcd event, the end of a SWITCHOVER).
-    wake: tokio::sync::Notify,
+    pub(crate) wake: tokio::sync::Notify,
     /// Who holds the following pools.
-    holds: parking_lot::Mutex<route::Holds>,
+    pub(crate) holds: parking_lot::Mutex<Holds>,
 }
 
 impl Patroni {
@@ -81,7 +74,8 @@ impl Patroni {
         self.view.read().clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut View)) {
+    /// Changes the view under its lock.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut View)) {
         f(&mut self.view.write());
     }
 
@@ -99,4 +93,14 @@ impl Patroni {
     pub fn counts(&self) -> (u64, u64, u64) {
         (self.leader_changes.load(Relaxed), self.switchovers.load(Relaxed), self.hold_timeouts.load(Relaxed))
     }
+}
+
+/// The holds in force and the databases they hold (under one lock, so that two owners taking
+/// and letting go at once leave the pools as the owners say).
+#[derive(Debug, Default)]
+pub struct Holds {
+    pub(crate) watcher: bool,
+    pub(crate) switchover: bool,
+    /// The databases held, as they were when the hold began (a RELOAD may change the list).
+    pub(crate) dbs: Vec<String>,
 }

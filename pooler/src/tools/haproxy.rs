@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::ToolError;
 use crate::config;
-use crate::patroni::watch::read_cluster;
+use crate::leader::watch::read_cluster;
 
 pub(super) async fn run(path: &Path, bind: &str) -> Result<(), ToolError> {
     let config = config::load(path)?;

@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::http::HttpError;
+use super::route;
 use super::route::Owner;
-use super::{http, route, Cluster, PatroniError};
 use crate::config::PatroniSettings;
+use crate::patroni::http::HttpError;
+use crate::patroni::{http, Cluster, PatroniError};
 use crate::shared::Shared;
 
 /// How often `/cluster` is read while a leader change is under way.

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::route::Owner;
-use super::{http, route, watch, Cluster, Member, PatroniError};
+use super::{route, watch};
 use crate::config::PoolMode;
+use crate::patroni::{http, Cluster, Member, PatroniError};
 use crate::shared::Shared;
 
 /// What a completed switchover did, for the console's answer.

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::http::HttpError;
-use super::PatroniError;
+use crate::patroni::http::HttpError;
+use crate::patroni::PatroniError;
 use crate::shared::Shared;
 
 #[derive(Deserialize)]
@@ -83,7 +83,8 @@ struct Header {
 async fn read_failover(shared: &Shared, etcd_url: &str, prefix: &str) -> Result<Option<i64>, PatroniError> {
     let body = format!(r#"{{"key":"{}"}}"#, B64.encode(format!("{prefix}failover")));
     let (status, answer) =
-        super::http::request("POST", &format!("{etcd_url}/v3/kv/range"), Some(body), Duration::from_secs(3)).await?;
+        crate::patroni::http::request("POST", &format!("{etcd_url}/v3/kv/range"), Some(body), Duration::from_secs(3))
+            .await?;
     if status != 200 {
         return Err(HttpError(format!("{etcd_url}/v3/kv/range: status {status}")).into());
     }
@@ -158,7 +159,7 @@ pub(super) async fn watch(shared: Arc<Shared>, etcd_url: String, prefix: String)
             B64.encode(&end)
         );
         let mut buf: Vec<u8> = Vec::new();
-        let result = super::http::stream(&url, body, Duration::from_secs(3), |data| {
+        let result = crate::patroni::http::stream(&url, body, Duration::from_secs(3), |data| {
             buf.extend_from_slice(data);
             // The gateway writes one JSON object per line.
             while let Some(i) = buf.iter().position(|&b| b == b'\n') {

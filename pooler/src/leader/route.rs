@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{Member, PatroniError};
 use crate::config::ADMIN_DB;
+use crate::patroni::{Member, PatroniError};
 use crate::shared::Shared;
 
 /// Errors when the server is still in recovery, so a successful run means it takes writes.
@@ -33,16 +33,6 @@ pub(super) enum Owner {
     Watcher,
     /// A SWITCHOVER of ours.
     Switchover,
-}
-
-/// The holds in force and the databases they hold (under one lock, so that two owners taking
-/// and letting go at once leave the pools as the owners say).
-#[derive(Debug, Default)]
-pub(super) struct Holds {
-    watcher: bool,
-    switchover: bool,
-    /// The databases held, as they were when the hold began (a RELOAD may change the list).
-    dbs: Vec<String>,
 }
 
 /// Holds (or lets go of) new transactions on the following pools for `owner`. The pools are
@@ -74,7 +64,7 @@ pub(super) fn forget_all(shared: &Shared) {
     if moved > 0 {
         tracing::info!("patroni: off, {moved} pools back on their own targets");
     }
-    shared.patroni.update(|v| *v = super::View::default());
+    shared.patroni.update(|v| *v = crate::patroni::View::default());
 }
 
 /// Points the following pools at `leader`: local (their configured target) when it is this
