@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     let r = Request::parse(data);
     let _ = (r.method_allowed(), r.head_only());
     if let Some(lag) = r.query.strip_prefix("lag=") {
-        let _ = pgmux::patroni::health::parse_lag(lag);
+        let _ = pgmux::leader::health::parse_lag(lag);
     }
 });

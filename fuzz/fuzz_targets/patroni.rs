@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgmux::patroni::{etcd, health, Cluster};
+use pgmux::leader::{etcd, health};
+use pgmux::patroni::Cluster;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Cluster::parse(data) {
