@@ -99,6 +99,10 @@ async fn bad_messages_after_login_close_only_that_client() {
         let (code, text) = error_then_eof(&mut s).await;
         assert_eq!(code, "08P01", "{msg:?}: {text}");
     }
+    // Counted as the client's fault (pgmux_pool_sessions_closed_total{side="client"}).
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();
+    let closed = pool.stats.sessions_closed.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(closed, [3, 0, 0], "client, server, pgmux");
     // A message that stops short of its announced length is simply waited for; the client is
     // cut off by the server's read of a broken pipe only when it goes away.
     let mut s = logged_in(&mux).await;

@@ -109,6 +109,13 @@ async fn a_vanished_client_leaves_its_server_to_the_pool() {
     let m = crate::metrics::scrape(exporter).await;
     let key = format!("pgmux_pool_servers_rescued_total{{datname=\"idle_rescue\",user=\"{SCRAM_USER}\"}}");
     assert_eq!(m.get(&key), Some(&2.0), "{key} in /metrics");
+    // Vanishing is not an error pgmux closed a session with.
+    for side in ["client", "server", "pgmux"] {
+        let key = format!(
+            "pgmux_pool_sessions_closed_total{{datname=\"idle_rescue\",user=\"{SCRAM_USER}\",side=\"{side}\"}}"
+        );
+        assert_eq!(m.get(&key), Some(&0.0), "{key} in /metrics");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,14 @@ async fn a_users_query_timeout_overrides_the_global_one() {
     let slow = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let e = slow.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
     assert_eq!(closed_with(&e), "query timeout");
+    // Counted as closed by pgmux's rule (pgmux_pool_sessions_closed_total{side="pgmux"}).
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();
+    let closed = || pool.stats.sessions_closed.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while closed() != [0, 0, 1] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed(), [0, 0, 1], "client, server, pgmux");
     // Another user keeps the global 30 s.
     let other = mux.connect(MD5_USER, MD5_PASS, "app").await.unwrap();
     other.simple_query("SELECT pg_sleep(1.2)").await.expect("within the global query_timeout");

@@ -36,6 +36,29 @@ impl MetricsSource {
 }
 
 impl MetricsSource {
+    /// `pgmux_pool_sessions_closed_total{datname, user, side}`: sessions pgmux closed with an
+    /// error, by whose fault.
+    fn sessions_closed(&self) -> pgmux_exporter::CounterFamily {
+        let mut samples = Vec::new();
+        for p in self.shared.pools.all() {
+            for (i, side) in crate::pool::SESSION_END_SIDES.iter().enumerate() {
+                let labels = vec![
+                    ("datname".into(), p.db.clone()),
+                    ("user".into(), p.user.clone()),
+                    ("side".into(), (*side).to_owned()),
+                ];
+                samples.push((labels, p.stats.sessions_closed[i].load(std::sync::atomic::Ordering::Relaxed)));
+            }
+        }
+        pgmux_exporter::CounterFamily {
+            name: "pgmux_pool_sessions_closed_total".into(),
+            gauge: false,
+            help: "Sessions pgmux closed with an error, by whose fault: the client, its server, or pgmux's rules"
+                .into(),
+            samples,
+        }
+    }
+
     fn histograms(&self) -> Vec<HistogramFamily> {
         let pools = self.shared.pools.all();
         let family = |name: &str, help: &str, pick: fn(&Pool) -> &Histogram| HistogramFamily {
@@ -95,6 +118,7 @@ impl Source for MetricsSource {
                     })
                     .collect(),
             })
+            .chain(std::iter::once(self.sessions_closed()))
             .chain(crate::leader::metrics(&self.shared))
             .collect(),
             stats_totals: self.set("stats_totals"),

@@ -35,7 +35,7 @@ pub use lease::Lease;
 pub use limit::ConnLimit;
 pub use registry::Pools;
 pub use settings::PoolSettings;
-pub use stats::{PoolStats, StatsSnapshot};
+pub use stats::{PoolStats, StatsSnapshot, SESSION_END_SIDES};
 pub use waiter::LoginRefusal;
 use waiter::{Handoff, SlotGuard};
 

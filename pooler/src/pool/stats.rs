@@ -34,7 +34,14 @@ pub struct PoolStats {
     /// Servers kept after their client vanished mid-query or mid-transaction (cancelled and
     /// rolled back instead of closed); /metrics only, SHOW STATS keeps PgBouncer's columns.
     pub servers_rescued: AtomicU64,
+    /// Sessions pgmux closed with an error, by whose fault: the client (it broke the protocol),
+    /// its server (it failed under the client) or pgmux's rules (timeouts, KILL, a pool that
+    /// cannot serve), in [`SESSION_END_SIDES`] order; /metrics only.
+    pub sessions_closed: [AtomicU64; 3],
 }
+
+/// The `side` label of each `sessions_closed` counter.
+pub const SESSION_END_SIDES: [&str; 3] = ["client", "server", "pgmux"];
 
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

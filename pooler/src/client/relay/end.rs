@@ -18,6 +18,17 @@ pub(crate) enum Side {
     Pooler,
 }
 
+impl Side {
+    /// Its place in `PoolStats::sessions_closed` (pool::SESSION_END_SIDES).
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Server => 1,
+            Side::Pooler => 2,
+        }
+    }
+}
+
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -233,6 +233,7 @@ impl Relay {
             }
             End::ClientGone | End::HandOver => {}
             End::Fatal(fault) => {
+                PoolStats::add(&self.stats().sessions_closed[fault.side.index()], 1);
                 let msg = &fault.message;
                 // PgBouncer's lines stay word for word (log tools parse them); whose fault it
                 // was goes on a line of its own.
