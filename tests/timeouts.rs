@@ -24,8 +24,12 @@ fn closed_with(e: &tokio_postgres::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_query_timeout_overrides_the_global_one() {
     let pg = Cluster::shared();
-    let mux =
-        Pgmux::start(pg, &format!("auth_type = md5\nquery_timeout = 30\n[users]\n{SCRAM_USER} = query_timeout=1"));
+    let mux = Pgmux::start(
+        pg,
+        &format!(
+            "auth_type = md5\nquery_timeout = 30\nadmin_users = {MD5_USER}\n[users]\n{SCRAM_USER} = query_timeout=1"
+        ),
+    );
     let slow = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let e = slow.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
     assert_eq!(closed_with(&e), "query timeout");
@@ -37,6 +41,21 @@ async fn a_users_query_timeout_overrides_the_global_one() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(closed(), [0, 0, 1], "client, server, pgmux");
+    // And in the console's SHOW FAULTS.
+    let console = mux.connect(MD5_USER, MD5_PASS, "pgbouncer").await.unwrap();
+    let rows: Vec<Vec<String>> = console
+        .simple_query("SHOW FAULTS")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..5).map(|i| r.get(i).unwrap_or("").to_owned()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(rows.contains(&vec!["app".into(), SCRAM_USER.into(), "0".into(), "0".into(), "1".into()]), "{rows:?}");
     // Another user keeps the global 30 s.
     let other = mux.connect(MD5_USER, MD5_PASS, "app").await.unwrap();
     other.simple_query("SELECT pg_sleep(1.2)").await.expect("within the global query_timeout");

@@ -39,6 +39,16 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
             }
             t
         }
+        // pgmux's own: sessions closed with an error per pool, by whose fault.
+        "faults" => {
+            let mut cols = vec![("database", Ty::Text), ("user", Ty::Text)];
+            cols.extend(crate::pool::SESSION_END_SIDES.iter().map(|s| (*s, Ty::Int8)));
+            Table::new(&cols).with_rows(shared.pools.all().into_iter().map(|p| {
+                let mut row = vec![v(&p.db), v(&p.user)];
+                row.extend(p.stats.sessions_closed.iter().map(|c| v(c.load(Relaxed))));
+                row
+            }))
+        }
         "peers" => {
             Table::new(&[("peer_id", Ty::Int4), ("host", Ty::Text), ("port", Ty::Int4), ("pool_size", Ty::Int4)])
                 .with_rows(shared.config().peers.iter().map(|(id, p)| {
