@@ -52,17 +52,7 @@ PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631
 
 cargo build --release -q -p pgmux
 cargo build --release -q --example idle_clients
-DIR=$(mktemp -d /tmp/pgmux-bench.XXXXXX)
-chmod 755 "$DIR"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
-PIDS=()
-cleanup() {
-  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+pooler_workdir pgmux-bench
 
 # One certificate for PostgreSQL and both poolers, so TLS rows compare like with like.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \

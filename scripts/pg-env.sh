@@ -62,3 +62,23 @@ fault_tools_ensure_installed() {
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+
+# A scratch directory the postgres user can write (DIR, named /tmp/PREFIX.XXXXXX) and, on exit,
+# its cleanup: the poolers stopped by their pidfiles ($DIR/pgbouncer.pid, $DIR/pgmux.pid; runuser
+# does not pass a signal on to its child), then what the script put in PIDS, then the cluster
+# in $DIR/data (with $PGBIN's pg_ctl). Used by benches/pgbench.sh and scripts/faults/restart.sh.
+pooler_workdir() {
+  DIR=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$DIR"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR"; fi
+  PIDS=()
+  trap pooler_workdir_cleanup EXIT
+}
+
+pooler_workdir_cleanup() {
+  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}

@@ -18,18 +18,7 @@ PGBIN=$(pg_find_bin)
 RUNS=${RUNS:-2}; FAULT=${FAULT:-restart}; POOL_SIZE=${POOL_SIZE:-20}; SECS=${SECS:-10}
 PG_PORT=55532; BOUNCER_PORT=56532; MUX_PORT=57532
 cargo build --release -q -p pgmux
-DIR=$(mktemp -d /tmp/pgmux-restart.XXXXXX)
-chmod 755 "$DIR"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
-PIDS=()
-cleanup() {
-  # The poolers by their pidfiles (runuser does not pass a signal on to its child).
-  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+pooler_workdir pgmux-restart
 pg() { as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT -c listen_addresses=''" "$@" >/dev/null; }
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 pg start

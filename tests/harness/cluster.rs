@@ -186,25 +186,13 @@ impl Cluster {
 }
 
 /// Stops the cluster and removes its directory once this test process has exited.
-// The watchdog must outlive this process, so it is deliberately never waited for.
-#[allow(clippy::zombie_processes)]
 fn spawn_watchdog(c: &Cluster) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-         runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}; \
-         rmdir {base} 2>/dev/null; true",
-        pid = std::process::id(),
+    super::after_this_process(&format!(
+        "runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}; \
+         rmdir {base} 2>/dev/null",
         pg_ctl = c.bin.join("pg_ctl").display(),
         data = c.data().display(),
         dir = c.dir.display(),
         base = c.dir.parent().unwrap_or(Path::new("/nonexistent")).display(),
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("spawn cluster watchdog");
+    ));
 }

@@ -46,3 +46,21 @@ pub fn run(cmd: &mut std::process::Command) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs the shell commands `cleanup` once this test process has exited (a cluster stopped, a
+/// network namespace removed), from a detached watchdog: a test that panics or is killed leaves
+/// nothing behind.
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+pub fn after_this_process(cleanup: &str) {
+    use std::os::unix::process::CommandExt;
+    let script = format!("while kill -0 {} 2>/dev/null; do sleep 0.5; done; {cleanup}; true", std::process::id());
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn a cleanup watchdog");
+}

@@ -4,8 +4,7 @@
 //! iproute2/iptables; a watchdog removes the namespace when the test process exits, however
 //! it exits. (This kernel has no netem qdisc, so latency is not injected here.)
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A namespace with one address on each side of its link.
@@ -104,24 +103,11 @@ impl Netns {
     }
 
     /// Removes the namespace once this test process has exited.
-    // The watchdog must outlive this process, so it is deliberately never waited for.
-    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; ip link del {host_if} 2>/dev/null; \
-             ip netns del {name} 2>/dev/null; true",
-            pid = std::process::id(),
-            host_if = self.host_if,
-            name = self.name,
-        );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn netns watchdog");
+        super::after_this_process(&format!(
+            "ip link del {} 2>/dev/null; ip netns del {} 2>/dev/null",
+            self.host_if, self.name
+        ));
     }
 }
 
