@@ -36,3 +36,4 @@ mod takeover;
 mod timeouts;
 mod tls;
 mod tls_certs;
+mod unnamed_cache;

@@ -5,16 +5,13 @@
 //! statement never leaks between clients, and the SHOW STATS counters.
 
 use std::process::Command;
-use std::time::Duration;
 
 use bytes::BytesMut;
-use pgmux_protocol::backend::ErrorFields;
-use pgmux_protocol::{build, split_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use pgmux_protocol::build;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::harness::pgmux::Setup;
+use crate::harness::raw::Raw;
 use crate::harness::{db_error, run, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 /// The console row of SHOW STATS for `db`, by column name.
@@ -173,61 +170,6 @@ async fn a_small_cache_evicts_least_recently_used_and_follows_set() {
         }
     }
     assert_eq!(prepared_count(c).await, 12);
-}
-
-/// A raw-protocol session (trust auth) for what drivers do not send on purpose.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    async fn connect(mux: &Pgmux) -> Raw {
-        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-        let mut out = BytesMut::new();
-        build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
-        s.write_all(&out).await.unwrap();
-        let mut r = Raw { s, buf: BytesMut::new() };
-        r.until_ready().await;
-        r
-    }
-
-    async fn send(&mut self, f: impl FnOnce(&mut BytesMut)) {
-        let mut out = BytesMut::new();
-        f(&mut out);
-        self.s.write_all(&out).await.unwrap();
-    }
-
-    /// Message types up to and including ReadyForQuery; DataRow values and errors as text.
-    async fn until_ready(&mut self) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            if let Some(f) = split_frame(&mut self.buf, 1 << 20).unwrap() {
-                match f.tag {
-                    b'D' => {
-                        let row = pgmux_protocol::backend::data_row(f.body()).unwrap();
-                        seen.push(format!("D:{}", String::from_utf8_lossy(row[0].unwrap())));
-                    }
-                    b'E' => {
-                        let e = ErrorFields::new(f.body());
-                        seen.push(format!("E:{}:{}", String::from_utf8_lossy(e.sqlstate()), e.message()));
-                    }
-                    b'Z' => {
-                        seen.push("Z".into());
-                        return seen;
-                    }
-                    t => seen.push((t as char).to_string()),
-                }
-                continue;
-            }
-            let n =
-                tokio::time::timeout(Duration::from_secs(5), self.s.read_buf(&mut self.buf)).await.unwrap().unwrap();
-            if n == 0 {
-                seen.push("EOF".into());
-                return seen;
-            }
-        }
-    }
 }
 
 fn close_stmt(b: &mut BytesMut, name: &[u8]) {

@@ -1,7 +1,7 @@
 //! State shared by every task: the config snapshot, pools, cancel keys, client counts and the
 //! shutdown signal. Passed as `Arc<Shared>`; nothing here is a static.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -59,11 +59,16 @@ pub struct Shared {
     /// max_prepared_statements in force, read by sessions at each server attach so that a
     /// console SET applies to connected clients, as in PgBouncer (no config lock per transaction).
     pub max_prepared_statements: AtomicUsize,
+    /// cache_unnamed_statements in force, read as max_prepared_statements is.
+    pub cache_unnamed_statements: AtomicBool,
+    /// Raised when the result columns of statements prepared on servers may have changed
+    /// (client/prepared/invalidation.rs); statements prepared before are prepared again.
+    pub statement_epoch: AtomicU64,
     /// Online restart: the listeners kept to pass on, and the hand-over's progress.
     pub giving: crate::handoff::Giving,
     /// What pgmux knows of the Patroni cluster and the leader-following holds.
     pub patroni: crate::patroni::Patroni,
-    suspended: std::sync::atomic::AtomicBool,
+    suspended: AtomicBool,
     resumed: tokio::sync::Notify,
     state_tx: watch::Sender<RunState>,
 }
@@ -73,6 +78,7 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let (state_tx, _) = watch::channel(RunState::Running);
         let max_prepared = config.general.max_prepared_statements as usize;
+        let cache_unnamed = config.general.cache_unnamed_statements;
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             pools: Pools::default(),
@@ -86,9 +92,11 @@ impl Shared {
             admin_clients: std::sync::atomic::AtomicI64::new(0),
             admin_stats: crate::pool::PoolStats::default(),
             max_prepared_statements: AtomicUsize::new(max_prepared),
+            cache_unnamed_statements: AtomicBool::new(cache_unnamed),
+            statement_epoch: AtomicU64::new(0),
             giving: Default::default(),
             patroni: Default::default(),
-            suspended: std::sync::atomic::AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             state_tx,
         })
@@ -102,6 +110,7 @@ impl Shared {
     /// Installs a new config.
     pub fn set_config(&self, c: Config) {
         self.max_prepared_statements.store(c.general.max_prepared_statements as usize, Ordering::Relaxed);
+        self.cache_unnamed_statements.store(c.general.cache_unnamed_statements, Ordering::Relaxed);
         *self.config.write() = Arc::new(c);
     }
 

@@ -76,6 +76,11 @@ impl Target<'_> {
     pub fn is_named_statement(&self) -> bool {
         self.kind == STATEMENT && !self.name.is_empty()
     }
+
+    /// The unnamed prepared statement.
+    pub fn is_unnamed_statement(&self) -> bool {
+        self.kind == STATEMENT && self.name.is_empty()
+    }
 }
 
 /// Reads a Describe or Close body.

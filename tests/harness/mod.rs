@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod netns;
 pub mod pgmux;
 pub mod process;
+pub mod raw;
 pub mod tls_client;
 
 pub use certs::Certs;

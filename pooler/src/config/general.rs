@@ -194,6 +194,9 @@ pub struct General {
     pub disable_pqexec: bool,
     pub stats_period: Duration,
     pub max_prepared_statements: u32,
+    /// pgmux extension: with max_prepared_statements above 0, the unnamed statement is served
+    /// from the servers' caches of named statements (docs/CONFIG.md).
+    pub cache_unnamed_statements: bool,
     /// pgmux extension: runtime threads (0 = automatic).
     pub worker_threads: u32,
     /// pgmux extension: SET/RESET settings and SQL PREPARE statements follow a transaction-mode
@@ -447,6 +450,7 @@ impl General {
             disable_pqexec: r.flag("disable_pqexec")?,
             stats_period: r.secs("stats_period")?,
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
+            cache_unnamed_statements: r.flag("cache_unnamed_statements")?,
             worker_threads: r.int("worker_threads", 1024)?,
             track_session_state: r.flag("track_session_state")?,
             pin_session_state: r.flag("pin_session_state")?,

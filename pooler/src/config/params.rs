@@ -31,6 +31,8 @@ pub const PARAMS: &[Param] = &[
     p("auth_type", "md5", true),
     p("auth_user", "", true),
     p("autodb_idle_timeout", "3600", true),
+    // pgmux extension: serve the unnamed statement from the servers' statement caches.
+    p("cache_unnamed_statements", "1", true),
     p("cancel_wait_timeout", "10", true),
     p("client_idle_timeout", "0", true),
     p("client_login_timeout", "60", true),

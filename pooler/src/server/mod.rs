@@ -9,5 +9,5 @@ mod target;
 pub use conn::{ServerConn, ServerParams};
 pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
 pub use rescue::{recover, Abandoned};
-pub use statements::ServerStatements;
+pub use statements::{Held, ServerStatements};
 pub use target::Target;

@@ -15,7 +15,13 @@
 //! - The unnamed statement is passed through; a Bind or Describe of it on a server this client
 //!   did not Parse it on gets the client's last unnamed Parse injected (or a Close, so that the
 //!   server answers "does not exist" as PostgreSQL would), never another client's statement.
+//! - With `cache_unnamed_statements` (pgmux's own setting, on by default) the unnamed statement
+//!   is served as a named one instead: Parse of "" is renamed to the statement's server-side name,
+//!   or skipped when that server has it prepared already (by any client, named or not), and Bind
+//!   and Describe of "" are renamed to match. PostgreSQL then neither parses nor plans the text
+//!   again. The statement epoch ([`invalidation`]) keeps it correct across DDL.
 
+pub mod invalidation;
 mod rewrite;
 #[cfg(test)]
 mod tests;
@@ -39,6 +45,14 @@ pub struct Statement {
     parse_rest: Bytes,
 }
 
+/// The hash that names a statement on servers: of its query text and parameter types (the
+/// Parse body after the name), so that equal statements share a name whoever prepared them.
+fn statement_hash(parse_rest: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    parse_rest.hash(&mut h);
+    h.finish()
+}
+
 /// Length of a server-side name: `pgmux_` and 16 hex digits.
 const NAME_LEN: usize = 22;
 
@@ -59,6 +73,8 @@ pub struct ClientStatements {
     unnamed: BytesMut,
     /// `unnamed` is the client's unnamed statement (no Query or Close destroyed it since).
     unnamed_valid: bool,
+    /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it).
+    unnamed_hash: Option<u64>,
 }
 
 /// Named statements as (name, Parse body after the name), for an online restart.
@@ -77,13 +93,17 @@ impl ClientStatements {
         let map = named
             .into_iter()
             .map(|(name, rest)| {
-                let mut h = DefaultHasher::new();
-                rest.as_slice().hash(&mut h);
-                (Bytes::from(name), Arc::new(Statement { hash: h.finish(), parse_rest: Bytes::from(rest) }))
+                let hash = statement_hash(&rest);
+                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
             .collect();
         let unnamed_valid = unnamed.is_some();
-        ClientStatements { map, unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(), unnamed_valid }
+        ClientStatements {
+            map,
+            unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(),
+            unnamed_valid,
+            unnamed_hash: None,
+        }
     }
 }
 

@@ -1,8 +1,6 @@
 //! Rewriting one client message (Parse, Bind, Describe, Close) for the attached server:
 //! renaming, injecting the Parse a server lacks, answering what pgmux answers itself.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -10,9 +8,9 @@ use pgmux_protocol::extended::{self, STATEMENT};
 use pgmux_protocol::{tags, ProtocolError};
 
 use super::tracker::{ClientUndo, Item, Kind, Tracker};
-use super::{server_name, ClientStatements, Statement, NAME_LEN};
+use super::{server_name, statement_hash, ClientStatements, Statement, NAME_LEN};
 use crate::client::splice;
-use crate::server::ServerStatements;
+use crate::server::{Held, ServerStatements};
 
 /// Why a client message cannot be relayed; the client is closed, as PgBouncer does.
 #[derive(Debug)]
@@ -56,6 +54,10 @@ pub struct Rewrite<'a> {
     pub tracker: &'a mut Tracker,
     /// max_prepared_statements.
     pub max: usize,
+    /// cache_unnamed_statements: the unnamed statement is served as a named one.
+    pub cache_unnamed: bool,
+    /// The statement epoch now: entries prepared before it are prepared again.
+    pub epoch: u64,
     /// Named Parses from the client (SHOW STATS total_client_parse_count).
     pub client_parses: u64,
     /// Parses sent to the server for named statements (total_server_parse_count).
@@ -97,18 +99,89 @@ impl Rewrite<'_> {
         n
     }
 
-    /// Makes sure the server has `st`, injecting its Parse at `at`; returns bytes inserted.
-    fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, st: &Statement) -> usize {
-        if self.server.touch(st.hash) {
+    /// Whether the server holds `hash` in the current epoch. A stale one gets its Close
+    /// inserted at `at` (`inserted` grows by its length) and is then absent.
+    fn held(&mut self, buf: &mut BytesMut, at: usize, hash: u64, inserted: &mut usize) -> bool {
+        match self.server.lookup(hash, self.epoch) {
+            Held::Fresh => true,
+            Held::Absent => false,
+            Held::Stale => {
+                self.server.remove(hash);
+                self.tracker.scratch.clear();
+                extended::target_message(
+                    &mut self.tracker.scratch,
+                    tags::frontend::CLOSE,
+                    STATEMENT,
+                    &server_name(hash),
+                );
+                *inserted += self.insert_scratch(buf, at);
+                self.push(Item {
+                    kind: Kind::Close,
+                    swallow: true,
+                    server: Some((hash, false)),
+                    client: ClientUndo::None,
+                });
+                false
+            }
+        }
+    }
+
+    /// Makes sure the server has the statement `hash` (`parse_rest` after its name), injecting
+    /// its Parse at `at`; returns bytes inserted.
+    fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, hash: u64, parse_rest: &[u8]) -> usize {
+        let mut n = 0;
+        if self.held(buf, at, hash, &mut n) {
             return 0;
         }
         self.tracker.scratch.clear();
-        extended::parse_raw(&mut self.tracker.scratch, &server_name(st.hash), &st.parse_rest);
-        let n = self.insert_scratch(buf, at);
-        self.server.insert(st.hash);
+        extended::parse_raw(&mut self.tracker.scratch, &server_name(hash), parse_rest);
+        n += self.insert_scratch(buf, at + n);
+        self.server.insert(hash, self.epoch);
         self.server_parses += 1;
-        self.push(Item { kind: Kind::Parse, swallow: true, server: Some((st.hash, true)), client: ClientUndo::None });
+        self.push(Item { kind: Kind::Parse, swallow: true, server: Some((hash, true)), client: ClientUndo::None });
         n + self.evict(buf, at + n)
+    }
+
+    /// The client's unnamed statement as a cached named one, prepared on the server (a Parse
+    /// injected at `at` if needed): its hash and the bytes inserted. None when the client has no
+    /// unnamed statement or the cache is off.
+    fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(u64, usize)> {
+        if !self.cache_unnamed || !self.client.unnamed_valid {
+            return None;
+        }
+        let hash = *self.client.unnamed_hash.get_or_insert_with(|| statement_hash(&self.client.unnamed));
+        let rest = std::mem::take(&mut self.client.unnamed);
+        let n = self.ensure_prepared(buf, at, hash, &rest);
+        self.client.unnamed = rest;
+        Some((hash, n))
+    }
+
+    /// A named Parse (client name or, with the cache, the unnamed statement) of `hash`, `total`
+    /// bytes at `at` with a name of `name_len` bytes: skipped and answered by pgmux when the
+    /// server holds the statement, renamed and sent otherwise. Returns the bytes now sendable.
+    fn parse_named(
+        &mut self,
+        buf: &mut BytesMut,
+        at: usize,
+        total: usize,
+        name_len: usize,
+        hash: u64,
+        client: ClientUndo,
+    ) -> usize {
+        self.client_parses += 1;
+        let mut pre = 0;
+        if self.held(buf, at, hash, &mut pre) {
+            // Already prepared there (by any client): send nothing, answer it ourselves.
+            splice::replace(buf, at, total, b"");
+            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client });
+            return 0;
+        }
+        let at = at + pre;
+        let total = Self::rename(buf, at, total, at + 5, name_len, hash);
+        self.server.insert(hash, self.epoch);
+        self.server_parses += 1;
+        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client });
+        pre + total + self.evict(buf, at + total)
     }
 
     /// Before a Bind or Describe of the unnamed statement: makes the server's unnamed statement
@@ -159,6 +232,12 @@ impl Rewrite<'_> {
                     self.client.unnamed.clear();
                     self.client.unnamed.extend_from_slice(p.rest);
                     self.client.unnamed_valid = true;
+                    if self.cache_unnamed {
+                        let hash = statement_hash(p.rest);
+                        self.client.unnamed_hash = Some(hash);
+                        return done(self.parse_named(buf, at, total, 0, hash, ClientUndo::Unnamed), 0);
+                    }
+                    self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;
                     self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed });
                     return done(total, 0);
@@ -166,36 +245,12 @@ impl Rewrite<'_> {
                 if self.client.map.contains_key(p.name) {
                     return Err(RewriteError::NameInUse(Bytes::copy_from_slice(p.name)));
                 }
-                self.client_parses += 1;
-                let mut h = DefaultHasher::new();
-                p.rest.hash(&mut h);
-                let hash = h.finish();
+                let hash = statement_hash(p.rest);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
                 let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
-                if self.server.touch(hash) {
-                    // Already prepared there (by any client): send nothing, answer it ourselves.
-                    splice::replace(buf, at, total, b"");
-                    self.push(Item {
-                        kind: Kind::FakeParse,
-                        swallow: false,
-                        server: None,
-                        client: ClientUndo::Added(name),
-                    });
-                    return done(0, 0);
-                }
-                let total = Self::rename(buf, at, total, at + 5, name_len, hash);
-                self.server.insert(hash);
-                self.server_parses += 1;
-                self.push(Item {
-                    kind: Kind::Parse,
-                    swallow: false,
-                    server: Some((hash, true)),
-                    client: ClientUndo::Added(name),
-                });
-                let evicted = self.evict(buf, at + total);
-                done(total + evicted, 0)
+                done(self.parse_named(buf, at, total, name_len, hash, ClientUndo::Added(name)), 0)
             }
             tags::frontend::BIND => {
                 let end = buf.len().min(at + total);
@@ -204,25 +259,31 @@ impl Rewrite<'_> {
                     Err(_) if !whole => return Ok(Rewritten::NeedMore),
                     Err(e) => return Err(e.into()),
                 };
-                if head.statement.is_empty() {
-                    let pre = self.ensure_unnamed(buf, at);
-                    self.push(Item::plain(Kind::Bind));
-                    return done(pre, total);
-                }
-                let Some(st) = self.client.map.get(head.statement).cloned() else {
-                    if self.tracker.skipping {
-                        // The server skips to the next Sync after an error, ignoring this Bind;
-                        // its statement may be one that error undid (a pipelined Parse that
-                        // failed before its Bind arrived here).
-                        return done(0, total);
+                let (name_off, old) = (5 + head.statement_at(), head.statement.len());
+                let (hash, pre) = if head.statement.is_empty() {
+                    match self.ensure_unnamed_cached(buf, at) {
+                        Some(cached) => cached,
+                        None => {
+                            let pre = self.ensure_unnamed(buf, at);
+                            self.push(Item::plain(Kind::Bind));
+                            return done(pre, total);
+                        }
                     }
-                    return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
+                } else {
+                    let Some(st) = self.client.map.get(head.statement).cloned() else {
+                        if self.tracker.skipping {
+                            // The server skips to the next Sync after an error, ignoring this
+                            // Bind; its statement may be one that error undid (a pipelined Parse
+                            // that failed before its Bind arrived here).
+                            return done(0, total);
+                        }
+                        return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
+                    };
+                    (st.hash, self.ensure_prepared(buf, at, st.hash, &st.parse_rest))
                 };
                 self.binds += 1;
-                let (name_off, old) = (5 + head.statement_at(), head.statement.len());
-                let pre = self.ensure_prepared(buf, at, &st);
                 let at = at + pre;
-                let total = Self::rename(buf, at, total, at + name_off, old, st.hash);
+                let total = Self::rename(buf, at, total, at + name_off, old, hash);
                 self.push(Item::plain(Kind::Bind));
                 let head_len = name_off + NAME_LEN + 1;
                 done(pre + head_len, total - head_len)
@@ -231,8 +292,15 @@ impl Rewrite<'_> {
                 if !whole {
                     return Ok(Rewritten::NeedMore);
                 }
-                let t = extended::target(&buf[at + 5..at + total])?;
                 let describe = tag == tags::frontend::DESCRIBE;
+                if describe && extended::target(&buf[at + 5..at + total])?.is_unnamed_statement() {
+                    if let Some((hash, pre)) = self.ensure_unnamed_cached(buf, at) {
+                        let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, hash);
+                        self.push(Item::plain(Kind::Describe));
+                        return done(pre + total, 0);
+                    }
+                }
+                let t = extended::target(&buf[at + 5..at + total])?;
                 if !t.is_named_statement() {
                     let mut pre = 0;
                     if t.kind == STATEMENT {
@@ -265,7 +333,7 @@ impl Rewrite<'_> {
                     return Err(RewriteError::Unknown(Bytes::copy_from_slice(t.name)));
                 };
                 let old = t.name.len();
-                let pre = self.ensure_prepared(buf, at, &st);
+                let pre = self.ensure_prepared(buf, at, st.hash, &st.parse_rest);
                 let total = Self::rename(buf, at + pre, total, at + pre + 6, old, st.hash);
                 self.push(Item::plain(Kind::Describe));
                 done(pre + total, 0)

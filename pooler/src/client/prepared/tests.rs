@@ -14,6 +14,8 @@ struct Fixture {
     server: ServerStatements,
     tracker: Tracker,
     max: usize,
+    cache_unnamed: bool,
+    epoch: u64,
 }
 
 impl Fixture {
@@ -23,7 +25,14 @@ impl Fixture {
             server: ServerStatements::default(),
             tracker: Tracker::default(),
             max,
+            cache_unnamed: false,
+            epoch: 0,
         }
+    }
+
+    /// With cache_unnamed_statements on.
+    fn cached(max: usize) -> Self {
+        Fixture { cache_unnamed: true, ..Fixture::new(max) }
     }
 
     /// Rewrites whole messages as the relay does; returns what goes to the server.
@@ -56,6 +65,8 @@ impl Fixture {
                 server: &mut self.server,
                 tracker: &mut self.tracker,
                 max: self.max,
+                cache_unnamed: self.cache_unnamed,
+                epoch: self.epoch,
                 client_parses: 0,
                 server_parses: 0,
                 binds: 0,
@@ -233,4 +244,116 @@ fn copy_in_drops_the_syncs_the_server_ignores() {
     assert_eq!(f.respond(b::COMMAND_COMPLETE), Response::Forward);
     assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
     assert_eq!(f.tracker.queued(), 0);
+}
+
+const PARSE_UNNAMED: &[u8] = b"\0SELECT $1\0\0\x01\0\0\0\x17";
+const BIND_UNNAMED: &[u8] = b"\0\0\0\0\0\x01\0\0\0\x011\0\0";
+
+/// The statement name a Bind body names.
+fn bind_statement(body: &[u8]) -> &[u8] {
+    let portal_end = body.iter().position(|&c| c == 0).unwrap();
+    let rest = &body[portal_end + 1..];
+    &rest[..rest.iter().position(|&c| c == 0).unwrap()]
+}
+
+#[test]
+fn a_cached_unnamed_statement_is_prepared_once_per_server() {
+    let mut f = Fixture::cached(10);
+    let batch: &[(u8, &[u8])] =
+        &[(b'P', PARSE_UNNAMED), (b'B', BIND_UNNAMED), (b'D', b"S\0"), (b'E', b"\0\0\0\0\0"), (b'S', b"")];
+    let out = f.send(batch).unwrap();
+    assert_eq!(tags_of(&out), b"PBD");
+    let name = out[0].1[..NAME_LEN].to_vec();
+    assert!(name.starts_with(b"pgmux_"), "the unnamed Parse is renamed");
+    assert_eq!(bind_statement(&out[1].1), &name[..]);
+    assert_eq!(&out[2].1[1..1 + NAME_LEN], &name[..]);
+    for r in [b::PARSE_COMPLETE, b::BIND_COMPLETE, b::ROW_DESCRIPTION, b::COMMAND_COMPLETE, b::READY_FOR_QUERY] {
+        assert_eq!(f.respond(r), Response::Forward);
+    }
+    // The same text again: no Parse reaches the server, pgmux answers ParseComplete itself.
+    let out = f.send(batch).unwrap();
+    assert_eq!(tags_of(&out), b"BD");
+    assert_eq!(bind_statement(&out[0].1), &name[..]);
+    assert_eq!(f.tracker.next_fake(), Some(b::PARSE_COMPLETE));
+    assert_eq!(f.server.len(), 1);
+}
+
+#[test]
+fn a_cached_unnamed_statement_shares_the_named_one_of_the_same_text() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', PARSE_S1), (b'S', b"")]).unwrap();
+    f.respond(b::PARSE_COMPLETE);
+    f.respond(b::READY_FOR_QUERY);
+    // Another client sends the same text as its unnamed statement.
+    f.client = ClientStatements::default();
+    let out = f.send(&[(b'P', PARSE_UNNAMED), (b'B', BIND_UNNAMED), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"B");
+    assert_eq!(f.tracker.next_fake(), Some(b::PARSE_COMPLETE));
+}
+
+#[test]
+fn a_failed_unnamed_parse_leaves_nothing_cached() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', b"\0SELEC oops\0\0\0"), (b'B', b"\0\0\0\0\0\0\0\0"), (b'S', b"")]).unwrap();
+    assert_eq!(f.server.len(), 1);
+    f.respond(b::ERROR_RESPONSE);
+    assert_eq!(f.server.len(), 0, "PostgreSQL has no such statement");
+    f.respond(b::READY_FOR_QUERY);
+    // The client has no unnamed statement now: its Bind gets PostgreSQL's own error.
+    let out = f.send(&[(b'B', b"\0\0\0\0\0\0\0\0"), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"CB");
+    assert_eq!(out[0].1, b"S\0");
+    assert_eq!(bind_statement(&out[1].1), b"");
+}
+
+#[test]
+fn a_cached_unnamed_statement_follows_the_client_to_another_server() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
+    f.server = ServerStatements::default();
+    f.tracker.reset();
+    let out = f.send(&[(b'B', BIND_UNNAMED), (b'E', b"\0\0\0\0\0"), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"PB");
+    assert_eq!(bind_statement(&out[1].1), &out[0].1[..NAME_LEN]);
+    assert_eq!(f.respond(b::PARSE_COMPLETE), Response::Swallow);
+    assert_eq!(f.respond(b::BIND_COMPLETE), Response::Forward);
+    // A simple Query destroys the unnamed statement, as in PostgreSQL (and the server's own):
+    // the Bind goes out unrenamed, for PostgreSQL to report it missing.
+    f.tracker.on_query(true, &mut f.server, &mut f.client);
+    f.respond(b::READY_FOR_QUERY);
+    let out = f.send(&[(b'B', BIND_UNNAMED)]).unwrap();
+    assert_eq!(tags_of(&out), b"B");
+    assert_eq!(bind_statement(&out[0].1), b"");
+}
+
+#[test]
+fn a_statement_from_an_older_epoch_is_closed_and_prepared_again() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
+    f.respond(b::PARSE_COMPLETE);
+    f.respond(b::READY_FOR_QUERY);
+    f.epoch = 1;
+    let out = f.send(&[(b'P', PARSE_UNNAMED), (b'B', BIND_UNNAMED), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"CPB");
+    assert_eq!(&out[0].1[1..1 + NAME_LEN], &out[1].1[..NAME_LEN], "the same name is closed first");
+    assert_eq!(f.respond(b::CLOSE_COMPLETE), Response::Swallow);
+    assert_eq!(f.respond(b::PARSE_COMPLETE), Response::Forward, "the client's own Parse");
+    assert_eq!(f.respond(b::BIND_COMPLETE), Response::Forward);
+    // Fresh again in the new epoch.
+    let out = f.send(&[(b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
+    assert!(tags_of(&out).is_empty());
+    // A named statement's Bind after the epoch moved on brings the Close and Parse with it.
+    f.send(&[(b'P', PARSE_S1), (b'S', b"")]).unwrap();
+    f.epoch = 2;
+    let out = f.send(&[(b'B', BIND_S1), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"CPB");
+}
+
+#[test]
+fn with_the_cache_off_the_unnamed_statement_is_passed_through() {
+    let mut f = Fixture::new(10);
+    let out = f.send(&[(b'P', PARSE_UNNAMED), (b'B', BIND_UNNAMED), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"PB");
+    assert_eq!(out[0].1, PARSE_UNNAMED);
+    assert_eq!(f.server.len(), 0);
 }

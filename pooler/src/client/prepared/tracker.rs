@@ -58,7 +58,8 @@ impl Item {
     pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {
         match self.server {
             Some((h, true)) => server.remove(h),
-            Some((h, false)) => server.insert(h),
+            // Back as it was, in the oldest epoch: if the epoch moved on meanwhile it is stale.
+            Some((h, false)) => server.insert(h, 0),
             None => {}
         }
         match self.client {
@@ -69,7 +70,10 @@ impl Item {
             ClientUndo::Removed(name, st) => {
                 client.map.insert(name, st);
             }
-            ClientUndo::Unnamed => client.unnamed_valid = false,
+            ClientUndo::Unnamed => {
+                client.unnamed_valid = false;
+                client.unnamed_hash = None;
+            }
         }
     }
 }

@@ -178,6 +178,7 @@ impl Relay {
         self.server_fatal = None;
         self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
         self.track_prepared = self.mode != PoolMode::Session && self.max_prepared > 0;
+        self.cache_unnamed = self.shared.cache_unnamed_statements.load(Ordering::Relaxed);
         self.need_server = false;
         self.server = Some(server);
     }

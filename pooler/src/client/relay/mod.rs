@@ -90,6 +90,8 @@ struct Relay {
     /// max_prepared_statements above 0); both are read at each attach.
     track_prepared: bool,
     max_prepared: usize,
+    /// cache_unnamed_statements, read at each attach.
+    cache_unnamed: bool,
     /// The pool mode this session runs in (session for a replication client).
     mode: PoolMode,
     /// A replication client: its server is its own for the whole session.
@@ -160,6 +162,7 @@ pub async fn resume(
         c_whole: 0,
         track_prepared: false,
         max_prepared: 0,
+        cache_unnamed: false,
         mode,
         dedicated: dedicated.is_some(),
         statements,

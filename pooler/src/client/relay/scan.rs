@@ -1,6 +1,8 @@
 //! The relay's scanners: which client bytes may be sent (counting requests, rewriting prepared
 //! statements) and what the server's bytes say (ReadyForQuery, ParameterStatus, COPY).
 
+use std::sync::atomic::Ordering;
+
 use bytes::{Buf, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
 use pgmux_protocol::extended;
@@ -11,7 +13,7 @@ use tokio::time::Instant;
 use super::end::Fault;
 use super::lost_copy;
 use super::{pass_through, protocol_fault, Relay};
-use crate::client::prepared::{Response, Rewrite, RewriteError, Rewritten};
+use crate::client::prepared::{invalidation, Response, Rewrite, RewriteError, Rewritten};
 use crate::client::{buffers, splice};
 use crate::config::PoolMode;
 
@@ -129,6 +131,8 @@ impl Relay {
                         server: &mut server.statements,
                         tracker: &mut self.tracker,
                         max: self.max_prepared,
+                        cache_unnamed: self.cache_unnamed,
+                        epoch: self.shared.statement_epoch.load(Ordering::Relaxed),
                         client_parses: 0,
                         server_parses: 0,
                         binds: 0,
@@ -298,7 +302,9 @@ impl Relay {
                 // that the tracker sees it once.
                 let held_error =
                     tag == tags::backend::ERROR_RESPONSE && self.holds_back_fatals() && total <= HELD_FATAL_MAX;
+                let ddl_tag = tag == tags::backend::COMMAND_COMPLETE && total <= 5 + invalidation::MAX_DDL_TAG;
                 let needs_body = reset_tag
+                    || ddl_tag
                     || held_error
                     || tag == tags::backend::PARSE_COMPLETE
                     || tag == tags::backend::CLOSE_COMPLETE
@@ -311,6 +317,13 @@ impl Relay {
                         && matches!(extended::command_tag(&avail[5..total])?, b"DEALLOCATE ALL" | b"DISCARD ALL")
                     {
                         self.tracker.forget_all(&mut s.statements, &mut self.statements);
+                    }
+                    let body = &avail[5..total];
+                    let reshaped = (ddl_tag && invalidation::changes_result_shapes(extended::command_tag(body)?))
+                        || (held_error && invalidation::is_stale_plan_error(body));
+                    if reshaped {
+                        // Statements prepared on servers until now may return other columns.
+                        self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
                         splice::replace(&mut self.sout, self.s_ready, total, b"");

@@ -1,0 +1,92 @@
+//! When the statements prepared on servers may no longer match the schema: PostgreSQL plans a
+//! prepared statement again by itself after DDL, but refuses one whose result columns changed
+//! (`cached plan must not change result type`, SQLSTATE 0A000). pgmux raises the statement epoch
+//! (`Shared::statement_epoch`) when it sees DDL pass or a server report that error; statements
+//! prepared in an older epoch are closed and prepared again at their next use on each server.
+//! Pure functions of message bodies; the relay calls them.
+
+use pgmux_protocol::backend::ErrorFields;
+
+/// Command tags of DDL that can change the result columns of a statement prepared before it
+/// (a table's or view's columns, a type's shape, or an object dropped and made again).
+/// `CREATE TABLE` is left out: it changes nothing already prepared, and temporary tables made
+/// per transaction would otherwise empty every server's cache each time.
+const SHAPE_CHANGING: &[&[u8]] = &[
+    b"ALTER TABLE",
+    b"ALTER VIEW",
+    b"ALTER MATERIALIZED VIEW",
+    b"ALTER TYPE",
+    b"ALTER DOMAIN",
+    b"ALTER FOREIGN TABLE",
+    b"ALTER EXTENSION",
+    b"CREATE VIEW",
+    b"CREATE MATERIALIZED VIEW",
+    b"DROP ",
+];
+
+/// The longest CommandComplete body worth reading for a DDL tag (the tag and its NUL).
+pub const MAX_DDL_TAG: usize = 32;
+
+/// True when a command with this CommandComplete tag may have changed the result columns of
+/// statements prepared before it.
+pub fn changes_result_shapes(tag: &[u8]) -> bool {
+    SHAPE_CHANGING.iter().any(|p| tag.starts_with(p))
+}
+
+/// True when an ErrorResponse body is PostgreSQL refusing a prepared statement whose result
+/// columns changed since it was prepared. The routine name is checked first, as the message may
+/// be translated (lc_messages).
+pub fn is_stale_plan_error(body: &[u8]) -> bool {
+    let fields = ErrorFields::new(body);
+    if fields.sqlstate() != b"0A000" {
+        return false;
+    }
+    match fields.field(b'R') {
+        Some(routine) => routine == b"RevalidateCachedQuery",
+        None => fields.field(b'M') == Some(b"cached plan must not change result type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(fields: &[(u8, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (code, value) in fields {
+            body.push(*code);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        body
+    }
+
+    #[test]
+    fn ddl_that_reshapes_results_is_recognised() {
+        assert!(changes_result_shapes(b"ALTER TABLE"));
+        assert!(changes_result_shapes(b"DROP TABLE"));
+        assert!(changes_result_shapes(b"CREATE VIEW"));
+        assert!(!changes_result_shapes(b"CREATE TABLE"));
+        assert!(!changes_result_shapes(b"SELECT 1"));
+        assert!(!changes_result_shapes(b"ALTER ROLE"));
+        assert!(!changes_result_shapes(b"INSERT 0 1"));
+    }
+
+    #[test]
+    fn the_stale_plan_error_is_known_by_routine_or_english_text() {
+        let translated = error(&[
+            (b'S', "ERROR"),
+            (b'C', "0A000"),
+            (b'M', "le plan en cache ne doit pas modifier le type en résultat"),
+            (b'R', "RevalidateCachedQuery"),
+        ]);
+        assert!(is_stale_plan_error(&translated));
+        let no_routine = error(&[(b'C', "0A000"), (b'M', "cached plan must not change result type")]);
+        assert!(is_stale_plan_error(&no_routine));
+        let other = error(&[(b'C', "0A000"), (b'M', "cannot do that"), (b'R', "transformStmt")]);
+        assert!(!is_stale_plan_error(&other));
+        let other_state = error(&[(b'C', "22P02"), (b'R', "RevalidateCachedQuery")]);
+        assert!(!is_stale_plan_error(&other_state));
+    }
+}

@@ -1,0 +1,70 @@
+//! A raw-protocol client session (trust auth, database `app`) for the exact message sequences
+//! drivers do not send on purpose, and a readable summary of what comes back.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgmux_protocol::backend::ErrorFields;
+use pgmux_protocol::{build, split_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Pgmux, SCRAM_USER};
+
+/// A raw-protocol session (trust auth) for what drivers do not send on purpose.
+pub struct Raw {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(mux: &Pgmux) -> Raw {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        let mut out = BytesMut::new();
+        build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
+        s.write_all(&out).await.unwrap();
+        let mut r = Raw { s, buf: BytesMut::new() };
+        r.until_ready().await;
+        r
+    }
+
+    pub async fn send(&mut self, f: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        f(&mut out);
+        self.s.write_all(&out).await.unwrap();
+    }
+
+    /// Message types up to and including ReadyForQuery; DataRow values (comma-separated) and
+    /// errors as text.
+    pub async fn until_ready(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, 1 << 20).unwrap() {
+                match f.tag {
+                    b'D' => {
+                        let row = pgmux_protocol::backend::data_row(f.body()).unwrap();
+                        let values: Vec<_> =
+                            row.iter().map(|v| v.map_or("NULL".into(), String::from_utf8_lossy)).collect();
+                        seen.push(format!("D:{}", values.join(",")));
+                    }
+                    b'E' => {
+                        let e = ErrorFields::new(f.body());
+                        seen.push(format!("E:{}:{}", String::from_utf8_lossy(e.sqlstate()), e.message()));
+                    }
+                    b'Z' => {
+                        seen.push("Z".into());
+                        return seen;
+                    }
+                    t => seen.push((t as char).to_string()),
+                }
+                continue;
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), self.s.read_buf(&mut self.buf)).await.unwrap().unwrap();
+            if n == 0 {
+                seen.push("EOF".into());
+                return seen;
+            }
+        }
+    }
+}

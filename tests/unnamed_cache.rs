@@ -1,0 +1,166 @@
+//! The unnamed statement served from the servers' caches of named statements
+//! (`cache_unnamed_statements`, on by default): PostgreSQL parses and plans a text once per
+//! server, whatever client sends it; DDL through pgmux or behind its back; the setting off; and
+//! pgbench -M extended (the unnamed statement with parameters) with fewer servers than clients.
+
+use std::process::Command;
+
+use pgmux_protocol::build;
+
+use crate::harness::pgmux::Setup;
+use crate::harness::raw::Raw;
+use crate::harness::{run, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+/// pgmux with trust auth, one server for `app`, and `extra` settings.
+fn one_server(pg: &Cluster, extra: &str) -> Pgmux {
+    let conf = format!("auth_type = trust\ndefault_pool_size = 1\nadmin_users = {SCRAM_USER}\n{extra}");
+    Pgmux::start_with(
+        pg,
+        Setup { pgbouncer: &conf, userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")), ..Setup::default() },
+    )
+}
+
+/// Parse of the unnamed statement, Bind with one text parameter, Describe, Execute, Sync.
+async fn run_unnamed(c: &mut Raw, sql: &str, param: Option<&str>) -> Vec<String> {
+    c.send(|m| {
+        build::parse(m, "", sql);
+        let params: Vec<Option<&[u8]>> = param.map(|p| p.as_bytes()).into_iter().map(Some).collect();
+        build::bind(m, "", "", &params);
+        pgmux_protocol::extended::target_message(m, b'D', b'P', b"");
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    c.until_ready().await
+}
+
+/// The statements prepared on the only server, as pgmux named them.
+async fn server_statements(c: &mut Raw) -> Vec<String> {
+    c.send(|m| build::query(m, "SELECT statement FROM pg_prepared_statements ORDER BY 1")).await;
+    c.until_ready().await.into_iter().filter_map(|s| s.strip_prefix("D:").map(str::to_owned)).collect()
+}
+
+/// SHOW STATS counters of the prepared-statement mapping for `app`.
+async fn parse_counts(mux: &Pgmux) -> (u64, u64, u64) {
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    for m in admin.simple_query("SHOW STATS").await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            if r.get("database") == Some("app") {
+                let n = |k: &str| r.get(k).unwrap().parse::<u64>().unwrap();
+                return (n("total_client_parse_count"), n("total_server_parse_count"), n("total_bind_count"));
+            }
+        }
+    }
+    panic!("no SHOW STATS row for app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_parses_an_unnamed_text_once_whoever_sends_it() {
+    let pg = Cluster::shared();
+    let mux = one_server(pg, "");
+    let (mut a, mut b) = (Raw::connect(&mux).await, Raw::connect(&mux).await);
+    for i in 0..5 {
+        let n = i.to_string();
+        let want = format!("D:{}", i + 1);
+        assert_eq!(run_unnamed(&mut a, "SELECT $1::int + 1", Some(&n)).await, ["1", "2", "T", want.as_str(), "C", "Z"]);
+        assert_eq!(run_unnamed(&mut b, "SELECT $1::int + 1", Some(&n)).await, ["1", "2", "T", want.as_str(), "C", "Z"]);
+    }
+    // One statement on the server, by pgmux's name, prepared by a's first Parse.
+    let on_server = server_statements(&mut a).await;
+    assert_eq!(on_server.len(), 1, "{on_server:?}");
+    assert!(on_server[0].contains("SELECT $1::int + 1"), "{on_server:?}");
+    assert_eq!(parse_counts(&mux).await, (10, 1, 10));
+    // A Describe of the unnamed statement is answered from the cached one.
+    a.send(|m| {
+        build::parse(m, "", "SELECT $1::int + 1");
+        pgmux_protocol::extended::target_message(m, b'D', b'S', b"");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "t", "T", "Z"]);
+    // The unnamed statement is still the client's own: another text replaces it for a only.
+    assert_eq!(run_unnamed(&mut a, "SELECT 'a:' || $1", Some("x")).await, ["1", "2", "T", "D:a:x", "C", "Z"]);
+    b.send(|m| {
+        build::bind(m, "", "", &[Some(b"41")]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(b.until_ready().await, ["2", "D:42", "C", "Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_through_pgmux_makes_cached_statements_prepared_again() {
+    let pg = Cluster::shared();
+    pg.psql("app", "DROP TABLE IF EXISTS cache_ddl; CREATE TABLE cache_ddl (a int); INSERT INTO cache_ddl VALUES (1); ALTER TABLE cache_ddl OWNER TO scram_user");
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    assert_eq!(run_unnamed(&mut c, "SELECT * FROM cache_ddl", None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    c.send(|m| build::query(m, "ALTER TABLE cache_ddl ADD COLUMN b text DEFAULT 'new'")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    // PostgreSQL would refuse the old plan (`cached plan must not change result type`): pgmux
+    // closed it and prepared the text again, as PostgreSQL does for the unnamed statement.
+    assert_eq!(run_unnamed(&mut c, "SELECT * FROM cache_ddl", None).await, ["1", "2", "T", "D:1,new", "C", "Z"]);
+    assert_eq!(parse_counts(&mux).await.1, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again() {
+    let pg = Cluster::shared();
+    pg.psql("app", "DROP TABLE IF EXISTS cache_ddl_direct; CREATE TABLE cache_ddl_direct (a int); INSERT INTO cache_ddl_direct VALUES (1); GRANT SELECT ON cache_ddl_direct TO PUBLIC");
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_ddl_direct";
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"], "served from the cache");
+    // Straight to PostgreSQL: pgmux cannot see it.
+    pg.psql("app", "ALTER TABLE cache_ddl_direct ADD COLUMN b int DEFAULT 2");
+    let got = run_unnamed(&mut c, sql, None).await;
+    assert_eq!(got, ["1", "E:0A000:cached plan must not change result type", "Z"]);
+    // The error raised the statement epoch: the next use closes and prepares it again.
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,2", "C", "Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_off_the_unnamed_statement_goes_to_postgres_as_sent() {
+    let pg = Cluster::shared();
+    let mux = one_server(pg, "cache_unnamed_statements = 0");
+    let mut c = Raw::connect(&mux).await;
+    for _ in 0..3 {
+        assert_eq!(run_unnamed(&mut c, "SELECT $1::int * 3", Some("2")).await, ["1", "2", "T", "D:6", "C", "Z"]);
+    }
+    assert!(server_statements(&mut c).await.is_empty());
+    assert_eq!(parse_counts(&mux).await, (0, 0, 0));
+    // Switched on from the console: the next transaction uses the cache.
+    let admin = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    admin.simple_query("SET cache_unnamed_statements = 1").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(run_unnamed(&mut c, "SELECT $1::int * 3", Some("2")).await, ["1", "2", "T", "D:6", "C", "Z"]);
+    }
+    assert_eq!(server_statements(&mut c).await.len(), 1);
+    assert_eq!(parse_counts(&mux).await, (3, 1, 3));
+}
+
+#[test]
+fn pgbench_extended_with_fewer_servers_than_clients_parses_each_text_once_per_server() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_client_conn = 100\nadmin_users = scram_user");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("three.sql");
+    std::fs::write(
+        &script,
+        "\\set a random(1, 1000)\nSELECT :a::int + 1;\nSELECT :a::int * 2, 'two';\nSELECT :a::text || 'three';\n",
+    )
+    .unwrap();
+    let out = run(Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-M", "extended"])
+        .args(["-c", "8", "-j", "2", "-t", "100", "-f"])
+        .arg(&script)
+        .arg("app")
+        .env("PGPASSWORD", SCRAM_PASS));
+    assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
+    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+    let (client, server, binds) = tokio::runtime::Runtime::new().unwrap().block_on(parse_counts(&mux));
+    assert_eq!((client, binds), (2400, 2400));
+    assert!((3..=6).contains(&server), "three texts on at most two servers, got {server}");
+}
