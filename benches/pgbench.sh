@@ -11,6 +11,9 @@
 #   REPEAT=3 benches/pgbench.sh         # each row 3 times, interleaved; medians reported
 #   BENCH_WRITE=1 benches/pgbench.sh    # also adds the table, dated and with this command, to
 #                                       # docs/BENCHMARKS.md (above the earlier runs)
+#   PGDOORMAN_BIN=/tmp/pg_doorman/target/release/pg_doorman benches/pgbench.sh
+#                                       # adds PgDoorman (its defaults: 4 workers, prepared
+#                                       # statement cache on) to the -M rows, as a peer
 #
 # Rows: -S in simple, extended and prepared mode per client count; a new connection per
 # transaction (-C) logging in with md5 and with SCRAM-SHA-256; TLS from the client (steady state
@@ -46,9 +49,12 @@ if ! command -v openssl >/dev/null; then
 fi
 PGBIN=$(pg_find_bin)
 SECS=${BENCH_SECONDS:-10}
-CLIENTS=${BENCH_CLIENTS:-"1 16 64 256"}
+CLIENTS=${BENCH_CLIENTS:-"1 16 64 256 1000"}
 MODES=${BENCH_MODES:-"simple extended prepared"}
-PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631
+PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631; DOORMAN_PORT=58432
+if [ -n "${PGDOORMAN_BIN:-}" ]; then
+  [ -x "$PGDOORMAN_BIN" ] || { echo "error: PGDOORMAN_BIN=$PGDOORMAN_BIN is not an executable" >&2; exit 1; }
+fi
 
 cargo build --release -q -p pgmux
 cargo build --release -q --example idle_clients
@@ -60,7 +66,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 chmod 600 "$DIR/server.key"; [ "$(id -u)" = 0 ] && chown postgres: "$DIR/server.key" "$DIR/server.crt"
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w \
-  -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key" \
+  -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=1100 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key" \
   start >/dev/null
 as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 10 -q bench >/dev/null 2>&1
@@ -98,6 +104,26 @@ INI
 }
 write_ini pgbouncer $BOUNCER_PORT
 write_ini pgmux $MUX_PORT
+if [ -n "${PGDOORMAN_BIN:-}" ]; then
+  # The same pool as the others (transaction mode, 20 servers, md5 over the unix socket); the
+  # rest is PgDoorman's defaults.
+  cat >"$DIR/doorman.toml" <<TOML
+[general]
+host = "127.0.0.1"
+port = $DOORMAN_PORT
+max_connections = 20000
+admin_username = "admin"
+admin_password = "admin"
+[pools.bench]
+server_host = "$DIR"
+server_port = $PG_PORT
+pool_mode = "transaction"
+[pools.bench.users.0]
+username = "bench"
+password = "md5$(printf 'benchbench' | md5sum | cut -d' ' -f1)"
+pool_size = 20
+TOML
+fi
 echo "exporter_port = $METRICS_PORT" >>"$DIR/pgmux.ini"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -106,6 +132,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -Hn)
 as_pg sh -c "ulimit -n $NOFILE; exec $PGBOUNCER -q $DIR/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 as_pg sh -c "ulimit -n $NOFILE; exec target/release/pgmux -q $DIR/pgmux.ini" >/dev/null 2>&1 & PIDS+=($!)
+DOORMAN_PID=
+if [ -n "${PGDOORMAN_BIN:-}" ]; then
+  # Its pidfile is written by the shell it replaces, for the cleanup (pg-env.sh).
+  as_pg sh -c "ulimit -n $NOFILE; echo \$\$ >$DIR/doorman.pid; exec $PGDOORMAN_BIN -l warn $DIR/doorman.toml" >"$DIR/doorman.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $DOORMAN_PORT && break; sleep 0.1; done
+  DOORMAN_PID=$(cat "$DIR/doorman.pid")
+  pg_isready -q -h 127.0.0.1 -p $DOORMAN_PORT || { echo "error: PgDoorman did not start: $(tail -5 "$DIR/doorman.log")" >&2; exit 1; }
+fi
 for port in $BOUNCER_PORT $MUX_PORT; do
   for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p $port && break; sleep 0.1; done
 done
@@ -137,7 +171,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 # repeated in turn (direct, PgBouncer, pgmux, direct, ...) and each column is the median.
 measure() {
   local label=$1; shift
-  local i d_all="" b_all="" m_all="" bc_all="" mc_all=""
+  local i d_all="" b_all="" m_all="" bc_all="" mc_all="" w_all="" wc_all=""
   for i in $(seq "$REPEAT"); do
     echo "  $label: round $i of $REPEAT" >&2
     read -r d_tps _ < <(run $PG_PORT "$@")
@@ -145,6 +179,12 @@ measure() {
     b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
     m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
     d_all+="$d_tps"$'\n'; b_all+="$b_tps"$'\n'; m_all+="$m_tps"$'\n'
+    if [ -n "$DOORMAN_PID" ] && [ -n "${WITH_DOORMAN:-}" ]; then
+      local w0 w1
+      w0=$(cpu_ticks "$DOORMAN_PID"); read -r w_tps w_x < <(run $DOORMAN_PORT "$@"); w1=$(cpu_ticks "$DOORMAN_PID")
+      w_all+="$w_tps"$'\n'
+      wc_all+=$(awk -v c=$((w1 - w0)) -v x="$w_x" -v t="$TICK" 'BEGIN { print (x > 0) ? c / t * 1e6 / x : 0 }')$'\n'
+    fi
     # ms of CPU per 1000 transactions, per round
     bc_all+=$(awk -v c=$((b1 - b0)) -v x="$b_x" -v t="$TICK" 'BEGIN { print (x > 0) ? c / t * 1e6 / x : 0 }')$'\n'
     mc_all+=$(awk -v c=$((m1 - m0)) -v x="$m_x" -v t="$TICK" 'BEGIN { print (x > 0) ? c / t * 1e6 / x : 0 }')$'\n'
@@ -153,7 +193,16 @@ measure() {
       -v m="$(printf '%s' "$m_all" | median)" -v bcpu="$(printf '%s' "$bc_all" | median)" \
       -v mcpu="$(printf '%s' "$mc_all" | median)" 'BEGIN {
     printf "| %-22s | %9.0f | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.2f |\n", l, d, b, m,
-      (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }' | tee -a "$DIR/table.md"
+      (b > 0 ? m / b : 0), bcpu, mcpu, (bcpu > 0 ? mcpu / bcpu : 0) }' >"$DIR/row"
+  if [ -n "$DOORMAN_PID" ]; then
+    if [ -n "$w_all" ]; then
+      awk -v w="$(printf '%s' "$w_all" | median)" -v wcpu="$(printf '%s' "$wc_all" | median)" \
+        'BEGIN { printf " %9.0f | %7.1f |\n", w, wcpu }' >>"$DIR/row"
+    else
+      echo "         - |       - |" >>"$DIR/row"
+    fi
+  fi
+  tr -d '\n' <"$DIR/row" | tee -a "$DIR/table.md"; echo | tee -a "$DIR/table.md"
 }
 
 if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
@@ -161,19 +210,25 @@ HEADLINE="pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEA
 echo
 echo "$HEADLINE"
 echo
-{
+if [ -n "$DOORMAN_PID" ]; then
+  echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio | pgdoorman | door ms/1k |"
+  echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|----------:|--------:|"
+else
   echo "| run                    | direct tps | pgbouncer | pgmux     | ratio | bnc ms/1k | mux ms/1k | cpu ratio |"
   echo "|------------------------|-----------:|----------:|----------:|------:|----------:|----------:|----------:|"
-} | tee "$DIR/table.md"
+fi | tee "$DIR/table.md"
 if [ -z "${BENCH_ONLY_TLS:-}" ]; then
 for mode in $MODES; do
   for c in $CLIENTS; do
     j=$(( c < 2 ? 1 : 2 ))
-    measure "-M $mode -c $c" -M "$mode" -c "$c" -j "$j"
+    WITH_DOORMAN=1 measure "-M $mode -c $c" -M "$mode" -c "$c" -j "$j"
   done
 done
 measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
-USER_NAME=bench_scram measure "-C SCRAM -c 16" -C -M simple -c 16 -j 2
+for c in ${BENCH_LOGIN_CLIENTS:-1 16 64}; do
+  j=$(( c < 2 ? 1 : 2 ))
+  USER_NAME=bench_scram measure "-C SCRAM -c $c" -C -M simple -c "$c" -j "$j"
+done
 # The pooler to PostgreSQL over TCP with TLS (bench_tls), the client side plain.
 DB_NAME=bench_tls measure "server TLS -c 16" -M simple -c 16 -j 2
 fi

@@ -64,7 +64,7 @@ as_pg() {
 }
 
 # A scratch directory the postgres user can write (DIR, named /tmp/PREFIX.XXXXXX) and, on exit,
-# its cleanup: the poolers stopped by their pidfiles ($DIR/pgbouncer.pid, $DIR/pgmux.pid; runuser
+# its cleanup: the poolers stopped by their pidfiles ($DIR/{pgbouncer,pgmux,doorman}.pid; runuser
 # does not pass a signal on to its child), then what the script put in PIDS, then the cluster
 # in $DIR/data (with $PGBIN's pg_ctl). Used by benches/pgbench.sh and scripts/faults/restart.sh.
 pooler_workdir() {
@@ -76,7 +76,7 @@ pooler_workdir() {
 }
 
 pooler_workdir_cleanup() {
-  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for f in "$DIR"/pgbouncer.pid "$DIR"/pgmux.pid "$DIR"/doorman.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   sleep 0.5
   as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true

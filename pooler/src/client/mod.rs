@@ -9,6 +9,8 @@ pub mod limits;
 mod login;
 mod params;
 mod prepared;
+#[doc(hidden)]
+pub use prepared::bench::ExtendedRound;
 mod registration;
 mod relay;
 mod splice;

@@ -6,6 +6,7 @@ mod averages;
 mod checkout;
 mod dead;
 mod dedicated;
+mod fake;
 mod gate;
 pub mod histogram;
 mod lease;
@@ -31,6 +32,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 pub use averages::AveragesPeriod;
+#[doc(hidden)]
+pub use fake::{fake_pool, fake_shared};
 pub use lease::Lease;
 pub use limit::ConnLimit;
 pub use registry::Pools;

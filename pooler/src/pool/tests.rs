@@ -10,51 +10,18 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 
 use super::{Caller, Pool};
-use crate::logging::ConnTag;
-use crate::net::{PeerAddr, Stream};
-use crate::server::ServerConn;
 use crate::shared::Shared;
 
 fn shared(general: &str) -> Arc<Shared> {
-    let text = format!("[databases]\napp = host=/tmp port=5432\n[pgbouncer]\n{general}");
-    let entries = crate::config::ini::parse_text(&text, std::path::Path::new("t.ini")).unwrap();
-    Shared::new(crate::config::build(std::path::Path::new("t.ini"), entries).unwrap())
+    super::fake_shared(general)
 }
 
 fn pool(s: &Shared) -> Arc<Pool> {
-    let config = s.config();
-    s.pools.get_or_create(&config, &config.database("app").unwrap(), "u")
+    super::fake_pool(s)
 }
 
-/// Puts a logged-in looking server in the idle list; the returned socket is its "backend"
-/// (dropping it makes the server dead).
 fn park(pool: &Pool, id: u64) -> UnixStream {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let peer = PeerAddr::Unix("/tmp/.s.PGSQL.5432".into());
-    let now = tokio::time::Instant::now();
-    let conn = ServerConn {
-        stream: Stream::Unix(ours),
-        id,
-        tag: Box::new(crate::servers::ServerIdent {
-            tag: ConnTag::server(id, "app", "u", &peer, 5432),
-            entry: None,
-            served: false,
-        }),
-        addr: Arc::new(peer),
-        backend_key: (id as i32, 0),
-        params: Default::default(),
-        created: now,
-        last_used: now,
-        leftover: Default::default(),
-        statements: Default::default(),
-        synced_params: 0,
-        session_state: Default::default(),
-        generation: pool.generation.load(Relaxed),
-    };
-    let mut st = pool.state.lock();
-    st.total += 1;
-    st.idle.push_back(conn);
-    theirs
+    pool.park_fake_server(id)
 }
 
 fn counts(pool: &Pool) -> (u32, usize, i64) {

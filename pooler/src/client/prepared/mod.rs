@@ -21,6 +21,7 @@
 //!   and Describe of "" are renamed to match. PostgreSQL then neither parses nor plans the text
 //!   again. The statement epoch ([`invalidation`]) keeps it correct across DDL.
 
+pub mod bench;
 pub mod invalidation;
 mod rewrite;
 #[cfg(test)]

@@ -6,7 +6,8 @@ use pgmux_protocol::{split_frame, tags};
 use tags::backend as b;
 
 use super::tracker::{Response, Tracker};
-use super::{server_name, ClientStatements, Rewrite, RewriteError, Rewritten, NAME_LEN};
+use super::bench::Books;
+use super::{server_name, ClientStatements, RewriteError, NAME_LEN};
 use crate::server::ServerStatements;
 
 struct Fixture {
@@ -43,39 +44,14 @@ impl Fixture {
             buf.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
             buf.extend_from_slice(body);
         }
-        let mut at = 0;
-        while at < buf.len() {
-            let tag = buf[at];
-            let total = i32::from_be_bytes(buf[at + 1..at + 5].try_into().unwrap()) as usize + 1;
-            match tag {
-                b'S' => {
-                    self.tracker.on_sync(&mut self.server, &mut self.client);
-                    at += total;
-                    continue;
-                }
-                b'E' => {
-                    self.tracker.on_execute(&mut self.server, &mut self.client);
-                    at += total;
-                    continue;
-                }
-                _ => {}
-            }
-            let mut rw = Rewrite {
-                client: &mut self.client,
-                server: &mut self.server,
-                tracker: &mut self.tracker,
-                max: self.max,
-                cache_unnamed: self.cache_unnamed,
-                epoch: self.epoch,
-                client_parses: 0,
-                server_parses: 0,
-                binds: 0,
-            };
-            match rw.message(&mut buf, at, tag, total)? {
-                Rewritten::Done { ready, skip } => at += ready + skip,
-                Rewritten::NeedMore => panic!("whole messages were given"),
-            }
-        }
+        let mut books = Books {
+            client: std::mem::take(&mut self.client),
+            server: std::mem::take(&mut self.server),
+            tracker: std::mem::take(&mut self.tracker),
+        };
+        let result = books.rewrite(&mut buf, self.max, self.cache_unnamed, self.epoch);
+        (self.client, self.server, self.tracker) = (books.client, books.server, books.tracker);
+        result?;
         let mut v = Vec::new();
         while let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
             v.push((f.tag, f.body().to_vec()));

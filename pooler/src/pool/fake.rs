@@ -1,0 +1,64 @@
+//! Servers without a PostgreSQL, for the pool's own tests and the hot-path microbenchmark
+//! (benches/hot_path.rs): one end of a socket pair, parked in the idle list as if it had logged
+//! in. Not for production use; hidden from the API docs.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::net::UnixStream;
+
+use super::Pool;
+use crate::logging::ConnTag;
+use crate::net::{PeerAddr, Stream};
+use crate::server::ServerConn;
+use crate::shared::Shared;
+
+impl Pool {
+    /// Puts a logged-in looking server with id `id` in the idle list; the returned socket is its
+    /// "backend" (dropping it makes the server dead). Needs a tokio runtime context.
+    #[doc(hidden)]
+    pub fn park_fake_server(&self, id: u64) -> UnixStream {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let peer = PeerAddr::Unix("/tmp/.s.PGSQL.5432".into());
+        let now = tokio::time::Instant::now();
+        let conn = ServerConn {
+            stream: Stream::Unix(ours),
+            id,
+            tag: Box::new(crate::servers::ServerIdent {
+                tag: ConnTag::server(id, &self.db, &self.user, &peer, 5432),
+                entry: None,
+                served: false,
+            }),
+            addr: Arc::new(peer),
+            backend_key: (id as i32, 0),
+            params: Default::default(),
+            created: now,
+            last_used: now,
+            leftover: Default::default(),
+            statements: Default::default(),
+            synced_params: 0,
+            session_state: Default::default(),
+            generation: self.generation.load(Relaxed),
+        };
+        let mut st = self.state.lock();
+        st.total += 1;
+        st.idle.push_back(conn);
+        theirs
+    }
+}
+
+/// Shared state from pgbouncer.ini `[pgbouncer]` lines `general`, with one database `app`.
+#[doc(hidden)]
+pub fn fake_shared(general: &str) -> Arc<Shared> {
+    let text = format!("[databases]\napp = host=/tmp port=5432\n[pgbouncer]\n{general}");
+    let path = std::path::Path::new("fake.ini");
+    let entries = crate::config::ini::parse_text(&text, path).expect("a valid fake config");
+    Shared::new(crate::config::build(path, entries).expect("a valid fake config"))
+}
+
+/// The pool of database `app` and user `u` of [`fake_shared`] state.
+#[doc(hidden)]
+pub fn fake_pool(s: &Shared) -> Arc<Pool> {
+    let config = s.config();
+    s.pools.get_or_create(&config, &config.database("app").expect("app is configured"), "u")
+}
