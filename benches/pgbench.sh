@@ -7,6 +7,7 @@
 #   BENCH_SECONDS=3 benches/pgbench.sh # quicker, noisier
 #   BENCH_CLIENTS="1 16" BENCH_MODES=simple benches/pgbench.sh
 #   BENCH_ONLY_TLS=1 benches/pgbench.sh # only the client-TLS rows (steady state and -C)
+#   BENCH_ONLY_MODES=1 benches/pgbench.sh # only the -M rows (no login, TLS, scrape, idle rows)
 #   PGBOUNCER_BIN=/tmp/pgbouncer-ref/_build/pgbouncer benches/pgbench.sh
 #   REPEAT=3 benches/pgbench.sh         # each row 3 times, interleaved; medians reported
 #   BENCH_WRITE=1 benches/pgbench.sh    # also adds the table, dated and with this command, to
@@ -125,6 +126,11 @@ pool_size = 20
 TOML
 fi
 echo "exporter_port = $METRICS_PORT" >>"$DIR/pgmux.ini"
+# Extra [pgbouncer] lines per side, e.g. pgmux against itself with another thread count:
+#   PGBOUNCER_BIN=target/release/pgmux BOUNCER_INI_EXTRA='worker_threads = 1' \
+#     MUX_INI_EXTRA='worker_threads = 2' benches/pgbench.sh
+[ -n "${BOUNCER_INI_EXTRA:-}" ] && printf '%s\n' "$BOUNCER_INI_EXTRA" >>"$DIR/pgbouncer.ini"
+[ -n "${MUX_INI_EXTRA:-}" ] && printf '%s\n' "$MUX_INI_EXTRA" >>"$DIR/pgmux.ini"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -224,6 +230,9 @@ for mode in $MODES; do
     WITH_DOORMAN=1 measure "-M $mode -c $c" -M "$mode" -c "$c" -j "$j"
   done
 done
+fi
+if [ -z "${BENCH_ONLY_MODES:-}" ]; then
+if [ -z "${BENCH_ONLY_TLS:-}" ]; then
 measure "-C -M simple -c 16" -C -M simple -c 16 -j 2
 for c in ${BENCH_LOGIN_CLIENTS:-1 16 64}; do
   j=$(( c < 2 ? 1 : 2 ))
@@ -252,6 +261,7 @@ read -r scraped_tps _ < <(run $MUX_PORT -M simple -c 64 -j 2)
 wait $SCRAPER 2>/dev/null || true
 echo
 awk -v q="$quiet_tps" -v s="$scraped_tps" 'BEGIN { printf "pgmux -M simple -c 64: %.0f tps quiet, %.0f tps with /metrics scraped every 100 ms (ratio %.3f)\n", q, s, (q > 0 ? s / q : 0) }' | tee -a "$DIR/notes.md"
+fi
 echo
 echo "ratio = pgmux tps / PgBouncer tps; ms/1k = pooler process CPU milliseconds per 1,000 transactions (utime+stime from /proc)."
 fi
@@ -260,7 +270,7 @@ fi
 IDLE=${BENCH_IDLE_CLIENTS:-10000}
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 echo
-for t in "pgbouncer $BOUNCER_PORT $BOUNCER_PID" "pgmux $MUX_PORT $MUX_PID"; do
+[ -n "${BENCH_ONLY_MODES:-}" ] || for t in "pgbouncer $BOUNCER_PORT $BOUNCER_PID" "pgmux $MUX_PORT $MUX_PID"; do
   set -- $t
   before=$(rss_kb "$3")
   target/release/examples/idle_clients 127.0.0.1 "$2" "$IDLE" bench bench bench 8 >"$DIR/idle.out" 2>&1 & IP=$!
@@ -275,7 +285,7 @@ done
 # BENCH_WRITE=1: the run goes into docs/BENCHMARKS.md, newest first (above the first section),
 # with the command that reproduces it.
 if [ -n "${BENCH_WRITE:-}" ]; then
-  cmd="$(env | grep -E '^(PGBOUNCER_BIN|REPEAT|BENCH_[A-Z_]+)=' | grep -v '^BENCH_WRITE=' | sort | tr '\n' ' ')benches/pgbench.sh"
+  cmd="$(env | grep -E '^(PGBOUNCER_BIN|PGDOORMAN_BIN|REPEAT|BENCH_[A-Z_]+|[A-Z]+_INI_EXTRA)=' | grep -v '^BENCH_WRITE=' | sort | sed -E "s/^([A-Z_]+_INI_EXTRA)=(.*)$/\1='\2'/" | tr '\n' ' ')benches/pgbench.sh"
   {
     echo "## $(date -u +%F), benches/pgbench.sh"
     echo

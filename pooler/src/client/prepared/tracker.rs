@@ -105,6 +105,12 @@ impl Tracker {
         !self.queue.is_empty()
     }
 
+    /// Every request in flight is one pgmux answers itself (or none is in flight): no server
+    /// answer is coming to carry them.
+    pub fn only_own_answers(&self) -> bool {
+        self.queue.iter().all(|i| matches!(i.kind, Kind::FakeParse | Kind::FakeClose))
+    }
+
     pub(super) fn push(&mut self, item: Item, server: &mut ServerStatements, client: &mut ClientStatements) {
         if self.skipping {
             if item.kind != Kind::Sync {

@@ -28,8 +28,10 @@ impl Relay {
     /// it only notes that one is needed: what is sent depends on the server (prepared statements).
     pub(super) fn scan_client(&mut self) -> Result<(), Fault> {
         let result = self.scan_client_messages();
-        if self.track_prepared && self.server.is_some() {
-            // A Parse or Close answered by pgmux with nothing ahead of it is answered now.
+        if self.track_prepared && self.server.is_some() && self.tracker.only_own_answers() {
+            // A Parse or Close answered by pgmux with nothing from the server to wait for is
+            // answered now. Otherwise it goes out with the server's next answer (scan_server):
+            // one write to the client, not two, as PostgreSQL answers a batch.
             self.emit_fakes();
         }
         result
