@@ -164,3 +164,66 @@ fn pgbench_extended_with_fewer_servers_than_clients_parses_each_text_once_per_se
     assert_eq!((client, binds), (2400, 2400));
     assert!((3..=6).contains(&server), "three texts on at most two servers, got {server}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_larger_than_a_read_stream_through_with_statements_tracked() {
+    let pg = Cluster::shared();
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    for _ in 0..3 {
+        let got = run_unnamed(&mut c, "SELECT length(repeat('x', $1::int))", Some("300000")).await;
+        assert_eq!(got, ["1", "2", "T", "D:300000", "C", "Z"]);
+        c.send(|m| build::query(m, "SELECT repeat('y', 300000) AS big, 'after'")).await;
+        let got = c.until_ready().await;
+        assert_eq!(got.len(), 4, "T, D, C, Z");
+        assert!(got[1].ends_with("yyyy,after"), "{}", &got[1][got[1].len() - 20..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_pipelined_before_a_cached_text_is_seen_by_it() {
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        "DROP TABLE IF EXISTS cache_pipe; CREATE TABLE cache_pipe (a int); INSERT INTO cache_pipe VALUES (1); \
+         ALTER TABLE cache_pipe OWNER TO scram_user",
+    );
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_pipe";
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    // The DDL and the cached text in one pipeline: PostgreSQL analyses the second Parse after
+    // the ALTER ran, so pgmux must not answer it from the cache.
+    c.send(|m| {
+        build::parse(m, "", "ALTER TABLE cache_pipe ADD COLUMN b int DEFAULT 5");
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::parse(m, "", sql);
+        build::bind(m, "", "", &[]);
+        pgmux_protocol::extended::target_message(m, b'D', b'P', b"");
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(c.until_ready().await, ["1", "2", "C", "1", "2", "T", "D:1,5", "C", "Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_in_a_transaction_invalidates_when_it_commits() {
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        "DROP TABLE IF EXISTS cache_tx; CREATE TABLE cache_tx (a int); INSERT INTO cache_tx VALUES (1); \
+         ALTER TABLE cache_tx OWNER TO scram_user",
+    );
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_tx";
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    c.send(|m| build::query(m, "BEGIN; ALTER TABLE cache_tx ADD COLUMN b int DEFAULT 7")).await;
+    assert_eq!(c.until_ready().await, ["C", "C", "Z"]);
+    c.send(|m| build::query(m, "COMMIT")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    // The transaction's end raised the epoch: the text is prepared again, no error.
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,7", "C", "Z"]);
+}

@@ -33,7 +33,7 @@ fn stream_of(fd: OwnedFd, record: &ClientRecord) -> std::io::Result<(Stream, Pee
 /// Serves a handed-over client to the end.
 pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     shared.clients.fetch_add(1, Ordering::Relaxed);
-    let _count = ClientCount(&shared);
+    let _count = ClientCount(shared.clone());
     let config = shared.config();
     let (stream, peer) = match stream_of(fd, &record) {
         Ok(s) => s,

@@ -99,13 +99,13 @@ impl Rewrite<'_> {
         n
     }
 
-    /// Whether the server holds `hash` in the current epoch. A stale one gets its Close
-    /// inserted at `at` (`inserted` grows by its length) and is then absent.
-    fn held(&mut self, buf: &mut BytesMut, at: usize, hash: u64, inserted: &mut usize) -> bool {
+    /// Whether the server holds `hash` in the current epoch. A stale one (or any, with `renew`)
+    /// gets its Close inserted at `at` (`inserted` grows by its length) and is then absent.
+    fn held(&mut self, buf: &mut BytesMut, at: usize, hash: u64, inserted: &mut usize, renew: bool) -> bool {
         match self.server.lookup(hash, self.epoch) {
-            Held::Fresh => true,
+            Held::Fresh if !renew => true,
             Held::Absent => false,
-            Held::Stale => {
+            Held::Fresh | Held::Stale => {
                 self.server.remove(hash);
                 self.tracker.scratch.clear();
                 extended::target_message(
@@ -130,7 +130,7 @@ impl Rewrite<'_> {
     /// its Parse at `at`; returns bytes inserted.
     fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, hash: u64, parse_rest: &[u8]) -> usize {
         let mut n = 0;
-        if self.held(buf, at, hash, &mut n) {
+        if self.held(buf, at, hash, &mut n, false) {
             return 0;
         }
         self.tracker.scratch.clear();
@@ -158,19 +158,20 @@ impl Rewrite<'_> {
 
     /// A named Parse (client name or, with the cache, the unnamed statement) of `hash`, `total`
     /// bytes at `at` with a name of `name_len` bytes: skipped and answered by pgmux when the
-    /// server holds the statement, renamed and sent otherwise. Returns the bytes now sendable.
+    /// server holds the statement, renamed and sent otherwise. With `renew` a statement the
+    /// server holds is closed and prepared again. Returns the bytes now sendable.
     fn parse_named(
         &mut self,
         buf: &mut BytesMut,
         at: usize,
         total: usize,
-        name_len: usize,
-        hash: u64,
+        (name_len, hash): (usize, u64),
         client: ClientUndo,
+        renew: bool,
     ) -> usize {
         self.client_parses += 1;
         let mut pre = 0;
-        if self.held(buf, at, hash, &mut pre) {
+        if self.held(buf, at, hash, &mut pre, renew) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
             self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client });
@@ -222,6 +223,11 @@ impl Rewrite<'_> {
     pub fn message(&mut self, buf: &mut BytesMut, at: usize, tag: u8, total: usize) -> Result<Rewritten, RewriteError> {
         let whole = buf.len() - at >= total;
         let done = |ready, skip| Ok(Rewritten::Done { ready, skip });
+        if self.tracker.skipping {
+            // After an error the server ignores everything up to the next Sync: pass it on as it
+            // is, and neither side's statements change.
+            return done(0, total);
+        }
         match tag {
             tags::frontend::PARSE => {
                 if !whole {
@@ -235,7 +241,11 @@ impl Rewrite<'_> {
                     if self.cache_unnamed {
                         let hash = statement_hash(p.rest);
                         self.client.unnamed_hash = Some(hash);
-                        return done(self.parse_named(buf, at, total, 0, hash, ClientUndo::Unnamed), 0);
+                        // PostgreSQL analyses an unnamed Parse when it comes: behind requests
+                        // still in flight (DDL in the same pipeline) the statement is prepared
+                        // again rather than taken as it was.
+                        let renew = !self.tracker.only_own_answers();
+                        return done(self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed, renew), 0);
                     }
                     self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;
@@ -250,7 +260,7 @@ impl Rewrite<'_> {
                 let name_len = name.len();
                 let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
-                done(self.parse_named(buf, at, total, name_len, hash, ClientUndo::Added(name)), 0)
+                done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name), false), 0)
             }
             tags::frontend::BIND => {
                 let end = buf.len().min(at + total);
@@ -271,12 +281,6 @@ impl Rewrite<'_> {
                     }
                 } else {
                     let Some(st) = self.client.map.get(head.statement).cloned() else {
-                        if self.tracker.skipping {
-                            // The server skips to the next Sync after an error, ignoring this
-                            // Bind; its statement may be one that error undid (a pipelined Parse
-                            // that failed before its Bind arrived here).
-                            return done(0, total);
-                        }
                         return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
                     };
                     (st.hash, self.ensure_prepared(buf, at, st.hash, &st.parse_rest))
@@ -306,7 +310,7 @@ impl Rewrite<'_> {
                     if t.kind == STATEMENT {
                         if describe {
                             pre = self.ensure_unnamed(buf, at);
-                        } else if !self.tracker.skipping {
+                        } else {
                             self.client.unnamed_valid = false;
                             self.tracker.unnamed_here = true;
                         }
@@ -326,10 +330,6 @@ impl Rewrite<'_> {
                     return done(0, 0);
                 }
                 let Some(st) = self.client.map.get(t.name).cloned() else {
-                    if self.tracker.skipping {
-                        // Ignored by the server until the next Sync, as a Bind above.
-                        return done(total, 0);
-                    }
                     return Err(RewriteError::Unknown(Bytes::copy_from_slice(t.name)));
                 };
                 let old = t.name.len();

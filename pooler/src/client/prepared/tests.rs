@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use pgmux_protocol::{split_frame, tags};
 use tags::backend as b;
 
-use super::tracker::{Response, Tracker};
 use super::bench::Books;
+use super::tracker::{Response, Tracker};
 use super::{server_name, ClientStatements, RewriteError, NAME_LEN};
 use crate::server::ServerStatements;
 
@@ -315,6 +315,7 @@ fn a_statement_from_an_older_epoch_is_closed_and_prepared_again() {
     assert_eq!(f.respond(b::CLOSE_COMPLETE), Response::Swallow);
     assert_eq!(f.respond(b::PARSE_COMPLETE), Response::Forward, "the client's own Parse");
     assert_eq!(f.respond(b::BIND_COMPLETE), Response::Forward);
+    assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward);
     // Fresh again in the new epoch.
     let out = f.send(&[(b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
     assert!(tags_of(&out).is_empty());
@@ -332,4 +333,37 @@ fn with_the_cache_off_the_unnamed_statement_is_passed_through() {
     assert_eq!(tags_of(&out), b"PB");
     assert_eq!(out[0].1, PARSE_UNNAMED);
     assert_eq!(f.server.len(), 0);
+}
+
+#[test]
+fn messages_the_server_skips_after_an_error_change_no_statement() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', PARSE_S1), (b'S', b"")]).unwrap();
+    f.respond(b::PARSE_COMPLETE);
+    f.respond(b::READY_FOR_QUERY);
+    f.epoch = 1;
+    // An error before the Sync is sent: the Bind of a stale statement behind it is ignored by
+    // the server, so no Close or Parse is injected and the server's entry stays as it is.
+    f.send(&[(b'P', b"bad\0SELEC\0\0\0"), (b'E', b"\0\0\0\0\0")]).unwrap();
+    f.respond(b::ERROR_RESPONSE);
+    let out = f.send(&[(b'B', BIND_S1), (b'E', b"\0\0\0\0\0"), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"B");
+    assert_eq!(bind_statement(&out[0].1), b"s1", "passed on as sent, for the server to ignore");
+    assert_eq!(f.server.len(), 1);
+    f.respond(b::READY_FOR_QUERY);
+    // After the Sync the stale statement is closed and prepared again at its next use.
+    let out = f.send(&[(b'B', BIND_S1), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"CPB");
+}
+
+#[test]
+fn an_unnamed_parse_behind_requests_in_flight_is_prepared_again() {
+    let mut f = Fixture::cached(10);
+    f.send(&[(b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
+    f.respond(b::PARSE_COMPLETE);
+    f.respond(b::READY_FOR_QUERY);
+    // Same text behind an Execute still running: closed and parsed again, not answered by pgmux.
+    let out = f.send(&[(b'E', b"\0\0\0\0\0"), (b'P', PARSE_UNNAMED), (b'S', b"")]).unwrap();
+    assert_eq!(tags_of(&out), b"CP");
+    assert_eq!(f.tracker.next_fake(), None);
 }

@@ -88,6 +88,9 @@ pub struct Tracker {
     pub(super) unnamed_here: bool,
     /// Reused buffer for the messages pgmux injects.
     pub(super) scratch: BytesMut,
+    /// Shape-changing DDL completed in the current transaction: the statement epoch is raised
+    /// when it ends (invalidation.rs).
+    pub ddl_seen: bool,
 }
 
 /// What to do with a response from the server.
@@ -234,6 +237,7 @@ impl Tracker {
         self.queue.clear();
         self.skipping = false;
         self.unnamed_here = false;
+        self.ddl_seen = false;
     }
 
     /// Requests still expecting an answer.

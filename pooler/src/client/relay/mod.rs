@@ -42,6 +42,13 @@ use end::{End, Fault};
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
 
+/// What a turn of the event loop left: the session ended, or the client is idle and waits
+/// outside it ([`Relay::run_parking`]).
+enum Served {
+    Ended(End),
+    Parked,
+}
+
 enum Event {
     ServerWrote(usize),
     ClientWrote(usize),
@@ -117,18 +124,20 @@ struct Relay {
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
-pub async fn run(shared: Arc<Shared>, io: ClientIo, session: Session) {
-    resume(shared, io, session, ClientStatements::default(), None).await;
+pub fn run(shared: Arc<Shared>, io: ClientIo, session: Session) -> impl Future<Output = ()> + Send {
+    resume(shared, io, session, ClientStatements::default(), None)
 }
 
-/// Runs a session that already has prepared statements (handed over on online restart).
-pub async fn resume(
+/// Runs a session that already has prepared statements (handed over on online restart). The
+/// relay is built here, outside the future, so that the future holds it once and not its parts
+/// as well: every connected client holds that future for its whole life.
+pub fn resume(
     shared: Arc<Shared>,
     io: ClientIo,
     mut session: Session,
     statements: ClientStatements,
     session_state: Option<Box<SessionState>>,
-) {
+) -> impl Future<Output = ()> + Send {
     let config = shared.config();
     let settings = session.pool.settings();
     let dedicated = session.dedicated.take();
@@ -186,37 +195,83 @@ pub async fn resume(
     if let Some(server) = dedicated {
         r.install(*server);
     }
-    let end = r.serve().await;
-    if matches!(end, End::HandOver) {
-        r.hand_over();
-        return;
-    }
-    Box::pin(r.finish(end)).await;
+    r.run_to_end()
 }
 
 impl Relay {
+    /// The session from its first event to its end (or its hand-over to a new process). Not an
+    /// `async fn`: that would move `self` from its argument slot into a local one, and the
+    /// future would keep both (the client-task size test in client/mod.rs sees the difference).
+    #[allow(clippy::manual_async_fn)]
+    fn run_to_end(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = self.run_parking().await;
+            if matches!(end, End::HandOver) {
+                self.hand_over();
+                return;
+            }
+            Box::pin(self.finish(end)).await;
+        }
+    }
+
     fn stats(&self) -> &PoolStats {
         &self.session.pool.stats
     }
 
-    async fn serve(&mut self) -> End {
-        if let Err(e) = self.scan_client() {
-            return e.into();
+    /// Runs the session to its end. While the client is idle between transactions (no server,
+    /// nothing buffered either way) it waits here, outside the event loop's future: that future
+    /// (most of a client task's size) is boxed while the client is busy and freed while it is
+    /// idle, so an idle client costs little more than its `Relay`.
+    async fn run_parking(&mut self) -> End {
+        let mut woke = None;
+        loop {
+            match Box::pin(self.serve(woke.take())).await {
+                Served::Parked => {
+                    self.arm_timer();
+                    woke = Some(poll_fn(|cx| self.poll_event(cx)).await);
+                }
+                Served::Ended(end) => return end,
+            }
         }
+    }
+
+    /// The event loop, from the event that woke a parked client (`woke`) or from the start,
+    /// until the session ends or the client is idle and parks.
+    async fn serve(&mut self, woke: Option<Event>) -> Served {
+        match woke {
+            Some(ev) => {
+                if let Some(end) = self.on_event(ev).await {
+                    return Served::Ended(end);
+                }
+            }
+            None => {
+                if let Err(e) = self.scan_client() {
+                    return Served::Ended(e.into());
+                }
+            }
+        }
+        match self.turns().await {
+            Some(end) => Served::Ended(end),
+            None => Served::Parked,
+        }
+    }
+
+    /// Turns of the event loop; None when the client parks.
+    async fn turns(&mut self) -> Option<End> {
         loop {
             if let Some(fault) = self.fatal.take() {
-                return fault.into();
+                return Some(fault.into());
             }
             if self.session.info.is_killed() {
-                return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into();
+                return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into());
             }
             if self.session.info.close_needed() {
                 if let Some(end) = self.fast_close() {
-                    return end;
+                    return Some(end);
                 }
             }
             if self.shared.giving.requested() && self.can_hand_over() {
-                return End::HandOver;
+                return Some(End::HandOver);
             }
             if self.server.is_none() {
                 // Idle: give the buffers back; the next read or transaction takes them again.
@@ -229,80 +284,88 @@ impl Relay {
             }
             if self.server.is_none() {
                 if self.terminate || self.client_eof {
-                    return End::ClientGone;
+                    return Some(End::ClientGone);
                 }
                 // As PgBouncer's pause_client: a client that asks for a server after SHUTDOWN
                 // WAIT_FOR_SERVERS is closed; idle ones are left alone until they ask.
                 if self.need_server && self.shared.state() == RunState::WaitForServers {
-                    return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, "server shutting down").into();
+                    return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, "server shutting down").into());
                 }
                 if self.need_server {
                     if let Err(end) = self.attach().await {
-                        return end;
+                        return Some(end);
                     }
                     if let Err(e) = self.scan_client() {
-                        return e.into();
+                        return Some(e.into());
                     }
                 }
             } else if self.client_eof || self.terminate {
-                return End::ClientGone;
+                return Some(End::ClientGone);
+            }
+            if self.parks() {
+                return None;
             }
             self.arm_timer();
             let ev = poll_fn(|cx| self.poll_event(cx)).await;
-            match ev {
-                Event::ServerWrote(n) => {
-                    self.cin.advance(n);
-                    self.c_ready -= n;
-                }
-                Event::ClientWrote(n) => {
-                    self.sout.advance(n);
-                    self.s_ready -= n;
-                    PoolStats::add(&self.stats().bytes_sent, n as u64);
-                }
-                Event::ClientRead(0) | Event::ClientFailed => self.client_eof = true,
-                Event::ClientRead(n) => {
-                    PoolStats::add(&self.stats().bytes_received, n as u64);
-                    if let Err(e) = self.scan_client() {
-                        return e.into();
-                    }
-                }
-                Event::ServerRead(0) => {
-                    if let Some(end) = self.server_lost("server closed the connection") {
-                        return end;
-                    }
-                }
-                Event::ServerFailed(e) => {
-                    if let Some(end) = self.server_lost(&e.to_string()) {
-                        return end;
-                    }
-                }
-                Event::ServerRead(_) => {
-                    if let Err(e) = self.scan_server() {
-                        return self.server_failed(&e.to_string());
-                    }
-                    if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
-                        self.release().await;
-                    }
-                }
-                Event::Killed if self.session.info.is_killed() => {
-                    return Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into()
-                }
-                Event::Killed => {
-                    // A fast-close request (checked at the top of the loop): wait for the next.
-                    let info = self.session.info.clone();
-                    self.kill = Box::pin(async move { info.kill.notified().await });
-                }
-                Event::Timer => {
-                    self.timer = None;
-                    // Armed by arm_timer at every turn; the wait for a server handles its own.
-                    let reason = self.timer_for.unwrap_or(timers::Timeout::Query).reason();
-                    // A server in the middle of a query or transaction cannot be reused: it is
-                    // closed with the same reason, as PgBouncer does.
-                    self.close_server(reason);
-                    return Fault::pooler(sqlstate::PROTOCOL_VIOLATION, reason).into();
-                }
+            if let Some(end) = self.on_event(ev).await {
+                return Some(end);
             }
         }
+    }
+
+    /// Idle between transactions: no server, and nothing buffered from or for the client.
+    fn parks(&self) -> bool {
+        self.server.is_none() && !self.need_server && self.cin.is_empty() && self.sout.is_empty()
+    }
+
+    /// One event of the loop; how the session ends, if it does.
+    async fn on_event(&mut self, ev: Event) -> Option<End> {
+        match ev {
+            Event::ServerWrote(n) => {
+                self.cin.advance(n);
+                self.c_ready -= n;
+            }
+            Event::ClientWrote(n) => {
+                self.sout.advance(n);
+                self.s_ready -= n;
+                PoolStats::add(&self.stats().bytes_sent, n as u64);
+            }
+            Event::ClientRead(0) | Event::ClientFailed => self.client_eof = true,
+            Event::ClientRead(n) => {
+                PoolStats::add(&self.stats().bytes_received, n as u64);
+                if let Err(e) = self.scan_client() {
+                    return Some(e.into());
+                }
+            }
+            Event::ServerRead(0) => return self.server_lost("server closed the connection"),
+            Event::ServerFailed(e) => return self.server_lost(&e.to_string()),
+            Event::ServerRead(_) => {
+                if let Err(e) = self.scan_server() {
+                    return Some(self.server_failed(&e.to_string()));
+                }
+                if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
+                    self.release().await;
+                }
+            }
+            Event::Killed if self.session.info.is_killed() => {
+                return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into())
+            }
+            Event::Killed => {
+                // A fast-close request (checked at the top of the loop): wait for the next.
+                let info = self.session.info.clone();
+                self.kill = Box::pin(async move { info.kill.notified().await });
+            }
+            Event::Timer => {
+                self.timer = None;
+                // Armed by arm_timer at every turn; the wait for a server handles its own.
+                let reason = self.timer_for.unwrap_or(timers::Timeout::Query).reason();
+                // A server in the middle of a query or transaction cannot be reused: it is
+                // closed with the same reason, as PgBouncer does.
+                self.close_server(reason);
+                return Some(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, reason).into());
+            }
+        }
+        None
     }
 
     /// How many client bytes may sit in `cin`: the high-water mark, or a whole message that is

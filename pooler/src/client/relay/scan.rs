@@ -320,11 +320,15 @@ impl Relay {
                     {
                         self.tracker.forget_all(&mut s.statements, &mut self.statements);
                     }
-                    let body = &avail[5..total];
-                    let reshaped = (ddl_tag && invalidation::changes_result_shapes(extended::command_tag(body)?))
-                        || (held_error && invalidation::is_stale_plan_error(body));
-                    if reshaped {
-                        // Statements prepared on servers until now may return other columns.
+                    // Statements prepared on servers until now may return other columns: after
+                    // DDL, once its transaction ends (other servers see it only then); at once
+                    // when a server refused one. The bodies read here are whole (needs_body).
+                    if ddl_tag && invalidation::changes_result_shapes(extended::command_tag(&avail[5..total])?) {
+                        self.tracker.ddl_seen = true;
+                    }
+                    let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
+                    let refused = held_error && invalidation::is_stale_plan_error(&avail[5..total]);
+                    if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
