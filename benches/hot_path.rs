@@ -18,7 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use pgmux::client::ExtendedRound;
-use pgmux::pool::{fake_pool, fake_shared, Pool, PoolStats};
+use pgmux::pool::{Pool, PoolStats};
+use pgmux::shared::Shared;
 use pgmux_protocol::backend::ready_for_query;
 use pgmux_protocol::flow::Flow;
 use pgmux_protocol::frame::peek_header;
@@ -44,8 +45,8 @@ fn rig() -> &'static Rig {
     RIG.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let _entered = runtime.enter();
-        let shared = fake_shared("pool_mode = transaction\ndefault_pool_size = 20");
-        let pool = fake_pool(&shared);
+        let shared = Shared::fake("pool_mode = transaction\ndefault_pool_size = 20");
+        let pool = shared.fake_pool();
         let backends = (1..=SERVERS).map(|id| pool.park_fake_server(id)).collect();
         // The pool keeps a reference to its state; the rest of `shared` may go.
         std::mem::forget(shared);

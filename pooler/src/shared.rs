@@ -102,6 +102,23 @@ impl Shared {
         })
     }
 
+    /// Shared state from pgbouncer.ini `[pgbouncer]` lines `general` and one database `app`,
+    /// for tests and benches/hot_path.rs (with `Pool::park_fake_server`).
+    #[doc(hidden)]
+    pub fn fake(general: &str) -> Arc<Self> {
+        let text = format!("[databases]\napp = host=/tmp port=5432\n[pgbouncer]\n{general}");
+        let path = std::path::Path::new("fake.ini");
+        let entries = crate::config::ini::parse_text(&text, path).expect("a valid fake config");
+        Shared::new(crate::config::build(path, entries).expect("a valid fake config"))
+    }
+
+    /// The pool of database `app` and user `u` of [`Shared::fake`] state.
+    #[doc(hidden)]
+    pub fn fake_pool(&self) -> Arc<crate::pool::Pool> {
+        let config = self.config();
+        self.pools.get_or_create(&config, &config.database("app").expect("app is configured"), "u")
+    }
+
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.config.read().clone()

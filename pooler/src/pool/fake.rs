@@ -1,6 +1,6 @@
 //! Servers without a PostgreSQL, for the pool's own tests and the hot-path microbenchmark
 //! (benches/hot_path.rs): one end of a socket pair, parked in the idle list as if it had logged
-//! in. Not for production use; hidden from the API docs.
+//! in. Not for production use; hidden from the API docs. `Shared::fake` makes the pool.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use super::Pool;
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::server::ServerConn;
-use crate::shared::Shared;
 
 impl Pool {
     /// Puts a logged-in looking server with id `id` in the idle list; the returned socket is its
@@ -45,20 +44,4 @@ impl Pool {
         st.idle.push_back(conn);
         theirs
     }
-}
-
-/// Shared state from pgbouncer.ini `[pgbouncer]` lines `general`, with one database `app`.
-#[doc(hidden)]
-pub fn fake_shared(general: &str) -> Arc<Shared> {
-    let text = format!("[databases]\napp = host=/tmp port=5432\n[pgbouncer]\n{general}");
-    let path = std::path::Path::new("fake.ini");
-    let entries = crate::config::ini::parse_text(&text, path).expect("a valid fake config");
-    Shared::new(crate::config::build(path, entries).expect("a valid fake config"))
-}
-
-/// The pool of database `app` and user `u` of [`fake_shared`] state.
-#[doc(hidden)]
-pub fn fake_pool(s: &Shared) -> Arc<Pool> {
-    let config = s.config();
-    s.pools.get_or_create(&config, &config.database("app").expect("app is configured"), "u")
 }

@@ -32,8 +32,6 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 pub use averages::AveragesPeriod;
-#[doc(hidden)]
-pub use fake::{fake_pool, fake_shared};
 pub use lease::Lease;
 pub use limit::ConnLimit;
 pub use registry::Pools;

@@ -13,11 +13,11 @@ use super::{Caller, Pool};
 use crate::shared::Shared;
 
 fn shared(general: &str) -> Arc<Shared> {
-    super::fake_shared(general)
+    Shared::fake(general)
 }
 
 fn pool(s: &Shared) -> Arc<Pool> {
-    super::fake_pool(s)
+    s.fake_pool()
 }
 
 fn park(pool: &Pool, id: u64) -> UnixStream {
