@@ -33,8 +33,11 @@ impl std::fmt::Display for PeerAddr {
 pub enum Stream {
     /// TCP.
     Tcp(TcpStream),
-    /// Unix socket.
+    /// Unix socket (clients, and tests).
     Unix(UnixStream),
+    /// Unix socket to a server: write readiness asked for only while a write is blocked
+    /// (quiet_unix.rs).
+    QuietUnix(super::quiet_unix::QuietUnix),
     /// TLS from a client (pgmux is the TLS server).
     TlsAccepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS to a server (pgmux is the TLS client).
@@ -52,6 +55,7 @@ macro_rules! each {
         match $self {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
+            Stream::QuietUnix($s) => $e,
             Stream::TlsAccepted($s) => $e,
             Stream::TlsConnected($s) => $e,
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -101,6 +105,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::QuietUnix(s) => s.poll_read_ready(cx),
             Stream::TlsAccepted(_) | Stream::TlsConnected(_) => Poll::Ready(Ok(())),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
@@ -115,6 +120,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut buf),
             Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut buf),
+            Stream::QuietUnix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut buf),
             Stream::TlsAccepted(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
             Stream::TlsConnected(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
             Stream::Detached => Err(detached()),

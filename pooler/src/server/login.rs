@@ -140,9 +140,10 @@ async fn dial(
 ) -> Result<(Stream, PeerAddr), ServerError> {
     if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
-        let s = UnixStream::connect(&path).await?;
+        let s = UnixStream::connect(&path).await?.into_std()?;
         connected.store(true, Relaxed);
-        return Ok((Stream::Unix(s), PeerAddr::Unix(path)));
+        let s = crate::net::quiet_unix::QuietUnix::new(s)?;
+        return Ok((Stream::QuietUnix(s), PeerAddr::Unix(path)));
     }
     let mut last = None;
     // A name that does not resolve is NotFound: PgBouncer's "server DNS lookup failed".
