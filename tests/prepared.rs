@@ -4,15 +4,13 @@
 //! client working, Close / name reuse / unknown names as PgBouncer answers them, the unnamed
 //! statement never leaks between clients, and the SHOW STATS counters.
 
-use std::process::Command;
-
 use bytes::BytesMut;
 use pgmux_protocol::build;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::harness::pgmux::Setup;
 use crate::harness::raw::Raw;
-use crate::harness::{db_error, run, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, pgbench_three_statements, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 /// The console row of SHOW STATS for `db`, by column name.
 async fn stats(mux: &Pgmux, db: &str) -> std::collections::HashMap<String, String> {
@@ -291,19 +289,5 @@ async fn the_unnamed_statement_never_comes_from_another_client() {
 fn pgbench_prepared_with_eviction_and_fewer_servers_than_clients() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_prepared_statements = 2\nmax_client_conn = 100");
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("three.sql");
-    std::fs::write(
-        &script,
-        "\\set a random(1, 1000)\nSELECT :a::int + 1;\nSELECT :a::int * 2, 'two';\nSELECT :a::text || 'three';\n",
-    )
-    .unwrap();
-    let out = run(Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-M", "prepared"])
-        .args(["-c", "8", "-j", "2", "-t", "100", "-f"])
-        .arg(&script)
-        .arg("app")
-        .env("PGPASSWORD", SCRAM_PASS));
-    assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
-    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+    pgbench_three_statements(mux.port, "prepared");
 }

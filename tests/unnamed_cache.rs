@@ -3,13 +3,11 @@
 //! server, whatever client sends it; DDL through pgmux or behind its back; the setting off; and
 //! pgbench -M extended (the unnamed statement with parameters) with fewer servers than clients.
 
-use std::process::Command;
-
 use pgmux_protocol::build;
 
 use crate::harness::pgmux::Setup;
 use crate::harness::raw::Raw;
-use crate::harness::{run, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{pgbench_three_statements, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
 /// pgmux with trust auth, one server for `app`, and `extra` settings.
 fn one_server(pg: &Cluster, extra: &str) -> Pgmux {
@@ -18,6 +16,17 @@ fn one_server(pg: &Cluster, extra: &str) -> Pgmux {
         pg,
         Setup { pgbouncer: &conf, userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")), ..Setup::default() },
     )
+}
+
+/// Table `name` in `app`, made anew with one column `a` and one row (1), owned by scram_user.
+fn fresh_table(pg: &Cluster, name: &str) {
+    pg.psql(
+        "app",
+        &format!(
+            "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (a int); INSERT INTO {name} VALUES (1); \
+             ALTER TABLE {name} OWNER TO scram_user"
+        ),
+    );
 }
 
 /// Parse of the unnamed statement, Bind with one text parameter, Describe, Execute, Sync.
@@ -92,7 +101,7 @@ async fn postgres_parses_an_unnamed_text_once_whoever_sends_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_through_pgmux_makes_cached_statements_prepared_again() {
     let pg = Cluster::shared();
-    pg.psql("app", "DROP TABLE IF EXISTS cache_ddl; CREATE TABLE cache_ddl (a int); INSERT INTO cache_ddl VALUES (1); ALTER TABLE cache_ddl OWNER TO scram_user");
+    fresh_table(pg, "cache_ddl");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     assert_eq!(run_unnamed(&mut c, "SELECT * FROM cache_ddl", None).await, ["1", "2", "T", "D:1", "C", "Z"]);
@@ -107,7 +116,7 @@ async fn ddl_through_pgmux_makes_cached_statements_prepared_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again() {
     let pg = Cluster::shared();
-    pg.psql("app", "DROP TABLE IF EXISTS cache_ddl_direct; CREATE TABLE cache_ddl_direct (a int); INSERT INTO cache_ddl_direct VALUES (1); GRANT SELECT ON cache_ddl_direct TO PUBLIC");
+    fresh_table(pg, "cache_ddl_direct");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM cache_ddl_direct";
@@ -145,21 +154,7 @@ async fn with_the_cache_off_the_unnamed_statement_goes_to_postgres_as_sent() {
 fn pgbench_extended_with_fewer_servers_than_clients_parses_each_text_once_per_server() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_client_conn = 100\nadmin_users = scram_user");
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("three.sql");
-    std::fs::write(
-        &script,
-        "\\set a random(1, 1000)\nSELECT :a::int + 1;\nSELECT :a::int * 2, 'two';\nSELECT :a::text || 'three';\n",
-    )
-    .unwrap();
-    let out = run(Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-M", "extended"])
-        .args(["-c", "8", "-j", "2", "-t", "100", "-f"])
-        .arg(&script)
-        .arg("app")
-        .env("PGPASSWORD", SCRAM_PASS));
-    assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
-    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+    pgbench_three_statements(mux.port, "extended");
     let (client, server, binds) = tokio::runtime::Runtime::new().unwrap().block_on(parse_counts(&mux));
     assert_eq!((client, binds), (2400, 2400));
     assert!((3..=6).contains(&server), "three texts on at most two servers, got {server}");
@@ -183,11 +178,7 @@ async fn rows_larger_than_a_read_stream_through_with_statements_tracked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_pipelined_before_a_cached_text_is_seen_by_it() {
     let pg = Cluster::shared();
-    pg.psql(
-        "app",
-        "DROP TABLE IF EXISTS cache_pipe; CREATE TABLE cache_pipe (a int); INSERT INTO cache_pipe VALUES (1); \
-         ALTER TABLE cache_pipe OWNER TO scram_user",
-    );
+    fresh_table(pg, "cache_pipe");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM cache_pipe";
@@ -211,11 +202,7 @@ async fn ddl_pipelined_before_a_cached_text_is_seen_by_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_in_a_transaction_invalidates_when_it_commits() {
     let pg = Cluster::shared();
-    pg.psql(
-        "app",
-        "DROP TABLE IF EXISTS cache_tx; CREATE TABLE cache_tx (a int); INSERT INTO cache_tx VALUES (1); \
-         ALTER TABLE cache_tx OWNER TO scram_user",
-    );
+    fresh_table(pg, "cache_tx");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM cache_tx";

@@ -34,6 +34,26 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     (db.code().code().to_owned(), db.message().to_owned())
 }
 
+/// pgbench through the pooler on `port` as scram_user: 8 clients, 100 transactions each, of a
+/// script with three statements, in protocol `mode`; every transaction must succeed.
+pub fn pgbench_three_statements(port: u16, mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("three.sql");
+    std::fs::write(
+        &script,
+        "\\set a random(1, 1000)\nSELECT :a::int + 1;\nSELECT :a::int * 2, 'two';\nSELECT :a::text || 'three';\n",
+    )
+    .unwrap();
+    let out = run(std::process::Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", SCRAM_USER, "-n", "-M", mode])
+        .args(["-c", "8", "-j", "2", "-t", "100", "-f"])
+        .arg(&script)
+        .arg("app")
+        .env("PGPASSWORD", SCRAM_PASS));
+    assert!(out.contains("number of transactions actually processed: 800/800"), "{out}");
+    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+}
+
 /// Runs a command and returns stdout, panicking with its output when it fails.
 pub fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
