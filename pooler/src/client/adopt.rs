@@ -33,7 +33,7 @@ fn stream_of(fd: OwnedFd, record: &ClientRecord) -> std::io::Result<(Stream, Pee
 /// Serves a handed-over client to the end.
 pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     shared.clients.fetch_add(1, Ordering::Relaxed);
-    let _count = ClientCount(shared.clone());
+    let count = ClientCount(shared.clone());
     let config = shared.config();
     let (stream, peer) = match stream_of(fd, &record) {
         Ok(s) => s,
@@ -83,5 +83,6 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
         settings: record.settings.into_iter().collect(),
         prepared: record.sql_prepared.into_iter().collect(),
     });
-    relay::resume(shared.clone(), ClientIo::new(stream), session, statements, Some(state)).await;
+    // A task of its own, as after a login: this function's state is freed.
+    tokio::spawn(relay::resume(count, ClientIo::new(stream), session, statements, Some(state)));
 }

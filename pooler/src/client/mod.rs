@@ -29,8 +29,10 @@ use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
 use crate::shared::Shared;
 
-/// Decrements the client count when the connection ends, however it ends.
-struct ClientCount(Arc<Shared>);
+/// Decrements the client count when the connection ends, however it ends. The relay owns it,
+/// so that its task is the relay's future alone (a wrapping future would hold the relay twice:
+/// once as a captured value and once as the future it awaits).
+pub(crate) struct ClientCount(pub(crate) Arc<Shared>);
 
 impl Drop for ClientCount {
     fn drop(&mut self) {
@@ -90,11 +92,7 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
         }
         Ok(Ok(Some(login::Login::Session(session)))) => session,
     };
-    let relay = relay::run(shared.clone(), io, session);
-    tokio::spawn(async move {
-        let _count = count;
-        relay.await;
-    });
+    tokio::spawn(relay::run(count, io, session));
 }
 
 #[cfg(test)]
@@ -111,14 +109,14 @@ mod tests {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
         let f = super::handle(shared, crate::net::Stream::Unix(a), crate::net::PeerAddr::Unix("x".into()));
         let login = std::mem::size_of_val(&f);
-        let relay = returned_size(super::relay::run);
+        let relay = std::mem::size_of_val(&relay_task(super::relay::run));
         eprintln!("client task futures: login {login} bytes, relay {relay} bytes");
         assert!(login <= 2 * 1024, "the login task's future grew to {login} bytes");
         assert!(relay <= 1280, "the relay task's future grew to {relay} bytes");
     }
 
-    /// Size of what `f` returns (a future), without calling it.
-    fn returned_size<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
-        std::mem::size_of::<R>()
+    /// A stand-in of the type `f` returns (a future), for its size, without calling it.
+    fn relay_task<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> std::mem::MaybeUninit<R> {
+        std::mem::MaybeUninit::uninit()
     }
 }

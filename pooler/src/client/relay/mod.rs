@@ -28,7 +28,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-use super::buffers;
+use super::{buffers, ClientCount};
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
 use crate::config::PoolMode;
@@ -62,6 +62,8 @@ enum Event {
 
 struct Relay {
     shared: Arc<Shared>,
+    /// Counts this client in `Shared::clients` until the relay ends.
+    _count: ClientCount,
     session: Session,
     settings: Arc<PoolSettings>,
     client: Stream,
@@ -124,20 +126,21 @@ struct Relay {
 }
 
 /// Runs a logged-in session until the client leaves or is closed.
-pub fn run(shared: Arc<Shared>, io: ClientIo, session: Session) -> impl Future<Output = ()> + Send {
-    resume(shared, io, session, ClientStatements::default(), None)
+pub fn run(count: ClientCount, io: ClientIo, session: Session) -> impl Future<Output = ()> + Send {
+    resume(count, io, session, ClientStatements::default(), None)
 }
 
 /// Runs a session that already has prepared statements (handed over on online restart). The
 /// relay is built here, outside the future, so that the future holds it once and not its parts
 /// as well: every connected client holds that future for its whole life.
-pub fn resume(
-    shared: Arc<Shared>,
+pub(crate) fn resume(
+    count: ClientCount,
     io: ClientIo,
     mut session: Session,
     statements: ClientStatements,
     session_state: Option<Box<SessionState>>,
 ) -> impl Future<Output = ()> + Send {
+    let shared = count.0.clone();
     let config = shared.config();
     let settings = session.pool.settings();
     let dedicated = session.dedicated.take();
@@ -146,7 +149,8 @@ pub fn resume(
     let ClientIo { stream, rbuf, wbuf, tls: _ } = io;
     drop(wbuf);
     let mut r = Relay {
-        shared: shared.clone(),
+        shared,
+        _count: count,
         settings,
         client: stream,
         max_packet: config.general.max_packet_size as usize,
@@ -576,5 +580,26 @@ fn protocol_fault(e: &ProtocolError) -> Fault {
     match e {
         ProtocolError::Oversized(_) => Fault::client("max_packet_size exceeded"),
         other => Fault::client(format!("bad packet header: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        use std::mem::size_of;
+        eprintln!("Relay {}", size_of::<super::Relay>());
+        eprintln!("Session {}", size_of::<super::Session>());
+        eprintln!("Stream {}", size_of::<super::Stream>());
+        eprintln!("Flow {}", size_of::<super::Flow>());
+        eprintln!("Lease {}", size_of::<Option<super::Lease>>());
+        eprintln!("Tracker {}", size_of::<super::Tracker>());
+        eprintln!("ClientStatements {}", size_of::<super::ClientStatements>());
+        eprintln!("Carry {}", size_of::<super::carry::Carry>());
+        eprintln!("Fault {}", size_of::<Option<super::Fault>>());
+        eprintln!("timer_for {}", size_of::<Option<super::timers::Timeout>>());
+        eprintln!("ClientParams {}", size_of::<crate::client::params::ClientParams>());
+        eprintln!("PeerAddr {}", size_of::<crate::net::PeerAddr>());
+        eprintln!("Instant {}", size_of::<Option<super::Instant>>());
     }
 }
