@@ -1,9 +1,13 @@
 //! Tracked run-time parameters (PgBouncer's varcache): client_encoding, DateStyle, TimeZone,
 //! standard_conforming_strings, application_name and track_extra_parameters. Each client keeps
-//! its own values; before a server is used for it, the server is SET to match.
+//! its own values; before a server is used for it, the server is SET to match. Most clients
+//! of a pool want the same values, so a logged-in client's set is shared with every other
+//! client that wants the same ([`ParamSets`]) and copied only when one of them changes a value.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::server::ServerParams;
 
@@ -14,45 +18,56 @@ pub const ALWAYS_TRACKED: [&str; 5] =
 /// One client's wanted values.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
+    set: Arc<ParamSet>,
+    fingerprint: std::cell::Cell<u64>,
+}
+
+/// The tracked names and the wanted values; shared between clients that want the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ParamSet {
     values: Vec<(String, String)>,
     extra: Vec<String>,
-    fingerprint: std::cell::Cell<u64>,
 }
 
 impl ClientParams {
     /// Tracks the standard set plus `extra` (track_extra_parameters).
     pub fn new(extra: &[String]) -> Self {
-        Self { values: Vec::new(), extra: extra.to_vec(), fingerprint: std::cell::Cell::new(0) }
+        let set = ParamSet { values: Vec::new(), extra: extra.to_vec() };
+        Self { set: Arc::new(set), fingerprint: std::cell::Cell::new(0) }
     }
 
     /// Every tracked name and its wanted value (for an online restart).
     pub fn values(&self) -> &[(String, String)] {
-        &self.values
+        &self.set.values
     }
 
     /// The canonical spelling of `name` if it is tracked.
-    pub fn tracked_name(&self, name: &str) -> Option<String> {
+    pub fn tracked_name(&self, name: &str) -> Option<&str> {
         ALWAYS_TRACKED
             .iter()
-            .map(|s| s.to_string())
-            .chain(self.extra.iter().cloned())
+            .copied()
+            .chain(self.set.extra.iter().map(String::as_str))
             .find(|t| t.eq_ignore_ascii_case(name))
     }
 
     /// Sets a wanted value (from the startup packet, the welcome, or a ParameterStatus the
-    /// server sent while this client held it). Returns false for untracked names.
+    /// server sent while this client held it). Returns false for untracked names. A set shared
+    /// with other clients is copied first.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
         let Some(canon) = self.tracked_name(name) else {
             return false;
         };
-        match self.values.iter_mut().find(|(k, _)| *k == canon) {
-            Some((_, v)) => {
-                if v == value {
+        match self.set.values.iter().position(|(k, _)| k == canon) {
+            Some(i) => {
+                if self.set.values[i].1 == value {
                     return true;
                 }
-                *v = value.to_owned();
+                Arc::make_mut(&mut self.set).values[i].1 = value.to_owned();
             }
-            None => self.values.push((canon, value.to_owned())),
+            None => {
+                let canon = canon.to_owned();
+                Arc::make_mut(&mut self.set).values.push((canon, value.to_owned()));
+            }
         }
         // Recomputed lazily: a login sets a dozen values in a row.
         self.fingerprint.set(0);
@@ -63,7 +78,7 @@ impl ClientParams {
     pub fn fingerprint(&self) -> u64 {
         if self.fingerprint.get() == 0 {
             let mut h = DefaultHasher::new();
-            self.values.hash(&mut h);
+            self.set.values.hash(&mut h);
             self.fingerprint.set(h.finish().max(1));
         }
         self.fingerprint.get()
@@ -71,7 +86,13 @@ impl ClientParams {
 
     /// The wanted value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.set.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether this client's set is the same allocation as `other`'s (sharing, for tests).
+    #[cfg(test)]
+    fn shares_with(&self, other: &ClientParams) -> bool {
+        Arc::ptr_eq(&self.set, &other.set)
     }
 
     /// Fills values the client did not choose from the server's defaults.
@@ -88,7 +109,7 @@ impl ClientParams {
     /// `pg_quote_literal` except search_path (reported already quoted, GUC_LIST_QUOTE).
     pub fn sync_sql(&self, server: &ServerParams) -> Option<String> {
         let mut sql = String::new();
-        for (k, v) in &self.values {
+        for (k, v) in &self.set.values {
             if server.get(k).is_some_and(|s| s.eq_ignore_ascii_case(v)) {
                 continue;
             }
@@ -110,18 +131,50 @@ impl ClientParams {
     /// next server is not SET again: PgBouncer's `varcache_set_canonical`. Returns the changes
     /// as (name, old, new) for the log.
     pub fn set_canonical(&mut self, server: &ServerParams) -> Vec<(String, String, String)> {
+        let differs = |(k, v): &(String, String)| server.get(k).is_some_and(|s| s != v);
+        if !self.set.values.iter().any(differs) {
+            return Vec::new();
+        }
         let mut changed = Vec::new();
-        for (k, v) in &mut self.values {
+        for (k, v) in &mut Arc::make_mut(&mut self.set).values {
             if let Some(s) = server.get(k) {
                 if s != v {
                     changed.push((k.clone(), std::mem::replace(v, s.to_owned()), s.to_owned()));
                 }
             }
         }
-        if !changed.is_empty() {
-            self.fingerprint.set(0);
-        }
+        self.fingerprint.set(0);
         changed
+    }
+}
+
+/// Sets in use, so that a client logging in shares the set of a client that wants the same
+/// values instead of holding a copy (10,000 clients of one application want one set). Bounded:
+/// when it is full it is emptied, and the clients holding sets keep them.
+#[derive(Debug, Default)]
+pub struct ParamSets(parking_lot::Mutex<HashSet<Arc<ParamSet>>>);
+
+/// Distinct sets remembered at most.
+const MAX_SHARED_SETS: usize = 1024;
+
+impl ParamSets {
+    /// Makes `params` share an equal set if one is remembered, else remembers its set.
+    pub fn share(&self, params: &mut ClientParams) {
+        let mut sets = self.0.lock();
+        if let Some(same) = sets.get(&*params.set) {
+            params.set = same.clone();
+            return;
+        }
+        if sets.len() >= MAX_SHARED_SETS {
+            sets.clear();
+        }
+        sets.insert(params.set.clone());
+    }
+
+    /// Distinct sets remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -163,6 +216,41 @@ mod tests {
         assert!(c.set("timezone", "utc"));
         assert!(c.set("application_name", "a\\b"));
         assert_eq!(c.sync_sql(&server).unwrap(), "SET application_name=E'a\\\\b';");
+    }
+
+    #[test]
+    fn clients_wanting_the_same_values_share_one_set_until_one_changes() {
+        let sets = ParamSets::default();
+        let login = |app: &str| {
+            let mut c = ClientParams::new(&["IntervalStyle".into()]);
+            c.set("TimeZone", "UTC");
+            c.set("application_name", app);
+            sets.share(&mut c);
+            c
+        };
+        let (a, mut b, other) = (login("web"), login("web"), login("batch"));
+        assert!(a.shares_with(&b));
+        assert!(!a.shares_with(&other));
+        assert_eq!(sets.len(), 2);
+        let before = a.fingerprint();
+        assert_eq!(b.fingerprint(), before);
+        // A change is the client's own: the other client still wants what it wanted.
+        assert!(b.set("timezone", "Europe/Paris"));
+        assert!(!a.shares_with(&b));
+        assert_eq!(a.get("TimeZone"), Some("UTC"));
+        assert_eq!(b.get("TimeZone"), Some("Europe/Paris"));
+        assert_eq!(a.fingerprint(), before);
+        assert_ne!(b.fingerprint(), before);
+        // An unchanged value copies nothing.
+        let mut c = login("web");
+        assert!(c.set("application_name", "web"));
+        assert!(c.shares_with(&a));
+        // Bounded: a full memory starts over; held sets stay valid.
+        for i in 0..MAX_SHARED_SETS + 5 {
+            login(&format!("app{i}"));
+        }
+        assert!(sets.len() <= MAX_SHARED_SETS);
+        assert_eq!(a.get("application_name"), Some("web"));
     }
 
     #[test]

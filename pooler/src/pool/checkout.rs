@@ -19,7 +19,7 @@ use crate::server::{self, ServerConn};
 // Short-lived result of one locked look at the pool; boxing the server would allocate.
 #[allow(clippy::large_enum_variant)]
 enum Take {
-    Server(ServerConn),
+    Server(Box<ServerConn>),
     /// A slot to open a server in; true when it comes from the reserve pool.
     Slot(SlotGuard, bool),
     /// Queued (a new ticket, or None when already queued), and what stopped a new server.
@@ -144,7 +144,7 @@ impl Pool {
     pub(super) async fn checkout_slow(
         self: &Arc<Self>,
         settings: &PoolSettings,
-        first: Option<ServerConn>,
+        first: Option<Box<ServerConn>>,
         client: Option<&ConnTag>,
         caller: Caller,
     ) -> Result<Lease, CheckoutError> {
@@ -258,7 +258,7 @@ impl Pool {
     }
 
     /// Makes sure an idle server is still good before use.
-    pub(super) async fn prepare(self: &Arc<Self>, s: ServerConn, settings: &PoolSettings) -> Option<Lease> {
+    pub(super) async fn prepare(self: &Arc<Self>, s: Box<ServerConn>, settings: &PoolSettings) -> Option<Lease> {
         // A server idle for a while may have been terminated or seen PostgreSQL restart; one
         // non-blocking read tells. Servers reused at once (the busy case) skip the syscall.
         if self.needs_dead_check(&s) && s.is_dead() {

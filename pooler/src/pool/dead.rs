@@ -59,9 +59,9 @@ impl Pool {
     /// probe for a while.
     pub fn server_lost(&self) {
         self.suspicion.raise();
-        let dead: Vec<ServerConn> = {
+        let dead: Vec<Box<ServerConn>> = {
             let mut st = self.state.lock();
-            let (dead, alive): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(ServerConn::is_dead);
+            let (dead, alive): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| s.is_dead());
             st.idle.extend(alive);
             dead
         };

@@ -41,7 +41,7 @@ impl Pool {
         };
         let mut st = self.state.lock();
         st.total += 1;
-        st.idle.push_back(conn);
+        st.idle.push_back(Box::new(conn));
         theirs
     }
 }

@@ -18,14 +18,14 @@ const ABANDONED: &str = "client disconnect while server was not ready";
 #[derive(Debug)]
 pub struct Lease {
     /// Always `Some` until a verdict or the drop takes it.
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
     /// Counted in the pool's `clients_active`.
     active: bool,
 }
 
 impl Lease {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Self {
+    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
         Self { conn: Some(conn), pool, active: false }
     }
 
@@ -58,7 +58,7 @@ impl Lease {
 
     /// Takes the server out of the lease and out of `clients_active`; the caller now answers for
     /// it and for its slot.
-    fn take(&mut self) -> ServerConn {
+    fn take(&mut self) -> Box<ServerConn> {
         if std::mem::take(&mut self.active) {
             self.pool.clients_active.fetch_sub(1, Relaxed);
         }

@@ -78,7 +78,7 @@ pub enum CheckoutError {
 }
 
 struct State {
-    idle: VecDeque<ServerConn>,
+    idle: VecDeque<Box<ServerConn>>,
     /// Servers that exist or are being opened (idle + leased + connecting).
     total: u32,
     waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
@@ -307,13 +307,13 @@ impl Pool {
 
     /// Gives a clean server (idle, nothing in flight) back: to the longest waiter, else to the
     /// idle list. A server past its lifetime is closed instead.
-    pub(super) fn release(&self, server: ServerConn) {
+    pub(super) fn release(&self, server: Box<ServerConn>) {
         let settings = self.settings();
         self.release_with(server, &settings);
     }
 
     /// [`Pool::release`] with settings the caller already holds.
-    pub(super) fn release_with(&self, mut server: ServerConn, settings: &PoolSettings) {
+    pub(super) fn release_with(&self, mut server: Box<ServerConn>, settings: &PoolSettings) {
         if let Some(reason) = self.unusable(&server, settings) {
             self.log_close(&server, reason, settings);
             drop(server);
@@ -334,7 +334,7 @@ impl Pool {
 
     /// Closes a server that cannot be reused and frees its slot; `reason` goes to the log
     /// (`closing because: ...`) as PgBouncer words it.
-    pub(super) fn discard(&self, server: ServerConn, reason: &str) {
+    pub(super) fn discard(&self, server: Box<ServerConn>, reason: &str) {
         self.log_close(&server, reason, &self.settings());
         drop(server);
         self.free_slot();

@@ -19,7 +19,7 @@ impl Pool {
         self: &Arc<Self>,
         guard: SlotGuard,
         _caller: &PoolSettings,
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Box<ServerConn>, CheckoutError> {
         let settings = self.settings();
         self.open_to(guard, &settings, &settings.target, false).await
     }
@@ -32,7 +32,7 @@ impl Pool {
         settings: &PoolSettings,
         target: &server::Target,
         dedicated: bool,
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Box<ServerConn>, CheckoutError> {
         let creds = self.credentials(settings);
         // One pick per connection: the host in the log lines is the host dialled.
         let (picked, host) = target.pick_host();

@@ -13,7 +13,7 @@ use crate::server::ServerConn;
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Handoff {
     /// A released, clean server.
-    Server(ServerConn),
+    Server(Box<ServerConn>),
     /// The right to open a new server (a slot was freed and reserved for this waiter).
     Slot,
     /// The server refused a login of this pool: every waiter gets its error (PgBouncer's

@@ -216,7 +216,7 @@ pub async fn connect(
     timeout: Duration,
     tag: &mut ConnTag,
     log_connections: bool,
-) -> Result<ServerConn, ServerError> {
+) -> Result<Box<ServerConn>, ServerError> {
     let connected = AtomicBool::new(false);
     let attempt = async {
         let (mut stream, addr) = dial(target, host, tls, &connected).await?;
@@ -233,7 +233,7 @@ pub async fn connect(
         }
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
         let now = Instant::now();
-        Ok(ServerConn {
+        Ok(Box::new(ServerConn {
             stream,
             tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false }),
             id: tag.id,
@@ -247,7 +247,7 @@ pub async fn connect(
             synced_params: 0,
             session_state: Default::default(),
             generation: 0,
-        })
+        }))
     };
     let timeout = if timeout.is_zero() { Duration::from_secs(3600) } else { timeout };
     let result = match tokio::time::timeout(timeout, attempt).await {

@@ -103,6 +103,18 @@ pub enum Response {
 }
 
 impl Tracker {
+    /// Frees the queue's and the scratch buffer's memory when nothing is in flight: called when
+    /// the client goes idle, so that an idle client holds none (the next transaction allocates
+    /// them again, a small allocation each).
+    pub fn shed(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+        if self.scratch.is_empty() && self.scratch.capacity() > 0 {
+            self.scratch = BytesMut::new();
+        }
+    }
+
     /// Requests sent whose answers have not all come back.
     pub fn in_flight(&self) -> bool {
         !self.queue.is_empty()

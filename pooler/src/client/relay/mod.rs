@@ -307,6 +307,7 @@ impl Relay {
                 return Some(End::ClientGone);
             }
             if self.parks() {
+                self.tracker.shed();
                 return None;
             }
             self.arm_timer();
