@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::net::PeerAddr;
 
@@ -39,10 +38,6 @@ impl ClientState {
 pub struct ClientInfo {
     /// Unique id (SHOW CLIENTS `id`, KILL_CLIENT).
     pub id: u64,
-    /// Login user.
-    pub user: String,
-    /// Database name as the client gave it.
-    pub db: String,
     /// Server-side user of its pool (the forced user, or `user`).
     pub pool_user: String,
     /// Peer address.
@@ -66,8 +61,11 @@ pub struct ClientInfo {
     kill_reason: std::sync::OnceLock<&'static str>,
     /// server_fast_close: the server it holds must close as soon as it is idle.
     close_needed: AtomicBool,
-    /// Woken when the client must be closed.
-    pub kill: Notify,
+    /// Wakes the client's task when it must look at its flags (killed, close_needed, a
+    /// hand-over), with a permit (`nudged`) so that a nudge before the task waits is not lost.
+    /// A waker here costs the task no boxed future of its own.
+    waker: atomic_waker::AtomicWaker,
+    nudged: AtomicBool,
     /// Its log prefix, for lines written about it away from its task (the reserve pool).
     pub tag: crate::logging::ConnTag,
     /// Its place in the per-database and per-user client counts, given back with the last
@@ -76,6 +74,16 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// Login user.
+    pub fn user(&self) -> &str {
+        &self.tag.user
+    }
+
+    /// Database name as the client gave it.
+    pub fn db(&self) -> &str {
+        &self.tag.db
+    }
+
     /// Current state.
     pub fn state(&self) -> ClientState {
         match self.state.load(Ordering::Relaxed) {
@@ -103,7 +111,7 @@ impl ClientInfo {
     pub fn request_kill(&self, reason: &'static str) {
         let _ = self.kill_reason.set(reason);
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.nudge();
     }
 
     /// Why the client was killed (set before [`ClientInfo::is_killed`] turns true).
@@ -115,13 +123,34 @@ impl ClientInfo {
     /// as its (older) server is between transactions.
     pub fn request_fast_close(&self) {
         self.close_needed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.nudge();
     }
 
     /// True once a fast close was requested.
     #[inline]
     pub fn close_needed(&self) -> bool {
         self.close_needed.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the client's task to look at its flags (a hand-over too).
+    pub fn nudge(&self) {
+        self.nudged.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once after each [`ClientInfo::nudge`]; the task is woken by the next one.
+    pub fn poll_nudged(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.nudged.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// Completes at the next nudge (or at once for one not yet seen).
+    pub async fn nudged(&self) {
+        std::future::poll_fn(|cx| self.poll_nudged(cx)).await
     }
 
     /// True once a kill was requested.
@@ -131,7 +160,7 @@ impl ClientInfo {
 
     /// True for a client of the admin console (database `pgbouncer`).
     pub fn is_console(&self) -> bool {
-        self.db == crate::config::ADMIN_DB
+        self.db() == crate::config::ADMIN_DB
     }
 }
 
@@ -161,7 +190,7 @@ impl ClientRegistry {
             .map
             .lock()
             .values()
-            .filter(|c| c.state() == ClientState::Waiting && c.db == db && c.pool_user == pool_user)
+            .filter(|c| c.state() == ClientState::Waiting && c.db() == db && c.pool_user == pool_user)
             .map(|c| now.saturating_sub(c.wait_start_us.load(Ordering::Relaxed)))
             .max()
             .unwrap_or(0);
@@ -178,11 +207,9 @@ impl ClientRegistry {
         tls: &str,
         counted: crate::client_counts::Counted,
     ) -> Arc<ClientInfo> {
-        let (id, user, db) = (tag.id, tag.user.as_str(), tag.db.as_str());
+        let id = tag.id;
         let info = Arc::new(ClientInfo {
             id,
-            user: user.to_owned(),
-            db: db.to_owned(),
             pool_user: pool_user.to_owned(),
             addr: addr.clone(),
             connect_time: SystemTime::now(),
@@ -196,7 +223,8 @@ impl ClientRegistry {
             killed: AtomicBool::new(false),
             kill_reason: std::sync::OnceLock::new(),
             close_needed: AtomicBool::new(false),
-            kill: Notify::new(),
+            waker: atomic_waker::AtomicWaker::new(),
+            nudged: AtomicBool::new(false),
             tag: tag.clone(),
             _counted: counted,
         });
@@ -219,7 +247,7 @@ impl ClientRegistry {
     /// configuration changed`).
     pub fn fast_close(&self, db: &str, pool_user: &str) {
         for c in self.map.lock().values() {
-            if c.state() == ClientState::Active && c.db == db && c.pool_user == pool_user {
+            if c.state() == ClientState::Active && c.db() == db && c.pool_user == pool_user {
                 c.request_fast_close();
             }
         }

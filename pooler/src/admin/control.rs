@@ -135,7 +135,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             }
             let mut killed = Vec::new();
             for c in shared.client_registry.all() {
-                if !c.is_console() && db.is_none_or(|d| c.db == d) {
+                if !c.is_console() && db.is_none_or(|d| c.db() == d) {
                     c.request_kill("database removed");
                     killed.push(c.id);
                 }

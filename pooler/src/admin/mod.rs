@@ -72,7 +72,7 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
         // read_frame is cancel-safe (bytes stay in io.rbuf), so a kill can interrupt the wait.
         let read = tokio::select! {
             r = io.read_frame() => Some(r),
-            _ = info.kill.notified(), if !info.is_killed() => None,
+            () = info.nudged(), if !info.is_killed() => None,
         };
         let frame = match read {
             _ if info.is_killed() => {
@@ -148,7 +148,7 @@ fn takeover_allowed(shared: &Shared, info: &ClientInfo, io: &ClientIo, access: A
         return Err("TAKEOVER refused: the pooler is shutting down");
     }
     let same_uid = io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw());
-    if access == Access::Admin && info.user == ADMIN_DB && same_uid && matches!(io.stream, crate::net::Stream::Unix(_))
+    if access == Access::Admin && info.user() == ADMIN_DB && same_uid && matches!(io.stream, crate::net::Stream::Unix(_))
     {
         Ok(())
     } else {

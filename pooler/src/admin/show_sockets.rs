@@ -90,8 +90,8 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         };
         let mut r = vec![
             v("C"),
-            v(&c.user),
-            v(&c.db),
+            v(c.user()),
+            v(c.db()),
             v("none"),
             v(state),
             addr,

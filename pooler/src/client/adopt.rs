@@ -78,7 +78,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let info = shared.client_registry.register(&tag, &pool.user, &peer, &record.application_name, "", counted);
     registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
-    let session = Session { registration, pool, params, cancel_key, cancel, peer, info, tag, dedicated: None };
+    let session = Session { registration, pool, params, cancel_key, cancel, info, dedicated: None };
     let statements = ClientStatements::import(record.statements, record.unnamed);
     let state = Box::new(crate::session_state::SessionState {
         settings: record.settings.into_iter().collect(),

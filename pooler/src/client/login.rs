@@ -51,14 +51,22 @@ pub struct Session {
     pub cancel_key: (i32, i32),
     /// Where cancels for it go.
     pub cancel: Arc<CancelSlot>,
-    /// Its address.
-    pub peer: PeerAddr,
     /// Its entry in the client registry.
     pub info: Arc<crate::clients::ClientInfo>,
-    /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`).
-    pub tag: Box<ConnTag>,
     /// A replication client's own server, held for the whole session and closed at its end.
     pub dedicated: Option<Box<Lease>>,
+}
+
+impl Session {
+    /// Its log prefix (`C-0x1a: p0/alice@127.0.0.1:41234`), kept once, in its registry entry.
+    pub fn tag(&self) -> &ConnTag {
+        &self.info.tag
+    }
+
+    /// Its address, kept once, in its registry entry.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.info.addr
+    }
 }
 
 /// The message a client gets when no server can be had for it.
@@ -319,9 +327,7 @@ pub async fn login(
         params: req.params,
         cancel_key,
         cancel,
-        peer: peer.clone(),
         info,
-        tag: std::mem::replace(tag, Box::new(ConnTag::client(0, peer, 0))),
         dedicated,
     })))
 }

@@ -37,7 +37,7 @@ pub enum Stream {
     Unix(UnixStream),
     /// Unix socket to a server: write readiness asked for only while a write is blocked
     /// (quiet_unix.rs).
-    QuietUnix(super::quiet_unix::QuietUnix),
+    QuietUnix(Box<super::quiet_unix::QuietUnix>),
     /// TLS from a client (pgmux is the TLS server).
     TlsAccepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS to a server (pgmux is the TLS client).

@@ -143,7 +143,7 @@ async fn dial(
         let s = UnixStream::connect(&path).await?.into_std()?;
         connected.store(true, Relaxed);
         let s = crate::net::quiet_unix::QuietUnix::new(s)?;
-        return Ok((Stream::QuietUnix(s), PeerAddr::Unix(path)));
+        return Ok((Stream::QuietUnix(Box::new(s)), PeerAddr::Unix(path)));
     }
     let mut last = None;
     // A name that does not resolve is NotFound: PgBouncer's "server DNS lookup failed".

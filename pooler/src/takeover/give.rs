@@ -60,7 +60,7 @@ pub async fn give(shared: Arc<Shared>, sock: UnixStream) {
     }
     for c in shared.client_registry.all() {
         if !c.is_console() {
-            c.kill.notify_one();
+            c.nudge();
         }
     }
     let mut back_task = tokio::spawn(relay_cancels(shared.clone(), back));

@@ -69,13 +69,60 @@ fn server_name(hash: u64) -> [u8; NAME_LEN] {
 /// One client's statements by the names it gave them, and its unnamed statement.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    map: HashMap<Bytes, Arc<Statement>>,
+    map: Named,
     /// Query text and types of the client's last unnamed Parse (buffer reused).
     unnamed: BytesMut,
     /// `unnamed` is the client's unnamed statement (no Query or Close destroyed it since).
     unnamed_valid: bool,
     /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it).
     unnamed_hash: Option<u64>,
+}
+
+/// A client's named statements by name; nothing is allocated until it names one (most clients
+/// never do, and every idle client holds this).
+#[derive(Debug, Default)]
+pub struct Named(Option<Box<HashMap<Bytes, Arc<Statement>>>>);
+
+impl Named {
+    pub(super) fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.0.as_ref()?.get(name)
+    }
+
+    pub(super) fn contains_key(&self, name: &[u8]) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub(super) fn insert(&mut self, name: Bytes, st: Arc<Statement>) -> Option<Arc<Statement>> {
+        self.0.get_or_insert_with(Default::default).insert(name, st)
+    }
+
+    pub(super) fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.0.as_mut()?.remove(name)
+    }
+
+    pub(super) fn remove_entry(&mut self, name: &[u8]) -> Option<(Bytes, Arc<Statement>)> {
+        self.0.as_mut()?.remove_entry(name)
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Arc<Statement>)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+}
+
+impl FromIterator<(Bytes, Arc<Statement>)> for Named {
+    fn from_iter<I: IntoIterator<Item = (Bytes, Arc<Statement>)>>(iter: I) -> Self {
+        let map: HashMap<_, _> = iter.into_iter().collect();
+        Named((!map.is_empty()).then(|| Box::new(map)))
+    }
 }
 
 /// Named statements as (name, Parse body after the name), for an online restart.

@@ -159,7 +159,7 @@ fn eviction_closes_the_least_recently_used() {
     f.send(&[(b'B', b"\0a\0\0\0\0\0\0\0")]).unwrap();
     let out = f.send(&[(b'P', b"c\0SELECT 3\0\0\0")]).unwrap();
     assert_eq!(tags_of(&out), b"PC");
-    assert_eq!(out[1].1[1..1 + NAME_LEN], server_name(f.client.map[&b"b"[..]].hash));
+    assert_eq!(out[1].1[1..1 + NAME_LEN], server_name(f.client.map.get(b"b").unwrap().hash));
     assert_eq!(f.server.len(), 2);
     for r in [b::PARSE_COMPLETE, b::PARSE_COMPLETE, b::BIND_COMPLETE, b::PARSE_COMPLETE] {
         assert_eq!(f.respond(r), Response::Forward);

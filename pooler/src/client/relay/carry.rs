@@ -130,7 +130,7 @@ impl Relay {
                             self.carry.pinned = true;
                             crate::conn_log!(
                                 info,
-                                self.session.tag,
+                                self.session.tag(),
                                 "{what} stays on the server: the client keeps its server until it leaves (pin_session_state)"
                             );
                         }
@@ -138,7 +138,7 @@ impl Relay {
                         made.logged.push(what);
                         crate::conn_log!(
                             info,
-                            self.session.tag,
+                            self.session.tag(),
                             "{what} stays on the server, which the next transaction may not get (transaction pooling; see pin_session_state)"
                         );
                     }
@@ -178,7 +178,7 @@ impl Relay {
                 Err(ServerError::Rejected { message, .. }) => {
                     crate::conn_log!(
                         info,
-                        self.session.tag,
+                        self.session.tag(),
                         "prepared statement {name} could not be made again: {message}"
                     );
                     made.state.prepared.remove(&name);

@@ -36,11 +36,11 @@ impl Relay {
         let fd = match fd {
             Ok(fd) => fd,
             Err(e) => {
-                tracing::warn!(client = %session.peer, "takeover: cannot detach the client's socket: {e}");
+                tracing::warn!(client = %session.peer(), "takeover: cannot detach the client's socket: {e}");
                 return;
             }
         };
-        let (unix, addr) = match &session.peer {
+        let (unix, addr) = match session.peer() {
             PeerAddr::Unix(label) => (true, label.clone()),
             PeerAddr::Tcp(a) => (false, a.to_string()),
         };
@@ -48,8 +48,8 @@ impl Relay {
         let (named, unnamed) = statements.export();
         let state = carry.into_state();
         let record = ClientRecord {
-            db: session.info.db.clone(),
-            user: session.info.user.clone(),
+            db: session.info.db().to_owned(),
+            user: session.info.user().to_owned(),
             pool_user: session.pool.user.clone(),
             params: session.params.values().to_vec(),
             cancel_key: session.cancel_key,
@@ -63,7 +63,7 @@ impl Relay {
             settings: state.settings.into_iter().collect(),
             sql_prepared: state.prepared.into_iter().collect(),
         };
-        tracing::debug!(client = %session.peer, db = %record.db, "takeover: client handed over");
+        tracing::debug!(client = %session.peer(), db = %record.db, "takeover: client handed over");
         shared.giving.hand(record, fd);
     }
 }

@@ -64,7 +64,7 @@ impl Relay {
             for (k, old, new) in self.session.params.set_canonical(&server.params) {
                 crate::conn_log!(
                     debug,
-                    self.session.tag,
+                    self.session.tag(),
                     "varcache_set_canonical: setting {k} to its canonical version {old} -> {new}"
                 );
             }
@@ -121,12 +121,10 @@ impl Relay {
                 }
                 // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too). A
                 // fast-close request means nothing to a client that holds no server.
-                () = &mut self.kill => {
+                () = info.nudged() => {
                     if info.is_killed() {
                         return Err(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, info.kill_reason()).into());
                     }
-                    let again = info.clone();
-                    self.kill = Box::pin(async move { again.kill.notified().await });
                     false
                 }
                 n = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.cin), if !self.client_eof && self.cin.len() < self.client_read_limit() => {
@@ -226,7 +224,7 @@ impl Relay {
     fn log_end(&self, end: &End) {
         let g = &self.shared.config().general;
         let age = self.session.info.connect_time.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-        let tag = &self.session.tag;
+        let tag = self.session.tag();
         match end {
             End::ClientGone if g.log_disconnections => {
                 let reason = if self.terminate { "client close request" } else { "client unexpected eof" };

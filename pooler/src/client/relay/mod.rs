@@ -85,7 +85,7 @@ struct Relay {
     client_eof: bool,
     /// A ReadyForQuery arrived since the last request was sent.
     saw_ready: bool,
-    fatal: Option<Fault>,
+    fatal: Option<Box<Fault>>,
     query_start: Option<Instant>,
     xact_start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -107,8 +107,6 @@ struct Relay {
     dedicated: bool,
     statements: ClientStatements,
     tracker: Tracker,
-    /// Completes when the console asks to close this client (KILL, KILL_CLIENT).
-    kill: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Which side's read is tried first next time both could be read (they alternate).
     client_reads_first: bool,
     /// Settings and SQL prepared statements carried across servers (transaction mode).
@@ -190,10 +188,6 @@ pub(crate) fn resume(
         aborted: None,
         lost_copy: None,
         had_server: false,
-        kill: {
-            let info = session.info.clone();
-            Box::pin(async move { info.kill.notified().await })
-        },
         session,
     };
     if let Some(server) = dedicated {
@@ -264,7 +258,7 @@ impl Relay {
     async fn turns(&mut self) -> Option<End> {
         loop {
             if let Some(fault) = self.fatal.take() {
-                return Some(fault.into());
+                return Some((*fault).into());
             }
             if self.session.info.is_killed() {
                 return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into());
@@ -355,11 +349,8 @@ impl Relay {
             Event::Killed if self.session.info.is_killed() => {
                 return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into())
             }
-            Event::Killed => {
-                // A fast-close request (checked at the top of the loop): wait for the next.
-                let info = self.session.info.clone();
-                self.kill = Box::pin(async move { info.kill.notified().await });
-            }
+            // A fast-close request or a hand-over: the top of the loop looks at them.
+            Event::Killed => {}
             Event::Timer => {
                 self.timer = None;
                 // Armed by arm_timer at every turn; the wait for a server handles its own.
@@ -412,7 +403,7 @@ impl Relay {
         self.session.pool.server_lost();
         if !self.may_survive_server_loss() {
             tracing::info!(
-                client = %self.session.peer,
+                client = %self.session.peer(),
                 flow = ?self.flow,
                 c_skip = self.c_skip,
                 s_skip = self.s_skip,
@@ -421,7 +412,7 @@ impl Relay {
             );
             return Some(self.server_failed(why));
         }
-        tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}; the client stays");
+        tracing::warn!(client = %self.session.peer(), db = %self.session.pool.db, "server connection lost: {why}; the client stays");
         self.close_server("server conn crashed?");
         self.answer_lost_requests();
         None
@@ -438,7 +429,7 @@ impl Relay {
     /// The server failed under this client: it is closed, and so is the client.
     fn server_failed(&mut self, why: &str) -> End {
         self.release_held_fatal();
-        tracing::warn!(client = %self.session.peer, db = %self.session.pool.db, "server connection lost: {why}");
+        tracing::warn!(client = %self.session.peer(), db = %self.session.pool.db, "server connection lost: {why}");
         self.close_server("server conn crashed?");
         Fault::server("server conn crashed?").into()
     }
@@ -496,7 +487,7 @@ impl Relay {
                 return Poll::Ready(Event::Timer);
             }
         }
-        if self.kill.as_mut().poll(cx).is_ready() {
+        if self.session.info.poll_nudged(cx).is_ready() {
             return Poll::Ready(Event::Killed);
         }
         Poll::Pending
@@ -581,26 +572,5 @@ fn protocol_fault(e: &ProtocolError) -> Fault {
     match e {
         ProtocolError::Oversized(_) => Fault::client("max_packet_size exceeded"),
         other => Fault::client(format!("bad packet header: {other}")),
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_sizes() {
-        use std::mem::size_of;
-        eprintln!("Relay {}", size_of::<super::Relay>());
-        eprintln!("Session {}", size_of::<super::Session>());
-        eprintln!("Stream {}", size_of::<super::Stream>());
-        eprintln!("Flow {}", size_of::<super::Flow>());
-        eprintln!("Lease {}", size_of::<Option<super::Lease>>());
-        eprintln!("Tracker {}", size_of::<super::Tracker>());
-        eprintln!("ClientStatements {}", size_of::<super::ClientStatements>());
-        eprintln!("Carry {}", size_of::<super::carry::Carry>());
-        eprintln!("Fault {}", size_of::<Option<super::Fault>>());
-        eprintln!("timer_for {}", size_of::<Option<super::timers::Timeout>>());
-        eprintln!("ClientParams {}", size_of::<crate::client::params::ClientParams>());
-        eprintln!("PeerAddr {}", size_of::<crate::net::PeerAddr>());
-        eprintln!("Instant {}", size_of::<Option<super::Instant>>());
     }
 }

@@ -247,7 +247,7 @@ impl Relay {
     /// Logs why a client's Parse, Bind, Describe or Close cannot be relayed, as PgBouncer, and
     /// returns the reason the client is closed with.
     fn refuse(&self, e: RewriteError) -> Fault {
-        let tag = &self.session.tag;
+        let tag = self.session.tag();
         match e {
             RewriteError::Protocol(e) => {
                 crate::conn_log!(error, tag, "failed to parse prepared statement packet: {e}");
@@ -419,7 +419,7 @@ impl Relay {
                 hist.xact.observe(us);
             }
         } else if self.mode == PoolMode::Statement {
-            self.fatal = Some(Fault::client("transaction blocks not allowed in statement pooling mode"));
+            self.fatal = Some(Box::new(Fault::client("transaction blocks not allowed in statement pooling mode")));
         }
     }
 }
