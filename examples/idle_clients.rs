@@ -1,14 +1,19 @@
 //! Opens N client connections to a pooler, logs each in (trust, clear-text or md5), runs one
 //! query on each so its buffers were used, then holds them all idle for a while: the benchmark
-//! reads the pooler's resident memory meanwhile.
+//! reads the pooler's resident memory meanwhile. After the hold every connection runs one more
+//! query, so a client the pooler lost while idle is an error. Connections are spread over the
+//! source addresses given (default: the kernel's choice), each of which has its own range of
+//! ephemeral ports, so more clients than one range holds can connect.
 //!
 //!     cargo run --release --example idle_clients -- 127.0.0.1 6432 10000 user password db 20
+//!     cargo run --release --example idle_clients -- 127.0.0.1 6432 40000 user password db 20 127.0.0.2,127.0.0.3
 
 use bytes::BytesMut;
 use pgmux_protocol::backend::{self, AuthRequest};
 use pgmux_protocol::{build, md5, split_frame};
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 async fn read_until_ready(s: &mut TcpStream, buf: &mut BytesMut, user: &str, password: &str) -> std::io::Result<()> {
     loop {
@@ -38,8 +43,23 @@ async fn read_until_ready(s: &mut TcpStream, buf: &mut BytesMut, user: &str, pas
     }
 }
 
-async fn one(host: String, port: u16, user: String, password: String, db: String) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect((host.as_str(), port)).await?;
+async fn connect(host: &str, port: u16, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let to = tokio::net::lookup_host((host, port)).await?.next().ok_or(std::io::ErrorKind::NotFound)?;
+    let socket = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(to).await
+}
+
+async fn one(
+    (host, port, source): (String, u16, Option<IpAddr>),
+    user: String,
+    password: String,
+    db: String,
+) -> std::io::Result<TcpStream> {
+    let mut s = connect(&host, port, source).await?;
     let mut out = BytesMut::new();
     build::startup_message(&mut out, &[("user", &user), ("database", &db)]);
     s.write_all(&out).await?;
@@ -56,19 +76,22 @@ async fn one(host: String, port: u16, user: String, password: String, db: String
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 8 {
-        eprintln!("usage: idle_clients HOST PORT N USER PASSWORD DB HOLD_SECONDS");
+        eprintln!("usage: idle_clients HOST PORT N USER PASSWORD DB HOLD_SECONDS [SOURCE_IP,...]");
         std::process::exit(2);
     }
     let (host, port, n) = (a[1].clone(), a[2].parse().expect("port"), a[3].parse::<usize>().expect("n"));
     let (user, password, db) = (a[4].clone(), a[5].clone(), a[6].clone());
     let hold: u64 = a[7].parse().expect("seconds");
+    let sources: Vec<IpAddr> =
+        a.get(8).map(|s| s.split(',').map(|ip| ip.parse().expect("source address")).collect()).unwrap_or_default();
     let mut held = Vec::with_capacity(n);
     // Open in batches so that the pooler's listen backlog is not overrun.
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let tasks: Vec<_> = chunk
             .iter()
-            .map(|_| {
-                let login = one(host.clone(), port, user.clone(), password.clone(), db.clone());
+            .map(|i| {
+                let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+                let login = one((host.clone(), port, source), user.clone(), password.clone(), db.clone());
                 tokio::spawn(async move {
                     tokio::time::timeout(std::time::Duration::from_secs(20), login)
                         .await
@@ -88,4 +111,24 @@ async fn main() {
     }
     println!("{} idle clients connected", held.len());
     tokio::time::sleep(std::time::Duration::from_secs(hold)).await;
+    // Every client is served again after the hold.
+    let mut again = 0usize;
+    for chunk in held.chunks_mut(200) {
+        let queries = chunk.iter_mut().map(|s| async {
+            let mut out = BytesMut::new();
+            build::query(&mut out, "SELECT 1");
+            s.write_all(&out).await?;
+            read_until_ready(s, &mut BytesMut::new(), "", "").await
+        });
+        for r in futures_util::future::join_all(queries).await {
+            match r {
+                Ok(()) => again += 1,
+                Err(e) => eprintln!("a held client failed its second query: {e}"),
+            }
+        }
+    }
+    println!("{again} clients served again after the hold");
+    if again != held.len() {
+        std::process::exit(1);
+    }
 }

@@ -148,7 +148,10 @@ fn takeover_allowed(shared: &Shared, info: &ClientInfo, io: &ClientIo, access: A
         return Err("TAKEOVER refused: the pooler is shutting down");
     }
     let same_uid = io.stream.peer_uid() == Some(nix::unistd::geteuid().as_raw());
-    if access == Access::Admin && info.user() == ADMIN_DB && same_uid && matches!(io.stream, crate::net::Stream::Unix(_))
+    if access == Access::Admin
+        && info.user() == ADMIN_DB
+        && same_uid
+        && matches!(io.stream, crate::net::Stream::Unix(_))
     {
         Ok(())
     } else {

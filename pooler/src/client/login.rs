@@ -321,15 +321,7 @@ pub async fn login(
     let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
     shared.param_sets.share(&mut req.params);
     registration.registered_as(info.id);
-    Ok(Some(Login::Session(Session {
-        registration,
-        pool,
-        params: req.params,
-        cancel_key,
-        cancel,
-        info,
-        dedicated,
-    })))
+    Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel_key, cancel, info, dedicated })))
 }
 
 /// The method for this connection: auth_type, or with `hba` the first matching line's method

@@ -80,7 +80,9 @@ pub struct ClientStatements {
 
 /// A client's named statements by name; nothing is allocated until it names one (most clients
 /// never do, and every idle client holds this).
+/// Boxed: an empty HashMap is 48 bytes inline in every client's task, a box 8.
 #[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
 pub struct Named(Option<Box<HashMap<Bytes, Arc<Statement>>>>);
 
 impl Named {

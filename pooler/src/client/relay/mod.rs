@@ -28,9 +28,9 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-use super::{buffers, ClientCount};
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
+use super::{buffers, ClientCount};
 use crate::config::PoolMode;
 use crate::net::client_io::ClientIo;
 use crate::net::Stream;
