@@ -48,8 +48,6 @@ pub struct Shared {
     pub client_registry: ClientRegistry,
     /// Clients per database and per user (max_db_client_connections, max_user_client_connections).
     pub client_counts: crate::client_counts::ClientCounts,
-    /// Tracked-parameter sets shared between logged-in clients that want the same values.
-    pub param_sets: crate::client::ParamSets,
     /// Per-database averages over the last stats_period (SHOW STATS avg_* columns).
     pub averages: Mutex<HashMap<String, StatsSnapshot>>,
     /// Process start.
@@ -89,7 +87,6 @@ impl Shared {
             mock_key: rand::random(),
             client_registry: ClientRegistry::default(),
             client_counts: Default::default(),
-            param_sets: Default::default(),
             averages: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),

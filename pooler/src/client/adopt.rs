@@ -70,7 +70,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     for (k, v) in &record.params {
         params.set(k, v);
     }
-    shared.param_sets.share(&mut params);
+    params.share();
     let (cancel_key, cancel) = shared.cancels.adopt(record.cancel_key, config.general.peer_id);
     let mut registration = Box::new(Registration::new(&shared, &pool, cancel_key));
     registration.count_in_pool();

@@ -319,7 +319,7 @@ pub async fn login(
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
     let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
-    shared.param_sets.share(&mut req.params);
+    req.params.share();
     registration.registered_as(info.id);
     Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel_key, cancel, info, dedicated })))
 }

@@ -23,7 +23,7 @@ use pgmux_protocol::sqlstate;
 
 pub use crate::net::client_io::{ClientError, ClientIo};
 pub use adopt::adopt;
-pub use params::{ClientParams, ParamSets};
+pub use params::ClientParams;
 
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};

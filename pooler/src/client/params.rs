@@ -89,6 +89,13 @@ impl ClientParams {
         self.set.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Shares the set of a logged-in client that wants the same values, if there is one
+    /// (the process's [`ParamSets`]); called once the login has set every value.
+    pub fn share(&mut self) {
+        static SETS: std::sync::LazyLock<ParamSets> = std::sync::LazyLock::new(ParamSets::default);
+        SETS.share(self);
+    }
+
     /// Whether this client's set is the same allocation as `other`'s (sharing, for tests).
     #[cfg(test)]
     fn shares_with(&self, other: &ClientParams) -> bool {
@@ -152,14 +159,14 @@ impl ClientParams {
 /// values instead of holding a copy (10,000 clients of one application want one set). Bounded:
 /// when it is full it is emptied, and the clients holding sets keep them.
 #[derive(Debug, Default)]
-pub struct ParamSets(parking_lot::Mutex<HashSet<Arc<ParamSet>>>);
+struct ParamSets(parking_lot::Mutex<HashSet<Arc<ParamSet>>>);
 
 /// Distinct sets remembered at most.
 const MAX_SHARED_SETS: usize = 1024;
 
 impl ParamSets {
     /// Makes `params` share an equal set if one is remembered, else remembers its set.
-    pub fn share(&self, params: &mut ClientParams) {
+    fn share(&self, params: &mut ClientParams) {
         let mut sets = self.0.lock();
         if let Some(same) = sets.get(&*params.set) {
             params.set = same.clone();
