@@ -28,7 +28,7 @@ MANY=${CLIENTS_MANY:-50000}
 SOAK=${SOAK_SECONDS:-600}
 HOLD=${HOLD:-5}
 ONLY=${CLIENTS_ONLY:-}
-PG_PORT=55442; MUX_PORT=16442
+PG_PORT=25442; MUX_PORT=26442
 
 cargo build --release -q -p pgmux
 cargo build --release -q --example idle_clients

@@ -52,7 +52,9 @@ PGBIN=$(pg_find_bin)
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64 256 1000"}
 MODES=${BENCH_MODES:-"simple extended prepared"}
-PG_PORT=55432; BOUNCER_PORT=56432; MUX_PORT=57432; METRICS_PORT=57631; DOORMAN_PORT=58432
+# Below the ephemeral port range (32768-60999): a port there can be held by a TIME_WAIT socket
+# of an earlier run's clients, and then nothing can listen on it for a minute.
+PG_PORT=25432; BOUNCER_PORT=26432; MUX_PORT=27432; METRICS_PORT=27631; DOORMAN_PORT=28432
 if [ -n "${PGDOORMAN_BIN:-}" ]; then
   [ -x "$PGDOORMAN_BIN" ] || { echo "error: PGDOORMAN_BIN=$PGDOORMAN_BIN is not an executable" >&2; exit 1; }
 fi

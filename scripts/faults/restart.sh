@@ -16,7 +16,7 @@ PGBOUNCER=${PGBOUNCER_BIN:-$(command -v pgbouncer || true)}
 [ -x "$PGBOUNCER" ] || { echo "error: set PGBOUNCER_BIN to a PgBouncer binary (or apt-get install pgbouncer)" >&2; exit 1; }
 PGBIN=$(pg_find_bin)
 RUNS=${RUNS:-2}; FAULT=${FAULT:-restart}; POOL_SIZE=${POOL_SIZE:-20}; SECS=${SECS:-10}
-PG_PORT=55532; BOUNCER_PORT=56532; MUX_PORT=57532
+PG_PORT=25532; BOUNCER_PORT=26532; MUX_PORT=27532
 cargo build --release -q -p pgmux
 pooler_workdir pgmux-restart
 pg() { as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT -c listen_addresses=''" "$@" >/dev/null; }
