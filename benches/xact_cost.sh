@@ -37,6 +37,7 @@ auth_type = md5
 auth_file = $DIR/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
+max_client_conn = 2000
 log_connections = 0
 log_disconnections = 0
 logfile = $DIR/${n%%:*}.log

@@ -53,7 +53,8 @@ pub struct ClientInfo {
     pub server_pid: AtomicI32,
     /// Connection id of the server it holds, 0 when none (SHOW CLIENTS `link`).
     pub server_id: AtomicU64,
-    /// Unix time in µs of its last request.
+    /// When it last began a transaction (sent a request with no server held), in µs on the
+    /// registry's monotonic clock; 0 before its first.
     pub request_time_us: AtomicU64,
     /// Monotonic µs (since registry start) when it began waiting for a server.
     wait_start_us: AtomicU64,
@@ -180,7 +181,17 @@ impl Default for ClientRegistry {
 impl ClientRegistry {
     /// Microseconds on the registry's monotonic clock.
     pub fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.us_at(tokio::time::Instant::now())
+    }
+
+    /// `at` on the registry's monotonic clock, in microseconds.
+    pub fn us_at(&self, at: tokio::time::Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Wall-clock time of `us` on the registry's monotonic clock (a time in the past).
+    pub fn wall_time(&self, us: u64) -> SystemTime {
+        SystemTime::now() - std::time::Duration::from_micros(self.now_us().saturating_sub(us))
     }
 
     /// How long the longest-waiting client of pool (db, pool_user) has waited.

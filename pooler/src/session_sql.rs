@@ -49,10 +49,15 @@ pub const MAX_TEXT: usize = 64 * 1024;
 
 /// The effects of every statement in `text`, in order.
 pub fn effects(text: &[u8]) -> Vec<Effect> {
-    let mut out = Vec::new();
     if text.len() > MAX_TEXT || !worth_a_look(text) {
-        return out;
+        return Vec::new();
     }
+    lexed_effects(text)
+}
+
+/// `effects` without the cheap test first.
+fn lexed_effects(text: &[u8]) -> Vec<Effect> {
+    let mut out = Vec::new();
     let mut lexer = Lexer { text, at: 0 };
     loop {
         let mut words: Vec<Token> = Vec::new();
@@ -84,16 +89,58 @@ pub fn effects(text: &[u8]) -> Vec<Effect> {
 }
 
 /// A cheap test before lexing, one pass over the text: most queries contain none of the words
-/// that matter.
+/// that matter. A word is only looked for where one can start: after a byte that cannot be
+/// inside an identifier (`_` counts as a start, for `pg_temp` and `pg_advisory_lock`). Runs on
+/// every query a client sends, so it is a byte loop with a table, not a search per position.
 fn worth_a_look(text: &[u8]) -> bool {
-    const WORDS: [&[u8]; 9] =
-        [b"set", b"reset", b"prepare", b"deallocate", b"discard", b"listen", b"temp", b"advisory", b"hold"];
-    text.iter().enumerate().any(|(i, &c)| {
-        let c = c | 0x20;
-        matches!(c, b's' | b'r' | b'p' | b'd' | b'l' | b't' | b'a' | b'h')
-            && WORDS.iter().any(|w| w[0] == c && text.get(i..i + w.len()).is_some_and(|t| t.eq_ignore_ascii_case(w)))
-    })
+    let mut inside_word = false;
+    for (i, &c) in text.iter().enumerate() {
+        let class = BYTE_CLASS[c as usize];
+        if !inside_word && class & FIRST_LETTER != 0 && key_word_at(&text[i..]) {
+            return true;
+        }
+        inside_word = class & IDENTIFIER != 0;
+    }
+    false
 }
+
+/// The words `worth_a_look` looks for.
+const KEY_WORDS: [&[u8]; 9] =
+    [b"set", b"reset", b"prepare", b"deallocate", b"discard", b"listen", b"temp", b"advisory", b"hold"];
+
+/// Whether `rest` (not empty) begins with one of `KEY_WORDS`, in any case.
+fn key_word_at(rest: &[u8]) -> bool {
+    let first = rest[0].to_ascii_lowercase();
+    KEY_WORDS.iter().any(|w| w[0] == first && rest.get(..w.len()).is_some_and(|t| t.eq_ignore_ascii_case(w)))
+}
+
+/// `BYTE_CLASS` bit: no key word can start right after this byte. Letters and the bytes of
+/// multi-byte characters, which PostgreSQL reads as part of the same identifier. (Digits, `_`
+/// and `$` are left out: a false start costs a comparison, a missed one would hide a SET.)
+const IDENTIFIER: u8 = 1;
+/// `BYTE_CLASS` bit: the byte begins one of `KEY_WORDS`, in either case.
+const FIRST_LETTER: u8 = 2;
+
+/// What `worth_a_look` needs to know about each byte value.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphabetic() || b >= 0x80 {
+            t[c] = IDENTIFIER;
+        }
+        c += 1;
+    }
+    let mut i = 0;
+    while i < KEY_WORDS.len() {
+        let c = KEY_WORDS[i][0];
+        t[c as usize] |= FIRST_LETTER;
+        t[c.to_ascii_uppercase() as usize] |= FIRST_LETTER;
+        i += 1;
+    }
+    t
+};
 
 /// `pg_advisory_lock`, `pg_advisory_lock_shared`, `pg_try_advisory_lock[_shared]`: the session
 /// kinds (the `_xact_` ones end with the transaction).
@@ -483,7 +530,12 @@ mod tests {
     /// setting it reads has a name and a value.
     #[test]
     fn random_texts_never_panic() {
-        const PIECES: [&[u8]; 30] = [
+        const PIECES: [&[u8]; 35] = [
+            b"pg_temp.",
+            b"(",
+            b"1",
+            b"offset",
+            "é".as_bytes(),
             b"SET ",
             b"set",
             b"RESET",
@@ -527,7 +579,14 @@ mod tests {
             for _ in 0..next() % 24 {
                 text.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
             }
-            for e in effects(&text) {
+            let found = effects(&text);
+            assert_eq!(
+                found,
+                lexed_effects(&text),
+                "the cheap test hid an effect in {}",
+                String::from_utf8_lossy(&text)
+            );
+            for e in found {
                 if let Effect::Set { name, value } = e {
                     assert!(!name.is_empty() && !value.is_empty(), "{}", String::from_utf8_lossy(&text));
                 }

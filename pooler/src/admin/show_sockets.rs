@@ -78,7 +78,7 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         let pid = c.server_pid.load(Relaxed);
         let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
-        let req = if req_us == 0 { c.connect_time } else { UNIX_EPOCH + std::time::Duration::from_micros(req_us) };
+        let req = if req_us == 0 { c.connect_time } else { shared.client_registry.wall_time(req_us) };
         // PgBouncer lists idle and active clients together ("active"), printed as "idle" when no
         // server is linked; SHOW SOCKETS prints the list's name.
         let state = match (c.state(), sockets) {

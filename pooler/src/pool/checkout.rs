@@ -22,9 +22,23 @@ enum Take {
     Server(Box<ServerConn>),
     /// A slot to open a server in; true when it comes from the reserve pool.
     Slot(SlotGuard, bool),
-    /// Queued (a new ticket, or None when already queued), and what stopped a new server.
-    Wait(Option<WaitTicket>, Room),
+    /// Queued (a new ticket, or None when already queued), what stopped a new server, and
+    /// whether waiting needs no re-check (see [`Pool::try_take`]).
+    Wait(Option<WaitTicket>, Room, bool),
 }
+
+/// Who bounds a wait in the queue by query_wait_timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaitLimit {
+    /// The checkout itself, with a timer.
+    Pool,
+    /// The caller, whose own timer covers it.
+    Caller,
+}
+
+/// How often a waiter looks again at limits that can open up without a hand-off reaching it:
+/// the reserve pool's timeout, limits shared with other pools, a failed or probing connect.
+const RECHECK_EVERY: Duration = Duration::from_millis(100);
 
 impl Pool {
     fn try_take(
@@ -55,12 +69,26 @@ impl Pool {
                 return Ok(Take::Slot(SlotGuard::new(self.clone()), room == Room::Reserve));
             }
         }
+        // Only a release or a freed slot can serve this waiter, and both hand it over through
+        // its ticket: the pool is full and healthy (a failed connect later empties the queue,
+        // see `open`), and no limit opens up with time (reserve) or elsewhere (shared limits).
+        let quiet = room == Room::PoolFull
+            && s.proven
+            && s.last_failure.is_none()
+            && (settings.reserve_pool_size == 0 || settings.reserve_pool_timeout.is_zero())
+            && settings.max_db_connections == 0
+            && settings.max_user_connections == 0;
         if queued {
-            return Ok(Take::Wait(None, room));
+            return Ok(Take::Wait(None, room, quiet));
+        }
+        // Under the lock: shut_down sets `shut` before it empties the queue, so a waiter that
+        // would join after that is refused here instead of waiting for nobody.
+        if self.shut.load(Relaxed) {
+            return Err(CheckoutError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
         s.waiters.push_back((start, tx));
-        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room))
+        Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room, quiet))
     }
 
     /// Gets a server: an idle one, a new one within the limits, or the next one released,
@@ -93,6 +121,34 @@ impl Pool {
         client: Option<&ConnTag>,
         caller: Caller,
     ) -> Result<Lease, CheckoutError> {
+        self.checkout_timed(settings, client, caller, WaitLimit::Pool).await
+    }
+
+    /// [`Pool::checkout_with`] for a caller that bounds the wait by query_wait_timeout itself
+    /// (the relay, whose one timer also serves query_timeout and query_wait_notify): the wait
+    /// then arms no timer of its own unless limits must be re-checked while it lasts.
+    ///
+    /// # Cancel safety
+    /// As [`Pool::checkout`].
+    ///
+    /// # Errors
+    /// As [`Pool::checkout`], except that query_wait_timeout is the caller's.
+    pub async fn checkout_for_caller_timed(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        client: Option<&ConnTag>,
+        caller: Caller,
+    ) -> Result<Lease, CheckoutError> {
+        self.checkout_timed(settings, client, caller, WaitLimit::Caller).await
+    }
+
+    async fn checkout_timed(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        client: Option<&ConnTag>,
+        caller: Caller,
+        limit: WaitLimit,
+    ) -> Result<Lease, CheckoutError> {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
         if !self.paused.load(Relaxed) {
@@ -105,25 +161,26 @@ impl Pool {
                 }
             };
             if let Some(server) = popped {
-                if self.usable_at_once(&server, settings) {
+                if self.usable_at_once(&server, settings, Instant::now()) {
                     return Ok(Lease::new(server, self.clone()));
                 }
-                return Box::pin(self.checkout_slow(settings, Some(server), client, caller)).await;
+                return Box::pin(self.checkout_slow(settings, Some(server), client, caller, limit)).await;
             }
         }
-        Box::pin(self.checkout_slow(settings, None, client, caller)).await
+        Box::pin(self.checkout_slow(settings, None, client, caller, limit)).await
     }
 
     /// The busy case without an await: a server released moments ago that needs no check, or
     /// `None` (then [`Pool::checkout_with`]). Callers keep their slow path boxed, so that the
     /// future every client task holds stays small.
-    pub fn take_ready(self: &Arc<Self>, settings: &PoolSettings) -> Option<Lease> {
+    /// `now` is the caller's clock reading (one per transaction, not one per check).
+    pub fn take_ready(self: &Arc<Self>, settings: &PoolSettings, now: Instant) -> Option<Lease> {
         if self.paused.load(Relaxed) {
             return None;
         }
         let mut s = self.state.lock();
         let server = if settings.round_robin { s.idle.pop_front() } else { s.idle.pop_back() }?;
-        if self.usable_at_once(&server, settings) {
+        if self.usable_at_once(&server, settings, now) {
             return Some(Lease::new(server, self.clone()));
         }
         if settings.round_robin {
@@ -135,9 +192,10 @@ impl Pool {
     }
 
     /// True when an idle server can be handed out without a dead check or a check query.
-    pub(super) fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
-        let needs_check = settings.check_query.is_some() && s.last_used.elapsed() >= settings.check_delay;
-        !self.needs_dead_check(s) && !needs_check && !self.expired(s, settings) && !self.stale(s)
+    pub(super) fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
+        let idle = now.saturating_duration_since(s.last_used);
+        let needs_check = settings.check_query.is_some() && idle >= settings.check_delay;
+        !self.needs_dead_check_after(idle) && !needs_check && !self.expired_at(s, settings, now) && !self.stale(s)
     }
 
     /// Checkout when the fast path could not serve: checks, new connections, waiting.
@@ -147,6 +205,7 @@ impl Pool {
         first: Option<Box<ServerConn>>,
         client: Option<&ConnTag>,
         caller: Caller,
+        limit: WaitLimit,
     ) -> Result<Lease, CheckoutError> {
         if let Some(s) = first {
             if let Some(s) = self.prepare(s, settings).await {
@@ -165,6 +224,7 @@ impl Pool {
         // Fast fail is for a login that finds the server failing, before it has tried once.
         let mut may_fast_fail = caller == Caller::Login && !settings.follows_leader;
         loop {
+            let quiet;
             match self.try_take(settings, start, ticket.is_some(), may_fast_fail)? {
                 Take::Server(s) => {
                     if let Some(s) = self.prepare(s, settings).await {
@@ -180,7 +240,7 @@ impl Pool {
                             None => tracing::warn!("{}/{}: taking connection from reserve_pool", self.db, self.user),
                         }
                     }
-                    match self.open(guard, settings).await {
+                    match Box::pin(self.open(guard, settings)).await {
                         Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
                             self.pause_before_retry(settings, deadline).await?;
                             may_fast_fail = false;
@@ -189,21 +249,30 @@ impl Pool {
                         other => return other.map(|s| Lease::new(s, self.clone())),
                     }
                 }
-                Take::Wait(new, room) => {
+                Take::Wait(new, room, q) => {
                     if new.is_some() {
                         ticket = new;
                     }
+                    quiet = q;
                     // The freed unit goes to the longest waiter under the limit, maybe this one.
                     self.evict_for(room);
                 }
             }
             let t = ticket.as_mut().expect("a waiter has a ticket");
-            // Wake up now and then to re-check the reserve pool and limits shared with other pools.
-            let mut wait = Duration::from_millis(100);
-            if let Some(d) = deadline {
-                wait = wait.min(d.saturating_duration_since(Instant::now()));
-            }
-            match tokio::time::timeout(wait, t.recv()).await {
+            // A timer only when something must happen without a hand-off: a re-check, or the
+            // deadline when it is the pool's to keep. The busy case (a full pool, clients
+            // queued behind each other, the relay keeping time) arms none.
+            let recheck_at = (!quiet).then(|| Instant::now() + RECHECK_EVERY);
+            let own_deadline = deadline.filter(|_| limit == WaitLimit::Pool);
+            let wake_at = match (recheck_at, own_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let got = match wake_at {
+                Some(at) => tokio::time::timeout_at(at, t.recv()).await,
+                None => Ok(t.recv().await),
+            };
+            match got {
                 Ok(Some(Handoff::Server(s))) => {
                     drop(ticket.take());
                     if let Some(s) = self.prepare(s, settings).await {
@@ -212,7 +281,7 @@ impl Pool {
                 }
                 Ok(Some(Handoff::Slot)) => {
                     drop(ticket.take());
-                    match self.open(SlotGuard::new(self.clone()), settings).await {
+                    match Box::pin(self.open(SlotGuard::new(self.clone()), settings)).await {
                         Err(CheckoutError::Connect(e)) if !e.is_refusal() => {
                             self.pause_before_retry(settings, deadline).await?;
                             may_fast_fail = false;
@@ -221,7 +290,12 @@ impl Pool {
                     }
                 }
                 Ok(Some(Handoff::Refused(r))) => return Err(CheckoutError::Refused(r)),
-                Ok(None) => ticket = None,
+                // The queue was emptied (a failed connect, see `open`): queue again, still as a
+                // client that has waited (no fast fail).
+                Ok(None) => {
+                    ticket = None;
+                    may_fast_fail = false;
+                }
                 Err(_) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(CheckoutError::QueryWaitTimeout);
@@ -266,7 +340,7 @@ impl Pool {
             self.server_lost();
             return None;
         }
-        if let Some(reason) = self.unusable(&s, settings) {
+        if let Some(reason) = self.unusable(&s, settings, Instant::now()) {
             self.discard(s, reason);
             return None;
         }

@@ -51,7 +51,12 @@ impl Suspicion {
 impl Pool {
     /// True when `s` must be probed before it is handed out.
     pub(super) fn needs_dead_check(&self, s: &ServerConn) -> bool {
-        s.last_used.elapsed() >= DEAD_CHECK_AFTER || self.suspicion.active()
+        self.needs_dead_check_after(s.last_used.elapsed())
+    }
+
+    /// [`Pool::needs_dead_check`] for a server idle for `idle`.
+    pub(super) fn needs_dead_check_after(&self, idle: Duration) -> bool {
+        idle >= DEAD_CHECK_AFTER || self.suspicion.active()
     }
 
     /// A server of this pool was lost (closed or failed under its client, or found dead in the

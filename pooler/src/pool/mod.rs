@@ -220,7 +220,12 @@ impl Pool {
     /// Replaces the settings (reload). Servers made under the old target are closed on release
     /// when the target changed.
     pub fn set_settings(&self, s: PoolSettings) {
-        *self.settings.write() = Arc::new(s);
+        let s = Arc::new(s);
+        *self.settings.write() = s.clone();
+        // A bigger pool (or reserve) has room now: queued clients open servers in it at once,
+        // as they would not re-check on their own while the pool was full.
+        let mut st = self.state.lock();
+        while self.hand_slot_locked(&mut st, &s) {}
     }
 
     /// ParameterStatus values of the first server, sent to clients at login.
@@ -278,20 +283,20 @@ impl Pool {
 
     /// Past server_lifetime. With 0 a server serves one client and is closed on its release;
     /// one that has only logged in (the welcome of a new pool) is kept for its first client.
-    fn expired(&self, s: &ServerConn, settings: &PoolSettings) -> bool {
+    fn expired_at(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
         if settings.server_lifetime.is_zero() {
             s.tag.served
         } else {
-            s.created.elapsed() >= settings.server_lifetime
+            now.saturating_duration_since(s.created) >= settings.server_lifetime
         }
     }
 
     /// Why a server that is otherwise fine may not be reused: past its lifetime, or made before
     /// the last RECONNECT / configuration change.
-    fn unusable(&self, s: &ServerConn, settings: &PoolSettings) -> Option<&'static str> {
+    fn unusable(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> Option<&'static str> {
         if self.stale(s) {
             Some("database configuration changed")
-        } else if self.expired(s, settings) {
+        } else if self.expired_at(s, settings, now) {
             Some("server lifetime over")
         } else {
             None
@@ -314,13 +319,14 @@ impl Pool {
 
     /// [`Pool::release`] with settings the caller already holds.
     pub(super) fn release_with(&self, mut server: Box<ServerConn>, settings: &PoolSettings) {
-        if let Some(reason) = self.unusable(&server, settings) {
+        let now = Instant::now();
+        if let Some(reason) = self.unusable(&server, settings, now) {
             self.log_close(&server, reason, settings);
             drop(server);
             self.free_slot();
             return;
         }
-        server.last_used = Instant::now();
+        server.last_used = now;
         let mut s = self.state.lock();
         while let Some((_, tx)) = s.waiters.pop_front() {
             match tx.send(Handoff::Server(server)) {
@@ -367,6 +373,7 @@ impl Pool {
     /// and returns how many servers to open to reach min_pool_size.
     pub fn maintain(&self) -> u32 {
         let settings = self.settings();
+        let now = Instant::now();
         let mut closed = Vec::new();
         let missing;
         {
@@ -375,14 +382,14 @@ impl Pool {
             let mut total = s.total;
             while let Some(server) = s.idle.pop_front() {
                 let idle_too_long = !settings.server_idle_timeout.is_zero()
-                    && server.last_used.elapsed() >= settings.server_idle_timeout
+                    && now.saturating_duration_since(server.last_used) >= settings.server_idle_timeout
                     && total > settings.min_pool_size;
                 let reason = if idle_too_long {
                     Some("server idle timeout")
                 } else if server.is_dead() {
                     Some("server conn crashed?")
                 } else {
-                    self.unusable(&server, &settings)
+                    self.unusable(&server, &settings, now)
                 };
                 if let Some(reason) = reason {
                     total -= 1;

@@ -102,6 +102,10 @@ impl Pool {
                     for (_, tx) in s.waiters.drain(..) {
                         let _ = tx.send(Handoff::Refused(r.clone()));
                     }
+                } else {
+                    // Waiters that were only waiting for a release look again: they queue anew
+                    // and, while the pool is unproven, re-check its limits on their own.
+                    s.waiters.clear();
                 }
                 drop(s);
                 return Err(e.into());

@@ -23,20 +23,25 @@ impl Relay {
     /// Gets a server for the bytes waiting in `cin`, watching the client while it waits.
     pub(super) async fn attach(&mut self) -> Result<(), End> {
         let pool = self.session.pool.clone();
+        // One clock reading serves the wait's start, the checkout's checks and SHOW CLIENTS'
+        // request_time; a second is taken only when the client had to wait.
         let start = Instant::now();
+        let start_us = self.shared.client_registry.us_at(start);
         let settings = self.settings.clone();
         let info = self.session.info.clone();
-        info.start_waiting(self.shared.client_registry.now_us());
+        info.start_waiting(start_us);
         pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = WaitingGuard(&pool.clients_waiting);
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();
         }
-        let mut server = match pool.take_ready(&settings) {
-            Some(s) => s,
-            None => Box::pin(self.wait_for_server(start)).await?,
+        let (mut server, waited) = match pool.take_ready(&settings, start) {
+            Some(s) => (s, 0),
+            None => {
+                let s = Box::pin(self.wait_for_server(start)).await?;
+                (s, start.elapsed().as_micros() as u64)
+            }
         };
-        let waited = start.elapsed().as_micros() as u64;
         PoolStats::add(&pool.stats.wait_time_us, waited);
         pool.histograms.wait.observe(waited);
         PoolStats::add(&pool.stats.server_assignment_count, 1);
@@ -76,7 +81,7 @@ impl Relay {
                 return Err(end);
             }
         }
-        self.install(server);
+        self.install(server, start_us);
         Ok(())
     }
 
@@ -87,18 +92,18 @@ impl Relay {
         let settings = self.settings.clone();
         let info = self.session.info.clone();
         let caller = if self.had_server { Caller::Session } else { Caller::Login };
-        let checkout = pool.checkout_with(&settings, Some(&info.tag), caller);
+        let checkout = pool.checkout_for_caller_timed(&settings, Some(&info.tag), caller);
         tokio::pin!(checkout);
-        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`).
+        // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`),
+        // and so does query_wait_timeout, kept here rather than by the checkout: one timer per
+        // wait serves all three deadlines.
         let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
+        let wait_timeout = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
         // query_wait_notify: one NOTICE per wait once the client has been queued that long. One
         // timer serves both deadlines (the per-client future stays small).
         let mut notify_at = (!settings.query_wait_notify.is_zero()).then(|| start + settings.query_wait_notify);
         let result = loop {
-            let next = match (query_timeout, notify_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [query_timeout, wait_timeout, notify_at].into_iter().flatten().min();
             // The relay's own timer (boxed) serves the wait: a Sleep in this future would make
             // every client's task bigger. arm_timer sets it again once a server is attached.
             if let Some(at) = next {
@@ -114,10 +119,14 @@ impl Relay {
                 biased;
                 r = &mut checkout => break r,
                 () = expiry(&mut self.timer), if next.is_some() => {
-                    if query_timeout.is_some_and(|t| Instant::now() >= t) {
+                    let now = Instant::now();
+                    if query_timeout.is_some_and(|t| now >= t) {
                         return Err(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, "query_timeout").into());
                     }
-                    true
+                    if wait_timeout.is_some_and(|t| now >= t) {
+                        break Err(CheckoutError::QueryWaitTimeout);
+                    }
+                    notify_at.is_some_and(|t| now >= t)
                 }
                 // KILL / KILL_CLIENT reach a client waiting for a server (a paused one too). A
                 // fast-close request means nothing to a client that holds no server.
@@ -156,8 +165,8 @@ impl Relay {
     }
 
     /// Makes `server` the session's: cancel requests, SHOW CLIENTS state, prepared-statement
-    /// tracking.
-    pub(super) fn install(&mut self, mut server: Lease) {
+    /// tracking. `request_us` is when the client asked for it (registry clock).
+    pub(super) fn install(&mut self, mut server: Lease, request_us: u64) {
         let info = &self.session.info;
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
@@ -167,11 +176,7 @@ impl Relay {
         info.set_state(ClientState::Active);
         info.server_pid.store(server.backend_key.0, Ordering::Relaxed);
         info.server_id.store(server.id, Ordering::Relaxed);
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        info.request_time_us.store(now_us, Ordering::Relaxed);
+        info.request_time_us.store(request_us.max(1), Ordering::Relaxed);
         self.tracker.reset();
         self.server_fatal = None;
         self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);

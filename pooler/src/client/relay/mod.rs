@@ -191,7 +191,8 @@ pub(crate) fn resume(
         session,
     };
     if let Some(server) = dedicated {
-        r.install(*server);
+        let now_us = r.shared.client_registry.now_us();
+        r.install(*server, now_us);
     }
     r.run_to_end()
 }
