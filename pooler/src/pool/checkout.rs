@@ -275,6 +275,10 @@ impl Pool {
             match got {
                 Ok(Some(Handoff::Server(s))) => {
                     drop(ticket.take());
+                    // Released a moment ago, as a rule: one clock reading clears it.
+                    if self.usable_at_once(&s, settings, Instant::now()) {
+                        return Ok(Lease::new(s, self.clone()));
+                    }
                     if let Some(s) = self.prepare(s, settings).await {
                         return Ok(s);
                     }
