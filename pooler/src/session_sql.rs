@@ -91,15 +91,23 @@ fn lexed_effects(text: &[u8]) -> Vec<Effect> {
 /// A cheap test before lexing, one pass over the text: most queries contain none of the words
 /// that matter. A word is only looked for where one can start: after a byte that cannot be
 /// inside an identifier (`_` counts as a start, for `pg_temp` and `pg_advisory_lock`). Runs on
-/// every query a client sends, so it is a byte loop with a table, not a search per position.
+/// every query a client sends, so it is a byte loop with a table, not a search per position:
+/// the rest of a word is skipped in a tight inner loop.
 fn worth_a_look(text: &[u8]) -> bool {
-    let mut inside_word = false;
-    for (i, &c) in text.iter().enumerate() {
-        let class = BYTE_CLASS[c as usize];
-        if !inside_word && class & FIRST_LETTER != 0 && key_word_at(&text[i..]) {
+    let mut i = 0;
+    while i < text.len() {
+        let class = BYTE_CLASS[text[i] as usize];
+        i += 1;
+        if class & IDENTIFIER == 0 {
+            continue;
+        }
+        // A word starts at i - 1.
+        if class & FIRST_LETTER != 0 && key_word_at(&text[i - 1..]) {
             return true;
         }
-        inside_word = class & IDENTIFIER != 0;
+        while i < text.len() && BYTE_CLASS[text[i] as usize] & IDENTIFIER != 0 {
+            i += 1;
+        }
     }
     false
 }
@@ -108,10 +116,24 @@ fn worth_a_look(text: &[u8]) -> bool {
 const KEY_WORDS: [&[u8]; 9] =
     [b"set", b"reset", b"prepare", b"deallocate", b"discard", b"listen", b"temp", b"advisory", b"hold"];
 
-/// Whether `rest` (not empty) begins with one of `KEY_WORDS`, in any case.
+/// Whether `rest` begins with one of `KEY_WORDS`, in any case. Their first three letters differ,
+/// so those (folded to lower case: other bytes may fold into letters, which only costs the full
+/// comparison) name the one word to compare.
 fn key_word_at(rest: &[u8]) -> bool {
-    let first = rest[0].to_ascii_lowercase();
-    KEY_WORDS.iter().any(|w| w[0] == first && rest.get(..w.len()).is_some_and(|t| t.eq_ignore_ascii_case(w)))
+    let [a, b, c, ..] = *rest else { return false };
+    let word: &[u8] = match [a | 0x20, b | 0x20, c | 0x20] {
+        [b's', b'e', b't'] => b"set",
+        [b'r', b'e', b's'] => b"reset",
+        [b'p', b'r', b'e'] => b"prepare",
+        [b'd', b'e', b'a'] => b"deallocate",
+        [b'd', b'i', b's'] => b"discard",
+        [b'l', b'i', b's'] => b"listen",
+        [b't', b'e', b'm'] => b"temp",
+        [b'a', b'd', b'v'] => b"advisory",
+        [b'h', b'o', b'l'] => b"hold",
+        _ => return false,
+    };
+    rest.get(..word.len()).is_some_and(|t| t.eq_ignore_ascii_case(word))
 }
 
 /// `BYTE_CLASS` bit: no key word can start right after this byte. Letters and the bytes of
@@ -467,6 +489,16 @@ mod tests {
         ] {
             assert_eq!(effects(none), [], "{}", String::from_utf8_lossy(none));
         }
+    }
+
+    #[test]
+    fn every_key_word_is_found_in_any_case() {
+        for w in KEY_WORDS {
+            let upper = w.to_ascii_uppercase();
+            assert!(key_word_at(w) && key_word_at(&upper), "{}", String::from_utf8_lossy(w));
+            assert!(worth_a_look(&[b"SELECT 1; ", &upper[..]].concat()));
+        }
+        assert!(!worth_a_look(b"SELECT abalance FROM pgbench_accounts WHERE aid = 4567;"));
     }
 
     #[test]
