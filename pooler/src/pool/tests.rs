@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 
-use super::{Caller, Pool};
+use super::{Caller, Pool, PoolSettings};
 use crate::shared::Shared;
 
 fn shared(general: &str) -> Arc<Shared> {
@@ -101,6 +101,29 @@ async fn a_waiter_that_gives_up_does_not_lose_the_server_handed_to_it() {
     // The server is in the waiter's channel; the waiter goes away without reading it.
     drop(waiting);
     assert_eq!(counts(&p), (1, 1, 0), "the server is back in the idle list");
+}
+
+/// A client queued behind a full, healthy pool waits on its ticket alone (no re-check timer), so
+/// a RELOAD that makes the pool bigger must give it room itself.
+#[tokio::test]
+async fn a_reload_that_grows_a_full_pool_gives_its_queued_clients_room_at_once() {
+    let s = shared("default_pool_size = 1");
+    let p = pool(&s);
+    let _backend = park(&p, 5);
+    p.state.lock().proven = true;
+    let held = p.checkout().await.unwrap();
+    let settings = p.settings();
+    let mut waiting = Box::pin(p.checkout_for_caller_timed(&settings, None, Caller::Session));
+    assert!(futures_poll_once(&mut waiting).await.is_none(), "a full pool makes the client wait");
+    assert_eq!(p.state.lock().waiters.len(), 1);
+    let bigger = shared("default_pool_size = 2");
+    let config = bigger.config();
+    p.set_settings(PoolSettings::derive(&config, &config.database("app").unwrap(), "u"));
+    assert!(p.state.lock().waiters.is_empty(), "the queued client was handed a slot");
+    assert_eq!(counts(&p).0, 2, "the slot is reserved for it");
+    drop(waiting);
+    assert_eq!(counts(&p).0, 1, "a client that goes away gives its slot back");
+    held.release();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
