@@ -12,6 +12,9 @@ use pgmux::shared::{RunState, Shared};
 use pgmux::{config, daemon, logging, reload, takeover};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("pgmux: {msg}");
     ExitCode::from(1)

@@ -138,10 +138,7 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
         AuthType::ScramSha256 => {
             let (s, real) = match secret {
                 Some(StoredSecret::Scram(s)) => (s.clone(), true),
-                Some(StoredSecret::Plain(p)) => {
-                    let salt: [u8; 16] = rand::random();
-                    (scram::Secret::from_password(p.as_bytes(), &salt, plan.scram_iterations), true)
-                }
+                Some(StoredSecret::Plain(p)) => (super::plain_scram::secret(user, p, plan.scram_iterations), true),
                 // An md5 secret cannot answer SCRAM; fail the same way as a wrong password.
                 Some(StoredSecret::Md5(_)) => {
                     crate::conn_log!(error, plan.tag, "SCRAM authentication failed: user has MD5 secret");

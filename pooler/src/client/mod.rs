@@ -8,6 +8,7 @@ mod buffers;
 pub mod limits;
 mod login;
 mod params;
+mod plain_scram;
 mod prepared;
 #[doc(hidden)]
 pub use prepared::bench::ExtendedRound;

@@ -29,6 +29,8 @@ pub struct PoolSettings {
     pub idle_transaction_timeout: Duration,
     pub transaction_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// Any of the four client timeouts above is set: the relay arms no timer otherwise.
+    pub client_timeouts: bool,
     pub connect_timeout: Duration,
     pub login_retry: Duration,
     pub check_delay: Duration,
@@ -98,7 +100,18 @@ impl PoolSettings {
             startup_params,
         );
         target.tcp = crate::net::tcp_options::TcpOptions::from_general(g);
+        let query_timeout = user_or(u.and_then(|u| u.query_timeout), g.query_timeout);
+        let idle_transaction_timeout = user_or(u.and_then(|u| u.idle_transaction_timeout), g.idle_transaction_timeout);
+        let transaction_timeout = user_or(u.and_then(|u| u.transaction_timeout), g.transaction_timeout);
+        let client_idle_timeout = user_or(u.and_then(|u| u.client_idle_timeout), g.client_idle_timeout);
         PoolSettings {
+            client_timeouts: [query_timeout, idle_transaction_timeout, transaction_timeout, client_idle_timeout]
+                .iter()
+                .any(|d| !d.is_zero()),
+            query_timeout,
+            idle_transaction_timeout,
+            transaction_timeout,
+            client_idle_timeout,
             follows_leader: g.patroni.follows(&db.name),
             mode: u.and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(g.pool_mode),
             // The pool user's [users] value, then the database's, then the global one
@@ -123,10 +136,6 @@ impl PoolSettings {
                 .or(db.query_wait_timeout)
                 .unwrap_or(g.query_wait_timeout),
             query_wait_notify: g.query_wait_notify,
-            query_timeout: user_or(u.and_then(|u| u.query_timeout), g.query_timeout),
-            idle_transaction_timeout: user_or(u.and_then(|u| u.idle_transaction_timeout), g.idle_transaction_timeout),
-            transaction_timeout: user_or(u.and_then(|u| u.transaction_timeout), g.transaction_timeout),
-            client_idle_timeout: user_or(u.and_then(|u| u.client_idle_timeout), g.client_idle_timeout),
             connect_timeout: g.server_connect_timeout,
             login_retry: g.server_login_retry,
             check_delay: g.server_check_delay,

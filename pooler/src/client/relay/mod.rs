@@ -15,6 +15,7 @@ mod server_loss;
 mod timers;
 
 use std::future::{poll_fn, Future};
+use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,7 +51,8 @@ enum Served {
 }
 
 enum Event {
-    ServerWrote(usize),
+    /// Bytes reached the client of a session that holds no server (writes with a server are
+    /// booked inside `poll_event`).
     ClientWrote(usize),
     ServerRead(usize),
     ClientRead(usize),
@@ -321,15 +323,7 @@ impl Relay {
     /// One event of the loop; how the session ends, if it does.
     async fn on_event(&mut self, ev: Event) -> Option<End> {
         match ev {
-            Event::ServerWrote(n) => {
-                self.cin.advance(n);
-                self.c_ready -= n;
-            }
-            Event::ClientWrote(n) => {
-                self.sout.advance(n);
-                self.s_ready -= n;
-                PoolStats::add(&self.stats().bytes_sent, n as u64);
-            }
+            Event::ClientWrote(n) => self.client_wrote(n),
             Event::ClientRead(0) | Event::ClientFailed => self.client_eof = true,
             Event::ClientRead(n) => {
                 PoolStats::add(&self.stats().bytes_received, n as u64);
@@ -363,6 +357,13 @@ impl Relay {
             }
         }
         None
+    }
+
+    /// `n` bytes of `sout` reached the client.
+    fn client_wrote(&mut self, n: usize) {
+        self.sout.advance(n);
+        self.s_ready -= n;
+        PoolStats::add(&self.stats().bytes_sent, n as u64);
     }
 
     /// How many client bytes may sit in `cin`: the high-water mark, or a whole message that is
@@ -436,6 +437,30 @@ impl Relay {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        // Writes are booked here and the poll goes on to the reads: nothing else in the loop
+        // depends on them, and a turn of the loop per write would cost more than the write.
+        if let Some(s) = self.server.as_mut() {
+            while self.c_ready > 0 {
+                match Pin::new(&mut s.stream).poll_write(cx, &self.cin[..self.c_ready]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Event::ServerFailed(ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.cin.advance(n);
+                        self.c_ready -= n;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerFailed(e)),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        while self.s_ready > 0 {
+            match Pin::new(&mut self.client).poll_write(cx, &self.sout[..self.s_ready]) {
+                // Without a server the loop may park once this is written: it must see it.
+                Poll::Ready(Ok(n)) if n > 0 && self.server.is_none() => return Poll::Ready(Event::ClientWrote(n)),
+                Poll::Ready(Ok(n)) if n > 0 => self.client_wrote(n),
+                Poll::Ready(_) => return Poll::Ready(Event::ClientFailed),
+                Poll::Pending => break,
+            }
+        }
         // TLS streams may keep written records until flushed; plain sockets never do.
         if self.client.is_tls() {
             if let Poll::Ready(Err(_)) = Pin::new(&mut self.client).poll_flush(cx) {
@@ -445,22 +470,6 @@ impl Relay {
         if let Some(s) = self.server.as_mut().filter(|s| s.stream.is_tls()) {
             if let Poll::Ready(Err(e)) = Pin::new(&mut s.stream).poll_flush(cx) {
                 return Poll::Ready(Event::ServerFailed(e));
-            }
-        }
-        if let Some(s) = self.server.as_mut() {
-            if self.c_ready > 0 {
-                match Pin::new(&mut s.stream).poll_write(cx, &self.cin[..self.c_ready]) {
-                    Poll::Ready(Ok(n)) => return Poll::Ready(Event::ServerWrote(n)),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerFailed(e)),
-                    Poll::Pending => {}
-                }
-            }
-        }
-        if self.s_ready > 0 {
-            match Pin::new(&mut self.client).poll_write(cx, &self.sout[..self.s_ready]) {
-                Poll::Ready(Ok(n)) if n > 0 => return Poll::Ready(Event::ClientWrote(n)),
-                Poll::Ready(_) => return Poll::Ready(Event::ClientFailed),
-                Poll::Pending => {}
             }
         }
         // Reads alternate when both sides have data: a server that never stops sending (a WAL

@@ -232,15 +232,9 @@ impl Relay {
         if self.s_skip > 0 {
             return;
         }
-        let mut msg = BytesMut::new();
+        // Runs before every server message: nothing is built unless an answer is owed.
         while let Some(tag) = self.tracker.next_fake() {
-            if self.sout.capacity() == 0 {
-                self.sout = buffers::take();
-            }
-            msg.clear();
-            extended::complete(&mut msg, tag);
-            splice::replace(&mut self.sout, self.s_ready, 0, &msg);
-            self.s_ready += msg.len();
+            self.answer_now(&[tag, 0, 0, 0, 4]);
         }
     }
 

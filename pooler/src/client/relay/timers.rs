@@ -76,6 +76,10 @@ impl Relay {
 
     /// Arms (or moves, or drops) the timer for the timeout that applies now.
     pub(super) fn arm_timer(&mut self) {
+        // Runs at every turn of the loop: without client timeouts there is nothing to work out.
+        if !self.settings.client_timeouts && self.timer.is_none() {
+            return;
+        }
         match self.next_timeout() {
             None => self.timer = None,
             Some((at, reason)) => {
