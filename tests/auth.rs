@@ -59,6 +59,30 @@ async fn plain_passwords_in_userlist_work_for_every_method() {
     }
 }
 
+/// A plain-text password answers SCRAM through a secret made once (PBKDF2 is the costly part
+/// of a login); a changed password in the auth_file, after RELOAD, makes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_password_changed_on_reload_is_the_one_scram_accepts() {
+    let pg = Cluster::shared();
+    // The database logs in to PostgreSQL as the SCRAM role; clients log in with the auth_file.
+    let databases = format!("app = host=$SOCKET port=$PORT user={SCRAM_USER} password={SCRAM_PASS}");
+    let mux = Pgmux::start_with(
+        pg,
+        Setup { databases: &databases, userlist: Some("\"alice\" \"one\"\n"), pgbouncer: "admin_users = alice" },
+    );
+    for _ in 0..2 {
+        assert_eq!(who(&mux, "alice", "one", "app").await.unwrap(), SCRAM_USER);
+    }
+    let refused = |e: tokio_postgres::Error| db_error(&e);
+    let sasl_failed = ("08P01".to_owned(), "SASL authentication failed".to_owned());
+    assert_eq!(refused(who(&mux, "alice", "two", "app").await.unwrap_err()), sasl_failed);
+    let console = mux.connect("alice", "one", "pgbouncer").await.unwrap();
+    std::fs::write(mux.dir.path().join("userlist.txt"), "\"alice\" \"two\"\n").unwrap();
+    console.simple_query("RELOAD").await.unwrap();
+    assert_eq!(who(&mux, "alice", "two", "app").await.unwrap(), SCRAM_USER);
+    assert_eq!(refused(who(&mux, "alice", "one", "app").await.unwrap_err()), sasl_failed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_look_the_same() {
     let pg = Cluster::shared();

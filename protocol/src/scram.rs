@@ -232,11 +232,20 @@ impl ServerExchange {
         if client_nonce.is_empty() || !client_nonce.bytes().all(|c| c.is_ascii_graphic() && c != b',') {
             return Err(ProtocolError::Invalid("bad SCRAM nonce"));
         }
-        let nonce = format!("{client_nonce}{}", new_nonce());
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
+        // Built by hand, not with format!: this runs at every SCRAM login.
+        let mut nonce = String::with_capacity(client_nonce.len() + 24);
+        nonce.push_str(client_nonce);
+        B64.encode_string(rand::random::<[u8; 18]>(), &mut nonce);
+        let mut server_first = String::with_capacity(nonce.len() + 48);
+        server_first.push_str("r=");
+        server_first.push_str(&nonce);
+        server_first.push_str(",s=");
+        B64.encode_string(&secret.salt, &mut server_first);
+        server_first.push_str(",i=");
+        server_first.push_str(&secret.iterations.to_string());
         let ex = Self {
             secret,
-            gs2_header: [format!("{cb},{authzid},").into_bytes(), cb_data].concat(),
+            gs2_header: [cb.as_bytes(), b",", authzid.as_bytes(), b",", &cb_data[..]].concat(),
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
@@ -267,20 +276,23 @@ impl ServerExchange {
         }
         let proof: [u8; 32] =
             B64.decode(proof).ok().and_then(|p| p.try_into().ok()).ok_or_else(|| bad("malformed SCRAM proof"))?;
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
-        let client_signature = hmac(&self.secret.stored_key, &[auth_message.as_bytes()]);
+        let auth_message: [&[u8]; 5] =
+            [self.client_first_bare.as_bytes(), b",", self.server_first.as_bytes(), b",", without_proof.as_bytes()];
+        let client_signature = hmac(&self.secret.stored_key, &auth_message);
         let client_key = xor(&proof, &client_signature);
         if !constant_time_eq(&sha256(&client_key), &self.secret.stored_key) {
             return Err(ServerFinalError::BadProof);
         }
-        let server_signature = hmac(&self.secret.server_key, &[auth_message.as_bytes()]);
+        let server_signature = hmac(&self.secret.server_key, &auth_message);
         let keys = PassThroughKeys {
             client_key,
             server_key: self.secret.server_key,
             salt: self.secret.salt,
             iterations: self.secret.iterations,
         };
-        Ok((format!("v={}", B64.encode(server_signature)), keys))
+        let mut server_final = String::from("v=");
+        B64.encode_string(server_signature, &mut server_final);
+        Ok((server_final, keys))
     }
 }
 

@@ -4,9 +4,9 @@
 //! of a pool want the same values, so a logged-in client's set is shared with every other
 //! client that wants the same ([`ParamSets`]) and copied only when one of them changes a value.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::server::ServerParams;
@@ -19,21 +19,67 @@ pub const ALWAYS_TRACKED: [&str; 5] =
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
     set: Arc<ParamSet>,
-    fingerprint: std::cell::Cell<u64>,
 }
 
 /// The tracked names and the wanted values; shared between clients that want the same.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Default)]
 pub struct ParamSet {
     values: Vec<(String, String)>,
     extra: Vec<String>,
+    /// The set's number, given the first time it is asked for (0 until then): no other set
+    /// ever gets it, and a change of value makes the set a new one. A server synced to a
+    /// number therefore has exactly these values.
+    id: AtomicU64,
+}
+
+/// The last number given to a [`ParamSet`].
+static LAST_SET_ID: AtomicU64 = AtomicU64::new(0);
+
+impl ParamSet {
+    /// Its number, given now if it has none yet.
+    fn id(&self) -> u64 {
+        match self.id.load(Ordering::Relaxed) {
+            0 => {
+                let new = LAST_SET_ID.fetch_add(1, Ordering::Relaxed) + 1;
+                // Two clients sharing the set may ask at once: the first number given stays.
+                match self.id.compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => new,
+                    Err(given) => given,
+                }
+            }
+            id => id,
+        }
+    }
+}
+
+/// A copy is another set (it is copied to be changed): it gets a number of its own.
+impl Clone for ParamSet {
+    fn clone(&self) -> Self {
+        ParamSet { values: self.values.clone(), extra: self.extra.clone(), id: AtomicU64::new(0) }
+    }
+}
+
+/// Sets are the same when they want the same values (their numbers aside): what sharing looks at.
+impl PartialEq for ParamSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values && self.extra == other.extra
+    }
+}
+
+impl Eq for ParamSet {}
+
+impl Hash for ParamSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.values.hash(state);
+        self.extra.hash(state);
+    }
 }
 
 impl ClientParams {
     /// Tracks the standard set plus `extra` (track_extra_parameters).
     pub fn new(extra: &[String]) -> Self {
-        let set = ParamSet { values: Vec::new(), extra: extra.to_vec() };
-        Self { set: Arc::new(set), fingerprint: std::cell::Cell::new(0) }
+        let set = ParamSet { values: Vec::new(), extra: extra.to_vec(), id: AtomicU64::new(0) };
+        Self { set: Arc::new(set) }
     }
 
     /// Every tracked name and its wanted value (for an online restart).
@@ -62,26 +108,28 @@ impl ClientParams {
                 if self.set.values[i].1 == value {
                     return true;
                 }
-                Arc::make_mut(&mut self.set).values[i].1 = value.to_owned();
+                self.changed().values[i].1 = value.to_owned();
             }
             None => {
                 let canon = canon.to_owned();
-                Arc::make_mut(&mut self.set).values.push((canon, value.to_owned()));
+                self.changed().values.push((canon, value.to_owned()));
             }
         }
-        // Recomputed lazily: a login sets a dozen values in a row.
-        self.fingerprint.set(0);
         true
     }
 
-    /// A hash of all wanted values (never 0): a server synced to this fingerprint needs no SET.
+    /// The set, to be changed: copied first if it is shared, and numbered again.
+    fn changed(&mut self) -> &mut ParamSet {
+        let set = Arc::make_mut(&mut self.set);
+        *set.id.get_mut() = 0;
+        set
+    }
+
+    /// The wanted values' number (never 0): a server synced to it needs no SET. Equal numbers
+    /// mean equal values; clients that want the same values usually share a number (sharing),
+    /// and when they do not the server's values are compared one by one.
     pub fn fingerprint(&self) -> u64 {
-        if self.fingerprint.get() == 0 {
-            let mut h = DefaultHasher::new();
-            self.set.values.hash(&mut h);
-            self.fingerprint.set(h.finish().max(1));
-        }
-        self.fingerprint.get()
+        self.set.id()
     }
 
     /// The wanted value of `name`.
@@ -143,14 +191,13 @@ impl ClientParams {
             return Vec::new();
         }
         let mut changed = Vec::new();
-        for (k, v) in &mut Arc::make_mut(&mut self.set).values {
+        for (k, v) in &mut self.changed().values {
             if let Some(s) = server.get(k) {
                 if s != v {
                     changed.push((k.clone(), std::mem::replace(v, s.to_owned()), s.to_owned()));
                 }
             }
         }
-        self.fingerprint.set(0);
         changed
     }
 }
@@ -248,6 +295,11 @@ mod tests {
         assert_eq!(b.get("TimeZone"), Some("Europe/Paris"));
         assert_eq!(a.fingerprint(), before);
         assert_ne!(b.fingerprint(), before);
+        // A change back is still another set: equal values, another number (the server's values
+        // are then compared one by one).
+        assert!(b.set("timezone", "UTC"));
+        assert_ne!(b.fingerprint(), before);
+        assert_eq!(b.sync_sql(&ServerParams::default()), a.sync_sql(&ServerParams::default()));
         // An unchanged value copies nothing.
         let mut c = login("web");
         assert!(c.set("application_name", "web"));
