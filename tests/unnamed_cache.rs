@@ -130,6 +130,46 @@ async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again()
     assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,2", "C", "Z"]);
 }
 
+/// The same text means other tables to clients with other search_paths: each gets a statement
+/// of its own. Sharing one, PostgreSQL would analyse it again for the other search_path and
+/// refuse it (`cached plan must not change result type`: the tables have other columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_other_search_paths_get_statements_of_their_own() {
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        "DROP SCHEMA IF EXISTS cache_sp_a CASCADE; DROP SCHEMA IF EXISTS cache_sp_b CASCADE; \
+         CREATE SCHEMA cache_sp_a; CREATE SCHEMA cache_sp_b; \
+         CREATE TABLE cache_sp_a.t (a int); INSERT INTO cache_sp_a.t VALUES (1); \
+         CREATE TABLE cache_sp_b.t (a text, b int); INSERT INTO cache_sp_b.t VALUES ('b', 2); \
+         GRANT USAGE ON SCHEMA cache_sp_a, cache_sp_b TO scram_user; \
+         GRANT SELECT ON cache_sp_a.t, cache_sp_b.t TO scram_user",
+    );
+    let mux = one_server(pg, "");
+    let (mut a, mut b, mut plain) = (Raw::connect(&mux).await, Raw::connect(&mux).await, Raw::connect(&mux).await);
+    for (c, path) in [(&mut a, "cache_sp_a"), (&mut b, "cache_sp_b")] {
+        c.send(|m| build::query(m, &format!("SET search_path = {path}"))).await;
+        assert_eq!(c.until_ready().await, ["C", "Z"]);
+    }
+    for _ in 0..3 {
+        assert_eq!(run_unnamed(&mut a, "SELECT * FROM t", None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+        assert_eq!(run_unnamed(&mut b, "SELECT * FROM t", None).await, ["1", "2", "T", "D:b,2", "C", "Z"]);
+    }
+    // One statement per search_path on the one server; a client without a search_path of its
+    // own shares the statements of the others like it.
+    assert_eq!(server_statements(&mut plain).await.len(), 2);
+    for _ in 0..2 {
+        run_unnamed(&mut plain, "SELECT 1", None).await;
+        run_unnamed(&mut a, "SELECT 1", None).await;
+    }
+    assert_eq!(server_statements(&mut plain).await.len(), 4);
+    // Back to the default: a's statements are those of clients without a search_path.
+    a.send(|m| build::query(m, "RESET search_path")).await;
+    assert_eq!(a.until_ready().await, ["C", "Z"]);
+    run_unnamed(&mut a, "SELECT 1", None).await;
+    assert_eq!(server_statements(&mut plain).await.len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_cache_off_the_unnamed_statement_goes_to_postgres_as_sent() {
     let pg = Cluster::shared();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::login::Session;
-use super::prepared::ClientStatements;
+use super::prepared::{self, ClientStatements};
 use super::registration::Registration;
 use super::{limits, relay, ClientCount, ClientIo, ClientParams};
 use crate::client_counts::Counted;
@@ -79,11 +79,12 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
     let session = Session { registration, pool, params, cancel_key, cancel, info, dedicated: None };
-    let statements = ClientStatements::import(record.statements, record.unnamed);
     let state = Box::new(crate::session_state::SessionState {
         settings: record.settings.into_iter().collect(),
         prepared: record.sql_prepared.into_iter().collect(),
     });
+    let context = prepared::name_context(Some(&state.settings), &session.params);
+    let statements = ClientStatements::import(record.statements, record.unnamed, context);
     // A task of its own, as after a login: this function's state is freed.
     tokio::spawn(relay::resume(count, ClientIo::new(stream), session, statements, Some(state)));
 }

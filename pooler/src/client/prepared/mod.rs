@@ -29,11 +29,13 @@ mod tests;
 mod tracker;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+
+use super::params::ClientParams;
 
 pub use rewrite::{Rewrite, RewriteError, Rewritten};
 pub use tracker::{Response, Tracker};
@@ -47,11 +49,36 @@ pub struct Statement {
 }
 
 /// The hash that names a statement on servers: of its query text and parameter types (the
-/// Parse body after the name), so that equal statements share a name whoever prepared them.
-fn statement_hash(parse_rest: &[u8]) -> u64 {
+/// Parse body after the name) and of the client's [`name_context`], so that equal statements
+/// share a name whoever prepared them, as long as their names mean the same tables.
+fn statement_hash(parse_rest: &[u8], context: u64) -> u64 {
     let mut h = DefaultHasher::new();
     parse_rest.hash(&mut h);
+    if context != 0 {
+        context.hash(&mut h);
+    }
     h.finish()
+}
+
+/// The settings that decide which tables and functions a statement's names mean.
+const NAME_SETTINGS: [&str; 3] = ["search_path", "role", "session_authorization"];
+
+/// The name context of a client: a hash of its [`NAME_SETTINGS`], each as set in its session
+/// (`session`, SET carried across servers) or else as a tracked startup parameter. 0 when it
+/// has none of its own, so that most clients share every statement.
+pub fn name_context(session: Option<&BTreeMap<String, String>>, params: &ClientParams) -> u64 {
+    let mut h = DefaultHasher::new();
+    let mut any = false;
+    for name in NAME_SETTINGS {
+        let value = session.and_then(|s| s.get(name)).map(String::as_str).or_else(|| params.get(name));
+        any |= value.is_some();
+        value.hash(&mut h);
+    }
+    if any {
+        h.finish().max(1)
+    } else {
+        0
+    }
 }
 
 /// Length of a server-side name: `pgmux_` and 16 hex digits.
@@ -76,6 +103,9 @@ pub struct ClientStatements {
     unnamed_valid: bool,
     /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it).
     unnamed_hash: Option<u64>,
+    /// What the client's names mean (its search_path and role, [`name_context`]); part of
+    /// every statement hash it makes.
+    context: u64,
 }
 
 /// A client's named statements by name; nothing is allocated until it names one (most clients
@@ -131,6 +161,18 @@ impl FromIterator<(Bytes, Arc<Statement>)> for Named {
 pub type NamedStatements = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl ClientStatements {
+    /// Sets the client's name context ([`name_context`]): statements it prepares from now on
+    /// are shared only with clients whose names mean the same. PostgreSQL analyses a prepared
+    /// statement again when search_path changes, and refuses one whose result columns change
+    /// (`cached plan must not change result type`): without this, a client whose search_path
+    /// finds other tables would get another client's statement and that error.
+    pub fn set_context(&mut self, context: u64) {
+        if context != self.context {
+            self.context = context;
+            self.unnamed_hash = None;
+        }
+    }
+
     /// Named statements (name, Parse body after the name) and the unnamed one, for handing the
     /// client to a new process (online restart).
     pub fn export(&self) -> (NamedStatements, Option<Vec<u8>>) {
@@ -139,11 +181,12 @@ impl ClientStatements {
     }
 
     /// The statements of a client handed over by the previous process.
-    pub fn import(named: NamedStatements, unnamed: Option<Vec<u8>>) -> Self {
+    /// `context` is the client's [`name_context`].
+    pub fn import(named: NamedStatements, unnamed: Option<Vec<u8>>, context: u64) -> Self {
         let map = named
             .into_iter()
             .map(|(name, rest)| {
-                let hash = statement_hash(&rest);
+                let hash = statement_hash(&rest, context);
                 (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
             .collect();
@@ -153,6 +196,7 @@ impl ClientStatements {
             unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(),
             unnamed_valid,
             unnamed_hash: None,
+            context,
         }
     }
 }

@@ -149,7 +149,8 @@ impl Rewrite<'_> {
         if !self.cache_unnamed || !self.client.unnamed_valid {
             return None;
         }
-        let hash = *self.client.unnamed_hash.get_or_insert_with(|| statement_hash(&self.client.unnamed));
+        let hash =
+            *self.client.unnamed_hash.get_or_insert_with(|| statement_hash(&self.client.unnamed, self.client.context));
         let rest = std::mem::take(&mut self.client.unnamed);
         let n = self.ensure_prepared(buf, at, hash, &rest);
         self.client.unnamed = rest;
@@ -239,7 +240,7 @@ impl Rewrite<'_> {
                     self.client.unnamed.extend_from_slice(p.rest);
                     self.client.unnamed_valid = true;
                     if self.cache_unnamed {
-                        let hash = statement_hash(p.rest);
+                        let hash = statement_hash(p.rest, self.client.context);
                         self.client.unnamed_hash = Some(hash);
                         // PostgreSQL analyses an unnamed Parse when it comes: behind requests
                         // still in flight (DDL in the same pipeline) the statement is prepared
@@ -255,7 +256,7 @@ impl Rewrite<'_> {
                 if self.client.map.contains_key(p.name) {
                     return Err(RewriteError::NameInUse(Bytes::copy_from_slice(p.name)));
                 }
-                let hash = statement_hash(p.rest);
+                let hash = statement_hash(p.rest, self.client.context);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
                 let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });

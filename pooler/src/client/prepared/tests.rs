@@ -367,3 +367,40 @@ fn an_unnamed_parse_behind_requests_in_flight_is_prepared_again() {
     assert_eq!(tags_of(&out), b"CP");
     assert_eq!(f.tracker.next_fake(), None);
 }
+
+#[test]
+fn the_name_context_keeps_statements_apart_and_is_zero_by_default() {
+    use super::{name_context, statement_hash};
+    use crate::client::ClientParams;
+    use std::collections::BTreeMap;
+    let params = ClientParams::new(&[]);
+    assert_eq!(name_context(None, &params), 0, "no setting of its own: shares with everyone");
+    assert_eq!(name_context(Some(&BTreeMap::new()), &params), 0);
+    let session = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+    let a = name_context(Some(&session("search_path", "a")), &params);
+    let b = name_context(Some(&session("search_path", "b")), &params);
+    let role = name_context(Some(&session("role", "a")), &params);
+    assert!(a != 0 && b != 0 && role != 0);
+    assert!(a != b && a != role, "other values, other contexts");
+    // A tracked startup search_path counts when the session has not set one.
+    let mut tracked = ClientParams::new(&["search_path".into()]);
+    tracked.set("search_path", "a");
+    assert_eq!(name_context(None, &tracked), a);
+    assert_eq!(name_context(Some(&session("search_path", "b")), &tracked), b, "the session's SET wins");
+    let text = b"SELECT * FROM t\0\0\0";
+    assert_ne!(statement_hash(text, a), statement_hash(text, b));
+    assert_ne!(statement_hash(text, a), statement_hash(text, 0));
+    // On one server, the same text under another context is another statement: prepared again,
+    // under its own name.
+    let mut f = Fixture::cached(10);
+    let batch: &[(u8, &[u8])] = &[(b'P', PARSE_UNNAMED), (b'B', BIND_UNNAMED), (b'S', b"")];
+    let first = f.send(batch).unwrap();
+    for r in [b::PARSE_COMPLETE, b::BIND_COMPLETE, b::READY_FOR_QUERY] {
+        f.respond(r);
+    }
+    f.client.set_context(a);
+    let again = f.send(batch).unwrap();
+    assert_eq!(tags_of(&again), b"PB", "not taken from the server's cache");
+    assert_ne!(first[0].1[..NAME_LEN], again[0].1[..NAME_LEN]);
+    assert_eq!(f.server.len(), 2);
+}

@@ -9,6 +9,7 @@ use pgmux_protocol::tags;
 
 use super::end::{End, Fault};
 use super::Relay;
+use crate::client::prepared;
 use crate::server::{self, ServerConn, ServerError};
 use crate::session_sql::{self, Effect};
 use crate::session_state::{InFlight, SessionState};
@@ -70,6 +71,11 @@ impl Carry {
         self.on && (self.made.is_some() || !server.is_empty())
     }
 
+    /// The client's settings carried across servers (None until it made any state).
+    pub fn settings(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        self.made.as_ref().map(|m| &m.state.settings)
+    }
+
     /// The client's settings and SQL prepared statements, for an online restart.
     pub fn into_state(self) -> SessionState {
         self.made.map(|m| m.state).unwrap_or_default()
@@ -122,6 +128,7 @@ impl Relay {
     /// A ReadyForQuery: records what took place.
     pub(super) fn session_sql_ready(&mut self, status: TxStatus) {
         let Some(made) = self.carry.made.as_mut() else { return };
+        let mut settings_changed = false;
         for e in made.in_flight.on_ready(status) {
             match e {
                 Effect::Sticky(what) => {
@@ -144,6 +151,8 @@ impl Relay {
                     }
                 }
                 e => {
+                    settings_changed |=
+                        matches!(e, Effect::Set { .. } | Effect::Reset(_) | Effect::ResetAll | Effect::DiscardAll);
                     made.state.apply(&e);
                     if let Some(s) = self.server.as_mut() {
                         s.session_state.apply(&e);
@@ -151,6 +160,16 @@ impl Relay {
                 }
             }
         }
+        if settings_changed {
+            self.refresh_name_context();
+        }
+    }
+
+    /// Recomputes which statements this client may share ([`prepared::name_context`]): after
+    /// its settings or its tracked parameters changed.
+    pub(super) fn refresh_name_context(&mut self) {
+        let context = prepared::name_context(self.carry.settings(), &self.session.params);
+        self.statements.set_context(context);
     }
 
     /// Makes `server` carry this client's settings and SQL prepared statements.

@@ -192,6 +192,7 @@ pub(crate) fn resume(
         had_server: false,
         session,
     };
+    r.refresh_name_context();
     if let Some(server) = dedicated {
         let now_us = r.shared.client_registry.now_us();
         r.install(*server, now_us);

@@ -373,6 +373,7 @@ impl Relay {
                             s.params.set(&k, &v);
                             s.synced_params = self.session.params.fingerprint();
                         }
+                        self.refresh_name_context();
                     } else {
                         let status = backend::ready_for_query(body)?;
                         self.on_ready(status);
