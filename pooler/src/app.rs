@@ -79,7 +79,7 @@ impl Pooler {
             accepts.push(tokio::spawn(pgmux_exporter::serve(l, source)));
         }
         for l in bound.tcp {
-            let l = TcpListener::from_std(l)?;
+            let l = crate::net::quiet::register(l, tokio::io::Interest::READABLE)?;
             accepts.push(tokio::spawn(accept_tcp(shared.clone(), l)));
         }
         match crate::leader::agent::bind(&shared.config().general) {
@@ -180,13 +180,17 @@ fn bind_exporter(g: &crate::config::General) -> Result<Option<std::net::TcpListe
     Ok(Some(l))
 }
 
-async fn accept_tcp(shared: Arc<Shared>, l: TcpListener) {
+/// Clients over TCP, as quiet sockets (net/quiet.rs): registered for reading only.
+async fn accept_tcp(shared: Arc<Shared>, l: tokio::io::unix::AsyncFd<std::net::TcpListener>) {
     loop {
         shared.wait_resumed().await;
-        match l.accept().await {
+        let accepted = crate::net::quiet::accept(&l).await.and_then(|(s, addr)| {
+            crate::net::tcp_options::TcpOptions::from_general(&shared.config().general).apply(&s);
+            Ok((crate::net::quiet::QuietTcp::from_nonblocking(s)?, addr))
+        });
+        match accepted {
             Ok((s, addr)) => {
-                crate::net::tcp_options::TcpOptions::from_general(&shared.config().general).apply(&s);
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::Tcp(s), PeerAddr::Tcp(addr)));
+                tokio::spawn(crate::client::handle(shared.clone(), Stream::QuietTcp(s), PeerAddr::Tcp(addr)));
             }
             Err(e) => accept_error(e).await,
         }

@@ -25,9 +25,8 @@ fn stream_of(fd: OwnedFd, record: &ClientRecord) -> std::io::Result<(Stream, Pee
         return Ok((Stream::Unix(tokio::net::UnixStream::from_std(s)?), PeerAddr::Unix(record.addr.clone())));
     }
     let s = std::net::TcpStream::from(fd);
-    s.set_nonblocking(true)?;
     let peer = s.peer_addr()?;
-    Ok((Stream::Tcp(tokio::net::TcpStream::from_std(s)?), PeerAddr::Tcp(peer)))
+    Ok((Stream::QuietTcp(crate::net::quiet::QuietTcp::new(s)?), PeerAddr::Tcp(peer)))
 }
 
 /// Serves a handed-over client to the end.

@@ -50,7 +50,7 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
         if let (true, Some(t), Some(&TLS_HANDSHAKE_RECORD)) = (first_packet, tls, io.rbuf.first()) {
             // A TLS ClientHello where a length would be (a startup packet's first byte is 0):
             // PostgreSQL 17's direct negotiation. The bytes read so far start the handshake.
-            if matches!(io.stream, Stream::Tcp(_)) {
+            if io.stream.is_plain_tcp() {
                 let hello = io.rbuf.split();
                 start_tls(io, t, &hello, true).await?;
                 first_packet = false;
@@ -65,7 +65,7 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
                 _ if io.tls.is_some() => {
                     return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid("SSL request inside SSL")))
                 }
-                Some(t) if matches!(io.stream, Stream::Tcp(_)) => {
+                Some(t) if io.stream.is_plain_tcp() => {
                     if !io.rbuf.is_empty() {
                         // Bytes sent before the handshake could be injected by a third party.
                         let msg = "received unencrypted data after SSL request";

@@ -3,7 +3,7 @@
 pub mod activation;
 pub mod client_io;
 pub mod listener;
-pub mod quiet_unix;
+pub mod quiet;
 pub mod stream;
 pub mod tcp_options;
 

@@ -36,8 +36,10 @@ pub enum Stream {
     /// Unix socket (clients, and tests).
     Unix(UnixStream),
     /// Unix socket to a server: write readiness asked for only while a write is blocked
-    /// (quiet_unix.rs).
-    QuietUnix(Box<super::quiet_unix::QuietUnix>),
+    /// (quiet.rs).
+    QuietUnix(Box<super::quiet::QuietUnix>),
+    /// TCP from a client, the same way (quiet.rs).
+    QuietTcp(super::quiet::QuietTcp),
     /// TLS from a client (pgmux is the TLS server).
     TlsAccepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS to a server (pgmux is the TLS client).
@@ -56,6 +58,7 @@ macro_rules! each {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
             Stream::QuietUnix($s) => $e,
+            Stream::QuietTcp($s) => $e,
             Stream::TlsAccepted($s) => $e,
             Stream::TlsConnected($s) => $e,
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -68,6 +71,7 @@ impl Stream {
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::QuietTcp(s) => s.get_ref().local_addr().ok(),
             Stream::TlsAccepted(s) => s.get_ref().0.local_addr().ok(),
             Stream::TlsConnected(s) => s.get_ref().0.local_addr().ok(),
             _ => None,
@@ -87,10 +91,17 @@ impl Stream {
         matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
     }
 
+    /// True for TCP without TLS (yet).
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::QuietTcp(_))
+    }
+
     /// Takes the plain TCP socket out for a TLS handshake, leaving `Detached`.
     pub fn take_tcp(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, Stream::Detached) {
             Stream::Tcp(s) => Some(s),
+            // The handshake's stream is Tokio's own: the socket moves to it.
+            Stream::QuietTcp(s) => TcpStream::from_std(s.into_inner()).ok(),
             other => {
                 *self = other;
                 None
@@ -106,6 +117,7 @@ impl Stream {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
             Stream::QuietUnix(s) => s.poll_read_ready(cx),
+            Stream::QuietTcp(s) => s.poll_read_ready(cx),
             Stream::TlsAccepted(_) | Stream::TlsConnected(_) => Poll::Ready(Ok(())),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
@@ -121,6 +133,7 @@ impl Stream {
             Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut buf),
             Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut buf),
             Stream::QuietUnix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut buf),
+            Stream::QuietTcp(s) => socket2::SockRef::from(s.get_ref()).peek(&mut buf),
             Stream::TlsAccepted(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
             Stream::TlsConnected(s) => socket2::SockRef::from(s.get_ref().0).peek(&mut buf),
             Stream::Detached => Err(detached()),

@@ -36,9 +36,9 @@ impl TcpOptions {
     }
 
     /// Sets the options on a connected socket (also TCP_NODELAY, always on).
-    pub fn apply(&self, s: &tokio::net::TcpStream) {
-        let _ = s.set_nodelay(true);
+    pub fn apply(&self, s: &impl std::os::fd::AsFd) {
         let sock = SockRef::from(s);
+        let _ = sock.set_nodelay(true);
         if self.keepalive {
             let mut k = TcpKeepalive::new();
             if self.keepidle_s > 0 {

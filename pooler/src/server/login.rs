@@ -142,7 +142,7 @@ async fn dial(
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
         let s = UnixStream::connect(&path).await?.into_std()?;
         connected.store(true, Relaxed);
-        let s = crate::net::quiet_unix::QuietUnix::new(s)?;
+        let s = crate::net::quiet::QuietUnix::new(s)?;
         return Ok((Stream::QuietUnix(Box::new(s)), PeerAddr::Unix(path)));
     }
     let mut last = None;

@@ -20,7 +20,7 @@ impl Relay {
             && !self.terminate
             && !self.client_eof
             && self.c_skip == 0
-            && matches!(self.client, Stream::Tcp(_) | Stream::Unix(_))
+            && matches!(self.client, Stream::Tcp(_) | Stream::QuietTcp(_) | Stream::Unix(_))
     }
 
     /// Leaves this process's books and passes the client on.
@@ -30,6 +30,7 @@ impl Relay {
         session.registration.release();
         let fd: std::io::Result<OwnedFd> = match client {
             Stream::Tcp(t) => t.into_std().map(OwnedFd::from),
+            Stream::QuietTcp(t) => Ok(OwnedFd::from(t.into_inner())),
             Stream::Unix(u) => u.into_std().map(OwnedFd::from),
             _ => return,
         };
