@@ -214,7 +214,7 @@ measure() {
 }
 
 if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
-HEADLINE="pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEAT (medians), $(nproc) cores; $($PGBOUNCER --version | head -1); $(target/release/pgmux -V | head -1)"
+HEADLINE="pgbench -S, transaction mode, pool 20, ${SECS}s per run, REPEAT=$REPEAT (medians), $(nproc) cores; reference: $($PGBOUNCER --version | head -1); pgmux -V: $(target/release/pgmux -V | head -1)"
 echo
 echo "$HEADLINE"
 echo
