@@ -50,7 +50,7 @@ impl TcpOptions {
             if self.keepcnt > 0 {
                 k = k.with_retries(self.keepcnt);
             }
-            let _ = sock.set_keepalive(true);
+            // Sets SO_KEEPALIVE too (one setsockopt fewer than setting it on its own first).
             let _ = sock.set_tcp_keepalive(&k);
         }
         if self.user_timeout_ms > 0 {
