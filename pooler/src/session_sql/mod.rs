@@ -376,6 +376,25 @@ impl Lexer<'_> {
     }
 }
 
+/// Texts of up to `most - 1` pieces drawn from `pieces`, the same sequence for a `seed`
+/// (xorshift): for the randomized tests of the lexer and its pre-check.
+#[cfg(test)]
+fn random_texts<'a>(pieces: &'a [&'a [u8]], most: u64, mut seed: u64) -> impl FnMut() -> Vec<u8> + 'a {
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    move || {
+        let mut text = Vec::new();
+        for _ in 0..next() % most {
+            text.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+        }
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,18 +534,9 @@ mod tests {
             b"DEFAULT",
             b"\xff",
         ];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut texts = random_texts(&PIECES, 24, 0x2545_f491_4f6c_dd1d);
         for _ in 0..50_000 {
-            let mut text = Vec::new();
-            for _ in 0..next() % 24 {
-                text.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
-            }
+            let text = texts();
             let found = effects(&text);
             assert_eq!(
                 found,

@@ -139,18 +139,9 @@ mod tests {
     fn eight_at_a_time_agrees_with_byte_at_a_time() {
         const PIECES: [&[u8]; 14] =
             [b"set", b"SeT", b"x", b"_", b"1", b" ", b"\xc3\xa9", b"\xff", b"reset", b"hold", b"tem", b"p", b";", b"@"];
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut texts = super::super::random_texts(&PIECES, 12, 0x9e37_79b9_7f4a_7c15);
         for _ in 0..100_000 {
-            let mut text = Vec::new();
-            for _ in 0..next() % 12 {
-                text.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
-            }
+            let text = texts();
             assert_eq!(worth_a_look(&text), worth_a_look_bytewise(&text), "{}", String::from_utf8_lossy(&text));
         }
     }
