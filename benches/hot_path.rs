@@ -62,7 +62,7 @@ fn pool_lease(bencher: divan::Bencher) {
     let settings = pool.settings();
     bencher.bench(|| {
         // A server idle for more than 20 ms (between samples) is probed first: the slow path.
-        let mut lease = match pool.take_ready(&settings, tokio::time::Instant::now()) {
+        let mut lease = match pool.take_ready(&settings, pgmux::clock::Micros::now()) {
             Some(lease) => lease,
             None => rig.runtime.handle().block_on(pool.checkout()).expect("an idle server"),
         };

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
+use crate::clock::Micros;
 use crate::net::PeerAddr;
 
 /// What a client is doing, as SHOW CLIENTS names it.
@@ -166,27 +167,15 @@ impl ClientInfo {
 }
 
 /// All logged-in clients.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ClientRegistry {
     map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
-    epoch: tokio::time::Instant,
-}
-
-impl Default for ClientRegistry {
-    fn default() -> Self {
-        Self { map: Mutex::default(), epoch: tokio::time::Instant::now() }
-    }
 }
 
 impl ClientRegistry {
-    /// Microseconds on the registry's monotonic clock.
+    /// Microseconds on the registry's monotonic clock ([`Micros`]).
     pub fn now_us(&self) -> u64 {
-        self.us_at(tokio::time::Instant::now())
-    }
-
-    /// `at` on the registry's monotonic clock, in microseconds.
-    pub fn us_at(&self, at: tokio::time::Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_micros() as u64
+        Micros::now().as_u64()
     }
 
     /// Wall-clock time of `us` on the registry's monotonic clock (a time in the past).

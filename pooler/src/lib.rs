@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod client_counts;
 pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod handoff;

@@ -69,7 +69,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// No NUL before the end.
     pub fn cstr(&mut self) -> Result<&'a [u8], ProtocolError> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or(ProtocolError::Unterminated(self.what))?;
+        let end = memchr::memchr(0, self.buf).ok_or(ProtocolError::Unterminated(self.what))?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)

@@ -13,6 +13,7 @@ use super::lease::Lease;
 use super::room::Room;
 use super::waiter::{Handoff, SlotGuard, WaitTicket};
 use super::{Caller, CheckoutError, Pool, PoolSettings, FOLLOWER_RETRY};
+use crate::clock::Micros;
 use crate::logging::ConnTag;
 use crate::server::{self, ServerConn};
 
@@ -161,7 +162,7 @@ impl Pool {
                 }
             };
             if let Some(server) = popped {
-                if self.usable_at_once(&server, settings, Instant::now()) {
+                if self.usable_at_once(&server, settings, Micros::now()) {
                     return Ok(Lease::new(server, self.clone()));
                 }
                 return Box::pin(self.checkout_slow(settings, Some(server), client, caller, limit)).await;
@@ -174,7 +175,7 @@ impl Pool {
     /// `None` (then [`Pool::checkout_with`]). Callers keep their slow path boxed, so that the
     /// future every client task holds stays small.
     /// `now` is the caller's clock reading (one per transaction, not one per check).
-    pub fn take_ready(self: &Arc<Self>, settings: &PoolSettings, now: Instant) -> Option<Lease> {
+    pub fn take_ready(self: &Arc<Self>, settings: &PoolSettings, now: Micros) -> Option<Lease> {
         if self.paused.load(Relaxed) {
             return None;
         }
@@ -192,8 +193,8 @@ impl Pool {
     }
 
     /// True when an idle server can be handed out without a dead check or a check query.
-    pub(super) fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
-        let idle = now.saturating_duration_since(s.last_used);
+    pub(super) fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings, now: Micros) -> bool {
+        let idle = now.since(s.last_used);
         let needs_check = settings.check_query.is_some() && idle >= settings.check_delay;
         !self.needs_dead_check_after(idle) && !needs_check && !self.expired_at(s, settings, now) && !self.stale(s)
     }
@@ -276,7 +277,7 @@ impl Pool {
                 Ok(Some(Handoff::Server(s))) => {
                     drop(ticket.take());
                     // Released a moment ago, as a rule: one clock reading clears it.
-                    if self.usable_at_once(&s, settings, Instant::now()) {
+                    if self.usable_at_once(&s, settings, Micros::now()) {
                         return Ok(Lease::new(s, self.clone()));
                     }
                     if let Some(s) = self.prepare(s, settings).await {
@@ -344,7 +345,7 @@ impl Pool {
             self.server_lost();
             return None;
         }
-        if let Some(reason) = self.unusable(&s, settings, Instant::now()) {
+        if let Some(reason) = self.unusable(&s, settings, Micros::now()) {
             self.discard(s, reason);
             return None;
         }

@@ -19,7 +19,7 @@ impl Pool {
     pub fn park_fake_server(&self, id: u64) -> UnixStream {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         let peer = PeerAddr::Unix("/tmp/.s.PGSQL.5432".into());
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::Micros::now();
         let conn = ServerConn {
             stream: Stream::Unix(ours),
             id,

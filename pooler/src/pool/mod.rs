@@ -40,6 +40,7 @@ pub use stats::{PoolStats, StatsSnapshot, SESSION_END_SIDES};
 pub use waiter::LoginRefusal;
 use waiter::{Handoff, SlotGuard};
 
+use crate::clock::Micros;
 use crate::config::StoredSecret;
 use crate::server::{self, ServerConn, ServerError, ServerParams};
 
@@ -283,17 +284,17 @@ impl Pool {
 
     /// Past server_lifetime. With 0 a server serves one client and is closed on its release;
     /// one that has only logged in (the welcome of a new pool) is kept for its first client.
-    fn expired_at(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
+    fn expired_at(&self, s: &ServerConn, settings: &PoolSettings, now: Micros) -> bool {
         if settings.server_lifetime.is_zero() {
             s.tag.served
         } else {
-            now.saturating_duration_since(s.created) >= settings.server_lifetime
+            now.since(s.created) >= settings.server_lifetime
         }
     }
 
     /// Why a server that is otherwise fine may not be reused: past its lifetime, or made before
     /// the last RECONNECT / configuration change.
-    fn unusable(&self, s: &ServerConn, settings: &PoolSettings, now: Instant) -> Option<&'static str> {
+    fn unusable(&self, s: &ServerConn, settings: &PoolSettings, now: Micros) -> Option<&'static str> {
         if self.stale(s) {
             Some("database configuration changed")
         } else if self.expired_at(s, settings, now) {
@@ -319,7 +320,7 @@ impl Pool {
 
     /// [`Pool::release`] with settings the caller already holds.
     pub(super) fn release_with(&self, mut server: Box<ServerConn>, settings: &PoolSettings) {
-        let now = Instant::now();
+        let now = Micros::now();
         if let Some(reason) = self.unusable(&server, settings, now) {
             self.log_close(&server, reason, settings);
             drop(server);
@@ -373,7 +374,7 @@ impl Pool {
     /// and returns how many servers to open to reach min_pool_size.
     pub fn maintain(&self) -> u32 {
         let settings = self.settings();
-        let now = Instant::now();
+        let now = Micros::now();
         let mut closed = Vec::new();
         let missing;
         {
@@ -382,7 +383,7 @@ impl Pool {
             let mut total = s.total;
             while let Some(server) = s.idle.pop_front() {
                 let idle_too_long = !settings.server_idle_timeout.is_zero()
-                    && now.saturating_duration_since(server.last_used) >= settings.server_idle_timeout
+                    && now.since(server.last_used) >= settings.server_idle_timeout
                     && total > settings.min_pool_size;
                 let reason = if idle_too_long {
                     Some("server idle timeout")

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::time::Instant;
 
 use super::ServerStatements;
+use crate::clock::Micros;
 use crate::net::{PeerAddr, Stream};
 
 /// Parameters a server reported with ParameterStatus, in arrival order.
@@ -50,9 +50,9 @@ pub struct ServerConn {
     /// Parameters the server reported.
     pub params: ServerParams,
     /// Login time (server_lifetime).
-    pub created: Instant,
+    pub created: Micros,
     /// Last release to the pool (server_idle_timeout, server_check_delay).
-    pub last_used: Instant,
+    pub last_used: Micros,
     /// Bytes read past the end of login (normally none); the relay consumes them first.
     pub leftover: BytesMut,
     /// Statements pgmux prepared here for clients (transaction and statement modes).

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use tokio::time::Instant;
-
 use super::{ServerConn, ServerParams, Target};
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
@@ -232,7 +230,7 @@ pub async fn connect(
             }
         }
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
-        let now = Instant::now();
+        let now = crate::clock::Micros::now();
         Ok(Box::new(ServerConn {
             stream,
             tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false }),

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 /// What a server holds for a statement hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {
@@ -32,7 +34,7 @@ struct Entry {
 /// The statements prepared on a server.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Entry, RandomState>,
     tick: u64,
 }
 

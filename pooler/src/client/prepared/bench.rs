@@ -51,6 +51,9 @@ impl Books {
             match tag {
                 tags::frontend::SYNC => self.tracker.on_sync(&mut self.server, &mut self.client),
                 tags::frontend::EXECUTE => self.tracker.on_execute(&mut self.server, &mut self.client),
+                tags::frontend::QUERY | tags::frontend::FUNCTION_CALL => {
+                    self.tracker.on_query(tag == tags::frontend::QUERY, &mut self.server, &mut self.client)
+                }
                 _ => {
                     let mut rw = Rewrite {
                         client: &mut self.client,

@@ -78,9 +78,16 @@ impl Item {
     }
 }
 
+/// Requests a queue is first made room for.
+const QUEUE_START: usize = 8;
+
 /// Requests in flight on the attached server, oldest first (PgBouncer's outstanding requests).
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// Queries (simple Query or FunctionCall) sent when nothing else was in flight, answered
+    /// before anything in `queue`. They need no undo and no entry: most transactions are a
+    /// Query alone, and this keeps them from allocating a queue.
+    leading_queries: u32,
     pub(super) queue: VecDeque<Item>,
     /// The server reported an error and skips everything up to the next Sync not yet sent.
     pub(super) skipping: bool,
@@ -117,13 +124,13 @@ impl Tracker {
 
     /// Requests sent whose answers have not all come back.
     pub fn in_flight(&self) -> bool {
-        !self.queue.is_empty()
+        self.leading_queries > 0 || !self.queue.is_empty()
     }
 
     /// Every request in flight is one pgmux answers itself (or none is in flight): no server
     /// answer is coming to carry them.
     pub fn only_own_answers(&self) -> bool {
-        self.queue.iter().all(|i| matches!(i.kind, Kind::FakeParse | Kind::FakeClose))
+        self.leading_queries == 0 && self.queue.iter().all(|i| matches!(i.kind, Kind::FakeParse | Kind::FakeClose))
     }
 
     pub(super) fn push(&mut self, item: Item, server: &mut ServerStatements, client: &mut ClientStatements) {
@@ -134,6 +141,11 @@ impl Tracker {
                 return;
             }
             self.skipping = false;
+        }
+        if self.queue.capacity() == 0 {
+            // An extended-protocol transaction queues four or five requests: one allocation
+            // for them all, not a first one for four and a reallocation for the fifth.
+            self.queue.reserve(QUEUE_START);
         }
         self.queue.push_back(item);
     }
@@ -155,10 +167,21 @@ impl Tracker {
             client.unnamed_valid = false;
             self.unnamed_here = true;
         }
+        if self.queue.is_empty() && !self.skipping {
+            self.leading_queries += 1;
+            return;
+        }
         self.push(Item::plain(Kind::Query), server, client);
     }
 
     pub(super) fn pop_if(&mut self, kinds: &[Kind]) -> Response {
+        if self.leading_queries > 0 {
+            // The oldest request is a leading Query.
+            if kinds.contains(&Kind::Query) {
+                self.leading_queries -= 1;
+            }
+            return Response::Forward;
+        }
         match self.queue.front() {
             Some(i) if kinds.contains(&i.kind) => {
                 let i = self.queue.pop_front().expect("front exists");
@@ -189,7 +212,7 @@ impl Tracker {
             b::COPY_IN_RESPONSE => {
                 // Syncs sent behind the Execute that started COPY FROM STDIN are ignored by the
                 // server; the Sync after CopyDone will be answered instead.
-                if self.queue.front().is_some_and(|i| i.kind == Kind::Execute) {
+                if self.leading_queries == 0 && self.queue.front().is_some_and(|i| i.kind == Kind::Execute) {
                     while self.queue.get(1).is_some_and(|i| i.kind == Kind::Sync) {
                         self.queue.remove(1);
                     }
@@ -203,6 +226,9 @@ impl Tracker {
     /// An ErrorResponse to an extended-protocol message: the server skips to the next Sync, so
     /// nothing queued before it will happen. Undo it, newest first.
     pub(super) fn on_error(&mut self, server: &mut ServerStatements, client: &mut ClientStatements) {
+        if self.leading_queries > 0 {
+            return;
+        }
         match self.queue.front() {
             None | Some(Item { kind: Kind::Query | Kind::Sync, .. }) => return,
             Some(_) => {}
@@ -215,8 +241,19 @@ impl Tracker {
         self.skipping = end.is_none();
     }
 
+    /// Whether the oldest request is one pgmux answers itself (checked before every server
+    /// message, so kept cheap).
+    #[inline]
+    pub fn fake_due(&self) -> bool {
+        self.leading_queries == 0
+            && self.queue.front().is_some_and(|i| matches!(i.kind, Kind::FakeParse | Kind::FakeClose))
+    }
+
     /// The response pgmux must send itself now, if the oldest request is one it answers.
     pub fn next_fake(&mut self) -> Option<u8> {
+        if self.leading_queries > 0 {
+            return None;
+        }
         let tag = match self.queue.front()?.kind {
             Kind::FakeParse => tags::backend::PARSE_COMPLETE,
             Kind::FakeClose => tags::backend::CLOSE_COMPLETE,
@@ -246,6 +283,7 @@ impl Tracker {
 
     /// Forgets everything (a new server is attached).
     pub fn reset(&mut self) {
+        self.leading_queries = 0;
         self.queue.clear();
         self.skipping = false;
         self.unnamed_here = false;
@@ -255,6 +293,6 @@ impl Tracker {
     /// Requests still expecting an answer.
     #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
-        self.queue.len()
+        self.leading_queries as usize + self.queue.len()
     }
 }

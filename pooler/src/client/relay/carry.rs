@@ -100,9 +100,9 @@ impl Relay {
         let body = &avail[5..total];
         let text = if tag == tags::frontend::PARSE {
             // Statement name, then the query text.
-            let Some(at) = body.iter().position(|b| *b == 0) else { return true };
+            let Some(at) = memchr::memchr(0, body) else { return true };
             let rest = &body[at + 1..];
-            &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())]
+            &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())]
         } else {
             // The text and its terminating zero.
             body.strip_suffix(&[0]).unwrap_or(body)

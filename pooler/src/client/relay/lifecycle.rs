@@ -15,6 +15,7 @@ use super::{write_all, Relay, WaitingGuard};
 use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
+use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::pool::{Caller, CheckoutError, Lease, PoolStats};
 use crate::server::{self, ServerConn};
@@ -25,8 +26,8 @@ impl Relay {
         let pool = self.session.pool.clone();
         // One clock reading serves the wait's start, the checkout's checks and SHOW CLIENTS'
         // request_time; a second is taken only when the client had to wait.
-        let start = Instant::now();
-        let start_us = self.shared.client_registry.us_at(start);
+        let start = Micros::now();
+        let start_us = start.as_u64();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
         info.start_waiting(start_us);
@@ -39,7 +40,7 @@ impl Relay {
             Some(s) => (s, 0),
             None => {
                 let s = Box::pin(self.wait_for_server(start)).await?;
-                (s, start.elapsed().as_micros() as u64)
+                (s, Micros::now().micros_since(start))
             }
         };
         PoolStats::add(&pool.stats.wait_time_us, waited);
@@ -87,7 +88,10 @@ impl Relay {
 
     /// The slow part of [`Relay::attach`]: queue for a server while watching the client, a
     /// KILL, query_timeout and query_wait_notify.
-    async fn wait_for_server(&mut self, start: Instant) -> Result<Lease, End> {
+    async fn wait_for_server(&mut self, start: Micros) -> Result<Lease, End> {
+        // The deadlines are tokio's (the timer's): the same start on its clock.
+        let now = Instant::now();
+        let start = now.checked_sub(start.elapsed()).unwrap_or(now);
         let pool = self.session.pool.clone();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
@@ -107,6 +111,7 @@ impl Relay {
             // The relay's own timer (boxed) serves the wait: a Sleep in this future would make
             // every client's task bigger. arm_timer sets it again once a server is attached.
             if let Some(at) = next {
+                self.timer_due = None;
                 match self.timer.as_mut() {
                     Some(t) => t.as_mut().reset(at),
                     None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),

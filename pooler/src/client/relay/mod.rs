@@ -26,12 +26,13 @@ use bytes::{Buf, BytesMut};
 use pgmux_protocol::flow::Flow;
 use pgmux_protocol::{sqlstate, ProtocolError};
 use tokio::io::AsyncWrite;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
 use super::{buffers, ClientCount};
+use crate::clock::Micros;
 use crate::config::PoolMode;
 use crate::net::client_io::ClientIo;
 use crate::net::Stream;
@@ -88,9 +89,11 @@ struct Relay {
     /// A ReadyForQuery arrived since the last request was sent.
     saw_ready: bool,
     fatal: Option<Box<Fault>>,
-    query_start: Option<Instant>,
-    xact_start: Option<Instant>,
+    query_start: Option<Micros>,
+    xact_start: Option<Micros>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// When `timer` fires, as armed by `arm_timer` (None when the wait for a server set it).
+    timer_due: Option<Micros>,
     /// The timeout `timer` is armed for (timers.rs).
     timer_for: Option<timers::Timeout>,
     /// Complete client messages wait in `cin` and no server is attached.
@@ -170,6 +173,7 @@ pub(crate) fn resume(
         query_start: None,
         xact_start: None,
         timer: None,
+        timer_due: None,
         timer_for: None,
         need_server: false,
         c_whole: 0,

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::clock::Micros;
 use bytes::{Buf, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
 use pgmux_protocol::extended;
 use pgmux_protocol::frame::peek_header;
 use pgmux_protocol::{tags, ProtocolError};
-use tokio::time::Instant;
 
 use super::end::Fault;
 use super::lost_copy;
@@ -262,7 +262,7 @@ impl Relay {
 
     /// A Query, FunctionCall or Sync goes to the server: counted, and timed.
     fn begin_request(&mut self, sync: bool) {
-        let now = Instant::now();
+        let now = Micros::now();
         if self.flow.pending() == 0 {
             self.query_start = Some(now);
         }
@@ -282,7 +282,8 @@ impl Relay {
                 }
                 continue;
             }
-            if self.track_prepared {
+            // Checked here, inline: this runs before every server message.
+            if self.track_prepared && self.tracker.fake_due() {
                 self.emit_fakes();
             }
             let avail = &self.sout[self.s_ready..];
@@ -394,12 +395,12 @@ impl Relay {
         self.saw_ready = true;
         self.flow.ready(status);
         self.session_sql_ready(status);
-        let now = Instant::now();
+        let now = Micros::now();
         let stats = &self.session.pool.stats;
         PoolStats::add(&stats.query_count, 1);
         let hist = &self.session.pool.histograms;
         if let Some(t) = self.query_start.take() {
-            let us = now.duration_since(t).as_micros() as u64;
+            let us = now.micros_since(t);
             PoolStats::add(&stats.query_time_us, us);
             hist.query.observe(us);
         }
@@ -409,7 +410,7 @@ impl Relay {
         if status == TxStatus::Idle {
             PoolStats::add(&stats.xact_count, 1);
             if let Some(t) = self.xact_start.take() {
-                let us = now.duration_since(t).as_micros() as u64;
+                let us = now.micros_since(t);
                 PoolStats::add(&stats.xact_time_us, us);
                 hist.xact.observe(us);
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Relay;
+use crate::clock::Micros;
 
 /// Which timeout the relay's timer is armed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +39,12 @@ impl Timeout {
 
 /// The earliest of several deadlines.
 #[derive(Default)]
-struct Earliest(Option<(Instant, Timeout)>);
+struct Earliest(Option<(Micros, Timeout)>);
 
 impl Earliest {
-    fn consider(&mut self, limit: Duration, from: Option<Instant>, reason: Timeout) {
+    fn consider(&mut self, limit: Duration, from: Option<Micros>, reason: Timeout) {
         let (false, Some(from)) = (limit.is_zero(), from) else { return };
-        let at = from + limit;
+        let at = from.after(limit);
         if self.0.is_none_or(|(best, _)| at < best) {
             self.0 = Some((at, reason));
         }
@@ -53,12 +54,12 @@ impl Earliest {
 impl Relay {
     /// The timeout that applies now: when it fires and the reason it gives. The clock is read
     /// only when a timeout counted from now applies (this runs at every relay wake-up).
-    fn next_timeout(&self) -> Option<(Instant, Timeout)> {
+    fn next_timeout(&self) -> Option<(Micros, Timeout)> {
         let s = &self.settings;
         let mut t = Earliest::default();
         if self.server.is_none() {
             if !s.client_idle_timeout.is_zero() {
-                t.consider(s.client_idle_timeout, Some(Instant::now()), Timeout::ClientIdle);
+                t.consider(s.client_idle_timeout, Some(Micros::now()), Timeout::ClientIdle);
             }
             return t.0;
         }
@@ -66,7 +67,7 @@ impl Relay {
         if self.flow.pending() > 0 {
             t.consider(s.query_timeout, self.query_start, Timeout::Query);
         } else if in_transaction && !s.idle_transaction_timeout.is_zero() {
-            t.consider(s.idle_transaction_timeout, Some(Instant::now()), Timeout::IdleTransaction);
+            t.consider(s.idle_transaction_timeout, Some(Micros::now()), Timeout::IdleTransaction);
         }
         if in_transaction || self.flow.pending() > 0 {
             t.consider(s.transaction_timeout, self.xact_start, Timeout::Transaction);
@@ -84,10 +85,14 @@ impl Relay {
             None => self.timer = None,
             Some((at, reason)) => {
                 self.timer_for = Some(reason);
+                if self.timer.is_some() && self.timer_due == Some(at) {
+                    return;
+                }
+                self.timer_due = Some(at);
+                let when = at.deadline((Micros::now(), Instant::now()));
                 match self.timer.as_mut() {
-                    Some(t) if t.deadline() == at => {}
-                    Some(t) => t.as_mut().reset(at),
-                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    Some(t) => t.as_mut().reset(when),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(when))),
                 }
             }
         }
