@@ -25,6 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
@@ -156,6 +157,45 @@ impl<S: Socket> Quiet<S> {
     }
 }
 
+impl<S: Socket> Quiet<S> {
+    /// Reads at most `room` bytes into `buf`, and makes `buf` with `fresh` first if it has no
+    /// memory yet, only once bytes have come: an idle connection waits without a buffer, and a
+    /// read is one readiness check, not two. `Ready(Ok(0))` is EOF.
+    pub fn poll_read_bytes(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        room: usize,
+        fresh: fn() -> BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let want = room.clamp(1, READ_MAX);
+        loop {
+            let mut guard = ready!(self.read.poll_read_ready(cx))?;
+            let read = READ_SCRATCH.with_borrow_mut(|scratch| {
+                let got = guard.try_io(|s| s.get_ref().read_now(&mut scratch[..want]));
+                if let Ok(Ok(n @ 1..)) = got {
+                    if buf.capacity() == 0 {
+                        *buf = fresh();
+                    }
+                    buf.extend_from_slice(&scratch[..n]);
+                }
+                got
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    // As in poll_read: a short read drained the socket.
+                    if n > 0 && n < want {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 impl<S: Socket> AsyncRead for Quiet<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let want = buf.remaining().min(READ_MAX);
@@ -236,6 +276,34 @@ mod tests {
         let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (b, _) = listener.accept().unwrap();
         both_ways(QuietTcp::new(a).unwrap(), QuietTcp::new(b).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_makes_its_buffer_only_once_bytes_have_come() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (reader, mut writer) = (QuietUnix::new(a).unwrap(), QuietUnix::new(b).unwrap());
+        fn fresh() -> BytesMut {
+            BytesMut::with_capacity(64)
+        }
+        let mut buf = BytesMut::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(reader.poll_read_bytes(&mut cx, &mut buf, 64, fresh).is_pending());
+        assert_eq!(buf.capacity(), 0, "nothing came: no buffer");
+        writer.write_all(b"hello").await.unwrap();
+        let n = std::future::poll_fn(|cx| reader.poll_read_bytes(cx, &mut buf, 64, fresh)).await.unwrap();
+        assert_eq!((n, &buf[..], buf.capacity() >= 64), (5, &b"hello"[..], true));
+        // At most `room` bytes are taken; the rest stays for the next read.
+        writer.write_all(b"0123456789").await.unwrap();
+        let n = std::future::poll_fn(|cx| reader.poll_read_bytes(cx, &mut buf, 4, fresh)).await.unwrap();
+        assert_eq!((n, &buf[..]), (4, &b"hello0123"[..]));
+        let mut idle = BytesMut::new();
+        let n = std::future::poll_fn(|cx| reader.poll_read_bytes(cx, &mut idle, 64, fresh)).await.unwrap();
+        assert_eq!(&idle[..n], b"456789");
+        // EOF: zero bytes, and still no buffer for a connection that had none.
+        writer.shutdown().await.unwrap();
+        let mut none = BytesMut::new();
+        let n = std::future::poll_fn(|cx| reader.poll_read_bytes(cx, &mut none, 64, fresh)).await.unwrap();
+        assert_eq!((n, none.capacity()), (0, 0));
     }
 
     async fn both_ways<S: Socket + Send + 'static>(mut a: Quiet<S>, mut b: Quiet<S>) {

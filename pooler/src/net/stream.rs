@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -120,6 +121,30 @@ impl Stream {
             Stream::QuietTcp(s) => s.poll_read_ready(cx),
             Stream::TlsAccepted(_) | Stream::TlsConnected(_) => Poll::Ready(Ok(())),
             Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+
+    /// Reads what has come into `buf` (at most `room` bytes more than it holds), making `buf`
+    /// with `fresh` only once bytes are there, so that an idle connection waits without a
+    /// buffer. `Ready(Ok(0))` is EOF. Quiet sockets do this in one readiness check; the others
+    /// check readiness first while `buf` has no memory, then read through tokio.
+    pub fn poll_read_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        room: usize,
+        fresh: fn() -> BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::QuietUnix(s) => s.poll_read_bytes(cx, buf, room, fresh),
+            Stream::QuietTcp(s) => s.poll_read_bytes(cx, buf, room, fresh),
+            _ => {
+                if buf.capacity() == 0 {
+                    std::task::ready!(self.poll_read_ready(cx))?;
+                    *buf = fresh();
+                }
+                tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+            }
         }
     }
 

@@ -27,7 +27,6 @@ use pgmux_protocol::flow::Flow;
 use pgmux_protocol::{sqlstate, ProtocolError};
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
-use tokio_util::io::poll_read_buf;
 
 use super::login::Session;
 use super::prepared::{ClientStatements, Tracker};
@@ -514,12 +513,11 @@ impl Relay {
         if self.sout.len() >= HIGH_WATER {
             return None;
         }
-        if self.sout.capacity() == 0 {
-            self.sout = buffers::take();
-        } else if self.sout.capacity() - self.sout.len() < buffers::CHUNK / 2 {
+        if self.sout.capacity() > 0 && self.sout.capacity() - self.sout.len() < buffers::CHUNK / 2 {
             self.sout.reserve(buffers::CHUNK);
         }
-        match poll_read_buf(Pin::new(&mut s.stream), cx, &mut self.sout) {
+        let room = room(&self.sout);
+        match s.stream.poll_read_bytes(cx, &mut self.sout, room, buffers::take) {
             Poll::Ready(Ok(n)) => Some(Event::ServerRead(n)),
             Poll::Ready(Err(e)) => Some(Event::ServerFailed(e)),
             Poll::Pending => None,
@@ -531,24 +529,24 @@ impl Relay {
         if self.client_eof || self.terminate || self.cin.len() >= self.client_read_limit() {
             return None;
         }
-        // An idle client waits for readiness without holding a buffer.
-        if self.cin.capacity() == 0 {
-            match self.client.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => self.cin = buffers::take(),
-                Poll::Ready(Err(_)) => return Some(Event::ClientFailed),
-                Poll::Pending => {}
-            }
-        } else if self.cin.capacity() - self.cin.len() < buffers::CHUNK / 2 {
+        // An idle client waits for readiness without holding a buffer (poll_read_bytes).
+        if self.cin.capacity() > 0 && self.cin.capacity() - self.cin.len() < buffers::CHUNK / 2 {
             self.cin.reserve(buffers::CHUNK);
         }
-        if self.cin.capacity() == 0 {
-            return None;
-        }
-        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+        let room = room(&self.cin);
+        match self.client.poll_read_bytes(cx, &mut self.cin, room, buffers::take) {
             Poll::Ready(Ok(n)) => Some(Event::ClientRead(n)),
             Poll::Ready(Err(_)) => Some(Event::ClientFailed),
             Poll::Pending => None,
         }
+    }
+}
+
+/// How many bytes a read into `buf` may bring: its spare capacity, or a fresh buffer's.
+fn room(buf: &BytesMut) -> usize {
+    match buf.capacity() {
+        0 => buffers::CHUNK,
+        cap => cap - buf.len(),
     }
 }
 

@@ -290,6 +290,11 @@ impl Relay {
             let Some((tag, total)) = peek_header(avail, usize::MAX)? else {
                 return Ok(());
             };
+            // Rows are most of what a server sends, and nothing below looks at them.
+            if tag == tags::backend::DATA_ROW {
+                self.s_skip = total;
+                continue;
+            }
             if self.track_prepared {
                 let whole = avail.len() >= total;
                 // CommandComplete of exactly `DEALLOCATE ALL` or `DISCARD ALL` (PgBouncer checks
