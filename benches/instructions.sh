@@ -5,9 +5,14 @@
 # counters are zeroed (callgrind_control -z), T transactions per client run, and the counters
 # are dumped and summed. With TOP=n the n functions with the most instructions of their own are
 # listed per pooler too. Kernel time is not counted: benches/xact_cost.sh measures it.
+# LOGIN=scram or LOGIN=md5 counts logins instead: pgbench -C, a new connection per transaction,
+# as a role whose stored secret is a SCRAM verifier (or an md5 password).
 #
 #   PGBOUNCER_BIN=/path/to/pgbouncer-1.25.2 benches/instructions.sh
 #   MODE=extended C=16 J=2 T=2000 TOP=25 PGBOUNCER_BIN=... benches/instructions.sh
+#   LOGIN=scram C=1 J=1 T=300 PGBOUNCER_BIN=... benches/instructions.sh
+#
+# PGMUX_BIN runs another pgmux build instead of this tree's (an A/B of two commits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -18,14 +23,27 @@ PGBOUNCER=${PGBOUNCER_BIN:-$(command -v pgbouncer || true)}
 [ -x "$PGBOUNCER" ] || { echo "error: set PGBOUNCER_BIN to a PgBouncer binary (1.25.2 built from source)" >&2; exit 1; }
 PGBIN=$(pg_find_bin)
 MODE=${MODE:-simple}; C=${C:-16}; J=${J:-2}; T=${T:-2000}
+case "${LOGIN:-}" in
+  '') USER_NAME=bench; CONNECT=() ;;
+  scram) USER_NAME=bench_scram; CONNECT=(-C) ;;
+  md5) USER_NAME=bench; CONNECT=(-C) ;;
+  *) echo "error: LOGIN is scram or md5" >&2; exit 1 ;;
+esac
 PG_PORT=25732; B_PORT=26732; M_PORT=27732
-cargo build --release -q -p pgmux
+if [ -z "${PGMUX_BIN:-}" ]; then
+  cargo build --release -q -p pgmux
+  PGMUX_BIN=$PWD/target/release/pgmux
+fi
 pooler_workdir instructions
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT -c listen_addresses='' -c fsync=off" start >/dev/null
 as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 1 -q bench >/dev/null 2>&1
-printf '"bench" "bench"\n' >"$DIR/userlist.txt"
+# With auth_type = md5, a SCRAM verifier in auth_file makes both poolers log the role in with SCRAM.
+as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "SET password_encryption = 'scram-sha-256'" \
+  -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'" -c "GRANT bench TO bench_scram"
+SCRAM_SECRET=$(as_pg psql -h "$DIR" -p $PG_PORT -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")
+printf '"bench" "bench"\n"bench_scram" "%s"\n' "$SCRAM_SECRET" >"$DIR/userlist.txt"
 for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
   cat >"$DIR/${n%%:*}.ini" <<INI
 [databases]
@@ -49,11 +67,11 @@ done
 chown -R postgres: "$DIR"
 vg() { as_pg valgrind --tool=callgrind --callgrind-out-file="$DIR/$1.cg" --dump-instr=no "${@:2}" >"$DIR/$1.vg" 2>&1 & }
 vg pgbouncer "$PGBOUNCER" -q "$DIR/pgbouncer.ini"
-vg pgmux "$PWD/target/release/pgmux" -q "$DIR/pgmux.ini"
+vg pgmux "$PGMUX_BIN" -q "$DIR/pgmux.ini"
 for _ in $(seq 200); do [ -s "$DIR/pgbouncer.pid" ] && [ -s "$DIR/pgmux.pid" ] && break; sleep 0.1; done
 sleep 2
-bench() { PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$1" -U bench -n -S -M "$MODE" -c "$C" -j "$J" -t "$2" bench 2>&1; }
-echo "pgbench -S -M $MODE -c $C -j $J -t $T under callgrind, transaction mode, pool 20, md5"
+bench() { PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$1" -U "$USER_NAME" "${CONNECT[@]}" -n -S -M "$MODE" -c "$C" -j "$J" -t "$2" bench 2>&1; }
+echo "pgbench -S -M $MODE ${CONNECT[*]} -U $USER_NAME -c $C -j $J -t $T under callgrind, transaction mode, pool 20"
 for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
   name=${n%%:*}; port=${n##*:}; pid=$(cat "$DIR/$name.pid")
   bench "$port" 100 >/dev/null
