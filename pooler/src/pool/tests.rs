@@ -126,6 +126,47 @@ async fn a_reload_that_grows_a_full_pool_gives_its_queued_clients_room_at_once()
     held.release();
 }
 
+/// Clients queued behind a full, healthy pool wait on their tickets alone, with no timer. When a
+/// server is lost and the connect that should replace it fails, the failed connect empties the
+/// queue (pool/open.rs), so that they look at the pool again on their own: a server that comes
+/// back reaches them without anyone handing it over.
+#[tokio::test]
+async fn a_failed_connect_sends_quiet_waiters_back_to_looking_on_their_own() {
+    // Nothing listens at the fake pool's target (/tmp, port 5432): every connect fails.
+    let s = shared("default_pool_size = 1\nserver_login_retry = 0.05");
+    let p = pool(&s);
+    let _backend = park(&p, 1);
+    p.state.lock().proven = true;
+    let held = p.checkout().await.unwrap();
+    let settings = p.settings();
+    let waiter = |p: Arc<Pool>, settings: Arc<PoolSettings>| {
+        tokio::spawn(async move { p.checkout_for_caller_timed(&settings, None, Caller::Session).await.map(|l| l.id) })
+    };
+    let first = waiter(p.clone(), settings.clone());
+    while p.state.lock().waiters.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let second = waiter(p.clone(), settings.clone());
+    while p.state.lock().waiters.len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The held server is lost: its slot goes to the first waiter, whose connect fails.
+    held.close("test");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while p.state.lock().last_failure.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first waiter's connect failed");
+    first.abort();
+    // A server turns up in the idle list without a hand-off (as one that finished connecting
+    // for another client would be parked): the second waiter must find it.
+    let _back = park(&p, 2);
+    let got = tokio::time::timeout(Duration::from_secs(5), second).await;
+    assert_eq!(got.expect("the second waiter found the server").unwrap().unwrap(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_size_holds_across_threads() {
     let s = shared("default_pool_size = 2");
