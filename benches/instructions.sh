@@ -12,7 +12,8 @@
 #   MODE=extended C=16 J=2 T=2000 TOP=25 PGBOUNCER_BIN=... benches/instructions.sh
 #   LOGIN=scram C=1 J=1 T=300 PGBOUNCER_BIN=... benches/instructions.sh
 #
-# PGMUX_BIN runs another pgmux build instead of this tree's (an A/B of two commits).
+# PGMUX_BIN runs another pgmux build instead of this tree's (an A/B of two commits);
+# MUX_INI_EXTRA adds [pgbouncer] lines to pgmux's ini only (MUX_INI_EXTRA='worker_threads = 2').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -64,6 +65,7 @@ logfile = $DIR/${n%%:*}.log
 pidfile = $DIR/${n%%:*}.pid
 INI
 done
+[ -n "${MUX_INI_EXTRA:-}" ] && printf '%s\n' "$MUX_INI_EXTRA" >>"$DIR/pgmux.ini"
 chown -R postgres: "$DIR"
 vg() { as_pg valgrind --tool=callgrind --callgrind-out-file="$DIR/$1.cg" --dump-instr=no "${@:2}" >"$DIR/$1.vg" 2>&1 & }
 vg pgbouncer "$PGBOUNCER" -q "$DIR/pgbouncer.ini"
