@@ -38,33 +38,10 @@ fi
 pooler_workdir instructions
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT -c listen_addresses='' -c fsync=off" start >/dev/null
-as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 1 -q bench >/dev/null 2>&1
-# With auth_type = md5, a SCRAM verifier in auth_file makes both poolers log the role in with SCRAM.
-as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "SET password_encryption = 'scram-sha-256'" \
-  -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'" -c "GRANT bench TO bench_scram"
-SCRAM_SECRET=$(as_pg psql -h "$DIR" -p $PG_PORT -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")
-printf '"bench" "bench"\n"bench_scram" "%s"\n' "$SCRAM_SECRET" >"$DIR/userlist.txt"
-for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
-  cat >"$DIR/${n%%:*}.ini" <<INI
-[databases]
-bench = host=$DIR port=$PG_PORT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${n##*:}
-unix_socket_dir =
-auth_type = md5
-auth_file = $DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 2000
-max_prepared_statements = 200
-log_connections = 0
-log_disconnections = 0
-logfile = $DIR/${n%%:*}.log
-pidfile = $DIR/${n%%:*}.pid
-INI
-done
+bench_roles 1
+# max_prepared_statements is 200 on both sides (the default of PgBouncer 1.24 and later).
+probe_ini pgbouncer $B_PORT
+probe_ini pgmux $M_PORT
 [ -n "${MUX_INI_EXTRA:-}" ] && printf '%s\n' "$MUX_INI_EXTRA" >>"$DIR/pgmux.ini"
 chown -R postgres: "$DIR"
 vg() { as_pg valgrind --tool=callgrind --callgrind-out-file="$DIR/$1.cg" --dump-instr=no "${@:2}" >"$DIR/$1.vg" 2>&1 & }

@@ -71,15 +71,8 @@ as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/nu
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w \
   -o "-k $DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=1100 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$DIR/server.crt -c ssl_key_file=$DIR/server.key" \
   start >/dev/null
-as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 10 -q bench >/dev/null 2>&1
-# A second role whose stored secret is a SCRAM verifier: with auth_type = md5 both poolers log
-# it in with SCRAM-SHA-256 (the -C SCRAM row).
-as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "SET password_encryption = 'scram-sha-256'" \
-  -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'" -c "GRANT bench TO bench_scram"
-SCRAM_SECRET=$(as_pg psql -h "$DIR" -p $PG_PORT -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")
-
-printf '"bench" "bench"\n"bench_scram" "%s"\n' "$SCRAM_SECRET" >"$DIR/userlist.txt"
+# bench, and bench_scram for the -C SCRAM row (scripts/pg-env.sh).
+bench_roles 10
 write_ini() { # name port
   cat >"$DIR/$1.ini" <<INI
 [databases]

@@ -22,28 +22,9 @@ cargo build --release -q -p pgmux
 pooler_workdir xact-cost
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT -c listen_addresses='' -c fsync=off" start >/dev/null
-as_pg psql -h "$DIR" -p $PG_PORT -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-as_pg pgbench -h "$DIR" -p $PG_PORT -U bench -i -s 1 -q bench >/dev/null 2>&1
-printf '"bench" "bench"\n' >"$DIR/userlist.txt"
-for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
-  cat >"$DIR/${n%%:*}.ini" <<INI
-[databases]
-bench = host=$DIR port=$PG_PORT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${n##*:}
-unix_socket_dir =
-auth_type = md5
-auth_file = $DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 2000
-log_connections = 0
-log_disconnections = 0
-logfile = $DIR/${n%%:*}.log
-pidfile = $DIR/${n%%:*}.pid
-INI
-done
+bench_roles 1
+probe_ini pgbouncer $B_PORT
+probe_ini pgmux $M_PORT
 chown -R postgres: "$DIR"
 as_pg "$PGBOUNCER" -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 &
 as_pg "$PWD/target/release/pgmux" -q "$DIR/pgmux.ini" >/dev/null 2>&1 &

@@ -63,6 +63,43 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# The roles the benchmarks log in as, in the cluster on $DIR and $PG_PORT: bench (owner of
+# database bench, with pgbench's tables at scale $1) and bench_scram, whose stored secret is a
+# SCRAM verifier: with auth_type = md5 both poolers log it in with SCRAM-SHA-256. Writes both to
+# $DIR/userlist.txt.
+bench_roles() {
+  as_pg psql -h "$DIR" -p "$PG_PORT" -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+  as_pg pgbench -h "$DIR" -p "$PG_PORT" -U bench -i -s "$1" -q bench >/dev/null 2>&1
+  as_pg psql -h "$DIR" -p "$PG_PORT" -U postgres -qc "SET password_encryption = 'scram-sha-256'" \
+    -c "CREATE ROLE bench_scram LOGIN PASSWORD 'bench'" -c "GRANT bench TO bench_scram"
+  local secret
+  secret=$(as_pg psql -h "$DIR" -p "$PG_PORT" -U postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_scram'")
+  printf '"bench" "bench"\n"bench_scram" "%s"\n' "$secret" >"$DIR/userlist.txt"
+}
+
+# The ini of a pooler in a side-by-side probe ($1 its name, $2 its port), the same for PgBouncer
+# and pgmux: database bench over PostgreSQL's unix socket, transaction mode, pool 20, md5, no
+# connection logging. Used by benches/xact_cost.sh and benches/instructions.sh.
+probe_ini() {
+  cat >"$DIR/$1.ini" <<INI
+[databases]
+bench = host=$DIR port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $2
+unix_socket_dir =
+auth_type = md5
+auth_file = $DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 2000
+log_connections = 0
+log_disconnections = 0
+logfile = $DIR/$1.log
+pidfile = $DIR/$1.pid
+INI
+}
+
 # A scratch directory the postgres user can write (DIR, named /tmp/PREFIX.XXXXXX) and, on exit,
 # its cleanup: the poolers stopped by their pidfiles ($DIR/{pgbouncer,pgmux,doorman}.pid; runuser
 # does not pass a signal on to its child), then what the script put in PIDS, then the cluster

@@ -173,22 +173,31 @@ impl<S: Socket> Quiet<S> {
         room: usize,
         fresh: fn() -> BytesMut,
     ) -> Poll<io::Result<usize>> {
-        let want = room.clamp(1, READ_MAX);
+        self.poll_read_with(cx, room, |bytes| {
+            if buf.capacity() == 0 {
+                *buf = fresh();
+            }
+            buf.extend_from_slice(bytes);
+        })
+    }
+
+    /// One read of at most `want` bytes into the thread's scratch buffer, handed to `put` when
+    /// bytes came. `Ready(Ok(0))` is EOF.
+    fn poll_read_with(&self, cx: &mut Context<'_>, want: usize, mut put: impl FnMut(&[u8])) -> Poll<io::Result<usize>> {
+        let want = want.clamp(1, READ_MAX);
         loop {
             let mut guard = ready!(self.read.poll_read_ready(cx))?;
             let read = READ_SCRATCH.with_borrow_mut(|scratch| {
                 let got = guard.try_io(|s| s.get_ref().read_now(&mut scratch[..want]));
                 if let Ok(Ok(n @ 1..)) = got {
-                    if buf.capacity() == 0 {
-                        *buf = fresh();
-                    }
-                    buf.extend_from_slice(&scratch[..n]);
+                    put(&scratch[..n]);
                 }
                 got
             });
             match read {
                 Ok(Ok(n)) => {
-                    // As in poll_read: a short read drained the socket.
+                    // A short read drained the socket (epoll is edge-triggered): the next read
+                    // waits for the next edge instead of trying and getting EAGAIN.
                     if n > 0 && n < want {
                         guard.clear_ready();
                     }
@@ -203,29 +212,11 @@ impl<S: Socket> Quiet<S> {
 
 impl<S: Socket> AsyncRead for Quiet<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let want = buf.remaining().min(READ_MAX);
-        loop {
-            let mut guard = ready!(self.read.poll_read_ready(cx))?;
-            let read = READ_SCRATCH.with_borrow_mut(|scratch| {
-                let got = guard.try_io(|s| s.get_ref().read_now(&mut scratch[..want]));
-                if let Ok(Ok(n)) = got {
-                    buf.put_slice(&scratch[..n]);
-                }
-                got
-            });
-            match read {
-                Ok(Ok(n)) => {
-                    // A short read drained the socket (epoll is edge-triggered): the next read
-                    // waits for the next edge instead of trying and getting EAGAIN.
-                    if n > 0 && n < want {
-                        guard.clear_ready();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
+        let want = buf.remaining();
+        if want == 0 {
+            return Poll::Ready(Ok(()));
         }
+        self.poll_read_with(cx, want, |bytes| buf.put_slice(bytes)).map_ok(|_| ())
     }
 }
 
