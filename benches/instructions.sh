@@ -14,6 +14,7 @@
 #
 # PGMUX_BIN runs another pgmux build instead of this tree's (an A/B of two commits);
 # MUX_INI_EXTRA adds [pgbouncer] lines to pgmux's ini only (MUX_INI_EXTRA='worker_threads = 2').
+# KEEP=/some/dir keeps each pooler's callgrind profile there (<name>.cg, for callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -58,6 +59,7 @@ for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
   x=$(bench "$port" "$T" | awk -F': ' '/number of transactions actually processed/ {split($2, a, "/"); print a[1]}')
   as_pg callgrind_control -d "$pid" >/dev/null 2>&1
   sleep 1
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$DIR/$name.cg.1" "$KEEP/$name.cg"
   # The dump after zeroing is <file>.1: its per-function self costs, summed (and ranked).
   python3 - "$DIR/$name.cg.1" "$x" "$name" "${TOP:-0}" <<'PY'
 import collections, re, sys

@@ -145,6 +145,37 @@ async fn a_queued_client_is_told_once_per_wait() {
     assert_eq!(notices.lock().unwrap().len(), 2);
 }
 
+/// The relay keeps its timer armed from one wait to the next (moving it in tokio's wheel at
+/// every wait cost more than the wait): a wait that starts while the timer is still set for
+/// the previous wait's notice must be woken early for nothing, and told at its own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_after_a_short_one_is_told_at_its_own_time() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_notify = 1");
+    let holder = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let (waiter, notices) = connect_collecting(&mux.url(SCRAM_USER, SCRAM_PASS, "app")).await;
+    let waiter = Arc::new(waiter);
+    let queue = |w: &Arc<tokio_postgres::Client>| {
+        let w = w.clone();
+        tokio::spawn(async move { w.simple_query("SELECT 2").await.map(|_| ()) })
+    };
+    // A short wait: the timer is armed for its notice, a second after it began.
+    holder.batch_execute("BEGIN").await.unwrap();
+    let short = queue(&waiter);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    short.await.unwrap().expect("served once the holder commits");
+    // The next wait begins 0.4 s in; the timer still fires at 1 s, which is 0.6 s into it.
+    holder.batch_execute("BEGIN").await.unwrap();
+    let long = queue(&waiter);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(notices.lock().unwrap().is_empty(), "told before its own query_wait_notify");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(notices.lock().unwrap().len(), 1, "told once its own query_wait_notify passed");
+    holder.batch_execute("COMMIT").await.unwrap();
+    long.await.unwrap().expect("served once the holder commits");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_fast_close_ends_idle_sessions_on_reconnect() {
     let pg = Cluster::shared();

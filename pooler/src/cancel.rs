@@ -4,7 +4,7 @@
 //! (PgBouncer's "being canceled" state). Keys another peered process issued are forwarded to it
 //! (`peering.rs`).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! known (before authentication) until it leaves, whether it logged in or not. Only the login
 //! path takes the lock; a client holds its counters in a [`Counted`] that gives them back on drop.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let n = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let count = ClientCount(shared.clone());
     let config = shared.config();
-    let mut io = ClientIo::new(stream);
+    let mut io = ClientIo::new_reading(stream);
     let limit = config.general.login_timeout();
     let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
     let started = tokio::time::Instant::now();

@@ -4,7 +4,7 @@
 //! of a pool want the same values, so a logged-in client's set is shared with every other
 //! client that wants the same ([`ParamSets`]) and copied only when one of them changes a value.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

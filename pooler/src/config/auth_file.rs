@@ -1,7 +1,7 @@
 //! userlist.txt: `"user" "secret"` per line. A secret is clear text, `md5<hex>` or a
 //! `SCRAM-SHA-256$...` secret; the same file supplies passwords for logging in to servers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::Path;
 
 use pgmux_protocol::{md5, scram};
@@ -66,7 +66,7 @@ pub fn load(path: &Path) -> Result<AuthFile, ConfigError> {
 /// # Errors
 /// A non-comment line without two double-quoted fields.
 pub fn parse(text: &str) -> Result<AuthFile, (usize, String)> {
-    let mut out = HashMap::new();
+    let mut out = HashMap::default();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
         if t.is_empty() || t.starts_with(';') || t.starts_with('#') {

@@ -132,7 +132,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
     let general = General::from_settings(&settings)?;
     let auth_file = match &general.auth_file {
         Some(f) => auth_file::load(&resolve(path, f))?,
-        None => AuthFile::new(),
+        None => AuthFile::default(),
     };
     let files = Files::load(path, &general, &settings)?;
     warnings.extend(files.tls_warnings);

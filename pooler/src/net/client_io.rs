@@ -49,6 +49,15 @@ impl ClientIo {
         Self { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::with_capacity(1024), tls: None }
     }
 
+    /// A fresh connection: its first bytes when they have come already, read without a wait
+    /// for readiness (the login's first read then finds them in `rbuf`).
+    pub fn new_reading(stream: Stream) -> Self {
+        let mut io = Self::new(stream);
+        let room = io.rbuf.capacity();
+        io.stream.read_waiting(&mut io.rbuf, room);
+        io
+    }
+
     /// Reads more bytes; `ClientError::Closed` at EOF.
     ///
     /// # Cancel safety

@@ -156,6 +156,22 @@ impl<S: Socket> Quiet<S> {
         self.read.into_inner()
     }
 
+    /// What has come already, read without asking epoll first: a client sends its first
+    /// message as soon as it is connected, so by the time pgmux has accepted it, it is usually
+    /// there, and reading it at once saves a sleep in epoll and a wake-up per login (PgBouncer
+    /// reads right after its accept too). Appends at most `room` bytes to `buf`; 0 when nothing
+    /// has come, and also at EOF or on an error, which the next read through readiness reports.
+    /// The socket was registered before this read, so epoll still reports what comes next.
+    pub fn read_waiting(&self, buf: &mut BytesMut, room: usize) -> usize {
+        READ_SCRATCH.with_borrow_mut(|scratch| match self.get_ref().read_now(&mut scratch[..room.clamp(1, READ_MAX)]) {
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                n
+            }
+            Err(_) => 0,
+        })
+    }
+
     /// Readiness for reading, without reading.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.read.poll_read_ready(cx).map_ok(|_| ())
@@ -300,6 +316,31 @@ mod tests {
         let mut none = BytesMut::new();
         let n = std::future::poll_fn(|cx| reader.poll_read_bytes(cx, &mut none, 64, fresh)).await.unwrap();
         assert_eq!((n, none.capacity()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn what_came_before_the_first_wait_is_read_at_once_and_the_rest_still_wakes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut writer = QuietUnix::new(b).unwrap();
+        writer.write_all(b"startup").await.unwrap();
+        let reader = QuietUnix::new(a).unwrap();
+        let mut buf = BytesMut::new();
+        // Read without any readiness known yet, at most `room` bytes.
+        assert_eq!(reader.read_waiting(&mut buf, 5), 5);
+        assert_eq!(reader.read_waiting(&mut buf, 64), 2);
+        assert_eq!(&buf[..], b"startup");
+        assert_eq!(reader.read_waiting(&mut buf, 64), 0, "nothing more has come");
+        // What comes next wakes a read through readiness as usual.
+        let mut next = [0u8; 8];
+        let read = tokio::spawn(async move {
+            let mut reader = reader;
+            let n = reader.read(&mut next).await.unwrap();
+            next[..n].to_vec()
+        });
+        tokio::task::yield_now().await;
+        writer.write_all(b"query").await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), read).await.expect("woken").unwrap();
+        assert_eq!(got, b"query");
     }
 
     async fn both_ways<S: Socket + Send + 'static>(mut a: Quiet<S>, mut b: Quiet<S>) {

@@ -148,6 +148,16 @@ impl Stream {
         }
     }
 
+    /// A fresh connection's first bytes, read without waiting when they have come already
+    /// (see [`super::quiet::Quiet::read_waiting`]); 0 when not, or for a stream that cannot.
+    pub fn read_waiting(&self, buf: &mut BytesMut, room: usize) -> usize {
+        match self {
+            Stream::QuietTcp(s) => s.read_waiting(buf, room),
+            Stream::QuietUnix(s) => s.read_waiting(buf, room),
+            _ => 0,
+        }
+    }
+
     /// Peeks at the socket without waiting and without consuming: `Ok(0)` is EOF,
     /// `Err(WouldBlock)` means nothing is there. This asks the kernel directly rather than
     /// Tokio's cached readiness, which may not have seen a close yet. Used to find servers that

@@ -1,7 +1,7 @@
 //! All pools, keyed by (database, server user), created on first login and re-derived on reload;
 //! plus the connection counts shared per database and per user.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -89,9 +89,6 @@ impl Relay {
     /// The slow part of [`Relay::attach`]: queue for a server while watching the client, a
     /// KILL, query_timeout and query_wait_notify.
     async fn wait_for_server(&mut self, start: Micros) -> Result<Lease, End> {
-        // The deadlines are tokio's (the timer's): the same start on its clock.
-        let now = Instant::now();
-        let start = now.checked_sub(start.elapsed()).unwrap_or(now);
         let pool = self.session.pool.clone();
         let settings = self.settings.clone();
         let info = self.session.info.clone();
@@ -101,20 +98,26 @@ impl Relay {
         // query_timeout also bounds the wait for a server (PgBouncer's janitor: `query_timeout`),
         // and so does query_wait_timeout, kept here rather than by the checkout: one timer per
         // wait serves all three deadlines.
-        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start + settings.query_timeout);
-        let wait_timeout = (!settings.query_wait_timeout.is_zero()).then(|| start + settings.query_wait_timeout);
+        let query_timeout = (!settings.query_timeout.is_zero()).then(|| start.after(settings.query_timeout));
+        let wait_timeout = (!settings.query_wait_timeout.is_zero()).then(|| start.after(settings.query_wait_timeout));
         // query_wait_notify: one NOTICE per wait once the client has been queued that long. One
         // timer serves both deadlines (the per-client future stays small).
-        let mut notify_at = (!settings.query_wait_notify.is_zero()).then(|| start + settings.query_wait_notify);
+        let mut notify_at = (!settings.query_wait_notify.is_zero()).then(|| start.after(settings.query_wait_notify));
         let result = loop {
             let next = [query_timeout, wait_timeout, notify_at].into_iter().flatten().min();
             // The relay's own timer (boxed) serves the wait: a Sleep in this future would make
-            // every client's task bigger. arm_timer sets it again once a server is attached.
+            // every client's task bigger. A timer still armed for an earlier moment (the last
+            // wait's, left armed by arm_timer) is kept: it wakes this loop early, once, and
+            // the loop arms it again. Under load a client waits at every transaction, and
+            // moving the timer in tokio's wheel each time cost more than the rest of the wait.
             if let Some(at) = next {
-                self.timer_due = None;
-                match self.timer.as_mut() {
-                    Some(t) => t.as_mut().reset(at),
-                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                if self.timer.is_none() || self.timer_due.is_none_or(|due| due > at) {
+                    self.timer_due = Some(at);
+                    let when = at.deadline((Micros::now(), Instant::now()));
+                    match self.timer.as_mut() {
+                        Some(t) => t.as_mut().reset(when),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(when))),
+                    }
                 }
             }
             // The NOTICE is written after the select (an await inside a branch would keep the
@@ -124,7 +127,9 @@ impl Relay {
                 biased;
                 r = &mut checkout => break r,
                 () = expiry(&mut self.timer), if next.is_some() => {
-                    let now = Instant::now();
+                    // Fired: the next turn arms it again for what is left.
+                    self.timer_due = None;
+                    let now = Micros::now();
                     if query_timeout.is_some_and(|t| now >= t) {
                         return Err(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, "query_timeout").into());
                     }

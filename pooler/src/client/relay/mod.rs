@@ -91,9 +91,10 @@ struct Relay {
     query_start: Option<Micros>,
     xact_start: Option<Micros>,
     timer: Option<Pin<Box<Sleep>>>,
-    /// When `timer` fires, as armed by `arm_timer` (None when the wait for a server set it).
+    /// When `timer` fires (None once it has fired in the wait for a server).
     timer_due: Option<Micros>,
-    /// The timeout `timer` is armed for (timers.rs).
+    /// The timeout `timer` is armed for (timers.rs); None when it is armed for nothing any
+    /// more (left from the wait for a server) and only drops itself when it fires.
     timer_for: Option<timers::Timeout>,
     /// Complete client messages wait in `cin` and no server is attached.
     need_server: bool,
@@ -352,7 +353,8 @@ impl Relay {
             Event::Killed => {}
             Event::Timer => {
                 self.timer = None;
-                // Armed by arm_timer at every turn; the wait for a server handles its own.
+                self.timer_due = None;
+                // Polled only while armed by arm_timer for the timeout that applies.
                 let reason = self.timer_for.unwrap_or(timers::Timeout::Query).reason();
                 // A server in the middle of a query or transaction cannot be reused: it is
                 // closed with the same reason, as PgBouncer does.
@@ -496,10 +498,21 @@ impl Relay {
                 return Poll::Ready(ev);
             }
         }
-        if let Some(t) = self.timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Timer);
+        match (self.timer.as_mut(), self.timer_for) {
+            (Some(t), Some(_)) => {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
             }
+            // A timer left from the wait for a server (armed for nothing) is not polled here;
+            // once it has fired (waking this task) it is dropped: an idle client keeps none.
+            (Some(t), None) => {
+                if t.is_elapsed() {
+                    self.timer = None;
+                    self.timer_due = None;
+                }
+            }
+            (None, _) => {}
         }
         if self.session.info.poll_nudged(cx).is_ready() {
             return Poll::Ready(Event::Killed);

@@ -75,14 +75,16 @@ impl Relay {
         t.0
     }
 
-    /// Arms (or moves, or drops) the timer for the timeout that applies now.
+    /// Arms (or moves) the timer for the timeout that applies now. With none, a timer armed
+    /// for the wait for a server is left as it is: it fires once for nothing (the loop then
+    /// drops it), and the next wait, likely before then, finds it armed already.
     pub(super) fn arm_timer(&mut self) {
         // Runs at every turn of the loop: without client timeouts there is nothing to work out.
-        if !self.settings.client_timeouts && self.timer.is_none() {
+        if !self.settings.client_timeouts && self.timer_for.is_none() {
             return;
         }
         match self.next_timeout() {
-            None => self.timer = None,
+            None => self.timer_for = None,
             Some((at, reason)) => {
                 self.timer_for = Some(reason);
                 if self.timer.is_some() && self.timer_due == Some(at) {
