@@ -292,12 +292,8 @@ pub async fn login(
         let base = req.params.get("application_name").unwrap_or("").to_owned();
         req.params.set("application_name", &format!("{base} - {peer}"));
     }
-    req.params.fill_defaults(&welcome);
     build::auth_ok(&mut io.wbuf);
-    for (k, v) in &welcome.0 {
-        let value = req.params.get(k).unwrap_or(v);
-        build::parameter_status(&mut io.wbuf, k.as_bytes(), value.as_bytes());
-    }
+    super::welcome::settle(&mut req.params, &welcome, &mut io.wbuf);
     let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
     // From here on the guard undoes every registration, whatever way the client leaves.
     let mut registration = Box::new(Registration::new(shared, &pool, cancel_key));
@@ -319,7 +315,6 @@ pub async fn login(
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
     let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
-    req.params.share();
     registration.registered_as(info.id);
     Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel_key, cancel, info, dedicated })))
 }

@@ -16,6 +16,7 @@ mod registration;
 mod relay;
 mod splice;
 mod startup;
+mod welcome;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

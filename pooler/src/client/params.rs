@@ -144,9 +144,14 @@ impl ClientParams {
         SETS.share(self);
     }
 
+    /// Whether `other` tracks the same names and wants the same values.
+    pub fn same_as(&self, other: &ClientParams) -> bool {
+        Arc::ptr_eq(&self.set, &other.set) || *self.set == *other.set
+    }
+
     /// Whether this client's set is the same allocation as `other`'s (sharing, for tests).
     #[cfg(test)]
-    fn shares_with(&self, other: &ClientParams) -> bool {
+    pub(super) fn shares_with(&self, other: &ClientParams) -> bool {
         Arc::ptr_eq(&self.set, &other.set)
     }
 
