@@ -113,7 +113,9 @@ fn push_decimal(s: &mut String, n: u32) {
             break;
         }
     }
-    s.extend(digits[at..].iter().map(|&d| char::from(d)));
+    for &d in &digits[at..] {
+        s.push(char::from(d));
+    }
 }
 
 /// Logs an event about one connection with PgBouncer's prefix:
