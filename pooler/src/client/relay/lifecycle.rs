@@ -20,36 +20,91 @@ use crate::config::PoolMode;
 use crate::pool::{Caller, CheckoutError, Lease, PoolStats};
 use crate::server::{self, ServerConn};
 
+/// How far [`Relay::attach_now`] got.
+pub(super) enum Attaching {
+    /// A server is installed.
+    Done,
+    /// None was idle: wait in the queue, from this moment.
+    Wait(Micros),
+    /// This server needs SETs or a replay of session state first.
+    Prepare(Lease, Micros),
+}
+
+/// The part of a release that waits: the server, and whether a cancel request to it is still
+/// in flight.
+pub(super) struct ReleaseRest {
+    server: Lease,
+    cancels: bool,
+}
+
 impl Relay {
-    /// Gets a server for the bytes waiting in `cin`, watching the client while it waits.
-    pub(super) async fn attach(&mut self) -> Result<(), End> {
-        let pool = self.session.pool.clone();
+    /// Gets a server for the bytes waiting in `cin` without an await, the busy case: an idle
+    /// server that needs no check, no SET and no replay of session state. Otherwise says what
+    /// is left for [`Relay::attach_rest`]. (An `async` step here, at every transaction, cost
+    /// more than the rest of the attach.)
+    pub(super) fn attach_now(&mut self) -> Attaching {
         // One clock reading serves the wait's start, the checkout's checks and SHOW CLIENTS'
         // request_time; a second is taken only when the client had to wait.
         let start = Micros::now();
-        let start_us = start.as_u64();
-        let settings = self.settings.clone();
-        let info = self.session.info.clone();
-        info.start_waiting(start_us);
-        pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = WaitingGuard(&pool.clients_waiting);
+        self.session.info.start_waiting(start.as_u64());
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();
         }
-        let (mut server, waited) = match pool.take_ready(&settings, start) {
-            Some(s) => (s, 0),
-            None => {
-                let s = Box::pin(self.wait_for_server(start)).await?;
-                (s, Micros::now().micros_since(start))
+        match self.session.pool.take_ready(&self.settings, start) {
+            Some(server) => {
+                self.count_assignment(0);
+                self.ready_now(server, start)
+            }
+            None => Attaching::Wait(start),
+        }
+    }
+
+    /// The rest of an attach that [`Relay::attach_now`] could not finish: the wait for a server
+    /// (watching the client), the SETs that make a server match the client's parameters, the
+    /// replay of its session state.
+    pub(super) async fn attach_rest(&mut self, attaching: Attaching) -> Result<(), End> {
+        let pool = self.session.pool.clone();
+        pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = WaitingGuard(&pool.clients_waiting);
+        let (server, start) = match attaching {
+            Attaching::Done => return Ok(()),
+            Attaching::Prepare(server, start) => (server, start),
+            Attaching::Wait(start) => {
+                let server = Box::pin(self.wait_for_server(start)).await?;
+                self.count_assignment(Micros::now().micros_since(start));
+                match self.ready_now(server, start) {
+                    Attaching::Prepare(server, start) => (server, start),
+                    _ => return Ok(()),
+                }
             }
         };
+        self.prepare_server(server, start).await
+    }
+
+    /// The statistics of one server assignment, after `waited` microseconds in the queue.
+    fn count_assignment(&self, waited: u64) {
+        let pool = &self.session.pool;
         PoolStats::add(&pool.stats.wait_time_us, waited);
         pool.histograms.wait.observe(waited);
         PoolStats::add(&pool.stats.server_assignment_count, 1);
+    }
+
+    /// Installs `server` when it needs no SET and no replay (`Done`); else `Prepare`.
+    fn ready_now(&mut self, mut server: Lease, start: Micros) -> Attaching {
         if !server.leftover.is_empty() {
             let left = std::mem::take(&mut server.leftover);
             self.sout.extend_from_slice(&left);
         }
+        if server.synced_params != self.session.params.fingerprint() || self.carry.may_differ(&server.session_state) {
+            return Attaching::Prepare(server, start);
+        }
+        self.install(server, start.as_u64());
+        Attaching::Done
+    }
+
+    /// Makes `server` match the client (its tracked parameters, its session state), then
+    /// installs it.
+    async fn prepare_server(&mut self, mut server: Lease, start: Micros) -> Result<(), End> {
         let wanted = self.session.params.fingerprint();
         let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
@@ -82,7 +137,7 @@ impl Relay {
                 return Err(end);
             }
         }
-        self.install(server, start_us);
+        self.install(server, start.as_u64());
         Ok(())
     }
 
@@ -213,15 +268,28 @@ impl Relay {
         Ok(())
     }
 
-    /// Gives the server back to the pool (transaction and statement modes, and at the end).
-    pub(super) async fn release(&mut self) {
-        let Some(mut server) = self.server.take() else {
-            return;
-        };
+    /// Gives the server back to the pool at a transaction's end (transaction and statement modes).
+    /// The whole of it without an await, unless a cancel request is still in flight to the
+    /// server or reset_always has a query to run: the server is then returned for
+    /// [`Relay::finish_release`]. The event loop releases at every transaction's end, where an
+    /// `async` step cost more than the release.
+    pub(super) fn release_now(&mut self) -> Option<ReleaseRest> {
+        let server = self.server.take()?;
         self.session.info.set_state(ClientState::Idle);
         self.session.info.server_pid.store(0, Ordering::Relaxed);
         self.session.info.server_id.store(0, Ordering::Relaxed);
-        if self.session.cancel.detach() {
+        let cancels = self.session.cancel.detach();
+        if cancels || (self.settings.reset_always && !self.settings.reset_query.is_empty()) {
+            return Some(ReleaseRest { server, cancels });
+        }
+        server.release_with(&self.settings);
+        None
+    }
+
+    /// What [`Relay::release_now`] could not do without waiting.
+    pub(super) async fn finish_release(&mut self, rest: ReleaseRest) {
+        let ReleaseRest { mut server, cancels } = rest;
+        if cancels {
             Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
         }
         if self.settings.reset_always && !self.settings.reset_query.is_empty() {

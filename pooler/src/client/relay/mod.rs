@@ -50,6 +50,20 @@ enum Served {
     Parked,
 }
 
+/// What an event left to do ([`Relay::on_event`]).
+enum Next {
+    Loop,
+    End(End),
+    /// A release that has to wait (a cancel in flight, reset_always).
+    FinishRelease(lifecycle::ReleaseRest),
+}
+
+impl From<Option<End>> for Next {
+    fn from(end: Option<End>) -> Self {
+        end.map_or(Next::Loop, Next::End)
+    }
+}
+
 enum Event {
     /// Bytes reached the client of a session that holds no server (writes with a server are
     /// booked inside `poll_event`).
@@ -246,8 +260,10 @@ impl Relay {
     async fn serve(&mut self, woke: Option<Event>) -> Served {
         match woke {
             Some(ev) => {
-                if let Some(end) = self.on_event(ev).await {
-                    return Served::Ended(end);
+                match self.on_event(ev) {
+                    Next::Loop => {}
+                    Next::End(end) => return Served::Ended(end),
+                    Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
                 }
             }
             None => {
@@ -298,8 +314,15 @@ impl Relay {
                     return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, "server shutting down").into());
                 }
                 if self.need_server {
-                    if let Err(end) = self.attach().await {
-                        return Some(end);
+                    // Without an await in the busy case; the rest is inline (this future is
+                    // boxed already, see `run_parking`).
+                    match self.attach_now() {
+                        lifecycle::Attaching::Done => {}
+                        rest => {
+                            if let Err(end) = self.attach_rest(rest).await {
+                                return Some(end);
+                            }
+                        }
                     }
                     if let Err(e) = self.scan_client() {
                         return Some(e.into());
@@ -314,8 +337,11 @@ impl Relay {
             }
             self.arm_timer();
             let ev = poll_fn(|cx| self.poll_event(cx)).await;
-            if let Some(end) = self.on_event(ev).await {
-                return Some(end);
+            // Handled without an await; a release that has to wait is boxed (rare).
+            match self.on_event(ev) {
+                Next::Loop => {}
+                Next::End(end) => return Some(end),
+                Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
             }
         }
     }
@@ -325,29 +351,32 @@ impl Relay {
         self.server.is_none() && !self.need_server && self.cin.is_empty() && self.sout.is_empty()
     }
 
-    /// One event of the loop; how the session ends, if it does.
-    async fn on_event(&mut self, ev: Event) -> Option<End> {
+    /// One event of the loop, handled without an await (this runs for every event): what it
+    /// leaves to do.
+    fn on_event(&mut self, ev: Event) -> Next {
         match ev {
             Event::ClientWrote(n) => self.client_wrote(n),
             Event::ClientRead(0) | Event::ClientFailed => self.client_eof = true,
             Event::ClientRead(n) => {
                 PoolStats::add(&self.stats().bytes_received, n as u64);
                 if let Err(e) = self.scan_client() {
-                    return Some(e.into());
+                    return Next::End(e.into());
                 }
             }
-            Event::ServerRead(0) => return self.server_lost("server closed the connection"),
-            Event::ServerFailed(e) => return self.server_lost(&e.to_string()),
+            Event::ServerRead(0) => return self.server_lost("server closed the connection").into(),
+            Event::ServerFailed(e) => return self.server_lost(&e.to_string()).into(),
             Event::ServerRead(_) => {
                 if let Err(e) = self.scan_server() {
-                    return Some(self.server_failed(&e.to_string()));
+                    return Next::End(self.server_failed(&e.to_string()));
                 }
                 if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
-                    self.release().await;
+                    if let Some(rest) = self.release_now() {
+                        return Next::FinishRelease(rest);
+                    }
                 }
             }
             Event::Killed if self.session.info.is_killed() => {
-                return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into())
+                return Next::End(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into())
             }
             // A fast-close request or a hand-over: the top of the loop looks at them.
             Event::Killed => {}
@@ -359,10 +388,10 @@ impl Relay {
                 // A server in the middle of a query or transaction cannot be reused: it is
                 // closed with the same reason, as PgBouncer does.
                 self.close_server(reason);
-                return Some(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, reason).into());
+                return Next::End(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, reason).into());
             }
         }
-        None
+        Next::Loop
     }
 
     /// `n` bytes of `sout` reached the client.
