@@ -259,13 +259,11 @@ impl Relay {
     /// until the session ends or the client is idle and parks.
     async fn serve(&mut self, woke: Option<Event>) -> Served {
         match woke {
-            Some(ev) => {
-                match self.on_event(ev) {
-                    Next::Loop => {}
-                    Next::End(end) => return Served::Ended(end),
-                    Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
-                }
-            }
+            Some(ev) => match self.on_event(ev) {
+                Next::Loop => {}
+                Next::End(end) => return Served::Ended(end),
+                Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
+            },
             None => {
                 if let Err(e) = self.scan_client() {
                     return Served::Ended(e.into());
