@@ -141,7 +141,7 @@ impl Relay {
         Ok(())
     }
 
-    /// The slow part of [`Relay::attach`]: queue for a server while watching the client, a
+    /// The slow part of [`Relay::attach_rest`]: queue for a server while watching the client, a
     /// KILL, query_timeout and query_wait_notify.
     async fn wait_for_server(&mut self, start: Micros) -> Result<Lease, End> {
         let pool = self.session.pool.clone();
