@@ -4,7 +4,9 @@
 //! - `pool_lease`: take an idle server from the pool, attach, release it (the pool mutex and
 //!   `cl_active`), and add the transaction to the pool's counters and histograms, as the relay
 //!   does at each ReadyForQuery. This is the only state clients on different threads share: run
-//!   with 1, 2 and 4 threads on one pool it shows what contention costs.
+//!   with 1, 2 and 4 threads on one pool it shows what contention costs. Each bench thread counts
+//!   as a worker of its own (workers.rs): it takes the servers at home on it first and bumps its
+//!   own copy of the counters, as pgmux's worker threads do.
 //! - `extended_round`: pgbench -M extended's transaction through the prepared-statement mapping
 //!   (rewrite Parse/Bind/Describe/Execute/Sync, match the five answers), with the cache of unnamed
 //!   statements on (a cache hit: the Parse is answered by pgmux) and off. Per-client state only.
@@ -14,6 +16,7 @@
 //! docs/BENCHMARKS.md records a run and docs/ARCHITECTURE.md what it says about many cores.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
@@ -45,6 +48,8 @@ fn rig() -> &'static Rig {
     RIG.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let _entered = runtime.enter();
+        // As many workers as the most threads a bench runs with.
+        pgmux::workers::plan(4);
         let shared = Shared::fake("pool_mode = transaction\ndefault_pool_size = 20");
         let pool = shared.fake_pool();
         let backends = (1..=SERVERS).map(|id| pool.park_fake_server(id)).collect();
@@ -55,12 +60,27 @@ fn rig() -> &'static Rig {
     })
 }
 
+/// Makes the calling bench thread a worker of its own, inside the rig's runtime (a server it
+/// takes from another thread moves its socket's registration, as in pgmux), once per thread.
+fn become_worker(rig: &'static Rig) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    thread_local! {
+        static ENTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !ENTERED.replace(true) {
+        // Never left: a guard dropped with the thread's locals would find tokio's gone.
+        std::mem::forget(rig.runtime.enter());
+        pgmux::workers::adopt(NEXT.fetch_add(1, Relaxed) % 4);
+    }
+}
+
 #[divan::bench(threads = [1, 2, 4], sample_count = 200, sample_size = 2000)]
 fn pool_lease(bencher: divan::Bencher) {
     let rig = rig();
     let pool = &rig.pool;
     let settings = pool.settings();
     bencher.bench(|| {
+        become_worker(rig);
         // A server idle for more than 20 ms (between samples) is probed first: the slow path.
         let mut lease = match pool.take_ready(&settings, pgmux::clock::Micros::now()) {
             Some(lease) => lease,
@@ -68,13 +88,14 @@ fn pool_lease(bencher: divan::Bencher) {
         };
         lease.activate();
         lease.release_with(&settings);
-        let stats = &pool.stats;
+        let counters = pool.counters.here();
+        let stats = &counters.stats;
         PoolStats::add(&stats.query_count, 1);
         PoolStats::add(&stats.query_time_us, 120);
         PoolStats::add(&stats.xact_count, 1);
         PoolStats::add(&stats.xact_time_us, 120);
-        pool.histograms.query.observe(120);
-        pool.histograms.xact.observe(120);
+        counters.histograms.query.observe(120);
+        counters.histograms.xact.observe(120);
     });
 }
 

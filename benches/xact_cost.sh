@@ -25,13 +25,18 @@ as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/pg.log" -w -o "-k $DIR -p $PG_PORT
 bench_roles 1
 probe_ini pgbouncer $B_PORT
 probe_ini pgmux $M_PORT
+# BOUNCER_INI_EXTRA / MUX_INI_EXTRA add [pgbouncer] lines to one ini (pgmux against itself:
+# PGBOUNCER_BIN=target/release/pgmux BOUNCER_INI_EXTRA='worker_threads = 1' MUX_INI_EXTRA='worker_threads = 2').
+[ -n "${BOUNCER_INI_EXTRA:-}" ] && printf '%s\n' "$BOUNCER_INI_EXTRA" >>"$DIR/pgbouncer.ini"
+[ -n "${MUX_INI_EXTRA:-}" ] && printf '%s\n' "$MUX_INI_EXTRA" >>"$DIR/pgmux.ini"
 chown -R postgres: "$DIR"
 as_pg "$PGBOUNCER" -q "$DIR/pgbouncer.ini" >/dev/null 2>&1 &
 as_pg "$PWD/target/release/pgmux" -q "$DIR/pgmux.ini" >/dev/null 2>&1 &
 for _ in $(seq 50); do [ -s "$DIR/pgbouncer.pid" ] && [ -s "$DIR/pgmux.pid" ] && break; sleep 0.1; done
 sleep 0.5
 bench() { PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$1" -U bench -n -S -M "${MODE:-simple}" -c "${C:-1}" -j "${J:-1}" -T "$2" bench 2>&1; }
-switches() { awk '/^voluntary_ctxt_switches/ {v = $2} /^nonvoluntary_ctxt_switches/ {n = $2} END {print v, n}' "/proc/$1/status"; }
+# Summed over the process's threads (worker_threads > 1).
+switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}'; }
 echo "pgbench -S -M ${MODE:-simple} -c ${C:-1} -j ${J:-1}, transaction mode, pool 20, md5; PostgreSQL over its unix socket"
 for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
   name=${n%%:*}; port=${n##*:}; pid=$(cat "$DIR/$name.pid")

@@ -101,7 +101,7 @@ async fn bad_messages_after_login_close_only_that_client() {
     }
     // Counted as the client's fault (pgmux_pool_sessions_closed_total{side="client"}).
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();
-    let closed = pool.stats.sessions_closed.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let closed = [0, 1, 2].map(|i| pool.counters.sum(|s| &s.sessions_closed[i]));
     assert_eq!(closed, [3, 0, 0], "client, server, pgmux");
     // A message that stops short of its announced length is simply waited for; the client is
     // cut off by the server's read of a broken pipe only when it goes away.

@@ -105,7 +105,7 @@ async fn a_vanished_client_leaves_its_server_to_the_pool() {
         assert_eq!(value(&b, "SELECT now() = statement_timestamp()").await, "t", "round {round}: no open transaction");
     }
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "idle_rescue").unwrap();
-    assert_eq!(pool.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(pool.counters.sum(|s| &s.servers_rescued), 2);
     let m = crate::metrics::scrape(exporter).await;
     let key = format!("pgmux_pool_servers_rescued_total{{datname=\"idle_rescue\",user=\"{SCRAM_USER}\"}}");
     assert_eq!(m.get(&key), Some(&2.0), "{key} in /metrics");
@@ -141,5 +141,5 @@ async fn a_rescued_server_reports_the_parameters_its_rollback_restored() {
     // pgmux must know the server says v_app again, and set w's value.
     assert_eq!(value(&w, "SHOW application_name").await, "w_app");
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
-    assert_eq!(pool.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed), 1, "the same server, rescued");
+    assert_eq!(pool.counters.sum(|s| &s.servers_rescued), 1, "the same server, rescued");
 }

@@ -37,3 +37,4 @@ mod timeouts;
 mod tls;
 mod tls_certs;
 mod unnamed_cache;
+mod workers;

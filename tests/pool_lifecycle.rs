@@ -134,7 +134,7 @@ async fn counters_match_the_workload() {
     }
     c.batch_execute("BEGIN; SELECT 1; SELECT 2; COMMIT").await.unwrap();
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "lc_stats").expect("pool exists");
-    let s = pool.stats.snapshot();
+    let s = pool.counters.snapshot();
     assert_eq!(s.query_count, 51, "each Query message is one request");
     assert_eq!(s.xact_count, 51);
     assert_eq!(s.server_assignment_count, 51);

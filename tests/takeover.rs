@@ -26,11 +26,22 @@ async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_survive_an_online_restart() {
+    clients_survive_an_online_restart_with("").await;
+}
+
+/// The same with two worker threads in both processes: the old one gathers the clients of
+/// every thread, the new one adopts them and deals new ones to its threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_every_worker_thread_survive_an_online_restart() {
+    clients_survive_an_online_restart_with("\nworker_threads = 2").await;
+}
+
+async fn clients_survive_an_online_restart_with(extra: &str) {
     let pg = Cluster::shared();
     let mux = PgmuxProcess::start(
         pg,
         "* = host=$SOCKET port=$PORT",
-        "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 2",
+        &format!("auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 2{extra}"),
         &userlist(pg),
     );
     let old_pid = mux.pid();

@@ -35,7 +35,7 @@ async fn a_users_query_timeout_overrides_the_global_one() {
     assert_eq!(closed_with(&e), "query timeout");
     // Counted as closed by pgmux's rule (pgmux_pool_sessions_closed_total{side="pgmux"}).
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();
-    let closed = || pool.stats.sessions_closed.each_ref().map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let closed = || [0, 1, 2].map(|i| pool.counters.sum(|s| &s.sessions_closed[i]));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while closed() != [0, 0, 1] && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

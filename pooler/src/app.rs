@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use crate::config::Config;
 use crate::handoff::ListenerKind;
@@ -184,13 +184,17 @@ fn bind_exporter(g: &crate::config::General) -> Result<Option<std::net::TcpListe
 async fn accept_tcp(shared: Arc<Shared>, l: tokio::io::unix::AsyncFd<std::net::TcpListener>) {
     loop {
         shared.wait_resumed().await;
-        let accepted = crate::net::quiet::accept(&l).await.and_then(|(s, addr)| {
-            crate::net::tcp_options::TcpOptions::from_general(&shared.config().general).apply(&s);
-            Ok((crate::net::quiet::QuietTcp::from_nonblocking(s)?, addr))
-        });
-        match accepted {
+        match crate::net::quiet::accept(&l).await {
             Ok((s, addr)) => {
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::QuietTcp(s), PeerAddr::Tcp(addr)));
+                crate::net::tcp_options::TcpOptions::from_general(&shared.config().general).apply(&s);
+                let shared = shared.clone();
+                // Registered and served on the worker it is given to.
+                crate::workers::dispatch(Box::new(move || match crate::net::quiet::QuietTcp::from_nonblocking(s) {
+                    Ok(s) => {
+                        tokio::spawn(crate::client::handle(shared, Stream::QuietTcp(s), PeerAddr::Tcp(addr)));
+                    }
+                    Err(e) => tracing::error!("cannot register client socket: {e}"),
+                }));
             }
             Err(e) => accept_error(e).await,
         }
@@ -207,7 +211,26 @@ async fn accept_unix(shared: Arc<Shared>, l: UnixListener) {
                     Some(pid) => format!("unix({pid})"),
                     None => "unix".to_owned(),
                 };
-                tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix(label)));
+                if !crate::workers::several() {
+                    tokio::spawn(crate::client::handle(shared.clone(), Stream::Unix(s), PeerAddr::Unix(label)));
+                    continue;
+                }
+                // Out of this runtime's books, registered and served on the worker it is
+                // given to.
+                let s = match s.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("cannot take client socket off the listener's thread: {e}");
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                crate::workers::dispatch(Box::new(move || match UnixStream::from_std(s) {
+                    Ok(s) => {
+                        tokio::spawn(crate::client::handle(shared, Stream::Unix(s), PeerAddr::Unix(label)));
+                    }
+                    Err(e) => tracing::error!("cannot register client socket: {e}"),
+                }));
             }
             Err(e) => accept_error(e).await,
         }

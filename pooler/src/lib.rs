@@ -32,6 +32,7 @@ pub mod systemd;
 pub mod takeover;
 pub mod tls;
 pub mod tools;
+pub mod workers;
 
 /// The PgBouncer version whose behaviour and admin interface pgmux implements.
 pub const PGBOUNCER_COMPAT_VERSION: &str = "1.25.2";

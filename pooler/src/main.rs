@@ -52,6 +52,8 @@ fn main() -> ExitCode {
             g.max_client_conn
         );
     }
+    // Before the pools are made: each keeps its counters per worker thread.
+    pgmux::workers::plan(g.threads());
     // -R: the running process's listeners (and then its clients) instead of binding; its
     // pidfile is ours from now on.
     let (pooler, handed) = if cli.reboot {
@@ -88,18 +90,14 @@ fn main() -> ExitCode {
             return fail(format!("cannot write pidfile: {e}"));
         }
     }
-    let threads = g.threads();
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    // One single-threaded runtime per worker thread, this one included (workers.rs).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };
+    if let Err(e) = pgmux::workers::start() {
+        return fail(format!("cannot start worker threads: {e}"));
+    }
     let result = runtime.block_on(async {
         let shared = pooler.shared();
         // Handlers first: a signal that arrives once `process up` is logged is handled, never

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use pgmux_exporter::{HistogramFamily, HistogramSample, ResultSet, Snapshot, Source};
 
-use crate::pool::histogram::{Histogram, BOUNDS_US};
-use crate::pool::Pool;
+use crate::pool::histogram::{Histogram, PoolHistograms, BOUNDS_US};
 
 use crate::admin;
 use crate::shared::{RunState, Shared};
@@ -47,7 +46,7 @@ impl MetricsSource {
                     ("user".into(), p.user.clone()),
                     ("side".into(), (*side).to_owned()),
                 ];
-                samples.push((labels, p.stats.sessions_closed[i].load(std::sync::atomic::Ordering::Relaxed)));
+                samples.push((labels, p.counters.sum(|s| &s.sessions_closed[i])));
             }
         }
         pgmux_exporter::CounterFamily {
@@ -61,13 +60,14 @@ impl MetricsSource {
 
     fn histograms(&self) -> Vec<HistogramFamily> {
         let pools = self.shared.pools.all();
-        let family = |name: &str, help: &str, pick: fn(&Pool) -> &Histogram| HistogramFamily {
+        let family = |name: &str, help: &str, pick: fn(&PoolHistograms) -> &Histogram| HistogramFamily {
             name: name.to_owned(),
             help: help.to_owned(),
             samples: pools
                 .iter()
                 .map(|p| {
-                    let (counts, sum_us) = pick(p).snapshot();
+                    let (counts, sum_us) =
+                        Histogram::snapshot_sum(p.counters.all().iter().map(|s| pick(&s.histograms)));
                     HistogramSample {
                         labels: vec![("datname".into(), p.db.clone()), ("user".into(), p.user.clone())],
                         bounds: BOUNDS_US.iter().map(|b| *b as f64 * 1e-6).collect(),
@@ -81,14 +81,14 @@ impl MetricsSource {
             family(
                 "pgmux_pool_query_duration_seconds",
                 "Time from a client's request to the server's ReadyForQuery",
-                |p| &p.histograms.query,
+                |h| &h.query,
             ),
             family(
                 "pgmux_pool_transaction_duration_seconds",
                 "Time from the first request of a transaction to its end",
-                |p| &p.histograms.xact,
+                |h| &h.xact,
             ),
-            family("pgmux_pool_wait_duration_seconds", "Time clients waited for a server", |p| &p.histograms.wait),
+            family("pgmux_pool_wait_duration_seconds", "Time clients waited for a server", |h| &h.wait),
         ]
     }
 }
@@ -114,7 +114,7 @@ impl Source for MetricsSource {
                     .iter()
                     .map(|p| {
                         let labels = vec![("datname".into(), p.db.clone()), ("user".into(), p.user.clone())];
-                        (labels, p.stats.servers_rescued.load(std::sync::atomic::Ordering::Relaxed))
+                        (labels, p.counters.sum(|s| &s.servers_rescued))
                     })
                     .collect(),
             })

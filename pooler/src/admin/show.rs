@@ -45,7 +45,9 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
             cols.extend(crate::pool::SESSION_END_SIDES.iter().map(|s| (*s, Ty::Int8)));
             Table::new(&cols).with_rows(shared.pools.all().into_iter().map(|p| {
                 let mut row = vec![v(&p.db), v(&p.user)];
-                row.extend(p.stats.sessions_closed.iter().map(|c| v(c.load(Relaxed))));
+                row.extend(
+                    (0..crate::pool::SESSION_END_SIDES.len()).map(|i| v(p.counters.sum(|s| &s.sessions_closed[i]))),
+                );
                 row
             }))
         }

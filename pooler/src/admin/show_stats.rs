@@ -12,7 +12,7 @@ use crate::shared::Shared;
 fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
     let mut out = BTreeMap::new();
     for p in shared.pools.all() {
-        *out.entry(p.db.clone()).or_insert_with(StatsSnapshot::default) += p.stats.snapshot();
+        *out.entry(p.db.clone()).or_insert_with(StatsSnapshot::default) += p.counters.snapshot();
     }
     out
 }

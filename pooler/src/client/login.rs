@@ -311,7 +311,7 @@ pub async fn login(
     build::ready_for_query(&mut io.wbuf, b'I');
     io.flush().await?;
     registration.count_in_pool();
-    crate::pool::PoolStats::add(&pool.stats.client_login_count, 1);
+    crate::pool::PoolStats::add(&pool.counters.here().stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
     let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));

@@ -97,6 +97,27 @@ impl Stream {
         matches!(self, Stream::Tcp(_) | Stream::QuietTcp(_))
     }
 
+    /// Moves the socket's registration to the calling thread's runtime (workers.rs), so that its
+    /// readiness wakes this thread; false when it stays: TLS streams stay registered where they
+    /// are (their wake-ups cross threads). On an error the stream is left `Detached`, and its
+    /// next use fails.
+    ///
+    /// # Errors
+    /// The socket cannot be taken out of the old runtime or registered with this one.
+    pub fn rehome(&mut self) -> io::Result<bool> {
+        if !matches!(self, Stream::Tcp(_) | Stream::Unix(_) | Stream::QuietUnix(_) | Stream::QuietTcp(_)) {
+            return Ok(false);
+        }
+        *self = match std::mem::replace(self, Stream::Detached) {
+            Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+            Stream::QuietUnix(s) => Stream::QuietUnix(Box::new(super::quiet::Quiet::from_nonblocking(s.into_inner())?)),
+            Stream::QuietTcp(s) => Stream::QuietTcp(super::quiet::Quiet::from_nonblocking(s.into_inner())?),
+            other => other,
+        };
+        Ok(true)
+    }
+
     /// Takes the plain TCP socket out for a TLS handshake, leaving `Detached`.
     pub fn take_tcp(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, Stream::Detached) {

@@ -25,7 +25,7 @@ impl Default for AveragesPeriod {
 fn per_db(pools: &[Arc<Pool>]) -> HashMap<String, StatsSnapshot> {
     let mut out: HashMap<String, StatsSnapshot> = HashMap::new();
     for p in pools {
-        *out.entry(p.db.clone()).or_default() += p.stats.snapshot();
+        *out.entry(p.db.clone()).or_default() += p.counters.snapshot();
     }
     out
 }

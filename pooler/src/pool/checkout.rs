@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::lease::Lease;
 use super::room::Room;
-use super::waiter::{Handoff, SlotGuard, WaitTicket};
+use super::waiter::{Handoff, SlotGuard, WaitTicket, Waiter};
 use super::{Caller, CheckoutError, Pool, PoolSettings, FOLLOWER_RETRY};
 use crate::clock::Micros;
 use crate::logging::ConnTag;
@@ -51,7 +51,7 @@ impl Pool {
     ) -> Result<Take, CheckoutError> {
         let mut s = self.state.lock();
         let from_front = settings.round_robin;
-        if let Some(server) = if from_front { s.idle.pop_front() } else { s.idle.pop_back() } {
+        if let Some(server) = s.pop_idle(from_front, crate::workers::local()) {
             return Ok(Take::Server(server));
         }
         // PgBouncer's fast fail: a client logging in while logins keep failing and no server is
@@ -64,7 +64,7 @@ impl Pool {
             }
         }
         let mut room = Room::PoolFull;
-        if queued || s.waiters.iter().all(|(_, tx)| tx.is_closed()) {
+        if queued || s.waiters.iter().all(|w| w.tx.is_closed()) {
             room = self.reserve_locked(&mut s, settings, start.elapsed());
             if room.granted() {
                 return Ok(Take::Slot(SlotGuard::new(self.clone()), room == Room::Reserve));
@@ -88,7 +88,7 @@ impl Pool {
             return Err(CheckoutError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
-        s.waiters.push_back((start, tx));
+        s.waiters.push_back(Waiter { since: start, home: crate::workers::here(), tx });
         Ok(Take::Wait(Some(WaitTicket::new(self.clone(), rx)), room, quiet))
     }
 
@@ -153,14 +153,7 @@ impl Pool {
         // Fast path, the busy case: a server released moments ago needs no check and no await,
         // and this future stays small (every client task holds one inline).
         if !self.paused.load(Relaxed) {
-            let popped = {
-                let mut s = self.state.lock();
-                if settings.round_robin {
-                    s.idle.pop_front()
-                } else {
-                    s.idle.pop_back()
-                }
-            };
+            let popped = self.state.lock().pop_idle(settings.round_robin, crate::workers::local());
             if let Some(server) = popped {
                 if self.usable_at_once(&server, settings, Micros::now()) {
                     return Ok(Lease::new(server, self.clone()));
@@ -180,7 +173,7 @@ impl Pool {
             return None;
         }
         let mut s = self.state.lock();
-        let server = if settings.round_robin { s.idle.pop_front() } else { s.idle.pop_back() }?;
+        let server = s.pop_idle(settings.round_robin, crate::workers::local())?;
         if self.usable_at_once(&server, settings, now) {
             return Some(Lease::new(server, self.clone()));
         }

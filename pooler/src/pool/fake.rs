@@ -38,6 +38,7 @@ impl Pool {
             synced_params: 0,
             session_state: Default::default(),
             generation: self.generation.load(Relaxed),
+            home: crate::workers::here(),
         };
         let mut st = self.state.lock();
         st.total += 1;

@@ -53,8 +53,8 @@ impl Pool {
             sqlstate: pgmux_protocol::sqlstate::ADMIN_SHUTDOWN.into(),
             message: "server shutting down".into(),
         });
-        for (_, tx) in waiters {
-            let _ = tx.send(Handoff::Refused(refusal.clone()));
+        for w in waiters {
+            let _ = w.tx.send(Handoff::Refused(refusal.clone()));
         }
     }
 

@@ -30,6 +30,20 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<u64>, u64) {
         (self.buckets.iter().map(|b| b.load(Relaxed)).collect(), self.sum_us.load(Relaxed))
     }
+
+    /// [`Histogram::snapshot`] of several copies of one histogram (one per worker thread),
+    /// added up.
+    pub fn snapshot_sum<'a>(copies: impl Iterator<Item = &'a Histogram>) -> (Vec<u64>, u64) {
+        let mut counts = vec![0; BOUNDS_US.len() + 1];
+        let mut sum = 0;
+        for h in copies {
+            for (c, b) in counts.iter_mut().zip(&h.buckets) {
+                *c += b.load(Relaxed);
+            }
+            sum += h.sum_us.load(Relaxed);
+        }
+        (counts, sum)
+    }
 }
 
 /// The three histograms of a pool.

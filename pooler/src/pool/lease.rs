@@ -25,7 +25,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
+    /// Called by the task that will use the server: its socket moves to this thread's runtime
+    /// if it is registered with another's (workers.rs).
+    pub(super) fn new(mut conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
+        conn.come_home();
         Self { conn: Some(conn), pool, active: false }
     }
 

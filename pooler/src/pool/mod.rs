@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use pgmux_protocol::scram::PassThroughKeys;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use averages::AveragesPeriod;
@@ -38,7 +38,7 @@ pub use registry::Pools;
 pub use settings::PoolSettings;
 pub use stats::{PoolStats, StatsSnapshot, SESSION_END_SIDES};
 pub use waiter::LoginRefusal;
-use waiter::{Handoff, SlotGuard};
+use waiter::{Handoff, SlotGuard, Waiter};
 
 use crate::clock::Micros;
 use crate::config::StoredSecret;
@@ -82,7 +82,10 @@ struct State {
     idle: VecDeque<Box<ServerConn>>,
     /// Servers that exist or are being opened (idle + leased + connecting).
     total: u32,
-    waiters: VecDeque<(Instant, oneshot::Sender<Handoff>)>,
+    waiters: VecDeque<Waiter>,
+    /// Releases in a row that served a waiter on their own thread ahead of the longest waiter
+    /// (see [`waiter::BYPASS_MAX`]).
+    bypassed: u32,
     /// Time and text of the last failed login, for fast fail.
     last_failure: Option<(Instant, String, bool)>,
     /// The last connect succeeded: connects may run in parallel. Until then (a new pool, or
@@ -91,6 +94,48 @@ struct State {
     proven: bool,
     /// A probing connect is under way.
     probing: bool,
+}
+
+impl State {
+    /// The waiter a released server goes to: the longest waiter, or, when several workers
+    /// share the pool (`local` is the releasing thread, [`crate::workers::local`]) and the
+    /// longest waits on another thread, the longest waiting on this one, at most
+    /// [`waiter::BYPASS_MAX`] times in a row. The server's socket then stays on its thread, and
+    /// the hand-off wakes no other thread.
+    fn next_waiter(&mut self, local: Option<u16>) -> Option<Waiter> {
+        if let Some(here) = local.filter(|_| self.bypassed < waiter::BYPASS_MAX) {
+            if self.waiters.front().is_some_and(|w| w.home != here) {
+                if let Some(i) = self.waiters.iter().position(|w| w.home == here) {
+                    self.bypassed += 1;
+                    return self.waiters.remove(i);
+                }
+            }
+        }
+        self.bypassed = 0;
+        self.waiters.pop_front()
+    }
+
+    /// The next idle server: the most recently released (the least recently with
+    /// `from_front`, server_round_robin), preferring one at home on the calling thread when
+    /// several workers share the pool (`local`, [`crate::workers::local`]), whose socket then
+    /// needs no move.
+    fn pop_idle(&mut self, from_front: bool, local: Option<u16>) -> Option<Box<ServerConn>> {
+        if let Some(here) = local {
+            let at = if from_front {
+                self.idle.iter().position(|s| s.home == here)
+            } else {
+                self.idle.iter().rposition(|s| s.home == here)
+            };
+            if let Some(i) = at {
+                return self.idle.remove(i);
+            }
+        }
+        if from_front {
+            self.idle.pop_front()
+        } else {
+            self.idle.pop_back()
+        }
+    }
 }
 
 /// Counts for SHOW POOLS.
@@ -114,10 +159,8 @@ pub struct Pool {
     pub user: String,
     settings: RwLock<Arc<PoolSettings>>,
     state: Mutex<State>,
-    /// Counters.
-    pub stats: PoolStats,
-    /// Latency histograms.
-    pub histograms: histogram::PoolHistograms,
+    /// Counters and latency histograms, a copy per worker thread.
+    pub counters: stats::CounterShards,
     welcome: Mutex<Option<Arc<ServerParams>>>,
     scram_keys: Mutex<Option<PassThroughKeys>>,
     /// The user's secret from auth_query, for server logins when auth_file has none.
@@ -170,12 +213,12 @@ impl Pool {
                 idle: VecDeque::new(),
                 total: 0,
                 waiters: VecDeque::new(),
+                bypassed: 0,
                 last_failure: None,
                 proven: false,
                 probing: false,
             }),
-            stats: PoolStats::default(),
-            histograms: histogram::PoolHistograms::default(),
+            counters: stats::CounterShards::new(),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
             looked_up: Mutex::new(None),
@@ -262,8 +305,8 @@ impl Pool {
         PoolCounts {
             idle: s.idle.len() as u32,
             total: s.total,
-            waiting: s.waiters.iter().filter(|(_, tx)| !tx.is_closed()).count() as u32,
-            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
+            waiting: s.waiters.iter().filter(|w| !w.tx.is_closed()).count() as u32,
+            max_wait: s.waiters.front().map(|w| w.since.elapsed()).unwrap_or_default(),
         }
     }
 
@@ -329,8 +372,9 @@ impl Pool {
         }
         server.last_used = now;
         let mut s = self.state.lock();
-        while let Some((_, tx)) = s.waiters.pop_front() {
-            match tx.send(Handoff::Server(server)) {
+        let local = crate::workers::local();
+        while let Some(w) = s.next_waiter(local) {
+            match w.tx.send(Handoff::Server(server)) {
                 Ok(()) => return,
                 Err(Handoff::Server(back)) => server = back,
                 Err(Handoff::Slot | Handoff::Refused(_)) => unreachable!("send returns what it was given"),

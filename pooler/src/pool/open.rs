@@ -99,8 +99,8 @@ impl Pool {
                 if let Some(r) = refusal {
                     // Every client waiting for this pool gets the server's refusal now.
                     let r = Arc::new(r);
-                    for (_, tx) in s.waiters.drain(..) {
-                        let _ = tx.send(Handoff::Refused(r.clone()));
+                    for w in s.waiters.drain(..) {
+                        let _ = w.tx.send(Handoff::Refused(r.clone()));
                     }
                 } else {
                     // Waiters that were only waiting for a release look again: they queue anew

@@ -86,12 +86,11 @@ impl Pool {
     /// Reserves a slot for the longest live waiter and hands it over; false when there is no
     /// waiter or no room. The caller holds the lock.
     pub(super) fn hand_slot_locked(&self, s: &mut State, settings: &PoolSettings) -> bool {
-        if s.waiters.iter().all(|(_, tx)| tx.is_closed()) || !self.reserve_locked(s, settings, Duration::ZERO).granted()
-        {
+        if s.waiters.iter().all(|w| w.tx.is_closed()) || !self.reserve_locked(s, settings, Duration::ZERO).granted() {
             return false;
         }
-        while let Some((_, tx)) = s.waiters.pop_front() {
-            if tx.send(Handoff::Slot).is_ok() {
+        while let Some(w) = s.waiters.pop_front() {
+            if w.tx.send(Handoff::Slot).is_ok() {
                 return true;
             }
         }

@@ -1,5 +1,7 @@
 //! Per-pool counters for SHOW STATS and the metrics endpoint: relaxed atomics bumped on the hot
-//! path, read as snapshots.
+//! path, read as snapshots. Each worker thread bumps its own copy ([`CounterShards`]), so that
+//! two threads serving one pool do not pass the counters' cache lines back and forth at every
+//! transaction; readers add the copies up.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -38,6 +40,59 @@ pub struct PoolStats {
     /// its server (it failed under the client) or pgmux's rules (timeouts, KILL, a pool that
     /// cannot serve), in [`SESSION_END_SIDES`] order; /metrics only.
     pub sessions_closed: [AtomicU64; 3],
+}
+
+/// A pool's counters and histograms, one copy per worker thread (workers.rs), each on cache
+/// lines of its own.
+#[derive(Debug)]
+pub struct CounterShards(Box<[Shard]>);
+
+/// One worker's copy.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Shard {
+    /// Counters.
+    pub stats: PoolStats,
+    /// Latency histograms.
+    pub histograms: super::histogram::PoolHistograms,
+}
+
+impl CounterShards {
+    /// One copy per worker thread the process runs.
+    pub fn new() -> Self {
+        CounterShards((0..crate::workers::count()).map(|_| Shard::default()).collect())
+    }
+
+    /// The calling thread's copy (the first for a thread that is not a worker).
+    #[inline]
+    pub fn here(&self) -> &Shard {
+        self.0.get(usize::from(crate::workers::here())).unwrap_or(&self.0[0])
+    }
+
+    /// Every copy, to add up.
+    pub fn all(&self) -> &[Shard] {
+        &self.0
+    }
+
+    /// The counters of all threads added up.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut sum = StatsSnapshot::default();
+        for s in self.all() {
+            sum += s.stats.snapshot();
+        }
+        sum
+    }
+
+    /// One counter (picked by `pick`) of all threads added up.
+    pub fn sum(&self, pick: impl Fn(&PoolStats) -> &AtomicU64) -> u64 {
+        self.all().iter().map(|s| pick(&s.stats).load(Relaxed)).sum()
+    }
+}
+
+impl Default for CounterShards {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The `side` label of each `sessions_closed` counter.

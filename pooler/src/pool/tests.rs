@@ -207,3 +207,48 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<
     })
     .await
 }
+
+/// Several workers (workers.rs): a take prefers the idle server whose socket is registered on
+/// the calling thread, in the list's usual order, and falls back to the usual one.
+#[tokio::test]
+async fn a_take_prefers_a_server_at_home_on_the_calling_thread() {
+    let s = shared("");
+    let p = pool(&s);
+    let _backends: Vec<_> = (1..=4).map(|id| park(&p, id)).collect();
+    let mut st = p.state.lock();
+    for (server, home) in st.idle.iter_mut().zip([0, 1, 0, 1]) {
+        server.home = home;
+    }
+    let id = |s: Option<Box<crate::server::ServerConn>>| s.map(|s| s.id);
+    assert_eq!(id(st.pop_idle(false, Some(0))), Some(3), "the last released at home");
+    assert_eq!(id(st.pop_idle(true, Some(1))), Some(2), "the first at home (server_round_robin)");
+    assert_eq!(id(st.pop_idle(false, Some(2))), Some(4), "none at home: the last released");
+    assert_eq!(id(st.pop_idle(false, None)), Some(1), "one worker: the last released");
+    assert_eq!(id(st.pop_idle(false, Some(0))), None);
+}
+
+/// Several workers: a release hands its server to the longest waiter of its own thread ahead
+/// of a longer one elsewhere, four times in a row at most; then the longest waiter gets it.
+#[tokio::test]
+async fn a_release_serves_its_own_threads_waiter_first_at_most_four_times_in_a_row() {
+    let s = shared("");
+    let p = pool(&s);
+    let mut st = p.state.lock();
+    let mut receivers = Vec::new();
+    for home in [1, 0, 0, 0, 0, 0, 1, 0] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        receivers.push(rx);
+        st.waiters.push_back(super::Waiter { since: tokio::time::Instant::now(), home, tx });
+    }
+    let mut served = Vec::new();
+    while let Some(w) = st.next_waiter(Some(0)) {
+        served.push(w.home);
+    }
+    assert_eq!(served, [0, 0, 0, 0, 1, 0, 0, 1]);
+    for home in [1, 0] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        receivers.push(rx);
+        st.waiters.push_back(super::Waiter { since: tokio::time::Instant::now(), home, tx });
+    }
+    assert_eq!(st.next_waiter(None).map(|w| w.home), Some(1), "one worker: the longest waiter");
+}

@@ -4,9 +4,25 @@
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::Pool;
 use crate::server::ServerConn;
+
+/// A client in a pool's queue.
+pub(super) struct Waiter {
+    /// When it began waiting (SHOW POOLS `maxwait`).
+    pub(super) since: Instant,
+    /// Its worker thread (workers.rs): a release hands a server to a waiter on its own thread
+    /// first, within [`BYPASS_MAX`].
+    pub(super) home: u16,
+    /// Where its server (or slot, or refusal) goes.
+    pub(super) tx: oneshot::Sender<Handoff>,
+}
+
+/// How many releases in a row may serve a waiter of their own thread ahead of the longest
+/// waiter, whose thread is another: bounds the unfairness that saves moving a server's socket.
+pub(super) const BYPASS_MAX: u32 = 4;
 
 /// What a waiter is handed.
 // Boxing the server would cost an allocation per hand-off; the move is a plain memcpy.

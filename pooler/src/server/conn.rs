@@ -63,9 +63,26 @@ pub struct ServerConn {
     pub session_state: Box<crate::session_state::SessionState>,
     /// Pool generation it was made under (RECONNECT closes older ones).
     pub generation: u64,
+    /// The worker whose runtime its socket is registered with (workers.rs).
+    pub home: u16,
 }
 
 impl ServerConn {
+    /// Moves the socket's registration to the calling thread's runtime when it is registered
+    /// with another worker's, so that its readiness wakes the thread of the client using it
+    /// (a TLS server stays where it is).
+    pub fn come_home(&mut self) {
+        let here = crate::workers::here();
+        if self.home != here {
+            match self.stream.rehome() {
+                Ok(true) => self.home = here,
+                Ok(false) => {}
+                // The stream is left detached: its next use fails and the server is closed.
+                Err(e) => crate::conn_log!(warn, &self.tag.tag, "cannot move server socket to this thread: {e}"),
+            }
+        }
+    }
+
     /// Bookkeeping after pgmux ran a reset query (`DISCARD ALL`): what the query undid is gone.
     pub fn reset_done(&mut self, sql: &str) {
         self.statements.clear();

@@ -245,6 +245,7 @@ pub async fn connect(
             synced_params: 0,
             session_state: Default::default(),
             generation: 0,
+            home: crate::workers::here(),
         }))
     };
     let timeout = if timeout.is_zero() { Duration::from_secs(3600) } else { timeout };

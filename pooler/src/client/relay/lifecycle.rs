@@ -84,9 +84,10 @@ impl Relay {
     /// The statistics of one server assignment, after `waited` microseconds in the queue.
     fn count_assignment(&self, waited: u64) {
         let pool = &self.session.pool;
-        PoolStats::add(&pool.stats.wait_time_us, waited);
-        pool.histograms.wait.observe(waited);
-        PoolStats::add(&pool.stats.server_assignment_count, 1);
+        let counters = pool.counters.here();
+        PoolStats::add(&counters.stats.wait_time_us, waited);
+        counters.histograms.wait.observe(waited);
+        PoolStats::add(&counters.stats.server_assignment_count, 1);
     }
 
     /// Installs `server` when it needs no SET and no replay (`Done`); else `Prepare`.

@@ -233,7 +233,7 @@ impl Relay {
     }
 
     fn stats(&self) -> &PoolStats {
-        &self.session.pool.stats
+        &self.session.pool.counters.here().stats
     }
 
     /// Runs the session to its end. While the client is idle between transactions (no server,

@@ -141,7 +141,7 @@ impl Relay {
                     };
                     let result = rw.message(&mut self.cin, at, tag, total);
                     let (cp, sp, b) = (rw.client_parses, rw.server_parses, rw.binds);
-                    let stats = &self.session.pool.stats;
+                    let stats = self.stats();
                     PoolStats::add(&stats.client_parse_count, cp);
                     PoolStats::add(&stats.server_parse_count, sp);
                     PoolStats::add(&stats.bind_count, b);
@@ -401,9 +401,10 @@ impl Relay {
         self.flow.ready(status);
         self.session_sql_ready(status);
         let now = Micros::now();
-        let stats = &self.session.pool.stats;
+        let counters = self.session.pool.counters.here();
+        let stats = &counters.stats;
         PoolStats::add(&stats.query_count, 1);
-        let hist = &self.session.pool.histograms;
+        let hist = &counters.histograms;
         if let Some(t) = self.query_start.take() {
             let us = now.micros_since(t);
             PoolStats::add(&stats.query_time_us, us);

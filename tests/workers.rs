@@ -1,0 +1,113 @@
+//! Several worker threads (`worker_threads = 3`), each with its own runtime: clients spread
+//! over the threads at accept, the pool's servers shared by all of them (moving between
+//! threads as clients on other threads lease them) within the pool's size, and SHOW STATS
+//! adding up every thread's counters.
+
+use std::time::Duration;
+
+use crate::harness::{Cluster, PgmuxProcess, SCRAM_PASS, SCRAM_USER};
+
+const CLIENTS: usize = 24;
+const ROUNDS: usize = 60;
+const POOL: i64 = 3;
+
+/// CPU time each of the process's threads has run so far, in ns, by thread name.
+fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_owned();
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        out.push((name, ns));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_threads_share_one_pool_within_its_size() {
+    let pg = Cluster::shared();
+    if pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'workers'") == "0" {
+        pg.psql("postgres", "CREATE DATABASE workers");
+    }
+    let userlist = format!("\"{SCRAM_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER));
+    let mux = PgmuxProcess::start(
+        pg,
+        "workers = host=$SOCKET port=$PORT",
+        &format!("auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = {POOL}\nworker_threads = 3"),
+        &userlist,
+    );
+    let before = thread_cpu(mux.pid());
+    let workers: Vec<_> = before.iter().filter(|(n, _)| n.starts_with("pgmux-worker-")).collect();
+    assert_eq!(workers.len(), 2, "the main thread and two more run clients: {before:?}");
+
+    // All logged in first, then all at once, each query holding its server for 2 ms: the pool
+    // is busy from the first round.
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(mux.connect(SCRAM_USER, SCRAM_PASS, "workers").await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let sql = "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = 'workers') FROM pg_sleep(0.002)";
+            let statement = c.prepare(sql).await.unwrap();
+            let mut most = 0i64;
+            for _ in 0..ROUNDS {
+                // Half the clients use the simple protocol, half the extended one.
+                let seen: i64 = if i % 2 == 0 {
+                    let answer = c.simple_query(sql).await.unwrap();
+                    let row = answer.iter().find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                        _ => None,
+                    });
+                    row.expect("a row").get(0).unwrap().parse().unwrap()
+                } else {
+                    c.query_one(&statement, &[]).await.unwrap().get(0)
+                };
+                most = most.max(seen);
+            }
+            // Kept until the counts are read: dropping the statement sends a Close.
+            (most, c, statement)
+        }));
+    }
+    let mut most = 0;
+    let mut kept = Vec::new();
+    for t in tasks {
+        let (seen, c, statement) = tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap();
+        most = most.max(seen);
+        kept.push((c, statement));
+    }
+    assert!(most <= POOL, "PostgreSQL saw {most} connections of a pool of {POOL}");
+    assert!(most >= 2, "24 busy clients used at most {most} server");
+
+    // Every worker ran clients: each thread's CPU time grew by more than a millisecond.
+    let after = thread_cpu(mux.pid());
+    for (name, ns) in &before {
+        if name == "pgmux" || name.starts_with("pgmux-worker-") {
+            let grown = after.iter().find(|(n, _)| n == name).map(|(_, a)| a - ns).unwrap_or(0);
+            assert!(grown > 1_000_000, "thread {name} ran {grown} ns: {before:?} -> {after:?}");
+        }
+    }
+
+    // SHOW STATS adds up the threads' counters: one transaction and one query per round, and
+    // one for each client's prepare (Parse, Describe, Sync).
+    let console = mux.console().await;
+    let rows = console.simple_query("SHOW STATS").await.unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("workers") => Some(r),
+            _ => None,
+        })
+        .expect("a SHOW STATS row for the database");
+    let total = (CLIENTS * ROUNDS + CLIENTS).to_string();
+    assert_eq!(row.get("total_xact_count"), Some(total.as_str()));
+    assert_eq!(row.get("total_query_count"), Some(total.as_str()));
+    // The extended-protocol half sent one Bind per round.
+    let binds = (CLIENTS / 2 * ROUNDS).to_string();
+    assert_eq!(row.get("total_bind_count"), Some(binds.as_str()));
+}
