@@ -170,6 +170,53 @@ async fn clients_with_other_search_paths_get_statements_of_their_own() {
     assert_eq!(server_statements(&mut plain).await.len(), 4);
 }
 
+/// A search_path set inside a transaction, or sent in the same batch just before the statement,
+/// counts for the statement at once: it is not given the statement prepared under the old
+/// search_path, which PostgreSQL would analyse again and refuse (the tables have other columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_not_yet_settled_counts_for_the_statements_behind_it() {
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        "DROP SCHEMA IF EXISTS cache_tx_a CASCADE; DROP SCHEMA IF EXISTS cache_tx_b CASCADE; \
+         CREATE SCHEMA cache_tx_a; CREATE SCHEMA cache_tx_b; \
+         CREATE TABLE cache_tx_a.t (a int); INSERT INTO cache_tx_a.t VALUES (1); \
+         CREATE TABLE cache_tx_b.t (a text, b int); INSERT INTO cache_tx_b.t VALUES ('b', 2); \
+         GRANT USAGE ON SCHEMA cache_tx_a, cache_tx_b TO scram_user; \
+         GRANT SELECT ON cache_tx_a.t, cache_tx_b.t TO scram_user",
+    );
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM t";
+    // Prepared under cache_tx_b.
+    c.send(|m| build::query(m, "SET search_path = cache_tx_b")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:b,2", "C", "Z"]);
+    // In a transaction: the new search_path is not settled until COMMIT, and counts already.
+    c.send(|m| build::query(m, "BEGIN; SET search_path = cache_tx_a")).await;
+    assert_eq!(c.until_ready().await, ["C", "C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    c.send(|m| build::query(m, "COMMIT")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    // A SET rolled back leaves the settled one.
+    c.send(|m| build::query(m, "BEGIN; SET search_path = cache_tx_b; ROLLBACK")).await;
+    assert_eq!(c.until_ready().await, ["C", "C", "C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    // The SET and the statement in one batch: the statement is meant under the new one.
+    c.send(|m| {
+        build::query(m, "SET search_path = cache_tx_b");
+        build::parse(m, "", sql);
+        build::bind(m, "", "", &[]);
+        pgmux_protocol::extended::target_message(m, b'D', b'P', b"");
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    assert_eq!(c.until_ready().await, ["1", "2", "T", "D:b,2", "C", "Z"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_cache_off_the_unnamed_statement_goes_to_postgres_as_sent() {
     let pg = Cluster::shared();

@@ -105,6 +105,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// The effects sent but not settled, in the order they take place: those of the open
+    /// transaction's finished requests, then those still waiting for their ReadyForQuery.
+    pub fn pending(&self) -> impl Iterator<Item = &Effect> {
+        self.in_tx.iter().chain(self.waiting.iter().map(|(_, e)| e))
+    }
+
     /// True when nothing waits: the relay need not read CommandComplete tags.
     #[inline]
     pub fn is_idle(&self) -> bool {
@@ -144,6 +150,9 @@ impl InFlight {
                 // transaction is aborted and rolls back.
             } else if e.transactional() && status != TxStatus::Idle {
                 self.in_tx.push(e);
+            } else if e.transactional() && rolled_back {
+                // Its own request ended with ROLLBACK (`BEGIN; SET ...; ROLLBACK`, or `SET ...;
+                // ROLLBACK`, which rolls back the implicit transaction): undone.
             } else {
                 done.push(e);
             }
@@ -202,6 +211,14 @@ mod tests {
             run(&mut f, "BEGIN; SET a.b = 2; COMMIT", 0, TxStatus::Idle, &[b"BEGIN", b"SET", b"COMMIT"]),
             [set("a.b", "2")]
         );
+        assert_eq!(
+            run(&mut f, "BEGIN; SET a.b = 3; ROLLBACK", 0, TxStatus::Idle, &[b"BEGIN", b"SET", b"ROLLBACK"]),
+            []
+        );
+        // PostgreSQL rolls back the implicit transaction of a multi-statement query too (with
+        // a warning that no transaction is in progress).
+        assert_eq!(run(&mut f, "SET a.b = 4; ROLLBACK", 0, TxStatus::Idle, &[b"SET", b"ROLLBACK"]), []);
+        assert!(f.is_idle());
     }
 
     #[test]

@@ -63,6 +63,16 @@ fn statement_hash(parse_rest: &[u8], context: u64) -> u64 {
 /// The settings that decide which tables and functions a statement's names mean.
 const NAME_SETTINGS: [&str; 3] = ["search_path", "role", "session_authorization"];
 
+/// True for an effect that can change what names mean ([`NAME_SETTINGS`], or all settings).
+pub fn changes_names(e: &crate::session_sql::Effect) -> bool {
+    use crate::session_sql::Effect;
+    match e {
+        Effect::Set { name, .. } | Effect::Reset(name) => NAME_SETTINGS.contains(&name.as_str()),
+        Effect::ResetAll | Effect::DiscardAll => true,
+        _ => false,
+    }
+}
+
 /// The name context of a client: a hash of its [`NAME_SETTINGS`], each as set in its session
 /// (`session`, SET carried across servers) or else as a tracked startup parameter. 0 when it
 /// has none of its own, so that most clients share every statement.

@@ -118,9 +118,15 @@ impl Relay {
             _ => true,
         });
         if !effects.is_empty() {
+            let names = effects.iter().any(prepared::changes_names);
             // Answered by the ReadyForQuery of this Query, or of the Sync after this Parse.
             let made = self.carry.made.get_or_insert_with(Default::default);
             made.in_flight.sent(effects, self.flow.pending() + 1);
+            if names {
+                // What the client prepares behind it (in the same batch) means its names under
+                // the new setting.
+                self.refresh_name_context();
+            }
         }
         true
     }
@@ -128,7 +134,9 @@ impl Relay {
     /// A ReadyForQuery: records what took place.
     pub(super) fn session_sql_ready(&mut self, status: TxStatus) {
         let Some(made) = self.carry.made.as_mut() else { return };
-        let mut settings_changed = false;
+        // A name setting in flight counted already (see `refresh_name_context`); settled,
+        // failed or rolled back, the context is computed again.
+        let mut settings_changed = made.in_flight.pending().any(prepared::changes_names);
         for e in made.in_flight.on_ready(status) {
             match e {
                 Effect::Sticky(what) => {
@@ -166,9 +174,23 @@ impl Relay {
     }
 
     /// Recomputes which statements this client may share ([`prepared::name_context`]): after
-    /// its settings or its tracked parameters changed.
+    /// its settings or its tracked parameters changed. Settings sent but not settled count as
+    /// made: a statement the client prepares after `SET search_path` in a transaction, or right
+    /// behind it in one batch, is analysed by PostgreSQL under the new search_path, and must not
+    /// be shared with clients under the old one (PostgreSQL would refuse it to them: `cached
+    /// plan must not change result type`). One that fails or rolls back is taken out again at
+    /// its ReadyForQuery.
     pub(super) fn refresh_name_context(&mut self) {
-        let context = prepared::name_context(self.carry.settings(), &self.session.params);
+        let context = match self.carry.made.as_ref() {
+            Some(made) if made.in_flight.pending().any(prepared::changes_names) => {
+                let mut foreseen = made.state.clone();
+                for e in made.in_flight.pending() {
+                    foreseen.apply(e);
+                }
+                prepared::name_context(Some(&foreseen.settings), &self.session.params)
+            }
+            _ => prepared::name_context(self.carry.settings(), &self.session.params),
+        };
         self.statements.set_context(context);
     }
 
