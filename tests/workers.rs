@@ -111,3 +111,39 @@ async fn three_worker_threads_share_one_pool_within_its_size() {
     let binds = (CLIENTS / 2 * ROUNDS).to_string();
     assert_eq!(row.get("total_bind_count"), Some(binds.as_str()));
 }
+
+/// A server reached over TLS moves between the worker threads too (its socket swapped under the
+/// TLS session): one server, clients on three threads taking turns, every query answered over
+/// the same encrypted connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_serves_the_clients_of_every_worker_thread_in_turn() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "tlsw = host=127.0.0.1 port=$PORT dbname=app",
+        "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1\nworker_threads = 3\n\
+         server_tls_sslmode = require",
+        &format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n"),
+    );
+    // Dealt in turn: two clients per thread.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(mux.connect(SCRAM_USER, SCRAM_PASS, "tlsw").await.unwrap());
+    }
+    let mut backends = std::collections::BTreeSet::new();
+    for round in 0..20 {
+        for c in &clients {
+            let row = c
+                .query_one(
+                    "SELECT ssl, pg_backend_pid(), $1::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[&round],
+                )
+                .await
+                .unwrap();
+            assert!(row.get::<_, bool>(0), "the server connection is encrypted");
+            assert_eq!(row.get::<_, i32>(2), round);
+            backends.insert(row.get::<_, i32>(1));
+        }
+    }
+    assert_eq!(backends.len(), 1, "one server served them all: {backends:?}");
+}

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -98,17 +99,26 @@ impl Stream {
     }
 
     /// Moves the socket's registration to the calling thread's runtime (workers.rs), so that its
-    /// readiness wakes this thread; false when it stays: TLS streams stay registered where they
-    /// are (their wake-ups cross threads). On an error the stream is left `Detached`, and its
-    /// next use fails.
+    /// readiness wakes this thread; false when it stays (a TLS stream from a client, which never
+    /// changes threads). On an error the stream is left `Detached`, and its next use fails.
     ///
     /// # Errors
     /// The socket cannot be taken out of the old runtime or registered with this one.
     pub fn rehome(&mut self) -> io::Result<bool> {
-        if !matches!(self, Stream::Tcp(_) | Stream::Unix(_) | Stream::QuietUnix(_) | Stream::QuietTcp(_)) {
+        if matches!(self, Stream::TlsAccepted(_) | Stream::Detached) {
             return Ok(false);
         }
         *self = match std::mem::replace(self, Stream::Detached) {
+            // The TLS session cannot be taken apart and put together again (tokio-rustls has no
+            // constructor from parts), so its socket is swapped under it: a duplicate of the
+            // descriptor registered here takes the place of the one registered there, which is
+            // closed (and so leaves the old runtime's books); the connection stays open.
+            Stream::TlsConnected(mut s) => {
+                let io = s.get_mut().0;
+                let here = TcpStream::from_std(std::net::TcpStream::from(io.as_fd().try_clone_to_owned()?))?;
+                drop(std::mem::replace(io, here));
+                Stream::TlsConnected(s)
+            }
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
             Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
             Stream::QuietUnix(s) => Stream::QuietUnix(Box::new(super::quiet::Quiet::from_nonblocking(s.into_inner())?)),
