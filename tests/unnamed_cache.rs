@@ -215,6 +215,14 @@ async fn a_search_path_not_yet_settled_counts_for_the_statements_behind_it() {
     .await;
     assert_eq!(c.until_ready().await, ["C", "Z"]);
     assert_eq!(c.until_ready().await, ["1", "2", "T", "D:b,2", "C", "Z"]);
+    // SET LOCAL, the way to pick a schema per transaction under transaction pooling: it counts
+    // while its transaction lasts, and the settled search_path after.
+    c.send(|m| build::query(m, "BEGIN; SET LOCAL search_path = cache_tx_a")).await;
+    assert_eq!(c.until_ready().await, ["C", "C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    c.send(|m| build::query(m, "COMMIT")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:b,2", "C", "Z"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

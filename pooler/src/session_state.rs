@@ -53,7 +53,8 @@ impl SessionState {
                 self.settings.clear();
                 self.prepared.clear();
             }
-            Effect::Sticky(_) => {}
+            // A transaction's own setting: not state that outlives it.
+            Effect::SetLocal { .. } | Effect::Sticky(_) => {}
         }
     }
 
@@ -150,6 +151,8 @@ impl InFlight {
                 // transaction is aborted and rolls back.
             } else if e.transactional() && status != TxStatus::Idle {
                 self.in_tx.push(e);
+            } else if matches!(e, Effect::SetLocal { .. }) {
+                // Outside a transaction block, or its transaction ended with this request.
             } else if e.transactional() && rolled_back {
                 // Its own request ended with ROLLBACK (`BEGIN; SET ...; ROLLBACK`, or `SET ...;
                 // ROLLBACK`, which rolls back the implicit transaction): undone.
@@ -160,7 +163,8 @@ impl InFlight {
         self.waiting = still;
         match status {
             TxStatus::Idle if rolled_back || failed => self.in_tx.clear(),
-            TxStatus::Idle => done.append(&mut self.in_tx),
+            // A transaction's own settings end with it.
+            TxStatus::Idle => done.extend(self.in_tx.drain(..).filter(|e| !matches!(e, Effect::SetLocal { .. }))),
             _ => {}
         }
         done
@@ -218,6 +222,13 @@ mod tests {
         // PostgreSQL rolls back the implicit transaction of a multi-statement query too (with
         // a warning that no transaction is in progress).
         assert_eq!(run(&mut f, "SET a.b = 4; ROLLBACK", 0, TxStatus::Idle, &[b"SET", b"ROLLBACK"]), []);
+        assert!(f.is_idle());
+        // SET LOCAL: pending while its transaction lasts, never settled.
+        run(&mut f, "BEGIN; SET LOCAL search_path = t1", 0, TxStatus::InTransaction, &[b"BEGIN", b"SET"]);
+        assert_eq!(f.pending().count(), 1);
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), []);
+        assert!(f.is_idle());
+        assert_eq!(run(&mut f, "SET LOCAL search_path = t1", 0, TxStatus::Idle, &[b"SET"]), []);
         assert!(f.is_idle());
     }
 

@@ -19,6 +19,16 @@ pub enum Effect {
     },
     /// `RESET name`, or `SET name TO DEFAULT`.
     Reset(String),
+    /// `SET LOCAL name {TO | =} value`: until its transaction ends. Never part of the session
+    /// state, nor replayed; while its transaction lasts it counts for what the client's names
+    /// mean (a `SET LOCAL search_path` per transaction, the way to choose a schema under
+    /// transaction pooling).
+    SetLocal {
+        /// The setting, as PostgreSQL folds it.
+        name: String,
+        /// The SQL of its value, as written.
+        value: String,
+    },
     /// `RESET ALL`.
     ResetAll,
     /// `PREPARE name ... AS ...`: the whole statement, replayed as it was written.
@@ -42,7 +52,7 @@ impl Effect {
     /// True when a ROLLBACK undoes it (settings); PREPARE, DEALLOCATE and the sticky kinds
     /// here take effect at once.
     pub fn transactional(&self) -> bool {
-        matches!(self, Effect::Set { .. } | Effect::Reset(_) | Effect::ResetAll)
+        matches!(self, Effect::Set { .. } | Effect::Reset(_) | Effect::ResetAll | Effect::SetLocal { .. })
     }
 }
 
@@ -141,13 +151,22 @@ fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
     }
 }
 
-/// `SET ...`: a session setting, or nothing for the transaction-scoped forms.
+/// `SET ...`: a session setting, a transaction's (`SET LOCAL`), or nothing for the other
+/// transaction-scoped forms.
 fn set(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
     let mut i = 1;
     let kw = |i: usize| words.get(i).map(|t| t.keyword(text)).unwrap_or_default();
     match kw(1).as_str() {
+        "local" => {
+            let (name, value) = match set(text, &words[1..], end)? {
+                Effect::Set { name, value } => (name, value),
+                Effect::Reset(name) => (name, "DEFAULT".to_owned()),
+                _ => return None,
+            };
+            return Some(Effect::SetLocal { name, value });
+        }
         // Transaction-scoped: gone at COMMIT.
-        "local" | "transaction" | "constraints" => return None,
+        "transaction" | "constraints" => return None,
         "session" => match kw(2).as_str() {
             "authorization" => return Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
             "characteristics" => return Some(Effect::Sticky("SET SESSION CHARACTERISTICS")),
@@ -419,8 +438,14 @@ mod tests {
         assert_eq!(effects(b"SET SCHEMA 'app'"), [set("search_path", "'app'")]);
         assert_eq!(effects(b"reset work_mem"), [Effect::Reset("work_mem".into())]);
         assert_eq!(effects(b"RESET ALL"), [Effect::ResetAll]);
+        let local = |name: &str, value: &str| Effect::SetLocal { name: name.into(), value: value.into() };
+        assert_eq!(effects(b"SET LOCAL work_mem = '1MB'"), [local("work_mem", "'1MB'")]);
+        assert_eq!(effects(b"set local search_path to tenant_7, public"), [local("search_path", "tenant_7, public")]);
+        assert_eq!(effects(b"SET LOCAL ROLE app_reader"), [local("role", "app_reader")]);
+        assert_eq!(effects(b"SET LOCAL search_path TO DEFAULT"), [local("search_path", "DEFAULT")]);
         for none in [
-            &b"SET LOCAL work_mem = '1MB'"[..],
+            &b"SET LOCAL TIME ZONE 'UTC'"[..],
+            b"SET LOCAL SESSION AUTHORIZATION bob",
             b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             b"SET CONSTRAINTS ALL DEFERRED",
             b"SET TIME ZONE 'UTC'",

@@ -67,7 +67,9 @@ const NAME_SETTINGS: [&str; 3] = ["search_path", "role", "session_authorization"
 pub fn changes_names(e: &crate::session_sql::Effect) -> bool {
     use crate::session_sql::Effect;
     match e {
-        Effect::Set { name, .. } | Effect::Reset(name) => NAME_SETTINGS.contains(&name.as_str()),
+        Effect::Set { name, .. } | Effect::Reset(name) | Effect::SetLocal { name, .. } => {
+            NAME_SETTINGS.contains(&name.as_str())
+        }
         Effect::ResetAll | Effect::DiscardAll => true,
         _ => false,
     }

@@ -115,6 +115,8 @@ impl Relay {
             Effect::Set { name, .. } | Effect::Reset(name) => {
                 params.tracked_name(name).is_none() && params.get(name).is_none()
             }
+            // Only what names mean is looked at (it is never carried).
+            Effect::SetLocal { .. } => prepared::changes_names(e),
             _ => true,
         });
         if !effects.is_empty() {
@@ -185,7 +187,12 @@ impl Relay {
             Some(made) if made.in_flight.pending().any(prepared::changes_names) => {
                 let mut foreseen = made.state.clone();
                 for e in made.in_flight.pending() {
-                    foreseen.apply(e);
+                    match e {
+                        Effect::SetLocal { name, value } => {
+                            foreseen.settings.insert(name.clone(), value.clone());
+                        }
+                        e => foreseen.apply(e),
+                    }
                 }
                 prepared::name_context(Some(&foreseen.settings), &self.session.params)
             }
