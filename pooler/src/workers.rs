@@ -5,7 +5,7 @@
 //! listeners, the console's tick and the signals) and N - 1 more threads run one runtime each.
 //! A client stays on the thread it was given for its whole life, so its task, its socket's
 //! readiness and its timers never cross threads. Tokio's multi-thread runtime shared one epoll
-//! and moved tasks between workers at every wake-up; on 2 cores that cost 10-30% more CPU per
+//! and moved tasks between workers at every wake-up; on 2 cores that cost up to 48% more CPU per
 //! transaction than one thread (docs/BENCHMARKS.md).
 //!
 //! Servers are shared by all threads through their pool. A server's socket is registered with
