@@ -29,6 +29,23 @@ fn fresh_table(pg: &Cluster, name: &str) {
     );
 }
 
+/// Schemas `<prefix>_a` and `<prefix>_b` in `app`, made anew, each with a table `t` of other
+/// columns: `(a int)` holding 1, and `(a text, b int)` holding ('b', 2).
+fn two_schemas(pg: &Cluster, prefix: &str) {
+    pg.psql(
+        "app",
+        &format!(
+            "DROP SCHEMA IF EXISTS {p}_a CASCADE; DROP SCHEMA IF EXISTS {p}_b CASCADE; \
+             CREATE SCHEMA {p}_a; CREATE SCHEMA {p}_b; \
+             CREATE TABLE {p}_a.t (a int); INSERT INTO {p}_a.t VALUES (1); \
+             CREATE TABLE {p}_b.t (a text, b int); INSERT INTO {p}_b.t VALUES ('b', 2); \
+             GRANT USAGE ON SCHEMA {p}_a, {p}_b TO scram_user; \
+             GRANT SELECT ON {p}_a.t, {p}_b.t TO scram_user",
+            p = prefix
+        ),
+    );
+}
+
 /// Parse of the unnamed statement, Bind with one text parameter, Describe, Execute, Sync.
 async fn run_unnamed(c: &mut Raw, sql: &str, param: Option<&str>) -> Vec<String> {
     c.send(|m| {
@@ -136,15 +153,7 @@ async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_with_other_search_paths_get_statements_of_their_own() {
     let pg = Cluster::shared();
-    pg.psql(
-        "app",
-        "DROP SCHEMA IF EXISTS cache_sp_a CASCADE; DROP SCHEMA IF EXISTS cache_sp_b CASCADE; \
-         CREATE SCHEMA cache_sp_a; CREATE SCHEMA cache_sp_b; \
-         CREATE TABLE cache_sp_a.t (a int); INSERT INTO cache_sp_a.t VALUES (1); \
-         CREATE TABLE cache_sp_b.t (a text, b int); INSERT INTO cache_sp_b.t VALUES ('b', 2); \
-         GRANT USAGE ON SCHEMA cache_sp_a, cache_sp_b TO scram_user; \
-         GRANT SELECT ON cache_sp_a.t, cache_sp_b.t TO scram_user",
-    );
+    two_schemas(pg, "cache_sp");
     let mux = one_server(pg, "");
     let (mut a, mut b, mut plain) = (Raw::connect(&mux).await, Raw::connect(&mux).await, Raw::connect(&mux).await);
     for (c, path) in [(&mut a, "cache_sp_a"), (&mut b, "cache_sp_b")] {
@@ -176,15 +185,7 @@ async fn clients_with_other_search_paths_get_statements_of_their_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_path_not_yet_settled_counts_for_the_statements_behind_it() {
     let pg = Cluster::shared();
-    pg.psql(
-        "app",
-        "DROP SCHEMA IF EXISTS cache_tx_a CASCADE; DROP SCHEMA IF EXISTS cache_tx_b CASCADE; \
-         CREATE SCHEMA cache_tx_a; CREATE SCHEMA cache_tx_b; \
-         CREATE TABLE cache_tx_a.t (a int); INSERT INTO cache_tx_a.t VALUES (1); \
-         CREATE TABLE cache_tx_b.t (a text, b int); INSERT INTO cache_tx_b.t VALUES ('b', 2); \
-         GRANT USAGE ON SCHEMA cache_tx_a, cache_tx_b TO scram_user; \
-         GRANT SELECT ON cache_tx_a.t, cache_tx_b.t TO scram_user",
-    );
+    two_schemas(pg, "cache_tx");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM t";
