@@ -102,6 +102,69 @@ async fn settings_follow_their_client_and_never_reach_another() {
     assert_eq!(value(&a, TENANT).await, "");
 }
 
+/// What a transaction's end decides, statement by statement: a ROLLBACK in the same query as
+/// the SET (with more after it), a ROLLBACK TO SAVEPOINT in a later query, and pgJDBC's way
+/// (a savepoint, a failing statement, back to the savepoint) in the extended protocol. Each
+/// check runs after the other client took the only server, so what pgmux recorded is what the
+/// client gets back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_undoes_exactly_the_settings_after_its_point() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    let a = connect(&mux).await;
+    let b = connect(&mux).await;
+    let switch = || async { assert_eq!(value(&b, "SHOW work_mem").await, "4MB", "nothing leaks to b") };
+
+    // One query, two implicit transactions: the first rolled back, the second committed.
+    a.simple_query("SET work_mem = '7MB'; ROLLBACK; SET lock_timeout = '5s'").await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "4MB");
+    assert_eq!(value(&a, "SHOW lock_timeout").await, "5s");
+    // A statement after the ROLLBACK.
+    a.simple_query("BEGIN; SET work_mem = '7MB'; ROLLBACK; SELECT 1").await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "4MB");
+
+    // A savepoint in a transaction that spans queries.
+    a.simple_query("BEGIN").await.unwrap();
+    a.simple_query("SET search_path TO app_schema, public").await.unwrap();
+    a.simple_query("SAVEPOINT s").await.unwrap();
+    a.simple_query("SET statement_timeout = '9s'").await.unwrap();
+    a.simple_query("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    a.simple_query("COMMIT").await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW search_path").await, "app_schema, public");
+    assert_eq!(value(&a, "SHOW statement_timeout").await, "0");
+
+    // The extended protocol: a failed statement after the savepoint, then back to it.
+    a.simple_query("BEGIN").await.unwrap();
+    a.execute("SET work_mem = '6MB'", &[]).await.unwrap();
+    a.execute("SAVEPOINT autosave", &[]).await.unwrap();
+    a.execute("SET lock_timeout = '4s'", &[]).await.unwrap();
+    a.execute("SAVEPOINT autosave", &[]).await.unwrap();
+    assert!(a.execute("SELECT 1/0", &[]).await.is_err());
+    a.execute("ROLLBACK TO SAVEPOINT autosave", &[]).await.unwrap();
+    a.execute("COMMIT", &[]).await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "6MB");
+    assert_eq!(value(&a, "SHOW lock_timeout").await, "4s", "made before the latest savepoint");
+
+    // A statement prepared in one batch counts when it is executed, each time, and not when its
+    // execution fails (tokio-postgres parses in one batch, binds and executes in the next).
+    let five = a.prepare("SET work_mem = '5MB'").await.unwrap();
+    a.simple_query("RESET work_mem").await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "4MB", "prepared, not run");
+    a.execute(&five, &[]).await.unwrap();
+    a.simple_query("RESET work_mem").await.unwrap();
+    a.execute(&five, &[]).await.unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "5MB", "run again");
+    assert!(a.execute("SET lock_timeout = 'soon'", &[]).await.is_err());
+    switch().await;
+    assert_eq!(value(&a, "SHOW lock_timeout").await, "4s", "a SET that failed is not replayed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_prepared_statements_are_each_clients_own() {
     let pg = Cluster::shared();

@@ -46,6 +46,24 @@ pub enum Effect {
     DiscardAll,
     /// Session state that stays on the server: what it is, for the log.
     Sticky(&'static str),
+    /// A statement that ends a transaction or marks a point in it: what decides whether the
+    /// settings made before it count.
+    Control(Control),
+}
+
+/// Transaction control, as far as it decides which settings count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// `COMMIT` or `END` (a failed transaction's COMMIT answers ROLLBACK: the tag decides).
+    Commit,
+    /// `ROLLBACK` or `ABORT`.
+    Rollback,
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
 }
 
 impl Effect {
@@ -59,18 +77,49 @@ impl Effect {
 /// Texts longer than this are not looked at (a bulk INSERT is not a SET).
 pub const MAX_TEXT: usize = 64 * 1024;
 
-/// The effects of every statement in `text`, in order.
-pub fn effects(text: &[u8]) -> Vec<Effect> {
-    if text.len() > MAX_TEXT || !precheck::worth_a_look(text) {
-        return Vec::new();
-    }
-    lexed_effects(text)
+/// The effect of the statement numbered `at` (from 0, empty statements not counted) in its
+/// text: the `at`-th CommandComplete of a Query answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Its number in the text.
+    pub at: u32,
+    /// What it does.
+    pub effect: Effect,
 }
 
-/// `effects` without the cheap test first.
-fn lexed_effects(text: &[u8]) -> Vec<Effect> {
+/// The effects of every statement in `text`, in order, without transaction control.
+pub fn effects(text: &[u8]) -> Vec<Effect> {
+    statements(text, false).into_iter().map(|s| s.effect).filter(|e| !matches!(e, Effect::Control(_))).collect()
+}
+
+/// The statements of `text` that do something to its session, with their numbers. Transaction
+/// control counts only beside other effects (one query that sets and rolls back), or when
+/// `every` says that settings already wait on it: only then is a text without any of the
+/// words that change a session lexed too.
+pub fn statements(text: &[u8], every: bool) -> Vec<Statement> {
+    if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
+        return Vec::new();
+    }
+    lexed(text)
+}
+
+/// True when `text` starts with transaction control (COMMIT, ROLLBACK, SAVEPOINT, ...): a
+/// statement prepared with such a text matters when it is executed later, whatever the
+/// cheap test says of it.
+pub fn starts_with_control(text: &[u8]) -> bool {
+    let mut lexer = Lexer { text, at: 0 };
+    let Some(tok) = lexer.next_token().filter(|t| t.kind == Kind::Word) else { return false };
+    let word = &text[tok.start..tok.end];
+    [&b"commit"[..], b"end", b"rollback", b"abort", b"savepoint", b"release"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// `statements` without the cheap test first.
+fn lexed(text: &[u8]) -> Vec<Statement> {
     let mut out = Vec::new();
     let mut lexer = Lexer { text, at: 0 };
+    let mut at = 0;
     loop {
         let mut words: Vec<Token> = Vec::new();
         let mut end = lexer.skip_blanks();
@@ -88,11 +137,12 @@ fn lexed_effects(text: &[u8]) -> Vec<Effect> {
             }
         }
         if !words.is_empty() {
-            if let Some(e) = statement(text, &words, end) {
-                out.push(e);
+            if let Some(effect) = statement(text, &words, end) {
+                out.push(Statement { at, effect });
             } else if advisory {
-                out.push(Effect::Sticky("a session advisory lock"));
+                out.push(Statement { at, effect: Effect::Sticky("a session advisory lock") });
             }
+            at += 1;
         }
         if lexer.at >= text.len() {
             return out;
@@ -136,6 +186,7 @@ fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
         "discard" if word(1) == "all" => Some(Effect::DiscardAll),
         "discard" if word(1) == "temp" || word(1) == "temporary" => None,
         "listen" => Some(Effect::Sticky("LISTEN")),
+        "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => control(text, words).map(Effect::Control),
         "create" => {
             let temp = (1..4)
                 .map(word)
@@ -147,6 +198,32 @@ fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
             let hold = words.windows(2).any(|w| w[0].keyword(text) == "with" && w[1].keyword(text) == "hold");
             hold.then_some(Effect::Sticky("a WITH HOLD cursor"))
         }
+        _ => None,
+    }
+}
+
+/// Transaction control: the statements that end a transaction or mark a savepoint in it.
+fn control(text: &[u8], words: &[Token]) -> Option<Control> {
+    let word = |i: usize| words.get(i).map(|t| t.keyword(text)).unwrap_or_default();
+    // The savepoint named from word `i` on (after an optional SAVEPOINT).
+    let savepoint = |i: usize| {
+        let i = if word(i) == "savepoint" { i + 1 } else { i };
+        words.get(i).filter(|t| t.is_name()).map(|t| t.ident(text))
+    };
+    match word(0).as_str() {
+        // Two-phase commit acts on a prepared transaction, not the open one.
+        _ if word(1) == "prepared" => None,
+        "commit" | "end" => Some(Control::Commit),
+        "rollback" | "abort" => {
+            let to = if matches!(word(1).as_str(), "work" | "transaction") { 2 } else { 1 };
+            if word(to) == "to" {
+                savepoint(to + 1).map(Control::RollbackTo)
+            } else {
+                Some(Control::Rollback)
+            }
+        }
+        "savepoint" => savepoint(0).map(Control::Savepoint),
+        "release" => savepoint(1).map(Control::Release),
         _ => None,
     }
 }
@@ -252,6 +329,19 @@ impl Token {
 
     fn is_name(&self) -> bool {
         matches!(self.kind, Kind::Word | Kind::QuotedName)
+    }
+
+    /// An identifier as PostgreSQL compares it: unquoted in lower case, quoted without its
+    /// quotes (`"a"` and `a` are one savepoint).
+    fn ident(&self, text: &[u8]) -> String {
+        let raw = String::from_utf8_lossy(&text[self.start..self.end]);
+        match self.kind {
+            Kind::QuotedName => {
+                let inner = raw.strip_prefix('"').unwrap_or(&raw);
+                inner.strip_suffix('"').unwrap_or(inner).replace("\"\"", "\"")
+            }
+            _ => raw.to_ascii_lowercase(),
+        }
     }
 
     /// An identifier as PostgreSQL folds it: unquoted in lower case, quoted as written (with
@@ -471,6 +561,39 @@ mod tests {
     }
 
     #[test]
+    fn transaction_control_is_read_with_each_statement_number() {
+        let st = |at: u32, effect: Effect| Statement { at, effect };
+        assert_eq!(
+            statements(b"BEGIN; SET a.b = 1;; ROLLBACK; SELECT 1; SET c.d = 2; COMMIT", false),
+            [
+                st(1, set("a.b", "1")),
+                st(2, Effect::Control(Control::Rollback)),
+                st(4, set("c.d", "2")),
+                st(5, Effect::Control(Control::Commit))
+            ]
+        );
+        // Without a word that changes a session, only when asked for every statement.
+        assert_eq!(statements(b"SAVEPOINT a", false), []);
+        let one = |sql: &[u8]| statements(sql, true).into_iter().map(|s| s.effect).collect::<Vec<_>>();
+        let control = |c: Control| [Effect::Control(c)];
+        assert_eq!(one(b"SAVEPOINT a"), control(Control::Savepoint("a".into())));
+        assert_eq!(one(b"savepoint \"A\"\"b\""), control(Control::Savepoint("A\"b".into())));
+        assert_eq!(one(b"ROLLBACK TO a"), control(Control::RollbackTo("a".into())));
+        assert_eq!(one(b"rollback work to savepoint \"a\""), control(Control::RollbackTo("a".into())));
+        assert_eq!(one(b"ABORT TRANSACTION"), control(Control::Rollback));
+        assert_eq!(one(b"ROLLBACK AND CHAIN"), control(Control::Rollback));
+        assert_eq!(one(b"RELEASE SAVEPOINT a"), control(Control::Release("a".into())));
+        assert_eq!(one(b"release a"), control(Control::Release("a".into())));
+        assert_eq!(one(b"END"), control(Control::Commit));
+        assert_eq!(one(b"COMMIT AND CHAIN"), control(Control::Commit));
+        assert_eq!(one(b"COMMIT PREPARED 'x'"), []);
+        assert_eq!(one(b"ROLLBACK PREPARED 'x'"), []);
+        assert_eq!(one(b"BEGIN; SELECT 1"), []);
+        // `effects` leaves transaction control out.
+        assert_eq!(effects(b"SET a.b = 1; ROLLBACK"), [set("a.b", "1")]);
+    }
+
+    #[test]
     fn prepared_statements_and_discard() {
         assert_eq!(
             effects(b"PREPARE q1 (int) AS SELECT $1 + 1"),
@@ -522,7 +645,7 @@ mod tests {
     /// setting it reads has a name and a value.
     #[test]
     fn random_texts_never_panic() {
-        const PIECES: [&[u8]; 35] = [
+        const PIECES: [&[u8]; 38] = [
             b"pg_temp.",
             b"(",
             b"1",
@@ -535,6 +658,9 @@ mod tests {
             b"PREPARE ",
             b"DEALLOCATE",
             b"LISTEN",
+            b"ROLLBACK",
+            b"SAVEPOINT ",
+            b"RELEASE ",
             b"CREATE TEMP TABLE",
             b"DECLARE",
             b" WITH HOLD",
@@ -563,12 +689,9 @@ mod tests {
         for _ in 0..50_000 {
             let text = texts();
             let found = effects(&text);
-            assert_eq!(
-                found,
-                lexed_effects(&text),
-                "the cheap test hid an effect in {}",
-                String::from_utf8_lossy(&text)
-            );
+            let lexed: Vec<Effect> =
+                lexed(&text).into_iter().map(|s| s.effect).filter(|e| !matches!(e, Effect::Control(_))).collect();
+            assert_eq!(found, lexed, "the cheap test hid an effect in {}", String::from_utf8_lossy(&text));
             for e in found {
                 if let Effect::Set { name, value } = e {
                     assert!(!name.is_empty() && !value.is_empty(), "{}", String::from_utf8_lossy(&text));

@@ -5,34 +5,41 @@
 //! `pin_session_state` is on, and is logged once per kind when it is off.
 
 use pgmux_protocol::backend::TxStatus;
-use pgmux_protocol::tags;
 
 use super::end::{End, Fault};
 use super::Relay;
 use crate::client::prepared;
 use crate::server::{self, ServerConn, ServerError};
-use crate::session_sql::{self, Effect};
-use crate::session_state::{InFlight, SessionState};
+use crate::session_sql::Effect;
+use crate::session_state::{InFlight, Portals, SessionState};
 
 /// What the relay keeps of its client's session state. Small until the client makes some (the
 /// client task's size is what an idle client costs).
 #[derive(Debug, Default)]
 pub(super) struct Carry {
     /// track_session_state, in transaction or statement mode.
-    on: bool,
+    pub on: bool,
     /// pin_session_state.
     pin: bool,
     /// The client keeps its server until it leaves.
     pub pinned: bool,
-    made: Option<Box<Made>>,
+    /// Executes since the client's last Sync or Query: which CommandComplete of its batch
+    /// answers the statement a Parse names (the one the next Execute runs).
+    pub executes: u32,
+    pub made: Option<Box<Made>>,
 }
 
 /// The part of [`Carry`] that exists once the client sent a statement that matters.
 #[derive(Debug, Default)]
-struct Made {
+pub(super) struct Made {
     /// The client's settings and SQL prepared statements.
-    state: SessionState,
-    in_flight: InFlight,
+    pub state: SessionState,
+    pub in_flight: InFlight,
+    /// What its extended-protocol statements and portals do when executed.
+    pub portals: Portals,
+    /// The name context counts settings not yet settled (`refresh_name_context`): computed
+    /// again at the next ReadyForQuery, whatever the answers before it did to them.
+    foreseen: bool,
     /// Sticky kinds already logged.
     logged: Vec<&'static str>,
 }
@@ -40,7 +47,7 @@ struct Made {
 impl Carry {
     pub fn new(on: bool, pin: bool, state: Option<Box<SessionState>>) -> Self {
         let made = state.filter(|s| !s.is_empty()).map(|state| Box::new(Made { state: *state, ..Default::default() }));
-        Carry { on, pin, pinned: false, made }
+        Carry { on, pin, pinned: false, executes: 0, made }
     }
 
     /// True while effects wait for the server's answers (CommandComplete tags matter then).
@@ -82,63 +89,13 @@ impl Carry {
     }
 }
 
-/// Query and Parse messages longer than this are relayed without a look at their text.
-const MAX_MESSAGE: usize = session_sql::MAX_TEXT + 1024;
-
 impl Relay {
-    /// Notes the session effects of the Query or Parse at `c_ready` (`total` bytes). False when
-    /// the message must be whole in `cin` first (`c_whole` is then set).
-    pub(super) fn note_session_sql(&mut self, tag: u8, total: usize) -> bool {
-        if !self.carry.on || total > MAX_MESSAGE {
-            return true;
-        }
-        let avail = &self.cin[self.c_ready..];
-        if avail.len() < total {
-            self.c_whole = total;
-            return false;
-        }
-        let body = &avail[5..total];
-        let text = if tag == tags::frontend::PARSE {
-            // Statement name, then the query text.
-            let Some(at) = memchr::memchr(0, body) else { return true };
-            let rest = &body[at + 1..];
-            &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())]
-        } else {
-            // The text and its terminating zero.
-            body.strip_suffix(&[0]).unwrap_or(body)
-        };
-        let mut effects = session_sql::effects(text);
-        // Settings the server reports (client_encoding, application_name, ...) are tracked from
-        // its ParameterStatus messages instead.
-        let params = &self.session.params;
-        effects.retain(|e| match e {
-            Effect::Set { name, .. } | Effect::Reset(name) => {
-                params.tracked_name(name).is_none() && params.get(name).is_none()
-            }
-            // Only what names mean is looked at (it is never carried).
-            Effect::SetLocal { .. } => prepared::changes_names(e),
-            _ => true,
-        });
-        if !effects.is_empty() {
-            let names = effects.iter().any(prepared::changes_names);
-            // Answered by the ReadyForQuery of this Query, or of the Sync after this Parse.
-            let made = self.carry.made.get_or_insert_with(Default::default);
-            made.in_flight.sent(effects, self.flow.pending() + 1);
-            if names {
-                // What the client prepares behind it (in the same batch) means its names under
-                // the new setting.
-                self.refresh_name_context();
-            }
-        }
-        true
-    }
-
     /// A ReadyForQuery: records what took place.
     pub(super) fn session_sql_ready(&mut self, status: TxStatus) {
         let Some(made) = self.carry.made.as_mut() else { return };
         // A name setting in flight counted already (see `refresh_name_context`); settled,
         // failed or rolled back, the context is computed again.
-        let mut settings_changed = made.in_flight.pending().any(prepared::changes_names);
+        let mut settings_changed = made.foreseen || made.in_flight.pending().any(prepared::changes_names);
         for e in made.in_flight.on_ready(status) {
             match e {
                 Effect::Sticky(what) => {
@@ -183,8 +140,12 @@ impl Relay {
     /// plan must not change result type`). One that fails or rolls back is taken out again at
     /// its ReadyForQuery.
     pub(super) fn refresh_name_context(&mut self) {
+        let foresee = self.carry.made.as_ref().is_some_and(|m| m.in_flight.pending().any(prepared::changes_names));
+        if let Some(made) = self.carry.made.as_mut() {
+            made.foreseen = foresee;
+        }
         let context = match self.carry.made.as_ref() {
-            Some(made) if made.in_flight.pending().any(prepared::changes_names) => {
+            Some(made) if foresee => {
                 let mut foreseen = made.state.clone();
                 for e in made.in_flight.pending() {
                     match e {

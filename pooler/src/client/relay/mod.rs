@@ -10,6 +10,7 @@ mod end;
 mod handover;
 mod lifecycle;
 mod lost_copy;
+mod notes;
 mod poll;
 mod scan;
 mod server_loss;

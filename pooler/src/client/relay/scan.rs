@@ -122,7 +122,9 @@ impl Relay {
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
                     if self.track_prepared =>
                 {
-                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total) {
+                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
+                        || tag == tags::frontend::BIND && !self.note_bind(total)
+                    {
                         return Ok(());
                     }
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
@@ -159,13 +161,19 @@ impl Relay {
                     }
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
-                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total) {
+                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
+                        || tag == tags::frontend::BIND && !self.note_bind(total)
+                    {
                         return Ok(());
                     }
                     self.flow.extended();
                 }
                 tags::frontend::EXECUTE => {
+                    if !self.note_execute(total) {
+                        return Ok(());
+                    }
                     self.flow.extended();
+                    self.carry.executes = self.carry.executes.saturating_add(1);
                     if self.track_prepared {
                         if let Some(server) = self.server.as_mut() {
                             self.tracker.on_execute(&mut server.statements, &mut self.statements);
@@ -271,6 +279,7 @@ impl Relay {
         }
         self.flow.request(sync);
         self.saw_ready = false;
+        self.carry.executes = 0;
     }
 
     /// Marks server bytes as sendable; reads ReadyForQuery and ParameterStatus on the way.
@@ -365,6 +374,12 @@ impl Relay {
                     }
                     self.carry.on_command_complete(extended::command_tag(&avail[5..total])?);
                     self.s_ready += total;
+                }
+                // The other answers to an Execute: its statement was empty, or stopped at its
+                // row limit. Counted, so that the next CommandComplete is matched to its own.
+                tags::backend::EMPTY_QUERY | tags::backend::PORTAL_SUSPENDED if self.carry.busy() => {
+                    self.carry.on_command_complete(b"");
+                    self.s_skip = total;
                 }
                 tags::backend::READY_FOR_QUERY | tags::backend::PARAMETER_STATUS => {
                     if avail.len() < total {

@@ -1,0 +1,140 @@
+//! What the client's messages say about its session, read as they are scanned: the effects of
+//! a Query's statements, of a Parse's statement (kept by name until an Execute runs it), of a
+//! Bind (which statement a portal runs) and of an Execute. [`InFlight`](crate::session_state::InFlight)
+//! is told what each request will do; the server's answers then say what took place.
+
+use pgmux_protocol::tags;
+
+use super::Relay;
+use crate::client::prepared;
+use crate::session_sql::{self, Effect, Statement};
+
+/// Query and Parse messages longer than this are relayed without a look at their text.
+const MAX_MESSAGE: usize = session_sql::MAX_TEXT + 1024;
+
+/// The zero-terminated string at the start of `bytes`, and what follows it.
+fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = memchr::memchr(0, bytes)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+impl Relay {
+    /// Notes the session effects of the Query or Parse at `c_ready` (`total` bytes). False when
+    /// the message must be whole in `cin` first (`c_whole` is then set).
+    pub(super) fn note_session_sql(&mut self, tag: u8, total: usize) -> bool {
+        if !self.carry.on || total > MAX_MESSAGE {
+            return true;
+        }
+        let avail = &self.cin[self.c_ready..];
+        if avail.len() < total {
+            self.c_whole = total;
+            return false;
+        }
+        let body = &avail[5..total];
+        // While settings wait on their transaction, every statement is looked at: a ROLLBACK
+        // or ROLLBACK TO SAVEPOINT decides whether they count.
+        let busy = self.carry.busy();
+        if tag == tags::frontend::PARSE {
+            // Statement name, then the query text.
+            let Some((name, rest)) = cstr(body) else { return true };
+            let text = cstr(rest).map_or(rest, |(text, _)| text);
+            // Kept for the Executes that run it, whenever they come: transaction control too.
+            let every = busy || session_sql::starts_with_control(text);
+            let mut statements = session_sql::statements(text, every);
+            self.keep_tracked(&mut statements);
+            let effects: Vec<Effect> = statements.into_iter().map(|s| s.effect).collect();
+            if effects.is_empty() {
+                if let Some(made) = self.carry.made.as_mut() {
+                    made.portals.parsed(name, effects);
+                }
+            } else {
+                let name = name.to_vec();
+                self.carry.made.get_or_insert_with(Default::default).portals.parsed(&name, effects);
+            }
+            return true;
+        }
+        // The text and its terminating zero.
+        let text = body.strip_suffix(&[0]).unwrap_or(body);
+        let mut statements = session_sql::statements(text, busy);
+        self.keep_tracked(&mut statements);
+        if let Some(made) = self.carry.made.as_mut() {
+            made.portals.query();
+        }
+        self.send_statements(statements, busy);
+        true
+    }
+
+    /// Notes which statement the Bind at `c_ready` (`total` bytes) gives its portal, when any
+    /// statement does something. False when more of it must be in `cin` first.
+    pub(super) fn note_bind(&mut self, total: usize) -> bool {
+        let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
+        let avail = &self.cin[self.c_ready..];
+        // The portal's name, then the statement's.
+        match cstr(&avail[5.min(avail.len())..total.min(avail.len())]).and_then(|(p, rest)| Some((p, cstr(rest)?.0))) {
+            Some((portal, statement)) => made.portals.bound(portal, statement),
+            None if avail.len() < total && total <= MAX_MESSAGE => {
+                self.c_whole = total;
+                return false;
+            }
+            // Names longer than anything PostgreSQL accepts: its error ends the batch.
+            None => {}
+        }
+        true
+    }
+
+    /// Notes what the Execute at `c_ready` (`total` bytes) runs: the effects of its portal's
+    /// statement, answered by the batch's CommandComplete of this Execute's number. False when
+    /// the message must be whole in `cin` first.
+    pub(super) fn note_execute(&mut self, total: usize) -> bool {
+        let Some(made) = self.carry.made.as_ref().filter(|m| !m.portals.is_empty()) else { return true };
+        let avail = &self.cin[self.c_ready..];
+        if avail.len() < total {
+            if total <= MAX_MESSAGE {
+                self.c_whole = total;
+                return false;
+            }
+            return true;
+        }
+        let Some((portal, _)) = cstr(&avail[5..total]) else { return true };
+        let Some(effects) = made.portals.executed(portal) else { return true };
+        let at = self.carry.executes;
+        let statements = effects.iter().map(|e| Statement { at, effect: e.clone() }).collect();
+        let busy = self.carry.busy();
+        self.send_statements(statements, busy);
+        true
+    }
+
+    /// Keeps the statements whose effects are tracked here.
+    fn keep_tracked(&self, statements: &mut Vec<Statement>) {
+        // Settings the server reports (client_encoding, application_name, ...) are tracked from
+        // its ParameterStatus messages instead.
+        let params = &self.session.params;
+        statements.retain(|s| match &s.effect {
+            Effect::Set { name, .. } | Effect::Reset(name) => {
+                params.tracked_name(name).is_none() && params.get(name).is_none()
+            }
+            // Only what names mean is looked at (it is never carried).
+            e @ Effect::SetLocal { .. } => prepared::changes_names(e),
+            _ => true,
+        });
+    }
+
+    /// Tells [`InFlight`](crate::session_state::InFlight) what the request being scanned will
+    /// do; `busy` says whether settings were waiting before it.
+    fn send_statements(&mut self, statements: Vec<Statement>, busy: bool) {
+        // Transaction control alone matters only to settings already waiting: a savepoint made
+        // before them is one they all come after.
+        if statements.is_empty() || (!busy && statements.iter().all(|s| matches!(s.effect, Effect::Control(_)))) {
+            return;
+        }
+        let names = statements.iter().any(|s| prepared::changes_names(&s.effect));
+        // Answered by the ReadyForQuery of this Query, or of the Sync after this Execute.
+        let made = self.carry.made.get_or_insert_with(Default::default);
+        made.in_flight.sent(statements, self.flow.pending() + 1);
+        if names {
+            // What the client prepares behind it (in the same batch) means its names under the
+            // new setting.
+            self.refresh_name_context();
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What a client's extended-protocol statements do to its session, kept from Parse to the
+//! Executes that run them: a Parse only names a statement (a driver such as tokio-postgres
+//! parses in one batch and binds and executes in the next, pgJDBC executes a named statement
+//! many times), so its effect counts at each Execute of a portal bound to it.
+
+use std::collections::HashMap;
+
+use crate::session_sql::Effect;
+
+/// More statements with effects than this, and the oldest knowledge is dropped (a client that
+/// prepares hundreds of distinct SET statements gets them tracked as far as this goes).
+const MOST: usize = 256;
+
+/// The effects of the client's prepared statements and of its portals, by name.
+#[derive(Debug, Default)]
+pub struct Portals {
+    statements: HashMap<Box<[u8]>, Vec<Effect>>,
+    portals: HashMap<Box<[u8]>, Vec<Effect>>,
+}
+
+impl Portals {
+    /// True when no statement or portal does anything: Bind and Execute need no look.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty() && self.portals.is_empty()
+    }
+
+    /// A Parse of statement `name` whose text does `effects` (none: it replaces one that did).
+    pub fn parsed(&mut self, name: &[u8], effects: Vec<Effect>) {
+        if effects.is_empty() {
+            self.statements.remove(name);
+            return;
+        }
+        if self.statements.len() >= MOST && !self.statements.contains_key(name) {
+            self.statements.clear();
+        }
+        self.statements.insert(name.into(), effects);
+    }
+
+    /// A Bind of `statement` to `portal`.
+    pub fn bound(&mut self, portal: &[u8], statement: &[u8]) {
+        match self.statements.get(statement) {
+            Some(effects) => {
+                if self.portals.len() >= MOST && !self.portals.contains_key(portal) {
+                    self.portals.clear();
+                }
+                self.portals.insert(portal.into(), effects.clone());
+            }
+            None => {
+                self.portals.remove(portal);
+            }
+        }
+    }
+
+    /// An Execute of `portal`: what it does when it runs.
+    pub fn executed(&self, portal: &[u8]) -> Option<&[Effect]> {
+        self.portals.get(portal).map(Vec::as_slice)
+    }
+
+    /// A simple Query: the unnamed statement and portal are gone.
+    pub fn query(&mut self) {
+        self.statements.remove(&b""[..]);
+        self.portals.remove(&b""[..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &str) -> Vec<Effect> {
+        vec![Effect::Set { name: "a.b".into(), value: v.into() }]
+    }
+
+    #[test]
+    fn an_execute_runs_what_its_portal_was_bound_to() {
+        let mut p = Portals::default();
+        assert!(p.is_empty());
+        p.parsed(b"s1", set("1"));
+        p.parsed(b"", set("2"));
+        p.bound(b"", b"s1");
+        assert_eq!(p.executed(b""), Some(&set("1")[..]));
+        p.bound(b"", b"");
+        assert_eq!(p.executed(b""), Some(&set("2")[..]));
+        // The unnamed statement parsed again with a text that does nothing.
+        p.parsed(b"", Vec::new());
+        p.bound(b"", b"");
+        assert_eq!(p.executed(b""), None);
+        p.bound(b"c1", b"s1");
+        p.query();
+        assert_eq!(p.executed(b"c1"), Some(&set("1")[..]), "a named portal outlives a Query");
+    }
+
+    #[test]
+    fn it_stays_bounded() {
+        let mut p = Portals::default();
+        for i in 0..(3 * MOST) {
+            let name = format!("s{i}");
+            p.parsed(name.as_bytes(), set("1"));
+            p.bound(name.as_bytes(), name.as_bytes());
+        }
+        assert!(p.statements.len() <= MOST && p.portals.len() <= MOST);
+    }
+}
