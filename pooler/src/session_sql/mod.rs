@@ -106,13 +106,14 @@ pub fn statements(text: &[u8], every: bool) -> Vec<Statement> {
 /// True when `text` starts with transaction control (COMMIT, ROLLBACK, SAVEPOINT, ...): a
 /// statement prepared with such a text matters when it is executed later, whatever the
 /// cheap test says of it.
+/// Runs on every Parse: a comparison of the first bytes (the lexer only skips blanks).
 pub fn starts_with_control(text: &[u8]) -> bool {
+    const WORDS: [&[u8]; 6] = [b"commit", b"end", b"rollback", b"abort", b"savepoint", b"release"];
     let mut lexer = Lexer { text, at: 0 };
-    let Some(tok) = lexer.next_token().filter(|t| t.kind == Kind::Word) else { return false };
-    let word = &text[tok.start..tok.end];
-    [&b"commit"[..], b"end", b"rollback", b"abort", b"savepoint", b"release"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
+    let rest = &text[lexer.skip_blanks()..];
+    let ends_word =
+        |n: usize| !rest.get(n).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80);
+    WORDS.iter().any(|w| rest.get(..w.len()).is_some_and(|head| head.eq_ignore_ascii_case(w)) && ends_word(w.len()))
 }
 
 /// `statements` without the cheap test first.
@@ -589,6 +590,18 @@ mod tests {
         assert_eq!(one(b"COMMIT PREPARED 'x'"), []);
         assert_eq!(one(b"ROLLBACK PREPARED 'x'"), []);
         assert_eq!(one(b"BEGIN; SELECT 1"), []);
+        for (text, control) in [
+            (&b"  /* c */ ROLLBACK TO a"[..], true),
+            (b"commit", true),
+            (b"End;", true),
+            (b"savepoint x", true),
+            (b"select 1", false),
+            (b"ending", false),
+            (b"commit_log", false),
+            (b"", false),
+        ] {
+            assert_eq!(starts_with_control(text), control, "{}", String::from_utf8_lossy(text));
+        }
         // `effects` leaves transaction control out.
         assert_eq!(effects(b"SET a.b = 1; ROLLBACK"), [set("a.b", "1")]);
     }

@@ -56,6 +56,13 @@ impl Carry {
         self.made.as_ref().is_some_and(|m| !m.in_flight.is_idle())
     }
 
+    /// True when a Bind or Execute may run something that matters (a statement the client
+    /// prepared does something to its session).
+    #[inline]
+    pub fn watches_portals(&self) -> bool {
+        self.made.as_ref().is_some_and(|m| !m.portals.is_empty())
+    }
+
     /// An ErrorResponse from the server.
     #[inline]
     pub fn on_error(&mut self) {

@@ -6,6 +6,7 @@
 use pgmux_protocol::tags;
 
 use super::Relay;
+use crate::client::params::ClientParams;
 use crate::client::prepared;
 use crate::session_sql::{self, Effect, Statement};
 
@@ -16,6 +17,20 @@ const MAX_MESSAGE: usize = session_sql::MAX_TEXT + 1024;
 fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = memchr::memchr(0, bytes)?;
     Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+/// Keeps the statements whose effects are tracked here.
+fn keep_tracked(params: &ClientParams, statements: &mut Vec<Statement>) {
+    // Settings the server reports (client_encoding, application_name, ...) are tracked from its
+    // ParameterStatus messages instead.
+    statements.retain(|s| match &s.effect {
+        Effect::Set { name, .. } | Effect::Reset(name) => {
+            params.tracked_name(name).is_none() && params.get(name).is_none()
+        }
+        // Only what names mean is looked at (it is never carried).
+        e @ Effect::SetLocal { .. } => prepared::changes_names(e),
+        _ => true,
+    });
 }
 
 impl Relay {
@@ -41,26 +56,30 @@ impl Relay {
             // Kept for the Executes that run it, whenever they come: transaction control too.
             let every = busy || session_sql::starts_with_control(text);
             let mut statements = session_sql::statements(text, every);
-            self.keep_tracked(&mut statements);
-            let effects: Vec<Effect> = statements.into_iter().map(|s| s.effect).collect();
-            if effects.is_empty() {
-                if let Some(made) = self.carry.made.as_mut() {
-                    made.portals.parsed(name, effects);
-                }
-            } else {
-                let name = name.to_vec();
-                self.carry.made.get_or_insert_with(Default::default).portals.parsed(&name, effects);
+            if !statements.is_empty() {
+                keep_tracked(&self.session.params, &mut statements);
             }
+            if statements.is_empty() {
+                // The name may have done something before.
+                if let Some(made) = self.carry.made.as_mut() {
+                    made.portals.parsed(name, Vec::new());
+                }
+                return true;
+            }
+            let effects = statements.into_iter().map(|s| s.effect).collect();
+            self.carry.made.get_or_insert_with(Default::default).portals.parsed(name, effects);
             return true;
         }
         // The text and its terminating zero.
         let text = body.strip_suffix(&[0]).unwrap_or(body);
-        let mut statements = session_sql::statements(text, busy);
-        self.keep_tracked(&mut statements);
         if let Some(made) = self.carry.made.as_mut() {
             made.portals.query();
         }
-        self.send_statements(statements, busy);
+        let mut statements = session_sql::statements(text, busy);
+        if !statements.is_empty() {
+            keep_tracked(&self.session.params, &mut statements);
+            self.send_statements(statements, busy);
+        }
         true
     }
 
@@ -102,21 +121,6 @@ impl Relay {
         let busy = self.carry.busy();
         self.send_statements(statements, busy);
         true
-    }
-
-    /// Keeps the statements whose effects are tracked here.
-    fn keep_tracked(&self, statements: &mut Vec<Statement>) {
-        // Settings the server reports (client_encoding, application_name, ...) are tracked from
-        // its ParameterStatus messages instead.
-        let params = &self.session.params;
-        statements.retain(|s| match &s.effect {
-            Effect::Set { name, .. } | Effect::Reset(name) => {
-                params.tracked_name(name).is_none() && params.get(name).is_none()
-            }
-            // Only what names mean is looked at (it is never carried).
-            e @ Effect::SetLocal { .. } => prepared::changes_names(e),
-            _ => true,
-        });
     }
 
     /// Tells [`InFlight`](crate::session_state::InFlight) what the request being scanned will

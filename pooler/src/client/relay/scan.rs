@@ -123,7 +123,7 @@ impl Relay {
                     if self.track_prepared =>
                 {
                     if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
-                        || tag == tags::frontend::BIND && !self.note_bind(total)
+                        || tag == tags::frontend::BIND && self.carry.watches_portals() && !self.note_bind(total)
                     {
                         return Ok(());
                     }
@@ -162,14 +162,14 @@ impl Relay {
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
                     if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
-                        || tag == tags::frontend::BIND && !self.note_bind(total)
+                        || tag == tags::frontend::BIND && self.carry.watches_portals() && !self.note_bind(total)
                     {
                         return Ok(());
                     }
                     self.flow.extended();
                 }
                 tags::frontend::EXECUTE => {
-                    if !self.note_execute(total) {
+                    if self.carry.watches_portals() && !self.note_execute(total) {
                         return Ok(());
                     }
                     self.flow.extended();
