@@ -124,6 +124,15 @@ async fn a_rollback_undoes_exactly_the_settings_after_its_point() {
     a.simple_query("BEGIN; SET work_mem = '7MB'; ROLLBACK; SELECT 1").await.unwrap();
     switch().await;
     assert_eq!(value(&a, "SHOW work_mem").await, "4MB");
+    // A routine's BEGIN ATOMIC body is part of its CREATE: the body's END commits nothing.
+    a.simple_query(
+        "BEGIN; SET work_mem = '7MB'; \
+         CREATE FUNCTION pg_temp.one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 1; ROLLBACK",
+    )
+    .await
+    .unwrap();
+    switch().await;
+    assert_eq!(value(&a, "SHOW work_mem").await, "4MB", "rolled back with its transaction");
 
     // A savepoint in a transaction that spans queries.
     a.simple_query("BEGIN").await.unwrap();

@@ -7,8 +7,10 @@
 
 mod lexer;
 mod precheck;
+mod routine_body;
 
 use lexer::{Kind, Lexer, Token};
+use routine_body::RoutineBody;
 
 /// One statement's effect on the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +130,12 @@ fn lexed(text: &[u8]) -> Vec<Statement> {
         let mut words: Vec<Token> = Vec::new();
         let mut end = lexer.skip_blanks();
         let mut advisory = false;
+        let mut body = RoutineBody::default();
         while let Some(tok) = lexer.next_token() {
-            if tok.kind == Kind::Semicolon {
+            if tok.kind == Kind::Semicolon && !body.inside() {
                 break;
             }
+            body.see(text, &tok);
             if tok.kind == Kind::Word && is_advisory_lock(&text[tok.start..tok.end]) {
                 advisory = true;
             }
@@ -422,6 +426,15 @@ mod tests {
         }
         // `effects` leaves transaction control out.
         assert_eq!(effects(b"SET a.b = 1; ROLLBACK"), [set("a.b", "1")]);
+        // A routine's BEGIN ATOMIC body is one statement with its CREATE: its semicolons split
+        // nothing and its END is no COMMIT.
+        assert_eq!(
+            statements(
+                b"BEGIN; CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END; SET a.b = 1; ROLLBACK",
+                false
+            ),
+            [st(2, set("a.b", "1")), st(3, Effect::Control(Control::Rollback))]
+        );
     }
 
     #[test]
