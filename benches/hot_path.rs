@@ -49,7 +49,7 @@ fn rig() -> &'static Rig {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let _entered = runtime.enter();
         // As many workers as the most threads a bench runs with.
-        pgmux::workers::plan(4);
+        pgmux::workers::plan(4, 0);
         let shared = Shared::fake("pool_mode = transaction\ndefault_pool_size = 20");
         let pool = shared.fake_pool();
         let backends = (1..=SERVERS).map(|id| pool.park_fake_server(id)).collect();

@@ -1,11 +1,12 @@
-//! Several worker threads (`worker_threads = 3`), each with its own runtime: clients spread
-//! over the threads at accept, the pool's servers shared by all of them (moving between
-//! threads as clients on other threads lease them) within the pool's size, and SHOW STATS
-//! adding up every thread's counters.
+//! Several worker threads (`worker_threads = 3`), each with its own runtime: clients dealt to
+//! the threads at accept (`worker_busy_percent = 0`) or moved between them by load, the pool's
+//! servers shared by all of them (moving between threads as clients on other threads lease
+//! them) within the pool's size, and SHOW STATS adding up every thread's counters.
 
 use std::time::Duration;
 
 use crate::harness::{Cluster, PgmuxProcess, SCRAM_PASS, SCRAM_USER};
+use crate::metrics::{free_port, scrape};
 
 const CLIENTS: usize = 24;
 const ROUNDS: usize = 60;
@@ -37,7 +38,10 @@ async fn three_worker_threads_share_one_pool_within_its_size() {
     let mux = PgmuxProcess::start(
         pg,
         "workers = host=$SOCKET port=$PORT",
-        &format!("auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = {POOL}\nworker_threads = 3"),
+        &format!(
+            "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = {POOL}\nworker_threads = 3\n\
+             worker_busy_percent = 0"
+        ),
         &userlist,
     );
     let before = thread_cpu(mux.pid());
@@ -122,7 +126,7 @@ async fn a_tls_server_serves_the_clients_of_every_worker_thread_in_turn() {
         pg,
         "tlsw = host=127.0.0.1 port=$PORT dbname=app",
         "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1\nworker_threads = 3\n\
-         server_tls_sslmode = require",
+         worker_busy_percent = 0\nserver_tls_sslmode = require",
         &format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n"),
     );
     // Dealt in turn: two clients per thread.
@@ -146,4 +150,64 @@ async fn a_tls_server_serves_the_clients_of_every_worker_thread_in_turn() {
         }
     }
     assert_eq!(backends.len(), 1, "one server served them all: {backends:?}");
+}
+
+/// Clients placed by load (`worker_busy_percent = 1`: the first thread is over the mark from
+/// the first transactions) start on the first thread and half of them move to the second one
+/// between transactions; each keeps its session as it moves: the settings it made, its prepared
+/// statement, its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_threads_hand_clients_over_between_transactions_and_the_sessions_go_on() {
+    const MOVERS: usize = 8;
+    let pg = Cluster::shared();
+    let userlist = format!("\"{SCRAM_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER));
+    let exporter = free_port();
+    let mux = PgmuxProcess::start(
+        pg,
+        "movers = host=$SOCKET port=$PORT dbname=postgres",
+        &format!(
+            "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 3\nworker_threads = 2\n\
+             worker_busy_percent = 1\nexporter_port = {exporter}\nexporter_listen_addr = 127.0.0.1"
+        ),
+        &userlist,
+    );
+    let before = thread_cpu(mux.pid());
+    let mut tasks = Vec::new();
+    for i in 0..MOVERS {
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "movers").await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("mover-{i}");
+            c.simple_query(&format!("SET application_name = '{name}'")).await.unwrap();
+            let statement = c.prepare("SELECT $1::int * 2, current_setting('application_name')").await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            let mut rounds = 0i32;
+            while tokio::time::Instant::now() < deadline || rounds < 100 {
+                let row = c.query_one(&statement, &[&rounds]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), rounds * 2);
+                assert_eq!(row.get::<_, &str>(1), name, "the client's setting went with it");
+                if rounds % 10 == 0 {
+                    c.simple_query("SELECT 1").await.unwrap();
+                }
+                rounds += 1;
+            }
+            c
+        }));
+    }
+    let mut kept = Vec::new();
+    for t in tasks {
+        kept.push(tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap());
+    }
+    let m = scrape(exporter).await;
+    let moves = m["pgmux_worker_client_moves_total{worker=\"0\"}"] + m["pgmux_worker_client_moves_total{worker=\"1\"}"];
+    assert!(moves >= 1.0, "no client moved: {m:?}");
+    let clients = m["pgmux_worker_clients{worker=\"0\"}"] + m["pgmux_worker_clients{worker=\"1\"}"];
+    assert_eq!(clients, MOVERS as f64, "every client is counted on one thread");
+    // Both threads ran clients' transactions.
+    let after = thread_cpu(mux.pid());
+    for (name, ns) in &before {
+        if name == "pgmux" || name.starts_with("pgmux-worker-") {
+            let grown = after.iter().find(|(n, _)| n == name).map(|(_, a)| a - ns).unwrap_or(0);
+            assert!(grown > 1_000_000, "thread {name} ran {grown} ns: {before:?} -> {after:?}");
+        }
+    }
 }

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         );
     }
     // Before the pools are made: each keeps its counters per worker thread.
-    pgmux::workers::plan(g.threads());
+    pgmux::workers::plan(g.threads(), g.worker_busy_percent);
     // -R: the running process's listeners (and then its clients) instead of binding; its
     // pidfile is ours from now on.
     let (pooler, handed) = if cli.reboot {
@@ -100,6 +100,7 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         let shared = pooler.shared();
+        pgmux::workers::on_main_runtime();
         // Handlers first: a signal that arrives once `process up` is logged is handled, never
         // the default action.
         match Signals::install() {

@@ -58,6 +58,39 @@ impl MetricsSource {
         }
     }
 
+    /// `pgmux_worker_busy_percent`, `pgmux_worker_clients` and `pgmux_worker_client_moves_total`
+    /// by `worker`: how busy each worker thread is and what it runs (only while clients are
+    /// placed by load: several threads, worker_busy_percent above 0).
+    fn workers() -> Vec<pgmux_exporter::CounterFamily> {
+        let figures = crate::workers::figures();
+        if figures.is_empty() {
+            return Vec::new();
+        }
+        let family =
+            |name: &str, gauge: bool, help: &str, pick: fn(&(u32, u32, u64)) -> u64| pgmux_exporter::CounterFamily {
+                name: name.to_owned(),
+                gauge,
+                help: help.to_owned(),
+                samples: figures
+                    .iter()
+                    .enumerate()
+                    .map(|(n, f)| (vec![("worker".into(), n.to_string())], pick(f)))
+                    .collect(),
+            };
+        vec![
+            family("pgmux_worker_busy_percent", true, "CPU a worker thread used, per cent of a core, smoothed", |f| {
+                u64::from(f.0)
+            }),
+            family("pgmux_worker_clients", true, "Clients whose session runs on a worker thread", |f| u64::from(f.1)),
+            family(
+                "pgmux_worker_client_moves_total",
+                false,
+                "Clients a worker thread handed to another, between transactions",
+                |f| f.2,
+            ),
+        ]
+    }
+
     fn histograms(&self) -> Vec<HistogramFamily> {
         let pools = self.shared.pools.all();
         let family = |name: &str, help: &str, pick: fn(&PoolHistograms) -> &Histogram| HistogramFamily {
@@ -119,6 +152,7 @@ impl Source for MetricsSource {
                     .collect(),
             })
             .chain(std::iter::once(self.sessions_closed()))
+            .chain(Self::workers())
             .chain(crate::leader::metrics(&self.shared))
             .collect(),
             stats_totals: self.set("stats_totals"),

@@ -199,6 +199,9 @@ pub struct General {
     pub cache_unnamed_statements: bool,
     /// pgmux extension: runtime threads (0 = automatic).
     pub worker_threads: u32,
+    /// pgmux extension: busy mark of a worker thread, per cent of a core (0 = clients dealt to
+    /// the threads in turn and never moved).
+    pub worker_busy_percent: u32,
     /// pgmux extension: SET/RESET settings and SQL PREPARE statements follow a transaction-mode
     /// client from server to server.
     pub track_session_state: bool,
@@ -452,6 +455,7 @@ impl General {
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
             cache_unnamed_statements: r.flag("cache_unnamed_statements")?,
             worker_threads: r.int("worker_threads", 1024)?,
+            worker_busy_percent: r.int("worker_busy_percent", 100)?,
             track_session_state: r.flag("track_session_state")?,
             pin_session_state: r.flag("pin_session_state")?,
             exporter_listen_addr: r.raw("exporter_listen_addr").to_owned(),

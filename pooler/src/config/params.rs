@@ -146,6 +146,9 @@ pub const PARAMS: &[Param] = &[
     p("unix_socket_mode", "0777", false),
     p("user", "", false),
     p("verbose", "0", true),
+    // pgmux extension: per cent of a core a worker thread may be busy before new clients go to
+    // the next one and its clients spread; 0 = dealt in turn, never moved.
+    p("worker_busy_percent", "70", false),
     // pgmux extension: runtime worker threads; 0 = half the cores (at least one).
     p("worker_threads", "0", false),
 ];

@@ -77,6 +77,8 @@ pub(super) enum End {
     Fatal(Fault),
     /// Online restart: the client moves to the new process.
     HandOver,
+    /// The client moves to this worker thread (workers/load.rs): its relay goes on there.
+    Move(u16),
 }
 
 impl From<Fault> for End {

@@ -1,6 +1,7 @@
-//! Online restart, the old process's side of one client: between two transactions, with
-//! nothing buffered either way, the relay stops and passes the client's socket and state to the
-//! new process (`takeover::give`). TLS clients and clients holding a server stay.
+//! A client leaving its relay between two transactions, with nothing buffered either way: to
+//! the new process at an online restart (its socket and state passed by `takeover::give`), or to
+//! another worker thread of this one (the relay itself goes, its socket registered there). TLS
+//! clients and clients holding a server stay.
 
 use std::os::fd::OwnedFd;
 
@@ -21,6 +22,26 @@ impl Relay {
             && !self.client_eof
             && self.c_skip == 0
             && matches!(self.client, Stream::Tcp(_) | Stream::QuietTcp(_) | Stream::Unix(_))
+    }
+
+    /// Goes on on worker thread `to`: the relay is sent there, its socket moves its registration
+    /// to that thread's runtime, and the session resumes as it was.
+    pub(super) fn move_to(mut self, to: u16) {
+        // The timer belongs to this thread's runtime; arm_timer makes a new one there.
+        self.timer = None;
+        self.timer_due = None;
+        crate::workers::send_to(
+            usize::from(to),
+            Box::new(move || match self.client.rehome() {
+                Ok(_) => {
+                    tokio::spawn(self.run_to_end());
+                }
+                Err(e) => {
+                    tracing::warn!(client = %self.session.peer(), "cannot move the client to worker {to}: {e}");
+                    tokio::spawn(async move { Box::pin(self.finish(super::End::ClientGone)).await });
+                }
+            }),
+        );
     }
 
     /// Leaves this process's books and passes the client on.

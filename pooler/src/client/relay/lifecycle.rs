@@ -314,7 +314,7 @@ impl Relay {
                 let reason = if self.terminate { "client close request" } else { "client unexpected eof" };
                 crate::conn_log!(info, tag, "closing because: {reason} (age={age}s)");
             }
-            End::ClientGone | End::HandOver => {}
+            End::ClientGone | End::HandOver | End::Move(_) => {}
             End::Fatal(fault) => {
                 PoolStats::add(&self.stats().sessions_closed[fault.side.index()], 1);
                 let msg = &fault.message;
@@ -393,7 +393,7 @@ impl Relay {
         }
         self.log_end(&end);
         match end {
-            End::ClientGone | End::HandOver => {}
+            End::ClientGone | End::HandOver | End::Move(_) => {}
             End::Fatal(fault) => {
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, Severity::Fatal, fault.code, &fault.message);

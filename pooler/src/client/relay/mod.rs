@@ -224,12 +224,14 @@ impl Relay {
     #[allow(clippy::manual_async_fn)]
     fn run_to_end(mut self) -> impl Future<Output = ()> + Send {
         async move {
+            let hosted = crate::workers::Hosted::here();
             let end = self.run_parking().await;
-            if matches!(end, End::HandOver) {
-                self.hand_over();
-                return;
+            drop(hosted);
+            match end {
+                End::HandOver => self.hand_over(),
+                End::Move(to) => self.move_to(to),
+                end => Box::pin(self.finish(end)).await,
             }
-            Box::pin(self.finish(end)).await;
         }
     }
 
@@ -246,6 +248,11 @@ impl Relay {
         loop {
             match Box::pin(self.serve(woke.take())).await {
                 Served::Parked => {
+                    if let Some(to) = crate::workers::leaving() {
+                        if self.can_hand_over() {
+                            return End::Move(to);
+                        }
+                    }
                     self.arm_timer();
                     woke = Some(poll_fn(|cx| self.poll_event(cx)).await);
                 }
