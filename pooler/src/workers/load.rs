@@ -139,6 +139,8 @@ pub(super) async fn watch() {
     let Some(slot) = load.slots.get(me) else { return };
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the first share is measured over a whole period after it.
+    tick.tick().await;
     let (mut cpu, mut at) = (thread_cpu(), Instant::now());
     loop {
         tick.tick().await;
