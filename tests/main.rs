@@ -28,6 +28,7 @@ mod prepared;
 mod protocol_flows;
 mod replication;
 mod session_state;
+mod session_state_batches;
 mod sessions;
 mod shutdown;
 mod soak;

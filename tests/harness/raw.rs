@@ -37,6 +37,12 @@ impl Raw {
     /// Message types up to and including ReadyForQuery; DataRow values (comma-separated) and
     /// errors as text.
     pub async fn until_ready(&mut self) -> Vec<String> {
+        self.until(b'Z').await
+    }
+
+    /// As [`Raw::until_ready`], up to and including the first message of type `last` (what a
+    /// Flush makes the server send before the batch's Sync).
+    pub async fn until(&mut self, last: u8) -> Vec<String> {
         let mut seen = Vec::new();
         loop {
             if let Some(f) = split_frame(&mut self.buf, 1 << 20).unwrap() {
@@ -51,11 +57,10 @@ impl Raw {
                         let e = ErrorFields::new(f.body());
                         seen.push(format!("E:{}:{}", String::from_utf8_lossy(e.sqlstate()), e.message()));
                     }
-                    b'Z' => {
-                        seen.push("Z".into());
-                        return seen;
-                    }
                     t => seen.push((t as char).to_string()),
+                }
+                if f.tag == last {
+                    return seen;
                 }
                 continue;
             }

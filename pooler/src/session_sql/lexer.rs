@@ -72,8 +72,9 @@ impl Lexer<'_> {
         loop {
             match self.peek(0) {
                 b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.at += 1,
+                // To the end of the line, which a carriage return ends too (as PostgreSQL's lexer).
                 b'-' if self.peek(1) == b'-' => {
-                    while self.at < self.text.len() && self.text[self.at] != b'\n' {
+                    while self.at < self.text.len() && !matches!(self.text[self.at], b'\n' | b'\r') {
                         self.at += 1;
                     }
                 }

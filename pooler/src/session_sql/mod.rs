@@ -105,7 +105,19 @@ pub fn statements(text: &[u8], every: bool) -> Vec<Statement> {
     if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
         return Vec::new();
     }
-    lexed(text)
+    lexed(text).0
+}
+
+/// The statements of a Parse's `text` that do something to its session (as [`statements`]):
+/// none when the text holds more than one statement, which PostgreSQL refuses to prepare.
+pub fn parsed(text: &[u8], every: bool) -> Vec<Statement> {
+    if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
+        return Vec::new();
+    }
+    match lexed(text) {
+        (statements, 0 | 1) => statements,
+        _ => Vec::new(),
+    }
 }
 
 /// True when `text` starts with transaction control (COMMIT, ROLLBACK, SAVEPOINT, ...): a
@@ -121,8 +133,9 @@ pub fn starts_with_control(text: &[u8]) -> bool {
     WORDS.iter().any(|w| rest.get(..w.len()).is_some_and(|head| head.eq_ignore_ascii_case(w)) && ends_word(w.len()))
 }
 
-/// `statements` without the cheap test first.
-fn lexed(text: &[u8]) -> Vec<Statement> {
+/// `statements` without the cheap test first, and how many statements the text holds (empty
+/// ones not counted).
+fn lexed(text: &[u8]) -> (Vec<Statement>, u32) {
     let mut out = Vec::new();
     let mut lexer = Lexer { text, at: 0 };
     let mut at = 0;
@@ -153,7 +166,7 @@ fn lexed(text: &[u8]) -> Vec<Statement> {
             at += 1;
         }
         if lexer.at >= text.len() {
-            return out;
+            return (out, at);
         }
     }
 }
@@ -179,7 +192,10 @@ fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
             "role" if words.len() == 2 => Some(Effect::Reset("role".into())),
             _ => single_name(text, &words[1..]).map(Effect::Reset),
         },
-        "prepare" if word(1) != "transaction" => {
+        // The transaction leaves the session; its settings stay, as at COMMIT (and as at
+        // COMMIT, a failed one answers ROLLBACK).
+        "prepare" if word(1) == "transaction" => Some(Effect::Control(Control::Commit)),
+        "prepare" => {
             let name = words.get(1).filter(|t| t.is_name()).map(|t| t.name(text))?;
             Some(Effect::Prepare { name, sql: String::from_utf8_lossy(&text[words[0].start..end]).into_owned() })
         }
@@ -219,8 +235,9 @@ fn control(text: &[u8], words: &[Token]) -> Option<Control> {
         words.get(i).filter(|t| t.is_name()).map(|t| t.ident(text))
     };
     match word(0).as_str() {
-        // Two-phase commit acts on a prepared transaction, not the open one.
-        _ if word(1) == "prepared" => None,
+        // Two-phase commit acts on a prepared transaction, not the open one (it runs outside
+        // any); a savepoint may be called `prepared`.
+        "commit" | "rollback" if word(1) == "prepared" => None,
         "commit" | "end" => Some(Control::Commit),
         "rollback" | "abort" => {
             let to = if matches!(word(1).as_str(), "work" | "transaction") { 2 } else { 1 };
@@ -411,6 +428,11 @@ mod tests {
         assert_eq!(one(b"COMMIT AND CHAIN"), control(Control::Commit));
         assert_eq!(one(b"COMMIT PREPARED 'x'"), []);
         assert_eq!(one(b"ROLLBACK PREPARED 'x'"), []);
+        // The open transaction leaves the session, its settings kept (checked against PG 15).
+        assert_eq!(one(b"PREPARE TRANSACTION 'x'"), control(Control::Commit));
+        assert_eq!(one(b"SAVEPOINT prepared"), control(Control::Savepoint("prepared".into())));
+        assert_eq!(one(b"RELEASE prepared"), control(Control::Release("prepared".into())));
+        assert_eq!(one(b"ROLLBACK TO prepared"), control(Control::RollbackTo("prepared".into())));
         assert_eq!(one(b"BEGIN; SELECT 1"), []);
         for (text, control) in [
             (&b"  /* c */ ROLLBACK TO a"[..], true),
@@ -424,6 +446,18 @@ mod tests {
         ] {
             assert_eq!(starts_with_control(text), control, "{}", String::from_utf8_lossy(text));
         }
+        // A rule's actions in parentheses are part of its CREATE (checked against PG 15).
+        assert_eq!(
+            statements(b"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); SET a.b = 3", false),
+            [st(1, set("a.b", "3"))]
+        );
+        // A carriage return ends a `--` comment (checked against PostgreSQL 15).
+        assert_eq!(statements(b"SELECT 1 -- x\r; SET a.b = 2", false), [st(1, set("a.b", "2"))]);
+        // A Parse prepares one statement, or none.
+        assert_eq!(parsed(b"SET a.b = 1;", false), [st(0, set("a.b", "1"))]);
+        assert_eq!(parsed(b" ; SET a.b = 1", false), [st(0, set("a.b", "1"))]);
+        assert_eq!(parsed(b"SET a.b = 1; SELECT 1", false), []);
+        assert_eq!(parsed(&b"SET a.b = 1;".repeat(1000), false), []);
         // `effects` leaves transaction control out.
         assert_eq!(effects(b"SET a.b = 1; ROLLBACK"), [set("a.b", "1")]);
         // A routine's BEGIN ATOMIC body is one statement with its CREATE: its semicolons split
@@ -534,7 +568,7 @@ mod tests {
             let text = texts();
             let found = effects(&text);
             let lexed: Vec<Effect> =
-                lexed(&text).into_iter().map(|s| s.effect).filter(|e| !matches!(e, Effect::Control(_))).collect();
+                lexed(&text).0.into_iter().map(|s| s.effect).filter(|e| !matches!(e, Effect::Control(_))).collect();
             assert_eq!(found, lexed, "the cheap test hid an effect in {}", String::from_utf8_lossy(&text));
             for e in found {
                 if let Effect::Set { name, value } = e {

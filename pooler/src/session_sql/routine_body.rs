@@ -2,7 +2,8 @@
 //! `CREATE [OR REPLACE] FUNCTION | PROCEDURE` (PostgreSQL 14 and later), whose statements the
 //! server's grammar reads as part of the one CREATE. Without this, the body's semicolons would
 //! split it into statements the server never answers, shift the numbers of the statements after
-//! it, and read its closing `END` as a COMMIT.
+//! it, and read its closing `END` as a COMMIT. The same holds for semicolons inside parentheses
+//! (the actions of `CREATE RULE ... DO (...; ...)`).
 //!
 //! The server parses the body with its grammar; here a count of the words that open and close a
 //! block is enough: `BEGIN ATOMIC` opens the body, CASE opens a block inside it (a CASE also
@@ -40,9 +41,11 @@ impl RoutineBody {
         }
     }
 
-    /// True while a semicolon is part of a routine's body rather than the statement's end.
+    /// True while a semicolon is part of the statement rather than its end: in a routine's
+    /// body, or inside parentheses (a rule's `DO (INSERT ...; UPDATE ...)` actions; anywhere
+    /// else the server refuses the whole text, and runs none of it).
     pub(super) fn inside(&self) -> bool {
-        self.depth > 0
+        self.depth > 0 || self.parens > 0
     }
 
     fn word(&mut self, word: &[u8]) {

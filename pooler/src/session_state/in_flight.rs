@@ -4,6 +4,8 @@
 //! commits, whatever COMMIT, ROLLBACK, ROLLBACK TO SAVEPOINT or error ends or trims it, in the
 //! same query or a later one.
 
+use std::collections::VecDeque;
+
 use pgmux_protocol::backend::TxStatus;
 
 use crate::session_sql::{Control, Effect, Statement};
@@ -23,19 +25,17 @@ struct Sent {
 #[derive(Debug, Default)]
 pub struct InFlight {
     /// In the order sent.
-    waiting: Vec<Sent>,
+    waiting: VecDeque<Sent>,
     /// Settings made in the open transaction (an explicit block, or a query's implicit one),
-    /// in the order they ran: they count if it commits.
+    /// in the order they ran: they count if it commits. Since the latest savepoint, a name has
+    /// one entry of each kind (the last), so a transaction that sets the same names over and
+    /// over keeps as many entries as it has names.
     in_tx: Vec<Effect>,
     /// The open transaction's savepoints: the name, and how many of `in_tx` came before it.
     savepoints: Vec<(String, usize)>,
     /// What took place since the last ReadyForQuery: a committed transaction's settings, and
     /// what counts at once (PREPARE, DEALLOCATE, sticky state).
     done: Vec<Effect>,
-    /// CommandCompletes since the last ReadyForQuery.
-    completed: u32,
-    /// An ErrorResponse came since the last ReadyForQuery.
-    failed: bool,
 }
 
 impl InFlight {
@@ -57,18 +57,13 @@ impl InFlight {
         self.waiting.extend(statements.into_iter().map(|s| Sent { ahead, at: s.at, effect: s.effect }));
     }
 
-    /// An ErrorResponse: the statement it answers did not run, nor will the rest of its request.
-    #[inline]
-    pub fn on_error(&mut self) {
-        self.failed = true;
-    }
-
-    /// A CommandComplete's tag (without its terminating zero): the request's next statement ran.
-    pub fn on_command_complete(&mut self, tag: &[u8]) {
-        let at = self.completed;
-        self.completed += 1;
-        while self.waiting.first().is_some_and(|s| s.ahead == 1 && s.at <= at) {
-            let s = self.waiting.remove(0);
+    /// The CommandComplete numbered `at` (from 0) since the last ReadyForQuery, with its tag
+    /// (without its terminating zero): the request's statement of that number ran. Every
+    /// answer to an Execute counts in the numbering (EmptyQueryResponse and PortalSuspended
+    /// too, with an empty tag), whether or not anything waited when it came.
+    pub fn on_command_complete(&mut self, at: u32, tag: &[u8]) {
+        while self.waiting.front().is_some_and(|s| s.ahead == 1 && s.at <= at) {
+            let Some(s) = self.waiting.pop_front() else { break };
             // COMMIT of a failed transaction rolls it back, and says so.
             let effect = match s.effect {
                 Effect::Control(Control::Commit) if tag == b"ROLLBACK" => Effect::Control(Control::Rollback),
@@ -78,10 +73,10 @@ impl InFlight {
         }
     }
 
-    /// A ReadyForQuery: the effects that have now taken place.
-    pub fn on_ready(&mut self, status: TxStatus) -> Vec<Effect> {
-        let failed = std::mem::take(&mut self.failed);
-        self.completed = 0;
+    /// A ReadyForQuery, `failed` when an ErrorResponse came since the last one (the statement
+    /// it answers did not run, nor did the rest of its request): the effects that have now
+    /// taken place.
+    pub fn on_ready(&mut self, status: TxStatus, failed: bool) -> Vec<Effect> {
         if status == TxStatus::Idle {
             // Whatever savepoints were made, no transaction is open now.
             self.savepoints.clear();
@@ -140,9 +135,34 @@ impl InFlight {
                 let keep = self.savepoint(&name).unwrap_or(0);
                 self.savepoints.truncate(keep);
             }
-            e if e.transactional() => self.in_tx.push(e),
+            e if e.transactional() => self.set_in_tx(e),
             e => self.done.push(e),
         }
+    }
+
+    /// A setting ran in the open transaction: what it supersedes since the latest savepoint
+    /// (a ROLLBACK TO that savepoint can only undo them all together) is dropped.
+    fn set_in_tx(&mut self, effect: Effect) {
+        let from = self.savepoints.last().map_or(0, |&(_, count)| count);
+        let superseded = |e: &Effect| match (&effect, e) {
+            (Effect::ResetAll, _) => true,
+            // A session-level value replaces the transaction's own (SET LOCAL) too; SET LOCAL
+            // replaces only an earlier SET LOCAL (the session value returns at COMMIT).
+            (Effect::Set { name, .. } | Effect::Reset(name), Effect::Set { name: n, .. })
+            | (Effect::Set { name, .. } | Effect::Reset(name), Effect::Reset(n))
+            | (Effect::Set { name, .. } | Effect::Reset(name), Effect::SetLocal { name: n, .. })
+            | (Effect::SetLocal { name, .. }, Effect::SetLocal { name: n, .. }) => name == n,
+            _ => false,
+        };
+        let mut i = from;
+        while i < self.in_tx.len() {
+            if superseded(&self.in_tx[i]) {
+                self.in_tx.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.in_tx.push(effect);
     }
 
     /// The open transaction committed: its settings count, its own (`SET LOCAL`) end.
@@ -162,9 +182,40 @@ mod tests {
     use super::*;
     use crate::session_sql::statements;
 
+    /// An [`InFlight`] with the server's answers counted as the relay counts them.
+    #[derive(Default)]
+    struct Tracked {
+        f: InFlight,
+        completed: u32,
+        failed: bool,
+    }
+
+    impl Tracked {
+        fn sent(&mut self, statements: Vec<Statement>, ahead: u32) {
+            self.f.sent(statements, ahead);
+        }
+        fn is_idle(&self) -> bool {
+            self.f.is_idle()
+        }
+        fn pending(&self) -> impl Iterator<Item = &Effect> {
+            self.f.pending()
+        }
+        fn on_error(&mut self) {
+            self.failed = true;
+        }
+        fn on_command_complete(&mut self, tag: &[u8]) {
+            self.f.on_command_complete(self.completed, tag);
+            self.completed += 1;
+        }
+        fn on_ready(&mut self, status: TxStatus) -> Vec<Effect> {
+            self.completed = 0;
+            self.f.on_ready(status, std::mem::take(&mut self.failed))
+        }
+    }
+
     /// Sends `sql` as a Query behind `pending_before` requests, answers each statement with
     /// `reply`'s tags (ERROR for an ErrorResponse) and ReadyForQuery `status`.
-    fn run(f: &mut InFlight, sql: &str, pending_before: u32, status: TxStatus, reply: &[&[u8]]) -> Vec<Effect> {
+    fn run(f: &mut Tracked, sql: &str, pending_before: u32, status: TxStatus, reply: &[&[u8]]) -> Vec<Effect> {
         f.sent(statements(sql.as_bytes(), !f.is_idle()), pending_before + 1);
         for tag in reply {
             if *tag == b"ERROR" {
@@ -182,7 +233,7 @@ mod tests {
 
     #[test]
     fn settings_count_when_their_transaction_commits() {
-        let mut f = InFlight::default();
+        let mut f = Tracked::default();
         assert_eq!(run(&mut f, "SET work_mem = '8MB'", 0, TxStatus::Idle, &[b"SET"]), [set("work_mem", "'8MB'")]);
         assert!(f.is_idle());
         assert_eq!(run(&mut f, "BEGIN", 0, TxStatus::InTransaction, &[b"BEGIN"]), []);
@@ -212,7 +263,7 @@ mod tests {
     /// one, or the query's implicit one), and those after it run in a new one.
     #[test]
     fn each_statement_counts_in_its_own_transaction_within_one_query() {
-        let mut f = InFlight::default();
+        let mut f = Tracked::default();
         let tags = |sql: &str| -> Vec<&'static [u8]> {
             sql.split(';')
                 .map(|s| match s.split_whitespace().next().unwrap_or_default() {
@@ -249,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_rollback_to_a_savepoint_undoes_what_came_after_it() {
-        let mut f = InFlight::default();
+        let mut f = Tracked::default();
         let t = TxStatus::InTransaction;
         run(&mut f, "BEGIN", 0, t, &[b"BEGIN"]);
         // Made before any setting: not looked at, and still the point everything comes after.
@@ -282,7 +333,7 @@ mod tests {
 
     #[test]
     fn an_extended_batch_counts_each_statement_at_its_commandcomplete() {
-        let mut f = InFlight::default();
+        let mut f = Tracked::default();
         let t = TxStatus::InTransaction;
         let parsed = |sql: &[u8], executes_before: u32| {
             statements(sql, true).into_iter().map(|s| Statement { at: executes_before, ..s }).collect::<Vec<_>>()
@@ -312,7 +363,7 @@ mod tests {
 
     #[test]
     fn prepare_counts_at_once_and_pipelined_requests_wait_their_turn() {
-        let mut f = InFlight::default();
+        let mut f = Tracked::default();
         run(&mut f, "BEGIN", 0, TxStatus::InTransaction, &[b"BEGIN"]);
         let p = run(&mut f, "PREPARE q AS SELECT 1", 0, TxStatus::InTransaction, &[b"PREPARE"]);
         assert!(matches!(p.as_slice(), [Effect::Prepare { .. }]));
@@ -330,5 +381,40 @@ mod tests {
         f.sent(statements(b"COMMIT", true), 1);
         f.on_command_complete(b"COMMIT");
         assert_eq!(f.on_ready(TxStatus::Idle), [set("x.y", "3")]);
+    }
+
+    /// A long transaction that sets the same names over and over (a loop, an ORM that sets
+    /// search_path before each statement) keeps one entry per name, and still counts exactly
+    /// what PostgreSQL 15 keeps.
+    #[test]
+    fn a_transaction_keeps_only_the_last_setting_of_each_name() {
+        let mut f = Tracked::default();
+        let t = TxStatus::InTransaction;
+        run(&mut f, "BEGIN; SET a.b = 0", 0, t, &[b"BEGIN", b"SET"]);
+        for i in 1..=1000 {
+            run(&mut f, &format!("SET a.b = {i}; SET LOCAL c.d = {i}"), 0, t, &[b"SET", b"SET"]);
+        }
+        assert_eq!(f.f.in_tx.len(), 2, "one SET and one SET LOCAL: {:?}", &f.f.in_tx[..4.min(f.f.in_tx.len())]);
+        // A savepoint keeps what came before it for a ROLLBACK TO.
+        run(&mut f, "SAVEPOINT s; SET a.b = 2000; SET a.b = 2001", 0, t, &[b"SAVEPOINT", b"SET", b"SET"]);
+        assert_eq!(f.f.in_tx.len(), 3);
+        run(&mut f, "ROLLBACK TO s", 0, t, &[b"ROLLBACK"]);
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [set("a.b", "1000")]);
+
+        // SET LOCAL after SET: the session value comes back at COMMIT; SET after SET LOCAL
+        // replaces both; RESET ALL replaces everything before it.
+        run(&mut f, "BEGIN; SET a.b = 1; SET LOCAL a.b = 2", 0, t, &[b"BEGIN", b"SET", b"SET"]);
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [set("a.b", "1")]);
+        run(&mut f, "BEGIN; SET LOCAL a.b = 2; SET a.b = 3", 0, t, &[b"BEGIN", b"SET", b"SET"]);
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [set("a.b", "3")]);
+        run(
+            &mut f,
+            "BEGIN; SET a.b = 1; SET c.d = 1; RESET ALL; SET e.f = 1",
+            0,
+            t,
+            &[b"BEGIN", b"SET", b"SET", b"RESET", b"SET"],
+        );
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [Effect::ResetAll, set("e.f", "1")]);
+        assert!(f.is_idle());
     }
 }

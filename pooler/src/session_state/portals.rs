@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use crate::session_sql::Effect;
 
-/// More statements with effects than this, and the oldest knowledge is dropped (a client that
-/// prepares hundreds of distinct SET statements gets them tracked as far as this goes).
+/// More statements (or portals) with effects than this, and one is forgotten for each new one
+/// (a client that prepares hundreds of distinct SET statements and keeps them gets them
+/// tracked as far as this goes).
 const MOST: usize = 256;
 
 /// The effects of the client's prepared statements and of its portals, by name.
@@ -32,7 +33,7 @@ impl Portals {
             return;
         }
         if self.statements.len() >= MOST && !self.statements.contains_key(name) {
-            self.statements.clear();
+            forget_one(&mut self.statements);
         }
         self.statements.insert(name.into(), effects);
     }
@@ -42,7 +43,7 @@ impl Portals {
         match self.statements.get(statement) {
             Some(effects) => {
                 if self.portals.len() >= MOST && !self.portals.contains_key(portal) {
-                    self.portals.clear();
+                    forget_one(&mut self.portals);
                 }
                 self.portals.insert(portal.into(), effects.clone());
             }
@@ -57,10 +58,33 @@ impl Portals {
         self.portals.get(portal).map(Vec::as_slice)
     }
 
+    /// A Close of a portal (`portal`) or a statement: it runs nothing any more (a statement
+    /// closed and prepared again under its name may do something else).
+    pub fn closed(&mut self, portal: bool, name: &[u8]) {
+        if portal {
+            self.portals.remove(name);
+        } else {
+            self.statements.remove(name);
+        }
+    }
+
+    /// No statement can be told from another: none is known to do anything. Portals already
+    /// bound keep what their statement did.
+    pub fn forget_statements(&mut self) {
+        self.statements.clear();
+    }
+
     /// A simple Query: the unnamed statement and portal are gone.
     pub fn query(&mut self) {
         self.statements.remove(&b""[..]);
         self.portals.remove(&b""[..]);
+    }
+}
+
+/// Makes room for one more name.
+fn forget_one(known: &mut HashMap<Box<[u8]>, Vec<Effect>>) {
+    if let Some(name) = known.keys().next().cloned() {
+        known.remove(&name);
     }
 }
 
@@ -100,5 +124,23 @@ mod tests {
             p.bound(name.as_bytes(), name.as_bytes());
         }
         assert!(p.statements.len() <= MOST && p.portals.len() <= MOST);
+        // One more name makes room for itself only: the others are still known.
+        assert_eq!((p.statements.len(), p.portals.len()), (MOST, MOST));
+    }
+
+    #[test]
+    fn a_closed_name_runs_nothing() {
+        let mut p = Portals::default();
+        p.parsed(b"s1", set("1"));
+        p.bound(b"c1", b"s1");
+        p.closed(true, b"c1");
+        assert_eq!(p.executed(b"c1"), None);
+        p.closed(false, b"s1");
+        p.bound(b"c2", b"s1");
+        assert_eq!(p.executed(b"c2"), None);
+        p.parsed(b"s2", set("2"));
+        p.forget_statements();
+        p.bound(b"c3", b"s2");
+        assert_eq!(p.executed(b"c3"), None);
     }
 }

@@ -24,8 +24,16 @@ pub(super) struct Carry {
     /// The client keeps its server until it leaves.
     pub pinned: bool,
     /// Executes since the client's last Sync or Query: which CommandComplete of its batch
-    /// answers the statement a Parse names (the one the next Execute runs).
-    pub executes: u32,
+    /// answers the statement a Parse names (the one the next Execute runs). Both counts stop at
+    /// 65,535 (the statements beyond count at the first answer beyond): two bytes each keep
+    /// the client task within its size class.
+    pub executes: u16,
+    /// The server's CommandCompletes (and other answers to an Execute) since its last
+    /// ReadyForQuery: counted always, so that tracking that starts in the middle of a batch
+    /// numbers the answers as the client's Executes are numbered.
+    completed: u16,
+    /// An ErrorResponse came since the server's last ReadyForQuery.
+    failed: bool,
     pub made: Option<Box<Made>>,
 }
 
@@ -47,7 +55,7 @@ pub(super) struct Made {
 impl Carry {
     pub fn new(on: bool, pin: bool, state: Option<Box<SessionState>>) -> Self {
         let made = state.filter(|s| !s.is_empty()).map(|state| Box::new(Made { state: *state, ..Default::default() }));
-        Carry { on, pin, pinned: false, executes: 0, made }
+        Carry { on, pin, pinned: false, executes: 0, completed: 0, failed: false, made }
     }
 
     /// True while effects wait for the server's answers (CommandComplete tags matter then).
@@ -66,16 +74,25 @@ impl Carry {
     /// An ErrorResponse from the server.
     #[inline]
     pub fn on_error(&mut self) {
+        self.failed = true;
+    }
+
+    /// A CommandComplete, EmptyQueryResponse or PortalSuspended; its tag matters only while
+    /// [`Carry::busy`] (empty otherwise).
+    #[inline]
+    pub fn on_command_complete(&mut self, tag: &[u8]) {
+        let at = self.completed;
+        self.completed = at.saturating_add(1);
         if let Some(m) = self.made.as_mut() {
-            m.in_flight.on_error();
+            m.in_flight.on_command_complete(u32::from(at), tag);
         }
     }
 
-    /// A CommandComplete's tag, while [`Carry::busy`].
-    pub fn on_command_complete(&mut self, tag: &[u8]) {
-        if let Some(m) = self.made.as_mut() {
-            m.in_flight.on_command_complete(tag);
-        }
+    /// The server was lost with nothing waiting on its answers: the next server's are
+    /// numbered from the start.
+    pub fn server_lost(&mut self) {
+        self.completed = 0;
+        self.failed = false;
     }
 
     /// False when a server with `server` state surely matches the client (checked before the
@@ -99,11 +116,13 @@ impl Carry {
 impl Relay {
     /// A ReadyForQuery: records what took place.
     pub(super) fn session_sql_ready(&mut self, status: TxStatus) {
+        self.carry.completed = 0;
+        let failed = std::mem::take(&mut self.carry.failed);
         let Some(made) = self.carry.made.as_mut() else { return };
         // A name setting in flight counted already (see `refresh_name_context`); settled,
         // failed or rolled back, the context is computed again.
         let mut settings_changed = made.foreseen || made.in_flight.pending().any(prepared::changes_names);
-        for e in made.in_flight.on_ready(status) {
+        for e in made.in_flight.on_ready(status, failed) {
             match e {
                 Effect::Sticky(what) => {
                     if self.carry.pin {

@@ -12,6 +12,9 @@ use crate::session_sql::{self, Effect, Statement};
 
 /// Query and Parse messages longer than this are relayed without a look at their text.
 const MAX_MESSAGE: usize = session_sql::MAX_TEXT + 1024;
+/// The longest statement or portal name looked for at the start of a Parse too long to read
+/// whole (PostgreSQL's own are under 64 bytes).
+const MAX_NAME: usize = 1024;
 
 /// The zero-terminated string at the start of `bytes`, and what follows it.
 fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -37,8 +40,11 @@ impl Relay {
     /// Notes the session effects of the Query or Parse at `c_ready` (`total` bytes). False when
     /// the message must be whole in `cin` first (`c_whole` is then set).
     pub(super) fn note_session_sql(&mut self, tag: u8, total: usize) -> bool {
-        if !self.carry.on || total > MAX_MESSAGE {
+        if !self.carry.on {
             return true;
+        }
+        if total > MAX_MESSAGE {
+            return tag != tags::frontend::PARSE || self.forget_parsed();
         }
         let avail = &self.cin[self.c_ready..];
         if avail.len() < total {
@@ -55,7 +61,7 @@ impl Relay {
             let text = cstr(rest).map_or(rest, |(text, _)| text);
             // Kept for the Executes that run it, whenever they come: transaction control too.
             let every = busy || session_sql::starts_with_control(text);
-            let mut statements = session_sql::statements(text, every);
+            let mut statements = session_sql::parsed(text, every);
             if !statements.is_empty() {
                 keep_tracked(&self.session.params, &mut statements);
             }
@@ -83,9 +89,61 @@ impl Relay {
         true
     }
 
+    /// Notes what the Parse, Bind or Close at `c_ready` (`total` bytes) does to the client's
+    /// statements. False when more of it must be in `cin` first.
+    #[inline]
+    pub(super) fn note_extended(&mut self, tag: u8, total: usize) -> bool {
+        match tag {
+            tags::frontend::PARSE => self.note_session_sql(tag, total),
+            tags::frontend::BIND if self.carry.watches_portals() => self.note_bind(total),
+            tags::frontend::CLOSE if self.carry.watches_portals() => self.note_close(total),
+            _ => true,
+        }
+    }
+
+    /// A Parse too long to look at (its text does nothing tracked): whatever its statement's
+    /// name did before, it no longer does. False when more of its start must be in `cin` first.
+    fn forget_parsed(&mut self) -> bool {
+        let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
+        let avail = &self.cin[self.c_ready..];
+        let head = 5 + MAX_NAME;
+        match cstr(&avail[5.min(avail.len())..head.min(avail.len())]) {
+            Some((name, _)) => made.portals.parsed(name, Vec::new()),
+            None if avail.len() < head => {
+                self.c_whole = head;
+                return false;
+            }
+            // A name longer than any PostgreSQL takes: its error ends the batch, and nothing
+            // known of the client's statements is trusted.
+            None => made.portals.forget_statements(),
+        }
+        true
+    }
+
+    /// Notes the Close at `c_ready` (`total` bytes): the statement or portal it names does
+    /// nothing any more. False when more of it must be in `cin` first.
+    fn note_close(&mut self, total: usize) -> bool {
+        let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
+        let avail = &self.cin[self.c_ready..];
+        if avail.len() < total {
+            if total <= MAX_MESSAGE {
+                self.c_whole = total;
+                return false;
+            }
+            return true;
+        }
+        // 'S' or 'P', then the name.
+        if let Some((&kind, rest)) = avail[5..total].split_first() {
+            if let Some((name, _)) = cstr(rest) {
+                made.portals.closed(kind == b'P', name);
+            }
+        }
+        true
+    }
+
     /// Notes which statement the Bind at `c_ready` (`total` bytes) gives its portal, when any
     /// statement does something. False when more of it must be in `cin` first.
-    pub(super) fn note_bind(&mut self, total: usize) -> bool {
+    fn note_bind(&mut self, total: usize) -> bool {
         let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
         let avail = &self.cin[self.c_ready..];
         // The portal's name, then the statement's.
@@ -116,7 +174,7 @@ impl Relay {
         }
         let Some((portal, _)) = cstr(&avail[5..total]) else { return true };
         let Some(effects) = made.portals.executed(portal) else { return true };
-        let at = self.carry.executes;
+        let at = u32::from(self.carry.executes);
         let statements = effects.iter().map(|e| Statement { at, effect: e.clone() }).collect();
         let busy = self.carry.busy();
         self.send_statements(statements, busy);

@@ -122,9 +122,7 @@ impl Relay {
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
                     if self.track_prepared =>
                 {
-                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
-                        || tag == tags::frontend::BIND && self.carry.watches_portals() && !self.note_bind(total)
-                    {
+                    if !self.note_extended(tag, total) {
                         return Ok(());
                     }
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
@@ -161,9 +159,7 @@ impl Relay {
                     }
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE => {
-                    if tag == tags::frontend::PARSE && !self.note_session_sql(tag, total)
-                        || tag == tags::frontend::BIND && self.carry.watches_portals() && !self.note_bind(total)
-                    {
+                    if !self.note_extended(tag, total) {
                         return Ok(());
                     }
                     self.flow.extended();
@@ -375,9 +371,10 @@ impl Relay {
                     self.carry.on_command_complete(extended::command_tag(&avail[5..total])?);
                     self.s_ready += total;
                 }
-                // The other answers to an Execute: its statement was empty, or stopped at its
-                // row limit. Counted, so that the next CommandComplete is matched to its own.
-                tags::backend::EMPTY_QUERY | tags::backend::PORTAL_SUSPENDED if self.carry.busy() => {
+                // Nothing waits on its tag; or the other answers to an Execute (its statement
+                // was empty, or stopped at its row limit). Counted, so that the next
+                // CommandComplete is matched to its own.
+                tags::backend::COMMAND_COMPLETE | tags::backend::EMPTY_QUERY | tags::backend::PORTAL_SUSPENDED => {
                     self.carry.on_command_complete(b"");
                     self.s_skip = total;
                 }

@@ -123,6 +123,7 @@ impl Relay {
         self.timer = None;
         // The statements in flight never reached a server that lives on.
         self.tracker.abandon(&mut self.statements);
+        self.carry.server_lost();
         let info = &self.session.info;
         info.set_state(crate::clients::ClientState::Idle);
         info.server_pid.store(0, std::sync::atomic::Ordering::Relaxed);

@@ -1,0 +1,141 @@
+//! Session state from extended-protocol batches sent in pieces (a Flush, then the rest): which
+//! settings count depends on the server's answers to the whole batch, including those that came
+//! before the first statement worth tracking was sent, and on what each statement name stands
+//! for when it is executed (a Parse too long to read replaces what the name did).
+
+use bytes::{BufMut, BytesMut};
+use pgmux_protocol::build;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::harness::pgmux::Setup;
+use crate::harness::raw::Raw;
+use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+/// What `myapp.tenant` is for `c`, '' when unset.
+async fn tenant(c: &Client) -> String {
+    let rows = c.simple_query("SELECT coalesce(current_setting('myapp.tenant', true), '')").await.unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn flush(out: &mut BytesMut) {
+    out.put_u8(b'H');
+    out.put_i32(4);
+}
+
+/// Parse of `sql` as `name`, Bind to the unnamed portal, Execute.
+fn run(out: &mut BytesMut, name: &str, sql: &str) {
+    build::parse(out, name, sql);
+    build::bind(out, "", name, &[]);
+    build::execute(out, "");
+}
+
+/// One server for `raw` and `other`: each turn of one after the other is a switch, and pgmux
+/// replays onto the server what it believes each client's settings are. So a setting pgmux
+/// wrongly counts comes back to `raw`, and one it wrongly misses stays for `other`.
+async fn two_clients() -> (Pgmux, Raw, Client) {
+    let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
+    let setup =
+        Setup { pgbouncer: "auth_type = trust\ndefault_pool_size = 1", userlist: Some(&userlist), ..Setup::default() };
+    let mux = Pgmux::start_with(Cluster::shared(), setup);
+    let raw = Raw::connect(&mux).await;
+    let (other, conn) = tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "app"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    (mux, raw, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_came_before_tracking_began_still_count() {
+    let (_mux, mut a, b) = two_clients().await;
+
+    // An error answered before the SET was sent: PostgreSQL skips the SET, up to the Sync.
+    a.send(|o| {
+        run(o, "", "SELECT 1/0");
+        flush(o);
+    })
+    .await;
+    assert!(a.until(b'E').await.last().unwrap().starts_with("E:22012"));
+    a.send(|o| {
+        run(o, "", "SET myapp.tenant = 'ghost'");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["Z"], "skipped after the error");
+    assert_eq!(tenant(&b).await, "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "a SET that never ran is not replayed");
+
+    // A CommandComplete answered before the SET was sent: the SET is the batch's second
+    // statement, and the savepoint behind it the third; ROLLBACK TO that savepoint keeps it.
+    a.send(|o| build::query(o, "BEGIN")).await;
+    a.until_ready().await;
+    a.send(|o| {
+        run(o, "", "SELECT 1");
+        flush(o);
+    })
+    .await;
+    assert_eq!(a.until(b'C').await, ["1", "2", "D:1", "C"]);
+    a.send(|o| {
+        run(o, "", "SET myapp.tenant = 'kept'");
+        run(o, "", "SAVEPOINT sp");
+        run(o, "", "SELECT 1/0");
+        build::sync(o);
+    })
+    .await;
+    let answers = a.until_ready().await;
+    assert_eq!(answers.iter().filter(|m| *m == "C").count(), 2, "{answers:?}");
+    a.send(|o| build::query(o, "ROLLBACK TO sp; COMMIT")).await;
+    assert_eq!(a.until_ready().await, ["C", "C", "Z"]);
+    assert_eq!(tenant(&b).await, "", "the committed SET stays with its own client");
+    a.send(|o| build::query(o, "SELECT current_setting('myapp.tenant')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_does_what_its_latest_parse_says_even_one_too_long_to_read() {
+    let (_mux, mut a, b) = two_clients().await;
+    // A SELECT longer than any text pgmux reads (64 KiB).
+    let long = format!("SELECT 1 /* {} */", "x".repeat(70_000));
+
+    // The unnamed statement: parsed as a SET and never executed, then parsed again.
+    a.send(|o| {
+        build::parse(o, "", "SET myapp.tenant = 'stale'");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    a.send(|o| {
+        run(o, "", &long);
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "2", "D:1", "C", "Z"]);
+
+    // A named one: closed, then parsed again under its name.
+    a.send(|o| {
+        build::parse(o, "s1", "SET myapp.tenant = 'closed'");
+        build::sync(o);
+        o.put_u8(b'C');
+        o.put_i32(4 + 1 + 3);
+        o.put_u8(b'S');
+        o.put_slice(b"s1\0");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    assert_eq!(a.until_ready().await, ["3", "Z"]);
+    a.send(|o| {
+        run(o, "s1", &long);
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "2", "D:1", "C", "Z"]);
+
+    assert_eq!(tenant(&b).await, "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "no SET ran");
+}
