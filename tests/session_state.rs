@@ -303,3 +303,19 @@ async fn a_client_that_vanishes_with_a_set_in_flight_leaves_nothing_behind() {
     assert_eq!(value(&b, "SHOW work_mem").await, "4MB", "the vanished client's setting is gone");
     assert_eq!(value(&b, "SELECT count(*) FROM pg_prepared_statements").await, "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_standard_conforming_strings_has_its_settings_read_right() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    let a = connect(&mux).await;
+    let b = connect(&mux).await;
+    a.simple_query("SET standard_conforming_strings = off").await.unwrap();
+    // A backslash before a quote escapes it now: the SET after the string runs.
+    let rows = a.simple_query(r"SELECT 'it\'s'; SET myapp.tenant = 'esc'").await.unwrap();
+    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("it's"))));
+    assert_eq!(value(&b, TENANT).await, "", "not left on the server for another client");
+    assert_eq!(value(&b, "SHOW standard_conforming_strings").await, "on");
+    assert_eq!(value(&a, TENANT).await, "esc", "replayed for its client");
+    assert_eq!(value(&a, "SHOW standard_conforming_strings").await, "off");
+}

@@ -57,9 +57,27 @@ impl Token {
     }
 }
 
+/// What a backslash does in a `'...'` string: nothing with standard_conforming_strings on (the
+/// default since PostgreSQL 9.1), it escapes the next byte with it off (as in every `E'...'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strings {
+    /// standard_conforming_strings on.
+    #[default]
+    Standard,
+    /// standard_conforming_strings off.
+    Backslash,
+}
+
 pub(super) struct Lexer<'a> {
     pub(super) text: &'a [u8],
     pub(super) at: usize,
+    backslash: bool,
+}
+
+impl<'a> Lexer<'a> {
+    pub(super) fn new(text: &'a [u8], strings: Strings) -> Self {
+        Lexer { text, at: 0, backslash: strings == Strings::Backslash }
+    }
 }
 
 impl Lexer<'_> {
@@ -156,7 +174,7 @@ impl Lexer<'_> {
                 Kind::Dot
             }
             b'\'' => {
-                self.quoted(b'\'', false);
+                self.quoted(b'\'', self.backslash);
                 Kind::Literal
             }
             b'"' => {

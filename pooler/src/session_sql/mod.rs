@@ -9,6 +9,7 @@ mod lexer;
 mod precheck;
 mod routine_body;
 
+pub use lexer::Strings;
 use lexer::{Kind, Lexer, Token};
 use routine_body::RoutineBody;
 
@@ -100,21 +101,26 @@ pub fn effects(text: &[u8]) -> Vec<Effect> {
 /// The statements of `text` that do something to its session, with their numbers. Transaction
 /// control counts only beside other effects (one query that sets and rolls back), or when
 /// `every` says that settings already wait on it: only then is a text without any of the
-/// words that change a session lexed too.
+/// words that change a session lexed too. Strings read as with standard_conforming_strings on.
 pub fn statements(text: &[u8], every: bool) -> Vec<Statement> {
-    if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
-        return Vec::new();
-    }
-    lexed(text).0
+    statements_in(text, every, || Strings::Standard)
 }
 
-/// The statements of a Parse's `text` that do something to its session (as [`statements`]):
-/// none when the text holds more than one statement, which PostgreSQL refuses to prepare.
-pub fn parsed(text: &[u8], every: bool) -> Vec<Statement> {
+/// [`statements`], with the client's `strings` (asked only when the text is lexed).
+pub fn statements_in(text: &[u8], every: bool, strings: impl FnOnce() -> Strings) -> Vec<Statement> {
     if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
         return Vec::new();
     }
-    match lexed(text) {
+    lexed(text, strings()).0
+}
+
+/// The statements of a Parse's `text` that do something to its session (as [`statements_in`]):
+/// none when the text holds more than one statement, which PostgreSQL refuses to prepare.
+pub fn parsed(text: &[u8], every: bool, strings: impl FnOnce() -> Strings) -> Vec<Statement> {
+    if text.len() > MAX_TEXT || (!every && !precheck::worth_a_look(text)) {
+        return Vec::new();
+    }
+    match lexed(text, strings()) {
         (statements, 0 | 1) => statements,
         _ => Vec::new(),
     }
@@ -126,7 +132,7 @@ pub fn parsed(text: &[u8], every: bool) -> Vec<Statement> {
 /// Runs on every Parse: a comparison of the first bytes (the lexer only skips blanks).
 pub fn starts_with_control(text: &[u8]) -> bool {
     const WORDS: [&[u8]; 6] = [b"commit", b"end", b"rollback", b"abort", b"savepoint", b"release"];
-    let mut lexer = Lexer { text, at: 0 };
+    let mut lexer = Lexer::new(text, Strings::Standard);
     let rest = &text[lexer.skip_blanks()..];
     let ends_word =
         |n: usize| !rest.get(n).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80);
@@ -135,9 +141,9 @@ pub fn starts_with_control(text: &[u8]) -> bool {
 
 /// `statements` without the cheap test first, and how many statements the text holds (empty
 /// ones not counted).
-fn lexed(text: &[u8]) -> (Vec<Statement>, u32) {
+fn lexed(text: &[u8], strings: Strings) -> (Vec<Statement>, u32) {
     let mut out = Vec::new();
-    let mut lexer = Lexer { text, at: 0 };
+    let mut lexer = Lexer::new(text, strings);
     let mut at = 0;
     loop {
         let mut words: Vec<Token> = Vec::new();
@@ -454,10 +460,16 @@ mod tests {
         // A carriage return ends a `--` comment (checked against PostgreSQL 15).
         assert_eq!(statements(b"SELECT 1 -- x\r; SET a.b = 2", false), [st(1, set("a.b", "2"))]);
         // A Parse prepares one statement, or none.
-        assert_eq!(parsed(b"SET a.b = 1;", false), [st(0, set("a.b", "1"))]);
-        assert_eq!(parsed(b" ; SET a.b = 1", false), [st(0, set("a.b", "1"))]);
-        assert_eq!(parsed(b"SET a.b = 1; SELECT 1", false), []);
-        assert_eq!(parsed(&b"SET a.b = 1;".repeat(1000), false), []);
+        let parsed = |text: &[u8]| parsed(text, false, Strings::default);
+        assert_eq!(parsed(b"SET a.b = 1;"), [st(0, set("a.b", "1"))]);
+        assert_eq!(parsed(b" ; SET a.b = 1"), [st(0, set("a.b", "1"))]);
+        assert_eq!(parsed(b"SET a.b = 1; SELECT 1"), []);
+        assert_eq!(parsed(&b"SET a.b = 1;".repeat(1000)), []);
+        // With standard_conforming_strings off a backslash escapes a quote (checked against
+        // PostgreSQL 15); on, the same text is one string from its second quote on.
+        let text = br"SELECT 'it\'s'; SET a.b = 1";
+        assert_eq!(statements_in(text, false, || Strings::Backslash), [st(1, set("a.b", "1"))]);
+        assert_eq!(statements(text, false), []);
         // `effects` leaves transaction control out.
         assert_eq!(effects(b"SET a.b = 1; ROLLBACK"), [set("a.b", "1")]);
         // A routine's BEGIN ATOMIC body is one statement with its CREATE: its semicolons split
@@ -567,8 +579,12 @@ mod tests {
         for _ in 0..50_000 {
             let text = texts();
             let found = effects(&text);
-            let lexed: Vec<Effect> =
-                lexed(&text).0.into_iter().map(|s| s.effect).filter(|e| !matches!(e, Effect::Control(_))).collect();
+            let lexed: Vec<Effect> = lexed(&text, Strings::Standard)
+                .0
+                .into_iter()
+                .map(|s| s.effect)
+                .filter(|e| !matches!(e, Effect::Control(_)))
+                .collect();
             assert_eq!(found, lexed, "the cheap test hid an effect in {}", String::from_utf8_lossy(&text));
             for e in found {
                 if let Effect::Set { name, value } = e {

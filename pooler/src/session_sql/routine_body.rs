@@ -79,12 +79,12 @@ impl RoutineBody {
 
 #[cfg(test)]
 mod tests {
-    use super::super::lexer::Lexer;
+    use super::super::lexer::{Lexer, Strings};
     use super::*;
 
     /// Whether each semicolon of `text` ends a statement.
     fn ends(text: &str) -> Vec<bool> {
-        let mut lexer = Lexer { text: text.as_bytes(), at: 0 };
+        let mut lexer = Lexer::new(text.as_bytes(), Strings::Standard);
         let mut body = RoutineBody::default();
         let mut out = Vec::new();
         while let Some(tok) = lexer.next_token() {

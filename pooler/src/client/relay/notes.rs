@@ -22,6 +22,15 @@ fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..at], &bytes[at + 1..]))
 }
 
+/// How the client's `'...'` strings read: standard_conforming_strings as the server last reported
+/// it to the client.
+fn strings(params: &ClientParams) -> session_sql::Strings {
+    match params.get("standard_conforming_strings") {
+        Some(v) if v.eq_ignore_ascii_case("off") => session_sql::Strings::Backslash,
+        _ => session_sql::Strings::Standard,
+    }
+}
+
 /// Keeps the statements whose effects are tracked here.
 fn keep_tracked(params: &ClientParams, statements: &mut Vec<Statement>) {
     // Settings the server reports (client_encoding, application_name, ...) are tracked from its
@@ -61,7 +70,7 @@ impl Relay {
             let text = cstr(rest).map_or(rest, |(text, _)| text);
             // Kept for the Executes that run it, whenever they come: transaction control too.
             let every = busy || session_sql::starts_with_control(text);
-            let mut statements = session_sql::parsed(text, every);
+            let mut statements = session_sql::parsed(text, every, || strings(&self.session.params));
             if !statements.is_empty() {
                 keep_tracked(&self.session.params, &mut statements);
             }
@@ -81,7 +90,7 @@ impl Relay {
         if let Some(made) = self.carry.made.as_mut() {
             made.portals.query();
         }
-        let mut statements = session_sql::statements(text, busy);
+        let mut statements = session_sql::statements_in(text, busy, || strings(&self.session.params));
         if !statements.is_empty() {
             keep_tracked(&self.session.params, &mut statements);
             self.send_statements(statements, busy);
