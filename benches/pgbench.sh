@@ -169,7 +169,8 @@ REPEAT=${REPEAT:-1}
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # measure LABEL ARGS... : one row with all three targets; with REPEAT > 1 the three runs are
-# repeated in turn (direct, PgBouncer, pgmux, direct, ...) and each column is the median.
+# repeated in turn (direct, PgBouncer, pgmux, then direct, pgmux, PgBouncer, ...) and each
+# column is the median.
 measure() {
   local label=$1; shift
   local i d_all="" b_all="" m_all="" bc_all="" mc_all="" w_all="" wc_all=""
@@ -177,8 +178,15 @@ measure() {
     echo "  $label: round $i of $REPEAT" >&2
     read -r d_tps _ < <(run $PG_PORT "$@")
     local b0 m0 b1 m1
-    b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
-    m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
+    # The two poolers take turns going first: whatever the previous run leaves behind (warm
+    # caches, a busier PostgreSQL) does not always favour the same one.
+    if [ $((i % 2)) = 1 ]; then
+      b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
+      m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
+    else
+      m0=$(cpu_ticks "$MUX_PID"); read -r m_tps m_x < <(run $MUX_PORT "$@"); m1=$(cpu_ticks "$MUX_PID")
+      b0=$(cpu_ticks "$BOUNCER_PID"); read -r b_tps b_x < <(run $BOUNCER_PORT "$@"); b1=$(cpu_ticks "$BOUNCER_PID")
+    fi
     d_all+="$d_tps"$'\n'; b_all+="$b_tps"$'\n'; m_all+="$m_tps"$'\n'
     if [ -n "$DOORMAN_PID" ] && [ -n "${WITH_DOORMAN:-}" ]; then
       local w0 w1
