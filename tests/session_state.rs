@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use crate::harness::{db_error, Cluster, Pgmux, PgmuxProcess, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, Cluster, Pgmux, PgmuxProcess, CERT_USER, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 /// The first column of the first row `sql` returns (simple protocol).
 async fn value(c: &Client, sql: &str) -> String {
@@ -318,4 +318,18 @@ async fn a_client_without_standard_conforming_strings_has_its_settings_read_righ
     assert_eq!(value(&b, "SHOW standard_conforming_strings").await, "on");
     assert_eq!(value(&a, TENANT).await, "esc", "replayed for its client");
     assert_eq!(value(&a, "SHOW standard_conforming_strings").await, "off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_all_keeps_the_role_and_the_role_stays_with_its_client() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    let a = connect(&mux).await;
+    let b = connect(&mux).await;
+    // RESET ALL does not reset the role (PostgreSQL 15): the server still runs as CERT_USER.
+    a.simple_query(&format!("SET ROLE {CERT_USER}; SET work_mem = '8MB'; RESET ALL")).await.unwrap();
+    assert_eq!(value(&a, "SELECT current_user").await, CERT_USER);
+    assert_eq!(value(&b, "SELECT current_user").await, SCRAM_USER, "another client never gets the role");
+    assert_eq!(value(&a, "SELECT current_user").await, CERT_USER, "replayed for its client");
+    assert_eq!(value(&a, "SHOW work_mem").await, "4MB");
 }

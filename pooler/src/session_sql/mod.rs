@@ -200,7 +200,10 @@ fn statement(text: &[u8], words: &[Token], end: usize) -> Option<Effect> {
         },
         // The transaction leaves the session; its settings stay, as at COMMIT (and as at
         // COMMIT, a failed one answers ROLLBACK).
-        "prepare" if word(1) == "transaction" => Some(Effect::Control(Control::Commit)),
+        // (`PREPARE TRANSACTION 'id'`: a statement may be called `transaction` too.)
+        "prepare" if word(1) == "transaction" && words.get(2).is_some_and(|t| t.kind == Kind::Literal) => {
+            Some(Effect::Control(Control::Commit))
+        }
         "prepare" => {
             let name = words.get(1).filter(|t| t.is_name()).map(|t| t.name(text))?;
             Some(Effect::Prepare { name, sql: String::from_utf8_lossy(&text[words[0].start..end]).into_owned() })
@@ -436,6 +439,9 @@ mod tests {
         assert_eq!(one(b"ROLLBACK PREPARED 'x'"), []);
         // The open transaction leaves the session, its settings kept (checked against PG 15).
         assert_eq!(one(b"PREPARE TRANSACTION 'x'"), control(Control::Commit));
+        assert!(
+            matches!(one(b"PREPARE transaction AS SELECT 1").as_slice(), [Effect::Prepare { name, .. }] if name == "transaction")
+        );
         assert_eq!(one(b"SAVEPOINT prepared"), control(Control::Savepoint("prepared".into())));
         assert_eq!(one(b"RELEASE prepared"), control(Control::Release("prepared".into())));
         assert_eq!(one(b"ROLLBACK TO prepared"), control(Control::RollbackTo("prepared".into())));

@@ -145,7 +145,10 @@ impl InFlight {
     fn set_in_tx(&mut self, effect: Effect) {
         let from = self.savepoints.last().map_or(0, |&(_, count)| count);
         let superseded = |e: &Effect| match (&effect, e) {
-            (Effect::ResetAll, _) => true,
+            // Except the role, which RESET ALL leaves alone.
+            (Effect::ResetAll, e) => {
+                !matches!(e, Effect::Set { name, .. } | Effect::Reset(name) | Effect::SetLocal { name, .. } if name == "role")
+            }
             // A session-level value replaces the transaction's own (SET LOCAL) too; SET LOCAL
             // replaces only an earlier SET LOCAL (the session value returns at COMMIT).
             (Effect::Set { name, .. } | Effect::Reset(name), Effect::Set { name: n, .. })
@@ -415,6 +418,8 @@ mod tests {
             &[b"BEGIN", b"SET", b"SET", b"RESET", b"SET"],
         );
         assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [Effect::ResetAll, set("e.f", "1")]);
+        run(&mut f, "BEGIN; SET ROLE r1; RESET ALL", 0, t, &[b"BEGIN", b"SET", b"RESET"]);
+        assert_eq!(run(&mut f, "COMMIT", 0, TxStatus::Idle, &[b"COMMIT"]), [set("role", "r1"), Effect::ResetAll]);
         assert!(f.is_idle());
     }
 }

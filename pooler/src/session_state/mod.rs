@@ -45,7 +45,8 @@ impl SessionState {
             Effect::Reset(name) => {
                 self.settings.remove(name);
             }
-            Effect::ResetAll => self.settings.clear(),
+            // RESET ALL leaves the role alone (PostgreSQL 15: `SET ROLE r; RESET ALL` keeps r).
+            Effect::ResetAll => self.settings.retain(|name, _| name == "role"),
             Effect::Prepare { name, sql } => {
                 self.prepared.insert(name.clone(), sql.clone());
             }
@@ -115,6 +116,11 @@ mod tests {
         let r = client.replay_on(&server).unwrap();
         assert_eq!(r.batch, "SET work_mem TO '8MB';RESET lock_timeout;DEALLOCATE r;");
         assert_eq!(r.prepares, [("r".to_owned(), "PREPARE r AS SELECT 2".to_owned())]);
+        // RESET ALL leaves the role (checked against PostgreSQL 15); DISCARD ALL does not.
+        for e in effects(b"SET ROLE r1; RESET ALL") {
+            client.apply(&e);
+        }
+        assert_eq!(client.settings.keys().collect::<Vec<_>>(), ["role"]);
         client.apply(&Effect::DiscardAll);
         assert!(client.is_empty());
         assert_eq!(client.replay_on(&SessionState::default()), None);

@@ -25,7 +25,7 @@ pub(super) struct Carry {
     pub pinned: bool,
     /// Executes since the client's last Sync or Query: which CommandComplete of its batch
     /// answers the statement a Parse names (the one the next Execute runs). Both counts stop at
-    /// 65,535 (the statements beyond count at the first answer beyond): two bytes each keep
+    /// 65,535 (the statements beyond count at the batch's ReadyForQuery, if nothing in it failed): two bytes each keep
     /// the client task within its size class.
     pub executes: u16,
     /// The server's CommandCompletes (and other answers to an Execute) since its last

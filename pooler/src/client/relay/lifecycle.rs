@@ -349,7 +349,7 @@ impl Relay {
         let statements = self.track_prepared && self.tracker.in_flight();
         let session_sql = self.carry.busy();
         if statements || session_sql {
-            let sql = if session_sql { "RESET ALL; DEALLOCATE ALL" } else { "DEALLOCATE ALL" };
+            let sql = if session_sql { "RESET ALL; RESET ROLE; DEALLOCATE ALL" } else { "DEALLOCATE ALL" };
             if server::run_simple_query(server, sql).await.is_err() {
                 return false;
             }

@@ -183,7 +183,12 @@ impl Relay {
         }
         let Some((portal, _)) = cstr(&avail[5..total]) else { return true };
         let Some(effects) = made.portals.executed(portal) else { return true };
-        let at = u32::from(self.carry.executes);
+        // Past the count's end the answer is not known: the statement counts at the batch's
+        // ReadyForQuery, if nothing in it failed.
+        let at = match self.carry.executes {
+            u16::MAX => u32::MAX,
+            n => u32::from(n),
+        };
         let statements = effects.iter().map(|e| Statement { at, effect: e.clone() }).collect();
         let busy = self.carry.busy();
         self.send_statements(statements, busy);
