@@ -22,6 +22,20 @@ fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..at], &bytes[at + 1..]))
 }
 
+/// The body of the message of `total` bytes at the start of `avail`, once it is whole. Else
+/// `Err(false)` with `c_whole` set when it is to be waited for, or `Err(true)` when it is too
+/// long to wait for (it is relayed without a look).
+fn whole_body<'a>(avail: &'a [u8], total: usize, c_whole: &mut usize) -> Result<&'a [u8], bool> {
+    if avail.len() >= total {
+        return Ok(&avail[5..total]);
+    }
+    if total <= MAX_MESSAGE {
+        *c_whole = total;
+        return Err(false);
+    }
+    Err(true)
+}
+
 /// How the client's `'...'` strings read: standard_conforming_strings as the server last reported
 /// it to the client.
 fn strings(params: &ClientParams) -> session_sql::Strings {
@@ -133,16 +147,12 @@ impl Relay {
     /// nothing any more. False when more of it must be in `cin` first.
     fn note_close(&mut self, total: usize) -> bool {
         let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
-        let avail = &self.cin[self.c_ready..];
-        if avail.len() < total {
-            if total <= MAX_MESSAGE {
-                self.c_whole = total;
-                return false;
-            }
-            return true;
-        }
+        let body = match whole_body(&self.cin[self.c_ready..], total, &mut self.c_whole) {
+            Ok(body) => body,
+            Err(go_on) => return go_on,
+        };
         // 'S' or 'P', then the name.
-        if let Some((&kind, rest)) = avail[5..total].split_first() {
+        if let Some((&kind, rest)) = body.split_first() {
             if let Some((name, _)) = cstr(rest) {
                 made.portals.closed(kind == b'P', name);
             }
@@ -173,15 +183,11 @@ impl Relay {
     /// the message must be whole in `cin` first.
     pub(super) fn note_execute(&mut self, total: usize) -> bool {
         let Some(made) = self.carry.made.as_ref().filter(|m| !m.portals.is_empty()) else { return true };
-        let avail = &self.cin[self.c_ready..];
-        if avail.len() < total {
-            if total <= MAX_MESSAGE {
-                self.c_whole = total;
-                return false;
-            }
-            return true;
-        }
-        let Some((portal, _)) = cstr(&avail[5..total]) else { return true };
+        let body = match whole_body(&self.cin[self.c_ready..], total, &mut self.c_whole) {
+            Ok(body) => body,
+            Err(go_on) => return go_on,
+        };
+        let Some((portal, _)) = cstr(body) else { return true };
         let Some(effects) = made.portals.executed(portal) else { return true };
         // Past the count's end the answer is not known: the statement counts at the batch's
         // ReadyForQuery, if nothing in it failed.
