@@ -34,7 +34,8 @@ old=$(leader)
 if [[ $HOW == kill-node ]]; then
     # One long session: a statement every 50 ms, errors allowed, the connection must survive.
     for ((i = 0; i < SECS * 20; i++)); do echo "SELECT current_setting('port'), pg_sleep(0.05);"; done >"$out/session.sql"
-    (psql -X -A -t -q -v ON_ERROR_STOP=0 "${CONN[@]}" -f "$out/session.sql" postgres >"$out/session.out" 2>"$out/session.err"
+    # (set +e: psql's own exit status is the result, not the end of this subshell.)
+    (set +e; psql -X -A -t -q -v ON_ERROR_STOP=0 "${CONN[@]}" -f "$out/session.sql" postgres >"$out/session.out" 2>"$out/session.err"
         echo $? >"$out/session.rc") &
     session=$!
 fi

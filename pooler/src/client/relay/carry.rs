@@ -6,7 +6,6 @@
 
 use pgmux_protocol::backend::TxStatus;
 
-use super::end::{End, Fault};
 use super::Relay;
 use crate::client::prepared;
 use crate::server::{self, ServerConn, ServerError};
@@ -69,6 +68,17 @@ impl Carry {
     #[inline]
     pub fn watches_portals(&self) -> bool {
         self.made.as_ref().is_some_and(|m| !m.portals.is_empty())
+    }
+
+    /// The number, among the answers to the client's batch, of the next statement it sends.
+    /// Past the count's end the answer is not known: u32::MAX, and the statement counts at the
+    /// batch's ReadyForQuery, if nothing in it failed.
+    #[inline]
+    pub fn next_answer(&self) -> u32 {
+        match self.executes {
+            u16::MAX => u32::MAX,
+            n => u32::from(n),
+        }
     }
 
     /// An ErrorResponse from the server.
@@ -188,17 +198,16 @@ impl Relay {
         self.statements.set_context(context);
     }
 
-    /// Makes `server` carry this client's settings and SQL prepared statements.
-    pub(super) async fn replay_session(&mut self, server: &mut ServerConn) -> Result<(), End> {
+    /// Makes `server` carry this client's settings and SQL prepared statements. A statement
+    /// that no longer prepares is dropped from the client's; any other error is the caller's.
+    pub(super) async fn replay_session(&mut self, server: &mut ServerConn) -> Result<(), ServerError> {
         let made = self.carry.made.get_or_insert_with(Default::default);
         let Some(replay) = made.state.replay_on(&server.session_state) else {
             return Ok(());
         };
         if !replay.batch.is_empty() {
             crate::conn_log!(debug, server.tag, "session state: {}", replay.batch);
-            if let Err(e) = Box::pin(server::run_simple_query(server, &replay.batch)).await {
-                return Err(replay_failed(e).into());
-            }
+            Box::pin(server::run_simple_query(server, &replay.batch)).await?;
             // Every SET, RESET and DEALLOCATE ran: the server has the client's settings and no
             // statement the client does not have.
             server.session_state.settings = made.state.settings.clone();
@@ -218,16 +227,9 @@ impl Relay {
                     );
                     made.state.prepared.remove(&name);
                 }
-                Err(e) => return Err(replay_failed(e).into()),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-}
-
-fn replay_failed(e: ServerError) -> Fault {
-    match e {
-        ServerError::Rejected { message, .. } => Fault::server(format!("could not set parameters: {message}")),
-        other => Fault::server(format!("server conn crashed? {other}")),
     }
 }

@@ -30,6 +30,19 @@ pub(super) enum Attaching {
     Prepare(Lease, Micros),
 }
 
+/// Why [`Relay::prepare_server`] did not install its server.
+enum Unprepared {
+    /// The server failed under the SETs or the replay (its socket, not PostgreSQL's refusal):
+    /// nothing of the client's was sent to it, so another server may serve the client.
+    Lost(server::ServerError),
+    /// The session ends (PostgreSQL refused the client's settings).
+    End(End),
+}
+
+/// How many servers found dead while being made ready for one client are replaced before the
+/// client gets the error: enough for every idle server of a pool whose PostgreSQL just died.
+const MAX_LOST_IN_PREPARE: u32 = 16;
+
 /// The part of a release that waits: the server, and whether a cancel request to it is still
 /// in flight.
 pub(super) struct ReleaseRest {
@@ -62,23 +75,45 @@ impl Relay {
     /// The rest of an attach that [`Relay::attach_now`] could not finish: the wait for a server
     /// (watching the client), the SETs that make a server match the client's parameters, the
     /// replay of its session state.
-    pub(super) async fn attach_rest(&mut self, attaching: Attaching) -> Result<(), End> {
+    pub(super) async fn attach_rest(&mut self, mut attaching: Attaching) -> Result<(), End> {
         let pool = self.session.pool.clone();
         pool.clients_waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = WaitingGuard(&pool.clients_waiting);
-        let (server, start) = match attaching {
-            Attaching::Done => return Ok(()),
-            Attaching::Prepare(server, start) => (server, start),
-            Attaching::Wait(start) => {
-                let server = Box::pin(self.wait_for_server(start)).await?;
-                self.count_assignment(Micros::now().micros_since(start));
-                match self.ready_now(server, start) {
-                    Attaching::Prepare(server, start) => (server, start),
-                    _ => return Ok(()),
+        let mut lost = 0;
+        loop {
+            let (server, start) = match attaching {
+                Attaching::Done => return Ok(()),
+                Attaching::Prepare(server, start) => (server, start),
+                Attaching::Wait(start) => {
+                    let server = Box::pin(self.wait_for_server(start)).await?;
+                    self.count_assignment(Micros::now().micros_since(start));
+                    match self.ready_now(server, start) {
+                        Attaching::Prepare(server, start) => (server, start),
+                        _ => return Ok(()),
+                    }
                 }
+            };
+            match self.prepare_server(server, start).await {
+                Ok(()) => return Ok(()),
+                // Nothing of the client's went to that server: another one serves it, as if the
+                // dead one had never been in the pool. Bounded, for a server that dies at every
+                // SET.
+                Err(Unprepared::Lost(e)) if lost < MAX_LOST_IN_PREPARE => {
+                    lost += 1;
+                    crate::conn_log!(
+                        info,
+                        self.session.tag(),
+                        "server lost before the client's query ({e}); trying another"
+                    );
+                    attaching = match self.session.pool.take_ready(&self.settings, start) {
+                        Some(server) => self.ready_now(server, start),
+                        None => Attaching::Wait(start),
+                    };
+                }
+                Err(Unprepared::Lost(e)) => return Err(Fault::server(format!("server conn crashed? {e}")).into()),
+                Err(Unprepared::End(end)) => return Err(end),
             }
-        };
-        self.prepare_server(server, start).await
+        }
     }
 
     /// The statistics of one server assignment, after `waited` microseconds in the queue.
@@ -105,22 +140,22 @@ impl Relay {
 
     /// Makes `server` match the client (its tracked parameters, its session state), then
     /// installs it.
-    async fn prepare_server(&mut self, mut server: Lease, start: Micros) -> Result<(), End> {
+    async fn prepare_server(&mut self, mut server: Lease, start: Micros) -> Result<(), Unprepared> {
         let wanted = self.session.params.fingerprint();
         let sql = if server.synced_params == wanted { None } else { self.session.params.sync_sql(&server.params) };
         server.synced_params = wanted;
         if let Some(sql) = sql {
             crate::conn_log!(debug, server.tag, "varcache_apply: {sql}");
-            if let Err(e) = Box::pin(server::run_simple_query(&mut server, &sql)).await {
-                match e {
-                    server::ServerError::Rejected { sqlstate: _, message, .. } => {
-                        server.release();
-                        return Err(Fault::server(format!("could not set parameters: {message}")).into());
-                    }
-                    other => {
-                        server.close("var change failed");
-                        return Err(Fault::server(format!("server conn crashed? {other}")).into());
-                    }
+            match Box::pin(server::run_simple_query(&mut server, &sql)).await {
+                Ok(()) => {}
+                Err(server::ServerError::Rejected { message, .. }) => {
+                    server.release();
+                    return Err(Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into()));
+                }
+                Err(other) => {
+                    server.close("var change failed");
+                    self.session.pool.server_lost();
+                    return Err(Unprepared::Lost(other));
                 }
             }
             for (k, old, new) in self.session.params.set_canonical(&server.params) {
@@ -133,9 +168,17 @@ impl Relay {
             server.synced_params = self.session.params.fingerprint();
         }
         if self.carry.may_differ(&server.session_state) {
-            if let Err(end) = Box::pin(self.replay_session(&mut server)).await {
+            if let Err(e) = Box::pin(self.replay_session(&mut server)).await {
                 server.close("session state replay failed");
-                return Err(end);
+                return Err(match e {
+                    server::ServerError::Rejected { message, .. } => {
+                        Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into())
+                    }
+                    other => {
+                        self.session.pool.server_lost();
+                        Unprepared::Lost(other)
+                    }
+                });
             }
         }
         self.install(server, start.as_u64());
