@@ -139,3 +139,28 @@ async fn a_name_does_what_its_latest_parse_says_even_one_too_long_to_read() {
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "no SET ran");
 }
+
+/// A Query sent inside an extended batch before its Sync: PostgreSQL answers the batch's
+/// Executes first, so the Query's statements are numbered after them. Counted from 0, the
+/// COMMIT below was matched to the SET's CommandComplete, and the SET of the aborted
+/// transaction came back to the client at its next server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_inside_an_extended_batch_is_numbered_after_its_executes() {
+    let (_mux, mut a, b) = two_clients().await;
+    a.send(|o| {
+        run(o, "", "SELECT 1");
+        run(o, "", "SELECT 2");
+        build::query(o, "BEGIN; SET myapp.tenant = 'aborted'; SELECT 1/0; COMMIT");
+    })
+    .await;
+    let answers = a.until_ready().await;
+    assert_eq!(answers[..8], ["1", "2", "D:1", "C", "1", "2", "D:2", "C"]);
+    assert_eq!(answers[8..10], ["C", "C"], "{answers:?}");
+    assert!(answers[10].starts_with("E:22012"), "{answers:?}");
+    a.send(|o| build::query(o, "ROLLBACK")).await;
+    assert_eq!(a.until_ready().await, ["C", "Z"]);
+    // The other client takes the server; then this one's settings are made again on it.
+    assert_eq!(tenant(&b).await, "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
+}

@@ -107,6 +107,12 @@ impl Relay {
         let mut statements = session_sql::statements_in(text, busy, || strings(&self.session.params));
         if !statements.is_empty() {
             keep_tracked(&self.session.params, &mut statements);
+            // A Query inside an extended batch (before its Sync) is answered after the batch's
+            // Executes: its statements are numbered after theirs.
+            let first = self.carry.next_answer();
+            for s in &mut statements {
+                s.at = s.at.saturating_add(first);
+            }
             self.send_statements(statements, busy);
         }
         true
@@ -189,12 +195,7 @@ impl Relay {
         };
         let Some((portal, _)) = cstr(body) else { return true };
         let Some(effects) = made.portals.executed(portal) else { return true };
-        // Past the count's end the answer is not known: the statement counts at the batch's
-        // ReadyForQuery, if nothing in it failed.
-        let at = match self.carry.executes {
-            u16::MAX => u32::MAX,
-            n => u32::from(n),
-        };
+        let at = self.carry.next_answer();
         let statements = effects.iter().map(|e| Statement { at, effect: e.clone() }).collect();
         let busy = self.carry.busy();
         self.send_statements(statements, busy);
