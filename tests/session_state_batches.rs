@@ -164,3 +164,38 @@ async fn a_query_inside_an_extended_batch_is_numbered_after_its_executes() {
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
 }
+
+/// A Close that PostgreSQL skipped (an earlier message of its batch failed) leaves the
+/// statement there, and the client may still bind it: its SET must still be seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
+    let (_mux, mut a, b) = two_clients().await;
+    a.send(|o| {
+        build::parse(o, "s1", "SET myapp.tenant = 'kept'");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    a.send(|o| {
+        run(o, "", "SELECT 1/0");
+        o.put_u8(b'C');
+        o.put_i32(4 + 1 + 3);
+        o.put_u8(b'S');
+        o.put_slice(b"s1\0");
+        build::sync(o);
+    })
+    .await;
+    let answers = a.until_ready().await;
+    // (1/0 is folded when the unnamed statement is planned, at its Bind.)
+    assert!(answers.len() == 3 && answers[1].starts_with("E:22012"), "{answers:?}");
+    a.send(|o| {
+        build::bind(o, "", "s1", &[]);
+        build::execute(o, "");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["2", "C", "Z"], "s1 is still there");
+    assert_eq!(tenant(&b).await, "", "the SET stays with its client");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
+}

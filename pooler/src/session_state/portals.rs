@@ -17,6 +17,19 @@ const MOST: usize = 256;
 pub struct Portals {
     statements: HashMap<Box<[u8]>, Vec<Effect>>,
     portals: HashMap<Box<[u8]>, Vec<Effect>>,
+    /// Closes whose batch has not been answered yet, with what the name did: PostgreSQL skips
+    /// the rest of a batch after an error, so a Close in a batch that fails may not have run.
+    closing: Vec<Closing>,
+}
+
+/// A name closed in a batch still waiting for its ReadyForQuery.
+#[derive(Debug)]
+struct Closing {
+    /// Which ReadyForQuery answers the batch (1: the next one).
+    ahead: u32,
+    portal: bool,
+    name: Box<[u8]>,
+    effects: Vec<Effect>,
 }
 
 impl Portals {
@@ -58,14 +71,42 @@ impl Portals {
         self.portals.get(portal).map(Vec::as_slice)
     }
 
-    /// A Close of a portal (`portal`) or a statement: it runs nothing any more (a statement
-    /// closed and prepared again under its name may do something else).
-    pub fn closed(&mut self, portal: bool, name: &[u8]) {
-        if portal {
-            self.portals.remove(name);
-        } else {
-            self.statements.remove(name);
+    /// A Close of a portal (`portal`) or a statement, in the batch the `ahead`-th
+    /// ReadyForQuery from now answers: it runs nothing any more (a statement closed and
+    /// prepared again under its name may do something else), unless the batch fails.
+    pub fn closed(&mut self, portal: bool, name: &[u8], ahead: u32) {
+        let known = if portal { &mut self.portals } else { &mut self.statements };
+        if let Some((name, effects)) = known.remove_entry(name) {
+            if self.closing.len() < MOST {
+                self.closing.push(Closing { ahead, portal, name, effects });
+            }
         }
+    }
+
+    /// A ReadyForQuery: the Closes of the batch it answers ran, unless the batch `failed`.
+    /// Then the name keeps what it did, as long as nothing took it since: a Close skipped
+    /// after the error leaves the statement on the server, and one that ran makes a Bind of
+    /// the name fail, which runs nothing.
+    pub fn settle(&mut self, failed: bool) {
+        if self.closing.is_empty() {
+            return;
+        }
+        for c in std::mem::take(&mut self.closing) {
+            if c.ahead > 1 {
+                self.closing.push(Closing { ahead: c.ahead - 1, ..c });
+                continue;
+            }
+            let known = if c.portal { &mut self.portals } else { &mut self.statements };
+            if failed && !known.contains_key(&c.name) {
+                known.insert(c.name, c.effects);
+            }
+        }
+    }
+
+    /// The server was lost: the batches in flight get no ReadyForQuery from it; their Closes
+    /// count as done.
+    pub fn server_lost(&mut self) {
+        self.closing.clear();
     }
 
     /// No statement can be told from another: none is known to do anything. Portals already
@@ -133,14 +174,46 @@ mod tests {
         let mut p = Portals::default();
         p.parsed(b"s1", set("1"));
         p.bound(b"c1", b"s1");
-        p.closed(true, b"c1");
+        p.closed(true, b"c1", 1);
         assert_eq!(p.executed(b"c1"), None);
-        p.closed(false, b"s1");
+        p.closed(false, b"s1", 1);
         p.bound(b"c2", b"s1");
         assert_eq!(p.executed(b"c2"), None);
         p.parsed(b"s2", set("2"));
         p.forget_statements();
         p.bound(b"c3", b"s2");
         assert_eq!(p.executed(b"c3"), None);
+        p.settle(false);
+        p.bound(b"c2", b"s1");
+        assert_eq!(p.executed(b"c2"), None, "its batch went through");
+    }
+
+    #[test]
+    fn a_close_in_a_batch_that_failed_may_not_have_run() {
+        let mut p = Portals::default();
+        p.parsed(b"s1", set("1"));
+        p.parsed(b"s2", set("2"));
+        // Two batches in flight: the first closes s1 and fails, the second closes s2.
+        p.closed(false, b"s1", 1);
+        p.closed(false, b"s2", 2);
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), Some(&set("1")[..]));
+        p.bound(b"c2", b"s2");
+        assert_eq!(p.executed(b"c2"), None, "not answered yet");
+        p.settle(false);
+        p.bound(b"c2", b"s2");
+        assert_eq!(p.executed(b"c2"), None);
+        // A name prepared again after its Close keeps its new meaning.
+        p.closed(false, b"s1", 1);
+        p.parsed(b"s1", set("3"));
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));
+        p.closed(false, b"s1", 1);
+        p.server_lost();
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), None);
     }
 }

@@ -103,6 +103,9 @@ impl Carry {
     pub fn server_lost(&mut self) {
         self.completed = 0;
         self.failed = false;
+        if let Some(m) = self.made.as_mut() {
+            m.portals.server_lost();
+        }
     }
 
     /// False when a server with `server` state surely matches the client (checked before the
@@ -129,6 +132,7 @@ impl Relay {
         self.carry.completed = 0;
         let failed = std::mem::take(&mut self.carry.failed);
         let Some(made) = self.carry.made.as_mut() else { return };
+        made.portals.settle(failed);
         // A name setting in flight counted already (see `refresh_name_context`); settled,
         // failed or rolled back, the context is computed again.
         let mut settings_changed = made.foreseen || made.in_flight.pending().any(prepared::changes_names);

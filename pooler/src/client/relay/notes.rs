@@ -152,6 +152,7 @@ impl Relay {
     /// Notes the Close at `c_ready` (`total` bytes): the statement or portal it names does
     /// nothing any more. False when more of it must be in `cin` first.
     fn note_close(&mut self, total: usize) -> bool {
+        let ahead = self.flow.pending() + 1;
         let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
         let body = match whole_body(&self.cin[self.c_ready..], total, &mut self.c_whole) {
             Ok(body) => body,
@@ -160,7 +161,7 @@ impl Relay {
         // 'S' or 'P', then the name.
         if let Some((&kind, rest)) = body.split_first() {
             if let Some((name, _)) = cstr(rest) {
-                made.portals.closed(kind == b'P', name);
+                made.portals.closed(kind == b'P', name, ahead);
             }
         }
         true
