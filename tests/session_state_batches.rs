@@ -38,9 +38,14 @@ fn run(out: &mut BytesMut, name: &str, sql: &str) {
 /// replays onto the server what it believes each client's settings are. So a setting pgmux
 /// wrongly counts comes back to `raw`, and one it wrongly misses stays for `other`.
 async fn two_clients() -> (Pgmux, Raw, Client) {
+    two_clients_with("").await
+}
+
+/// [`two_clients`] with more settings.
+async fn two_clients_with(extra: &str) -> (Pgmux, Raw, Client) {
     let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n");
-    let setup =
-        Setup { pgbouncer: "auth_type = trust\ndefault_pool_size = 1", userlist: Some(&userlist), ..Setup::default() };
+    let ini = format!("auth_type = trust\ndefault_pool_size = 1\n{extra}");
+    let setup = Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() };
     let mux = Pgmux::start_with(Cluster::shared(), setup);
     let raw = Raw::connect(&mux).await;
     let (other, conn) = tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "app"), NoTls).await.unwrap();
@@ -198,4 +203,41 @@ async fn a_close_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
     assert_eq!(tenant(&b).await, "", "the SET stays with its client");
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
+}
+
+/// The same for a Parse of the unnamed statement skipped after an error (pgmux passing the
+/// client's statements through as they are, max_prepared_statements = 0): the unnamed
+/// statement is still the SET, and a Bind of it without a new Parse runs it. (Only
+/// extended-protocol messages here: a simple Query drops the unnamed statement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
+    let (_mux, mut a, b) = two_clients_with("max_prepared_statements = 0").await;
+    a.send(|o| {
+        run(o, "", "SET myapp.tenant = 'unnamed'");
+        build::sync(o);
+        run(o, "named", "SET myapp.tenant = 'named'");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "2", "C", "Z"]);
+    assert_eq!(a.until_ready().await, ["1", "2", "C", "Z"]);
+    a.send(|o| {
+        run(o, "failing", "SELECT 1/0");
+        build::parse(o, "", "SELECT 2");
+        build::sync(o);
+    })
+    .await;
+    let answers = a.until_ready().await;
+    assert!(answers.len() == 3 && answers[1].starts_with("E:22012"), "{answers:?}");
+    a.send(|o| {
+        build::bind(o, "", "", &[]);
+        build::execute(o, "");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["2", "C", "Z"], "the unnamed statement is still the SET");
+    // The other client takes the server; then this one's settings are made again on it.
+    assert_eq!(tenant(&b).await, "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:unnamed", "C", "Z"], "the last SET that ran");
 }

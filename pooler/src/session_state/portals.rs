@@ -17,19 +17,22 @@ const MOST: usize = 256;
 pub struct Portals {
     statements: HashMap<Box<[u8]>, Vec<Effect>>,
     portals: HashMap<Box<[u8]>, Vec<Effect>>,
-    /// Closes whose batch has not been answered yet, with what the name did: PostgreSQL skips
-    /// the rest of a batch after an error, so a Close in a batch that fails may not have run.
-    closing: Vec<Closing>,
+    /// What Closes and Parses took from names that did something, in batches not answered
+    /// yet: PostgreSQL skips the rest of a batch after an error (and refuses a Parse of a name
+    /// in use), so such a change in a batch that fails may not have taken place.
+    undo: Vec<Undo>,
 }
 
-/// A name closed in a batch still waiting for its ReadyForQuery.
+/// A name's meaning changed in a batch still waiting for its ReadyForQuery.
 #[derive(Debug)]
-struct Closing {
+struct Undo {
     /// Which ReadyForQuery answers the batch (1: the next one).
     ahead: u32,
     portal: bool,
     name: Box<[u8]>,
-    effects: Vec<Effect>,
+    before: Vec<Effect>,
+    /// None: closed, or prepared again with a text that does nothing.
+    after: Option<Vec<Effect>>,
 }
 
 impl Portals {
@@ -39,16 +42,24 @@ impl Portals {
         self.statements.is_empty() && self.portals.is_empty()
     }
 
-    /// A Parse of statement `name` whose text does `effects` (none: it replaces one that did).
-    pub fn parsed(&mut self, name: &[u8], effects: Vec<Effect>) {
-        if effects.is_empty() {
-            self.statements.remove(name);
-            return;
+    /// A Parse of statement `name` whose text does `effects` (none: it replaces one that did),
+    /// in the batch the `ahead`-th ReadyForQuery from now answers.
+    pub fn parsed(&mut self, name: &[u8], effects: Vec<Effect>, ahead: u32) {
+        let replaced = if effects.is_empty() {
+            self.statements.remove(name).map(|before| (before, None))
+        } else if let Some(slot) = self.statements.get_mut(name) {
+            let after = effects.clone();
+            Some((std::mem::replace(slot, effects), Some(after)))
+        } else {
+            if self.statements.len() >= MOST {
+                forget_one(&mut self.statements);
+            }
+            self.statements.insert(name.into(), effects);
+            None
+        };
+        if let Some((before, after)) = replaced.filter(|(before, after)| after.as_ref() != Some(before)) {
+            self.remember(Undo { ahead, portal: false, name: name.into(), before, after });
         }
-        if self.statements.len() >= MOST && !self.statements.contains_key(name) {
-            forget_one(&mut self.statements);
-        }
-        self.statements.insert(name.into(), effects);
     }
 
     /// A Bind of `statement` to `portal`.
@@ -73,40 +84,51 @@ impl Portals {
 
     /// A Close of a portal (`portal`) or a statement, in the batch the `ahead`-th
     /// ReadyForQuery from now answers: it runs nothing any more (a statement closed and
-    /// prepared again under its name may do something else), unless the batch fails.
+    /// prepared again under its name may do something else).
     pub fn closed(&mut self, portal: bool, name: &[u8], ahead: u32) {
         let known = if portal { &mut self.portals } else { &mut self.statements };
-        if let Some((name, effects)) = known.remove_entry(name) {
-            if self.closing.len() < MOST {
-                self.closing.push(Closing { ahead, portal, name, effects });
-            }
+        if let Some((name, before)) = known.remove_entry(name) {
+            self.remember(Undo { ahead, portal, name, before, after: None });
         }
     }
 
-    /// A ReadyForQuery: the Closes of the batch it answers ran, unless the batch `failed`.
-    /// Then the name keeps what it did, as long as nothing took it since: a Close skipped
-    /// after the error leaves the statement on the server, and one that ran makes a Bind of
-    /// the name fail, which runs nothing.
+    /// Keeps `undo` until its batch is answered, as far as the bound goes (beyond it, the
+    /// change counts as made).
+    fn remember(&mut self, undo: Undo) {
+        if self.undo.len() < MOST {
+            self.undo.push(undo);
+        }
+    }
+
+    /// A ReadyForQuery: the Closes and Parses of the batch it answers took place, unless the
+    /// batch `failed`. Then a name whose meaning they changed, and nothing changed since, gets
+    /// back what it did: a Close or Parse skipped after the error (or a Parse refused, its
+    /// name in use) left the statement as it was; a Close that ran makes a Bind of the name
+    /// fail, which runs nothing.
     pub fn settle(&mut self, failed: bool) {
-        if self.closing.is_empty() {
+        if self.undo.is_empty() {
             return;
         }
-        for c in std::mem::take(&mut self.closing) {
-            if c.ahead > 1 {
-                self.closing.push(Closing { ahead: c.ahead - 1, ..c });
-                continue;
-            }
-            let known = if c.portal { &mut self.portals } else { &mut self.statements };
-            if failed && !known.contains_key(&c.name) {
-                known.insert(c.name, c.effects);
+        // Sent in order, so the batch's come first.
+        let settled = self.undo.iter().take_while(|u| u.ahead <= 1).count();
+        let batch: Vec<Undo> = self.undo.drain(..settled).collect();
+        for u in &mut self.undo {
+            u.ahead -= 1;
+        }
+        if failed {
+            for u in batch.into_iter().rev() {
+                let known = if u.portal { &mut self.portals } else { &mut self.statements };
+                if known.get(&u.name) == u.after.as_ref() {
+                    known.insert(u.name, u.before);
+                }
             }
         }
     }
 
-    /// The server was lost: the batches in flight get no ReadyForQuery from it; their Closes
-    /// count as done.
+    /// The server was lost: the batches in flight get no ReadyForQuery from it; their changes
+    /// count as made.
     pub fn server_lost(&mut self) {
-        self.closing.clear();
+        self.undo.clear();
     }
 
     /// No statement can be told from another: none is known to do anything. Portals already
@@ -141,14 +163,14 @@ mod tests {
     fn an_execute_runs_what_its_portal_was_bound_to() {
         let mut p = Portals::default();
         assert!(p.is_empty());
-        p.parsed(b"s1", set("1"));
-        p.parsed(b"", set("2"));
+        p.parsed(b"s1", set("1"), 1);
+        p.parsed(b"", set("2"), 1);
         p.bound(b"", b"s1");
         assert_eq!(p.executed(b""), Some(&set("1")[..]));
         p.bound(b"", b"");
         assert_eq!(p.executed(b""), Some(&set("2")[..]));
         // The unnamed statement parsed again with a text that does nothing.
-        p.parsed(b"", Vec::new());
+        p.parsed(b"", Vec::new(), 1);
         p.bound(b"", b"");
         assert_eq!(p.executed(b""), None);
         p.bound(b"c1", b"s1");
@@ -161,7 +183,7 @@ mod tests {
         let mut p = Portals::default();
         for i in 0..(3 * MOST) {
             let name = format!("s{i}");
-            p.parsed(name.as_bytes(), set("1"));
+            p.parsed(name.as_bytes(), set("1"), 1);
             p.bound(name.as_bytes(), name.as_bytes());
         }
         assert!(p.statements.len() <= MOST && p.portals.len() <= MOST);
@@ -172,14 +194,14 @@ mod tests {
     #[test]
     fn a_closed_name_runs_nothing() {
         let mut p = Portals::default();
-        p.parsed(b"s1", set("1"));
+        p.parsed(b"s1", set("1"), 1);
         p.bound(b"c1", b"s1");
         p.closed(true, b"c1", 1);
         assert_eq!(p.executed(b"c1"), None);
         p.closed(false, b"s1", 1);
         p.bound(b"c2", b"s1");
         assert_eq!(p.executed(b"c2"), None);
-        p.parsed(b"s2", set("2"));
+        p.parsed(b"s2", set("2"), 1);
         p.forget_statements();
         p.bound(b"c3", b"s2");
         assert_eq!(p.executed(b"c3"), None);
@@ -191,8 +213,8 @@ mod tests {
     #[test]
     fn a_close_in_a_batch_that_failed_may_not_have_run() {
         let mut p = Portals::default();
-        p.parsed(b"s1", set("1"));
-        p.parsed(b"s2", set("2"));
+        p.parsed(b"s1", set("1"), 1);
+        p.parsed(b"s2", set("2"), 1);
         // Two batches in flight: the first closes s1 and fails, the second closes s2.
         p.closed(false, b"s1", 1);
         p.closed(false, b"s2", 2);
@@ -204,9 +226,19 @@ mod tests {
         p.settle(false);
         p.bound(b"c2", b"s2");
         assert_eq!(p.executed(b"c2"), None);
+        // A Parse of a name in use is refused: the name keeps its meaning.
+        p.parsed(b"s1", set("4"), 1);
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), Some(&set("1")[..]));
+        p.parsed(b"", set("5"), 1);
+        p.parsed(b"", Vec::new(), 1);
+        p.settle(true);
+        p.bound(b"c1", b"");
+        assert_eq!(p.executed(b"c1"), Some(&set("5")[..]), "the Parse that replaced it may not have run");
         // A name prepared again after its Close keeps its new meaning.
         p.closed(false, b"s1", 1);
-        p.parsed(b"s1", set("3"));
+        p.parsed(b"s1", set("3"), 1);
         p.settle(true);
         p.bound(b"c1", b"s1");
         assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));

@@ -79,6 +79,7 @@ impl Relay {
         // or ROLLBACK TO SAVEPOINT decides whether they count.
         let busy = self.carry.busy();
         if tag == tags::frontend::PARSE {
+            let ahead = self.flow.pending() + 1;
             // Statement name, then the query text.
             let Some((name, rest)) = cstr(body) else { return true };
             let text = cstr(rest).map_or(rest, |(text, _)| text);
@@ -91,12 +92,12 @@ impl Relay {
             if statements.is_empty() {
                 // The name may have done something before.
                 if let Some(made) = self.carry.made.as_mut() {
-                    made.portals.parsed(name, Vec::new());
+                    made.portals.parsed(name, Vec::new(), ahead);
                 }
                 return true;
             }
             let effects = statements.into_iter().map(|s| s.effect).collect();
-            self.carry.made.get_or_insert_with(Default::default).portals.parsed(name, effects);
+            self.carry.made.get_or_insert_with(Default::default).portals.parsed(name, effects, ahead);
             return true;
         }
         // The text and its terminating zero.
@@ -133,11 +134,12 @@ impl Relay {
     /// A Parse too long to look at (its text does nothing tracked): whatever its statement's
     /// name did before, it no longer does. False when more of its start must be in `cin` first.
     fn forget_parsed(&mut self) -> bool {
+        let ahead = self.flow.pending() + 1;
         let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
         let avail = &self.cin[self.c_ready..];
         let head = 5 + MAX_NAME;
         match cstr(&avail[5.min(avail.len())..head.min(avail.len())]) {
-            Some((name, _)) => made.portals.parsed(name, Vec::new()),
+            Some((name, _)) => made.portals.parsed(name, Vec::new(), ahead),
             None if avail.len() < head => {
                 self.c_whole = head;
                 return false;
