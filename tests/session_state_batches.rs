@@ -171,10 +171,18 @@ async fn a_query_inside_an_extended_batch_is_numbered_after_its_executes() {
 }
 
 /// A Close that PostgreSQL skipped (an earlier message of its batch failed) leaves the
-/// statement there, and the client may still bind it: its SET must still be seen.
+/// statement there, and the client may still bind it: its SET must still be seen. With
+/// max_prepared_statements = 0 the Close reaches PostgreSQL, which skips it; with it above 0
+/// pgmux answers the Close itself and takes it back after the error, as PostgreSQL would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
-    let (_mux, mut a, b) = two_clients().await;
+    for extra in ["max_prepared_statements = 0", ""] {
+        close_skipped_after_an_error(extra).await;
+    }
+}
+
+async fn close_skipped_after_an_error(extra: &str) {
+    let (_mux, mut a, b) = two_clients_with(extra).await;
     a.send(|o| {
         build::parse(o, "s1", "SET myapp.tenant = 'kept'");
         build::sync(o);
@@ -240,4 +248,50 @@ async fn a_parse_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
     assert_eq!(tenant(&b).await, "");
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:unnamed", "C", "Z"], "the last SET that ran");
+}
+
+/// The server lost with a Close in flight: which of the batch's messages it saw is not known,
+/// and pgmux gives the client its statement back (max_prepared_statements above 0), so the
+/// name's SET must still be seen when the client binds it on the next server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
+    let (_mux, mut a, b) = two_clients().await;
+    let pg = Cluster::shared();
+    let direct_url =
+        format!("host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app", pg.socket_dir.display(), pg.port);
+    let (direct, conn) = tokio_postgres::connect(&direct_url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    a.send(|o| {
+        build::parse(o, "s1", "SET myapp.tenant = 'kept'");
+        build::sync(o);
+        run(o, "", "SELECT pg_backend_pid()");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    let answers = a.until_ready().await;
+    let pid: i32 = answers[2].strip_prefix("D:").unwrap().parse().unwrap();
+    a.send(|o| {
+        run(o, "", "SELECT pg_sleep(5)");
+        o.put_u8(b'C');
+        o.put_i32(4 + 1 + 3);
+        o.put_u8(b'S');
+        o.put_slice(b"s1\0");
+        build::sync(o);
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    direct.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    let answers = a.until_ready().await;
+    assert!(answers.iter().any(|m| m.starts_with("E:08006")), "{answers:?}");
+    a.send(|o| {
+        build::bind(o, "", "s1", &[]);
+        build::execute(o, "");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["2", "C", "Z"], "s1 is the client's still");
+    assert_eq!(tenant(&b).await, "", "the SET stays with its client");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
 }

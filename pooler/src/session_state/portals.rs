@@ -30,7 +30,8 @@ struct Undo {
     ahead: u32,
     portal: bool,
     name: Box<[u8]>,
-    before: Vec<Effect>,
+    /// None: the name did nothing (it was closed earlier in a batch still unanswered).
+    before: Option<Vec<Effect>>,
     /// None: closed, or prepared again with a text that does nothing.
     after: Option<Vec<Effect>>,
 }
@@ -46,18 +47,22 @@ impl Portals {
     /// in the batch the `ahead`-th ReadyForQuery from now answers.
     pub fn parsed(&mut self, name: &[u8], effects: Vec<Effect>, ahead: u32) {
         let replaced = if effects.is_empty() {
-            self.statements.remove(name).map(|before| (before, None))
+            self.statements.remove(name).map(|before| (Some(before), None))
         } else if let Some(slot) = self.statements.get_mut(name) {
             let after = effects.clone();
-            Some((std::mem::replace(slot, effects), Some(after)))
+            Some((Some(std::mem::replace(slot, effects)), Some(after)))
         } else {
             if self.statements.len() >= MOST {
                 forget_one(&mut self.statements);
             }
+            // A name closed in a batch still unanswered: taking that Close back must take this
+            // back first.
+            let reopened = self.undo.iter().any(|u| !u.portal && *u.name == *name);
+            let after = reopened.then(|| effects.clone());
             self.statements.insert(name.into(), effects);
-            None
+            after.map(|after| (None, Some(after)))
         };
-        if let Some((before, after)) = replaced.filter(|(before, after)| after.as_ref() != Some(before)) {
+        if let Some((before, after)) = replaced.filter(|(before, after)| before != after) {
             self.remember(Undo { ahead, portal: false, name: name.into(), before, after });
         }
     }
@@ -88,7 +93,7 @@ impl Portals {
     pub fn closed(&mut self, portal: bool, name: &[u8], ahead: u32) {
         let known = if portal { &mut self.portals } else { &mut self.statements };
         if let Some((name, before)) = known.remove_entry(name) {
-            self.remember(Undo { ahead, portal, name, before, after: None });
+            self.remember(Undo { ahead, portal, name, before: Some(before), after: None });
         }
     }
 
@@ -116,19 +121,31 @@ impl Portals {
             u.ahead -= 1;
         }
         if failed {
-            for u in batch.into_iter().rev() {
-                let known = if u.portal { &mut self.portals } else { &mut self.statements };
-                if known.get(&u.name) == u.after.as_ref() {
-                    known.insert(u.name, u.before);
-                }
-            }
+            self.take_back(batch);
         }
     }
 
-    /// The server was lost: the batches in flight get no ReadyForQuery from it; their changes
-    /// count as made.
+    /// The server was lost: the batches in flight get no ReadyForQuery from it, and which of
+    /// their Closes and Parses it saw is not known. They are taken back, as for a failed
+    /// batch (and as the client's named statements are, with max_prepared_statements above 0):
+    /// a name kept that is gone only makes its Bind fail.
     pub fn server_lost(&mut self) {
-        self.undo.clear();
+        let all = std::mem::take(&mut self.undo);
+        self.take_back(all);
+    }
+
+    /// Gives the names changed by `changes` their old meaning, latest change first, where
+    /// nothing changed them since.
+    fn take_back(&mut self, changes: Vec<Undo>) {
+        for u in changes.into_iter().rev() {
+            let known = if u.portal { &mut self.portals } else { &mut self.statements };
+            if known.get(&u.name) == u.after.as_ref() {
+                match u.before {
+                    Some(before) => known.insert(u.name, before),
+                    None => known.remove(&u.name),
+                };
+            }
+        }
     }
 
     /// No statement can be told from another: none is known to do anything. Portals already
@@ -236,16 +253,27 @@ mod tests {
         p.settle(true);
         p.bound(b"c1", b"");
         assert_eq!(p.executed(b"c1"), Some(&set("5")[..]), "the Parse that replaced it may not have run");
-        // A name prepared again after its Close keeps its new meaning.
+        // Closed and prepared again in one failed batch: both may have been skipped.
         p.closed(false, b"s1", 1);
         p.parsed(b"s1", set("3"), 1);
         p.settle(true);
         p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), Some(&set("1")[..]));
+        // The same in a batch that went through.
+        p.closed(false, b"s1", 1);
+        p.parsed(b"s1", set("3"), 1);
+        p.settle(false);
+        p.bound(b"c1", b"s1");
         assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));
+        // A name prepared for the first time keeps its meaning whatever its batch did.
+        p.parsed(b"s9", set("9"), 1);
+        p.settle(true);
+        p.bound(b"c9", b"s9");
+        assert_eq!(p.executed(b"c9"), Some(&set("9")[..]));
+        // The server lost with a Close in flight: the Close is taken back too.
         p.closed(false, b"s1", 1);
         p.server_lost();
-        p.settle(true);
         p.bound(b"c1", b"s1");
-        assert_eq!(p.executed(b"c1"), None);
+        assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));
     }
 }

@@ -86,7 +86,10 @@ impl Relay {
                 Attaching::Prepare(server, start) => (server, start),
                 Attaching::Wait(start) => {
                     let server = Box::pin(self.wait_for_server(start)).await?;
-                    self.count_assignment(Micros::now().micros_since(start));
+                    // One assignment, however many servers were found dead on the way.
+                    if lost == 0 {
+                        self.count_assignment(Micros::now().micros_since(start));
+                    }
                     match self.ready_now(server, start) {
                         Attaching::Prepare(server, start) => (server, start),
                         _ => return Ok(()),
@@ -96,8 +99,8 @@ impl Relay {
             match self.prepare_server(server, start).await {
                 Ok(()) => return Ok(()),
                 // Nothing of the client's went to that server: another one serves it, as if the
-                // dead one had never been in the pool. Bounded, for a server that dies at every
-                // SET.
+                // dead one had never been in the pool. Bounded, though only a server that served
+                // before is retried (one that dies at its first SET may be killed by it).
                 Err(Unprepared::Lost(e)) if lost < MAX_LOST_IN_PREPARE => {
                     lost += 1;
                     crate::conn_log!(
@@ -126,11 +129,7 @@ impl Relay {
     }
 
     /// Installs `server` when it needs no SET and no replay (`Done`); else `Prepare`.
-    fn ready_now(&mut self, mut server: Lease, start: Micros) -> Attaching {
-        if !server.leftover.is_empty() {
-            let left = std::mem::take(&mut server.leftover);
-            self.sout.extend_from_slice(&left);
-        }
+    fn ready_now(&mut self, server: Lease, start: Micros) -> Attaching {
         if server.synced_params != self.session.params.fingerprint() || self.carry.may_differ(&server.session_state) {
             return Attaching::Prepare(server, start);
         }
@@ -152,11 +151,7 @@ impl Relay {
                     server.release();
                     return Err(Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into()));
                 }
-                Err(other) => {
-                    server.close("var change failed");
-                    self.session.pool.server_lost();
-                    return Err(Unprepared::Lost(other));
-                }
+                Err(other) => return Err(self.lost_in_prepare(server, "var change failed", other)),
             }
             for (k, old, new) in self.session.params.set_canonical(&server.params) {
                 crate::conn_log!(
@@ -169,20 +164,31 @@ impl Relay {
         }
         if self.carry.may_differ(&server.session_state) {
             if let Err(e) = Box::pin(self.replay_session(&mut server)).await {
-                server.close("session state replay failed");
                 return Err(match e {
                     server::ServerError::Rejected { message, .. } => {
+                        server.close("session state replay failed");
                         Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into())
                     }
-                    other => {
-                        self.session.pool.server_lost();
-                        Unprepared::Lost(other)
-                    }
+                    other => self.lost_in_prepare(server, "session state replay failed", other),
                 });
             }
         }
         self.install(server, start.as_u64());
         Ok(())
+    }
+
+    /// `server` failed under a query pgmux ran to make it match the client: closed. Another
+    /// may serve the client when this one had served clients before (it died in the pool);
+    /// a fresh one that fails at once fails the client.
+    fn lost_in_prepare(&self, server: Lease, reason: &str, e: server::ServerError) -> Unprepared {
+        let served = server.tag.served;
+        server.close(reason);
+        self.session.pool.server_lost();
+        if served {
+            Unprepared::Lost(e)
+        } else {
+            Unprepared::End(Fault::server(format!("server conn crashed? {e}")).into())
+        }
     }
 
     /// The slow part of [`Relay::attach_rest`]: queue for a server while watching the client, a
@@ -276,6 +282,12 @@ impl Relay {
     /// Makes `server` the session's: cancel requests, SHOW CLIENTS state, prepared-statement
     /// tracking. `request_us` is when the client asked for it (registry clock).
     pub(super) fn install(&mut self, mut server: Lease, request_us: u64) {
+        // What the server sent after its last ReadyForQuery (read with the answer to a check,
+        // SET or replay query) is the client's now.
+        if !server.leftover.is_empty() {
+            let left = std::mem::take(&mut server.leftover);
+            self.sout.extend_from_slice(&left);
+        }
         let info = &self.session.info;
         self.session.cancel.attach(&server.addr, server.backend_key);
         server.tag.served = true;
