@@ -295,3 +295,34 @@ async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
 }
+
+/// A Query sent inside an extended batch after its error, before its Sync: PostgreSQL skips it
+/// (everything up to the Sync is), so no ReadyForQuery answers it. pgmux waited for one and
+/// kept the server for this client forever; now it counts the Query as skipped (and its SET as
+/// not run), and the server goes back to the pool at the Sync's ReadyForQuery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_skipped_after_an_error_in_a_batch_is_owed_no_ready() {
+    let (_mux, mut a, b) = two_clients().await;
+    // A statement of the client's own first, so that the batch's messages are tracked.
+    a.send(|o| {
+        build::parse(o, "s1", "SELECT 1");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    a.send(|o| {
+        run(o, "", "SELECT 1/0");
+        build::query(o, "SET myapp.tenant = 'skipped'");
+        build::bind(o, "", "s1", &[]);
+        build::execute(o, "");
+        build::sync(o);
+    })
+    .await;
+    let answers = a.until_ready().await;
+    assert!(answers.len() == 3 && answers[1].starts_with("E:22012"), "{answers:?}");
+    // The only server is free for the other client.
+    let other = tokio::time::timeout(std::time::Duration::from_secs(3), tenant(&b)).await;
+    assert_eq!(other.expect("the server went back to the pool"), "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the skipped SET is not replayed");
+}

@@ -147,6 +147,12 @@ impl Flow {
         self.tx = status;
     }
 
+    /// The server skipped a Query (sent inside an extended batch after an error there, before
+    /// the batch's Sync): no ReadyForQuery will answer it.
+    pub fn skipped(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
     /// The server is gone: what it left unanswered, and the books start afresh.
     pub fn forget(&mut self) -> Unanswered {
         let left = Unanswered { pending: self.pending, batch: self.batch, copy: self.copy, tx: self.tx };
@@ -179,6 +185,17 @@ mod tests {
         assert!(f.idle());
         sent(&mut f, "Q");
         assert!(!f.idle());
+        f.ready(TxStatus::Idle);
+        assert!(f.idle());
+    }
+
+    #[test]
+    fn a_query_skipped_in_a_failed_batch_is_owed_nothing() {
+        let mut f = Flow::default();
+        sent(&mut f, "PBE Q BES");
+        assert_eq!(f.pending(), 2);
+        f.error();
+        f.skipped();
         f.ready(TxStatus::Idle);
         assert!(f.idle());
     }

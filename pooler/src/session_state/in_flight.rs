@@ -73,6 +73,17 @@ impl InFlight {
         }
     }
 
+    /// The request the next ReadyForQuery would have answered was skipped by the server (a
+    /// Query sent after an error in an extended batch, before its Sync): its statements, and
+    /// the batch's before it, did not run, and that ReadyForQuery will not come.
+    pub fn skipped(&mut self) {
+        let own = self.waiting.iter().take_while(|s| s.ahead == 1).count();
+        self.waiting.drain(..own);
+        for s in &mut self.waiting {
+            s.ahead -= 1;
+        }
+    }
+
     /// A ReadyForQuery, `failed` when an ErrorResponse came since the last one (the statement
     /// it answers did not run, nor did the rest of its request): the effects that have now
     /// taken place.
@@ -232,6 +243,18 @@ mod tests {
 
     fn set(name: &str, value: &str) -> Effect {
         Effect::Set { name: name.into(), value: value.into() }
+    }
+
+    #[test]
+    fn a_skipped_request_is_owed_no_ready() {
+        let mut f = InFlight::default();
+        // A Query skipped after an error in its batch, and the next request's SET behind it.
+        f.sent(statements(b"SET a.b = 1", false), 1);
+        f.sent(statements(b"SET a.c = 2", false), 2);
+        f.skipped();
+        f.on_command_complete(0, b"SET");
+        assert_eq!(f.on_ready(TxStatus::Idle, false), [set("a.c", "2")]);
+        assert!(f.is_idle());
     }
 
     #[test]

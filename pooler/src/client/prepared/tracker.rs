@@ -98,6 +98,9 @@ pub struct Tracker {
     /// Shape-changing DDL completed in the current transaction: the statement epoch is raised
     /// when it ends (invalidation.rs).
     pub ddl_seen: bool,
+    /// Queries the server skipped (sent inside an extended batch after its error, before its
+    /// Sync): no ReadyForQuery will answer them. One byte, within the struct's padding.
+    skipped_queries: u8,
 }
 
 /// What to do with a response from the server.
@@ -137,6 +140,9 @@ impl Tracker {
         if self.skipping {
             if item.kind != Kind::Sync {
                 // PostgreSQL ignores it: nothing it would have done happens, no answer comes.
+                if item.kind == Kind::Query {
+                    self.skipped_queries = self.skipped_queries.saturating_add(1);
+                }
                 item.undo(server, client);
                 return;
             }
@@ -236,9 +242,18 @@ impl Tracker {
         let end = self.queue.iter().position(|i| i.kind == Kind::Sync);
         let skipped: Vec<Item> = self.queue.drain(..end.unwrap_or(self.queue.len())).collect();
         for item in skipped.into_iter().rev() {
+            if item.kind == Kind::Query {
+                self.skipped_queries = self.skipped_queries.saturating_add(1);
+            }
             item.undo(server, client);
         }
         self.skipping = end.is_none();
+    }
+
+    /// How many Queries the server skipped since the last call, each owed no ReadyForQuery.
+    #[inline]
+    pub fn take_skipped_queries(&mut self) -> u8 {
+        std::mem::take(&mut self.skipped_queries)
     }
 
     /// Whether the oldest request is one pgmux answers itself (checked before every server

@@ -172,6 +172,19 @@ impl Relay {
         }
     }
 
+    /// Books the Queries the server skipped (the prepared-statement tracker saw them skipped:
+    /// sent after an error in an extended batch, before its Sync): each is owed no
+    /// ReadyForQuery, and what it and its batch would have done did not happen.
+    pub(super) fn queries_skipped(&mut self) {
+        for _ in 0..self.tracker.take_skipped_queries() {
+            self.flow.skipped();
+            if let Some(made) = self.carry.made.as_mut() {
+                made.in_flight.skipped();
+                made.portals.settle(true);
+            }
+        }
+    }
+
     /// Recomputes which statements this client may share ([`prepared::name_context`]): after
     /// its settings or its tracked parameters changed. Settings sent but not settled count as
     /// made: a statement the client prepares after `SET search_path` in a transaction, or right

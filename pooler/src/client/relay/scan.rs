@@ -118,6 +118,9 @@ impl Relay {
                         }
                     }
                     self.begin_request(tag == tags::frontend::SYNC);
+                    if tag != tags::frontend::SYNC {
+                        self.queries_skipped();
+                    }
                 }
                 tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::DESCRIBE | tags::frontend::CLOSE
                     if self.track_prepared =>
@@ -363,6 +366,8 @@ impl Relay {
                     self.flow.error();
                     self.carry.on_error();
                     self.s_skip = total;
+                    // The tracker (above) saw which Queries the error makes the server skip.
+                    self.queries_skipped();
                 }
                 tags::backend::COMMAND_COMPLETE if self.carry.busy() => {
                     if avail.len() < total {
