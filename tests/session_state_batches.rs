@@ -326,3 +326,40 @@ async fn a_query_skipped_after_an_error_in_a_batch_is_owed_no_ready() {
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the skipped SET is not replayed");
 }
+
+/// COPY FROM STDIN started by an Execute: PostgreSQL ignores the Sync sent behind it, and the
+/// batch goes on after CopyDone, its Executes numbered after the COPY's. Numbered from that
+/// ignored Sync, the COMMIT below was matched to the SET's CommandComplete, and the SET of the
+/// aborted transaction came back to the client at its next server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_goes_on_after_copy_numbers_its_executes_after_the_copy() {
+    let (_mux, mut a, b) = two_clients().await;
+    b.batch_execute("CREATE TABLE IF NOT EXISTS batches_copy_target (v int)").await.unwrap();
+    a.send(|o| {
+        run(o, "", "BEGIN");
+        run(o, "", "COPY batches_copy_target FROM STDIN");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until(b'G').await, ["1", "2", "C", "1", "2", "G"]);
+    a.send(|o| {
+        o.put_u8(b'd');
+        o.put_i32(4 + 2);
+        o.put_slice(b"1\n");
+        o.put_u8(b'c');
+        o.put_i32(4);
+        run(o, "", "SET myapp.tenant = 'aborted'");
+        run(o, "", "SELECT 1/0");
+        run(o, "", "COMMIT");
+        build::sync(o);
+    })
+    .await;
+    let answers = a.until_ready().await;
+    assert_eq!(answers[..5], ["C", "1", "2", "C", "1"], "{answers:?}");
+    assert!(answers[5].starts_with("E:22012") && answers[6] == "Z", "{answers:?}");
+    a.send(|o| build::query(o, "ROLLBACK")).await;
+    assert_eq!(a.until_ready().await, ["C", "Z"]);
+    assert_eq!(tenant(&b).await, "");
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
+}

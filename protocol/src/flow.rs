@@ -128,12 +128,15 @@ impl Flow {
     /// CopyInResponse came. When the last request was a Sync (COPY started by an Execute), the
     /// server ignores that Sync: it is no longer owed an answer, and the batch is open again
     /// until the client's Sync after CopyDone.
-    pub fn copy_in_response(&mut self) {
+    /// True when that Sync was taken back.
+    pub fn copy_in_response(&mut self) -> bool {
         self.copy = CopyIn::Receiving;
         if self.last == LastRequest::Sync && self.pending > 0 {
             self.pending -= 1;
             self.batch = Batch::Open;
+            return true;
         }
+        false
     }
 
     /// An ErrorResponse came: a COPY FROM STDIN ends with it.

@@ -98,6 +98,12 @@ impl Carry {
         }
     }
 
+    /// COPY FROM STDIN started by an Execute: the server ignores the Sync behind it, and the
+    /// batch's next Execute (after CopyDone) comes after the answers so far and the COPY's own.
+    pub fn copy_went_on(&mut self) {
+        self.executes = self.completed.saturating_add(1);
+    }
+
     /// The server was lost with nothing waiting on its answers: the next server's are
     /// numbered from the start.
     pub fn server_lost(&mut self) {

@@ -349,7 +349,11 @@ impl Relay {
                 tags::backend::COPY_IN_RESPONSE => {
                     // A Sync sent after the Execute that started COPY is ignored by the server;
                     // the client's Sync after CopyDone will be answered instead.
-                    self.flow.copy_in_response();
+                    if self.flow.copy_in_response() {
+                        // The batch goes on after CopyDone: its Executes are numbered after the
+                        // one that started COPY, not from that ignored Sync.
+                        self.carry.copy_went_on();
+                    }
                     self.s_skip = total;
                 }
                 tags::backend::ERROR_RESPONSE => {
