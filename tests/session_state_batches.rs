@@ -1,7 +1,9 @@
-//! Session state from extended-protocol batches sent in pieces (a Flush, then the rest): which
-//! settings count depends on the server's answers to the whole batch, including those that came
-//! before the first statement worth tracking was sent, and on what each statement name stands
-//! for when it is executed (a Parse too long to read replaces what the name did).
+//! Session state from extended-protocol batches: which settings count depends on the server's
+//! answers to the whole batch, including those that came before the first statement worth
+//! tracking was sent (a batch sent in pieces, a Flush between), those to a Query sent inside the
+//! batch and to a COPY its Execute started; on what each statement name stands for when it is
+//! executed (a Parse too long to read replaces what the name did; a Parse or Close that a failed
+//! batch or a lost server may have skipped does not); and on a Query skipped after an error.
 
 use bytes::{BufMut, BytesMut};
 use pgmux_protocol::build;
