@@ -365,3 +365,27 @@ async fn a_batch_that_goes_on_after_copy_numbers_its_executes_after_the_copy() {
     a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
     assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
 }
+
+/// The same Query skipped, and the client gone before its Sync: the server still skips up to a
+/// Sync, so it is not clean, and the next client must not get it as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_after_a_skipped_query_leaves_no_stuck_server() {
+    let (_mux, mut a, b) = two_clients().await;
+    a.send(|o| {
+        build::parse(o, "s1", "SELECT 1");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(a.until_ready().await, ["1", "Z"]);
+    a.send(|o| {
+        run(o, "", "SELECT 1/0");
+        flush(o);
+    })
+    .await;
+    assert!(a.until(b'E').await.last().unwrap().starts_with("E:22012"));
+    a.send(|o| build::query(o, "SELECT 1")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(a);
+    let other = tokio::time::timeout(std::time::Duration::from_secs(8), tenant(&b)).await;
+    assert_eq!(other.expect("the other client is served"), "");
+}

@@ -80,7 +80,7 @@ impl InFlight {
         let own = self.waiting.iter().take_while(|s| s.ahead == 1).count();
         self.waiting.drain(..own);
         for s in &mut self.waiting {
-            s.ahead -= 1;
+            s.ahead = s.ahead.saturating_sub(1);
         }
     }
 
@@ -106,7 +106,7 @@ impl InFlight {
             }
         }
         for s in &mut self.waiting {
-            s.ahead -= 1;
+            s.ahead = s.ahead.saturating_sub(1);
         }
         match status {
             // An error ended the query's implicit transaction: it rolled back.

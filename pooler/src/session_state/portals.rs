@@ -21,6 +21,12 @@ pub struct Portals {
     /// yet: PostgreSQL skips the rest of a batch after an error (and refuses a Parse of a name
     /// in use), so such a change in a batch that fails may not have taken place.
     undo: Vec<Undo>,
+    /// Parses and Closes the client sent since its last Sync or Query: the number of the next.
+    sent_in_batch: u32,
+    /// ParseComplete and CloseComplete the client got since the last ReadyForQuery: in a batch
+    /// that failed, the Parses and Closes numbered below this took place, the rest were
+    /// skipped.
+    answered_in_batch: u32,
 }
 
 /// A name's meaning changed in a batch still waiting for its ReadyForQuery.
@@ -28,6 +34,8 @@ pub struct Portals {
 struct Undo {
     /// Which ReadyForQuery answers the batch (1: the next one).
     ahead: u32,
+    /// The message's number among its batch's Parses and Closes.
+    number: u32,
     portal: bool,
     name: Box<[u8]>,
     /// None: the name did nothing (it was closed earlier in a batch still unanswered).
@@ -46,6 +54,7 @@ impl Portals {
     /// A Parse of statement `name` whose text does `effects` (none: it replaces one that did),
     /// in the batch the `ahead`-th ReadyForQuery from now answers.
     pub fn parsed(&mut self, name: &[u8], effects: Vec<Effect>, ahead: u32) {
+        let number = self.name_message();
         let replaced = if effects.is_empty() {
             self.statements.remove(name).map(|before| (Some(before), None))
         } else if let Some(slot) = self.statements.get_mut(name) {
@@ -63,7 +72,7 @@ impl Portals {
             after.map(|after| (None, Some(after)))
         };
         if let Some((before, after)) = replaced.filter(|(before, after)| before != after) {
-            self.remember(Undo { ahead, portal: false, name: name.into(), before, after });
+            self.remember(Undo { ahead, number, portal: false, name: name.into(), before, after });
         }
     }
 
@@ -91,10 +100,36 @@ impl Portals {
     /// ReadyForQuery from now answers: it runs nothing any more (a statement closed and
     /// prepared again under its name may do something else).
     pub fn closed(&mut self, portal: bool, name: &[u8], ahead: u32) {
+        let number = self.name_message();
         let known = if portal { &mut self.portals } else { &mut self.statements };
         if let Some((name, before)) = known.remove_entry(name) {
-            self.remember(Undo { ahead, portal, name, before: Some(before), after: None });
+            self.remember(Undo { ahead, number, portal, name, before: Some(before), after: None });
         }
+    }
+
+    /// Counts a Parse or Close the client sent (one that names nothing known too, so that the
+    /// numbers match the answers): its number in its batch.
+    pub fn name_message(&mut self) -> u32 {
+        let number = self.sent_in_batch;
+        self.sent_in_batch = number.saturating_add(1);
+        number
+    }
+
+    /// The client sent a Sync, Query or FunctionCall: its next Parse or Close is a new
+    /// batch's first.
+    pub fn request_sent(&mut self) {
+        self.sent_in_batch = 0;
+    }
+
+    /// A ParseComplete or CloseComplete reached the client (the server's, or pgmux's own).
+    pub fn name_answered(&mut self) {
+        self.answered_in_batch = self.answered_in_batch.saturating_add(1);
+    }
+
+    /// COPY FROM STDIN started by an Execute: the server ignores the Sync behind it and the
+    /// batch goes on after CopyDone; its Parses and Closes before the COPY are all answered.
+    pub fn copy_went_on(&mut self) {
+        self.sent_in_batch = self.answered_in_batch;
     }
 
     /// Keeps `undo` until its batch is answered, as far as the bound goes (beyond it, the
@@ -105,32 +140,35 @@ impl Portals {
         }
     }
 
-    /// A ReadyForQuery: the Closes and Parses of the batch it answers took place, unless the
-    /// batch `failed`. Then a name whose meaning they changed, and nothing changed since, gets
-    /// back what it did: a Close or Parse skipped after the error (or a Parse refused, its
-    /// name in use) left the statement as it was; a Close that ran makes a Bind of the name
-    /// fail, which runs nothing.
+    /// A ReadyForQuery: the Parses and Closes of the batch it answers took place, unless the
+    /// batch `failed`. Then those the server did not answer were skipped (or refused: a Parse
+    /// of a name in use), and a name whose meaning they changed, and nothing changed since,
+    /// gets back what it did.
     pub fn settle(&mut self, failed: bool) {
+        let answered = std::mem::take(&mut self.answered_in_batch);
         if self.undo.is_empty() {
             return;
         }
         // Sent in order, so the batch's come first.
         let settled = self.undo.iter().take_while(|u| u.ahead <= 1).count();
-        let batch: Vec<Undo> = self.undo.drain(..settled).collect();
+        let mut batch: Vec<Undo> = self.undo.drain(..settled).collect();
         for u in &mut self.undo {
-            u.ahead -= 1;
+            u.ahead = u.ahead.saturating_sub(1);
         }
         if failed {
+            batch.retain(|u| u.number >= answered);
             self.take_back(batch);
         }
     }
 
-    /// The server was lost: the batches in flight get no ReadyForQuery from it, and which of
-    /// their Closes and Parses it saw is not known. They are taken back, as for a failed
-    /// batch (and as the client's named statements are, with max_prepared_statements above 0):
-    /// a name kept that is gone only makes its Bind fail.
+    /// The server was lost: the batches in flight get no more answers from it. The Parses and
+    /// Closes it did not answer are taken back (as the prepared-statement tracker gives the
+    /// client its names back): a name kept that is gone only makes its Bind fail.
     pub fn server_lost(&mut self) {
-        let all = std::mem::take(&mut self.undo);
+        let answered = std::mem::take(&mut self.answered_in_batch);
+        self.sent_in_batch = 0;
+        let mut all = std::mem::take(&mut self.undo);
+        all.retain(|u| u.ahead > 1 || u.number >= answered);
         self.take_back(all);
     }
 
@@ -275,5 +313,44 @@ mod tests {
         p.server_lost();
         p.bound(b"c1", b"s1");
         assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));
+    }
+
+    #[test]
+    fn what_the_server_answered_in_a_failed_batch_took_place() {
+        let mut p = Portals::default();
+        p.parsed(b"s1", set("1"), 1);
+        p.settle(false);
+        // Close s1, Parse s1 again, Parse s2: all three answered, then an Execute fails.
+        p.request_sent();
+        p.closed(false, b"s1", 1);
+        p.parsed(b"s1", set("3"), 1);
+        p.parsed(b"s2", set("2"), 1);
+        for _ in 0..3 {
+            p.name_answered();
+        }
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), Some(&set("3")[..]));
+        // Close s1 answered, the Parse after it skipped: s1 is gone.
+        p.request_sent();
+        p.closed(false, b"s1", 1);
+        p.parsed(b"s1", set("4"), 1);
+        p.name_answered();
+        p.settle(true);
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), None);
+        // The server lost after answering the first of two Closes.
+        p.parsed(b"s1", set("5"), 1);
+        p.parsed(b"s2", set("6"), 1);
+        p.settle(false);
+        p.request_sent();
+        p.closed(false, b"s1", 1);
+        p.closed(false, b"s2", 1);
+        p.name_answered();
+        p.server_lost();
+        p.bound(b"c1", b"s1");
+        assert_eq!(p.executed(b"c1"), None);
+        p.bound(b"c2", b"s2");
+        assert_eq!(p.executed(b"c2"), Some(&set("6")[..]));
     }
 }

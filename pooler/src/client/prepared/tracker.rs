@@ -250,6 +250,12 @@ impl Tracker {
         self.skipping = end.is_none();
     }
 
+    /// True while the server skips everything up to a Sync not yet sent (after an error).
+    #[inline]
+    pub fn is_skipping(&self) -> bool {
+        self.skipping
+    }
+
     /// How many Queries the server skipped since the last call, each owed no ReadyForQuery.
     #[inline]
     pub fn take_skipped_queries(&mut self) -> u8 {
@@ -303,6 +309,7 @@ impl Tracker {
         self.skipping = false;
         self.unnamed_here = false;
         self.ddl_seen = false;
+        self.skipped_queries = 0;
     }
 
     /// Requests still expecting an answer.

@@ -102,6 +102,17 @@ impl Carry {
     /// batch's next Execute (after CopyDone) comes after the answers so far and the COPY's own.
     pub fn copy_went_on(&mut self) {
         self.executes = self.completed.saturating_add(1);
+        if let Some(m) = self.made.as_mut() {
+            m.portals.copy_went_on();
+        }
+    }
+
+    /// A ParseComplete or CloseComplete reached the client.
+    #[inline]
+    pub fn name_answered(&mut self) {
+        if let Some(m) = self.made.as_mut() {
+            m.portals.name_answered();
+        }
     }
 
     /// The server was lost with nothing waiting on its answers: the next server's are
@@ -182,12 +193,18 @@ impl Relay {
     /// sent after an error in an extended batch, before its Sync): each is owed no
     /// ReadyForQuery, and what it and its batch would have done did not happen.
     pub(super) fn queries_skipped(&mut self) {
-        for _ in 0..self.tracker.take_skipped_queries() {
+        let skipped = self.tracker.take_skipped_queries();
+        for _ in 0..skipped {
             self.flow.skipped();
             if let Some(made) = self.carry.made.as_mut() {
                 made.in_flight.skipped();
                 made.portals.settle(true);
             }
+        }
+        // A Query closes the batch it is sent in; skipped, it did not, and the server still
+        // skips up to the client's Sync.
+        if skipped > 0 && self.tracker.is_skipping() {
+            self.flow.extended();
         }
     }
 

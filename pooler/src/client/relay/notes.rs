@@ -126,7 +126,7 @@ impl Relay {
         match tag {
             tags::frontend::PARSE => self.note_session_sql(tag, total),
             tags::frontend::BIND if self.carry.watches_portals() => self.note_bind(total),
-            tags::frontend::CLOSE if self.carry.watches_portals() => self.note_close(total),
+            tags::frontend::CLOSE if self.carry.made.is_some() => self.note_close(total),
             _ => true,
         }
     }
@@ -135,7 +135,11 @@ impl Relay {
     /// name did before, it no longer does. False when more of its start must be in `cin` first.
     fn forget_parsed(&mut self) -> bool {
         let ahead = self.flow.pending() + 1;
-        let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
+        let Some(made) = self.carry.made.as_mut() else { return true };
+        if made.portals.is_empty() {
+            made.portals.name_message();
+            return true;
+        }
         let avail = &self.cin[self.c_ready..];
         let head = 5 + MAX_NAME;
         match cstr(&avail[5.min(avail.len())..head.min(avail.len())]) {
@@ -146,7 +150,10 @@ impl Relay {
             }
             // A name longer than any PostgreSQL takes: its error ends the batch, and nothing
             // known of the client's statements is trusted.
-            None => made.portals.forget_statements(),
+            None => {
+                made.portals.name_message();
+                made.portals.forget_statements();
+            }
         }
         true
     }
@@ -155,15 +162,24 @@ impl Relay {
     /// nothing any more. False when more of it must be in `cin` first.
     fn note_close(&mut self, total: usize) -> bool {
         let ahead = self.flow.pending() + 1;
-        let Some(made) = self.carry.made.as_mut().filter(|m| !m.portals.is_empty()) else { return true };
+        let Some(made) = self.carry.made.as_mut() else { return true };
+        if made.portals.is_empty() {
+            made.portals.name_message();
+            return true;
+        }
         let body = match whole_body(&self.cin[self.c_ready..], total, &mut self.c_whole) {
             Ok(body) => body,
-            Err(go_on) => return go_on,
+            Err(false) => return false,
+            Err(true) => {
+                made.portals.name_message();
+                return true;
+            }
         };
         // 'S' or 'P', then the name.
-        if let Some((&kind, rest)) = body.split_first() {
-            if let Some((name, _)) = cstr(rest) {
-                made.portals.closed(kind == b'P', name, ahead);
+        match body.split_first().and_then(|(&kind, rest)| Some((kind, cstr(rest)?.0))) {
+            Some((kind, name)) => made.portals.closed(kind == b'P', name, ahead),
+            None => {
+                made.portals.name_message();
             }
         }
         true

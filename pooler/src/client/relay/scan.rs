@@ -242,6 +242,7 @@ impl Relay {
         // Runs before every server message: nothing is built unless an answer is owed.
         while let Some(tag) = self.tracker.next_fake() {
             self.answer_now(&[tag, 0, 0, 0, 4]);
+            self.carry.name_answered();
         }
     }
 
@@ -279,6 +280,9 @@ impl Relay {
         self.flow.request(sync);
         self.saw_ready = false;
         self.carry.executes = 0;
+        if let Some(m) = self.carry.made.as_mut() {
+            m.portals.request_sent();
+        }
     }
 
     /// Marks server bytes as sendable; reads ReadyForQuery and ParameterStatus on the way.
@@ -364,6 +368,8 @@ impl Relay {
                             return Ok(());
                         }
                         if self.hold_back_fatal(total) {
+                            // What the tracker saw it skip counts before the server is lost.
+                            self.queries_skipped();
                             continue;
                         }
                     }
@@ -379,6 +385,10 @@ impl Relay {
                     }
                     self.carry.on_command_complete(extended::command_tag(&avail[5..total])?);
                     self.s_ready += total;
+                }
+                tags::backend::PARSE_COMPLETE | tags::backend::CLOSE_COMPLETE => {
+                    self.carry.name_answered();
+                    self.s_skip = total;
                 }
                 // Nothing waits on its tag; or the other answers to an Execute (its statement
                 // was empty, or stopped at its row limit). Counted, so that the next
