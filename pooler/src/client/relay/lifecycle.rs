@@ -108,10 +108,9 @@ impl Relay {
                         self.session.tag(),
                         "server lost before the client's query ({e}); trying another"
                     );
-                    attaching = match self.session.pool.take_ready(&self.settings, start) {
-                        Some(server) => self.ready_now(server, start),
-                        None => Attaching::Wait(start),
-                    };
+                    // The checkout takes an idle server at once when one is there (probed: the
+                    // pool suspects its servers now), else waits.
+                    attaching = Attaching::Wait(start);
                 }
                 Err(Unprepared::Lost(e)) => return Err(Fault::server(format!("server conn crashed? {e}")).into()),
                 Err(Unprepared::End(end)) => return Err(end),

@@ -386,10 +386,6 @@ impl Relay {
                     self.carry.on_command_complete(extended::command_tag(&avail[5..total])?);
                     self.s_ready += total;
                 }
-                tags::backend::PARSE_COMPLETE | tags::backend::CLOSE_COMPLETE => {
-                    self.carry.name_answered();
-                    self.s_skip = total;
-                }
                 // Nothing waits on its tag; or the other answers to an Execute (its statement
                 // was empty, or stopped at its row limit). Counted, so that the next
                 // CommandComplete is matched to its own.
@@ -422,7 +418,15 @@ impl Relay {
                     }
                     self.s_ready += total;
                 }
-                _ => self.s_skip = total,
+                _ => {
+                    // Counted only for a client whose statements pgmux follows (`made`).
+                    if self.carry.made.is_some()
+                        && (tag == tags::backend::PARSE_COMPLETE || tag == tags::backend::CLOSE_COMPLETE)
+                    {
+                        self.carry.name_answered();
+                    }
+                    self.s_skip = total;
+                }
             }
         }
     }
