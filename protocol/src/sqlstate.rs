@@ -14,6 +14,8 @@ pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// Shutdown of the pooler.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// A backend ended because another one crashed (PostgreSQL resets them all).
+pub const CRASH_SHUTDOWN: &str = "57P02";
 /// Feature not supported (e.g. transaction blocks in statement mode).
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// Unknown database.

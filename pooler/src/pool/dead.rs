@@ -63,10 +63,22 @@ impl Pool {
     /// pool): the others may be dying too. Closes the idle ones that are, and makes checkouts
     /// probe for a while.
     pub fn server_lost(&self) {
+        self.sweep(|s| s.is_dead());
+    }
+
+    /// A server of this pool died with PostgreSQL itself (killed without a word, or told that
+    /// another backend crashed): every backend is going down, including the idle ones that do
+    /// not show it yet. All idle servers are closed, and checkouts probe for a while.
+    pub fn cluster_lost(&self) {
+        self.sweep(|_| true);
+    }
+
+    /// Closes the idle servers `doomed` picks, and makes checkouts probe for a while.
+    fn sweep(&self, doomed: impl Fn(&ServerConn) -> bool) {
         self.suspicion.raise();
         let dead: Vec<Box<ServerConn>> = {
             let mut st = self.state.lock();
-            let (dead, alive): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| s.is_dead());
+            let (dead, alive): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| doomed(s));
             st.idle.extend(alive);
             dead
         };

@@ -440,8 +440,13 @@ impl Relay {
     /// The server's socket closed or failed: None when the session goes on without it
     /// (server_loss.rs), else how it ends.
     fn server_lost(&mut self, why: &str) -> Option<End> {
-        // Its idle siblings may be dying with it (a PostgreSQL shutdown or restart).
-        self.session.pool.server_lost();
+        // Its idle siblings may be dying with it (a PostgreSQL shutdown or restart); after a
+        // crash they all are, whether or not it shows yet.
+        if self.lost_with_its_cluster() {
+            self.session.pool.cluster_lost();
+        } else {
+            self.session.pool.server_lost();
+        }
         if !self.may_survive_server_loss() {
             tracing::info!(
                 client = %self.session.peer(),

@@ -51,6 +51,16 @@ impl Relay {
         self.mode != PoolMode::Session
     }
 
+    /// True when the lost server's backend went down with the whole of PostgreSQL: it said
+    /// another backend crashed (57P02), or it closed without a word (killed: the postmaster
+    /// then ends every backend). A backend ended alone says why (57P01 and others).
+    pub(super) fn lost_with_its_cluster(&self) -> bool {
+        match &self.server_fatal {
+            Some(f) => ErrorFields::new(&f[5..]).sqlstate() == sqlstate::CRASH_SHUTDOWN.as_bytes(),
+            None => self.holds_back_fatals(),
+        }
+    }
+
     /// True when the session can go on without the server it lost.
     pub(super) fn may_survive_server_loss(&self) -> bool {
         let simple_books =
