@@ -388,10 +388,7 @@ async fn a_copy_whose_server_dies_costs_the_copy_not_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_before_the_clients_query_is_replaced_unseen() {
     let pg = Cluster::shared();
-    let direct_url =
-        format!("host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app", pg.socket_dir.display(), pg.port);
-    let (direct, conn) = tokio_postgres::connect(&direct_url, NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let direct = pg.connect_direct().await;
     // A server reused within 20 ms of its last transaction is handed out without a liveness
     // probe (the busy case); the fault is only reached inside that window, so the attempt is
     // repeated until one fits in it.

@@ -24,6 +24,27 @@ async fn tenant(c: &Client) -> String {
         .unwrap()
 }
 
+/// Bind of the prepared statement `name` to the unnamed portal, Execute.
+fn execute_prepared(out: &mut BytesMut, name: &str) {
+    build::bind(out, "", name, &[]);
+    build::execute(out, "");
+}
+
+/// Close of the prepared statement `name`.
+fn close_statement(out: &mut BytesMut, name: &str) {
+    out.put_u8(b'C');
+    out.put_i32(4 + 1 + name.len() as i32 + 1);
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}
+
+/// What `myapp.tenant` is for the raw client `a`, as the answers to a simple query.
+async fn raw_tenant(a: &mut Raw) -> Vec<String> {
+    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
+    a.until_ready().await
+}
+
 fn flush(out: &mut BytesMut) {
     out.put_u8(b'H');
     out.put_i32(4);
@@ -73,8 +94,7 @@ async fn answers_that_came_before_tracking_began_still_count() {
     .await;
     assert_eq!(a.until_ready().await, ["Z"], "skipped after the error");
     assert_eq!(tenant(&b).await, "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "a SET that never ran is not replayed");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:", "C", "Z"], "a SET that never ran is not replayed");
 
     // A CommandComplete answered before the SET was sent: the SET is the batch's second
     // statement, and the savepoint behind it the third; ROLLBACK TO that savepoint keeps it.
@@ -126,10 +146,7 @@ async fn a_name_does_what_its_latest_parse_says_even_one_too_long_to_read() {
     a.send(|o| {
         build::parse(o, "s1", "SET myapp.tenant = 'closed'");
         build::sync(o);
-        o.put_u8(b'C');
-        o.put_i32(4 + 1 + 3);
-        o.put_u8(b'S');
-        o.put_slice(b"s1\0");
+        close_statement(o, "s1");
         build::sync(o);
     })
     .await;
@@ -143,8 +160,7 @@ async fn a_name_does_what_its_latest_parse_says_even_one_too_long_to_read() {
     assert_eq!(a.until_ready().await, ["1", "2", "D:1", "C", "Z"]);
 
     assert_eq!(tenant(&b).await, "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "no SET ran");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:", "C", "Z"], "no SET ran");
 }
 
 /// A Query sent inside an extended batch before its Sync: PostgreSQL answers the batch's
@@ -168,8 +184,7 @@ async fn a_query_inside_an_extended_batch_is_numbered_after_its_executes() {
     assert_eq!(a.until_ready().await, ["C", "Z"]);
     // The other client takes the server; then this one's settings are made again on it.
     assert_eq!(tenant(&b).await, "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
 }
 
 /// A Close that PostgreSQL skipped (an earlier message of its batch failed) leaves the
@@ -193,10 +208,7 @@ async fn close_skipped_after_an_error(extra: &str) {
     assert_eq!(a.until_ready().await, ["1", "Z"]);
     a.send(|o| {
         run(o, "", "SELECT 1/0");
-        o.put_u8(b'C');
-        o.put_i32(4 + 1 + 3);
-        o.put_u8(b'S');
-        o.put_slice(b"s1\0");
+        close_statement(o, "s1");
         build::sync(o);
     })
     .await;
@@ -204,15 +216,13 @@ async fn close_skipped_after_an_error(extra: &str) {
     // (1/0 is folded when the unnamed statement is planned, at its Bind.)
     assert!(answers.len() == 3 && answers[1].starts_with("E:22012"), "{answers:?}");
     a.send(|o| {
-        build::bind(o, "", "s1", &[]);
-        build::execute(o, "");
+        execute_prepared(o, "s1");
         build::sync(o);
     })
     .await;
     assert_eq!(a.until_ready().await, ["2", "C", "Z"], "s1 is still there");
     assert_eq!(tenant(&b).await, "", "the SET stays with its client");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:kept", "C", "Z"]);
 }
 
 /// The same for a Parse of the unnamed statement skipped after an error (pgmux passing the
@@ -240,16 +250,14 @@ async fn a_parse_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
     let answers = a.until_ready().await;
     assert!(answers.len() == 3 && answers[1].starts_with("E:22012"), "{answers:?}");
     a.send(|o| {
-        build::bind(o, "", "", &[]);
-        build::execute(o, "");
+        execute_prepared(o, "");
         build::sync(o);
     })
     .await;
     assert_eq!(a.until_ready().await, ["2", "C", "Z"], "the unnamed statement is still the SET");
     // The other client takes the server; then this one's settings are made again on it.
     assert_eq!(tenant(&b).await, "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:unnamed", "C", "Z"], "the last SET that ran");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:unnamed", "C", "Z"], "the last SET that ran");
 }
 
 /// The server lost with a Close in flight: which of the batch's messages it saw is not known,
@@ -259,10 +267,7 @@ async fn a_parse_skipped_after_an_error_leaves_the_name_doing_what_it_did() {
 async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
     let (_mux, mut a, b) = two_clients().await;
     let pg = Cluster::shared();
-    let direct_url =
-        format!("host={} port={} user={SCRAM_USER} password={SCRAM_PASS} dbname=app", pg.socket_dir.display(), pg.port);
-    let (direct, conn) = tokio_postgres::connect(&direct_url, NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let direct = pg.connect_direct().await;
     a.send(|o| {
         build::parse(o, "s1", "SET myapp.tenant = 'kept'");
         build::sync(o);
@@ -275,10 +280,7 @@ async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
     let pid: i32 = answers[2].strip_prefix("D:").unwrap().parse().unwrap();
     a.send(|o| {
         run(o, "", "SELECT pg_sleep(5)");
-        o.put_u8(b'C');
-        o.put_i32(4 + 1 + 3);
-        o.put_u8(b'S');
-        o.put_slice(b"s1\0");
+        close_statement(o, "s1");
         build::sync(o);
     })
     .await;
@@ -287,15 +289,13 @@ async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
     let answers = a.until_ready().await;
     assert!(answers.iter().any(|m| m.starts_with("E:08006")), "{answers:?}");
     a.send(|o| {
-        build::bind(o, "", "s1", &[]);
-        build::execute(o, "");
+        execute_prepared(o, "s1");
         build::sync(o);
     })
     .await;
     assert_eq!(a.until_ready().await, ["2", "C", "Z"], "s1 is the client's still");
     assert_eq!(tenant(&b).await, "", "the SET stays with its client");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:kept", "C", "Z"]);
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:kept", "C", "Z"]);
 }
 
 /// A Query sent inside an extended batch after its error, before its Sync: PostgreSQL skips it
@@ -315,8 +315,7 @@ async fn a_query_skipped_after_an_error_in_a_batch_is_owed_no_ready() {
     a.send(|o| {
         run(o, "", "SELECT 1/0");
         build::query(o, "SET myapp.tenant = 'skipped'");
-        build::bind(o, "", "s1", &[]);
-        build::execute(o, "");
+        execute_prepared(o, "s1");
         build::sync(o);
     })
     .await;
@@ -325,8 +324,7 @@ async fn a_query_skipped_after_an_error_in_a_batch_is_owed_no_ready() {
     // The only server is free for the other client.
     let other = tokio::time::timeout(std::time::Duration::from_secs(3), tenant(&b)).await;
     assert_eq!(other.expect("the server went back to the pool"), "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the skipped SET is not replayed");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:", "C", "Z"], "the skipped SET is not replayed");
 }
 
 /// COPY FROM STDIN started by an Execute: PostgreSQL ignores the Sync sent behind it, and the
@@ -362,8 +360,7 @@ async fn a_batch_that_goes_on_after_copy_numbers_its_executes_after_the_copy() {
     a.send(|o| build::query(o, "ROLLBACK")).await;
     assert_eq!(a.until_ready().await, ["C", "Z"]);
     assert_eq!(tenant(&b).await, "");
-    a.send(|o| build::query(o, "SELECT coalesce(current_setting('myapp.tenant', true), '')")).await;
-    assert_eq!(a.until_ready().await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
+    assert_eq!(raw_tenant(&mut a).await, ["T", "D:", "C", "Z"], "the aborted SET is not replayed");
 }
 
 /// The same Query skipped, and the client gone before its Sync: the server still skips up to a

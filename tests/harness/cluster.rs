@@ -174,6 +174,22 @@ impl Cluster {
         .to_owned()
     }
 
+    /// A tokio-postgres session straight to PostgreSQL (not through pgmux) as the SCRAM test
+    /// user, over the unix socket: quick enough to act inside a test's timing windows, as
+    /// `psql` is not. Its connection task runs on the caller's runtime.
+    pub async fn connect_direct(&self) -> tokio_postgres::Client {
+        let url = format!(
+            "host={} port={} user={} password={} dbname=app",
+            self.socket_dir.display(),
+            self.port,
+            super::SCRAM_USER,
+            super::SCRAM_PASS
+        );
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
     /// The stored secret (md5 or SCRAM) of a role, for userlist.txt.
     pub fn secret_of(&self, role: &str) -> String {
         self.psql("postgres", &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
