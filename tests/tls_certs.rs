@@ -82,7 +82,7 @@ async fn fake_tls_server(name: &str) -> u16 {
     let chain: Vec<_> =
         CertificateDer::pem_file_iter(c.path(&format!("v1-{name}.crt"))).unwrap().map(Result::unwrap).collect();
     let key = PrivateKeyDer::from_pem_file(c.path(&format!("v1-{name}.key"))).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(pgmux::tls::ring_provider());
     // CertifiedKey::new, not with_single_cert: the latter parses the certificate with webpki,
     // which refuses v1.
     let signer = provider.key_provider.load_private_key(key).unwrap();

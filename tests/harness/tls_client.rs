@@ -25,7 +25,7 @@ pub fn client_config(client: Option<&str>, alpn: &[&[u8]]) -> Arc<ClientConfig> 
     for c in CertificateDer::pem_file_iter(certs.path("ca.crt")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(pgmux::tls::ring_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -72,7 +72,7 @@ impl ServerTls {
                 Err(e) => return unusable(e.to_string(), warnings),
             }
         }
-        let provider = settings::provider(suites, rustls::crypto::ring::default_provider().kx_groups);
+        let provider = settings::provider(suites, rustls::crypto::ring::DEFAULT_KX_GROUPS.to_vec());
         let versions: Vec<_> =
             versions.into_iter().filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v)).collect();
         if versions.is_empty() {

@@ -13,7 +13,7 @@ mod verify;
 
 pub use accept::{describe_session, AcceptedTls, ClientTls};
 pub use connect::ServerTls;
-pub use settings::SslMode;
+pub use settings::{ring_provider, SslMode};
 pub use verify::CertError;
 
 /// A `*_tls_*` value pgmux cannot take, and why (config turns it into its `BadValue`, adding the

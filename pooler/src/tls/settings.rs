@@ -239,7 +239,7 @@ pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadSetti
     let mut out: Vec<&'static dyn SupportedKxGroup> = Vec::new();
     for word in v.split([':', ',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
         match word.to_ascii_lowercase().as_str() {
-            "auto" | "secure" | "default" => return Ok(ring::default_provider().kx_groups),
+            "auto" | "secure" | "default" => return Ok(ring::DEFAULT_KX_GROUPS.to_vec()),
             "x25519" => out.push(ring::kx_group::X25519),
             "p-256" | "secp256r1" | "prime256v1" => out.push(ring::kx_group::SECP256R1),
             "p-384" | "secp384r1" => out.push(ring::kx_group::SECP384R1),
@@ -247,7 +247,7 @@ pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadSetti
         }
     }
     if out.is_empty() {
-        return Ok(ring::default_provider().kx_groups);
+        return Ok(ring::DEFAULT_KX_GROUPS.to_vec());
     }
     Ok(out)
 }
@@ -263,7 +263,16 @@ pub fn check_dheparams(v: &str) -> Result<(), BadSetting> {
 
 /// A ring provider restricted to the chosen suites and groups.
 pub fn provider(suites: Vec<SupportedCipherSuite>, groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider { cipher_suites: suites, kx_groups: groups, ..ring::default_provider() })
+    Arc::new(CryptoProvider { cipher_suites: suites, kx_groups: groups, ..ring_provider() })
+}
+
+/// rustls' ring provider with its default suites and groups. rustls 0.23.48 deprecates it
+/// because ring has no post-quantum key exchange; pgmux keeps ring for a lean build with no C
+/// toolchain beyond what ring needs (the groups PgBouncer's `tls_ecdhcurve` names are all here),
+/// and the deprecation is silenced in this one place.
+#[allow(deprecated)]
+pub fn ring_provider() -> CryptoProvider {
+    ring::default_provider()
 }
 
 #[cfg(test)]
