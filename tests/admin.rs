@@ -306,11 +306,13 @@ async fn kill_disable_enable_and_kill_client() {
     assert!(rows.iter().all(|r| col(&cols, r, "id") != id), "killed client still listed: {rows:?}");
     let err = a.simple_query("SELECT 1").await.unwrap_err();
     assert!(err.to_string().contains("admin forced disconnect") || err.is_closed(), "{err}");
-    // PgBouncer's words for a missing and an unreadable id, and for KILL of what cannot be killed.
+    // PgBouncer's words for a missing and an unreadable id, a database that does not exist
+    // (ENABLE and RESUME look for one; KILL, PAUSE and the like would make it from `*`), and
+    // KILL of what cannot be killed.
     for (cmd, msg) in [
         ("KILL_CLIENT 999999", "client not found"),
         ("KILL_CLIENT non_existant_client_id", "invalid client pointer supplied"),
-        ("KILL nosuchdb", "no such database: nosuchdb"),
+        ("ENABLE nosuchdb", "no such database: nosuchdb"),
         ("KILL pgbouncer", "cannot kill admin db: pgbouncer"),
     ] {
         let e = c.simple_query(cmd).await.unwrap_err();
@@ -331,7 +333,7 @@ async fn kill_disable_enable_and_kill_client() {
     c.simple_query("RESUME app").await.unwrap();
     let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     d.simple_query("SELECT 1").await.expect("RESUME after KILL serves again");
-    assert!(c.simple_query("PAUSE nosuchdb").await.is_err());
+    assert!(c.simple_query("RESUME nosuchdb").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,7 +109,7 @@ impl ClientInfo {
     }
 
     /// Asks the client's task to close it, telling the client `reason` (PgBouncer's words:
-    /// `admin forced disconnect` for KILL_CLIENT, `database removed` for KILL).
+    /// `admin forced disconnect` for KILL_CLIENT, `database removed` for KILL) with 08P01.
     pub fn request_kill(&self, reason: &'static str) {
         let _ = self.kill_reason.set(reason);
         self.killed.store(true, Ordering::Release);

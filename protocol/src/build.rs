@@ -46,6 +46,11 @@ impl Severity {
 
 /// ErrorResponse (or NoticeResponse for notice severities) with severity, SQLSTATE and message.
 pub fn error_response(buf: &mut BytesMut, severity: Severity, sqlstate: &str, text: &str) {
+    error_response_detail(buf, severity, sqlstate, text, None);
+}
+
+/// [`error_response`] with a DETAIL field when `detail` is given.
+pub fn error_response_detail(buf: &mut BytesMut, severity: Severity, sqlstate: &str, text: &str, detail: Option<&str>) {
     let tag = match severity {
         Severity::Error | Severity::Fatal => b'E',
         Severity::Notice | Severity::Warning => b'N',
@@ -59,8 +64,12 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, sqlstate: &str, te
         cstr(b, sqlstate.as_bytes());
         b.put_u8(b'M');
         // A NUL inside the text would end the field early; PostgreSQL never sends one.
-        let clean: Vec<u8> = text.bytes().filter(|&c| c != 0).collect();
-        cstr(b, &clean);
+        let clean = |t: &str| -> Vec<u8> { t.bytes().filter(|&c| c != 0).collect() };
+        cstr(b, &clean(text));
+        if let Some(d) = detail {
+            b.put_u8(b'D');
+            cstr(b, &clean(d));
+        }
         b.put_u8(0);
     });
 }

@@ -1,5 +1,8 @@
-//! The console's grammar, as PgBouncer's: one command word and at most one argument,
-//! case-insensitive, optional trailing `;`; `SET key = value`; `SELECT x` read as `SHOW x`.
+//! The console's grammar, as PgBouncer's: a command word and at most one argument, each a run of
+//! letters, digits and `_` or a double-quoted name; case-insensitive; an optional trailing `;`.
+//! `SET key = value` (or `TO`), the value a word, a double-quoted name or a single-quoted
+//! string. `SELECT x` reads as `SHOW x`. What takes no argument, or a fixed one, is checked here
+//! too, so that every query PgBouncer calls an invalid command is one here.
 
 /// How SHUTDOWN should proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +18,7 @@ pub enum ShutdownMode {
 /// A parsed console command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// SHOW <what> (lower-cased).
+    /// SHOW <what> (lower-cased; empty when none was given, which no SHOW target is).
     Show(String),
     /// PAUSE [db]
     Pause(Option<String>),
@@ -32,73 +35,65 @@ pub enum Command {
     Suspend,
     /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]
     Shutdown(ShutdownMode),
-    /// DISABLE db
-    Disable(String),
-    /// ENABLE db
-    Enable(String),
+    /// DISABLE db (None: refused after the access check, `a database is required`).
+    Disable(Option<String>),
+    /// ENABLE db (as DISABLE).
+    Enable(Option<String>),
     /// WAIT_CLOSE [db]
     WaitClose(Option<String>),
     /// RELOAD
     Reload,
     /// SWITCHOVER [candidate] (pgmux): a planned Patroni switchover that holds transactions.
     Switchover(Option<String>),
-    /// SET key = value
+    /// SET key = value, both unquoted.
     Set(String, String),
-    /// An empty query.
+    /// A query of blanks only (PgBouncer refuses it; an empty query's answer is kinder).
     Empty,
 }
 
-/// Why a console query is not a command, in PgBouncer's words (the console's error message).
+/// Why a console query is not a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// No such command, or an argument where it takes none.
+    /// Not the grammar, no such command, or an argument a command does not take. The console
+    /// answers with PgBouncer's `invalid command '<query>', use SHOW HELP;`.
     #[error("invalid command")]
-    Unknown,
-    /// More than one argument.
-    #[error("invalid command: too many arguments")]
-    TooManyArguments,
-    /// The command (upper-cased) takes an argument and has none.
-    #[error("{0} needs an argument")]
-    NeedsArgument(String),
-    /// SHUTDOWN with a mode other than WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS.
-    #[error("invalid SHUTDOWN mode: {0}")]
-    ShutdownMode(String),
-    /// SET without `=`.
-    #[error("bad SET command, expected SET key = value")]
-    BadSet,
+    Syntax,
+    /// A command word, argument or SET key longer than PgBouncer's buffers (15, 63 and 63
+    /// bytes, quotes included), or an empty quoted SET key.
+    #[error("bad arguments")]
+    BadArguments,
 }
+
+/// The longest command word, argument and SET key PgBouncer takes (its buffers less the NUL).
+const MAX_WORD: usize = 15;
+const MAX_ARG: usize = 63;
 
 /// Parses one console query.
 ///
 /// # Errors
-/// PgBouncer-style messages for unknown commands and bad arguments.
+/// [`CommandError::Syntax`] for what PgBouncer calls an invalid command,
+/// [`CommandError::BadArguments`] for words too long.
 pub fn parse(sql: &str) -> Result<Command, CommandError> {
-    let text = sql.trim().trim_end_matches(';').trim();
-    if text.is_empty() {
+    if sql.bytes().all(is_blank) {
         return Ok(Command::Empty);
     }
-    let (word, rest) = match text.split_once(char::is_whitespace) {
-        Some((w, r)) => (w, r.trim()),
-        None => (text, ""),
-    };
-    let word = word.to_ascii_lowercase();
-    if word == "set" {
-        let (k, v) = rest.split_once('=').ok_or(CommandError::BadSet)?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('\'')
-            .and_then(|x| x.strip_suffix('\''))
-            .map(|x| x.replace("''", "'"))
-            .unwrap_or_else(|| v.to_owned());
-        return Ok(Command::Set(k.trim().to_ascii_lowercase(), v));
+    if let Some((word, arg)) = command_form(sql) {
+        let (word, arg) = (unquote(word, MAX_WORD)?, arg.map(|a| unquote(a, MAX_ARG)).transpose()?);
+        return command(&word.to_ascii_lowercase(), arg);
     }
-    if rest.split_whitespace().count() > 1 {
-        return Err(CommandError::TooManyArguments);
+    let (key, value) = set_form(sql).ok_or(CommandError::Syntax)?;
+    let key = unquote(key, MAX_ARG)?;
+    if key.is_empty() {
+        return Err(CommandError::BadArguments);
     }
-    let arg = (!rest.is_empty()).then(|| unquote(rest));
-    let need = |a: Option<String>| a.ok_or_else(|| CommandError::NeedsArgument(word.to_ascii_uppercase()));
-    Ok(match word.as_str() {
-        "show" | "select" => Command::Show(need(arg)?.to_ascii_lowercase()),
+    // pgmux reads keys case-insensitively, and takes values longer than PgBouncer's 255 bytes.
+    Ok(Command::Set(key.to_ascii_lowercase(), unquote(value, usize::MAX)?))
+}
+
+/// The command named `word` with `arg`.
+fn command(word: &str, arg: Option<String>) -> Result<Command, CommandError> {
+    Ok(match word {
+        "show" | "select" => Command::Show(arg.unwrap_or_default().to_ascii_lowercase()),
         "pause" => Command::Pause(arg),
         "resume" => Command::Resume(arg),
         "reconnect" => Command::Reconnect(arg),
@@ -109,14 +104,14 @@ pub fn parse(sql: &str) -> Result<Command, CommandError> {
             None => Command::Shutdown(ShutdownMode::Immediate),
             Some("wait_for_servers") => Command::Shutdown(ShutdownMode::WaitForServers),
             Some("wait_for_clients") => Command::Shutdown(ShutdownMode::WaitForClients),
-            Some(other) => return Err(CommandError::ShutdownMode(other.to_owned())),
+            Some(_) => return Err(CommandError::Syntax),
         },
-        "disable" => Command::Disable(need(arg)?),
-        "enable" => Command::Enable(need(arg)?),
+        "disable" => Command::Disable(arg),
+        "enable" => Command::Enable(arg),
         "wait_close" => Command::WaitClose(arg),
         "reload" if arg.is_none() => Command::Reload,
         "switchover" => Command::Switchover(arg),
-        _ => return Err(CommandError::Unknown),
+        _ => return Err(CommandError::Syntax),
     })
 }
 
@@ -137,9 +132,145 @@ pub fn client_id(arg: &str) -> Option<u64> {
     Some(if neg { n.wrapping_neg() } else { n })
 }
 
-/// Database names may be double-quoted.
-fn unquote(s: &str) -> String {
-    s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s).to_owned()
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A position in the query, moving forward over its grammar's pieces.
+#[derive(Clone, Copy)]
+struct Cursor<'a> {
+    s: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.s.as_bytes()[self.at..]
+    }
+
+    /// Skips blanks; how many.
+    fn blanks(&mut self) -> usize {
+        let n = self.rest().iter().take_while(|b| is_blank(**b)).count();
+        self.at += n;
+        n
+    }
+
+    /// A double-quoted name (`""` inside stands for `"`) or a run of word bytes, as written.
+    fn word(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        if self.rest().first() == Some(&b'"') {
+            self.quoted(b'"')?;
+        } else {
+            let n = self.rest().iter().take_while(|b| is_word_byte(**b)).count();
+            if n == 0 {
+                return None;
+            }
+            self.at += n;
+        }
+        Some(&self.s[start..self.at])
+    }
+
+    /// Past a string quoted with `q` (doubled inside), from its opening quote.
+    fn quoted(&mut self, q: u8) -> Option<()> {
+        let body = &self.rest()[1..];
+        let mut i = 0;
+        loop {
+            match body.get(i)? {
+                c if *c != q => i += 1,
+                _ if body.get(i + 1) == Some(&q) => i += 2,
+                _ => break,
+            }
+        }
+        self.at += i + 2;
+        Some(())
+    }
+
+    /// A single-quoted string, as written.
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        (self.rest().first() == Some(&b'\'')).then_some(())?;
+        self.quoted(b'\'')?;
+        Some(&self.s[start..self.at])
+    }
+
+    /// Blanks, perhaps a `;` and blanks, and nothing more.
+    fn at_end(mut self) -> bool {
+        self.blanks();
+        if self.rest().first() == Some(&b';') {
+            self.at += 1;
+            self.blanks();
+        }
+        self.rest().is_empty()
+    }
+}
+
+/// `word [arg] [;]`: the command word and its argument, as written.
+fn command_form(sql: &str) -> Option<(&str, Option<&str>)> {
+    let mut c = Cursor { s: sql, at: 0 };
+    c.blanks();
+    let word = c.word()?;
+    let mut after_arg = c;
+    if after_arg.blanks() > 0 {
+        if let Some(arg) = after_arg.word() {
+            if after_arg.at_end() {
+                return Some((word, Some(arg)));
+            }
+        }
+    }
+    c.at_end().then_some((word, None))
+}
+
+/// `SET key =|TO value [;]`: the key and value, as written. An unquoted key may end where `to`
+/// begins (`set key to 1`, even `set keyto 1`), as PgBouncer's regular expression lets it.
+fn set_form(sql: &str) -> Option<(&str, &str)> {
+    let mut c = Cursor { s: sql, at: 0 };
+    c.blanks();
+    if !c.rest().get(..3)?.eq_ignore_ascii_case(b"set") {
+        return None;
+    }
+    c.at += 3;
+    if c.blanks() == 0 {
+        return None;
+    }
+    let start = c.at;
+    let key = c.word()?;
+    let ends: Vec<usize> = if key.starts_with('"') { vec![c.at] } else { (start + 1..=c.at).rev().collect() };
+    ends.into_iter().find_map(|end| {
+        let mut v = Cursor { s: sql, at: end };
+        v.blanks();
+        let r = v.rest();
+        if r.first() == Some(&b'=') {
+            v.at += 1;
+        } else if r.get(..2).is_some_and(|t| t.eq_ignore_ascii_case(b"to")) {
+            v.at += 2;
+        } else {
+            return None;
+        }
+        v.blanks();
+        let value = v.string().or_else(|| v.word())?;
+        v.at_end().then_some((&sql[start..end], value))
+    })
+}
+
+/// A word or string as written, its quotes taken off and doubled quotes made single.
+///
+/// # Errors
+/// Longer than `max` bytes as written.
+fn unquote(raw: &str, max: usize) -> Result<String, CommandError> {
+    if raw.len() > max {
+        return Err(CommandError::BadArguments);
+    }
+    Ok(match raw.as_bytes().first() {
+        Some(&q @ (b'"' | b'\'')) => {
+            let q = char::from(q);
+            raw[1..raw.len() - 1].replace(&format!("{q}{q}"), &q.to_string())
+        }
+        _ => raw.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -149,33 +280,60 @@ mod tests {
     #[test]
     fn parses_pgbouncer_console_commands() {
         assert_eq!(parse("show pools;").unwrap(), Command::Show("pools".into()));
-        assert_eq!(parse("  SHOW   STATS  ").unwrap(), Command::Show("stats".into()));
+        assert_eq!(parse("  SHOW \t  STATS  ;  ").unwrap(), Command::Show("stats".into()));
         assert_eq!(parse("select version").unwrap(), Command::Show("version".into()));
+        assert_eq!(parse("\"SHOW\" \"POOLS\"").unwrap(), Command::Show("pools".into()));
+        assert_eq!(parse("show").unwrap(), Command::Show(String::new()));
         assert_eq!(parse("PAUSE").unwrap(), Command::Pause(None));
         assert_eq!(parse("pause app").unwrap(), Command::Pause(Some("app".into())));
+        assert_eq!(parse("pause \"weird-db\"").unwrap(), Command::Pause(Some("weird-db".into())));
+        assert_eq!(parse("pause \"a\"\"b\"").unwrap(), Command::Pause(Some("a\"b".into())));
         assert_eq!(parse("KILL_CLIENT 42").unwrap(), Command::KillClient("42".into()));
         assert_eq!(parse("kill_client abc").unwrap(), Command::KillClient("abc".into()));
         assert_eq!(parse("shutdown wait_for_clients").unwrap(), Command::Shutdown(ShutdownMode::WaitForClients));
-        assert_eq!(parse("SET default_pool_size = 50").unwrap(), Command::Set("default_pool_size".into(), "50".into()));
-        assert_eq!(
-            parse("set server_reset_query = 'DISCARD ALL'").unwrap(),
-            Command::Set("server_reset_query".into(), "DISCARD ALL".into())
-        );
-        assert_eq!(parse(";").unwrap(), Command::Empty);
-        assert!(parse("drop table x").is_err());
-        assert!(parse("show pools now").is_err());
-        assert!(parse("show").is_err());
+        assert_eq!(parse("disable").unwrap(), Command::Disable(None));
+        assert_eq!(parse(" ").unwrap(), Command::Empty);
     }
 
     #[test]
-    fn errors_say_what_pgbouncer_says() {
-        let e = |sql: &str| parse(sql).unwrap_err().to_string();
-        assert_eq!(e("drop x"), "invalid command");
-        assert_eq!(e("suspend now"), "invalid command");
-        assert_eq!(e("show pools now"), "invalid command: too many arguments");
-        assert_eq!(e("disable"), "DISABLE needs an argument");
-        assert_eq!(e("shutdown Later"), "invalid SHUTDOWN mode: later");
-        assert_eq!(e("set verbose"), "bad SET command, expected SET key = value");
+    fn set_takes_words_names_and_strings_after_an_equals_sign_or_to() {
+        let set = |k: &str, v: &str| Command::Set(k.into(), v.into());
+        assert_eq!(parse("SET default_pool_size = 50").unwrap(), set("default_pool_size", "50"));
+        assert_eq!(parse("set default_pool_size=50;").unwrap(), set("default_pool_size", "50"));
+        assert_eq!(parse("SET default_pool_size TO 8").unwrap(), set("default_pool_size", "8"));
+        assert_eq!(parse("set x to5").unwrap(), set("x", "5"));
+        assert_eq!(parse("set server_reset_query = 'DISCARD ALL'").unwrap(), set("server_reset_query", "DISCARD ALL"));
+        assert_eq!(parse("set application_name_add_host = 'it''s'").unwrap(), set("application_name_add_host", "it's"));
+        assert_eq!(parse("SET admin_users = \"admin\"").unwrap(), set("admin_users", "admin"));
+        assert_eq!(parse("SET \"default_pool_size\" = \"12\"").unwrap(), set("default_pool_size", "12"));
+        assert_eq!(parse("set ignore_startup_parameters = ''").unwrap(), set("ignore_startup_parameters", ""));
+    }
+
+    #[test]
+    fn what_pgbouncer_calls_an_invalid_command_is_one() {
+        for q in [
+            ";",
+            "drop table x",
+            "suspend now",
+            "reload x",
+            "show pools now",
+            "SHOW POOLS; SHOW STATS",
+            "show pools;;",
+            "-- comment\nshow pools",
+            "shutdown later",
+            "set verbose",
+            "set x = 1 2",
+            "set = 1",
+            "set x = 'open",
+            "kill_client -1",
+            "pause weird-db",
+        ] {
+            assert_eq!(parse(q), Err(CommandError::Syntax), "{q}");
+        }
+        assert_eq!(parse("abcdefghijklmnop"), Err(CommandError::BadArguments));
+        assert_eq!(parse(&format!("pause {}", "a".repeat(64))), Err(CommandError::BadArguments));
+        assert_eq!(parse("set \"\" = 1"), Err(CommandError::BadArguments));
+        assert!(parse(&format!("pause {}", "a".repeat(63))).is_ok());
     }
 
     #[test]

@@ -28,9 +28,16 @@ async fn wait_released(pools: &[Arc<Pool>]) {
     }
 }
 
-fn known_db(shared: &Shared, db: &str) -> bool {
+/// True when `db` is configured or has a pool; with `or_auto`, also when the `*` entry would
+/// make it (PgBouncer's `find_or_register_database`, which PAUSE, KILL, RECONNECT, WAIT_CLOSE
+/// and DISABLE use; RESUME and ENABLE look for an existing database only).
+fn known_db(shared: &Shared, db: &str, or_auto: bool) -> bool {
     let c = shared.config();
-    c.databases.contains_key(db) || shared.pools.all().iter().any(|p| p.db == db)
+    c.databases.contains_key(db)
+        || (or_auto && c.database(db).is_some())
+        || shared.pools.all().iter().any(|p| p.db == db)
+        || shared.pools.is_paused_by_name(db)
+        || shared.pools.is_disabled(db)
 }
 
 /// PgBouncer's `<COMMAND> [\'<arg>\'] command issued` log line.
@@ -41,15 +48,20 @@ fn log_issued(cmd: &Command) {
         Command::Reconnect(d) => ("RECONNECT", d.clone()),
         Command::Kill(d) => ("KILL", d.clone()),
         Command::WaitClose(d) => ("WAIT_CLOSE", d.clone()),
-        Command::Disable(d) => ("DISABLE", Some(d.clone())),
-        Command::Enable(d) => ("ENABLE", Some(d.clone())),
+        Command::Disable(Some(d)) => ("DISABLE", Some(d.clone())),
+        Command::Enable(Some(d)) => ("ENABLE", Some(d.clone())),
         Command::Suspend => ("SUSPEND", None),
         Command::Switchover(c) => ("SWITCHOVER", c.clone()),
         Command::Reload => ("RELOAD", None),
         Command::Shutdown(ShutdownMode::Immediate) => ("SHUTDOWN", None),
         Command::Shutdown(ShutdownMode::WaitForServers) => ("SHUTDOWN WAIT_FOR_SERVERS", None),
         Command::Shutdown(ShutdownMode::WaitForClients) => ("SHUTDOWN WAIT_FOR_CLIENTS", None),
-        Command::KillClient(_) | Command::Set(..) | Command::Show(_) | Command::Empty => return,
+        Command::KillClient(_)
+        | Command::Disable(None)
+        | Command::Enable(None)
+        | Command::Set(..)
+        | Command::Show(_)
+        | Command::Empty => return,
     };
     match arg {
         Some(a) => tracing::info!("{word} '{a}' command issued"),
@@ -63,30 +75,49 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
     let err = |out: &mut BytesMut, msg: String| {
         build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg)
     };
-    // PgBouncer's refusals for the admin database itself.
+    // PgBouncer's refusals, in its order: a global PAUSE or SUSPEND first, then a missing
+    // database, the admin database itself, and a database that does not exist.
+    let paused_or_suspended = shared.is_suspended() || shared.pools.all_paused();
+    match &cmd {
+        Command::Kill(_) | Command::Pause(_) if paused_or_suspended => {
+            err(out, "already suspended/paused".into());
+            return false;
+        }
+        Command::Disable(None) | Command::Enable(None) => {
+            err(out, "a database is required".into());
+            return false;
+        }
+        _ => {}
+    }
     let on_admin_db = match &cmd {
         Command::Kill(Some(d)) if d == ADMIN_DB => Some("cannot kill admin db"),
         Command::Pause(Some(d)) if d == ADMIN_DB => Some("cannot pause admin db"),
         Command::WaitClose(Some(d)) if d == ADMIN_DB => Some("cannot wait in admin db"),
+        Command::Reconnect(Some(d)) if d == ADMIN_DB => Some("cannot reconnect admin db"),
+        Command::Disable(Some(d)) if d == ADMIN_DB => Some("cannot disable admin db"),
+        Command::Enable(Some(d)) if d == ADMIN_DB => Some("cannot enable admin db"),
+        Command::Resume(Some(d)) if d == ADMIN_DB => {
+            err(out, format!("database {ADMIN_DB} is not paused"));
+            return false;
+        }
         _ => None,
     };
-    if matches!(cmd, Command::Kill(_)) && (shared.is_suspended() || shared.pools.all_paused()) {
-        err(out, "already suspended/paused".into());
-        return false;
-    }
     if let Some(what) = on_admin_db {
         err(out, format!("{what}: {ADMIN_DB}"));
         return false;
     }
     let db_arg = match &cmd {
-        Command::Pause(d) | Command::Resume(d) | Command::Reconnect(d) | Command::Kill(d) | Command::WaitClose(d) => {
-            d.clone()
-        }
-        Command::Disable(d) | Command::Enable(d) => Some(d.clone()),
+        Command::Pause(d)
+        | Command::Resume(d)
+        | Command::Reconnect(d)
+        | Command::Kill(d)
+        | Command::WaitClose(d)
+        | Command::Disable(d)
+        | Command::Enable(d) => d.clone(),
         _ => None,
     };
     if let Some(d) = &db_arg {
-        if !known_db(shared, d) {
+        if !known_db(shared, d, !matches!(cmd, Command::Resume(_) | Command::Enable(_))) {
             err(out, format!("no such database: {d}"));
             return false;
         }
@@ -100,15 +131,23 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             "PAUSE"
         }
         Command::Resume(_) => {
-            if db.is_none() && shared.state() != RunState::Running {
+            match db {
                 // As PgBouncer: a shutdown cannot be resumed out of.
-                err(out, "pooler is shutting down".into());
-                return false;
-            }
-            if db.is_none() && shared.is_suspended() {
-                shared.set_suspended(false);
-            } else {
-                shared.pools.set_paused(db, false);
+                None if shared.state() != RunState::Running => {
+                    err(out, "pooler is shutting down".into());
+                    return false;
+                }
+                None if shared.is_suspended() => shared.set_suspended(false),
+                None if shared.pools.all_paused() => shared.pools.set_paused(None, false),
+                None => {
+                    err(out, "pooler is not paused/suspended".into());
+                    return false;
+                }
+                Some(d) if !shared.pools.is_paused_by_name(d) => {
+                    err(out, format!("database {d} is not paused"));
+                    return false;
+                }
+                Some(d) => shared.pools.set_paused(Some(d), false),
             }
             "RESUME"
         }
@@ -162,12 +201,12 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             }
             "KILL_CLIENT"
         }
-        Command::Disable(d) => {
-            shared.pools.set_disabled(&d, true);
+        Command::Disable(_) => {
+            shared.pools.set_disabled(db.unwrap_or_default(), true);
             "DISABLE"
         }
-        Command::Enable(d) => {
-            shared.pools.set_disabled(&d, false);
+        Command::Enable(_) => {
+            shared.pools.set_disabled(db.unwrap_or_default(), false);
             "ENABLE"
         }
         Command::WaitClose(_) => {
@@ -214,43 +253,48 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
                 return false;
             }
         },
-        Command::Set(key, value) => match crate::reload::set(shared, &key, &value) {
-            Ok(crate::reload::SetOutcome::Applied) => "SET",
-            Ok(crate::reload::SetOutcome::TlsNotApplied) => {
-                build::error_response(
+        Command::Set(key, value) => {
+            match crate::reload::set(shared, &key, &value) {
+                Ok(crate::reload::SetOutcome::Applied) => {}
+                Ok(crate::reload::SetOutcome::TlsNotApplied) => build::error_response(
                     out,
                     Severity::Notice,
                     sqlstate::CONFIG_FILE_ERROR,
                     "TLS settings could not be applied, still using old configuration",
-                );
-                "SET"
-            }
-            Err(e) => {
-                err(out, e.to_string());
-                return false;
-            }
-        },
-        Command::Suspend => {
-            if shared.is_suspended() {
-                err(out, "already suspended".into());
-                return false;
-            }
-            // No new connections, no new transactions; returns once every server is released.
-            // Clients still holding one after suspend_timeout are closed, as PgBouncer drops
-            // the connections it cannot flush in that time.
-            shared.set_suspended(true);
-            let pools = pools_of(shared, None);
-            let limit = shared.config().general.suspend_timeout;
-            if limit.is_zero() {
-                wait_released(&pools).await;
-            } else if tokio::time::timeout(limit, wait_released(&pools)).await.is_err() {
-                for c in shared.client_registry.all() {
-                    if !c.is_console() && c.state() == crate::clients::ClientState::Active {
-                        c.request_kill("suspend_timeout");
-                    }
+                ),
+                Err(e) => {
+                    // PgBouncer's message; the reason, which PgBouncer only logs, as DETAIL too.
+                    tracing::error!("SET {key}: {e}");
+                    let reason = e.to_string();
+                    build::error_response_detail(
+                        out,
+                        Severity::Error,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "SET failed",
+                        Some(&reason),
+                    );
+                    return false;
                 }
-                wait_released(&pools).await;
             }
+            // As PgBouncer, the tag names what was set.
+            build::command_complete(out, &format!("SET {key}={value}"));
+            return false;
+        }
+        Command::Suspend => {
+            if paused_or_suspended {
+                err(out, "already suspended/paused".into());
+                return false;
+            }
+            if shared.pools.any_paused_by_name() {
+                err(out, "cannot suspend with paused databases".into());
+                return false;
+            }
+            // No new connection is accepted and no transaction starts until RESUME (or until
+            // the last console client leaves). PgBouncer answers once its socket buffers are
+            // flushed; pgmux passes every message on as it comes, so it answers at once. A
+            // transaction already under way runs on to its end rather than holding its locks
+            // frozen (docs/OPERATIONS.md).
+            shared.set_suspended(true);
             "SUSPEND"
         }
         Command::Shutdown(mode) => {

@@ -38,8 +38,14 @@ struct AdminCount<'a>(&'a Shared, u64);
 
 impl Drop for AdminCount<'_> {
     fn drop(&mut self) {
-        self.0.admin_clients.fetch_sub(1, Relaxed);
+        let left = self.0.admin_clients.fetch_sub(1, Relaxed) - 1;
         self.0.client_registry.unregister(self.1);
+        // As PgBouncer: a SUSPEND nobody is left to RESUME ends when the last console client
+        // goes (a `psql -c SUSPEND` would otherwise leave the pooler deaf until a signal).
+        if left == 0 && self.0.is_suspended() {
+            tracing::info!("admin disappeared when suspended, doing RESUME");
+            self.0.set_suspended(false);
+        }
     }
 }
 
@@ -52,7 +58,7 @@ pub fn welcome(out: &mut BytesMut) {
         ("client_encoding", "UTF8"),
         ("server_encoding", "UTF8"),
         ("DateStyle", "ISO"),
-        ("TimeZone", "UTC"),
+        ("TimeZone", "GMT"),
         ("standard_conforming_strings", "on"),
         ("integer_datetimes", "on"),
         ("is_superuser", "on"),
@@ -76,7 +82,7 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
         };
         let frame = match read {
             _ if info.is_killed() => {
-                io.fatal(sqlstate::ADMIN_SHUTDOWN, info.kill_reason()).await;
+                io.fatal(sqlstate::PROTOCOL_VIOLATION, info.kill_reason()).await;
                 return;
             }
             Some(Ok(f)) => f,
@@ -121,17 +127,19 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                     return;
                 }
             }
-            _ => {
-                build::error_response(
-                    &mut out,
-                    Severity::Error,
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "admin console supports only the simple query protocol",
-                );
-                if frame.tag != tags::frontend::SYNC {
-                    // Wait for Sync as PostgreSQL does after an error in extended protocol.
-                    continue_until_sync(&mut io).await;
-                }
+            tag => {
+                // As PgBouncer: the console speaks the simple protocol only, and a client that
+                // sends anything else is told so and closed.
+                let msg = match tag {
+                    tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::EXECUTE => {
+                        "extended query protocol not supported by admin console".to_owned()
+                    }
+                    _ => format!("unsupported packet type for admin console: {tag}"),
+                };
+                build::error_response(&mut out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg);
+                build::error_response(&mut out, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, "bad packet");
+                let _ = io.send(&out).await;
+                return;
             }
         }
         build::ready_for_query(&mut out, b'I');
@@ -159,20 +167,16 @@ fn takeover_allowed(shared: &Shared, info: &ClientInfo, io: &ClientIo, access: A
     }
 }
 
-async fn continue_until_sync(io: &mut ClientIo) {
-    while let Ok(f) = io.read_frame().await {
-        if f.tag == tags::frontend::SYNC {
-            return;
-        }
-    }
-}
-
 /// Runs one query; returns true when the connection should close afterwards (SHUTDOWN).
 async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, out: &mut BytesMut) -> bool {
     let err =
         |out: &mut BytesMut, msg: &str| build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, msg);
     let cmd = match parse(sql) {
         Ok(c) => c,
+        Err(CommandError::Syntax) => {
+            syntax_error(out, sql);
+            return false;
+        }
         Err(e) => {
             err(out, &e.to_string());
             return false;
@@ -182,7 +186,7 @@ async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, 
         Command::Empty => build::empty_query(out),
         Command::Show(what) => {
             if what == "help" {
-                build::error_response(out, Severity::Notice, "00000", HELP);
+                build::error_response_detail(out, Severity::Notice, "00000", "Console usage", Some(HELP));
                 build::command_complete(out, "SHOW");
             } else if what == "fds" && access != Access::Admin {
                 err(out, "admin access needed");
@@ -193,11 +197,14 @@ async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, 
             } else {
                 match show(shared, &what, listen_port) {
                     Some(t) => t.write(out, "SHOW"),
-                    None => err(out, &format!("unsupported SHOW cmd: {what}")),
+                    None => syntax_error(out, sql),
                 }
             }
         }
-        Command::Set(k, _) if faked_setting(&k).is_some() => build::command_complete(out, "SET"),
+        Command::Set(k, _) if faked_setting(&k).is_some() => {
+            build::error_response(out, Severity::Notice, "00000", "SET ignored");
+            build::command_complete(out, "SET");
+        }
         other => {
             if access != Access::Admin {
                 err(out, "admin access needed");
@@ -209,14 +216,28 @@ async fn run(shared: &Arc<Shared>, sql: &str, access: Access, listen_port: u16, 
     false
 }
 
-/// Drivers SET and SHOW these on connect; the console pretends, as PgBouncer does.
+/// PgBouncer's answer to a query that is no command: the query itself, as its 1 KiB message
+/// buffer holds it.
+fn syntax_error(out: &mut BytesMut, sql: &str) {
+    let mut msg = format!("invalid command '{sql}', use SHOW HELP;");
+    if msg.len() > 1023 {
+        let mut end = 1023;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+    }
+    build::error_response(out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg);
+}
+
+/// Drivers SET and SHOW these on connect; the console pretends, with PgBouncer's values.
 fn faked_setting(name: &str) -> Option<&'static str> {
     match name {
-        "client_encoding" => Some("UTF8"),
+        "client_encoding" => Some("UTF-8"),
         "default_transaction_isolation" => Some("read committed"),
         "standard_conforming_strings" => Some("on"),
         "datestyle" => Some("ISO"),
-        "timezone" => Some("UTC"),
+        "timezone" => Some("GMT"),
         _ => None,
     }
 }
@@ -231,10 +252,11 @@ fn faked_name(name: &str) -> &'static str {
     }
 }
 
-const HELP: &str = "Console usage
-\tSHOW HELP|CONFIG|USERS|DATABASES|POOLS|CLIENTS|SERVERS|VERSION|STATE
+/// SHOW HELP's DETAIL, PgBouncer's list of commands and pgmux's SWITCHOVER.
+const HELP: &str = "
+\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION
 \tSHOW PEERS|PEER_POOLS
-\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM
+\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
 \tSHOW DNS_HOSTS|DNS_ZONES
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
 \tSET key = arg
@@ -249,7 +271,8 @@ const HELP: &str = "Console usage
 \tSUSPEND
 \tSHUTDOWN
 \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS
-\tWAIT_CLOSE [<db>]";
+\tWAIT_CLOSE [<db>]
+\tSWITCHOVER [<member>]";
 
 /// Who may use the console without a password: everyone under auth_type=any, and the OS user
 /// running pgmux connecting as `pgbouncer` over the unix socket.

@@ -95,8 +95,8 @@ pub fn show(shared: &Shared, what: &str, listen_port: u16) -> Option<Table> {
             ("datestyle", Ty::Text),
             ("timezone", Ty::Text),
             ("password", Ty::Text),
-            ("scram_client_key", Ty::Text),
-            ("scram_server_key", Ty::Text),
+            ("scram_client_key", Ty::Bytea),
+            ("scram_server_key", Ty::Bytea),
         ]),
         "dns_hosts" => Table::new(&[("hostname", Ty::Text), ("ttl", Ty::Int8), ("addrs", Ty::Text)]),
         "dns_zones" => Table::new(&[("zonename", Ty::Text), ("serial", Ty::Int8), ("count", Ty::Int4)]),
@@ -351,9 +351,12 @@ fn config(shared: &Shared) -> Table {
 fn state(shared: &Shared) -> Table {
     let mut t = Table::text(&["key", "value"]);
     let yes = |b: bool| v(if b { "yes" } else { "no" });
-    t.row(vec![v("active"), yes(shared.state() == RunState::Running && !shared.pools.all_paused())]);
-    t.row(vec![v("paused"), yes(shared.pools.all_paused())]);
-    t.row(vec![v("suspended"), yes(shared.is_suspended())]);
+    // PgBouncer's one pause mode: SUSPEND is not PAUSE, and SHUTDOWN WAIT_FOR_SERVERS pauses.
+    let suspended = shared.is_suspended();
+    let paused = (shared.pools.all_paused() && !suspended) || shared.state() == RunState::WaitForServers;
+    t.row(vec![v("active"), yes(!paused && !suspended)]);
+    t.row(vec![v("paused"), yes(paused)]);
+    t.row(vec![v("suspended"), yes(suspended)]);
     t
 }
 

@@ -63,18 +63,27 @@ fn time_text(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-fn addr_port(a: &PeerAddr) -> (Option<String>, Option<String>) {
+/// An address as PgBouncer prints it: a unix socket as `unix` with the port its path ends in
+/// (`.s.PGSQL.<port>`), or `unix_port` when the path says none (a client's unnamed end).
+fn addr_port(a: &PeerAddr, unix_port: u16) -> (Option<String>, Option<String>) {
     match a {
         PeerAddr::Tcp(s) => (v(s.ip()), v(s.port())),
-        PeerAddr::Unix(_) => (v("unix"), v(0)),
+        PeerAddr::Unix(path) => {
+            let port = path.rsplit_once(".s.PGSQL.").and_then(|(_, p)| p.parse::<u16>().ok());
+            (v("unix"), v(port.unwrap_or(unix_port)))
+        }
     }
 }
 
 /// Client rows: console clients (database `pgbouncer`) and pooled clients, by id. `sockets` gives
 /// SHOW SOCKETS' state names and debug columns.
 fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
+    let listen_port = shared.config().general.listen_port;
     for c in shared.client_registry.all() {
-        let (addr, port) = addr_port(&c.addr);
+        let (addr, port) = addr_port(&c.addr, listen_port);
+        // A unix client's own end is the listener's socket; a TCP client's is not kept.
+        let (local_addr, local_port) =
+            if matches!(c.addr, PeerAddr::Unix(_)) { (v("unix"), v(listen_port)) } else { (None, None) };
         let pid = c.server_pid.load(Relaxed);
         let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
@@ -96,15 +105,15 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             v(state),
             addr,
             port,
-            None,
-            None,
+            local_addr,
+            local_port,
             v(time_text(c.connect_time)),
             v(time_text(req)),
             v(0),
             v(0),
             v(0),
             v(ptr_text(c.id)),
-            (server_id != 0).then(|| ptr_text(server_id)),
+            v(if server_id == 0 { String::new() } else { ptr_text(server_id) }),
             v(pid),
             v(&c.tls),
             v(&c.application_name),
@@ -121,6 +130,7 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
 /// Server rows, pool by pool (database, user): active ones (linked to the client holding them),
 /// then idle, then the rest ("used": being reset, checked or handed over).
 fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
+    let listen_port = shared.config().general.listen_port;
     let links: HashMap<u64, u64> = shared
         .client_registry
         .all()
@@ -154,10 +164,11 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             (1, true) => "sv_idle",
             (_, true) => "sv_used",
         };
-        let (addr, port) = addr_port(&s.addr);
-        let (local_addr, local_port) = match s.local_addr {
-            Some(a) => (v(a.ip()), v(a.port())),
-            None => (None, None),
+        let (addr, port) = addr_port(&s.addr, 0);
+        let (local_addr, local_port) = match (s.local_addr, &s.addr) {
+            (Some(a), _) => (v(a.ip()), v(a.port())),
+            (None, PeerAddr::Unix(_)) => (v("unix"), v(listen_port)),
+            (None, PeerAddr::Tcp(_)) => (None, None),
         };
         let mut r = vec![
             v("S"),
@@ -175,7 +186,7 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             v(0),
             v(0),
             v(ptr_text(s.id)),
-            links.get(&s.id).map(|c| ptr_text(*c)),
+            v(links.get(&s.id).map(|c| ptr_text(*c)).unwrap_or_default()),
             v(s.pid),
             v(""),
             v(""),

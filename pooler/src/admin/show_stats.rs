@@ -56,7 +56,7 @@ pub(super) fn stats(shared: &Shared) -> Table {
         "avg_client_login_count",
     ];
     let mut cols = vec![("database", Ty::Text)];
-    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
+    cols.extend(names.iter().map(|n| (*n, Ty::Numeric)));
     let mut t = Table::new(&cols);
     for (db, s, a) in rows_with_admin(shared) {
         let mut r = vec![v(db)];
@@ -109,7 +109,7 @@ pub(super) fn stats_averages(shared: &Shared) -> Table {
 
 fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table {
     let mut cols = vec![("database", Ty::Text)];
-    cols.extend(names.iter().map(|n| (*n, Ty::Int8)));
+    cols.extend(names.iter().map(|n| (*n, Ty::Numeric)));
     let mut t = Table::new(&cols);
     for (db, s, a) in rows_with_admin(shared) {
         let mut r = vec![v(db)];
@@ -120,7 +120,7 @@ fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table
 }
 
 pub(super) fn totals(shared: &Shared) -> Table {
-    let mut t = Table::new(&[("name", Ty::Text), ("value", Ty::Int8)]);
+    let mut t = Table::new(&[("name", Ty::Text), ("value", Ty::Numeric)]);
     let mut sum = StatsSnapshot::default();
     let mut avg = StatsSnapshot::default();
     for (_, s, a) in rows_with_admin(shared) {

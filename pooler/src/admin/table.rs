@@ -13,6 +13,10 @@ pub enum Ty {
     Int4,
     /// int8
     Int8,
+    /// numeric: PgBouncer's type for its statistics counters
+    Numeric,
+    /// bytea
+    Bytea,
 }
 
 impl Ty {
@@ -21,6 +25,8 @@ impl Ty {
             Ty::Text => 25,
             Ty::Int4 => 23,
             Ty::Int8 => 20,
+            Ty::Numeric => 1700,
+            Ty::Bytea => 17,
         }
     }
 }

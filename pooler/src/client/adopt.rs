@@ -47,7 +47,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let Some(db) = config.database(&record.db) else {
         crate::conn_log!(info, tag, "closing because: database removed (age=0s)");
         let mut io = ClientIo::new(stream);
-        io.fatal(pgmux_protocol::sqlstate::ADMIN_SHUTDOWN, "database removed").await;
+        io.fatal(pgmux_protocol::sqlstate::PROTOCOL_VIOLATION, "database removed").await;
         return;
     };
     let pool = shared.pools.get_or_create(&config, &db, &record.pool_user);

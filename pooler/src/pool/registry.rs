@@ -154,16 +154,11 @@ impl Pools {
     }
 
     /// PAUSE (db = None: all) or RESUME; applied to existing pools and inherited by new ones.
+    /// As PgBouncer's, the global pause and each database's are apart: a global RESUME leaves a
+    /// database paused by name (PAUSE db, KILL) paused.
     pub fn set_paused(&self, db: Option<&str>, paused: bool) {
         match db {
-            None => {
-                self.all_paused.store(paused, Ordering::Relaxed);
-                if !paused {
-                    for f in self.flags.lock().values_mut() {
-                        f.paused = false;
-                    }
-                }
-            }
+            None => self.all_paused.store(paused, Ordering::Relaxed),
             Some(d) => self.flags.lock().entry(d.to_owned()).or_default().paused = paused,
         }
         for p in self.all() {
@@ -174,6 +169,16 @@ impl Pools {
     /// True when `db` (or everything) is paused.
     pub fn is_paused(&self, db: &str) -> bool {
         self.all_paused.load(Ordering::Relaxed) || self.flags.lock().get(db).is_some_and(|f| f.paused)
+    }
+
+    /// True when `db` was paused by name (PAUSE db or KILL), whatever the global pause.
+    pub fn is_paused_by_name(&self, db: &str) -> bool {
+        self.flags.lock().get(db).is_some_and(|f| f.paused)
+    }
+
+    /// True when some database is paused by name.
+    pub fn any_paused_by_name(&self) -> bool {
+        self.flags.lock().values().any(|f| f.paused)
     }
 
     /// DISABLE / ENABLE: new logins to `db` are refused while disabled.

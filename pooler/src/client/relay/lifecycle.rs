@@ -246,7 +246,7 @@ impl Relay {
                 // fast-close request means nothing to a client that holds no server.
                 () = info.nudged() => {
                     if info.is_killed() {
-                        return Err(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, info.kill_reason()).into());
+                        return Err(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, info.kill_reason()).into());
                     }
                     false
                 }

@@ -289,7 +289,7 @@ impl Relay {
                 return Some((*fault).into());
             }
             if self.session.info.is_killed() {
-                return Some(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into());
+                return Some(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, self.session.info.kill_reason()).into());
             }
             if self.session.info.close_needed() {
                 if let Some(end) = self.fast_close() {
@@ -380,7 +380,7 @@ impl Relay {
                 }
             }
             Event::Killed if self.session.info.is_killed() => {
-                return Next::End(Fault::pooler(sqlstate::ADMIN_SHUTDOWN, self.session.info.kill_reason()).into())
+                return Next::End(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, self.session.info.kill_reason()).into())
             }
             // A fast-close request or a hand-over: the top of the loop looks at them.
             Event::Killed => {}

@@ -1,0 +1,210 @@
+//! The console's grammar and its one pause mode, against PgBouncer 1.25's admin.c: what it
+//! calls an invalid command, SET's quoting, `TO` and reply, PAUSE / RESUME / SUSPEND refused in
+//! the states PgBouncer refuses them, SUSPEND answering at once and ending with the last console
+//! client, and the extended protocol refused with the connection closed.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::harness::{db_error, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+
+const CONSOLE: &str = "admin_users = scram_user\nstats_users = md5_user\nauth_type = md5";
+
+async fn console(mux: &Pgmux) -> Client {
+    mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.expect("admin console login")
+}
+
+/// SQLSTATE and message of a console command that must fail.
+async fn refused(c: &Client, sql: &str) -> (String, String) {
+    match c.simple_query(sql).await {
+        Ok(_) => panic!("{sql}: accepted"),
+        Err(e) => db_error(&e),
+    }
+}
+
+/// The `key` row's value of SHOW STATE or SHOW CONFIG.
+async fn value_of(c: &Client, show: &str, key: &str) -> String {
+    for m in c.simple_query(show).await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            if r.get(0) == Some(key) {
+                return r.get(1).unwrap_or("").to_owned();
+            }
+        }
+    }
+    panic!("no {key} in {show}")
+}
+
+/// psql as `pgbouncer` over the unix socket (no password): its stdout and stderr together,
+/// where psql prints tags it does not know (`SET key=value`) and notices.
+fn psql(mux: &Pgmux, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-h", mux.socket_dir().to_str().unwrap(), "-p", &mux.port.to_string()])
+        .args(["-U", "pgbouncer", "-d", "pgbouncer", "-c", sql])
+        .output()
+        .expect("psql runs");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_pgbouncer_refuses_is_refused_in_its_words() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    app.simple_query("SELECT 1").await.unwrap();
+    let c = console(&mux).await;
+    let invalid = |q: &str| ("08P01".to_owned(), format!("invalid command '{q}', use SHOW HELP;"));
+    for q in [
+        "SHOW FOO",
+        "SHOW",
+        "SHOW POOLS; SHOW STATE",
+        "show pools;;",
+        "SELECT 1",
+        "SUSPEND now",
+        "RELOAD x",
+        "SHUTDOWN later",
+        "KILL_CLIENT -1",
+        "PAUSE weird-db",
+        "SET default_pool_size = 1 2",
+        "BEGIN",
+    ] {
+        assert_eq!(refused(&c, q).await, invalid(q), "{q}");
+    }
+    let err = |m: &str| ("08P01".to_owned(), m.to_owned());
+    assert_eq!(refused(&c, &format!("PAUSE {}", "a".repeat(70))).await, err("bad arguments"));
+    assert_eq!(refused(&c, "DISABLE").await, err("a database is required"));
+    assert_eq!(refused(&c, "ENABLE").await, err("a database is required"));
+    for cmd in ["reconnect", "disable", "enable"] {
+        let q = format!("{} pgbouncer", cmd.to_uppercase());
+        assert_eq!(refused(&c, &q).await, err(&format!("cannot {cmd} admin db: pgbouncer")));
+    }
+    assert_eq!(refused(&c, "RESUME").await, err("pooler is not paused/suspended"));
+    assert_eq!(refused(&c, "RESUME app").await, err("database app is not paused"));
+    assert_eq!(refused(&c, "SET nosuch = 1").await, err("SET failed"));
+    assert_eq!(refused(&c, "SET default_pool_size = 'abc'").await, err("SET failed"));
+    // A stats user: a syntax error still comes first, then the access check.
+    let stats = mux.connect(MD5_USER, MD5_PASS, "pgbouncer").await.unwrap();
+    assert_eq!(refused(&stats, "SUSPEND now").await, invalid("SUSPEND now"));
+    assert_eq!(refused(&stats, "DISABLE").await, err("admin access needed"));
+    c.simple_query("SHOW VERSION").await.expect("the console is still usable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_unquotes_takes_to_and_names_what_it_set() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    assert!(psql(&mux, "SET default_pool_size TO 8").contains("SET default_pool_size=8"));
+    assert!(psql(&mux, "SET \"default_pool_size\" = \"9\"").contains("SET default_pool_size=9"));
+    assert!(psql(&mux, "SET server_reset_query = 'SELECT ''x'''").contains("SET server_reset_query=SELECT 'x'"));
+    // Double quotes are a name's, not part of it: the admin can still log in afterwards.
+    assert!(psql(&mux, "SET admin_users = \"scram_user\"").contains("SET admin_users=scram_user"));
+    let c = console(&mux).await;
+    assert_eq!(value_of(&c, "SHOW CONFIG", "admin_users").await, "scram_user");
+    assert_eq!(value_of(&c, "SHOW CONFIG", "default_pool_size").await, "9");
+    assert_eq!(value_of(&c, "SHOW CONFIG", "server_reset_query").await, "SELECT 'x'");
+    // What drivers SET on connect is ignored with a notice, as PgBouncer does.
+    let out = psql(&mux, "SET client_encoding TO 'UTF8'");
+    assert!(out.contains("NOTICE:  SET ignored") && out.contains("SET"), "{out}");
+    let out = psql(&mux, "SET nosuch = 1");
+    assert!(out.contains("ERROR:  SET failed") && out.contains("DETAIL:"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_suspend_share_pgbouncers_one_pause_mode() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let c = console(&mux).await;
+    let err = |m: &str| ("08P01".to_owned(), m.to_owned());
+
+    // A database paused by name stays paused through a global RESUME, which has nothing to undo.
+    c.simple_query("PAUSE app").await.unwrap();
+    assert_eq!(refused(&c, "RESUME").await, err("pooler is not paused/suspended"));
+    assert_eq!(refused(&c, "SUSPEND").await, err("cannot suspend with paused databases"));
+    assert!(mux.shared.pools.is_paused("app"));
+    c.simple_query("RESUME app").await.unwrap();
+    assert!(!mux.shared.pools.is_paused("app"));
+
+    // A global PAUSE refuses more pausing and a SUSPEND.
+    c.simple_query("PAUSE").await.unwrap();
+    for q in ["PAUSE", "PAUSE app", "SUSPEND", "KILL"] {
+        assert_eq!(refused(&c, q).await, err("already suspended/paused"), "{q}");
+    }
+    assert_eq!(value_of(&c, "SHOW STATE", "paused").await, "yes");
+    c.simple_query("RESUME").await.unwrap();
+
+    // SUSPEND is its own mode: not "paused".
+    c.simple_query("SUSPEND").await.unwrap();
+    assert_eq!(value_of(&c, "SHOW STATE", "active").await, "no");
+    assert_eq!(value_of(&c, "SHOW STATE", "paused").await, "no");
+    assert_eq!(value_of(&c, "SHOW STATE", "suspended").await, "yes");
+    assert_eq!(refused(&c, "SUSPEND").await, err("already suspended/paused"));
+    c.simple_query("RESUME").await.unwrap();
+    assert_eq!(value_of(&c, "SHOW STATE", "active").await, "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_answers_at_once_and_a_transaction_under_way_runs_on() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let busy = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    busy.simple_query("BEGIN; SELECT 1").await.unwrap();
+    let idle = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+    let c = console(&mux).await;
+    // The transaction is still open when SUSPEND answers: it did not wait for it.
+    tokio::time::timeout(Duration::from_secs(5), c.simple_query("SUSPEND"))
+        .await
+        .expect("SUSPEND answers with a transaction open")
+        .unwrap();
+    busy.simple_query("SELECT 2").await.expect("the open transaction goes on");
+    busy.simple_query("COMMIT").await.expect("and ends");
+    let next = tokio::spawn(async move { idle.simple_query("SELECT 3").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "a new transaction waits while suspended");
+    c.simple_query("RESUME").await.unwrap();
+    next.await.unwrap().expect("and runs after RESUME");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_console_client_leaving_ends_a_suspend() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let out = psql(&mux, "SUSPEND");
+    assert!(out.contains("SUSPEND"), "{out}");
+    // psql has left: nobody could RESUME, so pgmux does.
+    let client = tokio::time::timeout(Duration::from_secs(10), mux.connect(SCRAM_USER, SCRAM_PASS, "app"))
+        .await
+        .expect("a new client is accepted after the console left")
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    assert!(!mux.shared.is_suspended());
+    // While another console client stays, the suspend stays too.
+    let keeper = console(&mux).await;
+    assert!(psql(&mux, "SUSPEND").contains("SUSPEND"));
+    assert!(mux.shared.is_suspended());
+    drop(keeper);
+    for _ in 0..100 {
+        if !mux.shared.is_suspended() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the suspend outlived every console client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extended_protocol_is_refused_and_the_console_closed() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let c = console(&mux).await;
+    let e = c.query("SHOW VERSION", &[]).await.unwrap_err();
+    assert_eq!(db_error(&e), ("08P01".into(), "extended query protocol not supported by admin console".into()));
+    for _ in 0..100 {
+        if c.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the console connection stayed open");
+}
