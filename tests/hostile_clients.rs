@@ -2,7 +2,8 @@
 //! result and never reads it (pgmux stops reading from that server; its memory stays bounded),
 //! a flood of cancel requests with random keys (no other client's query is cancelled), and
 //! hundreds of connections that never finish logging in (closed at client_login_timeout while
-//! new logins are served), a huge COPY stream and a huge query text (streamed, not buffered).
+//! new logins are served), a huge COPY stream and a huge query text (streamed, not buffered),
+//! a client that floods requests pgmux answers itself and never reads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -238,6 +239,44 @@ async fn check_from(ip: std::net::Ipv4Addr, port: u16) -> String {
 }
 
 /// Peak resident memory of process `pid` (VmHWM), KiB.
+/// A client that sends requests pgmux answers itself (Syncs with no server attached) and
+/// never reads the answers: pgmux stops reading from it once its answers back up, as it does
+/// for a server's, so its memory stays bounded and the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_pgmuxs_own_answers_costs_bounded_memory() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 2",
+        &userlist(pg),
+    );
+    let before = rss_kib(mux.pid());
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    s.write_all(&out).await.unwrap();
+    // 1 MiB of Syncs per write, up to 256 MiB or 10 s: each is answered with a ReadyForQuery.
+    let mut syncs = BytesMut::new();
+    while syncs.len() < 1 << 20 {
+        build::sync(&mut syncs);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        match tokio::time::timeout_at(deadline.into(), s.write_all(&syncs)).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => break,
+        }
+        sent += syncs.len();
+    }
+    let grown = rss_kib(mux.pid()).saturating_sub(before);
+    eprintln!("sent {} MiB of Syncs; pgmux grew by {grown} KiB", sent >> 20);
+    assert!(grown < 32 * 1024, "pgmux grew by {grown} KiB for a client that reads nothing");
+    let other = mux.connect(MD5_USER, "", "app").await.unwrap();
+    assert_eq!(one(&other).await, 1);
+}
+
 fn peak_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -1,7 +1,7 @@
 //! Idle clients hold nothing: a lone Sync or Flush from a client outside a transaction is
 //! answered without a server, and a client that vanishes in the middle of a query or a
 //! transaction leaves its server to the pool (cancelled, rolled back, counted) instead of
-//! closing it.
+//! closing it, as does one that sends its query and Terminate in one write.
 
 use std::time::Duration;
 
@@ -142,4 +142,28 @@ async fn a_rescued_server_reports_the_parameters_its_rollback_restored() {
     assert_eq!(value(&w, "SHOW application_name").await, "w_app");
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
     assert_eq!(pool.counters.sum(|s| &s.servers_rescued), 1, "the same server, rescued");
+}
+
+/// A query and a Terminate in one write, then the socket closed: the query is cancelled (or
+/// never sent) and the pool has its server back at once, not when the query would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_and_its_terminate_in_one_write_leave_the_server_at_once() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_timeout = 60\nauth_type = trust");
+    let other = mux.connect(MD5_USER, "", "app").await.unwrap();
+    value(&other, "SELECT 1").await;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    pgmux_protocol::build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    raw.write_all(&out).await.unwrap();
+    read_until(&mut raw, b'Z').await;
+    out.clear();
+    pgmux_protocol::build::query(&mut out, "SELECT pg_sleep(60)");
+    pgmux_protocol::build::terminate(&mut out);
+    raw.write_all(&out).await.unwrap();
+    drop(raw);
+    let next = tokio::time::timeout(Duration::from_secs(20), value(&other, "SELECT 1"))
+        .await
+        .expect("the pool's one server came back long before the sleep would end");
+    assert_eq!(next, "1");
 }

@@ -332,7 +332,11 @@ impl Relay {
                         return Some(e.into());
                     }
                 }
-            } else if self.client_eof || self.terminate {
+            }
+            // Also after an attach: a Terminate that came in one write with the request it
+            // follows ends the session now, as one that comes later does (the request is
+            // cancelled and the server rescued), rather than when the request is answered.
+            if self.client_eof || self.terminate {
                 return Some(End::ClientGone);
             }
             if self.parks() {

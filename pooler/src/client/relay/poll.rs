@@ -109,9 +109,16 @@ impl Relay {
         }
     }
 
-    /// Reads from the client when it has room in `cin`.
+    /// Reads from the client when it has room in `cin` and is taking what it was sent: pgmux
+    /// answers some requests itself (a Sync with no server, a statement in a transaction its
+    /// server's loss aborted, a Close the tracker fakes), so a client that sends and never reads
+    /// would otherwise fill `sout` without end.
     fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
-        if self.client_eof || self.terminate || self.cin.len() >= self.client_read_limit() {
+        if self.client_eof
+            || self.terminate
+            || self.cin.len() >= self.client_read_limit()
+            || self.sout.len() >= HIGH_WATER
+        {
             return None;
         }
         // An idle client waits for readiness without holding a buffer (poll_read_bytes).
