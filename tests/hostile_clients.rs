@@ -3,7 +3,8 @@
 //! a flood of cancel requests with random keys (no other client's query is cancelled), and
 //! hundreds of connections that never finish logging in (closed at client_login_timeout while
 //! new logins are served), a huge COPY stream and a huge query text (streamed, not buffered),
-//! a client that floods requests pgmux answers itself and never reads.
+//! a client that floods requests pgmux answers itself and never reads, a message PostgreSQL
+//! would drop the connection over.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,6 +276,40 @@ async fn a_client_that_never_reads_pgmuxs_own_answers_costs_bounded_memory() {
     assert!(grown < 32 * 1024, "pgmux grew by {grown} KiB for a client that reads nothing");
     let other = mux.connect(MD5_USER, "", "app").await.unwrap();
     assert_eq!(one(&other).await, 1);
+}
+
+/// A message longer than PostgreSQL reads (a Query announcing 1 GiB) is refused by pgmux with
+/// PostgreSQL's words: no backend is made to drop its connection over it, and the pool's idle
+/// servers stay (a backend gone without a word is taken for a crash of the whole PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
+    use tokio::io::AsyncReadExt;
+    let pg = Cluster::shared();
+    let mux = crate::harness::Pgmux::start(pg, "auth_type = trust\ndefault_pool_size = 4");
+    let clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| mux.connect(MD5_USER, "", "app"))).await;
+    let clients: Vec<_> = clients.into_iter().map(Result::unwrap).collect();
+    futures_util::future::join_all(clients.iter().map(|c| c.simple_query("BEGIN; SELECT 1"))).await;
+    futures_util::future::join_all(clients.iter().map(|c| c.simple_query("COMMIT"))).await;
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
+    let mut idle = pool.idle_ids();
+    idle.sort_unstable();
+    assert_eq!(idle.len(), 3, "three idle servers to begin with");
+
+    let mut raw = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    raw.write_all(&out).await.unwrap();
+    raw.write_all(b"Q\x40\x00\x00\x00SELECT").await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut seen)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("08P01") && text.contains("invalid message length"), "{text}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after = pool.idle_ids();
+    after.sort_unstable();
+    assert_eq!(after, idle, "the idle servers stayed");
+    assert_eq!(one(&clients[0]).await, 1);
 }
 
 fn peak_kib(pid: u32) -> u64 {

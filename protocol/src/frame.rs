@@ -39,6 +39,22 @@ pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, Pr
     Ok(Some((buf[0], total)))
 }
 
+/// PostgreSQL's longest Terminate, Close, Describe, Execute, Flush, Sync, CopyDone and CopyFail
+/// (its PQ_SMALL_MESSAGE_LIMIT), length word included.
+pub const POSTGRES_SMALL_MESSAGE: usize = 10_000;
+/// PostgreSQL's longest message of any other type a client sends (PQ_LARGE_MESSAGE_LIMIT).
+pub const POSTGRES_LARGE_MESSAGE: usize = 0x3fff_fffe;
+
+/// True when PostgreSQL reads a client message of type `tag` and `total` bytes (tag included).
+/// A longer one makes the backend drop the connection without a word.
+pub fn postgres_reads(tag: u8, total: usize) -> bool {
+    let limit = match tag {
+        b'X' | b'C' | b'D' | b'E' | b'H' | b'S' | b'c' | b'f' => POSTGRES_SMALL_MESSAGE,
+        _ => POSTGRES_LARGE_MESSAGE,
+    };
+    total - 1 <= limit
+}
+
 /// Takes the next whole message off the front of `buf`; `Ok(None)` when more bytes are needed.
 ///
 /// # Errors
@@ -55,6 +71,18 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_reads_what_its_limits_allow() {
+        use super::postgres_reads;
+        assert!(postgres_reads(b'S', 5));
+        assert!(postgres_reads(b'S', 10_001));
+        assert!(!postgres_reads(b'S', 10_002));
+        assert!(!postgres_reads(b'f', 20_000));
+        assert!(postgres_reads(b'Q', 0x3fff_ffff));
+        assert!(!postgres_reads(b'Q', 0x4000_0001));
+        assert!(postgres_reads(b'd', 1 << 29));
+    }
+
     use super::*;
 
     #[test]

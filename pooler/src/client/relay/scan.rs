@@ -59,6 +59,12 @@ impl Relay {
             let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_fault(&e))? else {
                 return Ok(());
             };
+            // A message its backend would drop the connection over, silently: refused here, so
+            // that it costs no server (and a backend gone without a word is not taken for a
+            // crash of the whole PostgreSQL, which closes every idle server of the pool).
+            if !pgmux_protocol::frame::postgres_reads(tag, total) {
+                return Err(Fault::client("invalid message length"));
+            }
             if tag == tags::frontend::TERMINATE {
                 self.terminate = true;
                 self.cin.truncate(self.c_ready);
