@@ -4,7 +4,7 @@
 //! hundreds of connections that never finish logging in (closed at client_login_timeout while
 //! new logins are served), a huge COPY stream and a huge query text (streamed, not buffered),
 //! a client that floods requests pgmux answers itself and never reads, a message PostgreSQL
-//! would drop the connection over.
+//! would drop the connection over, long unnamed statements (passed on, not kept).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,6 +310,52 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     after.sort_unstable();
     assert_eq!(after, idle, "the idle servers stayed");
     assert_eq!(one(&clients[0]).await, 1);
+}
+
+/// Clients that each Parse a 32 MiB unnamed statement (the text is its length) and then stay:
+/// the statement runs and the next (short) unnamed statement too, and pgmux does not keep the
+/// long texts for the rest of the sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_unnamed_statements_are_passed_on_not_kept() {
+    use tokio::io::AsyncReadExt;
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 4",
+        &userlist(pg),
+    );
+    let before = rss_kib(mux.pid());
+    let text = format!("SELECT length('{}')", "y".repeat(32 << 20));
+    let mut kept = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        let mut out = BytesMut::new();
+        build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+        for sql in [text.as_str(), "SELECT 7"] {
+            build::parse(&mut out, "", sql);
+            build::bind(&mut out, "", "", &[]);
+            build::execute(&mut out, "");
+            build::sync(&mut out);
+        }
+        s.write_all(&out).await.unwrap();
+        // Login's ReadyForQuery, then one per Sync.
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while seen.windows(6).filter(|w| w == b"Z\0\0\0\x05I").count() < 3 {
+            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let answers = String::from_utf8_lossy(&seen);
+        assert!(answers.contains(&(32 << 20).to_string()), "the long statement ran");
+        assert!(answers.contains("\x017") || answers.contains('7'), "the short one ran");
+        assert!(!answers.contains("SERROR"), "{answers}");
+        kept.push(s);
+    }
+    let grown = rss_kib(mux.pid()).saturating_sub(before);
+    eprintln!("pgmux grew by {grown} KiB with 4 clients idle after 32 MiB unnamed statements");
+    assert!(grown < 48 * 1024, "pgmux grew by {grown} KiB: the statements were kept");
 }
 
 fn peak_kib(pid: u32) -> u64 {

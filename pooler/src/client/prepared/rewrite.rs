@@ -66,6 +66,11 @@ pub struct Rewrite<'a> {
     pub binds: u64,
 }
 
+/// The longest unnamed Parse (bytes, tag included) whose text a client's statements keep, to
+/// prepare it on the next server and serve it from the cache of unnamed statements. Longer
+/// ones go through as they come, so that a client's memory is not the size of its statement.
+pub const MAX_KEPT_UNNAMED: usize = 1 << 20;
+
 /// Writes the message length of the message at `at` (tag at `at`), `total` bytes with the tag.
 fn set_len(buf: &mut BytesMut, at: usize, total: usize) {
     buf[at + 1..at + 5].copy_from_slice(&((total - 1) as i32).to_be_bytes());
@@ -207,6 +212,19 @@ impl Rewrite<'_> {
         n
     }
 
+    /// An unnamed Parse of `total` bytes, over [`MAX_KEPT_UNNAMED`], streamed to the server as
+    /// PgBouncer streams every unnamed one: the client then has no unnamed statement pgmux can
+    /// prepare elsewhere (a Bind of it on another server finds none, as with PgBouncer), and
+    /// neither its text nor the buffer that held an earlier one is kept.
+    fn pass_long_unnamed(&mut self, total: usize) -> Rewritten {
+        self.client.unnamed = BytesMut::new();
+        self.client.unnamed_valid = false;
+        self.client.unnamed_hash = None;
+        self.tracker.unnamed_here = true;
+        self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed });
+        Rewritten::Done { ready: 0, skip: total }
+    }
+
     /// Replaces the statement name at `name_at` (`old` bytes) of the message at `at` with the
     /// server-side name; returns the new total length of the message.
     fn rename(buf: &mut BytesMut, at: usize, total: usize, name_at: usize, old: usize, hash: u64) -> usize {
@@ -231,6 +249,10 @@ impl Rewrite<'_> {
         }
         match tag {
             tags::frontend::PARSE => {
+                // An unnamed statement too long to keep is passed on as it comes, untracked.
+                if total > MAX_KEPT_UNNAMED && buf.get(at + 5) == Some(&0) {
+                    return Ok(self.pass_long_unnamed(total));
+                }
                 if !whole {
                     return Ok(Rewritten::NeedMore);
                 }
