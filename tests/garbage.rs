@@ -92,6 +92,7 @@ async fn bad_messages_after_login_close_only_that_client() {
         },
         vec![b'Q', 0, 0, 0, 2], // length below 4
         vec![b'z', 0, 0, 0, 4], // no such message type
+        vec![b'p', 0, 0, 0, 9, b'p', b'w', b'd', 0], // a password message after login
     ];
     for msg in bad {
         let mut s = logged_in(&mux).await;
@@ -102,7 +103,7 @@ async fn bad_messages_after_login_close_only_that_client() {
     // Counted as the client's fault (pgmux_pool_sessions_closed_total{side="client"}).
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();
     let closed = [0, 1, 2].map(|i| pool.counters.sum(|s| &s.sessions_closed[i]));
-    assert_eq!(closed, [3, 0, 0], "client, server, pgmux");
+    assert_eq!(closed, [4, 0, 0], "client, server, pgmux");
     // A message that stops short of its announced length is simply waited for; the client is
     // cut off by the server's read of a broken pipe only when it goes away.
     let mut s = logged_in(&mux).await;

@@ -186,7 +186,7 @@ impl Relay {
                     }
                 }
                 tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.flow.copy_end(),
-                tags::frontend::FLUSH | tags::frontend::COPY_DATA | tags::frontend::PASSWORD => {}
+                tags::frontend::FLUSH | tags::frontend::COPY_DATA => {}
                 _ => return Err(Fault::client(format!("invalid client message type {:?}", tag as char))),
             }
             self.c_skip = total;
