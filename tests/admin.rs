@@ -538,4 +538,10 @@ async fn failed_reload_puts_the_reason_in_the_log() {
     assert!(reason.contains(" ERROR ") && reason.contains("pgmux.ini:"), "{reason}");
     mux.wait_for_log("ERROR RELOAD Failed, see logs for more details");
     c.simple_query("SHOW VERSION").await.expect("the console still works on the old config");
+    // A key PgBouncer does not know (a typo) fails the reload as it does.
+    std::fs::write(&ini, format!("{good}defualt_pool_size = 5\n")).unwrap();
+    let err = c.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(db_error(&err).0, "F0000");
+    let reason = mux.wait_for_log("unknown parameter: pgbouncer/defualt_pool_size");
+    assert!(reason.contains("pgmux.ini:"), "{reason}");
 }

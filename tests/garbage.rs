@@ -90,8 +90,8 @@ async fn bad_messages_after_login_close_only_that_client() {
             b.put_slice(b"SELECT 1");
             b.to_vec()
         },
-        vec![b'Q', 0, 0, 0, 2], // length below 4
-        vec![b'z', 0, 0, 0, 4], // no such message type
+        vec![b'Q', 0, 0, 0, 2],                      // length below 4
+        vec![b'z', 0, 0, 0, 4],                      // no such message type
         vec![b'p', 0, 0, 0, 9, b'p', b'w', b'd', 0], // a password message after login
     ];
     for msg in bad {

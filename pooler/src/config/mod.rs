@@ -100,7 +100,8 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
                 Some(p) => {
                     settings.insert(p.name, (e.value, Some(e.at)));
                 }
-                None => warnings.push(format!("{}: unknown parameter: pgbouncer/{}", e.at, e.key)),
+                // As PgBouncer: a key it does not know (a typo, most often) fails the load.
+                None => return Err(ConfigError::at(&e.at, format!("unknown parameter: pgbouncer/{}", e.key))),
             },
             "databases" => {
                 if e.key == "pgbouncer" {
@@ -126,7 +127,7 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
                 let peer = PeerConfig::parse(&e.value).map_err(|r| ConfigError::at(&e.at, r.0))?;
                 peers.insert(id, peer);
             }
-            other => warnings.push(format!("{}: unknown section [{other}]", e.at)),
+            other => return Err(ConfigError::at(&e.at, format!("unknown section: {other}"))),
         }
     }
     let general = General::from_settings(&settings)?;
@@ -304,9 +305,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_warn() {
-        let c = load_text("[pgbouncer]\nno_such_thing = 1\n").unwrap();
-        assert_eq!(c.warnings, vec!["test.ini:2: unknown parameter: pgbouncer/no_such_thing"]);
+    fn unknown_keys_and_sections_fail_the_load_as_in_pgbouncer() {
+        let err = load_text("[pgbouncer]\nno_such_thing = 1\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.ini:2: unknown parameter: pgbouncer/no_such_thing");
+        let err = load_text("[pgbouncer]\nlisten_port = 6432\n[extras]\nx = 1\n").unwrap_err();
+        assert_eq!(err.to_string(), "test.ini:4: unknown section: extras");
     }
 
     #[test]
