@@ -208,3 +208,38 @@ async fn the_extended_protocol_is_refused_and_the_console_closed() {
     }
     panic!("the console connection stayed open");
 }
+
+/// Rows of a SHOW, as text.
+async fn rows(c: &Client, show: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c.simple_query(show).await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_ordered_by_name_with_the_consoles_row_in_its_place() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    app.simple_query("SELECT 1").await.unwrap();
+    let c = console(&mux).await;
+    for show in ["SHOW DATABASES", "SHOW POOLS", "SHOW STATS"] {
+        let names: Vec<String> = rows(&c, show).await.into_iter().map(|r| r[0].clone().unwrap()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "{show}");
+        assert!(
+            names.first().map(String::as_str) == Some("app") && names.contains(&"pgbouncer".into()),
+            "{show}: {names:?}"
+        );
+    }
+    // One host: no load_balance_hosts (column 10 of DATABASES, 16 of POOLS).
+    assert!(rows(&c, "SHOW DATABASES").await.iter().all(|r| r[10].is_none()));
+    assert!(rows(&c, "SHOW POOLS").await.iter().all(|r| r[16].is_none()));
+    let users: Vec<String> = rows(&c, "SHOW USERS").await.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert!(users.contains(&"pgbouncer".into()), "the console's own user is listed: {users:?}");
+}

@@ -134,7 +134,8 @@ fn pools(shared: &Shared) -> Table {
         ("load_balance_hosts", Ty::Text),
     ]);
     let admin_clients = shared.admin_clients.load(Relaxed);
-    t.row(vec![
+    let mut rows = Vec::new();
+    rows.push(vec![
         v(ADMIN_DB),
         v(ADMIN_DB),
         v(admin_clients),
@@ -162,7 +163,7 @@ fn pools(shared: &Shared) -> Table {
         let login = c.total.saturating_sub(c.idle + active);
         // Clients queued for a server and clients held by PAUSE both count as waiting.
         let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
-        t.row(vec![
+        rows.push(vec![
             v(&p.db),
             v(&p.user),
             v((clients - waiting).max(0)),
@@ -179,10 +180,21 @@ fn pools(shared: &Shared) -> Table {
             v(max_wait.as_secs()),
             v(max_wait.subsec_micros()),
             v(settings.mode.as_str()),
-            v(settings.target.load_balance.as_str()),
+            // As PgBouncer, only a list of hosts has a way of choosing among them.
+            (settings.target.hosts.len() > 1).then(|| settings.target.load_balance.as_str().to_owned()),
         ]);
     }
+    sorted_into(&mut t, rows, 2);
     t
+}
+
+/// Appends `rows` ordered by their first `key` columns (name, then user), the console's row
+/// (`pgbouncer`) in its place by name as in PgBouncer's lists.
+fn sorted_into(t: &mut Table, mut rows: Vec<Vec<Option<String>>>, key: usize) {
+    rows.sort_by(|a, b| a[..key].cmp(&b[..key]));
+    for r in rows {
+        t.row(r);
+    }
 }
 
 fn databases(shared: &Shared, listen_port: u16) -> Table {
@@ -207,7 +219,8 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
     ]);
     let config = shared.config();
     let g = &config.general;
-    t.row(vec![
+    let mut rows = Vec::new();
+    rows.push(vec![
         v(ADMIN_DB),
         None,
         v(listen_port),
@@ -216,7 +229,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         v(2),
         v(0),
         v(0),
-        v(0),
+        v(g.server_lifetime.as_secs()),
         v("statement"),
         None,
         v(0),
@@ -237,7 +250,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
         let Some(db) = config.database(&name) else {
             continue;
         };
-        t.row(vec![
+        rows.push(vec![
             v(&name),
             Some(db.host_text()).filter(|h| !h.is_empty()),
             v(db.port),
@@ -248,7 +261,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
             v(db.reserve_pool_size.unwrap_or(g.reserve_pool_size)),
             v(db.server_lifetime.unwrap_or(g.server_lifetime).as_secs()),
             db.pool_mode.map(|m| m.as_str().to_owned()),
-            v(db.load_balance_hosts.as_str()),
+            (db.hosts.len() > 1).then(|| db.load_balance_hosts.as_str().to_owned()),
             v(db.max_db_connections.filter(|n| *n > 0).unwrap_or(g.max_db_connections)),
             v(shared.pools.db_connections(&name)),
             v(config.db_client_max(db.max_db_client_connections)),
@@ -257,6 +270,7 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
             v(shared.pools.is_disabled(&name) as i32),
         ]);
     }
+    sorted_into(&mut t, rows, 1);
     t
 }
 
@@ -328,10 +342,11 @@ fn users(shared: &Shared) -> Table {
     t
 }
 
-/// The users PgBouncer would list: auth_file, `[users]`, forced users of databases, and users
-/// auth_query found.
+/// The users PgBouncer would list: the console's own (`pgbouncer`), auth_file, `[users]`,
+/// forced users of databases, and users auth_query found.
 fn known_users(shared: &Shared, config: &crate::config::Config) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = config.users.keys().cloned().collect();
+    names.insert(ADMIN_DB.to_owned());
     names.extend(config.auth_file.keys().cloned());
     names.extend(config.databases.values().filter_map(|d| d.user.clone()));
     names.extend(shared.client_counts.user_names());

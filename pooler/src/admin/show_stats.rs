@@ -25,6 +25,8 @@ fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot
         let a = averages.get(&db).copied().unwrap_or_default();
         rows.push((db, s, a));
     }
+    // By name, the console's row among the others, as PgBouncer lists its pools.
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
 }
 
