@@ -156,6 +156,19 @@ async fn ssl_and_gssenc_requests_are_declined() {
     s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap(); // SSLRequest
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
+    // Bytes behind either request, sent before its answer, are refused even when the answer
+    // is no (as PostgreSQL and PgBouncer refuse them).
+    for (request, what) in [(0x2f, "SSL request"), (0x30, "GSSAPI encryption request")] {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        let mut out = BytesMut::from(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, request][..]);
+        build::startup_message(&mut out, &[("user", SCRAM_USER), ("database", "app")]);
+        s.write_all(&out).await.unwrap();
+        let (code, msg) = error_then_eof(&mut s).await;
+        assert_eq!(
+            (code.as_str(), msg.as_str()),
+            ("08P01", format!("received unencrypted data after {what}").as_str())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,18 +60,27 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
         if !io.rbuf.is_empty() {
             first_packet = false;
         }
-        match split_startup(&mut io.rbuf) {
+        let packet = split_startup(&mut io.rbuf);
+        // Bytes sent behind an encryption request, before its answer, could be a third party's
+        // (CVE-2021-23222): refused whatever the answer, as PostgreSQL and PgBouncer do.
+        let early = match packet {
+            Ok(Some(StartupPacket::SslRequest)) if io.tls.is_none() => Some("SSL request"),
+            Ok(Some(StartupPacket::GssEncRequest)) => Some("GSSAPI encryption request"),
+            _ => None,
+        };
+        if let Some(what) = early.filter(|_| !io.rbuf.is_empty()) {
+            let msg = format!("received unencrypted data after {what}");
+            io.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
+            return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid(
+                "unencrypted data after request",
+            )));
+        }
+        match packet {
             Ok(Some(StartupPacket::SslRequest)) => match tls {
                 _ if io.tls.is_some() => {
                     return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid("SSL request inside SSL")))
                 }
                 Some(t) if io.stream.is_plain_tcp() => {
-                    if !io.rbuf.is_empty() {
-                        // Bytes sent before the handshake could be injected by a third party.
-                        let msg = "received unencrypted data after SSL request";
-                        io.fatal(sqlstate::PROTOCOL_VIOLATION, msg).await;
-                        return Err(ClientError::Protocol(pgmux_protocol::ProtocolError::Invalid(msg)));
-                    }
                     io.wbuf.extend_from_slice(b"S");
                     io.flush().await?;
                     start_tls(io, t, &[], false).await?;
