@@ -166,9 +166,11 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
 fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> bool) -> Result<(), ClientError> {
     const ONLY_C: &str = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
     let refuse = |msg: String| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg);
+    // Blanks are ASCII ones, as PostgreSQL's and PgBouncer's splitting reads them.
+    let blanks = |s: &str| s.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
     let mut rest = v;
     loop {
-        rest = rest.trim_start();
+        rest = &rest[rest.len() - blanks(rest)..];
         if rest.is_empty() {
             return Ok(());
         }
@@ -176,7 +178,7 @@ fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> b
         rest = if dashdash {
             &rest[2..]
         } else if let Some(r) = rest.strip_prefix("-c") {
-            r.trim_start()
+            &r[r.len() - blanks(r)..]
         } else {
             return Err(refuse(ONLY_C.into()));
         };
@@ -281,6 +283,11 @@ mod tests {
         assert_eq!(refusal("-d", &g), only);
         assert_eq!(refusal("-c timezone", &g), only);
         assert_eq!(refusal("-c enable_seqscan=false", &g), "unsupported startup parameter in options: enable_seqscan");
+        // Only ASCII blanks separate: a no-break space is part of the name.
+        assert_eq!(
+            refusal("-c\u{a0}application_name=x", &g),
+            "unsupported startup parameter in options: \u{a0}application_name"
+        );
         // With `options` itself ignored, unknown settings are dropped and known ones still kept.
         let g = general("ignore_startup_parameters = options");
         let p = accept_params(196608, kv(&[("user", "u"), ("options", "-c enable_seqscan=false -ctimezone=UTC")]), &g)
