@@ -19,4 +19,7 @@ pub enum ProtocolError {
     /// Bytes that are valid framing but wrong content (bad protocol version, bad SCRAM attribute).
     #[error("{0}")]
     Invalid(&'static str),
+    /// A startup packet of protocol 2, which PostgreSQL dropped in version 14.
+    #[error("old V2 protocol not supported")]
+    OldProtocol,
 }

@@ -83,6 +83,7 @@ fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
             }
             Ok(StartupPacket::Startup { version: v, params })
         }
+        v if v >> 16 == 2 => Err(ProtocolError::OldProtocol),
         _ => Err(ProtocolError::Invalid("unsupported protocol version")),
     }
 }
@@ -113,6 +114,14 @@ mod tests {
         let mut buf = BytesMut::new();
         build::cancel_request(&mut buf, 7, -9);
         assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::Cancel { pid: 7, secret: -9 }));
+    }
+
+    #[test]
+    fn protocol_2_is_named_as_such() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 8, 0, 2, 0, 0][..]);
+        assert_eq!(split_startup(&mut buf), Err(ProtocolError::OldProtocol));
+        let mut buf = BytesMut::from(&[0, 0, 0, 8, 0, 4, 0, 0][..]);
+        assert_eq!(split_startup(&mut buf), Err(ProtocolError::Invalid("unsupported protocol version")));
     }
 
     #[test]

@@ -97,7 +97,12 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
             Ok(Some(p)) => return Ok(p),
             Ok(None) => io.fill().await?,
             Err(e) => {
-                io.fatal(sqlstate::PROTOCOL_VIOLATION, &format!("bad startup packet: {e}")).await;
+                let msg = match e {
+                    // PgBouncer's words for it.
+                    pgmux_protocol::ProtocolError::OldProtocol => e.to_string(),
+                    _ => format!("bad startup packet: {e}"),
+                };
+                io.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
                 return Err(e.into());
             }
         }
