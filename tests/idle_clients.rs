@@ -167,3 +167,40 @@ async fn a_query_and_its_terminate_in_one_write_leave_the_server_at_once() {
         .expect("the pool's one server came back long before the sleep would end");
     assert_eq!(next, "1");
 }
+
+/// A Close of one of its named statements from a client between transactions is answered
+/// without a server (the name is the client's; the servers keep the statement), and the name
+/// is free again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_named_statement_between_transactions_takes_no_server() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "auth_type = trust\ndefault_pool_size = 1\nquery_wait_timeout = 10");
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    pgmux_protocol::build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    raw.write_all(&out).await.unwrap();
+    read_until(&mut raw, b'Z').await;
+    out.clear();
+    pgmux_protocol::build::parse(&mut out, "s1", "SELECT 1");
+    pgmux_protocol::build::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut raw, b'Z').await, [b'1', b'Z']);
+
+    // The pool's only server is held by a transaction meanwhile.
+    let holder = mux.connect(MD5_USER, "", "app").await.unwrap();
+    holder.simple_query("BEGIN").await.unwrap();
+    value(&holder, "SELECT 1").await;
+    raw.write_all(&[b'C', 0, 0, 0, 8, b'S', b's', b'1', 0, b'S', 0, 0, 0, 4]).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(2), read_until(&mut raw, b'Z'))
+        .await
+        .expect("answered without waiting for the busy server");
+    assert_eq!(seen, [b'3', b'Z'], "CloseComplete, ReadyForQuery");
+    holder.simple_query("COMMIT").await.unwrap();
+    // The name can be used again: its Parse goes to the server and succeeds.
+    out.clear();
+    pgmux_protocol::build::parse(&mut out, "s1", "SELECT 2");
+    pgmux_protocol::build::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), read_until(&mut raw, b'Z')).await.unwrap();
+    assert_eq!(seen, [b'1', b'Z']);
+}

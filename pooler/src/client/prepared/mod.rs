@@ -185,6 +185,13 @@ impl ClientStatements {
         }
     }
 
+    /// A Close of the client's named statement `name` between transactions: the name is
+    /// forgotten (the servers keep the statement for other clients, as with any Close). False
+    /// when the client has no such statement.
+    pub fn forget(&mut self, name: &[u8]) -> bool {
+        self.map.remove(name).is_some()
+    }
+
     /// Named statements (name, Parse body after the name) and the unnamed one, for handing the
     /// client to a new process (online restart).
     pub fn export(&self) -> (NamedStatements, Option<Vec<u8>>) {

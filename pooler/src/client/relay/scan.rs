@@ -21,6 +21,8 @@ use crate::config::PoolMode;
 const HELD_FATAL_MAX: usize = 8 * 1024;
 /// ReadyForQuery 'I', as PostgreSQL answers a Sync outside a transaction.
 const IDLE_READY: [u8; 6] = [tags::backend::READY_FOR_QUERY, 0, 0, 0, 5, b'I'];
+/// CloseComplete.
+const CLOSE_COMPLETE: [u8; 5] = [tags::backend::CLOSE_COMPLETE, 0, 0, 0, 4];
 use crate::pool::PoolStats;
 
 impl Relay {
@@ -198,7 +200,19 @@ impl Relay {
     /// nothing to push, Sync gets ReadyForQuery 'I' as PostgreSQL would answer it. Drivers send
     /// these alone (psycopg's pipeline exit, keep-alive Syncs).
     fn answer_idle(&mut self, tag: u8, total: usize) -> bool {
-        let lone = self.c_ready == 0 && self.c_skip == 0 && total == 5 && self.cin.len() >= total;
+        let first_whole = self.c_ready == 0 && self.c_skip == 0 && self.cin.len() >= total;
+        if first_whole && tag == tags::frontend::CLOSE && self.track_prepared {
+            // A Close of one of its named statements, as PgBouncer answers it: the name is the
+            // client's own (the servers keep the statement), so no server is needed.
+            let forgot = extended::target(&self.cin[5..total])
+                .is_ok_and(|t| t.is_named_statement() && self.statements.forget(t.name));
+            if forgot {
+                self.cin.advance(total);
+                self.answer_now(&CLOSE_COMPLETE);
+            }
+            return forgot;
+        }
+        let lone = first_whole && total == 5;
         if !lone || !matches!(tag, tags::frontend::FLUSH | tags::frontend::SYNC) {
             return false;
         }
