@@ -403,6 +403,11 @@ async fn shutdown_wait_for_servers_lets_the_transaction_finish() {
     c.simple_query("SHUTDOWN WAIT_FOR_SERVERS").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(idle.simple_query("SELECT 1").await.is_err(), "a client without a server is closed");
+    // The shutdown pauses, as PgBouncer's: no more pausing, killing or suspending.
+    for q in ["PAUSE", "KILL", "SUSPEND"] {
+        let e = c.simple_query(q).await.unwrap_err();
+        assert_eq!(db_error(&e), ("08P01".into(), "already suspended/paused".into()), "{q}");
+    }
     busy.simple_query("SELECT 1").await.expect("the open transaction goes on");
     busy.batch_execute("COMMIT").await.expect("and commits");
     for _ in 0..50 {

@@ -114,6 +114,8 @@ async fn set_unquotes_takes_to_and_names_what_it_set() {
 async fn pause_resume_and_suspend_share_pgbouncers_one_pause_mode() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, CONSOLE);
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    app.simple_query("SELECT 1").await.unwrap();
     let c = console(&mux).await;
     let err = |m: &str| ("08P01".to_owned(), m.to_owned());
 
@@ -131,6 +133,9 @@ async fn pause_resume_and_suspend_share_pgbouncers_one_pause_mode() {
         assert_eq!(refused(&c, q).await, err("already suspended/paused"), "{q}");
     }
     assert_eq!(value_of(&c, "SHOW STATE", "paused").await, "yes");
+    // SHOW DATABASES' `paused` is a database's own pause, not the global one.
+    let row = rows(&c, "SHOW DATABASES").await.into_iter().find(|r| r[0].as_deref() == Some("app")).unwrap();
+    assert_eq!(row[15].as_deref(), Some("0"));
     c.simple_query("RESUME").await.unwrap();
 
     // SUSPEND is its own mode: not "paused".

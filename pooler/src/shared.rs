@@ -156,6 +156,16 @@ impl Shared {
         }
     }
 
+    /// Ends a SUSPEND if one is in force, in one step (nothing can pause between the look and
+    /// the change); true when it did.
+    pub fn resume_if_suspended(&self) -> bool {
+        let was = self.suspended.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+        if was {
+            self.set_suspended(false);
+        }
+        was
+    }
+
     /// True while suspended.
     pub fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Relaxed)

@@ -238,8 +238,9 @@ fn set_form(sql: &str) -> Option<(&str, &str)> {
     }
     let start = c.at;
     let key = c.word()?;
-    let ends: Vec<usize> = if key.starts_with('"') { vec![c.at] } else { (start + 1..=c.at).rev().collect() };
-    ends.into_iter().find_map(|end| {
+    let word_end = c.at;
+    // What follows the key when it ends at `end`: `=` or `to`, a value, the end.
+    let rest_from = |end: usize| {
         let mut v = Cursor { s: sql, at: end };
         v.blanks();
         let r = v.rest();
@@ -253,6 +254,25 @@ fn set_form(sql: &str) -> Option<(&str, &str)> {
         v.blanks();
         let value = v.string().or_else(|| v.word())?;
         v.at_end().then_some((&sql[start..end], value))
+    };
+    if let Some(found) = rest_from(word_end) {
+        return Some(found);
+    }
+    if key.starts_with('"') {
+        return None;
+    }
+    // An unquoted key may end inside the word, where a `to` begins: the rest of the word after
+    // it is then the value, and what follows the word must be the end. Looked at once, not
+    // again for each place (a long word of `to`s would cost its length squared).
+    let word_ends_query = Cursor { s: sql, at: word_end }.at_end();
+    (start + 1..word_end).rev().find_map(|end| {
+        if !sql.as_bytes()[end..].get(..2).is_some_and(|t| t.eq_ignore_ascii_case(b"to")) {
+            return None;
+        }
+        match end + 2 {
+            value_at if value_at < word_end => word_ends_query.then(|| (&sql[start..end], &sql[value_at..word_end])),
+            _ => rest_from(end),
+        }
     })
 }
 
@@ -334,6 +354,21 @@ mod tests {
         assert_eq!(parse(&format!("pause {}", "a".repeat(64))), Err(CommandError::BadArguments));
         assert_eq!(parse("set \"\" = 1"), Err(CommandError::BadArguments));
         assert!(parse(&format!("pause {}", "a".repeat(63))).is_ok());
+    }
+
+    /// A long word of `to`s is read in time linear in its length (each end of it could start
+    /// the `TO` of a SET; a key longer than 63 bytes is refused whatever follows).
+    #[test]
+    fn a_long_set_key_is_read_in_one_pass() {
+        let q = format!("set {} 1", "to".repeat(1 << 19));
+        assert_eq!(parse(&q), Err(CommandError::BadArguments));
+        let q = format!("set {};;", "to".repeat(1 << 19));
+        assert_eq!(parse(&q), Err(CommandError::Syntax));
+        // A key longer than PgBouncer takes is `bad arguments`, also when it ends at a `to`.
+        let q = format!("set {}to 1", "k".repeat(70));
+        assert_eq!(parse(&q), Err(CommandError::BadArguments));
+        let q = format!("set {} = 1", "k".repeat(70));
+        assert_eq!(parse(&q), Err(CommandError::BadArguments));
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
     };
     // PgBouncer's refusals, in its order: a global PAUSE or SUSPEND first, then a missing
     // database, the admin database itself, and a database that does not exist.
-    let paused_or_suspended = shared.is_suspended() || shared.pools.all_paused();
+    // SHUTDOWN WAIT_FOR_SERVERS pauses too, as in PgBouncer.
+    let paused_or_suspended =
+        shared.is_suspended() || shared.pools.all_paused() || shared.state() == RunState::WaitForServers;
     match &cmd {
         Command::Kill(_) | Command::Pause(_) if paused_or_suspended => {
             err(out, "already suspended/paused".into());

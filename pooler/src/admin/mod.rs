@@ -42,9 +42,8 @@ impl Drop for AdminCount<'_> {
         self.0.client_registry.unregister(self.1);
         // As PgBouncer: a SUSPEND nobody is left to RESUME ends when the last console client
         // goes (a `psql -c SUSPEND` would otherwise leave the pooler deaf until a signal).
-        if left == 0 && self.0.is_suspended() {
+        if left == 0 && self.0.resume_if_suspended() {
             tracing::info!("admin disappeared when suspended, doing RESUME");
-            self.0.set_suspended(false);
         }
     }
 }

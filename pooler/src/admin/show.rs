@@ -266,7 +266,8 @@ fn databases(shared: &Shared, listen_port: u16) -> Table {
             v(shared.pools.db_connections(&name)),
             v(config.db_client_max(db.max_db_client_connections)),
             v(shared.client_counts.db(&name)),
-            v(shared.pools.is_paused(&name) as i32),
+            // The database's own pause (PAUSE db, KILL), as PgBouncer's db_paused.
+            v(shared.pools.is_paused_by_name(&name) as i32),
             v(shared.pools.is_disabled(&name) as i32),
         ]);
     }

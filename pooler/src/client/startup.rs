@@ -171,8 +171,7 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
 fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> bool) -> Result<(), ClientError> {
     const ONLY_C: &str = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
     let refuse = |msg: String| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg);
-    // Blanks are ASCII ones, as PostgreSQL's and PgBouncer's splitting reads them.
-    let blanks = |s: &str| s.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
+    let blanks = |s: &str| s.trim_start_matches(is_blank).len();
     let mut rest = v;
     loop {
         rest = &rest[rest.len() - blanks(rest)..];
@@ -200,6 +199,12 @@ fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> b
     }
 }
 
+/// C's `isspace` in the C locale, as PostgreSQL and PgBouncer split `options`: ASCII blanks,
+/// vertical tab included (a no-break space is not one).
+fn is_blank(c: char) -> bool {
+    c.is_ascii_whitespace() || c == '\x0b'
+}
+
 /// One blank-delimited word of `options` with backslash escapes removed (PgBouncer's
 /// `read_escaped_token`), and the text after it.
 fn escaped_word(s: &str) -> (String, &str) {
@@ -211,7 +216,7 @@ fn escaped_word(s: &str) -> (String, &str) {
                 Some((_, e)) => word.push(e),
                 None => return (word, ""),
             },
-            c if c.is_ascii_whitespace() => return (word, &s[i..]),
+            c if is_blank(c) => return (word, &s[i..]),
             c => word.push(c),
         }
     }

@@ -73,6 +73,8 @@ enum Event {
     ClientFailed,
     Timer,
     Killed,
+    /// The requests a Terminate followed have all reached the server: the session can end.
+    Sent,
 }
 
 struct Relay {
@@ -333,10 +335,12 @@ impl Relay {
                     }
                 }
             }
-            // Also after an attach: a Terminate that came in one write with the request it
-            // follows ends the session now, as one that comes later does (the request is
-            // cancelled and the server rescued), rather than when the request is answered.
-            if self.client_eof || self.terminate {
+            // Also after an attach: a Terminate that came in one write with the requests it
+            // follows ends the session as soon as they are sent, as one that comes later does
+            // (what still runs is cancelled and the server rescued), rather than when they are
+            // answered. A client gone without a Terminate ends at once: what it left unsent
+            // is not run.
+            if self.client_eof || (self.terminate && self.c_ready == 0) {
                 return Some(End::ClientGone);
             }
             if self.parks() {
@@ -386,8 +390,9 @@ impl Relay {
             Event::Killed if self.session.info.is_killed() => {
                 return Next::End(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, self.session.info.kill_reason()).into())
             }
-            // A fast-close request or a hand-over: the top of the loop looks at them.
-            Event::Killed => {}
+            // A fast-close request or a hand-over: the top of the loop looks at them; so at
+            // the end of the requests a Terminate followed.
+            Event::Killed | Event::Sent => {}
             Event::Timer => {
                 self.timer = None;
                 self.timer_due = None;

@@ -29,6 +29,9 @@ impl Relay {
                     Poll::Pending => break,
                 }
             }
+            if self.terminate && self.c_ready == 0 {
+                return Poll::Ready(Event::Sent);
+            }
         }
         while self.s_ready > 0 {
             match Pin::new(&mut self.client).poll_write(cx, &self.sout[..self.s_ready]) {
@@ -112,12 +115,13 @@ impl Relay {
     /// Reads from the client when it has room in `cin` and is taking what it was sent: pgmux
     /// answers some requests itself (a Sync with no server, a statement in a transaction its
     /// server's loss aborted, a Close the tracker fakes), so a client that sends and never reads
-    /// would otherwise fill `sout` without end.
+    /// would otherwise fill `sout` without end. The mark is twice the server's: the server's
+    /// data alone stops at one, and the client is read as before while it is below two.
     fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         if self.client_eof
             || self.terminate
             || self.cin.len() >= self.client_read_limit()
-            || self.sout.len() >= HIGH_WATER
+            || self.sout.len() >= 2 * HIGH_WATER
         {
             return None;
         }

@@ -201,9 +201,11 @@ impl Relay {
     /// these alone (psycopg's pipeline exit, keep-alive Syncs).
     fn answer_idle(&mut self, tag: u8, total: usize) -> bool {
         let first_whole = self.c_ready == 0 && self.c_skip == 0 && self.cin.len() >= total;
-        if first_whole && tag == tags::frontend::CLOSE && self.track_prepared {
+        if first_whole && tag == tags::frontend::CLOSE && self.track_prepared && self.carry.made.is_none() {
             // A Close of one of its named statements, as PgBouncer answers it: the name is the
-            // client's own (the servers keep the statement), so no server is needed.
+            // client's own (the servers keep the statement), so no server is needed. (A client
+            // whose session state is followed has its Closes numbered among the server's
+            // answers: those go to a server.)
             let forgot = extended::target(&self.cin[5..total])
                 .is_ok_and(|t| t.is_named_statement() && self.statements.forget(t.name));
             if forgot {
