@@ -304,6 +304,42 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("08P01") && text.contains("invalid message length"), "{text}");
 
+    // A Describe longer than PostgreSQL's 10,000 bytes is fine when it names a statement
+    // pgmux tracks (the server sees pgmux's short name), and refused when it names a portal.
+    let name = "a".repeat(16 << 10);
+    let mut raw = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    out.clear();
+    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    build::parse(&mut out, &name, "SELECT 1");
+    out.extend_from_slice(b"D");
+    out.extend_from_slice(&(4 + 1 + name.len() as i32 + 1).to_be_bytes());
+    out.extend_from_slice(b"S");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\0");
+    build::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while seen.windows(6).filter(|w| w == b"Z\0\0\0\x05I").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("SERROR"), "{:?}", String::from_utf8_lossy(&seen));
+    // Just over the limit, so that pgmux has read all of it when it closes (unread bytes
+    // would make the close a reset, which can lose the FATAL).
+    let portal = "p".repeat(10_000);
+    out.clear();
+    out.extend_from_slice(b"D");
+    out.extend_from_slice(&(4 + 1 + portal.len() as i32 + 1).to_be_bytes());
+    out.extend_from_slice(b"P");
+    out.extend_from_slice(portal.as_bytes());
+    out.extend_from_slice(b"\0");
+    raw.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut seen)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&seen).contains("invalid message length"));
+
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut after = pool.idle_ids();
     after.sort_unstable();

@@ -65,7 +65,14 @@ impl Relay {
             // that it costs no server (and a backend gone without a word is not taken for a
             // crash of the whole PostgreSQL, which closes every idle server of the pool).
             if !pgmux_protocol::frame::postgres_reads(tag, total) {
-                return Err(Fault::client("invalid message length"));
+                // A Close or Describe of a named statement reaches the server under pgmux's
+                // short name when statements are tracked (or is refused as unknown).
+                let renamed = self.track_prepared && matches!(tag, tags::frontend::CLOSE | tags::frontend::DESCRIBE);
+                match avail.get(5) {
+                    None if renamed => return Ok(()),
+                    Some(&extended::STATEMENT) if renamed => {}
+                    _ => return Err(Fault::client("invalid message length")),
+                }
             }
             if tag == tags::frontend::TERMINATE {
                 self.terminate = true;
