@@ -64,15 +64,8 @@ impl Relay {
             // A message its backend would drop the connection over, silently: refused here, so
             // that it costs no server (and a backend gone without a word is not taken for a
             // crash of the whole PostgreSQL, which closes every idle server of the pool).
-            if !pgmux_protocol::frame::postgres_reads(tag, total) {
-                // A Close or Describe of a named statement reaches the server under pgmux's
-                // short name when statements are tracked (or is refused as unknown).
-                let renamed = self.track_prepared && matches!(tag, tags::frontend::CLOSE | tags::frontend::DESCRIBE);
-                match avail.get(5) {
-                    None if renamed => return Ok(()),
-                    Some(&extended::STATEMENT) if renamed => {}
-                    _ => return Err(Fault::client("invalid message length")),
-                }
+            if total > pgmux_protocol::frame::POSTGRES_SMALL_MESSAGE + 1 && !self.postgres_would_read(tag, total)? {
+                return Ok(());
             }
             if tag == tags::frontend::TERMINATE {
                 self.terminate = true;
@@ -208,7 +201,7 @@ impl Relay {
     /// these alone (psycopg's pipeline exit, keep-alive Syncs).
     fn answer_idle(&mut self, tag: u8, total: usize) -> bool {
         let first_whole = self.c_ready == 0 && self.c_skip == 0 && self.cin.len() >= total;
-        if first_whole && tag == tags::frontend::CLOSE && self.track_prepared && self.carry.made.is_none() {
+        if tag == tags::frontend::CLOSE && first_whole && self.track_prepared && self.carry.made.is_none() {
             // A Close of one of its named statements, as PgBouncer answers it: the name is the
             // client's own (the servers keep the statement), so no server is needed. (A client
             // whose session state is followed has its Closes numbered among the server's
@@ -230,6 +223,26 @@ impl Relay {
             self.answer_now(&IDLE_READY);
         }
         true
+    }
+
+    /// A message over PostgreSQL's small-message limit at `c_ready`: true when it may go on,
+    /// false when more of it must be read first.
+    ///
+    /// # Errors
+    /// Longer than PostgreSQL reads of its type.
+    #[cold]
+    fn postgres_would_read(&self, tag: u8, total: usize) -> Result<bool, Fault> {
+        if pgmux_protocol::frame::postgres_reads(tag, total) {
+            return Ok(true);
+        }
+        // A Close or Describe of a named statement reaches the server under pgmux's short
+        // name when statements are tracked (or is refused as unknown).
+        let renamed = self.track_prepared && matches!(tag, tags::frontend::CLOSE | tags::frontend::DESCRIBE);
+        match self.cin.get(self.c_ready + 5) {
+            None if renamed => Ok(false),
+            Some(&extended::STATEMENT) if renamed => Ok(true),
+            _ => Err(Fault::client("invalid message length")),
+        }
     }
 
     /// Puts `msg`, pgmux's own answer, at the current message boundary of `sout`.
