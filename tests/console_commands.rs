@@ -247,4 +247,7 @@ async fn lists_are_ordered_by_name_with_the_consoles_row_in_its_place() {
     assert!(rows(&c, "SHOW POOLS").await.iter().all(|r| r[16].is_none()));
     let users: Vec<String> = rows(&c, "SHOW USERS").await.into_iter().map(|r| r[0].clone().unwrap()).collect();
     assert!(users.contains(&"pgbouncer".into()), "the console's own user is listed: {users:?}");
+    // Integers in decimal, as PgBouncer prints them (the default column keeps its text).
+    let mode = rows(&c, "SHOW CONFIG").await.into_iter().find(|r| r[0].as_deref() == Some("unix_socket_mode")).unwrap();
+    assert_eq!((mode[1].as_deref(), mode[2].as_deref()), (Some("511"), Some("0777")));
 }

@@ -430,3 +430,43 @@ async fn a_server_that_dies_before_the_clients_query_is_replaced_unseen() {
     }
     panic!("only {inside_window} of 20 attempts reached the server within 15 ms; the case was not tested");
 }
+
+/// A backend told to end that has not said so yet (PostgreSQL shutting down under load: every
+/// backend is signalled, some answer late) is not handed out just after another server of the
+/// pool was lost. The checkout's empty query makes it act on the signal first, and the client's
+/// statement goes to a fresh server instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_told_to_end_but_silent_yet_is_not_handed_out() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 2");
+    let pid_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> i32 {
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let holder = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let p1 = pid_of(holder.simple_query("BEGIN; SELECT pg_backend_pid()").await.unwrap());
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let p2 = pid_of(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    assert_ne!(p1, p2);
+    // p2 idles in the pool, stopped, so that the end it is told cannot show yet.
+    let direct = pg.connect_direct().await;
+    kill(Pid::from_raw(p2), Signal::SIGSTOP).unwrap();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        kill(Pid::from_raw(p2), Signal::SIGCONT).unwrap();
+    });
+    direct.simple_query(&format!("SELECT pg_terminate_backend({p2})")).await.unwrap();
+    // p1 ends now, under its client's open transaction: the pool learns a server was lost.
+    direct.simple_query(&format!("SELECT pg_terminate_backend({p1})")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(holder.simple_query("SELECT 1").await.is_err(), "the holder's transaction went with its server");
+    let next = pid_of(c.simple_query("SELECT pg_backend_pid()").await.expect("served by a fresh server"));
+    assert!(next != p1 && next != p2, "{next}");
+    resume.join().unwrap();
+}

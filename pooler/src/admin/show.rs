@@ -358,7 +358,11 @@ fn config(shared: &Shared) -> Table {
     let mut t = Table::text(&["key", "value", "default", "changeable"]);
     let c = shared.config();
     for p in params::PARAMS {
-        let value = c.raw.get(p.name).cloned().unwrap_or_default();
+        let value = match p.name {
+            // An integer setting, printed as PgBouncer prints its integers: in decimal.
+            "unix_socket_mode" => c.general.unix_socket_mode.to_string(),
+            _ => c.raw.get(p.name).cloned().unwrap_or_default(),
+        };
         t.row(vec![v(p.name), v(value), v(p.default), v(if p.reloadable { "yes" } else { "no" })]);
     }
     t

@@ -344,11 +344,19 @@ impl Pool {
         }
         // Dropping this future mid-check drops the lease, which closes the server.
         let mut lease = Lease::new(s, self.clone());
-        if let Some(q) = &settings.check_query {
-            if lease.last_used.elapsed() >= settings.check_delay
-                && Box::pin(server::run_simple_query(&mut lease, q)).await.is_err()
-            {
-                lease.close("test query failed");
+        let check = settings.check_query.as_deref().filter(|_| lease.last_used.elapsed() >= settings.check_delay);
+        // Just after a server of the pool was lost, a read that finds nothing is not enough: a
+        // backend told to end (PostgreSQL shutting down) may not have said so yet. An empty
+        // query makes it read, and so act on the signal first.
+        let suspect = check.is_none() && self.suspicion.active();
+        if let Some(q) = check.or(suspect.then_some("")) {
+            if Box::pin(server::run_simple_query(&mut lease, q)).await.is_err() {
+                if suspect {
+                    lease.close("server conn crashed?");
+                    self.server_lost();
+                } else {
+                    lease.close("test query failed");
+                }
                 return None;
             }
         }

@@ -2,8 +2,9 @@
 //! release is handed out without a syscall (the busy case); one idle longer gets a
 //! non-blocking read first. When PostgreSQL shuts down or restarts, every backend dies at
 //! once, including the ones released a moment ago: so once a server of the pool is lost, the
-//! idle ones are swept and, for [`SUSPECT_FOR`], every checkout gets the read, and a client
-//! whose server was idle never gets a dead one.
+//! idle ones are swept and, for [`SUSPECT_FOR`], every checkout gets the read and then an empty
+//! query (a backend that has been told to end but not yet said so acts on it before it reads
+//! the query), and a client whose server was idle never gets a dead one.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
