@@ -329,6 +329,9 @@ async fn kill_disable_enable_and_kill_client() {
     let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
     assert!(rows.iter().all(|r| col(&cols, r, "database") != "app"), "KILL answers after the clients left");
     assert_eq!(rows.len(), 1, "the console itself stays: {rows:?}");
+    // As PgBouncer frees a killed pool: SHOW POOLS no longer lists it.
+    let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+    assert!(rows.iter().all(|r| col(&cols, r, "database") != "app"), "{rows:?}");
     assert!(b.simple_query("SELECT 1").await.is_err(), "KILL closes the database's clients");
     c.simple_query("RESUME app").await.unwrap();
     let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();

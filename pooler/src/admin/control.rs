@@ -185,6 +185,14 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
                 p.reconnect();
             }
             shared.client_registry.wait_gone(&killed, KILL_WAIT).await;
+            drop(pools);
+            // The killed clients' tasks let go of their pools a moment after they leave.
+            for _ in 0..50 {
+                if shared.pools.forget_unused(db) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             "KILL"
         }
         Command::KillClient(arg) => {

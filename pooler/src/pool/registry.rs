@@ -109,6 +109,27 @@ impl Pools {
         }
     }
 
+    /// KILL: the pools of `db` (or of every database) that no client and no server use any more
+    /// are forgotten, as PgBouncer frees a killed pool (SHOW POOLS and STATS no longer list
+    /// them); the next login makes a new one. One still held (a server closing) stays: false
+    /// when some did.
+    pub fn forget_unused(&self, db: Option<&str>) -> bool {
+        let mut pools = self.pools.lock();
+        let mut since = self.idle_since.lock();
+        let mut kept = false;
+        pools.retain(|key, pool| {
+            let unused =
+                pool.clients.load(Ordering::Relaxed) <= 0 && pool.counts().total == 0 && Arc::strong_count(pool) == 1;
+            let ours = db.is_none_or(|d| key.0 == d);
+            if ours && unused {
+                since.remove(key);
+            }
+            kept |= ours && !unused;
+            !(ours && unused)
+        });
+        !kept
+    }
+
     /// autodb_idle_timeout: an auto database (one made from `*`, for which `is_auto` is true)
     /// whose pools have had no client and no server for `timeout` is forgotten, as PgBouncer's
     /// janitor kills it: its pools go, and the next login registers it anew. Paused ones stay.
