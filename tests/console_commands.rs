@@ -8,12 +8,22 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::harness::{db_error, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use crate::harness::{db_error, eventually, Cluster, Pgmux, MD5_PASS, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 const CONSOLE: &str = "admin_users = scram_user\nstats_users = md5_user\nauth_type = md5";
 
 async fn console(mux: &Pgmux) -> Client {
     mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.expect("admin console login")
+}
+
+/// pgmux with the console set up, a client of database `app` that has run a query (so that
+/// `app` has a pool, as it must for RESUME and ENABLE to know it), and a console client.
+async fn with_app_pool() -> (Pgmux, Client, Client) {
+    let mux = Pgmux::start(Cluster::shared(), CONSOLE);
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    app.simple_query("SELECT 1").await.unwrap();
+    let c = console(&mux).await;
+    (mux, app, c)
 }
 
 /// SQLSTATE and message of a console command that must fail.
@@ -49,11 +59,7 @@ fn psql(mux: &Pgmux, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_pgbouncer_refuses_is_refused_in_its_words() {
-    let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, CONSOLE);
-    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    app.simple_query("SELECT 1").await.unwrap();
-    let c = console(&mux).await;
+    let (mux, _app, c) = with_app_pool().await;
     let invalid = |q: &str| ("08P01".to_owned(), format!("invalid command '{q}', use SHOW HELP;"));
     for q in [
         "SHOW FOO",
@@ -112,11 +118,7 @@ async fn set_unquotes_takes_to_and_names_what_it_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_suspend_share_pgbouncers_one_pause_mode() {
-    let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, CONSOLE);
-    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    app.simple_query("SELECT 1").await.unwrap();
-    let c = console(&mux).await;
+    let (mux, _app, c) = with_app_pool().await;
     let err = |m: &str| ("08P01".to_owned(), m.to_owned());
 
     // A database paused by name stays paused through a global RESUME, which has nothing to undo.
@@ -189,13 +191,8 @@ async fn the_last_console_client_leaving_ends_a_suspend() {
     assert!(psql(&mux, "SUSPEND").contains("SUSPEND"));
     assert!(mux.shared.is_suspended());
     drop(keeper);
-    for _ in 0..100 {
-        if !mux.shared.is_suspended() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the suspend outlived every console client");
+    eventually(Duration::from_secs(5), "the suspend outlived every console client", || !mux.shared.is_suspended())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,13 +202,7 @@ async fn the_extended_protocol_is_refused_and_the_console_closed() {
     let c = console(&mux).await;
     let e = c.query("SHOW VERSION", &[]).await.unwrap_err();
     assert_eq!(db_error(&e), ("08P01".into(), "extended query protocol not supported by admin console".into()));
-    for _ in 0..100 {
-        if c.is_closed() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the console connection stayed open");
+    eventually(Duration::from_secs(5), "the console connection stayed open", || c.is_closed()).await;
 }
 
 /// Rows of a SHOW, as text.
@@ -227,11 +218,7 @@ async fn rows(c: &Client, show: &str) -> Vec<Vec<Option<String>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_ordered_by_name_with_the_consoles_row_in_its_place() {
-    let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, CONSOLE);
-    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    app.simple_query("SELECT 1").await.unwrap();
-    let c = console(&mux).await;
+    let (_mux, _app, c) = with_app_pool().await;
     for show in ["SHOW DATABASES", "SHOW POOLS", "SHOW STATS"] {
         let names: Vec<String> = rows(&c, show).await.into_iter().map(|r| r[0].clone().unwrap()).collect();
         let mut sorted = names.clone();

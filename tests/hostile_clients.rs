@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pgmux_protocol::build;
+use pgmux_protocol::{build, extended};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::harness::raw::{send_startup, startup};
 use crate::harness::{Cluster, PgmuxProcess, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 fn userlist(pg: &Cluster) -> String {
@@ -46,8 +47,7 @@ async fn a_client_that_never_reads_its_result_costs_bounded_memory() {
     // Logged in with trust (the md5 user's stored secret logs pgmux in), a query whose result is
     // about 2 GB, and then nothing is read.
     let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    let mut out = BytesMut::new();
-    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    let mut out = startup(MD5_USER);
     build::query(&mut out, "SELECT repeat('x', 2000) FROM generate_series(1, 1000000)");
     s.write_all(&out).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -252,10 +252,7 @@ async fn a_client_that_never_reads_pgmuxs_own_answers_costs_bounded_memory() {
         &userlist(pg),
     );
     let before = rss_kib(mux.pid());
-    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    let mut out = BytesMut::new();
-    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
-    s.write_all(&out).await.unwrap();
+    let mut s = send_startup(mux.port, MD5_USER).await;
     // 1 MiB of Syncs per write, up to 256 MiB or 10 s: each is answered with a ReadyForQuery.
     let mut syncs = BytesMut::new();
     while syncs.len() < 1 << 20 {
@@ -294,10 +291,7 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     idle.sort_unstable();
     assert_eq!(idle.len(), 3, "three idle servers to begin with");
 
-    let mut raw = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    let mut out = BytesMut::new();
-    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
-    raw.write_all(&out).await.unwrap();
+    let mut raw = send_startup(mux.port, MD5_USER).await;
     raw.write_all(b"Q\x40\x00\x00\x00SELECT").await.unwrap();
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut seen)).await.unwrap().unwrap();
@@ -308,14 +302,9 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     // pgmux tracks (the server sees pgmux's short name), and refused when it names a portal.
     let name = "a".repeat(16 << 10);
     let mut raw = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    out.clear();
-    build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+    let mut out = startup(MD5_USER);
     build::parse(&mut out, &name, "SELECT 1");
-    out.extend_from_slice(b"D");
-    out.extend_from_slice(&(4 + 1 + name.len() as i32 + 1).to_be_bytes());
-    out.extend_from_slice(b"S");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\0");
+    extended::target_message(&mut out, b'D', extended::STATEMENT, name.as_bytes());
     build::sync(&mut out);
     raw.write_all(&out).await.unwrap();
     let mut seen = Vec::new();
@@ -330,11 +319,7 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     // would make the close a reset, which can lose the FATAL).
     let portal = "p".repeat(10_000);
     out.clear();
-    out.extend_from_slice(b"D");
-    out.extend_from_slice(&(4 + 1 + portal.len() as i32 + 1).to_be_bytes());
-    out.extend_from_slice(b"P");
-    out.extend_from_slice(portal.as_bytes());
-    out.extend_from_slice(b"\0");
+    extended::target_message(&mut out, b'D', extended::PORTAL, portal.as_bytes());
     raw.write_all(&out).await.unwrap();
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut seen)).await.unwrap().unwrap();
@@ -365,8 +350,7 @@ async fn long_unnamed_statements_are_passed_on_not_kept() {
     let mut kept = Vec::new();
     for _ in 0..4 {
         let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-        let mut out = BytesMut::new();
-        build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
+        let mut out = startup(MD5_USER);
         for sql in [text.as_str(), "SELECT 7"] {
             build::parse(&mut out, "", sql);
             build::bind(&mut out, "", "", &[]);

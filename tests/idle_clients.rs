@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::harness::{Cluster, Pgmux, MD5_USER, SCRAM_PASS, SCRAM_USER};
+use crate::harness::raw::send_startup;
+use crate::harness::{eventually, Cluster, Pgmux, MD5_USER, SCRAM_PASS, SCRAM_USER};
 
 async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
     let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -153,22 +154,18 @@ async fn a_query_and_its_terminate_in_one_write_leave_the_server_at_once() {
     let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_timeout = 60\nauth_type = trust");
     let other = mux.connect(MD5_USER, "", "app").await.unwrap();
     let pid = value(&other, "SELECT pg_backend_pid()").await;
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    let mut out = bytes::BytesMut::new();
-    pgmux_protocol::build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
-    raw.write_all(&out).await.unwrap();
+    let mut raw = send_startup(mux.port, MD5_USER).await;
     read_until(&mut raw, b'Z').await;
-    out.clear();
+    let mut out = bytes::BytesMut::new();
     pgmux_protocol::build::query(&mut out, "SELECT pg_sleep(60)");
     pgmux_protocol::build::terminate(&mut out);
     raw.write_all(&out).await.unwrap();
     drop(raw);
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pool.counters.sum(|s| &s.servers_rescued) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the server was not rescued long before the sleep would end");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), "the server was not rescued long before the sleep would end", || {
+        pool.counters.sum(|s| &s.servers_rescued) > 0
+    })
+    .await;
     let next = tokio::time::timeout(Duration::from_secs(5), value(&other, "SELECT pg_backend_pid()")).await.unwrap();
     assert_eq!(next, pid, "the same server: the query was sent, then cancelled, and the server kept");
 }
@@ -180,12 +177,9 @@ async fn a_query_and_its_terminate_in_one_write_leave_the_server_at_once() {
 async fn closing_a_named_statement_between_transactions_takes_no_server() {
     let pg = Cluster::shared();
     let mux = Pgmux::start(pg, "auth_type = trust\ndefault_pool_size = 1\nquery_wait_timeout = 10");
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
-    let mut out = bytes::BytesMut::new();
-    pgmux_protocol::build::startup_message(&mut out, &[("user", MD5_USER), ("database", "app")]);
-    raw.write_all(&out).await.unwrap();
+    let mut raw = send_startup(mux.port, MD5_USER).await;
     read_until(&mut raw, b'Z').await;
-    out.clear();
+    let mut out = bytes::BytesMut::new();
     pgmux_protocol::build::parse(&mut out, "s1", "SELECT 1");
     pgmux_protocol::build::sync(&mut out);
     raw.write_all(&out).await.unwrap();

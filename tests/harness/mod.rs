@@ -34,6 +34,16 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     (db.code().code().to_owned(), db.message().to_owned())
 }
 
+/// Waits until `done()` holds, looking every 50 ms for at most `limit`; panics with `what`
+/// when it never does.
+pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// pgbench through the pooler on `port` as scram_user: 8 clients, 100 transactions each, of a
 /// script with three statements, in protocol `mode`; every transaction must succeed.
 pub fn pgbench_three_statements(port: u16, mode: &str) {

@@ -11,6 +11,21 @@ use tokio::net::TcpStream;
 
 use super::{Pgmux, SCRAM_USER};
 
+/// A StartupMessage for `user` on database `app` (pgmux with trust auth), to send raw; the
+/// test may append the messages that follow it in the same write.
+pub fn startup(user: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    build::startup_message(&mut out, &[("user", user), ("database", "app")]);
+    out
+}
+
+/// A TCP connection to pgmux on `port` with [`startup`] sent; nothing is read.
+pub async fn send_startup(port: u16, user: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&startup(user)).await.unwrap();
+    s
+}
+
 /// A raw-protocol session (trust auth) for what drivers do not send on purpose.
 pub struct Raw {
     s: TcpStream,
