@@ -18,7 +18,12 @@ fn own_db(pg: &Cluster, name: &str) {
 }
 
 fn servers(pg: &Cluster, db: &str) -> i64 {
-    pg.psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")).parse().unwrap()
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend'"),
+    )
+    .parse()
+    .unwrap()
 }
 
 fn userlist(pg: &Cluster) -> String {
