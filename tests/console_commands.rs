@@ -238,3 +238,68 @@ async fn lists_are_ordered_by_name_with_the_consoles_row_in_its_place() {
     let mode = rows(&c, "SHOW CONFIG").await.into_iter().find(|r| r[0].as_deref() == Some("unix_socket_mode")).unwrap();
     assert_eq!((mode[1].as_deref(), mode[2].as_deref()), (Some("511"), Some("0777")));
 }
+
+/// SHOW CLIENTS' rows as column -> value (NULL spelled out).
+async fn client_rows(c: &Client) -> Vec<std::collections::HashMap<String, String>> {
+    let mut out = Vec::new();
+    for m in c.simple_query("SHOW CLIENTS").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            let names = r.columns().iter().map(|c| c.name().to_owned());
+            out.push(names.zip((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_owned())).collect());
+        }
+    }
+    out
+}
+
+/// SHOW CLIENTS' row of the client whose application_name is `app`.
+async fn client_row(c: &Client, app: &str) -> std::collections::HashMap<String, String> {
+    let rows = client_rows(c).await;
+    rows.into_iter().find(|r| r["application_name"] == app).unwrap_or_else(|| panic!("no client {app}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_gives_each_clients_own_end_its_process_and_its_wait() {
+    let mux = Pgmux::start(Cluster::shared(), &format!("{CONSOLE}\ndefault_pool_size = 1"));
+    let c = console(&mux).await;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(mux.port).user(SCRAM_USER).password(SCRAM_PASS).dbname("app");
+    let (tcp, conn) = cfg.application_name("over_tcp").connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // Over TCP: pgmux's end is the address and port it listens on; no process id.
+    let row = client_row(&c, "over_tcp").await;
+    assert_eq!((row["local_addr"].as_str(), row["local_port"].parse::<u16>().unwrap()), ("127.0.0.1", mux.port));
+    assert_eq!(row["remote_pid"], "0");
+    // The TCP client holds the pool's one server; psql over the unix socket waits for it.
+    tcp.simple_query("BEGIN").await.unwrap();
+    let mut psql = Command::new("psql")
+        .args(["-X", "-h", mux.socket_dir().to_str().unwrap(), "-p", &mux.port.to_string()])
+        .args(["-U", SCRAM_USER, "-d", "app", "-c", "SELECT 1"])
+        .env("PGPASSWORD", SCRAM_PASS)
+        .env("PGAPPNAME", "over_unix")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let row = loop {
+        if let Some(row) = client_rows(&c).await.into_iter().find(|r| r["application_name"] == "over_unix") {
+            if row["state"] == "waiting" {
+                break row;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "psql never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Its own process, as PgBouncer reads it from the socket.
+    assert_eq!(row["remote_pid"], psql.id().to_string());
+    assert_eq!((row["addr"].as_str(), row["local_addr"].as_str()), ("unix", "unix"));
+    // How long it has waited; the client holding the server waits for nothing.
+    let waited_us = |row: &std::collections::HashMap<String, String>| {
+        row["wait"].parse::<u64>().unwrap() * 1_000_000 + row["wait_us"].parse::<u64>().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = client_row(&c, "over_unix").await;
+    assert!(waited_us(&row) >= 300_000, "a wait of 300 ms or more: {row:?}");
+    assert_eq!(waited_us(&client_row(&c, "over_tcp").await), 0);
+    tcp.simple_query("COMMIT").await.unwrap();
+    assert!(psql.wait().unwrap().success(), "psql is served once the server is free");
+}

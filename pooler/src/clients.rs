@@ -43,6 +43,10 @@ pub struct ClientInfo {
     pub pool_user: String,
     /// Peer address.
     pub addr: PeerAddr,
+    /// pgmux's own end of a TCP connection (SHOW CLIENTS `local_addr`, `local_port`).
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// The peer's process id over a unix socket (SO_PEERCRED), 0 when unknown.
+    pub peer_pid: i32,
     /// Login time.
     pub connect_time: SystemTime,
     /// application_name at login.
@@ -99,6 +103,14 @@ impl ClientInfo {
     #[inline]
     pub fn set_state(&self, s: ClientState) {
         self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// How long it has waited for a server so far, zero when it is not waiting.
+    pub fn waiting_for(&self, now_us: u64) -> std::time::Duration {
+        if self.state() != ClientState::Waiting {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_micros(now_us.saturating_sub(self.wait_start_us.load(Ordering::Relaxed)))
     }
 
     /// Marks the start of a wait for a server, at `now_us` on the registry's clock.
@@ -166,6 +178,24 @@ impl ClientInfo {
     }
 }
 
+/// A client connection's two ends, as SHOW CLIENTS lists them.
+#[derive(Debug, Clone)]
+pub struct Ends {
+    /// The client's address.
+    pub peer: PeerAddr,
+    /// pgmux's own address on a TCP connection.
+    pub local: Option<std::net::SocketAddr>,
+    /// The client's process id on a unix socket, 0 when unknown.
+    pub peer_pid: i32,
+}
+
+impl Ends {
+    /// The ends of the connection `stream` to the client at `peer`.
+    pub fn of(peer: &PeerAddr, stream: &crate::net::Stream) -> Self {
+        Ends { peer: peer.clone(), local: stream.local_addr(), peer_pid: stream.peer_pid().unwrap_or(0) }
+    }
+}
+
 /// All logged-in clients.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
@@ -186,15 +216,13 @@ impl ClientRegistry {
     /// How long the longest-waiting client of pool (db, pool_user) has waited.
     pub fn max_wait(&self, db: &str, pool_user: &str) -> std::time::Duration {
         let now = self.now_us();
-        let oldest = self
-            .map
+        self.map
             .lock()
             .values()
-            .filter(|c| c.state() == ClientState::Waiting && c.db() == db && c.pool_user == pool_user)
-            .map(|c| now.saturating_sub(c.wait_start_us.load(Ordering::Relaxed)))
+            .filter(|c| c.db() == db && c.pool_user == pool_user)
+            .map(|c| c.waiting_for(now))
             .max()
-            .unwrap_or(0);
-        std::time::Duration::from_micros(oldest)
+            .unwrap_or_default()
     }
 
     /// Registers a client that just logged in, under its connection id and login names.
@@ -202,7 +230,7 @@ impl ClientRegistry {
         &self,
         tag: &crate::logging::ConnTag,
         pool_user: &str,
-        addr: &PeerAddr,
+        ends: &Ends,
         application_name: &str,
         tls: &str,
         counted: crate::client_counts::Counted,
@@ -211,7 +239,9 @@ impl ClientRegistry {
         let info = Arc::new(ClientInfo {
             id,
             pool_user: pool_user.to_owned(),
-            addr: addr.clone(),
+            addr: ends.peer.clone(),
+            local_addr: ends.local,
+            peer_pid: ends.peer_pid,
             connect_time: SystemTime::now(),
             application_name: application_name.to_owned(),
             tls: tls.to_owned(),

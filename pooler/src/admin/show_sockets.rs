@@ -79,12 +79,16 @@ fn addr_port(a: &PeerAddr, unix_port: u16) -> (Option<String>, Option<String>) {
 /// SHOW SOCKETS' state names and debug columns.
 fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
+    let now_us = shared.client_registry.now_us();
     for c in shared.client_registry.all() {
         let (addr, port) = addr_port(&c.addr, listen_port);
-        // A unix client's own end is the listener's socket; a TCP client's is not kept.
-        let (local_addr, local_port) =
-            if matches!(c.addr, PeerAddr::Unix(_)) { (v("unix"), v(listen_port)) } else { (None, None) };
-        let pid = c.server_pid.load(Relaxed);
+        // A unix client's own end is the listener's socket.
+        let (local_addr, local_port) = match (c.local_addr, &c.addr) {
+            (Some(a), _) => (v(a.ip()), v(a.port())),
+            (None, PeerAddr::Unix(_)) => (v("unix"), v(listen_port)),
+            (None, PeerAddr::Tcp(_)) => (None, None),
+        };
+        let waited = c.waiting_for(now_us);
         let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
         let req = if req_us == 0 { c.connect_time } else { shared.client_registry.wall_time(req_us) };
@@ -109,12 +113,13 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             local_port,
             v(time_text(c.connect_time)),
             v(time_text(req)),
-            v(0),
-            v(0),
-            v(0),
+            v(waited.as_secs()),
+            v(waited.subsec_micros()),
+            v(c.close_needed() as i32),
             v(ptr_text(c.id)),
             v(if server_id == 0 { String::new() } else { ptr_text(server_id) }),
-            v(pid),
+            // PgBouncer's remote_pid: the client's own process over a unix socket.
+            v(c.peer_pid),
             v(&c.tls),
             v(&c.application_name),
             v(0),

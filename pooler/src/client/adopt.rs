@@ -74,7 +74,8 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let mut registration = Box::new(Registration::new(&shared, &pool, cancel_key));
     registration.count_in_pool();
     cancel.name_db(&record.db);
-    let info = shared.client_registry.register(&tag, &pool.user, &peer, &record.application_name, "", counted);
+    let ends = crate::clients::Ends::of(&peer, &stream);
+    let info = shared.client_registry.register(&tag, &pool.user, &ends, &record.application_name, "", counted);
     registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
     let session = Session { registration, pool, params, cancel_key, cancel, info, dedicated: None };

@@ -206,7 +206,8 @@ pub async fn login(
         crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
         let app = req.params.get("application_name").unwrap_or("").to_owned();
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-        let info = shared.client_registry.register(tag, &req.user, peer, &app, tls, std::mem::take(counted));
+        let ends = crate::clients::Ends::of(peer, &io.stream);
+        let info = shared.client_registry.register(tag, &req.user, &ends, &app, tls, std::mem::take(counted));
         return Ok(Some(Login::Admin(access, info)));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
@@ -314,7 +315,8 @@ pub async fn login(
     crate::pool::PoolStats::add(&pool.counters.here().stats.client_login_count, 1);
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
-    let info = shared.client_registry.register(tag, &pool.user, peer, &app, tls, std::mem::take(counted));
+    let ends = crate::clients::Ends::of(peer, &io.stream);
+    let info = shared.client_registry.register(tag, &pool.user, &ends, &app, tls, std::mem::take(counted));
     registration.registered_as(info.id);
     Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel_key, cancel, info, dedicated })))
 }

@@ -88,6 +88,14 @@ impl Stream {
         }
     }
 
+    /// The process id at the other end of a unix socket (SO_PEERCRED).
+    pub fn peer_pid(&self) -> Option<i32> {
+        match self {
+            Stream::Unix(s) => s.peer_cred().ok().and_then(|c| c.pid()),
+            _ => None,
+        }
+    }
+
     /// True for TLS streams (which may hold written bytes until flushed).
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsAccepted(_) | Stream::TlsConnected(_))
