@@ -303,3 +303,46 @@ async fn show_clients_gives_each_clients_own_end_its_process_and_its_wait() {
     tcp.simple_query("COMMIT").await.unwrap();
     assert!(psql.wait().unwrap().success(), "psql is served once the server is free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_lets_go_of_the_servers_and_suspend_keeps_them() {
+    let pg = Cluster::shared();
+    pg.psql("postgres", &format!("CREATE DATABASE pause_lets_go OWNER {SCRAM_USER}"));
+    let mux = Pgmux::start(pg, &format!("{CONSOLE}\ndefault_pool_size = 1"));
+    let backends = || {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'pause_lets_go' AND backend_type = 'client backend'";
+        pg.psql("postgres", sql).parse::<i64>().unwrap()
+    };
+    let busy = mux.connect(SCRAM_USER, SCRAM_PASS, "pause_lets_go").await.unwrap();
+    busy.simple_query("BEGIN").await.unwrap();
+    let c = console(&mux).await;
+    // SUSPEND keeps the server (PgBouncer hands suspended servers to its successor).
+    c.simple_query("SUSPEND").await.unwrap();
+    assert_eq!(backends(), 1);
+    c.simple_query("RESUME").await.unwrap();
+
+    // The pool's one server is busy; a second client queues for it.
+    let queued = mux.connect(SCRAM_USER, SCRAM_PASS, "pause_lets_go").await.unwrap();
+    let queued = tokio::spawn(async move { queued.simple_query("SELECT 1").await.map(|_| queued) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // PAUSE waits for the transaction; the server it releases is closed, not handed to the
+    // queued client, so that PostgreSQL can be restarted under the pause.
+    let pause = tokio::spawn(async move { c.simple_query("PAUSE").await.map(|_| c) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pause.is_finished(), "PAUSE waits for the transaction under way");
+    busy.simple_query("COMMIT").await.unwrap();
+    let c = pause.await.unwrap().unwrap();
+    eventually(Duration::from_secs(5), "the server released under PAUSE is closed", || backends() == 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!queued.is_finished(), "the queued client waits while paused");
+    assert_eq!(backends(), 0, "no server opened while paused");
+    c.simple_query("RESUME").await.unwrap();
+    let queued = queued.await.unwrap().expect("served after RESUME");
+
+    // An idle server is closed as soon as PAUSE comes, a database paused by name too.
+    assert_eq!(backends(), 1);
+    c.simple_query("PAUSE pause_lets_go").await.unwrap();
+    eventually(Duration::from_secs(5), "PAUSE db closes its idle server", || backends() == 0).await;
+    c.simple_query("RESUME pause_lets_go").await.unwrap();
+    queued.simple_query("SELECT 2").await.expect("a new server after RESUME");
+}

@@ -150,7 +150,7 @@ impl Shared {
     /// listen backlog) and no transaction starts.
     pub fn set_suspended(&self, on: bool) {
         self.suspended.store(on, Ordering::Relaxed);
-        self.pools.set_paused(None, on);
+        self.pools.set_suspended(on);
         if !on {
             self.resumed.notify_waiters();
         }

@@ -218,6 +218,11 @@ impl Pool {
         // Fast fail is for a login that finds the server failing, before it has tried once.
         let mut may_fast_fail = caller == Caller::Login && !settings.follows_leader;
         loop {
+            if self.is_letting_go() {
+                // PAUSE came while this client was queued: it waits at the gate instead.
+                drop(ticket.take());
+                self.wait_at_gate(settings).await?;
+            }
             let quiet;
             match self.try_take(settings, start, ticket.is_some(), may_fast_fail)? {
                 Take::Server(s) => {

@@ -9,10 +9,24 @@ use super::waiter::Handoff;
 use super::{CheckoutError, LoginRefusal, Pool, PoolSettings};
 
 impl Pool {
-    /// PAUSE / RESUME: while paused, checkouts wait (clients see no error).
-    pub fn set_paused(&self, paused: bool) {
+    /// PAUSE / RESUME (and SUSPEND): while paused, checkouts wait (clients see no error). With
+    /// `let_go` (PAUSE, not SUSPEND) servers are closed as they become idle (`pause mode`), as
+    /// PgBouncer's janitor closes them, and clients already queued go back to wait at the gate.
+    pub fn set_paused(&self, paused: bool, let_go: bool) {
         self.operator_paused.store(paused, Relaxed);
+        let letting_go = paused && let_go;
+        let was = self.letting_go.swap(letting_go, Relaxed);
         self.update_gate();
+        if letting_go && !was {
+            self.close_idle("pause mode");
+            // A queued client that wakes finds the gate closed and waits there.
+            drop(std::mem::take(&mut self.state.lock().waiters));
+        }
+    }
+
+    /// True while PAUSE lets go of the pool's servers: a checkout waits at the gate.
+    pub(super) fn is_letting_go(&self) -> bool {
+        self.letting_go.load(Relaxed)
     }
 
     /// True while paused by the operator.

@@ -177,6 +177,9 @@ pub struct Pool {
     paused: AtomicBool,
     /// PAUSE by the operator (SHOW DATABASES `paused`).
     operator_paused: AtomicBool,
+    /// PAUSE (not SUSPEND): servers are closed as they become idle, as PgBouncer closes them,
+    /// so that PostgreSQL can be restarted under the pause.
+    letting_go: AtomicBool,
     /// Held while the Patroni leader changes (SWITCHOVER, failover): checkouts wait, bounded by
     /// query_wait_timeout, and then open servers at the new target.
     held: AtomicBool,
@@ -229,6 +232,7 @@ impl Pool {
             clients_waiting: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             operator_paused: AtomicBool::new(false),
+            letting_go: AtomicBool::new(false),
             held: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             resumed: Notify::new(),
@@ -342,6 +346,8 @@ impl Pool {
             Some("database configuration changed")
         } else if self.expired_at(s, settings, now) {
             Some("server lifetime over")
+        } else if self.letting_go.load(Relaxed) {
+            Some("pause mode")
         } else {
             None
         }

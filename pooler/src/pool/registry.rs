@@ -20,8 +20,10 @@ use crate::config::{Config, DatabaseConfig};
 /// The pool registry.
 #[derive(Debug, Default)]
 pub struct Pools {
-    /// PAUSE without a database.
+    /// PAUSE or SUSPEND without a database.
     all_paused: AtomicBool,
+    /// The global pause is a SUSPEND, which keeps the servers.
+    suspended: AtomicBool,
     flags: Mutex<HashMap<String, DbFlags>>,
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
@@ -43,7 +45,7 @@ impl Pools {
     /// The pool for `db` and the server-side user, made if new.
     pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let pool = self.get_or_create_inner(config, db, pool_user);
-        pool.set_paused(self.is_paused(&db.name));
+        pool.set_paused(self.is_paused(&db.name), self.lets_go(&db.name));
         self.inherit_hold(&db.name, &pool);
         pool
     }
@@ -183,8 +185,19 @@ impl Pools {
             Some(d) => self.flags.lock().entry(d.to_owned()).or_default().paused = paused,
         }
         for p in self.all() {
-            p.set_paused(self.is_paused(&p.db));
+            p.set_paused(self.is_paused(&p.db), self.lets_go(&p.db));
         }
+    }
+
+    /// SUSPEND / RESUME: a global pause that keeps the servers (PAUSE lets go of them).
+    pub fn set_suspended(&self, on: bool) {
+        self.suspended.store(on, Ordering::Relaxed);
+        self.set_paused(None, on);
+    }
+
+    /// True when `db`'s pools let go of their servers: PAUSE, global or by name (not SUSPEND).
+    fn lets_go(&self, db: &str) -> bool {
+        self.is_paused_by_name(db) || (self.all_paused.load(Ordering::Relaxed) && !self.suspended.load(Ordering::Relaxed))
     }
 
     /// True when `db` (or everything) is paused.
