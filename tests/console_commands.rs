@@ -310,7 +310,8 @@ async fn pause_lets_go_of_the_servers_and_suspend_keeps_them() {
     pg.psql("postgres", &format!("CREATE DATABASE pause_lets_go OWNER {SCRAM_USER}"));
     let mux = Pgmux::start(pg, &format!("{CONSOLE}\ndefault_pool_size = 1"));
     let backends = || {
-        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'pause_lets_go' AND backend_type = 'client backend'";
+        let sql =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'pause_lets_go' AND backend_type = 'client backend'";
         pg.psql("postgres", sql).parse::<i64>().unwrap()
     };
     let busy = mux.connect(SCRAM_USER, SCRAM_PASS, "pause_lets_go").await.unwrap();

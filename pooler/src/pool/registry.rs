@@ -197,7 +197,8 @@ impl Pools {
 
     /// True when `db`'s pools let go of their servers: PAUSE, global or by name (not SUSPEND).
     fn lets_go(&self, db: &str) -> bool {
-        self.is_paused_by_name(db) || (self.all_paused.load(Ordering::Relaxed) && !self.suspended.load(Ordering::Relaxed))
+        self.is_paused_by_name(db)
+            || (self.all_paused.load(Ordering::Relaxed) && !self.suspended.load(Ordering::Relaxed))
     }
 
     /// True when `db` (or everything) is paused.
