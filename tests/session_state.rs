@@ -333,3 +333,21 @@ async fn reset_all_keeps_the_role_and_the_role_stays_with_its_client() {
     assert_eq!(value(&a, "SELECT current_user").await, CERT_USER, "replayed for its client");
     assert_eq!(value(&a, "SHOW work_mem").await, "4MB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracked_parameter_the_server_does_not_report_is_followed_like_any_setting() {
+    let pg = Cluster::shared();
+    // PgBouncer's users list search_path to have it carried; PostgreSQL 15 reports no change of
+    // it, so a SET of it must be followed as session state, not left to ParameterStatus.
+    let mux = Pgmux::start(pg, "default_pool_size = 1\ntrack_extra_parameters = search_path");
+    let a = connect(&mux).await;
+    let b = connect(&mux).await;
+    let pid = value(&a, "SELECT pg_backend_pid()").await;
+    a.simple_query("SET search_path TO app_schema, public").await.unwrap();
+    assert_eq!(value(&b, "SELECT pg_backend_pid()").await, pid, "one server for both");
+    assert_eq!(value(&b, "SHOW search_path").await, "\"$user\", public", "not leaked to another client");
+    assert_eq!(value(&a, "SHOW search_path").await, "app_schema, public", "replayed for its client");
+    a.simple_query("RESET search_path").await.unwrap();
+    assert_eq!(value(&b, "SHOW search_path").await, "\"$user\", public");
+    assert_eq!(value(&a, "SHOW search_path").await, "\"$user\", public");
+}
