@@ -351,3 +351,27 @@ async fn a_tracked_parameter_the_server_does_not_report_is_followed_like_any_set
     assert_eq!(value(&b, "SHOW search_path").await, "\"$user\", public");
     assert_eq!(value(&a, "SHOW search_path").await, "\"$user\", public");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_value_of_an_unreported_tracked_parameter_survives_another_clients_set() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "default_pool_size = 1\ntrack_extra_parameters = search_path");
+    let with_path = |path: &str| {
+        let mut cfg: tokio_postgres::Config = mux.url(SCRAM_USER, SCRAM_PASS, "app").parse().unwrap();
+        cfg.options(format!("-c search_path={path}"));
+        async move {
+            let (c, conn) = cfg.connect(NoTls).await.unwrap();
+            tokio::spawn(conn);
+            c
+        }
+    };
+    let a = with_path("a_login").await;
+    let c = with_path("c_login").await;
+    let b = connect(&mux).await;
+    assert_eq!(value(&a, "SHOW search_path").await, "a_login");
+    a.simple_query("SET search_path TO a_set").await.unwrap();
+    assert_eq!(value(&c, "SHOW search_path").await, "c_login", "its own login value, not a's SET");
+    assert_eq!(value(&b, "SHOW search_path").await, "\"$user\", public", "the default");
+    assert_eq!(value(&a, "SHOW search_path").await, "a_set");
+    assert_eq!(value(&c, "SHOW search_path").await, "c_login");
+}

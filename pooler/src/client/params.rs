@@ -15,6 +15,29 @@ use crate::server::ServerParams;
 pub const ALWAYS_TRACKED: [&str; 5] =
     ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"];
 
+/// Settings PostgreSQL reports with ParameterStatus (GUC_REPORT, versions 14 to 17), in lower case.
+const REPORTED: [&str; 14] = [
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "intervalstyle",
+    "is_superuser",
+    "scram_iterations",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "timezone",
+];
+
+/// True when PostgreSQL reports `name` (any case) with ParameterStatus.
+pub fn is_reported(name: &str) -> bool {
+    REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// One client's wanted values.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
@@ -176,14 +199,42 @@ impl ClientParams {
             sql.push_str("SET ");
             sql.push_str(k);
             sql.push('=');
-            if k.eq_ignore_ascii_case("search_path") {
-                sql.push_str(if v == "\"\"" { "''" } else { v });
-            } else {
-                quote_literal(&mut sql, v);
-            }
+            push_value(&mut sql, k, v);
+            sql.push(';');
+        }
+        // A value another client gave at login of a name the server does not report: this
+        // client has none, and gets the server's default back.
+        for (k, _) in server.0.iter().filter(|(k, _)| self.unreported_unset(k)) {
+            sql.push_str("RESET ");
+            sql.push_str(k);
             sql.push(';');
         }
         (!sql.is_empty()).then_some(sql)
+    }
+
+    /// True for a tracked name this client has no value of: one the server does not report
+    /// (the others are filled from the server's at login).
+    fn unreported_unset(&self, name: &str) -> bool {
+        self.tracked_name(name).is_some() && self.get(name).is_none()
+    }
+
+    /// After [`ClientParams::sync_sql`] ran on `server`: the values it was SET to that it does
+    /// not report are recorded, and those it RESET forgotten, so that the next client's sync
+    /// sees them.
+    pub fn synced(&self, server: &mut ServerParams) {
+        server.0.retain(|(k, _)| !self.unreported_unset(k));
+        for (k, v) in self.set.values.iter().filter(|(k, _)| !is_reported(k)) {
+            server.set(k, v);
+        }
+    }
+
+    /// The wanted value of `name` as SQL, as [`ClientParams::sync_sql`] writes it; `None` when
+    /// the client has none.
+    pub fn sql_value(&self, name: &str) -> Option<String> {
+        let (k, v) = self.set.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        let mut sql = String::new();
+        push_value(&mut sql, k, v);
+        Some(sql)
     }
 
     /// After a SET, takes the server's spelling of each value that differs (PostgreSQL reports
@@ -234,6 +285,16 @@ impl ParamSets {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().len()
+    }
+}
+
+/// Appends the value `v` of `name`: quoted, except search_path (reported already quoted,
+/// GUC_LIST_QUOTE).
+fn push_value(sql: &mut String, name: &str, v: &str) {
+    if name.eq_ignore_ascii_case("search_path") {
+        sql.push_str(if v == "\"\"" { "''" } else { v });
+    } else {
+        quote_literal(sql, v);
     }
 }
 
@@ -331,5 +392,23 @@ mod tests {
         assert_eq!(c.set_canonical(&server), vec![("DateStyle".into(), "ISO".into(), "ISO, MDY".into())]);
         assert_ne!(c.fingerprint(), before);
         assert_eq!(c.sync_sql(&server), None);
+    }
+
+    #[test]
+    fn an_unreported_login_value_is_remembered_on_the_server_and_reset_for_clients_without_one() {
+        let mut with = ClientParams::new(&["search_path".into()]);
+        with.set("search_path", "app");
+        let without = ClientParams::new(&["search_path".into()]);
+        let mut server = ServerParams::default();
+        assert_eq!(without.sync_sql(&server), None);
+        assert_eq!(with.sync_sql(&server), Some("SET search_path=app;".into()));
+        with.synced(&mut server);
+        assert_eq!(server.get("search_path"), Some("app"));
+        assert_eq!(with.sync_sql(&server), None);
+        assert_eq!(without.sync_sql(&server), Some("RESET search_path;".into()));
+        without.synced(&mut server);
+        assert_eq!(server.get("search_path"), None);
+        assert_eq!(with.sql_value("SEARCH_PATH"), Some("app".into()));
+        assert_eq!(without.sql_value("search_path"), None);
     }
 }

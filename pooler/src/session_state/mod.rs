@@ -69,8 +69,10 @@ impl SessionState {
     }
 
     /// What to run on a server whose state is `server` so that it is this one; `None` when it
-    /// already is.
-    pub fn replay_on(&self, server: &SessionState) -> Option<Replay> {
+    /// already is. A setting the server has and this state has not goes back to
+    /// `login_value(name)` (SQL) when there is one: the value a client asked for at login of a
+    /// tracked parameter PostgreSQL does not report; else it is RESET.
+    pub fn replay_on(&self, server: &SessionState, login_value: impl Fn(&str) -> Option<String>) -> Option<Replay> {
         if self == server {
             return None;
         }
@@ -81,7 +83,10 @@ impl SessionState {
             }
         }
         for name in server.settings.keys().filter(|n| !self.settings.contains_key(*n)) {
-            r.batch.push_str(&format!("RESET {name};"));
+            match login_value(name) {
+                Some(value) => r.batch.push_str(&format!("SET {name} TO {value};")),
+                None => r.batch.push_str(&format!("RESET {name};")),
+            }
         }
         for (name, sql) in &server.prepared {
             if self.prepared.get(name) != Some(sql) {
@@ -106,16 +111,22 @@ mod tests {
     fn replay_sets_resets_and_prepares_only_the_difference() {
         let mut client = SessionState::default();
         let mut server = SessionState::default();
-        assert_eq!(client.replay_on(&server), None);
+        assert_eq!(client.replay_on(&server, |_| None), None);
         for e in effects(b"SET work_mem = '8MB'; SET a.b = 1; PREPARE q AS SELECT 1; PREPARE r AS SELECT 2") {
             client.apply(&e);
         }
         for e in effects(b"SET a.b = 1; SET lock_timeout = 10; PREPARE q AS SELECT 1; PREPARE r AS SELECT 3") {
             server.apply(&e);
         }
-        let r = client.replay_on(&server).unwrap();
+        let r = client.replay_on(&server, |_| None).unwrap();
         assert_eq!(r.batch, "SET work_mem TO '8MB';RESET lock_timeout;DEALLOCATE r;");
         assert_eq!(r.prepares, [("r".to_owned(), "PREPARE r AS SELECT 2".to_owned())]);
+        // A setting with a login value goes back to it.
+        let login = |name: &str| (name == "lock_timeout").then(|| "'5s'".to_owned());
+        assert_eq!(
+            client.replay_on(&server, login).unwrap().batch,
+            "SET work_mem TO '8MB';SET lock_timeout TO '5s';DEALLOCATE r;"
+        );
         // RESET ALL leaves the role (checked against PostgreSQL 15); DISCARD ALL does not.
         for e in effects(b"SET ROLE r1; RESET ALL") {
             client.apply(&e);
@@ -123,6 +134,6 @@ mod tests {
         assert_eq!(client.settings.keys().collect::<Vec<_>>(), ["role"]);
         client.apply(&Effect::DiscardAll);
         assert!(client.is_empty());
-        assert_eq!(client.replay_on(&SessionState::default()), None);
+        assert_eq!(client.replay_on(&SessionState::default(), |_| None), None);
     }
 }

@@ -242,7 +242,8 @@ impl Relay {
     /// that no longer prepares is dropped from the client's; any other error is the caller's.
     pub(super) async fn replay_session(&mut self, server: &mut ServerConn) -> Result<(), ServerError> {
         let made = self.carry.made.get_or_insert_with(Default::default);
-        let Some(replay) = made.state.replay_on(&server.session_state) else {
+        let params = &self.session.params;
+        let Some(replay) = made.state.replay_on(&server.session_state, |name| params.sql_value(name)) else {
             return Ok(());
         };
         if !replay.batch.is_empty() {

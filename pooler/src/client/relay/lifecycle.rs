@@ -145,7 +145,7 @@ impl Relay {
         if let Some(sql) = sql {
             crate::conn_log!(debug, server.tag, "varcache_apply: {sql}");
             match Box::pin(server::run_simple_query(&mut server, &sql)).await {
-                Ok(()) => {}
+                Ok(()) => self.session.params.synced(&mut server.params),
                 Err(server::ServerError::Rejected { message, .. }) => {
                     server.release();
                     return Err(Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into()));

@@ -45,25 +45,6 @@ fn strings(params: &ClientParams) -> session_sql::Strings {
     }
 }
 
-/// Settings PostgreSQL reports with ParameterStatus (GUC_REPORT, versions 14 to 17), as it
-/// folds their names.
-const REPORTED: [&str; 14] = [
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "default_transaction_read_only",
-    "in_hot_standby",
-    "integer_datetimes",
-    "intervalstyle",
-    "is_superuser",
-    "scram_iterations",
-    "server_encoding",
-    "server_version",
-    "session_authorization",
-    "standard_conforming_strings",
-    "timezone",
-];
-
 /// Keeps the statements whose effects are tracked here.
 fn keep_tracked(params: &ClientParams, statements: &mut Vec<Statement>) {
     // Tracked settings the server reports (client_encoding, application_name, ...) follow its
@@ -72,7 +53,7 @@ fn keep_tracked(params: &ClientParams, statements: &mut Vec<Statement>) {
     // otherwise a SET of it would stay on the server for the next client.
     statements.retain(|s| match &s.effect {
         Effect::Set { name, .. } | Effect::Reset(name) => {
-            !(REPORTED.contains(&name.as_str()) && params.tracked_name(name).is_some())
+            !(super::super::params::is_reported(name) && params.tracked_name(name).is_some())
         }
         // Only what names mean is looked at (it is never carried).
         e @ Effect::SetLocal { .. } => prepared::changes_names(e),
