@@ -347,3 +347,23 @@ async fn pause_lets_go_of_the_servers_and_suspend_keeps_them() {
     c.simple_query("RESUME pause_lets_go").await.unwrap();
     queued.simple_query("SELECT 2").await.expect("a new server after RESUME");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waiting_at_a_pause_for_its_first_server_gets_pgbouncers_timeouts() {
+    for (extra, db, want) in [
+        ("query_wait_timeout = 1\nclient_login_timeout = 20", "paused_login_qwt", "query_wait_timeout"),
+        ("query_wait_timeout = 20\nclient_login_timeout = 1", "paused_login_clt", "client_login_timeout (server down)"),
+    ] {
+        let mux = Pgmux::start(Cluster::shared(), &format!("{CONSOLE}\n{extra}"));
+        let c = console(&mux).await;
+        // The database has no pool yet: the login needs a server to learn the welcome from.
+        c.simple_query(&format!("PAUSE {db}")).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), mux.connect(SCRAM_USER, SCRAM_PASS, db))
+            .await
+            .expect("the login ends before the other timeout")
+            .unwrap_err();
+        assert_eq!(db_error(&err), ("08P01".to_owned(), want.to_owned()), "{extra}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{extra}: {:?}", started.elapsed());
+    }
+}

@@ -103,6 +103,7 @@ pub async fn login(
     peer: &PeerAddr,
     client_number: usize,
     tag: &mut Box<ConnTag>,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<Login>, ClientError> {
     let g = &config.general;
     // Its place in the per-database and per-user client counts: given back when a refused login
@@ -287,7 +288,7 @@ pub async fn login(
     let welcome = match (&dedicated, pool.welcome()) {
         (Some(server), _) => Arc::new(server.params.clone()),
         (None, Some(w)) => w,
-        (None, None) => first_server_params(&pool, tag).await?,
+        (None, None) => first_server_params(&pool, tag, deadline).await?,
     };
     if g.application_name_add_host {
         let base = req.params.get("application_name").unwrap_or("").to_owned();
@@ -419,17 +420,28 @@ fn lookup_refusal(e: LookupError, tag: &ConnTag) -> ClientError {
 }
 
 /// No server of this pool has been seen yet: open one to learn the server's parameters. The
-/// wait is bounded by query_timeout, as PgBouncer bounds a client waiting at login.
-async fn first_server_params(pool: &Arc<Pool>, tag: &ConnTag) -> Result<Arc<ServerParams>, ClientError> {
+/// wait is bounded as PgBouncer's janitor bounds a client waiting for its welcome: by
+/// query_timeout, query_wait_timeout (a PAUSE included) and client_login_timeout (`deadline`),
+/// whichever passes first.
+async fn first_server_params(
+    pool: &Arc<Pool>,
+    tag: &ConnTag,
+    deadline: tokio::time::Instant,
+) -> Result<Arc<ServerParams>, ClientError> {
     let settings = pool.settings();
-    let limit = settings.query_timeout;
-    let checkout = if limit.is_zero() {
-        pool.checkout_with(&settings, Some(tag), Caller::Login).await
-    } else {
-        match tokio::time::timeout(limit, pool.checkout_with(&settings, Some(tag), Caller::Login)).await {
-            Ok(r) => r,
-            Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "query_timeout".into())),
+    let now = tokio::time::Instant::now();
+    let mut bound = (deadline, "client_login_timeout (server down)");
+    for (limit, what) in
+        [(settings.query_wait_timeout, "query_wait_timeout"), (settings.query_timeout, "query_timeout")]
+    {
+        if !limit.is_zero() && now + limit <= bound.0 {
+            bound = (now + limit, what);
         }
+    }
+    let checkout = match tokio::time::timeout_at(bound.0, pool.checkout_with(&settings, Some(tag), Caller::Login)).await
+    {
+        Ok(r) => r,
+        Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, bound.1.into())),
     };
     match checkout {
         Ok(server) => {

@@ -53,8 +53,9 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
     let limit = config.general.login_timeout();
     let mut tag = Box::new(ConnTag::client(crate::net::next_conn_id(), &peer, config.general.listen_port));
     let started = tokio::time::Instant::now();
-    let result =
-        tokio::time::timeout(limit, Box::pin(login::login(&shared, &config, &mut io, &peer, n, &mut tag))).await;
+    let deadline = started + limit;
+    let login = login::login(&shared, &config, &mut io, &peer, n, &mut tag, deadline);
+    let result = tokio::time::timeout_at(deadline, Box::pin(login)).await;
     let refuse = |code: &'static str, msg: &str| {
         let g = &config.general;
         if g.log_disconnections {
