@@ -119,6 +119,36 @@ async fn trust_needs_the_user_in_auth_file_and_forced_user_works() {
     assert_eq!(e, ("08P01".into(), "\"trust\" authentication failed".into()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncers_words_for_a_config_it_cannot_serve() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = any\nquery_wait_timeout = 1\nserver_login_retry = 30",
+            databases: &format!(
+                "forced = host=$SOCKET port=$PORT dbname=app user={SCRAM_USER} password={SCRAM_PASS}\n\
+                 unforced = host=$SOCKET port=$PORT dbname=app\n\
+                 nosocket = host=/nonexistent/pgmux-test port=$PORT dbname=app user={SCRAM_USER}"
+            ),
+            ..Setup::default()
+        },
+    );
+    assert_eq!(who(&mux, "anyone", "", "forced").await.unwrap(), SCRAM_USER);
+    // auth_type = any needs a forced user: the client hears PgBouncer's words, the log the reason.
+    let e = db_error(&who(&mux, "anyone", "", "unforced").await.unwrap_err());
+    assert_eq!(e, ("08P01".into(), "bouncer config error".into()));
+    // A unix socket that is not there: the first client waits for it in vain, the next one gets
+    // the cached error at once, a failed connect, not a failed name lookup.
+    let e = db_error(&who(&mux, "anyone", "", "nosocket").await.unwrap_err());
+    assert_eq!(e, ("08P01".into(), "query_wait_timeout".into()));
+    let e = db_error(&who(&mux, "anyone", "", "nosocket").await.unwrap_err());
+    assert_eq!(
+        e,
+        ("08P01".into(), "server login has been failing, cached error: connect failed (server_login_retry)".into())
+    );
+}
+
 #[test]
 fn psql_over_the_unix_socket() {
     let pg = Cluster::shared();

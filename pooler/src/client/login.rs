@@ -212,10 +212,9 @@ pub async fn login(
         return Ok(Some(Login::Admin(access, info)));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
-        return Err(ClientError::Refused(
-            sqlstate::INVALID_AUTHORIZATION,
-            "auth_type=any requires forced user in database entry".into(),
-        ));
+        // PgBouncer's words to the client; the reason goes to the log.
+        crate::conn_log!(error, tag, "auth_type=any requires forced user");
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "bouncer config error".into()));
     }
     let physical = req.replication.as_ref().is_some_and(|(kind, _)| *kind == "yes");
     let (method, map) = decide_method(config, io, peer, &req.database, &req.user, physical)?;
@@ -326,7 +325,7 @@ pub async fn login(
 /// and `map=`.
 ///
 /// # Errors
-/// No HBA line matches ("login rejected", as PgBouncer).
+/// No HBA line matches (PgBouncer's `no authentication method is found`).
 fn decide_method(
     config: &Config,
     io: &ClientIo,
@@ -344,7 +343,7 @@ fn decide_method(
     };
     match config.hba.as_ref().and_then(|h| h.find(conn, database, user, physical_replication)) {
         Some(rule) => Ok((rule.method, rule.map.clone())),
-        None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "login rejected".into())),
+        None => Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "no authentication method is found".into())),
     }
 }
 

@@ -138,7 +138,15 @@ async fn dial(
 ) -> Result<(Stream, PeerAddr), ServerError> {
     if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
-        let s = UnixStream::connect(&path).await?.into_std()?;
+        // A socket file that is not there is a failed connect, not a failed name lookup (the
+        // NotFound the log would call `server DNS lookup failed`).
+        let s = UnixStream::connect(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => io::Error::new(io::ErrorKind::ConnectionRefused, e),
+                _ => e,
+            })?
+            .into_std()?;
         connected.store(true, Relaxed);
         let s = crate::net::quiet::QuietUnix::new(s)?;
         return Ok((Stream::QuietUnix(Box::new(s)), PeerAddr::Unix(path)));
