@@ -1,11 +1,11 @@
 //! The `pgmux` binary: parse the command line, load the ini, bind, optionally daemonize and
 //! drop privileges, then serve until a shutdown signal. Exit status 0 after a requested shutdown,
-//! 1 when start-up fails (bad config, port in use, pidfile held).
+//! 1 when start-up fails (usage error, bad config, nowhere to listen, port in use, pidfile
+//! held), as PgBouncer's.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use pgmux::app::Pooler;
 use pgmux::cli::Cli;
 use pgmux::shared::{RunState, Shared};
@@ -25,25 +25,52 @@ fn main() -> ExitCode {
     if args.get(1).and_then(|a| a.to_str()).is_some_and(|a| pgmux::tools::NAMES.contains(&a)) {
         return pgmux::tools::main(args);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::parse_args(args) {
+        Ok(c) => c,
+        Err(usage) => {
+            if usage.to_stdout {
+                print!("{}", usage.text);
+            } else {
+                eprint!("{}", usage.text);
+            }
+            return ExitCode::from(usage.code);
+        }
+    };
     if cli.version {
         println!("{}", pgmux::version_lines());
         return ExitCode::SUCCESS;
     }
-    let path = cli.config.expect("clap requires the config path");
+    let Some(path) = cli.config else { return fail("no configuration file specified") };
     let config = match config::load(&path) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return config_failed(&path, &e, cli.quiet),
     };
     let g = config.general.clone();
     if let Err(e) = logging::init(&g, cli.verbose as u32, cli.quiet || cli.daemon) {
         return fail(format!("cannot open logfile: {e}"));
     }
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
+    reload::log_problems(&config);
     if cli.daemon && g.pidfile.is_none() {
         return fail("-d needs pidfile to be set in the config");
+    }
+    let switch_to = cli.user.clone().or_else(|| g.user.clone());
+    // Before any listener is bound, as PgBouncer looks the user up before it binds.
+    let target_uid = match &switch_to {
+        Some(user) => match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => Some(u.uid),
+            Ok(None) => return fail(format!("could not find user '{user}' to switch to")),
+            Err(e) => return fail(format!("could not find user '{user}': {e}")),
+        },
+        None => None,
+    };
+    // PgBouncer refuses to run as root; pgmux only warns (test rigs and containers run it so).
+    if nix::unistd::geteuid().is_root() && target_uid.is_none_or(|uid| uid.is_root()) {
+        tracing::warn!(
+            "running as root: PgBouncer refuses to (\"PgBouncer should not run as root\"); use -u USER or user = USER"
+        );
+    }
+    if !cli.reboot && g.listen_addr.is_empty() && g.unix_socket_dir.is_empty() && !systemd_passes_sockets() {
+        return fail("nowhere to listen on");
     }
     let fds = daemon::raise_fd_limit();
     if fds > 0 && (g.max_client_conn as u64) + 64 > fds {
@@ -75,7 +102,7 @@ fn main() -> ExitCode {
             Err(e) => return fail(e),
         }
     };
-    if let Some(user) = cli.user.as_ref().or(g.user.as_ref()) {
+    if let Some(user) = &switch_to {
         if let Err(e) = daemon::switch_user(user) {
             return fail(format!("cannot switch to user {user}: {e}"));
         }
@@ -131,6 +158,46 @@ fn main() -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// A config that does not load: the reason and PgBouncer's `cannot load config file`, on stderr
+/// unless `-q`, and appended to the logfile the ini names (found by a lenient scan, since the
+/// ini did not load), as PgBouncer writes them to its log. Exit status 1.
+fn config_failed(path: &std::path::Path, e: &config::ConfigError, quiet: bool) -> ExitCode {
+    if !quiet {
+        eprintln!("pgmux: {e}");
+    }
+    let logfile = std::fs::read_to_string(path).ok().and_then(|text| config::ini::find_logfile(&text));
+    if let Some(f) = logfile {
+        let ts = logging::line::timestamp(std::time::SystemTime::now());
+        let line = |sev, message: String| {
+            let rec = logging::line::Record { message, ..Default::default() };
+            logging::line::text(&ts, std::process::id(), sev, &rec)
+        };
+        let text = format!(
+            "{}\n{}\n",
+            line(logging::line::Severity::Error, e.to_string()),
+            line(logging::line::Severity::Fatal, "cannot load config file".into())
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&f)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
+        if let (Err(err), false) = (written, quiet) {
+            eprintln!("pgmux: cannot open logfile {f}: {err}");
+        }
+    }
+    ExitCode::from(1)
+}
+
+/// Whether systemd passed listening sockets to this process (socket activation), which stand
+/// in for listen_addr and unix_socket_dir: LISTEN_FDS above 0, and LISTEN_PID, if set, naming
+/// this process (the listenfd crate's reading).
+fn systemd_passes_sockets() -> bool {
+    let for_us = std::env::var("LISTEN_PID").map_or(true, |p| p.trim() == std::process::id().to_string());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.trim().parse::<u32>().ok()).unwrap_or(0);
+    for_us && count > 0
 }
 
 /// The signal streams pgmux handles.

@@ -1,5 +1,6 @@
 //! RELOAD and SIGHUP: read the ini and auth_file again, and on success swap the config and
-//! re-derive every pool's settings. A bad file leaves the old config in force.
+//! re-derive every pool's settings. A bad file leaves the old config in force; restart-only
+//! settings keep their values in force whatever the file says, as in PgBouncer.
 
 use std::sync::Arc;
 
@@ -33,16 +34,29 @@ pub fn reload(shared: &Arc<Shared>) -> Result<(), ReloadError> {
 
 fn reload_files(shared: &Arc<Shared>) -> Result<(), ReloadError> {
     let old = shared.config();
-    let mut new = config::load_for_reload(&old.path)?;
-    for w in &new.warnings {
-        tracing::warn!("{w}");
+    let config::Reloaded { config: mut new, needs_restart } = config::reload(&old)?;
+    // PgBouncer ignores these silently; saying so spares the operator a puzzle.
+    for (name, wanted, kept) in needs_restart {
+        tracing::info!("{name} = \"{wanted}\" in the config needs a restart; \"{kept}\" stays in force");
     }
+    log_problems(&new);
     let tls_error = keep_tls_on_error(&old, &mut new);
     if tls_error.is_some() {
         tracing::error!("TLS configuration could not be reloaded, keeping old configuration");
     }
     apply(shared, new);
     tls_error.map_or(Ok(()), |e| Err(ReloadError::Tls(e)))
+}
+
+/// Logs what a loaded config carries: warnings, and the errors PgBouncer logs and goes on with
+/// (an unreadable auth_file or HBA file, a broken auth_file line).
+pub fn log_problems(config: &crate::config::Config) {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    for e in &config.errors {
+        tracing::error!("{e}");
+    }
 }
 
 /// When `new`'s TLS settings could not be applied, logs why (PgBouncer's words) and gives it
@@ -79,9 +93,7 @@ pub struct SetError(#[from] pub BadValue);
 pub fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<SetOutcome, SetError> {
     let old = shared.config();
     let mut new = old.with_setting(key, value)?;
-    for w in &new.warnings {
-        tracing::warn!("{w}");
-    }
+    log_problems(&new);
     let outcome = match keep_tls_on_error(&old, &mut new) {
         Some(_) => SetOutcome::TlsNotApplied,
         None => SetOutcome::Applied,

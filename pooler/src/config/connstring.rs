@@ -1,12 +1,14 @@
 //! libpq-style `key=value key='quoted value'` strings, as used by `[databases]`, `[users]` and
-//! `[peers]` entries.
+//! `[peers]` entries. Quoting is PgBouncer's: `''` inside quotes is one quote, and a backslash
+//! is an ordinary character.
 
 use super::BadValue;
 
 /// Splits a connection string into pairs, in order.
 ///
 /// # Errors
-/// A token without `=`, or an unterminated quote.
+/// A token without `=`, an unterminated quote, or text right after a closing quote (PgBouncer's
+/// `syntax error in connection string`: `'a\'b'` is one).
 pub fn parse(s: &str) -> Result<Vec<(String, String)>, BadValue> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
@@ -39,14 +41,23 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, BadValue> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(BadValue(format!("unterminated quoted value for \"{key}\""))),
-                    Some('\\') => match chars.next() {
-                        Some(c) => value.push(c),
-                        None => return Err(BadValue(format!("unterminated quoted value for \"{key}\""))),
-                    },
+                    None => {
+                        return Err(BadValue(format!(
+                            "syntax error in connection string: unterminated quoted value for \"{key}\""
+                        )))
+                    }
+                    Some('\'') if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        value.push('\'');
+                    }
                     Some('\'') => break,
                     Some(c) => value.push(c),
                 }
+            }
+            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+                return Err(BadValue(format!(
+                    "syntax error in connection string: text after the closing quote of \"{key}\""
+                )));
             }
         } else {
             while let Some(&c) = chars.peek() {
@@ -67,7 +78,7 @@ mod tests {
 
     #[test]
     fn splits_plain_and_quoted_values() {
-        let p = parse("host=/tmp  dbname = app connect_query='SELECT \\'x\\', 1' port=5433").unwrap();
+        let p = parse("host=/tmp  dbname = app connect_query='SELECT ''x'', 1' port=5433").unwrap();
         assert_eq!(p[0], ("host".into(), "/tmp".into()));
         assert_eq!(p[1], ("dbname".into(), "app".into()));
         assert_eq!(p[2], ("connect_query".into(), "SELECT 'x', 1".into()));
@@ -75,5 +86,14 @@ mod tests {
         assert!(parse("").unwrap().is_empty());
         assert!(parse("host").is_err());
         assert!(parse("q='open").is_err());
+    }
+
+    #[test]
+    fn quotes_double_and_backslash_is_plain_as_in_pgbouncer() {
+        assert_eq!(parse("password='a''b'").unwrap(), [("password".into(), "a'b".into())]);
+        assert_eq!(parse("dbname='a\\b' port=1").unwrap()[0].1, "a\\b");
+        assert_eq!(parse("password='it''s' host=x").unwrap()[1].1, "x");
+        let e = parse("password='a\\'b'").unwrap_err().to_string();
+        assert!(e.starts_with("syntax error in connection string"), "{e}");
     }
 }

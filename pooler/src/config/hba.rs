@@ -1,8 +1,9 @@
 //! auth_hba_file: PgBouncer's subset of pg_hba.conf. Connection types `local`, `host`,
 //! `hostssl`, `hostnossl`; databases `all`, `sameuser`, `replication`, `@file` and lists; users
 //! `all`, `@file` and lists; addresses `all` and IPv4/IPv6 CIDR (or address plus mask); methods
-//! trust, reject, peer, password, md5, scram-sha-256 and cert, with `map=` for peer and cert.
-//! The first line that matches decides; no match means the login is rejected.
+//! trust, reject, peer, password, md5, scram-sha-256, cert and ldap (which refuses here), with
+//! `map=`. As in PgBouncer, a line outside that subset is skipped with a warning and the rest of
+//! the file loads. The first line that matches decides; no match means the login is rejected.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -117,7 +118,8 @@ enum Name {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Address {
     All,
-    Net(IpAddr, u8),
+    /// Network address and mask bytes (4 or 16).
+    Net(IpAddr, Vec<u8>),
 }
 
 /// One line of the file.
@@ -141,117 +143,200 @@ pub struct Hba {
     rules: Vec<Rule>,
 }
 
-fn names(field: &[Token], dir: &Path, at: &str, databases: bool) -> Result<Vec<Name>, BadValue> {
+/// Why a line is skipped (PgBouncer's `could not parse hba config line N`).
+type Skip = String;
+
+fn names(field: &[Token], dir: &Path, notes: &mut Vec<String>, at: &str) -> Result<Vec<Name>, Skip> {
     let mut out = Vec::new();
     for t in field {
         if t.quoted {
             out.push(Name::Literal(t.text.clone()));
             continue;
         }
+        // PgBouncer reads the user field with the database field's keywords too.
         match t.text.as_str() {
             "all" => out.push(Name::All),
-            "sameuser" if databases => out.push(Name::SameUser),
-            "replication" if databases => out.push(Name::Replication),
-            "samerole" | "samegroup" if databases => {
-                return Err(BadValue(format!("{at}: {} is not supported", t.text)));
-            }
-            s if s.starts_with('+') && !databases => {
-                return Err(BadValue(format!("{at}: group membership (+) is not supported")))
-            }
-            s if s.starts_with('/') => return Err(BadValue(format!("{at}: regular expressions are not supported"))),
+            "sameuser" => out.push(Name::SameUser),
+            "replication" => out.push(Name::Replication),
+            "samerole" | "samegroup" => return Err(format!("{} is not supported", t.text)),
+            s if s.starts_with('+') => return Err("group membership (+) is not supported".into()),
             s if s.starts_with('@') => {
                 let path = dir.join(&s[1..]);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| BadValue(format!("{at}: could not read {}: {e}", path.display())))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
                 for line in text.lines() {
                     out.extend(tokens(line).into_iter().map(|t| Name::Literal(t.text)));
                 }
             }
-            s => out.push(Name::Literal(s.to_owned())),
+            s => {
+                // PgBouncer has no regular expressions: `/...` is a name like any other.
+                if s.starts_with('/') {
+                    notes.push(format!("{at}: \"{s}\" is compared as a plain name (no regular expressions)"));
+                }
+                out.push(Name::Literal(s.to_owned()));
+            }
         }
     }
     Ok(out)
 }
 
-fn address(field: &[Token], mask: Option<&[Token]>, at: &str) -> Result<(Address, bool), BadValue> {
-    let [t] = field else { return Err(BadValue(format!("{at}: one address expected"))) };
-    match t.text.as_str() {
-        "all" => return Ok((Address::All, false)),
-        "samehost" | "samenet" => return Err(BadValue(format!("{at}: {} is not supported", t.text))),
-        _ => {}
+/// The address field (and the mask field after a bare address); true when the mask field was
+/// used. As PgBouncer: IPv4 or IPv6 only, no host names or `samehost`/`samenet`.
+fn address(
+    field: &[Token],
+    mask: Option<&[Token]>,
+    notes: &mut Vec<String>,
+    at: &str,
+) -> Result<(Address, bool), Skip> {
+    let [t] = field else { return Err("one address expected".into()) };
+    if t.text == "all" && !t.quoted {
+        return Ok((Address::All, false));
     }
-    let bad = || BadValue(format!("{at}: invalid address \"{}\" (IPv4 or IPv6 CIDR, or all)", t.text));
-    if let Some((ip, bits)) = t.text.split_once('/') {
-        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-        let bits: u8 = bits.parse().map_err(|_| bad())?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if bits > max {
-            return Err(bad());
+    let (ip, bits) = match t.text.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (t.text.as_str(), None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| format!("failed to parse address \"{}\"", t.text))?;
+    let len = if ip.is_ipv4() { 4 } else { 16 };
+    let (net, used_mask) = match bits {
+        Some(bits) => {
+            let bits = bits
+                .parse::<u8>()
+                .ok()
+                .filter(|b| usize::from(*b) <= len * 8)
+                .ok_or_else(|| format!("invalid mask \"{}\"", t.text))?;
+            (mask_of(bits, len), false)
         }
-        return Ok((Address::Net(ip, bits), false));
+        None => {
+            let Some([m]) = mask else { return Err(format!("address {ip} needs a /prefix or a mask")) };
+            let octets = match (ip, m.text.parse::<IpAddr>()) {
+                (IpAddr::V4(_), Ok(IpAddr::V4(m))) => m.octets().to_vec(),
+                (IpAddr::V6(_), Ok(IpAddr::V6(m))) => m.octets().to_vec(),
+                _ => return Err(format!("failed to parse mask \"{}\"", m.text)),
+            };
+            (octets, true)
+        }
+    };
+    if octets(ip).iter().zip(&net).any(|(a, m)| a & !m != 0) {
+        notes.push(format!("{at}: address {ip} does not match its mask (host bits are ignored)"));
     }
-    let ip: IpAddr = t.text.parse().map_err(|_| bad())?;
-    let Some([m]) = mask else { return Err(BadValue(format!("{at}: address {ip} needs a /prefix or a mask"))) };
-    let mask: IpAddr = m.text.parse().map_err(|_| BadValue(format!("{at}: invalid mask \"{}\"", m.text)))?;
-    let bits = match (ip, mask) {
-        (IpAddr::V4(_), IpAddr::V4(m)) => prefix_len(&m.octets()),
-        (IpAddr::V6(_), IpAddr::V6(m)) => prefix_len(&m.octets()),
-        _ => None,
-    }
-    .ok_or_else(|| BadValue(format!("{at}: invalid mask \"{}\"", m.text)))?;
-    Ok((Address::Net(ip, bits), true))
+    Ok((Address::Net(ip, net), used_mask))
 }
 
-/// The prefix length of a contiguous netmask.
-fn prefix_len(octets: &[u8]) -> Option<u8> {
-    let bits: u32 = octets.iter().map(|o| o.count_ones()).sum();
-    let ones = octets.iter().flat_map(|o| (0..8).rev().map(move |i| o >> i & 1 == 1));
-    let contiguous = ones.skip(bits as usize).all(|b| !b);
-    contiguous.then_some(bits as u8)
+/// A netmask of `bits` leading ones, `len` bytes long.
+fn mask_of(bits: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let left = usize::from(bits).saturating_sub(i * 8).min(8);
+            (0xffu16 << (8 - left)) as u8
+        })
+        .collect()
 }
 
-fn in_net(addr: IpAddr, net: IpAddr, bits: u8) -> bool {
-    let (a, n): (Vec<u8>, Vec<u8>) = match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => (a.octets().to_vec(), n.octets().to_vec()),
-        (IpAddr::V6(a), IpAddr::V6(n)) => (a.octets().to_vec(), n.octets().to_vec()),
-        (IpAddr::V6(a), IpAddr::V4(n)) => match a.to_ipv4_mapped() {
-            Some(a) => (a.octets().to_vec(), n.octets().to_vec()),
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Whether `addr` is in `net` under `mask` (any mask, contiguous or not, as PgBouncer takes it).
+fn in_net(addr: IpAddr, net: IpAddr, mask: &[u8]) -> bool {
+    let a = match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(_)) => a.octets().to_vec(),
+        (IpAddr::V6(a), IpAddr::V6(_)) => a.octets().to_vec(),
+        (IpAddr::V6(a), IpAddr::V4(_)) => match a.to_ipv4_mapped() {
+            Some(a) => a.octets().to_vec(),
             None => return false,
         },
         (IpAddr::V4(_), IpAddr::V6(_)) => return false,
     };
-    let mut left = bits as usize;
-    for (x, y) in a.iter().zip(n.iter()) {
-        let take = left.min(8);
-        if take == 0 {
-            break;
+    a.iter().zip(octets(net)).zip(mask).all(|((x, y), m)| x & m == y & m)
+}
+
+/// The method word, as PgBouncer spells it (lower case, unquoted). `ldap` is PgBouncer's too,
+/// but pgmux has no LDAP: such a line refuses, as a PgBouncer built without LDAP does.
+fn method(t: &Token, notes: &mut Vec<String>, at: &str) -> Result<AuthType, Skip> {
+    let m = match t.text.as_str() {
+        _ if t.quoted => return Err(format!("unsupported method \"{}\"", t.text)),
+        "trust" => AuthType::Trust,
+        "reject" => AuthType::Reject,
+        "md5" => AuthType::Md5,
+        "password" => AuthType::Plain,
+        "peer" => AuthType::Peer,
+        "cert" => AuthType::Cert,
+        "scram-sha-256" => AuthType::ScramSha256,
+        "ldap" => {
+            notes.push(format!("{at}: ldap is not supported by pgmux: logins this line matches are rejected"));
+            AuthType::Reject
         }
-        let mask = (0xffu16 << (8 - take)) as u8;
-        if x & mask != y & mask {
-            return false;
-        }
-        left -= take;
+        other => return Err(format!("unsupported method \"{other}\"")),
+    };
+    Ok(m)
+}
+
+/// One non-empty line as a rule, or why it is skipped.
+fn rule(f: &[Vec<Token>], dir: &Path, notes: &mut Vec<String>, at: String) -> Result<Rule, Skip> {
+    let kind = match f[0].as_slice() {
+        [t] if !t.quoted && t.text == "local" => LineType::Local,
+        [t] if !t.quoted && t.text == "host" => LineType::Host,
+        [t] if !t.quoted && t.text == "hostssl" => LineType::HostSsl,
+        [t] if !t.quoted && t.text == "hostnossl" => LineType::HostNoSsl,
+        _ => return Err("unknown connection type (local, host, hostssl, hostnossl)".into()),
+    };
+    let need = if kind == LineType::Local { 4 } else { 5 };
+    if f.len() < need {
+        return Err("too few fields".into());
     }
-    true
+    let databases = names(&f[1], dir, notes, &at)?;
+    let users = names(&f[2], dir, notes, &at)?;
+    let (address, rest) = if kind == LineType::Local {
+        (Address::All, 3)
+    } else {
+        let (a, used_mask) = address(&f[3], f.get(4).map(Vec::as_slice), notes, &at)?;
+        (a, if used_mask { 5 } else { 4 })
+    };
+    let [word] = f.get(rest).map(Vec::as_slice).unwrap_or_default() else {
+        return Err("no authentication method".into());
+    };
+    let is_ldap = word.text == "ldap" && !word.quoted;
+    let method = method(word, notes, &at)?;
+    // PgBouncer keeps the rest of an ldap line as its LDAP options; anything else may carry
+    // one `map=` option and nothing more.
+    let mut map = None;
+    if !is_ldap {
+        match &f[rest + 1..] {
+            [] => {}
+            [opt] => match opt.as_slice() {
+                [t] if !t.quoted && t.text.starts_with("map=") => map = Some(t.text[4..].to_owned()),
+                _ => return Err("unsupported options (only map=NAME is)".into()),
+            },
+            _ => return Err("unsupported options (only one map=NAME is)".into()),
+        }
+    }
+    // `peer` on a TCP line and `cert` on a unix-socket line load, as in PgBouncer; such a
+    // login has no OS user or certificate to check and is refused.
+    Ok(Rule { kind, databases, users, address, method, map, at })
 }
 
 impl Hba {
-    /// Reads and parses `path`; `@file` names are taken relative to its directory.
+    /// Reads and parses `path`; `@file` names are taken relative to its directory. Lines that
+    /// cannot be used are skipped with a note in `notes` (see [`Hba::parse`]).
     ///
     /// # Errors
-    /// Unreadable files, and lines PgBouncer's subset does not have (`file:line: reason`).
-    pub fn load(path: &Path) -> Result<Self, BadValue> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| BadValue(format!("could not read {}: {e}", path.display())))?;
+    /// The file cannot be read (PgBouncer's `could not open hba config file`: the caller keeps
+    /// an empty rule set, so every login is rejected).
+    pub fn load(path: &Path, notes: &mut Vec<String>) -> Result<Self, BadValue> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BadValue(format!("could not open hba config file {}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, &path.display().to_string(), dir)
+        Ok(Self::parse(&text, &path.display().to_string(), dir, notes))
     }
 
-    /// Parses HBA text.
-    ///
-    /// # Errors
-    /// See [`Hba::load`].
-    pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Self, BadValue> {
+    /// Parses HBA text. As PgBouncer, a line it cannot use is skipped and the rest loads: the
+    /// note says `file:line: could not parse hba config line N: reason`. A skipped `reject`
+    /// line therefore rejects nobody (docs/AUTH.md).
+    pub fn parse(text: &str, name: &str, dir: &Path, notes: &mut Vec<String>) -> Self {
         let mut rules = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let f = fields(line);
@@ -259,52 +344,12 @@ impl Hba {
                 continue;
             }
             let at = format!("{name}:{}", i + 1);
-            let kind = match f[0].first().map(|t| t.text.as_str()) {
-                Some("local") => LineType::Local,
-                Some("host") => LineType::Host,
-                Some("hostssl") => LineType::HostSsl,
-                Some("hostnossl") => LineType::HostNoSsl,
-                Some(other) => {
-                    return Err(BadValue(format!(
-                        "{at}: invalid connection type \"{other}\" (local, host, hostssl, hostnossl)"
-                    )))
-                }
-                None => continue,
-            };
-            let need = if kind == LineType::Local { 4 } else { 5 };
-            if f.len() < need {
-                return Err(BadValue(format!("{at}: too few fields")));
+            match rule(&f, dir, notes, at.clone()) {
+                Ok(r) => rules.push(r),
+                Err(why) => notes.push(format!("{at}: could not parse hba config line {}: {why}", i + 1)),
             }
-            let databases = names(&f[1], dir, &at, true)?;
-            let users = names(&f[2], dir, &at, false)?;
-            let (address, rest) = if kind == LineType::Local {
-                (Address::All, 3)
-            } else {
-                let (a, used_mask) = address(&f[3], f.get(4).map(Vec::as_slice), &at)?;
-                (a, if used_mask { 5 } else { 4 })
-            };
-            let method_field = f.get(rest).ok_or_else(|| BadValue(format!("{at}: no authentication method")))?;
-            let method =
-                AuthType::parse_method(&method_field[0].text, true).map_err(|e| BadValue(format!("{at}: {e}")))?;
-            let mut map = None;
-            for opt in f[rest + 1..].iter().flatten() {
-                match opt.text.split_once('=') {
-                    Some(("map", m)) => map = Some(m.to_owned()),
-                    _ => return Err(BadValue(format!("{at}: unsupported option \"{}\" (only map= is)", opt.text))),
-                }
-            }
-            if map.is_some() && !matches!(method, AuthType::Peer | AuthType::Cert) {
-                return Err(BadValue(format!("{at}: map= is only for peer and cert")));
-            }
-            if kind == LineType::Local && method == AuthType::Cert {
-                return Err(BadValue(format!("{at}: cert needs a TLS connection (hostssl)")));
-            }
-            if kind != LineType::Local && method == AuthType::Peer {
-                return Err(BadValue(format!("{at}: peer is only for local connections")));
-            }
-            rules.push(Rule { kind, databases, users, address, method, map, at });
         }
-        Ok(Self { rules })
+        Self { rules }
     }
 
     /// The first rule that matches, or `None` (the login is rejected). A physical replication
@@ -321,7 +366,7 @@ impl Hba {
             };
             let addr_ok = match (&r.address, conn) {
                 (Address::All, _) => true,
-                (Address::Net(net, bits), ConnKind::Host { addr, .. }) => in_net(addr, *net, *bits),
+                (Address::Net(net, mask), ConnKind::Host { addr, .. }) => in_net(addr, *net, mask),
                 (Address::Net(..), ConnKind::Local) => false,
             };
             let db_ok = r.databases.iter().any(|n| match n {
@@ -331,10 +376,13 @@ impl Hba {
                 Name::SameUser => database == user,
                 Name::Literal(d) => d == database,
             });
+            // As PgBouncer: `sameuser` in the user field matches a user named as the database;
+            // `replication` there matches nobody.
             let user_ok = r.users.iter().any(|n| match n {
                 Name::All => true,
                 Name::Literal(u) => u == user,
-                Name::SameUser | Name::Replication => false,
+                Name::SameUser => user == database,
+                Name::Replication => false,
             });
             kind_ok && addr_ok && db_ok && user_ok
         })
@@ -347,6 +395,14 @@ mod tests {
 
     fn host(a: &str, tls: bool) -> ConnKind {
         ConnKind::Host { addr: a.parse().unwrap(), tls }
+    }
+
+    /// Parses text that must load without notes.
+    fn parse(text: &str) -> Hba {
+        let mut notes = Vec::new();
+        let h = Hba::parse(text, "h", Path::new("."), &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        h
     }
 
     fn method(h: &Hba, c: ConnKind, db: &str, user: &str) -> Option<AuthType> {
@@ -365,7 +421,7 @@ host     all        all      0.0.0.0/0         md5
 host     sameuser   all      ::1/128           trust
 host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
 ";
-        let h = Hba::parse(text, "hba", Path::new(".")).unwrap();
+        let h = parse(text);
         assert_eq!(method(&h, ConnKind::Local, "pgbouncer", "postgres"), Some(AuthType::Peer));
         assert_eq!(h.find(ConnKind::Local, "pgbouncer", "postgres", false).unwrap().map.as_deref(), Some("ops"));
         assert_eq!(method(&h, ConnKind::Local, "app", "x"), Some(AuthType::ScramSha256));
@@ -374,17 +430,17 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
         assert_eq!(method(&h, host("10.2.0.1", true), "app", "x"), Some(AuthType::Md5));
         assert_eq!(method(&h, host("10.2.0.1", true), "app", "all"), Some(AuthType::Cert));
         assert_eq!(method(&h, host("::1", false), "u", "u"), Some(AuthType::Trust));
-        let only_v6 = Hba::parse("host sameuser all ::1/128 trust\n", "h", Path::new(".")).unwrap();
+        let only_v6 = parse("host sameuser all ::1/128 trust\n");
         assert_eq!(method(&only_v6, host("::1", false), "u", "u"), Some(AuthType::Trust));
         assert_eq!(method(&only_v6, host("::1", false), "d", "u"), None);
         assert_eq!(method(&only_v6, host("127.0.0.1", false), "u", "u"), None);
-        let lists = Hba::parse("host db1,db2 a, b 127.0.0.1 255.255.255.255 password\n", "h", Path::new(".")).unwrap();
-        let spaced = Hba::parse("host tmp1,all user1,user2 , user3 16.0.0.0/8 md5\n", "h", Path::new(".")).unwrap();
+        let lists = parse("host db1,db2 a, b 127.0.0.1 255.255.255.255 password\n");
+        let spaced = parse("host tmp1,all user1,user2 , user3 16.0.0.0/8 md5\n");
         assert!(spaced
             .find(ConnKind::Host { addr: "16.1.2.3".parse().unwrap(), tls: false }, "x", "user3", false)
             .is_some());
         // Physical replication matches only the `replication` keyword.
-        let rep = Hba::parse("local replication all trust\nlocal all all reject\n", "h", Path::new(".")).unwrap();
+        let rep = parse("local replication all trust\nlocal all all reject\n");
         assert_eq!(rep.find(ConnKind::Local, "app", "u", true).unwrap().method, AuthType::Trust);
         assert_eq!(rep.find(ConnKind::Local, "replication", "u", false).unwrap().method, AuthType::Reject);
         assert_eq!(method(&lists, host("127.0.0.1", false), "db2", "b"), Some(AuthType::Plain));
@@ -394,7 +450,7 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
 
     #[test]
     fn hostssl_and_hostnossl_follow_tls() {
-        let h = Hba::parse("hostnossl all all all reject\nhostssl all all all trust\n", "h", Path::new(".")).unwrap();
+        let h = parse("hostnossl all all all reject\nhostssl all all all trust\n");
         assert_eq!(method(&h, host("1.2.3.4", false), "d", "u"), Some(AuthType::Reject));
         assert_eq!(method(&h, host("1.2.3.4", true), "d", "u"), Some(AuthType::Trust));
         assert_eq!(method(&h, ConnKind::Local, "d", "u"), None);
@@ -402,35 +458,100 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
 
     #[test]
     fn cidr_edges() {
-        assert!(in_net("192.168.1.77".parse().unwrap(), "192.168.1.0".parse().unwrap(), 24));
-        assert!(!in_net("192.168.2.1".parse().unwrap(), "192.168.1.0".parse().unwrap(), 24));
-        assert!(in_net("10.0.0.1".parse().unwrap(), "0.0.0.0".parse().unwrap(), 0));
-        assert!(in_net("10.0.0.9".parse().unwrap(), "10.0.0.8".parse().unwrap(), 29));
-        assert!(!in_net("10.0.0.16".parse().unwrap(), "10.0.0.8".parse().unwrap(), 29));
-        assert!(in_net("::ffff:10.0.0.1".parse().unwrap(), "10.0.0.0".parse().unwrap(), 8));
-        assert!(in_net("fd00::1".parse().unwrap(), "fd00::".parse().unwrap(), 8));
-        assert_eq!(prefix_len(&[255, 255, 0, 0]), Some(16));
-        assert_eq!(prefix_len(&[255, 0, 255, 0]), None);
+        let cidr = |a: &str, n: &str, bits: u8| {
+            let net: IpAddr = n.parse().unwrap();
+            in_net(a.parse().unwrap(), net, &mask_of(bits, octets(net).len()))
+        };
+        assert!(cidr("192.168.1.77", "192.168.1.0", 24));
+        assert!(!cidr("192.168.2.1", "192.168.1.0", 24));
+        assert!(cidr("10.0.0.1", "0.0.0.0", 0));
+        assert!(cidr("10.0.0.9", "10.0.0.8", 29));
+        assert!(!cidr("10.0.0.16", "10.0.0.8", 29));
+        assert!(cidr("::ffff:10.0.0.1", "10.0.0.0", 8));
+        assert!(cidr("fd00::1", "fd00::", 8));
+        assert_eq!(mask_of(20, 4), vec![255, 255, 240, 0]);
+        // A netmask need not be contiguous, as in PgBouncer.
+        let h = parse("host all all 10.0.0.1 255.0.255.255 trust\n");
+        assert_eq!(method(&h, host("10.9.0.1", false), "d", "u"), Some(AuthType::Trust));
+        assert_eq!(method(&h, host("10.9.1.1", false), "d", "u"), None);
     }
 
     #[test]
-    fn unsupported_lines_name_the_line() {
-        let bad = |t: &str| Hba::parse(t, "hba", Path::new(".")).unwrap_err().to_string();
-        assert_eq!(bad("\nhost all all samenet md5\n"), "hba:2: samenet is not supported");
-        assert!(bad("hostgssenc all all all md5").contains("invalid connection type"));
-        assert!(bad("host all +admins all md5").contains("group membership"));
-        assert!(bad("host all all 10.0.0.0/33 md5").contains("invalid address"));
-        assert!(bad("host all all all ldap").contains("hba:1"));
-        assert!(bad("host all all all md5 clientcert=verify-full").contains("unsupported option"));
-        assert!(bad("host all all all peer").contains("only for local"));
-        assert!(bad("local all all any").contains("any"));
+    fn lines_pgbouncer_cannot_parse_are_skipped_with_file_and_line() {
+        // Each bad line sits between a reject for 10.0.0.1 and a trust for all: skipping it
+        // leaves those two in force, and the note names the file and line.
+        let bad = [
+            "host all all samehost trust",
+            "host all all samenet trust",
+            "host all all localhost trust",
+            "host all all db.example.com trust",
+            "host all +admins all trust",
+            "host samerole all all trust",
+            "host all all all ident",
+            "host all all all gss",
+            "host all all all sspi",
+            "host all all all radius",
+            "host all all all pam",
+            "host all all all bsd",
+            "host all all all MD5",
+            "hostgssenc all all all trust",
+            "hostnogssenc all all all trust",
+            "host all all 10.0.0.0/33 trust",
+            "host all all 10.0.0.0 255.0.0 trust",
+            "host all all",
+            "local all",
+            "host all all all md5 clientcert=verify-full",
+            "host all all all md5 map=a map=b",
+            "host all @missing all trust",
+            "local all all any",
+            "%$ garbage here",
+        ];
+        for line in bad {
+            let text = format!("host all all 10.0.0.1/32 reject\n\n{line}\nhost all all all md5\n");
+            let mut notes = Vec::new();
+            let h = Hba::parse(&text, "hba.conf", Path::new("."), &mut notes);
+            assert_eq!(notes.len(), 1, "{line}: {notes:?}");
+            assert!(notes[0].starts_with("hba.conf:3: could not parse hba config line 3: "), "{line}: {notes:?}");
+            assert_eq!(method(&h, host("10.0.0.1", false), "d", "u"), Some(AuthType::Reject), "{line}");
+            assert_eq!(method(&h, host("10.0.0.2", false), "d", "u"), Some(AuthType::Md5), "{line}");
+            assert_eq!(method(&h, ConnKind::Local, "d", "u"), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn lines_pgbouncer_accepts_load() {
+        // peer on TCP and cert on a socket load (and refuse at login: no OS user, no
+        // certificate); `/regex` is a plain name; ldap refuses in pgmux.
+        let mut notes = Vec::new();
+        let text = "host all all all peer\nlocal all all cert\nlocal all /^a.*$ trust\nhost all all 10.0.0.0/8 ldap ldapserver=x ldapprefix=\"cn=\"\nhost all all all md5 map=ops\n";
+        let h = Hba::parse(text, "h", Path::new("."), &mut notes);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("h:3: \"/^a.*$\" is compared as a plain name"), "{notes:?}");
+        assert!(notes[1].starts_with("h:4: ldap is not supported"), "{notes:?}");
+        assert_eq!(method(&h, host("1.2.3.4", false), "d", "u"), Some(AuthType::Peer));
+        assert_eq!(method(&h, ConnKind::Local, "d", "u"), Some(AuthType::Cert));
+        let h = Hba::parse(&text.replace("host all all all peer\n", ""), "h", Path::new("."), &mut notes);
+        assert_eq!(method(&h, host("10.1.1.1", false), "d", "u"), Some(AuthType::Reject));
+        assert_eq!(method(&h, host("11.1.1.1", false), "d", "u"), Some(AuthType::Md5));
+        assert_eq!(h.find(host("11.1.1.1", false), "d", "u", false).unwrap().map.as_deref(), Some("ops"));
+        // As PgBouncer: `sameuser` in the user field matches a user named as the database.
+        let h = parse("local all sameuser trust\n");
+        assert_eq!(method(&h, ConnKind::Local, "app", "app"), Some(AuthType::Trust));
+        assert_eq!(method(&h, ConnKind::Local, "app", "bob"), None);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_the_caller_turns_into_no_rules() {
+        let mut notes = Vec::new();
+        let e = Hba::load(Path::new("/nonexistent/hba.conf"), &mut notes).unwrap_err().to_string();
+        assert!(e.starts_with("could not open hba config file /nonexistent/hba.conf: "), "{e}");
     }
 
     #[test]
     fn at_files_hold_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admins"), "alice bob\n# c\ncarol\n").unwrap();
-        let h = Hba::parse("local all @admins trust\n", "h", dir.path()).unwrap();
+        let h = Hba::parse("local all @admins trust\n", "h", dir.path(), &mut Vec::new());
         assert_eq!(method(&h, ConnKind::Local, "d", "carol"), Some(AuthType::Trust));
         assert_eq!(method(&h, ConnKind::Local, "d", "mallory"), None);
     }

@@ -83,7 +83,15 @@ fn parse_lines(
 ) -> Result<(), ConfigError> {
     for (i, raw) in text.lines().enumerate() {
         let at = Location { file: file.clone(), line: i + 1 };
-        let line = raw.trim();
+        let mut line = raw.trim();
+        // As PgBouncer's parser, what follows a section header's `]` is read as a line of its
+        // own: `[pgbouncer] ; comment` is a header and a comment.
+        while let Some(rest) = line.strip_prefix('[') {
+            let (name, after) =
+                rest.split_once(']').ok_or_else(|| ConfigError::at(&at, "section header without closing ']'"))?;
+            *section = name.trim().to_ascii_lowercase();
+            line = after.trim();
+        }
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
         }
@@ -99,12 +107,6 @@ fn parse_lines(
             read_into(&path, Some(&at), depth + 1, section, out)?;
             continue;
         }
-        if let Some(name) = line.strip_prefix('[') {
-            let name =
-                name.strip_suffix(']').ok_or_else(|| ConfigError::at(&at, "section header without closing ']'"))?;
-            *section = name.trim().to_ascii_lowercase();
-            continue;
-        }
         let (key, value) = line.split_once('=').ok_or_else(|| ConfigError::at(&at, "expected 'key = value'"))?;
         let key = unquote(key.trim(), &at)?;
         if key.is_empty() {
@@ -117,6 +119,32 @@ fn parse_lines(
         out.push(Entry { section: section.clone(), key, value, at });
     }
     Ok(())
+}
+
+/// The `logfile` a `[pgbouncer]` section names, read leniently from ini text that may not load
+/// (so that a start-up error can still go to the log, as PgBouncer's does). Last one wins;
+/// `%include`d files are not read.
+pub fn find_logfile(text: &str) -> Option<String> {
+    let mut section = String::new();
+    let mut found = None;
+    for raw in text.lines() {
+        let mut line = raw.trim();
+        while let Some((name, after)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            section = name.trim().to_ascii_lowercase();
+            line = after.trim();
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        if section == "pgbouncer" && key.trim().eq_ignore_ascii_case("logfile") {
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(value);
+            found = Some(unquoted.to_owned()).filter(|v| !v.is_empty());
+        }
+    }
+    found
 }
 
 /// PgBouncer resolves includes from the working directory; a relative path that is not there is
@@ -172,6 +200,25 @@ mod tests {
         assert_eq!(e[1].value, "SELECT 'x'");
         assert_eq!(e[2].at.line, 8);
         assert_eq!(e[2].value, "host=/tmp");
+    }
+
+    #[test]
+    fn text_after_a_section_header_is_a_line_of_its_own() {
+        let text = "[pgbouncer] ; comment\nlisten_port = 1\n[databases]   # other\n[users] alice = pool_mode=session\n";
+        let e = parse_text(text, Path::new("t.ini")).unwrap();
+        assert_eq!((e[0].section.as_str(), e[0].key.as_str()), ("pgbouncer", "listen_port"));
+        assert_eq!((e[1].section.as_str(), e[1].key.as_str(), e[1].at.line), ("users", "alice", 4));
+        let err = parse_text("[pgbouncer] junk\n", Path::new("t.ini")).unwrap_err();
+        assert_eq!(err.to_string(), "t.ini:1: expected 'key = value'");
+        assert!(parse_text("[pgbouncer ; x\n", Path::new("t.ini")).is_err());
+    }
+
+    #[test]
+    fn finds_the_logfile_of_an_ini_that_does_not_load() {
+        let text = "[databases]\nlogfile = no\n[pgbouncer]\npool_mode = bogus\n LogFile = '/var/log/p.log'\n[users]\n";
+        assert_eq!(find_logfile(text).as_deref(), Some("/var/log/p.log"));
+        assert_eq!(find_logfile("[pgbouncer]\nlogfile =\n"), None);
+        assert_eq!(find_logfile("[pgbouncer] ; c\nlogfile = x.log\n").as_deref(), Some("x.log"));
     }
 
     #[test]

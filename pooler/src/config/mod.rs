@@ -49,8 +49,14 @@ pub struct Config {
     pub server_tls: Option<crate::tls::ServerTls>,
     /// Effective text value of every known `[pgbouncer]` parameter (SHOW CONFIG).
     pub raw: BTreeMap<&'static str, String>,
-    /// Warnings to log after loading (unknown keys, TLS settings rustls cannot honour).
+    /// Warnings to log after loading (TLS settings rustls cannot honour, skipped HBA lines).
     pub warnings: Vec<String>,
+    /// Errors PgBouncer logs and starts (or reloads) anyway, to log at ERROR after loading: an
+    /// unreadable auth_file or auth_hba_file, a broken auth_file line.
+    pub errors: Vec<String>,
+    /// The auth_file could not be read: `auth_file` is empty, and RELOAD keeps the users in
+    /// force instead, as PgBouncer does.
+    pub auth_file_unread: bool,
     /// Why the TLS settings could not be applied (PgBouncer's `TLS setup failed: REASON`).
     /// `client_tls` and `server_tls` are then `None`: RELOAD and SET keep the TLS in force, as
     /// PgBouncer does, and start-up refuses ([`load`] returns the error).
@@ -82,12 +88,49 @@ pub fn load_for_reload(path: &Path) -> Result<Config, ConfigError> {
     build(path, entries)
 }
 
+/// A config read again for RELOAD, and what of the file it did not take.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The new config; restart-only settings keep the values in force.
+    pub config: Config,
+    /// Restart-only settings whose value in the file differs from the one in force:
+    /// (name, value in the file, value kept).
+    pub needs_restart: Vec<(&'static str, String, String)>,
+}
+
+/// Reads `old`'s ini again for RELOAD, as PgBouncer does: restart-only settings (PgBouncer's
+/// CF_NO_RELOAD, `reloadable: false` in [`params::PARAMS`]) keep the values of `old`, so a
+/// changed or even a bad value there neither applies nor fails the reload; an auth_file that
+/// cannot be read keeps `old`'s users. TLS settings that cannot be applied leave `tls_error`
+/// set, as [`load_for_reload`].
+///
+/// # Errors
+/// Unreadable ini, syntax errors, and bad values of reloadable settings.
+pub fn reload(old: &Config) -> Result<Reloaded, ConfigError> {
+    let entries = ini::read(&old.path)?;
+    let mut needs_restart = Vec::new();
+    let mut config = build_keeping(&old.path, entries, Some((&old.raw, &mut needs_restart)))?;
+    if config.auth_file_unread {
+        config.auth_file = old.auth_file.clone();
+    }
+    Ok(Reloaded { config, needs_restart })
+}
+
 /// Validates already-read entries into a `Config` and loads the auth_file it names.
 ///
 /// # Errors
 /// Bad values with their location.
 pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigError> {
+    build_keeping(path, entries, None)
+}
+
+/// The values in force and where to list restart-only settings the file changes.
+type Keep<'a> = (&'a BTreeMap<&'static str, String>, &'a mut Vec<(&'static str, String, String)>);
+
+/// As [`build`]; with `keep`, restart-only settings take the values in force (RELOAD).
+fn build_keeping(path: &Path, entries: Vec<ini::Entry>, keep: Option<Keep<'_>>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
+    let mut errors = Vec::new();
     let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> =
         params::PARAMS.iter().map(|p| (p.name, (p.default.to_owned(), None))).collect();
     settings.insert("conffile", (path.display().to_string(), None));
@@ -130,13 +173,23 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
             other => return Err(ConfigError::at(&e.at, format!("unknown section: {other}"))),
         }
     }
+    if let Some((in_force, changed)) = keep {
+        for p in params::PARAMS.iter().filter(|p| !p.reloadable) {
+            let Some(old) = in_force.get(p.name) else { continue };
+            let (new, _) = settings.insert(p.name, (old.clone(), None)).unwrap_or_default();
+            if new != *old {
+                changed.push((p.name, new, old.clone()));
+            }
+        }
+    }
     let general = General::from_settings(&settings)?;
-    let auth_file = match &general.auth_file {
-        Some(f) => auth_file::load(&resolve(path, f))?,
-        None => AuthFile::default(),
+    let (auth_file, auth_file_unread) = match &general.auth_file {
+        Some(f) => read_auth_file(&resolve(path, f), &mut errors),
+        None => (AuthFile::default(), false),
     };
     let files = Files::load(path, &general, &settings)?;
-    warnings.extend(files.tls_warnings);
+    warnings.extend(files.notes);
+    errors.extend(files.errors);
     let raw = settings.into_iter().map(|(k, (v, _))| (k, v)).collect();
     Ok(Config {
         path: path.to_path_buf(),
@@ -151,8 +204,31 @@ pub fn build(path: &Path, entries: Vec<ini::Entry>) -> Result<Config, ConfigErro
         server_tls: files.server_tls,
         raw,
         warnings,
+        errors,
+        auth_file_unread,
         tls_error: files.tls_error,
     })
+}
+
+/// Reads the auth_file as PgBouncer does: a file that cannot be read is an error logged with
+/// no users (true: RELOAD keeps the users in force); a broken line is an error logged, and
+/// the users above it are kept.
+fn read_auth_file(path: &Path, errors: &mut Vec<String>) -> (AuthFile, bool) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("could not open auth_file {}: {e}", path.display()));
+            return (AuthFile::default(), true);
+        }
+    };
+    match auth_file::parse(&text) {
+        Ok(users) => (users, false),
+        Err((line, reason)) => {
+            errors.push(format!("broken auth file {}:{line}: {reason}", path.display()));
+            let above: Vec<&str> = text.lines().take(line.saturating_sub(1)).collect();
+            (auth_file::parse(&above.join("\n")).unwrap_or_default(), false)
+        }
+    }
 }
 
 /// What the settings name besides the auth_file: HBA and ident files, keys and certificates.
@@ -161,7 +237,10 @@ struct Files {
     ident: std::sync::Arc<ident::IdentMap>,
     client_tls: Option<crate::tls::ClientTls>,
     server_tls: Option<crate::tls::ServerTls>,
-    tls_warnings: Vec<String>,
+    /// TLS warnings and skipped HBA lines.
+    notes: Vec<String>,
+    /// An HBA file that cannot be read.
+    errors: Vec<String>,
     tls_error: Option<String>,
 }
 
@@ -175,9 +254,16 @@ impl Files {
             };
             ConfigError::Invalid { at, reason }
         };
+        let mut notes = Vec::new();
+        let mut errors = Vec::new();
+        // As PgBouncer: lines it cannot use are skipped, and a file it cannot read leaves no
+        // rules, so every login is rejected (fail closed) while the pooler starts or reloads.
         let hba = match (&g.auth_hba_file, g.auth_type) {
             (Some(f), _) => {
-                Some(std::sync::Arc::new(hba::Hba::load(&resolve(path, f)).map_err(|e| fail("auth_hba_file", e.0))?))
+                Some(std::sync::Arc::new(hba::Hba::load(&resolve(path, f), &mut notes).unwrap_or_else(|e| {
+                    errors.push(e.0);
+                    hba::Hba::default()
+                })))
             }
             (None, AuthType::Hba) => return Err(fail("auth_type", "auth_type = hba needs auth_hba_file".into())),
             (None, _) => None,
@@ -190,17 +276,15 @@ impl Files {
             return Err(fail("auth_type", "auth_type = cert needs client_tls_sslmode and a certificate".into()));
         }
         let file = |f: &str| resolve(path, Path::new(f));
-        let mut tls_warnings = Vec::new();
         // Both sides or neither, as PgBouncer's sbuf_tls_setup.
-        let tls = crate::tls::ServerTls::load(&g.server_tls_settings(), file, &mut tls_warnings).and_then(|server| {
-            crate::tls::ClientTls::load(&g.client_tls_settings(), file, &mut tls_warnings)
-                .map(|client| (client, server))
+        let tls = crate::tls::ServerTls::load(&g.server_tls_settings(), file, &mut notes).and_then(|server| {
+            crate::tls::ClientTls::load(&g.client_tls_settings(), file, &mut notes).map(|client| (client, server))
         });
         let (client_tls, server_tls, tls_error) = match tls {
             Ok((c, s)) => (c, s, None),
             Err(e) => (None, None, Some(e.to_string())),
         };
-        Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls, tls_warnings, tls_error })
+        Ok(Files { hba, ident: std::sync::Arc::new(ident), client_tls, server_tls, notes, errors, tls_error })
     }
 }
 
@@ -253,7 +337,8 @@ impl Config {
         next.ident = files.ident;
         next.client_tls = files.client_tls;
         next.server_tls = files.server_tls;
-        next.warnings = files.tls_warnings;
+        next.warnings = files.notes;
+        next.errors = files.errors;
         next.tls_error = files.tls_error;
         next.raw.insert(p.name, value.to_owned());
         Ok(next)
@@ -349,5 +434,67 @@ mod tests {
         assert_eq!(e, "test.ini:2: auth_type = hba needs auth_hba_file");
         let e = load_text("[pgbouncer]\nauth_type = cert\n").unwrap_err().to_string();
         assert!(e.contains("client_tls_sslmode"), "{e}");
+    }
+
+    #[test]
+    fn unusable_hba_lines_are_skipped_and_a_missing_hba_file_rejects_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let hba = dir.path().join("hba.conf");
+        std::fs::write(&hba, "host all all samenet trust\nlocal all all trust\n").unwrap();
+        let ini = format!("[pgbouncer]\nauth_type = hba\nauth_hba_file = {}\n", hba.display());
+        let c = load_text(&ini).unwrap();
+        let want = format!("{}:1: could not parse hba config line 1: ", hba.display());
+        assert!(c.warnings.iter().any(|w| w.starts_with(&want)), "{:?}", c.warnings);
+        let rules = c.hba.as_ref().unwrap();
+        assert!(rules.find(hba::ConnKind::Local, "d", "u", false).is_some());
+        std::fs::remove_file(&hba).unwrap();
+        let c = load_text(&ini).unwrap();
+        assert!(c.errors.iter().any(|e| e.starts_with("could not open hba config file")), "{:?}", c.errors);
+        assert!(c.hba.as_ref().unwrap().find(hba::ConnKind::Local, "d", "u", false).is_none());
+    }
+
+    #[test]
+    fn auth_file_problems_are_logged_and_the_users_above_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("userlist.txt");
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(&ini, format!("[pgbouncer]\nauth_file = {}\n", users.display())).unwrap();
+        let c = load(&ini).unwrap();
+        assert!(c.auth_file.is_empty() && c.auth_file_unread);
+        assert!(c.errors[0].starts_with(&format!("could not open auth_file {}: ", users.display())), "{:?}", c.errors);
+        std::fs::write(&users, "\"alice\" \"a\"\ngarbage\n\"bob\" \"b\"\n").unwrap();
+        let c = load(&ini).unwrap();
+        assert_eq!(c.errors, [format!("broken auth file {}:2: expected \"user\" \"password\"", users.display())]);
+        assert!(c.auth_file.contains_key("alice") && !c.auth_file.contains_key("bob"));
+        // RELOAD: an auth_file that went missing keeps the users in force, as PgBouncer.
+        std::fs::remove_file(&users).unwrap();
+        let r = reload(&c).unwrap().config;
+        assert!(r.auth_file.contains_key("alice") && r.errors[0].starts_with("could not open auth_file"));
+    }
+
+    #[test]
+    fn reload_keeps_restart_only_settings_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(&ini, "[pgbouncer]\nlisten_port = 6432\nunix_socket_dir = /tmp\n").unwrap();
+        let c = load(&ini).unwrap();
+        std::fs::write(
+            &ini,
+            "[pgbouncer]\nlisten_port = abc\nunix_socket_dir = /run\ndisable_pqexec = 1\npool_mode = transaction\n",
+        )
+        .unwrap();
+        let Reloaded { config: r, needs_restart } = reload(&c).unwrap();
+        assert_eq!((r.raw["listen_port"].as_str(), r.general.listen_port), ("6432", 6432));
+        assert_eq!(r.general.unix_socket_dir, "/tmp");
+        assert!(!r.general.disable_pqexec && r.raw["disable_pqexec"] == "0");
+        assert_eq!(r.general.pool_mode, PoolMode::Transaction);
+        let names: Vec<_> = needs_restart.iter().map(|(n, new, old)| (*n, new.as_str(), old.as_str())).collect();
+        assert_eq!(
+            names,
+            [("disable_pqexec", "1", "0"), ("listen_port", "abc", "6432"), ("unix_socket_dir", "/run", "/tmp")]
+        );
+        // A bad value of a reloadable setting still fails the reload.
+        std::fs::write(&ini, "[pgbouncer]\npool_mode = bogus\n").unwrap();
+        assert!(reload(&c).is_err());
     }
 }
