@@ -136,19 +136,21 @@ async fn takeover_is_refused_to_anyone_but_pgmux_r() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restart_leaves_the_old_process_serving() {
     let pg = Cluster::shared();
+    // The old process writes the pidfile as root; a new process running as nobody cannot.
+    let pidfile = std::env::temp_dir().join(format!("pgmux-failed-restart-{}.pid", std::process::id()));
     let mut mux = PgmuxProcess::start(
         pg,
         "* = host=$SOCKET port=$PORT",
-        "auth_type = scram-sha-256\npool_mode = transaction",
+        &format!("auth_type = scram-sha-256\npool_mode = transaction\npidfile = {}", pidfile.display()),
         &userlist(pg),
     );
     let old_pid = mux.pid();
     let idle = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    // The new process takes the listeners, then fails before it serves (its -u user does not
-    // exist): the old one must go on accepting.
-    let (status, err) = tokio::task::block_in_place(|| mux.failed_reboot(&["-u", "pgmux_no_such_user"]));
+    // The new process takes the listeners, then fails before it serves (as nobody it cannot
+    // write the pidfile): the old one must go on accepting.
+    let (status, err) = tokio::task::block_in_place(|| mux.failed_reboot(&["-u", "nobody"]));
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot switch to user"), "{err}");
+    assert!(err.contains("cannot write pidfile"), "{err}");
     mux.wait_for_log("the new process did not start");
     assert_eq!(value(&idle, "SELECT 1").await, "1", "the idle client stays");
     let fresh = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
@@ -165,6 +167,7 @@ async fn a_failed_restart_leaves_the_old_process_serving() {
     tokio::task::block_in_place(|| mux.reboot());
     assert_ne!(mux.pid(), old_pid);
     assert_eq!(value(&idle, "SELECT 4").await, "4", "moved on the second try");
+    let _ = std::fs::remove_file(&pidfile);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,4 +231,30 @@ async fn clients_left_on_the_old_process_are_cancelled_and_its_exit_leaves_the_f
     let (over_unix, conn) = tokio_postgres::connect(&url, NoTls).await.expect("the new process serves the unix socket");
     tokio::spawn(conn);
     assert_eq!(value(&over_unix, "SELECT 1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_restart_with_nothing_running_starts_normally() {
+    let pg = Cluster::shared();
+    let mut mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = scram-sha-256", &userlist(pg));
+    // The process ends (SIGINT: at once, no client); its unix socket file stays behind.
+    mux.signal(nix::sys::signal::Signal::SIGINT);
+    let gone = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", mux.port)).is_ok() {
+        assert!(std::time::Instant::now() < gone, "pgmux did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut old = mux.start_reboot();
+    tokio::task::block_in_place(|| old.wait()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        if let Ok(c) = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "pgmux -R did not start:\n{}", mux.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(value(&client, "SELECT 1").await, "1");
+    assert!(mux.log().contains("old process not found, try to continue normally"), "{}", mux.log());
 }

@@ -83,14 +83,19 @@ fn main() -> ExitCode {
     pgmux::workers::plan(g.threads(), g.worker_busy_percent);
     // -R: the running process's listeners (and then its clients) instead of binding; its
     // pidfile is ours from now on.
-    let (pooler, handed) = if cli.reboot {
-        match takeover::take::connect(&g) {
-            Ok(t) => {
-                tracing::info!("takeover: listening sockets taken over from the running process");
-                (Pooler::from_taken(config, t.bound, t.exporter), Some(t.channel))
-            }
-            Err(e) => return fail(format!("online restart failed: {e}")),
+    let taken = match cli.reboot.then(|| takeover::take::connect(&g)) {
+        Some(Ok(t)) => Some(t),
+        // As PgBouncer: nothing to take over is a normal start.
+        Some(Err(takeover::take::TakeoverError::NotRunning(why))) => {
+            tracing::info!("old process not found, try to continue normally ({why})");
+            None
         }
+        Some(Err(e)) => return fail(format!("online restart failed: {e}")),
+        None => None,
+    };
+    let (pooler, handed) = if let Some(t) = taken {
+        tracing::info!("takeover: listening sockets taken over from the running process");
+        (Pooler::from_taken(config, t.bound, t.exporter), Some(t.channel))
     } else {
         if let Some(p) = &g.pidfile {
             if let Err(e) = daemon::check_pidfile(p) {

@@ -172,6 +172,10 @@ fn apply_options(v: &str, params: &mut ClientParams, ignored: impl Fn(&str) -> b
     const ONLY_C: &str = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
     let refuse = |msg: String| ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg);
     let blanks = |s: &str| s.trim_start_matches(is_blank).len();
+    // Blanks alone are no option (PgBouncer refuses them); blanks after the last one are fine.
+    if !v.is_empty() && blanks(v) == 0 {
+        return Err(refuse(ONLY_C.into()));
+    }
     let mut rest = v;
     loop {
         rest = &rest[rest.len() - blanks(rest)..];
@@ -292,6 +296,10 @@ mod tests {
         let only = "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
         assert_eq!(refusal("-d", &g), only);
         assert_eq!(refusal("-c timezone", &g), only);
+        // Blanks alone are refused; an empty value and blanks after the last option are not.
+        assert_eq!(refusal("  ", &g), only);
+        assert_eq!(ok("").get("TimeZone"), None);
+        assert_eq!(ok("-c timezone=UTC  ").get("TimeZone"), Some("UTC"));
         assert_eq!(refusal("-c enable_seqscan=false", &g), "unsupported startup parameter in options: enable_seqscan");
         // Only ASCII blanks separate: a no-break space is part of the name.
         assert_eq!(

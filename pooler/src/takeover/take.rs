@@ -23,6 +23,10 @@ pub enum TakeoverError {
     /// unix_socket_dir is empty, so the running process cannot be reached.
     #[error("-R needs unix_socket_dir: the running process is reached through its unix socket")]
     NoSocket,
+    /// Nothing listens on the unix socket: no process to take over (PgBouncer then starts
+    /// normally).
+    #[error("{0}")]
+    NotRunning(String),
     /// Reaching, writing to or reading from the running process failed, or a socket it passed
     /// could not be set up.
     #[error("{0}")]
@@ -78,8 +82,13 @@ pub fn connect(g: &General) -> Result<Taken, TakeoverError> {
         return Err(TakeoverError::NoSocket);
     }
     let path = unix_socket_path(&g.unix_socket_dir, g.listen_port);
-    let mut s = UnixStream::connect(&path)
-        .map_err(|e| Io(format!("cannot reach the running process at {}: {e}", path.display())))?;
+    let mut s = UnixStream::connect(&path).map_err(|e| {
+        let why = format!("cannot reach the running process at {}: {e}", path.display());
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => TakeoverError::NotRunning(why),
+            _ => Io(why),
+        }
+    })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut out = BytesMut::new();
     build::startup_message(&mut out, &[("user", "pgbouncer"), ("database", crate::config::ADMIN_DB)]);
