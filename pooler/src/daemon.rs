@@ -3,26 +3,35 @@
 use std::io;
 use std::path::Path;
 
-/// Refuses to start when the pidfile names a live process.
+/// Checks the pidfile before start-up, as PgBouncer: none, or one naming a process that is
+/// gone (removed, `stale pidfile, removing`), lets pgmux start; one naming a live process, or
+/// one that cannot be read as a pid, means another instance may run.
 ///
 /// # Errors
-/// Another instance is running, or the file cannot be read.
+/// Another instance may run, or the file cannot be read or removed.
 pub fn check_pidfile(path: &Path) -> io::Result<()> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            if let Ok(pid) = text.trim().parse::<i32>() {
-                let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-                if alive && pid != std::process::id() as i32 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("pidfile {} names running process {pid}: is pgmux already running?", path.display()),
-                    ));
-                }
-            }
-            Ok(())
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let taken = || {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("pidfile '{}' exists, another instance running?", path.display()),
+        )
+    };
+    let pid = text.trim().parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(taken)?;
+    if pid == std::process::id() as i32 {
+        return Ok(());
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => {
+            tracing::info!("stale pidfile, removing");
+            std::fs::remove_file(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("could not remove stale pidfile: {e}")))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        _ => Err(taken()),
     }
 }
 
@@ -71,4 +80,27 @@ pub fn raise_fd_limit() -> u64 {
 /// fork or setsid failed.
 pub fn detach() -> io::Result<()> {
     nix::unistd::daemon(true, false).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pidfile_of_a_live_process_or_unreadable_stops_start_up_and_a_stale_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgmux.pid");
+        assert!(check_pidfile(&path).is_ok(), "no pidfile");
+        for text in ["garbage\n", "0\n", "", "1\n"] {
+            std::fs::write(&path, text).unwrap();
+            let e = check_pidfile(&path).unwrap_err().to_string();
+            assert!(e.ends_with("exists, another instance running?"), "{text:?}: {e}");
+        }
+        // A process that has ended: its pid names nobody now.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        std::fs::write(&path, format!("{}\n", child.id())).unwrap();
+        check_pidfile(&path).unwrap();
+        assert!(!path.exists(), "the stale pidfile is removed");
+    }
 }

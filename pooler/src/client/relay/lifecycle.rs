@@ -147,8 +147,11 @@ impl Relay {
             match Box::pin(server::run_simple_query(&mut server, &sql)).await {
                 Ok(()) => self.session.params.synced(&mut server.params),
                 Err(server::ServerError::Rejected { message, .. }) => {
+                    // PgBouncer's words to the client (a value the client gave at login that
+                    // the server refuses); the server's reason goes to the log.
+                    crate::conn_log!(warn, server.tag, "varcache_apply failed: {message}");
                     server.release();
-                    return Err(Unprepared::End(Fault::server(format!("could not set parameters: {message}")).into()));
+                    return Err(Unprepared::End(Fault::server("invalid server parameter".to_owned()).into()));
                 }
                 Err(other) => return Err(self.lost_in_prepare(server, "var change failed", other)),
             }
