@@ -76,7 +76,7 @@ pub fn checkout_error_message(e: &CheckoutError) -> (&'static str, String) {
     let passed_on = |code: &str| sqlstate::known(code).unwrap_or(sqlstate::PROTOCOL_VIOLATION);
     match e {
         CheckoutError::QueryWaitTimeout => (sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into()),
-        CheckoutError::LoginFailing(_) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+        CheckoutError::LoginFailing(..) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
         CheckoutError::ShuttingDown => (sqlstate::ADMIN_SHUTDOWN, e.to_string()),
         CheckoutError::Refused(r) => (passed_on(&r.sqlstate), r.message.clone()),
         CheckoutError::Connect(ServerError::Rejected { sqlstate, message, .. }) => {
@@ -443,6 +443,12 @@ async fn first_server_params(
         Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, bound.1.into())),
     };
     match checkout {
+        // As PgBouncer, which passes a server's refusal to every client waiting for the pool's
+        // first welcome: the server's SQLSTATE and words, not the cached-error text.
+        Err(CheckoutError::LoginFailing(_, Some(r))) => {
+            let code = sqlstate::known(&r.sqlstate).unwrap_or(sqlstate::PROTOCOL_VIOLATION);
+            Err(ClientError::Refused(code, r.message.clone()))
+        }
         Ok(server) => {
             let params = Arc::new(server.params.clone());
             server.release();

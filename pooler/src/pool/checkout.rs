@@ -58,9 +58,9 @@ impl Pool {
         // up gets the cached error at once. Clients already waiting keep waiting, and so does a
         // client already logged in (PgBouncer would close it; pgmux lets it wait for the server
         // to come back, bounded by query_wait_timeout).
-        if let Some((at, msg, _)) = &s.last_failure {
+        if let Some((at, msg, refusal)) = &s.last_failure {
             if may_fast_fail && !queued && s.total == 0 && at.elapsed() < settings.login_retry {
-                return Err(CheckoutError::LoginFailing(msg.clone()));
+                return Err(CheckoutError::LoginFailing(msg.clone(), refusal.clone()));
             }
         }
         let mut room = Room::PoolFull;

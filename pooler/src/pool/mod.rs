@@ -64,9 +64,11 @@ pub enum CheckoutError {
     /// Waited longer than query_wait_timeout.
     #[error("query_wait_timeout")]
     QueryWaitTimeout,
-    /// Recent logins failed and no server is up (PgBouncer's fast fail).
+    /// Recent logins failed and no server is up (PgBouncer's fast fail): the reason, and the
+    /// server's refusal when it refused the login (a client waiting for a new pool's first
+    /// server gets that, as PgBouncer passes it to every client waiting for its welcome).
     #[error("server login has been failing, cached error: {0} (server_login_retry)")]
-    LoginFailing(String),
+    LoginFailing(String, Option<Arc<LoginRefusal>>),
     /// This attempt to open a server failed.
     #[error("{0}")]
     Connect(#[from] ServerError),
@@ -86,8 +88,9 @@ struct State {
     /// Releases in a row that served a waiter on their own thread ahead of the longest waiter
     /// (see [`waiter::BYPASS_MAX`]).
     bypassed: u32,
-    /// Time and text of the last failed login, for fast fail.
-    last_failure: Option<(Instant, String, bool)>,
+    /// Time and text of the last failed login, and the server's refusal if it refused it, for
+    /// fast fail.
+    last_failure: Option<(Instant, String, Option<Arc<LoginRefusal>>)>,
     /// The last connect succeeded: connects may run in parallel. Until then (a new pool, or
     /// after a failure) one connect at a time probes the server, as PgBouncer always does, so
     /// that a bad host is tried once and not by every waiting client at the same time.

@@ -73,14 +73,15 @@ impl Pool {
                 let refusal = match &e {
                     ServerError::Rejected { severity, message, sqlstate } => {
                         tracing::warn!("server login failed: {severity} {message}");
-                        e.is_refusal().then(|| LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() })
+                        e.is_refusal()
+                            .then(|| Arc::new(LoginRefusal { sqlstate: sqlstate.clone(), message: message.clone() }))
                     }
                     ServerError::Auth(reason) => {
                         crate::conn_log!(error, tag, "{reason}");
-                        Some(LoginRefusal {
+                        Some(Arc::new(LoginRefusal {
                             sqlstate: pgmux_protocol::sqlstate::PROTOCOL_VIOLATION.into(),
                             message: "server login failed: wrong password type".into(),
-                        })
+                        }))
                     }
                     ServerError::TlsHandshake(m) => {
                         tracing::warn!("TLS handshake error: {m}");
@@ -93,12 +94,11 @@ impl Pool {
                     crate::conn_log!(info, tag, "closing because: {} (age={age}s)", e.log_reason());
                 }
                 let mut s = self.state.lock();
-                s.last_failure = Some((Instant::now(), e.log_reason(), refusal.is_some()));
+                s.last_failure = Some((Instant::now(), e.log_reason(), refusal.clone()));
                 s.proven = false;
                 s.probing = false;
                 if let Some(r) = refusal {
                     // Every client waiting for this pool gets the server's refusal now.
-                    let r = Arc::new(r);
                     for w in s.waiters.drain(..) {
                         let _ = w.tx.send(Handoff::Refused(r.clone()));
                     }

@@ -275,7 +275,7 @@ impl Relay {
             let (code, msg) = checkout_error_message(&e);
             let side = match e {
                 CheckoutError::QueryWaitTimeout | CheckoutError::ShuttingDown => Side::Pooler,
-                CheckoutError::LoginFailing(_) | CheckoutError::Connect(_) | CheckoutError::Refused(_) => Side::Server,
+                CheckoutError::LoginFailing(..) | CheckoutError::Connect(_) | CheckoutError::Refused(_) => Side::Server,
             };
             Fault { side, code, message: msg }.into()
         })
