@@ -92,3 +92,18 @@ async fn wait_for_servers_closes_waiting_and_asking_clients_and_lets_transaction
     let log = mux.log();
     assert!(log.matches("closing because: server shutting down").count() >= 2, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_signal_while_suspended_goes_down_at_once() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = trust", &userlist(pg));
+    // A client in no transaction would hold off a SIGTERM shutdown for as long as it stays.
+    let idle = mux.connect(MD5_USER, "", "app").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+    let console = mux.console().await;
+    console.simple_query("SUSPEND").await.unwrap();
+    mux.signal(Signal::SIGTERM);
+    mux.wait_for_log("ERROR suspend was in progress, going down immediately");
+    wait_until("the process is gone", || std::net::TcpStream::connect(("127.0.0.1", mux.port)).is_err()).await;
+    assert!(idle.simple_query("SELECT 2").await.is_err(), "its clients went with it");
+}

@@ -232,6 +232,15 @@ impl Signals {
 /// PgBouncer 1.23+ signals, logged in its words: SIGTERM waits for clients to leave, SIGINT
 /// waits for servers to be released, a second one of either (or SIGQUIT) exits at once. SIGHUP
 /// reopens the logfile and reloads, SIGUSR1 pauses, SIGUSR2 resumes (not while shutting down).
+/// A shutdown signal while SUSPENDed: PgBouncer goes down at once (nothing would flush what it
+/// froze), and so does pgmux, with PgBouncer's words.
+fn suspended_goes_down_now(shared: &Shared) -> Option<RunState> {
+    shared.is_suspended().then(|| {
+        tracing::error!("suspend was in progress, going down immediately");
+        RunState::Immediate
+    })
+}
+
 async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
     let Signals { mut term, mut int, mut quit, mut hup, mut usr1, mut usr2 } = signals;
     loop {
@@ -241,7 +250,7 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
             _ = term.recv() => {
                 if running() {
                     tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
-                    RunState::WaitForClients
+                    suspended_goes_down_now(&shared).unwrap_or(RunState::WaitForClients)
                 } else {
                     tracing::info!("got SIGTERM while shutting down, fast exit");
                     RunState::Immediate
@@ -250,7 +259,7 @@ async fn handle_signals(shared: Arc<Shared>, signals: Signals) {
             _ = int.recv() => {
                 if running() {
                     tracing::info!("got SIGINT, shutting down, waiting for all servers connections to be released");
-                    RunState::WaitForServers
+                    suspended_goes_down_now(&shared).unwrap_or(RunState::WaitForServers)
                 } else {
                     tracing::info!("got SIGINT while shutting down, fast exit");
                     RunState::Immediate
