@@ -48,12 +48,16 @@ async fn ignore_startup_parameters_drops_listed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_value_the_server_refuses_ends_the_client_in_pgbouncers_words() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, "pool_mode = transaction");
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1");
     let url = format!("{} options='-c TimeZone=Nowhere/Bogus'", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
-    // Accepted at login, as PgBouncer accepts it; refused by the server at the first query.
-    let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let e = c.simple_query("SELECT 1").await.unwrap_err();
-    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
-    assert_eq!((db.code().code(), db.message()), ("08P01", "invalid server parameter"));
+    // Twice: the second client wants the same values, on the same server, which must not count
+    // as set to them because the first client's SET was tried there.
+    for _ in 0..2 {
+        // Accepted at login, as PgBouncer accepts it; refused by the server at the first query.
+        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let e = c.simple_query("SELECT 1").await.unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!((db.code().code(), db.message()), ("08P01", "invalid server parameter"));
+    }
 }

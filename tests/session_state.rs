@@ -374,4 +374,14 @@ async fn a_login_value_of_an_unreported_tracked_parameter_survives_another_clien
     assert_eq!(value(&b, "SHOW search_path").await, "\"$user\", public", "the default");
     assert_eq!(value(&a, "SHOW search_path").await, "a_set");
     assert_eq!(value(&c, "SHOW search_path").await, "c_login");
+    // Names differ in case only: each client its own.
+    let upper = with_path("\"Tenant_A\"").await;
+    let lower = with_path("\"tenant_a\"").await;
+    assert_eq!(value(&upper, "SHOW search_path").await, "\"Tenant_A\"");
+    assert_eq!(value(&lower, "SHOW search_path").await, "tenant_a");
+    // A RESET on the server leaves it at its default: the next client with a's login value
+    // gets that value set again, not the default.
+    a.simple_query("RESET search_path").await.unwrap();
+    let a2 = with_path("a_login").await;
+    assert_eq!(value(&a2, "SHOW search_path").await, "a_login");
 }

@@ -9,34 +9,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use crate::server::is_reported;
+
 use crate::server::ServerParams;
 
 /// Always tracked, as PgBouncer.
 pub const ALWAYS_TRACKED: [&str; 5] =
     ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"];
-
-/// Settings PostgreSQL reports with ParameterStatus (GUC_REPORT, versions 14 to 17), in lower case.
-const REPORTED: [&str; 14] = [
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "default_transaction_read_only",
-    "in_hot_standby",
-    "integer_datetimes",
-    "intervalstyle",
-    "is_superuser",
-    "scram_iterations",
-    "server_encoding",
-    "server_version",
-    "session_authorization",
-    "standard_conforming_strings",
-    "timezone",
-];
-
-/// True when PostgreSQL reports `name` (any case) with ParameterStatus.
-pub fn is_reported(name: &str) -> bool {
-    REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
-}
 
 /// One client's wanted values.
 #[derive(Debug, Clone, Default)]
@@ -193,7 +172,10 @@ impl ClientParams {
     pub fn sync_sql(&self, server: &ServerParams) -> Option<String> {
         let mut sql = String::new();
         for (k, v) in &self.set.values {
-            if server.get(k).is_some_and(|s| s.eq_ignore_ascii_case(v)) {
+            // Reported values differing only in case are equal (PgBouncer's varcache); a value
+            // pgmux records itself is compared exactly (`"Tenant_A"` is not `"tenant_a"`).
+            let same = |s: &str| if is_reported(k) { s.eq_ignore_ascii_case(v) } else { s == v };
+            if server.get(k).is_some_and(same) {
                 continue;
             }
             sql.push_str("SET ");
@@ -291,10 +273,43 @@ impl ParamSets {
 /// Appends the value `v` of `name`: quoted, except search_path (reported already quoted,
 /// GUC_LIST_QUOTE).
 fn push_value(sql: &mut String, name: &str, v: &str) {
-    if name.eq_ignore_ascii_case("search_path") {
-        sql.push_str(if v == "\"\"" { "''" } else { v });
+    if name.eq_ignore_ascii_case("search_path") && v == "\"\"" {
+        sql.push_str("''");
+    } else if name.eq_ignore_ascii_case("search_path") && is_name_list(v) {
+        sql.push_str(v);
     } else {
+        // Anything else is quoted, a search_path too when it is not a plain list of names: a
+        // client's login value then cannot smuggle a statement (`x; SET ROLE r`) into pgmux's
+        // SET, where it would stay on the server unseen.
         quote_literal(sql, v);
+    }
+}
+
+/// True for a list of names as PostgreSQL prints search_path: words of letters, digits, `_`
+/// and `$`, or double-quoted names (`""` for a quote), separated by commas and spaces.
+fn is_name_list(v: &str) -> bool {
+    let mut chars = v.chars().peekable();
+    loop {
+        while chars.next_if_eq(&' ').is_some() {}
+        match chars.next() {
+            Some('"') => loop {
+                match chars.next() {
+                    Some('"') if chars.next_if_eq(&'"').is_none() => break,
+                    Some('\0') | None => return false,
+                    Some(_) => {}
+                }
+            },
+            Some(c) if c.is_alphanumeric() || c == '_' || c == '$' => {
+                while chars.next_if(|c| c.is_alphanumeric() || *c == '_' || *c == '$').is_some() {}
+            }
+            _ => return false,
+        }
+        while chars.next_if_eq(&' ').is_some() {}
+        match chars.next() {
+            None => return true,
+            Some(',') => {}
+            Some(_) => return false,
+        }
     }
 }
 
@@ -410,5 +425,21 @@ mod tests {
         assert_eq!(server.get("search_path"), None);
         assert_eq!(with.sql_value("SEARCH_PATH"), Some("app".into()));
         assert_eq!(without.sql_value("search_path"), None);
+    }
+
+    #[test]
+    fn a_search_path_that_is_not_a_list_of_names_is_quoted_whole() {
+        let mut c = ClientParams::new(&["search_path".into()]);
+        for (v, sql) in [
+            ("\"$user\", public", "SET search_path=\"$user\", public;"),
+            ("a,\"b;\"\"c\" , d_1$", "SET search_path=a,\"b;\"\"c\" , d_1$;"),
+            ("x; SET ROLE r", "SET search_path='x; SET ROLE r';"),
+            ("x -- y", "SET search_path='x -- y';"),
+            ("\"open", "SET search_path='\"open';"),
+            ("a,", "SET search_path='a,';"),
+        ] {
+            c.set("search_path", v);
+            assert_eq!(c.sync_sql(&ServerParams::default()).unwrap(), sql, "{v}");
+        }
     }
 }

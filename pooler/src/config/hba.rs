@@ -218,7 +218,7 @@ fn address(
         }
     };
     if octets(ip).iter().zip(&net).any(|(a, m)| a & !m != 0) {
-        notes.push(format!("{at}: address {ip} does not match its mask (host bits are ignored)"));
+        notes.push(format!("{at}: address {ip} does not match its mask (the line matches no address)"));
     }
     Ok((Address::Net(ip, net), used_mask))
 }
@@ -251,7 +251,10 @@ fn in_net(addr: IpAddr, net: IpAddr, mask: &[u8]) -> bool {
         },
         (IpAddr::V4(_), IpAddr::V6(_)) => return false,
     };
-    a.iter().zip(octets(net)).zip(mask).all(|((x, y), m)| x & m == y & m)
+    // The network as written, host bits and all, as PgBouncer compares it: a line whose address
+    // has bits outside its mask (`10.1.2.3/8`, warned about at load) matches nobody, never the
+    // wider network.
+    a.iter().zip(octets(net)).zip(mask).all(|((x, y), m)| x & m == y)
 }
 
 /// The method word, as PgBouncer spells it (lower case, unquoted). `ldap` is PgBouncer's too,
@@ -469,6 +472,9 @@ host     db1,db2    a, b     127.0.0.1 255.255.255.255  password
         assert!(!cidr("10.0.0.16", "10.0.0.8", 29));
         assert!(cidr("::ffff:10.0.0.1", "10.0.0.0", 8));
         assert!(cidr("fd00::1", "fd00::", 8));
+        // Host bits outside the mask: nobody, as in PgBouncer.
+        assert!(!cidr("10.1.2.3", "10.1.2.3", 8));
+        assert!(!cidr("10.200.0.1", "10.1.2.3", 8));
         assert_eq!(mask_of(20, 4), vec![255, 255, 240, 0]);
         // A netmask need not be contiguous, as in PgBouncer.
         let h = parse("host all all 10.0.0.1 255.0.255.255 trust\n");

@@ -214,8 +214,10 @@ fn build_keeping(path: &Path, entries: Vec<ini::Entry>, keep: Option<Keep<'_>>) 
 /// no users (true: RELOAD keeps the users in force); a broken line is an error logged, and
 /// the users above it are kept.
 fn read_auth_file(path: &Path, errors: &mut Vec<String>) -> (AuthFile, bool) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    // Bytes, not UTF-8: a file with another encoding loads (its odd bytes replaced), as
+    // PgBouncer reads it, rather than counting as unreadable and keeping the old users.
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
             errors.push(format!("could not open auth_file {}: {e}", path.display()));
             return (AuthFile::default(), true);
@@ -466,6 +468,10 @@ mod tests {
         let c = load(&ini).unwrap();
         assert_eq!(c.errors, [format!("broken auth file {}:2: expected \"user\" \"password\"", users.display())]);
         assert!(c.auth_file.contains_key("alice") && !c.auth_file.contains_key("bob"));
+        // Not UTF-8 (a Latin-1 name): it loads, odd bytes replaced, as PgBouncer reads bytes.
+        std::fs::write(&users, b"\"alice\" \"a\"\n\"caf\xe9\" \"c\"\n").unwrap();
+        let latin = load(&ini).unwrap();
+        assert!(latin.errors.is_empty() && latin.auth_file.contains_key("alice"), "{:?}", latin.errors);
         // RELOAD: an auth_file that went missing keeps the users in force, as PgBouncer.
         std::fs::remove_file(&users).unwrap();
         let r = reload(&c).unwrap().config;

@@ -222,6 +222,9 @@ impl Pool {
                 // PAUSE came while this client was queued: it waits at the gate instead.
                 drop(ticket.take());
                 self.wait_at_gate(settings).await?;
+                if self.shut.load(Relaxed) {
+                    return Err(CheckoutError::ShuttingDown);
+                }
             }
             let quiet;
             match self.try_take(settings, start, ticket.is_some(), may_fast_fail)? {

@@ -18,9 +18,10 @@ impl Pool {
         let was = self.letting_go.swap(letting_go, Relaxed);
         self.update_gate();
         if letting_go && !was {
-            self.close_idle("pause mode");
-            // A queued client that wakes finds the gate closed and waits there.
+            // Queued clients first, so that the slots the closes free go to nobody: one that
+            // wakes finds the gate closed and waits there.
             drop(std::mem::take(&mut self.state.lock().waiters));
+            self.close_idle("pause mode");
         }
     }
 

@@ -86,6 +86,10 @@ impl Pool {
     /// Reserves a slot for the longest live waiter and hands it over; false when there is no
     /// waiter or no room. The caller holds the lock.
     pub(super) fn hand_slot_locked(&self, s: &mut State, settings: &PoolSettings) -> bool {
+        // PAUSE: no server opens while it lasts.
+        if self.is_letting_go() {
+            return false;
+        }
         if s.waiters.iter().all(|w| w.tx.is_closed()) || !self.reserve_locked(s, settings, Duration::ZERO).granted() {
             return false;
         }

@@ -20,6 +20,14 @@ impl ServerParams {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Forgets the value of `name` (every value the server does not report, for `None`): pgmux
+    /// no longer knows it, so the next client's sync sets it. True when one was forgotten.
+    pub fn forget_unreported(&mut self, name: Option<&str>) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(k, _)| is_reported(k) || name.is_some_and(|n| !k.eq_ignore_ascii_case(n)));
+        self.0.len() != before
+    }
+
     /// Records a reported value.
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
@@ -31,6 +39,29 @@ impl ServerParams {
             None => self.0.push((name.to_owned(), value.to_owned())),
         }
     }
+}
+
+/// Settings PostgreSQL reports with ParameterStatus (GUC_REPORT, versions 14 to 17), in lower case.
+const REPORTED: [&str; 14] = [
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "intervalstyle",
+    "is_superuser",
+    "scram_iterations",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "timezone",
+];
+
+/// True when PostgreSQL reports `name` (any case) with ParameterStatus.
+pub fn is_reported(name: &str) -> bool {
+    REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// A server connection.
@@ -87,7 +118,24 @@ impl ServerConn {
     pub fn reset_done(&mut self, sql: &str) {
         self.statements.clear();
         for e in crate::session_sql::effects(sql.as_bytes()) {
-            self.session_state.apply(&e);
+            self.apply_effect(&e);
+        }
+    }
+
+    /// Records a session-state effect that took place here. One that changes a setting pgmux
+    /// records without a report (a tracked parameter PostgreSQL does not report, such as
+    /// search_path) makes that record stale: it is forgotten, and the next client's tracked
+    /// parameters are set again.
+    pub fn apply_effect(&mut self, e: &crate::session_sql::Effect) {
+        use crate::session_sql::Effect;
+        self.session_state.apply(e);
+        let forgot = match e {
+            Effect::Set { name, .. } | Effect::Reset(name) => self.params.forget_unreported(Some(name)),
+            Effect::ResetAll | Effect::DiscardAll => self.params.forget_unreported(None),
+            _ => false,
+        };
+        if forgot {
+            self.synced_params = 0;
         }
     }
 

@@ -6,7 +6,7 @@ mod rescue;
 mod statements;
 mod target;
 
-pub use conn::{ServerConn, ServerParams};
+pub use conn::{is_reported, ServerConn, ServerParams};
 pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
 pub use rescue::{recover, Abandoned};
 pub use statements::{Held, ServerStatements};

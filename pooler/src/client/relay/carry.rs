@@ -179,7 +179,7 @@ impl Relay {
                         matches!(e, Effect::Set { .. } | Effect::Reset(_) | Effect::ResetAll | Effect::DiscardAll);
                     made.state.apply(&e);
                     if let Some(s) = self.server.as_mut() {
-                        s.session_state.apply(&e);
+                        s.apply_effect(&e);
                     }
                 }
             }

@@ -150,6 +150,8 @@ impl Relay {
                     // PgBouncer's words to the client (a value the client gave at login that
                     // the server refuses); the server's reason goes to the log.
                     crate::conn_log!(warn, server.tag, "varcache_apply failed: {message}");
+                    // The SETs were undone with their transaction: the server is as before.
+                    server.synced_params = 0;
                     server.release();
                     return Err(Unprepared::End(Fault::server("invalid server parameter".to_owned()).into()));
                 }
