@@ -39,13 +39,21 @@ pub struct Pools {
     /// Taken by whatever derives and installs pool settings (a new pool, RELOAD, a redirect),
     /// so that none of them installs settings derived before another's change.
     retarget: Mutex<()>,
+    /// Taken by PAUSE / RESUME / SUSPEND and by a pool taking the pause flags, so that each pool
+    /// ends with the flags in force.
+    pausing: Mutex<()>,
 }
 
 impl Pools {
     /// The pool for `db` and the server-side user, made if new.
     pub fn get_or_create(&self, config: &Config, db: &DatabaseConfig, pool_user: &str) -> Arc<Pool> {
         let pool = self.get_or_create_inner(config, db, pool_user);
-        pool.set_paused(self.is_paused(&db.name), self.lets_go(&db.name));
+        {
+            // Under the pause lock: a PAUSE between reading the flags and applying them would
+            // otherwise be undone for this pool.
+            let _pausing = self.pausing.lock();
+            pool.set_paused(self.is_paused(&db.name), self.lets_go(&db.name));
+        }
         self.inherit_hold(&db.name, &pool);
         pool
     }
@@ -180,6 +188,7 @@ impl Pools {
     /// As PgBouncer's, the global pause and each database's are apart: a global RESUME leaves a
     /// database paused by name (PAUSE db, KILL) paused.
     pub fn set_paused(&self, db: Option<&str>, paused: bool) {
+        let _pausing = self.pausing.lock();
         match db {
             None => self.all_paused.store(paused, Ordering::Relaxed),
             Some(d) => self.flags.lock().entry(d.to_owned()).or_default().paused = paused,
