@@ -170,3 +170,30 @@ fn failed_start_ups_exit_1_like_pgbouncer() {
     let text = std::fs::read_to_string(d.join("u.log")).unwrap_or_default();
     assert!(!text.contains("listening on"), "failed before binding: {text}");
 }
+
+/// As PgBouncer's kill_database: a database gone from [databases] at RELOAD is dropped, its
+/// clients closed with `database removed`, new logins refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_removed_at_reload_is_dropped_with_its_clients() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "app = host=$SOCKET port=$PORT\ngone = host=$SOCKET port=$PORT dbname=app",
+        "auth_type = scram-sha-256",
+        &userlist(pg),
+    );
+    let stays = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let goes = mux.connect(SCRAM_USER, SCRAM_PASS, "gone").await.unwrap();
+    goes.simple_query("SELECT 1").await.unwrap();
+    let ini = mux.dir.path().join("pgmux.ini");
+    let text = std::fs::read_to_string(&ini).unwrap();
+    let without: String = text.lines().filter(|l| !l.starts_with("gone =")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&ini, without).unwrap();
+    mux.console().await.simple_query("RELOAD").await.unwrap();
+    logged(&mux, "WARNING", "dropping database 'gone' as it does not exist anymore");
+    let e = goes.simple_query("SELECT 2").await.expect_err("its client is closed");
+    assert!(e.is_closed() || db_error(&e).1 == "database removed", "{e}");
+    let e = mux.connect(SCRAM_USER, SCRAM_PASS, "gone").await.expect_err("no such database now");
+    assert_eq!(db_error(&e), ("08P01".into(), "no such database: gone".into()));
+    stays.simple_query("SELECT 3").await.expect("the other database's client stays");
+}

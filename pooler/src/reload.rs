@@ -112,8 +112,12 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
         crate::tls::ServerTls::differs(old.server_tls.as_ref(), new.server_tls.as_ref())
     };
     let mut stale = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
     let retarget = shared.pools.retarget_lock();
     for pool in shared.pools.all() {
+        if new.database(&pool.db).is_none() && pool.db != crate::config::ADMIN_DB && !removed.contains(&pool.db) {
+            removed.push(pool.db.clone());
+        }
         if let Some(db) = new.database(&pool.db) {
             let mut next = PoolSettings::derive(&new, &db, &pool.user);
             // A database following the Patroni leader keeps pointing at it.
@@ -142,5 +146,34 @@ fn apply(shared: &Arc<Shared>, new: crate::config::Config) {
         if moved && fast_close {
             shared.client_registry.fast_close(&pool.db, &pool.user);
         }
+    }
+    for db in removed {
+        drop_database(shared, &db);
+    }
+}
+
+/// A database gone from the config, as PgBouncer's `kill_database`: its clients are closed with
+/// `database removed`, its servers closed, and its pools forgotten once unused.
+fn drop_database(shared: &Arc<Shared>, db: &str) {
+    tracing::warn!("dropping database '{db}' as it does not exist anymore or inactive auto-database");
+    for c in shared.client_registry.all() {
+        if c.db() == db {
+            c.request_kill("database removed");
+        }
+    }
+    for p in shared.pools.all().into_iter().filter(|p| p.db == db) {
+        p.reconnect_because("database removed");
+    }
+    // The clients' tasks let go of the pools a moment after they leave.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let (shared, db) = (shared.clone(), db.to_owned());
+        rt.spawn(async move {
+            for _ in 0..100 {
+                if shared.pools.forget_unused(Some(&db)) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
     }
 }

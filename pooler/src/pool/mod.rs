@@ -247,8 +247,13 @@ impl Pool {
 
     /// RECONNECT: servers made before now are closed when released; idle ones at once.
     pub fn reconnect(&self) {
+        self.reconnect_because("database configuration changed");
+    }
+
+    /// [`Pool::reconnect`], logging `reason` for the idle servers closed now.
+    pub fn reconnect_because(&self, reason: &str) {
         self.generation.fetch_add(1, Relaxed);
-        self.close_idle("database configuration changed");
+        self.close_idle(reason);
     }
 
     /// Forgets the last failed login, so that the next client tries at once instead of getting
