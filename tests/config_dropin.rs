@@ -197,3 +197,18 @@ async fn a_database_removed_at_reload_is_dropped_with_its_clients() {
     assert_eq!(db_error(&e), ("08P01".into(), "no such database: gone".into()));
     stays.simple_query("SELECT 3").await.expect("the other database's client stays");
 }
+
+/// PgBouncer's start-up line on open files, which monitoring scrapes from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_logs_the_open_files_limit_and_the_most_pgmux_could_use() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(
+        pg,
+        "app = host=$SOCKET port=$PORT pool_size=7\nforced = host=$SOCKET port=$PORT user=md5_user pool_size=3",
+        "max_client_conn = 50",
+        &userlist(pg),
+    );
+    // 50 clients + 10, 7 servers for each of the auth_file's 2 users, 3 for the forced user.
+    let line = logged(&mux, "LOG", "kernel file descriptor limit: ");
+    assert!(line.ends_with("; max_client_conn: 50, max expected fd use: 77"), "{line}");
+}

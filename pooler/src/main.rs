@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         return fail("nowhere to listen on");
     }
     let fds = daemon::raise_fd_limit();
+    log_fd_use(&config, fds);
     if fds > 0 && (g.max_client_conn as u64) + 64 > fds {
         tracing::warn!(
             "max_client_conn = {} is above the open-files limit {fds}: raise it (ulimit -n)",
@@ -194,6 +195,31 @@ fn config_failed(path: &std::path::Path, e: &config::ConfigError, quiet: bool) -
         }
     }
     ExitCode::from(1)
+}
+
+/// PgBouncer's start-up line on open files: the limit (raised to the hard one) and the most
+/// pgmux could use, every client and every pool full (a pool per user of the auth_file for a
+/// database without a forced user).
+fn log_fd_use(config: &config::Config, limit: u64) {
+    let users = config.auth_file.len() as u64;
+    let servers: u64 = config
+        .databases
+        .values()
+        .map(|d| {
+            let size = d.pool_size.unwrap_or(config.general.default_pool_size) as u64;
+            if d.user.is_some() {
+                size
+            } else {
+                size * users
+            }
+        })
+        .sum();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(_, h)| h);
+    tracing::info!(
+        "kernel file descriptor limit: {limit} (hard: {hard}); max_client_conn: {}, max expected fd use: {}",
+        config.general.max_client_conn,
+        config.general.max_client_conn as u64 + 10 + servers
+    );
 }
 
 /// Whether systemd passed listening sockets to this process (socket activation), which stand
