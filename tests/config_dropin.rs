@@ -169,6 +169,20 @@ fn failed_start_ups_exit_1_like_pgbouncer() {
     assert!(err.contains("could not find user 'nosuchuser' to switch to"), "{err}");
     let text = std::fs::read_to_string(d.join("u.log")).unwrap_or_default();
     assert!(!text.contains("listening on"), "failed before binding: {text}");
+    assert!(text.contains(" FATAL could not find user 'nosuchuser' to switch to"), "in the log too: {text}");
+
+    // A port taken: the reason in the logfile as PgBouncer's FATAL, nothing on stderr with -q.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ini = format!(
+        "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {}\nunix_socket_dir =\nlogfile = {}\n",
+        taken.local_addr().unwrap().port(),
+        d.join("taken.log").display()
+    );
+    std::fs::write(d.join("taken.ini"), ini).unwrap();
+    let (code, err) = run(d, &["-q", "taken.ini"]);
+    assert_eq!((code, err.as_str()), (Some(1), ""));
+    let text = std::fs::read_to_string(d.join("taken.log")).unwrap();
+    assert!(text.contains(" FATAL ") && text.contains("Address already in use"), "{text}");
 }
 
 /// As PgBouncer's kill_database: a database gone from [databases] at RELOAD is dropped, its

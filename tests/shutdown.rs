@@ -103,7 +103,7 @@ async fn a_shutdown_signal_while_suspended_goes_down_at_once() {
     let console = mux.console().await;
     console.simple_query("SUSPEND").await.unwrap();
     mux.signal(Signal::SIGTERM);
-    mux.wait_for_log("ERROR suspend was in progress, going down immediately");
+    mux.wait_for_log("FATAL suspend was in progress, going down immediately");
     wait_until("the process is gone", || std::net::TcpStream::connect(("127.0.0.1", mux.port)).is_err()).await;
     assert!(idle.simple_query("SELECT 2").await.is_err(), "its clients went with it");
 }

@@ -15,8 +15,18 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `-q` given: nothing on stderr.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A start-up that cannot go on: exit status 1, the reason as PgBouncer's FATAL in the log once
+/// logging is set up (so a daemon's failure is in its logfile), and on stderr unless `-q` (with
+/// `-d`, which keeps the log off the terminal, still on stderr: the operator is there).
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("pgmux: {msg}");
+    let msg = msg.to_string();
+    let on_stderr = logging::fatal(&msg);
+    if !on_stderr && !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("pgmux: {msg}");
+    }
     ExitCode::from(1)
 }
 
@@ -36,6 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::from(usage.code);
         }
     };
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     if cli.version {
         println!("{}", pgmux::version_lines());
         return ExitCode::SUCCESS;
@@ -258,13 +269,18 @@ impl Signals {
 /// PgBouncer 1.23+ signals, logged in its words: SIGTERM waits for clients to leave, SIGINT
 /// waits for servers to be released, a second one of either (or SIGQUIT) exits at once. SIGHUP
 /// reopens the logfile and reloads, SIGUSR1 pauses, SIGUSR2 resumes (not while shutting down).
-/// A shutdown signal while SUSPENDed: PgBouncer goes down at once (nothing would flush what it
-/// froze), and so does pgmux, with PgBouncer's words.
+/// A shutdown signal while SUSPENDed: PgBouncer dies at once (nothing would flush what it
+/// froze), exit status 1, and so does pgmux, with PgBouncer's words; the pidfile goes, as
+/// PgBouncer's atexit removes it.
 fn suspended_goes_down_now(shared: &Shared) -> Option<RunState> {
-    shared.is_suspended().then(|| {
-        tracing::error!("suspend was in progress, going down immediately");
-        RunState::Immediate
-    })
+    if !shared.is_suspended() {
+        return None;
+    }
+    logging::fatal("suspend was in progress, going down immediately");
+    if let Some(p) = &shared.config().general.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    std::process::exit(1)
 }
 
 async fn handle_signals(shared: Arc<Shared>, signals: Signals) {

@@ -77,7 +77,12 @@ impl Sinks {
         rank(s) <= self.max.load(Ordering::Relaxed)
     }
 
-    fn write(&self, sev: Severity, rec: &Record) {
+    /// True when lines also go to stderr (not `-q`, not `-d`).
+    pub(super) fn to_stderr(&self) -> bool {
+        !self.quiet.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn write(&self, sev: Severity, rec: &Record) {
         let ts = line::timestamp(std::time::SystemTime::now());
         let pid = std::process::id();
         let text = if self.json.load(Ordering::Relaxed) {

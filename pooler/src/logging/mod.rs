@@ -93,6 +93,15 @@ fn apply(sinks: &layer::Sinks, opts: &LogOptions) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a FATAL line (a start-up that cannot go on), as PgBouncer's `die`: to the logfile and
+/// syslog, and to stderr unless quiet. Returns whether stderr got it; false also before
+/// [`init`], when nothing is written.
+pub fn fatal(message: &str) -> bool {
+    let Some(s) = SINKS.get() else { return false };
+    s.write(line::Severity::Fatal, &line::Record { message: message.to_owned(), ..Default::default() });
+    s.to_stderr()
+}
+
 /// Reopens the logfile under its name (SIGHUP, after logrotate moved it).
 pub fn reopen() {
     if let Some(s) = SINKS.get() {
