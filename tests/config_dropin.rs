@@ -209,6 +209,7 @@ async fn a_database_removed_at_reload_is_dropped_with_its_clients() {
     assert!(e.is_closed() || db_error(&e).1 == "database removed", "{e}");
     let e = mux.connect(SCRAM_USER, SCRAM_PASS, "gone").await.expect_err("no such database now");
     assert_eq!(db_error(&e), ("08P01".into(), "no such database: gone".into()));
+    logged(&mux, "LOG", &format!("login failed: db=gone user={SCRAM_USER}"));
     stays.simple_query("SELECT 3").await.expect("the other database's client stays");
 }
 

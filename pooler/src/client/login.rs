@@ -243,6 +243,9 @@ pub async fn login(
     };
     let authed = authenticate(io, &plan).await?;
     let Some(db) = db else {
+        if g.log_connections {
+            crate::conn_log!(info, tag, "login failed: db={} user={}", req.database, req.user);
+        }
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
     };
     // During an online restart a login that was under way finishes here and then moves.

@@ -20,8 +20,8 @@ impl IdentMap {
     /// # Errors
     /// Unreadable file, or a line without exactly three fields (`file:line: reason`).
     pub fn load(path: &Path) -> Result<Self, BadValue> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| BadValue(format!("could not read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BadValue(format!("could not open ident config file {}: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string())
     }
 

@@ -271,7 +271,12 @@ impl Files {
             (None, _) => None,
         };
         let ident = match &g.auth_ident_file {
-            Some(f) => ident::IdentMap::load(&resolve(path, f)).map_err(|e| fail("auth_ident_file", e.0))?,
+            // As PgBouncer, a file that cannot be read or used is an error logged, not a stop:
+            // with no map, every login a `map=` line matches is refused (fail closed).
+            Some(f) => ident::IdentMap::load(&resolve(path, f)).unwrap_or_else(|e| {
+                errors.push(e.0);
+                ident::IdentMap::default()
+            }),
             None => ident::IdentMap::default(),
         };
         if g.auth_type == AuthType::Cert && g.client_tls_sslmode == crate::tls::SslMode::Disable {
@@ -476,6 +481,16 @@ mod tests {
         std::fs::remove_file(&users).unwrap();
         let r = reload(&c).unwrap().config;
         assert!(r.auth_file.contains_key("alice") && r.errors[0].starts_with("could not open auth_file"));
+    }
+
+    #[test]
+    fn a_missing_ident_file_is_an_error_logged_and_maps_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let ident = dir.path().join("ident.conf");
+        let c = load_text(&format!("[pgbouncer]\nauth_ident_file = {}\n", ident.display())).unwrap();
+        let want = format!("could not open ident config file {}: ", ident.display());
+        assert!(c.errors.iter().any(|e| e.starts_with(&want)), "{:?}", c.errors);
+        assert!(!c.ident.allows("ops", "root", "app"), "no map: nobody is mapped");
     }
 
     #[test]
