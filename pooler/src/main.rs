@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             "running as root: PgBouncer refuses to (\"PgBouncer should not run as root\"); use -u USER or user = USER"
         );
     }
-    if !cli.reboot && g.listen_addr.is_empty() && g.unix_socket_dir.is_empty() && !systemd_passes_sockets() {
+    if !cli.reboot && g.listen_addr.is_empty() && g.unix_socket_dir.is_empty() && !pgmux::net::activation::passed() {
         return fail("nowhere to listen on");
     }
     let fds = daemon::raise_fd_limit();
@@ -231,15 +231,6 @@ fn log_fd_use(config: &config::Config, limit: u64) {
         config.general.max_client_conn,
         config.general.max_client_conn as u64 + 10 + servers
     );
-}
-
-/// Whether systemd passed listening sockets to this process (socket activation), which stand
-/// in for listen_addr and unix_socket_dir: LISTEN_FDS above 0, and LISTEN_PID, if set, naming
-/// this process (the listenfd crate's reading).
-fn systemd_passes_sockets() -> bool {
-    let for_us = std::env::var("LISTEN_PID").map_or(true, |p| p.trim() == std::process::id().to_string());
-    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.trim().parse::<u32>().ok()).unwrap_or(0);
-    for_us && count > 0
 }
 
 /// The signal streams pgmux handles.

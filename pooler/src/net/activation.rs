@@ -18,6 +18,15 @@ pub struct Activated {
 #[error("socket activation: {0}")]
 pub struct ActivationError(pub String);
 
+/// Whether systemd passed listening sockets to this process: LISTEN_FDS above 0, and
+/// LISTEN_PID, if set, naming this process. Read from the environment without listenfd, which
+/// takes the variables away ([`activated`] must still find them).
+pub fn passed() -> bool {
+    let for_us = std::env::var("LISTEN_PID").map_or(true, |p| p.trim() == std::process::id().to_string());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.trim().parse::<u32>().ok()).unwrap_or(0);
+    for_us && count > 0
+}
+
 /// The listening sockets systemd passed to this process, if any (LISTEN_PID names it).
 ///
 /// # Errors
