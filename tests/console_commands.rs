@@ -359,11 +359,29 @@ async fn a_login_waiting_at_a_pause_for_its_first_server_gets_pgbouncers_timeout
         // The database has no pool yet: the login needs a server to learn the welcome from.
         c.simple_query(&format!("PAUSE {db}")).await.unwrap();
         let started = std::time::Instant::now();
-        let err = tokio::time::timeout(Duration::from_secs(10), mux.connect(SCRAM_USER, SCRAM_PASS, db))
-            .await
-            .expect("the login ends before the other timeout")
-            .unwrap_err();
+        // Meanwhile SHOW POOLS lists it as a waiting client (what queue alerts watch).
+        let watch = async {
+            for _ in 0..40 {
+                let listed = c.simple_query("SHOW POOLS").await.unwrap().into_iter().any(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        r.get("database") == Some(db)
+                            && r.get("cl_waiting") == Some("1")
+                            && r.get("cl_active") == Some("0")
+                    }
+                    _ => false,
+                });
+                if listed {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        };
+        let (login, listed) =
+            tokio::join!(tokio::time::timeout(Duration::from_secs(10), mux.connect(SCRAM_USER, SCRAM_PASS, db)), watch);
+        let err = login.expect("the login ends before the other timeout").unwrap_err();
         assert_eq!(db_error(&err), ("08P01".to_owned(), want.to_owned()), "{extra}");
         assert!(started.elapsed() < Duration::from_secs(5), "{extra}: {:?}", started.elapsed());
+        assert!(listed, "{extra}: the waiting login is in cl_waiting");
     }
 }

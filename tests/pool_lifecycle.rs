@@ -147,3 +147,44 @@ async fn counters_match_the_workload() {
     assert!(s.query_time_us > 0 && s.xact_time_us >= s.query_time_us, "{s:?}");
     assert_eq!(s.client_login_count, 1);
 }
+
+/// As PgBouncer's SHOW STATS: a query and its transaction are counted when they start and timed
+/// from when the client's bytes arrived, so a client queued for a server has its wait in
+/// query_time and xact_time, a query still running is counted, and so is a transaction its
+/// client abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_times_include_the_wait_and_counts_start_with_the_query() {
+    let pg = Cluster::shared();
+    own_db(pg, "lc_wait_stats");
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1");
+    let a = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_wait_stats").await.unwrap();
+    let b = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_wait_stats").await.unwrap();
+    let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "lc_wait_stats").expect("pool exists");
+    let before = pool.counters.snapshot();
+    let slow = tokio::spawn(async move {
+        a.simple_query("SELECT pg_sleep(0.6)").await.unwrap();
+        a
+    });
+    eventually("the sleep to be counted while it runs", || {
+        pool.counters.snapshot().query_count == before.query_count + 1
+    })
+    .await;
+    assert_eq!(pool.counters.snapshot().xact_count, before.xact_count + 1);
+    // b queues behind a's sleep for the one server.
+    b.simple_query("SELECT 1").await.unwrap();
+    let a = slow.await.unwrap();
+    let s = pool.counters.snapshot();
+    assert_eq!(s.query_count - before.query_count, 2);
+    assert_eq!(s.xact_count - before.xact_count, 2);
+    let waited = s.wait_time_us - before.wait_time_us;
+    let query_time = s.query_time_us - before.query_time_us;
+    assert!(waited >= 300_000, "b waited for a's sleep: {waited} us");
+    assert!(query_time >= 600_000 + waited, "the wait is in query_time: {query_time} us, waited {waited} us");
+    assert!(s.xact_time_us - before.xact_time_us >= 600_000 + waited, "{s:?}");
+    // A transaction whose client leaves in the middle was started, so it is counted.
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    drop(a);
+    let s2 = pool.counters.snapshot();
+    assert_eq!(s2.xact_count - s.xact_count, 1, "{s2:?}");
+    assert_eq!(s2.query_count - s.query_count, 1, "{s2:?}");
+}

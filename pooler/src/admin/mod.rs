@@ -73,6 +73,7 @@ pub fn welcome(out: &mut BytesMut) {
 pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen_port: u16, info: Arc<ClientInfo>) {
     shared.admin_clients.fetch_add(1, Relaxed);
     let _count = AdminCount(&shared, info.id);
+    let mut counted = false;
     loop {
         // read_frame is cancel-safe (bytes stay in io.rbuf), so a kill can interrupt the wait.
         let read = tokio::select! {
@@ -91,9 +92,12 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
         match frame.tag {
             tags::frontend::TERMINATE => return,
             tags::frontend::QUERY => {
-                // As PgBouncer's admin pool: every console query is one query and one transaction.
-                crate::pool::PoolStats::add(&shared.admin_stats.query_count, 1);
-                crate::pool::PoolStats::add(&shared.admin_stats.xact_count, 1);
+                // As PgBouncer's admin pool, whose query and transaction clocks start at the
+                // first command and never stop: one query and one transaction per connection.
+                if !std::mem::replace(&mut counted, true) {
+                    crate::pool::PoolStats::add(&shared.admin_stats.query_count, 1);
+                    crate::pool::PoolStats::add(&shared.admin_stats.xact_count, 1);
+                }
                 let sql = match frontend::query(frame.body()) {
                     Ok(q) => String::from_utf8_lossy(q).into_owned(),
                     Err(e) => {

@@ -440,11 +440,13 @@ async fn first_server_params(
             bound = (now + limit, what);
         }
     }
+    let queued = QueuedLogin::new(pool);
     let checkout = match tokio::time::timeout_at(bound.0, pool.checkout_with(&settings, Some(tag), Caller::Login)).await
     {
         Ok(r) => r,
         Err(_) => return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, bound.1.into())),
     };
+    drop(queued);
     match checkout {
         // As PgBouncer, which passes a server's refusal to every client waiting for the pool's
         // first welcome: the server's SQLSTATE and words, not the cached-error text.
@@ -461,5 +463,24 @@ async fn first_server_params(
             let (code, msg) = checkout_error_message(&e);
             Err(ClientError::Refused(code, msg))
         }
+    }
+}
+
+/// A login waiting for its pool's first server: a client of the pool, waiting (SHOW POOLS'
+/// `cl_waiting`, as PgBouncer lists it), until the wait ends either way.
+struct QueuedLogin<'a>(&'a Pool);
+
+impl<'a> QueuedLogin<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pool.clients_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(pool)
+    }
+}
+
+impl Drop for QueuedLogin<'_> {
+    fn drop(&mut self) {
+        self.0.clients_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -59,6 +59,8 @@ impl Relay {
         // One clock reading serves the wait's start, the checkout's checks and SHOW CLIENTS'
         // request_time; a second is taken only when the client had to wait.
         let start = Micros::now();
+        // Nothing is under way without a server: the next request is timed from here.
+        self.query_start = Some(start);
         self.session.info.start_waiting(start.as_u64());
         if self.cin.capacity() == 0 {
             self.cin = buffers::take();

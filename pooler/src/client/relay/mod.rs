@@ -103,6 +103,9 @@ struct Relay {
     /// A ReadyForQuery arrived since the last request was sent.
     saw_ready: bool,
     fatal: Option<Box<Fault>>,
+    /// When the request under way started; with none under way, when the client's bytes that
+    /// needed a server arrived (set at attach), so that the first query and transaction on that
+    /// server are timed from there, wait included, as PgBouncer's.
     query_start: Option<Micros>,
     xact_start: Option<Micros>,
     timer: Option<Pin<Box<Sleep>>>,

@@ -310,14 +310,21 @@ impl Relay {
         }
     }
 
-    /// A Query, FunctionCall or Sync goes to the server: counted, and timed.
+    /// A Query, FunctionCall or Sync goes to the server: counted when it starts (now, or when
+    /// the request before it is answered), and timed from then; the first one on a server
+    /// from when the client's bytes arrived, its wait for the server included (PgBouncer's
+    /// query_start and xact_start, which SHOW STATS' times and counts follow).
     fn begin_request(&mut self, sync: bool) {
-        let now = Micros::now();
+        let mut now = Micros::now();
+        let stats = &self.session.pool.counters.here().stats;
         if self.flow.pending() == 0 {
-            self.query_start = Some(now);
+            // Set with nothing under way only by the attach: the client's bytes arrived then.
+            now = *self.query_start.get_or_insert(now);
+            PoolStats::add(&stats.query_count, 1);
         }
         if self.xact_start.is_none() {
             self.xact_start = Some(now);
+            PoolStats::add(&stats.xact_count, 1);
         }
         self.flow.request(sync);
         self.saw_ready = false;
@@ -480,22 +487,27 @@ impl Relay {
         let now = Micros::now();
         let counters = self.session.pool.counters.here();
         let stats = &counters.stats;
-        PoolStats::add(&stats.query_count, 1);
         let hist = &counters.histograms;
         if let Some(t) = self.query_start.take() {
             let us = now.micros_since(t);
             PoolStats::add(&stats.query_time_us, us);
             hist.query.observe(us);
         }
-        if self.flow.pending() > 0 {
+        // A request sent behind this one starts now.
+        let next = self.flow.pending() > 0;
+        if next {
             self.query_start = Some(now);
+            PoolStats::add(&stats.query_count, 1);
         }
         if status == TxStatus::Idle {
-            PoolStats::add(&stats.xact_count, 1);
             if let Some(t) = self.xact_start.take() {
                 let us = now.micros_since(t);
                 PoolStats::add(&stats.xact_time_us, us);
                 hist.xact.observe(us);
+            }
+            if next {
+                self.xact_start = Some(now);
+                PoolStats::add(&stats.xact_count, 1);
             }
         } else if self.mode == PoolMode::Statement {
             self.fatal = Some(Box::new(Fault::client("transaction blocks not allowed in statement pooling mode")));
