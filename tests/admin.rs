@@ -554,3 +554,42 @@ async fn failed_reload_puts_the_reason_in_the_log() {
     let reason = mux.wait_for_log("unknown parameter: pgbouncer/defualt_pool_size");
     assert!(reason.contains("pgmux.ini:"), "{reason}");
 }
+
+/// As PgBouncer's janitor: an idle server past server_check_delay is `used` (it gets the check
+/// query before its next client) in SHOW POOLS and SHOW SERVERS; SHOW SERVERS gives a server's
+/// last use as `request_time` and the application_name it was set to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_past_the_check_delay_are_used_and_show_their_last_use() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, &format!("{CONSOLE}\npool_mode = transaction\nserver_check_delay = 1"));
+    let c = console(&mux).await;
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    app.simple_query("SET application_name = 'idle_probe'").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.simple_query("SELECT 1").await.unwrap();
+    let pool_row = |rows: &[Vec<Option<String>>], cols: &[String]| {
+        let r = rows.iter().find(|r| col(cols, r, "database") == "app" && col(cols, r, "user") == SCRAM_USER).unwrap();
+        (col(cols, r, "sv_idle").to_owned(), col(cols, r, "sv_used").to_owned())
+    };
+    let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+    assert_eq!(pool_row(&rows, &cols), ("1".into(), "0".into()), "just used: idle");
+    let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();
+    let server = rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap();
+    assert_eq!(col(&cols, server, "state"), "idle");
+    assert_eq!(col(&cols, server, "application_name"), "idle_probe");
+    assert_eq!(col(&cols, server, "tls"), "");
+    assert!(
+        col(&cols, server, "request_time") > col(&cols, server, "connect_time"),
+        "request_time is its last use, a second after its login: {server:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+    assert_eq!(pool_row(&rows, &cols), ("0".into(), "1".into()), "past server_check_delay: used");
+    let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();
+    let server = rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap();
+    assert_eq!(col(&cols, server, "state"), "used");
+    // The next client gets it after the check, and it is idle again.
+    app.simple_query("SELECT 1").await.unwrap();
+    let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+    assert_eq!(pool_row(&rows, &cols), ("1".into(), "0".into()));
+}

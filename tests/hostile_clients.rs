@@ -287,7 +287,7 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     futures_util::future::join_all(clients.iter().map(|c| c.simple_query("BEGIN; SELECT 1"))).await;
     futures_util::future::join_all(clients.iter().map(|c| c.simple_query("COMMIT"))).await;
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app").unwrap();
-    let mut idle = pool.idle_ids();
+    let mut idle = pool.idle_servers().iter().map(|s| s.id).collect::<Vec<_>>();
     idle.sort_unstable();
     assert_eq!(idle.len(), 3, "three idle servers to begin with");
 
@@ -326,7 +326,7 @@ async fn a_message_postgres_would_drop_its_connection_over_costs_no_server() {
     assert!(String::from_utf8_lossy(&seen).contains("invalid message length"));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut after = pool.idle_ids();
+    let mut after = pool.idle_servers().iter().map(|s| s.id).collect::<Vec<_>>();
     after.sort_unstable();
     assert_eq!(after, idle, "the idle servers stayed");
     assert_eq!(one(&clients[0]).await, 1);

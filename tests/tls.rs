@@ -78,6 +78,35 @@ fn psql_verify_full_and_channel_binding() {
     assert!(!out.status.success());
 }
 
+/// SHOW CLIENTS' `tls` of a TLS 1.2 client names the curve of its ECDHE exchange, as
+/// PgBouncer's (`TLSv1.2/ECDHE-...-GCM-SHA384/ECDH=X25519`).
+#[test]
+fn a_tls_1_2_client_shows_its_curve() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, &client_tls("require"));
+    std::thread::scope(|s| {
+        let session = s.spawn(|| {
+            psql(
+                &mux,
+                &format!("user={SCRAM_USER} dbname=app sslmode=require ssl_max_protocol_version=TLSv1.2"),
+                "SELECT pg_sleep(1.5)",
+            )
+        });
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen = mux.shared.client_registry.all().iter().map(|c| c.tls.clone()).filter(|t| !t.is_empty()).collect();
+            if !seen.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = session.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].starts_with("TLSv1.2/ECDHE-") && seen[0].ends_with("/ECDH=X25519"), "{seen:?}");
+    });
+}
+
 #[test]
 fn channel_binding_is_not_offered_without_tls() {
     let pg = Cluster::shared();
@@ -212,6 +241,9 @@ async fn server_tls_verify_full_shows_in_pg_stat_ssl() {
     );
     let (ssl, version, _) = ssl_row(&mux, SCRAM_USER, SCRAM_PASS).await;
     assert!(ssl && version.starts_with("TLSv1."), "{ssl} {version}");
+    // SHOW SERVERS' tls column describes the session, as PgBouncer's.
+    let shown: Vec<String> = mux.shared.pools.servers.all().iter().map(|s| s.tls.clone()).collect();
+    assert!(!shown.is_empty() && shown.iter().all(|t| t.starts_with(&format!("{version}/"))), "{shown:?} {version}");
     // The server's pg_hba has `hostssl all cert_user ... cert`: only pgmux's client
     // certificate gets this login in.
     let cc = mux.connect(SCRAM_USER, SCRAM_PASS, "certdb").await.unwrap();

@@ -29,6 +29,8 @@ pub struct ServerInfo {
     pub connect_time: SystemTime,
     /// Backend pid (BackendKeyData).
     pub pid: i32,
+    /// The TLS session to PostgreSQL, as SHOW's `tls` column prints it (empty without TLS).
+    pub tls: String,
     /// Set by [`ServerRegistry::register`].
     registry: Weak<ServerRegistry>,
 }
@@ -42,9 +44,10 @@ impl ServerInfo {
         local_addr: Option<std::net::SocketAddr>,
         connect_time: SystemTime,
         pid: i32,
+        tls: String,
     ) -> Self {
         let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
-        Self { id, db, user, addr, local_addr, connect_time, pid, registry: Weak::new() }
+        Self { id, db, user, addr, local_addr, connect_time, pid, tls, registry: Weak::new() }
     }
 }
 

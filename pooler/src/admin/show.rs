@@ -161,6 +161,10 @@ fn pools(shared: &Shared) -> Table {
         let clients = p.clients.load(Relaxed).max(0);
         let active = p.clients_active.load(Relaxed).max(0) as u32;
         let login = c.total.saturating_sub(c.idle + active);
+        // Idle servers past server_check_delay are `used`, as PgBouncer's janitor moves them.
+        let now = crate::clock::Micros::now();
+        let used = p.idle_servers().iter().filter(|s| settings.due_for_check(now.since(s.last_used))).count() as u32;
+        let used = used.min(c.idle);
         // Clients queued for a server and clients held by PAUSE both count as waiting.
         let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
         rows.push(vec![
@@ -173,8 +177,8 @@ fn pools(shared: &Shared) -> Table {
             v(active),
             v(0),
             v(0),
-            v(c.idle),
-            v(0),
+            v(c.idle - used),
+            v(used),
             v(0),
             v(login),
             v(max_wait.as_secs()),

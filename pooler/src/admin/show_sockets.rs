@@ -3,15 +3,17 @@
 //! registry; `ptr` is the connection id in hex (the number in `C-0x..` / `S-0x..` log lines) and
 //! `link` the ptr of the paired connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::table::{v, Table, Ty};
-use crate::clients::ClientState;
+use crate::clients::{ClientInfo, ClientState};
+use crate::clock::Micros;
 use crate::logging::ptr_text;
 use crate::net::PeerAddr;
+use crate::pool::IdleServer;
 use crate::servers::ServerInfo;
 use crate::shared::Shared;
 
@@ -133,34 +135,54 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
 }
 
 /// Server rows, pool by pool (database, user): active ones (linked to the client holding them),
-/// then idle, then the rest ("used": being reset, checked or handed over).
+/// then idle, then the rest ("used": being reset, checked or handed over, or idle past
+/// server_check_delay, as PgBouncer's janitor moves them). `request_time` is when the server
+/// last answered (its client's request, or its release), `application_name` what it was set to.
 fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
-    let links: HashMap<u64, u64> = shared
+    let now = Micros::now();
+    let links: HashMap<u64, Arc<ClientInfo>> = shared
         .client_registry
         .all()
-        .iter()
-        .filter_map(|c| Some((c.server_id.load(Relaxed), c.id)).filter(|(s, _)| *s != 0))
+        .into_iter()
+        .filter_map(|c| Some((c.server_id.load(Relaxed), c)).filter(|(s, _)| *s != 0))
         .collect();
-    let idle: HashSet<u64> = shared.pools.all().iter().flat_map(|p| p.idle_ids()).collect();
+    let mut idle: HashMap<u64, (IdleServer, bool)> = HashMap::new();
+    for p in shared.pools.all() {
+        let settings = p.settings();
+        for s in p.idle_servers() {
+            let used = settings.due_for_check(now.since(s.last_used));
+            idle.insert(s.id, (s, used));
+        }
+    }
     let mut servers: Vec<(u8, Arc<ServerInfo>)> = shared
         .pools
         .servers
         .all()
         .into_iter()
         .map(|s| {
-            let rank = if links.contains_key(&s.id) {
-                0
-            } else if idle.contains(&s.id) {
-                1
-            } else {
-                2
+            let rank = match (links.contains_key(&s.id), idle.get(&s.id)) {
+                (true, _) => 0,
+                (false, Some((_, false))) => 1,
+                _ => 2,
             };
             (rank, s)
         })
         .collect();
     servers.sort_by(|(ra, a), (rb, b)| (&a.db, &a.user, ra, a.id).cmp(&(&b.db, &b.user, rb, b.id)));
     for (rank, s) in servers {
+        let client = links.get(&s.id);
+        let (request_time, application_name) = match (client, idle.get(&s.id)) {
+            (Some(c), _) => {
+                let us = c.request_time_us.load(Relaxed);
+                let at = if us == 0 { s.connect_time } else { shared.client_registry.wall_time(us) };
+                (at, c.application_name.as_str())
+            }
+            (None, Some((i, _))) => {
+                (shared.client_registry.wall_time(i.last_used.as_u64()), i.application_name.as_str())
+            }
+            (None, None) => (s.connect_time, ""),
+        };
         let state = match (rank, sockets) {
             (0, false) => "active",
             (1, false) => "idle",
@@ -186,15 +208,15 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             local_addr,
             local_port,
             v(time_text(s.connect_time)),
-            v(time_text(s.connect_time)),
+            v(time_text(request_time.max(s.connect_time))),
             v(0),
             v(0),
             v(0),
             v(ptr_text(s.id)),
-            v(links.get(&s.id).map(|c| ptr_text(*c)).unwrap_or_default()),
+            v(client.map(|c| ptr_text(c.id)).unwrap_or_default()),
             v(s.pid),
-            v(""),
-            v(""),
+            v(&s.tls),
+            v(application_name),
             v(0),
             v(s.id),
         ];

@@ -188,8 +188,10 @@ impl Pool {
     /// True when an idle server can be handed out without a dead check or a check query.
     pub(super) fn usable_at_once(&self, s: &ServerConn, settings: &PoolSettings, now: Micros) -> bool {
         let idle = now.since(s.last_used);
-        let needs_check = settings.check_query.is_some() && idle >= settings.check_delay;
-        !self.needs_dead_check_after(idle) && !needs_check && !self.expired_at(s, settings, now) && !self.stale(s)
+        !self.needs_dead_check_after(idle)
+            && !settings.due_for_check(idle)
+            && !self.expired_at(s, settings, now)
+            && !self.stale(s)
     }
 
     /// Checkout when the fast path could not serve: checks, new connections, waiting.
@@ -352,7 +354,7 @@ impl Pool {
         }
         // Dropping this future mid-check drops the lease, which closes the server.
         let mut lease = Lease::new(s, self.clone());
-        let check = settings.check_query.as_deref().filter(|_| lease.last_used.elapsed() >= settings.check_delay);
+        let check = settings.check_query.as_deref().filter(|_| settings.due_for_check(lease.last_used.elapsed()));
         // Just after a server of the pool was lost, a read that finds nothing is not enough: a
         // backend told to end (PostgreSQL shutting down) may not have said so yet. An empty
         // query makes it read, and so act on the signal first.

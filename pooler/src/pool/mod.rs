@@ -489,9 +489,18 @@ impl Pool {
         }
     }
 
-    /// Ids of the idle servers, for SHOW SERVERS.
-    pub fn idle_ids(&self) -> Vec<u64> {
-        self.state.lock().idle.iter().map(|c| c.id).collect()
+    /// The idle servers, for SHOW SERVERS and SHOW POOLS.
+    pub fn idle_servers(&self) -> Vec<IdleServer> {
+        self.state
+            .lock()
+            .idle
+            .iter()
+            .map(|c| IdleServer {
+                id: c.id,
+                last_used: c.last_used,
+                application_name: c.params.get("application_name").unwrap_or("").to_owned(),
+            })
+            .collect()
     }
 
     /// Closes every idle server (RECONNECT, shutdown), logging `reason`.
@@ -501,4 +510,15 @@ impl Pool {
             self.discard(s, reason);
         }
     }
+}
+
+/// An idle server as SHOW SERVERS and SHOW POOLS list it.
+#[derive(Debug)]
+pub struct IdleServer {
+    /// Its connection id.
+    pub id: u64,
+    /// When it was last given back (its `request_time`; past server_check_delay it is `used`).
+    pub last_used: Micros,
+    /// The application_name it has, from the last client's sync.
+    pub application_name: String,
 }

@@ -62,6 +62,12 @@ fn user_or(user: Option<Duration>, global: Duration) -> Duration {
 }
 
 impl PoolSettings {
+    /// True when a server idle for `idle` gets the check query before its next client (what
+    /// PgBouncer's janitor marks `used`).
+    pub fn due_for_check(&self, idle: std::time::Duration) -> bool {
+        self.check_query.is_some() && idle >= self.check_delay
+    }
+
     /// Derives the settings for `db` and the server-side user `pool_user`.
     pub fn derive(config: &Config, db: &DatabaseConfig, pool_user: &str) -> Self {
         let g = &config.general;

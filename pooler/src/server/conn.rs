@@ -150,6 +150,10 @@ impl ServerConn {
             local,
             connect_time,
             self.backend_key.0,
+            match &self.stream {
+                Stream::TlsConnected(t) => crate::tls::describe_session(t.get_ref().1),
+                _ => String::new(),
+            },
         )
     }
 

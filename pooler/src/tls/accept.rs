@@ -170,9 +170,29 @@ impl ClientTls {
             ));
         }
         let peer_cn = conn.peer_certificates().and_then(|c| c.first()).and_then(pem::common_name);
-        let description = describe_session(conn);
+        let description = describe_accepted(conn);
         Ok((stream, AcceptedTls { peer_cn, end_point: self.end_point.clone(), description }))
     }
+}
+
+/// A client's session as PgBouncer shows it: [`describe_session`], and for TLS 1.2 (whose
+/// suites name ECDHE) the curve, in OpenSSL's short name: `.../ECDH=X25519`.
+fn describe_accepted(conn: &rustls::ServerConnection) -> String {
+    let mut text = describe_session(conn);
+    if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) {
+        let curve = conn.negotiated_key_exchange_group().map(|g| match g.name() {
+            rustls::NamedGroup::X25519 => "X25519",
+            rustls::NamedGroup::secp256r1 => "prime256v1",
+            rustls::NamedGroup::secp384r1 => "secp384r1",
+            rustls::NamedGroup::secp521r1 => "secp521r1",
+            _ => "?",
+        });
+        if let Some(curve) = curve {
+            text.push_str("/ECDH=");
+            text.push_str(curve);
+        }
+    }
+    text
 }
 
 /// Protocol and suite in OpenSSL's names, as PgBouncer logs and shows them:
