@@ -203,15 +203,20 @@ async fn peer_auth_with_an_ident_map() {
 async fn cert_auth_maps_the_certificate_name() {
     let pg = Cluster::shared();
     let userlist = format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n\"md5_user\" \"md5-pass\"\n");
-    let ini = format!("auth_type = cert\n{}", client_tls("verify-ca"));
+    let ini = format!("auth_type = cert\n{}", client_tls("verify-full"));
     let mux = Pgmux::start_with(pg, Setup { pgbouncer: &ini, userlist: Some(&userlist), ..Setup::default() });
     let c = connect_tls(&mux, &format!("user={SCRAM_USER} dbname=app"), Some(SCRAM_USER)).await.unwrap();
     let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(me, SCRAM_USER);
+    // As PgBouncer, a subjectAltName DNS name is a name the certificate is for too (this one's
+    // common name is someone else's).
+    let c = connect_tls(&mux, "user=md5_user dbname=app", Some("san")).await.unwrap();
+    let me: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(me, "md5_user");
     // A valid certificate for someone else.
     let e = db_error(&connect_tls(&mux, "user=md5_user dbname=app", Some("intruder")).await.err().unwrap());
     assert_eq!(e, ("08P01".into(), "certificate authentication failed".into()));
-    // verify-ca: no certificate, no handshake.
+    // verify-full: no certificate, no handshake.
     assert!(connect_tls(&mux, &format!("user={SCRAM_USER} dbname=app"), None).await.is_err());
     // psql with sslcert/sslkey.
     let certs = crate::harness::Certs::shared();

@@ -87,6 +87,15 @@ impl Certs {
             write(&dir, &format!("client-{cn}.crt"), &cert.pem());
             write(&dir, &format!("client-{cn}.key"), &key.serialize_pem());
         }
+        // A certificate for md5_user by its subjectAltName alone: its common name is no user's.
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["md5_user".to_owned()]).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "not a user");
+        p.distinguished_name = dn;
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        write(&dir, "client-san.crt", &cert.pem());
+        write(&dir, "client-san.key", &key.serialize_pem());
         // A CA that signed nothing here: verification against it must fail.
         let other_key = KeyPair::generate().unwrap();
         let other = ca_params.self_signed(&other_key).unwrap();

@@ -102,8 +102,14 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
             }
             _ => Err(refused("unix socket login rejected")),
         },
-        AuthType::Cert => match io.tls.as_ref().and_then(|t| t.peer_cn.as_deref()) {
-            Some(cn) if plan.exists && named(cn) => Ok(Authenticated::default()),
+        // As PgBouncer: the user (or, with a map, a system name) is any name the certificate
+        // is for, a subjectAltName DNS name or the common name.
+        AuthType::Cert => match io.tls.as_ref().map(|t| t.peer_names.as_slice()) {
+            None | Some([]) => {
+                crate::conn_log!(error, plan.tag, "TLS client certificate required");
+                Err(refused("certificate authentication failed"))
+            }
+            Some(names) if plan.exists && names.iter().any(|n| named(n)) => Ok(Authenticated::default()),
             Some(_) if plan.exists && plan.map.is_some() => {
                 crate::conn_log!(error, plan.tag, "ident map: {} does not have a match", plan.map.unwrap_or(""));
                 Err(refused("certificate authentication failed"))

@@ -279,8 +279,9 @@ impl Files {
             }),
             None => ident::IdentMap::default(),
         };
-        if g.auth_type == AuthType::Cert && g.client_tls_sslmode == crate::tls::SslMode::Disable {
-            return Err(fail("auth_type", "auth_type = cert needs client_tls_sslmode and a certificate".into()));
+        // As PgBouncer (sbuf_tls_setup): every client must send a certificate the CA signed.
+        if g.auth_type == AuthType::Cert && g.client_tls_sslmode != crate::tls::SslMode::VerifyFull {
+            return Err(fail("auth_type", "auth_type=cert requires client_tls_sslmode=verify-full".into()));
         }
         let file = |f: &str| resolve(path, Path::new(f));
         // Both sides or neither, as PgBouncer's sbuf_tls_setup.
@@ -440,7 +441,9 @@ mod tests {
         let e = load_text("[pgbouncer]\nauth_type = hba\n").unwrap_err().to_string();
         assert_eq!(e, "test.ini:2: auth_type = hba needs auth_hba_file");
         let e = load_text("[pgbouncer]\nauth_type = cert\n").unwrap_err().to_string();
-        assert!(e.contains("client_tls_sslmode"), "{e}");
+        assert!(e.contains("client_tls_sslmode=verify-full"), "{e}");
+        let e = load_text("[pgbouncer]\nauth_type = cert\nclient_tls_sslmode = verify-ca\n").unwrap_err().to_string();
+        assert!(e.contains("client_tls_sslmode=verify-full"), "{e}");
     }
 
     #[test]

@@ -39,8 +39,9 @@ impl std::fmt::Debug for ClientTls {
 /// What a finished handshake tells the login.
 #[derive(Debug, Clone)]
 pub struct AcceptedTls {
-    /// Common name of the verified client certificate, if one was sent.
-    pub peer_cn: Option<String>,
+    /// The names the verified client certificate is for (subjectAltName DNS names, then the
+    /// common name); empty when none was sent.
+    pub peer_names: Vec<String>,
     /// Channel-binding data for SCRAM-SHA-256-PLUS.
     pub end_point: Option<Arc<[u8]>>,
     /// Protocol and suite, as SHOW CLIENTS prints them.
@@ -169,9 +170,9 @@ impl ClientTls {
                 "direct TLS connection without the postgresql ALPN protocol",
             ));
         }
-        let peer_cn = conn.peer_certificates().and_then(|c| c.first()).and_then(pem::common_name);
+        let peer_names = conn.peer_certificates().and_then(|c| c.first()).map(pem::subject_names).unwrap_or_default();
         let description = describe_accepted(conn);
-        Ok((stream, AcceptedTls { peer_cn, end_point: self.end_point.clone(), description }))
+        Ok((stream, AcceptedTls { peer_names, end_point: self.end_point.clone(), description }))
     }
 }
 

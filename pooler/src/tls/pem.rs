@@ -83,6 +83,28 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     Some(cn)
 }
 
+/// The names a certificate is for, as PgBouncer matches a `cert` login's user against them: its
+/// subjectAltName DNS names, then its subject's common name.
+pub fn subject_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = match parsed.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    names.extend(common_name(cert));
+    names
+}
+
 /// tls-server-end-point data: the certificate hashed with its signature's hash, where MD5 and
 /// SHA-1 become SHA-256 (RFC 5929 §4.1). `None` when the algorithm has no single hash
 /// (Ed25519, RSA-PSS), as PostgreSQL also offers no channel binding then.
