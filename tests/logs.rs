@@ -224,3 +224,43 @@ async fn whose_fault_a_closed_session_was_is_logged_beside_pgbouncers_line() {
     let side = mux.wait_for_log("session ended by pgmux: query timeout");
     assert!(side.contains(" DEBUG ") && side.ends_with("sqlstate=08P01"), "{side}");
 }
+
+/// A client whose TLS handshake fails gets PgBouncer's warning with the reason in words, and a
+/// client gone before its startup packet (a probe, psql retrying) leaves no line at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_client_handshake_is_one_warning_and_a_probe_is_nothing() {
+    let pg = Cluster::shared();
+    let tls = crate::tls::client_tls("verify-ca");
+    let mux = PgmuxProcess::start(
+        pg,
+        "* = host=$SOCKET port=$PORT",
+        &format!("auth_type = scram-sha-256\n{tls}"),
+        &userlist(pg),
+    );
+    mux.wait_for_log("LOG listening on 127.0.0.1:");
+    // A TCP connection closed before any byte.
+    drop(std::net::TcpStream::connect(("127.0.0.1", mux.port)).unwrap());
+    // verify-ca: a client without a certificate fails the handshake.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-c", "SELECT 1", "-d"])
+        .arg(format!("host=127.0.0.1 port={} user={SCRAM_USER} dbname=app sslmode=require", mux.port))
+        .env("PGPASSWORD", SCRAM_PASS)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let warning = mux.wait_for_log("TLS handshake error");
+    let (level, rest) = parse(&warning);
+    assert_eq!(level, "WARNING");
+    assert!(
+        rest.starts_with("C-0x")
+            && rest.ends_with("TLS handshake error: handshake failed: peer did not return a certificate"),
+        "{rest}"
+    );
+    // A plain client is refused (SSL required) and logged: every line before it is there too.
+    mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap_err();
+    mux.wait_for_log("closing because: SSL required");
+    let log = mux.log();
+    assert!(!log.contains("client unexpected eof"), "{log}");
+    let handshake = rest.split(' ').next().unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains(handshake)).count(), 1, "one line for the handshake: {log}");
+}

@@ -78,7 +78,13 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Err(e)) => {
-            if config.general.log_disconnections {
+            // A client gone before its startup packet (psql retrying without TLS, a port probe,
+            // a refused TLS handshake, logged already) is not logged, as PgBouncer.
+            let before_startup = tag.user == crate::logging::NO_USER;
+            if let ClientError::TlsHandshake(_) = e {
+                // PgBouncer's warning, and no closing line.
+                crate::conn_log!(warn, tag, "{e}");
+            } else if config.general.log_disconnections && !(before_startup && matches!(e, ClientError::Closed)) {
                 let reason = match e {
                     ClientError::Closed => "client unexpected eof".to_owned(),
                     other => other.to_string(),

@@ -116,7 +116,10 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// direct ClientHello) and switches `io` to the TLS stream.
 async fn start_tls(io: &mut ClientIo, tls: &ClientTls, already_read: &[u8], direct: bool) -> Result<(), ClientError> {
     let Some(tcp) = io.stream.take_tcp() else { return Err(ClientError::Closed) };
-    let (stream, info) = tls.accept(tcp, already_read, direct).await?;
+    let (stream, info) = match tls.accept(tcp, already_read, direct).await {
+        Ok(done) => done,
+        Err(e) => return Err(ClientError::TlsHandshake(crate::tls::handshake_failure(&e))),
+    };
     io.stream = Stream::TlsAccepted(Box::new(stream));
     io.tls = Some(Box::new(info));
     Ok(())

@@ -14,6 +14,9 @@ pub enum Side {
     Server,
 }
 
+/// A client's user in its tag until its startup packet names one.
+pub const NO_USER: &str = "(nouser)";
+
 /// The log prefix of one connection. Cheap to keep: built once per connection, updated when the
 /// client names its database and user.
 #[derive(Debug, Clone)]
@@ -34,7 +37,7 @@ impl ConnTag {
     /// A client that has just connected; `port` is used for unix-socket peers (the listen port,
     /// as PgBouncer prints it).
     pub fn client(id: u64, peer: &PeerAddr, port: u16) -> Self {
-        ConnTag { side: Side::Client, id, db: "(nodb)".into(), user: "(nouser)".into(), addr: addr_text(peer, port) }
+        ConnTag { side: Side::Client, id, db: "(nodb)".into(), user: NO_USER.into(), addr: addr_text(peer, port) }
     }
 
     /// A server connection of pool (db, user).

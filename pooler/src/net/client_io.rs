@@ -18,6 +18,9 @@ pub enum ClientError {
     /// Socket error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake with the client failed (the reason in plain text).
+    #[error("TLS handshake error: handshake failed: {0}")]
+    TlsHandshake(String),
     /// The client sent bytes that are not the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),

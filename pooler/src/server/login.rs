@@ -121,7 +121,8 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
             Ok(Stream::TlsConnected(Box::new(s)))
         }
         b'N' if tls.mode >= SslMode::Require => {
-            Err(ServerError::Tls(format!("server does not accept TLS and server_tls_sslmode is {:?}", tls.mode)))
+            // PgBouncer's words (server_tls_sslmode is require or verify-*).
+            Err(ServerError::Tls("server refused SSL".into()))
         }
         b'N' => Ok(Stream::Tcp(tcp)),
         _ => Err(ServerError::Tls("unexpected answer to SSLRequest".into())),

@@ -212,3 +212,56 @@ pub fn describe_session<D>(conn: &rustls::ConnectionCommon<D>) -> String {
     });
     format!("{version}/{}", suite.unwrap_or_default())
 }
+
+/// Why a client's TLS handshake failed, in plain words for the log (OpenSSL's, as PgBouncer's
+/// log has them, where there is one): rustls prints some of its reasons as Rust values.
+pub fn handshake_failure(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error, PeerIncompatible};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return e.to_string();
+    };
+    match tls {
+        Error::InvalidCertificate(CertificateError::Other(reason)) => reason.to_string(),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "certificate verify failed".to_owned(),
+        Error::InvalidCertificate(other) => format!("certificate verify failed: {other}"),
+        Error::NoCertificatesPresented => "peer did not return a certificate".to_owned(),
+        Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => "unsupported protocol".to_owned(),
+        Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon) => "no shared cipher".to_owned(),
+        Error::PeerIncompatible(
+            PeerIncompatible::NoKxGroupsInCommon | PeerIncompatible::NamedGroupsExtensionRequired,
+        ) => "no suitable key share".to_owned(),
+        Error::PeerIncompatible(PeerIncompatible::NoSignatureSchemesInCommon) => {
+            "no suitable signature algorithm".to_owned()
+        }
+        Error::InvalidMessage(_) => "wrong version number".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod handshake_failure_tests {
+    use super::handshake_failure;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn reasons_are_words_not_rust_values() {
+        let refused =
+            crate::tls::verify::refused_for_test("certificate verify failed: unable to get local issuer certificate");
+        assert_eq!(
+            handshake_failure(&io(refused)),
+            "certificate verify failed: unable to get local issuer certificate"
+        );
+        assert_eq!(handshake_failure(&io(rustls::Error::NoCertificatesPresented)), "peer did not return a certificate");
+        let old = rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOfferedOrEnabled);
+        assert_eq!(handshake_failure(&io(old)), "unsupported protocol");
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert_eq!(handshake_failure(&eof), "tls handshake eof");
+    }
+}

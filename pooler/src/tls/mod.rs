@@ -11,7 +11,7 @@ mod pem;
 mod settings;
 mod verify;
 
-pub use accept::{describe_session, AcceptedTls, ClientTls};
+pub use accept::{describe_session, handshake_failure, AcceptedTls, ClientTls};
 pub use connect::ServerTls;
 pub use settings::{ring_provider, SslMode};
 pub use verify::CertError;

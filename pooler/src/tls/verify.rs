@@ -52,6 +52,12 @@ fn refused(reason: String) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(VerifyError(reason)))))
 }
 
+/// A refusal as the verifier makes it, for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn refused_for_test(reason: &str) -> Error {
+    refused(reason.to_owned())
+}
+
 /// The certificates a side trusts: a CA file's, or the system's trust store (OpenSSL's default
 /// paths) when no file is set, as libpq and PgBouncer do for verify-ca / verify-full.
 pub struct Trust {
