@@ -231,6 +231,48 @@ async fn close_name_reuse_and_unknown_names_as_pgbouncer() {
     assert_eq!(b.until_ready().await, ["E:08P01:prepared statement did not exist", "EOF"]);
 }
 
+/// A Describe or Close whose kind is neither `S` nor `P` goes to PostgreSQL as PgBouncer sends
+/// it: an ERROR, not the end of the session, and named statements still work after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_describe_or_close_of_an_unknown_kind_gets_postgresqls_error() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start_with(
+        pg,
+        Setup {
+            pgbouncer: "auth_type = trust
+default_pool_size = 1",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    let mut a = Raw::connect(&mux).await;
+    for tag in [b'D', b'C'] {
+        a.send(|b| {
+            build::parse(b, "k", "SELECT 7");
+            pgmux_protocol::extended::target_message(b, tag, b'X', b"k");
+            build::sync(b);
+        })
+        .await;
+        let got = a.until_ready().await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], "1");
+        assert!(got[1].starts_with("E:08P01:invalid"), "{got:?}");
+        a.send(|b| {
+            build::bind(b, "", "k", &[]);
+            build::execute(b, "");
+            build::sync(b);
+        })
+        .await;
+        assert_eq!(a.until_ready().await, ["2", "D:7", "C", "Z"]);
+        a.send(|b| {
+            close_stmt(b, b"k");
+            build::sync(b);
+        })
+        .await;
+        assert_eq!(a.until_ready().await, ["3", "Z"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unnamed_statement_never_comes_from_another_client() {
     let pg = Cluster::shared();

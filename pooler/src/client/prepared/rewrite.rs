@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use pgmux_protocol::extended::{self, STATEMENT};
+use pgmux_protocol::extended::{self, PORTAL, STATEMENT};
 use pgmux_protocol::{tags, ProtocolError};
 
 use super::tracker::{ClientUndo, Item, Kind, Tracker};
@@ -320,6 +320,12 @@ impl Rewrite<'_> {
                     return Ok(Rewritten::NeedMore);
                 }
                 let describe = tag == tags::frontend::DESCRIBE;
+                // A kind that is neither statement nor portal goes to the server as it is, as
+                // PgBouncer sends it: PostgreSQL answers an ERROR and the session goes on.
+                if total > 5 && !matches!(buf[at + 5], STATEMENT | PORTAL) {
+                    self.push(Item::plain(if describe { Kind::Describe } else { Kind::Close }));
+                    return done(total, 0);
+                }
                 if describe && extended::target(&buf[at + 5..at + total])?.is_unnamed_statement() {
                     if let Some((hash, pre)) = self.ensure_unnamed_cached(buf, at) {
                         let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, hash);
