@@ -81,24 +81,28 @@ async fn bad_messages_after_login_close_only_that_client() {
     let pg = Cluster::shared();
     let mux = start(pg);
     let bystander = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let bad: Vec<Vec<u8>> = vec![
-        {
-            // A Query claiming to be 1 GB long: over max_packet_size.
-            let mut b = BytesMut::new();
-            b.put_u8(b'Q');
-            b.put_i32(1 << 30);
-            b.put_slice(b"SELECT 1");
-            b.to_vec()
-        },
-        vec![b'Q', 0, 0, 0, 2],                      // length below 4
-        vec![b'z', 0, 0, 0, 4],                      // no such message type
-        vec![b'p', 0, 0, 0, 9, b'p', b'w', b'd', 0], // a password message after login
+    // Each with PgBouncer's words.
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (
+            {
+                // A Query claiming to be 1 GB long: over max_packet_size.
+                let mut b = BytesMut::new();
+                b.put_u8(b'Q');
+                b.put_i32(1 << 30);
+                b.put_slice(b"SELECT 1");
+                b.to_vec()
+            },
+            "max_packet_size exceeded",
+        ),
+        (vec![b'Q', 0, 0, 0, 2], "bad packet header: '5100000002'"), // length below 4
+        (vec![b'z', 0, 0, 0, 4], "unknown pkt"),                     // no such message type
+        (vec![b'p', 0, 0, 0, 9, b'p', b'w', b'd', 0], "unknown pkt"), // a password message after login
     ];
-    for msg in bad {
+    for (msg, words) in bad {
         let mut s = logged_in(&mux).await;
         s.write_all(&msg).await.unwrap();
         let (code, text) = error_then_eof(&mut s).await;
-        assert_eq!(code, "08P01", "{msg:?}: {text}");
+        assert_eq!((code.as_str(), text.as_str()), ("08P01", words), "{msg:?}");
     }
     // Counted as the client's fault (pgmux_pool_sessions_closed_total{side="client"}).
     let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "app" && p.user == SCRAM_USER).unwrap();

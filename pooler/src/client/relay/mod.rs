@@ -524,9 +524,14 @@ fn pass_through(len: usize, ready: &mut usize, skip: &mut usize) -> bool {
     *skip > 0
 }
 
-fn protocol_fault(e: &ProtocolError) -> Fault {
+/// A message header the relay refuses, in PgBouncer's words: the header's bytes (up to 8 of
+/// those read) in hex.
+fn protocol_fault(e: &ProtocolError, bytes: &[u8]) -> Fault {
     match e {
         ProtocolError::Oversized(_) => Fault::client("max_packet_size exceeded"),
-        other => Fault::client(format!("bad packet header: {other}")),
+        _ => {
+            let hex: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Fault::client(format!("bad packet header: '{hex}'"))
+        }
     }
 }

@@ -58,7 +58,7 @@ impl Relay {
                 continue;
             }
             let avail = &self.cin[self.c_ready..];
-            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_fault(&e))? else {
+            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_fault(&e, avail))? else {
                 return Ok(());
             };
             // A message its backend would drop the connection over, silently: refused here, so
@@ -189,7 +189,11 @@ impl Relay {
                 }
                 tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => self.flow.copy_end(),
                 tags::frontend::FLUSH | tags::frontend::COPY_DATA => {}
-                _ => return Err(Fault::client(format!("invalid client message type {:?}", tag as char))),
+                _ => {
+                    // PgBouncer's words (the client sees them), and its log line.
+                    crate::conn_log!(error, self.session.tag(), "unknown pkt from client: {tag}/0x{tag:x}");
+                    return Err(Fault::client("unknown pkt"));
+                }
             }
             self.c_skip = total;
         }
