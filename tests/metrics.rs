@@ -89,6 +89,15 @@ async fn metrics_match_show_output_during_a_workload() {
     let m = scrape(port).await;
     assert_eq!(m["pgbouncer_up"], 1.0);
     assert_eq!(m["pgbouncer_version"], 12502.0);
+    // The exporter's own families, which Pigsty's dashboards chart: each scrape counted once.
+    assert_eq!(m["pgbouncer_exporter_up"], 1.0);
+    let next = scrape(port).await;
+    let count = "pgbouncer_exporter_scrape_total_count";
+    assert_eq!(next[count], m[count] + 1.0);
+    assert_eq!(next["pgbouncer_exporter_server_scrape_total_count{datname=\"pgbouncer\"}"], next[count]);
+    assert!(next["pgbouncer_exporter_scrape_duration"] > 0.0 && next["pgbouncer_exporter_uptime"] > 0.0);
+    let pool_samples = "pgbouncer_exporter_query_scrape_metric_count{datname=\"pgbouncer\",query=\"pgbouncer_pool\"}";
+    assert!(next[pool_samples] >= 13.0, "one pool at least, 13 pool metrics: {}", next[pool_samples]);
     let stats = show(&admin, "STATS").await;
     let s = stats.iter().find(|r| r["database"] == "met_db").unwrap();
     let key = "{datname=\"met_db\"}";

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::request::{head_complete, Request};
+use crate::scrapes::Scrapes;
 use crate::{render, Source};
 
 const MAX_REQUEST: usize = 8 * 1024;
@@ -56,6 +57,7 @@ impl Drop for Held {
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let per_address = Arc::new(PerAddress::default());
+    let scrapes = Arc::new(Scrapes::default());
     loop {
         match listener.accept().await {
             Ok((s, peer)) => {
@@ -68,8 +70,9 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
                     continue;
                 };
                 let src = source.clone();
+                let scrapes = scrapes.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(s, src)).await;
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(s, src, &scrapes)).await;
                     drop(slot);
                     drop(held);
                 });
@@ -79,7 +82,7 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
     }
 }
 
-async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()> {
+async fn handle(mut s: TcpStream, source: Arc<dyn Source>, scrapes: &Scrapes) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head_complete(&buf) {
@@ -101,7 +104,11 @@ async fn handle(mut s: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()
     let (path, query) = (request.path, request.query);
     match path {
         "/metrics" => {
-            let body = render(&source.snapshot());
+            let started = std::time::Instant::now();
+            let snapshot = source.snapshot();
+            let mut body = render(&snapshot);
+            scrapes.render(&mut body, &snapshot);
+            scrapes.record(started.elapsed());
             respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head).await
         }
         "/health" | "/up" | "/liveness" | "/readiness" => {

@@ -10,6 +10,7 @@ mod http;
 mod process;
 mod render;
 pub mod request;
+mod scrapes;
 
 pub use http::{serve, MAX_CONNECTIONS, MAX_PER_ADDRESS};
 pub use render::render;
