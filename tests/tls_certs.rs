@@ -241,6 +241,8 @@ fn tls_settings_pgbouncer_accepts_load_and_what_it_refuses_is_refused() {
         ("client_tls_protocols = all:!tlsv1.2", None),
         ("client_tls_ciphers = HIGH:!aNULL", None),
         ("client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256", None),
+        ("client_tls_ecdhcurve = secp521r1", Some("secp521r1")),
+        ("client_tls_ecdhcurve = none", Some("\"none\" is not available")),
         ("server_tls_sslmode = verify-full", None),
         ("server_tls_sslmode = verify-ca\nserver_tls_ca_file = /nonexistent/ca.crt", Some("failed to load CA file")),
     ] {

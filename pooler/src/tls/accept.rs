@@ -85,8 +85,9 @@ impl ClientTls {
             warnings.extend(w.map(|w| format!("client_tls13_ciphers: {w}")));
             suites.extend(s13);
         }
-        let groups =
+        let (groups, w) =
             settings::kx_groups(&s.ecdhcurve).map_err(|e| BadSetting(format!("invalid client_tls_ecdhecurve: {e}")))?;
+        warnings.extend(w.map(|w| format!("client_tls_ecdhcurve: {w}")));
         settings::check_dheparams(&s.dheparams)
             .map_err(|e| BadSetting(format!("invalid client_tls_dheparams: {e}")))?;
         let provider = settings::provider(suites, groups);

@@ -234,12 +234,19 @@ pub fn tls13_suites(v: &str) -> Result<(Vec<SupportedCipherSuite>, Option<String
     Ok((picked, warning))
 }
 
-/// `client_tls_ecdhcurve`: `auto` (rustls' defaults) or a list of x25519, P-256, P-384.
-pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadSetting> {
+/// `client_tls_ecdhcurve`: `auto` (rustls' defaults) or a list of x25519, P-256, P-384. Two
+/// values PgBouncer takes that rustls cannot honour, `none` (no ECDHE: TLS 1.3 needs it) and
+/// `secp521r1` (not in ring), load with the defaults and a warning, so that such an ini still
+/// starts.
+pub fn kx_groups(v: &str) -> Result<(Vec<&'static dyn SupportedKxGroup>, Option<String>), BadSetting> {
     let mut out: Vec<&'static dyn SupportedKxGroup> = Vec::new();
     for word in v.split([':', ',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
         match word.to_ascii_lowercase().as_str() {
-            "auto" | "secure" | "default" => return Ok(ring::DEFAULT_KX_GROUPS.to_vec()),
+            "auto" | "secure" | "default" => return Ok((ring::DEFAULT_KX_GROUPS.to_vec(), None)),
+            "none" | "secp521r1" => {
+                let warning = format!("\"{word}\" is not available with rustls: using auto (x25519, P-256, P-384)");
+                return Ok((ring::DEFAULT_KX_GROUPS.to_vec(), Some(warning)));
+            }
             "x25519" => out.push(ring::kx_group::X25519),
             "p-256" | "secp256r1" | "prime256v1" => out.push(ring::kx_group::SECP256R1),
             "p-384" | "secp384r1" => out.push(ring::kx_group::SECP384R1),
@@ -247,9 +254,9 @@ pub fn kx_groups(v: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, BadSetti
         }
     }
     if out.is_empty() {
-        return Ok(ring::DEFAULT_KX_GROUPS.to_vec());
+        return Ok((ring::DEFAULT_KX_GROUPS.to_vec(), None));
     }
-    Ok(out)
+    Ok((out, None))
 }
 
 /// `client_tls_dheparams`: rustls has no finite-field DHE, so only the values that change
@@ -325,8 +332,14 @@ mod tests {
 
     #[test]
     fn curves() {
-        assert_eq!(kx_groups("x25519:P-256").unwrap().len(), 2);
+        assert_eq!(kx_groups("x25519:P-256").unwrap().0.len(), 2);
         assert!(kx_groups("brainpool").is_err());
+        // What PgBouncer takes and rustls cannot do loads with the defaults, and says so.
+        for v in ["none", "secp521r1"] {
+            let (groups, warning) = kx_groups(v).unwrap();
+            assert_eq!(groups.len(), ring::DEFAULT_KX_GROUPS.len());
+            assert!(warning.unwrap().contains("not available"));
+        }
         assert!(check_dheparams("auto").is_ok() && check_dheparams("ffdhe4096").is_err());
     }
 }
