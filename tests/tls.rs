@@ -107,6 +107,23 @@ fn a_tls_1_2_client_shows_its_curve() {
     });
 }
 
+/// A certificate file with the leaf alone and the intermediate in client_tls_ca_file: the
+/// chain the client needs is sent, as PgBouncer's OpenSSL builds it from the CA file.
+#[test]
+fn the_chain_to_the_root_is_completed_from_the_ca_file() {
+    let c = Certs::shared();
+    let ini = format!(
+        "client_tls_sslmode = require\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\nclient_tls_ca_file = {}\n",
+        c.path("chained.crt"),
+        c.path("chained.key"),
+        c.path("ca-bundle.crt")
+    );
+    let mux = Pgmux::start(Cluster::shared(), &ini);
+    let ca = c.path("ca.crt");
+    let out = psql(&mux, &format!("user={SCRAM_USER} dbname=app sslmode=verify-full sslrootcert={ca}"), "SELECT 1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn channel_binding_is_not_offered_without_tls() {
     let pg = Cluster::shared();

@@ -87,6 +87,25 @@ impl Certs {
             write(&dir, &format!("client-{cn}.crt"), &cert.pem());
             write(&dir, &format!("client-{cn}.key"), &key.serialize_pem());
         }
+        // An intermediate CA, a server certificate it signed (the file holds the leaf alone) and
+        // a CA bundle with the intermediate and the root: the pooler must send the intermediate.
+        let ica_key = KeyPair::generate().unwrap();
+        let mut ica_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ica_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ica_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "pgmux test intermediate CA");
+        ica_params.distinguished_name = dn;
+        let ica = ica_params.signed_by(&ica_key, &ca, &ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "localhost");
+        p.distinguished_name = dn;
+        let cert = p.signed_by(&key, &ica, &ica_key).unwrap();
+        write(&dir, "chained.crt", &cert.pem());
+        write(&dir, "chained.key", &key.serialize_pem());
+        write(&dir, "ca-bundle.crt", &format!("{}{}", ica.pem(), ca.pem()));
         // A certificate for md5_user by its subjectAltName alone: its common name is no user's.
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["md5_user".to_owned()]).unwrap();

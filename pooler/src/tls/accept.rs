@@ -91,7 +91,12 @@ impl ClientTls {
         settings::check_dheparams(&s.dheparams)
             .map_err(|e| BadSetting(format!("invalid client_tls_dheparams: {e}")))?;
         let provider = settings::provider(suites, groups);
-        let own = pem::certified_key(&resolve(cert), &resolve(key), &provider)?;
+        let own = pem::certified_key(
+            &resolve(cert),
+            &resolve(key),
+            s.ca_file.as_deref().map(&resolve).as_deref(),
+            &provider,
+        )?;
         let end_point = pem::end_point_hash(&own.cert[0]).map(Arc::from);
         let verifier = match &s.ca_file {
             Some(ca) => Some(Trust::from_file(&resolve(ca), X509PurposeId::SSL_CLIENT)?),

@@ -100,7 +100,12 @@ impl ServerTls {
             algs: provider.signature_verification_algorithms,
         };
         let own = match (&s.key_file, &s.cert_file) {
-            (Some(key), Some(cert)) => match pem::certified_key(&resolve(cert), &resolve(key), &provider) {
+            (Some(key), Some(cert)) => match pem::certified_key(
+                &resolve(cert),
+                &resolve(key),
+                s.ca_file.as_deref().map(resolve).as_deref(),
+                &provider,
+            ) {
                 Ok(k) => Some(k),
                 Err(e) => return unusable(e.to_string(), warnings),
             },

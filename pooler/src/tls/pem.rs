@@ -46,6 +46,29 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Appends to `chain` the certificates of `pool` that issued its last one, up to a self-signed
+/// root, as OpenSSL builds the chain PgBouncer sends from its CA file: a certificate file that
+/// holds only the leaf still gives the peer the intermediates it needs.
+fn complete_chain(chain: &mut Vec<CertificateDer<'static>>, pool: &[CertificateDer<'static>]) {
+    let names = |c: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(c.as_ref())
+            .ok()
+            .map(|(_, x)| (x.subject().as_raw().to_vec(), x.issuer().as_raw().to_vec()))
+    };
+    // OpenSSL's default verify depth bounds the walk (and a loop of cross-signed CAs).
+    for _ in 0..6 {
+        let Some((subject, issuer)) = chain.last().and_then(names) else { return };
+        if subject == issuer {
+            return;
+        }
+        let next = pool.iter().find(|c| names(c).is_some_and(|(s, _)| s == issuer));
+        match next {
+            Some(c) if !chain.contains(c) => chain.push(c.clone()),
+            _ => return,
+        }
+    }
+}
+
 /// The certificate and key of one side, ready for rustls. The pair is checked with OpenSSL
 /// (as SSL_CTX_check_private_key does for PgBouncer), not with webpki, which cannot read an
 /// X.509 v1 certificate.
@@ -55,9 +78,14 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn certified_key(
     cert: &Path,
     key_file: &Path,
+    issuers: Option<&Path>,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, CertError> {
-    let chain = certs(cert)?;
+    let mut chain = certs(cert)?;
+    // Unreadable, the CA file fails its own load with its reason.
+    if let Some(more) = issuers.and_then(|p| certs(p).ok()) {
+        complete_chain(&mut chain, &more);
+    }
     let private = key(key_file)?;
     let x509 = openssl::x509::X509::from_der(chain[0].as_ref())
         .map_err(|e| CertError(format!("failed to load certificate file \"{}\": {e}", cert.display())))?;
