@@ -470,3 +470,107 @@ async fn a_backend_told_to_end_but_silent_yet_is_not_handed_out() {
     assert!(next != p1 && next != p2, "{next}");
     resume.join().unwrap();
 }
+
+/// A fake PostgreSQL that logs anyone in, never answers a query, and takes a CancelRequest's
+/// connection without ever closing it: a cancel to it stays in flight until
+/// cancel_wait_timeout.
+async fn server_slow_to_cancel() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 8];
+                s.read_exact(&mut head).await?;
+                if head[4..] == [0x04, 0xd2, 0x16, 0x2f] {
+                    // SSLRequest: no.
+                    s.write_all(b"N").await?;
+                    s.read_exact(&mut head).await?;
+                }
+                let len = i32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; len - 8];
+                s.read_exact(&mut rest).await?;
+                if head[4..] != [0x04, 0xd2, 0x16, 0x2e] {
+                    let mut out = bytes::BytesMut::new();
+                    pgmux_protocol::build::auth_ok(&mut out);
+                    pgmux_protocol::build::parameter_status(&mut out, b"server_version", b"15.0");
+                    pgmux_protocol::build::backend_key_data(&mut out, 7, 8);
+                    pgmux_protocol::build::ready_for_query(&mut out, b'I');
+                    s.write_all(&out).await?;
+                }
+                // pgmux's SETs (the client's parameters) are answered; the client's query, or
+                // the cancel, is held until the peer goes.
+                let mut buf = bytes::BytesMut::new();
+                while s.read_buf(&mut buf).await? > 0 {
+                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
+                        if f.tag == b'Q' && f.body().starts_with(b"SET") {
+                            let mut out = bytes::BytesMut::new();
+                            pgmux_protocol::build::command_complete(&mut out, "SET");
+                            pgmux_protocol::build::ready_for_query(&mut out, b'I');
+                            s.write_all(&out).await?;
+                        }
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// SHOW POOLS counts a cancel under way as PgBouncer does: a cancel client whose request is
+/// forwarded (`cl_active_cancel_req`) on a connection carrying it (`sv_active_cancel`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_under_way_shows_in_show_pools() {
+    let port = server_slow_to_cancel().await;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "admin_users = scram_user\ncancel_wait_timeout = 2",
+            databases: &format!("app = host=$SOCKET port=$PORT\nslowcancel = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let cancel_columns = || async {
+        let rows = console.simple_query("SHOW POOLS").await.unwrap();
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("slowcancel") => Some(
+                    ["cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active_cancel", "sv_being_canceled"]
+                        .map(|c| r.get(c).unwrap().to_owned()),
+                ),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "slowcancel").await.unwrap();
+    let token = c.cancel_token();
+    let stuck = tokio::spawn(async move { c.simple_query("SELECT 1").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cancel_columns().await, ["0", "0", "0", "0"]);
+    let cancel = tokio::spawn(async move { token.cancel_query(NoTls).await });
+    let mut seen = None;
+    for _ in 0..50 {
+        let now = cancel_columns().await;
+        if now[0] == "1" {
+            seen = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(["1", "0", "1", "0"].map(String::from)));
+    // cancel_wait_timeout (2 s) ends it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await.expect("the cancel ends");
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = cancel_columns().await.to_vec();
+        if left == ["0", "0", "0", "0"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, ["0", "0", "0", "0"]);
+    stuck.abort();
+}

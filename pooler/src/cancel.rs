@@ -5,7 +5,7 @@
 //! (`peering.rs`).
 
 use foldhash::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,20 +42,56 @@ struct Target {
     key: (i32, i32),
 }
 
+/// The cancels of one pool under way, for SHOW POOLS.
+#[derive(Debug, Default)]
+pub struct CancelCounts {
+    /// Cancel requests being sent to the pool's servers: each is a cancel-request client with
+    /// its cancel forwarded (`cl_active_cancel_req`) on a connection that carries it
+    /// (`sv_active_cancel`).
+    pub forwarding: AtomicI64,
+    /// Servers given back while a cancel to them is in flight, held until it is done
+    /// (`sv_being_canceled`).
+    pub being_canceled: AtomicI64,
+}
+
+/// Adds one to a count for as long as it lives.
+struct Counting<'a>(Option<&'a AtomicI64>);
+
+impl<'a> Counting<'a> {
+    fn new(count: Option<&'a AtomicI64>) -> Self {
+        if let Some(c) = count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Counting(count)
+    }
+}
+
+impl Drop for Counting<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One client's cancel state.
 #[derive(Debug, Default)]
 pub struct CancelSlot {
     target: Mutex<Option<Target>>,
     /// The client's database, for the log line of a cancel that times out.
     db: std::sync::OnceLock<String>,
+    /// Its pool's counts of cancels under way.
+    counts: std::sync::OnceLock<Arc<CancelCounts>>,
     in_flight: AtomicUsize,
     done: Notify,
 }
 
 impl CancelSlot {
-    /// Names the database of the client this slot belongs to (once, at login).
-    pub fn name_db(&self, db: &str) {
+    /// Names the database of the client this slot belongs to, and its pool's cancel counts
+    /// (once, at login).
+    pub fn belongs_to(&self, db: &str, counts: &Arc<CancelCounts>) {
         let _ = self.db.set(db.to_owned());
+        let _ = self.counts.set(counts.clone());
     }
 
     /// The client now holds the server at `addr` with backend key `key`.
@@ -74,6 +110,7 @@ impl CancelSlot {
     /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) for cancels in flight to this
     /// client's server to finish.
     pub async fn wait_cancels(&self, limit: Duration) {
+        let _held = Counting::new(self.counts.get().map(|c| &c.being_canceled));
         let wait = async {
             while self.in_flight.load(Ordering::Acquire) > 0 {
                 let n = self.done.notified();
@@ -210,7 +247,9 @@ impl Cancels {
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
             t
         };
+        let forwarding = Counting::new(slot.counts.get().map(|c| &c.forwarding));
         let sent = send_cancel(&target, limit).await;
+        drop(forwarding);
         slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         slot.done.notify_waiters();
         match sent {

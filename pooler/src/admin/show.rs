@@ -165,6 +165,10 @@ fn pools(shared: &Shared) -> Table {
         let now = crate::clock::Micros::now();
         let used = p.idle_servers().iter().filter(|s| settings.due_for_check(now.since(s.last_used))).count() as u32;
         let used = used.min(c.idle);
+        // A cancel is sent on a connection of its own at once: none waits for one
+        // (cl_waiting_cancel_req 0); each under way is a cancel client and its connection.
+        let forwarding = p.cancels.forwarding.load(Relaxed).max(0);
+        let being_canceled = p.cancels.being_canceled.load(Relaxed).max(0);
         // Clients queued for a server and clients held by PAUSE both count as waiting.
         let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
         rows.push(vec![
@@ -172,11 +176,11 @@ fn pools(shared: &Shared) -> Table {
             v(&p.user),
             v((clients - waiting).max(0)),
             v(waiting),
-            v(0),
+            v(forwarding),
             v(0),
             v(active),
-            v(0),
-            v(0),
+            v(forwarding),
+            v(being_canceled),
             v(c.idle - used),
             v(used),
             v(0),

@@ -301,7 +301,7 @@ pub async fn login(
     let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
     // From here on the guard undoes every registration, whatever way the client leaves.
     let mut registration = Box::new(Registration::new(shared, &pool, cancel_key));
-    cancel.name_db(&req.database);
+    cancel.belongs_to(&req.database, &pool.cancels);
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
     if !g.login_notify_message.is_empty() {
         // As PgBouncer's welcome: a NOTICE between BackendKeyData and ReadyForQuery.

@@ -176,6 +176,8 @@ pub struct Pool {
     pub clients_active: AtomicI64,
     /// Clients waiting for a server (queued, or held by PAUSE).
     pub clients_waiting: AtomicI64,
+    /// Cancel requests to this pool's servers under way (SHOW POOLS' cancel columns).
+    pub cancels: Arc<crate::cancel::CancelCounts>,
     /// The gate the checkout paths read: PAUSE, a hold or a shutdown.
     paused: AtomicBool,
     /// PAUSE by the operator (SHOW DATABASES `paused`).
@@ -233,6 +235,7 @@ impl Pool {
             clients: AtomicI64::new(0),
             clients_active: AtomicI64::new(0),
             clients_waiting: AtomicI64::new(0),
+            cancels: Arc::default(),
             paused: AtomicBool::new(false),
             operator_paused: AtomicBool::new(false),
             letting_go: AtomicBool::new(false),
