@@ -593,3 +593,22 @@ async fn idle_servers_past_the_check_delay_are_used_and_show_their_last_use() {
     let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
     assert_eq!(pool_row(&rows, &cols), ("1".into(), "0".into()));
 }
+
+/// As PgBouncer's, SHOW STATS' averages run from the start of the current stats_period to the
+/// moment of the SHOW: work done moments ago shows at once, not a period later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn averages_include_the_work_of_the_period_so_far() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, &format!("{CONSOLE}\nstats_period = 60"));
+    let c = console(&mux).await;
+    let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    for _ in 0..20 {
+        app.simple_query("SELECT pg_sleep(0.01)").await.unwrap();
+    }
+    let (cols, rows) = query(&c, "SHOW STATS").await.unwrap();
+    let row = rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap();
+    let rate: u64 = col(&cols, row, "avg_query_count").parse().unwrap();
+    let time: u64 = col(&cols, row, "avg_query_time").parse().unwrap();
+    assert!(rate > 0, "queries of the period so far: {row:?}");
+    assert!(time >= 10_000, "each slept 10 ms: {row:?}");
+}

@@ -276,8 +276,8 @@ async fn maintenance(shared: Arc<Shared>) {
             crate::systemd::report(&shared);
         }
         let stats_period = shared.config().general.stats_period;
-        if let Some((avg, all)) = period.tick(&shared.pools.all(), stats_period) {
-            *shared.averages.lock() = avg;
+        if let Some((_, all)) = period.tick(&shared.pools.all(), stats_period) {
+            *shared.averages.lock() = period.clone();
             if shared.config().general.log_stats {
                 log_stats(&all);
             }

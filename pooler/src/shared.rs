@@ -7,14 +7,12 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::cancel::Cancels;
 use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::pool::Pools;
-use crate::pool::StatsSnapshot;
 
 /// Run state, as SHOW STATE and the shutdown commands see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +46,8 @@ pub struct Shared {
     pub client_registry: ClientRegistry,
     /// Clients per database and per user (max_db_client_connections, max_user_client_connections).
     pub client_counts: crate::client_counts::ClientCounts,
-    /// Per-database averages over the last stats_period (SHOW STATS avg_* columns).
-    pub averages: Mutex<HashMap<String, StatsSnapshot>>,
+    /// Where the current stats_period began (SHOW STATS' avg_* columns run from there).
+    pub averages: Mutex<crate::pool::AveragesPeriod>,
     /// Process start.
     pub started: SystemTime,
     /// Admin console clients connected now.
@@ -87,7 +85,7 @@ impl Shared {
             mock_key: rand::random(),
             client_registry: ClientRegistry::default(),
             client_counts: Default::default(),
-            averages: Mutex::new(HashMap::new()),
+            averages: Mutex::new(crate::pool::AveragesPeriod::new()),
             started: SystemTime::now(),
             admin_clients: std::sync::atomic::AtomicI64::new(0),
             admin_stats: crate::pool::PoolStats::default(),

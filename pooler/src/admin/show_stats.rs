@@ -18,11 +18,11 @@ fn per_db_totals(shared: &Shared) -> BTreeMap<String, StatsSnapshot> {
 }
 
 fn rows_with_admin(shared: &Shared) -> Vec<(String, StatsSnapshot, StatsSnapshot)> {
-    let averages = shared.averages.lock().clone();
+    let period = shared.averages.lock().clone();
     // The admin database counts its logins and commands, as PgBouncer's admin pool does.
     let mut rows = vec![(ADMIN_DB.to_owned(), shared.admin_stats.snapshot(), StatsSnapshot::default())];
     for (db, s) in per_db_totals(shared) {
-        let a = averages.get(&db).copied().unwrap_or_default();
+        let a = period.so_far(&db, &s);
         rows.push((db, s, a));
     }
     // By name, the console's row among the others, as PgBouncer lists its pools.

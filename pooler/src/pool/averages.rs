@@ -1,5 +1,7 @@
-//! Per-database averages over stats_period, as SHOW STATS reports them: counts and bytes per
-//! second, transaction and query times per transaction / query, wait time per assignment (µs).
+//! Per-database averages, as SHOW STATS reports them: counts and bytes per second, transaction
+//! and query times per transaction / query, wait time per assignment (µs). As PgBouncer's, they
+//! run from the start of the current stats_period to the moment of the SHOW; the periodic
+//! `stats:` log line gives each whole period's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +11,8 @@ use tokio::time::Instant;
 
 use super::{Pool, StatsSnapshot};
 
-/// The totals at the start of the current period.
-#[derive(Debug)]
+/// The totals per database at the start of the current period, and when it started.
+#[derive(Debug, Clone)]
 pub struct AveragesPeriod {
     start: Instant,
     totals: HashMap<String, StatsSnapshot>,
@@ -60,6 +62,13 @@ impl AveragesPeriod {
     /// A period starting now with zero totals.
     pub fn new() -> Self {
         Self { start: Instant::now(), totals: HashMap::new() }
+    }
+
+    /// The averages of database `db` from the start of this period to now, whose totals are
+    /// `now` (PgBouncer's calc_average at a SHOW).
+    pub fn so_far(&self, db: &str, now: &StatsSnapshot) -> StatsSnapshot {
+        let before = self.totals.get(db).copied().unwrap_or_default();
+        averages(&before, now, self.start.elapsed().as_secs_f64())
     }
 
     /// When `period` has passed, the averages of the period just ended per database, and over
@@ -114,5 +123,21 @@ mod tests {
         assert_eq!(a.query_time_us, 2);
         assert_eq!(a.bytes_sent, 100);
         assert_eq!(a.wait_time_us, 0, "no assignments: no division by zero");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn averages_so_far_run_from_the_period_start_to_now() {
+        let mut period = AveragesPeriod::new();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = StatsSnapshot { query_count: 100, query_time_us: 500, ..Default::default() };
+        let a = period.so_far("db", &now);
+        assert_eq!((a.query_count, a.query_time_us), (10, 5));
+        // A new period starts from the totals it began with.
+        assert!(period.tick(&[], Duration::from_secs(5)).is_some());
+        period.totals.insert("db".into(), now);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let later = StatsSnapshot { query_count: 120, query_time_us: 700, ..Default::default() };
+        let a = period.so_far("db", &later);
+        assert_eq!((a.query_count, a.query_time_us), (10, 10));
     }
 }
