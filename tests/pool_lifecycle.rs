@@ -188,3 +188,23 @@ async fn query_times_include_the_wait_and_counts_start_with_the_query() {
     assert_eq!(s2.xact_count - s.xact_count, 1, "{s2:?}");
     assert_eq!(s2.query_count - s.query_count, 1, "{s2:?}");
 }
+
+/// As PgBouncer's total_sent, every byte a server sends counts, its answers to pgmux's own
+/// queries too: the same session with server_reset_query on counts DISCARD ALL's answer
+/// (CommandComplete `DISCARD ALL` and ReadyForQuery, 23 bytes) more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_sent_counts_the_answers_to_pgmux_s_own_queries() {
+    let pg = Cluster::shared();
+    own_db(pg, "lc_sent");
+    let mut sent = Vec::new();
+    for reset in ["server_reset_query =", "server_reset_query = DISCARD ALL"] {
+        let mux = Pgmux::start(pg, &format!("pool_mode = session\n{reset}"));
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_sent").await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+        drop(c);
+        let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "lc_sent").expect("pool exists");
+        eventually("the server back in the pool", || pool.idle_servers().len() == 1).await;
+        sent.push(pool.counters.snapshot().bytes_sent);
+    }
+    assert_eq!(sent[1], sent[0] + 23, "{sent:?}");
+}

@@ -62,6 +62,9 @@ pub struct ServerIdent {
     /// Set when a client first uses it: server_lifetime = 0 closes a server after one use, and
     /// a server that has only logged in is not used yet (PgBouncer exempts SV_LOGIN on release).
     pub served: bool,
+    /// Bytes it sent answering pgmux's own queries (SETs, checks, resets), not yet in its
+    /// pool's `total_sent`: PgBouncer counts every byte a server sends.
+    pub own_reads: u64,
 }
 
 impl std::ops::Deref for ServerIdent {

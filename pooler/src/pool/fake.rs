@@ -27,6 +27,7 @@ impl Pool {
                 tag: ConnTag::server(id, &self.db, &self.user, &peer, 5432),
                 entry: None,
                 served: false,
+                own_reads: 0,
             }),
             addr: Arc::new(peer),
             backend_key: (id as i32, 0),

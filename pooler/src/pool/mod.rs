@@ -388,6 +388,10 @@ impl Pool {
             return;
         }
         server.last_used = now;
+        let own = std::mem::take(&mut server.tag.own_reads);
+        if own > 0 {
+            PoolStats::add(&self.counters.here().stats.bytes_sent, own);
+        }
         let mut s = self.state.lock();
         let local = crate::workers::local();
         while let Some(w) = s.next_waiter(local) {

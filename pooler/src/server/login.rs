@@ -242,7 +242,7 @@ pub async fn connect(
         let now = crate::clock::Micros::now();
         Ok(Box::new(ServerConn {
             stream,
-            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false }),
+            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false, own_reads: 0 }),
             id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,
@@ -370,6 +370,7 @@ pub async fn run_simple_query(conn: &mut ServerConn, sql: &str) -> Result<(), Se
     let mut failure = None;
     loop {
         let f = w.read_frame().await?;
+        conn.tag.own_reads += 5 + f.body().len() as u64;
         match f.tag {
             tags::backend::ERROR_RESPONSE => failure = Some(rejected(f.body())),
             tags::backend::PARAMETER_STATUS => {
