@@ -85,7 +85,7 @@ impl CounterShards {
 
     /// One counter (picked by `pick`) of all threads added up.
     pub fn sum(&self, pick: impl Fn(&PoolStats) -> &AtomicU64) -> u64 {
-        self.all().iter().map(|s| pick(&s.stats).load(Relaxed)).sum()
+        self.all().iter().fold(0u64, |sum, s| sum.wrapping_add(pick(&s.stats).load(Relaxed)))
     }
 }
 
@@ -123,6 +123,14 @@ impl PoolStats {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// Takes back `n` added to a counter (a request counted when it began that turned out
+    /// owed no answer). The shard may be another thread's than the one that added: it wraps
+    /// then, and the sum over the shards (wrapping too) is right.
+    #[inline]
+    pub fn take_back(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -144,17 +152,17 @@ impl PoolStats {
 
 impl std::ops::AddAssign for StatsSnapshot {
     fn add_assign(&mut self, o: Self) {
-        self.xact_count += o.xact_count;
-        self.query_count += o.query_count;
-        self.bytes_received += o.bytes_received;
-        self.bytes_sent += o.bytes_sent;
-        self.xact_time_us += o.xact_time_us;
-        self.query_time_us += o.query_time_us;
-        self.wait_time_us += o.wait_time_us;
-        self.server_assignment_count += o.server_assignment_count;
-        self.client_parse_count += o.client_parse_count;
-        self.server_parse_count += o.server_parse_count;
-        self.bind_count += o.bind_count;
-        self.client_login_count += o.client_login_count;
+        self.xact_count = self.xact_count.wrapping_add(o.xact_count);
+        self.query_count = self.query_count.wrapping_add(o.query_count);
+        self.bytes_received = self.bytes_received.wrapping_add(o.bytes_received);
+        self.bytes_sent = self.bytes_sent.wrapping_add(o.bytes_sent);
+        self.xact_time_us = self.xact_time_us.wrapping_add(o.xact_time_us);
+        self.query_time_us = self.query_time_us.wrapping_add(o.query_time_us);
+        self.wait_time_us = self.wait_time_us.wrapping_add(o.wait_time_us);
+        self.server_assignment_count = self.server_assignment_count.wrapping_add(o.server_assignment_count);
+        self.client_parse_count = self.client_parse_count.wrapping_add(o.client_parse_count);
+        self.server_parse_count = self.server_parse_count.wrapping_add(o.server_parse_count);
+        self.bind_count = self.bind_count.wrapping_add(o.bind_count);
+        self.client_login_count = self.client_login_count.wrapping_add(o.client_login_count);
     }
 }

@@ -194,6 +194,11 @@ impl Relay {
     /// ReadyForQuery, and what it and its batch would have done did not happen.
     pub(super) fn queries_skipped(&mut self) {
         let skipped = self.tracker.take_skipped_queries();
+        if skipped > 0 {
+            // Counted when they began; the batch's Sync is the one query it makes.
+            let stats = &self.session.pool.counters.here().stats;
+            crate::pool::PoolStats::take_back(&stats.query_count, u64::from(skipped));
+        }
         for _ in 0..skipped {
             self.flow.skipped();
             if let Some(made) = self.carry.made.as_mut() {

@@ -410,6 +410,9 @@ impl Relay {
                         // The batch goes on after CopyDone: its Executes are numbered after the
                         // one that started COPY, not from that ignored Sync.
                         self.carry.copy_went_on();
+                        // That Sync was counted as a query when it began; the Sync after
+                        // CopyDone is this query's, and counts it again.
+                        PoolStats::take_back(&self.session.pool.counters.here().stats.query_count, 1);
                     }
                     self.s_skip = total;
                 }
