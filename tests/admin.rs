@@ -561,11 +561,12 @@ async fn failed_reload_puts_the_reason_in_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_servers_past_the_check_delay_are_used_and_show_their_last_use() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, &format!("{CONSOLE}\npool_mode = transaction\nserver_check_delay = 1"));
+    let mux = Pgmux::start(pg, &format!("{CONSOLE}\npool_mode = transaction\nserver_check_delay = 2"));
     let c = console(&mux).await;
     let app = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     app.simple_query("SET application_name = 'idle_probe'").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The server was last used a second after its login: request_time moves with its use.
     app.simple_query("SELECT 1").await.unwrap();
     let pool_row = |rows: &[Vec<Option<String>>], cols: &[String]| {
         let r = rows.iter().find(|r| col(cols, r, "database") == "app" && col(cols, r, "user") == SCRAM_USER).unwrap();
@@ -582,7 +583,7 @@ async fn idle_servers_past_the_check_delay_are_used_and_show_their_last_use() {
         col(&cols, server, "request_time") > col(&cols, server, "connect_time"),
         "request_time is its last use, a second after its login: {server:?}"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
     assert_eq!(pool_row(&rows, &cols), ("0".into(), "1".into()), "past server_check_delay: used");
     let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();

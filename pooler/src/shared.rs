@@ -46,7 +46,7 @@ pub struct Shared {
     pub client_registry: ClientRegistry,
     /// Clients per database and per user (max_db_client_connections, max_user_client_connections).
     pub client_counts: crate::client_counts::ClientCounts,
-    /// Where the current stats_period began (SHOW STATS' avg_* columns run from there).
+    /// Where the current stats_period and the one before began (SHOW STATS' avg_* columns).
     pub averages: Mutex<crate::pool::AveragesPeriod>,
     /// Process start.
     pub started: SystemTime,

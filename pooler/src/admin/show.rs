@@ -157,13 +157,13 @@ fn pools(shared: &Shared) -> Table {
     for p in shared.pools.all() {
         let c = p.counts();
         let settings = p.settings();
-        let waiting = p.clients_waiting.load(Relaxed).max(0);
+        let waiting = (p.clients_waiting.load(Relaxed) + p.logins_waiting.load(Relaxed)).max(0);
         let clients = p.clients.load(Relaxed).max(0);
         let active = p.clients_active.load(Relaxed).max(0) as u32;
         let login = c.total.saturating_sub(c.idle + active);
         // Idle servers past server_check_delay are `used`, as PgBouncer's janitor moves them.
         let now = crate::clock::Micros::now();
-        let used = p.idle_servers().iter().filter(|s| settings.due_for_check(now.since(s.last_used))).count() as u32;
+        let used = p.idle_due_for_check(&settings, now);
         let used = used.min(c.idle);
         // A cancel is sent on a connection of its own at once: none waits for one
         // (cl_waiting_cancel_req 0); each under way is a cancel client and its connection.

@@ -473,14 +473,14 @@ struct QueuedLogin<'a>(&'a Pool);
 impl<'a> QueuedLogin<'a> {
     fn new(pool: &'a Pool) -> Self {
         pool.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        pool.clients_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pool.logins_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(pool)
     }
 }
 
 impl Drop for QueuedLogin<'_> {
     fn drop(&mut self) {
-        self.0.clients_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.logins_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.0.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

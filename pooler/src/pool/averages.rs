@@ -1,7 +1,7 @@
 //! Per-database averages, as SHOW STATS reports them: counts and bytes per second, transaction
 //! and query times per transaction / query, wait time per assignment (µs). As PgBouncer's, they
-//! run from the start of the current stats_period to the moment of the SHOW; the periodic
-//! `stats:` log line gives each whole period's.
+//! run from the start of the last whole stats_period to the moment of the SHOW (one to two
+//! periods, so they move smoothly); the periodic `stats:` log line gives each whole period's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,11 +11,14 @@ use tokio::time::Instant;
 
 use super::{Pool, StatsSnapshot};
 
-/// The totals per database at the start of the current period, and when it started.
+/// The totals per database at the start of the current period and of the one before, and when
+/// they started (PgBouncer's newer_stats / new_stamp and older_stats / old_stamp).
 #[derive(Debug, Clone)]
 pub struct AveragesPeriod {
     start: Instant,
     totals: HashMap<String, StatsSnapshot>,
+    before_start: Instant,
+    before_totals: HashMap<String, StatsSnapshot>,
 }
 
 impl Default for AveragesPeriod {
@@ -59,16 +62,19 @@ pub fn averages(before: &StatsSnapshot, now: &StatsSnapshot, secs: f64) -> Stats
 }
 
 impl AveragesPeriod {
-    /// A period starting now with zero totals.
+    /// A period starting now with zero totals (the one before it a second earlier, as
+    /// PgBouncer's stats_setup).
     pub fn new() -> Self {
-        Self { start: Instant::now(), totals: HashMap::new() }
+        let start = Instant::now();
+        let before_start = start.checked_sub(Duration::from_secs(1)).unwrap_or(start);
+        Self { start, totals: HashMap::new(), before_start, before_totals: HashMap::new() }
     }
 
-    /// The averages of database `db` from the start of this period to now, whose totals are
-    /// `now` (PgBouncer's calc_average at a SHOW).
+    /// The averages of database `db`, whose totals are `now`, from the start of the period
+    /// before the current one to now (PgBouncer's calc_average at a SHOW).
     pub fn so_far(&self, db: &str, now: &StatsSnapshot) -> StatsSnapshot {
-        let before = self.totals.get(db).copied().unwrap_or_default();
-        averages(&before, now, self.start.elapsed().as_secs_f64())
+        let before = self.before_totals.get(db).copied().unwrap_or_default();
+        averages(&before, now, self.before_start.elapsed().as_secs_f64())
     }
 
     /// When `period` has passed, the averages of the period just ended per database, and over
@@ -95,8 +101,8 @@ impl AveragesPeriod {
                 (db.clone(), averages(&before, s, secs))
             })
             .collect();
-        self.totals = now;
-        self.start = Instant::now();
+        self.before_totals = std::mem::replace(&mut self.totals, now);
+        self.before_start = std::mem::replace(&mut self.start, Instant::now());
         Some((out, averages(&all_before, &all_now, secs)))
     }
 }
@@ -126,18 +132,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn averages_so_far_run_from_the_period_start_to_now() {
+    async fn averages_so_far_run_from_the_start_of_the_last_whole_period() {
         let mut period = AveragesPeriod::new();
-        tokio::time::advance(Duration::from_secs(10)).await;
+        // Before any period ends: from a second before the start.
+        tokio::time::advance(Duration::from_secs(9)).await;
         let now = StatsSnapshot { query_count: 100, query_time_us: 500, ..Default::default() };
         let a = period.so_far("db", &now);
         assert_eq!((a.query_count, a.query_time_us), (10, 5));
-        // A new period starts from the totals it began with.
+        // The first period ends: the window still starts at the process's start.
         assert!(period.tick(&[], Duration::from_secs(5)).is_some());
         period.totals.insert("db".into(), now);
-        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
         let later = StatsSnapshot { query_count: 120, query_time_us: 700, ..Default::default() };
         let a = period.so_far("db", &later);
-        assert_eq!((a.query_count, a.query_time_us), (10, 10));
+        assert_eq!((a.query_count, a.query_time_us), (12, 5));
+        // The second ends: from the first's end (the totals of 100 queries), a moment ago not.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(period.tick(&[], Duration::from_secs(5)).is_some());
+        period.totals.insert("db".into(), later);
+        let a = period.so_far("db", &later);
+        assert_eq!((a.query_count, a.query_time_us), (4, 10), "20 queries over the 5 s since the first period ended");
     }
 }

@@ -176,6 +176,9 @@ pub struct Pool {
     pub clients_active: AtomicI64,
     /// Clients waiting for a server (queued, or held by PAUSE).
     pub clients_waiting: AtomicI64,
+    /// Logins waiting for the pool's first server (SHOW POOLS counts them in `cl_waiting`; the
+    /// HAProxy health check, which looks at served clients, does not).
+    pub logins_waiting: AtomicI64,
     /// Cancel requests to this pool's servers under way (SHOW POOLS' cancel columns).
     pub cancels: Arc<crate::cancel::CancelCounts>,
     /// The gate the checkout paths read: PAUSE, a hold or a shutdown.
@@ -235,6 +238,7 @@ impl Pool {
             clients: AtomicI64::new(0),
             clients_active: AtomicI64::new(0),
             clients_waiting: AtomicI64::new(0),
+            logins_waiting: AtomicI64::new(0),
             cancels: Arc::default(),
             paused: AtomicBool::new(false),
             operator_paused: AtomicBool::new(false),
@@ -496,7 +500,17 @@ impl Pool {
         }
     }
 
-    /// The idle servers, for SHOW SERVERS and SHOW POOLS.
+    /// How many idle servers get the check query before their next client (SHOW POOLS'
+    /// `sv_used`).
+    pub fn idle_due_for_check(&self, settings: &PoolSettings, now: Micros) -> u32 {
+        if settings.check_query.is_none() {
+            return 0;
+        }
+        let s = self.state.lock();
+        s.idle.iter().filter(|c| settings.due_for_check(now.since(c.last_used))).count() as u32
+    }
+
+    /// The idle servers, for SHOW SERVERS.
     pub fn idle_servers(&self) -> Vec<IdleServer> {
         self.state
             .lock()
