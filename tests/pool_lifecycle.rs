@@ -207,14 +207,33 @@ async fn total_sent_counts_the_answers_to_pgmux_s_own_queries() {
     let pg = Cluster::shared();
     own_db(pg, "lc_sent");
     let mut sent = Vec::new();
-    for reset in ["server_reset_query =", "server_reset_query = DISCARD ALL"] {
-        let mux = Pgmux::start(pg, &format!("pool_mode = session\n{reset}"));
+    // The third closes its server after the reset (server_lifetime = 0: one use): counted too.
+    for settings in [
+        "server_reset_query =",
+        "server_reset_query = DISCARD ALL",
+        "server_reset_query = DISCARD ALL\nserver_lifetime = 0",
+    ] {
+        let mux = Pgmux::start(pg, &format!("pool_mode = session\n{settings}"));
         let c = mux.connect(SCRAM_USER, SCRAM_PASS, "lc_sent").await.unwrap();
         c.simple_query("SELECT 1").await.unwrap();
-        drop(c);
         let pool = mux.shared.pools.all().into_iter().find(|p| p.db == "lc_sent").expect("pool exists");
-        eventually("the server back in the pool", || pool.idle_servers().len() == 1).await;
+        let served = pool.counters.snapshot().server_assignment_count;
+        drop(c);
+        let kept = !settings.contains("lifetime");
+        eventually(
+            "the server released",
+            || {
+                if kept {
+                    pool.idle_servers().len() == 1
+                } else {
+                    pool.counts().total == 0
+                }
+            },
+        )
+        .await;
+        assert_eq!(served, 1);
         sent.push(pool.counters.snapshot().bytes_sent);
     }
     assert_eq!(sent[1], sent[0] + 23, "{sent:?}");
+    assert_eq!(sent[2], sent[1], "{sent:?}");
 }

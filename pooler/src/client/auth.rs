@@ -114,6 +114,10 @@ pub async fn authenticate(io: &mut ClientIo, plan: &AuthPlan<'_>) -> Result<Auth
                 crate::conn_log!(error, plan.tag, "ident map: {} does not have a match", plan.map.unwrap_or(""));
                 Err(refused("certificate authentication failed"))
             }
+            Some(_) if plan.exists => {
+                crate::conn_log!(error, plan.tag, "TLS certificate name mismatch");
+                Err(refused("certificate authentication failed"))
+            }
             _ => Err(refused("certificate authentication failed")),
         },
         AuthType::Plain => {

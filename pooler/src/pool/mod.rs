@@ -385,6 +385,11 @@ impl Pool {
     /// [`Pool::release`] with settings the caller already holds.
     pub(super) fn release_with(&self, mut server: Box<ServerConn>, settings: &PoolSettings) {
         let now = Micros::now();
+        // Counted whether the server is kept or closed.
+        let own = std::mem::take(&mut server.tag.own_reads);
+        if own > 0 {
+            PoolStats::add(&self.counters.here().stats.bytes_sent, own);
+        }
         if let Some(reason) = self.unusable(&server, settings, now) {
             self.log_close(&server, reason, settings);
             drop(server);
@@ -392,10 +397,6 @@ impl Pool {
             return;
         }
         server.last_used = now;
-        let own = std::mem::take(&mut server.tag.own_reads);
-        if own > 0 {
-            PoolStats::add(&self.counters.here().stats.bytes_sent, own);
-        }
         let mut s = self.state.lock();
         let local = crate::workers::local();
         while let Some(w) = s.next_waiter(local) {
