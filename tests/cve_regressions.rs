@@ -76,15 +76,7 @@ async fn long_nonce_server() -> u16 {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut head = [0u8; 8];
-                s.read_exact(&mut head).await?;
-                if head[4..] == [0x04, 0xd2, 0x16, 0x2f] {
-                    s.write_all(b"N").await?;
-                    s.read_exact(&mut head).await?;
-                }
-                let len = i32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
-                let mut rest = vec![0u8; len - 8];
-                s.read_exact(&mut rest).await?;
+                crate::harness::raw::accept_startup(&mut s).await?;
                 let auth = |code: i32, data: &[u8]| {
                     let mut m = vec![b'R'];
                     m.extend_from_slice(&((8 + data.len()) as i32).to_be_bytes());

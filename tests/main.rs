@@ -32,6 +32,7 @@ mod replication;
 mod session_state;
 mod session_state_batches;
 mod sessions;
+mod show_over_time;
 mod shutdown;
 mod soak;
 mod systemd;

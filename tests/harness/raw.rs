@@ -88,3 +88,19 @@ impl Raw {
         }
     }
 }
+
+/// For a fake PostgreSQL: reads what a client opens with, declining an SSLRequest (`N`), up to
+/// the end of its startup packet (or CancelRequest). Returns the packet's first 8 bytes: length
+/// and protocol code.
+pub async fn accept_startup(s: &mut TcpStream) -> std::io::Result<[u8; 8]> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await?;
+    if head[4..] == [0x04, 0xd2, 0x16, 0x2f] {
+        s.write_all(b"N").await?;
+        s.read_exact(&mut head).await?;
+    }
+    let len = i32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len.saturating_sub(8)];
+    s.read_exact(&mut rest).await?;
+    Ok(head)
+}
