@@ -145,6 +145,9 @@ async fn tokio_postgres_over_tls_with_scram_plus_and_cancel() {
             .unwrap();
     let rows = c.query("SELECT generate_series(1, 20000)::int", &[]).await.unwrap();
     assert_eq!(rows.len(), 20000);
+    // Checked while the client is connected: once it is gone, so is its row.
+    let shown = mux.shared.client_registry.all();
+    assert!(shown.iter().any(|c| c.tls.starts_with("TLSv1.3/")), "SHOW CLIENTS tls column");
     // A cancel request over TLS reaches the query.
     let token = c.cancel_token();
     let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
@@ -152,8 +155,6 @@ async fn tokio_postgres_over_tls_with_scram_plus_and_cancel() {
     token.cancel_query(Tls::new(None)).await.unwrap();
     let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57014"), "{err:?}");
-    let shown = mux.shared.client_registry.all();
-    assert!(shown.iter().any(|c| c.tls.starts_with("TLSv1.3/")), "SHOW CLIENTS tls column");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
