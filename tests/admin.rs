@@ -215,7 +215,11 @@ async fn pause_resume_and_reload_under_load_fail_nothing() {
     let mux = Pgmux::start(pg, &format!("{CONSOLE}\ndefault_pool_size = 4"));
     let c = console(&mux).await;
     let bench = pgbench_in_background(&mux, 4);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    crate::harness::eventually_async("pgbench under way", || async {
+        let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();
+        rows.iter().any(|r| col(&cols, r, "database") == "bench_adm" && col(&cols, r, "sv_active") != "0")
+    })
+    .await;
     c.simple_query("PAUSE bench_adm").await.unwrap();
     // Paused: no client holds a server; the queued ones wait without error.
     let (cols, rows) = query(&c, "SHOW POOLS").await.unwrap();

@@ -18,8 +18,8 @@ async fn cancel_reaches_the_right_query() {
     let token = a.cancel_token();
     let b_work =
         tokio::spawn(async move { b.query_one("SELECT 7 FROM pg_sleep(1.5)", &[]).await.map(|r| r.get::<_, i32>(0)) });
-    let a_work = tokio::spawn(async move { a.query_one("SELECT pg_sleep(30)", &[]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_work = tokio::spawn(async move { a.query_one("/* right query */ SELECT pg_sleep(30)", &[]).await });
+    pg.wait_until_running("/* right query */ SELECT pg_sleep(30)").await;
     token.cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), a_work)
         .await
@@ -291,12 +291,21 @@ async fn frames_to_ready(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMu
     }
 }
 
+/// Terminates the backend running `COPY table`, waiting (up to 10 s) for the COPY to reach it.
 fn terminate_copy(pg: &Cluster, table: &str) {
-    let n = pg.psql(
-        "postgres",
-        &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'COPY {table}%'"),
-    );
-    assert_eq!(n, "1", "one COPY backend to terminate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = pg.psql(
+            "postgres",
+            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'COPY {table}%'"),
+        );
+        if n != "0" {
+            assert_eq!(n, "1", "one COPY backend to terminate");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no COPY {table} backend to terminate");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A COPY FROM STDIN whose server dies mid-stream, from tokio-postgres (started by Execute) and
@@ -393,7 +402,7 @@ async fn a_server_that_dies_before_the_clients_query_is_replaced_unseen() {
     // probe (the busy case); the fault is only reached inside that window, so the attempt is
     // repeated until one fits in it.
     let mut inside_window = 0;
-    for _ in 0..20 {
+    for _ in 0..60 {
         let mux = Pgmux::start(pg, "default_pool_size = 1");
         let url = mux.url(SCRAM_USER, SCRAM_PASS, "app");
         let connect = |name: &str| {
@@ -428,7 +437,7 @@ async fn a_server_that_dies_before_the_clients_query_is_replaced_unseen() {
             }
         }
     }
-    panic!("only {inside_window} of 20 attempts reached the server within 15 ms; the case was not tested");
+    panic!("only {inside_window} of 60 attempts reached the server within 15 ms; the case was not tested");
 }
 
 /// A backend told to end that has not said so yet (PostgreSQL shutting down under load: every
@@ -539,7 +548,15 @@ async fn a_cancel_under_way_shows_in_show_pools() {
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "slowcancel").await.unwrap();
     let token = c.cancel_token();
     let stuck = tokio::spawn(async move { c.simple_query("SELECT 1").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A cancel before the query has its server would find nothing to forward.
+    crate::harness::eventually_async("the query on its server", || async {
+        let rows = console.simple_query("SHOW POOLS").await.unwrap();
+        rows.iter().any(|m| {
+            matches!(m, tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get("database") == Some("slowcancel") && r.get("sv_active") == Some("1"))
+        })
+    })
+    .await;
     assert_eq!(cancel_columns().await, ["0", "0", "0", "0"]);
     let cancel = tokio::spawn(async move { token.cancel_query(NoTls).await });
     let mut seen = None;

@@ -73,7 +73,9 @@ async fn a_down_server_is_probed_by_one_connect_per_retry_period() {
             tokio::spawn(async move { tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map(|_| ()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Half a second after the first attempt failed, still well before the retry 2 s after it.
+    tokio::task::block_in_place(|| mux.wait_for_log("closing because: connect failed"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let early = count(&mux.log(), "closing because: connect failed");
     for l in logins {
         let r = tokio::time::timeout(Duration::from_secs(15), l).await.unwrap().unwrap();

@@ -208,7 +208,11 @@ async fn no_reserve_without_a_reserve_pool_timeout() {
     own_db(pg, "lim_noreserve");
     let mux = Pgmux::start(pg, "default_pool_size = 1\nreserve_pool_size = 2\nreserve_pool_timeout = 0");
     let work = tokio::spawn(sleepers(mux.url(SCRAM_USER, SCRAM_PASS, "lim_noreserve"), 3, 0.6));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    crate::harness::eventually(Duration::from_secs(10), "the first sleeper served", || {
+        servers(pg, "lim_noreserve") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(servers(pg, "lim_noreserve"), 1, "PgBouncer: a zero reserve_pool_timeout means no reserve");
     work.await.unwrap();
 }

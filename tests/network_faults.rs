@@ -34,7 +34,8 @@ async fn a_partition_during_a_query_ends_at_query_timeout_and_the_pool_recovers(
     );
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     a.simple_query("SELECT 1").await.unwrap();
-    let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1)").await.map(|_| ()) });
+    // Shorter than query_timeout, long enough for the partition to come first on a slow machine.
+    let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1.8)").await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cut = Instant::now();
     ns.partition();
@@ -268,6 +269,6 @@ async fn a_latency_spike_slows_but_breaks_nothing() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let after = round(&clients).await;
     assert!(during >= Duration::from_millis(600), "the spike did not apply: {during:?}");
-    assert!(after < Duration::from_millis(300), "before {before:?}, during {during:?}, after {after:?}");
+    assert!(after < during / 2, "before {before:?}, during {during:?}, after {after:?}");
     eprintln!("latency spike: a round of 4 clients took {before:?} before, {during:?} during, {after:?} after");
 }

@@ -100,20 +100,18 @@ async fn reserve_pool_opens_extra_servers_after_timeout() {
     );
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let start = std::time::Instant::now();
-    let (x, y) = tokio::join!(a.query_one("SELECT pg_backend_pid() FROM pg_sleep(1)", &[]), async {
+    let (x, y) = tokio::join!(a.query_one("SELECT pg_backend_pid() FROM pg_sleep(3)", &[]), async {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         b.query_one("SELECT pg_backend_pid()", &[]).await
     });
     let (x, y): (i32, i32) = (x.unwrap().get(0), y.unwrap().get(0));
-    assert_ne!(x, y, "the second client must get a reserve server");
-    assert!(start.elapsed() < std::time::Duration::from_millis(2000));
+    assert_ne!(x, y, "the second client must get a reserve server, not wait for the first's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_gives_pgbouncer_error() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 0.3");
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 1");
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let b = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     a.batch_execute("BEGIN").await.unwrap();

@@ -248,9 +248,11 @@ async fn state_that_cannot_move_is_logged_or_pins_the_client() {
     pinned.wait_for_log("the client keeps its server until it leaves");
     drop(a);
     // Its server goes back to the pool reset: no temporary table is left on any server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let tables = "SELECT count(*) FROM pg_tables WHERE tablename = 'scratch_pinned'";
-    assert_eq!(value(&b, tables).await, "0", "dropped by the reset");
+    crate::harness::eventually_async("the temporary table dropped by the reset", || async {
+        value(&b, tables).await == "0"
+    })
+    .await;
 }
 
 #[test]

@@ -284,7 +284,11 @@ async fn a_close_in_flight_when_the_server_is_lost_is_taken_back() {
         build::sync(o);
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::harness::eventually_async("the sleep running on the client's server", || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query = 'SELECT pg_sleep(5)'";
+        direct.query_one(sql, &[&pid]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
     direct.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
     let answers = a.until_ready().await;
     assert!(answers.iter().any(|m| m.starts_with("E:08006")), "{answers:?}");

@@ -135,7 +135,10 @@ async fn a_queued_client_is_told_once_per_wait() {
         holder.batch_execute("BEGIN").await.unwrap();
         let w = waiter.clone();
         let queued = tokio::spawn(async move { w.simple_query("SELECT 2").await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        crate::harness::eventually(Duration::from_secs(10), "the NOTICE of a wait past query_wait_notify", || {
+            notices.lock().unwrap().len() == round
+        })
+        .await;
         holder.batch_execute("COMMIT").await.unwrap();
         queued.await.unwrap().expect("served once the holder commits");
         assert_eq!(*notices.lock().unwrap(), vec![expected; round], "one NOTICE per wait");
@@ -151,7 +154,7 @@ async fn a_queued_client_is_told_once_per_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_after_a_short_one_is_told_at_its_own_time() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_notify = 1");
+    let mux = Pgmux::start(pg, "default_pool_size = 1\nquery_wait_notify = 3");
     let holder = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let (waiter, notices) = connect_collecting(&mux.url(SCRAM_USER, SCRAM_PASS, "app")).await;
     let waiter = Arc::new(waiter);
@@ -159,19 +162,21 @@ async fn a_wait_after_a_short_one_is_told_at_its_own_time() {
         let w = w.clone();
         tokio::spawn(async move { w.simple_query("SELECT 2").await.map(|_| ()) })
     };
-    // A short wait: the timer is armed for its notice, a second after it began.
+    // A short wait: the timer is armed for its notice, three seconds after it began.
     holder.batch_execute("BEGIN").await.unwrap();
     let short = queue(&waiter);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     holder.batch_execute("COMMIT").await.unwrap();
     short.await.unwrap().expect("served once the holder commits");
-    // The next wait begins 0.4 s in; the timer still fires at 1 s, which is 0.6 s into it.
+    // The next wait begins about 2.1 s in; that timer would fire 0.9 s into it, its own at 3 s.
     holder.batch_execute("BEGIN").await.unwrap();
     let long = queue(&waiter);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(notices.lock().unwrap().is_empty(), "told before its own query_wait_notify");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(notices.lock().unwrap().len(), 1, "told once its own query_wait_notify passed");
+    crate::harness::eventually(Duration::from_secs(10), "told once its own query_wait_notify passed", || {
+        notices.lock().unwrap().len() == 1
+    })
+    .await;
     holder.batch_execute("COMMIT").await.unwrap();
     long.await.unwrap().expect("served once the holder commits");
 }

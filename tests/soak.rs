@@ -285,8 +285,12 @@ async fn mixed_load_with_churn_leaves_nothing_behind() {
     let elapsed = started.elapsed();
     let (xacts, queries) = stats_of(&console, "app").await;
     // Servers close after server_idle_timeout (2 s); clients are gone.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let fds_after = open_fds(pid);
+    let fds_deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut fds_after = open_fds(pid);
+    while fds_after > fds_before && std::time::Instant::now() < fds_deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fds_after = open_fds(pid);
+    }
     let t = &*tally;
     let (answered, lost, kills) = (t.answered.load(Relaxed), t.lost.load(Relaxed), t.kills.load(Relaxed));
     let out_of_step = t.out_of_step.load(Relaxed);

@@ -87,9 +87,9 @@ async fn clients_survive_an_online_restart_with(extra: &str) {
     let token = idle.cancel_token();
     let sleeper = {
         let c = idle.clone();
-        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) })
+        tokio::spawn(async move { c.simple_query("/* takeover idle */ SELECT pg_sleep(20)").await.map(|_| ()) })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.wait_until_running("/* takeover idle */ SELECT pg_sleep(20)").await;
     token.cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
     assert_eq!(db_error(&err).0, "57014");
@@ -192,9 +192,9 @@ async fn clients_left_on_the_old_process_are_cancelled_and_its_exit_leaves_the_f
     let token = in_tx.cancel_token();
     let sleeper = {
         let c = in_tx.clone();
-        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) })
+        tokio::spawn(async move { c.simple_query("/* takeover in tx */ SELECT pg_sleep(20)").await.map(|_| ()) })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.wait_until_running("/* takeover in tx */ SELECT pg_sleep(20)").await;
     token.cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
     assert_eq!(db_error(&err).0, "57014", "cancelled on the old process");

@@ -64,23 +64,22 @@ async fn a_users_query_timeout_overrides_the_global_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_timeout_counts_the_whole_transaction() {
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, "transaction_timeout = 1\nquery_timeout = 1");
+    let mux = Pgmux::start(pg, "transaction_timeout = 3\nquery_timeout = 1");
     let (c, conn) = watched(&mux).await;
     c.batch_execute("BEGIN").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
-    // Idle in a transaction, no query running: query_timeout does not apply ...
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Idle in a transaction past query_timeout, no query running: query_timeout does not apply ...
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     c.simple_query("SELECT 2").await.expect("query_timeout applies only to running queries");
     // ... but the transaction as a whole is over its limit soon.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(c.simple_query("SELECT 3").await.is_err());
-    let e = conn.await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(10), conn).await.expect("closed").unwrap().unwrap_err();
     assert_eq!(closed_with(&e), "transaction timeout");
+    assert!(c.simple_query("SELECT 3").await.is_err());
     // Outside a transaction nothing is counted.
     let d = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    for _ in 0..3 {
+    for _ in 0..4 {
         d.simple_query("SELECT 1").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
 
@@ -90,10 +89,9 @@ async fn a_users_idle_transaction_timeout_closes_an_idle_transaction() {
     let mux = Pgmux::start(pg, &format!("[users]\n{SCRAM_USER} = idle_transaction_timeout=1"));
     let (c, conn) = watched(&mux).await;
     c.batch_execute("BEGIN").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert!(c.simple_query("SELECT 1").await.is_err());
-    let e = conn.await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(10), conn).await.expect("closed").unwrap().unwrap_err();
     assert_eq!(closed_with(&e), "idle transaction timeout");
+    assert!(c.simple_query("SELECT 1").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

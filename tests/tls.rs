@@ -150,8 +150,8 @@ async fn tokio_postgres_over_tls_with_scram_plus_and_cancel() {
     assert!(shown.iter().any(|c| c.tls.starts_with("TLSv1.3/")), "SHOW CLIENTS tls column");
     // A cancel request over TLS reaches the query.
     let token = c.cancel_token();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sleeper = tokio::spawn(async move { c.simple_query("/* tls cancel */ SELECT pg_sleep(20)").await });
+    pg.wait_until_running("/* tls cancel */ SELECT pg_sleep(20)").await;
     token.cancel_query(Tls::new(None)).await.unwrap();
     let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57014"), "{err:?}");

@@ -190,6 +190,18 @@ impl Cluster {
         client
     }
 
+    /// Waits (up to 10 s) until PostgreSQL is running `query` for some session: a cancel sent
+    /// earlier could find nothing to cancel, or a server killed earlier be one the query never
+    /// reached.
+    pub async fn wait_until_running(&self, query: &str) {
+        let direct = self.connect_direct().await;
+        super::eventually_async(&format!("PostgreSQL to run {query:?}"), || async {
+            let sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1";
+            direct.query_one(sql, &[&query]).await.unwrap().get::<_, i64>(0) > 0
+        })
+        .await;
+    }
+
     /// The stored secret (md5 or SCRAM) of a role, for userlist.txt.
     pub fn secret_of(&self, role: &str) -> String {
         self.psql("postgres", &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))

@@ -44,6 +44,16 @@ pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl F
     }
 }
 
+/// Waits until the future `done()` makes is true, looking every 50 ms for at most 10 s; panics
+/// with `what` when it never is.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// pgbench through the pooler on `port` as scram_user: 8 clients, 100 transactions each, of a
 /// script with three statements, in protocol `mode`; every transaction must succeed.
 pub fn pgbench_three_statements(port: u16, mode: &str) {
