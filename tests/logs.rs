@@ -264,3 +264,35 @@ async fn a_failed_client_handshake_is_one_warning_and_a_probe_is_nothing() {
     let handshake = rest.split(' ').next().unwrap();
     assert_eq!(log.lines().filter(|l| l.contains(handshake)).count(), 1, "one line for the handshake: {log}");
 }
+
+/// A client that goes away during its login leaves no line, as with PgBouncer: psql closing
+/// to ask for a password (every interactive login), a reset before any byte or after the
+/// authentication request. A refused login is still logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_its_login_is_not_logged() {
+    let pg = Cluster::shared();
+    let mux = PgmuxProcess::start(pg, "* = host=$SOCKET port=$PORT", "auth_type = scram-sha-256", &userlist(pg));
+    mux.wait_for_log("LOG listening on 127.0.0.1:");
+    // psql without a password: it reads the SCRAM request and closes.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-w", "-At", "-c", "SELECT 1", "-d"])
+        .arg(format!("host=127.0.0.1 port={} user={SCRAM_USER} dbname=app", mux.port))
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no password supplied"), "{out:?}");
+    let reset = |s: tokio::net::TcpStream| s.set_zero_linger().unwrap();
+    // Reset before any byte.
+    reset(tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap());
+    // Reset after the authentication request.
+    let mut s = crate::harness::raw::send_startup(mux.port, SCRAM_USER).await;
+    let mut request = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut request).await.unwrap();
+    assert_eq!(&request, b"R");
+    reset(s);
+    // A wrong password is logged, and so after all of the above.
+    mux.connect(SCRAM_USER, "wrong", "app").await.unwrap_err();
+    mux.wait_for_log("closing because: SASL authentication failed");
+    let log = mux.log();
+    assert_eq!(log.lines().filter(|l| l.contains("closing because")).count(), 1, "{log}");
+}

@@ -78,18 +78,14 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
             return;
         }
         Ok(Err(e)) => {
-            // A client gone before its startup packet (psql retrying without TLS, a port probe,
-            // a refused TLS handshake, logged already) is not logged, as PgBouncer.
-            let before_startup = tag.user == crate::logging::NO_USER;
+            // A client that goes away during its login (psql closing to ask for a password or
+            // retrying without TLS, a port probe, a reset) is not logged, as PgBouncer.
+            let gone = matches!(e, ClientError::Closed | ClientError::Io(_));
             if let ClientError::TlsHandshake(_) = e {
                 // PgBouncer's warning, and no closing line.
                 crate::conn_log!(warn, tag, "{e}");
-            } else if config.general.log_disconnections && !(before_startup && matches!(e, ClientError::Closed)) {
-                let reason = match e {
-                    ClientError::Closed => "client unexpected eof".to_owned(),
-                    other => other.to_string(),
-                };
-                crate::conn_log!(info, tag, "closing because: {reason} (age={}s)", started.elapsed().as_secs());
+            } else if config.general.log_disconnections && !gone {
+                crate::conn_log!(info, tag, "closing because: {e} (age={}s)", started.elapsed().as_secs());
             }
             return;
         }

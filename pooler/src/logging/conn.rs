@@ -15,7 +15,7 @@ pub enum Side {
 }
 
 /// A client's user in its tag until its startup packet names one.
-pub const NO_USER: &str = "(nouser)";
+const NO_USER: &str = "(nouser)";
 
 /// The log prefix of one connection. Cheap to keep: built once per connection, updated when the
 /// client names its database and user.
