@@ -41,14 +41,13 @@ async fn min_pool_size_opens_spares_and_idle_timeout_closes_extras() {
     // Five at once: the pool grows to five ...
     let tasks = (0..5).map(|_| c.query_one("SELECT pg_sleep(0.3)", &[]));
     let _ = join_all(tasks).await;
-    let url = mux.url(SCRAM_USER, SCRAM_PASS, "lc_min");
-    let extra = (0..5).map(|_| {
-        let url = url.clone();
-        async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            c.query_one("SELECT pg_sleep(0.3)", &[]).await.unwrap();
-        }
+    // Five clients logged in first (SCRAM is slow in debug builds), then their queries at once.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(mux.connect(SCRAM_USER, SCRAM_PASS, "lc_min").await.unwrap());
+    }
+    let extra = clients.iter().map(|c| async move {
+        c.query_one("SELECT pg_sleep(1)", &[]).await.unwrap();
     });
     // The most servers seen while the extras run: under load the first extras may idle past
     // server_idle_timeout (and be closed) before the last one finishes.
