@@ -333,3 +333,41 @@ fn pgbench_prepared_with_eviction_and_fewer_servers_than_clients() {
     let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_prepared_statements = 2\nmax_client_conn = 100");
     pgbench_three_statements(mux.port, "prepared");
 }
+
+/// DDL that changes a prepared statement's result columns, through pgmux: the client that
+/// prepared it before gets PostgreSQL's `cached plan must not change result type`, as on a
+/// direct connection and through PgBouncer, never rows of the new shape (tokio-postgres, like
+/// asyncpg and JDBC, decodes them with the columns it was told at prepare: an int4 column
+/// changed to text read back as 825241648 for '1000'). DDL that leaves its columns alone costs
+/// nothing, and a statement prepared after the DDL has the new shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_before_ddl_keeps_its_shape_or_is_refused() {
+    let pg = Cluster::shared();
+    pg.psql(
+        "app",
+        &format!(
+            "DROP TABLE IF EXISTS prep_ddl; CREATE TABLE prep_ddl (id int, a int); \
+             INSERT INTO prep_ddl VALUES (1, 1000); ALTER TABLE prep_ddl OWNER TO {SCRAM_USER}"
+        ),
+    );
+    let mux = Pgmux::start(pg, "default_pool_size = 1");
+    let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let other = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let sql = "SELECT a FROM prep_ddl WHERE id = $1";
+    let before = a.prepare(sql).await.unwrap();
+    assert_eq!(a.query_one(&before, &[&1i32]).await.unwrap().get::<_, i32>(0), 1000);
+    // Another table's columns, and a column the statement does not read: it goes on.
+    other.batch_execute("ALTER TABLE prep_ddl ADD COLUMN b int").await.unwrap();
+    assert_eq!(a.query_one(&before, &[&1i32]).await.unwrap().get::<_, i32>(0), 1000);
+    // Its own column's type.
+    other.batch_execute("ALTER TABLE prep_ddl ALTER COLUMN a TYPE text").await.unwrap();
+    for _ in 0..2 {
+        let e = a.query_one(&before, &[&1i32]).await.expect_err("the old statement is refused");
+        assert_eq!(db_error(&e), ("0A000".to_owned(), "cached plan must not change result type".to_owned()));
+    }
+    let after = a.prepare(sql).await.unwrap();
+    assert_eq!(a.query_one(&after, &[&1i32]).await.unwrap().get::<_, String>(0), "1000");
+    // The other client, preparing the text for the first time, gets the new shape too.
+    let theirs = other.prepare(sql).await.unwrap();
+    assert_eq!(other.query_one(&theirs, &[&1i32]).await.unwrap().get::<_, String>(0), "1000");
+}

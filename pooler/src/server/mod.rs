@@ -9,5 +9,5 @@ mod target;
 pub use conn::{is_reported, ServerConn, ServerParams};
 pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
 pub use rescue::{recover, Abandoned};
-pub use statements::{Held, ServerStatements};
+pub use statements::ServerStatements;
 pub use target::Target;

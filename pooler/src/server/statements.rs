@@ -3,38 +3,19 @@
 //! per-server cache: a Bind or Describe marks its statement used, a Parse that makes the cache
 //! exceed the limit closes the least recently used ones.
 //!
-//! Each entry remembers the statement epoch it was prepared in (`Shared::statement_epoch`,
-//! raised when DDL passes through pgmux or a server reports `cached plan must not change result
-//! type`): an entry from an older epoch is stale, and is closed and prepared again before its next
-//! use, so that PostgreSQL plans it afresh instead of failing on a changed result shape.
+//! Statements parsed by clients in another statement epoch have other hashes
+//! (`client::prepared`), so an entry here is never prepared again behind its clients' backs: a
+//! client that prepared a statement before DDL that changed its result columns gets PostgreSQL's
+//! `cached plan must not change result type`, as on a direct connection, not rows of another shape.
 
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-/// What a server holds for a statement hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
-    /// Prepared in the current epoch: usable as it is.
-    Fresh,
-    /// Prepared before the current epoch: close it and prepare it again.
-    Stale,
-    /// Not prepared here.
-    Absent,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// Tick of its last use.
-    used: u64,
-    /// Statement epoch it was prepared in.
-    epoch: u64,
-}
-
-/// The statements prepared on a server.
+/// The statements prepared on a server, each with the tick of its last use.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    entries: HashMap<u64, Entry, RandomState>,
+    entries: HashMap<u64, u64, RandomState>,
     tick: u64,
 }
 
@@ -44,24 +25,22 @@ impl ServerStatements {
         self.entries.contains_key(&hash)
     }
 
-    /// Whether `hash` is prepared here and still good in `epoch`; a fresh one is marked as just
-    /// used.
-    pub fn lookup(&mut self, hash: u64, epoch: u64) -> Held {
+    /// True when `hash` is prepared here, marking it as just used.
+    pub fn lookup(&mut self, hash: u64) -> bool {
         self.tick += 1;
         match self.entries.get_mut(&hash) {
-            Some(e) if e.epoch >= epoch => {
-                e.used = self.tick;
-                Held::Fresh
+            Some(used) => {
+                *used = self.tick;
+                true
             }
-            Some(_) => Held::Stale,
-            None => Held::Absent,
+            None => false,
         }
     }
 
-    /// Records `hash` as prepared in `epoch` (and just used).
-    pub fn insert(&mut self, hash: u64, epoch: u64) {
+    /// Records `hash` as prepared here (and just used).
+    pub fn insert(&mut self, hash: u64) {
         self.tick += 1;
-        self.entries.insert(hash, Entry { used: self.tick, epoch });
+        self.entries.insert(hash, self.tick);
     }
 
     /// Forgets `hash` (closed, or its Parse failed).
@@ -77,7 +56,7 @@ impl ServerStatements {
         if self.entries.len() <= max {
             return None;
         }
-        let (&victim, _) = self.entries.iter().min_by_key(|(_, e)| e.used)?;
+        let (&victim, _) = self.entries.iter().min_by_key(|(_, &used)| used)?;
         self.entries.remove(&victim);
         Some(victim)
     }
@@ -106,35 +85,14 @@ mod tests {
     fn eviction_follows_use_not_insertion() {
         let mut s = ServerStatements::default();
         for h in 1..=3 {
-            s.insert(h, 0);
+            s.insert(h);
         }
-        assert_eq!(s.lookup(1, 0), Held::Fresh);
-        assert_eq!(s.lookup(9, 0), Held::Absent);
+        assert!(s.lookup(1));
+        assert!(!s.lookup(9));
         assert_eq!(s.evict_over(3), None);
         assert_eq!(s.evict_over(1), Some(2));
         assert_eq!(s.evict_over(1), Some(3));
         assert_eq!(s.evict_over(1), None);
         assert!(s.contains(1));
-    }
-
-    #[test]
-    fn an_older_epoch_is_stale_until_prepared_again() {
-        let mut s = ServerStatements::default();
-        s.insert(7, 1);
-        assert_eq!(s.lookup(7, 1), Held::Fresh);
-        assert_eq!(s.lookup(7, 2), Held::Stale);
-        s.insert(7, 2);
-        assert_eq!(s.lookup(7, 2), Held::Fresh);
-        assert_eq!(s.len(), 1);
-    }
-
-    #[test]
-    fn a_stale_entry_is_not_marked_used() {
-        let mut s = ServerStatements::default();
-        s.insert(1, 1);
-        s.insert(2, 2);
-        assert_eq!(s.lookup(1, 2), Held::Stale);
-        // 1 was not touched by the stale lookup: it is still the least recently used.
-        assert_eq!(s.evict_over(1), Some(1));
     }
 }

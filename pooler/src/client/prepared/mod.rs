@@ -19,7 +19,10 @@
 //!   is served as a named one instead: Parse of "" is renamed to the statement's server-side name,
 //!   or skipped when that server has it prepared already (by any client, named or not), and Bind
 //!   and Describe of "" are renamed to match. PostgreSQL then neither parses nor plans the text
-//!   again. The statement epoch ([`invalidation`]) keeps it correct across DDL.
+//!   again. The statement epoch ([`invalidation`]) keeps it correct across DDL: a text parsed
+//!   after DDL that may change result columns gets a name of its own, prepared afresh, while a
+//!   statement a client prepared before it stays the one the client described (PostgreSQL
+//!   plans it again, or refuses it when its columns changed, as on a direct connection).
 
 pub mod bench;
 pub mod invalidation;
@@ -49,13 +52,16 @@ pub struct Statement {
 }
 
 /// The hash that names a statement on servers: of its query text and parameter types (the
-/// Parse body after the name) and of the client's [`name_context`], so that equal statements
-/// share a name whoever prepared them, as long as their names mean the same tables.
-fn statement_hash(parse_rest: &[u8], context: u64) -> u64 {
+/// Parse body after the name), of the client's [`name_context`] and of the statement epoch it
+/// was parsed in, so that equal statements share a name whoever prepared them, as long as their
+/// names mean the same tables and the same columns. A statement prepared before DDL is never
+/// swapped for one of the new shape under the client that described it: drivers that cache a
+/// statement's columns (asyncpg, tokio-postgres, JDBC) decode rows with them.
+fn statement_hash(parse_rest: &[u8], context: u64, epoch: u64) -> u64 {
     let mut h = DefaultHasher::new();
     parse_rest.hash(&mut h);
-    if context != 0 {
-        context.hash(&mut h);
+    if context != 0 || epoch != 0 {
+        (context, epoch).hash(&mut h);
     }
     h.finish()
 }
@@ -205,7 +211,8 @@ impl ClientStatements {
         let map = named
             .into_iter()
             .map(|(name, rest)| {
-                let hash = statement_hash(&rest, context);
+                // This process's first epoch: its servers have none of these yet.
+                let hash = statement_hash(&rest, context, 0);
                 (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
             .collect();

@@ -10,7 +10,7 @@ use pgmux_protocol::{tags, ProtocolError};
 use super::tracker::{ClientUndo, Item, Kind, Tracker};
 use super::{server_name, statement_hash, ClientStatements, Statement, NAME_LEN};
 use crate::client::splice;
-use crate::server::{Held, ServerStatements};
+use crate::server::ServerStatements;
 
 /// Why a client message cannot be relayed; the client is closed, as PgBouncer does.
 #[derive(Debug)]
@@ -56,7 +56,8 @@ pub struct Rewrite<'a> {
     pub max: usize,
     /// cache_unnamed_statements: the unnamed statement is served as a named one.
     pub cache_unnamed: bool,
-    /// The statement epoch now: entries prepared before it are prepared again.
+    /// The statement epoch now: what clients parse in it is named apart from what they parsed
+    /// before it (`statement_hash`).
     pub epoch: u64,
     /// Named Parses from the client (SHOW STATS total_client_parse_count).
     pub client_parses: u64,
@@ -104,31 +105,21 @@ impl Rewrite<'_> {
         n
     }
 
-    /// Whether the server holds `hash` in the current epoch. A stale one (or any, with `renew`)
-    /// gets its Close inserted at `at` (`inserted` grows by its length) and is then absent.
+    /// Whether the server holds `hash`. With `renew` one it holds gets its Close inserted at
+    /// `at` (`inserted` grows by its length) and is then absent.
     fn held(&mut self, buf: &mut BytesMut, at: usize, hash: u64, inserted: &mut usize, renew: bool) -> bool {
-        match self.server.lookup(hash, self.epoch) {
-            Held::Fresh if !renew => true,
-            Held::Absent => false,
-            Held::Fresh | Held::Stale => {
-                self.server.remove(hash);
-                self.tracker.scratch.clear();
-                extended::target_message(
-                    &mut self.tracker.scratch,
-                    tags::frontend::CLOSE,
-                    STATEMENT,
-                    &server_name(hash),
-                );
-                *inserted += self.insert_scratch(buf, at);
-                self.push(Item {
-                    kind: Kind::Close,
-                    swallow: true,
-                    server: Some((hash, false)),
-                    client: ClientUndo::None,
-                });
-                false
-            }
+        if !self.server.lookup(hash) {
+            return false;
         }
+        if !renew {
+            return true;
+        }
+        self.server.remove(hash);
+        self.tracker.scratch.clear();
+        extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, &server_name(hash));
+        *inserted += self.insert_scratch(buf, at);
+        self.push(Item { kind: Kind::Close, swallow: true, server: Some((hash, false)), client: ClientUndo::None });
+        false
     }
 
     /// Makes sure the server has the statement `hash` (`parse_rest` after its name), injecting
@@ -141,7 +132,7 @@ impl Rewrite<'_> {
         self.tracker.scratch.clear();
         extended::parse_raw(&mut self.tracker.scratch, &server_name(hash), parse_rest);
         n += self.insert_scratch(buf, at + n);
-        self.server.insert(hash, self.epoch);
+        self.server.insert(hash);
         self.server_parses += 1;
         self.push(Item { kind: Kind::Parse, swallow: true, server: Some((hash, true)), client: ClientUndo::None });
         n + self.evict(buf, at + n)
@@ -154,8 +145,10 @@ impl Rewrite<'_> {
         if !self.cache_unnamed || !self.client.unnamed_valid {
             return None;
         }
-        let hash =
-            *self.client.unnamed_hash.get_or_insert_with(|| statement_hash(&self.client.unnamed, self.client.context));
+        let hash = *self
+            .client
+            .unnamed_hash
+            .get_or_insert_with(|| statement_hash(&self.client.unnamed, self.client.context, self.epoch));
         let rest = std::mem::take(&mut self.client.unnamed);
         let n = self.ensure_prepared(buf, at, hash, &rest);
         self.client.unnamed = rest;
@@ -185,7 +178,7 @@ impl Rewrite<'_> {
         }
         let at = at + pre;
         let total = Self::rename(buf, at, total, at + 5, name_len, hash);
-        self.server.insert(hash, self.epoch);
+        self.server.insert(hash);
         self.server_parses += 1;
         self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client });
         pre + total + self.evict(buf, at + total)
@@ -262,7 +255,7 @@ impl Rewrite<'_> {
                     self.client.unnamed.extend_from_slice(p.rest);
                     self.client.unnamed_valid = true;
                     if self.cache_unnamed {
-                        let hash = statement_hash(p.rest, self.client.context);
+                        let hash = statement_hash(p.rest, self.client.context, self.epoch);
                         self.client.unnamed_hash = Some(hash);
                         // PostgreSQL analyses an unnamed Parse when it comes: behind requests
                         // still in flight (DDL in the same pipeline) the statement is prepared
@@ -278,7 +271,7 @@ impl Rewrite<'_> {
                 if self.client.map.contains_key(p.name) {
                     return Err(RewriteError::NameInUse(Bytes::copy_from_slice(p.name)));
                 }
-                let hash = statement_hash(p.rest, self.client.context);
+                let hash = statement_hash(p.rest, self.client.context, self.epoch);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
                 let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });

@@ -58,8 +58,7 @@ impl Item {
     pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {
         match self.server {
             Some((h, true)) => server.remove(h),
-            // Back as it was, in the oldest epoch: if the epoch moved on meanwhile it is stale.
-            Some((h, false)) => server.insert(h, 0),
+            Some((h, false)) => server.insert(h),
             None => {}
         }
         match self.client {
