@@ -387,3 +387,42 @@ async fn a_login_value_of_an_unreported_tracked_parameter_survives_another_clien
     let a2 = with_path("a_login").await;
     assert_eq!(value(&a2, "SHOW search_path").await, "a_login");
 }
+
+/// A client that leaves inside a transaction that took a session advisory lock: the lock
+/// outlives the ROLLBACK, so the server is closed (as PgBouncer closes every server left in a
+/// transaction) and the lock goes with it. A transaction without one keeps its server
+/// (rolled back and rescued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_in_an_abandoned_transaction_goes_with_its_server() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "pool_mode = transaction\ndefault_pool_size = 1");
+    let direct = pg.connect_direct().await;
+    let lock_free = |key: i64| {
+        let direct = &direct;
+        async move {
+            let free: bool = direct.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.unwrap().get(0);
+            if free {
+                direct.query_one("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap();
+            }
+            free
+        }
+    };
+    // A temporary table made in it is rolled back with it: the same server serves the next client.
+    let a = connect(&mux).await;
+    let before = value(&a, "SELECT pg_backend_pid()").await;
+    a.batch_execute("BEGIN; CREATE TEMP TABLE abandoned_tx (x int)").await.unwrap();
+    drop(a);
+    let b = connect(&mux).await;
+    assert_eq!(value(&b, "SELECT pg_backend_pid()").await, before, "rescued");
+    assert_eq!(value(&b, "SELECT count(*) FROM pg_tables WHERE tablename = 'abandoned_tx'").await, "0");
+    drop(b);
+    // With a session advisory lock taken in the transaction.
+    let a = connect(&mux).await;
+    a.batch_execute("BEGIN").await.unwrap();
+    a.simple_query("SELECT pg_advisory_lock(424242)").await.unwrap();
+    assert!(!lock_free(424242).await, "held by the client");
+    drop(a);
+    crate::harness::eventually_async("the lock released with its server", || lock_free(424242)).await;
+    let b = connect(&mux).await;
+    assert_ne!(value(&b, "SELECT pg_backend_pid()").await, before, "a new server");
+}

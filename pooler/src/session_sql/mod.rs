@@ -80,6 +80,17 @@ impl Effect {
     }
 }
 
+/// The sticky state a ROLLBACK leaves in place: a session-level advisory lock taken inside a
+/// transaction is held until unlocked or the session ends.
+pub const ADVISORY_LOCK: &str = "a session advisory lock";
+
+impl Effect {
+    /// True for state that outlives the transaction it was made in even when that rolls back.
+    pub fn survives_rollback(&self) -> bool {
+        matches!(self, Effect::Sticky(what) if *what == ADVISORY_LOCK)
+    }
+}
+
 /// Texts longer than this are not looked at (a bulk INSERT is not a SET).
 pub const MAX_TEXT: usize = 64 * 1024;
 
@@ -167,7 +178,7 @@ fn lexed(text: &[u8], strings: Strings) -> (Vec<Statement>, u32) {
             if let Some(effect) = statement(text, &words, end) {
                 out.push(Statement { at, effect });
             } else if advisory {
-                out.push(Statement { at, effect: Effect::Sticky("a session advisory lock") });
+                out.push(Statement { at, effect: Effect::Sticky(ADVISORY_LOCK) });
             }
             at += 1;
         }

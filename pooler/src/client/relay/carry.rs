@@ -49,6 +49,9 @@ pub(super) struct Made {
     foreseen: bool,
     /// Sticky kinds already logged.
     logged: Vec<&'static str>,
+    /// The open transaction made state that outlives its ROLLBACK (a session advisory lock): a
+    /// client that leaves in it does not leave its server to the pool.
+    sticky_in_tx: bool,
 }
 
 impl Carry {
@@ -61,6 +64,12 @@ impl Carry {
     #[inline]
     pub fn busy(&self) -> bool {
         self.made.as_ref().is_some_and(|m| !m.in_flight.is_idle())
+    }
+
+    /// True when the client's open transaction made (or may be making: its statement still
+    /// runs) state a ROLLBACK would not take away: a session advisory lock.
+    pub fn sticky_in_transaction(&self) -> bool {
+        self.made.as_ref().is_some_and(|m| m.sticky_in_tx || m.in_flight.pending().any(Effect::survives_rollback))
     }
 
     /// True when a Bind or Execute may run something that matters (a statement the client
@@ -153,9 +162,14 @@ impl Relay {
         // A name setting in flight counted already (see `refresh_name_context`); settled,
         // failed or rolled back, the context is computed again.
         let mut settings_changed = made.foreseen || made.in_flight.pending().any(prepared::changes_names);
-        for e in made.in_flight.on_ready(status, failed) {
+        let effects = made.in_flight.on_ready(status, failed);
+        if status == TxStatus::Idle {
+            made.sticky_in_tx = false;
+        }
+        for e in effects {
             match e {
                 Effect::Sticky(what) => {
+                    made.sticky_in_tx |= status != TxStatus::Idle && e.survives_rollback();
                     if self.carry.pin {
                         if !self.carry.pinned {
                             self.carry.pinned = true;
