@@ -361,13 +361,28 @@ async fn a_statement_prepared_before_ddl_keeps_its_shape_or_is_refused() {
     assert_eq!(a.query_one(&before, &[&1i32]).await.unwrap().get::<_, i32>(0), 1000);
     // Its own column's type.
     other.batch_execute("ALTER TABLE prep_ddl ALTER COLUMN a TYPE text").await.unwrap();
+    let epoch = || mux.shared.statement_epoch.load(std::sync::atomic::Ordering::Relaxed);
+    let after_ddl = epoch();
     for _ in 0..2 {
         let e = a.query_one(&before, &[&1i32]).await.expect_err("the old statement is refused");
         assert_eq!(db_error(&e), ("0A000".to_owned(), "cached plan must not change result type".to_owned()));
     }
+    // Those refusals tell pgmux nothing new: every client's cached texts stay usable.
+    assert_eq!(epoch(), after_ddl, "the statement epoch is not raised by them");
     let after = a.prepare(sql).await.unwrap();
     assert_eq!(a.query_one(&after, &[&1i32]).await.unwrap().get::<_, String>(0), "1000");
     // The other client, preparing the text for the first time, gets the new shape too.
     let theirs = other.prepare(sql).await.unwrap();
     assert_eq!(other.query_one(&theirs, &[&1i32]).await.unwrap().get::<_, String>(0), "1000");
+    // A migration that prepares the text inside its transaction, after its DDL: a statement of
+    // its own with the new columns (the server holds the text's statement from before the
+    // DDL), and the statements prepared before stay as they were described.
+    let mut other = other;
+    let tx = other.transaction().await.unwrap();
+    tx.batch_execute("ALTER TABLE prep_ddl ALTER COLUMN a TYPE bigint USING a::bigint").await.unwrap();
+    let in_tx = tx.prepare(sql).await.expect("prepared in the migration's transaction");
+    assert_eq!(tx.query_one(&in_tx, &[&1i32]).await.unwrap().get::<_, i64>(0), 1000);
+    tx.commit().await.unwrap();
+    let e = a.query_one(&after, &[&1i32]).await.expect_err("described as text before the migration");
+    assert_eq!(db_error(&e).0, "0A000");
 }

@@ -121,6 +121,14 @@ pub struct ClientStatements {
     unnamed_valid: bool,
     /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it).
     unnamed_hash: Option<u64>,
+    /// `unnamed` went to the server as the unnamed statement, not from the cache: parsed behind
+    /// DDL that may not have taken effect yet (`Rewrite::message`).
+    unnamed_uncached: bool,
+    /// A Parse since the last ReadyForQuery was answered from the server's cache: a
+    /// `cached plan must not change result type` now means DDL behind pgmux's back (not a
+    /// statement its client prepared before DDL), and raises the statement epoch. Here, not in
+    /// the [`Tracker`], for the room: a byte more there grows every client's task.
+    pub(crate) served_from_cache: bool,
     /// What the client's names mean (its search_path and role, [`name_context`]); part of
     /// every statement hash it makes.
     context: u64,
@@ -222,6 +230,8 @@ impl ClientStatements {
             unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(),
             unnamed_valid,
             unnamed_hash: None,
+            unnamed_uncached: false,
+            served_from_cache: false,
             context,
         }
     }

@@ -105,33 +105,15 @@ impl Rewrite<'_> {
         n
     }
 
-    /// Whether the server holds `hash`. With `renew` one it holds gets its Close inserted at
-    /// `at` (`inserted` grows by its length) and is then absent.
-    fn held(&mut self, buf: &mut BytesMut, at: usize, hash: u64, inserted: &mut usize, renew: bool) -> bool {
-        if !self.server.lookup(hash) {
-            return false;
-        }
-        if !renew {
-            return true;
-        }
-        self.server.remove(hash);
-        self.tracker.scratch.clear();
-        extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, &server_name(hash));
-        *inserted += self.insert_scratch(buf, at);
-        self.push(Item { kind: Kind::Close, swallow: true, server: Some((hash, false)), client: ClientUndo::None });
-        false
-    }
-
     /// Makes sure the server has the statement `hash` (`parse_rest` after its name), injecting
     /// its Parse at `at`; returns bytes inserted.
     fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, hash: u64, parse_rest: &[u8]) -> usize {
-        let mut n = 0;
-        if self.held(buf, at, hash, &mut n, false) {
+        if self.server.lookup(hash) {
             return 0;
         }
         self.tracker.scratch.clear();
         extended::parse_raw(&mut self.tracker.scratch, &server_name(hash), parse_rest);
-        n += self.insert_scratch(buf, at + n);
+        let n = self.insert_scratch(buf, at);
         self.server.insert(hash);
         self.server_parses += 1;
         self.push(Item { kind: Kind::Parse, swallow: true, server: Some((hash, true)), client: ClientUndo::None });
@@ -142,7 +124,7 @@ impl Rewrite<'_> {
     /// injected at `at` if needed): its hash and the bytes inserted. None when the client has no
     /// unnamed statement or the cache is off.
     fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(u64, usize)> {
-        if !self.cache_unnamed || !self.client.unnamed_valid {
+        if !self.cache_unnamed || !self.client.unnamed_valid || self.client.unnamed_uncached {
             return None;
         }
         let hash = *self
@@ -157,8 +139,7 @@ impl Rewrite<'_> {
 
     /// A named Parse (client name or, with the cache, the unnamed statement) of `hash`, `total`
     /// bytes at `at` with a name of `name_len` bytes: skipped and answered by pgmux when the
-    /// server holds the statement, renamed and sent otherwise. With `renew` a statement the
-    /// server holds is closed and prepared again. Returns the bytes now sendable.
+    /// server holds the statement, renamed and sent otherwise. Returns the bytes now sendable.
     fn parse_named(
         &mut self,
         buf: &mut BytesMut,
@@ -166,22 +147,20 @@ impl Rewrite<'_> {
         total: usize,
         (name_len, hash): (usize, u64),
         client: ClientUndo,
-        renew: bool,
     ) -> usize {
         self.client_parses += 1;
-        let mut pre = 0;
-        if self.held(buf, at, hash, &mut pre, renew) {
+        if self.server.lookup(hash) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
+            self.client.served_from_cache = true;
             self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client });
             return 0;
         }
-        let at = at + pre;
         let total = Self::rename(buf, at, total, at + 5, name_len, hash);
         self.server.insert(hash);
         self.server_parses += 1;
         self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client });
-        pre + total + self.evict(buf, at + total)
+        total + self.evict(buf, at + total)
     }
 
     /// Before a Bind or Describe of the unnamed statement: makes the server's unnamed statement
@@ -254,14 +233,16 @@ impl Rewrite<'_> {
                     self.client.unnamed.clear();
                     self.client.unnamed.extend_from_slice(p.rest);
                     self.client.unnamed_valid = true;
-                    if self.cache_unnamed {
+                    // PostgreSQL analyses an unnamed Parse when it comes: behind requests still
+                    // in flight (DDL in the same pipeline) or DDL earlier in the transaction
+                    // (the epoch rises when it ends) it may see columns no cached statement
+                    // has, and goes to the server as it came, as with the cache off.
+                    let behind_ddl = !self.tracker.only_own_answers() || self.tracker.ddl_seen;
+                    self.client.unnamed_uncached = behind_ddl;
+                    if self.cache_unnamed && !behind_ddl {
                         let hash = statement_hash(p.rest, self.client.context, self.epoch);
                         self.client.unnamed_hash = Some(hash);
-                        // PostgreSQL analyses an unnamed Parse when it comes: behind requests
-                        // still in flight (DDL in the same pipeline) the statement is prepared
-                        // again rather than taken as it was.
-                        let renew = !self.tracker.only_own_answers();
-                        return done(self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed, renew), 0);
+                        return done(self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed), 0);
                     }
                     self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;
@@ -271,12 +252,15 @@ impl Rewrite<'_> {
                 if self.client.map.contains_key(p.name) {
                     return Err(RewriteError::NameInUse(Bytes::copy_from_slice(p.name)));
                 }
-                let hash = statement_hash(p.rest, self.client.context, self.epoch);
+                // After DDL in the open transaction a text may mean other columns than the same
+                // text prepared before it: a name of its own (the epoch rises when it ends).
+                let epoch = if self.tracker.ddl_seen { rand::random::<u64>() | 1 << 63 } else { self.epoch };
+                let hash = statement_hash(p.rest, self.client.context, epoch);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
                 let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
-                done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name), false), 0)
+                done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name)), 0)
             }
             tags::frontend::BIND => {
                 let end = buf.len().min(at + total);

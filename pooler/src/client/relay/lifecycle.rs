@@ -402,9 +402,8 @@ impl Relay {
             return false;
         }
         // A session advisory lock taken in the transaction outlives its ROLLBACK: closed, as
-        // PgBouncer closes every server left in a transaction, it goes with the server (a
-        // pinned client's server is reset with DISCARD ALL instead).
-        if !self.carry.pinned && self.carry.sticky_in_transaction() {
+        // PgBouncer closes every server left in a transaction, it goes with the server.
+        if self.carry.sticky_in_transaction() {
             return false;
         }
         let state = server::Abandoned { unread: self.sout.split_off(self.s_ready), skip: self.s_skip, flow: self.flow };

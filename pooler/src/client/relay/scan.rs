@@ -391,8 +391,16 @@ impl Relay {
                     if ddl_tag && invalidation::changes_result_shapes(extended::command_tag(&avail[5..total])?) {
                         self.tracker.ddl_seen = true;
                     }
+                    // A refused statement its client prepared before DDL says nothing new (the
+                    // epoch rose then); one just taken from the cache says the schema changed
+                    // behind pgmux's back.
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
-                    let refused = held_error && invalidation::is_stale_plan_error(&avail[5..total]);
+                    let refused = held_error
+                        && self.statements.served_from_cache
+                        && invalidation::is_stale_plan_error(&avail[5..total]);
+                    if tag == tags::backend::READY_FOR_QUERY {
+                        self.statements.served_from_cache = false;
+                    }
                     if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
