@@ -219,7 +219,8 @@ impl ClientStatements {
         let map = named
             .into_iter()
             .map(|(name, rest)| {
-                // This process's first epoch: its servers have none of these yet.
+                // Named as in this process's first epoch: a server that lacks one prepares it
+                // from its text at its first use.
                 let hash = statement_hash(&rest, context, 0);
                 (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
