@@ -60,6 +60,20 @@ async fn run_unnamed(c: &mut Raw, sql: &str, param: Option<&str>) -> Vec<String>
     c.until_ready().await
 }
 
+/// Runs the named statement `js1` of `sql`, parsing it first when `parse`.
+async fn run_named(c: &mut Raw, sql: &str, parse: bool) -> Vec<String> {
+    c.send(|m| {
+        if parse {
+            build::parse(m, "js1", sql);
+        }
+        build::bind(m, "", "js1", &[]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    c.until_ready().await
+}
+
 /// The statements prepared on the only server, as pgmux named them.
 async fn server_statements(c: &mut Raw) -> Vec<String> {
     c.send(|m| build::query(m, "SELECT statement FROM pg_prepared_statements ORDER BY 1")).await;
@@ -145,6 +159,24 @@ async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again()
     assert_eq!(got, ["1", "E:0A000:cached plan must not change result type", "Z"]);
     // The error raised the statement epoch: the next use closes and prepares it again.
     assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,2", "C", "Z"]);
+}
+
+/// postgres.js's way back after a migration made straight on PostgreSQL: its named statement is
+/// refused, and it describes the text again as the unnamed statement. That refusal told pgmux
+/// the schema changed, so the unnamed Parse gets a fresh statement, not the refused one of the
+/// same text from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refused_named_statement_the_same_text_unnamed_is_prepared_afresh() {
+    let pg = Cluster::shared();
+    fresh_table(pg, "cache_ddl_named");
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_ddl_named";
+    assert_eq!(run_named(&mut c, sql, true).await, ["1", "2", "D:1", "C", "Z"]);
+    pg.psql("app", "ALTER TABLE cache_ddl_named ALTER COLUMN a TYPE text");
+    let got = run_named(&mut c, sql, false).await;
+    assert_eq!(got, ["E:0A000:cached plan must not change result type", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"], "the new shape, no error");
 }
 
 /// The same text means other tables to clients with other search_paths: each gets a statement

@@ -125,10 +125,14 @@ pub struct ClientStatements {
     /// DDL that may not have taken effect yet (`Rewrite::message`).
     unnamed_uncached: bool,
     /// A Parse since the last ReadyForQuery was answered from the server's cache: a
-    /// `cached plan must not change result type` now means DDL behind pgmux's back (not a
-    /// statement its client prepared before DDL), and raises the statement epoch. Here, not in
-    /// the [`Tracker`], for the room: a byte more there grows every client's task.
+    /// `cached plan must not change result type` now means DDL behind pgmux's back, and raises
+    /// the statement epoch. Here, not in the [`Tracker`], for the room: a byte more there grows
+    /// every client's task.
     pub(crate) served_from_cache: bool,
+    /// The statement epoch this client's last refused statement raised it to, plus one (low 32
+    /// bits; 0 for none): a client that goes on running a statement prepared before DDL is
+    /// refused each time, and raises the epoch once, not at every call.
+    pub(crate) raised_epoch: u32,
     /// What the client's names mean (its search_path and role, [`name_context`]); part of
     /// every statement hash it makes.
     context: u64,
@@ -233,6 +237,7 @@ impl ClientStatements {
             unnamed_hash: None,
             unnamed_uncached: false,
             served_from_cache: false,
+            raised_epoch: 0,
             context,
         }
     }

@@ -391,17 +391,24 @@ impl Relay {
                     if ddl_tag && invalidation::changes_result_shapes(extended::command_tag(&avail[5..total])?) {
                         self.tracker.ddl_seen = true;
                     }
-                    // A refused statement its client prepared before DDL says nothing new (the
-                    // epoch rose then); one just taken from the cache says the schema changed
-                    // behind pgmux's back.
+                    // A refused statement says the schema changed (behind pgmux's back, if it
+                    // was just taken from the cache): texts parsed from now on get statements
+                    // of their own. A client refused again in the epoch it raised (it goes on
+                    // running a statement it prepared before the change) says nothing new.
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
-                    let refused = held_error
-                        && self.statements.served_from_cache
-                        && invalidation::is_stale_plan_error(&avail[5..total]);
+                    let mut raise = ended && std::mem::take(&mut self.tracker.ddl_seen);
+                    if held_error && invalidation::is_stale_plan_error(&avail[5..total]) {
+                        let now = self.shared.statement_epoch.load(Ordering::Relaxed);
+                        let raised_to = now.wrapping_add(1);
+                        if self.statements.served_from_cache || self.statements.raised_epoch != raised_to as u32 {
+                            self.statements.raised_epoch = raised_to.wrapping_add(1) as u32;
+                            raise = true;
+                        }
+                    }
                     if tag == tags::backend::READY_FOR_QUERY {
                         self.statements.served_from_cache = false;
                     }
-                    if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
+                    if raise {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
