@@ -60,13 +60,13 @@ async fn run_unnamed(c: &mut Raw, sql: &str, param: Option<&str>) -> Vec<String>
     c.until_ready().await
 }
 
-/// Runs the named statement `js1` of `sql`, parsing it first when `parse`.
-async fn run_named(c: &mut Raw, sql: &str, parse: bool) -> Vec<String> {
+/// Runs the named statement `name` of `sql`, parsing it first when `parse`.
+async fn run_named(c: &mut Raw, name: &str, sql: &str, parse: bool) -> Vec<String> {
     c.send(|m| {
         if parse {
-            build::parse(m, "js1", sql);
+            build::parse(m, name, sql);
         }
-        build::bind(m, "", "js1", &[]);
+        build::bind(m, "", name, &[]);
         build::execute(m, "");
         build::sync(m);
     })
@@ -172,11 +172,16 @@ async fn after_a_refused_named_statement_the_same_text_unnamed_is_prepared_afres
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM cache_ddl_named";
-    assert_eq!(run_named(&mut c, sql, true).await, ["1", "2", "D:1", "C", "Z"]);
-    pg.psql("app", "ALTER TABLE cache_ddl_named ALTER COLUMN a TYPE text");
-    let got = run_named(&mut c, sql, false).await;
-    assert_eq!(got, ["E:0A000:cached plan must not change result type", "Z"]);
-    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"], "the new shape, no error");
+    assert_eq!(run_named(&mut c, "js1", sql, true).await, ["1", "2", "D:1", "C", "Z"]);
+    let refused = ["E:0A000:cached plan must not change result type", "Z"];
+    // Twice: each change is seen afresh by the statement prepared after the one before.
+    for (i, (alter, name)) in [("TYPE text", "js2"), ("TYPE int USING a::int", "js3")].into_iter().enumerate() {
+        pg.psql("app", &format!("ALTER TABLE cache_ddl_named ALTER COLUMN a {alter}"));
+        let old = if i == 0 { "js1" } else { "js2" };
+        assert_eq!(run_named(&mut c, old, sql, false).await, refused, "{alter}");
+        assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"], "{alter}: no error");
+        assert_eq!(run_named(&mut c, name, sql, true).await, ["1", "2", "D:1", "C", "Z"], "{alter}");
+    }
 }
 
 /// The same text means other tables to clients with other search_paths: each gets a statement

@@ -49,6 +49,8 @@ pub struct Statement {
     hash: u64,
     /// Everything in the Parse body after the name: query text and parameter types.
     parse_rest: Bytes,
+    /// The statement epoch it was parsed in.
+    epoch: u64,
 }
 
 /// The hash that names a statement on servers: of its query text and parameter types (the
@@ -124,15 +126,15 @@ pub struct ClientStatements {
     /// `unnamed` went to the server as the unnamed statement, not from the cache: parsed behind
     /// DDL that may not have taken effect yet (`Rewrite::message`).
     unnamed_uncached: bool,
-    /// A Parse since the last ReadyForQuery was answered from the server's cache: a
-    /// `cached plan must not change result type` now means DDL behind pgmux's back, and raises
-    /// the statement epoch. Here, not in the [`Tracker`], for the room: a byte more there grows
-    /// every client's task.
+    /// Since the last ReadyForQuery a Parse was answered from the server's cache
+    /// (`served_from_cache`), or a statement parsed in an earlier epoch was bound or described
+    /// (`used_older`). A `cached plan must not change result type` raises the statement epoch
+    /// (the schema changed behind pgmux's back) unless it may answer such an older statement
+    /// alone: a client that goes on running a statement it prepared before DDL is refused at
+    /// every call, and says nothing new. Here, not in the [`Tracker`], for the room: a byte more
+    /// there grows every client's task.
     pub(crate) served_from_cache: bool,
-    /// The statement epoch this client's last refused statement raised it to, plus one (low 32
-    /// bits; 0 for none): a client that goes on running a statement prepared before DDL is
-    /// refused each time, and raises the epoch once, not at every call.
-    pub(crate) raised_epoch: u32,
+    pub(crate) used_older: bool,
     /// What the client's names mean (its search_path and role, [`name_context`]); part of
     /// every statement hash it makes.
     context: u64,
@@ -226,7 +228,7 @@ impl ClientStatements {
                 // Named as in this process's first epoch: a server that lacks one prepares it
                 // from its text at its first use.
                 let hash = statement_hash(&rest, context, 0);
-                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
+                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest), epoch: 0 }))
             })
             .collect();
         let unnamed_valid = unnamed.is_some();
@@ -237,7 +239,7 @@ impl ClientStatements {
             unnamed_hash: None,
             unnamed_uncached: false,
             served_from_cache: false,
-            raised_epoch: 0,
+            used_older: false,
             context,
         }
     }

@@ -391,22 +391,21 @@ impl Relay {
                     if ddl_tag && invalidation::changes_result_shapes(extended::command_tag(&avail[5..total])?) {
                         self.tracker.ddl_seen = true;
                     }
-                    // A refused statement says the schema changed (behind pgmux's back, if it
-                    // was just taken from the cache): texts parsed from now on get statements
-                    // of their own. A client refused again in the epoch it raised (it goes on
-                    // running a statement it prepared before the change) says nothing new.
+                    // A refused statement says the schema changed behind pgmux's back: texts
+                    // parsed from now on get statements of their own. Unless the refusal may
+                    // answer a statement its client prepared before the epoch last rose (it
+                    // goes on running it): that says nothing new.
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
                     let mut raise = ended && std::mem::take(&mut self.tracker.ddl_seen);
-                    if held_error && invalidation::is_stale_plan_error(&avail[5..total]) {
-                        let now = self.shared.statement_epoch.load(Ordering::Relaxed);
-                        let raised_to = now.wrapping_add(1);
-                        if self.statements.served_from_cache || self.statements.raised_epoch != raised_to as u32 {
-                            self.statements.raised_epoch = raised_to.wrapping_add(1) as u32;
-                            raise = true;
-                        }
+                    let st = &mut self.statements;
+                    if held_error
+                        && (st.served_from_cache || !st.used_older)
+                        && invalidation::is_stale_plan_error(&avail[5..total])
+                    {
+                        raise = true;
                     }
                     if tag == tags::backend::READY_FOR_QUERY {
-                        self.statements.served_from_cache = false;
+                        (st.served_from_cache, st.used_older) = (false, false);
                     }
                     if raise {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
