@@ -361,15 +361,10 @@ async fn a_statement_prepared_before_ddl_keeps_its_shape_or_is_refused() {
     assert_eq!(a.query_one(&before, &[&1i32]).await.unwrap().get::<_, i32>(0), 1000);
     // Its own column's type.
     other.batch_execute("ALTER TABLE prep_ddl ALTER COLUMN a TYPE text").await.unwrap();
-    let epoch = || mux.shared.statement_epoch.load(std::sync::atomic::Ordering::Relaxed);
-    let after_ddl = epoch();
     for _ in 0..3 {
         let e = a.query_one(&before, &[&1i32]).await.expect_err("the old statement is refused");
         assert_eq!(db_error(&e), ("0A000".to_owned(), "cached plan must not change result type".to_owned()));
     }
-    // The statement was prepared before the epoch rose (at the DDL): its refusals say nothing
-    // new, and do not empty every client's cache again.
-    assert_eq!(epoch(), after_ddl, "not raised by them");
     let after = a.prepare(sql).await.unwrap();
     assert_eq!(a.query_one(&after, &[&1i32]).await.unwrap().get::<_, String>(0), "1000");
     // The other client, preparing the text for the first time, gets the new shape too.

@@ -1,9 +1,8 @@
 //! When the statements prepared on servers may no longer match the schema: PostgreSQL plans a
 //! prepared statement again by itself after DDL, but refuses one whose result columns changed
 //! (`cached plan must not change result type`, SQLSTATE 0A000). pgmux raises the statement epoch
-//! (`Shared::statement_epoch`) when it sees DDL pass or a server refuse a statement (not one its
-//! client parsed before the epoch last rose); texts parsed after that get statements of their
-//! own (`statement_hash`).
+//! (`Shared::statement_epoch`) when it sees DDL pass or a server refuse a statement; texts parsed
+//! after that get statements of their own (`statement_hash`).
 //! Pure functions of message bodies; the relay calls them.
 
 use pgmux_protocol::backend::ErrorFields;

@@ -49,8 +49,6 @@ pub struct Statement {
     hash: u64,
     /// Everything in the Parse body after the name: query text and parameter types.
     parse_rest: Bytes,
-    /// The statement epoch it was parsed in.
-    epoch: u64,
 }
 
 /// The hash that names a statement on servers: of its query text and parameter types (the
@@ -126,15 +124,6 @@ pub struct ClientStatements {
     /// `unnamed` went to the server as the unnamed statement, not from the cache: parsed behind
     /// DDL that may not have taken effect yet (`Rewrite::message`).
     unnamed_uncached: bool,
-    /// Since the last ReadyForQuery a Parse was answered from the server's cache
-    /// (`served_from_cache`), or a statement parsed in an earlier epoch was bound or described
-    /// (`used_older`). A `cached plan must not change result type` raises the statement epoch
-    /// (the schema changed behind pgmux's back) unless it may answer such an older statement
-    /// alone: a client that goes on running a statement it prepared before DDL is refused at
-    /// every call, and says nothing new. Here, not in the [`Tracker`], for the room: a byte more
-    /// there grows every client's task.
-    pub(crate) served_from_cache: bool,
-    pub(crate) used_older: bool,
     /// What the client's names mean (its search_path and role, [`name_context`]); part of
     /// every statement hash it makes.
     context: u64,
@@ -228,7 +217,7 @@ impl ClientStatements {
                 // Named as in this process's first epoch: a server that lacks one prepares it
                 // from its text at its first use.
                 let hash = statement_hash(&rest, context, 0);
-                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest), epoch: 0 }))
+                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
             .collect();
         let unnamed_valid = unnamed.is_some();
@@ -238,8 +227,6 @@ impl ClientStatements {
             unnamed_valid,
             unnamed_hash: None,
             unnamed_uncached: false,
-            served_from_cache: false,
-            used_older: false,
             context,
         }
     }

@@ -152,7 +152,6 @@ impl Rewrite<'_> {
         if self.server.lookup(hash) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
-            self.client.served_from_cache = true;
             self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client });
             return 0;
         }
@@ -258,7 +257,7 @@ impl Rewrite<'_> {
                 let hash = statement_hash(p.rest, self.client.context, epoch);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
-                let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest), epoch: self.epoch });
+                let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
                 done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name)), 0)
             }
@@ -283,7 +282,6 @@ impl Rewrite<'_> {
                     let Some(st) = self.client.map.get(head.statement).cloned() else {
                         return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
                     };
-                    self.client.used_older |= st.epoch < self.epoch;
                     (st.hash, self.ensure_prepared(buf, at, st.hash, &st.parse_rest))
                 };
                 self.binds += 1;
@@ -339,7 +337,6 @@ impl Rewrite<'_> {
                 let Some(st) = self.client.map.get(t.name).cloned() else {
                     return Err(RewriteError::Unknown(Bytes::copy_from_slice(t.name)));
                 };
-                self.client.used_older |= st.epoch < self.epoch;
                 let old = t.name.len();
                 let pre = self.ensure_prepared(buf, at, st.hash, &st.parse_rest);
                 let total = Self::rename(buf, at + pre, total, at + pre + 6, old, st.hash);

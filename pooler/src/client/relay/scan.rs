@@ -391,23 +391,11 @@ impl Relay {
                     if ddl_tag && invalidation::changes_result_shapes(extended::command_tag(&avail[5..total])?) {
                         self.tracker.ddl_seen = true;
                     }
-                    // A refused statement says the schema changed behind pgmux's back: texts
-                    // parsed from now on get statements of their own. Unless the refusal may
-                    // answer a statement its client prepared before the epoch last rose (it
-                    // goes on running it): that says nothing new.
+                    // A refused statement says the schema changed, perhaps behind pgmux's back:
+                    // texts parsed from now on get statements of their own.
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
-                    let mut raise = ended && std::mem::take(&mut self.tracker.ddl_seen);
-                    let st = &mut self.statements;
-                    if held_error
-                        && (st.served_from_cache || !st.used_older)
-                        && invalidation::is_stale_plan_error(&avail[5..total])
-                    {
-                        raise = true;
-                    }
-                    if tag == tags::backend::READY_FOR_QUERY {
-                        (st.served_from_cache, st.used_older) = (false, false);
-                    }
-                    if raise {
+                    let refused = held_error && invalidation::is_stale_plan_error(&avail[5..total]);
+                    if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
