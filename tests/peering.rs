@@ -53,11 +53,11 @@ async fn a_cancel_sent_to_another_peer_reaches_the_query() {
     let token = client.cancel_token();
     let sleep_query = || {
         let c = client.clone();
-        tokio::spawn(async move { c.simple_query("/* peering */ SELECT pg_sleep(20)").await.map(|_| ()) })
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) })
     };
     for round in 0..3 {
         let sleep = sleep_query();
-        pg.wait_until_running("/* peering */ SELECT pg_sleep(20)").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", second.port)).await.unwrap();
         token.cancel_query_raw(stream, NoTls).await.unwrap();
         let err = tokio::time::timeout(Duration::from_secs(10), sleep)
@@ -69,7 +69,7 @@ async fn a_cancel_sent_to_another_peer_reaches_the_query() {
     }
     // Sent to the issuer itself, the same key works as without peering.
     let sleep = sleep_query();
-    pg.wait_until_running("/* peering */ SELECT pg_sleep(20)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), sleep).await.unwrap().unwrap().unwrap_err();
     assert_eq!(db_error(&err).0, "57014");
