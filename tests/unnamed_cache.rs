@@ -145,20 +145,41 @@ async fn ddl_through_pgmux_makes_cached_statements_prepared_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ddl_behind_pgmux_costs_one_error_then_the_statement_is_prepared_again() {
+async fn ddl_behind_pgmux_is_met_by_preparing_the_text_again_unseen() {
     let pg = Cluster::shared();
     fresh_table(pg, "cache_ddl_direct");
     let mux = one_server(pg, "");
     let mut c = Raw::connect(&mux).await;
-    let sql = "SELECT * FROM cache_ddl_direct";
-    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"]);
-    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1", "C", "Z"], "served from the cache");
-    // Straight to PostgreSQL: pgmux cannot see it.
-    pg.psql("app", "ALTER TABLE cache_ddl_direct ADD COLUMN b int DEFAULT 2");
-    let got = run_unnamed(&mut c, sql, None).await;
-    assert_eq!(got, ["1", "E:0A000:cached plan must not change result type", "Z"]);
-    // The error raised the statement epoch: the next use closes and prepares it again.
-    assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,2", "C", "Z"]);
+    let sql = "SELECT * FROM cache_ddl_direct WHERE a = $1";
+    let one = Some("1");
+    assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1", "C", "Z"], "served from the cache");
+    assert_eq!(parse_counts(&mux).await, (2, 1, 2));
+    // Straight to PostgreSQL: pgmux cannot see it. The server refuses the cached statement
+    // (0A000, or 42883 where `a = $1` has no operator for the new type and $1's old one);
+    // pgmux prepares the text again and sends the batch again, as PostgreSQL parses an unnamed
+    // statement afresh: the client sees the new columns and no error.
+    for (i, alter) in ["ADD COLUMN b int DEFAULT 2", "ALTER COLUMN a TYPE text"].into_iter().enumerate() {
+        pg.psql("app", &format!("ALTER TABLE cache_ddl_direct {alter}"));
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1,2", "C", "Z"], "{alter}");
+        assert_eq!(parse_counts(&mux).await, (3 + i as u64 * 2, 2 + i as u64, 3 + i as u64 * 2), "{alter}");
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1,2", "C", "Z"], "{alter}: cached");
+    }
+    // With more than one batch in flight, or inside a transaction block, the batch cannot be
+    // sent again (what ran before it would be lost): the refusal reaches the client.
+    // The refusal tells pgmux the text must be prepared afresh: the next batch is fine.
+    for (alter, refusal, row) in [
+        ("ADD COLUMN c int DEFAULT 3", "E:0A000:cached plan must not change result type", "D:1,2,3"),
+        ("ALTER COLUMN a TYPE int USING a::int", "E:42883:operator does not exist: integer = text", "D:1,2,3"),
+    ] {
+        pg.psql("app", &format!("ALTER TABLE cache_ddl_direct {alter}"));
+        c.send(|m| build::query(m, "BEGIN")).await;
+        assert_eq!(c.until_ready().await, ["C", "Z"]);
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", refusal, "Z"], "{alter}");
+        c.send(|m| build::query(m, "ROLLBACK")).await;
+        assert_eq!(c.until_ready().await, ["C", "Z"]);
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", row, "C", "Z"], "{alter}");
+    }
 }
 
 /// postgres.js's way back after a migration made straight on PostgreSQL: its named statement is
@@ -346,4 +367,38 @@ async fn ddl_in_a_transaction_invalidates_when_it_commits() {
     assert_eq!(c.until_ready().await, ["C", "Z"]);
     // The transaction's end raised the epoch: the text is prepared again, no error.
     assert_eq!(run_unnamed(&mut c, sql, None).await, ["1", "2", "T", "D:1,7", "C", "Z"]);
+}
+
+/// pgbench -M extended (one batch per query, outside transaction blocks) in rounds, with a
+/// column added or dropped straight on PostgreSQL between them: each round meets statements the
+/// servers prepared in the round before, now of another shape, and no transaction fails.
+#[test]
+fn pgbench_extended_runs_through_migrations_made_behind_pgmux() {
+    let pg = Cluster::shared();
+    fresh_table(pg, "cache_ddl_pgbench");
+    let mux = Pgmux::start(pg, "default_pool_size = 2\nmax_client_conn = 100\nadmin_users = scram_user");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("select.sql");
+    std::fs::write(&script, "\\set a random(1, 3)\nSELECT * FROM cache_ddl_pgbench WHERE a <= :a;\n").unwrap();
+    // A column added and dropped (0A000), `a` retyped under `a <= $1` (42883).
+    let alters = ["ADD COLUMN b int DEFAULT 2", "ALTER COLUMN a TYPE text", "DROP COLUMN b", "ADD COLUMN c text"];
+    for (round, alter) in std::iter::once(None).chain(alters.map(Some)).enumerate() {
+        if let Some(alter) = alter {
+            pg.psql("app", &format!("ALTER TABLE cache_ddl_pgbench {alter}"));
+        }
+        let out = crate::harness::run(
+            std::process::Command::new("pgbench")
+                .args(["-h", "127.0.0.1", "-p", &mux.port.to_string(), "-U", SCRAM_USER, "-n", "-M", "extended"])
+                .args(["-c", "4", "-j", "2", "-t", "50", "-f"])
+                .arg(&script)
+                .arg("app")
+                .env("PGPASSWORD", SCRAM_PASS),
+        );
+        assert!(out.contains("number of transactions actually processed: 200/200"), "round {round}: {out}");
+        assert!(out.contains("number of failed transactions: 0 "), "round {round}: {out}");
+    }
+    // Each change made the servers' statements stale: the text was prepared afresh after each
+    // (on each of at most two servers, twice where both servers' refusals raised the epoch).
+    let (_, server, _) = tokio::runtime::Runtime::new().unwrap().block_on(parse_counts(&mux));
+    assert!((5..=18).contains(&server), "one text, five shapes, at most two servers: {server} Parses");
 }

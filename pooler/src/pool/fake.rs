@@ -36,6 +36,7 @@ impl Pool {
             last_used: now,
             leftover: Default::default(),
             statements: Default::default(),
+            kept_batch: bytes::BytesMut::new(),
             synced_params: 0,
             session_state: Default::default(),
             generation: self.generation.load(Relaxed),

@@ -88,6 +88,10 @@ pub struct ServerConn {
     pub leftover: BytesMut,
     /// Statements pgmux prepared here for clients (transaction and statement modes).
     pub statements: ServerStatements,
+    /// The batch in flight here that a client's cached unnamed statement opened, kept to be sent
+    /// again if the statement is refused (client/prepared/replay.rs). Held by the server, not
+    /// the client: servers are few, and its capacity serves every transaction on it.
+    pub kept_batch: BytesMut,
     /// Fingerprint of the client parameters this server was last made to match (0: none).
     pub synced_params: u64,
     /// Settings and SQL prepared statements made on it by clients (transaction mode).

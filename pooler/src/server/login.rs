@@ -251,6 +251,7 @@ pub async fn connect(
             last_used: now,
             leftover,
             statements: Default::default(),
+            kept_batch: BytesMut::new(),
             synced_params: 0,
             session_state: Default::default(),
             generation: 0,

@@ -28,11 +28,14 @@ pub struct Books {
     pub server: ServerStatements,
     /// Requests in flight.
     pub tracker: Tracker,
+    /// The server's kept batch (`ServerConn::kept_batch`).
+    pub kept: BytesMut,
 }
 
 impl Books {
     /// Rewrites the whole client messages in `buf` for the server in place, as the relay's
-    /// client scan does (Sync and Execute are counted, the rest rewritten).
+    /// client scan does (Sync and Execute are counted, the rest rewritten) for a server outside
+    /// a transaction block.
     ///
     /// # Errors
     /// As [`Rewrite::message`].
@@ -61,6 +64,7 @@ impl Books {
                         tracker: &mut self.tracker,
                         max,
                         cache_unnamed,
+                        replayable: true,
                         epoch,
                         client_parses: 0,
                         server_parses: 0,
@@ -77,6 +81,10 @@ impl Books {
                     continue;
                 }
             }
+            if tag == tags::frontend::SYNC && self.tracker.replay_keeping() {
+                // As the relay keeps a batch read in one piece.
+                self.tracker.replay_keep(&mut self.kept, &buf[..at + total]);
+            }
             at += total;
         }
         Ok(counts)
@@ -84,7 +92,12 @@ impl Books {
 
     /// A server answer of type `tag`.
     pub fn respond(&mut self, tag: u8) -> Response {
-        self.tracker.on_response(tag, &mut self.server, &mut self.client)
+        let r = self.tracker.on_response(tag, &mut self.server, &mut self.client);
+        if tag == tags::backend::READY_FOR_QUERY && r == Response::Forward {
+            // As the relay's on_ready: the batch is answered.
+            self.tracker.replay_off();
+        }
+        r
     }
 }
 

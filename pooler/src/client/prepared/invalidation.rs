@@ -33,11 +33,17 @@ pub fn changes_result_shapes(tag: &[u8]) -> bool {
     SHAPE_CHANGING.iter().any(|p| tag.starts_with(p))
 }
 
-/// True when an ErrorResponse body is PostgreSQL refusing a prepared statement whose result
-/// columns changed since it was prepared. The routine name is checked first, as the message may
-/// be translated (lc_messages).
-pub fn is_stale_plan_error(body: &[u8]) -> bool {
+/// True when an ErrorResponse body is PostgreSQL refusing a prepared statement the schema
+/// changed under: its result columns changed since it was prepared (0A000; the routine name is
+/// checked first, as the message may be translated by lc_messages), or, when the error answers
+/// a Bind or Describe of it (`answers_statement`), analysing it again failed (class 42: a
+/// column's type changed under a parameter's, `operator does not exist: text = integer`; a
+/// column or table gone). A text parsed again may succeed where the old statement cannot.
+pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     let fields = ErrorFields::new(body);
+    if answers_statement && fields.sqlstate().starts_with(b"42") {
+        return true;
+    }
     if fields.sqlstate() != b"0A000" {
         return false;
     }
@@ -81,12 +87,19 @@ mod tests {
             (b'M', "le plan en cache ne doit pas modifier le type en résultat"),
             (b'R', "RevalidateCachedQuery"),
         ]);
-        assert!(is_stale_plan_error(&translated));
+        assert!(is_stale_plan_error(&translated, false));
         let no_routine = error(&[(b'C', "0A000"), (b'M', "cached plan must not change result type")]);
-        assert!(is_stale_plan_error(&no_routine));
+        assert!(is_stale_plan_error(&no_routine, false));
         let other = error(&[(b'C', "0A000"), (b'M', "cannot do that"), (b'R', "transformStmt")]);
-        assert!(!is_stale_plan_error(&other));
+        assert!(!is_stale_plan_error(&other, true));
         let other_state = error(&[(b'C', "22P02"), (b'R', "RevalidateCachedQuery")]);
-        assert!(!is_stale_plan_error(&other_state));
+        assert!(!is_stale_plan_error(&other_state, true), "a parameter's bad value is the client's");
+    }
+
+    #[test]
+    fn a_failed_analysis_of_a_prepared_statement_counts_when_it_answers_a_bind() {
+        let retyped = error(&[(b'C', "42883"), (b'M', "operator does not exist: text = integer")]);
+        assert!(is_stale_plan_error(&retyped, true));
+        assert!(!is_stale_plan_error(&retyped, false), "a Parse's own error says nothing of the cache");
     }
 }

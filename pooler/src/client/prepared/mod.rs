@@ -26,6 +26,7 @@
 
 pub mod bench;
 pub mod invalidation;
+mod replay;
 mod rewrite;
 #[cfg(test)]
 mod tests;
@@ -119,8 +120,9 @@ pub struct ClientStatements {
     unnamed: BytesMut,
     /// `unnamed` is the client's unnamed statement (no Query or Close destroyed it since).
     unnamed_valid: bool,
-    /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it).
-    unnamed_hash: Option<u64>,
+    /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it); a hash of
+    /// 0 is computed each time (a niche keeps this 8 bytes, in every client's task).
+    unnamed_hash: Option<std::num::NonZeroU64>,
     /// `unnamed` went to the server as the unnamed statement, not from the cache: parsed behind
     /// DDL that may not have taken effect yet (`Rewrite::message`).
     unnamed_uncached: bool,

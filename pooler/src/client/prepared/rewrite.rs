@@ -56,6 +56,9 @@ pub struct Rewrite<'a> {
     pub max: usize,
     /// cache_unnamed_statements: the unnamed statement is served as a named one.
     pub cache_unnamed: bool,
+    /// The server is outside a transaction block: a batch that opens with the unnamed statement
+    /// served from the cache can be sent again if the server refuses it (replay.rs).
+    pub replayable: bool,
     /// The statement epoch now: what clients parse in it is named apart from what they parsed
     /// before it (`statement_hash`).
     pub epoch: u64,
@@ -107,7 +110,7 @@ impl Rewrite<'_> {
 
     /// Makes sure the server has the statement `hash` (`parse_rest` after its name), injecting
     /// its Parse at `at`; returns bytes inserted.
-    fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, hash: u64, parse_rest: &[u8]) -> usize {
+    pub(super) fn ensure_prepared(&mut self, buf: &mut BytesMut, at: usize, hash: u64, parse_rest: &[u8]) -> usize {
         if self.server.lookup(hash) {
             return 0;
         }
@@ -127,10 +130,14 @@ impl Rewrite<'_> {
         if !self.cache_unnamed || !self.client.unnamed_valid || self.client.unnamed_uncached {
             return None;
         }
-        let hash = *self
-            .client
-            .unnamed_hash
-            .get_or_insert_with(|| statement_hash(&self.client.unnamed, self.client.context, self.epoch));
+        let hash = match self.client.unnamed_hash {
+            Some(h) => h.get(),
+            None => {
+                let h = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
+                self.client.unnamed_hash = std::num::NonZeroU64::new(h);
+                h
+            }
+        };
         let rest = std::mem::take(&mut self.client.unnamed);
         let n = self.ensure_prepared(buf, at, hash, &rest);
         self.client.unnamed = rest;
@@ -240,8 +247,14 @@ impl Rewrite<'_> {
                     self.client.unnamed_uncached = behind_ddl;
                     if self.cache_unnamed && !behind_ddl {
                         let hash = statement_hash(p.rest, self.client.context, self.epoch);
-                        self.client.unnamed_hash = Some(hash);
-                        return done(self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed), 0);
+                        self.client.unnamed_hash = std::num::NonZeroU64::new(hash);
+                        let ready = self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed);
+                        if ready == 0 && at == 0 && self.replayable {
+                            // Served from the cache, at the front of what is unsent: the
+                            // batch is kept in case the server refuses the statement.
+                            self.tracker.replay_arm();
+                        }
+                        return done(ready, 0);
                     }
                     self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;

@@ -22,6 +22,7 @@ impl Relay {
                 match Pin::new(&mut s.stream).poll_write(cx, &self.cin[..self.c_ready]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Event::ServerFailed(ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
+                        self.tracker.replay_sent(&mut s.kept_batch, &self.cin[..n]);
                         self.cin.advance(n);
                         self.c_ready -= n;
                     }

@@ -121,6 +121,9 @@ impl Relay {
                         let (st, cl) = (&mut server.statements, &mut self.statements);
                         if tag == tags::frontend::SYNC {
                             self.tracker.on_sync(st, cl);
+                            if self.tracker.replay_keeping() {
+                                self.tracker.replay_keep(&mut server.kept_batch, &self.cin[..self.c_ready + total]);
+                            }
                         } else {
                             self.tracker.on_query(tag == tags::frontend::QUERY, st, cl);
                         }
@@ -137,6 +140,9 @@ impl Relay {
                         return Ok(());
                     }
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
+                    // Nothing of the client's is open on the server: a refusal of a statement
+                    // served from the cache rolls back nothing (replay.rs).
+                    let replayable = tag == tags::frontend::PARSE && self.flow.idle();
                     self.flow.extended();
                     let at = self.c_ready;
                     let mut rw = Rewrite {
@@ -145,6 +151,7 @@ impl Relay {
                         tracker: &mut self.tracker,
                         max: self.max_prepared,
                         cache_unnamed: self.cache_unnamed,
+                        replayable,
                         epoch: self.shared.statement_epoch.load(Ordering::Relaxed),
                         client_parses: 0,
                         server_parses: 0,
@@ -394,16 +401,29 @@ impl Relay {
                     // A refused statement says the schema changed, perhaps behind pgmux's back:
                     // texts parsed from now on get statements of their own.
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
-                    let refused = held_error && invalidation::is_stale_plan_error(&avail[5..total]);
+                    let refused = held_error
+                        && invalidation::is_stale_plan_error(&avail[5..total], self.tracker.error_answers_statement());
                     if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
-                    if self.tracker.on_response(tag, &mut s.statements, &mut self.statements) == Response::Swallow {
+                    let send_again = refused && self.c_skip == 0 && self.tracker.replay_applies(&s.kept_batch);
+                    let response = self.tracker.on_response(tag, &mut s.statements, &mut self.statements);
+                    // The server refused the statement a batch was served from the cache (DDL
+                    // made straight on PostgreSQL), as the batch's first answer: the kept batch
+                    // goes again behind a fresh Parse of the text (replay.rs).
+                    if tag == tags::backend::ERROR_RESPONSE {
+                        if send_again && self.send_again_refused(total) {
+                            continue;
+                        }
+                        self.tracker.replay_off();
+                    }
+                    if response == Response::Swallow {
                         splice::replace(&mut self.sout, self.s_ready, total, b"");
                         continue;
                     }
                 }
             }
+            let avail = &self.sout[self.s_ready..];
             match tag {
                 tags::backend::COPY_IN_RESPONSE => {
                     // A Sync sent after the Execute that started COPY is ignored by the server;
@@ -489,7 +509,40 @@ impl Relay {
         }
     }
 
+    /// Sends the kept batch again behind a fresh Parse (replay.rs) and drops the refusal, `total`
+    /// bytes at `s_ready`; false (nothing changed) when the batch cannot be. Out of the scan's
+    /// hot loop.
+    #[cold]
+    #[inline(never)]
+    fn send_again_refused(&mut self, total: usize) -> bool {
+        let Some(server) = self.server.as_mut() else { return false };
+        let server: &mut crate::server::ServerConn = server;
+        let kept = std::mem::take(&mut server.kept_batch);
+        let mut rw = Rewrite {
+            client: &mut self.statements,
+            server: &mut server.statements,
+            tracker: &mut self.tracker,
+            max: self.max_prepared,
+            cache_unnamed: self.cache_unnamed,
+            replayable: false,
+            epoch: self.shared.statement_epoch.load(Ordering::Relaxed),
+            client_parses: 0,
+            server_parses: 0,
+            binds: 0,
+        };
+        let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept);
+        let parses = rw.server_parses;
+        server.kept_batch = kept;
+        let Some(n) = sent_again else { return false };
+        self.c_ready += n;
+        PoolStats::add(&self.stats().server_parse_count, parses);
+        crate::conn_log!(debug, self.session.tag(), "cached statement refused: batch sent again");
+        splice::replace(&mut self.sout, self.s_ready, total, b"");
+        true
+    }
+
     pub(super) fn on_ready(&mut self, status: TxStatus) {
+        self.tracker.replay_off();
         self.saw_ready = true;
         self.flow.ready(status);
         self.session_sql_ready(status);

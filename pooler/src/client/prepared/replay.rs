@@ -1,0 +1,183 @@
+//! The batch sent again when a cached unnamed statement is refused. A client's unnamed Parse
+//! served from the cache skips PostgreSQL's parse; after DDL made straight on PostgreSQL (pgmux
+//! cannot see it) the server then refuses the old statement with `cached plan must not change
+//! result type` (0A000), or its analysis again fails (class 42: a column's type changed under a
+//! parameter typed at the first Parse, `operator does not exist: text = integer`), where
+//! PostgreSQL, given the Parse, would have analysed the text afresh. pgmux keeps such a batch, as sent after its Parse (Bind, Describe, Execute, Flush, Sync),
+//! until it is answered. If the refusal is the batch's first answer, outside a transaction
+//! block, with nothing sent behind it, pgmux swallows the error and the ReadyForQuery that ends
+//! it, prepares the text under the new epoch's name and sends the kept messages again: the
+//! client sees the answers PostgreSQL would have given it.
+//!
+//! What was sent of the batch after its Parse is copied as it leaves the client buffer: at
+//! its Sync (drivers write a batch in one piece, so it is read and kept whole before any of it
+//! is sent), or piece by piece as it is written to the server. The copy lives in the server's
+//! `kept_batch` buffer, which keeps its capacity from one transaction to the next.
+
+use bytes::BytesMut;
+use pgmux_protocol::extended::{self, STATEMENT};
+use pgmux_protocol::frame::peek_header;
+use pgmux_protocol::tags::frontend as f;
+
+use super::rewrite::Rewrite;
+use super::tracker::{Item, Kind, Tracker};
+use super::{server_name, statement_hash, NAME_LEN};
+use crate::client::splice;
+
+/// The most a kept batch may hold (bytes after its Parse); a larger one is not sent again.
+const MAX_KEPT: usize = 8 * 1024;
+
+/// Where the tracker is in keeping a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Nothing kept.
+    #[default]
+    Off,
+    /// The Parse that opens a batch was served from the cache, at the front of the client
+    /// buffer's unsent bytes: nothing of the batch is kept yet.
+    Armed,
+    /// Part of the batch is kept (sent before its Sync was read).
+    Keeping,
+    /// The batch is kept up to its Sync, until its first answer.
+    Kept,
+}
+
+impl Tracker {
+    /// The client's unnamed Parse was served from the cache with nothing of the client's open
+    /// on the server and nothing unsent before it: keep the batch it opens.
+    pub(super) fn replay_arm(&mut self) {
+        self.replay = Stage::Armed;
+    }
+
+    /// Drops a kept batch (it was answered, or can no longer be sent again).
+    #[inline]
+    pub fn replay_off(&mut self) {
+        self.replay = Stage::Off;
+    }
+
+    /// True between the Parse served from the cache and its batch's Sync.
+    #[inline]
+    pub fn replay_keeping(&self) -> bool {
+        matches!(self.replay, Stage::Armed | Stage::Keeping)
+    }
+
+    /// `sent`, the front of the client buffer, went to the server before the batch's Sync was
+    /// read (a batch written in pieces): kept in `kept` as it leaves.
+    #[inline]
+    pub fn replay_sent(&mut self, kept: &mut BytesMut, sent: &[u8]) {
+        if self.replay_keeping() {
+            self.keep(kept, sent);
+        }
+    }
+
+    /// The batch's Sync was scanned: `rest` is the client buffer's unsent bytes up to it, the
+    /// rest of the batch as it goes to the server after its Parse (which pgmux answered itself).
+    pub fn replay_keep(&mut self, kept: &mut BytesMut, rest: &[u8]) {
+        self.keep(kept, rest);
+        if self.replay == Stage::Keeping {
+            self.replay = Stage::Kept;
+        }
+    }
+
+    fn keep(&mut self, kept: &mut BytesMut, bytes: &[u8]) {
+        if self.replay == Stage::Armed {
+            kept.clear();
+        }
+        if kept.len() + bytes.len() > MAX_KEPT {
+            self.replay = Stage::Off;
+        } else {
+            kept.extend_from_slice(bytes);
+            self.replay = Stage::Keeping;
+        }
+    }
+
+    /// The server refused a statement: true when the batch kept in `kept` can be sent again.
+    /// Its Sync is the last request in flight and the refusal is its first answer (every request
+    /// is still queued: answers pop them, and the one that does not, a ParameterDescription,
+    /// drops the batch in `Tracker::on_response`), so the client has seen nothing of it but
+    /// pgmux's own ParseComplete. The ReadyForQuery that ends a batch drops it too. Called
+    /// before the refusal is matched.
+    pub fn replay_applies(&self, kept: &[u8]) -> bool {
+        if self.replay != Stage::Kept || self.leading_queries > 0 {
+            return false;
+        }
+        let requests = Messages(kept).filter(|(tag, _)| *tag != f::FLUSH).count();
+        self.queue.len() == requests && self.queue.back().is_some_and(|i| i.kind == Kind::Sync)
+    }
+
+    /// The oldest request in flight is a Bind or Describe: an error now answers one, a statement
+    /// prepared before (PostgreSQL analyses a prepared statement again there after DDL).
+    pub fn error_answers_statement(&self) -> bool {
+        self.leading_queries == 0 && self.queue.front().is_some_and(|i| matches!(i.kind, Kind::Bind | Kind::Describe))
+    }
+}
+
+/// The whole messages in a buffer: (type, message with its header).
+struct Messages<'a>(&'a [u8]);
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (tag, total) = peek_header(self.0, usize::MAX).ok().flatten()?;
+        let msg = self.0.get(..total)?;
+        self.0 = &self.0[total..];
+        Some((tag, msg))
+    }
+}
+
+impl Rewrite<'_> {
+    /// After a refusal that [`Tracker::replay_applies`] to, and its ErrorResponse matched (the
+    /// server now skips to the batch's Sync): prepares the client's unnamed statement under the
+    /// epoch's name and inserts the `kept` batch, renamed to it, into `buf` at `at`. The Sync's
+    /// ReadyForQuery is swallowed with the error; the batch's own answers reach the client.
+    /// Returns the bytes inserted, or None (nothing changed) when the kept batch does not use
+    /// the unnamed statement alone.
+    pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8]) -> Option<usize> {
+        self.tracker.replay = Stage::Off;
+        let old = self.client.unnamed_hash?.get();
+        let old_name = server_name(old);
+        // Bind, Describe, Execute, Flush and Sync only, of the cached statement and its portal
+        // (a named statement the client described before the DDL must be refused to it; a
+        // Parse or Close in the batch, the client's or one pgmux injected, changes what the
+        // server holds).
+        let uses_only_it = Messages(kept).all(|(tag, msg)| match tag {
+            f::BIND => extended::bind_head(&msg[5..]).is_ok_and(|h| h.statement == old_name),
+            f::DESCRIBE => msg.get(5) != Some(&STATEMENT) || msg[6..msg.len() - 1] == old_name,
+            f::EXECUTE | f::FLUSH | f::SYNC => true,
+            _ => false,
+        });
+        if !uses_only_it || !self.client.unnamed_valid {
+            return None;
+        }
+        let sync = self.tracker.queue.front_mut()?;
+        sync.swallow = true;
+        let new = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
+        self.client.unnamed_hash = std::num::NonZeroU64::new(new);
+        let text = std::mem::take(&mut self.client.unnamed);
+        let mut n = self.ensure_prepared(buf, at, new, &text);
+        self.client.unnamed = text;
+        let new_name = server_name(new);
+        for (tag, msg) in Messages(kept) {
+            let name_at = match tag {
+                f::BIND => extended::bind_head(&msg[5..]).map(|h| 5 + h.statement_at()).ok(),
+                f::DESCRIBE if msg[5] == STATEMENT => Some(6),
+                _ => None,
+            };
+            splice::replace(buf, at + n, 0, msg);
+            if let Some(name_at) = name_at {
+                buf[at + n + name_at..at + n + name_at + NAME_LEN].copy_from_slice(&new_name);
+            }
+            n += msg.len();
+            let kind = match tag {
+                f::BIND => Kind::Bind,
+                f::DESCRIBE => Kind::Describe,
+                f::EXECUTE => Kind::Execute,
+                f::SYNC => Kind::Sync,
+                _ => continue,
+            };
+            self.tracker.push(Item::plain(kind), self.server, self.client);
+        }
+        Some(n)
+    }
+}
