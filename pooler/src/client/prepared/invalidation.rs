@@ -41,6 +41,10 @@ pub fn changes_result_shapes(tag: &[u8]) -> bool {
 /// column or table gone). A text parsed again may succeed where the old statement cannot.
 pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     let fields = ErrorFields::new(body);
+    // A FATAL ends the server (server_loss.rs), whatever it says.
+    if fields.field(b'V').is_some_and(|v| v != b"ERROR") {
+        return false;
+    }
     if answers_statement && fields.sqlstate().starts_with(b"42") {
         return true;
     }
@@ -101,5 +105,7 @@ mod tests {
         let retyped = error(&[(b'C', "42883"), (b'M', "operator does not exist: text = integer")]);
         assert!(is_stale_plan_error(&retyped, true));
         assert!(!is_stale_plan_error(&retyped, false), "a Parse's own error says nothing of the cache");
+        let fatal = error(&[(b'V', "FATAL"), (b'C', "0A000"), (b'R', "RevalidateCachedQuery")]);
+        assert!(!is_stale_plan_error(&fatal, true));
     }
 }
