@@ -143,7 +143,7 @@ impl Rewrite<'_> {
         // server holds).
         let uses_only_it = Messages(kept).all(|(tag, msg)| match tag {
             f::BIND => extended::bind_head(&msg[5..]).is_ok_and(|h| h.statement == old_name),
-            f::DESCRIBE => msg.get(5) != Some(&STATEMENT) || msg[6..msg.len() - 1] == old_name,
+            f::DESCRIBE => msg.get(5) != Some(&STATEMENT) || msg.get(6..msg.len() - 1) == Some(&old_name[..]),
             f::EXECUTE | f::FLUSH | f::SYNC => true,
             _ => false,
         });
@@ -161,7 +161,7 @@ impl Rewrite<'_> {
         for (tag, msg) in Messages(kept) {
             let name_at = match tag {
                 f::BIND => extended::bind_head(&msg[5..]).map(|h| 5 + h.statement_at()).ok(),
-                f::DESCRIBE if msg[5] == STATEMENT => Some(6),
+                f::DESCRIBE if msg.get(5) == Some(&STATEMENT) => Some(6),
                 _ => None,
             };
             splice::replace(buf, at + n, 0, msg);
