@@ -58,6 +58,29 @@ fault_tools_ensure_installed() {
   fi
 }
 
+# The Python drivers tests/drivers.rs runs (psycopg 3, asyncpg), in a virtualenv under target/
+# made from PyPI (python3-venv installed when missing); prints its interpreter's path. A machine
+# that cannot make it (no python3-venv and no root, no network) gets a warning, and the driver
+# tests say that they did not run.
+drivers_env_ensure() {
+  local venv=target/drivers-venv
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+    echo "$PWD/$venv/bin/python"
+    return 0
+  fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing python3-venv for the driver tests (apt-get install python3-venv)..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } >&2 || true
+  fi
+  rm -rf "$venv"
+  if python3 -m venv "$venv" >&2 &&
+    "$venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.3.*' 'asyncpg==0.32.*' >&2; then
+    echo "$PWD/$venv/bin/python"
+  else
+    echo "warning: could not make $venv with psycopg and asyncpg (python3-venv, PyPI): the driver tests will not run" >&2
+  fi
+}
+
 # Runs a command as the postgres OS user when we are root (initdb and postgres refuse root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -10,6 +10,7 @@ mod auth_sources;
 mod config_dropin;
 mod console_commands;
 mod cve_regressions;
+mod drivers;
 mod faults;
 mod garbage;
 mod host_lists;

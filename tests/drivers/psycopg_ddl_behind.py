@@ -1,0 +1,57 @@
+"""psycopg 3 through pgmux, its queries sent as the unnamed statement (prepare=False, what it
+sends for a query run fewer than prepare_threshold times), while a migration is made straight on
+PostgreSQL: every run returns the table's rows as they are now, with no error, as on a direct
+connection. Inside a transaction block the first run after a migration may be refused once (the
+refusal aborted the block; docs/COMPATIBILITY.md), and the next block works.
+
+usage: psycopg_ddl_behind.py MUX_DSN DIRECT_DSN TABLE
+"""
+
+import sys
+
+import psycopg
+
+mux_dsn, direct_dsn, table = sys.argv[1:4]
+QUERY = f"SELECT * FROM {table} WHERE a = %s"
+
+
+def rows(conn):
+    # '1' goes as a string of unknown type: PostgreSQL types it from the column.
+    return conn.execute(QUERY, ("1",), prepare=False).fetchall()
+
+
+with psycopg.connect(direct_dsn, autocommit=True) as direct, psycopg.connect(mux_dsn, autocommit=True) as mux:
+    for sql in (f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} (a int)",
+                f"INSERT INTO {table} VALUES (1)", f"GRANT ALL ON {table} TO PUBLIC"):
+        direct.execute(sql)
+    for _ in range(3):
+        assert rows(mux) == [(1,)], rows(mux)
+    migrations = [
+        ("ADD COLUMN b int DEFAULT 7", [(1, 7)]),
+        # `a = $1` was typed int at the first Parse: the old statement now fails with 42883.
+        ("ALTER COLUMN a TYPE text", [("1", 7)]),
+        ("DROP COLUMN b", [("1",)]),
+        ("ALTER COLUMN a TYPE bigint USING a::bigint", [(1,)]),
+    ]
+    runs = 0
+    for alter, want in migrations:
+        direct.execute(f"ALTER TABLE {table} {alter}")
+        for _ in range(3):
+            got = rows(mux)
+            assert got == want, f"after {alter}: {got} != {want}"
+            runs += 1
+    # Inside a transaction block: at most one refusal, then the next block returns the rows.
+    direct.execute(f"ALTER TABLE {table} ADD COLUMN c int DEFAULT 3")
+    mux.autocommit = False
+    refused = 0
+    for _ in range(2):
+        try:
+            with mux.transaction():
+                got = rows(mux)
+                assert got == [(1, 3)], got
+        except psycopg.errors.FeatureNotSupported:
+            refused += 1
+    assert refused <= 1, refused
+    with mux.transaction():
+        assert rows(mux) == [(1, 3)]
+    print(f"ok psycopg: {runs} runs across {len(migrations)} migrations, no error; {refused} refusal in a block")
