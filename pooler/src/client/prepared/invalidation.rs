@@ -45,7 +45,10 @@ pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     if fields.field(b'V').is_some_and(|v| v != b"ERROR") {
         return false;
     }
-    if answers_statement && fields.sqlstate().starts_with(b"42") {
+    // Class 42 errors that answer a Bind without the statement being stale: a permission
+    // checked when the portal starts, a portal name in use.
+    const NOT_STALE: [&[u8]; 2] = [b"42501", b"42P03"];
+    if answers_statement && fields.sqlstate().starts_with(b"42") && !NOT_STALE.contains(&fields.sqlstate()) {
         return true;
     }
     if fields.sqlstate() != b"0A000" {
@@ -105,6 +108,8 @@ mod tests {
         let retyped = error(&[(b'C', "42883"), (b'M', "operator does not exist: text = integer")]);
         assert!(is_stale_plan_error(&retyped, true));
         assert!(!is_stale_plan_error(&retyped, false), "a Parse's own error says nothing of the cache");
+        let denied = error(&[(b'C', "42501"), (b'M', "permission denied for table t")]);
+        assert!(!is_stale_plan_error(&denied, true), "a permission is checked at Bind, stale or not");
         let fatal = error(&[(b'V', "FATAL"), (b'C', "0A000"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan_error(&fatal, true));
     }

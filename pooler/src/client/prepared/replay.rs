@@ -55,6 +55,15 @@ impl Tracker {
         self.replay = Stage::Off;
     }
 
+    /// The client sent more (scanned now): a kept batch cannot be sent again, it would go
+    /// behind what follows it.
+    #[inline]
+    pub fn replay_sent_behind(&mut self) {
+        if self.replay == Stage::Kept {
+            self.replay = Stage::Off;
+        }
+    }
+
     /// True between the Parse served from the cache and its batch's Sync.
     #[inline]
     pub fn replay_keeping(&self) -> bool {
@@ -92,11 +101,12 @@ impl Tracker {
     }
 
     /// The server refused a statement: true when the batch kept in `kept` can be sent again.
-    /// Its Sync is the last request in flight and the refusal is its first answer (every request
-    /// is still queued: answers pop them, and the one that does not, a ParameterDescription,
-    /// drops the batch in `Tracker::on_response`), so the client has seen nothing of it but
-    /// pgmux's own ParseComplete. The ReadyForQuery that ends a batch drops it too. Called
-    /// before the refusal is matched.
+    /// Nothing was sent behind its Sync (anything scanned behind it drops the batch) and the
+    /// refusal is its first answer (every request is still queued: answers pop them, and those
+    /// that do not, a ParameterDescription or a notice, drop the batch in
+    /// `Tracker::on_response`), so the client has seen nothing of it but pgmux's own
+    /// ParseComplete. The ReadyForQuery that ends a batch drops it too. Called before the
+    /// refusal is matched.
     pub fn replay_applies(&self, kept: &[u8]) -> bool {
         if self.replay != Stage::Kept || self.leading_queries > 0 {
             return false;

@@ -217,9 +217,10 @@ impl Tracker {
             b::NO_DATA | b::ROW_DESCRIPTION => self.pop_if(&[Kind::Describe]),
             b::COMMAND_COMPLETE | b::EMPTY_QUERY | b::PORTAL_SUSPENDED => self.pop_if(&[Kind::Execute]),
             b::READY_FOR_QUERY => self.pop_if(&[Kind::Sync, Kind::Query]),
-            b::PARAMETER_DESCRIPTION => {
-                // The first answer to a Describe of a statement, and it pops nothing: a kept
-                // batch that gets it cannot be sent again (replay.rs).
+            b::PARAMETER_DESCRIPTION | b::NOTICE_RESPONSE => {
+                // Answers that pop nothing (the first to a Describe of a statement; a notice,
+                // from planning perhaps): a kept batch that gets one cannot be sent again, the
+                // client would see it twice (replay.rs).
                 self.replay_off();
                 Response::Forward
             }

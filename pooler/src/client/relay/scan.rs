@@ -104,6 +104,9 @@ impl Relay {
                 return Ok(());
             }
             self.c_whole = 0;
+            // Whatever the client sends behind a kept batch would go before it if it were sent
+            // again (replay.rs).
+            self.tracker.replay_sent_behind();
             match tag {
                 tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -122,7 +125,11 @@ impl Relay {
                         if tag == tags::frontend::SYNC {
                             self.tracker.on_sync(st, cl);
                             if self.tracker.replay_keeping() {
-                                self.tracker.replay_keep(&mut server.kept_batch, &self.cin[..self.c_ready + total]);
+                                match self.cin.get(..self.c_ready + total) {
+                                    Some(batch) => self.tracker.replay_keep(&mut server.kept_batch, batch),
+                                    // A Sync with a body not all here: not worth keeping.
+                                    None => self.tracker.replay_off(),
+                                }
                             }
                         } else {
                             self.tracker.on_query(tag == tags::frontend::QUERY, st, cl);
@@ -418,6 +425,11 @@ impl Relay {
                         self.tracker.replay_off();
                     }
                     if response == Response::Swallow {
+                        if tag == tags::backend::READY_FOR_QUERY {
+                            // The refused batch's, whose batch was sent again (replay.rs): the
+                            // flow counted both Syncs.
+                            self.flow.skipped();
+                        }
                         splice::replace(&mut self.sout, self.s_ready, total, b"");
                         continue;
                     }
@@ -535,6 +547,9 @@ impl Relay {
         server.kept_batch = kept;
         let Some(n) = sent_again else { return false };
         self.c_ready += n;
+        // The server owes a ReadyForQuery for the refused batch's Sync (swallowed) and one for
+        // the batch sent again: until the first comes, a rescue must wait for both.
+        self.flow.request(true);
         PoolStats::add(&self.stats().server_parse_count, parses);
         crate::conn_log!(debug, self.session.tag(), "cached statement refused: batch sent again");
         splice::replace(&mut self.sout, self.s_ready, total, b"");
