@@ -59,18 +59,9 @@ impl Books {
                     self.tracker.on_query(tag == tags::frontend::QUERY, &mut self.server, &mut self.client)
                 }
                 _ => {
-                    let mut rw = Rewrite {
-                        client: &mut self.client,
-                        server: &mut self.server,
-                        tracker: &mut self.tracker,
-                        max,
-                        cache_unnamed,
-                        replayable: true,
-                        epoch,
-                        client_parses: 0,
-                        server_parses: 0,
-                        binds: 0,
-                    };
+                    let mut rw =
+                        Rewrite::new(&mut self.client, &mut self.server, &mut self.tracker, max, cache_unnamed, epoch);
+                    rw.replayable = true;
                     let result = rw.message(buf, at, tag, total);
                     counts.client_parses += rw.client_parses;
                     counts.server_parses += rw.server_parses;

@@ -80,7 +80,31 @@ fn set_len(buf: &mut BytesMut, at: usize, total: usize) {
     buf[at + 1..at + 5].copy_from_slice(&((total - 1) as i32).to_be_bytes());
 }
 
-impl Rewrite<'_> {
+impl<'a> Rewrite<'a> {
+    /// A rewrite with the relay's books and settings, its counters at zero, for a batch that is
+    /// not kept to be sent again (`replayable` false; the client scan sets it).
+    pub fn new(
+        client: &'a mut ClientStatements,
+        server: &'a mut ServerStatements,
+        tracker: &'a mut Tracker,
+        max: usize,
+        cache_unnamed: bool,
+        epoch: u64,
+    ) -> Self {
+        Rewrite {
+            client,
+            server,
+            tracker,
+            max,
+            cache_unnamed,
+            replayable: false,
+            epoch,
+            client_parses: 0,
+            server_parses: 0,
+            binds: 0,
+        }
+    }
+
     fn push(&mut self, item: Item) {
         self.tracker.push(item, self.server, self.client);
     }

@@ -152,18 +152,17 @@ impl Relay {
                     let replayable = tag == tags::frontend::PARSE && self.flow.idle();
                     self.flow.extended();
                     let at = self.c_ready;
-                    let mut rw = Rewrite {
-                        client: &mut self.statements,
-                        server: &mut server.statements,
-                        tracker: &mut self.tracker,
-                        max: self.max_prepared,
-                        cache_unnamed: self.cache_unnamed,
-                        replayable,
-                        epoch: self.shared.statement_epoch.load(Ordering::Relaxed),
-                        client_parses: 0,
-                        server_parses: 0,
-                        binds: 0,
-                    };
+                    let epoch = self.shared.statement_epoch.load(Ordering::Relaxed);
+                    let (client, tracker) = (&mut self.statements, &mut self.tracker);
+                    let mut rw = Rewrite::new(
+                        client,
+                        &mut server.statements,
+                        tracker,
+                        self.max_prepared,
+                        self.cache_unnamed,
+                        epoch,
+                    );
+                    rw.replayable = replayable;
                     let result = rw.message(&mut self.cin, at, tag, total);
                     let (cp, sp, b) = (rw.client_parses, rw.server_parses, rw.binds);
                     let stats = self.stats();
@@ -530,18 +529,10 @@ impl Relay {
         let Some(server) = self.server.as_mut() else { return false };
         let server: &mut crate::server::ServerConn = server;
         let kept = std::mem::take(&mut server.kept_batch);
-        let mut rw = Rewrite {
-            client: &mut self.statements,
-            server: &mut server.statements,
-            tracker: &mut self.tracker,
-            max: self.max_prepared,
-            cache_unnamed: self.cache_unnamed,
-            replayable: false,
-            epoch: self.shared.statement_epoch.load(Ordering::Relaxed),
-            client_parses: 0,
-            server_parses: 0,
-            binds: 0,
-        };
+        let epoch = self.shared.statement_epoch.load(Ordering::Relaxed);
+        let (client, tracker) = (&mut self.statements, &mut self.tracker);
+        let mut rw =
+            Rewrite::new(client, &mut server.statements, tracker, self.max_prepared, self.cache_unnamed, epoch);
         let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept);
         let parses = rw.server_parses;
         server.kept_batch = kept;
