@@ -205,6 +205,39 @@ async fn after_a_refused_named_statement_the_same_text_unnamed_is_prepared_afres
     }
 }
 
+/// A client that keeps retrying a statement that can no longer work (its columns changed, so
+/// PostgreSQL refuses it each time) raises the statement epoch once, for the change: not at
+/// each try, which would make every other client prepare every text again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_refused_statement_raises_the_epoch_once() {
+    let pg = Cluster::shared();
+    fresh_table(pg, "cache_retry");
+    let mux = one_server(pg, "");
+    let mut retrier = Raw::connect(&mux).await;
+    let mut other = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_retry";
+    assert_eq!(run_named(&mut retrier, "doomed", sql, true).await, ["1", "2", "D:1", "C", "Z"]);
+    pg.psql("app", "ALTER TABLE cache_retry ALTER COLUMN a TYPE text");
+    let refused = ["E:0A000:cached plan must not change result type", "Z"];
+    assert_eq!(run_named(&mut retrier, "doomed", sql, false).await, refused);
+    // The other client's text, prepared after the change.
+    assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"]);
+    let (_, parses_before, _) = parse_counts(&mux).await;
+    for i in 0..10 {
+        assert_eq!(run_named(&mut retrier, "doomed", sql, false).await, refused, "try {i}");
+        assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"], "try {i}");
+    }
+    let (_, parses_after, _) = parse_counts(&mux).await;
+    assert_eq!(parses_after, parses_before, "the retries made the other client's text be prepared again");
+    // A statement named since is refused for a change of its own: that raises it again.
+    assert_eq!(run_named(&mut retrier, "again", sql, true).await, ["1", "2", "D:1", "C", "Z"]);
+    pg.psql("app", "ALTER TABLE cache_retry ALTER COLUMN a TYPE int USING a::int");
+    assert_eq!(run_named(&mut retrier, "again", sql, false).await, refused);
+    assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"]);
+    let (_, parses_last, _) = parse_counts(&mux).await;
+    assert_eq!(parses_last, parses_after + 2, "`again`, and the other text in the new epoch");
+}
+
 /// The same text means other tables to clients with other search_paths: each gets a statement
 /// of its own. Sharing one, PostgreSQL would analyse it again for the other search_path and
 /// refuse it (`cached plan must not change result type`: the tables have other columns).

@@ -5,6 +5,8 @@
 //! after that get statements of their own (`statement_hash`).
 //! Pure functions of message bodies; the relay calls them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pgmux_protocol::backend::ErrorFields;
 
 /// Command tags of DDL that can change the result columns of a statement prepared before it (a
@@ -60,6 +62,27 @@ pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     }
 }
 
+/// Raises the statement epoch for a server's refusal of a statement named in epoch `named_in`
+/// (its low 32 bits; None when the refused statement is not one pgmux named, or unknown).
+/// Unless `named_in` is the epoch now, the epoch rose since that statement was named and texts
+/// parsed now get names it never had: raising it again would tell them nothing, and a client
+/// retrying a statement that can no longer work (its table dropped) would make every client
+/// prepare every text again at each try. Returns the epoch now.
+pub fn raise_for_refusal(epoch: &AtomicU64, named_in: Option<u32>) -> u64 {
+    let now = epoch.load(Ordering::Relaxed);
+    match named_in {
+        None => epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
+        Some(e) if e == now as u32 => {
+            // Another client may raise it for the same change at the same time: once is enough.
+            match epoch.compare_exchange(now, now.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => now.wrapping_add(1),
+                Err(newer) => newer,
+            }
+        }
+        Some(_) => now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +135,17 @@ mod tests {
         assert!(!is_stale_plan_error(&denied, true), "a permission is checked at Bind, stale or not");
         let fatal = error(&[(b'V', "FATAL"), (b'C', "0A000"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan_error(&fatal, true));
+    }
+
+    #[test]
+    fn a_refusal_raises_the_epoch_once_for_what_was_named_before_it() {
+        let epoch = AtomicU64::new(7);
+        assert_eq!(raise_for_refusal(&epoch, Some(7)), 8);
+        assert_eq!(raise_for_refusal(&epoch, Some(7)), 8, "a retry of the same statement raises nothing");
+        assert_eq!(raise_for_refusal(&epoch, Some(3)), 8);
+        assert_eq!(raise_for_refusal(&epoch, Some(8)), 9, "a statement named since is refused: a new change");
+        assert_eq!(raise_for_refusal(&epoch, None), 10, "a statement pgmux did not name raises it as before");
+        let high = AtomicU64::new((1 << 32) + 5);
+        assert_eq!(raise_for_refusal(&high, Some(5)), (1 << 32) + 6, "the low 32 bits are compared");
     }
 }

@@ -120,6 +120,16 @@ impl Tracker {
     pub fn error_answers_statement(&self) -> bool {
         self.leading_queries == 0 && self.queue.front().is_some_and(|i| matches!(i.kind, Kind::Bind | Kind::Describe))
     }
+
+    /// The statement epoch (low 32 bits) the statement was named in that an error answering a
+    /// Bind or Describe of it refuses; None when the error answers something else, or a
+    /// statement pgmux did not name (an unnamed statement passed through as it came).
+    pub fn refused_statement_epoch(&self) -> Option<u32> {
+        if self.leading_queries > 0 {
+            return None;
+        }
+        self.queue.front().and_then(|i| i.epoch)
+    }
 }
 
 /// The whole messages in a buffer: (type, message with its header).
@@ -137,6 +147,13 @@ impl<'a> Iterator for Messages<'a> {
 }
 
 impl Rewrite<'_> {
+    /// The server holds the client's unnamed text as named in the current epoch already: it
+    /// was prepared there before what the refusal reveals, perhaps, and a batch sent again
+    /// needs a newer epoch.
+    pub fn unnamed_prepared_in_epoch(&self) -> bool {
+        self.server.contains(statement_hash(&self.client.unnamed, self.client.context, self.epoch))
+    }
+
     /// After a refusal that [`Tracker::replay_applies`] to, and its ErrorResponse matched (the
     /// server now skips to the batch's Sync): prepares the client's unnamed statement under the
     /// epoch's name and inserts the `kept` batch, renamed to it, into `buf` at `at`. The Sync's
@@ -162,8 +179,8 @@ impl Rewrite<'_> {
         }
         let sync = self.tracker.queue.front_mut()?;
         sync.swallow = true;
-        let new = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
-        self.client.unnamed_hash = std::num::NonZeroU64::new(new);
+        let new = self.name_unnamed();
+        let epoch = self.client.unnamed_epoch;
         let text = std::mem::take(&mut self.client.unnamed);
         let mut n = self.ensure_prepared(buf, at, new, &text);
         self.client.unnamed = text;
@@ -179,14 +196,15 @@ impl Rewrite<'_> {
                 buf[at + n + name_at..at + n + name_at + NAME_LEN].copy_from_slice(&new_name);
             }
             n += msg.len();
-            let kind = match tag {
-                f::BIND => Kind::Bind,
-                f::DESCRIBE => Kind::Describe,
-                f::EXECUTE => Kind::Execute,
-                f::SYNC => Kind::Sync,
+            let item = match tag {
+                f::BIND => Item::of_statement(Kind::Bind, epoch),
+                f::DESCRIBE if name_at.is_some() => Item::of_statement(Kind::Describe, epoch),
+                f::DESCRIBE => Item::plain(Kind::Describe),
+                f::EXECUTE => Item::plain(Kind::Execute),
+                f::SYNC => Item::plain(Kind::Sync),
                 _ => continue,
             };
-            self.tracker.push(Item::plain(kind), self.server, self.client);
+            self.tracker.push(item, self.server, self.client);
         }
         Some(n)
     }

@@ -29,6 +29,14 @@ impl From<ProtocolError> for RewriteError {
     }
 }
 
+/// A statement as servers know it: its hash (the name) and the statement epoch it was named
+/// in (low 32 bits).
+#[derive(Debug, Clone, Copy)]
+struct OnServer {
+    hash: u64,
+    epoch: u32,
+}
+
 /// What the relay does after a rewrite.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rewritten {
@@ -127,6 +135,7 @@ impl<'a> Rewrite<'a> {
                 swallow: true,
                 server: Some((victim, false)),
                 client: ClientUndo::None,
+                epoch: None,
             });
         }
         n
@@ -143,29 +152,40 @@ impl<'a> Rewrite<'a> {
         let n = self.insert_scratch(buf, at);
         self.server.insert(hash);
         self.server_parses += 1;
-        self.push(Item { kind: Kind::Parse, swallow: true, server: Some((hash, true)), client: ClientUndo::None });
+        self.push(Item {
+            kind: Kind::Parse,
+            swallow: true,
+            server: Some((hash, true)),
+            client: ClientUndo::None,
+            epoch: None,
+        });
         n + self.evict(buf, at + n)
     }
 
     /// The client's unnamed statement as a cached named one, prepared on the server (a Parse
     /// injected at `at` if needed): its hash and the bytes inserted. None when the client has no
     /// unnamed statement or the cache is off.
-    fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(u64, usize)> {
+    fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(OnServer, usize)> {
         if !self.cache_unnamed || !self.client.unnamed_valid || self.client.unnamed_uncached {
             return None;
         }
         let hash = match self.client.unnamed_hash {
             Some(h) => h.get(),
-            None => {
-                let h = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
-                self.client.unnamed_hash = std::num::NonZeroU64::new(h);
-                h
-            }
+            None => self.name_unnamed(),
         };
         let rest = std::mem::take(&mut self.client.unnamed);
         let n = self.ensure_prepared(buf, at, hash, &rest);
         self.client.unnamed = rest;
-        Some((hash, n))
+        Some((OnServer { hash, epoch: self.client.unnamed_epoch }, n))
+    }
+
+    /// Names the client's unnamed statement (its text as it is now) in the current epoch, as
+    /// the cache serves it; returns the hash.
+    pub(super) fn name_unnamed(&mut self) -> u64 {
+        let hash = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
+        self.client.unnamed_hash = std::num::NonZeroU64::new(hash);
+        self.client.unnamed_epoch = self.epoch as u32;
+        hash
     }
 
     /// A named Parse (client name or, with the cache, the unnamed statement) of `hash`, `total`
@@ -183,13 +203,13 @@ impl<'a> Rewrite<'a> {
         if self.server.lookup(hash) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
-            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client });
+            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client, epoch: None });
             return 0;
         }
         let total = Self::rename(buf, at, total, at + 5, name_len, hash);
         self.server.insert(hash);
         self.server_parses += 1;
-        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client });
+        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client, epoch: None });
         total + self.evict(buf, at + total)
     }
 
@@ -210,7 +230,7 @@ impl<'a> Rewrite<'a> {
             Kind::Close
         };
         let n = self.insert_scratch(buf, at);
-        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None });
+        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, epoch: None });
         n
     }
 
@@ -223,7 +243,7 @@ impl<'a> Rewrite<'a> {
         self.client.unnamed_valid = false;
         self.client.unnamed_hash = None;
         self.tracker.unnamed_here = true;
-        self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed });
+        self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed, epoch: None });
         Rewritten::Done { ready: 0, skip: total }
     }
 
@@ -270,8 +290,7 @@ impl<'a> Rewrite<'a> {
                     let behind_ddl = !self.tracker.only_own_answers() || self.tracker.ddl_seen;
                     self.client.unnamed_uncached = behind_ddl;
                     if self.cache_unnamed && !behind_ddl {
-                        let hash = statement_hash(p.rest, self.client.context, self.epoch);
-                        self.client.unnamed_hash = std::num::NonZeroU64::new(hash);
+                        let hash = self.name_unnamed();
                         let ready = self.parse_named(buf, at, total, (0, hash), ClientUndo::Unnamed);
                         if ready == 0 && at == 0 && self.replayable {
                             // Served from the cache, at the front of what is unsent: the
@@ -282,7 +301,13 @@ impl<'a> Rewrite<'a> {
                     }
                     self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;
-                    self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed });
+                    self.push(Item {
+                        kind: Kind::Parse,
+                        swallow: false,
+                        server: None,
+                        client: ClientUndo::Unnamed,
+                        epoch: None,
+                    });
                     return done(total, 0);
                 }
                 if self.client.map.contains_key(p.name) {
@@ -290,11 +315,16 @@ impl<'a> Rewrite<'a> {
                 }
                 // After DDL in the open transaction a text may mean other columns than the same
                 // text prepared before it: a name of its own (the epoch rises when it ends).
-                let epoch = if self.tracker.ddl_seen { rand::random::<u64>() | 1 << 63 } else { self.epoch };
-                let hash = statement_hash(p.rest, self.client.context, epoch);
+                // It counts as named in the epoch that ending the transaction raises to.
+                let (hash, epoch) = if self.tracker.ddl_seen {
+                    let own = rand::random::<u64>() | 1 << 63;
+                    (statement_hash(p.rest, self.client.context, own), self.epoch.wrapping_add(1) as u32)
+                } else {
+                    (statement_hash(p.rest, self.client.context, self.epoch), self.epoch as u32)
+                };
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
-                let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
+                let st = Arc::new(Statement { hash, epoch, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
                 done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name)), 0)
             }
@@ -306,7 +336,7 @@ impl<'a> Rewrite<'a> {
                     Err(e) => return Err(e.into()),
                 };
                 let (name_off, old) = (5 + head.statement_at(), head.statement.len());
-                let (hash, pre) = if head.statement.is_empty() {
+                let (named, pre) = if head.statement.is_empty() {
                     match self.ensure_unnamed_cached(buf, at) {
                         Some(cached) => cached,
                         None => {
@@ -319,12 +349,15 @@ impl<'a> Rewrite<'a> {
                     let Some(st) = self.client.map.get(head.statement).cloned() else {
                         return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
                     };
-                    (st.hash, self.ensure_prepared(buf, at, st.hash, &st.parse_rest))
+                    (
+                        OnServer { hash: st.hash, epoch: st.epoch },
+                        self.ensure_prepared(buf, at, st.hash, &st.parse_rest),
+                    )
                 };
                 self.binds += 1;
                 let at = at + pre;
-                let total = Self::rename(buf, at, total, at + name_off, old, hash);
-                self.push(Item::plain(Kind::Bind));
+                let total = Self::rename(buf, at, total, at + name_off, old, named.hash);
+                self.push(Item::of_statement(Kind::Bind, named.epoch));
                 let head_len = name_off + NAME_LEN + 1;
                 done(pre + head_len, total - head_len)
             }
@@ -340,9 +373,9 @@ impl<'a> Rewrite<'a> {
                     return done(total, 0);
                 }
                 if describe && extended::target(&buf[at + 5..at + total])?.is_unnamed_statement() {
-                    if let Some((hash, pre)) = self.ensure_unnamed_cached(buf, at) {
-                        let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, hash);
-                        self.push(Item::plain(Kind::Describe));
+                    if let Some((named, pre)) = self.ensure_unnamed_cached(buf, at) {
+                        let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, named.hash);
+                        self.push(Item::of_statement(Kind::Describe, named.epoch));
                         return done(pre + total, 0);
                     }
                 }
@@ -368,7 +401,7 @@ impl<'a> Rewrite<'a> {
                         None => ClientUndo::None,
                     };
                     splice::replace(buf, at, total, b"");
-                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client });
+                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client, epoch: None });
                     return done(0, 0);
                 }
                 let Some(st) = self.client.map.get(t.name).cloned() else {
@@ -377,7 +410,7 @@ impl<'a> Rewrite<'a> {
                 let old = t.name.len();
                 let pre = self.ensure_prepared(buf, at, st.hash, &st.parse_rest);
                 let total = Self::rename(buf, at + pre, total, at + pre + 6, old, st.hash);
-                self.push(Item::plain(Kind::Describe));
+                self.push(Item::of_statement(Kind::Describe, st.epoch));
                 done(pre + total, 0)
             }
             _ => done(total, 0),

@@ -48,11 +48,19 @@ pub(super) struct Item {
     /// Statement hash this request added to (true) or removed from (false) the server's set.
     pub(super) server: Option<(u64, bool)>,
     pub(super) client: ClientUndo,
+    /// For a Bind or Describe of a statement pgmux named: the statement epoch it was named in
+    /// (low 32 bits), which a refusal of it is matched to ([`super::invalidation`]).
+    pub(super) epoch: Option<u32>,
 }
 
 impl Item {
     pub(super) fn plain(kind: Kind) -> Self {
-        Item { kind, swallow: false, server: None, client: ClientUndo::None }
+        Item { kind, swallow: false, server: None, client: ClientUndo::None, epoch: None }
+    }
+
+    /// A Bind or Describe of a statement named in statement epoch `epoch` (low 32 bits).
+    pub(super) fn of_statement(kind: Kind, epoch: u32) -> Self {
+        Item { epoch: Some(epoch), ..Item::plain(kind) }
     }
 
     pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {

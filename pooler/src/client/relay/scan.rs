@@ -409,7 +409,11 @@ impl Relay {
                     let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
                     let refused = held_error
                         && invalidation::is_stale_plan_error(&avail[5..total], self.tracker.error_answers_statement());
-                    if refused || (ended && std::mem::take(&mut self.tracker.ddl_seen)) {
+                    if refused {
+                        let named_in = self.tracker.refused_statement_epoch();
+                        invalidation::raise_for_refusal(&self.shared.statement_epoch, named_in);
+                    }
+                    if ended && std::mem::take(&mut self.tracker.ddl_seen) {
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
                     let send_again = refused && self.c_skip == 0 && self.tracker.replay_applies(&s.kept_batch);
@@ -533,6 +537,11 @@ impl Relay {
         let (client, tracker) = (&mut self.statements, &mut self.tracker);
         let mut rw =
             Rewrite::new(client, &mut server.statements, tracker, self.max_prepared, self.cache_unnamed, epoch);
+        if rw.unnamed_prepared_in_epoch() {
+            // The refusal did not raise the epoch (its statement is older) and this server
+            // prepared the text in this one, perhaps before the change: a newer name.
+            rw.epoch = invalidation::raise_for_refusal(&self.shared.statement_epoch, None);
+        }
         let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept);
         let parses = rw.server_parses;
         server.kept_batch = kept;
