@@ -165,20 +165,37 @@ async fn ddl_behind_pgmux_is_met_by_preparing_the_text_again_unseen() {
         assert_eq!(parse_counts(&mux).await, (3 + i as u64 * 2, 2 + i as u64, 3 + i as u64 * 2), "{alter}");
         assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1,2", "C", "Z"], "{alter}: cached");
     }
-    // With more than one batch in flight, or inside a transaction block, the batch cannot be
-    // sent again (what ran before it would be lost): the refusal reaches the client.
-    // The refusal tells pgmux the text must be prepared afresh: the next batch is fine.
-    for (alter, refusal, row) in [
-        ("ADD COLUMN c int DEFAULT 3", "E:0A000:cached plan must not change result type", "D:1,2,3"),
-        ("ALTER COLUMN a TYPE int USING a::int", "E:42883:operator does not exist: integer = text", "D:1,2,3"),
+    // In a transaction block that holds only its BEGIN (psycopg's default, SQLAlchemy's), the
+    // refusal aborted nothing of the client's: pgmux rolls the block back, begins it again with
+    // the client's own BEGIN, and sends the batch again. The block goes on as the client began it.
+    for (alter, row) in [("ADD COLUMN c int DEFAULT 3", "D:1,2,3"), ("ALTER COLUMN a TYPE int USING a::int", "D:1,2,3")]
+    {
+        pg.psql("app", &format!("ALTER TABLE cache_ddl_direct {alter}"));
+        c.send(|m| build::query(m, "begin isolation level repeatable read;")).await;
+        assert_eq!(c.until_ready().await, ["C", "Z"]);
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", row, "C", "Z"], "{alter}: no error");
+        c.send(|m| build::query(m, "SHOW transaction_isolation")).await;
+        assert_eq!(c.until_ready().await, ["T", "D:repeatable read", "C", "Z"], "{alter}: the client's BEGIN");
+        // No "there is no transaction in progress" notice: the block is still open.
+        c.send(|m| build::query(m, "COMMIT")).await;
+        assert_eq!(c.until_ready().await, ["C", "Z"], "{alter}");
+    }
+    // Where more ran in the block before the refused batch, it cannot be sent again (what ran
+    // would be lost): the refusal reaches the client, and tells pgmux that the text must be
+    // prepared afresh, so the next batch is fine.
+    for (alter, refusal) in [
+        ("DROP COLUMN c", "E:0A000:cached plan must not change result type"),
+        ("ALTER COLUMN a TYPE text", "E:42883:operator does not exist: text = integer"),
     ] {
         pg.psql("app", &format!("ALTER TABLE cache_ddl_direct {alter}"));
         c.send(|m| build::query(m, "BEGIN")).await;
         assert_eq!(c.until_ready().await, ["C", "Z"]);
+        c.send(|m| build::query(m, "SELECT 1")).await;
+        assert_eq!(c.until_ready().await, ["T", "D:1", "C", "Z"]);
         assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", refusal, "Z"], "{alter}");
         c.send(|m| build::query(m, "ROLLBACK")).await;
         assert_eq!(c.until_ready().await, ["C", "Z"]);
-        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", row, "C", "Z"], "{alter}");
+        assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1,2", "C", "Z"], "{alter}");
     }
 }
 

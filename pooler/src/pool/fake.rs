@@ -37,6 +37,7 @@ impl Pool {
             leftover: Default::default(),
             statements: Default::default(),
             kept_batch: bytes::BytesMut::new(),
+            kept_begin: bytes::BytesMut::new(),
             synced_params: 0,
             session_state: Default::default(),
             generation: self.generation.load(Relaxed),

@@ -92,6 +92,9 @@ pub struct ServerConn {
     /// again if the statement is refused (client/prepared/replay.rs). Held by the server, not
     /// the client: servers are few, and its capacity serves every transaction on it.
     pub kept_batch: BytesMut,
+    /// The text of the client's lone BEGIN while its block holds nothing else: a kept batch
+    /// refused there is sent again behind a ROLLBACK and this BEGIN (replay.rs).
+    pub kept_begin: BytesMut,
     /// Fingerprint of the client parameters this server was last made to match (0: none).
     pub synced_params: u64,
     /// Settings and SQL prepared statements made on it by clients (transaction mode).

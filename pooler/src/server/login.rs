@@ -252,6 +252,7 @@ pub async fn connect(
             leftover,
             statements: Default::default(),
             kept_batch: BytesMut::new(),
+            kept_begin: BytesMut::new(),
             synced_params: 0,
             session_state: Default::default(),
             generation: 0,

@@ -41,6 +41,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::params::ClientParams;
 
+pub use replay::is_lone_begin;
 pub use rewrite::{Rewrite, RewriteError, Rewritten};
 pub use tracker::{Response, Tracker};
 

@@ -15,6 +15,7 @@
 //! `kept_batch` buffer, which keeps its capacity from one transaction to the next.
 
 use bytes::BytesMut;
+use pgmux_protocol::build;
 use pgmux_protocol::extended::{self, STATEMENT};
 use pgmux_protocol::frame::peek_header;
 use pgmux_protocol::tags::frontend as f;
@@ -42,11 +43,72 @@ pub(super) enum Stage {
     Kept,
 }
 
+/// What the open transaction block holds, as far as sending a batch again goes: a block whose
+/// only statement is the client's BEGIN can be rolled back and begun again unseen.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// Anything else (no block, or a block where more ran).
+    #[default]
+    Other,
+    /// A lone BEGIN went to the server with nothing else open: its ReadyForQuery decides.
+    BeginSent,
+    /// The block holds only that BEGIN (kept in the server's `kept_begin`).
+    Begun,
+}
+
+/// The longest BEGIN text kept to begin a block again.
+pub const MAX_BEGIN: usize = 200;
+
+/// True when a simple Query's text (without its zero) is one BEGIN or START TRANSACTION
+/// statement alone, plain enough to send again as it is: ASCII, no quotes, no comments, no
+/// statement after it.
+pub fn is_lone_begin(text: &[u8]) -> bool {
+    // Every simple Query sent outside a block comes here: most are out at the first word.
+    let lead = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let head = text.get(lead..lead + 5).unwrap_or_default();
+    if !(head.eq_ignore_ascii_case(b"begin") || head.eq_ignore_ascii_case(b"start")) {
+        return false;
+    }
+    if text.len() > MAX_BEGIN || !text.is_ascii() {
+        return false;
+    }
+    let end = text.iter().rposition(|b| !b.is_ascii_whitespace() && *b != b';').map_or(0, |i| i + 1);
+    let text = &text[..end];
+    let plain = !text.iter().any(|b| matches!(b, b';' | b'\'' | b'"' | b'$' | b'-' | b'/'));
+    let mut words = text.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let first = words.next().unwrap_or_default();
+    plain
+        && (first.eq_ignore_ascii_case(b"begin")
+            || first.eq_ignore_ascii_case(b"start")
+                && words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"transaction")))
+}
+
 impl Tracker {
     /// The client's unnamed Parse was served from the cache with nothing of the client's open
-    /// on the server and nothing unsent before it: keep the batch it opens.
-    pub(super) fn replay_arm(&mut self) {
+    /// on the server (`in_block` false), or nothing but its BEGIN (`in_block`), and nothing
+    /// unsent before it: keep the batch it opens.
+    pub(super) fn replay_arm(&mut self, in_block: bool) {
         self.replay = Stage::Armed;
+        self.replay_in_block = in_block;
+    }
+
+    /// A client message is scanned: true when the open block held only the client's BEGIN
+    /// until it. The block holds more from now on (unless this is the BEGIN).
+    #[inline]
+    pub fn block_scanned(&mut self) -> bool {
+        std::mem::take(&mut self.block) == Block::Begun
+    }
+
+    /// A lone BEGIN (`is_lone_begin`) was sent with nothing of the client's open on the server.
+    pub fn block_begin_sent(&mut self) {
+        self.block = Block::BeginSent;
+    }
+
+    /// A ReadyForQuery reached the client: after a lone BEGIN with nothing sent behind it, the
+    /// block (`in_block`) holds only that BEGIN.
+    #[inline]
+    pub fn block_ready(&mut self, in_block: bool) {
+        self.block = if self.block == Block::BeginSent && in_block { Block::Begun } else { Block::Other };
     }
 
     /// Drops a kept batch (it was answered, or can no longer be sent again).
@@ -147,6 +209,28 @@ impl<'a> Iterator for Messages<'a> {
 }
 
 impl Rewrite<'_> {
+    /// The refusal aborted a block that held only the client's BEGIN (`begin`, its text):
+    /// inserts at `at`, in the extended protocol (no Sync, so no ReadyForQuery to swallow), a
+    /// ROLLBACK and that BEGIN again, whose answers pgmux swallows. Returns the bytes inserted.
+    fn begin_again(&mut self, buf: &mut BytesMut, at: usize, begin: &[u8]) -> usize {
+        let mut n = 0;
+        for text in [&b"ROLLBACK"[..], begin] {
+            self.tracker.scratch.clear();
+            let sql = std::str::from_utf8(text).unwrap_or("ROLLBACK");
+            build::parse(&mut self.tracker.scratch, "", sql);
+            build::bind(&mut self.tracker.scratch, "", "", &[]);
+            build::execute(&mut self.tracker.scratch, "");
+            splice::replace(buf, at + n, 0, &self.tracker.scratch);
+            n += self.tracker.scratch.len();
+            for kind in [Kind::Parse, Kind::Bind, Kind::Execute] {
+                self.tracker.push(Item { swallow: true, ..Item::plain(kind) }, self.server, self.client);
+            }
+        }
+        // The server's unnamed statement is pgmux's now.
+        self.tracker.unnamed_here = false;
+        n
+    }
+
     /// The server holds the client's unnamed text as named in the current epoch already: it
     /// was prepared there before what the refusal reveals, perhaps, and a batch sent again
     /// needs a newer epoch.
@@ -160,8 +244,12 @@ impl Rewrite<'_> {
     /// ReadyForQuery is swallowed with the error; the batch's own answers reach the client.
     /// Returns the bytes inserted, or None (nothing changed) when the kept batch does not use
     /// the unnamed statement alone.
-    pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8]) -> Option<usize> {
+    pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8], begin: &[u8]) -> Option<usize> {
         self.tracker.replay = Stage::Off;
+        let in_block = std::mem::take(&mut self.tracker.replay_in_block);
+        if in_block && begin.is_empty() {
+            return None;
+        }
         let old = self.client.unnamed_hash?.get();
         let old_name = server_name(old);
         // Bind, Describe, Execute, Flush and Sync only, of the cached statement and its portal
@@ -179,10 +267,11 @@ impl Rewrite<'_> {
         }
         let sync = self.tracker.queue.front_mut()?;
         sync.swallow = true;
+        let mut n = if in_block { self.begin_again(buf, at, begin) } else { 0 };
         let new = self.name_unnamed();
         let epoch = self.client.unnamed_epoch;
         let text = std::mem::take(&mut self.client.unnamed);
-        let mut n = self.ensure_prepared(buf, at, new, &text);
+        n += self.ensure_prepared(buf, at + n, new, &text);
         self.client.unnamed = text;
         let new_name = server_name(new);
         for (tag, msg) in Messages(kept) {
@@ -207,5 +296,32 @@ impl Rewrite<'_> {
             self.tracker.push(item, self.server, self.client);
         }
         Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_lone_begin;
+
+    #[test]
+    fn a_lone_begin_is_told_from_anything_more() {
+        for yes in
+            [&b"BEGIN"[..], b"begin;", b"  Begin ISOLATION LEVEL SERIALIZABLE ; ", b"START TRANSACTION READ ONLY"]
+        {
+            assert!(is_lone_begin(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"BEGIN; SELECT 1"[..],
+            b"beginning",
+            b"START",
+            b"START x",
+            b"SELECT 1",
+            b"BEGIN -- a comment",
+            b"BEGIN /* ; */",
+            b"",
+            b"BEG",
+        ] {
+            assert!(!is_lone_begin(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 }

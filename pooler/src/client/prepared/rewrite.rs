@@ -64,9 +64,12 @@ pub struct Rewrite<'a> {
     pub max: usize,
     /// cache_unnamed_statements: the unnamed statement is served as a named one.
     pub cache_unnamed: bool,
-    /// The server is outside a transaction block: a batch that opens with the unnamed statement
-    /// served from the cache can be sent again if the server refuses it (replay.rs).
+    /// The server is outside a transaction block, or in one that holds only its BEGIN: a batch
+    /// that opens with the unnamed statement served from the cache can be sent again if the
+    /// server refuses it (replay.rs).
     pub replayable: bool,
+    /// `replayable` in a block that holds only its BEGIN: sent again behind a ROLLBACK and it.
+    pub in_fresh_block: bool,
     /// The statement epoch now: what clients parse in it is named apart from what they parsed
     /// before it (`statement_hash`).
     pub epoch: u64,
@@ -106,6 +109,7 @@ impl<'a> Rewrite<'a> {
             max,
             cache_unnamed,
             replayable: false,
+            in_fresh_block: false,
             epoch,
             client_parses: 0,
             server_parses: 0,
@@ -295,7 +299,7 @@ impl<'a> Rewrite<'a> {
                         if ready == 0 && at == 0 && self.replayable {
                             // Served from the cache, at the front of what is unsent: the
                             // batch is kept in case the server refuses the statement.
-                            self.tracker.replay_arm();
+                            self.tracker.replay_arm(self.in_fresh_block);
                         }
                         return done(ready, 0);
                     }

@@ -110,6 +110,10 @@ pub struct Tracker {
     skipped_queries: u8,
     /// A batch kept to be sent again if the server refuses its cached statement (replay.rs).
     pub(super) replay: super::replay::Stage,
+    /// The kept batch is the first thing in a block that holds only its BEGIN (replay.rs).
+    pub(super) replay_in_block: bool,
+    /// Whether the open transaction block holds nothing but the client's lone BEGIN (replay.rs).
+    pub(super) block: super::replay::Block,
 }
 
 /// What to do with a response from the server.
@@ -332,6 +336,7 @@ impl Tracker {
         self.ddl_seen = false;
         self.skipped_queries = 0;
         self.replay_off();
+        self.block = super::replay::Block::Other;
     }
 
     /// Requests still expecting an answer.

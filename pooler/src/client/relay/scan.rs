@@ -13,7 +13,7 @@ use pgmux_protocol::{tags, ProtocolError};
 use super::end::Fault;
 use super::lost_copy;
 use super::{pass_through, protocol_fault, Relay};
-use crate::client::prepared::{invalidation, Response, Rewrite, RewriteError, Rewritten};
+use crate::client::prepared::{invalidation, is_lone_begin, Response, Rewrite, RewriteError, Rewritten};
 use crate::client::{buffers, splice};
 use crate::config::PoolMode;
 
@@ -107,6 +107,7 @@ impl Relay {
             // Whatever the client sends behind a kept batch would go before it if it were sent
             // again (replay.rs).
             self.tracker.replay_sent_behind();
+            let fresh_block = self.tracker.block_scanned();
             match tag {
                 tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -119,8 +120,14 @@ impl Relay {
                     if tag == tags::frontend::QUERY && !self.note_session_sql(tag, total) {
                         return Ok(());
                     }
-                    let Some(server) = self.server.as_mut() else { return Ok(()) };
+                    if self.server.is_none() {
+                        return Ok(());
+                    }
                     if self.track_prepared {
+                        if tag == tags::frontend::QUERY && self.flow.idle() && !self.tracker.in_flight() {
+                            self.keep_lone_begin(total);
+                        }
+                        let Some(server) = self.server.as_mut() else { return Ok(()) };
                         let (st, cl) = (&mut server.statements, &mut self.statements);
                         if tag == tags::frontend::SYNC {
                             self.tracker.on_sync(st, cl);
@@ -149,7 +156,7 @@ impl Relay {
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
                     // Nothing of the client's is open on the server: a refusal of a statement
                     // served from the cache rolls back nothing (replay.rs).
-                    let replayable = tag == tags::frontend::PARSE && self.flow.idle();
+                    let replayable = tag == tags::frontend::PARSE && (self.flow.idle() || fresh_block);
                     self.flow.extended();
                     let at = self.c_ready;
                     let epoch = self.shared.statement_epoch.load(Ordering::Relaxed);
@@ -163,6 +170,7 @@ impl Relay {
                         epoch,
                     );
                     rw.replayable = replayable;
+                    rw.in_fresh_block = fresh_block;
                     let result = rw.message(&mut self.cin, at, tag, total);
                     let (cp, sp, b) = (rw.client_parses, rw.server_parses, rw.binds);
                     let stats = self.stats();
@@ -542,7 +550,7 @@ impl Relay {
             // prepared the text in this one, perhaps before the change: a newer name.
             rw.epoch = invalidation::raise_for_refusal(&self.shared.statement_epoch, None);
         }
-        let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept);
+        let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept, &server.kept_begin);
         let parses = rw.server_parses;
         server.kept_batch = kept;
         let Some(n) = sent_again else { return false };
@@ -556,8 +564,22 @@ impl Relay {
         true
     }
 
+    /// A simple Query of `total` bytes is sent with nothing of the client's open on the server:
+    /// a lone BEGIN is kept, for a batch refused as the block's first statement (replay.rs).
+    fn keep_lone_begin(&mut self, total: usize) {
+        let Some(server) = self.server.as_mut() else { return };
+        let Some(text) = self.cin.get(self.c_ready + 5..self.c_ready + total) else { return };
+        let text = text.strip_suffix(&[0]).unwrap_or(text);
+        if self.cache_unnamed && is_lone_begin(text) {
+            server.kept_begin.clear();
+            server.kept_begin.extend_from_slice(text);
+            self.tracker.block_begin_sent();
+        }
+    }
+
     pub(super) fn on_ready(&mut self, status: TxStatus) {
         self.tracker.replay_off();
+        self.tracker.block_ready(status == TxStatus::InTransaction);
         self.saw_ready = true;
         self.flow.ready(status);
         self.session_sql_ready(status);

@@ -54,7 +54,7 @@ fn a_refused_batch_from_the_cache_goes_again_behind_a_fresh_parse() {
     f.epoch += 1;
     let mut buf = BytesMut::from(&b"rest"[..]);
     let kept = f.kept.clone();
-    let n = f.rewrite().replay_refused(&mut buf, 0, &kept).expect("sent again");
+    let n = f.rewrite().replay_refused(&mut buf, 0, &kept, b"").expect("sent again");
     assert_eq!(&buf[n..], b"rest", "inserted before what follows");
     buf.truncate(n);
     let again = frames(&mut buf);
@@ -108,7 +108,7 @@ fn a_batch_partly_answered_or_with_more_behind_it_is_not_sent_again() {
     assert!(f.tracker.replay_applies(&f.kept));
     f.respond(b::ERROR_RESPONSE);
     let kept = f.kept.clone();
-    assert_eq!(f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept), None);
+    assert_eq!(f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept, b""), None);
     assert_eq!(f.respond(b::READY_FOR_QUERY), Response::Forward, "the refusal reaches the client");
 }
 
@@ -131,7 +131,7 @@ fn a_batch_written_in_pieces_is_kept_as_it_leaves() {
     f.epoch += 1;
     let mut buf = BytesMut::new();
     let kept = f.kept.clone();
-    f.rewrite().replay_refused(&mut buf, 0, &kept).expect("sent again");
+    f.rewrite().replay_refused(&mut buf, 0, &kept, b"").expect("sent again");
     assert_eq!(frames(&mut buf).iter().map(|m| m.0).collect::<Vec<_>>(), b"PBDES", "the whole batch");
 }
 
@@ -154,7 +154,11 @@ fn a_batch_with_an_injected_parse_is_not_sent_again() {
     assert!(f.tracker.replay_applies(&f.kept), "kept");
     f.respond(b::ERROR_RESPONSE);
     let kept = f.kept.clone();
-    assert_eq!(f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept), None, "it changed what the server holds");
+    assert_eq!(
+        f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept, b""),
+        None,
+        "it changed what the server holds"
+    );
 }
 
 #[test]
@@ -173,4 +177,45 @@ fn a_batch_with_a_request_sent_behind_it_is_not_sent_again_even_once_answered_in
     cached_batch_in_flight(&mut f, batch);
     f.respond(b::NOTICE_RESPONSE);
     assert!(!f.tracker.replay_applies(&f.kept));
+}
+
+#[test]
+fn a_batch_refused_in_a_block_holding_only_its_begin_goes_again_behind_a_rollback_and_it() {
+    let mut f = Fixture::cached(10);
+    let sent = cached_batch_in_flight(&mut f, CACHED_BATCH);
+    // As the relay arms it after the client's lone BEGIN.
+    f.tracker.replay_in_block = true;
+    assert!(f.tracker.replay_applies(&f.kept));
+    assert_eq!(f.respond(b::ERROR_RESPONSE), Response::Forward);
+    f.epoch += 1;
+    let kept = f.kept.clone();
+    let mut buf = BytesMut::new();
+    let n =
+        f.rewrite().replay_refused(&mut buf, 0, &kept, b"BEGIN ISOLATION LEVEL REPEATABLE READ").expect("sent again");
+    assert_eq!(n, buf.len());
+    let again = frames(&mut buf);
+    assert_eq!(again.iter().map(|m| m.0).collect::<Vec<_>>(), b"PBEPBEPBDES");
+    assert_eq!(again[0].1, b"\0ROLLBACK\0\0\0", "a ROLLBACK of the aborted block, as the unnamed statement");
+    assert_eq!(again[3].1, b"\0BEGIN ISOLATION LEVEL REPEATABLE READ\0\0\0", "the client's own BEGIN");
+    assert_eq!(again[8..], sent[1..], "then the batch as before");
+    // Everything up to the batch's own answers is pgmux's.
+    for r in [b::READY_FOR_QUERY, b::PARSE_COMPLETE, b::BIND_COMPLETE, b::COMMAND_COMPLETE] {
+        assert_eq!(f.respond(r), Response::Swallow);
+    }
+    for r in [b::PARSE_COMPLETE, b::BIND_COMPLETE, b::COMMAND_COMPLETE, b::PARSE_COMPLETE] {
+        assert_eq!(f.respond(r), Response::Swallow);
+    }
+    for r in [b::BIND_COMPLETE, b::ROW_DESCRIPTION, b::COMMAND_COMPLETE, b::READY_FOR_QUERY] {
+        assert_eq!(f.respond(r), Response::Forward);
+    }
+    assert!(!f.tracker.in_flight());
+    assert!(!f.tracker.unnamed_here, "the server's unnamed statement is no longer the client's");
+
+    // Without the BEGIN's text kept, it is not sent again.
+    let mut f = Fixture::cached(10);
+    cached_batch_in_flight(&mut f, CACHED_BATCH);
+    f.tracker.replay_in_block = true;
+    f.respond(b::ERROR_RESPONSE);
+    let kept = f.kept.clone();
+    assert_eq!(f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept, b""), None);
 }
