@@ -81,6 +81,34 @@ drivers_env_ensure() {
   fi
 }
 
+# The Node.js drivers tests/drivers.rs runs (node-postgres, postgres.js), at the versions
+# tests/drivers/package.json pins, installed from its package-lock.json (`npm ci`) into
+# target/drivers-node; prints the node_modules directory (for NODE_PATH). Kept while the copies
+# of both files there match tests/drivers' and both modules load; nodejs and npm installed when
+# missing (root, apt-get). A machine that cannot install them (no node or npm, no registry)
+# gets a warning, and the driver tests say that they did not run.
+drivers_node_ensure() {
+  local dir=target/drivers-node src=tests/drivers
+  if cmp -s "$src/package.json" "$dir/package.json" && cmp -s "$src/package-lock.json" "$dir/package-lock.json" &&
+    NODE_PATH="$dir/node_modules" node -e 'require("pg"); require("postgres")' 2>/dev/null; then
+    echo "$PWD/$dir/node_modules"
+    return 0
+  fi
+  if ! { command -v node && command -v npm; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing nodejs and npm for the driver tests (apt-get install nodejs npm)..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >&2 || true
+  fi
+  rm -rf "$dir"
+  if mkdir -p "$dir" && cp "$src/package.json" "$src/package-lock.json" "$dir/" &&
+    (cd "$dir" && npm ci --silent --no-audit --no-fund) >&2 &&
+    NODE_PATH="$dir/node_modules" node -e 'require("pg"); require("postgres")' >&2; then
+    echo "$PWD/$dir/node_modules"
+  else
+    rm -rf "$dir"
+    echo "warning: could not install $src/package.json's node-postgres and postgres.js into $dir (node, npm, the npm registry): the Node.js driver tests will not run" >&2
+  fi
+}
+
 # Runs a command as the postgres OS user when we are root (initdb and postgres refuse root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (PostgreSQL server binaries, psql, pgbench,
-# libssl-dev / pkg-config for the build, and a virtualenv with the Python drivers psycopg and
-# asyncpg from PyPI) when missing, then runs formatting and lint checks and
-# every test of the workspace, then a fuzz smoke run of every fuzz target (scripts/fuzz.sh, 3 s
-# each) and the HA test (scripts/ha/test.sh). The integration tests start their own throwaway
-# PostgreSQL clusters as the `postgres` OS user, some in their own network namespace (root).
+# libssl-dev / pkg-config for the build, a virtualenv with the Python drivers psycopg and
+# asyncpg from PyPI, and the Node.js drivers node-postgres and postgres.js from npm) when
+# missing, then runs formatting and lint checks and every test of the workspace, then a fuzz
+# smoke run of every fuzz target (scripts/fuzz.sh, 3 s each) and the HA test
+# (scripts/ha/test.sh). The integration tests start their own throwaway PostgreSQL clusters as
+# the `postgres` OS user, some in their own network namespace (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg-env.sh
@@ -14,6 +15,9 @@ fault_tools_ensure_installed
 # psycopg and asyncpg for tests/drivers.rs, in target/drivers-venv.
 PGMUX_TEST_PYTHON=$(drivers_env_ensure)
 [ -n "$PGMUX_TEST_PYTHON" ] && export PGMUX_TEST_PYTHON
+# node-postgres and postgres.js for tests/drivers.rs, in target/drivers-node (for NODE_PATH).
+PGMUX_TEST_NODE_PATH=$(drivers_node_ensure)
+[ -n "$PGMUX_TEST_NODE_PATH" ] && export PGMUX_TEST_NODE_PATH
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "error: the tests run PostgreSQL as the 'postgres' OS user, which does not exist (install the postgresql package)" >&2
   exit 1

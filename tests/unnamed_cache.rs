@@ -60,6 +60,20 @@ async fn run_unnamed(c: &mut Raw, sql: &str, param: Option<&str>) -> Vec<String>
     c.until_ready().await
 }
 
+/// As postgres.js sends a query: Parse of the unnamed statement, Describe of it, Bind (one text
+/// parameter), Execute, Sync, in one write.
+async fn run_unnamed_described(c: &mut Raw, sql: &str, param: &str) -> Vec<String> {
+    c.send(|m| {
+        build::parse(m, "", sql);
+        pgmux_protocol::extended::target_message(m, b'D', b'S', b"");
+        build::bind(m, "", "", &[Some(param.as_bytes())]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    c.until_ready().await
+}
+
 /// Runs the named statement `name` of `sql`, parsing it first when `parse`.
 async fn run_named(c: &mut Raw, name: &str, sql: &str, parse: bool) -> Vec<String> {
     c.send(|m| {
@@ -165,6 +179,13 @@ async fn ddl_behind_pgmux_is_met_by_preparing_the_text_again_unseen() {
         assert_eq!(parse_counts(&mux).await, (3 + i as u64 * 2, 2 + i as u64, 3 + i as u64 * 2), "{alter}");
         assert_eq!(run_unnamed(&mut c, sql, one).await, ["1", "2", "T", "D:1,2", "C", "Z"], "{alter}: cached");
     }
+    // The statement described in the batch (postgres.js): PostgreSQL sends its
+    // ParameterDescription before it finds the statement stale; pgmux holds it back with the
+    // refusal, and the batch sent again describes the statement anew.
+    pg.psql("app", "ALTER TABLE cache_ddl_direct ADD COLUMN described int DEFAULT 9");
+    assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"]);
+    assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"], "cached");
+    pg.psql("app", "ALTER TABLE cache_ddl_direct DROP COLUMN described");
     // In a transaction block that holds only its BEGIN (psycopg's default, SQLAlchemy's), the
     // refusal aborted nothing of the client's: pgmux rolls the block back, begins it again with
     // the client's own BEGIN, and sends the batch again. The block goes on as the client began it.

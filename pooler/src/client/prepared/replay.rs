@@ -126,6 +126,12 @@ impl Tracker {
         }
     }
 
+    /// A batch is kept whole, up to its Sync, and not answered yet.
+    #[inline]
+    pub fn replay_kept(&self) -> bool {
+        self.replay == Stage::Kept
+    }
+
     /// True between the Parse served from the cache and its batch's Sync.
     #[inline]
     pub fn replay_keeping(&self) -> bool {

@@ -19,6 +19,16 @@ use crate::config::PoolMode;
 
 /// The largest server ErrorResponse held back to see whether it is a FATAL (server_loss.rs).
 const HELD_FATAL_MAX: usize = 8 * 1024;
+
+/// What becomes of a ParameterDescription answering a kept batch (`parameters_before_refusal`).
+enum Held {
+    /// What follows it is not all here yet.
+    Wait,
+    /// A refusal follows, and the batch goes again: the client never sees it.
+    Drop,
+    /// Anything else: it goes to the client, and the batch can no longer be sent again.
+    Forward,
+}
 /// ReadyForQuery 'I', as PostgreSQL answers a Sync outside a transaction.
 const IDLE_READY: [u8; 6] = [tags::backend::READY_FOR_QUERY, 0, 0, 0, 5, b'I'];
 /// CloseComplete.
@@ -383,6 +393,16 @@ impl Relay {
             }
             if self.track_prepared {
                 let whole = avail.len() >= total;
+                if tag == tags::backend::PARAMETER_DESCRIPTION && self.tracker.replay_kept() {
+                    match self.parameters_before_refusal(total)? {
+                        Held::Wait => return Ok(()),
+                        Held::Drop => {
+                            splice::replace(&mut self.sout, self.s_ready, total, b"");
+                            continue;
+                        }
+                        Held::Forward => {}
+                    }
+                }
                 // CommandComplete of exactly `DEALLOCATE ALL` or `DISCARD ALL` (PgBouncer checks
                 // the length first too): read its tag.
                 let reset_tag = tag == tags::backend::COMMAND_COMPLETE && (total == 5 + 15 || total == 5 + 12);
@@ -530,6 +550,30 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// A ParameterDescription, `total` bytes at `s_ready`, answers the Describe of a statement
+    /// in a kept batch (replay.rs): PostgreSQL sends it before it analyses the statement again,
+    /// so a refusal follows it in the same answer (postgres.js describes the statement in the
+    /// batch it runs it in). Looked at with what follows: dropped when that is a refusal the
+    /// batch will be sent again for (the batch sent again describes the statement anew).
+    #[cold]
+    #[inline(never)]
+    fn parameters_before_refusal(&self, total: usize) -> Result<Held, ProtocolError> {
+        let Some(rest) = self.sout.get(self.s_ready + total..) else { return Ok(Held::Wait) };
+        // PostgreSQL writes the Describe's next answer right behind it: never a long wait.
+        let Some((next, next_total)) = peek_header(rest, usize::MAX)? else { return Ok(Held::Wait) };
+        if next != tags::backend::ERROR_RESPONSE || !self.holds_back_fatals() || next_total > HELD_FATAL_MAX {
+            return Ok(Held::Forward);
+        }
+        let Some(error) = rest.get(5..next_total) else { return Ok(Held::Wait) };
+        let Some(server) = self.server.as_ref() else { return Ok(Held::Forward) };
+        let refused = invalidation::is_stale_plan_error(error, self.tracker.error_answers_statement());
+        Ok(if refused && self.c_skip == 0 && self.tracker.replay_applies(&server.kept_batch) {
+            Held::Drop
+        } else {
+            Held::Forward
+        })
     }
 
     /// Sends the kept batch again behind a fresh Parse (replay.rs) and drops the refusal, `total`
