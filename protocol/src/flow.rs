@@ -72,6 +72,12 @@ impl Flow {
         self.pending == 0 && self.batch == Batch::Closed && self.tx == TxStatus::Idle
     }
 
+    /// Inside a transaction block, with nothing sent since the last ReadyForQuery: no request
+    /// unanswered, no batch open.
+    pub fn fresh_block(&self) -> bool {
+        self.pending == 0 && self.batch == Batch::Closed && self.tx == TxStatus::InTransaction
+    }
+
     /// Requests (Query, FunctionCall, Sync) sent whose ReadyForQuery has not come.
     pub fn pending(&self) -> u32 {
         self.pending

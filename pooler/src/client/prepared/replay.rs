@@ -92,11 +92,12 @@ impl Tracker {
         self.replay_in_block = in_block;
     }
 
-    /// A client message is scanned: true when the open block held only the client's BEGIN
-    /// until it. The block holds more from now on (unless this is the BEGIN).
+    /// The last ReadyForQuery answered the client's lone BEGIN. The block holds only it if,
+    /// too, nothing was sent since ([`pgmux_protocol::flow::Flow::fresh_block`]): anything
+    /// sent since is unanswered, or else a ReadyForQuery answered it (`block_ready`).
     #[inline]
-    pub fn block_scanned(&mut self) -> bool {
-        std::mem::take(&mut self.block) == Block::Begun
+    pub fn block_begun(&self) -> bool {
+        self.block == Block::Begun
     }
 
     /// A lone BEGIN (`is_lone_begin`) was sent with nothing of the client's open on the server.
@@ -108,7 +109,9 @@ impl Tracker {
     /// block (`in_block`) holds only that BEGIN.
     #[inline]
     pub fn block_ready(&mut self, in_block: bool) {
-        self.block = if self.block == Block::BeginSent && in_block { Block::Begun } else { Block::Other };
+        if self.block != Block::Other {
+            self.block = if self.block == Block::BeginSent && in_block { Block::Begun } else { Block::Other };
+        }
     }
 
     /// Drops a kept batch (it was answered, or can no longer be sent again).
@@ -124,12 +127,6 @@ impl Tracker {
         if self.replay == Stage::Kept {
             self.replay = Stage::Off;
         }
-    }
-
-    /// A batch is kept whole, up to its Sync, and not answered yet.
-    #[inline]
-    pub fn replay_kept(&self) -> bool {
-        self.replay == Stage::Kept
     }
 
     /// True between the Parse served from the cache and its batch's Sync.
@@ -196,7 +193,7 @@ impl Tracker {
         if self.leading_queries > 0 {
             return None;
         }
-        self.queue.front().and_then(|i| i.epoch)
+        self.queue.front().map(|i| i.epoch).filter(|e| *e != super::tracker::NO_EPOCH)
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use pgmux_protocol::extended::{self, PORTAL, STATEMENT};
 use pgmux_protocol::{tags, ProtocolError};
 
-use super::tracker::{ClientUndo, Item, Kind, Tracker};
+use super::tracker::{ClientUndo, Item, Kind, Tracker, NO_EPOCH};
 use super::{server_name, statement_hash, ClientStatements, Statement, NAME_LEN};
 use crate::client::splice;
 use crate::server::ServerStatements;
@@ -139,7 +139,7 @@ impl<'a> Rewrite<'a> {
                 swallow: true,
                 server: Some((victim, false)),
                 client: ClientUndo::None,
-                epoch: None,
+                epoch: NO_EPOCH,
             });
         }
         n
@@ -161,7 +161,7 @@ impl<'a> Rewrite<'a> {
             swallow: true,
             server: Some((hash, true)),
             client: ClientUndo::None,
-            epoch: None,
+            epoch: NO_EPOCH,
         });
         n + self.evict(buf, at + n)
     }
@@ -207,13 +207,13 @@ impl<'a> Rewrite<'a> {
         if self.server.lookup(hash) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
-            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client, epoch: None });
+            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client, epoch: NO_EPOCH });
             return 0;
         }
         let total = Self::rename(buf, at, total, at + 5, name_len, hash);
         self.server.insert(hash);
         self.server_parses += 1;
-        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client, epoch: None });
+        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client, epoch: NO_EPOCH });
         total + self.evict(buf, at + total)
     }
 
@@ -234,7 +234,7 @@ impl<'a> Rewrite<'a> {
             Kind::Close
         };
         let n = self.insert_scratch(buf, at);
-        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, epoch: None });
+        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, epoch: NO_EPOCH });
         n
     }
 
@@ -247,7 +247,13 @@ impl<'a> Rewrite<'a> {
         self.client.unnamed_valid = false;
         self.client.unnamed_hash = None;
         self.tracker.unnamed_here = true;
-        self.push(Item { kind: Kind::Parse, swallow: false, server: None, client: ClientUndo::Unnamed, epoch: None });
+        self.push(Item {
+            kind: Kind::Parse,
+            swallow: false,
+            server: None,
+            client: ClientUndo::Unnamed,
+            epoch: NO_EPOCH,
+        });
         Rewritten::Done { ready: 0, skip: total }
     }
 
@@ -310,7 +316,7 @@ impl<'a> Rewrite<'a> {
                         swallow: false,
                         server: None,
                         client: ClientUndo::Unnamed,
-                        epoch: None,
+                        epoch: NO_EPOCH,
                     });
                     return done(total, 0);
                 }
@@ -405,7 +411,7 @@ impl<'a> Rewrite<'a> {
                         None => ClientUndo::None,
                     };
                     splice::replace(buf, at, total, b"");
-                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client, epoch: None });
+                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client, epoch: NO_EPOCH });
                     return done(0, 0);
                 }
                 let Some(st) = self.client.map.get(t.name).cloned() else {

@@ -40,6 +40,10 @@ pub(super) enum ClientUndo {
     Unnamed,
 }
 
+/// [`Item::epoch`] of an item that names no statement (an epoch whose low 32 bits are this
+/// counts as unknown: a refusal of it raises the epoch, as before statements carried theirs).
+pub(super) const NO_EPOCH: u32 = u32::MAX;
+
 #[derive(Debug)]
 pub(super) struct Item {
     pub(super) kind: Kind,
@@ -49,18 +53,19 @@ pub(super) struct Item {
     pub(super) server: Option<(u64, bool)>,
     pub(super) client: ClientUndo,
     /// For a Bind or Describe of a statement pgmux named: the statement epoch it was named in
-    /// (low 32 bits), which a refusal of it is matched to ([`super::invalidation`]).
-    pub(super) epoch: Option<u32>,
+    /// (low 32 bits), which a refusal of it is matched to ([`super::invalidation`]); else
+    /// [`NO_EPOCH`]. Four bytes, within the item's padding.
+    pub(super) epoch: u32,
 }
 
 impl Item {
     pub(super) fn plain(kind: Kind) -> Self {
-        Item { kind, swallow: false, server: None, client: ClientUndo::None, epoch: None }
+        Item { kind, swallow: false, server: None, client: ClientUndo::None, epoch: NO_EPOCH }
     }
 
     /// A Bind or Describe of a statement named in statement epoch `epoch` (low 32 bits).
     pub(super) fn of_statement(kind: Kind, epoch: u32) -> Self {
-        Item { epoch: Some(epoch), ..Item::plain(kind) }
+        Item { epoch, ..Item::plain(kind) }
     }
 
     pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {
@@ -123,6 +128,10 @@ pub enum Response {
     Forward,
     /// It answers a message pgmux injected.
     Swallow,
+    /// A ParameterDescription answering a kept batch (replay.rs): the relay looks at what
+    /// follows it, and drops it if that is a refusal the batch is sent again for, or else
+    /// forwards it and drops the batch (`replay_off`).
+    Hold,
 }
 
 impl Tracker {
@@ -229,6 +238,9 @@ impl Tracker {
             b::NO_DATA | b::ROW_DESCRIPTION => self.pop_if(&[Kind::Describe]),
             b::COMMAND_COMPLETE | b::EMPTY_QUERY | b::PORTAL_SUSPENDED => self.pop_if(&[Kind::Execute]),
             b::READY_FOR_QUERY => self.pop_if(&[Kind::Sync, Kind::Query]),
+            // PostgreSQL describes a statement's parameters before it analyses the statement
+            // again: a refusal of a kept batch may follow (replay.rs).
+            b::PARAMETER_DESCRIPTION if self.replay == super::replay::Stage::Kept => Response::Hold,
             b::PARAMETER_DESCRIPTION | b::NOTICE_RESPONSE => {
                 // Answers that pop nothing (the first to a Describe of a statement; a notice,
                 // from planning perhaps): a kept batch that gets one cannot be sent again, the

@@ -117,7 +117,6 @@ impl Relay {
             // Whatever the client sends behind a kept batch would go before it if it were sent
             // again (replay.rs).
             self.tracker.replay_sent_behind();
-            let fresh_block = self.tracker.block_scanned();
             match tag {
                 tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -134,7 +133,7 @@ impl Relay {
                         return Ok(());
                     }
                     if self.track_prepared {
-                        if tag == tags::frontend::QUERY && self.flow.idle() && !self.tracker.in_flight() {
+                        if tag == tags::frontend::QUERY && self.cache_unnamed && self.may_begin() {
                             self.keep_lone_begin(total);
                         }
                         let Some(server) = self.server.as_mut() else { return Ok(()) };
@@ -166,6 +165,8 @@ impl Relay {
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
                     // Nothing of the client's is open on the server: a refusal of a statement
                     // served from the cache rolls back nothing (replay.rs).
+                    let fresh_block =
+                        tag == tags::frontend::PARSE && self.tracker.block_begun() && self.flow.fresh_block();
                     let replayable = tag == tags::frontend::PARSE && (self.flow.idle() || fresh_block);
                     self.flow.extended();
                     let at = self.c_ready;
@@ -393,16 +394,6 @@ impl Relay {
             }
             if self.track_prepared {
                 let whole = avail.len() >= total;
-                if tag == tags::backend::PARAMETER_DESCRIPTION && self.tracker.replay_kept() {
-                    match self.parameters_before_refusal(total)? {
-                        Held::Wait => return Ok(()),
-                        Held::Drop => {
-                            splice::replace(&mut self.sout, self.s_ready, total, b"");
-                            continue;
-                        }
-                        Held::Forward => {}
-                    }
-                }
                 // CommandComplete of exactly `DEALLOCATE ALL` or `DISCARD ALL` (PgBouncer checks
                 // the length first too): read its tag.
                 let reset_tag = tag == tags::backend::COMMAND_COMPLETE && (total == 5 + 15 || total == 5 + 12);
@@ -434,17 +425,18 @@ impl Relay {
                     }
                     // A refused statement says the schema changed, perhaps behind pgmux's back:
                     // texts parsed from now on get statements of their own.
-                    let ended = tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'];
                     let refused = held_error
                         && invalidation::is_stale_plan_error(&avail[5..total], self.tracker.error_answers_statement());
+                    let mut send_again = false;
                     if refused {
                         let named_in = self.tracker.refused_statement_epoch();
                         invalidation::raise_for_refusal(&self.shared.statement_epoch, named_in);
+                        send_again = self.c_skip == 0 && self.tracker.replay_applies(&s.kept_batch);
                     }
-                    if ended && std::mem::take(&mut self.tracker.ddl_seen) {
+                    if self.tracker.ddl_seen && tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'] {
+                        self.tracker.ddl_seen = false;
                         self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed);
                     }
-                    let send_again = refused && self.c_skip == 0 && self.tracker.replay_applies(&s.kept_batch);
                     let response = self.tracker.on_response(tag, &mut s.statements, &mut self.statements);
                     // The server refused the statement a batch was served from the cache (DDL
                     // made straight on PostgreSQL), as the batch's first answer: the kept batch
@@ -455,14 +447,25 @@ impl Relay {
                         }
                         self.tracker.replay_off();
                     }
-                    if response == Response::Swallow {
-                        if tag == tags::backend::READY_FOR_QUERY {
-                            // The refused batch's, whose batch was sent again (replay.rs): the
-                            // flow counted both Syncs.
-                            self.flow.skipped();
+                    if response != Response::Forward {
+                        if response == Response::Hold {
+                            match self.parameters_before_refusal(total)? {
+                                Held::Wait => return Ok(()),
+                                Held::Forward => self.tracker.replay_off(),
+                                Held::Drop => {
+                                    splice::replace(&mut self.sout, self.s_ready, total, b"");
+                                    continue;
+                                }
+                            }
+                        } else {
+                            if tag == tags::backend::READY_FOR_QUERY {
+                                // The refused batch's, whose batch was sent again (replay.rs):
+                                // the flow counted both Syncs.
+                                self.flow.skipped();
+                            }
+                            splice::replace(&mut self.sout, self.s_ready, total, b"");
+                            continue;
                         }
-                        splice::replace(&mut self.sout, self.s_ready, total, b"");
-                        continue;
                     }
                 }
             }
@@ -608,13 +611,29 @@ impl Relay {
         true
     }
 
-    /// A simple Query of `total` bytes is sent with nothing of the client's open on the server:
-    /// a lone BEGIN is kept, for a batch refused as the block's first statement (replay.rs).
+    /// The simple Query at `c_ready` may be a BEGIN (its first two letters; leading blanks are
+    /// left to [`Relay::keep_lone_begin`]): every Query scanned asks, so this is kept short.
+    #[inline]
+    fn may_begin(&self) -> bool {
+        match self.cin.get(self.c_ready + 5..self.c_ready + 7) {
+            Some(&[a, b]) => matches!((a | 0x20, b | 0x20), (b'b', b'e') | (b's', b't')) || a.is_ascii_whitespace(),
+            _ => false,
+        }
+    }
+
+    /// A simple Query of `total` bytes that may be a BEGIN: when it is one alone, sent with
+    /// nothing of the client's open on the server, it is kept, for a batch refused as the
+    /// block's first statement (replay.rs).
+    #[cold]
+    #[inline(never)]
     fn keep_lone_begin(&mut self, total: usize) {
+        if !self.flow.idle() || self.tracker.in_flight() {
+            return;
+        }
         let Some(server) = self.server.as_mut() else { return };
         let Some(text) = self.cin.get(self.c_ready + 5..self.c_ready + total) else { return };
         let text = text.strip_suffix(&[0]).unwrap_or(text);
-        if self.cache_unnamed && is_lone_begin(text) {
+        if is_lone_begin(text) {
             server.kept_begin.clear();
             server.kept_begin.extend_from_slice(text);
             self.tracker.block_begin_sent();

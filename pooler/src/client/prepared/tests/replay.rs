@@ -99,7 +99,7 @@ fn a_batch_partly_answered_or_with_more_behind_it_is_not_sent_again() {
     // an answer of the batch already.
     let mut f = Fixture::cached(10);
     cached_batch_in_flight(&mut f, batch);
-    f.respond(b::PARAMETER_DESCRIPTION);
+    assert_eq!(f.respond(b::PARAMETER_DESCRIPTION), Response::Hold, "held, to see what follows");
     assert!(!f.tracker.replay_applies(&f.kept));
     // A simple Query inside it: kept, but not sent again (it would run twice).
     let mut f = Fixture::cached(10);
