@@ -186,6 +186,36 @@ async fn ddl_behind_pgmux_is_met_by_preparing_the_text_again_unseen() {
     assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"]);
     assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"], "cached");
     pg.psql("app", "ALTER TABLE cache_ddl_direct DROP COLUMN described");
+    // Prepared in a batch of its own, still open (asyncpg with its caches off: Parse, Describe,
+    // Flush; Bind, Execute and Sync once it has the columns): the refusal comes before any
+    // Sync, so pgmux sends a Sync of its own ahead of the batch sent again.
+    pg.psql("app", "ALTER TABLE cache_ddl_direct ADD COLUMN open int DEFAULT 8");
+    c.send(|m| {
+        build::parse(m, "", sql);
+        pgmux_protocol::extended::target_message(m, b'D', b'S', b"");
+        m.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+    })
+    .await;
+    assert_eq!(c.until(b'T').await, ["1", "t", "T"], "described with the new columns, no error");
+    c.send(|m| {
+        build::bind(m, "", "", &[Some(b"1")]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(c.until_ready().await, ["2", "D:1,2,8", "C", "Z"]);
+    // A Flush behind the batch's Sync (psycopg's pipeline) asks for nothing: sent again too.
+    pg.psql("app", "ALTER TABLE cache_ddl_direct DROP COLUMN open");
+    c.send(|m| {
+        build::parse(m, "", sql);
+        build::bind(m, "", "", &[Some(b"1")]);
+        pgmux_protocol::extended::target_message(m, b'D', b'P', b"");
+        build::execute(m, "");
+        build::sync(m);
+        m.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+    })
+    .await;
+    assert_eq!(c.until_ready().await, ["1", "2", "T", "D:1,2", "C", "Z"]);
     // In a transaction block that holds only its BEGIN (psycopg's default, SQLAlchemy's), the
     // refusal aborted nothing of the client's: pgmux rolls the block back, begins it again with
     // the client's own BEGIN, and sends the batch again. The block goes on as the client began it.

@@ -42,6 +42,16 @@ with psycopg.connect(direct_dsn, autocommit=True) as direct, psycopg.connect(mux
             got = rows(mux)
             assert got == want, f"after {alter}: {got} != {want}"
             runs += 1
+    pipelined = 0
+    # In a pipeline of one query (Parse, Bind, Describe, Execute, Sync, then a Flush behind
+    # the Sync): sent again too.
+    for alter, want in [("ADD COLUMN p int DEFAULT 5", [(1, 5)]), ("DROP COLUMN p", [(1,)])]:
+        direct.execute(f"ALTER TABLE {table} {alter}")
+        with mux.pipeline():
+            cur = mux.execute(QUERY, ("1",), prepare=False)
+        got = cur.fetchall()
+        assert got == want, f"pipelined, after {alter}: {got} != {want}"
+        pipelined += 1
     # Inside a transaction block, the query first in it: no error, and the block is the
     # client's (its isolation level, still open after the query).
     mux.autocommit = False
@@ -69,5 +79,5 @@ with psycopg.connect(direct_dsn, autocommit=True) as direct, psycopg.connect(mux
     assert refused <= 1, refused
     with mux.transaction():
         assert rows(mux) == [("1", 3, 4)]
-    print(f"ok psycopg: {runs} runs across {len(migrations)} migrations, no error; "
+    print(f"ok psycopg: {runs} runs across {len(migrations)} migrations, no error; {pipelined} pipelines, no error; "
           f"{blocks} blocks, no error; {refused} refusal in a block where more ran")

@@ -51,7 +51,7 @@ impl Books {
         while at < buf.len() {
             let tag = buf[at];
             let total = i32::from_be_bytes(buf[at + 1..at + 5].try_into().expect("4 bytes")) as usize + 1;
-            self.tracker.replay_sent_behind();
+            self.tracker.replay_sent_behind(tag);
             match tag {
                 tags::frontend::SYNC => self.tracker.on_sync(&mut self.server, &mut self.client),
                 tags::frontend::EXECUTE => self.tracker.on_execute(&mut self.server, &mut self.client),

@@ -25,6 +25,18 @@ use super::tracker::{Item, Kind, Tracker};
 use super::{server_name, statement_hash, NAME_LEN};
 use crate::client::splice;
 
+/// A Sync message, sent ahead of an open batch sent again.
+const SYNC: [u8; 5] = [f::SYNC, 0, 0, 0, 4];
+
+/// What [`Rewrite::replay_refused`] inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentAgain {
+    /// Bytes inserted into the client buffer, all ready to send.
+    pub bytes: usize,
+    /// The batch had no Sync yet (a Sync of pgmux's went ahead of it): it is open still.
+    pub open: bool,
+}
+
 /// The most a kept batch may hold (bytes after its Parse); a larger one is not sent again.
 const MAX_KEPT: usize = 8 * 1024;
 
@@ -120,11 +132,19 @@ impl Tracker {
         self.replay = Stage::Off;
     }
 
-    /// The client sent more (scanned now): a kept batch cannot be sent again, it would go
-    /// behind what follows it.
+    /// The client sent more (a message of type `tag`, scanned now): a kept batch cannot be
+    /// sent again, it would go behind what follows it. A Flush asks for nothing (psycopg's
+    /// pipeline sends one behind its Sync).
     #[inline]
-    pub fn replay_sent_behind(&mut self) {
+    pub fn replay_sent_behind(&mut self, tag: u8) {
         if self.replay == Stage::Kept {
+            self.kept_sent_behind(tag);
+        }
+    }
+
+    #[cold]
+    fn kept_sent_behind(&mut self, tag: u8) {
+        if tag != f::FLUSH {
             self.replay = Stage::Off;
         }
     }
@@ -172,12 +192,30 @@ impl Tracker {
     /// `Tracker::on_response`), so the client has seen nothing of it but pgmux's own
     /// ParseComplete. The ReadyForQuery that ends a batch drops it too. Called before the
     /// refusal is matched.
+    ///
+    /// A batch still open (no Sync yet: asyncpg's Parse, Describe, Flush; a pipeline whose
+    /// Sync comes later) applies too when what was sent of it is whole messages, every request
+    /// scanned among them: sent again behind a Sync of pgmux's own, which ends the skipping
+    /// the refusal started (nothing of the batch ran; outside a block it ends nothing else).
     pub fn replay_applies(&self, kept: &[u8]) -> bool {
-        if self.replay != Stage::Kept || self.leading_queries > 0 {
+        if self.leading_queries > 0 {
             return false;
         }
         let requests = Messages(kept).filter(|(tag, _)| *tag != f::FLUSH).count();
-        self.queue.len() == requests && self.queue.back().is_some_and(|i| i.kind == Kind::Sync)
+        match self.replay {
+            Stage::Kept => self.queue.len() == requests && self.queue.back().is_some_and(|i| i.kind == Kind::Sync),
+            Stage::Keeping => {
+                let whole: usize = Messages(kept).map(|(_, m)| m.len()).sum();
+                whole == kept.len() && self.queue.len() == requests && self.queue.iter().all(|i| i.kind != Kind::Sync)
+            }
+            Stage::Off | Stage::Armed => false,
+        }
+    }
+
+    /// A batch is kept (whole, or as sent so far) and not answered yet: what may be sent again.
+    #[inline]
+    pub(super) fn replay_pending(&self) -> bool {
+        matches!(self.replay, Stage::Kept | Stage::Keeping)
     }
 
     /// The oldest request in flight is a Bind or Describe: an error now answers one, a statement
@@ -247,7 +285,8 @@ impl Rewrite<'_> {
     /// ReadyForQuery is swallowed with the error; the batch's own answers reach the client.
     /// Returns the bytes inserted, or None (nothing changed) when the kept batch does not use
     /// the unnamed statement alone.
-    pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8], begin: &[u8]) -> Option<usize> {
+    pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8], begin: &[u8]) -> Option<SentAgain> {
+        let open = self.tracker.replay == Stage::Keeping;
         self.tracker.replay = Stage::Off;
         let in_block = std::mem::take(&mut self.tracker.replay_in_block);
         if in_block && begin.is_empty() {
@@ -268,9 +307,19 @@ impl Rewrite<'_> {
         if !uses_only_it || !self.client.unnamed_valid {
             return None;
         }
-        let sync = self.tracker.queue.front_mut()?;
-        sync.swallow = true;
-        let mut n = if in_block { self.begin_again(buf, at, begin) } else { 0 };
+        let mut n = 0;
+        if open {
+            // The server skips to a Sync: pgmux's own, its ReadyForQuery swallowed.
+            splice::replace(buf, at, 0, &SYNC);
+            n += SYNC.len();
+            self.tracker.push(Item { swallow: true, ..Item::plain(Kind::Sync) }, self.server, self.client);
+        } else {
+            let sync = self.tracker.queue.front_mut()?;
+            sync.swallow = true;
+        }
+        if in_block {
+            n += self.begin_again(buf, at + n, begin);
+        }
         let new = self.name_unnamed();
         let epoch = self.client.unnamed_epoch;
         let text = std::mem::take(&mut self.client.unnamed);
@@ -298,7 +347,7 @@ impl Rewrite<'_> {
             };
             self.tracker.push(item, self.server, self.client);
         }
-        Some(n)
+        Some(SentAgain { bytes: n, open })
     }
 }
 

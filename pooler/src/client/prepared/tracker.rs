@@ -240,7 +240,7 @@ impl Tracker {
             b::READY_FOR_QUERY => self.pop_if(&[Kind::Sync, Kind::Query]),
             // PostgreSQL describes a statement's parameters before it analyses the statement
             // again: a refusal of a kept batch may follow (replay.rs).
-            b::PARAMETER_DESCRIPTION if self.replay == super::replay::Stage::Kept => Response::Hold,
+            b::PARAMETER_DESCRIPTION if self.replay_pending() => Response::Hold,
             b::PARAMETER_DESCRIPTION | b::NOTICE_RESPONSE => {
                 // Answers that pop nothing (the first to a Describe of a statement; a notice,
                 // from planning perhaps): a kept batch that gets one cannot be sent again, the

@@ -116,7 +116,7 @@ impl Relay {
             self.c_whole = 0;
             // Whatever the client sends behind a kept batch would go before it if it were sent
             // again (replay.rs).
-            self.tracker.replay_sent_behind();
+            self.tracker.replay_sent_behind(tag);
             match tag {
                 tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -165,9 +165,12 @@ impl Relay {
                     let Some(server) = self.server.as_mut() else { return Ok(()) };
                     // Nothing of the client's is open on the server: a refusal of a statement
                     // served from the cache rolls back nothing (replay.rs).
-                    let fresh_block =
-                        tag == tags::frontend::PARSE && self.tracker.block_begun() && self.flow.fresh_block();
-                    let replayable = tag == tags::frontend::PARSE && (self.flow.idle() || fresh_block);
+                    let (replayable, fresh_block) = if tag == tags::frontend::PARSE {
+                        let fresh = self.tracker.block_begun() && self.flow.fresh_block();
+                        (fresh || self.flow.idle(), fresh)
+                    } else {
+                        (false, false)
+                    };
                     self.flow.extended();
                     let at = self.c_ready;
                     let epoch = self.shared.statement_epoch.load(Ordering::Relaxed);
@@ -600,11 +603,16 @@ impl Relay {
         let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept, &server.kept_begin);
         let parses = rw.server_parses;
         server.kept_batch = kept;
-        let Some(n) = sent_again else { return false };
-        self.c_ready += n;
-        // The server owes a ReadyForQuery for the refused batch's Sync (swallowed) and one for
-        // the batch sent again: until the first comes, a rescue must wait for both.
+        let Some(again) = sent_again else { return false };
+        self.c_ready += again.bytes;
+        // The server owes a ReadyForQuery for the refused batch's Sync, or for the Sync pgmux
+        // sent ahead of a batch still open (swallowed), and one for the batch sent again: until
+        // the first comes, a rescue must wait for both.
         self.flow.request(true);
+        if again.open {
+            // The client's batch goes on: its Sync is still to come.
+            self.flow.extended();
+        }
         PoolStats::add(&self.stats().server_parse_count, parses);
         crate::conn_log!(debug, self.session.tag(), "cached statement refused: batch sent again");
         splice::replace(&mut self.sout, self.s_ready, total, b"");

@@ -54,7 +54,7 @@ fn a_refused_batch_from_the_cache_goes_again_behind_a_fresh_parse() {
     f.epoch += 1;
     let mut buf = BytesMut::from(&b"rest"[..]);
     let kept = f.kept.clone();
-    let n = f.rewrite().replay_refused(&mut buf, 0, &kept, b"").expect("sent again");
+    let n = f.rewrite().replay_refused(&mut buf, 0, &kept, b"").expect("sent again").bytes;
     assert_eq!(&buf[n..], b"rest", "inserted before what follows");
     buf.truncate(n);
     let again = frames(&mut buf);
@@ -190,8 +190,11 @@ fn a_batch_refused_in_a_block_holding_only_its_begin_goes_again_behind_a_rollbac
     f.epoch += 1;
     let kept = f.kept.clone();
     let mut buf = BytesMut::new();
-    let n =
-        f.rewrite().replay_refused(&mut buf, 0, &kept, b"BEGIN ISOLATION LEVEL REPEATABLE READ").expect("sent again");
+    let n = f
+        .rewrite()
+        .replay_refused(&mut buf, 0, &kept, b"BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .expect("sent again")
+        .bytes;
     assert_eq!(n, buf.len());
     let again = frames(&mut buf);
     assert_eq!(again.iter().map(|m| m.0).collect::<Vec<_>>(), b"PBEPBEPBDES");
@@ -218,4 +221,59 @@ fn a_batch_refused_in_a_block_holding_only_its_begin_goes_again_behind_a_rollbac
     f.respond(b::ERROR_RESPONSE);
     let kept = f.kept.clone();
     assert_eq!(f.rewrite().replay_refused(&mut BytesMut::new(), 0, &kept, b""), None);
+}
+
+#[test]
+fn an_open_batch_refused_goes_again_behind_a_sync_of_pgmux_own() {
+    // asyncpg with its caches off: Parse, Describe of the statement, Flush; no Sync yet.
+    let open: &[(u8, &[u8])] = &[(b'P', PARSE_UNNAMED), (b'D', b"S\0"), (b'H', b"")];
+    let mut f = Fixture::cached(10);
+    f.send(&CACHED_BATCH[..1]).unwrap();
+    f.respond(b::PARSE_COMPLETE);
+    f.send(&[(b'S', b"")]).unwrap();
+    f.respond(b::READY_FOR_QUERY);
+    let sent = f.send(open).unwrap();
+    assert_eq!(f.tracker.next_fake(), Some(b::PARSE_COMPLETE));
+    // As the relay keeps it when it is written.
+    let mut wire = BytesMut::new();
+    for (tag, body) in &sent {
+        wire.extend_from_slice(&[*tag]);
+        wire.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        wire.extend_from_slice(body);
+    }
+    f.tracker.replay_sent(&mut f.kept, &wire);
+    assert!(f.tracker.replay_applies(&f.kept), "whole messages, every request among them");
+    // Part of a message only: not sent again.
+    assert!(!f.tracker.replay_applies(&f.kept[..f.kept.len() - 2]));
+    // The relay looks behind it, finds the refusal, and drops it.
+    let held = f.tracker.on_response(b::PARAMETER_DESCRIPTION, &mut f.server, &mut f.client);
+    assert_eq!(held, Response::Hold, "held while the batch may go again");
+    assert_eq!(f.tracker.on_response(b::ERROR_RESPONSE, &mut f.server, &mut f.client), Response::Forward);
+    assert!(f.tracker.is_skipping(), "the server skips to a Sync not sent yet");
+    f.epoch += 1;
+    let kept = f.kept.clone();
+    let mut buf = BytesMut::new();
+    let again = f.rewrite().replay_refused(&mut buf, 0, &kept, b"").expect("sent again");
+    assert!(again.open);
+    assert_eq!(frames(&mut buf).iter().map(|m| m.0).collect::<Vec<_>>(), b"SPDH", "a Sync first, then the batch");
+    for r in [b::READY_FOR_QUERY, b::PARSE_COMPLETE] {
+        assert_eq!(f.respond(r), Response::Swallow);
+    }
+    assert_eq!(f.respond(b::PARAMETER_DESCRIPTION), Response::Forward, "the batch sent again is not held");
+    assert_eq!(f.respond(b::ROW_DESCRIPTION), Response::Forward);
+    // The client's Bind, Execute and Sync follow, on the fresh statement.
+    let out = f.send(&[(b'B', BIND_UNNAMED), (b'E', b"\0\0\0\0\0"), (b'S', b"")]).unwrap();
+    assert_eq!(bind_statement(&out[0].1), &again_name(&kept, &out)[..]);
+    for r in [b::BIND_COMPLETE, b::COMMAND_COMPLETE, b::READY_FOR_QUERY] {
+        assert_eq!(f.respond(r), Response::Forward);
+    }
+    assert!(!f.tracker.in_flight());
+}
+
+/// The statement name a Bind sent after a batch sent again uses: not the kept one's.
+fn again_name(kept: &[u8], out: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let old = &kept[6..6 + NAME_LEN];
+    let new = bind_statement(&out[0].1).to_vec();
+    assert_ne!(&new[..], old, "renamed to the statement prepared afresh");
+    new
 }
