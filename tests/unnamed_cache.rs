@@ -186,6 +186,24 @@ async fn ddl_behind_pgmux_is_met_by_preparing_the_text_again_unseen() {
     assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"]);
     assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,9", "C", "Z"], "cached");
     pg.psql("app", "ALTER TABLE cache_ddl_direct DROP COLUMN described");
+    // Where the batch cannot be sent again (a second text parsed in it), the ParameterDescription
+    // is not held back: the client gets it, then the refusal.
+    assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2", "C", "Z"]);
+    pg.psql("app", "ALTER TABLE cache_ddl_direct ADD COLUMN second int DEFAULT 6");
+    c.send(|m| {
+        build::parse(m, "", sql);
+        pgmux_protocol::extended::target_message(m, b'D', b'S', b"");
+        build::bind(m, "", "", &[Some(b"1")]);
+        build::execute(m, "");
+        build::parse(m, "", "SELECT 2");
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::sync(m);
+    })
+    .await;
+    assert_eq!(c.until_ready().await, ["1", "t", "E:0A000:cached plan must not change result type", "Z"]);
+    assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1,2,6", "C", "Z"]);
+    pg.psql("app", "ALTER TABLE cache_ddl_direct DROP COLUMN second");
     // Prepared in a batch of its own, still open (asyncpg with its caches off: Parse, Describe,
     // Flush; Bind, Execute and Sync once it has the columns): the refusal comes before any
     // Sync, so pgmux sends a Sync of its own ahead of the batch sent again.
@@ -304,6 +322,16 @@ async fn retrying_a_refused_statement_raises_the_epoch_once() {
     assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"]);
     let (_, parses_last, _) = parse_counts(&mux).await;
     assert_eq!(parses_last, parses_after + 2, "`again`, and the other text in the new epoch");
+    // A parameter's value its type refuses (`'nosuch'::regclass`, 42P01 at Bind) says nothing
+    // of the schema: the cached text fails as on a direct connection, and nothing is raised.
+    let lookup = "SELECT pg_relation_size($1::regclass)";
+    for i in 0..5 {
+        let got = run_unnamed(&mut retrier, lookup, Some("nosuch")).await;
+        assert_eq!(got, ["1", "E:42P01:relation \"nosuch\" does not exist", "Z"], "try {i}");
+        assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"], "try {i}");
+    }
+    let (_, parses_end, _) = parse_counts(&mux).await;
+    assert_eq!(parses_end, parses_last + 1, "the lookup's text, once: nothing prepared again");
 }
 
 /// The same text means other tables to clients with other search_paths: each gets a statement

@@ -38,6 +38,7 @@ impl Pool {
             statements: Default::default(),
             kept_batch: bytes::BytesMut::new(),
             kept_begin: bytes::BytesMut::new(),
+            last_refused: None,
             synced_params: 0,
             session_state: Default::default(),
             generation: self.generation.load(Relaxed),

@@ -50,7 +50,13 @@ pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     // Class 42 errors that answer a Bind without the statement being stale: a permission
     // checked when the portal starts, a portal name in use.
     const NOT_STALE: [&[u8]; 2] = [b"42501", b"42P03"];
-    if answers_statement && fields.sqlstate().starts_with(b"42") && !NOT_STALE.contains(&fields.sqlstate()) {
+    // Analysing the statement's text again reports where in it (a position): a parameter's
+    // value that fails its type's input (`'nosuch'::regclass`, 42P01 too) does not.
+    if answers_statement
+        && fields.sqlstate().starts_with(b"42")
+        && !NOT_STALE.contains(&fields.sqlstate())
+        && fields.field(b'P').is_some()
+    {
         return true;
     }
     if fields.sqlstate() != b"0A000" {
@@ -62,25 +68,20 @@ pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
     }
 }
 
-/// Raises the statement epoch for a server's refusal of a statement named in epoch `named_in`
-/// (its low 32 bits; None when the refused statement is not one pgmux named, or unknown).
-/// Unless `named_in` is the epoch now, the epoch rose since that statement was named and texts
-/// parsed now get names it never had: raising it again would tell them nothing, and a client
-/// retrying a statement that can no longer work (its table dropped) would make every client
-/// prepare every text again at each try. Returns the epoch now.
-pub fn raise_for_refusal(epoch: &AtomicU64, named_in: Option<u32>) -> u64 {
-    let now = epoch.load(Ordering::Relaxed);
-    match named_in {
-        None => epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
-        Some(e) if e == now as u32 => {
-            // Another client may raise it for the same change at the same time: once is enough.
-            match epoch.compare_exchange(now, now.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => now.wrapping_add(1),
-                Err(newer) => newer,
-            }
-        }
-        Some(_) => now,
+/// Raises the statement epoch for a server's refusal of the statement pgmux named from a hash
+/// whose low 32 bits are `refused` (None: a statement pgmux did not name), unless it is the
+/// statement this server refused last (`last_refused`, updated here). A statement refused for
+/// the first time raises it, however long ago it was named: its refusal may be the first sign
+/// of a change made behind pgmux's back. The same one refused again says nothing new: a client
+/// retrying a statement that can no longer work (refused at every call, as on a direct
+/// connection) would otherwise raise it at each try, and every client would prepare every text
+/// again. Returns the epoch now.
+pub fn raise_for_refusal(epoch: &AtomicU64, refused: Option<u32>, last_refused: &mut Option<u32>) -> u64 {
+    if refused.is_some() && refused == *last_refused {
+        return epoch.load(Ordering::Relaxed);
     }
+    *last_refused = refused;
+    epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
 }
 
 #[cfg(test)]
@@ -128,24 +129,26 @@ mod tests {
 
     #[test]
     fn a_failed_analysis_of_a_prepared_statement_counts_when_it_answers_a_bind() {
-        let retyped = error(&[(b'C', "42883"), (b'M', "operator does not exist: text = integer")]);
+        let retyped = error(&[(b'C', "42883"), (b'M', "operator does not exist: text = integer"), (b'P', "27")]);
         assert!(is_stale_plan_error(&retyped, true));
         assert!(!is_stale_plan_error(&retyped, false), "a Parse's own error says nothing of the cache");
-        let denied = error(&[(b'C', "42501"), (b'M', "permission denied for table t")]);
+        let denied = error(&[(b'C', "42501"), (b'M', "permission denied for table t"), (b'P', "15")]);
         assert!(!is_stale_plan_error(&denied, true), "a permission is checked at Bind, stale or not");
+        let bad_value = error(&[(b'C', "42P01"), (b'M', "relation \"nosuch\" does not exist")]);
+        assert!(!is_stale_plan_error(&bad_value, true), "a parameter's value, not the statement's text");
         let fatal = error(&[(b'V', "FATAL"), (b'C', "0A000"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan_error(&fatal, true));
     }
 
     #[test]
-    fn a_refusal_raises_the_epoch_once_for_what_was_named_before_it() {
+    fn a_refusal_raises_the_epoch_unless_the_server_refused_the_same_statement_last() {
         let epoch = AtomicU64::new(7);
-        assert_eq!(raise_for_refusal(&epoch, Some(7)), 8);
-        assert_eq!(raise_for_refusal(&epoch, Some(7)), 8, "a retry of the same statement raises nothing");
-        assert_eq!(raise_for_refusal(&epoch, Some(3)), 8);
-        assert_eq!(raise_for_refusal(&epoch, Some(8)), 9, "a statement named since is refused: a new change");
-        assert_eq!(raise_for_refusal(&epoch, None), 10, "a statement pgmux did not name raises it as before");
-        let high = AtomicU64::new((1 << 32) + 5);
-        assert_eq!(raise_for_refusal(&high, Some(5)), (1 << 32) + 6, "the low 32 bits are compared");
+        let mut last = None;
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 8, "refused for the first time");
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 8, "a retry of the same statement raises nothing");
+        assert_eq!(raise_for_refusal(&epoch, Some(4), &mut last), 9, "another statement: perhaps a new change");
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 10);
+        assert_eq!(raise_for_refusal(&epoch, None, &mut last), 11, "a statement pgmux did not name raises it");
+        assert_eq!(raise_for_refusal(&epoch, None, &mut last), 12, "every time: nothing tells them apart");
     }
 }

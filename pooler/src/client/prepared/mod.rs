@@ -41,7 +41,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::params::ClientParams;
 
-pub use replay::is_lone_begin;
+pub use replay::{can_send_again, is_lone_begin};
 pub use rewrite::{Rewrite, RewriteError, Rewritten};
 pub use tracker::{Response, Tracker};
 
@@ -49,9 +49,6 @@ pub use tracker::{Response, Tracker};
 #[derive(Debug)]
 pub struct Statement {
     hash: u64,
-    /// The statement epoch it was named in (low 32 bits): a refusal of it raises the epoch only
-    /// if nothing raised it since ([`invalidation::raise_for_refusal`]).
-    epoch: u32,
     /// Everything in the Parse body after the name: query text and parameter types.
     parse_rest: Bytes,
 }
@@ -127,8 +124,6 @@ pub struct ClientStatements {
     /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it); a hash of
     /// 0 is computed each time (a niche keeps this 8 bytes, in every client's task).
     unnamed_hash: Option<std::num::NonZeroU64>,
-    /// The statement epoch `unnamed_hash` was made in (low 32 bits; within the padding).
-    unnamed_epoch: u32,
     /// `unnamed` went to the server as the unnamed statement, not from the cache: parsed behind
     /// DDL that may not have taken effect yet (`Rewrite::message`).
     unnamed_uncached: bool,
@@ -225,7 +220,7 @@ impl ClientStatements {
                 // Named as in this process's first epoch: a server that lacks one prepares it
                 // from its text at its first use.
                 let hash = statement_hash(&rest, context, 0);
-                (Bytes::from(name), Arc::new(Statement { hash, epoch: 0, parse_rest: Bytes::from(rest) }))
+                (Bytes::from(name), Arc::new(Statement { hash, parse_rest: Bytes::from(rest) }))
             })
             .collect();
         let unnamed_valid = unnamed.is_some();
@@ -234,7 +229,6 @@ impl ClientStatements {
             unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(),
             unnamed_valid,
             unnamed_hash: None,
-            unnamed_epoch: 0,
             unnamed_uncached: false,
             context,
         }

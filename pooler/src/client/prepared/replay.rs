@@ -22,7 +22,7 @@ use pgmux_protocol::tags::frontend as f;
 
 use super::rewrite::Rewrite;
 use super::tracker::{Item, Kind, Tracker};
-use super::{server_name, statement_hash, NAME_LEN};
+use super::{server_name, statement_hash, ClientStatements, NAME_LEN};
 use crate::client::splice;
 
 /// A Sync message, sent ahead of an open batch sent again.
@@ -201,6 +201,11 @@ impl Tracker {
         if self.leading_queries > 0 {
             return false;
         }
+        // An answer pgmux gives itself (a Parse of a text the server holds) would count as a
+        // request of the batch that was never sent: no counting then.
+        if self.queue.iter().any(|i| matches!(i.kind, Kind::FakeParse | Kind::FakeClose)) {
+            return false;
+        }
         let requests = Messages(kept).filter(|(tag, _)| *tag != f::FLUSH).count();
         match self.replay {
             Stage::Kept => self.queue.len() == requests && self.queue.back().is_some_and(|i| i.kind == Kind::Sync),
@@ -224,15 +229,41 @@ impl Tracker {
         self.leading_queries == 0 && self.queue.front().is_some_and(|i| matches!(i.kind, Kind::Bind | Kind::Describe))
     }
 
-    /// The statement epoch (low 32 bits) the statement was named in that an error answering a
-    /// Bind or Describe of it refuses; None when the error answers something else, or a
-    /// statement pgmux did not name (an unnamed statement passed through as it came).
-    pub fn refused_statement_epoch(&self) -> Option<u32> {
+    /// The statement (low 32 bits of its hash) that an error answering a Bind or Describe of it
+    /// refuses; None when the error answers something else, or a statement pgmux did not name
+    /// (an unnamed statement passed through as it came).
+    pub fn refused_statement(&self) -> Option<u32> {
         if self.leading_queries > 0 {
             return None;
         }
-        self.queue.front().map(|i| i.epoch).filter(|e| *e != super::tracker::NO_EPOCH)
+        self.queue.front().map(|i| i.statement).filter(|s| *s != super::tracker::NO_STATEMENT)
     }
+}
+
+/// Whether a refusal now can send the kept batch again: [`Tracker::replay_applies`] (before the
+/// refusal is matched), and what [`Rewrite::replay_refused`] needs of the batch. The relay asks
+/// this both at the refusal and when it holds a ParameterDescription in front of one, so that
+/// it never drops one for a batch it then does not send again.
+pub fn can_send_again(tracker: &Tracker, client: &ClientStatements, kept: &[u8], begin: &[u8]) -> bool {
+    tracker.replay_applies(kept) && batch_replayable(client, tracker, kept, begin)
+}
+
+/// The kept batch uses the client's cached unnamed statement alone (Bind, Describe, Execute,
+/// Flush and Sync of it and its portal: a named statement the client described before the
+/// DDL must be refused to it; a Parse or Close in the batch, the client's or one pgmux
+/// injected, changes what the server holds), and a block it is in has its BEGIN kept.
+fn batch_replayable(client: &ClientStatements, tracker: &Tracker, kept: &[u8], begin: &[u8]) -> bool {
+    if tracker.replay_in_block && begin.is_empty() || !client.unnamed_valid {
+        return false;
+    }
+    let Some(old) = client.unnamed_hash else { return false };
+    let old_name = server_name(old.get());
+    Messages(kept).all(|(tag, msg)| match tag {
+        f::BIND => extended::bind_head(&msg[5..]).is_ok_and(|h| h.statement == old_name),
+        f::DESCRIBE => msg.get(5) != Some(&STATEMENT) || msg.get(6..msg.len() - 1) == Some(&old_name[..]),
+        f::EXECUTE | f::FLUSH | f::SYNC => true,
+        _ => false,
+    })
 }
 
 /// The whole messages in a buffer: (type, message with its header).
@@ -257,8 +288,8 @@ impl Rewrite<'_> {
         let mut n = 0;
         for text in [&b"ROLLBACK"[..], begin] {
             self.tracker.scratch.clear();
-            let sql = std::str::from_utf8(text).unwrap_or("ROLLBACK");
-            build::parse(&mut self.tracker.scratch, "", sql);
+            // ASCII (`is_lone_begin`), so the text as it came.
+            build::parse(&mut self.tracker.scratch, "", &String::from_utf8_lossy(text));
             build::bind(&mut self.tracker.scratch, "", "", &[]);
             build::execute(&mut self.tracker.scratch, "");
             splice::replace(buf, at + n, 0, &self.tracker.scratch);
@@ -287,24 +318,10 @@ impl Rewrite<'_> {
     /// the unnamed statement alone.
     pub fn replay_refused(&mut self, buf: &mut BytesMut, at: usize, kept: &[u8], begin: &[u8]) -> Option<SentAgain> {
         let open = self.tracker.replay == Stage::Keeping;
+        let replayable = batch_replayable(self.client, self.tracker, kept, begin);
         self.tracker.replay = Stage::Off;
         let in_block = std::mem::take(&mut self.tracker.replay_in_block);
-        if in_block && begin.is_empty() {
-            return None;
-        }
-        let old = self.client.unnamed_hash?.get();
-        let old_name = server_name(old);
-        // Bind, Describe, Execute, Flush and Sync only, of the cached statement and its portal
-        // (a named statement the client described before the DDL must be refused to it; a
-        // Parse or Close in the batch, the client's or one pgmux injected, changes what the
-        // server holds).
-        let uses_only_it = Messages(kept).all(|(tag, msg)| match tag {
-            f::BIND => extended::bind_head(&msg[5..]).is_ok_and(|h| h.statement == old_name),
-            f::DESCRIBE => msg.get(5) != Some(&STATEMENT) || msg.get(6..msg.len() - 1) == Some(&old_name[..]),
-            f::EXECUTE | f::FLUSH | f::SYNC => true,
-            _ => false,
-        });
-        if !uses_only_it || !self.client.unnamed_valid {
+        if !replayable {
             return None;
         }
         let mut n = 0;
@@ -321,7 +338,6 @@ impl Rewrite<'_> {
             n += self.begin_again(buf, at + n, begin);
         }
         let new = self.name_unnamed();
-        let epoch = self.client.unnamed_epoch;
         let text = std::mem::take(&mut self.client.unnamed);
         n += self.ensure_prepared(buf, at + n, new, &text);
         self.client.unnamed = text;
@@ -338,8 +354,8 @@ impl Rewrite<'_> {
             }
             n += msg.len();
             let item = match tag {
-                f::BIND => Item::of_statement(Kind::Bind, epoch),
-                f::DESCRIBE if name_at.is_some() => Item::of_statement(Kind::Describe, epoch),
+                f::BIND => Item::of_statement(Kind::Bind, new),
+                f::DESCRIBE if name_at.is_some() => Item::of_statement(Kind::Describe, new),
                 f::DESCRIBE => Item::plain(Kind::Describe),
                 f::EXECUTE => Item::plain(Kind::Execute),
                 f::SYNC => Item::plain(Kind::Sync),

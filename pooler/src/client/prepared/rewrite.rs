@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use pgmux_protocol::extended::{self, PORTAL, STATEMENT};
 use pgmux_protocol::{tags, ProtocolError};
 
-use super::tracker::{ClientUndo, Item, Kind, Tracker, NO_EPOCH};
+use super::tracker::{ClientUndo, Item, Kind, Tracker, NO_STATEMENT};
 use super::{server_name, statement_hash, ClientStatements, Statement, NAME_LEN};
 use crate::client::splice;
 use crate::server::ServerStatements;
@@ -27,14 +27,6 @@ impl From<ProtocolError> for RewriteError {
     fn from(e: ProtocolError) -> Self {
         RewriteError::Protocol(e)
     }
-}
-
-/// A statement as servers know it: its hash (the name) and the statement epoch it was named
-/// in (low 32 bits).
-#[derive(Debug, Clone, Copy)]
-struct OnServer {
-    hash: u64,
-    epoch: u32,
 }
 
 /// What the relay does after a rewrite.
@@ -139,7 +131,7 @@ impl<'a> Rewrite<'a> {
                 swallow: true,
                 server: Some((victim, false)),
                 client: ClientUndo::None,
-                epoch: NO_EPOCH,
+                statement: NO_STATEMENT,
             });
         }
         n
@@ -161,7 +153,7 @@ impl<'a> Rewrite<'a> {
             swallow: true,
             server: Some((hash, true)),
             client: ClientUndo::None,
-            epoch: NO_EPOCH,
+            statement: NO_STATEMENT,
         });
         n + self.evict(buf, at + n)
     }
@@ -169,7 +161,7 @@ impl<'a> Rewrite<'a> {
     /// The client's unnamed statement as a cached named one, prepared on the server (a Parse
     /// injected at `at` if needed): its hash and the bytes inserted. None when the client has no
     /// unnamed statement or the cache is off.
-    fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(OnServer, usize)> {
+    fn ensure_unnamed_cached(&mut self, buf: &mut BytesMut, at: usize) -> Option<(u64, usize)> {
         if !self.cache_unnamed || !self.client.unnamed_valid || self.client.unnamed_uncached {
             return None;
         }
@@ -180,7 +172,7 @@ impl<'a> Rewrite<'a> {
         let rest = std::mem::take(&mut self.client.unnamed);
         let n = self.ensure_prepared(buf, at, hash, &rest);
         self.client.unnamed = rest;
-        Some((OnServer { hash, epoch: self.client.unnamed_epoch }, n))
+        Some((hash, n))
     }
 
     /// Names the client's unnamed statement (its text as it is now) in the current epoch, as
@@ -188,7 +180,6 @@ impl<'a> Rewrite<'a> {
     pub(super) fn name_unnamed(&mut self) -> u64 {
         let hash = statement_hash(&self.client.unnamed, self.client.context, self.epoch);
         self.client.unnamed_hash = std::num::NonZeroU64::new(hash);
-        self.client.unnamed_epoch = self.epoch as u32;
         hash
     }
 
@@ -207,13 +198,19 @@ impl<'a> Rewrite<'a> {
         if self.server.lookup(hash) {
             // Already prepared there (by any client): send nothing, answer it ourselves.
             splice::replace(buf, at, total, b"");
-            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client, epoch: NO_EPOCH });
+            self.push(Item { kind: Kind::FakeParse, swallow: false, server: None, client, statement: NO_STATEMENT });
             return 0;
         }
         let total = Self::rename(buf, at, total, at + 5, name_len, hash);
         self.server.insert(hash);
         self.server_parses += 1;
-        self.push(Item { kind: Kind::Parse, swallow: false, server: Some((hash, true)), client, epoch: NO_EPOCH });
+        self.push(Item {
+            kind: Kind::Parse,
+            swallow: false,
+            server: Some((hash, true)),
+            client,
+            statement: NO_STATEMENT,
+        });
         total + self.evict(buf, at + total)
     }
 
@@ -234,7 +231,7 @@ impl<'a> Rewrite<'a> {
             Kind::Close
         };
         let n = self.insert_scratch(buf, at);
-        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, epoch: NO_EPOCH });
+        self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, statement: NO_STATEMENT });
         n
     }
 
@@ -252,7 +249,7 @@ impl<'a> Rewrite<'a> {
             swallow: false,
             server: None,
             client: ClientUndo::Unnamed,
-            epoch: NO_EPOCH,
+            statement: NO_STATEMENT,
         });
         Rewritten::Done { ready: 0, skip: total }
     }
@@ -316,7 +313,7 @@ impl<'a> Rewrite<'a> {
                         swallow: false,
                         server: None,
                         client: ClientUndo::Unnamed,
-                        epoch: NO_EPOCH,
+                        statement: NO_STATEMENT,
                     });
                     return done(total, 0);
                 }
@@ -325,16 +322,11 @@ impl<'a> Rewrite<'a> {
                 }
                 // After DDL in the open transaction a text may mean other columns than the same
                 // text prepared before it: a name of its own (the epoch rises when it ends).
-                // It counts as named in the epoch that ending the transaction raises to.
-                let (hash, epoch) = if self.tracker.ddl_seen {
-                    let own = rand::random::<u64>() | 1 << 63;
-                    (statement_hash(p.rest, self.client.context, own), self.epoch.wrapping_add(1) as u32)
-                } else {
-                    (statement_hash(p.rest, self.client.context, self.epoch), self.epoch as u32)
-                };
+                let epoch = if self.tracker.ddl_seen { rand::random::<u64>() | 1 << 63 } else { self.epoch };
+                let hash = statement_hash(p.rest, self.client.context, epoch);
                 let name = Bytes::copy_from_slice(p.name);
                 let name_len = name.len();
-                let st = Arc::new(Statement { hash, epoch, parse_rest: Bytes::copy_from_slice(p.rest) });
+                let st = Arc::new(Statement { hash, parse_rest: Bytes::copy_from_slice(p.rest) });
                 self.client.map.insert(name.clone(), st);
                 done(self.parse_named(buf, at, total, (name_len, hash), ClientUndo::Added(name)), 0)
             }
@@ -346,7 +338,7 @@ impl<'a> Rewrite<'a> {
                     Err(e) => return Err(e.into()),
                 };
                 let (name_off, old) = (5 + head.statement_at(), head.statement.len());
-                let (named, pre) = if head.statement.is_empty() {
+                let (hash, pre) = if head.statement.is_empty() {
                     match self.ensure_unnamed_cached(buf, at) {
                         Some(cached) => cached,
                         None => {
@@ -359,15 +351,12 @@ impl<'a> Rewrite<'a> {
                     let Some(st) = self.client.map.get(head.statement).cloned() else {
                         return Err(RewriteError::Unknown(Bytes::copy_from_slice(head.statement)));
                     };
-                    (
-                        OnServer { hash: st.hash, epoch: st.epoch },
-                        self.ensure_prepared(buf, at, st.hash, &st.parse_rest),
-                    )
+                    (st.hash, self.ensure_prepared(buf, at, st.hash, &st.parse_rest))
                 };
                 self.binds += 1;
                 let at = at + pre;
-                let total = Self::rename(buf, at, total, at + name_off, old, named.hash);
-                self.push(Item::of_statement(Kind::Bind, named.epoch));
+                let total = Self::rename(buf, at, total, at + name_off, old, hash);
+                self.push(Item::of_statement(Kind::Bind, hash));
                 let head_len = name_off + NAME_LEN + 1;
                 done(pre + head_len, total - head_len)
             }
@@ -383,9 +372,9 @@ impl<'a> Rewrite<'a> {
                     return done(total, 0);
                 }
                 if describe && extended::target(&buf[at + 5..at + total])?.is_unnamed_statement() {
-                    if let Some((named, pre)) = self.ensure_unnamed_cached(buf, at) {
-                        let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, named.hash);
-                        self.push(Item::of_statement(Kind::Describe, named.epoch));
+                    if let Some((hash, pre)) = self.ensure_unnamed_cached(buf, at) {
+                        let total = Self::rename(buf, at + pre, total, at + pre + 6, 0, hash);
+                        self.push(Item::of_statement(Kind::Describe, hash));
                         return done(pre + total, 0);
                     }
                 }
@@ -411,7 +400,13 @@ impl<'a> Rewrite<'a> {
                         None => ClientUndo::None,
                     };
                     splice::replace(buf, at, total, b"");
-                    self.push(Item { kind: Kind::FakeClose, swallow: false, server: None, client, epoch: NO_EPOCH });
+                    self.push(Item {
+                        kind: Kind::FakeClose,
+                        swallow: false,
+                        server: None,
+                        client,
+                        statement: NO_STATEMENT,
+                    });
                     return done(0, 0);
                 }
                 let Some(st) = self.client.map.get(t.name).cloned() else {
@@ -420,7 +415,7 @@ impl<'a> Rewrite<'a> {
                 let old = t.name.len();
                 let pre = self.ensure_prepared(buf, at, st.hash, &st.parse_rest);
                 let total = Self::rename(buf, at + pre, total, at + pre + 6, old, st.hash);
-                self.push(Item::of_statement(Kind::Describe, st.epoch));
+                self.push(Item::of_statement(Kind::Describe, st.hash));
                 done(pre + total, 0)
             }
             _ => done(total, 0),

@@ -40,9 +40,8 @@ pub(super) enum ClientUndo {
     Unnamed,
 }
 
-/// [`Item::epoch`] of an item that names no statement (an epoch whose low 32 bits are this
-/// counts as unknown: a refusal of it raises the epoch, as before statements carried theirs).
-pub(super) const NO_EPOCH: u32 = u32::MAX;
+/// [`Item::statement`] of an item that names no statement pgmux named.
+pub(super) const NO_STATEMENT: u32 = 0;
 
 #[derive(Debug)]
 pub(super) struct Item {
@@ -52,20 +51,20 @@ pub(super) struct Item {
     /// Statement hash this request added to (true) or removed from (false) the server's set.
     pub(super) server: Option<(u64, bool)>,
     pub(super) client: ClientUndo,
-    /// For a Bind or Describe of a statement pgmux named: the statement epoch it was named in
-    /// (low 32 bits), which a refusal of it is matched to ([`super::invalidation`]); else
-    /// [`NO_EPOCH`]. Four bytes, within the item's padding.
-    pub(super) epoch: u32,
+    /// For a Bind or Describe of a statement pgmux named: the low 32 bits of its hash (never
+    /// 0), which a refusal is matched to ([`super::invalidation::raise_for_refusal`]); else
+    /// [`NO_STATEMENT`]. Four bytes, within the item's padding.
+    pub(super) statement: u32,
 }
 
 impl Item {
     pub(super) fn plain(kind: Kind) -> Self {
-        Item { kind, swallow: false, server: None, client: ClientUndo::None, epoch: NO_EPOCH }
+        Item { kind, swallow: false, server: None, client: ClientUndo::None, statement: NO_STATEMENT }
     }
 
-    /// A Bind or Describe of a statement named in statement epoch `epoch` (low 32 bits).
-    pub(super) fn of_statement(kind: Kind, epoch: u32) -> Self {
-        Item { epoch, ..Item::plain(kind) }
+    /// A Bind or Describe of the statement pgmux named from `hash`.
+    pub(super) fn of_statement(kind: Kind, hash: u64) -> Self {
+        Item { statement: (hash as u32).max(1), ..Item::plain(kind) }
     }
 
     pub(super) fn undo(self, server: &mut ServerStatements, client: &mut ClientStatements) {
@@ -147,6 +146,12 @@ impl Tracker {
         }
     }
 
+    /// Syncs in flight whose ReadyForQuery pgmux swallows (a refused batch sent again,
+    /// replay.rs): counted in the flow's requests, but owed no answer to the client.
+    pub fn syncs_owed_to_pgmux(&self) -> u32 {
+        self.queue.iter().filter(|i| i.kind == Kind::Sync && i.swallow).count() as u32
+    }
+
     /// Requests sent whose answers have not all come back.
     pub fn in_flight(&self) -> bool {
         self.leading_queries > 0 || !self.queue.is_empty()
@@ -214,6 +219,8 @@ impl Tracker {
         match self.queue.front() {
             Some(i) if kinds.contains(&i.kind) => {
                 let i = self.queue.pop_front().expect("front exists");
+                // Answered in part: a kept batch can no longer be sent again (replay.rs).
+                self.replay = super::replay::Stage::Off;
                 if i.swallow {
                     Response::Swallow
                 } else {

@@ -13,12 +13,18 @@ use pgmux_protocol::{tags, ProtocolError};
 use super::end::Fault;
 use super::lost_copy;
 use super::{pass_through, protocol_fault, Relay};
-use crate::client::prepared::{invalidation, is_lone_begin, Response, Rewrite, RewriteError, Rewritten};
+use crate::client::prepared::{
+    can_send_again, invalidation, is_lone_begin, Response, Rewrite, RewriteError, Rewritten,
+};
 use crate::client::{buffers, splice};
 use crate::config::PoolMode;
 
 /// The largest server ErrorResponse held back to see whether it is a FATAL (server_loss.rs).
 const HELD_FATAL_MAX: usize = 8 * 1024;
+
+/// The largest ParameterDescription held to see whether a refusal follows it (replay.rs): 4
+/// bytes a parameter, so 4,000 parameters.
+const HELD_PARAMETERS_MAX: usize = 16 * 1024;
 
 /// What becomes of a ParameterDescription answering a kept batch (`parameters_before_refusal`).
 enum Held {
@@ -432,9 +438,10 @@ impl Relay {
                         && invalidation::is_stale_plan_error(&avail[5..total], self.tracker.error_answers_statement());
                     let mut send_again = false;
                     if refused {
-                        let named_in = self.tracker.refused_statement_epoch();
-                        invalidation::raise_for_refusal(&self.shared.statement_epoch, named_in);
-                        send_again = self.c_skip == 0 && self.tracker.replay_applies(&s.kept_batch);
+                        let refused = self.tracker.refused_statement();
+                        invalidation::raise_for_refusal(&self.shared.statement_epoch, refused, &mut s.last_refused);
+                        send_again = self.c_skip == 0
+                            && can_send_again(&self.tracker, &self.statements, &s.kept_batch, &s.kept_begin);
                     }
                     if self.tracker.ddl_seen && tag == tags::backend::READY_FOR_QUERY && avail[5..total] == [b'I'] {
                         self.tracker.ddl_seen = false;
@@ -566,6 +573,11 @@ impl Relay {
     #[cold]
     #[inline(never)]
     fn parameters_before_refusal(&self, total: usize) -> Result<Held, ProtocolError> {
+        if total > HELD_PARAMETERS_MAX {
+            // Waiting for what follows could fill the read buffer (a statement with thousands
+            // of parameters): passed on, and the batch is not sent again.
+            return Ok(Held::Forward);
+        }
         let Some(rest) = self.sout.get(self.s_ready + total..) else { return Ok(Held::Wait) };
         // PostgreSQL writes the Describe's next answer right behind it: never a long wait.
         let Some((next, next_total)) = peek_header(rest, usize::MAX)? else { return Ok(Held::Wait) };
@@ -575,7 +587,8 @@ impl Relay {
         let Some(error) = rest.get(5..next_total) else { return Ok(Held::Wait) };
         let Some(server) = self.server.as_ref() else { return Ok(Held::Forward) };
         let refused = invalidation::is_stale_plan_error(error, self.tracker.error_answers_statement());
-        Ok(if refused && self.c_skip == 0 && self.tracker.replay_applies(&server.kept_batch) {
+        let (kept, begin) = (&server.kept_batch, &server.kept_begin);
+        Ok(if refused && self.c_skip == 0 && can_send_again(&self.tracker, &self.statements, kept, begin) {
             Held::Drop
         } else {
             Held::Forward
@@ -596,9 +609,10 @@ impl Relay {
         let mut rw =
             Rewrite::new(client, &mut server.statements, tracker, self.max_prepared, self.cache_unnamed, epoch);
         if rw.unnamed_prepared_in_epoch() {
-            // The refusal did not raise the epoch (its statement is older) and this server
-            // prepared the text in this one, perhaps before the change: a newer name.
-            rw.epoch = invalidation::raise_for_refusal(&self.shared.statement_epoch, None);
+            // The refusal did not raise the epoch (this server refused the same statement
+            // last) and the text's name in this one is the refused statement, or one prepared
+            // before the change: a newer name.
+            rw.epoch = self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         }
         let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept, &server.kept_begin);
         let parses = rw.server_parses;

@@ -90,7 +90,10 @@ impl Relay {
         self.sout.truncate(self.s_ready);
         bytes::Buf::advance(&mut self.cin, self.c_ready);
         self.c_ready = 0;
+        let own = self.tracker.syncs_owed_to_pgmux();
         let left = self.flow.forget();
+        // A Sync pgmux sent for itself (a batch sent again) is owed no answer.
+        let pending = left.pending.saturating_sub(own);
         if left.copy == CopyIn::Receiving {
             // The rest of the COPY stream (and of a CopyData cut short) is dropped.
             self.lost_copy = Some(Box::new(LostCopy::new(left.batch == Batch::Open, self.c_skip)));
@@ -109,17 +112,17 @@ impl Relay {
             format!("server connection lost ({why}); the statement may not have completed")
         };
         let mut out = BytesMut::new();
-        for _ in 0..left.pending {
+        for _ in 0..pending {
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
             build::ready_for_query(&mut out, if in_block { b'E' } else { b'I' });
         }
-        if left.pending == 0 && self.lost_copy.is_some() {
+        if pending == 0 && self.lost_copy.is_some() {
             // COPY started by Execute: the error now, the ReadyForQuery at the client's Sync.
             build::error_response(&mut out, Severity::Error, sqlstate::CONNECTION_FAILURE, &text);
         }
         if in_block {
             let mut block = super::aborted::AbortedBlock::new(text);
-            if left.pending > 0 {
+            if pending > 0 {
                 // The request in flight got the reason already.
                 block.reason_sent();
             }

@@ -277,3 +277,45 @@ fn again_name(kept: &[u8], out: &[(u8, Vec<u8>)]) -> Vec<u8> {
     assert_ne!(&new[..], old, "renamed to the statement prepared afresh");
     new
 }
+
+/// Named Parses of the same text as [`PARSE_UNNAMED`].
+const PARSE_A: &[u8] = b"a\0SELECT $1\0\0\x01\0\0\0\x17";
+/// Another, of the same text.
+const PARSE_B: &[u8] = b"b\0SELECT $1\0\0\x01\0\0\0\x17";
+
+#[test]
+fn a_batch_with_answers_pgmux_gives_itself_inside_is_not_counted_as_unanswered() {
+    // The review's case: a Parse of a name whose text the server holds, inside the kept batch,
+    // queues an answer of pgmux's that was never sent, which an answer popped could hide.
+    let mut f = Fixture::cached(10);
+    // The unnamed text prepared on the server first.
+    cached_batch_in_flight(&mut f, CACHED_BATCH);
+    for r in [b::BIND_COMPLETE, b::ROW_DESCRIPTION, b::COMMAND_COMPLETE, b::READY_FOR_QUERY] {
+        f.respond(r);
+    }
+    // Bind, Execute, Bind, two Parses pgmux answers, Execute, Sync: five requests sent, seven
+    // queued; once the first two are answered the counts would match.
+    let batch: &[(u8, &[u8])] = &[
+        (b'P', PARSE_UNNAMED),
+        (b'B', BIND_UNNAMED),
+        (b'E', b"\0\0\0\0\0"),
+        (b'B', BIND_UNNAMED),
+        (b'P', PARSE_A),
+        (b'P', PARSE_B),
+        (b'E', b"\0\0\0\0\0"),
+        (b'S', b""),
+    ];
+    f.send(batch).unwrap();
+    assert_eq!(f.tracker.next_fake(), Some(b::PARSE_COMPLETE), "the unnamed text, from the cache");
+    assert!(f.tracker.replay_pending(), "kept");
+    assert!(!f.tracker.replay_applies(&f.kept), "answers of pgmux's own queued inside it");
+    f.respond(b::BIND_COMPLETE);
+    f.respond(b::COMMAND_COMPLETE);
+    assert!(!f.tracker.replay_applies(&f.kept), "answered in part: the Execute would run twice");
+    // Nor, with none inside, once an answer came: the batch ran in part.
+    let mut f = Fixture::cached(10);
+    cached_batch_in_flight(&mut f, CACHED_BATCH);
+    assert!(f.tracker.replay_applies(&f.kept));
+    f.respond(b::BIND_COMPLETE);
+    assert!(!f.tracker.replay_applies(&f.kept));
+}
