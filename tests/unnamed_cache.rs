@@ -291,9 +291,10 @@ async fn after_a_refused_named_statement_the_same_text_unnamed_is_prepared_afres
     }
 }
 
-/// A client that keeps retrying a statement that can no longer work (its columns changed, so
-/// PostgreSQL refuses it each time) raises the statement epoch once, for the change: not at
-/// each try, which would make every other client prepare every text again.
+/// A client that keeps retrying statements that can no longer work (their columns changed, so
+/// PostgreSQL refuses them each time) raises the statement epoch once per statement and server,
+/// for the change: not at each try, which would make every other client prepare every text
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_a_refused_statement_raises_the_epoch_once() {
     let pg = Cluster::shared();
@@ -302,15 +303,20 @@ async fn retrying_a_refused_statement_raises_the_epoch_once() {
     let mut retrier = Raw::connect(&mux).await;
     let mut other = Raw::connect(&mux).await;
     let sql = "SELECT * FROM cache_retry";
+    // Two statements the change breaks, retried in turn.
+    let sql2 = "SELECT a, 2 FROM cache_retry";
     assert_eq!(run_named(&mut retrier, "doomed", sql, true).await, ["1", "2", "D:1", "C", "Z"]);
+    assert_eq!(run_named(&mut retrier, "doomed2", sql2, true).await, ["1", "2", "D:1,2", "C", "Z"]);
     pg.psql("app", "ALTER TABLE cache_retry ALTER COLUMN a TYPE text");
     let refused = ["E:0A000:cached plan must not change result type", "Z"];
     assert_eq!(run_named(&mut retrier, "doomed", sql, false).await, refused);
+    assert_eq!(run_named(&mut retrier, "doomed2", sql2, false).await, refused);
     // The other client's text, prepared after the change.
     assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"]);
     let (_, parses_before, _) = parse_counts(&mux).await;
     for i in 0..10 {
         assert_eq!(run_named(&mut retrier, "doomed", sql, false).await, refused, "try {i}");
+        assert_eq!(run_named(&mut retrier, "doomed2", sql2, false).await, refused, "try {i}");
         assert_eq!(run_unnamed(&mut other, "SELECT 42", None).await, ["1", "2", "T", "D:42", "C", "Z"], "try {i}");
     }
     let (_, parses_after, _) = parse_counts(&mux).await;

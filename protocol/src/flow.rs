@@ -39,6 +39,9 @@ enum LastRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
     pending: u32,
+    /// Of `pending`, the ReadyForQuery messages the relay swallows (a refused batch sent
+    /// again): a rescue waits for them, the client is owed none.
+    own: u8,
     batch: Batch,
     copy: CopyIn,
     tx: TxStatus,
@@ -47,14 +50,22 @@ pub struct Flow {
 
 impl Default for Flow {
     fn default() -> Self {
-        Self { pending: 0, batch: Batch::Closed, copy: CopyIn::Off, tx: TxStatus::Idle, last: LastRequest::Query }
+        Self {
+            pending: 0,
+            own: 0,
+            batch: Batch::Closed,
+            copy: CopyIn::Off,
+            tx: TxStatus::Idle,
+            last: LastRequest::Query,
+        }
     }
 }
 
 /// What a lost server left unanswered ([`Flow::forget`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unanswered {
-    /// Requests that will get no ReadyForQuery.
+    /// Requests of the client's that will get no ReadyForQuery (not a Sync the relay sent for
+    /// itself).
     pub pending: u32,
     /// The batch was open.
     pub batch: Batch,
@@ -81,6 +92,12 @@ impl Flow {
     /// Requests (Query, FunctionCall, Sync) sent whose ReadyForQuery has not come.
     pub fn pending(&self) -> u32 {
         self.pending
+    }
+
+    /// Of [`Flow::pending`], those whose ReadyForQuery goes to the client.
+    #[inline]
+    pub fn client_pending(&self) -> u32 {
+        self.pending - u32::from(self.own)
     }
 
     /// The extended-protocol batch.
@@ -156,6 +173,19 @@ impl Flow {
         self.tx = status;
     }
 
+    /// The relay sent a Sync again (a refused batch sent again, or a Sync of its own ahead of a
+    /// batch still open): one more ReadyForQuery to come, and one the relay swallows.
+    pub fn request_swallowed(&mut self) {
+        self.request(true);
+        self.own = self.own.saturating_add(1);
+    }
+
+    /// A ReadyForQuery the relay swallows came.
+    pub fn swallowed(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+        self.own = self.own.saturating_sub(1);
+    }
+
     /// The server skipped a Query (sent inside an extended batch after an error there, before
     /// the batch's Sync): no ReadyForQuery will answer it.
     pub fn skipped(&mut self) {
@@ -164,7 +194,8 @@ impl Flow {
 
     /// The server is gone: what it left unanswered, and the books start afresh.
     pub fn forget(&mut self) -> Unanswered {
-        let left = Unanswered { pending: self.pending, batch: self.batch, copy: self.copy, tx: self.tx };
+        let pending = self.client_pending();
+        let left = Unanswered { pending, batch: self.batch, copy: self.copy, tx: self.tx };
         *self = Self::default();
         left
     }

@@ -38,7 +38,6 @@ impl Pool {
             statements: Default::default(),
             kept_batch: bytes::BytesMut::new(),
             kept_begin: bytes::BytesMut::new(),
-            last_refused: None,
             synced_params: 0,
             session_state: Default::default(),
             generation: self.generation.load(Relaxed),

@@ -95,9 +95,6 @@ pub struct ServerConn {
     /// The text of the client's lone BEGIN while its block holds nothing else: a kept batch
     /// refused there is sent again behind a ROLLBACK and this BEGIN (replay.rs).
     pub kept_begin: BytesMut,
-    /// The statement this server refused last (low 32 bits of its hash): refused again, it
-    /// does not raise the statement epoch again (`invalidation::raise_for_refusal`).
-    pub last_refused: Option<u32>,
     /// Fingerprint of the client parameters this server was last made to match (0: none).
     pub synced_params: u64,
     /// Settings and SQL prepared statements made on it by clients (transaction mode).

@@ -253,7 +253,6 @@ pub async fn connect(
             statements: Default::default(),
             kept_batch: BytesMut::new(),
             kept_begin: BytesMut::new(),
-            last_refused: None,
             synced_params: 0,
             session_state: Default::default(),
             generation: 0,

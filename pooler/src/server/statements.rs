@@ -17,6 +17,9 @@ use foldhash::fast::RandomState;
 pub struct ServerStatements {
     entries: HashMap<u64, u64, RandomState>,
     tick: u64,
+    /// Statements here the server refused since they were prepared (stale after DDL made
+    /// behind pgmux's back): refused again, they tell nothing new (`refused_first`).
+    refused: Vec<u64>,
 }
 
 impl ServerStatements {
@@ -41,11 +44,32 @@ impl ServerStatements {
     pub fn insert(&mut self, hash: u64) {
         self.tick += 1;
         self.entries.insert(hash, self.tick);
+        self.unrefuse(hash);
     }
 
     /// Forgets `hash` (closed, or its Parse failed).
     pub fn remove(&mut self, hash: u64) {
         self.entries.remove(&hash);
+        self.unrefuse(hash);
+    }
+
+    /// The server refused the statement here whose hash's low 32 bits are `low` (what a
+    /// tracker item keeps of it): true when that is its first refusal since it was prepared
+    /// here, or it is not known here. Refusals are rare; the scan is linear.
+    pub fn refused_first(&mut self, low: u32) -> bool {
+        let Some(&hash) = self.entries.keys().find(|h| **h as u32 == low) else { return true };
+        if self.refused.contains(&hash) {
+            return false;
+        }
+        self.refused.push(hash);
+        true
+    }
+
+    /// `hash` is prepared afresh or gone: a refusal of it would be news again.
+    fn unrefuse(&mut self, hash: u64) {
+        if !self.refused.is_empty() {
+            self.refused.retain(|h| *h != hash);
+        }
     }
 
     /// The least recently used statement when more than `max` are prepared, forgotten here; the
@@ -57,13 +81,14 @@ impl ServerStatements {
             return None;
         }
         let (&victim, _) = self.entries.iter().min_by_key(|(_, &used)| used)?;
-        self.entries.remove(&victim);
+        self.remove(victim);
         Some(victim)
     }
 
     /// Forgets everything (DISCARD ALL or DEALLOCATE ALL ran).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.refused.clear();
     }
 
     /// How many are prepared.

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgmux_protocol::backend::ErrorFields;
 
+use crate::server::ServerStatements;
+
 /// Command tags of DDL that can change the result columns of a statement prepared before it (a
 /// table's or view's columns, a type's shape). `CREATE TABLE` and `DROP ...` are left out:
 /// temporary tables made and dropped per transaction would otherwise empty every server's
@@ -69,18 +71,17 @@ pub fn is_stale_plan_error(body: &[u8], answers_statement: bool) -> bool {
 }
 
 /// Raises the statement epoch for a server's refusal of the statement pgmux named from a hash
-/// whose low 32 bits are `refused` (None: a statement pgmux did not name), unless it is the
-/// statement this server refused last (`last_refused`, updated here). A statement refused for
-/// the first time raises it, however long ago it was named: its refusal may be the first sign
-/// of a change made behind pgmux's back. The same one refused again says nothing new: a client
-/// retrying a statement that can no longer work (refused at every call, as on a direct
-/// connection) would otherwise raise it at each try, and every client would prepare every text
-/// again. Returns the epoch now.
-pub fn raise_for_refusal(epoch: &AtomicU64, refused: Option<u32>, last_refused: &mut Option<u32>) -> u64 {
-    if refused.is_some() && refused == *last_refused {
+/// whose low 32 bits are `refused` (None: a statement pgmux did not name), unless that server
+/// (its `statements`) refused the same statement before, since it was prepared there. A
+/// statement refused for the first time raises it, however long ago it was named: its refusal
+/// may be the first sign of a change made behind pgmux's back. Refused again it says nothing
+/// new: clients running statements that can no longer work (refused at every call, as on a
+/// direct connection) would otherwise raise it at every call, and every client would prepare
+/// every text again. Returns the epoch now.
+pub fn raise_for_refusal(epoch: &AtomicU64, refused: Option<u32>, statements: &mut ServerStatements) -> u64 {
+    if refused.is_some_and(|low| !statements.refused_first(low)) {
         return epoch.load(Ordering::Relaxed);
     }
-    *last_refused = refused;
     epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
 }
 
@@ -141,14 +142,23 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_raises_the_epoch_unless_the_server_refused_the_same_statement_last() {
+    fn a_refusal_raises_the_epoch_unless_the_server_refused_the_same_statement_before() {
         let epoch = AtomicU64::new(7);
-        let mut last = None;
-        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 8, "refused for the first time");
-        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 8, "a retry of the same statement raises nothing");
-        assert_eq!(raise_for_refusal(&epoch, Some(4), &mut last), 9, "another statement: perhaps a new change");
-        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut last), 10);
-        assert_eq!(raise_for_refusal(&epoch, None, &mut last), 11, "a statement pgmux did not name raises it");
-        assert_eq!(raise_for_refusal(&epoch, None, &mut last), 12, "every time: nothing tells them apart");
+        let mut here = ServerStatements::default();
+        let (q1, q2) = (0xaaaa_0000_0000_0003_u64, 0xbbbb_0000_0000_0004_u64);
+        here.insert(q1);
+        here.insert(q2);
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut here), 8, "refused for the first time");
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut here), 8, "a retry of the same statement raises nothing");
+        assert_eq!(raise_for_refusal(&epoch, Some(4), &mut here), 9, "another statement: perhaps a new change");
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut here), 9, "two broken statements in turn: nothing");
+        assert_eq!(raise_for_refusal(&epoch, Some(4), &mut here), 9);
+        // Prepared afresh (closed and parsed again): a refusal of it is news again.
+        here.remove(q1);
+        here.insert(q1);
+        assert_eq!(raise_for_refusal(&epoch, Some(3), &mut here), 10);
+        assert_eq!(raise_for_refusal(&epoch, Some(5), &mut here), 11, "a statement not known here raises it");
+        assert_eq!(raise_for_refusal(&epoch, None, &mut here), 12, "a statement pgmux did not name raises it");
+        assert_eq!(raise_for_refusal(&epoch, None, &mut here), 13, "every time: nothing tells them apart");
     }
 }

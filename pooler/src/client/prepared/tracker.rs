@@ -146,12 +146,6 @@ impl Tracker {
         }
     }
 
-    /// Syncs in flight whose ReadyForQuery pgmux swallows (a refused batch sent again,
-    /// replay.rs): counted in the flow's requests, but owed no answer to the client.
-    pub fn syncs_owed_to_pgmux(&self) -> u32 {
-        self.queue.iter().filter(|i| i.kind == Kind::Sync && i.swallow).count() as u32
-    }
-
     /// Requests sent whose answers have not all come back.
     pub fn in_flight(&self) -> bool {
         self.leading_queries > 0 || !self.queue.is_empty()

@@ -81,7 +81,7 @@ impl Relay {
         // or ROLLBACK TO SAVEPOINT decides whether they count.
         let busy = self.carry.busy();
         if tag == tags::frontend::PARSE {
-            let ahead = self.flow.pending() + 1;
+            let ahead = self.flow.client_pending() + 1;
             // Statement name, then the query text.
             let Some((name, rest)) = cstr(body) else { return true };
             let text = cstr(rest).map_or(rest, |(text, _)| text);
@@ -136,7 +136,7 @@ impl Relay {
     /// A Parse too long to look at (its text does nothing tracked): whatever its statement's
     /// name did before, it no longer does. False when more of its start must be in `cin` first.
     fn forget_parsed(&mut self) -> bool {
-        let ahead = self.flow.pending() + 1;
+        let ahead = self.flow.client_pending() + 1;
         let Some(made) = self.carry.made.as_mut() else { return true };
         if made.portals.is_empty() {
             made.portals.name_message();
@@ -163,7 +163,7 @@ impl Relay {
     /// Notes the Close at `c_ready` (`total` bytes): the statement or portal it names does
     /// nothing any more. False when more of it must be in `cin` first.
     fn note_close(&mut self, total: usize) -> bool {
-        let ahead = self.flow.pending() + 1;
+        let ahead = self.flow.client_pending() + 1;
         let Some(made) = self.carry.made.as_mut() else { return true };
         if made.portals.is_empty() {
             made.portals.name_message();
@@ -234,7 +234,7 @@ impl Relay {
         let names = statements.iter().any(|s| prepared::changes_names(&s.effect));
         // Answered by the ReadyForQuery of this Query, or of the Sync after this Execute.
         let made = self.carry.made.get_or_insert_with(Default::default);
-        made.in_flight.sent(statements, self.flow.pending() + 1);
+        made.in_flight.sent(statements, self.flow.client_pending() + 1);
         if names {
             // What the client prepares behind it (in the same batch) means its names under the
             // new setting.

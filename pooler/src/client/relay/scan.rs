@@ -362,7 +362,7 @@ impl Relay {
     fn begin_request(&mut self, sync: bool) {
         let mut now = Micros::now();
         let stats = &self.session.pool.counters.here().stats;
-        if self.flow.pending() == 0 {
+        if self.flow.client_pending() == 0 {
             // Set with nothing under way only by the attach: the client's bytes arrived then.
             now = *self.query_start.get_or_insert(now);
             PoolStats::add(&stats.query_count, 1);
@@ -439,7 +439,7 @@ impl Relay {
                     let mut send_again = false;
                     if refused {
                         let refused = self.tracker.refused_statement();
-                        invalidation::raise_for_refusal(&self.shared.statement_epoch, refused, &mut s.last_refused);
+                        invalidation::raise_for_refusal(&self.shared.statement_epoch, refused, &mut s.statements);
                         send_again = self.c_skip == 0
                             && can_send_again(&self.tracker, &self.statements, &s.kept_batch, &s.kept_begin);
                     }
@@ -471,7 +471,7 @@ impl Relay {
                             if tag == tags::backend::READY_FOR_QUERY {
                                 // The refused batch's, whose batch was sent again (replay.rs):
                                 // the flow counted both Syncs.
-                                self.flow.skipped();
+                                self.flow.swallowed();
                             }
                             splice::replace(&mut self.sout, self.s_ready, total, b"");
                             continue;
@@ -610,8 +610,8 @@ impl Relay {
             Rewrite::new(client, &mut server.statements, tracker, self.max_prepared, self.cache_unnamed, epoch);
         if rw.unnamed_prepared_in_epoch() {
             // The refusal did not raise the epoch (this server refused the same statement
-            // last) and the text's name in this one is the refused statement, or one prepared
-            // before the change: a newer name.
+            // before) and the text's name in this one is the refused statement, or one
+            // prepared before the change: a newer name.
             rw.epoch = self.shared.statement_epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         }
         let sent_again = rw.replay_refused(&mut self.cin, self.c_ready, &kept, &server.kept_begin);
@@ -622,7 +622,7 @@ impl Relay {
         // The server owes a ReadyForQuery for the refused batch's Sync, or for the Sync pgmux
         // sent ahead of a batch still open (swallowed), and one for the batch sent again: until
         // the first comes, a rescue must wait for both.
-        self.flow.request(true);
+        self.flow.request_swallowed();
         if again.open {
             // The client's batch goes on: its Sync is still to come.
             self.flow.extended();

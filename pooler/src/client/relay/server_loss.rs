@@ -90,10 +90,9 @@ impl Relay {
         self.sout.truncate(self.s_ready);
         bytes::Buf::advance(&mut self.cin, self.c_ready);
         self.c_ready = 0;
-        let own = self.tracker.syncs_owed_to_pgmux();
+        // Requests the client is owed an answer for (not a Sync pgmux sent for itself).
         let left = self.flow.forget();
-        // A Sync pgmux sent for itself (a batch sent again) is owed no answer.
-        let pending = left.pending.saturating_sub(own);
+        let pending = left.pending;
         if left.copy == CopyIn::Receiving {
             // The rest of the COPY stream (and of a CopyData cut short) is dropped.
             self.lost_copy = Some(Box::new(LostCopy::new(left.batch == Batch::Open, self.c_skip)));
