@@ -3,11 +3,18 @@
 //! cannot see it) the server then refuses the old statement with `cached plan must not change
 //! result type` (0A000), or its analysis again fails (class 42: a column's type changed under a
 //! parameter typed at the first Parse, `operator does not exist: text = integer`), where
-//! PostgreSQL, given the Parse, would have analysed the text afresh. pgmux keeps such a batch, as sent after its Parse (Bind, Describe, Execute, Flush, Sync),
-//! until it is answered. If the refusal is the batch's first answer, outside a transaction
-//! block, with nothing sent behind it, pgmux swallows the error and the ReadyForQuery that ends
-//! it, prepares the text under the new epoch's name and sends the kept messages again: the
-//! client sees the answers PostgreSQL would have given it.
+//! PostgreSQL, given the Parse, would have analysed the text afresh. pgmux keeps such a batch,
+//! as sent after its Parse (Bind, Describe, Execute, Flush, Sync), until it is answered. If the
+//! refusal is the batch's first answer, with nothing sent behind it, pgmux swallows the error
+//! (and the ReadyForQuery that ends it), prepares the text under the new epoch's name and sends
+//! the kept messages again: the client sees the answers PostgreSQL would have given it.
+//!
+//! - Outside a transaction block, or in one that holds only the client's lone BEGIN ([`Block`]):
+//!   there a ROLLBACK and that BEGIN go first ([`Rewrite::replay_refused`]).
+//! - A batch with no Sync yet (asyncpg's Parse, Describe, Flush) goes again behind a Sync of
+//!   pgmux's own ([`SentAgain::open`]).
+//! - A ParameterDescription in front of the refusal (a Describe of the statement in the batch)
+//!   is held by the relay and dropped when the batch goes again ([`can_send_again`]).
 //!
 //! What was sent of the batch after its Parse is copied as it leaves the client buffer: at
 //! its Sync (drivers write a batch in one piece, so it is read and kept whole before any of it
