@@ -42,4 +42,5 @@ mod timeouts;
 mod tls;
 mod tls_certs;
 mod unnamed_cache;
+mod unnamed_cache_timing;
 mod workers;

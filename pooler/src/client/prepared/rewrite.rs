@@ -244,13 +244,7 @@ impl<'a> Rewrite<'a> {
         self.client.unnamed_valid = false;
         self.client.unnamed_hash = None;
         self.tracker.unnamed_here = true;
-        self.push(Item {
-            kind: Kind::Parse,
-            swallow: false,
-            server: None,
-            client: ClientUndo::Unnamed,
-            statement: NO_STATEMENT,
-        });
+        self.push(Item { client: ClientUndo::Unnamed, ..Item::plain(Kind::Parse) });
         Rewritten::Done { ready: 0, skip: total }
     }
 
@@ -308,13 +302,7 @@ impl<'a> Rewrite<'a> {
                     }
                     self.client.unnamed_hash = None;
                     self.tracker.unnamed_here = true;
-                    self.push(Item {
-                        kind: Kind::Parse,
-                        swallow: false,
-                        server: None,
-                        client: ClientUndo::Unnamed,
-                        statement: NO_STATEMENT,
-                    });
+                    self.push(Item { client: ClientUndo::Unnamed, ..Item::plain(Kind::Parse) });
                     return done(total, 0);
                 }
                 if self.client.map.contains_key(p.name) {

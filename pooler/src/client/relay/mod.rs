@@ -13,6 +13,7 @@ mod lost_copy;
 mod notes;
 mod poll;
 mod scan;
+mod send_again;
 mod server_loss;
 mod timers;
 
