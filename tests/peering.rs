@@ -53,11 +53,11 @@ async fn a_cancel_sent_to_another_peer_reaches_the_query() {
     let token = client.cancel_token();
     let sleep_query = || {
         let c = client.clone();
-        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) })
+        tokio::spawn(async move { c.simple_query("/* peering */ SELECT pg_sleep(20)").await.map(|_| ()) })
     };
     for round in 0..3 {
         let sleep = sleep_query();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pg.wait_until_running("/* peering */ SELECT pg_sleep(20)").await;
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", second.port)).await.unwrap();
         token.cancel_query_raw(stream, NoTls).await.unwrap();
         let err = tokio::time::timeout(Duration::from_secs(10), sleep)
@@ -69,22 +69,28 @@ async fn a_cancel_sent_to_another_peer_reaches_the_query() {
     }
     // Sent to the issuer itself, the same key works as without peering.
     let sleep = sleep_query();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.wait_until_running("/* peering */ SELECT pg_sleep(20)").await;
     token.cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), sleep).await.unwrap().unwrap().unwrap_err();
     assert_eq!(db_error(&err).0, "57014");
     assert_eq!(client.simple_query("SELECT 1").await.unwrap().len(), 3, "the client goes on");
 
+    // The last forward's connection closes once the first pgmux is done with the cancel, which
+    // may be just after the client saw its error.
     let console = second.console().await;
-    let rows = console.simple_query("SHOW PEER_POOLS").await.unwrap();
-    let ids: Vec<String> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(format!("{}:{}", r.get(0).unwrap(), r.get(1).unwrap())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ids, ["1:0", "2:0"], "one row per configured peer, nothing left in flight");
+    let peer_pools = || async {
+        let rows = console.simple_query("SHOW PEER_POOLS").await.unwrap();
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some(format!("{}:{}", r.get(0).unwrap(), r.get(1).unwrap()))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    crate::harness::eventually_async("no forward in flight", || async { peer_pools().await == ["1:0", "2:0"] }).await;
+    assert_eq!(peer_pools().await, ["1:0", "2:0"], "one row per configured peer, nothing left in flight");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,14 @@ impl CancelSlot {
     /// the server goes to anyone else.
     pub fn detach(&self) -> bool {
         *self.target.lock() = None;
+        self.under_way()
+    }
+
+    /// True while a cancel of this client's query is under way: PostgreSQL may still signal its
+    /// backend (it signals twice, the process and then its group), and a signal that lands late
+    /// cancels whatever runs there next.
+    #[inline]
+    pub fn under_way(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 

@@ -364,6 +364,18 @@ impl Relay {
         server.release_with(&self.settings);
     }
 
+    /// The client has more for its server (a next query, a pipelined one) while a cancel of its
+    /// query is under way. PostgreSQL signals a cancelled backend twice (the process, then its
+    /// group), and a second signal that lands after the next query was read cancels that one.
+    /// Nothing more goes to the server until the cancel's connection to PostgreSQL is closed
+    /// (within cancel_wait_timeout), as no other client gets a server with a cancel in flight
+    /// ([`Relay::finish_release`]). The client's answers, if any were read meanwhile, go on
+    /// with the loop after it; the wait is as long as PostgreSQL takes to close the cancel's
+    /// connection, the time to signal one process.
+    pub(super) async fn wait_cancel(&mut self) {
+        Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
+    }
+
     /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
     /// as PgBouncer logs a client's end. Not async, so nothing here grows the client's future.
     fn log_end(&self, end: &End) {

@@ -56,6 +56,9 @@ enum Next {
     End(End),
     /// A release that has to wait (a cancel in flight, reset_always).
     FinishRelease(lifecycle::ReleaseRest),
+    /// The client has more for its server while a cancel of its query is under way: it goes
+    /// once the cancel is done.
+    WaitCancel,
 }
 
 impl From<Option<End>> for Next {
@@ -275,6 +278,7 @@ impl Relay {
                 Next::Loop => {}
                 Next::End(end) => return Served::Ended(end),
                 Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
+                Next::WaitCancel => Box::pin(self.wait_cancel()).await,
             },
             None => {
                 if let Err(e) = self.scan_client() {
@@ -358,6 +362,7 @@ impl Relay {
                 Next::Loop => {}
                 Next::End(end) => return Some(end),
                 Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
+                Next::WaitCancel => Box::pin(self.wait_cancel()).await,
             }
         }
     }
@@ -377,6 +382,9 @@ impl Relay {
                 PoolStats::add(&self.stats().bytes_received, n as u64);
                 if let Err(e) = self.scan_client() {
                     return Next::End(e.into());
+                }
+                if self.c_ready > 0 && self.server.is_some() && self.session.cancel.under_way() {
+                    return Next::WaitCancel;
                 }
             }
             Event::ServerRead(0) => return self.server_lost("server closed the connection").into(),
