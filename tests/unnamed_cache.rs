@@ -537,3 +537,36 @@ fn pgbench_extended_runs_through_migrations_made_behind_pgmux() {
     let (_, server, _) = tokio::runtime::Runtime::new().unwrap().block_on(parse_counts(&mux));
     assert!((5..=18).contains(&server), "one text, five shapes, at most two servers: {server} Parses");
 }
+
+/// JDBC with autocommit off sends its BEGIN in the same batch as the block's first query
+/// (Parse, Bind, Execute of BEGIN, then the query's Parse, Bind, Describe, Execute, Sync). The
+/// query's Parse comes behind requests in flight, so it goes to the server as it came and
+/// PostgreSQL analyses it afresh: a migration made straight on PostgreSQL costs that batch no
+/// error, though the same text was served from the cache before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_behind_its_begin_in_one_batch_meets_a_migration_unseen() {
+    let pg = Cluster::shared();
+    fresh_table(pg, "cache_ddl_jdbc");
+    let mux = one_server(pg, "");
+    let mut c = Raw::connect(&mux).await;
+    let sql = "SELECT * FROM cache_ddl_jdbc WHERE a = $1";
+    let jdbc_block = |m: &mut bytes::BytesMut| {
+        build::parse(m, "", "BEGIN");
+        build::bind(m, "", "", &[]);
+        build::execute(m, "");
+        build::parse(m, "", sql);
+        build::bind(m, "", "", &[Some(b"1")]);
+        pgmux_protocol::extended::target_message(m, b'D', b'P', b"");
+        build::execute(m, "");
+        build::sync(m);
+    };
+    for _ in 0..2 {
+        assert_eq!(run_unnamed(&mut c, sql, Some("1")).await, ["1", "2", "T", "D:1", "C", "Z"]);
+    }
+    pg.psql("app", "ALTER TABLE cache_ddl_jdbc ADD COLUMN b int DEFAULT 2");
+    c.send(jdbc_block).await;
+    assert_eq!(c.until_ready().await, ["1", "2", "C", "1", "2", "T", "D:1,2", "C", "Z"]);
+    c.send(|m| build::query(m, "COMMIT")).await;
+    assert_eq!(c.until_ready().await, ["C", "Z"]);
+    assert_eq!(run_unnamed(&mut c, sql, Some("1")).await, ["1", "2", "T", "D:1,2", "C", "Z"], "out of the block");
+}
