@@ -13,9 +13,6 @@ use crate::harness::raw::Raw;
 use crate::harness::{Cluster, Pgmux};
 use crate::unnamed_cache::run_unnamed_described;
 
-/// A backend that answers the extended protocol by rule and, once `migrated`, refuses the
-/// statements prepared before it the way PostgreSQL does when the Describe of one is what
-/// analyses it again: the ParameterDescription first, in a write of its own, and the refusal
 /// What the test sets and sees of [`backend_refusing_after_a_pause`].
 #[derive(Default)]
 struct Script {
@@ -29,6 +26,9 @@ struct Script {
     queries: parking_lot::Mutex<Vec<String>>,
 }
 
+/// A backend that answers the extended protocol by rule and, once `migrated`, refuses the
+/// statements prepared before it the way PostgreSQL does when the Describe of one is what
+/// analyses it again: the ParameterDescription first, in a write of its own, and the refusal
 /// 300 ms later. Rows have one column before the migration, two after.
 async fn backend_refusing_after_a_pause(script: Arc<Script>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -136,6 +136,16 @@ impl CancelSlot {
     }
 }
 
+/// A cancel counted in its slot's `in_flight` until dropped; then its waiters are woken.
+struct InFlightCancel<'a>(&'a CancelSlot);
+
+impl Drop for InFlightCancel<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.done.notify_waiters();
+    }
+}
+
 /// All cancel keys handed out.
 #[derive(Debug, Default)]
 pub struct Cancels {
@@ -255,11 +265,13 @@ impl Cancels {
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
             t
         };
+        // Counted out however this ends, a dropped future too (the cancel connection's login
+        // deadline): a count left up would hold the client's every request for good.
+        let in_flight = InFlightCancel(&slot);
         let forwarding = Counting::new(slot.counts.get().map(|c| &c.forwarding));
         let sent = send_cancel(&target, limit).await;
         drop(forwarding);
-        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-        slot.done.notify_waiters();
+        drop(in_flight);
         match sent {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -307,4 +319,32 @@ async fn send_cancel(t: &Target, limit: Duration) -> std::io::Result<()> {
     tokio::time::timeout(limit, io)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel_wait_timeout"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cancel whose future is dropped half way (the cancel connection's login deadline) no
+    /// longer counts as under way: its client's requests would otherwise wait for it for good.
+    #[tokio::test]
+    async fn a_cancel_dropped_half_way_is_no_longer_under_way() {
+        // A server that takes the cancel's connection and never closes it.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = Arc::new(PeerAddr::Tcp(silent.local_addr().unwrap()));
+        let cancels = Arc::new(Cancels::default());
+        let (key, slot) = cancels.register(0);
+        slot.attach(&addr, (1, 2));
+        let running = tokio::spawn({
+            let cancels = cancels.clone();
+            async move { cancels.cancel_local(key, Duration::ZERO).await }
+        });
+        let _accepted = silent.accept().await.unwrap();
+        assert!(slot.under_way());
+        running.abort();
+        let _ = running.await;
+        assert!(!slot.under_way());
+        // A wait for it ends at once.
+        tokio::time::timeout(Duration::from_secs(1), slot.wait_cancels(Duration::ZERO)).await.unwrap();
+    }
 }
