@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod auth;
 mod auth_sources;
+mod cancels;
 mod config_dropin;
 mod console_commands;
 mod cve_regressions;

@@ -1,0 +1,215 @@
+//! Cancels against scripted backends, for timings a real PostgreSQL does not produce on demand:
+//! a cancel the server never takes (SHOW POOLS while it is under way), and one whose second
+//! signal comes late (the client's next request waits for it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+use crate::harness::{db_error, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
+
+/// A fake PostgreSQL that logs anyone in, never answers a query, and takes a CancelRequest's
+/// connection without ever closing it: a cancel to it stays in flight until
+/// cancel_wait_timeout.
+async fn server_slow_to_cancel() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let head = crate::harness::raw::accept_startup(&mut s).await?;
+                if head[4..] != [0x04, 0xd2, 0x16, 0x2e] {
+                    let mut out = bytes::BytesMut::new();
+                    pgmux_protocol::build::auth_ok(&mut out);
+                    pgmux_protocol::build::parameter_status(&mut out, b"server_version", b"15.0");
+                    pgmux_protocol::build::backend_key_data(&mut out, 7, 8);
+                    pgmux_protocol::build::ready_for_query(&mut out, b'I');
+                    s.write_all(&out).await?;
+                }
+                // pgmux's SETs (the client's parameters) are answered; the client's query, or
+                // the cancel, is held until the peer goes.
+                let mut buf = bytes::BytesMut::new();
+                while s.read_buf(&mut buf).await? > 0 {
+                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
+                        if f.tag == b'Q' && f.body().starts_with(b"SET") {
+                            let mut out = bytes::BytesMut::new();
+                            pgmux_protocol::build::command_complete(&mut out, "SET");
+                            pgmux_protocol::build::ready_for_query(&mut out, b'I');
+                            s.write_all(&out).await?;
+                        }
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// SHOW POOLS counts a cancel under way as PgBouncer does: a cancel client whose request is
+/// forwarded (`cl_active_cancel_req`) on a connection carrying it (`sv_active_cancel`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_under_way_shows_in_show_pools() {
+    let port = server_slow_to_cancel().await;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "admin_users = scram_user\ncancel_wait_timeout = 2",
+            databases: &format!("app = host=$SOCKET port=$PORT\nslowcancel = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let cancel_columns = || async {
+        let rows = console.simple_query("SHOW POOLS").await.unwrap();
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("slowcancel") => Some(
+                    ["cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active_cancel", "sv_being_canceled"]
+                        .map(|c| r.get(c).unwrap().to_owned()),
+                ),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "slowcancel").await.unwrap();
+    let token = c.cancel_token();
+    let stuck = tokio::spawn(async move { c.simple_query("SELECT 1").await });
+    // A cancel before the query has its server would find nothing to forward.
+    crate::harness::eventually_async("the query on its server", || async {
+        let rows = console.simple_query("SHOW POOLS").await.unwrap();
+        rows.iter().any(|m| {
+            matches!(m, tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get("database") == Some("slowcancel") && r.get("sv_active") == Some("1"))
+        })
+    })
+    .await;
+    assert_eq!(cancel_columns().await, ["0", "0", "0", "0"]);
+    let cancel = tokio::spawn(async move { token.cancel_query(NoTls).await });
+    let mut seen = None;
+    for _ in 0..50 {
+        let now = cancel_columns().await;
+        if now[0] == "1" {
+            seen = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(["1", "0", "1", "0"].map(String::from)));
+    // cancel_wait_timeout (2 s) ends it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await.expect("the cancel ends");
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = cancel_columns().await.to_vec();
+        if left == ["0", "0", "0", "0"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, ["0", "0", "0", "0"]);
+    stuck.abort();
+}
+
+/// What [`server_signalling_late`] saw: when the cancel's connection closed, and when each query
+/// that came after the cancelled one arrived.
+#[derive(Default)]
+struct LateSignal {
+    cancel_closed: Option<std::time::Instant>,
+    later_queries: Vec<std::time::Instant>,
+}
+
+/// A fake PostgreSQL that cancels as PostgreSQL can under load: a CancelRequest ends the query
+/// at once (57014) but its connection stays open 400 ms more, the time PostgreSQL may take to
+/// send its second signal, which would cancel whatever the backend runs by then.
+async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, running: Arc<tokio::sync::Notify>) -> u16 {
+    use pgmux_protocol::build;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let cancelled = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (seen, cancelled, running) = (seen.clone(), cancelled.clone(), running.clone());
+            tokio::spawn(async move {
+                let head = crate::harness::raw::accept_startup(&mut s).await?;
+                if head[4..] == [0x04, 0xd2, 0x16, 0x2e] {
+                    cancelled.notify_one();
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    seen.lock().cancel_closed = Some(std::time::Instant::now());
+                    return Ok(());
+                }
+                let mut out = bytes::BytesMut::new();
+                build::auth_ok(&mut out);
+                build::parameter_status(&mut out, b"server_version", b"15.0");
+                build::backend_key_data(&mut out, 7, 8);
+                build::ready_for_query(&mut out, b'I');
+                s.write_all(&out).await?;
+                let mut buf = bytes::BytesMut::new();
+                while s.read_buf(&mut buf).await? > 0 {
+                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
+                        let mut out = bytes::BytesMut::new();
+                        if f.body().starts_with(b"SET") {
+                            build::command_complete(&mut out, "SET");
+                        } else if f.body().starts_with(b"SELECT long") {
+                            running.notify_one();
+                            cancelled.notified().await;
+                            build::error_response(
+                                &mut out,
+                                build::Severity::Error,
+                                "57014",
+                                "canceling statement due to user request",
+                            );
+                        } else {
+                            seen.lock().later_queries.push(std::time::Instant::now());
+                            build::command_complete(&mut out, "SELECT 0");
+                        }
+                        build::ready_for_query(&mut out, b'I');
+                        s.write_all(&out).await?;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// A client that keeps its server after a cancelled query (session mode, or a session pinned in
+/// transaction mode) sends nothing more to it until the cancel's connection to PostgreSQL is
+/// closed: a late second signal would cancel its next query. In transaction mode the server is
+/// not given back before then either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
+    for mode in ["session", "transaction"] {
+        let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+        let running = Arc::new(tokio::sync::Notify::new());
+        let port = server_signalling_late(seen.clone(), running.clone()).await;
+        let mux = Pgmux::start_with(
+            Cluster::shared(),
+            crate::harness::pgmux::Setup {
+                pgbouncer: &format!("pool_mode = {mode}\ndefault_pool_size = 1"),
+                databases: &format!("late = host=127.0.0.1 port={port}"),
+                ..Default::default()
+            },
+        );
+        let c = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap());
+        let long = tokio::spawn({
+            let c = c.clone();
+            async move { c.simple_query("SELECT long").await }
+        });
+        running.notified().await;
+        // tokio-postgres sends the cancel and hangs up without waiting for the server.
+        c.cancel_token().cancel_query(NoTls).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
+        assert_eq!(db_error(&err).0, "57014", "{mode}");
+        c.simple_query("SELECT 1").await.unwrap();
+        let seen = seen.lock();
+        let closed = seen.cancel_closed.expect("the cancel reached the server");
+        assert!(
+            seen.later_queries[0] >= closed,
+            "{mode}: the next query reached the server before the cancel was done"
+        );
+    }
+}
