@@ -150,11 +150,7 @@ async fn fake_server(fail_login: bool) -> u16 {
                     s.write_all(&out).await?;
                     return Ok::<(), std::io::Error>(());
                 }
-                build::auth_ok(&mut out);
-                build::parameter_status(&mut out, b"server_version", b"15.0");
-                build::backend_key_data(&mut out, 1, 2);
-                build::ready_for_query(&mut out, b'I');
-                s.write_all(&out).await?;
+                crate::harness::raw::welcome(&mut s, (1, 2)).await?;
                 let mut buf = BytesMut::new();
                 loop {
                     if s.read_buf(&mut buf).await? == 0 {

@@ -20,13 +20,8 @@ async fn server_slow_to_cancel() -> u16 {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let head = crate::harness::raw::accept_startup(&mut s).await?;
-                if head[4..] != [0x04, 0xd2, 0x16, 0x2e] {
-                    let mut out = bytes::BytesMut::new();
-                    pgmux_protocol::build::auth_ok(&mut out);
-                    pgmux_protocol::build::parameter_status(&mut out, b"server_version", b"15.0");
-                    pgmux_protocol::build::backend_key_data(&mut out, 7, 8);
-                    pgmux_protocol::build::ready_for_query(&mut out, b'I');
-                    s.write_all(&out).await?;
+                if !crate::harness::raw::is_cancel(&head) {
+                    crate::harness::raw::welcome(&mut s, (7, 8)).await?;
                 }
                 // pgmux's SETs (the client's parameters) are answered; the client's query, or
                 // the cancel, is held until the peer goes.
@@ -134,25 +129,28 @@ async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, runni
             let (seen, cancelled, running) = (seen.clone(), cancelled.clone(), running.clone());
             tokio::spawn(async move {
                 let head = crate::harness::raw::accept_startup(&mut s).await?;
-                if head[4..] == [0x04, 0xd2, 0x16, 0x2e] {
+                if crate::harness::raw::is_cancel(&head) {
                     cancelled.notify_one();
                     tokio::time::sleep(Duration::from_millis(400)).await;
                     seen.lock().cancel_closed = Some(std::time::Instant::now());
                     return Ok(());
                 }
-                let mut out = bytes::BytesMut::new();
-                build::auth_ok(&mut out);
-                build::parameter_status(&mut out, b"server_version", b"15.0");
-                build::backend_key_data(&mut out, 7, 8);
-                build::ready_for_query(&mut out, b'I');
-                s.write_all(&out).await?;
-                let mut buf = bytes::BytesMut::new();
+                crate::harness::raw::welcome(&mut s, (7, 8)).await?;
+                // The transaction status: BEGIN opens a block, the cancel fails it, ROLLBACK
+                // ends it.
+                let (mut status, mut buf) = (b'I', bytes::BytesMut::new());
                 while s.read_buf(&mut buf).await? > 0 {
                     while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
                         let mut out = bytes::BytesMut::new();
                         if f.body().starts_with(b"SET") {
                             build::command_complete(&mut out, "SET");
+                        } else if f.body().starts_with(b"BEGIN") {
+                            status = b'T';
+                            build::command_complete(&mut out, "BEGIN");
                         } else if f.body().starts_with(b"SELECT long") {
+                            if status == b'T' {
+                                status = b'E';
+                            }
                             running.notify_one();
                             cancelled.notified().await;
                             build::error_response(
@@ -163,9 +161,14 @@ async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, runni
                             );
                         } else {
                             seen.lock().later_queries.push(std::time::Instant::now());
-                            build::command_complete(&mut out, "SELECT 0");
+                            if f.body().starts_with(b"ROLLBACK") {
+                                status = b'I';
+                                build::command_complete(&mut out, "ROLLBACK");
+                            } else {
+                                build::command_complete(&mut out, "SELECT 0");
+                            }
                         }
-                        build::ready_for_query(&mut out, b'I');
+                        build::ready_for_query(&mut out, status);
                         s.write_all(&out).await?;
                     }
                 }
@@ -176,13 +179,13 @@ async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, runni
     port
 }
 
-/// A client that keeps its server after a cancelled query (session mode, or a session pinned in
-/// transaction mode) sends nothing more to it until the cancel's connection to PostgreSQL is
-/// closed: a late second signal would cancel its next query. In transaction mode the server is
-/// not given back before then either.
+/// A client that keeps its server after a cancelled query (session mode, or a transaction block
+/// in transaction mode) sends nothing more to it until the cancel's connection to PostgreSQL is
+/// closed: a late second signal would cancel its next query. In transaction mode outside a
+/// block the server is not given back before then either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
-    for mode in ["session", "transaction"] {
+    for (mode, in_block) in [("transaction", true), ("session", false), ("transaction", false)] {
         let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
         let running = Arc::new(tokio::sync::Notify::new());
         let port = server_signalling_late(seen.clone(), running.clone()).await;
@@ -195,6 +198,9 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
             },
         );
         let c = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap());
+        if in_block {
+            c.simple_query("BEGIN").await.unwrap();
+        }
         let long = tokio::spawn({
             let c = c.clone();
             async move { c.simple_query("SELECT long").await }
@@ -204,12 +210,12 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
         c.cancel_token().cancel_query(NoTls).await.unwrap();
         let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
         assert_eq!(db_error(&err).0, "57014", "{mode}");
-        c.simple_query("SELECT 1").await.unwrap();
+        c.simple_query(if in_block { "ROLLBACK" } else { "SELECT 1" }).await.unwrap();
         let seen = seen.lock();
         let closed = seen.cancel_closed.expect("the cancel reached the server");
         assert!(
             seen.later_queries[0] >= closed,
-            "{mode}: the next query reached the server before the cancel was done"
+            "{mode} (in a block: {in_block}): the next query reached the server before the cancel was done"
         );
     }
 }

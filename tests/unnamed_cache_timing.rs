@@ -39,17 +39,12 @@ async fn backend_refusing_after_a_pause(script: Arc<Script>) -> u16 {
             let script = script.clone();
             tokio::spawn(async move {
                 let head = crate::harness::raw::accept_startup(&mut s).await?;
-                if head[4..] == [0x04, 0xd2, 0x16, 0x2e] {
+                if crate::harness::raw::is_cancel(&head) {
                     // A cancel: taken (nothing runs long here), and its connection closed.
                     return Ok(());
                 }
                 script.logins.fetch_add(1, Relaxed);
-                let mut out = bytes::BytesMut::new();
-                build::auth_ok(&mut out);
-                build::parameter_status(&mut out, b"server_version", b"15.0");
-                build::backend_key_data(&mut out, 7, 8);
-                build::ready_for_query(&mut out, b'I');
-                s.write_all(&out).await?;
+                crate::harness::raw::welcome(&mut s, (7, 8)).await?;
                 let (mut before, mut skipping, mut buf) = (Vec::new(), false, bytes::BytesMut::new());
                 while s.read_buf(&mut buf).await? > 0 {
                     while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
@@ -164,7 +159,9 @@ async fn a_client_gone_while_a_parameter_description_is_held_leaves_its_server_c
         build::sync(m);
     })
     .await;
-    script.held.notified().await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), script.held.notified())
+        .await
+        .expect("the backend never held a ParameterDescription");
     drop(a);
     let mut b = Raw::connect(&mux).await;
     assert_eq!(run_unnamed_described(&mut b, sql, "1").await, ["1", "t", "T", "2", "D:1,2", "C", "Z"]);

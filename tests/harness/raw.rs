@@ -104,3 +104,19 @@ pub async fn accept_startup(s: &mut TcpStream) -> std::io::Result<[u8; 8]> {
     s.read_exact(&mut rest).await?;
     Ok(head)
 }
+
+/// True when the packet [`accept_startup`] read was a CancelRequest.
+pub fn is_cancel(head: &[u8; 8]) -> bool {
+    head[4..] == [0x04, 0xd2, 0x16, 0x2e]
+}
+
+/// For a fake PostgreSQL: logs the client in with no password (AuthenticationOk, a
+/// server_version, the backend key `key`, ReadyForQuery idle), in one write.
+pub async fn welcome(s: &mut TcpStream, key: (i32, i32)) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    build::auth_ok(&mut out);
+    build::parameter_status(&mut out, b"server_version", b"15.0");
+    build::backend_key_data(&mut out, key.0, key.1);
+    build::ready_for_query(&mut out, b'I');
+    s.write_all(&out).await
+}
