@@ -464,6 +464,35 @@ async fn console_clients_are_listed_and_counted_in_stats() {
     assert!(killed || e.is_closed(), "{e:?}");
 }
 
+/// SHOW TOTALS averages over every database together, as PgBouncer's: the summed times over the
+/// summed counts, not the databases' own averages added up (a slow and a fast database must not
+/// read as twice as slow as the slow one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_totals_averages_all_databases_together() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let slow = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    for _ in 0..3 {
+        slow.simple_query("SELECT pg_sleep(0.03)").await.unwrap();
+    }
+    let fast = mux.connect(SCRAM_USER, SCRAM_PASS, "postgres").await.unwrap();
+    for _ in 0..9 {
+        fast.simple_query("SELECT 1").await.unwrap();
+    }
+    let c = console(&mux).await;
+    let (_, rows) = query(&c, "SHOW TOTALS").await.unwrap();
+    let get = |name: &str| -> u64 {
+        let r = rows.iter().find(|r| r[0].as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}: {rows:?}"));
+        r[1].as_deref().unwrap().parse().unwrap()
+    };
+    // The console's own connection counts one transaction of no time (its averages are not kept).
+    let xacts = get("total_xact_count") - 1;
+    assert_eq!(xacts, 12, "{rows:?}");
+    assert_eq!(get("avg_xact_time"), get("total_xact_time") / xacts, "{rows:?}");
+    assert_eq!(get("avg_query_time"), get("total_query_time") / xacts, "{rows:?}");
+    assert!(get("avg_xact_time") < 30_000, "one slow database in four times as many transactions: {rows:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_users_prints_pool_sizes_as_pgbouncer() {
     let pg = Cluster::shared();

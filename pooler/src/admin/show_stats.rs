@@ -123,11 +123,13 @@ fn stats_table(shared: &Shared, names: &[&'static str], averages: bool) -> Table
 
 pub(super) fn totals(shared: &Shared) -> Table {
     let mut t = Table::new(&[("name", Ty::Text), ("value", Ty::Numeric)]);
-    let mut sum = StatsSnapshot::default();
-    let mut avg = StatsSnapshot::default();
-    for (_, s, a) in rows_with_admin(shared) {
-        sum += s;
-        avg += a;
+    let per_db = per_db_totals(shared);
+    // Times are per transaction (query, assignment) of all the databases together, not the
+    // databases' averages added up; the console's row has no averages.
+    let avg = shared.averages.lock().so_far_all(&per_db);
+    let mut sum = shared.admin_stats.snapshot();
+    for s in per_db.values() {
+        sum += *s;
     }
     let names = [
         "server_assignment_count",

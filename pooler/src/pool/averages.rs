@@ -77,6 +77,18 @@ impl AveragesPeriod {
         averages(&before, now, self.before_start.elapsed().as_secs_f64())
     }
 
+    /// The averages over all the databases in `now` (each with its totals), as one: times per
+    /// transaction, query and assignment of them all, counts and bytes per second of them all
+    /// (SHOW TOTALS, PgBouncer's calc_average over the summed pools).
+    pub fn so_far_all<'a>(&self, now: impl IntoIterator<Item = (&'a String, &'a StatsSnapshot)>) -> StatsSnapshot {
+        let (mut all_before, mut all_now) = (StatsSnapshot::default(), StatsSnapshot::default());
+        for (db, s) in now {
+            all_before += self.before_totals.get(db).copied().unwrap_or_default();
+            all_now += *s;
+        }
+        averages(&all_before, &all_now, self.before_start.elapsed().as_secs_f64())
+    }
+
     /// When `period` has passed, the averages of the period just ended per database, and over
     /// all databases (the periodic `stats:` log line).
     pub fn tick(
@@ -152,5 +164,19 @@ mod tests {
         period.totals.insert("db".into(), later);
         let a = period.so_far("db", &later);
         assert_eq!((a.query_count, a.query_time_us), (4, 10), "20 queries over the 5 s since the first period ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_average_over_all_databases_divides_their_summed_times_by_their_summed_counts() {
+        let period = AveragesPeriod::new();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let one = StatsSnapshot { xact_count: 10, xact_time_us: 1_000, ..Default::default() };
+        let two = StatsSnapshot { xact_count: 30, xact_time_us: 9_000, ..Default::default() };
+        let (a, b) = ("a".to_owned(), "b".to_owned());
+        assert_eq!(period.so_far("a", &one).xact_time_us, 100);
+        assert_eq!(period.so_far("b", &two).xact_time_us, 300);
+        let all = period.so_far_all([(&a, &one), (&b, &two)]);
+        assert_eq!(all.xact_time_us, 250, "10,000 us over 40 transactions, not 100 + 300");
+        assert_eq!(all.xact_count, 4, "40 transactions over 10 s");
     }
 }
