@@ -149,11 +149,23 @@ pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
             b.put_i32(0);
             b.put_i16(0);
             b.put_u32(*oid);
-            b.put_i16(-1);
+            b.put_i16(type_size(*oid));
             b.put_i32(-1);
             b.put_i16(0);
         }
     });
+}
+
+/// The size of a fixed-size type (pg_type.typlen: bool 1, int2 2, int4 4, int8 8), -1 for the
+/// variable-size ones, as RowDescription carries it.
+fn type_size(oid: u32) -> i16 {
+    match oid {
+        16 => 1,
+        21 => 2,
+        23 => 4,
+        20 => 8,
+        _ => -1,
+    }
 }
 
 /// DataRow; `None` is SQL NULL.
@@ -295,6 +307,7 @@ mod tests {
     use super::*;
     use crate::backend::{self, ErrorFields};
     use crate::split_frame;
+    use bytes::Buf;
 
     #[test]
     fn error_response_round_trips() {
@@ -320,5 +333,23 @@ mod tests {
         assert_eq!(backend::ready_for_query(f.body()).unwrap(), backend::TxStatus::InTransaction);
         let f = split_frame(&mut buf, 64).unwrap().unwrap();
         assert_eq!(backend::backend_key_data(f.body()).unwrap(), (1, -2));
+    }
+
+    #[test]
+    fn row_descriptions_carry_the_size_of_fixed_size_types() {
+        let mut buf = BytesMut::new();
+        row_description(&mut buf, &[("name", 25), ("port", 23), ("serial", 20), ("total", 1700)]);
+        let f = split_frame(&mut buf, 1 << 10).unwrap().unwrap();
+        let mut body = f.body();
+        assert_eq!(body.get_i16(), 4);
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            let end = body.iter().position(|b| *b == 0).unwrap();
+            body.advance(end + 1 + 4 + 2);
+            let (oid, size, typmod, format) = (body.get_u32(), body.get_i16(), body.get_i32(), body.get_i16());
+            assert_eq!((typmod, format), (-1, 0));
+            sizes.push((oid, size));
+        }
+        assert_eq!(sizes, [(25, -1), (23, 4), (20, 8), (1700, -1)]);
     }
 }
