@@ -116,6 +116,58 @@ async fn set_unquotes_takes_to_and_names_what_it_set() {
     assert!(out.contains("ERROR:  SET failed") && out.contains("DETAIL:"), "{out}");
 }
 
+/// SHOW CONFIG prints what PgBouncer parsed, not what was written: integers as C's strtol
+/// reads them (`010` is octal 8) in decimal, times in seconds as `%g`, booleans as 1/0, words in
+/// lower case; a string setting with no default is NULL until set, and so is its default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_config_prints_what_was_parsed() {
+    let pg = Cluster::shared();
+    let ini = format!(
+        "{CONSOLE}\nquery_wait_timeout = 90.0\nserver_lifetime = 3600.50\nclient_idle_timeout = 010\n\
+         max_client_conn = 0200\nmin_pool_size = 0x3\nlog_connections = on\npool_mode = Transaction"
+    );
+    let mux = Pgmux::start(pg, &ini);
+    assert_eq!(mux.shared.config().general.max_client_conn, 128, "0200 is octal, as PgBouncer reads it");
+    let c = console(&mux).await;
+    let config = || async {
+        let mut rows = std::collections::HashMap::new();
+        for m in c.simple_query("SHOW CONFIG").await.unwrap() {
+            if let SimpleQueryMessage::Row(r) = m {
+                let cell = |i: usize| r.get(i).map(str::to_owned);
+                rows.insert(cell(0).unwrap(), (cell(1), cell(2)));
+            }
+        }
+        rows
+    };
+    let rows = config().await;
+    let value = |key: &str| rows[key].0.clone();
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(value("query_wait_timeout"), some("90"));
+    assert_eq!(value("server_lifetime"), some("3600.5"));
+    assert_eq!(value("client_idle_timeout"), some("10"), "a time is read by strtod: decimal");
+    assert_eq!(value("max_client_conn"), some("128"));
+    assert_eq!(value("min_pool_size"), some("3"));
+    assert_eq!(value("log_connections"), some("1"));
+    assert_eq!(value("pool_mode"), some("transaction"));
+    assert_eq!(rows["auth_user"], (None, None), "unset, with no default");
+    assert_eq!(rows["verbose"], (some("0"), None));
+    assert_eq!(rows["listen_backlog"].1, some("128"));
+    // Through SET the same.
+    for (set, key, shown) in [
+        ("SET default_pool_size = '007'", "default_pool_size", "7"),
+        ("SET default_pool_size = '+5'", "default_pool_size", "5"),
+        ("SET query_wait_timeout = '  5'", "query_wait_timeout", "5"),
+        ("SET query_wait_timeout = '2min'", "query_wait_timeout", "120"),
+        ("SET auth_user = 'md5_user'", "auth_user", "md5_user"),
+    ] {
+        c.simple_query(set).await.unwrap_or_else(|e| panic!("{set}: {e}"));
+        assert_eq!(config().await[key].0, some(shown), "{set}");
+    }
+    // Nothing may follow a number, as PgBouncer's strtol check refuses.
+    let (code, message) = refused(&c, "SET default_pool_size = '3 '").await;
+    assert_eq!((code.as_str(), message.as_str()), ("08P01", "SET failed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_suspend_share_pgbouncers_one_pause_mode() {
     let (mux, _app, c) = with_app_pool().await;

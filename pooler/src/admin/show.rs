@@ -365,13 +365,25 @@ fn known_users(shared: &Shared, config: &crate::config::Config) -> BTreeSet<Stri
 fn config(shared: &Shared) -> Table {
     let mut t = Table::text(&["key", "value", "default", "changeable"]);
     let c = shared.config();
+    let raw = |name: &str| c.raw.get(name).map(String::as_str).unwrap_or_default();
     for p in params::PARAMS {
         let value = match p.name {
             // An integer setting, printed as PgBouncer prints its integers: in decimal.
-            "unix_socket_mode" => c.general.unix_socket_mode.to_string(),
-            _ => c.raw.get(p.name).cloned().unwrap_or_default(),
+            "unix_socket_mode" => Some(c.general.unix_socket_mode.to_string()),
+            // One setting under two names: the one the file set.
+            "job_name" | "service_name" => {
+                Some(if raw("service_name").is_empty() { raw("job_name") } else { raw("service_name") }.to_owned())
+            }
+            // What was parsed (`010` is 8, `90.0` is 90); a string as given, NULL while a
+            // setting whose default is NULL is unset.
+            _ => match c.shown.get(p.name) {
+                Some(shown) => Some(shown.clone()),
+                None if p.null_default && raw(p.name).is_empty() => None,
+                None => Some(raw(p.name).to_owned()),
+            },
         };
-        t.row(vec![v(p.name), v(value), v(p.default), v(if p.reloadable { "yes" } else { "no" })]);
+        let default = (!p.null_default).then(|| p.default.to_owned());
+        t.row(vec![v(p.name), value, default, v(if p.reloadable { "yes" } else { "no" })]);
     }
     t
 }

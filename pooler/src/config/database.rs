@@ -58,7 +58,7 @@ pub struct DatabaseConfig {
 }
 
 fn num(k: &str, v: &str) -> Result<u32, BadValue> {
-    value::integer(v, 1 << 20).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}")))
+    value::decimal(v, 1 << 20).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}")))
 }
 
 fn secs(k: &str, v: &str) -> Result<Duration, BadValue> {

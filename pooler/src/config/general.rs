@@ -253,15 +253,26 @@ impl PatroniSettings {
 
 type Settings = BTreeMap<&'static str, (String, Option<Location>)>;
 
-struct Reader<'a>(&'a Settings);
+/// Typed settings' values as SHOW CONFIG prints them (PgBouncer prints what it parsed: `010`
+/// as 8, `90.0` as 90, `on` as 1, `Session` as session); string settings are printed as given.
+pub type Shown = BTreeMap<&'static str, String>;
+
+struct Reader<'a> {
+    settings: &'a Settings,
+    shown: std::cell::RefCell<Shown>,
+}
 
 impl Reader<'_> {
+    fn show(&self, k: &'static str, text: String) {
+        self.shown.borrow_mut().insert(k, text);
+    }
+
     fn raw(&self, k: &'static str) -> &str {
-        &self.0.get(k).expect("every parameter has a default").0
+        &self.settings.get(k).expect("every parameter has a default").0
     }
 
     fn fail(&self, k: &'static str, reason: String) -> ConfigError {
-        let at = match &self.0[k].1 {
+        let at = match &self.settings[k].1 {
             Some(l) => l.to_string(),
             None => format!("default of {k}"),
         };
@@ -272,16 +283,29 @@ impl Reader<'_> {
         f(self.raw(k)).map_err(|r| self.fail(k, r.0))
     }
 
+    /// One of a fixed set of words, printed in lower case.
+    fn choice<T>(&self, k: &'static str, f: impl FnOnce(&str) -> Result<T, BadValue>) -> Result<T, ConfigError> {
+        let v = self.get(k, f)?;
+        self.show(k, self.raw(k).trim().to_ascii_lowercase());
+        Ok(v)
+    }
+
     fn int(&self, k: &'static str, max: u64) -> Result<u32, ConfigError> {
-        self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}"))))
+        let n = self.get(k, |v| value::integer(v, max).map(|n| n as u32).map_err(|r| BadValue(format!("{k}: {r}"))))?;
+        self.show(k, n.to_string());
+        Ok(n)
     }
 
     fn secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
-        self.get(k, |v| value::seconds(v).map_err(|r| BadValue(format!("{k}: {r}"))))
+        let d = self.get(k, |v| value::seconds(v).map_err(|r| BadValue(format!("{k}: {r}"))))?;
+        self.show(k, value::seconds_shown(d));
+        Ok(d)
     }
 
     fn flag(&self, k: &'static str) -> Result<bool, ConfigError> {
-        self.get(k, |v| value::boolean(v).map_err(|r| BadValue(format!("{k}: {r}"))))
+        let b = self.get(k, |v| value::boolean(v).map_err(|r| BadValue(format!("{k}: {r}"))))?;
+        self.show(k, u8::from(b).to_string());
+        Ok(b)
     }
 
     /// An `http://host:port` base URL (no trailing slash), or empty.
@@ -355,8 +379,8 @@ impl General {
     ///
     /// # Errors
     /// The first bad value, with the line that set it.
-    pub(super) fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
-        let r = Reader(s);
+    pub(super) fn from_settings(s: &Settings) -> Result<(Self, Shown), ConfigError> {
+        let r = Reader { settings: s, shown: Default::default() };
         let g = General {
             listen_addr: value::list(r.raw("listen_addr")),
             listen_port: r.int("listen_port", 65535)? as u16,
@@ -369,7 +393,7 @@ impl General {
             pidfile: r.opt("pidfile").map(PathBuf::from),
             logfile: r.opt("logfile").map(PathBuf::from),
             user: r.opt("user"),
-            pool_mode: r.get("pool_mode", PoolMode::parse)?,
+            pool_mode: r.choice("pool_mode", PoolMode::parse)?,
             max_client_conn: r.int("max_client_conn", 1 << 24)?,
             default_pool_size: r.int("default_pool_size", 1 << 20)?,
             min_pool_size: r.int("min_pool_size", 1 << 20)?,
@@ -380,14 +404,14 @@ impl General {
             max_db_client_connections: r.int("max_db_client_connections", 1 << 24)?,
             max_user_client_connections: r.int("max_user_client_connections", 1 << 24)?,
             server_round_robin: r.flag("server_round_robin")?,
-            auth_type: r.get("auth_type", AuthType::parse)?,
+            auth_type: r.choice("auth_type", AuthType::parse)?,
             auth_file: r.opt("auth_file").map(PathBuf::from),
             auth_hba_file: r.opt("auth_hba_file").map(PathBuf::from),
             auth_ident_file: r.opt("auth_ident_file").map(PathBuf::from),
             auth_user: r.opt("auth_user"),
             auth_query: r.raw("auth_query").to_owned(),
             auth_dbname: r.opt("auth_dbname"),
-            client_tls_sslmode: r.get("client_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
+            client_tls_sslmode: r.choice("client_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
             client_tls_key_file: r.opt("client_tls_key_file"),
             client_tls_cert_file: r.opt("client_tls_cert_file"),
             client_tls_ca_file: r.opt("client_tls_ca_file"),
@@ -396,7 +420,7 @@ impl General {
             client_tls13_ciphers: r.raw("client_tls13_ciphers").to_owned(),
             client_tls_ecdhcurve: r.raw("client_tls_ecdhcurve").to_owned(),
             client_tls_dheparams: r.raw("client_tls_dheparams").to_owned(),
-            server_tls_sslmode: r.get("server_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
+            server_tls_sslmode: r.choice("server_tls_sslmode", |v| SslMode::parse(v).map_err(BadValue::from))?,
             server_tls_key_file: r.opt("server_tls_key_file"),
             server_tls_cert_file: r.opt("server_tls_cert_file"),
             server_tls_ca_file: r.opt("server_tls_ca_file"),
@@ -433,7 +457,7 @@ impl General {
             log_disconnections: r.flag("log_disconnections")?,
             log_pooler_errors: r.flag("log_pooler_errors")?,
             log_stats: r.flag("log_stats")?,
-            log_json: r.get("log_format", |v| match v.to_ascii_lowercase().as_str() {
+            log_json: r.choice("log_format", |v| match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(false),
                 "json" => Ok(true),
                 _ => Err(BadValue(format!("invalid log_format: \"{v}\" (text, json)"))),
@@ -460,7 +484,7 @@ impl General {
             pin_session_state: r.flag("pin_session_state")?,
             exporter_listen_addr: r.raw("exporter_listen_addr").to_owned(),
             exporter_port: r.int("exporter_port", 65535)? as u16,
-            exporter_metrics: r.get("exporter_metrics", |v| {
+            exporter_metrics: r.choice("exporter_metrics", |v| {
                 pgmux_exporter::MetricSet::parse(v)
                     .ok_or_else(|| BadValue(format!("invalid exporter_metrics: \"{v}\" (pigsty, community, both)")))
             })?,
@@ -481,6 +505,6 @@ impl General {
             let reason = format!("cannot use the reserved \"{}\" database as an auth_dbname", super::ADMIN_DB);
             return Err(r.fail("auth_dbname", reason));
         }
-        Ok(g)
+        Ok((g, r.shown.into_inner()))
     }
 }

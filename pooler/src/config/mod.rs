@@ -47,8 +47,11 @@ pub struct Config {
     pub client_tls: Option<crate::tls::ClientTls>,
     /// TLS towards servers (server_tls_sslmode above disable).
     pub server_tls: Option<crate::tls::ServerTls>,
-    /// Effective text value of every known `[pgbouncer]` parameter (SHOW CONFIG).
+    /// Effective text value of every known `[pgbouncer]` parameter, as given.
     pub raw: BTreeMap<&'static str, String>,
+    /// The typed parameters' values as SHOW CONFIG prints them (what was parsed, not what was
+    /// written); the others print as in `raw`.
+    pub shown: general::Shown,
     /// Warnings to log after loading (TLS settings rustls cannot honour, skipped HBA lines).
     pub warnings: Vec<String>,
     /// Errors PgBouncer logs and starts (or reloads) anyway, to log at ERROR after loading: an
@@ -182,7 +185,7 @@ fn build_keeping(path: &Path, entries: Vec<ini::Entry>, keep: Option<Keep<'_>>) 
             }
         }
     }
-    let general = General::from_settings(&settings)?;
+    let (general, shown) = General::from_settings(&settings)?;
     let (auth_file, auth_file_unread) = match &general.auth_file {
         Some(f) => read_auth_file(&resolve(path, f), &mut errors),
         None => (AuthFile::default(), false),
@@ -203,6 +206,7 @@ fn build_keeping(path: &Path, entries: Vec<ini::Entry>, keep: Option<Keep<'_>>) 
         client_tls: files.client_tls,
         server_tls: files.server_tls,
         raw,
+        shown,
         warnings,
         errors,
         auth_file_unread,
@@ -333,7 +337,7 @@ impl Config {
         let mut settings: BTreeMap<&'static str, (String, Option<ini::Location>)> =
             self.raw.iter().map(|(k, v)| (*k, (v.clone(), None))).collect();
         settings.insert(p.name, (value.to_owned(), None));
-        let general = General::from_settings(&settings).map_err(|e| match e {
+        let (general, shown) = General::from_settings(&settings).map_err(|e| match e {
             ConfigError::Invalid { reason, .. } => BadValue(reason),
             other => BadValue(other.to_string()),
         })?;
@@ -341,6 +345,7 @@ impl Config {
         let files = Files::load(&self.path, &general, &settings).map_err(|e| BadValue(e.to_string()))?;
         let mut next = self.clone();
         next.general = general;
+        next.shown = shown;
         next.hba = files.hba;
         next.ident = files.ident;
         next.client_tls = files.client_tls;

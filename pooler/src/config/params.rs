@@ -8,12 +8,20 @@ pub struct Param {
     pub name: &'static str,
     /// Default value as text.
     pub default: &'static str,
+    /// True where PgBouncer's default is NULL (a setting with no default: SHOW CONFIG prints
+    /// NULL for it, and for a string value while it is unset).
+    pub null_default: bool,
     /// False for PgBouncer's CF_NO_RELOAD parameters (need a restart).
     pub reloadable: bool,
 }
 
 const fn p(name: &'static str, default: &'static str, reloadable: bool) -> Param {
-    Param { name, default, reloadable }
+    Param { name, default, null_default: false, reloadable }
+}
+
+/// A parameter whose default PgBouncer prints as NULL; `default` is the value in force.
+const fn null(name: &'static str, default: &'static str, reloadable: bool) -> Param {
+    Param { name, default, null_default: true, reloadable }
 }
 
 const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
@@ -22,21 +30,21 @@ const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now(
 pub const PARAMS: &[Param] = &[
     p("admin_users", "", true),
     p("application_name_add_host", "0", true),
-    p("auth_dbname", "", true),
-    p("auth_file", "", true),
+    null("auth_dbname", "", true),
+    null("auth_file", "", true),
     p("auth_hba_file", "", true),
-    p("auth_ident_file", "", true),
-    p("auth_ldap_options", "", true),
+    null("auth_ident_file", "", true),
+    null("auth_ldap_options", "", true),
     p("auth_query", DEFAULT_AUTH_QUERY, true),
     p("auth_type", "md5", true),
-    p("auth_user", "", true),
+    null("auth_user", "", true),
     p("autodb_idle_timeout", "3600", true),
     // pgmux extension: serve the unnamed statement from the servers' statement caches.
     p("cache_unnamed_statements", "1", true),
     p("cancel_wait_timeout", "10", true),
     p("client_idle_timeout", "0", true),
     p("client_login_timeout", "60", true),
-    p("client_tls13_ciphers", "", true),
+    null("client_tls13_ciphers", "", true),
     p("client_tls_ca_file", "", true),
     p("client_tls_cert_file", "", true),
     p("client_tls_ciphers", "default", true),
@@ -45,7 +53,7 @@ pub const PARAMS: &[Param] = &[
     p("client_tls_key_file", "", true),
     p("client_tls_protocols", "secure", true),
     p("client_tls_sslmode", "disable", true),
-    p("conffile", "", true),
+    null("conffile", "", true),
     p("default_pool_size", "20", true),
     p("disable_pqexec", "0", false),
     p("dns_max_ttl", "15", true),
@@ -114,14 +122,15 @@ pub const PARAMS: &[Param] = &[
     p("server_reset_query", "DISCARD ALL", true),
     p("server_reset_query_always", "0", true),
     p("server_round_robin", "0", true),
-    p("server_tls13_ciphers", "", true),
+    null("server_tls13_ciphers", "", true),
     p("server_tls_ca_file", "", true),
     p("server_tls_cert_file", "", true),
     p("server_tls_ciphers", "default", true),
     p("server_tls_key_file", "", true),
     p("server_tls_protocols", "secure", true),
     p("server_tls_sslmode", "prefer", true),
-    p("service_name", "pgbouncer", false),
+    // An alias of job_name (PgBouncer prints the one value for both).
+    null("service_name", "", false),
     p("so_reuseport", "0", false),
     p("stats_period", "60", true),
     p("stats_users", "", true),
@@ -144,8 +153,8 @@ pub const PARAMS: &[Param] = &[
     p("unix_socket_dir", "/tmp", false),
     p("unix_socket_group", "", false),
     p("unix_socket_mode", "0777", false),
-    p("user", "", false),
-    p("verbose", "0", true),
+    null("user", "", false),
+    null("verbose", "0", true),
     // pgmux extension: per cent of a core a worker thread may be busy before new clients go to
     // the next one and its clients spread; 0 = dealt in turn, never moved.
     p("worker_busy_percent", "70", false),
@@ -168,5 +177,6 @@ mod tests {
             assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
         }
         assert_eq!(find("Listen_Port").unwrap().default, "6432");
+        assert!(find("auth_user").unwrap().null_default);
     }
 }
