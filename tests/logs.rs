@@ -72,6 +72,38 @@ async fn log_lines_read_like_pgbouncer() {
     let failed = mux.wait_for_log("password authentication failed");
     let (level, rest) = parse(&failed);
     assert_eq!((level, rest.starts_with("C-0x")), ("ERROR", true), "{rest}");
+
+    // A console client's end is logged as any client's (log-based auditing of console
+    // sessions): killed, and closed by the client.
+    let other = mux.console().await;
+    let rows = other.simple_query("SHOW CLIENTS").await.unwrap();
+    let mut ids: Vec<u64> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("pgbouncer") => {
+                r.get("id").map(|v| v.parse().unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2, "{rows:?}");
+    let line_of = |id: u64, why: &str| {
+        let prefix = format!("C-0x{id:x}: pgbouncer/pgbouncer@unix");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if mux.log().lines().any(|l| l.contains(&prefix) && l.contains(why)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    other.simple_query(&format!("KILL_CLIENT {}", ids[0])).await.unwrap();
+    assert!(line_of(ids[0], "closing because: admin forced disconnect (age="), "{}", mux.log());
+    drop(console);
+    drop(other);
+    assert!(line_of(ids[1], "closing because: client close request (age="), "{}", mux.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,8 +69,34 @@ pub fn welcome(out: &mut BytesMut) {
     build::ready_for_query(out, b'I');
 }
 
-/// Serves a logged-in console client until it leaves or is killed (KILL_CLIENT).
-pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen_port: u16, info: Arc<ClientInfo>) {
+/// Why a console client's connection ended, for its `closing because:` line.
+#[derive(Debug)]
+pub struct ConsoleEnd {
+    /// PgBouncer's words.
+    pub reason: String,
+    /// True when the client was sent an error for it (a `pooler error:` line too).
+    pub told: bool,
+}
+
+impl ConsoleEnd {
+    fn left(reason: &str) -> Self {
+        Self { reason: reason.to_owned(), told: false }
+    }
+
+    fn told(reason: &str) -> Self {
+        Self { reason: reason.to_owned(), told: true }
+    }
+}
+
+/// Serves a logged-in console client until it leaves or is killed (KILL_CLIENT); returns why
+/// it ended (None: handed over to a new process, or SHUTDOWN, which log their own lines).
+pub async fn serve(
+    shared: Arc<Shared>,
+    mut io: ClientIo,
+    access: Access,
+    listen_port: u16,
+    info: Arc<ClientInfo>,
+) -> Option<ConsoleEnd> {
     shared.admin_clients.fetch_add(1, Relaxed);
     let _count = AdminCount(&shared, info.id);
     let mut counted = false;
@@ -83,14 +109,14 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
         let frame = match read {
             _ if info.is_killed() => {
                 io.fatal(sqlstate::PROTOCOL_VIOLATION, info.kill_reason()).await;
-                return;
+                return Some(ConsoleEnd::told(info.kill_reason()));
             }
             Some(Ok(f)) => f,
-            Some(Err(_)) | None => return,
+            Some(Err(_)) | None => return Some(ConsoleEnd::left("client unexpected eof")),
         };
         let mut out = BytesMut::new();
         match frame.tag {
-            tags::frontend::TERMINATE => return,
+            tags::frontend::TERMINATE => return Some(ConsoleEnd::left("client close request")),
             tags::frontend::QUERY => {
                 // As PgBouncer's admin pool, whose query and transaction clocks start at the
                 // first command and never stop: one query and one transaction per connection.
@@ -102,7 +128,7 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                     Ok(q) => String::from_utf8_lossy(q).into_owned(),
                     Err(e) => {
                         io.fatal(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
-                        return;
+                        return Some(ConsoleEnd::told("incomplete query"));
                     }
                 };
                 if sql.trim().trim_end_matches(';').trim().eq_ignore_ascii_case(crate::takeover::COMMAND) {
@@ -112,13 +138,13 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                             if let crate::net::Stream::Unix(sock) = stream {
                                 crate::takeover::give::give(shared.clone(), sock).await;
                             }
-                            return;
+                            return None;
                         }
                         Err(msg) => {
                             build::error_response(&mut out, Severity::Error, sqlstate::INSUFFICIENT_PRIVILEGE, msg);
                             build::ready_for_query(&mut out, b'I');
                             if io.send(&out).await.is_err() {
-                                return;
+                                return Some(ConsoleEnd::left("client unexpected eof"));
                             }
                             continue;
                         }
@@ -127,7 +153,7 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                 let close = run(&shared, &sql, access, listen_port, &mut out).await;
                 if close {
                     let _ = io.send(&out).await;
-                    return;
+                    return None;
                 }
             }
             tag => {
@@ -142,12 +168,12 @@ pub async fn serve(shared: Arc<Shared>, mut io: ClientIo, access: Access, listen
                 build::error_response(&mut out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg);
                 build::error_response(&mut out, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, "bad packet");
                 let _ = io.send(&out).await;
-                return;
+                return Some(ConsoleEnd::told("bad packet"));
             }
         }
         build::ready_for_query(&mut out, b'I');
         if io.send(&out).await.is_err() {
-            return;
+            return Some(ConsoleEnd::left("client unexpected eof"));
         }
     }
 }

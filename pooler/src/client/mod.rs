@@ -92,7 +92,18 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
         Ok(Ok(None)) => return,
         Ok(Ok(Some(login::Login::Admin(access, info)))) => {
             let port = config.general.listen_port;
-            Box::pin(crate::admin::serve(shared.clone(), io, access, port, info)).await;
+            let end = Box::pin(crate::admin::serve(shared.clone(), io, access, port, info)).await;
+            // As any client's end, with the settings in force now (a RELOAD may have come).
+            if let Some(end) = end {
+                let g = &shared.config().general;
+                if g.log_disconnections {
+                    let age = started.elapsed().as_secs();
+                    crate::conn_log!(info, tag, "closing because: {} (age={age}s)", end.reason);
+                }
+                if end.told && g.log_pooler_errors {
+                    crate::conn_log!(warn, tag, "pooler error: {}", end.reason);
+                }
+            }
             return;
         }
         Ok(Ok(Some(login::Login::Session(session)))) => session,
