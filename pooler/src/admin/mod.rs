@@ -48,8 +48,9 @@ impl Drop for AdminCount<'_> {
     }
 }
 
-/// The welcome of the console: PgBouncer's fake server parameters, a key, ReadyForQuery.
-pub fn welcome(out: &mut BytesMut) {
+/// The welcome of the console: PgBouncer's fake server parameters, the client's own
+/// application_name when it gave one, a key, login_notify_message, ReadyForQuery.
+pub fn welcome(out: &mut BytesMut, application_name: Option<&str>, notify: &str) {
     build::auth_ok(out);
     let version = format!("{}/bouncer", crate::PGBOUNCER_COMPAT_VERSION);
     for (k, v) in [
@@ -59,13 +60,17 @@ pub fn welcome(out: &mut BytesMut) {
         ("DateStyle", "ISO"),
         ("TimeZone", "GMT"),
         ("standard_conforming_strings", "on"),
-        ("integer_datetimes", "on"),
         ("is_superuser", "on"),
-        ("application_name", ""),
     ] {
         build::parameter_status(out, k.as_bytes(), v.as_bytes());
     }
+    if let Some(app) = application_name {
+        build::parameter_status(out, b"application_name", app.as_bytes());
+    }
     build::backend_key_data(out, rand::random::<i32>() & i32::MAX, rand::random());
+    if !notify.is_empty() {
+        build::error_response(out, Severity::Notice, sqlstate::SUCCESSFUL_COMPLETION, notify);
+    }
     build::ready_for_query(out, b'I');
 }
 
@@ -165,7 +170,9 @@ pub async fn serve(
                     }
                     _ => format!("unsupported packet type for admin console: {tag}"),
                 };
+                // The error is a console error as any (its ReadyForQuery with it), then the end.
                 build::error_response(&mut out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg);
+                build::ready_for_query(&mut out, b'I');
                 build::error_response(&mut out, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, "bad packet");
                 let _ = io.send(&out).await;
                 return Some(ConsoleEnd::told("bad packet"));

@@ -202,7 +202,7 @@ pub async fn login(
             authenticate(io, &plan).await?;
             crate::admin::access_of(shared, &req.user)?
         };
-        crate::admin::welcome(&mut io.wbuf);
+        crate::admin::welcome(&mut io.wbuf, req.params.get("application_name"), &g.login_notify_message);
         io.flush().await?;
         crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
         let app = req.params.get("application_name").unwrap_or("").to_owned();
