@@ -99,6 +99,15 @@ async fn unknown_database_is_refused_after_auth() {
     let mux = Pgmux::start_with(pg, Setup { databases: "app = host=$SOCKET port=$PORT", ..Setup::default() });
     let (code, msg) = db_error(&who(&mux, SCRAM_USER, SCRAM_PASS, "nope").await.unwrap_err());
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "no such database: nope"));
+    // A name is kept in 63 bytes (PgBouncer's and PostgreSQL's room), cut at a character.
+    let long = format!("{}é", "d".repeat(62));
+    let (_, msg) = db_error(&who(&mux, SCRAM_USER, SCRAM_PASS, &long).await.unwrap_err());
+    assert_eq!(msg, format!("no such database: {}", "d".repeat(62)));
+    // A user name of 128 bytes or more is refused before any password is asked for.
+    let (code, msg) = db_error(&who(&mux, &"u".repeat(128), "unused", "app").await.unwrap_err());
+    assert_eq!((code.as_str(), msg.as_str()), ("08P01", "username too long"));
+    let (_, msg) = db_error(&who(&mux, &"u".repeat(127), "wrong", "app").await.unwrap_err());
+    assert_eq!(msg, "SASL authentication failed", "127 bytes fit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,20 @@ use crate::server::{ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
 
+/// PgBouncer's room for a user name (a longer one is refused) and for a database name (a
+/// longer one is cut), with their NULs.
+const MAX_USERNAME: usize = 128;
+const MAX_DBNAME: usize = 64;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// What a login led to.
 #[derive(Debug)]
 pub enum Login {
@@ -211,6 +225,13 @@ pub async fn login(
         let info = shared.client_registry.register(tag, &req.user, &ends, &app, tls, std::mem::take(counted));
         return Ok(Some(Login::Admin(access, info)));
     }
+    if req.user.len() >= MAX_USERNAME {
+        // As PgBouncer, before any password is asked for (its user names live in 128 bytes).
+        if g.log_connections {
+            crate::conn_log!(info, tag, "login failed: db={} user={}", req.database, req.user);
+        }
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "username too long".into()));
+    }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         // PgBouncer's words to the client; the reason goes to the log.
         crate::conn_log!(error, tag, "auth_type=any requires forced user");
@@ -246,7 +267,9 @@ pub async fn login(
         if g.log_connections {
             crate::conn_log!(info, tag, "login failed: db={} user={}", req.database, req.user);
         }
-        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {}", req.database)));
+        // PgBouncer names it as it keeps it: in 63 bytes, as PostgreSQL keeps names.
+        let name = truncated(&req.database, MAX_DBNAME - 1);
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, format!("no such database: {name}")));
     };
     // During an online restart a login that was under way finishes here and then moves.
     if !matches!(shared.state(), RunState::Running | RunState::TakenOver) {
