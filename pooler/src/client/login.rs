@@ -478,6 +478,10 @@ async fn first_server_params(
             Err(ClientError::Refused(code, r.message.clone()))
         }
         Ok(server) => {
+            // The wait counts in the pool's wait time, as PgBouncer counts a client woken from
+            // waiting for its welcome (no assignment: the server goes back to the pool).
+            let waited = now.elapsed().as_micros() as u64;
+            crate::pool::PoolStats::add(&pool.counters.here().stats.wait_time_us, waited);
             let params = Arc::new(server.params.clone());
             server.release();
             Ok(pool.welcome().unwrap_or(params))
