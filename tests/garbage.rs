@@ -59,19 +59,29 @@ async fn garbage_and_oversized_packets_get_08p01_and_a_closed_socket() {
     let pg = Cluster::shared();
     let mux = start(pg);
     let bystander = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
-    let cases: Vec<Vec<u8>> = vec![
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        vec![0, 1, 0, 0, 0, 3, 0, 0], // length over the startup limit
-        vec![0, 0, 0, 4],             // length below the minimum
-        vec![0, 0, 0, 8, 0, 9, 0, 0], // protocol 9.0
-        vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'], // unterminated parameter
+    // PgBouncer's words for each (its header check shows the first eight bytes).
+    let layout = "invalid startup packet layout: expected terminator as last byte";
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "bad packet header: '474554202f204854'"),
+        (vec![0, 1, 0, 0, 0, 3, 0, 0], "bad packet header: '0001000000030000'"), // over the startup limit
+        (vec![0, 0, 0, 4, 0, 3, 0, 0], "bad packet header: '0000000400030000'"), // below the minimum
+        (vec![0, 0, 0, 8, 0, 9, 0, 0], "bad packet header: '0000000800090000'"), // protocol 9.0
+        (vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'], layout),         // unterminated parameter
+        (vec![0, 0, 0, 11, 0, 3, 0, 0, 0, 0, b'x'], layout),                     // bytes after the terminator
     ];
-    for case in cases {
+    for (case, words) in cases {
         let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
         s.write_all(&case).await.unwrap();
         let (code, msg) = error_then_eof(&mut s).await;
-        assert_eq!(code, "08P01", "{case:?}: {msg}");
+        assert_eq!((code.as_str(), msg.as_str()), ("08P01", words), "{case:?}");
     }
+    // A cancel request that is not a code and a key is dropped without a word, as PgBouncer
+    // drops it.
+    let mut s = TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+    s.write_all(&[0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1]).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
     let v: i32 = bystander.query_one("SELECT 3", &[]).await.unwrap().get(0);
     assert_eq!(v, 3);
 }

@@ -46,7 +46,9 @@ pub enum StartupPacket {
 /// A length outside 8..=10000, an unknown code, a protocol major version other than 3, or
 /// parameters that are not NUL-terminated UTF-8 pairs.
 pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
-    if buf.len() < 4 {
+    // Every packet of the opening has a length and a code: nothing is judged before both are
+    // there (as PgBouncer waits for a whole header).
+    if buf.len() < 8 {
         return Ok(None);
     }
     let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -60,6 +62,12 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, Protoc
     parse_startup(&packet[4..]).map(Some)
 }
 
+/// A CancelRequest that is not exactly a code and a key.
+pub const BAD_CANCEL: &str = "bad cancel request";
+
+/// A protocol version or request code no PostgreSQL knows.
+pub const UNKNOWN_CODE: &str = "unsupported protocol version";
+
 fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
     let mut r = Reader::new(body, "startup");
     let code = r.i32()?;
@@ -67,6 +75,9 @@ fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
         SSL_REQUEST if r.is_empty() => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST if r.is_empty() => Ok(StartupPacket::GssEncRequest),
         CANCEL_REQUEST => {
+            if r.rest().len() != 8 {
+                return Err(ProtocolError::Invalid(BAD_CANCEL));
+            }
             let pid = r.i32()?;
             let secret = r.i32()?;
             Ok(StartupPacket::Cancel { pid, secret })
@@ -81,10 +92,14 @@ fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
                 let value = r.cstr_utf8()?;
                 params.push((name.to_owned(), value.to_owned()));
             }
+            // The list's terminator must be the packet's last byte.
+            if !r.is_empty() {
+                return Err(ProtocolError::Unterminated("startup"));
+            }
             Ok(StartupPacket::Startup { version: v, params })
         }
         v if v >> 16 == 2 => Err(ProtocolError::OldProtocol),
-        _ => Err(ProtocolError::Invalid("unsupported protocol version")),
+        _ => Err(ProtocolError::Invalid(UNKNOWN_CODE)),
     }
 }
 
@@ -125,11 +140,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_must_be_a_code_and_a_key_and_a_startup_end_at_its_terminator() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1][..]);
+        assert_eq!(split_startup(&mut buf), Err(ProtocolError::Invalid(BAD_CANCEL)));
+        let mut buf = BytesMut::new();
+        build::startup_message(&mut buf, &[("user", "alice")]);
+        buf.extend_from_slice(b"x");
+        let len = (buf.len() as i32).to_be_bytes();
+        buf[..4].copy_from_slice(&len);
+        assert_eq!(split_startup(&mut buf), Err(ProtocolError::Unterminated("startup")));
+        // Four bytes are not yet a header.
+        let mut buf = BytesMut::from(&[0, 0, 0, 4][..]);
+        assert_eq!(split_startup(&mut buf), Ok(None));
+    }
+
+    #[test]
     fn rejects_garbage_without_panicking() {
         let cases: &[&[u8]] = &[
-            b"\0\0\0\x04",
-            b"\xff\xff\xff\xff",
-            b"\0\x01\0\0",
+            b"\0\0\0\x04\0\0\0\0",
+            b"\xff\xff\xff\xff\0\0\0\0",
+            b"\0\x01\0\0\0\0\0\0",
             b"\0\0\0\x08\0\x02\0\0",
             b"\0\0\0\x0c\0\x03\0\0user",
             b"\0\0\0\x0c\0\x03\0\0\xff\xfe\0\0",

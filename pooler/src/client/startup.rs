@@ -60,6 +60,10 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
         if !io.rbuf.is_empty() {
             first_packet = false;
         }
+        // The header as it came, for PgBouncer's words about a bad one.
+        let mut head = [0u8; 8];
+        let seen = io.rbuf.len().min(8);
+        head[..seen].copy_from_slice(&io.rbuf[..seen]);
         let packet = split_startup(&mut io.rbuf);
         // Bytes sent behind an encryption request, before its answer, could be a third party's
         // (CVE-2021-23222): refused whatever the answer, as PostgreSQL and PgBouncer do.
@@ -97,16 +101,34 @@ pub async fn read_opening(io: &mut ClientIo, tls: Option<&ClientTls>) -> Result<
             Ok(Some(p)) => return Ok(p),
             Ok(None) => io.fill().await?,
             Err(e) => {
+                use pgmux_protocol::startup::{BAD_CANCEL, UNKNOWN_CODE};
+                use pgmux_protocol::ProtocolError as P;
+                // PgBouncer's words for each, told to the client (and logged) as its refusals
+                // are; a malformed cancel is dropped without a word, as PgBouncer drops it.
                 let msg = match e {
-                    // PgBouncer's words for it.
-                    pgmux_protocol::ProtocolError::OldProtocol => e.to_string(),
+                    P::Invalid(BAD_CANCEL) => return Err(e.into()),
+                    P::OldProtocol => e.to_string(),
+                    P::BadLength(_) | P::Invalid(UNKNOWN_CODE) => {
+                        format!("bad packet header: '{}'", hex(&head[..seen]))
+                    }
+                    P::Unterminated("startup") | P::Truncated("startup") => {
+                        "invalid startup packet layout: expected terminator as last byte".to_owned()
+                    }
                     _ => format!("bad startup packet: {e}"),
                 };
-                io.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
-                return Err(e.into());
+                return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, msg));
             }
         }
     }
+}
+
+/// Bytes in lower-case hex (PgBouncer's `bad packet header: '...'`).
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// First byte of a TLS handshake record.
