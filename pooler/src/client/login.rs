@@ -316,7 +316,8 @@ pub async fn login(
         (None, None) => first_server_params(&pool, tag, deadline).await?,
     };
     if g.application_name_add_host {
-        let base = req.params.get("application_name").unwrap_or("").to_owned();
+        // A client that names no application is `app`, as PgBouncer names it.
+        let base = req.params.get("application_name").unwrap_or("app").to_owned();
         req.params.set("application_name", &format!("{base} - {peer}"));
     }
     build::auth_ok(&mut io.wbuf);

@@ -81,12 +81,12 @@ impl AveragesPeriod {
     /// transaction, query and assignment of them all, counts and bytes per second of them all
     /// (SHOW TOTALS, PgBouncer's calc_average over the summed pools).
     pub fn so_far_all<'a>(&self, now: impl IntoIterator<Item = (&'a String, &'a StatsSnapshot)>) -> StatsSnapshot {
-        let (mut all_before, mut all_now) = (StatsSnapshot::default(), StatsSnapshot::default());
+        // Each database's part first: one whose pools were dropped must not take from the others.
+        let mut counted = StatsSnapshot::default();
         for (db, s) in now {
-            all_before += self.before_totals.get(db).copied().unwrap_or_default();
-            all_now += *s;
+            counted += s.since(&self.before_totals.get(db).copied().unwrap_or_default());
         }
-        averages(&all_before, &all_now, self.before_start.elapsed().as_secs_f64())
+        averages(&StatsSnapshot::default(), &counted, self.before_start.elapsed().as_secs_f64())
     }
 
     /// When `period` has passed, the averages of the period just ended per database, and over
@@ -102,20 +102,18 @@ impl AveragesPeriod {
         }
         let now = per_db(pools);
         let secs = elapsed.as_secs_f64();
-        let mut all_before = StatsSnapshot::default();
-        let mut all_now = StatsSnapshot::default();
+        let mut counted = StatsSnapshot::default();
         let out = now
             .iter()
             .map(|(db, s)| {
                 let before = self.totals.get(db).copied().unwrap_or_default();
-                all_before += before;
-                all_now += *s;
+                counted += s.since(&before);
                 (db.clone(), averages(&before, s, secs))
             })
             .collect();
         self.before_totals = std::mem::replace(&mut self.totals, now);
         self.before_start = std::mem::replace(&mut self.start, Instant::now());
-        Some((out, averages(&all_before, &all_now, secs)))
+        Some((out, averages(&StatsSnapshot::default(), &counted, secs)))
     }
 }
 
@@ -178,5 +176,20 @@ mod tests {
         let all = period.so_far_all([(&a, &one), (&b, &two)]);
         assert_eq!(all.xact_time_us, 250, "10,000 us over 40 transactions, not 100 + 300");
         assert_eq!(all.xact_count, 4, "40 transactions over 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_database_that_lost_pools_takes_nothing_from_the_others_average() {
+        let mut period = AveragesPeriod::new();
+        let (a, b) = ("a".to_owned(), "b".to_owned());
+        period
+            .before_totals
+            .insert(a.clone(), StatsSnapshot { xact_count: 1_000, xact_time_us: 100_000, ..Default::default() });
+        tokio::time::advance(Duration::from_secs(9)).await;
+        // `a`'s pools were dropped (fewer counted now than at the start); `b` ran 500.
+        let shrunk = StatsSnapshot { xact_count: 150, xact_time_us: 15_000, ..Default::default() };
+        let ran = StatsSnapshot { xact_count: 500, xact_time_us: 50_000, ..Default::default() };
+        let all = period.so_far_all([(&a, &shrunk), (&b, &ran)]);
+        assert_eq!((all.xact_count, all.xact_time_us), (50, 100), "b's 500 over 10 s, 100 us each");
     }
 }

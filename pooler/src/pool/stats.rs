@@ -150,6 +150,28 @@ impl PoolStats {
     }
 }
 
+impl StatsSnapshot {
+    /// What was counted since `before`, field by field; none below 0 (a database whose pools
+    /// were dropped counts less than before: its part is then 0, not a debt on the others).
+    pub fn since(&self, before: &Self) -> Self {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        Self {
+            xact_count: d(self.xact_count, before.xact_count),
+            query_count: d(self.query_count, before.query_count),
+            bytes_received: d(self.bytes_received, before.bytes_received),
+            bytes_sent: d(self.bytes_sent, before.bytes_sent),
+            xact_time_us: d(self.xact_time_us, before.xact_time_us),
+            query_time_us: d(self.query_time_us, before.query_time_us),
+            wait_time_us: d(self.wait_time_us, before.wait_time_us),
+            server_assignment_count: d(self.server_assignment_count, before.server_assignment_count),
+            client_parse_count: d(self.client_parse_count, before.client_parse_count),
+            server_parse_count: d(self.server_parse_count, before.server_parse_count),
+            bind_count: d(self.bind_count, before.bind_count),
+            client_login_count: d(self.client_login_count, before.client_login_count),
+        }
+    }
+}
+
 impl std::ops::AddAssign for StatsSnapshot {
     fn add_assign(&mut self, o: Self) {
         self.xact_count = self.xact_count.wrapping_add(o.xact_count);
