@@ -198,7 +198,8 @@ async fn show_config_prints_what_was_parsed() {
     let pg = Cluster::shared();
     let ini = format!(
         "{CONSOLE}\nquery_wait_timeout = 90.0\nserver_lifetime = 3600.50\nclient_idle_timeout = 010\n\
-         max_client_conn = 0200\nmin_pool_size = 0x3\nlog_connections = on\npool_mode = Transaction"
+         max_client_conn = 0200\nmin_pool_size = 0x3\nlog_connections = on\npool_mode = Transaction\n\
+         dns_max_ttl = 15.0\nlog_pooler_errors = 2"
     );
     let mux = Pgmux::start(pg, &ini);
     assert_eq!(mux.shared.config().general.max_client_conn, 128, "0200 is octal, as PgBouncer reads it");
@@ -225,7 +226,10 @@ async fn show_config_prints_what_was_parsed() {
     assert_eq!(value("pool_mode"), some("transaction"));
     assert_eq!(rows["auth_user"], (None, None), "unset, with no default");
     assert_eq!(rows["verbose"], (some("0"), None));
-    assert_eq!(rows["listen_backlog"].1, some("128"));
+    assert_eq!(rows["conffile"].1, None, "no default");
+    assert_eq!(value("dns_max_ttl"), some("15"), "read though pgmux keeps no DNS cache");
+    assert_eq!(value("log_pooler_errors"), some("2"), "a switch is an integer, as PgBouncer's");
+    assert_eq!(value("unix_socket_mode"), some("511"));
     // Through SET the same.
     for (set, key, shown) in [
         ("SET default_pool_size = '007'", "default_pool_size", "7"),

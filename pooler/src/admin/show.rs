@@ -368,8 +368,6 @@ fn config(shared: &Shared) -> Table {
     let raw = |name: &str| c.raw.get(name).map(String::as_str).unwrap_or_default();
     for p in params::PARAMS {
         let value = match p.name {
-            // An integer setting, printed as PgBouncer prints its integers: in decimal.
-            "unix_socket_mode" => Some(c.general.unix_socket_mode.to_string()),
             // One setting under two names: the one the file set.
             "job_name" | "service_name" => {
                 Some(if raw("service_name").is_empty() { raw("job_name") } else { raw("service_name") }.to_owned())

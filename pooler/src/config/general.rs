@@ -302,10 +302,21 @@ impl Reader<'_> {
         Ok(d)
     }
 
+    /// A switch. PgBouncer's are integers (any but 0 is on, printed as given: `2`); the
+    /// words (`on`, `yes`, `true`, ...) are pgmux's too, printed as 1 or 0.
     fn flag(&self, k: &'static str) -> Result<bool, ConfigError> {
+        if let Ok(n) = value::integer(self.raw(k), u64::from(i32::MAX as u32)) {
+            self.show(k, n.to_string());
+            return Ok(n != 0);
+        }
         let b = self.get(k, |v| value::boolean(v).map_err(|r| BadValue(format!("{k}: {r}"))))?;
         self.show(k, u8::from(b).to_string());
         Ok(b)
+    }
+
+    /// Whole seconds, as PgBouncer reads the few times it keeps in an integer.
+    fn whole_secs(&self, k: &'static str) -> Result<Duration, ConfigError> {
+        self.int(k, u64::from(u32::MAX)).map(|n| Duration::from_secs(n.into()))
     }
 
     /// An `http://host:port` base URL (no trailing slash), or empty.
@@ -381,6 +392,15 @@ impl General {
     /// The first bad value, with the line that set it.
     pub(super) fn from_settings(s: &Settings) -> Result<(Self, Shown), ConfigError> {
         let r = Reader { settings: s, shown: Default::default() };
+        // Settings pgmux has no use for (it keeps no DNS cache, and its socket buffers and
+        // loops are its own) are still read, as PgBouncer reads them: a bad value fails the
+        // load, and SHOW CONFIG prints what was parsed.
+        for k in ["dns_max_ttl", "dns_nxdomain_ttl", "dns_zone_check_period"] {
+            r.secs(k)?;
+        }
+        for k in ["sbuf_loopcnt", "tcp_socket_buffer", "tcp_defer_accept"] {
+            r.int(k, i32::MAX as u64)?;
+        }
         let g = General {
             listen_addr: value::list(r.raw("listen_addr")),
             listen_port: r.int("listen_port", 65535)? as u16,
@@ -388,7 +408,8 @@ impl General {
             so_reuseport: r.flag("so_reuseport")?,
             peer_id: r.int("peer_id", 16383)? as u16,
             unix_socket_dir: r.raw("unix_socket_dir").to_owned(),
-            unix_socket_mode: r.get("unix_socket_mode", value::octal_mode)?,
+            // An integer as any (`0777` octal, as written in most inis; `511` the same).
+            unix_socket_mode: r.int("unix_socket_mode", 0o7777)?,
             unix_socket_group: r.opt("unix_socket_group"),
             pidfile: r.opt("pidfile").map(PathBuf::from),
             logfile: r.opt("logfile").map(PathBuf::from),
@@ -451,7 +472,7 @@ impl General {
             track_extra_parameters: value::list(r.raw("track_extra_parameters")),
             application_name_add_host: r.flag("application_name_add_host")?,
             login_notify_message: r.raw("login_notify_message").to_owned(),
-            query_wait_notify: r.secs("query_wait_notify")?,
+            query_wait_notify: r.whole_secs("query_wait_notify")?,
             server_fast_close: r.flag("server_fast_close")?,
             log_connections: r.flag("log_connections")?,
             log_disconnections: r.flag("log_disconnections")?,
@@ -475,7 +496,7 @@ impl General {
             tcp_user_timeout: r.int("tcp_user_timeout", u64::from(u32::MAX))?,
             scram_iterations: r.int("scram_iterations", 1 << 24)?.max(1),
             disable_pqexec: r.flag("disable_pqexec")?,
-            stats_period: r.secs("stats_period")?,
+            stats_period: r.whole_secs("stats_period")?,
             max_prepared_statements: r.int("max_prepared_statements", 1 << 20)?,
             cache_unnamed_statements: r.flag("cache_unnamed_statements")?,
             worker_threads: r.int("worker_threads", 1024)?,

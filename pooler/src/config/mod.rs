@@ -390,6 +390,21 @@ mod tests {
         assert_eq!(c.general.query_wait_timeout.as_secs(), 120);
         assert_eq!(c.raw["server_lifetime"], "3600");
         assert_eq!(c.raw.len(), params::PARAMS.len());
+        assert_eq!(c.general.unix_socket_mode, 0o777);
+    }
+
+    #[test]
+    fn integers_switches_and_whole_second_times_read_as_pgbouncer_reads_them() {
+        let c = load_text(
+            "[pgbouncer]\nunix_socket_mode = 0700\nlog_stats = 2\nlog_connections = off\nstats_period = 010\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.unix_socket_mode, 0o700);
+        assert!(c.general.log_stats && !c.general.log_connections);
+        assert_eq!(c.general.stats_period.as_secs(), 8, "an integer, read as strtol reads it");
+        assert_eq!((c.shown["log_stats"].as_str(), c.shown["log_connections"].as_str()), ("2", "0"));
+        assert_eq!(c.shown["unix_socket_mode"], "448");
+        assert!(load_text("[pgbouncer]\nstats_period = 1.5\n").is_err(), "an integer in PgBouncer");
     }
 
     #[test]
@@ -398,6 +413,11 @@ mod tests {
         assert_eq!(err.to_string(), "test.ini:3: invalid pool_mode: \"sometimes\" (session, transaction, statement)");
         let err = load_text("[pgbouncer]\ndefault_pool_size = lots\n").unwrap_err();
         assert!(err.to_string().starts_with("test.ini:2: default_pool_size: invalid integer"), "{err}");
+        // Read though unused, as PgBouncer reads them.
+        let err = load_text("[pgbouncer]\nsbuf_loopcnt = abc\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.ini:2: sbuf_loopcnt: invalid integer"), "{err}");
+        let err = load_text("[pgbouncer]\ndns_max_ttl = soon\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.ini:2: dns_max_ttl: invalid time"), "{err}");
         let err = load_text("[databases]\napp = host=/tmp bogus=1\n").unwrap_err();
         assert!(err.to_string().contains("test.ini:2: unknown database parameter \"bogus\""), "{err}");
     }

@@ -48,20 +48,21 @@ pub fn seconds(v: &str) -> Result<Duration, BadValue> {
     if !n.is_finite() || n < 0.0 {
         return Err(BadValue(format!("invalid time value: \"{v}\"")));
     }
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "us" => 1e-6,
-        "ms" => 1e-3,
-        "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
+    let micros_per = match unit.trim() {
+        "" | "s" => 1e6,
+        "us" => 1.0,
+        "ms" => 1e3,
+        "min" => 6e7,
+        "h" => 3.6e9,
+        "d" => 8.64e10,
         _ => return Err(BadValue(format!("invalid time unit in \"{v}\""))),
     };
-    let secs = n * scale;
-    if secs > 1e10 {
+    let micros = n * micros_per;
+    if micros > 1e16 {
         return Err(BadValue(format!("time value too large: \"{v}\"")));
     }
-    Ok(Duration::from_micros((secs * 1e6).round() as u64))
+    // Cut to the microsecond, as PgBouncer stores `(usec_t)(USEC * v)` (0.00397 is 3969 us).
+    Ok(Duration::from_micros(micros as u64))
 }
 
 /// A non-negative decimal integer no larger than `max` (the numbers of a `[databases]` or
@@ -104,14 +105,6 @@ pub fn list(v: &str) -> Vec<String> {
     v.split([',', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-/// An octal file mode like `0777`.
-pub fn octal_mode(v: &str) -> Result<u32, BadValue> {
-    u32::from_str_radix(v.trim(), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| BadValue(format!("invalid file mode: \"{v}\"")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +114,9 @@ mod tests {
         assert_eq!(seconds("15").unwrap(), Duration::from_secs(15));
         assert_eq!(seconds("0.5").unwrap(), Duration::from_millis(500));
         assert_eq!(seconds("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(seconds("0.00397").unwrap(), Duration::from_micros(3969), "cut, as PgBouncer");
+        assert_eq!(seconds_shown(seconds("0.00397").unwrap()), "0.003969");
+        assert_eq!(seconds("2min").unwrap(), Duration::from_secs(120));
         assert!(seconds("-1").is_err());
         assert!(seconds("ten").is_err());
         assert!(seconds("5 parsecs").is_err());
@@ -140,8 +136,6 @@ mod tests {
             assert!(integer(bad, 100).is_err(), "{bad:?}");
         }
         assert_eq!(list("a, b,,c"), vec!["a", "b", "c"]);
-        assert_eq!(octal_mode("0777").unwrap(), 0o777);
-        assert!(octal_mode("999").is_err());
     }
 
     #[test]
