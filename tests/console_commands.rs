@@ -159,8 +159,9 @@ async fn read_messages(s: &mut tokio::net::UnixStream, to_end: bool) -> Vec<Stri
     }
 }
 
-/// The console's welcome as PgBouncer's: its fake server parameters, the client's own
-/// application_name only when it gave one, and login_notify_message as a NOTICE.
+/// The console's welcome as PgBouncer's: its fake server parameters, then the tracked ones the
+/// client set (its application_name only when it gave one), and login_notify_message as a
+/// NOTICE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_welcome_echoes_the_clients_application_name() {
     let mux = Pgmux::start(Cluster::shared(), &format!("{CONSOLE}\nlogin_notify_message = welcome, operator"));
@@ -188,6 +189,22 @@ async fn the_console_welcome_echoes_the_clients_application_name() {
     expected.insert(8, "S application_name=ops-script".into());
     let with_app = welcome(&[("user", "pgbouncer"), ("database", "pgbouncer"), ("application_name", "ops-script")]);
     assert_eq!(with_app.await, expected);
+    // What psql sends is echoed after the fixed ones, in PgBouncer's order, whatever the
+    // client's.
+    let psql_like = welcome(&[
+        ("user", "pgbouncer"),
+        ("database", "pgbouncer"),
+        ("application_name", "psql"),
+        ("client_encoding", "SQL_ASCII"),
+        ("TimeZone", "UTC"),
+        ("DateStyle", "ISO, MDY"),
+    ])
+    .await;
+    let echoed: Vec<&str> = psql_like[8..12].iter().map(String::as_str).collect();
+    assert_eq!(
+        echoed,
+        ["S DateStyle=ISO, MDY", "S client_encoding=SQL_ASCII", "S TimeZone=UTC", "S application_name=psql"]
+    );
 }
 
 /// SHOW CONFIG prints what PgBouncer parsed, not what was written: integers as C's strtol

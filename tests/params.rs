@@ -34,6 +34,21 @@ async fn each_client_keeps_its_own_parameters_on_a_shared_server() {
     assert_eq!(pids[0], pids[1], "both clients share the single server");
 }
 
+/// application_name_add_host (Pigsty's pooler template sets it): the client's application and
+/// its address; a client that names none is `app`, as PgBouncer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_add_host_names_the_client_and_its_address() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, "application_name_add_host = 1");
+    let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let url_b = format!("{} application_name=bee", mux.url(SCRAM_USER, SCRAM_PASS, "app"));
+    let (b, conn) = tokio_postgres::connect(&url_b, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let (named, unnamed) = (show(&b, "application_name").await, show(&a, "application_name").await);
+    assert!(named.starts_with("bee - 127.0.0.1:"), "{named}");
+    assert!(unnamed.starts_with("app - 127.0.0.1:"), "{unnamed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_startup_parameters_drops_listed_ones() {
     let pg = Cluster::shared();

@@ -48,9 +48,9 @@ impl Drop for AdminCount<'_> {
     }
 }
 
-/// The welcome of the console: PgBouncer's fake server parameters, the client's own
-/// application_name when it gave one, a key, login_notify_message, ReadyForQuery.
-pub fn welcome(out: &mut BytesMut, application_name: Option<&str>, notify: &str) {
+/// The welcome of the console: PgBouncer's fake server parameters, then the ones the client
+/// set (`echoed`), a key, login_notify_message, ReadyForQuery.
+pub fn welcome(out: &mut BytesMut, echoed: &[(&str, String)], notify: &str) {
     build::auth_ok(out);
     let version = format!("{}/bouncer", crate::PGBOUNCER_COMPAT_VERSION);
     for (k, v) in [
@@ -64,8 +64,8 @@ pub fn welcome(out: &mut BytesMut, application_name: Option<&str>, notify: &str)
     ] {
         build::parameter_status(out, k.as_bytes(), v.as_bytes());
     }
-    if let Some(app) = application_name {
-        build::parameter_status(out, b"application_name", app.as_bytes());
+    for (k, v) in echoed {
+        build::parameter_status(out, k.as_bytes(), v.as_bytes());
     }
     build::backend_key_data(out, rand::random::<i32>() & i32::MAX, rand::random());
     if !notify.is_empty() {

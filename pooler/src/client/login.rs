@@ -216,7 +216,22 @@ pub async fn login(
             authenticate(io, &plan).await?;
             crate::admin::access_of(shared, &req.user)?
         };
-        crate::admin::welcome(&mut io.wbuf, req.params.get("application_name"), &g.login_notify_message);
+        // The parameters the client set that PgBouncer tracks, echoed in its order; with
+        // application_name_add_host the client's application is named as any client's.
+        let mut echoed = Vec::new();
+        let standard = ["DateStyle", "client_encoding", "TimeZone", "standard_conforming_strings", "application_name"];
+        for name in standard.iter().copied().chain(g.track_extra_parameters.iter().map(String::as_str)) {
+            let value = match req.params.get(name) {
+                _ if name == "application_name" && g.application_name_add_host => {
+                    Some(format!("{} - {peer}", req.params.get(name).unwrap_or("app")))
+                }
+                v => v.map(str::to_owned),
+            };
+            if let Some(v) = value {
+                echoed.push((name, v));
+            }
+        }
+        crate::admin::welcome(&mut io.wbuf, &echoed, &g.login_notify_message);
         io.flush().await?;
         crate::pool::PoolStats::add(&shared.admin_stats.client_login_count, 1);
         let app = req.params.get("application_name").unwrap_or("").to_owned();
