@@ -95,10 +95,18 @@ async fn log_lines_read_like_pgbouncer() {
             if mux.log().lines().any(|l| l.contains(&prefix) && l.contains(why)) {
                 return true;
             }
+            // A blocking wait in an async test: short, and the runtime has a second thread.
             std::thread::sleep(Duration::from_millis(20));
         }
         false
     };
+    // A console error is logged as PgBouncer's admin_error logs it: an ERROR line, and a
+    // pooler error under the client's prefix.
+    let e = other.simple_query("SHOW nosuchthing").await.unwrap_err();
+    let msg = e.as_db_error().expect("an ErrorResponse").message().to_owned();
+    let error = mux.wait_for_log(&format!(" ERROR {msg}"));
+    assert!(!error.contains("C-0x"), "{error}");
+    assert!(line_of(ids[1], &format!("pooler error: {msg}")), "{}", mux.log());
     other.simple_query(&format!("KILL_CLIENT {}", ids[0])).await.unwrap();
     assert!(line_of(ids[0], "closing because: admin forced disconnect (age="), "{}", mux.log());
     drop(console);

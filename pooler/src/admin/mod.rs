@@ -20,6 +20,7 @@ pub use show::{console_role, show, ADMIN_DB};
 pub use table::Table;
 
 use crate::clients::ClientInfo;
+use crate::logging::ConnTag;
 use crate::net::client_io::{ClientError, ClientIo};
 use crate::shared::Shared;
 
@@ -101,6 +102,7 @@ pub async fn serve(
     access: Access,
     listen_port: u16,
     info: Arc<ClientInfo>,
+    tag: &ConnTag,
 ) -> Option<ConsoleEnd> {
     shared.admin_clients.fetch_add(1, Relaxed);
     let _count = AdminCount(&shared, info.id);
@@ -131,8 +133,8 @@ pub async fn serve(
                 }
                 let sql = match frontend::query(frame.body()) {
                     Ok(q) => String::from_utf8_lossy(q).into_owned(),
-                    Err(e) => {
-                        io.fatal(sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                    Err(_) => {
+                        io.fatal(sqlstate::PROTOCOL_VIOLATION, "incomplete query").await;
                         return Some(ConsoleEnd::told("incomplete query"));
                     }
                 };
@@ -156,23 +158,25 @@ pub async fn serve(
                     }
                 }
                 let close = run(&shared, &sql, access, listen_port, &mut out).await;
+                log_errors(&shared, tag, &out);
                 if close {
                     let _ = io.send(&out).await;
                     return None;
                 }
             }
-            tag => {
+            other => {
                 // As PgBouncer: the console speaks the simple protocol only, and a client that
                 // sends anything else is told so and closed.
-                let msg = match tag {
+                let msg = match other {
                     tags::frontend::PARSE | tags::frontend::BIND | tags::frontend::EXECUTE => {
                         "extended query protocol not supported by admin console".to_owned()
                     }
-                    _ => format!("unsupported packet type for admin console: {tag}"),
+                    _ => format!("unsupported packet type for admin console: {other}"),
                 };
                 // The error is a console error as any (its ReadyForQuery with it), then the end.
                 build::error_response(&mut out, Severity::Error, sqlstate::PROTOCOL_VIOLATION, &msg);
                 build::ready_for_query(&mut out, b'I');
+                log_errors(&shared, tag, &out);
                 build::error_response(&mut out, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, "bad packet");
                 let _ = io.send(&out).await;
                 return Some(ConsoleEnd::told("bad packet"));
@@ -181,6 +185,27 @@ pub async fn serve(
         build::ready_for_query(&mut out, b'I');
         if io.send(&out).await.is_err() {
             return Some(ConsoleEnd::left("client unexpected eof"));
+        }
+    }
+}
+
+/// Logs the ERRORs of a console answer as PgBouncer's admin_error does: the message on an
+/// ERROR line of its own, and `pooler error:` under the client's prefix (log_pooler_errors).
+fn log_errors(shared: &Shared, tag: &ConnTag, out: &[u8]) {
+    // Walked in place: a SHOW of many clients is megabytes, and only its errors matter.
+    let mut at = 0;
+    while let Some(head) = out.get(at..at + 5) {
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let Some(body) = out.get(at + 5..at + 1 + len) else { break };
+        at += 1 + len;
+        let e = pgmux_protocol::backend::ErrorFields::new(body);
+        if head[0] != b'E' || e.field(b'S') != Some(b"ERROR") {
+            continue;
+        }
+        let msg = e.message();
+        tracing::error!("{msg}");
+        if shared.config().general.log_pooler_errors {
+            crate::conn_log!(warn, tag, "pooler error: {msg}");
         }
     }
 }

@@ -92,7 +92,7 @@ pub async fn handle(shared: Arc<Shared>, stream: Stream, peer: PeerAddr) {
         Ok(Ok(None)) => return,
         Ok(Ok(Some(login::Login::Admin(access, info)))) => {
             let port = config.general.listen_port;
-            let end = Box::pin(crate::admin::serve(shared.clone(), io, access, port, info)).await;
+            let end = Box::pin(crate::admin::serve(shared.clone(), io, access, port, info, &tag)).await;
             // As any client's end, with the settings in force now (a RELOAD may have come).
             if let Some(end) = end {
                 let g = &shared.config().general;
