@@ -108,6 +108,13 @@ async fn unknown_database_is_refused_after_auth() {
     assert_eq!((code.as_str(), msg.as_str()), ("08P01", "username too long"));
     let (_, msg) = db_error(&who(&mux, &"u".repeat(127), "wrong", "app").await.unwrap_err());
     assert_eq!(msg, "SASL authentication failed", "127 bytes fit");
+    let (_, msg) = db_error(&who(&mux, &"u".repeat(128), "unused", "pgbouncer").await.unwrap_err());
+    assert_eq!(msg, "username too long", "the console's logins too");
+    // With `*`, a name PgBouncer cannot keep is no database (PostgreSQL would cut it to 63
+    // bytes and connect to that one).
+    let star = Pgmux::start(pg, "");
+    let (_, msg) = db_error(&who(&star, SCRAM_USER, SCRAM_PASS, &format!("app{}", "x".repeat(61))).await.unwrap_err());
+    assert_eq!(msg, format!("no such database: app{}", "x".repeat(60)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

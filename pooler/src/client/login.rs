@@ -176,6 +176,14 @@ pub async fn login(
         }
         db
     };
+    if req.user.len() >= MAX_USERNAME && !console_trusted {
+        // As PgBouncer, before the login is logged and any password asked for (its user
+        // names live in 128 bytes); the console's trusted login excepted, as there.
+        if g.log_connections {
+            crate::conn_log!(info, tag, "login failed: db={} user={}", req.database, req.user);
+        }
+        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "username too long".into()));
+    }
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
         let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind);
@@ -239,13 +247,6 @@ pub async fn login(
         let ends = crate::clients::Ends::of(peer, &io.stream);
         let info = shared.client_registry.register(tag, &req.user, &ends, &app, tls, std::mem::take(counted));
         return Ok(Some(Login::Admin(access, info)));
-    }
-    if req.user.len() >= MAX_USERNAME {
-        // As PgBouncer, before any password is asked for (its user names live in 128 bytes).
-        if g.log_connections {
-            crate::conn_log!(info, tag, "login failed: db={} user={}", req.database, req.user);
-        }
-        return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "username too long".into()));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
         // PgBouncer's words to the client; the reason goes to the log.

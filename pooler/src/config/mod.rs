@@ -363,6 +363,11 @@ impl Config {
         if let Some(db) = self.databases.get(name) {
             return Some(db.clone());
         }
+        // PgBouncer keeps a database's name in 64 bytes with its NUL: a longer one cannot be
+        // made from `*` (PostgreSQL would cut it and connect to another database).
+        if name.len() >= 64 {
+            return None;
+        }
         let mut db = self.databases.get("*")?.clone();
         db.name = name.to_owned();
         db.auto = true;
@@ -428,6 +433,13 @@ mod tests {
         assert_eq!(err.to_string(), "test.ini:2: unknown parameter: pgbouncer/no_such_thing");
         let err = load_text("[pgbouncer]\nlisten_port = 6432\n[extras]\nx = 1\n").unwrap_err();
         assert_eq!(err.to_string(), "test.ini:4: unknown section: extras");
+    }
+
+    #[test]
+    fn a_name_too_long_for_pgbouncer_is_no_database_even_with_a_star() {
+        let c = load_text("[databases]\n* = host=/tmp\n").unwrap();
+        assert!(c.database(&"d".repeat(63)).is_some());
+        assert!(c.database(&"d".repeat(64)).is_none());
     }
 
     #[test]

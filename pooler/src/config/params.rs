@@ -26,7 +26,7 @@ const fn null(name: &'static str, default: &'static str, reloadable: bool) -> Pa
 
 const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
 
-/// The table, alphabetical (SHOW CONFIG order).
+/// The table, alphabetical but for PgBouncer's one exception (SHOW CONFIG order).
 pub const PARAMS: &[Param] = &[
     p("admin_users", "", true),
     p("application_name_add_host", "0", true),
@@ -102,8 +102,9 @@ pub const PARAMS: &[Param] = &[
     // cannot move (LISTEN, temporary tables, session advisory locks, WITH HOLD cursors).
     p("pin_session_state", "0", true),
     p("pkt_buf", "4096", false),
-    p("pool_idle_timeout", "0", true),
+    // PgBouncer's table has these two the other way round, and SHOW CONFIG prints its order.
     p("pool_mode", "session", true),
+    p("pool_idle_timeout", "0", true),
     p("query_timeout", "0", true),
     p("query_wait_notify", "5", true),
     p("query_wait_timeout", "120", true),
@@ -174,7 +175,8 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         for w in PARAMS.windows(2) {
-            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+            let pgbouncers_one_exception = (w[0].name, w[1].name) == ("pool_mode", "pool_idle_timeout");
+            assert!(w[0].name < w[1].name || pgbouncers_one_exception, "{} before {}", w[0].name, w[1].name);
         }
         assert_eq!(find("Listen_Port").unwrap().default, "6432");
         assert!(find("auth_user").unwrap().null_default);
