@@ -361,6 +361,20 @@ async fn the_extended_protocol_is_refused_and_the_console_closed() {
         read_messages(&mut s, true).await,
         ["E ERROR extended query protocol not supported by admin console", "Z", "E FATAL bad packet"]
     );
+    // COPY messages with no COPY are dropped unanswered; a type no client sends ends it.
+    let raw = |tag: u8, body: &[u8]| {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    let mut s = console_raw(&mux, &[("user", "pgbouncer"), ("database", "pgbouncer")]).await;
+    read_messages(&mut s, false).await;
+    let stray = [raw(b'd', b"xyz"), raw(b'c', b""), raw(b'Q', b"SHOW VERSION\0")].concat();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &stray).await.unwrap();
+    assert_eq!(read_messages(&mut s, false).await, ["T", "D", "C", "Z"]);
+    tokio::io::AsyncWriteExt::write_all(&mut s, &raw(b'z', b"ab")).await.unwrap();
+    assert_eq!(read_messages(&mut s, true).await, ["E FATAL unknown pkt"]);
 }
 
 /// Rows of a SHOW, as text.

@@ -164,6 +164,14 @@ pub async fn serve(
                     return None;
                 }
             }
+            // As PgBouncer: COPY messages with no COPY under way are dropped unanswered.
+            tags::frontend::COPY_DATA | tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => continue,
+            other if !is_client_message(other) => {
+                // Not a message a client sends at all: closed at once, as PgBouncer closes it.
+                crate::conn_log!(error, tag, "unknown pkt from client: {other}/0x{other:x}");
+                io.fatal(sqlstate::PROTOCOL_VIOLATION, "unknown pkt").await;
+                return Some(ConsoleEnd::told("unknown pkt"));
+            }
             other => {
                 // As PgBouncer: the console speaks the simple protocol only, and a client that
                 // sends anything else is told so and closed.
@@ -187,6 +195,14 @@ pub async fn serve(
             return Some(ConsoleEnd::left("client unexpected eof"));
         }
     }
+}
+
+/// True for the message types a client sends once logged in (PgBouncer's handle_client_work
+/// knows these; anything else is an `unknown pkt`).
+fn is_client_message(t: u8) -> bool {
+    use tags::frontend as f;
+    [f::QUERY, f::FUNCTION_CALL, f::SYNC, f::FLUSH, f::PARSE, f::EXECUTE, f::CLOSE, f::BIND, f::DESCRIBE, f::TERMINATE]
+        .contains(&t)
 }
 
 /// Logs the ERRORs of a console answer as PgBouncer's admin_error does: the message on an
