@@ -10,6 +10,7 @@ mod auth_sources;
 mod cancels;
 mod config_dropin;
 mod console_commands;
+mod console_wire;
 mod cve_regressions;
 mod drivers;
 mod faults;
