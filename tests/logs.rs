@@ -24,6 +24,18 @@ fn parse(line: &str) -> (&str, &str) {
     (level, rest)
 }
 
+/// The ids of SHOW CLIENTS rows of database `db`.
+fn client_ids(rows: &[tokio_postgres::SimpleQueryMessage], db: &str) -> Vec<u64> {
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some(db) => {
+                r.get("id").map(|v| v.parse().unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_read_like_pgbouncer() {
     let pg = Cluster::shared();
@@ -38,15 +50,7 @@ async fn log_lines_read_like_pgbouncer() {
     client.simple_query("SELECT 1").await.unwrap();
     let console = mux.console().await;
     let rows = console.simple_query("SHOW CLIENTS").await.unwrap();
-    let ids: Vec<u64> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
-                r.get("id").map(|v| v.parse().unwrap())
-            }
-            _ => None,
-        })
-        .collect();
+    let ids = client_ids(&rows, "app");
     assert_eq!(ids.len(), 1, "{rows:?}");
     let prefix = format!("C-0x{:x}: app/{SCRAM_USER}@127.0.0.1:", ids[0]);
     let login = mux.wait_for_log(&prefix);
@@ -77,15 +81,7 @@ async fn log_lines_read_like_pgbouncer() {
     // sessions): killed, and closed by the client.
     let other = mux.console().await;
     let rows = other.simple_query("SHOW CLIENTS").await.unwrap();
-    let mut ids: Vec<u64> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("pgbouncer") => {
-                r.get("id").map(|v| v.parse().unwrap())
-            }
-            _ => None,
-        })
-        .collect();
+    let mut ids = client_ids(&rows, "pgbouncer");
     ids.sort_unstable();
     assert_eq!(ids.len(), 2, "{rows:?}");
     let line_of = |id: u64, why: &str| {

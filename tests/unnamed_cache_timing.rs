@@ -108,11 +108,8 @@ async fn backend_refusing_after_a_pause(script: Arc<Script>) -> u16 {
     port
 }
 
-/// The refusal comes in a later read than the ParameterDescription in front of it: pgmux waits
-/// for it (never long: PostgreSQL writes both in one answer; here 300 ms apart), drops the
-/// ParameterDescription and sends the batch again, and the client sees one of each answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parameter_description_read_apart_from_the_refusal_behind_it_is_held_until_it_comes() {
+/// pgmux (trust, one server) in front of [`backend_refusing_after_a_pause`], and its script.
+async fn pgmux_before_the_backend() -> (Arc<Script>, Pgmux) {
     let script = Arc::new(Script::default());
     let port = backend_refusing_after_a_pause(script.clone()).await;
     let mux = Pgmux::start_with(
@@ -123,6 +120,15 @@ async fn a_parameter_description_read_apart_from_the_refusal_behind_it_is_held_u
             ..Setup::default()
         },
     );
+    (script, mux)
+}
+
+/// The refusal comes in a later read than the ParameterDescription in front of it: pgmux waits
+/// for it (never long: PostgreSQL writes both in one answer; here 300 ms apart), drops the
+/// ParameterDescription and sends the batch again, and the client sees one of each answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_description_read_apart_from_the_refusal_behind_it_is_held_until_it_comes() {
+    let (script, mux) = pgmux_before_the_backend().await;
     let mut c = Raw::connect(&mux).await;
     let sql = "SELECT * FROM t WHERE a = $1";
     assert_eq!(run_unnamed_described(&mut c, sql, "1").await, ["1", "t", "T", "2", "D:1", "C", "Z"]);
@@ -137,16 +143,7 @@ async fn a_parameter_description_read_apart_from_the_refusal_behind_it_is_held_u
 /// deallocated and forgotten) and the next client gets it clean, with no new login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_while_a_parameter_description_is_held_leaves_its_server_clean() {
-    let script = Arc::new(Script::default());
-    let port = backend_refusing_after_a_pause(script.clone()).await;
-    let mux = Pgmux::start_with(
-        Cluster::shared(),
-        Setup {
-            pgbouncer: "auth_type = trust\ndefault_pool_size = 1",
-            databases: &format!("app = host=127.0.0.1 port={port}"),
-            ..Setup::default()
-        },
-    );
+    let (script, mux) = pgmux_before_the_backend().await;
     let sql = "SELECT * FROM t WHERE a = $1";
     let mut a = Raw::connect(&mux).await;
     assert_eq!(run_unnamed_described(&mut a, sql, "1").await, ["1", "t", "T", "2", "D:1", "C", "Z"]);
