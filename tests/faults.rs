@@ -122,11 +122,17 @@ async fn postgresql_restart_is_survived() {
     assert_eq!(b.query_one("SELECT 6", &[]).await.unwrap().get::<_, i32>(0), 6);
 }
 
+/// How many statements a fault may cost: per client, and in all.
+struct Lost {
+    per_client: usize,
+    total: u64,
+}
+
 /// Ten clients looping on autocommit inserts through four servers while `fault` runs on a
-/// blocking thread; 2 s after it returns they stop. Each client may get one ERROR (08006, its
-/// statement in flight) and must stay connected and go on afterwards; at most the four
-/// servers' statements fail, and every acknowledged insert is in the table.
-async fn ten_clients_through(pg: Cluster, fault: impl FnOnce(&Cluster) + Send + 'static) {
+/// blocking thread; 2 s after it returns they stop. A client may get ERRORs (08006, a statement
+/// in flight on a server that died) up to the bounds in `lost`, and must stay connected and go
+/// on afterwards; every acknowledged insert is in the table.
+async fn ten_clients_through(pg: Cluster, lost: Lost, fault: impl FnOnce(&Cluster) + Send + 'static) {
     pg.psql("app", &format!("CREATE TABLE fault_log (client int, n int); ALTER TABLE fault_log OWNER TO {SCRAM_USER}"));
     // The test clusters run with synchronous_commit off, which loses acknowledged commits in
     // a crash by design; these clients commit durably.
@@ -174,23 +180,23 @@ async fn ten_clients_through(pg: Cluster, fault: impl FnOnce(&Cluster) + Send + 
     happened.store(true, Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Relaxed);
-    let (mut acked, mut failed, mut stall) = (0u64, 0u64, Duration::ZERO);
+    let (mut acked, mut failed, mut stall, mut per_client) = (0u64, 0u64, Duration::ZERO, Vec::new());
     for t in tasks {
         let (a, errors, after, closed, s) = t.await.unwrap();
         stall = stall.max(s);
         assert!(!closed, "a client lost its connection: {errors:?}");
-        assert!(errors.len() <= 1, "a client got more than its statement in flight: {errors:?}");
+        assert!(errors.len() <= lost.per_client, "a client lost more statements than it had in flight: {errors:?}");
         for (code, msg) in &errors {
             assert_eq!(code, "08006", "{msg}");
         }
         assert!(after > 0, "a client did not go on after the fault: {errors:?}");
         acked += u64::from(a);
         failed += errors.len() as u64;
+        per_client.push(errors.len());
     }
-    // At most the four servers had a statement in flight.
-    assert!(failed <= 4, "{failed} clients got an error");
+    assert!(failed <= lost.total, "{failed} statements lost");
     let rows: u64 = pg.psql("app", "SELECT count(*) FROM fault_log").parse().unwrap();
-    eprintln!("fault under 10 clients: {acked} inserts acknowledged, {failed} statements lost, 0 clients closed, longest stall {stall:?}, {rows} rows");
+    eprintln!("fault under 10 clients: {acked} inserts acknowledged, {failed} statements lost ({per_client:?}), 0 clients closed, longest stall {stall:?}, {rows} rows");
     assert!(rows >= acked && rows <= acked + failed, "rows {rows}, acknowledged {acked}, failed {failed}");
 }
 
@@ -198,20 +204,36 @@ async fn ten_clients_through(pg: Cluster, fault: impl FnOnce(&Cluster) + Send + 
 /// and stays connected; the others notice nothing; all go on after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_restart_under_load_costs_at_most_the_statement_in_flight() {
-    ten_clients_through(Cluster::start(), Cluster::restart).await;
+    // The postmaster ends the four servers at once: each had at most one statement in flight.
+    ten_clients_through(Cluster::start(), Lost { per_client: 1, total: 4 }, Cluster::restart).await;
 }
 
 /// A backend killed with SIGKILL (as the OOM killer does): PostgreSQL ends every session and
 /// runs crash recovery, refusing logins meanwhile (`the database system is in recovery mode`,
 /// which pgmux retries); the clients fare as through a restart.
+///
+/// Unlike a restart, the servers do not all die at once. The killed one's client gets its
+/// error at once and sends its next statement, which can start on one of the other three
+/// servers (or a fourth opened in its place) before the postmaster, on a busy machine, gets
+/// round to ending them: that client then loses two statements, and the fault up to five (the
+/// killed server's and the four ended by the reset). A login under way during the reset is
+/// refused with `57P02`, which pgmux retries, so no client loses a third. The test holds the
+/// postmaster stopped for 300 ms around the kill, as a busy machine may, every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_with_sigkill_costs_at_most_the_statement_in_flight() {
-    ten_clients_through(Cluster::start(), |pg| {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    ten_clients_through(Cluster::start(), Lost { per_client: 2, total: 5 }, |pg| {
         let pid: i32 = pg
             .psql("postgres", &format!("SELECT pid FROM pg_stat_activity WHERE usename = '{SCRAM_USER}' LIMIT 1"))
             .parse()
             .expect("a pgmux server to kill");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let pid_file = std::fs::read_to_string(pg.data().join("postmaster.pid")).unwrap();
+        let postmaster = Pid::from_raw(pid_file.lines().next().unwrap().parse().unwrap());
+        kill(postmaster, Signal::SIGSTOP).unwrap();
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        kill(postmaster, Signal::SIGCONT).unwrap();
         // Until the postmaster has reset and recovered, new sessions are refused.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::process::Command::new("psql")

@@ -209,9 +209,9 @@ async fn server_fast_close_ends_idle_sessions_on_reconnect() {
     }
 }
 
-/// A fake PostgreSQL that answers the first login with 57P03 (shutting down) and later ones
-/// with a trust login, counting attempts.
-async fn restarting_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+/// A fake PostgreSQL that answers the first login with FATAL `body` (the fields after the
+/// severity: SQLSTATE and message) and later ones with a trust login, counting attempts.
+async fn restarting_server(refusal: &'static [u8]) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -228,10 +228,10 @@ async fn restarting_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
                 s.read_exact(&mut rest).await?;
                 let mut out = Vec::new();
                 if n == 0 {
-                    let body = b"SFATAL\0C57P03\0Mthe database system is shutting down\0\0";
+                    let body = [b"SFATAL\0".as_slice(), refusal, b"\0"].concat();
                     out.push(b'E');
                     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-                    out.extend_from_slice(body);
+                    out.extend_from_slice(&body);
                 } else {
                     out.extend_from_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
                     out.extend_from_slice(&[b'K', 0, 0, 0, 12, 0, 0, 0, 7, 0, 0, 0, 9]);
@@ -248,11 +248,26 @@ async fn restarting_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     (port, attempts)
 }
 
+/// A login refused because the postmaster is ending every session is tried again, not passed
+/// on: `57P03` (starting up, shutting down, in recovery) as in PgBouncer, and the `57P01` of a
+/// fast shutdown and `57P02` of the reset after a backend crashed, which reach a login that
+/// was under way when the postmaster ended its sessions (PgBouncer refuses its waiting
+/// clients with those two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_shutting_down_is_retried_not_passed_on() {
     let pg = Cluster::shared();
-    let (port, attempts) = restarting_server().await;
-    let databases = format!("restarting = host=127.0.0.1 port={port} dbname=app user=x pool_size=1");
+    let refusals: [&'static [u8]; 3] = [
+        b"C57P03\0Mthe database system is shutting down\0",
+        b"C57P01\0Mterminating connection due to administrator command\0",
+        b"C57P02\0Mterminating connection because of crash of another server process\0",
+    ];
+    let mut databases = String::new();
+    let mut counters = Vec::new();
+    for (i, refusal) in refusals.into_iter().enumerate() {
+        let (port, attempts) = restarting_server(refusal).await;
+        databases += &format!("restarting{i} = host=127.0.0.1 port={port} dbname=app user=x pool_size=1\n");
+        counters.push(attempts);
+    }
     let mux = Pgmux::start_with(
         pg,
         Setup {
@@ -261,7 +276,9 @@ async fn a_server_shutting_down_is_retried_not_passed_on() {
             ..Setup::default()
         },
     );
-    // As PgBouncer: 57P03 is temporary; the waiting client is kept and the login retried.
-    mux.connect(SCRAM_USER, "", "restarting").await.expect("logged in after the retry");
-    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    for (i, attempts) in counters.iter().enumerate() {
+        let db = format!("restarting{i}");
+        mux.connect(SCRAM_USER, "", &db).await.unwrap_or_else(|e| panic!("{db}: not logged in after the retry: {e}"));
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2, "{db}");
+    }
 }

@@ -81,10 +81,16 @@ impl ServerError {
     ///
     /// `57P03` (the database system is starting up / shutting down) is temporary, as in
     /// PgBouncer's kill_pool_logins_server_error: the clients keep waiting and the login is
-    /// tried again after server_login_retry, so a PostgreSQL restart is ridden out.
+    /// tried again after server_login_retry, so a PostgreSQL restart is ridden out. pgmux also
+    /// counts `57P01` and `57P02` as temporary (PgBouncer refuses its waiting clients with them):
+    /// they reach a login only when the postmaster ends every session, for a fast shutdown or
+    /// the reset after a backend crashed, and the next try meets `57P03` or the server back.
     pub fn is_refusal(&self) -> bool {
+        use pgmux_protocol::sqlstate::{ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, CRASH_SHUTDOWN};
         match self {
-            ServerError::Rejected { sqlstate, .. } => sqlstate != pgmux_protocol::sqlstate::CANNOT_CONNECT_NOW,
+            ServerError::Rejected { sqlstate, .. } => {
+                ![CANNOT_CONNECT_NOW, ADMIN_SHUTDOWN, CRASH_SHUTDOWN].contains(&sqlstate.as_str())
+            }
             ServerError::Auth(_) => true,
             _ => false,
         }
