@@ -67,8 +67,9 @@ async fn idle_server_killed_in_pool_is_not_handed_out() {
     let mux = Pgmux::start(pg, "default_pool_size = 1");
     let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // With a timeout, pg_terminate_backend returns once the backend has exited (its FATAL
+    // and the end of its socket are then waiting in pgmux's end of the socket).
+    assert_eq!(pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid}, 10000)")), "t");
     // The server died while idle in the pool; the next query gets a fresh one without error.
     let pid2: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     assert_ne!(pid, pid2);

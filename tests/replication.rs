@@ -26,12 +26,18 @@ fn psql(mux: &Pgmux, conninfo: &str, sql: &str) -> String {
     run(Command::new("psql").args(["-X", "-At", &conninfo, "-c", sql])).trim().to_owned()
 }
 
-/// Waits (up to 5 s) until PostgreSQL has no walsender left: each replication client's server is
-/// closed when the client leaves. Other tests of this file may have one open for a moment; the
-/// streaming tests' own (`stream_test`) are not counted.
-fn walsenders(pg: &Cluster) -> i64 {
+/// Waits (up to 5 s) until PostgreSQL has no walsender left of those whose application_name
+/// is LIKE `apps`: each replication client's server is closed when the client leaves. Each test
+/// names its own clients, so that another test's walsender (a basebackup of the shared cluster
+/// may run for seconds) is not counted.
+fn walsenders(pg: &Cluster, apps: &str) -> i64 {
     let count = || -> i64 {
-        pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name <> 'stream_test'").parse().unwrap()
+        pg.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name LIKE '{apps}'"),
+        )
+        .parse()
+        .unwrap()
     };
     for _ in 0..50 {
         if count() == 0 {
@@ -46,16 +52,16 @@ fn walsenders(pg: &Cluster) -> i64 {
 fn logical_replication_connections_pass_their_parameters_through() {
     let pg = Cluster::shared();
     let mux = replication_pgmux(pg, "");
-    let system = psql(&mux, "dbname=app replication=database", "IDENTIFY_SYSTEM");
+    let system = psql(&mux, "dbname=app replication=database application_name=rep_logical", "IDENTIFY_SYSTEM");
     let direct = pg.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
     assert!(system.starts_with(&format!("{direct}|")), "{system} vs {direct}");
     // options and application_name reach the server as the client sent them.
-    let conninfo = "dbname=app replication=database application_name=abc options='-c enable_seqscan=off'";
+    let conninfo = "dbname=app replication=database application_name=rep_logical_abc options='-c enable_seqscan=off'";
     assert_eq!(psql(&mux, conninfo, "SHOW enable_seqscan"), "off");
-    assert_eq!(psql(&mux, conninfo, "SHOW application_name"), "abc");
+    assert_eq!(psql(&mux, conninfo, "SHOW application_name"), "rep_logical_abc");
     // Its server is closed with it, and a normal client of the same pool is not disturbed.
     assert_eq!(psql(&mux, "dbname=app", "SELECT 1"), "1");
-    assert_eq!(walsenders(pg), 0, "no walsender left behind");
+    assert_eq!(walsenders(pg, "rep_logical%"), 0, "no walsender left behind");
 }
 
 #[test]
@@ -64,12 +70,12 @@ fn pg_basebackup_through_pgmux() {
     let mux = replication_pgmux(pg, "");
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("copy");
-    let conninfo = format!("host=127.0.0.1 port={} user=postgres", mux.port);
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres application_name=rep_basebackup", mux.port);
     run(Command::new("pg_basebackup")
         .args(["-d", &conninfo, "-D", target.to_str().unwrap(), "-X", "none"])
         .args(["--checkpoint=fast", "--no-sync"]));
     assert!(target.join("PG_VERSION").exists(), "a copy of the cluster was made");
-    assert_eq!(walsenders(pg), 0);
+    assert_eq!(walsenders(pg, "rep_basebackup"), 0);
 }
 
 #[test]
@@ -111,11 +117,13 @@ fn replication_clients_take_pool_slots() {
     let started = std::time::Instant::now();
     std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| psql(&mux, "dbname=rep1 replication=database", "SELECT pg_sleep(0.5)"));
+            s.spawn(|| {
+                psql(&mux, "dbname=rep1 replication=database application_name=rep_slots", "SELECT pg_sleep(0.5)")
+            });
         }
     });
     assert!(started.elapsed() >= std::time::Duration::from_millis(1000), "{:?}", started.elapsed());
-    assert_eq!(walsenders(pg), 0);
+    assert_eq!(walsenders(pg, "rep_slots"), 0);
 }
 
 /// pg_receivewal streams until SIGINT, then ends the COPY and exits 0, with PostgreSQL reached

@@ -78,6 +78,11 @@ fn cert_auth_with_a_v1_client_certificate() {
 /// server: TLS ok`, so that a client seeing that text knows the handshake passed pgmux's
 /// checks. Returns its port.
 async fn fake_tls_server(name: &str) -> u16 {
+    fake_tls_server_counting(name).await.0
+}
+
+/// [`fake_tls_server`], and the number of connections it has accepted so far.
+async fn fake_tls_server_counting(name: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let c = V1Certs::shared();
     let chain: Vec<_> =
         CertificateDer::pem_file_iter(c.path(&format!("v1-{name}.crt"))).unwrap().map(Result::unwrap).collect();
@@ -95,8 +100,11 @@ async fn fake_tls_server(name: &str) -> u16 {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let mut req = [0u8; 8];
@@ -121,7 +129,7 @@ async fn fake_tls_server(name: &str) -> u16 {
             });
         }
     });
-    port
+    (port, accepted)
 }
 
 /// pgmux with `server` TLS lines in front of the fake server at `host`.
@@ -175,21 +183,34 @@ async fn server_verify_full_without_a_ca_file_uses_the_system_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waits_through_failed_handshakes_until_set_fixes_the_ca() {
     let c = V1Certs::shared();
-    let port = fake_tls_server("localhost").await;
-    let wrong = format!("server_tls_sslmode = verify-full\nserver_tls_ca_file = {}\n", c.path("v1-other-ca.crt"));
+    let (port, accepted) = fake_tls_server_counting("localhost").await;
+    // The client waits through retries one server_login_retry (1 s) apart, bounded by
+    // query_wait_timeout: 5 s leaves room for a slow machine.
+    let wrong = format!(
+        "server_tls_sslmode = verify-full\nserver_tls_ca_file = {}\nquery_wait_timeout = 5\n",
+        c.path("v1-other-ca.crt")
+    );
     let mux = mux_for_fake(port, "localhost", &wrong);
     let shared = mux.shared.clone();
     let ca = c.path("v1-ca.crt");
+    // The CA is fixed once the first handshake has failed (the fake server accepted it).
     let fix = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        pgmux::reload::set(&shared, "server_tls_ca_file", &ca).unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "pgmux never connected to the server");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let at = Instant::now();
+        (pgmux::reload::set(&shared, "server_tls_ca_file", &ca).unwrap(), at)
     });
-    let started = Instant::now();
     let msg = login_error(&mux).await;
-    assert_eq!(fix.await.unwrap(), pgmux::reload::SetOutcome::Applied);
+    let answered = Instant::now();
+    let (outcome, fixed_at) = fix.await.unwrap();
+    assert_eq!(outcome, pgmux::reload::SetOutcome::Applied);
     // Not the cached TLS error at once: the retry after server_login_retry used the new CA.
     assert!(msg.contains(HANDSHAKE_OK), "{msg}");
-    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(answered > fixed_at, "answered before the CA was fixed");
 }
 
 async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
