@@ -78,7 +78,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let info = shared.client_registry.register(&tag, &pool.user, &ends, &record.application_name, "", counted);
     registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
-    let session = Session { registration, pool, params, cancel_key, cancel, info, dedicated: None };
+    let session = Session { registration, pool, params, cancel, info };
     let state = Box::new(crate::session_state::SessionState {
         settings: record.settings.into_iter().collect(),
         prepared: record.sql_prepared.into_iter().collect(),
@@ -86,5 +86,5 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let context = prepared::name_context(Some(&state.settings), &session.params);
     let statements = ClientStatements::import(record.statements, record.unnamed, context);
     // A task of its own, as after a login: this function's state is freed.
-    tokio::spawn(relay::resume(count, ClientIo::new(stream), session, statements, Some(state)));
+    tokio::spawn(relay::resume(count, ClientIo::new(stream), (session, None), statements, Some(state)));
 }

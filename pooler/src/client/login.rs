@@ -44,8 +44,9 @@ fn truncated(s: &str, max: usize) -> &str {
 /// What a login led to.
 #[derive(Debug)]
 pub enum Login {
-    /// A pooled session.
-    Session(Session),
+    /// A pooled session, and a replication client's own server (held for the whole session and
+    /// closed at its end).
+    Session(Session, Option<Box<Lease>>),
     /// The admin console, registered as a client of database `pgbouncer` (its ClientInfo also
     /// holds its place in the client counts).
     Admin(crate::admin::Access, Arc<crate::clients::ClientInfo>),
@@ -61,14 +62,10 @@ pub struct Session {
     pub pool: Arc<Pool>,
     /// Its tracked parameters.
     pub params: ClientParams,
-    /// pgmux's cancel key for it.
-    pub cancel_key: (i32, i32),
     /// Where cancels for it go.
     pub cancel: Arc<CancelSlot>,
     /// Its entry in the client registry.
     pub info: Arc<crate::clients::ClientInfo>,
-    /// A replication client's own server, held for the whole session and closed at its end.
-    pub dedicated: Option<Box<Lease>>,
 }
 
 impl Session {
@@ -361,7 +358,7 @@ pub async fn login(
     let ends = crate::clients::Ends::of(peer, &io.stream);
     let info = shared.client_registry.register(tag, &pool.user, &ends, &app, tls, std::mem::take(counted));
     registration.registered_as(info.id);
-    Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel_key, cancel, info, dedicated })))
+    Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel, info }, dedicated)))
 }
 
 /// The method for this connection: auth_type, or with `hba` the first matching line's method

@@ -34,6 +34,11 @@ impl Registration {
         }
     }
 
+    /// The cancel key, until given back.
+    pub fn cancel_key(&self) -> Option<(i32, i32)> {
+        self.cancel_key
+    }
+
     /// Counts the client in its pool (SHOW POOLS, limits).
     pub fn count_in_pool(&mut self) {
         if !self.in_pool {

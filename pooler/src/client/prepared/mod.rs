@@ -118,7 +118,7 @@ fn server_name(hash: u64) -> [u8; NAME_LEN] {
 pub struct ClientStatements {
     map: Named,
     /// Query text and types of the client's last unnamed Parse (buffer reused).
-    unnamed: BytesMut,
+    unnamed: UnnamedText,
     /// `unnamed` is the client's unnamed statement (no Query or Close destroyed it since).
     unnamed_valid: bool,
     /// Hash of `unnamed`, once computed (the cache of unnamed statements needs it); a hash of
@@ -130,6 +130,40 @@ pub struct ClientStatements {
     /// What the client's names mean (its search_path and role, [`name_context`]); part of
     /// every statement hash it makes.
     context: u64,
+}
+
+/// The text and parameter types of a client's last unnamed Parse, in a buffer kept for its next
+/// one. Boxed, so that a client that never sends one, and the task of every idle client, holds
+/// 8 bytes for it, not a `BytesMut`'s 32.
+#[derive(Debug, Default)]
+pub struct UnnamedText(Option<Box<BytesMut>>);
+
+impl UnnamedText {
+    /// Holds `text` now, in the buffer the last one used.
+    pub(super) fn set(&mut self, text: &[u8]) {
+        let b = self.0.get_or_insert_with(Box::default);
+        b.clear();
+        b.extend_from_slice(text);
+    }
+
+    /// Holds nothing, and frees the buffer.
+    pub(super) fn free(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl From<&[u8]> for UnnamedText {
+    fn from(text: &[u8]) -> Self {
+        UnnamedText(Some(Box::new(BytesMut::from(text))))
+    }
+}
+
+impl std::ops::Deref for UnnamedText {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().map_or(&[], |b| &b[..])
+    }
 }
 
 /// A client's named statements by name; nothing is allocated until it names one (most clients
@@ -226,7 +260,7 @@ impl ClientStatements {
         let unnamed_valid = unnamed.is_some();
         ClientStatements {
             map,
-            unnamed: unnamed.map(|u| BytesMut::from(&u[..])).unwrap_or_default(),
+            unnamed: unnamed.map(|u| UnnamedText::from(&u[..])).unwrap_or_default(),
             unnamed_valid,
             unnamed_hash: None,
             unnamed_uncached: false,

@@ -294,13 +294,12 @@ impl Rewrite<'_> {
     fn begin_again(&mut self, buf: &mut BytesMut, at: usize, begin: &[u8]) -> usize {
         let mut n = 0;
         for text in [&b"ROLLBACK"[..], begin] {
-            self.tracker.scratch.clear();
-            // ASCII (`is_lone_begin`), so the text as it came.
-            build::parse(&mut self.tracker.scratch, "", &String::from_utf8_lossy(text));
-            build::bind(&mut self.tracker.scratch, "", "", &[]);
-            build::execute(&mut self.tracker.scratch, "");
-            splice::replace(buf, at + n, 0, &self.tracker.scratch);
-            n += self.tracker.scratch.len();
+            n += splice::insert_built(buf, at + n, |m| {
+                // ASCII (`is_lone_begin`), so the text as it came.
+                build::parse(m, "", &String::from_utf8_lossy(text));
+                build::bind(m, "", "", &[]);
+                build::execute(m, "");
+            });
             for kind in [Kind::Parse, Kind::Bind, Kind::Execute] {
                 self.tracker.push(Item { swallow: true, ..Item::plain(kind) }, self.server, self.client);
             }

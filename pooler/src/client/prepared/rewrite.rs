@@ -113,19 +113,13 @@ impl<'a> Rewrite<'a> {
         self.tracker.push(item, self.server, self.client);
     }
 
-    /// Inserts the messages in `tracker.scratch` at `at`; returns their length.
-    fn insert_scratch(&mut self, buf: &mut BytesMut, at: usize) -> usize {
-        splice::replace(buf, at, 0, &self.tracker.scratch);
-        self.tracker.scratch.len()
-    }
-
     /// Closes least recently used statements over the limit, inserting the Closes at `at`.
     fn evict(&mut self, buf: &mut BytesMut, at: usize) -> usize {
         let mut n = 0;
         while let Some(victim) = self.server.evict_over(self.max) {
-            self.tracker.scratch.clear();
-            extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, &server_name(victim));
-            n += self.insert_scratch(buf, at + n);
+            n += splice::insert_built(buf, at + n, |m| {
+                extended::target_message(m, tags::frontend::CLOSE, STATEMENT, &server_name(victim));
+            });
             self.push(Item {
                 kind: Kind::Close,
                 swallow: true,
@@ -143,9 +137,7 @@ impl<'a> Rewrite<'a> {
         if self.server.lookup(hash) {
             return 0;
         }
-        self.tracker.scratch.clear();
-        extended::parse_raw(&mut self.tracker.scratch, &server_name(hash), parse_rest);
-        let n = self.insert_scratch(buf, at);
+        let n = splice::insert_built(buf, at, |m| extended::parse_raw(m, &server_name(hash), parse_rest));
         self.server.insert(hash);
         self.server_parses += 1;
         self.push(Item {
@@ -221,16 +213,14 @@ impl<'a> Rewrite<'a> {
             return 0;
         }
         self.tracker.unnamed_here = true;
-        self.tracker.scratch.clear();
-        let kind = if self.client.unnamed_valid {
-            extended::parse_raw(&mut self.tracker.scratch, b"", &self.client.unnamed);
-            Kind::Parse
+        let (kind, n) = if self.client.unnamed_valid {
+            (Kind::Parse, splice::insert_built(buf, at, |m| extended::parse_raw(m, b"", &self.client.unnamed)))
         } else {
             // The client has none: drop the server's, so that PostgreSQL reports it missing.
-            extended::target_message(&mut self.tracker.scratch, tags::frontend::CLOSE, STATEMENT, b"");
-            Kind::Close
+            let n =
+                splice::insert_built(buf, at, |m| extended::target_message(m, tags::frontend::CLOSE, STATEMENT, b""));
+            (Kind::Close, n)
         };
-        let n = self.insert_scratch(buf, at);
         self.push(Item { kind, swallow: true, server: None, client: ClientUndo::None, statement: NO_STATEMENT });
         n
     }
@@ -240,7 +230,7 @@ impl<'a> Rewrite<'a> {
     /// prepare elsewhere (a Bind of it on another server finds none, as with PgBouncer), and
     /// neither its text nor the buffer that held an earlier one is kept.
     fn pass_long_unnamed(&mut self, total: usize) -> Rewritten {
-        self.client.unnamed = BytesMut::new();
+        self.client.unnamed.free();
         self.client.unnamed_valid = false;
         self.client.unnamed_hash = None;
         self.tracker.unnamed_here = true;
@@ -281,8 +271,7 @@ impl<'a> Rewrite<'a> {
                 }
                 let p = extended::parse(&buf[at + 5..at + total])?;
                 if p.name.is_empty() {
-                    self.client.unnamed.clear();
-                    self.client.unnamed.extend_from_slice(p.rest);
+                    self.client.unnamed.set(p.rest);
                     self.client.unnamed_valid = true;
                     // PostgreSQL analyses an unnamed Parse when it comes: behind requests still
                     // in flight (DDL in the same pipeline) or DDL earlier in the transaction

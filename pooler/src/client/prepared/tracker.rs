@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pgmux_protocol::tags;
 
 use super::{ClientStatements, Statement};
@@ -104,8 +104,6 @@ pub struct Tracker {
     pub(super) skipping: bool,
     /// The server's unnamed statement is this client's (it sent Parse "" or destroyed it here).
     pub(super) unnamed_here: bool,
-    /// Reused buffer for the messages pgmux injects.
-    pub(super) scratch: BytesMut,
     /// Shape-changing DDL completed in the current transaction: the statement epoch is raised
     /// when it ends (invalidation.rs).
     pub ddl_seen: bool,
@@ -134,15 +132,12 @@ pub enum Response {
 }
 
 impl Tracker {
-    /// Frees the queue's and the scratch buffer's memory when nothing is in flight: called when
-    /// the client goes idle, so that an idle client holds none (the next transaction allocates
-    /// them again, a small allocation each).
+    /// Frees the queue's memory when nothing is in flight: called when the client goes idle, so
+    /// that an idle client holds none (the next transaction allocates it again, one small
+    /// allocation).
     pub fn shed(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();
-        }
-        if self.scratch.is_empty() && self.scratch.capacity() > 0 {
-            self.scratch = BytesMut::new();
         }
     }
 

@@ -73,8 +73,9 @@ impl Fault {
 pub(super) enum End {
     /// The client said Terminate or closed its socket.
     ClientGone,
-    /// The session is closed with this error.
-    Fatal(Fault),
+    /// The session is closed with this error (boxed: an `End` is held in every client's task,
+    /// where a `Fault` inline would take 48 bytes).
+    Fatal(Box<Fault>),
     /// Online restart: the client moves to the new process.
     HandOver,
     /// The client moves to this worker thread (workers/load.rs): its relay goes on there.
@@ -83,7 +84,7 @@ pub(super) enum End {
 
 impl From<Fault> for End {
     fn from(f: Fault) -> Self {
-        End::Fatal(f)
+        End::Fatal(Box::new(f))
     }
 }
 
@@ -101,6 +102,6 @@ mod tests {
         assert_eq!((p.side, p.code), (Side::Pooler, sqlstate::ADMIN_SHUTDOWN));
         assert_eq!(format!("{} / {} / {}", c.side, s.side, p.side), "client / server / pgmux");
         assert_eq!(s.to_string(), "server conn crashed?");
-        assert!(matches!(End::from(p), End::Fatal(Fault { side: Side::Pooler, .. })));
+        assert!(matches!(End::from(p), End::Fatal(f) if f.side == Side::Pooler));
     }
 }

@@ -47,6 +47,7 @@ impl Relay {
     /// Leaves this process's books and passes the client on.
     pub(super) fn hand_over(self) {
         let Relay { shared, mut session, client, statements, carry, .. } = self;
+        let Some(cancel_key) = session.registration.cancel_key() else { return };
         // Out of this process's books before the new one takes the client (and its key) in.
         session.registration.release();
         let fd: std::io::Result<OwnedFd> = match client {
@@ -74,7 +75,7 @@ impl Relay {
             user: session.info.user().to_owned(),
             pool_user: session.pool.user.clone(),
             params: session.params.values().to_vec(),
-            cancel_key: session.cancel_key,
+            cancel_key,
             application_name: session.info.application_name.clone(),
             unix,
             addr,

@@ -306,7 +306,8 @@ impl Relay {
         info.request_time_us.store(request_us.max(1), Ordering::Relaxed);
         self.tracker.reset();
         self.server_fatal = None;
-        self.max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
+        let max_prepared = self.shared.max_prepared_statements.load(Ordering::Relaxed);
+        self.max_prepared = u32::try_from(max_prepared).unwrap_or(u32::MAX);
         self.track_prepared = self.mode != PoolMode::Session && self.max_prepared > 0;
         self.cache_unnamed = self.shared.cache_unnamed_statements.load(Ordering::Relaxed);
         self.need_server = false;

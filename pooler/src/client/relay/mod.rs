@@ -37,7 +37,7 @@ use crate::net::client_io::ClientIo;
 use crate::net::Stream;
 use crate::pool::{Lease, PoolSettings, PoolStats};
 use crate::session_state::SessionState;
-use crate::shared::{RunState, Shared};
+use crate::shared::RunState;
 use end::{End, Fault};
 
 /// Unsent bytes allowed per direction before reading from that side pauses (backpressure).
@@ -82,13 +82,14 @@ enum Event {
 }
 
 struct Relay {
-    shared: Arc<Shared>,
-    /// Counts this client in `Shared::clients` until the relay ends.
-    _count: ClientCount,
+    /// The shared state, through the guard that counts this client in `Shared::clients` until
+    /// the relay ends.
+    shared: ClientCount,
     session: Session,
     settings: Arc<PoolSettings>,
     client: Stream,
-    max_packet: usize,
+    /// max_packet_size.
+    max_packet: u32,
     /// disable_pqexec: simple Query messages are refused.
     disable_pqexec: bool,
     /// Client -> server bytes; `c_ready` of them are scanned and may be sent.
@@ -125,7 +126,7 @@ struct Relay {
     /// Named prepared statements are mapped across servers (transaction/statement modes with
     /// max_prepared_statements above 0); both are read at each attach.
     track_prepared: bool,
-    max_prepared: usize,
+    max_prepared: u32,
     /// cache_unnamed_statements, read at each attach.
     cache_unnamed: bool,
     /// The pool mode this session runs in (session for a replication client).
@@ -140,7 +141,7 @@ struct Relay {
     carry: carry::Carry,
     /// A FATAL ErrorResponse from the server, held back until the server closes
     /// (server_loss.rs).
-    server_fatal: Option<Box<[u8]>>,
+    server_fatal: Option<Box<Box<[u8]>>>,
     /// A transaction block whose server was lost, answered without a server until it ends.
     aborted: Option<Box<aborted::AbortedBlock>>,
     /// A COPY FROM STDIN whose server was lost: the rest of its stream is dropped.
@@ -150,8 +151,13 @@ struct Relay {
     had_server: bool,
 }
 
-/// Runs a logged-in session until the client leaves or is closed.
-pub fn run(count: ClientCount, io: ClientIo, session: Session) -> impl Future<Output = ()> + Send {
+/// Runs a logged-in session (and a replication client's own server) until the client leaves or
+/// is closed.
+pub fn run(
+    count: ClientCount,
+    io: ClientIo,
+    session: (Session, Option<Box<Lease>>),
+) -> impl Future<Output = ()> + Send {
     resume(count, io, session, ClientStatements::default(), None)
 }
 
@@ -161,24 +167,21 @@ pub fn run(count: ClientCount, io: ClientIo, session: Session) -> impl Future<Ou
 pub(crate) fn resume(
     count: ClientCount,
     io: ClientIo,
-    mut session: Session,
+    (session, dedicated): (Session, Option<Box<Lease>>),
     statements: ClientStatements,
     session_state: Option<Box<SessionState>>,
 ) -> impl Future<Output = ()> + Send {
-    let shared = count.0.clone();
-    let config = shared.config();
+    let config = count.config();
     let settings = session.pool.settings();
-    let dedicated = session.dedicated.take();
     let mode = if dedicated.is_some() { PoolMode::Session } else { settings.mode };
     // The login write buffer is not needed any more: free it now, not at the end of the session.
     let ClientIo { stream, rbuf, wbuf, tls: _ } = io;
     drop(wbuf);
     let mut r = Relay {
-        shared,
-        _count: count,
+        shared: count,
         settings,
         client: stream,
-        max_packet: config.general.max_packet_size as usize,
+        max_packet: config.general.max_packet_size,
         disable_pqexec: config.general.disable_pqexec,
         cin: rbuf,
         c_ready: 0,

@@ -60,7 +60,9 @@ impl Relay {
                 continue;
             }
             let avail = &self.cin[self.c_ready..];
-            let Some((tag, total)) = peek_header(avail, self.max_packet).map_err(|e| protocol_fault(&e, avail))? else {
+            let Some((tag, total)) =
+                peek_header(avail, self.max_packet as usize).map_err(|e| protocol_fault(&e, avail))?
+            else {
                 return Ok(());
             };
             // A message its backend would drop the connection over, silently: refused here, so
@@ -171,7 +173,7 @@ impl Relay {
                         client,
                         &mut server.statements,
                         tracker,
-                        self.max_prepared,
+                        self.max_prepared as usize,
                         self.cache_unnamed,
                         epoch,
                     );

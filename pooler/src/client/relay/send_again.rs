@@ -70,8 +70,14 @@ impl Relay {
         let kept = std::mem::take(&mut server.kept_batch);
         let epoch = self.shared.statement_epoch.load(Ordering::Relaxed);
         let (client, tracker) = (&mut self.statements, &mut self.tracker);
-        let mut rw =
-            Rewrite::new(client, &mut server.statements, tracker, self.max_prepared, self.cache_unnamed, epoch);
+        let mut rw = Rewrite::new(
+            client,
+            &mut server.statements,
+            tracker,
+            self.max_prepared as usize,
+            self.cache_unnamed,
+            epoch,
+        );
         if rw.unnamed_prepared_in_epoch() {
             // The refusal did not raise the epoch (this server refused the same statement
             // before) and the text's name in this one is the refused statement, or one

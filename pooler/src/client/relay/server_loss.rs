@@ -30,7 +30,8 @@ impl Relay {
         if !matches!(severity, Some(b"FATAL") | Some(b"PANIC")) {
             return false;
         }
-        self.server_fatal = Some(msg.into());
+        // Boxed twice: a thin pointer in every client's task, for a rare message.
+        self.server_fatal = Some(Box::new(msg.into()));
         crate::client::splice::replace(&mut self.sout, self.s_ready, total, b"");
         true
     }
