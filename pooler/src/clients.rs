@@ -39,8 +39,9 @@ impl ClientState {
 pub struct ClientInfo {
     /// Unique id (SHOW CLIENTS `id`, KILL_CLIENT).
     pub id: u64,
-    /// Server-side user of its pool (the forced user, or `user`).
-    pub pool_user: String,
+    /// Server-side user of its pool (the forced user, or `user`). This entry's texts are
+    /// `Box<str>`, 8 bytes smaller than `String` each, in every client's entry.
+    pub pool_user: Box<str>,
     /// Peer address.
     pub addr: PeerAddr,
     /// pgmux's own end of a TCP connection (SHOW CLIENTS `local_addr`, `local_port`).
@@ -50,9 +51,9 @@ pub struct ClientInfo {
     /// Login time.
     pub connect_time: SystemTime,
     /// application_name at login.
-    pub application_name: String,
+    pub application_name: Box<str>,
     /// TLS protocol and suite (`TLSv1.3/TLS13_AES_256_GCM_SHA384`), empty for plain text.
-    pub tls: String,
+    pub tls: Box<str>,
     state: AtomicU8,
     /// Backend pid of the server it holds, 0 when none.
     pub server_pid: AtomicI32,
@@ -219,7 +220,7 @@ impl ClientRegistry {
         self.map
             .lock()
             .values()
-            .filter(|c| c.db() == db && c.pool_user == pool_user)
+            .filter(|c| c.db() == db && *c.pool_user == *pool_user)
             .map(|c| c.waiting_for(now))
             .max()
             .unwrap_or_default()
@@ -238,13 +239,13 @@ impl ClientRegistry {
         let id = tag.id;
         let info = Arc::new(ClientInfo {
             id,
-            pool_user: pool_user.to_owned(),
+            pool_user: pool_user.into(),
             addr: ends.peer.clone(),
             local_addr: ends.local,
             peer_pid: ends.peer_pid,
             connect_time: SystemTime::now(),
-            application_name: application_name.to_owned(),
-            tls: tls.to_owned(),
+            application_name: application_name.into(),
+            tls: tls.into(),
             state: AtomicU8::new(ClientState::Idle as u8),
             server_pid: AtomicI32::new(0),
             server_id: AtomicU64::new(0),
@@ -277,7 +278,7 @@ impl ClientRegistry {
     /// configuration changed`).
     pub fn fast_close(&self, db: &str, pool_user: &str) {
         for c in self.map.lock().values() {
-            if c.state() == ClientState::Active && c.db() == db && c.pool_user == pool_user {
+            if c.state() == ClientState::Active && c.db() == db && *c.pool_user == *pool_user {
                 c.request_fast_close();
             }
         }
@@ -298,5 +299,16 @@ impl ClientRegistry {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connected client has an entry for its whole life. With the `Arc`'s two counts it
+    /// fits mimalloc's 320-byte size class; 8 bytes more and it takes 384.
+    #[test]
+    fn an_entry_stays_within_its_size_class() {
+        let with_counts = std::mem::size_of::<super::ClientInfo>() + 2 * std::mem::size_of::<usize>();
+        assert!(with_counts <= 320, "a client's registry entry grew to {with_counts} bytes");
     }
 }

@@ -176,7 +176,7 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             (Some(c), _) => {
                 let us = c.request_time_us.load(Relaxed);
                 let at = if us == 0 { s.connect_time } else { shared.client_registry.wall_time(us) };
-                (at, c.application_name.as_str())
+                (at, &*c.application_name)
             }
             (None, Some((i, _))) => {
                 (shared.client_registry.wall_time(i.last_used.as_u64()), i.application_name.as_str())

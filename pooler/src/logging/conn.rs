@@ -18,7 +18,8 @@ pub enum Side {
 const NO_USER: &str = "(nouser)";
 
 /// The log prefix of one connection. Cheap to keep: built once per connection, updated when the
-/// client names its database and user.
+/// client names its database and user. Its texts are `Box<str>`, 8 bytes smaller than `String`
+/// each, in every client's registry entry.
 #[derive(Debug, Clone)]
 pub struct ConnTag {
     /// Client or server.
@@ -26,23 +27,29 @@ pub struct ConnTag {
     /// The connection's id (SHOW ... `id`).
     pub id: u64,
     /// Database, `(nodb)` until known.
-    pub db: String,
+    pub db: Box<str>,
     /// User, `(nouser)` until known.
-    pub user: String,
+    pub user: Box<str>,
     /// `ip:port`, `[ipv6]:port`, `unix(pid):port` or `unix:port`.
-    pub addr: String,
+    pub addr: Box<str>,
 }
 
 impl ConnTag {
     /// A client that has just connected; `port` is used for unix-socket peers (the listen port,
     /// as PgBouncer prints it).
     pub fn client(id: u64, peer: &PeerAddr, port: u16) -> Self {
-        ConnTag { side: Side::Client, id, db: "(nodb)".into(), user: NO_USER.into(), addr: addr_text(peer, port) }
+        ConnTag {
+            side: Side::Client,
+            id,
+            db: "(nodb)".into(),
+            user: NO_USER.into(),
+            addr: addr_text(peer, port).into(),
+        }
     }
 
     /// A server connection of pool (db, user).
     pub fn server(id: u64, db: &str, user: &str, peer: &PeerAddr, port: u16) -> Self {
-        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr: addr_text(peer, port) }
+        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr: addr_text(peer, port).into() }
     }
 
     /// A server connection about to be opened to `host` (a name, an IP or a unix socket
@@ -55,13 +62,13 @@ impl ConnTag {
         } else {
             format!("{host}:{port}")
         };
-        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr }
+        ConnTag { side: Side::Server, id, db: db.into(), user: user.into(), addr: addr.into() }
     }
 
     /// The client named its database and user.
     pub fn set_login(&mut self, db: &str, user: &str) {
-        db.clone_into(&mut self.db);
-        user.clone_into(&mut self.user);
+        self.db = db.into();
+        self.user = user.into();
     }
 
     /// `C-0x1a` / `S-0x2b`.
@@ -148,12 +155,12 @@ mod tests {
         let v4 = PeerAddr::Tcp("127.0.0.1:41234".parse().unwrap());
         let v6 = PeerAddr::Tcp("[::1]:41234".parse().unwrap());
         let mut c = ConnTag::client(26, &v4, 6432);
-        assert_eq!((c.conn_id().as_str(), c.addr.as_str(), c.db.as_str()), ("C-0x1a", "127.0.0.1:41234", "(nodb)"));
+        assert_eq!((c.conn_id().as_str(), &*c.addr, &*c.db), ("C-0x1a", "127.0.0.1:41234", "(nodb)"));
         c.set_login("p0", "alice");
-        assert_eq!((c.db.as_str(), c.user.as_str()), ("p0", "alice"));
-        assert_eq!(ConnTag::client(1, &v6, 6432).addr, "[::1]:41234");
-        assert_eq!(ConnTag::client(1, &PeerAddr::Unix("unix(77)".into()), 6432).addr, "unix(77):6432");
+        assert_eq!((&*c.db, &*c.user), ("p0", "alice"));
+        assert_eq!(&*ConnTag::client(1, &v6, 6432).addr, "[::1]:41234");
+        assert_eq!(&*ConnTag::client(1, &PeerAddr::Unix("unix(77)".into()), 6432).addr, "unix(77):6432");
         let s = ConnTag::server(43, "p0", "alice", &PeerAddr::Unix("/tmp/.s.PGSQL.5432".into()), 5432);
-        assert_eq!((s.conn_id().as_str(), s.addr.as_str()), ("S-0x2b", "unix:5432"));
+        assert_eq!((s.conn_id().as_str(), &*s.addr), ("S-0x2b", "unix:5432"));
     }
 }

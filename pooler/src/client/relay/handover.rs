@@ -76,7 +76,7 @@ impl Relay {
             pool_user: session.pool.user.clone(),
             params: session.params.values().to_vec(),
             cancel_key,
-            application_name: session.info.application_name.clone(),
+            application_name: session.info.application_name.to_string(),
             unix,
             addr,
             scram: scram.as_ref().map(ScramKeys::from_keys),
