@@ -231,10 +231,19 @@ async fn a_backend_killed_with_sigkill_costs_at_most_the_statement_in_flight() {
             .expect("a pgmux server to kill");
         let pid_file = std::fs::read_to_string(pg.data().join("postmaster.pid")).unwrap();
         let postmaster = Pid::from_raw(pid_file.lines().next().unwrap().parse().unwrap());
+        /// Lets the postmaster go on however this block ends (a failed kill would otherwise
+        /// leave it stopped, and the cluster's teardown waiting for it).
+        struct Resume(Pid);
+        impl Drop for Resume {
+            fn drop(&mut self) {
+                let _ = kill(self.0, Signal::SIGCONT);
+            }
+        }
         kill(postmaster, Signal::SIGSTOP).unwrap();
+        let resume = Resume(postmaster);
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        kill(postmaster, Signal::SIGCONT).unwrap();
+        drop(resume);
         // Until the postmaster has reset and recovered, new sessions are refused.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::process::Command::new("psql")

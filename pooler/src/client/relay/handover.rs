@@ -47,7 +47,11 @@ impl Relay {
     /// Leaves this process's books and passes the client on.
     pub(super) fn hand_over(self) {
         let Relay { shared, mut session, client, statements, carry, .. } = self;
-        let Some(cancel_key) = session.registration.cancel_key() else { return };
+        let Some(cancel_key) = session.registration.cancel_key() else {
+            // Given back already: nothing to hand over under (cannot happen: released below).
+            tracing::warn!(client = %session.peer(), "takeover: the client has no cancel key to pass on");
+            return;
+        };
         // Out of this process's books before the new one takes the client (and its key) in.
         session.registration.release();
         let fd: std::io::Result<OwnedFd> = match client {

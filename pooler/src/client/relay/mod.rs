@@ -299,7 +299,7 @@ impl Relay {
     async fn turns(&mut self) -> Option<End> {
         loop {
             if let Some(fault) = self.fatal.take() {
-                return Some((*fault).into());
+                return Some(End::Fatal(fault));
             }
             if self.session.info.is_killed() {
                 return Some(Fault::pooler(sqlstate::PROTOCOL_VIOLATION, self.session.info.kill_reason()).into());
