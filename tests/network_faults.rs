@@ -267,7 +267,11 @@ async fn a_latency_spike_slows_but_breaks_nothing() {
     delay.store(0, Relaxed);
     // Chunks already held finish their delay first.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let after = round(&clients).await;
+    // The best of three rounds: one stall of this machine is not the spike staying on.
+    let mut after = round(&clients).await;
+    for _ in 0..2 {
+        after = after.min(round(&clients).await);
+    }
     assert!(during >= Duration::from_millis(600), "the spike did not apply: {during:?}");
     assert!(after < during / 2, "before {before:?}, during {during:?}, after {after:?}");
     eprintln!("latency spike: a round of 4 clients took {before:?} before, {during:?} during, {after:?} after");

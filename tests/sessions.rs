@@ -165,10 +165,10 @@ async fn a_wait_after_a_short_one_is_told_at_its_own_time() {
     // A short wait: the timer is armed for its notice, three seconds after it began.
     holder.batch_execute("BEGIN").await.unwrap();
     let short = queue(&waiter);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     holder.batch_execute("COMMIT").await.unwrap();
     short.await.unwrap().expect("served once the holder commits");
-    // The next wait begins about 2.1 s in; that timer would fire 0.9 s into it, its own at 3 s.
+    // The next wait begins about 1.6 s in; that timer would fire 1.4 s into it, its own at 3 s.
     holder.batch_execute("BEGIN").await.unwrap();
     let long = queue(&waiter);
     tokio::time::sleep(Duration::from_millis(1800)).await;
