@@ -122,3 +122,41 @@ async fn query_wait_timeout_gives_pgbouncer_error() {
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
     c.query_one("SELECT 1", &[]).await.unwrap();
 }
+
+/// server_reset_query_always: in transaction mode the reset query runs on the server after
+/// every transaction, before anyone gets the server again (a client of a pool of one waits
+/// for it), and the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_query_always_runs_after_every_transaction() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        "default_pool_size = 1\nserver_reset_query_always = 1\nserver_reset_query = SELECT 'reset ran'",
+    );
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let direct = pg.connect_direct().await;
+    let last_query = |pid: i32| {
+        let direct = &direct;
+        async move {
+            let row = direct.query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    for n in 0..3 {
+        let pid = backend_pid(&c).await;
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = last_query(pid).await;
+            if seen == "SELECT 'reset ran'" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, "SELECT 'reset ran'", "transaction {n}");
+    }
+    // Inside a block the server is the client's until the block ends: no reset in between.
+    c.batch_execute("BEGIN").await.unwrap();
+    let pid = backend_pid(&c).await;
+    assert_eq!(last_query(pid).await, "SELECT pg_backend_pid()");
+    c.batch_execute("COMMIT").await.unwrap();
+}

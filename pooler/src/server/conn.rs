@@ -122,9 +122,16 @@ impl ServerConn {
     }
 
     /// Bookkeeping after pgmux ran a reset query (`DISCARD ALL`): what the query undid is gone.
+    /// The server's prepared statements go only with a `DISCARD ALL` or `DEALLOCATE ALL` in it,
+    /// as PgBouncer forgets them only on those commands' tags: a server_reset_query of another
+    /// kind leaves them prepared, and forgetting them would make pgmux prepare one again under
+    /// a name the server still has (`42P05 prepared statement ... already exists`).
     pub fn reset_done(&mut self, sql: &str) {
-        self.statements.clear();
+        use crate::session_sql::Effect;
         for e in crate::session_sql::effects(sql.as_bytes()) {
+            if matches!(e, Effect::DiscardAll | Effect::DeallocateAll) {
+                self.statements.clear();
+            }
             self.apply_effect(&e);
         }
     }
