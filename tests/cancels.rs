@@ -116,9 +116,13 @@ struct LateSignal {
 }
 
 /// A fake PostgreSQL that cancels as PostgreSQL can under load: a CancelRequest ends the query
-/// at once (57014) but its connection stays open 400 ms more, the time PostgreSQL may take to
+/// at once (57014) but its connection stays open `hold` more, the time PostgreSQL may take to
 /// send its second signal, which would cancel whatever the backend runs by then.
-async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, running: Arc<tokio::sync::Notify>) -> u16 {
+async fn server_signalling_late(
+    seen: Arc<parking_lot::Mutex<LateSignal>>,
+    running: Arc<tokio::sync::Notify>,
+    hold: Duration,
+) -> u16 {
     use pgmux_protocol::build;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -131,7 +135,7 @@ async fn server_signalling_late(seen: Arc<parking_lot::Mutex<LateSignal>>, runni
                 let head = crate::harness::raw::accept_startup(&mut s).await?;
                 if crate::harness::raw::is_cancel(&head) {
                     cancelled.notify_one();
-                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    tokio::time::sleep(hold).await;
                     seen.lock().cancel_closed = Some(std::time::Instant::now());
                     return Ok(());
                 }
@@ -188,7 +192,7 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
     for (mode, in_block) in [("transaction", true), ("session", false), ("transaction", false)] {
         let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
         let running = Arc::new(tokio::sync::Notify::new());
-        let port = server_signalling_late(seen.clone(), running.clone()).await;
+        let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_millis(400)).await;
         let mux = Pgmux::start_with(
             Cluster::shared(),
             crate::harness::pgmux::Setup {
@@ -218,4 +222,35 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
             "{mode} (in a block: {in_block}): the next query reached the server before the cancel was done"
         );
     }
+}
+
+/// In transaction mode a client does not wait for its cancel to be done: the server the query
+/// was cancelled on is kept apart until then (the test above, with one server), and the
+/// client's next transaction takes another server at once, as with PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_cancel() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(4)).await;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "pool_mode = transaction\ndefault_pool_size = 2",
+            databases: &format!("late = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    );
+    let c = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap());
+    let long = tokio::spawn({
+        let c = c.clone();
+        async move { c.simple_query("SELECT long").await }
+    });
+    running.notified().await;
+    c.cancel_token().cancel_query(NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
+    assert_eq!(db_error(&err).0, "57014");
+    c.simple_query("SELECT 1").await.unwrap();
+    let seen = seen.lock();
+    assert_eq!(seen.later_queries.len(), 1, "the next query reached a server");
+    assert!(seen.cancel_closed.is_none(), "the client waited for its cancel to be done");
 }

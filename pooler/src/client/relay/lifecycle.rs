@@ -334,7 +334,7 @@ impl Relay {
     /// Gives the server back to the pool at a transaction's end (transaction and statement modes).
     /// The whole of it without an await, unless a cancel request is still in flight to the
     /// server or reset_always has a query to run: the server is then returned for
-    /// [`Relay::finish_release`]. The event loop releases at every transaction's end, where an
+    /// [`Relay::release_apart`]. The event loop releases at every transaction's end, where an
     /// `async` step cost more than the release.
     pub(super) fn release_now(&mut self) -> Option<ReleaseRest> {
         let server = self.server.take()?;
@@ -349,20 +349,31 @@ impl Relay {
         None
     }
 
-    /// What [`Relay::release_now`] could not do without waiting.
-    pub(super) async fn finish_release(&mut self, rest: ReleaseRest) {
+    /// What [`Relay::release_now`] could not do without waiting, done in a task of its own, as
+    /// PgBouncer keeps such a server apart (`being_canceled`, or running its reset) while its
+    /// client goes on: the client's next transaction takes another server, or waits for this
+    /// one like any client, and a KILL or the client's leaving is seen at once. The server
+    /// still counts in its pool meanwhile, and no one gets it before its cancels are done
+    /// (at most cancel_wait_timeout): a late second signal of PostgreSQL's cancel would hit
+    /// whatever it ran next.
+    pub(super) fn release_apart(&self, rest: ReleaseRest) {
         let ReleaseRest { mut server, cancels } = rest;
-        if cancels {
-            Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
-        }
-        if self.settings.reset_always && !self.settings.reset_query.is_empty() {
-            if Box::pin(server::run_simple_query(&mut server, &self.settings.reset_query)).await.is_err() {
-                server.close("reset query failed");
-                return;
+        let cancel = self.session.cancel.clone();
+        let limit = self.shared.config().general.cancel_wait_timeout;
+        let settings = self.settings.clone();
+        tokio::spawn(async move {
+            if cancels {
+                cancel.wait_cancels(limit).await;
             }
-            server.reset_done(&self.settings.reset_query);
-        }
-        server.release_with(&self.settings);
+            if settings.reset_always && !settings.reset_query.is_empty() {
+                if server::run_simple_query(&mut server, &settings.reset_query).await.is_err() {
+                    server.close("reset query failed");
+                    return;
+                }
+                server.reset_done(&settings.reset_query);
+            }
+            server.release_with(&settings);
+        });
     }
 
     /// The client has more for its server (a next query, a pipelined one) while a cancel of its
@@ -370,7 +381,7 @@ impl Relay {
     /// group), and a second signal that lands after the next query was read cancels that one.
     /// Nothing more goes to the server until the cancel's connection to PostgreSQL is closed
     /// (within cancel_wait_timeout), as no other client gets a server with a cancel in flight
-    /// ([`Relay::finish_release`]). The client's answers, if any were read meanwhile, go on
+    /// ([`Relay::release_apart`]). The client's answers, if any were read meanwhile, go on
     /// with the loop after it; the wait is as long as PostgreSQL takes to close the cancel's
     /// connection, the time to signal one process.
     pub(super) async fn wait_cancel(&mut self) {

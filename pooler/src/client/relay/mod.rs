@@ -54,8 +54,6 @@ enum Served {
 enum Next {
     Loop,
     End(End),
-    /// A release that has to wait (a cancel in flight, reset_always).
-    FinishRelease(lifecycle::ReleaseRest),
     /// The client has more for its server while a cancel of its query is under way: it goes
     /// once the cancel is done.
     WaitCancel,
@@ -280,7 +278,6 @@ impl Relay {
             Some(ev) => match self.on_event(ev) {
                 Next::Loop => {}
                 Next::End(end) => return Served::Ended(end),
-                Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
                 Next::WaitCancel => Box::pin(self.wait_cancel()).await,
             },
             None => {
@@ -364,7 +361,6 @@ impl Relay {
             match self.on_event(ev) {
                 Next::Loop => {}
                 Next::End(end) => return Some(end),
-                Next::FinishRelease(rest) => Box::pin(self.finish_release(rest)).await,
                 Next::WaitCancel => Box::pin(self.wait_cancel()).await,
             }
         }
@@ -398,7 +394,7 @@ impl Relay {
                 }
                 if self.saw_ready && self.releasable() && self.mode != PoolMode::Session && !self.carry.pinned {
                     if let Some(rest) = self.release_now() {
-                        return Next::FinishRelease(rest);
+                        self.release_apart(rest);
                     }
                 }
             }
