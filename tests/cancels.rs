@@ -249,8 +249,12 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
     c.cancel_token().cancel_query(NoTls).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
     assert_eq!(db_error(&err).0, "57014");
-    c.simple_query("SELECT 1").await.unwrap();
+    // Each of the next transactions runs on the other server, which no cancel concerns, and
+    // gives it back at once: a pool of two is enough for all of them.
+    for _ in 0..3 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
     let seen = seen.lock();
-    assert_eq!(seen.later_queries.len(), 1, "the next query reached a server");
+    assert_eq!(seen.later_queries.len(), 3, "the next queries reached a server");
     assert!(seen.cancel_closed.is_none(), "the client waited for its cancel to be done");
 }

@@ -40,6 +40,30 @@ impl CancelFailed {
 struct Target {
     addr: Arc<PeerAddr>,
     key: (i32, i32),
+    /// The cancels in flight to this server.
+    pending: Arc<Pending>,
+}
+
+/// The cancels in flight to one server a client held: the release of that server waits for
+/// them and for no other (a cancel of the client's query on its next server is not this
+/// server's business).
+#[derive(Debug, Default)]
+pub struct Pending {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+impl Pending {
+    /// Waits until no cancel is in flight here.
+    async fn settled(&self) {
+        while self.count.load(Ordering::Acquire) > 0 {
+            let n = self.done.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            n.await;
+        }
+    }
 }
 
 /// The cancels of one pool under way, for SHOW POOLS.
@@ -96,15 +120,27 @@ impl CancelSlot {
 
     /// The client now holds the server at `addr` with backend key `key`.
     pub fn attach(&self, addr: &Arc<PeerAddr>, key: (i32, i32)) {
-        *self.target.lock() = Some(Target { addr: addr.clone(), key });
+        *self.target.lock() = Some(Target { addr: addr.clone(), key, pending: Arc::default() });
     }
 
-    /// The client is about to give its server back: no new cancel may reach it. Returns true
-    /// when a cancel already sent is still in flight; the caller must then `wait_cancels` before
-    /// the server goes to anyone else.
-    pub fn detach(&self) -> bool {
-        *self.target.lock() = None;
-        self.under_way()
+    /// The client is about to give its server back: no new cancel may reach it. Returns the
+    /// cancels already sent to it when one is still in flight; the caller must then wait for
+    /// them ([`CancelSlot::wait_for`]) before the server goes to anyone else.
+    pub fn detach(&self) -> Option<Arc<Pending>> {
+        let target = self.target.lock().take()?;
+        (target.pending.count.load(Ordering::Acquire) > 0).then_some(target.pending)
+    }
+
+    /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) until the cancels `pending`
+    /// (those of a server given back, [`CancelSlot::detach`]) are done, counted meanwhile in
+    /// SHOW POOLS' `sv_being_canceled`.
+    pub async fn wait_for(&self, pending: &Pending, limit: Duration) {
+        let _held = Counting::new(self.counts.get().map(|c| &c.being_canceled));
+        if limit.is_zero() {
+            pending.settled().await;
+        } else {
+            let _ = tokio::time::timeout(limit, pending.settled()).await;
+        }
     }
 
     /// True while a cancel of this client's query is under way: PostgreSQL may still signal its
@@ -136,11 +172,14 @@ impl CancelSlot {
     }
 }
 
-/// A cancel counted in its slot's `in_flight` until dropped; then its waiters are woken.
-struct InFlightCancel<'a>(&'a CancelSlot);
+/// A cancel counted in its slot's `in_flight` and its server's `pending` until dropped; then
+/// their waiters are woken.
+struct InFlightCancel<'a>(&'a CancelSlot, Arc<Pending>);
 
 impl Drop for InFlightCancel<'_> {
     fn drop(&mut self) {
+        self.1.count.fetch_sub(1, Ordering::AcqRel);
+        self.1.done.notify_waiters();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.done.notify_waiters();
     }
@@ -225,7 +264,7 @@ impl Cancels {
         let sent = lane
             .run(async {
                 let addr = peering::address(peer).await?;
-                send_cancel(&Target { addr: Arc::new(addr), key }, config.general.cancel_wait_timeout).await
+                send_cancel(&addr, key, config.general.cancel_wait_timeout).await
             })
             .await;
         match sent {
@@ -263,13 +302,14 @@ impl Cancels {
             let t = slot.target.lock();
             let Some(t) = t.clone() else { return Ok(()) };
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
+            t.pending.count.fetch_add(1, Ordering::AcqRel);
             t
         };
         // Counted out however this ends, a dropped future too (the cancel connection's login
         // deadline): a count left up would hold the client's every request for good.
-        let in_flight = InFlightCancel(&slot);
+        let in_flight = InFlightCancel(&slot, target.pending.clone());
         let forwarding = Counting::new(slot.counts.get().map(|c| &c.forwarding));
-        let sent = send_cancel(&target, limit).await;
+        let sent = send_cancel(&target.addr, target.key, limit).await;
         drop(forwarding);
         drop(in_flight);
         match sent {
@@ -290,16 +330,16 @@ impl Cancels {
 /// # Errors
 /// Connecting or writing failed, or no answer within `limit` (cancel_wait_timeout; 0: none).
 pub async fn send_to(addr: &Arc<PeerAddr>, key: (i32, i32), limit: Duration) -> std::io::Result<()> {
-    send_cancel(&Target { addr: addr.clone(), key }, limit).await
+    send_cancel(addr, key, limit).await
 }
 
 /// Sends one CancelRequest, bounded by cancel_wait_timeout (0: no bound, as PgBouncer).
-async fn send_cancel(t: &Target, limit: Duration) -> std::io::Result<()> {
+async fn send_cancel(addr: &PeerAddr, key: (i32, i32), limit: Duration) -> std::io::Result<()> {
     let mut pkt = BytesMut::with_capacity(16);
-    build::cancel_request(&mut pkt, t.key.0, t.key.1);
+    build::cancel_request(&mut pkt, key.0, key.1);
     let mut sink = [0u8; 64];
     let io = async {
-        match t.addr.as_ref() {
+        match addr {
             PeerAddr::Tcp(a) => {
                 let mut s = tokio::net::TcpStream::connect(a).await?;
                 s.write_all(&pkt).await?;
@@ -344,7 +384,8 @@ mod tests {
         running.abort();
         let _ = running.await;
         assert!(!slot.under_way());
-        // A wait for it ends at once.
+        // A wait for it ends at once, and the server is given back with nothing to wait for.
         tokio::time::timeout(Duration::from_secs(1), slot.wait_cancels(Duration::ZERO)).await.unwrap();
+        assert!(slot.detach().is_none());
     }
 }

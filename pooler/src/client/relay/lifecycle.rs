@@ -47,7 +47,7 @@ const MAX_LOST_IN_PREPARE: u32 = 16;
 /// in flight.
 pub(super) struct ReleaseRest {
     server: Lease,
-    cancels: bool,
+    cancels: Option<std::sync::Arc<crate::cancel::Pending>>,
 }
 
 impl Relay {
@@ -342,7 +342,7 @@ impl Relay {
         self.session.info.server_pid.store(0, Ordering::Relaxed);
         self.session.info.server_id.store(0, Ordering::Relaxed);
         let cancels = self.session.cancel.detach();
-        if cancels || (self.settings.reset_always && !self.settings.reset_query.is_empty()) {
+        if cancels.is_some() || (self.settings.reset_always && !self.settings.reset_query.is_empty()) {
             return Some(ReleaseRest { server, cancels });
         }
         server.release_with(&self.settings);
@@ -362,8 +362,8 @@ impl Relay {
         let limit = self.shared.config().general.cancel_wait_timeout;
         let settings = self.settings.clone();
         tokio::spawn(async move {
-            if cancels {
-                cancel.wait_cancels(limit).await;
+            if let Some(pending) = cancels {
+                cancel.wait_for(&pending, limit).await;
             }
             if settings.reset_always && !settings.reset_query.is_empty() {
                 if server::run_simple_query(&mut server, &settings.reset_query).await.is_err() {
@@ -451,8 +451,9 @@ impl Relay {
 
     pub(super) async fn finish(&mut self, end: End) {
         if let Some(mut server) = self.server.take() {
-            if self.session.cancel.detach() {
-                Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
+            if let Some(pending) = self.session.cancel.detach() {
+                let limit = self.shared.config().general.cancel_wait_timeout;
+                Box::pin(self.session.cancel.wait_for(&pending, limit)).await;
             }
             let clean = self.server_clean();
             let settings = self.settings.clone();
