@@ -183,6 +183,33 @@ async fn server_signalling_late(
     port
 }
 
+/// pgmux with `pgbouncer` lines in front of [`server_signalling_late`] on `port` (database
+/// `late`).
+fn late_pgmux(port: u16, pgbouncer: &str) -> Pgmux {
+    Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer,
+            databases: &format!("late = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs `SELECT long` on `c`, cancels it once the backend has it (`running`), and returns the
+/// SQLSTATE it ended with. tokio-postgres sends the cancel and hangs up without waiting for
+/// the server.
+async fn cancelled_long_query(c: &tokio_postgres::Client, running: &tokio::sync::Notify) -> String {
+    let long = c.simple_query("SELECT long");
+    let cancel = async {
+        running.notified().await;
+        c.cancel_token().cancel_query(NoTls).await.unwrap();
+    };
+    let (result, ()) =
+        tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(long, cancel) }).await.expect("cancelled");
+    db_error(&result.unwrap_err()).0
+}
+
 /// A client that keeps its server after a cancelled query (session mode, or a transaction block
 /// in transaction mode) sends nothing more to it until the cancel's connection to PostgreSQL is
 /// closed: a late second signal would cancel its next query. In transaction mode outside a
@@ -193,27 +220,12 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
         let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
         let running = Arc::new(tokio::sync::Notify::new());
         let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_millis(400)).await;
-        let mux = Pgmux::start_with(
-            Cluster::shared(),
-            crate::harness::pgmux::Setup {
-                pgbouncer: &format!("pool_mode = {mode}\ndefault_pool_size = 1"),
-                databases: &format!("late = host=127.0.0.1 port={port}"),
-                ..Default::default()
-            },
-        );
-        let c = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap());
+        let mux = late_pgmux(port, &format!("pool_mode = {mode}\ndefault_pool_size = 1"));
+        let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
         if in_block {
             c.simple_query("BEGIN").await.unwrap();
         }
-        let long = tokio::spawn({
-            let c = c.clone();
-            async move { c.simple_query("SELECT long").await }
-        });
-        running.notified().await;
-        // tokio-postgres sends the cancel and hangs up without waiting for the server.
-        c.cancel_token().cancel_query(NoTls).await.unwrap();
-        let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
-        assert_eq!(db_error(&err).0, "57014", "{mode}");
+        assert_eq!(cancelled_long_query(&c, &running).await, "57014", "{mode}");
         c.simple_query(if in_block { "ROLLBACK" } else { "SELECT 1" }).await.unwrap();
         let seen = seen.lock();
         let closed = seen.cancel_closed.expect("the cancel reached the server");
@@ -232,23 +244,9 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
     let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
     let running = Arc::new(tokio::sync::Notify::new());
     let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(4)).await;
-    let mux = Pgmux::start_with(
-        Cluster::shared(),
-        crate::harness::pgmux::Setup {
-            pgbouncer: "pool_mode = transaction\ndefault_pool_size = 2",
-            databases: &format!("late = host=127.0.0.1 port={port}"),
-            ..Default::default()
-        },
-    );
-    let c = Arc::new(mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap());
-    let long = tokio::spawn({
-        let c = c.clone();
-        async move { c.simple_query("SELECT long").await }
-    });
-    running.notified().await;
-    c.cancel_token().cancel_query(NoTls).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(5), long).await.expect("cancelled").unwrap().unwrap_err();
-    assert_eq!(db_error(&err).0, "57014");
+    let mux = late_pgmux(port, "pool_mode = transaction\ndefault_pool_size = 2");
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     // Each of the next transactions runs on the other server, which no cancel concerns, and
     // gives it back at once: a pool of two is enough for all of them.
     for _ in 0..3 {

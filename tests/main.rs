@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod admin_rows;
 mod attacks;
 mod auth;
 mod auth_sources;

@@ -1,0 +1,127 @@
+//! SHOW rows in detail on the admin console: TOTALS' averages over every database, USERS' pool
+//! sizes as PgBouncer prints them, and the ids that link SHOW CLIENTS, SERVERS and SOCKETS rows.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::admin::{col, console, query, CONSOLE};
+use crate::harness::{Cluster, Pgmux, PgmuxProcess, MD5_USER, SCRAM_PASS, SCRAM_USER};
+
+/// SHOW TOTALS averages over every database together, as PgBouncer's: the summed times over the
+/// summed counts, not the databases' own averages added up (a slow and a fast database must not
+/// read as twice as slow as the slow one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_totals_averages_all_databases_together() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(pg, CONSOLE);
+    let slow = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    for _ in 0..3 {
+        slow.simple_query("SELECT pg_sleep(0.03)").await.unwrap();
+    }
+    let fast = mux.connect(SCRAM_USER, SCRAM_PASS, "postgres").await.unwrap();
+    for _ in 0..9 {
+        fast.simple_query("SELECT 1").await.unwrap();
+    }
+    let c = console(&mux).await;
+    let (_, rows) = query(&c, "SHOW TOTALS").await.unwrap();
+    let get = |name: &str| -> u64 {
+        let r = rows.iter().find(|r| r[0].as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}: {rows:?}"));
+        r[1].as_deref().unwrap().parse().unwrap()
+    };
+    // The console's own connection counts one transaction of no time (its averages are not kept).
+    let xacts = get("total_xact_count") - 1;
+    assert_eq!(xacts, 12, "{rows:?}");
+    assert_eq!(get("avg_xact_time"), get("total_xact_time") / xacts, "{rows:?}");
+    assert_eq!(get("avg_query_time"), get("total_query_time") / xacts, "{rows:?}");
+    // The mean over both lies between the databases' own (SHOW STATS totals), below the slow
+    // one's, where their sum would be above it.
+    let (cols, stats) = query(&c, "SHOW STATS").await.unwrap();
+    let own = |db: &str| -> u64 {
+        let r = stats.iter().find(|r| col(&cols, r, "database") == db).unwrap_or_else(|| panic!("{db}: {stats:?}"));
+        let n: u64 = col(&cols, r, "total_xact_count").parse().unwrap();
+        col(&cols, r, "total_xact_time").parse::<u64>().unwrap() / n
+    };
+    let (slow_avg, fast_avg) = (own("app"), own("postgres"));
+    assert!(slow_avg > fast_avg, "app {slow_avg} postgres {fast_avg}");
+    assert!(get("avg_xact_time") <= slow_avg, "one slow database in four times as many transactions: {rows:?}");
+    assert!(get("avg_xact_time") >= fast_avg, "{rows:?}");
+    // Each login waited for its new pool's first server (a connect and a SCRAM exchange), and
+    // that counts as waiting, as in PgBouncer; the queries found their servers idle.
+    assert!(get("total_wait_time") > 1_000, "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_users_prints_pool_sizes_as_pgbouncer() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        &format!("{CONSOLE}\n[users]\n{SCRAM_USER} = pool_size=1 reserve_pool_size=2\n{MD5_USER} =\n"),
+    );
+    let c = console(&mux).await;
+    let (cols, rows) = query(&c, "SHOW USERS").await.unwrap();
+    let get = |user: &str, column: &str| {
+        let r = rows.iter().find(|r| col(&cols, r, "name") == user).unwrap_or_else(|| panic!("{user}: {rows:?}"));
+        r[cols.iter().position(|c| c == column).unwrap()].clone()
+    };
+    // Text "%9d" when set, an empty string (not NULL) when inherited.
+    assert_eq!(get(SCRAM_USER, "pool_size").as_deref(), Some("        1"));
+    assert_eq!(get(SCRAM_USER, "reserve_pool_size").as_deref(), Some("        2"));
+    assert_eq!(get(MD5_USER, "pool_size").as_deref(), Some(""));
+    assert_eq!(get(MD5_USER, "reserve_pool_size").as_deref(), Some(""));
+}
+
+/// The ids of SHOW SOCKETS rows.
+async fn socket_ids(c: &Client) -> Vec<u64> {
+    let (cols, rows) = query(c, "SHOW SOCKETS").await.unwrap();
+    let mut ids: Vec<u64> = rows.iter().map(|r| col(&cols, r, "id").parse().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// One id sequence for clients and servers (a process of its own, so no other test takes ids);
+/// SHOW SERVERS lists the active server with its id, ptr and link, which match the client's row
+/// and the `S-0x..` log prefix; server_lifetime = 0 uses a server once, the first one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_servers_share_one_id_sequence_and_link_to_each_other() {
+    let pg = Cluster::shared();
+    let userlist = format!("\"{SCRAM_USER}\" \"{}\"\n", pg.secret_of(SCRAM_USER));
+    let mux = PgmuxProcess::start(
+        pg,
+        "app = host=$SOCKET port=$PORT",
+        "auth_type = scram-sha-256\npool_mode = session\nserver_lifetime = 0",
+        &userlist,
+    );
+    let c = mux.console().await;
+    let start = socket_ids(&c).await;
+    assert_eq!(start.len(), 1, "only the console: {start:?}");
+    let first = start[0];
+    for round in 1..=2u64 {
+        let a = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+        a.simple_query("SELECT 1").await.unwrap();
+        let (client, server) = (first + 2 * round - 1, first + 2 * round);
+        assert_eq!(socket_ids(&c).await, vec![first, client, server], "round {round}");
+        let (cols, rows) = query(&c, "SHOW SERVERS").await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let s = &rows[0];
+        assert_eq!(col(&cols, s, "id"), server.to_string());
+        assert_eq!(col(&cols, s, "state"), "active");
+        assert_eq!(col(&cols, s, "ptr"), format!("0x{server:x}"));
+        assert_eq!(col(&cols, s, "link"), format!("0x{client:x}"));
+        let (cols, rows) = query(&c, "SHOW CLIENTS").await.unwrap();
+        let cl = rows.iter().find(|r| col(&cols, r, "database") == "app").unwrap();
+        assert_eq!(
+            (col(&cols, cl, "ptr"), col(&cols, cl, "link")),
+            (format!("0x{client:x}").as_str(), format!("0x{server:x}").as_str())
+        );
+        assert_eq!(col(&cols, cl, "state"), "active");
+        mux.wait_for_log(&format!("S-0x{server:x}: app/{SCRAM_USER}@"));
+        drop(a);
+        // Closed on release (server_lifetime = 0), and the client is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while socket_ids(&c).await != vec![first] {
+            assert!(std::time::Instant::now() < deadline, "{:?}", socket_ids(&c).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
