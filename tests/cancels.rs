@@ -238,13 +238,15 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
 
 /// In transaction mode a client does not wait for its cancel to be done: the server the query
 /// was cancelled on is kept apart until then (the test above, with one server), and the
-/// client's next transaction takes another server at once, as with PgBouncer.
+/// client's next transaction takes another server at once, as with PgBouncer. Meanwhile that
+/// server is PgBouncer's `being_canceled` in SHOW POOLS and SHOW SERVERS, not active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_cancel() {
     let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
     let running = Arc::new(tokio::sync::Notify::new());
     let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(4)).await;
-    let mux = late_pgmux(port, "pool_mode = transaction\ndefault_pool_size = 2");
+    let mux = late_pgmux(port, "pool_mode = transaction\ndefault_pool_size = 2\nadmin_users = scram_user");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     // Each of the next transactions runs on the other server, which no cancel concerns, and
@@ -252,7 +254,27 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
     for _ in 0..3 {
         c.simple_query("SELECT 1").await.unwrap();
     }
-    let seen = seen.lock();
-    assert_eq!(seen.later_queries.len(), 3, "the next queries reached a server");
-    assert!(seen.cancel_closed.is_none(), "the client waited for its cancel to be done");
+    {
+        let seen = seen.lock();
+        assert_eq!(seen.later_queries.len(), 3, "the next queries reached a server");
+        assert!(seen.cancel_closed.is_none(), "the client waited for its cancel to be done");
+    }
+    let late_rows = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<_> {
+        rows.into_iter().filter(|r| r["database"] == "late").collect()
+    };
+    let servers = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<String> {
+        let mut states: Vec<String> = late_rows(rows).into_iter().map(|r| r["state"].clone()).collect();
+        states.sort();
+        states
+    };
+    let pool = late_rows(crate::harness::show_rows(&console, "POOLS").await).remove(0);
+    let counts = ["sv_active", "sv_being_canceled", "sv_idle"].map(|c| pool[c].as_str());
+    assert_eq!(counts, ["0", "1", "1"], "{pool:?}");
+    assert_eq!(servers(crate::harness::show_rows(&console, "SERVERS").await), ["being_canceled", "idle"]);
+    // Once the cancel's connection closes, the server is back in the pool.
+    crate::harness::eventually_async("the canceled server back in the pool", || async {
+        servers(crate::harness::show_rows(&console, "SERVERS").await) == ["idle", "idle"]
+    })
+    .await;
+    assert!(seen.lock().cancel_closed.is_some());
 }

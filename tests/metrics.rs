@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 
@@ -35,21 +34,6 @@ pub(crate) async fn scrape(port: u16) -> HashMap<String, f64> {
             (k.to_owned(), v.parse().unwrap())
         })
         .collect()
-}
-
-async fn show(c: &tokio_postgres::Client, what: &str) -> Vec<HashMap<String, String>> {
-    let mut cols = Vec::new();
-    let mut out = Vec::new();
-    for m in c.simple_query(&format!("SHOW {what}")).await.unwrap() {
-        match m {
-            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_owned()).collect(),
-            SimpleQueryMessage::Row(r) => {
-                out.push(cols.iter().enumerate().map(|(i, c)| (c.clone(), r.get(i).unwrap_or("").to_owned())).collect())
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +88,7 @@ async fn metrics_match_show_output_during_a_workload() {
     assert!(next["pgbouncer_exporter_scrape_duration"] > 0.0 && next["pgbouncer_exporter_uptime"] > 0.0);
     let pool_samples = "pgbouncer_exporter_query_scrape_metric_count{datname=\"pgbouncer\",query=\"pgbouncer_pool\"}";
     assert!(next[pool_samples] >= 13.0, "one pool at least, 13 pool metrics: {}", next[pool_samples]);
-    let stats = show(&admin, "STATS").await;
+    let stats = crate::harness::show_rows(&admin, "STATS").await;
     let s = stats.iter().find(|r| r["database"] == "met_db").unwrap();
     let key = "{datname=\"met_db\"}";
     assert_eq!(m[&format!("pgbouncer_stat_total_xact_count{key}")], s["total_xact_count"].parse::<f64>().unwrap());
@@ -112,7 +96,7 @@ async fn metrics_match_show_output_during_a_workload() {
     assert_eq!(m[&format!("pgbouncer_stat_total_received{key}")], s["total_received"].parse::<f64>().unwrap());
     let t = s["total_query_time"].parse::<f64>().unwrap() * 1e-6;
     assert!((m[&format!("pgbouncer_stat_total_query_time{key}")] - t).abs() < 1e-9, "query time in seconds");
-    let pools = show(&admin, "POOLS").await;
+    let pools = crate::harness::show_rows(&admin, "POOLS").await;
     let p = pools.iter().find(|r| r["database"] == "met_db").unwrap();
     let pool_key = format!(
         "{{datname=\"met_db\",user=\"{SCRAM_USER}\",pool_mode=\"{}\",load_balance_hosts=\"{}\"}}",
@@ -120,7 +104,7 @@ async fn metrics_match_show_output_during_a_workload() {
     );
     assert_eq!(m[&format!("pgbouncer_pool_active_clients{pool_key}")], p["cl_active"].parse::<f64>().unwrap());
     assert_eq!(m[&format!("pgbouncer_pool_idle_servers{pool_key}")], p["sv_idle"].parse::<f64>().unwrap());
-    let lists = show(&admin, "LISTS").await;
+    let lists = crate::harness::show_rows(&admin, "LISTS").await;
     let pools_items = lists.iter().find(|r| r["list"] == "pools").unwrap()["items"].parse::<f64>().unwrap();
     assert_eq!(m["pgbouncer_list_items{list=\"pools\"}"], pools_items);
     let db_key =

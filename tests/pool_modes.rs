@@ -160,3 +160,48 @@ async fn reset_query_always_runs_after_every_transaction() {
     assert_eq!(last_query(pid).await, "SELECT pg_backend_pid()");
     c.batch_execute("COMMIT").await.unwrap();
 }
+
+/// A server running its reset query after its client let it go is PgBouncer's `tested`: SHOW
+/// POOLS counts it in `sv_tested` (not `sv_active`), SHOW SERVERS lists it so. A reset that
+/// hangs is given up after server_idle_timeout, as PgBouncer's janitor closes a server left in
+/// that list, and the pool's slot comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_running_its_reset_is_tested_and_a_hung_reset_is_closed() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        "default_pool_size = 1\nadmin_users = scram_user\nserver_idle_timeout = 1\n\
+         server_reset_query_always = 1\nserver_reset_query = SELECT pg_sleep(30)",
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let pid = backend_pid(&c).await;
+    let app_pool = |rows: Vec<std::collections::HashMap<String, String>>| {
+        rows.into_iter().find(|r| r["database"] == "app").expect("the app pool")
+    };
+    crate::harness::eventually_async("the server in sv_tested", || async {
+        let pool = app_pool(crate::harness::show_rows(&console, "POOLS").await);
+        pool["sv_tested"] == "1"
+    })
+    .await;
+    let pool = app_pool(crate::harness::show_rows(&console, "POOLS").await);
+    assert_eq!((pool["sv_active"].as_str(), pool["sv_idle"].as_str()), ("0", "0"), "{pool:?}");
+    let server = app_pool(crate::harness::show_rows(&console, "SERVERS").await);
+    assert_eq!((server["state"].as_str(), server["remote_pid"].as_str()), ("tested", pid.to_string().as_str()));
+    assert_eq!(server["link"], "", "no client holds a server being reset");
+    // server_idle_timeout (1 s) ends the reset's wait well before its 30 s.
+    crate::harness::eventually_async("the hung reset given up", || async {
+        app_pool(crate::harness::show_rows(&console, "POOLS").await)["sv_tested"] == "0"
+    })
+    .await;
+    assert!(
+        !crate::harness::show_rows(&console, "SERVERS").await.iter().any(|s| s["remote_pid"] == pid.to_string()),
+        "the server whose reset hung is closed"
+    );
+    // The slot is back: the pool's one server is a new one.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), backend_pid(&c)).await.expect("a server");
+    assert_ne!(next, pid);
+    let direct = pg.connect_direct().await;
+    direct.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    direct.execute("SELECT pg_terminate_backend($1)", &[&next]).await.unwrap();
+}

@@ -54,6 +54,17 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) until the cancels sent to the
+    /// server given back ([`CancelSlot::detach`]) are done. The caller sets the server aside
+    /// meanwhile (`Lease::set_aside`), for SHOW POOLS' `sv_being_canceled`.
+    pub async fn settle(&self, limit: Duration) {
+        if limit.is_zero() {
+            self.settled().await;
+        } else {
+            let _ = tokio::time::timeout(limit, self.settled()).await;
+        }
+    }
+
     /// Waits until no cancel is in flight here.
     async fn settled(&self) {
         while self.count.load(Ordering::Acquire) > 0 {
@@ -125,22 +136,10 @@ impl CancelSlot {
 
     /// The client is about to give its server back: no new cancel may reach it. Returns the
     /// cancels already sent to it when one is still in flight; the caller must then wait for
-    /// them ([`CancelSlot::wait_for`]) before the server goes to anyone else.
+    /// them ([`Pending::settle`]) before the server goes to anyone else.
     pub fn detach(&self) -> Option<Arc<Pending>> {
         let target = self.target.lock().take()?;
         (target.pending.count.load(Ordering::Acquire) > 0).then_some(target.pending)
-    }
-
-    /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) until the cancels `pending`
-    /// (those of a server given back, [`CancelSlot::detach`]) are done, counted meanwhile in
-    /// SHOW POOLS' `sv_being_canceled`.
-    pub async fn wait_for(&self, pending: &Pending, limit: Duration) {
-        let _held = Counting::new(self.counts.get().map(|c| &c.being_canceled));
-        if limit.is_zero() {
-            pending.settled().await;
-        } else {
-            let _ = tokio::time::timeout(limit, pending.settled()).await;
-        }
     }
 
     /// True while a cancel of this client's query is under way: PostgreSQL may still signal its
@@ -152,9 +151,9 @@ impl CancelSlot {
     }
 
     /// Waits (at most `limit`, cancel_wait_timeout; 0: no bound) for cancels in flight to this
-    /// client's server to finish.
+    /// client's server to finish. The client still holds its server: it counts as active, as
+    /// in PgBouncer, where a server is `being_canceled` only once its client let it go.
     pub async fn wait_cancels(&self, limit: Duration) {
-        let _held = Counting::new(self.counts.get().map(|c| &c.being_canceled));
         let wait = async {
             while self.in_flight.load(Ordering::Acquire) > 0 {
                 let n = self.done.notified();

@@ -2,9 +2,11 @@
 //! after login (id, pool, addresses, pid, login time). A server registers once when its login
 //! succeeds and leaves when its `ServerConn` is dropped; nothing here is touched per transaction.
 //! Whether a server is active (and with which client) or idle is read from the client registry
-//! and the pools when a SHOW asks.
+//! and the pools when a SHOW asks; a server set aside by its lease (being canceled, or running
+//! its reset) says so itself ([`ServerInfo::aside`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
@@ -33,9 +35,31 @@ pub struct ServerInfo {
     pub tls: String,
     /// Set by [`ServerRegistry::register`].
     registry: Weak<ServerRegistry>,
+    /// What its lease set it aside for, as an [`Aside`] (0: nothing).
+    aside: AtomicU8,
+}
+
+/// Why a checked-out server no client holds is not back in its pool yet, as PgBouncer names
+/// the lists such servers are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Aside {
+    /// A cancel sent to it is still in flight (`being_canceled`).
+    BeingCanceled = 1,
+    /// Its reset query runs (`tested`).
+    Tested = 2,
 }
 
 impl ServerInfo {
+    /// What the server is set aside for, if anything.
+    pub fn aside(&self) -> Option<Aside> {
+        match self.aside.load(Relaxed) {
+            1 => Some(Aside::BeingCanceled),
+            2 => Some(Aside::Tested),
+            _ => None,
+        }
+    }
+
     /// A row for a server that has just logged in, to be registered.
     pub fn new(
         id: u64,
@@ -47,7 +71,7 @@ impl ServerInfo {
         tls: String,
     ) -> Self {
         let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
-        Self { id, db, user, addr, local_addr, connect_time, pid, tls, registry: Weak::new() }
+        Self { id, db, user, addr, local_addr, connect_time, pid, tls, registry: Weak::new(), aside: AtomicU8::new(0) }
     }
 }
 
@@ -78,6 +102,13 @@ impl std::ops::Deref for ServerIdent {
 /// Keeps a server in the registry while its connection lives; dropping it removes the server.
 #[derive(Debug)]
 pub struct ServerEntry(Arc<ServerInfo>);
+
+impl ServerEntry {
+    /// Marks the server set aside (`Some`) or not (`None`) for SHOW SERVERS.
+    pub fn set_aside(&self, aside: Option<Aside>) {
+        self.0.aside.store(aside.map_or(0, |a| a as u8), Relaxed);
+    }
+}
 
 impl Drop for ServerEntry {
     fn drop(&mut self) {

@@ -34,6 +34,23 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     (db.code().code().to_owned(), db.message().to_owned())
 }
 
+/// The rows of a console `SHOW what`, each as column -> text (NULL as "").
+pub async fn show_rows(console: &tokio_postgres::Client, what: &str) -> Vec<std::collections::HashMap<String, String>> {
+    use tokio_postgres::SimpleQueryMessage;
+    let mut cols = Vec::new();
+    let mut out = Vec::new();
+    for m in console.simple_query(&format!("SHOW {what}")).await.unwrap() {
+        match m {
+            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_owned()).collect(),
+            SimpleQueryMessage::Row(r) => {
+                out.push(cols.iter().enumerate().map(|(i, c)| (c.clone(), r.get(i).unwrap_or("").to_owned())).collect())
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Waits until `done()` holds, looking every 50 ms for at most `limit`; panics with `what`
 /// when it never does.
 pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {

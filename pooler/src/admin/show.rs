@@ -169,6 +169,10 @@ fn pools(shared: &Shared) -> Table {
         // (cl_waiting_cancel_req 0); each under way is a cancel client and its connection.
         let forwarding = p.cancels.forwarding.load(Relaxed).max(0);
         let being_canceled = p.cancels.being_canceled.load(Relaxed).max(0);
+        // Servers set aside (a cancel in flight, a reset running) are still checked out, but
+        // no client is active on them.
+        let tested = p.servers_tested.load(Relaxed).max(0);
+        let active_servers = (i64::from(active) - being_canceled - tested).max(0);
         // Clients queued for a server and clients held by PAUSE both count as waiting.
         let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
         rows.push(vec![
@@ -178,12 +182,12 @@ fn pools(shared: &Shared) -> Table {
             v(waiting),
             v(forwarding),
             v(0),
-            v(active),
+            v(active_servers),
             v(forwarding),
             v(being_canceled),
             v(c.idle - used),
             v(used),
-            v(0),
+            v(tested),
             v(login),
             v(max_wait.as_secs()),
             v(max_wait.subsec_micros()),

@@ -14,7 +14,7 @@ use crate::clock::Micros;
 use crate::logging::ptr_text;
 use crate::net::PeerAddr;
 use crate::pool::IdleServer;
-use crate::servers::ServerInfo;
+use crate::servers::{Aside, ServerInfo};
 use crate::shared::Shared;
 
 fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
@@ -135,9 +135,11 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
 }
 
 /// Server rows, pool by pool (database, user): active ones (linked to the client holding them),
-/// then idle, then the rest ("used": being reset, checked or handed over, or idle past
-/// server_check_delay, as PgBouncer's janitor moves them). `request_time` is when the server
-/// last answered (its client's request, or its release), `application_name` what it was set to.
+/// then idle, then the rest ("used": checked or handed over, or idle past server_check_delay,
+/// as PgBouncer's janitor moves them), then those their lease set aside ("tested": running the
+/// reset query; "being_canceled": a cancel to them still in flight). `request_time` is when
+/// the server last answered (its client's request, or its release), `application_name` what it
+/// was set to.
 fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
     let now = Micros::now();
@@ -161,9 +163,12 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         .all()
         .into_iter()
         .map(|s| {
-            let rank = match (links.contains_key(&s.id), idle.get(&s.id)) {
-                (true, _) => 0,
-                (false, Some((_, false))) => 1,
+            // In PgBouncer's order: active, idle, used, tested, being_canceled.
+            let rank = match (s.aside(), links.contains_key(&s.id), idle.get(&s.id)) {
+                (Some(Aside::Tested), ..) => 3,
+                (Some(Aside::BeingCanceled), ..) => 4,
+                (None, true, _) => 0,
+                (None, false, Some((_, false))) => 1,
                 _ => 2,
             };
             (rank, s)
@@ -171,7 +176,8 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         .collect();
     servers.sort_by(|(ra, a), (rb, b)| (&a.db, &a.user, ra, a.id).cmp(&(&b.db, &b.user, rb, b.id)));
     for (rank, s) in servers {
-        let client = links.get(&s.id);
+        // A server set aside is no client's any more (its client may still be leaving).
+        let client = links.get(&s.id).filter(|_| rank == 0);
         let (request_time, application_name) = match (client, idle.get(&s.id)) {
             (Some(c), _) => {
                 let us = c.request_time_us.load(Relaxed);
@@ -186,9 +192,14 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         let state = match (rank, sockets) {
             (0, false) => "active",
             (1, false) => "idle",
+            (3, false) => "tested",
+            (4, false) => "being_canceled",
             (_, false) => "used",
             (0, true) => "sv_active",
             (1, true) => "sv_idle",
+            (3, true) => "sv_tested",
+            // PgBouncer's SHOW SOCKETS leaves these out; pgmux lists every socket.
+            (4, true) => "sv_being_canceled",
             (_, true) => "sv_used",
         };
         let (addr, port) = addr_port(&s.addr, 0);

@@ -2,7 +2,10 @@
 //! clean ([`Lease::release`]), is closed with a reason when it cannot be reused
 //! ([`Lease::close`]), and is closed as abandoned when its holder drops it without saying either
 //! (a client task that ends half-way, a login given up by client_login_timeout). While a client
-//! is attached to it ([`Lease::activate`]) it counts in its pool's `clients_active`.
+//! is attached to it ([`Lease::activate`]) it counts in its pool's `clients_active`; while it
+//! is set aside after its client let it go ([`Lease::set_aside`]: a cancel still in flight to
+//! it, its reset query running) it counts in `sv_being_canceled` or `sv_tested` instead of
+//! `sv_active`, and SHOW SERVERS says so.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,6 +13,7 @@ use std::sync::Arc;
 
 use super::{Pool, PoolSettings};
 use crate::server::ServerConn;
+use crate::servers::Aside;
 
 /// Why a lease dropped without a verdict closes its server: it may be in any state.
 const ABANDONED: &str = "client disconnect while server was not ready";
@@ -22,6 +26,8 @@ pub struct Lease {
     pool: Arc<Pool>,
     /// Counted in the pool's `clients_active`.
     active: bool,
+    /// Counted in the pool's count of servers set aside for this.
+    aside: Option<Aside>,
 }
 
 impl Lease {
@@ -29,7 +35,7 @@ impl Lease {
     /// if it is registered with another's (workers.rs).
     pub(super) fn new(mut conn: Box<ServerConn>, pool: Arc<Pool>) -> Self {
         conn.come_home();
-        Self { conn: Some(conn), pool, active: false }
+        Self { conn: Some(conn), pool, active: false, aside: None }
     }
 
     /// A client is attached to the server (SHOW POOLS `cl_active`) until the lease ends.
@@ -37,6 +43,25 @@ impl Lease {
         if !self.active {
             self.active = true;
             self.pool.clients_active.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// No client holds the server any more, and it is not back in its pool yet (`Some`): it
+    /// waits for a cancel, or runs its reset. Counted so until the next call (`None`: in
+    /// use again) or the lease's end.
+    pub fn set_aside(&mut self, aside: Option<Aside>) {
+        if self.aside == aside {
+            return;
+        }
+        if let Some(old) = self.aside {
+            self.pool.aside_count(old).fetch_sub(1, Relaxed);
+        }
+        if let Some(new) = aside {
+            self.pool.aside_count(new).fetch_add(1, Relaxed);
+        }
+        self.aside = aside;
+        if let Some(entry) = self.conn.as_ref().and_then(|c| c.tag.entry.as_ref()) {
+            entry.set_aside(aside);
         }
     }
 
@@ -62,6 +87,7 @@ impl Lease {
     /// Takes the server out of the lease and out of `clients_active`; the caller now answers for
     /// it and for its slot.
     fn take(&mut self) -> Box<ServerConn> {
+        self.set_aside(None);
         if std::mem::take(&mut self.active) {
             self.pool.clients_active.fetch_sub(1, Relaxed);
         }

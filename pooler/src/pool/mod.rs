@@ -179,8 +179,11 @@ pub struct Pool {
     /// Logins waiting for the pool's first server (SHOW POOLS counts them in `cl_waiting`; the
     /// HAProxy health check, which looks at served clients, does not).
     pub logins_waiting: AtomicI64,
-    /// Cancel requests to this pool's servers under way (SHOW POOLS' cancel columns).
+    /// Cancel requests to this pool's servers under way (SHOW POOLS' cancel columns), and
+    /// servers set aside until a cancel to them is done (`sv_being_canceled`).
     pub cancels: Arc<crate::cancel::CancelCounts>,
+    /// Servers set aside while their reset query runs (`sv_tested`).
+    pub servers_tested: AtomicI64,
     /// The gate the checkout paths read: PAUSE, a hold or a shutdown.
     paused: AtomicBool,
     /// PAUSE by the operator (SHOW DATABASES `paused`).
@@ -240,6 +243,7 @@ impl Pool {
             clients_waiting: AtomicI64::new(0),
             logins_waiting: AtomicI64::new(0),
             cancels: Arc::default(),
+            servers_tested: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             operator_paused: AtomicBool::new(false),
             letting_go: AtomicBool::new(false),
@@ -315,6 +319,14 @@ impl Pool {
         let mut k = self.scram_keys.lock();
         if k.as_ref() != Some(&keys) {
             *k = Some(keys);
+        }
+    }
+
+    /// The count of this pool's servers set aside for `aside` (lease.rs).
+    fn aside_count(&self, aside: crate::servers::Aside) -> &AtomicI64 {
+        match aside {
+            crate::servers::Aside::BeingCanceled => &self.cancels.being_canceled,
+            crate::servers::Aside::Tested => &self.servers_tested,
         }
     }
 

@@ -17,8 +17,9 @@ use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
 use crate::clock::Micros;
 use crate::config::PoolMode;
-use crate::pool::{Caller, CheckoutError, Lease, PoolStats};
+use crate::pool::{Caller, CheckoutError, Lease, PoolSettings, PoolStats};
 use crate::server::{self, ServerConn};
+use crate::servers::Aside;
 
 /// How far [`Relay::attach_now`] got.
 pub(super) enum Attaching {
@@ -358,19 +359,19 @@ impl Relay {
     /// whatever it ran next.
     pub(super) fn release_apart(&self, rest: ReleaseRest) {
         let ReleaseRest { mut server, cancels } = rest;
-        let cancel = self.session.cancel.clone();
         let limit = self.shared.config().general.cancel_wait_timeout;
         let settings = self.settings.clone();
         tokio::spawn(async move {
             if let Some(pending) = cancels {
-                cancel.wait_for(&pending, limit).await;
+                server.set_aside(Some(Aside::BeingCanceled));
+                pending.settle(limit).await;
             }
             if settings.reset_always && !settings.reset_query.is_empty() {
-                if server::run_simple_query(&mut server, &settings.reset_query).await.is_err() {
-                    server.close("reset query failed");
+                let query = settings.reset_query.clone();
+                if let Err(why) = reset(&mut server, &query, &settings).await {
+                    server.close(why);
                     return;
                 }
-                server.reset_done(&settings.reset_query);
             }
             server.release_with(&settings);
         });
@@ -452,33 +453,32 @@ impl Relay {
     pub(super) async fn finish(&mut self, end: End) {
         if let Some(mut server) = self.server.take() {
             if let Some(pending) = self.session.cancel.detach() {
+                server.set_aside(Some(Aside::BeingCanceled));
                 let limit = self.shared.config().general.cancel_wait_timeout;
-                Box::pin(self.session.cancel.wait_for(&pending, limit)).await;
+                Box::pin(pending.settle(limit)).await;
+                server.set_aside(None);
             }
             let clean = self.server_clean();
             let settings = self.settings.clone();
             // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
             // it is reset whatever server_reset_query says.
-            let reset = match settings.reset_query.as_str() {
+            let reset_sql = match settings.reset_query.as_str() {
                 "" if self.carry.pinned => "DISCARD ALL",
                 r => r,
             };
             let needs_reset =
-                (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset.is_empty();
+                (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset_sql.is_empty();
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
                 server.close("replication client disconnected");
+            } else if !(clean || Box::pin(self.rescue(&mut server)).await) {
+                server.close("client disconnect while server was not ready");
+            } else if !needs_reset {
+                server.release();
             } else {
-                let ready = clean || Box::pin(self.rescue(&mut server)).await;
-                if ready && (!needs_reset || Box::pin(server::run_simple_query(&mut server, reset)).await.is_ok()) {
-                    if needs_reset {
-                        server.reset_done(reset);
-                    }
-                    server.release();
-                } else if ready {
-                    server.close("reset query failed");
-                } else {
-                    server.close("client disconnect while server was not ready");
+                match Box::pin(reset(&mut server, reset_sql, &settings)).await {
+                    Ok(()) => server.release(),
+                    Err(why) => server.close(why),
                 }
             }
         }
@@ -495,6 +495,25 @@ impl Relay {
         }
         // The session's registrations go when the relay (and its session) is dropped.
     }
+}
+
+/// Runs `sql`, the reset query, on a server its client let go, counted in `sv_tested` meanwhile
+/// as PgBouncer's `tested` list. A reset that hangs is given up after server_idle_timeout (the
+/// bound PgBouncer's janitor puts on a server in that list); the reason to close it is returned.
+async fn reset(server: &mut Lease, sql: &str, settings: &PoolSettings) -> Result<(), &'static str> {
+    server.set_aside(Some(Aside::Tested));
+    let run = server::run_simple_query(server, sql);
+    let done = match settings.server_idle_timeout {
+        t if t.is_zero() => run.await.map_err(|_| "reset query failed"),
+        t => match tokio::time::timeout(t, run).await {
+            Ok(r) => r.map_err(|_| "reset query failed"),
+            Err(_) => Err("server idle timeout"),
+        },
+    };
+    if done.is_ok() {
+        server.reset_done(sql);
+    }
+    done
 }
 
 /// Completes when `timer` fires; never without one.
