@@ -426,3 +426,27 @@ async fn a_lock_left_in_an_abandoned_transaction_goes_with_its_server() {
     let b = connect(&mux).await;
     assert_ne!(value(&b, "SELECT pg_backend_pid()").await, before, "a new server");
 }
+
+/// A pinned client's server is made clean when the client leaves even when server_reset_query
+/// is one that leaves session state (here DEALLOCATE ALL): the reset query runs, and then the
+/// DISCARD ALL that pinning promises, so the next client of the server finds no temporary table
+/// and no LISTEN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_server_is_discarded_whatever_the_reset_query() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        "pool_mode = transaction\ndefault_pool_size = 1\npin_session_state = 1\nserver_reset_query = DEALLOCATE ALL",
+    );
+    let a = connect(&mux).await;
+    a.simple_query("CREATE TEMP TABLE scratch_custom_reset (x int); LISTEN custom_reset").await.unwrap();
+    let a_pid = value(&a, "SELECT pg_backend_pid()").await;
+    drop(a);
+    let b = connect(&mux).await;
+    // The pool has one server: b gets a's once its reset is done.
+    assert_eq!(value(&b, "SELECT pg_backend_pid()").await, a_pid);
+    let tables = "SELECT count(*) FROM pg_class WHERE relname = 'scratch_custom_reset'";
+    assert_eq!(value(&b, tables).await, "0", "the temporary table is dropped");
+    assert_eq!(value(&b, "SELECT count(*) FROM pg_listening_channels()").await, "0", "nothing listens");
+    assert_eq!(value(&b, "SELECT pg_backend_pid()").await, a_pid);
+}

@@ -460,23 +460,26 @@ impl Relay {
             }
             let clean = self.server_clean();
             let settings = self.settings.clone();
-            // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
-            // it is reset whatever server_reset_query says.
-            let reset_sql = match settings.reset_query.as_str() {
-                "" if self.carry.pinned => "DISCARD ALL",
-                r => r,
-            };
+            let reset_sql = settings.reset_query.as_str();
             let needs_reset =
                 (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset_sql.is_empty();
+            // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
+            // it is discarded whatever server_reset_query does.
+            let discard = self.carry.pinned && !discards_all(reset_sql);
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
                 server.close("replication client disconnected");
             } else if !(clean || Box::pin(self.rescue(&mut server)).await) {
                 server.close("client disconnect while server was not ready");
-            } else if !needs_reset {
-                server.release();
             } else {
-                match Box::pin(reset(&mut server, reset_sql, &settings)).await {
+                let mut done = Ok(());
+                if needs_reset {
+                    done = Box::pin(reset(&mut server, reset_sql, &settings)).await;
+                }
+                if discard && done.is_ok() {
+                    done = Box::pin(reset(&mut server, "DISCARD ALL", &settings)).await;
+                }
+                match done {
                     Ok(()) => server.release(),
                     Err(why) => server.close(why),
                 }
@@ -514,6 +517,11 @@ async fn reset(server: &mut Lease, sql: &str, settings: &PoolSettings) -> Result
         server.reset_done(sql);
     }
     done
+}
+
+/// True when `sql` (a reset query) has a DISCARD ALL in it.
+fn discards_all(sql: &str) -> bool {
+    crate::session_sql::effects(sql.as_bytes()).iter().any(|e| matches!(e, crate::session_sql::Effect::DiscardAll))
 }
 
 /// Completes when `timer` fires; never without one.
