@@ -278,3 +278,29 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
     .await;
     assert!(seen.lock().cancel_closed.is_some());
 }
+
+/// A KILL of a client waiting for its cancel to be done (it keeps its server, and has sent its
+/// next query) ends it at once: its server, with that query not sent, is closed rather than
+/// waited for. Before, the KILL waited as long as the cancel (up to cancel_wait_timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_ends_a_client_waiting_for_its_cancel_at_once() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
+    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
+    let next = tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) });
+    // The query is read and held: the client is waiting for its cancel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "the next query waits for the cancel");
+    let killed = std::time::Instant::now();
+    console.simple_query("KILL late").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), next).await.expect("the KILL ends the client at once");
+    assert!(ended.unwrap().is_err(), "the client's query fails");
+    assert!(killed.elapsed() < Duration::from_secs(5));
+    let seen = seen.lock();
+    assert!(seen.later_queries.is_empty(), "the query held for the cancel was not sent");
+    assert!(seen.cancel_closed.is_none(), "the cancel is still in flight");
+}

@@ -385,8 +385,26 @@ impl Relay {
     /// ([`Relay::release_apart`]). The client's answers, if any were read meanwhile, go on
     /// with the loop after it; the wait is as long as PostgreSQL takes to close the cancel's
     /// connection, the time to signal one process.
+    /// A KILL ends the wait at once: the server, with the client's requests not sent, is then
+    /// closed without waiting for the cancel ([`Relay::finish`]).
     pub(super) async fn wait_cancel(&mut self) {
-        Box::pin(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout)).await;
+        use std::future::Future;
+        let info = &self.session.info;
+        let mut wait =
+            std::pin::pin!(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout));
+        std::future::poll_fn(|cx| {
+            if wait.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+            // Other nudges (a fast close, a hand-over) wait: the loop sees them after.
+            while info.poll_nudged(cx).is_ready() {
+                if info.is_killed() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
     }
 
     /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
@@ -417,18 +435,20 @@ impl Relay {
         }
     }
 
+    /// Whether a server left in the middle of a query or a transaction may be rescued at all.
+    fn rescuable(&self) -> bool {
+        // Half a message sent, or whole ones counted but not sent: the books do not match what
+        // the server got (and sending them would run a vanished client's statements). A
+        // session advisory lock taken in the transaction outlives its ROLLBACK: closed, as
+        // PgBouncer closes every server left in a transaction, it goes with the server.
+        self.c_skip == 0 && self.c_ready == 0 && !self.carry.sticky_in_transaction()
+    }
+
     /// The client left in the middle of a query or a transaction: cancel, drain and roll back,
     /// so the pool keeps the server (counted in `servers_rescued`). False when that cannot be
     /// done (client bytes not all sent, a timeout, a surprise): the server is then closed.
     async fn rescue(&mut self, server: &mut ServerConn) -> bool {
-        // Half a message sent, or whole ones counted but not sent: the books do not match what
-        // the server got (and sending them would run a vanished client's statements).
-        if self.c_skip > 0 || self.c_ready > 0 {
-            return false;
-        }
-        // A session advisory lock taken in the transaction outlives its ROLLBACK: closed, as
-        // PgBouncer closes every server left in a transaction, it goes with the server.
-        if self.carry.sticky_in_transaction() {
+        if !self.rescuable() {
             return false;
         }
         let state = server::Abandoned { unread: self.sout.split_off(self.s_ready), skip: self.s_skip, flow: self.flow };
@@ -452,13 +472,16 @@ impl Relay {
 
     pub(super) async fn finish(&mut self, end: End) {
         if let Some(mut server) = self.server.take() {
-            if let Some(pending) = self.session.cancel.detach() {
+            let clean = self.server_clean();
+            // A server that is closed anyway is closed at once, whatever cancel is in flight
+            // to it (a KILL while its client waited for one, `wait_cancel`).
+            let closing = self.dedicated || (!clean && !self.rescuable());
+            if let Some(pending) = self.session.cancel.detach().filter(|_| !closing) {
                 server.set_aside(Some(Aside::BeingCanceled));
                 let limit = self.shared.config().general.cancel_wait_timeout;
                 Box::pin(pending.settle(limit)).await;
                 server.set_aside(None);
             }
-            let clean = self.server_clean();
             let settings = self.settings.clone();
             let reset_sql = settings.reset_query.as_str();
             let needs_reset =
