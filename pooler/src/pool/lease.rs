@@ -50,6 +50,8 @@ impl Lease {
     /// waits for a cancel, or runs its reset. Counted so until the next call (`None`: in
     /// use again) or the lease's end.
     pub fn set_aside(&mut self, aside: Option<Aside>) {
+        // SHOW POOLS takes the servers set aside out of `sv_active`: only an active lease can be.
+        debug_assert!(self.active || aside.is_none(), "a lease set aside must be active");
         if self.aside == aside {
             return;
         }

@@ -361,14 +361,14 @@ impl Relay {
         let ReleaseRest { mut server, cancels } = rest;
         let limit = self.shared.config().general.cancel_wait_timeout;
         let settings = self.settings.clone();
+        // Set aside before the task first runs: no SHOW sees the server active without a client.
+        server.set_aside(Some(if cancels.is_some() { Aside::BeingCanceled } else { Aside::Tested }));
         tokio::spawn(async move {
             if let Some(pending) = cancels {
-                server.set_aside(Some(Aside::BeingCanceled));
                 pending.settle(limit).await;
             }
             if settings.reset_always && !settings.reset_query.is_empty() {
-                let query = settings.reset_query.clone();
-                if let Err(why) = reset(&mut server, &query, &settings).await {
+                if let Err(why) = reset(&mut server, &[&settings.reset_query], &settings).await {
                     server.close(why);
                     return;
                 }
@@ -495,16 +495,19 @@ impl Relay {
             } else if !(clean || Box::pin(self.rescue(&mut server)).await) {
                 server.close("client disconnect while server was not ready");
             } else {
-                let mut done = Ok(());
-                if needs_reset {
-                    done = Box::pin(reset(&mut server, reset_sql, &settings)).await;
-                }
-                if discard && done.is_ok() {
-                    done = Box::pin(reset(&mut server, "DISCARD ALL", &settings)).await;
-                }
-                match done {
-                    Ok(()) => server.release(),
-                    Err(why) => server.close(why),
+                let queries = match (needs_reset, discard) {
+                    (true, true) => &[reset_sql, "DISCARD ALL"][..],
+                    (true, false) => &[reset_sql][..],
+                    (false, true) => &["DISCARD ALL"][..],
+                    (false, false) => &[][..],
+                };
+                if queries.is_empty() {
+                    server.release();
+                } else {
+                    match Box::pin(reset(&mut server, queries, &settings)).await {
+                        Ok(()) => server.release(),
+                        Err(why) => server.close(why),
+                    }
                 }
             }
         }
@@ -523,23 +526,25 @@ impl Relay {
     }
 }
 
-/// Runs `sql`, the reset query, on a server its client let go, counted in `sv_tested` meanwhile
-/// as PgBouncer's `tested` list. A reset that hangs is given up after server_idle_timeout (the
-/// bound PgBouncer's janitor puts on a server in that list); the reason to close it is returned.
-async fn reset(server: &mut Lease, sql: &str, settings: &PoolSettings) -> Result<(), &'static str> {
+/// Runs `queries` (the reset query, and DISCARD ALL after it for a pinned client) on a server
+/// its client let go, counted in `sv_tested` meanwhile as PgBouncer's `tested` list. A reset
+/// that hangs is given up once server_idle_timeout has passed since it started (PgBouncer's
+/// janitor closes a server in that list idle that long, counted from its last answer); the
+/// reason to close the server is returned.
+async fn reset(server: &mut Lease, queries: &[&str], settings: &PoolSettings) -> Result<(), &'static str> {
     server.set_aside(Some(Aside::Tested));
-    let run = server::run_simple_query(server, sql);
-    let done = match settings.server_idle_timeout {
-        t if t.is_zero() => run.await.map_err(|_| "reset query failed"),
-        t => match tokio::time::timeout(t, run).await {
-            Ok(r) => r.map_err(|_| "reset query failed"),
-            Err(_) => Err("server idle timeout"),
-        },
-    };
-    if done.is_ok() {
+    let limit = settings.server_idle_timeout;
+    let deadline = (!limit.is_zero()).then(|| Instant::now() + limit);
+    for sql in queries {
+        let run = server::run_simple_query(server, sql);
+        let done = match deadline {
+            None => run.await,
+            Some(at) => tokio::time::timeout_at(at, run).await.map_err(|_| "server idle timeout")?,
+        };
+        done.map_err(|_| "reset query failed")?;
         server.reset_done(sql);
     }
-    done
+    Ok(())
 }
 
 /// True when `sql` (a reset query) has a DISCARD ALL in it.
