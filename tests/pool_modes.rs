@@ -202,3 +202,39 @@ async fn a_server_running_its_reset_is_tested_and_a_hung_reset_is_closed() {
     direct.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
     direct.execute("SELECT pg_terminate_backend($1)", &[&next]).await.unwrap();
 }
+
+/// A server running server_check_query before its client gets it is PgBouncer's `tested` too:
+/// in `sv_tested`, not `sv_login` (nor `sv_active`: no client is on it yet), and `tested` in
+/// SHOW SERVERS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_running_its_check_query_is_tested() {
+    let pg = Cluster::shared();
+    let mux = Pgmux::start(
+        pg,
+        "default_pool_size = 1\nadmin_users = scram_user\nserver_check_delay = 0\n\
+         server_check_query = SELECT pg_sleep(3)",
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    // The first checkout logs in (no check); the next one checks the server first.
+    let pid = backend_pid(&c).await;
+    let next = tokio::spawn(async move { backend_pid(&c).await });
+    let app = |rows: Vec<std::collections::HashMap<String, String>>| {
+        rows.into_iter().find(|r| r["database"] == "app").expect("the app pool")
+    };
+    crate::harness::eventually_async("the check under way", || async {
+        app(crate::harness::show_rows(&console, "POOLS").await)["sv_tested"] == "1"
+    })
+    .await;
+    let pool = app(crate::harness::show_rows(&console, "POOLS").await);
+    let counts = ["sv_active", "sv_tested", "sv_login", "sv_idle"].map(|c| pool[c].as_str());
+    assert_eq!(counts, ["0", "1", "0", "0"], "{pool:?}");
+    let server = app(crate::harness::show_rows(&console, "SERVERS").await);
+    assert_eq!((server["state"].as_str(), server["remote_pid"].as_str()), ("tested", pid.to_string().as_str()));
+    assert_eq!(next.await.unwrap(), pid, "the checked server serves the client");
+    // Back in the pool; with server_check_delay = 0 every idle server is due for a check, so
+    // `used`, as PgBouncer's janitor marks it.
+    let pool = app(crate::harness::show_rows(&console, "POOLS").await);
+    let counts = ["sv_active", "sv_tested", "sv_login", "sv_used"].map(|c| pool[c].as_str());
+    assert_eq!(counts, ["0", "0", "0", "1"], "{pool:?}");
+}

@@ -160,7 +160,10 @@ fn pools(shared: &Shared) -> Table {
         let waiting = (p.clients_waiting.load(Relaxed) + p.logins_waiting.load(Relaxed)).max(0);
         let clients = p.clients.load(Relaxed).max(0);
         let active = p.clients_active.load(Relaxed).max(0) as u32;
-        let login = c.total.saturating_sub(c.idle + active);
+        // A server set aside before any client was active on it (its check query) is not
+        // logging in.
+        let aside_inactive = p.aside_inactive.load(Relaxed).clamp(0, i64::from(u32::MAX)) as u32;
+        let login = c.total.saturating_sub(c.idle + active + aside_inactive);
         // Idle servers past server_check_delay are `used`, as PgBouncer's janitor moves them.
         let now = crate::clock::Micros::now();
         let used = p.idle_due_for_check(&settings, now);
@@ -172,7 +175,7 @@ fn pools(shared: &Shared) -> Table {
         // Servers set aside (a cancel in flight, a reset running) are still checked out, but
         // no client is active on them.
         let tested = p.servers_tested.load(Relaxed).max(0);
-        let active_servers = (i64::from(active) - being_canceled - tested).max(0);
+        let active_servers = (i64::from(active) + i64::from(aside_inactive) - being_canceled - tested).max(0);
         // Clients queued for a server and clients held by PAUSE both count as waiting.
         let max_wait = c.max_wait.max(shared.client_registry.max_wait(&p.db, &p.user));
         rows.push(vec![

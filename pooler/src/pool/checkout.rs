@@ -360,6 +360,8 @@ impl Pool {
         // query makes it read, and so act on the signal first.
         let suspect = check.is_none() && self.suspicion.active();
         if let Some(q) = check.or(suspect.then_some("")) {
+            // As PgBouncer's `tested` list while the check runs.
+            lease.set_aside(Some(crate::servers::Aside::Tested));
             if Box::pin(server::run_simple_query(&mut lease, q)).await.is_err() {
                 if suspect {
                     lease.close("server conn crashed?");
@@ -369,6 +371,7 @@ impl Pool {
                 }
                 return None;
             }
+            lease.set_aside(None);
         }
         Some(lease)
     }

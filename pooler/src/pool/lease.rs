@@ -40,6 +40,7 @@ impl Lease {
 
     /// A client is attached to the server (SHOW POOLS `cl_active`) until the lease ends.
     pub fn activate(&mut self) {
+        debug_assert!(self.aside.is_none(), "a server set aside is activated");
         if !self.active {
             self.active = true;
             self.pool.clients_active.fetch_add(1, Relaxed);
@@ -50,16 +51,23 @@ impl Lease {
     /// waits for a cancel, or runs its reset. Counted so until the next call (`None`: in
     /// use again) or the lease's end.
     pub fn set_aside(&mut self, aside: Option<Aside>) {
-        // SHOW POOLS takes the servers set aside out of `sv_active`: only an active lease can be.
-        debug_assert!(self.active || aside.is_none(), "a lease set aside must be active");
         if self.aside == aside {
             return;
         }
+        // SHOW POOLS takes an active lease set aside out of `sv_active`, one not yet active (a
+        // server running server_check_query before its client) out of `sv_login`.
+        let besides = (!self.active).then_some(&self.pool.aside_inactive);
         if let Some(old) = self.aside {
             self.pool.aside_count(old).fetch_sub(1, Relaxed);
+            if let Some(c) = besides {
+                c.fetch_sub(1, Relaxed);
+            }
         }
         if let Some(new) = aside {
             self.pool.aside_count(new).fetch_add(1, Relaxed);
+            if let Some(c) = besides {
+                c.fetch_add(1, Relaxed);
+            }
         }
         self.aside = aside;
         if let Some(entry) = self.conn.as_ref().and_then(|c| c.tag.entry.as_ref()) {

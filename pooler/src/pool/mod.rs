@@ -182,8 +182,11 @@ pub struct Pool {
     /// Cancel requests to this pool's servers under way (SHOW POOLS' cancel columns), and
     /// servers set aside until a cancel to them is done (`sv_being_canceled`).
     pub cancels: Arc<crate::cancel::CancelCounts>,
-    /// Servers set aside while their reset query runs (`sv_tested`).
+    /// Servers set aside while their reset or check query runs (`sv_tested`).
     pub servers_tested: AtomicI64,
+    /// Of the servers set aside, those no client was active on yet (a check query before the
+    /// client gets the server): out of `sv_login` rather than `sv_active`.
+    pub aside_inactive: AtomicI64,
     /// The gate the checkout paths read: PAUSE, a hold or a shutdown.
     paused: AtomicBool,
     /// PAUSE by the operator (SHOW DATABASES `paused`).
@@ -244,6 +247,7 @@ impl Pool {
             logins_waiting: AtomicI64::new(0),
             cancels: Arc::default(),
             servers_tested: AtomicI64::new(0),
+            aside_inactive: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             operator_paused: AtomicBool::new(false),
             letting_go: AtomicBool::new(false),
