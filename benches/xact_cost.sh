@@ -42,13 +42,14 @@ for n in pgbouncer:$B_PORT pgmux:$M_PORT; do
   name=${n%%:*}; port=${n##*:}; pid=$(cat "$DIR/$name.pid")
   bench "$port" 2 >/dev/null
   [ -z "${STRACE:-}" ] || { strace -c -f -p "$pid" -o "$DIR/$name.strace" 2>/dev/null & SP=$!; sleep 0.5; }
-  read -r v0 n0 < <(switches "$pid"); t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  read -r v0 n0 < <(switches "$pid"); read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   out=$(bench "$port" 5)
-  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); read -r v1 n1 < <(switches "$pid")
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat"); read -r v1 n1 < <(switches "$pid")
   [ -z "${STRACE:-}" ] || { kill -INT "$SP"; wait "$SP" 2>/dev/null || true; }
   x=$(echo "$out" | awk -F': ' '/number of transactions actually processed/ {split($2, a, "/"); print a[1]}')
-  awk -v n="$name" -v x="$x" -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v v=$((v1 - v0)) -v nv=$((n1 - n0)) 'BEGIN {
-    printf "%-9s %7d xacts in 5 s, CPU %.1f us per xact, %.2f voluntary and %.2f involuntary switches per xact\n", n, x, t * 1e6 / hz / x, v / x, nv / x }'
+  awk -v n="$name" -v x="$x" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" -v v=$((v1 - v0)) -v nv=$((n1 - n0)) 'BEGIN {
+    printf "%-9s %7d xacts in 5 s, CPU %.1f us per xact (user %.1f, kernel %.1f), %.2f voluntary and %.2f involuntary switches per xact\n",
+      n, x, (u + s) * 1e6 / hz / x, u * 1e6 / hz / x, s * 1e6 / hz / x, v / x, nv / x }'
   if [ -n "${STRACE:-}" ]; then
     awk -v x="$x" '$NF != "total" && $4 ~ /^[0-9]+$/ && $4 / x >= 0.01 { printf "            %-14s %6.2f per xact\n", $NF, $4 / x }' "$DIR/$name.strace" | sort -k2 -nr
   fi
