@@ -281,7 +281,9 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
 
 /// A KILL of a client waiting for its cancel to be done (it keeps its server, and has sent its
 /// next query) ends it at once: its server, with that query not sent, is closed rather than
-/// waited for. Before, the KILL waited as long as the cancel (up to cancel_wait_timeout).
+/// waited for (and were the query not read yet, the server would wait for the cancel and its
+/// reset beside, without the client). Before, the KILL waited as long as the cancel (up to
+/// cancel_wait_timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_ends_a_client_waiting_for_its_cancel_at_once() {
     let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
@@ -303,4 +305,32 @@ async fn a_kill_ends_a_client_waiting_for_its_cancel_at_once() {
     let seen = seen.lock();
     assert!(seen.later_queries.is_empty(), "the query held for the cancel was not sent");
     assert!(seen.cancel_closed.is_none(), "the cancel is still in flight");
+}
+
+/// A client that leaves while a cancel of its query is in flight (session mode: it held its
+/// server) is gone at once; its server waits for the cancel apart, as PgBouncer's
+/// `being_canceled`, and is reset and back in the pool after. Before, the client's task (and
+/// its SHOW CLIENTS row) stayed until the cancel was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_during_its_cancel_is_gone_at_once() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
+    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
+    drop(c);
+    let late = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<_> {
+        rows.into_iter().filter(|r| r["database"] == "late").collect()
+    };
+    crate::harness::eventually_async("the client gone", || async {
+        late(crate::harness::show_rows(&console, "CLIENTS").await).is_empty()
+    })
+    .await;
+    let servers = late(crate::harness::show_rows(&console, "SERVERS").await);
+    assert_eq!(servers.iter().map(|s| s["state"].as_str()).collect::<Vec<_>>(), ["being_canceled"]);
+    let pool = late(crate::harness::show_rows(&console, "POOLS").await).remove(0);
+    assert_eq!(["sv_active", "sv_being_canceled"].map(|c| pool[c].as_str()), ["0", "1"], "{pool:?}");
+    assert!(seen.lock().cancel_closed.is_none(), "the cancel is still in flight");
 }

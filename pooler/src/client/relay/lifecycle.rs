@@ -44,11 +44,45 @@ enum Unprepared {
 /// client gets the error: enough for every idle server of a pool whose PostgreSQL just died.
 const MAX_LOST_IN_PREPARE: u32 = 16;
 
-/// The part of a release that waits: the server, and whether a cancel request to it is still
-/// in flight.
+/// The part of a release that waits: the server, whether a cancel request to it is still in
+/// flight, and the queries to run on it before anyone else gets it.
 pub(super) struct ReleaseRest {
     server: Lease,
     cancels: Option<std::sync::Arc<crate::cancel::Pending>>,
+    /// server_reset_query is to run.
+    reset: bool,
+    /// DISCARD ALL is to run after it (a pinned client's server).
+    discard: bool,
+}
+
+impl ReleaseRest {
+    /// Nothing to wait for: the server can go back at once.
+    fn is_empty(&self) -> bool {
+        self.cancels.is_none() && !self.reset && !self.discard
+    }
+
+    /// Waits for the cancels, runs the reset, and gives the server back (or closes it).
+    async fn complete(self, cancel_limit: std::time::Duration, settings: &PoolSettings) {
+        let ReleaseRest { mut server, cancels, reset: with_reset, discard } = self;
+        if let Some(pending) = cancels {
+            server.set_aside(Some(Aside::BeingCanceled));
+            pending.settle(cancel_limit).await;
+        }
+        let reset_sql = settings.reset_query.as_str();
+        let queries = match (with_reset, discard) {
+            (true, true) => &[reset_sql, "DISCARD ALL"][..],
+            (true, false) => &[reset_sql][..],
+            (false, true) => &["DISCARD ALL"][..],
+            (false, false) => &[][..],
+        };
+        if !queries.is_empty() {
+            if let Err(why) = reset(&mut server, queries, settings).await {
+                server.close(why);
+                return;
+            }
+        }
+        server.release_with(settings);
+    }
 }
 
 impl Relay {
@@ -343,8 +377,9 @@ impl Relay {
         self.session.info.server_pid.store(0, Ordering::Relaxed);
         self.session.info.server_id.store(0, Ordering::Relaxed);
         let cancels = self.session.cancel.detach();
-        if cancels.is_some() || (self.settings.reset_always && !self.settings.reset_query.is_empty()) {
-            return Some(ReleaseRest { server, cancels });
+        let reset = self.settings.reset_always && !self.settings.reset_query.is_empty();
+        if cancels.is_some() || reset {
+            return Some(ReleaseRest { server, cancels, reset, discard: false });
         }
         server.release_with(&self.settings);
         None
@@ -357,24 +392,12 @@ impl Relay {
     /// still counts in its pool meanwhile, and no one gets it before its cancels are done
     /// (at most cancel_wait_timeout): a late second signal of PostgreSQL's cancel would hit
     /// whatever it ran next.
-    pub(super) fn release_apart(&self, rest: ReleaseRest) {
-        let ReleaseRest { mut server, cancels } = rest;
+    pub(super) fn release_apart(&self, mut rest: ReleaseRest) {
         let limit = self.shared.config().general.cancel_wait_timeout;
         let settings = self.settings.clone();
         // Set aside before the task first runs: no SHOW sees the server active without a client.
-        server.set_aside(Some(if cancels.is_some() { Aside::BeingCanceled } else { Aside::Tested }));
-        tokio::spawn(async move {
-            if let Some(pending) = cancels {
-                pending.settle(limit).await;
-            }
-            if settings.reset_always && !settings.reset_query.is_empty() {
-                if let Err(why) = reset(&mut server, &[&settings.reset_query], &settings).await {
-                    server.close(why);
-                    return;
-                }
-            }
-            server.release_with(&settings);
-        });
+        rest.server.set_aside(Some(if rest.cancels.is_some() { Aside::BeingCanceled } else { Aside::Tested }));
+        tokio::spawn(async move { rest.complete(limit, &settings).await });
     }
 
     /// The client has more for its server (a next query, a pipelined one) while a cancel of its
@@ -476,41 +499,45 @@ impl Relay {
             // A server that is closed anyway is closed at once, whatever cancel is in flight
             // to it (a KILL while its client waited for one, `wait_cancel`).
             let closing = self.dedicated || (!clean && !self.rescuable());
-            if let Some(pending) = self.session.cancel.detach().filter(|_| !closing) {
-                server.set_aside(Some(Aside::BeingCanceled));
-                let limit = self.shared.config().general.cancel_wait_timeout;
-                Box::pin(pending.settle(limit)).await;
-                server.set_aside(None);
-            }
-            let settings = self.settings.clone();
-            let reset_sql = settings.reset_query.as_str();
-            let needs_reset =
-                (self.mode == PoolMode::Session || settings.reset_always || self.carry.pinned) && !reset_sql.is_empty();
+            let mut cancels = self.session.cancel.detach().filter(|_| !closing);
+            let reset_sql = self.settings.reset_query.as_str();
+            let reset = (self.mode == PoolMode::Session || self.settings.reset_always || self.carry.pinned)
+                && !reset_sql.is_empty();
             // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
             // it is discarded whatever server_reset_query does.
             let discard = self.carry.pinned && !discards_all(reset_sql);
             if self.dedicated {
                 // A replication client's server is its own: never shared, closed with it.
                 server.close("replication client disconnected");
-            } else if !(clean || Box::pin(self.rescue(&mut server)).await) {
-                server.close("client disconnect while server was not ready");
-            } else {
-                let queries = match (needs_reset, discard) {
-                    (true, true) => &[reset_sql, "DISCARD ALL"][..],
-                    (true, false) => &[reset_sql][..],
-                    (false, true) => &["DISCARD ALL"][..],
-                    (false, false) => &[][..],
-                };
-                if queries.is_empty() {
-                    server.release();
-                } else {
-                    match Box::pin(reset(&mut server, queries, &settings)).await {
-                        Ok(()) => server.release(),
-                        Err(why) => server.close(why),
-                    }
+                return self.end_with(end).await;
+            }
+            if !clean {
+                // The rescue talks to the server: its cancels are done first.
+                if let Some(pending) = cancels.take() {
+                    server.set_aside(Some(Aside::BeingCanceled));
+                    let limit = self.shared.config().general.cancel_wait_timeout;
+                    Box::pin(pending.settle(limit)).await;
+                    server.set_aside(None);
+                }
+                if !Box::pin(self.rescue(&mut server)).await {
+                    server.close("client disconnect while server was not ready");
+                    return self.end_with(end).await;
                 }
             }
+            // The rest (the cancels' end, the reset) runs beside, as PgBouncer's `tested` and
+            // `being_canceled` lists: the client's end does not wait for it.
+            let rest = ReleaseRest { server, cancels, reset, discard };
+            if rest.is_empty() {
+                rest.server.release_with(&self.settings);
+            } else {
+                self.release_apart(rest);
+            }
         }
+        self.end_with(end).await;
+    }
+
+    /// The client's end: logged, and a FATAL (with what the server sent before it) written.
+    async fn end_with(&mut self, end: End) {
         self.log_end(&end);
         match end {
             End::ClientGone | End::HandOver | End::Move(_) => {}
