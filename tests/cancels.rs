@@ -334,3 +334,53 @@ async fn a_client_leaving_during_its_cancel_is_gone_at_once() {
     assert_eq!(["sv_active", "sv_being_canceled"].map(|c| pool[c].as_str()), ["0", "1"], "{pool:?}");
     assert!(seen.lock().cancel_closed.is_none(), "the cancel is still in flight");
 }
+
+/// A client that leaves while it waits for its cancel to be done (it sent its next query, held
+/// until then) is gone at once, and the held query never reaches the server. Before, its task
+/// waited up to cancel_wait_timeout and then sent the query of a client no longer there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_while_its_next_query_waits_for_the_cancel_is_gone_at_once() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
+    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "late"), NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
+    let next = tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The connection's task dropped: its socket closes under the query that waits.
+    conn.abort();
+    next.abort();
+    let left = std::time::Instant::now();
+    crate::harness::eventually_async("the client gone", || async {
+        crate::harness::show_rows(&console, "CLIENTS").await.iter().all(|r| r["database"] != "late")
+    })
+    .await;
+    assert!(left.elapsed() < Duration::from_secs(5), "gone in {:?}", left.elapsed());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.lock();
+    assert!(seen.later_queries.is_empty(), "the held query of a client gone was sent");
+    assert!(seen.cancel_closed.is_none(), "the cancel is still in flight");
+}
+
+/// A server that its release would close anyway (RECONNECT made it stale) is closed when its
+/// client leaves, not first held for a cancel in flight to it and reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_server_is_closed_without_waiting_for_its_cancel() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
+    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
+    console.simple_query("RECONNECT late").await.unwrap();
+    drop(c);
+    crate::harness::eventually_async("the stale server closed", || async {
+        crate::harness::show_rows(&console, "SERVERS").await.iter().all(|r| r["database"] != "late")
+    })
+    .await;
+    assert!(seen.lock().later_queries.is_empty(), "no reset ran on a server about to close");
+}

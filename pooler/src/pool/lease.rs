@@ -75,6 +75,20 @@ impl Lease {
         }
     }
 
+    /// Why a release would close the server rather than give it back (a RECONNECT or a new
+    /// target made it stale, or PAUSE lets servers go), if it would: what a release waits for
+    /// first (a cancel, a reset) is then not worth waiting for.
+    pub fn closes_on_release(&self) -> Option<&'static str> {
+        let conn = self.conn.as_ref().expect("a lease holds its server until its verdict");
+        if self.pool.stale(conn) {
+            Some("database configuration changed")
+        } else if self.pool.lets_go() {
+            Some("pause mode")
+        } else {
+            None
+        }
+    }
+
     /// The server is clean (idle, nothing in flight): back to the pool, or closed if it is past
     /// its lifetime.
     pub fn release(self) {

@@ -283,6 +283,11 @@ impl Pool {
         s.generation != self.generation.load(Relaxed)
     }
 
+    /// True under PAUSE: servers are closed as they become idle.
+    pub fn lets_go(&self) -> bool {
+        self.letting_go.load(Relaxed)
+    }
+
     /// The settings in force now.
     pub fn settings(&self) -> Arc<PoolSettings> {
         self.settings.read().clone()
@@ -377,7 +382,7 @@ impl Pool {
             Some("database configuration changed")
         } else if self.expired_at(s, settings, now) {
             Some("server lifetime over")
-        } else if self.letting_go.load(Relaxed) {
+        } else if self.lets_go() {
             Some("pause mode")
         } else {
             None

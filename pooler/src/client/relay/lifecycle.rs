@@ -11,7 +11,7 @@ use tokio::time::Instant;
 const RESCUE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 use super::end::{End, Fault, Side};
-use super::{write_all, Relay, WaitingGuard};
+use super::{write_all, Event, Relay, WaitingGuard};
 use crate::client::buffers;
 use crate::client::login::checkout_error_message;
 use crate::clients::ClientState;
@@ -394,7 +394,8 @@ impl Relay {
     /// whatever it ran next.
     pub(super) fn release_apart(&self, mut rest: ReleaseRest) {
         let limit = self.shared.config().general.cancel_wait_timeout;
-        let settings = self.settings.clone();
+        // The settings in force when the rest is done (a RELOAD may come meanwhile).
+        let settings = self.session.pool.settings();
         // Set aside before the task first runs: no SHOW sees the server active without a client.
         rest.server.set_aside(Some(if rest.cancels.is_some() { Aside::BeingCanceled } else { Aside::Tested }));
         tokio::spawn(async move { rest.complete(limit, &settings).await });
@@ -408,26 +409,47 @@ impl Relay {
     /// ([`Relay::release_apart`]). The client's answers, if any were read meanwhile, go on
     /// with the loop after it; the wait is as long as PostgreSQL takes to close the cancel's
     /// connection, the time to signal one process.
-    /// A KILL ends the wait at once: the server, with the client's requests not sent, is then
-    /// closed without waiting for the cancel ([`Relay::finish`]).
-    pub(super) async fn wait_cancel(&mut self) {
+    /// A KILL or the client's leaving ends the wait at once: the server, with the client's
+    /// requests not sent, is then closed without waiting for the cancel ([`Relay::finish`]).
+    /// What the client sends meanwhile is read (so that its leaving is seen) and scanned after.
+    pub(super) async fn wait_cancel(&mut self) -> Option<End> {
         use std::future::Future;
-        let info = &self.session.info;
-        let mut wait =
-            std::pin::pin!(self.session.cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout));
+        use std::task::Poll;
+        let info = self.session.info.clone();
+        let cancel = self.session.cancel.clone();
+        let mut wait = std::pin::pin!(cancel.wait_cancels(self.shared.config().general.cancel_wait_timeout));
+        let mut read = 0;
         std::future::poll_fn(|cx| {
             if wait.as_mut().poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
+                return Poll::Ready(());
             }
             // Other nudges (a fast close, a hand-over) wait: the loop sees them after.
             while info.poll_nudged(cx).is_ready() {
                 if info.is_killed() {
-                    return std::task::Poll::Ready(());
+                    return Poll::Ready(());
                 }
             }
-            std::task::Poll::Pending
+            loop {
+                match self.poll_read_client(cx) {
+                    Some(Event::ClientRead(n)) if n > 0 => read += n,
+                    Some(_) => {
+                        self.client_eof = true;
+                        return Poll::Ready(());
+                    }
+                    None => return Poll::Pending,
+                }
+            }
         })
         .await;
+        if read > 0 {
+            PoolStats::add(&self.stats().bytes_received, read as u64);
+            if !self.client_eof {
+                if let Err(e) = self.scan_client() {
+                    return Some(e.into());
+                }
+            }
+        }
+        None
     }
 
     /// `closing because: ...` (log_disconnections) and `pooler error: ...` (log_pooler_errors),
@@ -494,46 +516,54 @@ impl Relay {
     }
 
     pub(super) async fn finish(&mut self, end: End) {
-        if let Some(mut server) = self.server.take() {
-            let clean = self.server_clean();
-            // A server that is closed anyway is closed at once, whatever cancel is in flight
-            // to it (a KILL while its client waited for one, `wait_cancel`).
-            let closing = self.dedicated || (!clean && !self.rescuable());
-            let mut cancels = self.session.cancel.detach().filter(|_| !closing);
-            let reset_sql = self.settings.reset_query.as_str();
-            let reset = (self.mode == PoolMode::Session || self.settings.reset_always || self.carry.pinned)
-                && !reset_sql.is_empty();
-            // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...):
-            // it is discarded whatever server_reset_query does.
-            let discard = self.carry.pinned && !discards_all(reset_sql);
-            if self.dedicated {
-                // A replication client's server is its own: never shared, closed with it.
-                server.close("replication client disconnected");
-                return self.end_with(end).await;
-            }
-            if !clean {
-                // The rescue talks to the server: its cancels are done first.
-                if let Some(pending) = cancels.take() {
-                    server.set_aside(Some(Aside::BeingCanceled));
-                    let limit = self.shared.config().general.cancel_wait_timeout;
-                    Box::pin(pending.settle(limit)).await;
-                    server.set_aside(None);
-                }
-                if !Box::pin(self.rescue(&mut server)).await {
-                    server.close("client disconnect while server was not ready");
-                    return self.end_with(end).await;
-                }
-            }
-            // The rest (the cancels' end, the reset) runs beside, as PgBouncer's `tested` and
-            // `being_canceled` lists: the client's end does not wait for it.
-            let rest = ReleaseRest { server, cancels, reset, discard };
-            if rest.is_empty() {
-                rest.server.release_with(&self.settings);
-            } else {
-                self.release_apart(rest);
-            }
+        if let Some(server) = self.server.take() {
+            Box::pin(self.let_go(server)).await;
         }
         self.end_with(end).await;
+    }
+
+    /// The client is leaving: its server is closed, brought back (rescued) or handed on with
+    /// what it still needs (the end of a cancel in flight, the reset), which runs beside
+    /// (`release_apart`, as PgBouncer's `being_canceled` and `tested` lists), so the client's
+    /// end does not wait for it. A server that is closed anyway is closed at once, whatever
+    /// cancel is in flight to it (a KILL while its client waited for one, `wait_cancel`).
+    async fn let_go(&mut self, mut server: Lease) {
+        let clean = self.server_clean();
+        let mut cancels = self.session.cancel.detach();
+        if self.dedicated {
+            // A replication client's server is its own: never shared, closed with it.
+            return server.close("replication client disconnected");
+        }
+        if let Some(reason) = server.closes_on_release() {
+            return server.close(reason);
+        }
+        if !clean {
+            if !self.rescuable() {
+                return server.close("client disconnect while server was not ready");
+            }
+            // The rescue talks to the server: its cancels are done first.
+            if let Some(pending) = cancels.take() {
+                server.set_aside(Some(Aside::BeingCanceled));
+                let limit = self.shared.config().general.cancel_wait_timeout;
+                Box::pin(pending.settle(limit)).await;
+                server.set_aside(None);
+            }
+            if !Box::pin(self.rescue(&mut server)).await {
+                return server.close("client disconnect while server was not ready");
+            }
+        }
+        let reset_sql = self.settings.reset_query.as_str();
+        let reset = (self.mode == PoolMode::Session || self.settings.reset_always || self.carry.pinned)
+            && !reset_sql.is_empty();
+        // A pinned client's server holds what pinned it (a temporary table, LISTEN, ...): it is
+        // discarded whatever server_reset_query does.
+        let discard = self.carry.pinned && !discards_all(reset_sql);
+        let rest = ReleaseRest { server, cancels, reset, discard };
+        if rest.is_empty() {
+            rest.server.release();
+        } else {
+            self.release_apart(rest);
+        }
     }
 
     /// The client's end: logged, and a FATAL (with what the server sent before it) written.

@@ -278,7 +278,11 @@ impl Relay {
             Some(ev) => match self.on_event(ev) {
                 Next::Loop => {}
                 Next::End(end) => return Served::Ended(end),
-                Next::WaitCancel => Box::pin(self.wait_cancel()).await,
+                Next::WaitCancel => {
+                    if let Some(end) = Box::pin(self.wait_cancel()).await {
+                        return Served::Ended(end);
+                    }
+                }
             },
             None => {
                 if let Err(e) = self.scan_client() {
@@ -361,7 +365,11 @@ impl Relay {
             match self.on_event(ev) {
                 Next::Loop => {}
                 Next::End(end) => return Some(end),
-                Next::WaitCancel => Box::pin(self.wait_cancel()).await,
+                Next::WaitCancel => {
+                    if let Some(end) = Box::pin(self.wait_cancel()).await {
+                        return Some(end);
+                    }
+                }
             }
         }
     }

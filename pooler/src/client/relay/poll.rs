@@ -118,7 +118,7 @@ impl Relay {
     /// server's loss aborted, a Close the tracker fakes), so a client that sends and never reads
     /// would otherwise fill `sout` without end. The mark is twice the server's: the server's
     /// data alone stops at one, and the client is read as before while it is below two.
-    fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+    pub(super) fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         if self.client_eof
             || self.terminate
             || self.cin.len() >= self.client_read_limit()
