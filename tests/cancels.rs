@@ -384,3 +384,25 @@ async fn a_stale_server_is_closed_without_waiting_for_its_cancel() {
     .await;
     assert!(seen.lock().later_queries.is_empty(), "no reset ran on a server about to close");
 }
+
+/// PAUSE waits for servers in use and for resets, as PgBouncer, not for a server that waits
+/// apart for a cancel to it: that one is closed when its cancel is done, since the pause lets
+/// servers go. Before, PAUSE waited for the cancel (up to cancel_wait_timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_does_not_wait_for_a_server_being_canceled() {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
+    let mux = late_pgmux(port, "pool_mode = transaction\nadmin_users = scram_user\ncancel_wait_timeout = 20");
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
+    assert_eq!(cancelled_long_query(&c, &running).await, "57014");
+    let pool =
+        crate::harness::show_rows(&console, "POOLS").await.into_iter().find(|r| r["database"] == "late").unwrap();
+    assert_eq!(pool["sv_being_canceled"], "1", "{pool:?}");
+    tokio::time::timeout(Duration::from_secs(5), console.simple_query("PAUSE late"))
+        .await
+        .expect("PAUSE does not wait for the cancel")
+        .unwrap();
+    console.simple_query("RESUME late").await.unwrap();
+}

@@ -1,7 +1,6 @@
 //! Console commands that change things: PAUSE, RESUME, RECONNECT, KILL, KILL_CLIENT, DISABLE,
 //! ENABLE, WAIT_CLOSE, RELOAD, SET, SUSPEND, SHUTDOWN, and pgmux's SWITCHOVER. Admin users only.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,9 @@ fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<Pool>> {
     shared.pools.all().into_iter().filter(|p| db.is_none_or(|d| p.db == d)).collect()
 }
 
-/// Waits until no client of these pools holds a server.
+/// Waits until no client of these pools holds a server, and no server runs its reset.
 async fn wait_released(pools: &[Arc<Pool>]) {
-    while pools.iter().any(|p| p.clients_active.load(Relaxed) > 0) {
+    while pools.iter().any(|p| p.servers_in_use() > 0) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -168,9 +168,11 @@ async fn drained(shared: &Shared, limit: Duration) -> bool {
     let dbs = route::following(shared);
     let until = Instant::now() + limit;
     loop {
-        let busy = shared.pools.all().iter().any(|p| {
-            dbs.contains(&p.db) && p.settings().mode != PoolMode::Session && p.clients_active.load(Relaxed) > 0
-        });
+        let busy = shared
+            .pools
+            .all()
+            .iter()
+            .any(|p| dbs.contains(&p.db) && p.settings().mode != PoolMode::Session && p.servers_in_use() > 0);
         if !busy {
             return true;
         }

@@ -283,6 +283,13 @@ impl Pool {
         s.generation != self.generation.load(Relaxed)
     }
 
+    /// Servers a client holds, or that run their reset after it (PgBouncer's active and tested
+    /// lists: what PAUSE and a switchover wait for). A server waiting apart for a cancel to it
+    /// is not waited for: it is closed when its cancel is done if the pool lets go of it then.
+    pub fn servers_in_use(&self) -> i64 {
+        self.clients_active.load(Relaxed) - self.cancels.being_canceled.load(Relaxed)
+    }
+
     /// True under PAUSE: servers are closed as they become idle.
     pub fn lets_go(&self) -> bool {
         self.letting_go.load(Relaxed)

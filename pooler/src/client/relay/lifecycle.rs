@@ -67,6 +67,10 @@ impl ReleaseRest {
         if let Some(pending) = cancels {
             server.set_aside(Some(Aside::BeingCanceled));
             pending.settle(cancel_limit).await;
+            // A PAUSE or RECONNECT meanwhile: no reset for a server about to close.
+            if let Some(reason) = server.closes_on_release() {
+                return server.close(reason);
+            }
         }
         let reset_sql = settings.reset_query.as_str();
         let queries = match (with_reset, discard) {
