@@ -12,6 +12,7 @@ mod lifecycle;
 mod lost_copy;
 mod notes;
 mod poll;
+mod release;
 mod scan;
 mod send_again;
 mod server_loss;
