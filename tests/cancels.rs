@@ -196,6 +196,26 @@ fn late_pgmux(port: u16, pgbouncer: &str) -> Pgmux {
     )
 }
 
+/// [`server_signalling_late`] holding each cancel's connection `hold`, pgmux in front of it
+/// ([`late_pgmux`] with `pgbouncer` lines, scram_user an admin) and its console open: what the
+/// server saw, its signal that the long query runs, pgmux and the console.
+async fn late_with_console(
+    hold: Duration,
+    pgbouncer: &str,
+) -> (Arc<parking_lot::Mutex<LateSignal>>, Arc<tokio::sync::Notify>, Pgmux, tokio_postgres::Client) {
+    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
+    let running = Arc::new(tokio::sync::Notify::new());
+    let port = server_signalling_late(seen.clone(), running.clone(), hold).await;
+    let mux = late_pgmux(port, &format!("{pgbouncer}\nadmin_users = scram_user"));
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    (seen, running, mux, console)
+}
+
+/// The rows of a console `SHOW what` for database `late`.
+async fn late_rows(console: &tokio_postgres::Client, what: &str) -> Vec<std::collections::HashMap<String, String>> {
+    crate::harness::show_rows(console, what).await.into_iter().filter(|r| r["database"] == "late").collect()
+}
+
 /// Runs `SELECT long` on `c`, cancels it once the backend has it (`running`), and returns the
 /// SQLSTATE it ended with. tokio-postgres sends the cancel and hangs up without waiting for
 /// the server.
@@ -242,11 +262,8 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
 /// server is PgBouncer's `being_canceled` in SHOW POOLS and SHOW SERVERS, not active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_cancel() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(4)).await;
-    let mux = late_pgmux(port, "pool_mode = transaction\ndefault_pool_size = 2\nadmin_users = scram_user");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (seen, running, mux, console) =
+        late_with_console(Duration::from_secs(4), "pool_mode = transaction\ndefault_pool_size = 2").await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     // Each of the next transactions runs on the other server, which no cancel concerns, and
@@ -259,21 +276,19 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
         assert_eq!(seen.later_queries.len(), 3, "the next queries reached a server");
         assert!(seen.cancel_closed.is_none(), "the client waited for its cancel to be done");
     }
-    let late_rows = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<_> {
-        rows.into_iter().filter(|r| r["database"] == "late").collect()
-    };
-    let servers = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<String> {
-        let mut states: Vec<String> = late_rows(rows).into_iter().map(|r| r["state"].clone()).collect();
+    let servers = || async {
+        let mut states: Vec<String> =
+            late_rows(&console, "SERVERS").await.into_iter().map(|r| r["state"].clone()).collect();
         states.sort();
         states
     };
-    let pool = late_rows(crate::harness::show_rows(&console, "POOLS").await).remove(0);
+    let pool = late_rows(&console, "POOLS").await.remove(0);
     let counts = ["sv_active", "sv_being_canceled", "sv_idle"].map(|c| pool[c].as_str());
     assert_eq!(counts, ["0", "1", "1"], "{pool:?}");
-    assert_eq!(servers(crate::harness::show_rows(&console, "SERVERS").await), ["being_canceled", "idle"]);
+    assert_eq!(servers().await, ["being_canceled", "idle"]);
     // Once the cancel's connection closes, the server is back in the pool.
     crate::harness::eventually_async("the canceled server back in the pool", || async {
-        servers(crate::harness::show_rows(&console, "SERVERS").await) == ["idle", "idle"]
+        servers().await == ["idle", "idle"]
     })
     .await;
     assert!(seen.lock().cancel_closed.is_some());
@@ -286,11 +301,8 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
 /// cancel_wait_timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_ends_a_client_waiting_for_its_cancel_at_once() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
-    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (seen, running, mux, console) =
+        late_with_console(Duration::from_secs(30), "pool_mode = session\ncancel_wait_timeout = 20").await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     let next = tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) });
@@ -313,24 +325,16 @@ async fn a_kill_ends_a_client_waiting_for_its_cancel_at_once() {
 /// its SHOW CLIENTS row) stayed until the cancel was done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_during_its_cancel_is_gone_at_once() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
-    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (seen, running, mux, console) =
+        late_with_console(Duration::from_secs(30), "pool_mode = session\ncancel_wait_timeout = 20").await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     drop(c);
-    let late = |rows: Vec<std::collections::HashMap<String, String>>| -> Vec<_> {
-        rows.into_iter().filter(|r| r["database"] == "late").collect()
-    };
-    crate::harness::eventually_async("the client gone", || async {
-        late(crate::harness::show_rows(&console, "CLIENTS").await).is_empty()
-    })
-    .await;
-    let servers = late(crate::harness::show_rows(&console, "SERVERS").await);
+    crate::harness::eventually_async("the client gone", || async { late_rows(&console, "CLIENTS").await.is_empty() })
+        .await;
+    let servers = late_rows(&console, "SERVERS").await;
     assert_eq!(servers.iter().map(|s| s["state"].as_str()).collect::<Vec<_>>(), ["being_canceled"]);
-    let pool = late(crate::harness::show_rows(&console, "POOLS").await).remove(0);
+    let pool = late_rows(&console, "POOLS").await.remove(0);
     assert_eq!(["sv_active", "sv_being_canceled"].map(|c| pool[c].as_str()), ["0", "1"], "{pool:?}");
     assert!(seen.lock().cancel_closed.is_none(), "the cancel is still in flight");
 }
@@ -340,11 +344,8 @@ async fn a_client_leaving_during_its_cancel_is_gone_at_once() {
 /// waited up to cancel_wait_timeout and then sent the query of a client no longer there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_while_its_next_query_waits_for_the_cancel_is_gone_at_once() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
-    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (seen, running, mux, console) =
+        late_with_console(Duration::from_secs(30), "pool_mode = session\ncancel_wait_timeout = 20").await;
     let (c, conn) = tokio_postgres::connect(&mux.url(SCRAM_USER, SCRAM_PASS, "late"), NoTls).await.unwrap();
     let conn = tokio::spawn(conn);
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
@@ -354,10 +355,8 @@ async fn a_client_leaving_while_its_next_query_waits_for_the_cancel_is_gone_at_o
     conn.abort();
     next.abort();
     let left = std::time::Instant::now();
-    crate::harness::eventually_async("the client gone", || async {
-        crate::harness::show_rows(&console, "CLIENTS").await.iter().all(|r| r["database"] != "late")
-    })
-    .await;
+    crate::harness::eventually_async("the client gone", || async { late_rows(&console, "CLIENTS").await.is_empty() })
+        .await;
     assert!(left.elapsed() < Duration::from_secs(5), "gone in {:?}", left.elapsed());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock();
@@ -369,17 +368,14 @@ async fn a_client_leaving_while_its_next_query_waits_for_the_cancel_is_gone_at_o
 /// client leaves, not first held for a cancel in flight to it and reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_server_is_closed_without_waiting_for_its_cancel() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
-    let mux = late_pgmux(port, "pool_mode = session\nadmin_users = scram_user\ncancel_wait_timeout = 20");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (seen, running, mux, console) =
+        late_with_console(Duration::from_secs(30), "pool_mode = session\ncancel_wait_timeout = 20").await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     console.simple_query("RECONNECT late").await.unwrap();
     drop(c);
     crate::harness::eventually_async("the stale server closed", || async {
-        crate::harness::show_rows(&console, "SERVERS").await.iter().all(|r| r["database"] != "late")
+        late_rows(&console, "SERVERS").await.is_empty()
     })
     .await;
     assert!(seen.lock().later_queries.is_empty(), "no reset ran on a server about to close");
@@ -390,15 +386,11 @@ async fn a_stale_server_is_closed_without_waiting_for_its_cancel() {
 /// servers go. Before, PAUSE waited for the cancel (up to cancel_wait_timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_does_not_wait_for_a_server_being_canceled() {
-    let seen = Arc::new(parking_lot::Mutex::new(LateSignal::default()));
-    let running = Arc::new(tokio::sync::Notify::new());
-    let port = server_signalling_late(seen.clone(), running.clone(), Duration::from_secs(30)).await;
-    let mux = late_pgmux(port, "pool_mode = transaction\nadmin_users = scram_user\ncancel_wait_timeout = 20");
-    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let (_seen, running, mux, console) =
+        late_with_console(Duration::from_secs(30), "pool_mode = transaction\ncancel_wait_timeout = 20").await;
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
-    let pool =
-        crate::harness::show_rows(&console, "POOLS").await.into_iter().find(|r| r["database"] == "late").unwrap();
+    let pool = late_rows(&console, "POOLS").await.remove(0);
     assert_eq!(pool["sv_being_canceled"], "1", "{pool:?}");
     tokio::time::timeout(Duration::from_secs(5), console.simple_query("PAUSE late"))
         .await
