@@ -125,3 +125,82 @@ async fn clients_and_servers_share_one_id_sequence_and_link_to_each_other() {
         }
     }
 }
+
+/// A fake PostgreSQL that takes a login and answers it only when `gate` is opened, then welcomes
+/// with backend pid 4242, answers the SETs pgmux sends, and holds anything else.
+async fn server_slow_to_log_in(gate: std::sync::Arc<tokio::sync::Notify>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                crate::harness::raw::accept_startup(&mut s).await?;
+                gate.notified().await;
+                crate::harness::raw::welcome(&mut s, (4242, 7)).await?;
+                let mut buf = bytes::BytesMut::new();
+                while s.read_buf(&mut buf).await? > 0 {
+                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
+                        if f.tag == b'Q' && f.body().starts_with(b"SET") {
+                            let mut out = bytes::BytesMut::new();
+                            pgmux_protocol::build::command_complete(&mut out, "SET");
+                            pgmux_protocol::build::ready_for_query(&mut out, b'I');
+                            s.write_all(&out).await?;
+                        }
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// A server still logging in is listed in SHOW SERVERS as PgBouncer lists it, `new`, with no
+/// backend pid yet (SHOW SOCKETS: `sv_login`), as SHOW POOLS counts it in `sv_login`; once its
+/// pool has it, the same row shows its state and the pid the server sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_logging_in_is_listed_as_new() {
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let port = server_slow_to_log_in(gate.clone()).await;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "admin_users = scram_user",
+            databases: &format!("app = host=$SOCKET port=$PORT\nslowlogin = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let rows = |what: &'static str| {
+        let console = &console;
+        async move {
+            let all = crate::harness::show_rows(console, what).await;
+            all.into_iter().filter(|r| r["database"] == "slowlogin").collect::<Vec<_>>()
+        }
+    };
+    // The first client of the pool waits for its first server's login.
+    let url = mux.url(SCRAM_USER, SCRAM_PASS, "slowlogin");
+    let client = tokio::spawn(async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok::<_, tokio_postgres::Error>(c)
+    });
+    crate::harness::eventually_async("a server logging in", || async { !rows("SERVERS").await.is_empty() }).await;
+    let servers = rows("SERVERS").await;
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let new = &servers[0];
+    assert_eq!([&new["state"], &new["remote_pid"], &new["link"]], ["new", "0", ""]);
+    assert_eq!([&new["user"], &new["addr"], &new["port"]], [SCRAM_USER, "127.0.0.1", &port.to_string()]);
+    assert!(!new["local_port"].is_empty(), "its own end: {new:?}");
+    assert_eq!(rows("POOLS").await[0]["sv_login"], "1");
+    let sockets = rows("SOCKETS").await;
+    assert!(sockets.iter().any(|r| r["id"] == new["id"] && r["state"] == "sv_login"), "{sockets:?}");
+    gate.notify_one();
+    let _client = tokio::time::timeout(Duration::from_secs(10), client).await.unwrap().unwrap().unwrap();
+    let servers = rows("SERVERS").await;
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    assert_eq!([&servers[0]["id"], &servers[0]["state"], &servers[0]["remote_pid"]], [&new["id"], "idle", "4242"]);
+    assert_eq!(rows("POOLS").await[0]["sv_login"], "0");
+}

@@ -43,10 +43,12 @@ async fn server_slow_to_cancel() -> u16 {
     port
 }
 
-/// SHOW POOLS counts a cancel under way as PgBouncer does: a cancel client whose request is
-/// forwarded (`cl_active_cancel_req`) on a connection carrying it (`sv_active_cancel`).
+/// A cancel under way shows as PgBouncer shows it: SHOW POOLS counts a cancel client whose
+/// request is forwarded (`cl_active_cancel_req`) on a connection carrying it
+/// (`sv_active_cancel`), and SHOW CLIENTS and SHOW SERVERS list the two, linked to each other,
+/// until the cancel ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_under_way_shows_in_show_pools() {
+async fn a_cancel_under_way_shows_in_show_pools_clients_and_servers() {
     let port = server_slow_to_cancel().await;
     let mux = Pgmux::start_with(
         Cluster::shared(),
@@ -93,6 +95,26 @@ async fn a_cancel_under_way_shows_in_show_pools() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen, Some(["1", "0", "1", "0"].map(String::from)));
+    let cancel_rows = |what: &'static str, state: &'static str| {
+        let console = &console;
+        async move {
+            crate::harness::show_rows(console, what)
+                .await
+                .into_iter()
+                .filter(|r| r["state"] == state)
+                .collect::<Vec<_>>()
+        }
+    };
+    let requests = cancel_rows("CLIENTS", "active_cancel_req").await;
+    let carriers = cancel_rows("SERVERS", "active_cancel").await;
+    assert_eq!((requests.len(), carriers.len()), (1, 1), "{requests:?} {carriers:?}");
+    let (request, carrier) = (&requests[0], &carriers[0]);
+    assert_eq!([&request["database"], &request["user"]], ["slowcancel", "(nouser)"]);
+    assert_eq!([&carrier["database"], &carrier["user"]], ["slowcancel", SCRAM_USER]);
+    assert_eq!([&carrier["addr"], &carrier["port"]], ["127.0.0.1", &port.to_string()]);
+    assert!(!carrier["local_port"].is_empty(), "its own end once connected: {carrier:?}");
+    assert_eq!(request["link"], carrier["ptr"]);
+    assert_eq!(carrier["link"], request["ptr"]);
     // cancel_wait_timeout (2 s) ends it.
     let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await.expect("the cancel ends");
     let mut left = Vec::new();
@@ -104,6 +126,8 @@ async fn a_cancel_under_way_shows_in_show_pools() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(left, ["0", "0", "0", "0"]);
+    assert!(cancel_rows("CLIENTS", "active_cancel_req").await.is_empty());
+    assert!(cancel_rows("SERVERS", "active_cancel").await.is_empty());
     stuck.abort();
 }
 
@@ -216,6 +240,16 @@ async fn late_rows(console: &tokio_postgres::Client, what: &str) -> Vec<std::col
     crate::harness::show_rows(console, what).await.into_iter().filter(|r| r["database"] == "late").collect()
 }
 
+/// [`late_rows`] without the cancel's own connections (the one that brought the CancelRequest,
+/// and pgmux's that carries it), which stay while the cancel is in flight.
+async fn late_rows_but_cancels(
+    console: &tokio_postgres::Client,
+    what: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let own = ["active_cancel_req", "active_cancel"];
+    late_rows(console, what).await.into_iter().filter(|r| !own.contains(&r["state"].as_str())).collect()
+}
+
 /// Runs `SELECT long` on `c`, cancels it once the backend has it (`running`), and returns the
 /// SQLSTATE it ended with. tokio-postgres sends the cancel and hangs up without waiting for
 /// the server.
@@ -259,7 +293,8 @@ async fn the_query_after_a_cancel_waits_until_the_cancel_is_done() {
 /// In transaction mode a client does not wait for its cancel to be done: the server the query
 /// was cancelled on is kept apart until then (the test above, with one server), and the
 /// client's next transaction takes another server at once, as with PgBouncer. Meanwhile that
-/// server is PgBouncer's `being_canceled` in SHOW POOLS and SHOW SERVERS, not active.
+/// server is PgBouncer's `being_canceled` in SHOW POOLS and SHOW SERVERS, not active, and the
+/// connection carrying the cancel is `active_cancel`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_cancel() {
     let (seen, running, mux, console) =
@@ -283,9 +318,10 @@ async fn a_client_goes_on_while_the_server_of_its_cancelled_query_waits_for_the_
         states
     };
     let pool = late_rows(&console, "POOLS").await.remove(0);
-    let counts = ["sv_active", "sv_being_canceled", "sv_idle"].map(|c| pool[c].as_str());
-    assert_eq!(counts, ["0", "1", "1"], "{pool:?}");
-    assert_eq!(servers().await, ["being_canceled", "idle"]);
+    let counts = ["sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle"].map(|c| pool[c].as_str());
+    assert_eq!(counts, ["0", "1", "1", "1"], "{pool:?}");
+    // The cancel's own connection is listed too while it is open.
+    assert_eq!(servers().await, ["active_cancel", "being_canceled", "idle"]);
     // Once the cancel's connection closes, the server is back in the pool.
     crate::harness::eventually_async("the canceled server back in the pool", || async {
         servers().await == ["idle", "idle"]
@@ -330,9 +366,11 @@ async fn a_client_leaving_during_its_cancel_is_gone_at_once() {
     let c = mux.connect(SCRAM_USER, SCRAM_PASS, "late").await.unwrap();
     assert_eq!(cancelled_long_query(&c, &running).await, "57014");
     drop(c);
-    crate::harness::eventually_async("the client gone", || async { late_rows(&console, "CLIENTS").await.is_empty() })
-        .await;
-    let servers = late_rows(&console, "SERVERS").await;
+    crate::harness::eventually_async("the client gone", || async {
+        late_rows_but_cancels(&console, "CLIENTS").await.is_empty()
+    })
+    .await;
+    let servers = late_rows_but_cancels(&console, "SERVERS").await;
     assert_eq!(servers.iter().map(|s| s["state"].as_str()).collect::<Vec<_>>(), ["being_canceled"]);
     let pool = late_rows(&console, "POOLS").await.remove(0);
     assert_eq!(["sv_active", "sv_being_canceled"].map(|c| pool[c].as_str()), ["0", "1"], "{pool:?}");
@@ -355,8 +393,10 @@ async fn a_client_leaving_while_its_next_query_waits_for_the_cancel_is_gone_at_o
     conn.abort();
     next.abort();
     let left = std::time::Instant::now();
-    crate::harness::eventually_async("the client gone", || async { late_rows(&console, "CLIENTS").await.is_empty() })
-        .await;
+    crate::harness::eventually_async("the client gone", || async {
+        late_rows_but_cancels(&console, "CLIENTS").await.is_empty()
+    })
+    .await;
     assert!(left.elapsed() < Duration::from_secs(5), "gone in {:?}", left.elapsed());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock();
@@ -375,7 +415,7 @@ async fn a_stale_server_is_closed_without_waiting_for_its_cancel() {
     console.simple_query("RECONNECT late").await.unwrap();
     drop(c);
     crate::harness::eventually_async("the stale server closed", || async {
-        late_rows(&console, "SERVERS").await.is_empty()
+        late_rows_but_cancels(&console, "SERVERS").await.is_empty()
     })
     .await;
     assert!(seen.lock().later_queries.is_empty(), "no reset ran on a server about to close");

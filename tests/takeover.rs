@@ -99,7 +99,10 @@ async fn clients_survive_an_online_restart_with(extra: &str) {
     let apps: Vec<String> = rows
         .iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
+            // The cancel's own row may stay a moment, until PostgreSQL closes its connection.
+            SimpleQueryMessage::Row(r)
+                if r.get("database") == Some("app") && r.get("state") != Some("active_cancel_req") =>
+            {
                 Some(r.get("application_name").unwrap_or("").to_owned())
             }
             _ => None,

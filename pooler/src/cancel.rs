@@ -15,6 +15,7 @@ use pgmux_protocol::build;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::cancel_rows::{CancelRow, CancelRows, Requester};
 use crate::config::Config;
 use crate::net::PeerAddr;
 use crate::peering::{self, PeerLanes, Route};
@@ -113,8 +114,9 @@ impl Drop for Counting<'_> {
 #[derive(Debug, Default)]
 pub struct CancelSlot {
     target: Mutex<Option<Target>>,
-    /// The client's database, for the log line of a cancel that times out.
-    db: std::sync::OnceLock<String>,
+    /// The client's pool (database, server-side user): the log line of a cancel that times
+    /// out names the database, SHOW CLIENTS and SHOW SERVERS list the cancel under the pool.
+    pool: std::sync::OnceLock<(String, String)>,
     /// Its pool's counts of cancels under way.
     counts: std::sync::OnceLock<Arc<CancelCounts>>,
     in_flight: AtomicUsize,
@@ -122,10 +124,10 @@ pub struct CancelSlot {
 }
 
 impl CancelSlot {
-    /// Names the database of the client this slot belongs to, and its pool's cancel counts
-    /// (once, at login).
-    pub fn belongs_to(&self, db: &str, counts: &Arc<CancelCounts>) {
-        let _ = self.db.set(db.to_owned());
+    /// Names the pool (database, server-side user) of the client this slot belongs to, and its
+    /// pool's cancel counts (once, at login).
+    pub fn belongs_to(&self, pool: (&str, &str), counts: &Arc<CancelCounts>) {
+        let _ = self.pool.set((pool.0.to_owned(), pool.1.to_owned()));
         let _ = self.counts.set(counts.clone());
     }
 
@@ -193,6 +195,8 @@ pub struct Cancels {
     /// During an online restart, the previous process: keys this process does not know may be
     /// its clients'.
     previous: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(i32, i32)>>>,
+    /// The cancels being forwarded, for SHOW CLIENTS and SHOW SERVERS.
+    pub rows: Arc<CancelRows>,
 }
 
 impl Cancels {
@@ -236,23 +240,31 @@ impl Cancels {
     /// # Errors
     /// A key of another peer that cannot be forwarded, or a cancel the server did not take
     /// within cancel_wait_timeout, with PgBouncer's reason.
-    pub async fn cancel(&self, key: (i32, i32), config: &Config) -> Result<(), CancelFailed> {
+    /// `from` is the connection that brought the request, listed with the cancel while it is
+    /// forwarded.
+    pub async fn cancel(&self, key: (i32, i32), config: &Config, from: Requester) -> Result<(), CancelFailed> {
         // A key this process gave out (or adopted on online restart, possibly under another
         // peer_id) is local whatever peer it names.
         if self.map.lock().contains_key(&key) {
-            return self.cancel_local(key, config.general.cancel_wait_timeout).await;
+            return self.cancel_local(key, config.general.cancel_wait_timeout, Some(from)).await;
         }
         let key = match peering::route(key, config.general.peer_id) {
             Route::Local(key) => key,
             Route::TtlExhausted => {
                 return Err(CancelFailed::new(None, "failed to forward cancel request because its TTL was exhausted"))
             }
-            Route::Forward { peer_id, key } => return self.forward(peer_id, key, config).await,
+            Route::Forward { peer_id, key } => return self.forward(peer_id, key, config, from).await,
         };
-        self.cancel_local(key, config.general.cancel_wait_timeout).await
+        self.cancel_local(key, config.general.cancel_wait_timeout, Some(from)).await
     }
 
-    async fn forward(&self, peer_id: u16, key: (i32, i32), config: &Config) -> Result<(), CancelFailed> {
+    async fn forward(
+        &self,
+        peer_id: u16,
+        key: (i32, i32),
+        config: &Config,
+        from: Requester,
+    ) -> Result<(), CancelFailed> {
         const NO_PEER: CancelFailed = CancelFailed::new(None, "could not find peer to forward request to");
         let (Some(peer), Some(lane)) =
             (config.peers.get(&u32::from(peer_id)), self.peers.lane(u32::from(peer_id), config))
@@ -262,8 +274,10 @@ impl Cancels {
         tracing::debug!("forwarding cancellation request to peer {peer_id}");
         let sent = lane
             .run(async {
-                let addr = peering::address(peer).await?;
-                send_cancel(&addr, key, config.general.cancel_wait_timeout).await
+                let addr = Arc::new(peering::address(peer).await?);
+                // As PgBouncer lists a cancel in a peer's pool: no database, no user.
+                let listed = self.rows.list(from, ("(nodb)", "(nouser)"), addr.clone());
+                send_cancel(&addr, key, config.general.cancel_wait_timeout, Some(&listed)).await
             })
             .await;
         match sent {
@@ -282,11 +296,17 @@ impl Cancels {
     }
 
     /// Cancels the query of the client with `key`, if it is this process's and holds a server;
-    /// an unknown key goes to the previous process while a takeover is under way.
+    /// an unknown key goes to the previous process while a takeover is under way. `from`, the
+    /// connection that brought the request, is listed with the cancel while it is forwarded.
     ///
     /// # Errors
     /// The server did not take the cancel within `limit` (cancel_wait_timeout).
-    pub async fn cancel_local(&self, key: (i32, i32), limit: Duration) -> Result<(), CancelFailed> {
+    pub async fn cancel_local(
+        &self,
+        key: (i32, i32),
+        limit: Duration,
+        from: Option<Requester>,
+    ) -> Result<(), CancelFailed> {
         let Some(slot) = self.map.lock().get(&key).cloned() else {
             match self.previous.lock().as_ref() {
                 Some(previous) => {
@@ -308,13 +328,18 @@ impl Cancels {
         // deadline): a count left up would hold the client's every request for good.
         let in_flight = InFlightCancel(&slot, target.pending.clone());
         let forwarding = Counting::new(slot.counts.get().map(|c| &c.forwarding));
-        let sent = send_cancel(&target.addr, target.key, limit).await;
+        let listed = from.map(|from| {
+            let pool = slot.pool.get().map_or(("(nodb)", "(nouser)"), |(d, u)| (d.as_str(), u.as_str()));
+            self.rows.list(from, pool, target.addr.clone())
+        });
+        let sent = send_cancel(&target.addr, target.key, limit, listed.as_deref()).await;
+        drop(listed);
         drop(forwarding);
         drop(in_flight);
         match sent {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Err(CancelFailed::new(slot.db.get().cloned(), "cancel_wait_timeout"))
+                Err(CancelFailed::new(slot.pool.get().map(|(db, _)| db.clone()), "cancel_wait_timeout"))
             }
             Err(e) => {
                 tracing::warn!(server = %target.addr, "could not forward cancel request: {e}");
@@ -329,11 +354,17 @@ impl Cancels {
 /// # Errors
 /// Connecting or writing failed, or no answer within `limit` (cancel_wait_timeout; 0: none).
 pub async fn send_to(addr: &Arc<PeerAddr>, key: (i32, i32), limit: Duration) -> std::io::Result<()> {
-    send_cancel(addr, key, limit).await
+    send_cancel(addr, key, limit, None).await
 }
 
-/// Sends one CancelRequest, bounded by cancel_wait_timeout (0: no bound, as PgBouncer).
-async fn send_cancel(addr: &PeerAddr, key: (i32, i32), limit: Duration) -> std::io::Result<()> {
+/// Sends one CancelRequest, bounded by cancel_wait_timeout (0: no bound, as PgBouncer); `row`
+/// learns the connection's own end once it is connected.
+async fn send_cancel(
+    addr: &PeerAddr,
+    key: (i32, i32),
+    limit: Duration,
+    row: Option<&CancelRow>,
+) -> std::io::Result<()> {
     let mut pkt = BytesMut::with_capacity(16);
     build::cancel_request(&mut pkt, key.0, key.1);
     let mut sink = [0u8; 64];
@@ -341,6 +372,9 @@ async fn send_cancel(addr: &PeerAddr, key: (i32, i32), limit: Duration) -> std::
         match addr {
             PeerAddr::Tcp(a) => {
                 let mut s = tokio::net::TcpStream::connect(a).await?;
+                if let Some(r) = row {
+                    r.connected_from(s.local_addr().ok());
+                }
                 s.write_all(&pkt).await?;
                 while s.read(&mut sink).await? > 0 {}
             }
@@ -376,7 +410,7 @@ mod tests {
         slot.attach(&addr, (1, 2));
         let running = tokio::spawn({
             let cancels = cancels.clone();
-            async move { cancels.cancel_local(key, Duration::ZERO).await }
+            async move { cancels.cancel_local(key, Duration::ZERO, None).await }
         });
         let _accepted = silent.accept().await.unwrap();
         assert!(slot.under_way());

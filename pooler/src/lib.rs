@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
+pub mod cancel_rows;
 pub mod cli;
 pub mod client;
 pub mod client_counts;

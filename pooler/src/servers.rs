@@ -1,12 +1,13 @@
-//! Every logged-in server connection, for SHOW SERVERS and SHOW SOCKETS: what does not change
-//! after login (id, pool, addresses, pid, login time). A server registers once when its login
-//! succeeds and leaves when its `ServerConn` is dropped; nothing here is touched per transaction.
-//! Whether a server is active (and with which client) or idle is read from the client registry
-//! and the pools when a SHOW asks; a server set aside by its lease (being canceled, or running
-//! its reset) says so itself ([`ServerInfo::aside`]).
+//! Every pool server connection, for SHOW SERVERS and SHOW SOCKETS: what does not change once it
+//! is logged in (id, pool, addresses, pid, connect time). A server registers as soon as its
+//! socket is connected, listed as logging in (PgBouncer's `new`) until its pool takes it, and
+//! leaves when its connection is dropped; nothing here is touched per transaction. Whether a
+//! server is active (and with which client) or idle is read from the client registry and the
+//! pools when a SHOW asks; a server set aside by its lease (being canceled, or running its
+//! reset) says so itself ([`ServerInfo::aside`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
@@ -27,16 +28,18 @@ pub struct ServerInfo {
     pub addr: PeerAddr,
     /// pgmux's end of the connection, when it is TCP.
     pub local_addr: Option<std::net::SocketAddr>,
-    /// Login time.
+    /// When its socket connected.
     pub connect_time: SystemTime,
-    /// Backend pid (BackendKeyData).
-    pub pid: i32,
+    /// Backend pid (BackendKeyData; 0 until the server has sent it).
+    pid: AtomicI32,
     /// The TLS session to PostgreSQL, as SHOW's `tls` column prints it (empty without TLS).
     pub tls: String,
     /// Set by [`ServerRegistry::register`].
     registry: Weak<ServerRegistry>,
     /// What its lease set it aside for, as an [`Aside`] (0: nothing).
     aside: AtomicU8,
+    /// Still logging in (or running connect_query): not its pool's yet.
+    logging_in: AtomicBool,
 }
 
 /// Why a checked-out server no client holds is not back in its pool yet, as PgBouncer names
@@ -60,18 +63,38 @@ impl ServerInfo {
         }
     }
 
-    /// A row for a server that has just logged in, to be registered.
-    pub fn new(
+    /// The backend's pid, 0 until it is known.
+    pub fn pid(&self) -> i32 {
+        self.pid.load(Relaxed)
+    }
+
+    /// True while the server logs in (PgBouncer's `new`).
+    pub fn logging_in(&self) -> bool {
+        self.logging_in.load(Relaxed)
+    }
+
+    /// A row for a server whose socket has just connected, logging in, to be registered.
+    pub fn connected(
         id: u64,
         pool: (&str, &str),
         addr: PeerAddr,
         local_addr: Option<std::net::SocketAddr>,
-        connect_time: SystemTime,
-        pid: i32,
         tls: String,
     ) -> Self {
         let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
-        Self { id, db, user, addr, local_addr, connect_time, pid, tls, registry: Weak::new(), aside: AtomicU8::new(0) }
+        Self {
+            id,
+            db,
+            user,
+            addr,
+            local_addr,
+            connect_time: SystemTime::now(),
+            pid: AtomicI32::new(0),
+            tls,
+            registry: Weak::new(),
+            aside: AtomicU8::new(0),
+            logging_in: AtomicBool::new(true),
+        }
     }
 }
 
@@ -108,6 +131,16 @@ impl ServerEntry {
     pub fn set_aside(&self, aside: Option<Aside>) {
         self.0.aside.store(aside.map_or(0, |a| a as u8), Relaxed);
     }
+
+    /// The backend's pid, from its BackendKeyData.
+    pub fn set_pid(&self, pid: i32) {
+        self.0.pid.store(pid, Relaxed);
+    }
+
+    /// Its pool has taken it: no longer `new`.
+    pub fn logged_in(&self) {
+        self.0.logging_in.store(false, Relaxed);
+    }
 }
 
 impl Drop for ServerEntry {
@@ -118,14 +151,14 @@ impl Drop for ServerEntry {
     }
 }
 
-/// All logged-in servers, by id.
+/// All pool servers from the moment their socket connects, by id.
 #[derive(Debug, Default)]
 pub struct ServerRegistry {
     map: Mutex<BTreeMap<u64, Arc<ServerInfo>>>,
 }
 
 impl ServerRegistry {
-    /// Registers a server that has just logged in; keep the entry with the connection.
+    /// Registers a server whose socket has just connected; keep the entry with the connection.
     pub fn register(self: &Arc<Self>, mut info: ServerInfo) -> ServerEntry {
         info.registry = Arc::downgrade(self);
         let info = Arc::new(info);

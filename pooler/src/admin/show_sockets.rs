@@ -1,12 +1,14 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection with PgBouncer's
 //! columns. Clients (console ones too) come from the client registry, servers from the server
-//! registry; `ptr` is the connection id in hex (the number in `C-0x..` / `S-0x..` log lines) and
-//! `link` the ptr of the paired connection.
+//! registry, and a cancel being forwarded from the cancel list (a client row for the connection
+//! that brought it, a server row for the one carrying it); `ptr` is the connection id in hex
+//! (the number in `C-0x..` / `S-0x..` log lines) and `link` the ptr of the paired connection.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::table::{v, Table, Ty};
 use crate::clients::{ClientInfo, ClientState};
@@ -14,7 +16,7 @@ use crate::clock::Micros;
 use crate::logging::ptr_text;
 use crate::net::PeerAddr;
 use crate::pool::IdleServer;
-use crate::servers::{Aside, ServerInfo};
+use crate::servers::Aside;
 use crate::shared::Shared;
 
 fn socket_cols(sockets: bool) -> Vec<(&'static str, Ty)> {
@@ -77,23 +79,79 @@ fn addr_port(a: &PeerAddr, unix_port: u16) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Client rows: console clients (database `pgbouncer`) and pooled clients, by id. `sockets` gives
+/// One connection's row, before it is turned into SHOW's values.
+struct Row<'a> {
+    server: bool,
+    user: &'a str,
+    db: &'a str,
+    state: &'static str,
+    /// The peer's address and port, as [`addr_port`] prints them.
+    addr: (Option<String>, Option<String>),
+    /// pgmux's own end.
+    local: (Option<String>, Option<String>),
+    connect_time: SystemTime,
+    request_time: SystemTime,
+    wait: Duration,
+    close_needed: bool,
+    id: u64,
+    /// The paired connection's id.
+    link: Option<u64>,
+    remote_pid: i32,
+    tls: &'a str,
+    application_name: &'a str,
+}
+
+impl Row<'_> {
+    /// The values in [`socket_cols`] order; `sockets` adds SHOW SOCKETS' buffer columns.
+    fn values(self, sockets: bool) -> Vec<Option<String>> {
+        let mut r = vec![
+            v(if self.server { "S" } else { "C" }),
+            v(self.user),
+            v(self.db),
+            v("none"),
+            v(self.state),
+            self.addr.0,
+            self.addr.1,
+            self.local.0,
+            self.local.1,
+            v(time_text(self.connect_time)),
+            v(time_text(self.request_time.max(self.connect_time))),
+            v(self.wait.as_secs()),
+            v(self.wait.subsec_micros()),
+            v(self.close_needed as i32),
+            v(ptr_text(self.id)),
+            v(self.link.map(ptr_text).unwrap_or_default()),
+            v(self.remote_pid),
+            v(self.tls),
+            v(self.application_name),
+            v(0),
+            v(self.id),
+        ];
+        if sockets {
+            r.extend(std::iter::repeat_n(v(0), 7));
+        }
+        r
+    }
+}
+
+/// pgmux's end of a connection to `peer`: its TCP address, or the listener's unix socket.
+fn local_end(local: Option<SocketAddr>, peer: &PeerAddr, listen_port: u16) -> (Option<String>, Option<String>) {
+    match (local, peer) {
+        (Some(a), _) => (v(a.ip()), v(a.port())),
+        (None, PeerAddr::Unix(_)) => (v("unix"), v(listen_port)),
+        (None, PeerAddr::Tcp(_)) => (None, None),
+    }
+}
+
+/// Client rows: console clients (database `pgbouncer`) and pooled clients, by id, then the
+/// connections that brought a cancel being forwarded (`active_cancel_req`). `sockets` gives
 /// SHOW SOCKETS' state names and debug columns.
 fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
     let now_us = shared.client_registry.now_us();
     for c in shared.client_registry.all() {
-        let (addr, port) = addr_port(&c.addr, listen_port);
-        // A unix client's own end is the listener's socket.
-        let (local_addr, local_port) = match (c.local_addr, &c.addr) {
-            (Some(a), _) => (v(a.ip()), v(a.port())),
-            (None, PeerAddr::Unix(_)) => (v("unix"), v(listen_port)),
-            (None, PeerAddr::Tcp(_)) => (None, None),
-        };
-        let waited = c.waiting_for(now_us);
         let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
-        let req = if req_us == 0 { c.connect_time } else { shared.client_registry.wall_time(req_us) };
         // PgBouncer lists idle and active clients together ("active"), printed as "idle" when no
         // server is linked; SHOW SOCKETS prints the list's name.
         let state = match (c.state(), sockets) {
@@ -103,43 +161,58 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             (_, false) if server_id == 0 => "idle",
             (_, false) => "active",
         };
-        let mut r = vec![
-            v("C"),
-            v(c.user()),
-            v(c.db()),
-            v("none"),
-            v(state),
-            addr,
-            port,
-            local_addr,
-            local_port,
-            v(time_text(c.connect_time)),
-            v(time_text(req)),
-            v(waited.as_secs()),
-            v(waited.subsec_micros()),
-            v(c.close_needed() as i32),
-            v(ptr_text(c.id)),
-            v(if server_id == 0 { String::new() } else { ptr_text(server_id) }),
+        let row = Row {
+            server: false,
+            user: c.user(),
+            db: c.db(),
+            state,
+            addr: addr_port(&c.addr, listen_port),
+            // A unix client's own end is the listener's socket.
+            local: local_end(c.local_addr, &c.addr, listen_port),
+            connect_time: c.connect_time,
+            request_time: if req_us == 0 { c.connect_time } else { shared.client_registry.wall_time(req_us) },
+            wait: c.waiting_for(now_us),
+            close_needed: c.close_needed(),
+            id: c.id,
+            link: (server_id != 0).then_some(server_id),
             // PgBouncer's remote_pid: the client's own process over a unix socket.
-            v(c.peer_pid),
-            v(&c.tls),
-            v(&c.application_name),
-            v(0),
-            v(c.id),
-        ];
-        if sockets {
-            r.extend(std::iter::repeat_n(v(0), 7));
-        }
-        t.row(r);
+            remote_pid: c.peer_pid,
+            tls: &c.tls,
+            application_name: &c.application_name,
+        };
+        t.row(row.values(sockets));
+    }
+    for c in shared.cancels.rows.all() {
+        let from = &c.requester;
+        let row = Row {
+            server: false,
+            // A cancel request names no user (PgBouncer's `(nouser)`).
+            user: "(nouser)",
+            db: &c.pool.0,
+            state: if sockets { "cl_active_cancel_req" } else { "active_cancel_req" },
+            addr: addr_port(&from.ends.peer, listen_port),
+            local: local_end(from.ends.local, &from.ends.peer, listen_port),
+            connect_time: from.connect_time,
+            request_time: c.started,
+            wait: Duration::ZERO,
+            close_needed: false,
+            id: from.id,
+            link: Some(c.carrier_id),
+            remote_pid: from.ends.peer_pid,
+            tls: &from.tls,
+            application_name: "",
+        };
+        t.row(row.values(sockets));
     }
 }
 
 /// Server rows, pool by pool (database, user): active ones (linked to the client holding them),
 /// then idle, then the rest ("used": checked or handed over, or idle past server_check_delay,
 /// as PgBouncer's janitor moves them), then those their lease set aside ("tested": running the
-/// reset query; "being_canceled": a cancel to them still in flight). `request_time` is when
-/// the server last answered (its client's request, or its release), `application_name` what it
-/// was set to.
+/// reset query or the check query), those still logging in ("new"), the connections carrying
+/// a cancel ("active_cancel"), and the servers with a cancel to them still in flight
+/// ("being_canceled"). `request_time` is when the server last answered (its client's request,
+/// or its release), `application_name` what it was set to.
 fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
     let now = Micros::now();
@@ -157,27 +230,18 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             idle.insert(s.id, (s, used));
         }
     }
-    let mut servers: Vec<(u8, Arc<ServerInfo>)> = shared
-        .pools
-        .servers
-        .all()
-        .into_iter()
-        .map(|s| {
-            // In PgBouncer's order: active, idle, used, tested, being_canceled.
-            let rank = match (s.aside(), links.contains_key(&s.id), idle.get(&s.id)) {
-                (Some(Aside::Tested), ..) => 3,
-                (Some(Aside::BeingCanceled), ..) => 4,
-                (None, true, _) => 0,
-                (None, false, Some((_, false))) => 1,
-                _ => 2,
-            };
-            (rank, s)
-        })
-        .collect();
-    servers.sort_by(|(ra, a), (rb, b)| (&a.db, &a.user, ra, a.id).cmp(&(&b.db, &b.user, rb, b.id)));
-    for (rank, s) in servers {
+    let mut rows: Vec<(ServerPlace, Vec<Option<String>>)> = Vec::new();
+    for s in shared.pools.servers.all() {
+        let list = match (s.logging_in(), s.aside(), links.contains_key(&s.id), idle.get(&s.id)) {
+            (true, ..) => ServerList::New,
+            (_, Some(Aside::Tested), ..) => ServerList::Tested,
+            (_, Some(Aside::BeingCanceled), ..) => ServerList::BeingCanceled,
+            (_, None, true, _) => ServerList::Active,
+            (_, None, false, Some((_, false))) => ServerList::Idle,
+            _ => ServerList::Used,
+        };
         // A server set aside is no client's any more (its client may still be leaving).
-        let client = links.get(&s.id).filter(|_| rank == 0);
+        let client = links.get(&s.id).filter(|_| list == ServerList::Active);
         let (request_time, application_name) = match (client, idle.get(&s.id)) {
             (Some(c), _) => {
                 let us = c.request_time_us.load(Relaxed);
@@ -189,52 +253,86 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             }
             (None, None) => (s.connect_time, ""),
         };
-        let state = match (rank, sockets) {
-            (0, false) => "active",
-            (1, false) => "idle",
-            (3, false) => "tested",
-            (4, false) => "being_canceled",
-            (_, false) => "used",
-            (0, true) => "sv_active",
-            (1, true) => "sv_idle",
-            (3, true) => "sv_tested",
-            // PgBouncer's SHOW SOCKETS leaves these out; pgmux lists every socket.
-            (4, true) => "sv_being_canceled",
-            (_, true) => "sv_used",
+        let row = Row {
+            server: true,
+            user: &s.user,
+            db: &s.db,
+            state: list.name(sockets),
+            addr: addr_port(&s.addr, 0),
+            local: local_end(s.local_addr, &s.addr, listen_port),
+            connect_time: s.connect_time,
+            request_time,
+            wait: Duration::ZERO,
+            close_needed: false,
+            id: s.id,
+            link: client.map(|c| c.id),
+            remote_pid: s.pid(),
+            tls: &s.tls,
+            application_name,
         };
-        let (addr, port) = addr_port(&s.addr, 0);
-        let (local_addr, local_port) = match (s.local_addr, &s.addr) {
-            (Some(a), _) => (v(a.ip()), v(a.port())),
-            (None, PeerAddr::Unix(_)) => (v("unix"), v(listen_port)),
-            (None, PeerAddr::Tcp(_)) => (None, None),
+        rows.push(((s.db.clone(), s.user.clone(), list, s.id), row.values(sockets)));
+    }
+    for c in shared.cancels.rows.all() {
+        let row = Row {
+            server: true,
+            user: &c.pool.1,
+            db: &c.pool.0,
+            state: ServerList::ActiveCancel.name(sockets),
+            addr: addr_port(&c.carrier_addr, 0),
+            local: local_end(c.carrier_local(), &c.carrier_addr, listen_port),
+            connect_time: c.started,
+            request_time: c.started,
+            wait: Duration::ZERO,
+            close_needed: false,
+            id: c.carrier_id,
+            link: Some(c.requester.id),
+            remote_pid: 0,
+            tls: "",
+            application_name: "",
         };
-        let mut r = vec![
-            v("S"),
-            v(&s.user),
-            v(&s.db),
-            v("none"),
-            v(state),
-            addr,
-            port,
-            local_addr,
-            local_port,
-            v(time_text(s.connect_time)),
-            v(time_text(request_time.max(s.connect_time))),
-            v(0),
-            v(0),
-            v(0),
-            v(ptr_text(s.id)),
-            v(client.map(|c| ptr_text(c.id)).unwrap_or_default()),
-            v(s.pid),
-            v(&s.tls),
-            v(application_name),
-            v(0),
-            v(s.id),
-        ];
-        if sockets {
-            r.extend(std::iter::repeat_n(v(0), 7));
-        }
+        rows.push(((c.pool.0.clone(), c.pool.1.clone(), ServerList::ActiveCancel, c.carrier_id), row.values(sockets)));
+    }
+    rows.sort_by(|(a, _), (b, _)| a.cmp(b));
+    for (_, r) in rows {
         t.row(r);
+    }
+}
+
+/// Where a server row goes: pool (database, user), list, id.
+type ServerPlace = (String, String, ServerList, u64);
+
+/// PgBouncer's lists of a pool's servers, in the order SHOW SERVERS prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ServerList {
+    Active,
+    Idle,
+    Used,
+    Tested,
+    New,
+    ActiveCancel,
+    BeingCanceled,
+}
+
+impl ServerList {
+    /// The state SHOW SERVERS prints, or with `sockets` SHOW SOCKETS' list name.
+    fn name(self, sockets: bool) -> &'static str {
+        match (self, sockets) {
+            (ServerList::Active, false) => "active",
+            (ServerList::Idle, false) => "idle",
+            (ServerList::Used, false) => "used",
+            (ServerList::Tested, false) => "tested",
+            (ServerList::New, false) => "new",
+            (ServerList::ActiveCancel, false) => "active_cancel",
+            (ServerList::BeingCanceled, false) => "being_canceled",
+            (ServerList::Active, true) => "sv_active",
+            (ServerList::Idle, true) => "sv_idle",
+            (ServerList::Used, true) => "sv_used",
+            (ServerList::Tested, true) => "sv_tested",
+            (ServerList::New, true) => "sv_login",
+            // PgBouncer's SHOW SOCKETS leaves these out; pgmux lists every socket.
+            (ServerList::ActiveCancel, true) => "sv_active_cancel",
+            (ServerList::BeingCanceled, true) => "sv_being_canceled",
+        }
     }
 }
 

@@ -73,7 +73,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     let (cancel_key, cancel) = shared.cancels.adopt(record.cancel_key, config.general.peer_id);
     let mut registration = Box::new(Registration::new(&shared, &pool, cancel_key));
     registration.count_in_pool();
-    cancel.belongs_to(&record.db, &pool.cancels);
+    cancel.belongs_to((&record.db, &pool.user), &pool.cancels);
     let ends = crate::clients::Ends::of(&peer, &stream);
     let info = shared.client_registry.register(&tag, &pool.user, &ends, &record.application_name, "", counted);
     registration.registered_as(info.id);

@@ -124,7 +124,13 @@ pub async fn login(
     let (version, raw) = match read_opening(io, config.client_tls.as_ref()).await? {
         StartupPacket::Cancel { pid, secret } => {
             let started = std::time::Instant::now();
-            if let Err(failed) = shared.cancels.cancel((pid, secret), config).await {
+            let from = crate::cancel_rows::Requester {
+                id: tag.id,
+                ends: crate::clients::Ends::of(peer, &io.stream),
+                connect_time: std::time::SystemTime::now(),
+                tls: io.tls.as_ref().map(|t| t.description.clone()).unwrap_or_default(),
+            };
+            if let Err(failed) = shared.cancels.cancel((pid, secret), config, from).await {
                 if g.log_disconnections {
                     if let Some(db) = &failed.db {
                         tag.set_login(db, "(nouser)");
@@ -338,7 +344,7 @@ pub async fn login(
     let (cancel_key, cancel) = shared.cancels.register(g.peer_id);
     // From here on the guard undoes every registration, whatever way the client leaves.
     let mut registration = Box::new(Registration::new(shared, &pool, cancel_key));
-    cancel.belongs_to(&req.database, &pool.cancels);
+    cancel.belongs_to((&req.database, &pool.user), &pool.cancels);
     build::backend_key_data(&mut io.wbuf, cancel_key.0, cancel_key.1);
     if !g.login_notify_message.is_empty() {
         // As PgBouncer's welcome: a NOTICE between BackendKeyData and ReadyForQuery.

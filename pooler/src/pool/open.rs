@@ -50,8 +50,11 @@ impl Pool {
             &creds,
             tls.as_ref(),
             settings.connect_timeout,
-            &mut tag,
-            settings.log_connections,
+            server::Opening {
+                tag: &mut tag,
+                log_connections: settings.log_connections,
+                listed_in: Some(&self.servers),
+            },
         )
         .await;
         let mut s = match result {
@@ -130,7 +133,10 @@ impl Pool {
             }
         }
         s.generation = generation;
-        s.tag.entry = Some(self.servers.register(s.info_for((&self.db, &self.user))));
+        // Its pool's now: no longer `new` in SHOW SERVERS.
+        if let Some(e) = &s.tag.entry {
+            e.logged_in();
+        }
         {
             let mut w = self.welcome.lock();
             if w.is_none() {

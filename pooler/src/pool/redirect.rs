@@ -134,8 +134,7 @@ impl super::Pool {
             &creds,
             tls.as_ref(),
             settings.connect_timeout.min(std::time::Duration::from_secs(5)),
-            &mut tag,
-            false,
+            crate::server::Opening { tag: &mut tag, log_connections: false, listed_in: None },
         )
         .await?;
         crate::server::run_simple_query(&mut conn, sql).await

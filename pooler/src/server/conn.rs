@@ -153,24 +153,6 @@ impl ServerConn {
         }
     }
 
-    /// Its SHOW SERVERS row, for the registry of the pool (`db`, `user`) it joins.
-    pub fn info_for(&self, pool: (&str, &str)) -> crate::servers::ServerInfo {
-        let connect_time = std::time::SystemTime::now() - self.created.elapsed();
-        let local = self.stream.local_addr();
-        crate::servers::ServerInfo::new(
-            self.id,
-            pool,
-            self.addr.as_ref().clone(),
-            local,
-            connect_time,
-            self.backend_key.0,
-            match &self.stream {
-                Stream::TlsConnected(t) => crate::tls::describe_session(t.get_ref().1),
-                _ => String::new(),
-            },
-        )
-    }
-
     /// True when the server closed or sent something while idle in the pool: a backend that was
     /// terminated or a PostgreSQL that shut down. Such a server must not be handed out.
     pub fn is_dead(&self) -> bool {

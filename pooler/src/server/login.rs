@@ -4,6 +4,7 @@
 //! BackendKeyData until ReadyForQuery. Also the one-off queries pgmux runs itself.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,6 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::{ServerConn, ServerParams, Target};
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
+use crate::servers::{ServerInfo, ServerRegistry};
 use crate::tls::{ServerTls, SslMode};
 
 /// What the pooler can log in to a server with.
@@ -215,9 +217,20 @@ fn rejected(body: &[u8]) -> ServerError {
     }
 }
 
+/// Who a new server connection is for: its log prefix, PgBouncer's connection log lines or not,
+/// and the registry that lists it (SHOW SERVERS) from the moment its socket connects.
+pub struct Opening<'a> {
+    /// Id, pool database and user; given the server's address once connected, so that the
+    /// caller's log lines name it.
+    pub tag: &'a mut ConnTag,
+    /// log_connections: the connect and TLS lines.
+    pub log_connections: bool,
+    /// Where a pool's server is listed, `new` until its pool takes it ([`crate::servers::ServerEntry::logged_in`]);
+    /// none for a one-off probe.
+    pub listed_in: Option<&'a Arc<ServerRegistry>>,
+}
+
 /// Connects to `host` (picked from `target` at place `picked`) and logs in within `timeout`.
-/// `tag` (id, pool database and user) gets the server's address once connected, so that the
-/// caller's log lines name it.
 ///
 /// # Errors
 /// Socket errors, timeout, the server's own refusal, or a method we cannot answer.
@@ -227,28 +240,38 @@ pub async fn connect(
     creds: &Credentials,
     tls: Option<&ServerTls>,
     timeout: Duration,
-    tag: &mut ConnTag,
-    log_connections: bool,
+    opening: Opening<'_>,
 ) -> Result<Box<ServerConn>, ServerError> {
+    let Opening { tag, log_connections, listed_in } = opening;
     let connected = AtomicBool::new(false);
     let attempt = async {
         let (mut stream, addr) = dial(target, host, tls, &connected).await?;
         *tag = ConnTag::server(tag.id, &tag.db, &tag.user, &addr, target.port);
+        let tls_text = match &stream {
+            Stream::TlsConnected(t) => crate::tls::describe_session(t.get_ref().1),
+            _ => String::new(),
+        };
         if log_connections {
             match stream.local_addr() {
                 Some(local) => crate::conn_log!(info, tag, "new connection to server (from {local})"),
                 None => crate::conn_log!(info, tag, "new connection to server"),
             }
-            if let Stream::TlsConnected(t) = &stream {
-                let desc = crate::tls::describe_session(t.get_ref().1);
-                crate::conn_log!(info, tag, "SSL established: {desc}");
+            if !tls_text.is_empty() {
+                crate::conn_log!(info, tag, "SSL established: {tls_text}");
             }
         }
+        // Listed while it logs in; a failed login drops the entry, and the row with it.
+        let entry = listed_in.map(|r| {
+            r.register(ServerInfo::connected(tag.id, (&tag.db, &tag.user), addr.clone(), stream.local_addr(), tls_text))
+        });
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
+        if let Some(e) = &entry {
+            e.set_pid(key.0);
+        }
         let now = crate::clock::Micros::now();
         Ok(Box::new(ServerConn {
             stream,
-            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry: None, served: false, own_reads: 0 }),
+            tag: Box::new(crate::servers::ServerIdent { tag: tag.clone(), entry, served: false, own_reads: 0 }),
             id: tag.id,
             addr: std::sync::Arc::new(addr),
             backend_key: key,

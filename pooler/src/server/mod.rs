@@ -7,7 +7,7 @@ mod statements;
 mod target;
 
 pub use conn::{is_reported, ServerConn, ServerParams};
-pub use login::{connect, run_lookup, run_simple_query, Credentials, ServerError};
+pub use login::{connect, run_lookup, run_simple_query, Credentials, Opening, ServerError};
 pub use rescue::{recover, Abandoned};
 pub use statements::ServerStatements;
 pub use target::Target;

@@ -134,7 +134,7 @@ async fn relay_cancels(shared: Arc<Shared>, mut back: UnixStream) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let limit = shared.config().general.cancel_wait_timeout;
-                let _ = shared.cancels.cancel_local((pid, secret), limit).await;
+                let _ = shared.cancels.cancel_local((pid, secret), limit, None).await;
             });
         }
     }
