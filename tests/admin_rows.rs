@@ -204,3 +204,55 @@ async fn a_server_logging_in_is_listed_as_new() {
     assert_eq!([&servers[0]["id"], &servers[0]["state"], &servers[0]["remote_pid"]], [&new["id"], "idle", "4242"]);
     assert_eq!(rows("POOLS").await[0]["sv_login"], "0");
 }
+
+/// A listener whose accept queue is full, so that a connect to it hangs (its SYN is dropped):
+/// the port and the connections that fill it (kept open).
+async fn listener_that_never_answers() -> (u16, tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = socket.listen(0).unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut fill = Vec::new();
+    // Connects that complete fill the queue; the first that does not shows it is full.
+    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await {
+        fill.push(s);
+        assert!(fill.len() < 16, "the accept queue does not fill");
+    }
+    (addr.port(), l, fill)
+}
+
+/// A server pgmux is still connecting to is `new` too, as in PgBouncer, with its address and no
+/// local end yet; when the connect fails (server_connect_timeout) its row goes (a later attempt
+/// is listed under an id of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_still_connecting_is_listed_as_new_until_the_connect_fails() {
+    let (port, _listener, _fill) = listener_that_never_answers().await;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "admin_users = scram_user\nserver_connect_timeout = 2",
+            databases: &format!("app = host=$SOCKET port=$PORT\nnoanswer = host=127.0.0.1 port={port}"),
+            ..Default::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let servers = || async {
+        let all = crate::harness::show_rows(&console, "SERVERS").await;
+        all.into_iter().filter(|r| r["database"] == "noanswer").collect::<Vec<_>>()
+    };
+    let url = mux.url(SCRAM_USER, SCRAM_PASS, "noanswer");
+    let client = tokio::spawn(async move { tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map(|_| ()) });
+    crate::harness::eventually_async("a server connecting", || async { !servers().await.is_empty() }).await;
+    let rows = servers().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let s = &rows[0];
+    assert_eq!([&s["state"], &s["addr"], &s["port"], &s["remote_pid"]], ["new", "127.0.0.1", &port.to_string(), "0"]);
+    assert_eq!([&s["local_addr"], &s["local_port"]], ["", ""], "not connected yet: {s:?}");
+    // The connect times out after 2 s; the next attempt (server_login_retry) is a row of its own.
+    let first = s["id"].clone();
+    crate::harness::eventually_async("the failed connect's row gone", || async {
+        servers().await.iter().all(|r| r["id"] != first)
+    })
+    .await;
+    client.abort();
+}

@@ -258,7 +258,7 @@ async fn server_tls_verify_full_shows_in_pg_stat_ssl() {
     let (ssl, version, _) = ssl_row(&mux, SCRAM_USER, SCRAM_PASS).await;
     assert!(ssl && version.starts_with("TLSv1."), "{ssl} {version}");
     // SHOW SERVERS' tls column describes the session, as PgBouncer's.
-    let shown: Vec<String> = mux.shared.pools.servers.all().iter().map(|s| s.tls.clone()).collect();
+    let shown: Vec<String> = mux.shared.pools.servers.all().iter().map(|s| s.tls().to_owned()).collect();
     assert!(!shown.is_empty() && shown.iter().all(|t| t.starts_with(&format!("{version}/"))), "{shown:?} {version}");
     // The server's pg_hba has `hostssl all cert_user ... cert`: only pgmux's client
     // certificate gets this login in.

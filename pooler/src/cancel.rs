@@ -37,12 +37,13 @@ impl CancelFailed {
 }
 
 /// Where to send a cancel for a client's current query.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Target {
     addr: Arc<PeerAddr>,
     key: (i32, i32),
-    /// The cancels in flight to this server.
-    pending: Arc<Pending>,
+    /// The cancels in flight to this server, made by the first cancel: a transaction that
+    /// nobody cancels (nearly all) allocates nothing here.
+    pending: Option<Arc<Pending>>,
 }
 
 /// The cancels in flight to one server a client held: the release of that server waits for
@@ -133,15 +134,15 @@ impl CancelSlot {
 
     /// The client now holds the server at `addr` with backend key `key`.
     pub fn attach(&self, addr: &Arc<PeerAddr>, key: (i32, i32)) {
-        *self.target.lock() = Some(Target { addr: addr.clone(), key, pending: Arc::default() });
+        *self.target.lock() = Some(Target { addr: addr.clone(), key, pending: None });
     }
 
     /// The client is about to give its server back: no new cancel may reach it. Returns the
     /// cancels already sent to it when one is still in flight; the caller must then wait for
     /// them ([`Pending::settle`]) before the server goes to anyone else.
     pub fn detach(&self) -> Option<Arc<Pending>> {
-        let target = self.target.lock().take()?;
-        (target.pending.count.load(Ordering::Acquire) > 0).then_some(target.pending)
+        let pending = self.target.lock().take()?.pending?;
+        (pending.count.load(Ordering::Acquire) > 0).then_some(pending)
     }
 
     /// True while a cancel of this client's query is under way: PostgreSQL may still signal its
@@ -276,7 +277,7 @@ impl Cancels {
             .run(async {
                 let addr = Arc::new(peering::address(peer).await?);
                 // As PgBouncer lists a cancel in a peer's pool: no database, no user.
-                let listed = self.rows.list(from, ("(nodb)", "(nouser)"), addr.clone());
+                let listed = self.rows.list(Some(from), None, addr.clone());
                 send_cancel(&addr, key, config.general.cancel_wait_timeout, Some(&listed)).await
             })
             .await;
@@ -317,22 +318,21 @@ impl Cancels {
             }
             return Ok(());
         };
-        let target = {
-            let t = slot.target.lock();
-            let Some(t) = t.clone() else { return Ok(()) };
+        let (addr, key, pending) = {
+            let mut t = slot.target.lock();
+            let Some(t) = t.as_mut() else { return Ok(()) };
             slot.in_flight.fetch_add(1, Ordering::AcqRel);
-            t.pending.count.fetch_add(1, Ordering::AcqRel);
-            t
+            let pending = t.pending.get_or_insert_with(Arc::default).clone();
+            pending.count.fetch_add(1, Ordering::AcqRel);
+            (t.addr.clone(), t.key, pending)
         };
         // Counted out however this ends, a dropped future too (the cancel connection's login
         // deadline): a count left up would hold the client's every request for good.
-        let in_flight = InFlightCancel(&slot, target.pending.clone());
+        let in_flight = InFlightCancel(&slot, pending);
         let forwarding = Counting::new(slot.counts.get().map(|c| &c.forwarding));
-        let listed = from.map(|from| {
-            let pool = slot.pool.get().map_or(("(nodb)", "(nouser)"), |(d, u)| (d.as_str(), u.as_str()));
-            self.rows.list(from, pool, target.addr.clone())
-        });
-        let sent = send_cancel(&target.addr, target.key, limit, listed.as_deref()).await;
+        let pool = slot.pool.get().map(|(db, user)| (db.as_str(), user.as_str()));
+        let listed = self.rows.list(from, pool, addr.clone());
+        let sent = send_cancel(&addr, key, limit, Some(&listed)).await;
         drop(listed);
         drop(forwarding);
         drop(in_flight);
@@ -342,7 +342,7 @@ impl Cancels {
                 Err(CancelFailed::new(slot.pool.get().map(|(db, _)| db.clone()), "cancel_wait_timeout"))
             }
             Err(e) => {
-                tracing::warn!(server = %target.addr, "could not forward cancel request: {e}");
+                tracing::warn!(server = %addr, "could not forward cancel request: {e}");
                 Ok(())
             }
         }

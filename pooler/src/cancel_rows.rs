@@ -1,7 +1,8 @@
 //! The cancels being forwarded, as SHOW CLIENTS and SHOW SERVERS list them: the connection that
 //! brought a CancelRequest (PgBouncer's `active_cancel_req` client) and pgmux's own connection
 //! carrying it to the server or to the peer that issued the key (an `active_cancel` server),
-//! each the other's `link`. A row lives as long as its forward: until the server closes the
+//! each the other's `link`. A cancel relayed from the next process during an online restart
+//! has no connection of this process behind it: only its carrier is listed. A row lives as long as its forward: until the server closes the
 //! cancel's connection, or cancel_wait_timeout passes. Nothing here is touched per transaction.
 
 use std::collections::BTreeMap;
@@ -30,11 +31,11 @@ pub struct Requester {
 /// One cancel being forwarded.
 #[derive(Debug)]
 pub struct CancelRow {
-    /// Who asked for it.
-    pub requester: Requester,
-    /// The pool of the client it cancels (database, server-side user); PgBouncer's
-    /// `(nodb)` / `(nouser)` for a cancel forwarded to a peer.
-    pub pool: (String, String),
+    /// Who asked for it (none for a cancel relayed by the next process).
+    pub requester: Option<Requester>,
+    /// The pool of the client it cancels (database, server-side user); none for a cancel
+    /// forwarded to a peer (PgBouncer's `(nodb)` / `(nouser)`, listed after the pools).
+    pub pool: Option<(String, String)>,
     /// pgmux's connection carrying it: its id (`S-0x..`).
     pub carrier_id: u64,
     /// Where that connection goes: the server of the cancelled query, or the peer.
@@ -66,12 +67,17 @@ pub struct CancelRows {
 }
 
 impl CancelRows {
-    /// Lists a cancel from `requester` to the pool `pool` at `addr` for as long as the returned
-    /// guard lives.
-    pub fn list(self: &Arc<Self>, requester: Requester, pool: (&str, &str), addr: Arc<PeerAddr>) -> Listed {
+    /// Lists a cancel from `requester` to the pool `pool` (none: a peer) at `addr` for as long
+    /// as the returned guard lives.
+    pub fn list(
+        self: &Arc<Self>,
+        requester: Option<Requester>,
+        pool: Option<(&str, &str)>,
+        addr: Arc<PeerAddr>,
+    ) -> Listed {
         let row = Arc::new(CancelRow {
             requester,
-            pool: (pool.0.to_owned(), pool.1.to_owned()),
+            pool: pool.map(|(db, user)| (db.to_owned(), user.to_owned())),
             carrier_id: crate::net::next_conn_id(),
             carrier_addr: addr,
             started: SystemTime::now(),
@@ -122,16 +128,17 @@ mod tests {
     fn a_cancel_is_listed_while_its_guard_lives() {
         let rows = Arc::new(CancelRows::default());
         let addr = Arc::new(PeerAddr::Tcp("127.0.0.1:5432".parse().unwrap()));
-        let first = rows.list(requester(1), ("app", "alice"), addr.clone());
-        let second = rows.list(requester(2), ("(nodb)", "(nouser)"), addr);
+        let first = rows.list(Some(requester(1)), Some(("app", "alice")), addr.clone());
+        let second = rows.list(Some(requester(2)), None, addr);
         assert_ne!(first.carrier_id, second.carrier_id, "each carrier has its own id");
-        let listed: Vec<u64> = rows.all().iter().map(|r| r.requester.id).collect();
-        assert_eq!(listed, [1, 2]);
-        assert_eq!(rows.all()[0].pool, ("app".to_owned(), "alice".to_owned()));
+        let ids = |rows: &CancelRows| -> Vec<u64> {
+            rows.all().iter().filter_map(|r| Some(r.requester.as_ref()?.id)).collect()
+        };
+        assert_eq!(ids(&rows), [1, 2]);
+        assert_eq!(rows.all()[0].pool, Some(("app".to_owned(), "alice".to_owned())));
         first.connected_from(Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!(rows.all()[0].carrier_local(), Some("127.0.0.1:40000".parse().unwrap()));
         drop(first);
-        let listed: Vec<u64> = rows.all().iter().map(|r| r.requester.id).collect();
-        assert_eq!(listed, [2], "a finished cancel leaves the list");
+        assert_eq!(ids(&rows), [2], "a finished cancel leaves the list");
     }
 }

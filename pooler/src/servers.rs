@@ -1,6 +1,6 @@
 //! Every pool server connection, for SHOW SERVERS and SHOW SOCKETS: what does not change once it
-//! is logged in (id, pool, addresses, pid, connect time). A server registers as soon as its
-//! socket is connected, listed as logging in (PgBouncer's `new`) until its pool takes it, and
+//! is logged in (id, pool, addresses, pid, connect time). A server registers as pgmux begins to
+//! connect to an address, listed as logging in (PgBouncer's `new`) until its pool takes it, and
 //! leaves when its connection is dropped; nothing here is touched per transaction. Whether a
 //! server is active (and with which client) or idle is read from the client registry and the
 //! pools when a SHOW asks; a server set aside by its lease (being canceled, or running its
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -26,14 +26,14 @@ pub struct ServerInfo {
     pub user: String,
     /// PostgreSQL's address.
     pub addr: PeerAddr,
-    /// pgmux's end of the connection, when it is TCP.
-    pub local_addr: Option<std::net::SocketAddr>,
-    /// When its socket connected.
+    /// pgmux's end of the connection once connected, when it is TCP.
+    local_addr: OnceLock<std::net::SocketAddr>,
+    /// When pgmux began to connect it.
     pub connect_time: SystemTime,
     /// Backend pid (BackendKeyData; 0 until the server has sent it).
     pid: AtomicI32,
-    /// The TLS session to PostgreSQL, as SHOW's `tls` column prints it (empty without TLS).
-    pub tls: String,
+    /// The TLS session to PostgreSQL, as SHOW's `tls` column prints it (unset without TLS).
+    tls: OnceLock<String>,
     /// Set by [`ServerRegistry::register`].
     registry: Weak<ServerRegistry>,
     /// What its lease set it aside for, as an [`Aside`] (0: nothing).
@@ -68,29 +68,34 @@ impl ServerInfo {
         self.pid.load(Relaxed)
     }
 
-    /// True while the server logs in (PgBouncer's `new`).
+    /// True while the server connects and logs in (PgBouncer's `new`).
     pub fn logging_in(&self) -> bool {
         self.logging_in.load(Relaxed)
     }
 
-    /// A row for a server whose socket has just connected, logging in, to be registered.
-    pub fn connected(
-        id: u64,
-        pool: (&str, &str),
-        addr: PeerAddr,
-        local_addr: Option<std::net::SocketAddr>,
-        tls: String,
-    ) -> Self {
+    /// pgmux's end of the connection, once connected over TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local_addr.get().copied()
+    }
+
+    /// The TLS session, as SHOW's `tls` column prints it (empty without TLS).
+    pub fn tls(&self) -> &str {
+        self.tls.get().map_or("", String::as_str)
+    }
+
+    /// A row for a server pgmux is about to connect to at `addr`, to be registered: it is
+    /// logging in until [`ServerEntry::logged_in`].
+    pub fn dialling(id: u64, pool: (&str, &str), addr: PeerAddr) -> Self {
         let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
         Self {
             id,
             db,
             user,
             addr,
-            local_addr,
+            local_addr: OnceLock::new(),
             connect_time: SystemTime::now(),
             pid: AtomicI32::new(0),
-            tls,
+            tls: OnceLock::new(),
             registry: Weak::new(),
             aside: AtomicU8::new(0),
             logging_in: AtomicBool::new(true),
@@ -132,6 +137,18 @@ impl ServerEntry {
         self.0.aside.store(aside.map_or(0, |a| a as u8), Relaxed);
     }
 
+    /// Its socket connected from `local` (TCP).
+    pub fn set_local_addr(&self, local: Option<std::net::SocketAddr>) {
+        if let Some(l) = local {
+            let _ = self.0.local_addr.set(l);
+        }
+    }
+
+    /// Its TLS session, described.
+    pub fn set_tls(&self, tls: String) {
+        let _ = self.0.tls.set(tls);
+    }
+
     /// The backend's pid, from its BackendKeyData.
     pub fn set_pid(&self, pid: i32) {
         self.0.pid.store(pid, Relaxed);
@@ -151,14 +168,14 @@ impl Drop for ServerEntry {
     }
 }
 
-/// All pool servers from the moment their socket connects, by id.
+/// All pool servers from the moment pgmux begins to connect them, by id.
 #[derive(Debug, Default)]
 pub struct ServerRegistry {
     map: Mutex<BTreeMap<u64, Arc<ServerInfo>>>,
 }
 
 impl ServerRegistry {
-    /// Registers a server whose socket has just connected; keep the entry with the connection.
+    /// Registers a server pgmux is connecting to; keep the entry with the connection.
     pub fn register(self: &Arc<Self>, mut info: ServerInfo) -> ServerEntry {
         info.registry = Arc::downgrade(self);
         let info = Arc::new(info);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::table::{v, Table, Ty};
 use crate::clients::{ClientInfo, ClientState};
 use crate::clock::Micros;
-use crate::logging::ptr_text;
+use crate::logging::{ptr_text, NO_DB, NO_USER};
 use crate::net::PeerAddr;
 use crate::pool::IdleServer;
 use crate::servers::Aside;
@@ -183,12 +183,12 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
         t.row(row.values(sockets));
     }
     for c in shared.cancels.rows.all() {
-        let from = &c.requester;
+        let Some(from) = &c.requester else { continue };
         let row = Row {
             server: false,
             // A cancel request names no user (PgBouncer's `(nouser)`).
-            user: "(nouser)",
-            db: &c.pool.0,
+            user: NO_USER,
+            db: c.pool.as_ref().map_or(NO_DB, |(db, _)| db),
             state: if sockets { "cl_active_cancel_req" } else { "active_cancel_req" },
             addr: addr_port(&from.ends.peer, listen_port),
             local: local_end(from.ends.local, &from.ends.peer, listen_port),
@@ -259,7 +259,7 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             db: &s.db,
             state: list.name(sockets),
             addr: addr_port(&s.addr, 0),
-            local: local_end(s.local_addr, &s.addr, listen_port),
+            local: local_end(s.local_addr(), &s.addr, listen_port),
             connect_time: s.connect_time,
             request_time,
             wait: Duration::ZERO,
@@ -267,16 +267,17 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             id: s.id,
             link: client.map(|c| c.id),
             remote_pid: s.pid(),
-            tls: &s.tls,
+            tls: s.tls(),
             application_name,
         };
-        rows.push(((s.db.clone(), s.user.clone(), list, s.id), row.values(sockets)));
+        rows.push(((false, s.db.clone(), s.user.clone(), list, s.id), row.values(sockets)));
     }
     for c in shared.cancels.rows.all() {
+        let (db, user) = c.pool.as_ref().map_or((NO_DB, NO_USER), |(db, user)| (db.as_str(), user.as_str()));
         let row = Row {
             server: true,
-            user: &c.pool.1,
-            db: &c.pool.0,
+            user,
+            db,
             state: ServerList::ActiveCancel.name(sockets),
             addr: addr_port(&c.carrier_addr, 0),
             local: local_end(c.carrier_local(), &c.carrier_addr, listen_port),
@@ -285,12 +286,14 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             wait: Duration::ZERO,
             close_needed: false,
             id: c.carrier_id,
-            link: Some(c.requester.id),
+            link: c.requester.as_ref().map(|r| r.id),
             remote_pid: 0,
             tls: "",
             application_name: "",
         };
-        rows.push(((c.pool.0.clone(), c.pool.1.clone(), ServerList::ActiveCancel, c.carrier_id), row.values(sockets)));
+        // A peer's cancels come after every pool, as PgBouncer lists its peer pools last.
+        let place = (c.pool.is_none(), db.to_owned(), user.to_owned(), ServerList::ActiveCancel, c.carrier_id);
+        rows.push((place, row.values(sockets)));
     }
     rows.sort_by(|(a, _), (b, _)| a.cmp(b));
     for (_, r) in rows {
@@ -298,8 +301,8 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     }
 }
 
-/// Where a server row goes: pool (database, user), list, id.
-type ServerPlace = (String, String, ServerList, u64);
+/// Where a server row goes: a peer's after the pools, pool (database, user), list, id.
+type ServerPlace = (bool, String, String, ServerList, u64);
 
 /// PgBouncer's lists of a pool's servers, in the order SHOW SERVERS prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

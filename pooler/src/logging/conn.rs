@@ -14,8 +14,11 @@ pub enum Side {
     Server,
 }
 
-/// A client's user in its tag until its startup packet names one.
-const NO_USER: &str = "(nouser)";
+/// PgBouncer's name for the user of a connection that has none (a client until its startup
+/// packet names one, a cancel request).
+pub const NO_USER: &str = "(nouser)";
+/// PgBouncer's name for the database of a connection that has none.
+pub const NO_DB: &str = "(nodb)";
 
 /// The log prefix of one connection. Cheap to keep: built once per connection, updated when the
 /// client names its database and user. Its texts are `Box<str>`, 8 bytes smaller than `String`
@@ -38,13 +41,7 @@ impl ConnTag {
     /// A client that has just connected; `port` is used for unix-socket peers (the listen port,
     /// as PgBouncer prints it).
     pub fn client(id: u64, peer: &PeerAddr, port: u16) -> Self {
-        ConnTag {
-            side: Side::Client,
-            id,
-            db: "(nodb)".into(),
-            user: NO_USER.into(),
-            addr: addr_text(peer, port).into(),
-        }
+        ConnTag { side: Side::Client, id, db: NO_DB.into(), user: NO_USER.into(), addr: addr_text(peer, port).into() }
     }
 
     /// A server connection of pool (db, user).

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use tracing_subscriber::layer::SubscriberExt;
 
-pub use conn::{ptr_text, ConnTag, Side};
+pub use conn::{ptr_text, ConnTag, Side, NO_DB, NO_USER};
 
 /// How to log, from the config and the command line.
 #[derive(Debug, Clone, Default)]

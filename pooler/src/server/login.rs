@@ -18,7 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::{ServerConn, ServerParams, Target};
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
-use crate::servers::{ServerInfo, ServerRegistry};
+use crate::servers::{ServerEntry, ServerInfo, ServerRegistry};
 use crate::tls::{ServerTls, SslMode};
 
 /// What the pooler can log in to a server with.
@@ -137,16 +137,28 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
     }
 }
 
+/// Where a server being connected is listed: the registry, and the id and pool its row carries.
+type Listing<'a> = Option<(&'a Arc<ServerRegistry>, &'a ConnTag)>;
+
+/// Lists a server about to be connected at `addr` (dropped, the row goes).
+fn list_at(listing: Listing<'_>, addr: &PeerAddr) -> Option<ServerEntry> {
+    listing.map(|(r, tag)| r.register(ServerInfo::dialling(tag.id, (&tag.db, &tag.user), addr.clone())))
+}
+
 /// Opens the socket to `host` (and TLS when asked); `connected` is set once the socket is
-/// open, so that a timeout can tell a connect that never finished from a stalled login.
+/// open, so that a timeout can tell a connect that never finished from a stalled login. With
+/// a `listing`, the server is listed from the moment an address is tried.
 async fn dial(
     target: &Target,
     host: &str,
     tls: Option<&ServerTls>,
     connected: &AtomicBool,
-) -> Result<(Stream, PeerAddr), ServerError> {
+    listing: Listing<'_>,
+) -> Result<(Stream, PeerAddr, Option<ServerEntry>), ServerError> {
     if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
+        let addr = PeerAddr::Unix(path.clone());
+        let entry = list_at(listing, &addr);
         // A socket file that is not there is a failed connect, not a failed name lookup (the
         // NotFound the log would call `server DNS lookup failed`).
         let s = UnixStream::connect(&path)
@@ -158,7 +170,7 @@ async fn dial(
             .into_std()?;
         connected.store(true, Relaxed);
         let s = crate::net::quiet::QuietUnix::new(s)?;
-        return Ok((Stream::QuietUnix(Box::new(s)), PeerAddr::Unix(path)));
+        return Ok((Stream::QuietUnix(Box::new(s)), addr, entry));
     }
     let mut last = None;
     // A name that does not resolve is NotFound: PgBouncer's "server DNS lookup failed".
@@ -166,15 +178,20 @@ async fn dial(
         .await
         .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
     for addr in addrs {
+        // One row per address tried: a failed one leaves the list before the next is listed.
+        let entry = list_at(listing, &PeerAddr::Tcp(addr));
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 connected.store(true, Relaxed);
                 target.tcp.apply(&s);
+                if let Some(e) = &entry {
+                    e.set_local_addr(s.local_addr().ok());
+                }
                 let stream = match tls {
                     Some(tls) => negotiate_tls(s, host, tls).await?,
                     None => Stream::Tcp(s),
                 };
-                return Ok((stream, PeerAddr::Tcp(addr)));
+                return Ok((stream, PeerAddr::Tcp(addr), entry));
             }
             Err(e) => last = Some(e),
         }
@@ -225,7 +242,7 @@ pub struct Opening<'a> {
     pub tag: &'a mut ConnTag,
     /// log_connections: the connect and TLS lines.
     pub log_connections: bool,
-    /// Where a pool's server is listed, `new` until its pool takes it ([`crate::servers::ServerEntry::logged_in`]);
+    /// Where a pool's server is listed, `new` until its pool takes it ([`ServerEntry::logged_in`]);
     /// none for a one-off probe.
     pub listed_in: Option<&'a Arc<ServerRegistry>>,
 }
@@ -245,25 +262,25 @@ pub async fn connect(
     let Opening { tag, log_connections, listed_in } = opening;
     let connected = AtomicBool::new(false);
     let attempt = async {
-        let (mut stream, addr) = dial(target, host, tls, &connected).await?;
+        // Listed while it connects and logs in; a failure drops the entry, and the row with it.
+        let listing = listed_in.map(|r| (r, &*tag));
+        let (mut stream, addr, entry) = dial(target, host, tls, &connected, listing).await?;
         *tag = ConnTag::server(tag.id, &tag.db, &tag.user, &addr, target.port);
-        let tls_text = match &stream {
-            Stream::TlsConnected(t) => crate::tls::describe_session(t.get_ref().1),
-            _ => String::new(),
-        };
         if log_connections {
             match stream.local_addr() {
                 Some(local) => crate::conn_log!(info, tag, "new connection to server (from {local})"),
                 None => crate::conn_log!(info, tag, "new connection to server"),
             }
-            if !tls_text.is_empty() {
-                crate::conn_log!(info, tag, "SSL established: {tls_text}");
+        }
+        if let Stream::TlsConnected(t) = &stream {
+            let desc = crate::tls::describe_session(t.get_ref().1);
+            if log_connections {
+                crate::conn_log!(info, tag, "SSL established: {desc}");
+            }
+            if let Some(e) = &entry {
+                e.set_tls(desc);
             }
         }
-        // Listed while it logs in; a failed login drops the entry, and the row with it.
-        let entry = listed_in.map(|r| {
-            r.register(ServerInfo::connected(tag.id, (&tag.db, &tag.user), addr.clone(), stream.local_addr(), tls_text))
-        });
         let (params, key, leftover) = login(&mut stream, target, creds).await?;
         if let Some(e) = &entry {
             e.set_pid(key.0);
