@@ -256,3 +256,37 @@ async fn a_server_still_connecting_is_listed_as_new_until_the_connect_fails() {
     .await;
     client.abort();
 }
+
+/// SHOW CLIENTS goes pool by pool as PgBouncer's: pools by name, and in a pool the clients
+/// active or idle before those waiting for a server, whatever order they connected in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_lists_pool_by_pool_active_before_waiting() {
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup {
+            pgbouncer: "admin_users = scram_user\ndefault_pool_size = 1",
+            databases: "zz = host=$SOCKET port=$PORT dbname=app\naa = host=$SOCKET port=$PORT dbname=app",
+            ..Default::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    // Connected first, so lower ids: the client that will wait, then one of pool `zz`.
+    let waiter = mux.connect(SCRAM_USER, SCRAM_PASS, "aa").await.unwrap();
+    let _other = mux.connect(SCRAM_USER, SCRAM_PASS, "zz").await.unwrap();
+    let holder = mux.connect(SCRAM_USER, SCRAM_PASS, "aa").await.unwrap();
+    holder.simple_query("BEGIN").await.unwrap();
+    let queued = tokio::spawn(async move { waiter.simple_query("SELECT 1").await.map(|_| ()) });
+    crate::harness::eventually_async("a client waiting", || async {
+        crate::harness::show_rows(&console, "CLIENTS").await.iter().any(|r| r["state"] == "waiting")
+    })
+    .await;
+    let rows = crate::harness::show_rows(&console, "CLIENTS").await;
+    let order: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r["database"] != "pgbouncer")
+        .map(|r| (r["database"].as_str(), r["state"].as_str()))
+        .collect();
+    assert_eq!(order, [("aa", "active"), ("aa", "waiting"), ("zz", "idle")], "{rows:?}");
+    holder.simple_query("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), queued).await.unwrap().unwrap().unwrap();
+}

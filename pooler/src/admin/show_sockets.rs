@@ -143,12 +143,14 @@ fn local_end(local: Option<SocketAddr>, peer: &PeerAddr, listen_port: u16) -> (O
     }
 }
 
-/// Client rows: console clients (database `pgbouncer`) and pooled clients, by id, then the
-/// connections that brought a cancel being forwarded (`active_cancel_req`). `sockets` gives
-/// SHOW SOCKETS' state names and debug columns.
+/// Client rows, pool by pool (database, server-side user; the console's clients under
+/// `pgbouncer`) as PgBouncer lists them: active and idle clients, then waiting ones, then the
+/// connections that brought a cancel being forwarded (`active_cancel_req`), each by id.
+/// `sockets` gives SHOW SOCKETS' state names and debug columns.
 fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     let listen_port = shared.config().general.listen_port;
     let now_us = shared.client_registry.now_us();
+    let mut rows: Vec<(Place<u8>, Vec<Option<String>>)> = Vec::new();
     for c in shared.client_registry.all() {
         let server_id = c.server_id.load(Relaxed);
         let req_us = c.request_time_us.load(Relaxed);
@@ -180,15 +182,17 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             tls: &c.tls,
             application_name: &c.application_name,
         };
-        t.row(row.values(sockets));
+        let list = if c.state() == ClientState::Waiting { 1 } else { 0 };
+        rows.push(((false, c.db().to_owned(), c.pool_user.to_string(), list, c.id), row.values(sockets)));
     }
     for c in shared.cancels.rows.all() {
         let Some(from) = &c.requester else { continue };
+        let (db, user) = c.pool.as_ref().map_or((NO_DB, NO_USER), |(db, user)| (db.as_str(), user.as_str()));
         let row = Row {
             server: false,
             // A cancel request names no user (PgBouncer's `(nouser)`).
             user: NO_USER,
-            db: c.pool.as_ref().map_or(NO_DB, |(db, _)| db),
+            db,
             state: if sockets { "cl_active_cancel_req" } else { "active_cancel_req" },
             addr: addr_port(&from.ends.peer, listen_port),
             local: local_end(from.ends.local, &from.ends.peer, listen_port),
@@ -202,7 +206,11 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             tls: &from.tls,
             application_name: "",
         };
-        t.row(row.values(sockets));
+        rows.push(((c.pool.is_none(), db.to_owned(), user.to_owned(), 2, from.id), row.values(sockets)));
+    }
+    rows.sort_by(|(a, _), (b, _)| a.cmp(b));
+    for (_, r) in rows {
+        t.row(r);
     }
 }
 
@@ -230,7 +238,7 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             idle.insert(s.id, (s, used));
         }
     }
-    let mut rows: Vec<(ServerPlace, Vec<Option<String>>)> = Vec::new();
+    let mut rows: Vec<(Place<ServerList>, Vec<Option<String>>)> = Vec::new();
     for s in shared.pools.servers.all() {
         let list = match (s.logging_in(), s.aside(), links.contains_key(&s.id), idle.get(&s.id)) {
             (true, ..) => ServerList::New,
@@ -301,8 +309,8 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
     }
 }
 
-/// Where a server row goes: a peer's after the pools, pool (database, user), list, id.
-type ServerPlace = (bool, String, String, ServerList, u64);
+/// Where a row goes: a peer's after the pools, pool (database, server-side user), list, id.
+type Place<L> = (bool, String, String, L, u64);
 
 /// PgBouncer's lists of a pool's servers, in the order SHOW SERVERS prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
