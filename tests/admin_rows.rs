@@ -290,3 +290,39 @@ async fn show_clients_lists_pool_by_pool_active_before_waiting() {
     holder.simple_query("COMMIT").await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), queued).await.unwrap().unwrap().unwrap();
 }
+
+/// SHOW CLIENTS' `wait` / `wait_us` are how long the client's current request has been under
+/// way, its wait for a server included, as PgBouncer's: a client a second into its query
+/// shows it; an idle client, and the same client once its query is done, show 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_wait_is_the_age_of_the_running_query() {
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        crate::harness::pgmux::Setup { pgbouncer: "admin_users = scram_user", ..Default::default() },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let busy = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    let idle = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+    let waits = || async {
+        let rows = crate::harness::show_rows(&console, "CLIENTS").await;
+        let mut w: Vec<(String, u64, u64)> = rows
+            .iter()
+            .filter(|r| r["database"] == "app")
+            .map(|r| (r["state"].clone(), r["wait"].parse().unwrap(), r["wait_us"].parse().unwrap()))
+            .collect();
+        w.sort();
+        w
+    };
+    let sleeper = tokio::spawn(async move {
+        busy.simple_query("SELECT pg_sleep(1.5)").await.unwrap();
+        busy
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let during = waits().await;
+    assert_eq!(during.len(), 2, "{during:?}");
+    assert_eq!((during[0].0.as_str(), during[0].1), ("active", 1), "a second into its query: {during:?}");
+    assert_eq!(during[1], ("idle".to_owned(), 0, 0));
+    let _busy = sleeper.await.unwrap();
+    assert_eq!(waits().await, [("idle".to_owned(), 0, 0), ("idle".to_owned(), 0, 0)]);
+}

@@ -62,8 +62,9 @@ pub struct ClientInfo {
     /// When it last began a transaction (sent a request with no server held), in µs on the
     /// registry's monotonic clock; 0 before its first.
     pub request_time_us: AtomicU64,
-    /// Monotonic µs (since registry start) when it began waiting for a server.
-    wait_start_us: AtomicU64,
+    /// Monotonic µs (since registry start) when its current request began, its wait for a
+    /// server included (PgBouncer's query_start); 0 when none is under way.
+    query_start_us: AtomicU64,
     killed: AtomicBool,
     kill_reason: std::sync::OnceLock<&'static str>,
     /// server_fast_close: the server it holds must close as soon as it is idle.
@@ -111,14 +112,31 @@ impl ClientInfo {
         if self.state() != ClientState::Waiting {
             return std::time::Duration::ZERO;
         }
-        std::time::Duration::from_micros(now_us.saturating_sub(self.wait_start_us.load(Ordering::Relaxed)))
+        self.query_age(now_us)
     }
 
-    /// Marks the start of a wait for a server, at `now_us` on the registry's clock.
+    /// How long its current request has been under way, its wait for a server included (SHOW
+    /// CLIENTS' `wait`, as PgBouncer's); zero when none is.
+    pub fn query_age(&self, now_us: u64) -> std::time::Duration {
+        match (self.state(), self.query_start_us.load(Ordering::Relaxed)) {
+            // No server held and none waited for: nothing is under way.
+            (ClientState::Idle, _) | (_, 0) => std::time::Duration::ZERO,
+            (_, start) => std::time::Duration::from_micros(now_us.saturating_sub(start)),
+        }
+    }
+
+    /// Marks the start of a wait for a server, at `now_us` on the registry's clock: a request
+    /// begins.
     #[inline]
     pub fn start_waiting(&self, now_us: u64) {
-        self.wait_start_us.store(now_us, Ordering::Relaxed);
+        self.query_start_us.store(now_us, Ordering::Relaxed);
         self.set_state(ClientState::Waiting);
+    }
+
+    /// A request began at `now_us` (`None`: none is under way any more).
+    #[inline]
+    pub fn set_query_start(&self, now_us: Option<u64>) {
+        self.query_start_us.store(now_us.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Asks the client's task to close it, telling the client `reason` (PgBouncer's words:
@@ -250,7 +268,7 @@ impl ClientRegistry {
             server_pid: AtomicI32::new(0),
             server_id: AtomicU64::new(0),
             request_time_us: AtomicU64::new(0),
-            wait_start_us: AtomicU64::new(0),
+            query_start_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             kill_reason: std::sync::OnceLock::new(),
             close_needed: AtomicBool::new(false),

@@ -173,7 +173,7 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             local: local_end(c.local_addr, &c.addr, listen_port),
             connect_time: c.connect_time,
             request_time: if req_us == 0 { c.connect_time } else { shared.client_registry.wall_time(req_us) },
-            wait: c.waiting_for(now_us),
+            wait: c.query_age(now_us),
             close_needed: c.close_needed(),
             id: c.id,
             link: (server_id != 0).then_some(server_id),

@@ -352,6 +352,9 @@ impl Relay {
         let stats = &self.session.pool.counters.here().stats;
         if self.flow.client_pending() == 0 {
             // Set with nothing under way only by the attach: the client's bytes arrived then.
+            if self.query_start.is_none() {
+                self.session.info.set_query_start(Some(now.as_u64()));
+            }
             now = *self.query_start.get_or_insert(now);
             PoolStats::add(&stats.query_count, 1);
         }
@@ -574,6 +577,7 @@ impl Relay {
             self.query_start = Some(now);
             PoolStats::add(&stats.query_count, 1);
         }
+        self.session.info.set_query_start(next.then(|| now.as_u64()));
         if status == TxStatus::Idle {
             if let Some(t) = self.xact_start.take() {
                 let us = now.micros_since(t);

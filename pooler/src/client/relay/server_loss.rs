@@ -131,6 +131,7 @@ impl Relay {
         self.sout.extend_from_slice(&out);
         self.s_ready = self.sout.len();
         self.query_start = None;
+        self.session.info.set_query_start(None);
         self.xact_start = None;
         self.need_server = false;
         self.timer = None;
