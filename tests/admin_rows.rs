@@ -129,7 +129,6 @@ async fn clients_and_servers_share_one_id_sequence_and_link_to_each_other() {
 /// A fake PostgreSQL that takes a login and answers it only when `gate` is opened, then welcomes
 /// with backend pid 4242, answers the SETs pgmux sends, and holds anything else.
 async fn server_slow_to_log_in(gate: std::sync::Arc<tokio::sync::Notify>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -139,18 +138,7 @@ async fn server_slow_to_log_in(gate: std::sync::Arc<tokio::sync::Notify>) -> u16
                 crate::harness::raw::accept_startup(&mut s).await?;
                 gate.notified().await;
                 crate::harness::raw::welcome(&mut s, (4242, 7)).await?;
-                let mut buf = bytes::BytesMut::new();
-                while s.read_buf(&mut buf).await? > 0 {
-                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
-                        if f.tag == b'Q' && f.body().starts_with(b"SET") {
-                            let mut out = bytes::BytesMut::new();
-                            pgmux_protocol::build::command_complete(&mut out, "SET");
-                            pgmux_protocol::build::ready_for_query(&mut out, b'I');
-                            s.write_all(&out).await?;
-                        }
-                    }
-                }
-                Ok::<(), std::io::Error>(())
+                crate::harness::raw::answer_sets_hold_the_rest(&mut s).await
             });
         }
     });

@@ -13,7 +13,6 @@ use crate::harness::{db_error, Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 /// connection without ever closing it: a cancel to it stays in flight until
 /// cancel_wait_timeout.
 async fn server_slow_to_cancel() -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -25,18 +24,7 @@ async fn server_slow_to_cancel() -> u16 {
                 }
                 // pgmux's SETs (the client's parameters) are answered; the client's query, or
                 // the cancel, is held until the peer goes.
-                let mut buf = bytes::BytesMut::new();
-                while s.read_buf(&mut buf).await? > 0 {
-                    while let Ok(Some(f)) = pgmux_protocol::split_frame(&mut buf, 1 << 20) {
-                        if f.tag == b'Q' && f.body().starts_with(b"SET") {
-                            let mut out = bytes::BytesMut::new();
-                            pgmux_protocol::build::command_complete(&mut out, "SET");
-                            pgmux_protocol::build::ready_for_query(&mut out, b'I');
-                            s.write_all(&out).await?;
-                        }
-                    }
-                }
-                Ok::<(), std::io::Error>(())
+                crate::harness::raw::answer_sets_hold_the_rest(&mut s).await
             });
         }
     });

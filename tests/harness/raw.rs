@@ -120,3 +120,20 @@ pub async fn welcome(s: &mut TcpStream, key: (i32, i32)) -> std::io::Result<()> 
     build::ready_for_query(&mut out, b'I');
     s.write_all(&out).await
 }
+
+/// For a fake PostgreSQL that has logged its peer in: answers pgmux's SETs (the client's
+/// parameters) and holds anything else (a query, a cancel) unanswered until the peer goes.
+pub async fn answer_sets_hold_the_rest(s: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    while s.read_buf(&mut buf).await? > 0 {
+        while let Ok(Some(f)) = split_frame(&mut buf, 1 << 20) {
+            if f.tag == b'Q' && f.body().starts_with(b"SET") {
+                let mut out = BytesMut::new();
+                build::command_complete(&mut out, "SET");
+                build::ready_for_query(&mut out, b'I');
+                s.write_all(&out).await?;
+            }
+        }
+    }
+    Ok(())
+}
