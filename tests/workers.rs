@@ -44,9 +44,15 @@ async fn three_worker_threads_share_one_pool_within_its_size() {
         ),
         &userlist,
     );
-    let before = thread_cpu(mux.pid());
-    let workers: Vec<_> = before.iter().filter(|(n, _)| n.starts_with("pgmux-worker-")).collect();
-    assert_eq!(workers.len(), 2, "the main thread and two more run clients: {before:?}");
+    // The listener may be up a moment before the last worker thread has started.
+    let workers = |threads: &[(String, u64)]| threads.iter().filter(|(n, _)| n.starts_with("pgmux-worker-")).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut before = thread_cpu(mux.pid());
+    while workers(&before) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        before = thread_cpu(mux.pid());
+    }
+    assert_eq!(workers(&before), 2, "the main thread and two more run clients: {before:?}");
 
     // All logged in first, then all at once, each query holding its server for 2 ms: the pool
     // is busy from the first round.
