@@ -314,3 +314,43 @@ async fn show_clients_wait_is_the_age_of_the_running_query() {
     let _busy = sleeper.await.unwrap();
     assert_eq!(waits().await, [("idle".to_owned(), 0, 0), ("idle".to_owned(), 0, 0)]);
 }
+
+/// A request closed by a Flush instead of a Sync shows its age in `wait` as one closed by a
+/// Sync does (PgBouncer's query_start is set by any message the client sends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_wait_counts_a_batch_closed_by_a_flush() {
+    use pgmux_protocol::build;
+
+    use crate::harness::pgmux::Setup;
+    use crate::harness::raw::Raw;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        Setup {
+            pgbouncer: &format!("auth_type = trust\nadmin_users = {SCRAM_USER}"),
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let mut raw = Raw::connect(&mux).await;
+    raw.send(|o| build::query(o, "BEGIN")).await;
+    assert_eq!(raw.until_ready().await, ["C", "Z"]);
+    raw.send(|o| {
+        build::parse(o, "", "SELECT pg_sleep(1.5)");
+        build::bind(o, "", "", &[]);
+        build::execute(o, "");
+        build::flush(o);
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rows = crate::harness::show_rows(&console, "CLIENTS").await;
+    let waits: Vec<(&str, &str)> =
+        rows.iter().filter(|r| r["database"] == "app").map(|r| (r["state"].as_str(), r["wait"].as_str())).collect();
+    assert_eq!(waits, [("active", "1")], "a second into its batch");
+    assert_eq!(raw.until(b'C').await, ["1", "2", "D:", "C"]);
+    raw.send(build::sync).await;
+    assert_eq!(raw.until_ready().await, ["Z"]);
+    let rows = crate::harness::show_rows(&console, "CLIENTS").await;
+    let app: Vec<&str> = rows.iter().filter(|r| r["database"] == "app").map(|r| r["wait"].as_str()).collect();
+    assert_eq!(app, ["0"], "answered: no request under way");
+}

@@ -45,11 +45,6 @@ async fn raw_tenant(a: &mut Raw) -> Vec<String> {
     a.until_ready().await
 }
 
-fn flush(out: &mut BytesMut) {
-    out.put_u8(b'H');
-    out.put_i32(4);
-}
-
 /// Parse of `sql` as `name`, Bind to the unnamed portal, Execute.
 fn run(out: &mut BytesMut, name: &str, sql: &str) {
     build::parse(out, name, sql);
@@ -83,7 +78,7 @@ async fn answers_that_came_before_tracking_began_still_count() {
     // An error answered before the SET was sent: PostgreSQL skips the SET, up to the Sync.
     a.send(|o| {
         run(o, "", "SELECT 1/0");
-        flush(o);
+        build::flush(o);
     })
     .await;
     assert!(a.until(b'E').await.last().unwrap().starts_with("E:22012"));
@@ -102,7 +97,7 @@ async fn answers_that_came_before_tracking_began_still_count() {
     a.until_ready().await;
     a.send(|o| {
         run(o, "", "SELECT 1");
-        flush(o);
+        build::flush(o);
     })
     .await;
     assert_eq!(a.until(b'C').await, ["1", "2", "D:1", "C"]);
@@ -380,7 +375,7 @@ async fn a_client_gone_after_a_skipped_query_leaves_no_stuck_server() {
     assert_eq!(a.until_ready().await, ["1", "Z"]);
     a.send(|o| {
         run(o, "", "SELECT 1/0");
-        flush(o);
+        build::flush(o);
     })
     .await;
     assert!(a.until(b'E').await.last().unwrap().starts_with("E:22012"));

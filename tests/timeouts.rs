@@ -129,3 +129,43 @@ async fn pool_idle_timeout_drops_unused_pools() {
     }
     panic!("the unused pool was not dropped");
 }
+
+/// A batch closed by a Flush instead of a Sync (what drivers send to read a statement's
+/// description before they bind it) is a request too: query_timeout counts from its first
+/// message, as PgBouncer's query_start, in a transaction block or out of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
+    use pgmux_protocol::build;
+
+    use crate::harness::pgmux::Setup;
+    use crate::harness::raw::Raw;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        Setup {
+            pgbouncer: "auth_type = trust\nquery_timeout = 1",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    for begin in [false, true] {
+        let mut raw = Raw::connect(&mux).await;
+        if begin {
+            raw.send(|o| build::query(o, "BEGIN")).await;
+            assert_eq!(raw.until_ready().await, ["C", "Z"]);
+        }
+        let started = std::time::Instant::now();
+        raw.send(|o| {
+            build::parse(o, "", "SELECT pg_sleep(2.5)");
+            build::bind(o, "", "", &[]);
+            build::execute(o, "");
+            build::flush(o);
+        })
+        .await;
+        // PostgreSQL reads the Flush after the Execute: nothing comes before the sleep ends,
+        // then ParseComplete, BindComplete, the row and CommandComplete, unless the timeout
+        // ends the client first (PgBouncer's words for a running query's).
+        let seen = raw.until(b'C').await;
+        assert_eq!(seen, ["E:08P01:query timeout", "EOF"], "in a block: {begin}");
+        assert!(started.elapsed() < Duration::from_millis(2400), "{:?}", started.elapsed());
+    }
+}

@@ -297,6 +297,11 @@ pub fn sync(buf: &mut BytesMut) {
     message(buf, b'S', |_| {});
 }
 
+/// Flush: the server sends what it has without waiting for a Sync.
+pub fn flush(buf: &mut BytesMut) {
+    message(buf, b'H', |_| {});
+}
+
 /// Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});

@@ -111,6 +111,13 @@ impl Relay {
             // Whatever the client sends behind a kept batch would go before it if it were sent
             // again (replay.rs).
             self.tracker.replay_sent_behind(tag);
+            // Any message for the server starts a request, as PgBouncer's query_start: a batch
+            // closed by a Flush instead of a Sync is under query_timeout and in SHOW CLIENTS'
+            // wait too (it is counted when its Sync comes). A Close of a named statement is
+            // answered here when statements are tracked, as PgBouncer answers it.
+            if self.query_start.is_none() && !(tag == tags::frontend::CLOSE && self.track_prepared) {
+                self.start_request_clock(Micros::now());
+            }
             match tag {
                 tags::frontend::SYNC if self.flow.ignores_sync() => {
                     // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -349,13 +356,17 @@ impl Relay {
     /// query_start and xact_start, which SHOW STATS' times and counts follow).
     fn begin_request(&mut self, sync: bool) {
         let mut now = Micros::now();
+        let first = self.flow.client_pending() == 0;
+        if first {
+            // Set with nothing under way by the attach (the client's bytes arrived then) or by
+            // the request's first message.
+            now = match self.query_start {
+                Some(start) => start,
+                None => self.start_request_clock(now),
+            };
+        }
         let stats = &self.session.pool.counters.here().stats;
-        if self.flow.client_pending() == 0 {
-            // Set with nothing under way only by the attach: the client's bytes arrived then.
-            if self.query_start.is_none() {
-                self.session.info.set_query_start(Some(now.as_u64()));
-            }
-            now = *self.query_start.get_or_insert(now);
+        if first {
             PoolStats::add(&stats.query_count, 1);
         }
         if self.xact_start.is_none() {
@@ -368,6 +379,13 @@ impl Relay {
         if let Some(m) = self.carry.made.as_mut() {
             m.portals.request_sent();
         }
+    }
+
+    /// A request starts at `now`: query_timeout counts from here, and SHOW CLIENTS shows its age.
+    fn start_request_clock(&mut self, now: Micros) -> Micros {
+        self.query_start = Some(now);
+        self.session.info.set_query_start(Some(now.as_u64()));
+        now
     }
 
     /// Marks server bytes as sendable; reads ReadyForQuery and ParameterStatus on the way.

@@ -64,7 +64,8 @@ impl Relay {
             return t.0;
         }
         let in_transaction = self.flow.in_block();
-        if self.flow.pending() > 0 {
+        // A request is under way from its first message (query_start) to its ReadyForQuery.
+        if self.flow.pending() > 0 || self.query_start.is_some() {
             t.consider(s.query_timeout, self.query_start, Timeout::Query);
         } else if in_transaction && !s.idle_transaction_timeout.is_zero() {
             t.consider(s.idle_transaction_timeout, Some(Micros::now()), Timeout::IdleTransaction);
