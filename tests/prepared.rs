@@ -382,3 +382,42 @@ async fn a_statement_prepared_before_ddl_keeps_its_shape_or_is_refused() {
     let e = a.query_one(&after, &[&1i32]).await.expect_err("described as text before the migration");
     assert_eq!(db_error(&e).0, "0A000");
 }
+
+/// SHOW CLIENTS and SHOW SERVERS count prepared statements as PgBouncer does: a client's
+/// `prepared_statements` are the names it holds, a server's the statements pgmux prepared on it.
+/// A Close takes the client's name away; the server keeps the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_count_prepared_statements() {
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        Setup {
+            pgbouncer: &format!("default_pool_size = 1\ncache_unnamed_statements = 0\nadmin_users = {SCRAM_USER}"),
+            ..Setup::default()
+        },
+    );
+    let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
+    let counts = || async {
+        let of = |what: &'static str| {
+            let console = &console;
+            async move {
+                let rows = crate::harness::show_rows(console, what).await;
+                rows.iter()
+                    .filter(|r| r["database"] == "app")
+                    .map(|r| r["prepared_statements"].parse::<u32>().unwrap())
+                    .collect::<Vec<_>>()
+            }
+        };
+        (of("CLIENTS").await, of("SERVERS").await)
+    };
+    let c = mux.connect(SCRAM_USER, SCRAM_PASS, "app").await.unwrap();
+    assert_eq!(counts().await, (vec![0], vec![0]), "nothing prepared yet");
+    let one = c.prepare("SELECT 1").await.unwrap();
+    let two = c.prepare("SELECT 2").await.unwrap();
+    assert_eq!(c.query_one(&one, &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(c.query_one(&two, &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(counts().await, (vec![2], vec![2]));
+    drop(one);
+    // tokio-postgres closes a dropped statement with its next request.
+    c.simple_query("SELECT 3").await.unwrap();
+    assert_eq!(counts().await, (vec![1], vec![2]), "the server keeps a statement its client closed");
+}

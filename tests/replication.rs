@@ -211,3 +211,55 @@ fn pg_basebackup_with_wal_streaming_over_small_socket_buffers() {
     assert!(status.success(), "{status}");
     assert!(target.join("PG_VERSION").exists());
 }
+
+/// SHOW CLIENTS and SHOW SERVERS print a replication connection's kind, as PgBouncer does:
+/// `logical` for `replication=database`, `physical` for a true value, `none` otherwise, for the
+/// client and for its own server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_print_the_replication_kind() {
+    use bytes::BytesMut;
+    use pgmux_protocol::build;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pg = Cluster::shared();
+    let mux = replication_pgmux(pg, "admin_users = postgres");
+    let console = mux.connect("postgres", "", "pgbouncer").await.unwrap();
+    let mut held = Vec::new();
+    for (db, replication) in [("app", None), ("rep1", Some("database")), ("replication", Some("true"))] {
+        let mut out = BytesMut::new();
+        let mut params = vec![("user", "postgres"), ("database", db), ("application_name", "rep_kinds")];
+        params.extend(replication.map(|r| ("replication", r)));
+        build::startup_message(&mut out, &params);
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", mux.port)).await.unwrap();
+        s.write_all(&out).await.unwrap();
+        // Up to ReadyForQuery: the login is done.
+        let mut got = Vec::new();
+        while !got.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut got)).await.unwrap().unwrap();
+            assert!(n > 0, "closed during login: {}", String::from_utf8_lossy(&got));
+        }
+        held.push(s);
+    }
+    let kinds = |what: &'static str| {
+        let console = &console;
+        async move {
+            let mut k: Vec<(String, String)> = crate::harness::show_rows(console, what)
+                .await
+                .iter()
+                .filter(|r| r["database"] != "pgbouncer")
+                .map(|r| (r["database"].clone(), r["replication"].clone()))
+                .collect();
+            k.sort();
+            k
+        }
+    };
+    let expected: Vec<(String, String)> =
+        [("app", "none"), ("rep1", "logical"), ("replication", "physical")].map(|(d, k)| (d.into(), k.into())).into();
+    assert_eq!(kinds("CLIENTS").await, expected);
+    // A replication client's server is its own from the login; the normal client's first login
+    // to its pool opened the pool's first server (for the parameters it welcomes clients with).
+    assert_eq!(kinds("SERVERS").await, expected);
+    drop(held);
+    assert_eq!(walsenders(pg, "rep_kinds"), 0);
+}

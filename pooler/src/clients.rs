@@ -2,7 +2,7 @@
 //! login and leaves at disconnect; on the hot path it only stores its state in relaxed atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Micros;
 use crate::net::PeerAddr;
+use crate::replication::Replication;
 
 /// What a client is doing, as SHOW CLIENTS names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,37 @@ impl ClientState {
     }
 }
 
+/// Why the console closed a client, in PgBouncer's words (the client's FATAL, 08P01).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KillReason {
+    /// KILL_CLIENT.
+    AdminForced = 1,
+    /// KILL, or its database gone from the config at RELOAD.
+    DatabaseRemoved = 2,
+}
+
+impl KillReason {
+    fn words(code: u8) -> &'static str {
+        match code {
+            1 => "admin forced disconnect",
+            2 => "database removed",
+            _ => "client killed by admin",
+        }
+    }
+}
+
+/// What SHOW CLIENTS prints of a client that does not change after its login.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Labels<'a> {
+    /// application_name at login.
+    pub application_name: &'a str,
+    /// TLS protocol and suite, empty for plain text.
+    pub tls: &'a str,
+    /// Its replication kind.
+    pub replication: Replication,
+}
+
 /// One client.
 #[derive(Debug)]
 pub struct ClientInfo {
@@ -55,6 +87,11 @@ pub struct ClientInfo {
     /// TLS protocol and suite (`TLSv1.3/TLS13_AES_256_GCM_SHA384`), empty for plain text.
     pub tls: Box<str>,
     state: AtomicU8,
+    /// Its replication kind (SHOW CLIENTS `replication`).
+    pub replication: Replication,
+    /// Named prepared statements it has (SHOW CLIENTS `prepared_statements`), as its task last
+    /// published the count.
+    prepared: AtomicU32,
     /// Backend pid of the server it holds, 0 when none.
     pub server_pid: AtomicI32,
     /// Connection id of the server it holds, 0 when none (SHOW CLIENTS `link`).
@@ -65,8 +102,8 @@ pub struct ClientInfo {
     /// Monotonic µs (since registry start) when its current request began, its wait for a
     /// server included (PgBouncer's query_start); 0 when none is under way.
     query_start_us: AtomicU64,
-    killed: AtomicBool,
-    kill_reason: std::sync::OnceLock<&'static str>,
+    /// A [`KillReason`] once the console asked its task to close it, 0 before.
+    killed: AtomicU8,
     /// server_fast_close: the server it holds must close as soon as it is idle.
     close_needed: AtomicBool,
     /// Wakes the client's task when it must look at its flags (killed, close_needed, a
@@ -139,17 +176,30 @@ impl ClientInfo {
         self.query_start_us.store(now_us.unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Asks the client's task to close it, telling the client `reason` (PgBouncer's words:
-    /// `admin forced disconnect` for KILL_CLIENT, `database removed` for KILL) with 08P01.
-    pub fn request_kill(&self, reason: &'static str) {
-        let _ = self.kill_reason.set(reason);
-        self.killed.store(true, Ordering::Release);
+    /// Asks the client's task to close it, telling the client `reason` with 08P01.
+    pub fn request_kill(&self, reason: KillReason) {
+        // The first reason stays.
+        let _ = self.killed.compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.nudge();
     }
 
-    /// Why the client was killed (set before [`ClientInfo::is_killed`] turns true).
+    /// Why the client was killed, in PgBouncer's words.
     pub fn kill_reason(&self) -> &'static str {
-        self.kill_reason.get().copied().unwrap_or("client killed by admin")
+        KillReason::words(self.killed.load(Ordering::Acquire))
+    }
+
+    /// The count of named prepared statements it has now.
+    #[inline]
+    pub fn show_prepared(&self, count: usize) {
+        let n = u32::try_from(count).unwrap_or(u32::MAX);
+        if self.prepared.load(Ordering::Relaxed) != n {
+            self.prepared.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Named prepared statements it has, as last published.
+    pub fn prepared(&self) -> u32 {
+        self.prepared.load(Ordering::Relaxed)
     }
 
     /// server_fast_close after RECONNECT / RELOAD: the client's task closes the session as soon
@@ -188,7 +238,7 @@ impl ClientInfo {
 
     /// True once a kill was requested.
     pub fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+        self.killed.load(Ordering::Acquire) != 0
     }
 
     /// True for a client of the admin console (database `pgbouncer`).
@@ -250,8 +300,7 @@ impl ClientRegistry {
         tag: &crate::logging::ConnTag,
         pool_user: &str,
         ends: &Ends,
-        application_name: &str,
-        tls: &str,
+        labels: Labels<'_>,
         counted: crate::client_counts::Counted,
     ) -> Arc<ClientInfo> {
         let id = tag.id;
@@ -262,15 +311,16 @@ impl ClientRegistry {
             local_addr: ends.local,
             peer_pid: ends.peer_pid,
             connect_time: SystemTime::now(),
-            application_name: application_name.into(),
-            tls: tls.into(),
+            application_name: labels.application_name.into(),
+            tls: labels.tls.into(),
             state: AtomicU8::new(ClientState::Idle as u8),
+            replication: labels.replication,
+            prepared: AtomicU32::new(0),
             server_pid: AtomicI32::new(0),
             server_id: AtomicU64::new(0),
             request_time_us: AtomicU64::new(0),
             query_start_us: AtomicU64::new(0),
-            killed: AtomicBool::new(false),
-            kill_reason: std::sync::OnceLock::new(),
+            killed: AtomicU8::new(0),
             close_needed: AtomicBool::new(false),
             waker: atomic_waker::AtomicWaker::new(),
             nudged: AtomicBool::new(false),

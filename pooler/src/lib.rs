@@ -24,6 +24,7 @@ pub mod patroni;
 pub mod peering;
 pub mod pool;
 pub mod reload;
+pub mod replication;
 pub mod server;
 pub mod servers;
 pub mod session_sql;

@@ -158,7 +158,7 @@ fn drop_database(shared: &Arc<Shared>, db: &str) {
     tracing::warn!("dropping database '{db}' as it does not exist anymore or inactive auto-database");
     for c in shared.client_registry.all() {
         if c.db() == db {
-            c.request_kill("database removed");
+            c.request_kill(crate::clients::KillReason::DatabaseRemoved);
         }
     }
     for p in shared.pools.all().into_iter().filter(|p| p.db == db) {

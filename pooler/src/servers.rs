@@ -7,13 +7,14 @@
 //! reset) says so itself ([`ServerInfo::aside`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
 use crate::net::PeerAddr;
+use crate::replication::Replication;
 
 /// One server connection as SHOW SERVERS lists it.
 #[derive(Debug)]
@@ -40,6 +41,10 @@ pub struct ServerInfo {
     aside: AtomicU8,
     /// Still logging in (or running connect_query): not its pool's yet.
     logging_in: AtomicBool,
+    /// A replication client's own server logs in as one.
+    pub replication: Replication,
+    /// Statements pgmux prepared on it, as the relay last published the count.
+    prepared: AtomicU32,
 }
 
 /// Why a checked-out server no client holds is not back in its pool yet, as PgBouncer names
@@ -78,6 +83,11 @@ impl ServerInfo {
         self.local_addr.get().copied()
     }
 
+    /// Statements prepared on it (SHOW SERVERS `prepared_statements`).
+    pub fn prepared(&self) -> u32 {
+        self.prepared.load(Relaxed)
+    }
+
     /// The TLS session, as SHOW's `tls` column prints it (empty without TLS).
     pub fn tls(&self) -> &str {
         self.tls.get().map_or("", String::as_str)
@@ -85,7 +95,7 @@ impl ServerInfo {
 
     /// A row for a server pgmux is about to connect to at `addr`, to be registered: it is
     /// logging in until [`ServerEntry::logged_in`].
-    pub fn dialling(id: u64, pool: (&str, &str), addr: PeerAddr) -> Self {
+    pub fn dialling(id: u64, pool: (&str, &str), addr: PeerAddr, replication: Replication) -> Self {
         let (db, user) = (pool.0.to_owned(), pool.1.to_owned());
         Self {
             id,
@@ -99,6 +109,8 @@ impl ServerInfo {
             registry: Weak::new(),
             aside: AtomicU8::new(0),
             logging_in: AtomicBool::new(true),
+            replication,
+            prepared: AtomicU32::new(0),
         }
     }
 }
@@ -152,6 +164,11 @@ impl ServerEntry {
     /// The backend's pid, from its BackendKeyData.
     pub fn set_pid(&self, pid: i32) {
         self.0.pid.store(pid, Relaxed);
+    }
+
+    /// The count of statements prepared on it now.
+    pub fn set_prepared(&self, n: u32) {
+        self.0.prepared.store(n, Relaxed);
     }
 
     /// Its pool has taken it: no longer `new`.

@@ -176,7 +176,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
             let mut killed = Vec::new();
             for c in shared.client_registry.all() {
                 if !c.is_console() && db.is_none_or(|d| c.db() == d) {
-                    c.request_kill("database removed");
+                    c.request_kill(crate::clients::KillReason::DatabaseRemoved);
                     killed.push(c.id);
                 }
             }
@@ -203,7 +203,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) -> bool
                 err(out, "client not found".into());
                 return false;
             };
-            c.request_kill("admin forced disconnect");
+            c.request_kill(crate::clients::KillReason::AdminForced);
             if !c.is_console() {
                 // A console client (perhaps this one) notices between its commands.
                 shared.client_registry.wait_gone(&[id], KILL_WAIT).await;

@@ -16,6 +16,7 @@ use crate::clock::Micros;
 use crate::logging::{ptr_text, NO_DB, NO_USER};
 use crate::net::PeerAddr;
 use crate::pool::IdleServer;
+use crate::replication::Replication;
 use crate::servers::Aside;
 use crate::shared::Shared;
 
@@ -99,6 +100,9 @@ struct Row<'a> {
     remote_pid: i32,
     tls: &'a str,
     application_name: &'a str,
+    replication: Replication,
+    /// Named prepared statements (a client's own, those pgmux prepared on a server).
+    prepared: u32,
 }
 
 impl Row<'_> {
@@ -108,7 +112,7 @@ impl Row<'_> {
             v(if self.server { "S" } else { "C" }),
             v(self.user),
             v(self.db),
-            v("none"),
+            v(self.replication.as_str()),
             v(self.state),
             self.addr.0,
             self.addr.1,
@@ -124,7 +128,7 @@ impl Row<'_> {
             v(self.remote_pid),
             v(self.tls),
             v(self.application_name),
-            v(0),
+            v(self.prepared),
             v(self.id),
         ];
         if sockets {
@@ -181,6 +185,8 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             remote_pid: c.peer_pid,
             tls: &c.tls,
             application_name: &c.application_name,
+            replication: c.replication,
+            prepared: c.prepared(),
         };
         let list = if c.state() == ClientState::Waiting { 1 } else { 0 };
         rows.push(((false, c.db().to_owned(), c.pool_user.to_string(), list, c.id), row.values(sockets)));
@@ -205,6 +211,8 @@ fn client_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             remote_pid: from.ends.peer_pid,
             tls: &from.tls,
             application_name: "",
+            replication: Replication::None,
+            prepared: 0,
         };
         rows.push(((c.pool.is_none(), db.to_owned(), user.to_owned(), 2, from.id), row.values(sockets)));
     }
@@ -277,6 +285,8 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             remote_pid: s.pid(),
             tls: s.tls(),
             application_name,
+            replication: s.replication,
+            prepared: s.prepared(),
         };
         rows.push(((false, s.db.clone(), s.user.clone(), list, s.id), row.values(sockets)));
     }
@@ -298,6 +308,8 @@ fn server_rows(shared: &Shared, sockets: bool, t: &mut Table) {
             remote_pid: 0,
             tls: "",
             application_name: "",
+            replication: Replication::None,
+            prepared: 0,
         };
         // A peer's cancels come after every pool, as PgBouncer lists its peer pools last.
         let place = (c.pool.is_none(), db.to_owned(), user.to_owned(), ServerList::ActiveCancel, c.carrier_id);

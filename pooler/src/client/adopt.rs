@@ -75,7 +75,13 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     registration.count_in_pool();
     cancel.belongs_to((&record.db, &pool.user), &pool.cancels);
     let ends = crate::clients::Ends::of(&peer, &stream);
-    let info = shared.client_registry.register(&tag, &pool.user, &ends, &record.application_name, "", counted);
+    let info = shared.client_registry.register(
+        &tag,
+        &pool.user,
+        &ends,
+        crate::clients::Labels { application_name: &record.application_name, ..Default::default() },
+        counted,
+    );
     registration.registered_as(info.id);
     tracing::debug!(client = %peer, db = %record.db, "takeover: client adopted");
     let session = Session { registration, pool, params, cancel, info };
@@ -85,6 +91,7 @@ pub async fn adopt(shared: Arc<Shared>, fd: OwnedFd, record: ClientRecord) {
     });
     let context = prepared::name_context(Some(&state.settings), &session.params);
     let statements = ClientStatements::import(record.statements, record.unnamed, context);
+    session.info.show_prepared(statements.named_count());
     // A task of its own, as after a login: this function's state is freed.
     tokio::spawn(relay::resume(count, ClientIo::new(stream), (session, None), statements, Some(state)));
 }

@@ -17,12 +17,14 @@ use crate::auth::query::{self, Answer, LookupError, LookupPlan};
 use crate::auth::ConnKind;
 use crate::cancel::CancelSlot;
 use crate::client_counts::Counted;
+use crate::clients::Labels;
 use crate::config::AuthType;
 use crate::config::{Config, StoredSecret};
 use crate::logging::ConnTag;
 use crate::net::client_io::ClientIo;
 use crate::net::PeerAddr;
 use crate::pool::{Caller, CheckoutError, Lease, Pool};
+use crate::replication::Replication;
 use crate::server::{ServerError, ServerParams};
 use crate::shared::{RunState, Shared};
 use crate::tls::SslMode;
@@ -189,7 +191,7 @@ pub async fn login(
     }
     if g.log_connections {
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("no");
-        let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind);
+        let replication = req.replication.as_ref().map_or("no", |(kind, _)| kind.log_word());
         crate::conn_log!(
             info,
             tag,
@@ -248,7 +250,8 @@ pub async fn login(
         let app = req.params.get("application_name").unwrap_or("").to_owned();
         let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
         let ends = crate::clients::Ends::of(peer, &io.stream);
-        let info = shared.client_registry.register(tag, &req.user, &ends, &app, tls, std::mem::take(counted));
+        let labels = Labels { application_name: &app, tls, ..Default::default() };
+        let info = shared.client_registry.register(tag, &req.user, &ends, labels, std::mem::take(counted));
         return Ok(Some(Login::Admin(access, info)));
     }
     if g.auth_type == crate::config::AuthType::Any && db.as_ref().is_some_and(|d| d.user.is_none()) {
@@ -256,7 +259,8 @@ pub async fn login(
         crate::conn_log!(error, tag, "auth_type=any requires forced user");
         return Err(ClientError::Refused(sqlstate::PROTOCOL_VIOLATION, "bouncer config error".into()));
     }
-    let physical = req.replication.as_ref().is_some_and(|(kind, _)| *kind == "yes");
+    let replication = req.replication.as_ref().map_or(Replication::None, |(kind, _)| *kind);
+    let physical = replication == Replication::Physical;
     let (method, map) = decide_method(config, io, peer, &req.database, &req.user, physical)?;
     let known = match &db {
         Some(db) if needs_lookup(config, &req.user) && method != AuthType::Any => {
@@ -362,7 +366,8 @@ pub async fn login(
     let app = req.params.get("application_name").unwrap_or("").to_owned();
     let tls = io.tls.as_ref().map(|t| t.description.as_str()).unwrap_or("");
     let ends = crate::clients::Ends::of(peer, &io.stream);
-    let info = shared.client_registry.register(tag, &pool.user, &ends, &app, tls, std::mem::take(counted));
+    let labels = Labels { application_name: &app, tls, replication };
+    let info = shared.client_registry.register(tag, &pool.user, &ends, labels, std::mem::take(counted));
     registration.registered_as(info.id);
     Ok(Some(Login::Session(Session { registration, pool, params: req.params, cancel, info }, dedicated)))
 }

@@ -10,6 +10,7 @@ use super::ClientError;
 use crate::config::General;
 use crate::net::client_io::ClientIo;
 use crate::net::Stream;
+use crate::replication::Replication;
 use crate::tls::ClientTls;
 
 /// A session's startup parameters after PgBouncer's filtering.
@@ -27,17 +28,7 @@ pub struct StartupRequest {
     pub unknown_options: Vec<String>,
     /// A replication connection: how PgBouncer names its kind (`yes`, `database`), and every
     /// startup parameter but user and database, for its own server login.
-    pub replication: Option<(&'static str, Vec<(String, String)>)>,
-}
-
-/// The kind a `replication` startup value asks for, as PostgreSQL reads it: `database` is
-/// logical, a true boolean physical, a false one none.
-fn replication_kind(v: &str) -> Option<&'static str> {
-    match v.to_ascii_lowercase().as_str() {
-        "database" => Some("database"),
-        "true" | "on" | "yes" | "1" => Some("yes"),
-        _ => None,
-    }
+    pub replication: Option<(Replication, Vec<(String, String)>)>,
 }
 
 /// Reads packets until a StartupMessage or CancelRequest.
@@ -160,7 +151,7 @@ pub fn accept_params(version: i32, raw: Vec<(String, String)>, g: &General) -> R
     let ignored = |name: &str| g.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(name));
     // A replication connection gets a server of its own, logged in with the client's startup
     // parameters, so its `options` may carry anything (PgBouncer 1.23+).
-    let replication = raw.iter().find(|(k, _)| k == "replication").and_then(|(_, v)| replication_kind(v));
+    let replication = Some(Replication::of_params(&raw)).filter(|r| *r != Replication::None);
     let replication =
         replication.map(|kind| (kind, raw.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect()));
     for (k, v) in raw {

@@ -121,6 +121,16 @@ impl ServerConn {
         }
     }
 
+    /// Gives SHOW SERVERS the count of statements prepared here, when it changed.
+    #[inline]
+    pub fn show_prepared(&mut self) {
+        if let Some(n) = self.statements.count_changed() {
+            if let Some(entry) = &self.tag.entry {
+                entry.set_prepared(n);
+            }
+        }
+    }
+
     /// Bookkeeping after pgmux ran a reset query (`DISCARD ALL`): what the query undid is gone.
     /// The server's prepared statements go only with a `DISCARD ALL` or `DEALLOCATE ALL` in it,
     /// as PgBouncer forgets them only on those commands' tags: a server_reset_query of another
@@ -134,6 +144,7 @@ impl ServerConn {
             }
             self.apply_effect(&e);
         }
+        self.show_prepared();
     }
 
     /// Records a session-state effect that took place here. One that changes a setting pgmux

@@ -18,6 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::{ServerConn, ServerParams, Target};
 use crate::logging::ConnTag;
 use crate::net::{PeerAddr, Stream};
+use crate::replication::Replication;
 use crate::servers::{ServerEntry, ServerInfo, ServerRegistry};
 use crate::tls::{ServerTls, SslMode};
 
@@ -141,8 +142,11 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, tls: &ServerTls) -> Resul
 type Listing<'a> = Option<(&'a Arc<ServerRegistry>, &'a ConnTag)>;
 
 /// Lists a server about to be connected at `addr` (dropped, the row goes).
-fn list_at(listing: Listing<'_>, addr: &PeerAddr) -> Option<ServerEntry> {
-    listing.map(|(r, tag)| r.register(ServerInfo::dialling(tag.id, (&tag.db, &tag.user), addr.clone())))
+fn list_at(listing: Listing<'_>, addr: &PeerAddr, target: &Target) -> Option<ServerEntry> {
+    listing.map(|(r, tag)| {
+        let replication = Replication::of_params(&target.startup_params);
+        r.register(ServerInfo::dialling(tag.id, (&tag.db, &tag.user), addr.clone(), replication))
+    })
 }
 
 /// Opens the socket to `host` (and TLS when asked); `connected` is set once the socket is
@@ -158,7 +162,7 @@ async fn dial(
     if Target::is_unix(host) {
         let path = format!("{}/.s.PGSQL.{}", host.trim_end_matches('/'), target.port);
         let addr = PeerAddr::Unix(path.clone());
-        let entry = list_at(listing, &addr);
+        let entry = list_at(listing, &addr, target);
         // A socket file that is not there is a failed connect, not a failed name lookup (the
         // NotFound the log would call `server DNS lookup failed`).
         let s = UnixStream::connect(&path)
@@ -179,7 +183,7 @@ async fn dial(
         .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
     for addr in addrs {
         // One row per address tried: a failed one leaves the list before the next is listed.
-        let entry = list_at(listing, &PeerAddr::Tcp(addr));
+        let entry = list_at(listing, &PeerAddr::Tcp(addr), target);
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 connected.store(true, Relaxed);

@@ -20,9 +20,22 @@ pub struct ServerStatements {
     /// Statements here the server refused since they were prepared (stale after DDL made
     /// behind pgmux's back): refused again, they tell nothing new (`refused_first`).
     refused: Vec<u64>,
+    /// The count SHOW SERVERS was last given ([`ServerStatements::count_changed`]).
+    shown: u32,
 }
 
 impl ServerStatements {
+    /// The count of statements here, when it is not the one last returned (SHOW SERVERS'
+    /// `prepared_statements` is given it only then: the server's row is not touched per
+    /// transaction).
+    pub fn count_changed(&mut self) -> Option<u32> {
+        let n = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        (n != self.shown).then(|| {
+            self.shown = n;
+            n
+        })
+    }
+
     /// True when the statement `hash` is prepared here.
     pub fn contains(&self, hash: u64) -> bool {
         self.entries.contains_key(&hash)

@@ -202,7 +202,6 @@ impl Named {
         self.0.iter().flat_map(|m| m.iter())
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |m| m.len())
     }
@@ -229,6 +228,12 @@ impl ClientStatements {
             self.context = context;
             self.unnamed_hash = None;
         }
+    }
+
+    /// How many named statements the client has.
+    #[inline]
+    pub fn named_count(&self) -> usize {
+        self.map.len()
     }
 
     /// A Close of the client's named statement `name` between transactions: the name is

@@ -251,6 +251,7 @@ impl Relay {
             if forgot {
                 self.cin.advance(total);
                 self.answer_now(&CLOSE_COMPLETE);
+                self.session.info.show_prepared(self.statements.named_count());
             }
             return forgot;
         }
@@ -575,6 +576,13 @@ impl Relay {
     }
 
     pub(super) fn on_ready(&mut self, status: TxStatus) {
+        if self.track_prepared {
+            // SHOW CLIENTS and SHOW SERVERS count the statements as they stand after a request.
+            self.session.info.show_prepared(self.statements.named_count());
+            if let Some(server) = self.server.as_mut() {
+                server.show_prepared();
+            }
+        }
         self.tracker.replay_off();
         self.tracker.block_ready(status == TxStatus::InTransaction);
         self.saw_ready = true;
