@@ -109,6 +109,27 @@ drivers_node_ensure() {
   fi
 }
 
+# PgJDBC for tests/drivers.rs: Debian's libpostgresql-jdbc-java (42.5) and a JDK that runs a
+# single-file program (`java Foo.java`, Java 11+); prints the driver's jar. Installed when
+# missing (root, apt-get); a machine that cannot gets a warning, and the JDBC test says that it
+# did not run.
+drivers_jdbc_ensure() {
+  local jar=/usr/share/java/postgresql.jar
+  if [ ! -r "$jar" ] || ! command -v java >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing PgJDBC for the driver tests (apt-get install libpostgresql-jdbc-java default-jre-headless)..." >&2
+      local pkgs=(libpostgresql-jdbc-java)
+      command -v java >/dev/null || pkgs+=(default-jre-headless)
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"; } >&2 || true
+    fi
+  fi
+  if [ -r "$jar" ] && command -v java >/dev/null; then
+    echo "$jar"
+  else
+    echo "warning: no PgJDBC ($jar) or no java (apt-get install libpostgresql-jdbc-java default-jre-headless): the JDBC driver test will not run" >&2
+  fi
+}
+
 # Runs a command as the postgres OS user when we are root (initdb and postgres refuse root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (PostgreSQL server binaries, psql, pgbench,
 # libssl-dev / pkg-config for the build, a virtualenv with the Python drivers psycopg and
-# asyncpg from PyPI, and the Node.js drivers node-postgres and postgres.js from npm) when
+# asyncpg from PyPI, the Node.js drivers node-postgres and postgres.js from npm, PgJDBC from Debian) when
 # missing, then runs formatting and lint checks and every test of the workspace, then a fuzz
 # smoke run of every fuzz target (scripts/fuzz.sh, 3 s each) and the HA test
 # (scripts/ha/test.sh). The integration tests start their own throwaway PostgreSQL clusters as
@@ -18,6 +18,9 @@ PGMUX_TEST_PYTHON=$(drivers_env_ensure)
 # node-postgres and postgres.js for tests/drivers.rs, in target/drivers-node (for NODE_PATH).
 PGMUX_TEST_NODE_PATH=$(drivers_node_ensure)
 [ -n "$PGMUX_TEST_NODE_PATH" ] && export PGMUX_TEST_NODE_PATH
+# PgJDBC for tests/drivers.rs (Debian's package).
+PGMUX_TEST_JDBC_JAR=$(drivers_jdbc_ensure)
+[ -n "$PGMUX_TEST_JDBC_JAR" ] && export PGMUX_TEST_JDBC_JAR
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "error: the tests run PostgreSQL as the 'postgres' OS user, which does not exist (install the postgresql package)" >&2
   exit 1

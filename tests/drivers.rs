@@ -1,11 +1,12 @@
 //! Real drivers other than Rust's, through pgmux: psycopg 3 and asyncpg, the Python drivers
-//! most PgBouncer users run, and node-postgres and postgres.js, the Node.js ones, each a script
+//! most PgBouncer users run, node-postgres and postgres.js, the Node.js ones, and PgJDBC, each a script
 //! in tests/drivers/ that asserts what it reads and exits non-zero otherwise. A `.py` script
 //! runs with `PGMUX_TEST_PYTHON`, a virtualenv with both Python drivers that scripts/test.sh
 //! makes (from PyPI); a `.js` one with `node`, its modules found through NODE_PATH set to
 //! `PGMUX_TEST_NODE_PATH`, the node_modules that scripts/test.sh installs from
-//! tests/drivers/package-lock.json (from npm). Without the variable a test says so and passes,
-//! so that `cargo test` works on a machine without Python or Node.js.
+//! tests/drivers/package-lock.json (from npm); a `.java` one with `java` and PgJDBC, the jar
+//! `PGMUX_TEST_JDBC_JAR` names (Debian's package). Without the variable a test says so and passes,
+//! so that `cargo test` works on a machine without Python, Node.js or Java.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,24 +17,34 @@ use crate::harness::{Cluster, Pgmux, SCRAM_PASS, SCRAM_USER};
 /// PostgreSQL straight, on table `table`; returns its output. The interpreter is chosen by the
 /// script's extension.
 fn run_script(script: &str, pool_size: u32, table: &str) -> Option<String> {
-    let js = script.ends_with(".js");
-    let var = if js { "PGMUX_TEST_NODE_PATH" } else { "PGMUX_TEST_PYTHON" };
+    run_script_with(script, &format!("default_pool_size = {pool_size}"), table)
+}
+
+/// As [`run_script`], with `pgbouncer` as the `[pgbouncer]` settings.
+fn run_script_with(script: &str, pgbouncer: &str, table: &str) -> Option<String> {
+    let kind = script.rsplit_once('.').map_or("", |(_, ext)| ext);
+    let var = match kind {
+        "js" => "PGMUX_TEST_NODE_PATH",
+        "java" => "PGMUX_TEST_JDBC_JAR",
+        _ => "PGMUX_TEST_PYTHON",
+    };
     let Some(value) = std::env::var_os(var) else {
         eprintln!("{var} is not set (scripts/test.sh sets it): {script} not run");
         return None;
     };
     let pg = Cluster::shared();
-    let mux = Pgmux::start(pg, &format!("default_pool_size = {pool_size}"));
+    let mux = Pgmux::start(pg, pgbouncer);
     let mux_dsn = format!("postgresql://{SCRAM_USER}:{SCRAM_PASS}@127.0.0.1:{}/app", mux.port);
     let direct_dsn = format!("postgresql://postgres@/app?host={}&port={}", pg.socket_dir.display(), pg.port);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers").join(script);
     let mut command = Command::new("timeout");
     command.arg("120");
-    if js {
-        command.arg("node").env("NODE_PATH", &value);
-    } else {
-        command.arg(&value);
-    }
+    match kind {
+        "js" => command.arg("node").env("NODE_PATH", &value),
+        // A single-file program, compiled in memory (Java 11+).
+        "java" => command.arg("java").arg("-cp").arg(&value),
+        _ => command.arg(&value),
+    };
     command.arg(&path).args([&mux_dsn, &direct_dsn, table]);
     let out = command.output().unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -83,6 +94,23 @@ fn postgres_js_reads_every_value_as_its_column_is_typed_now() {
                 out.contains("prepare: false: 45 runs, 0 error(s) through pgmux as 0 direct"),
                 "pool {pool_size}: {out}"
             );
+        }
+    }
+}
+
+#[test]
+fn pgjdbc_named_statements_batches_and_cursors_in_transaction_mode() {
+    // PgJDBC sends extra_float_digits at login: PgBouncer users list it in
+    // ignore_startup_parameters, as here. 20 statements per server: the test's 62 distinct
+    // ones are evicted and prepared again.
+    for (pool_size, table) in [(1, "drv_jdbc_1"), (3, "drv_jdbc_3")] {
+        let ini = format!(
+            "default_pool_size = {pool_size}\nignore_startup_parameters = extra_float_digits\nmax_prepared_statements = 20"
+        );
+        if let Some(out) = run_script_with("jdbc_transaction_mode.java", &ini, table) {
+            let want = "ok jdbc: 1000 rows in one batch, 600 transactions on 4 connections, \
+                        a cursor read of 1000 rows in fetches of 50, a query timeout canceled";
+            assert!(out.contains(want), "pool {pool_size}: {out}");
         }
     }
 }
