@@ -1,7 +1,8 @@
 //! Every pool server connection, for SHOW SERVERS and SHOW SOCKETS: what does not change once it
 //! is logged in (id, pool, addresses, pid, connect time). A server registers as pgmux begins to
 //! connect to an address, listed as logging in (PgBouncer's `new`) until its pool takes it, and
-//! leaves when its connection is dropped; nothing here is touched per transaction. Whether a
+//! leaves when its connection is dropped; nothing here is touched per transaction (the count of
+//! statements prepared on it is written only when it changes). Whether a
 //! server is active (and with which client) or idle is read from the client registry and the
 //! pools when a SHOW asks; a server set aside by its lease (being canceled, or running its
 //! reset) says so itself ([`ServerInfo::aside`]).
