@@ -115,18 +115,20 @@ drivers_node_ensure() {
 # did not run.
 drivers_jdbc_ensure() {
   local jar=/usr/share/java/postgresql.jar
-  if [ ! -r "$jar" ] || ! command -v java >/dev/null; then
+  # A single-file program needs the compiler module (Java 11+; Debian's JRE has it).
+  java_runs_sources() { java --list-modules 2>/dev/null | grep -q '^jdk.compiler@'; }
+  if [ ! -r "$jar" ] || ! java_runs_sources; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "installing PgJDBC for the driver tests (apt-get install libpostgresql-jdbc-java default-jre-headless)..." >&2
+      echo "installing PgJDBC for the driver tests (apt-get install libpostgresql-jdbc-java default-jdk-headless)..." >&2
       local pkgs=(libpostgresql-jdbc-java)
-      command -v java >/dev/null || pkgs+=(default-jre-headless)
+      java_runs_sources || pkgs+=(default-jdk-headless)
       { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"; } >&2 || true
     fi
   fi
-  if [ -r "$jar" ] && command -v java >/dev/null; then
+  if [ -r "$jar" ] && java_runs_sources; then
     echo "$jar"
   else
-    echo "warning: no PgJDBC ($jar) or no java (apt-get install libpostgresql-jdbc-java default-jre-headless): the JDBC driver test will not run" >&2
+    echo "warning: no PgJDBC ($jar) or no java that runs a source file (apt-get install libpostgresql-jdbc-java default-jdk-headless): the JDBC driver test will not run" >&2
   fi
 }
 

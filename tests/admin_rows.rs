@@ -342,7 +342,8 @@ async fn show_clients_wait_counts_a_batch_closed_by_a_flush() {
         build::flush(o);
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The clock runs until the Sync: at 1.5 s `wait` is 1 with half a second to spare.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let rows = crate::harness::show_rows(&console, "CLIENTS").await;
     let waits: Vec<(&str, &str)> =
         rows.iter().filter(|r| r["database"] == "app").map(|r| (r["state"].as_str(), r["wait"].as_str())).collect();

@@ -147,7 +147,9 @@ async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
             ..Setup::default()
         },
     );
-    for begin in [false, true] {
+    // Alone, in a transaction block, and pipelined behind a request closed by a Sync (whose
+    // ReadyForQuery comes while the batch runs).
+    for (begin, behind_sync) in [(false, false), (true, false), (true, true)] {
         let mut raw = Raw::connect(&mux).await;
         if begin {
             raw.send(|o| build::query(o, "BEGIN")).await;
@@ -155,6 +157,9 @@ async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
         }
         let started = std::time::Instant::now();
         raw.send(|o| {
+            if behind_sync {
+                build::query(o, "SELECT 1");
+            }
             build::parse(o, "", "SELECT pg_sleep(2.5)");
             build::bind(o, "", "", &[]);
             build::execute(o, "");
@@ -164,8 +169,11 @@ async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
         // PostgreSQL reads the Flush after the Execute: nothing comes before the sleep ends,
         // then ParseComplete, BindComplete, the row and CommandComplete, unless the timeout
         // ends the client first (PgBouncer's words for a running query's).
+        if behind_sync {
+            assert_eq!(raw.until_ready().await, ["T", "D:1", "C", "Z"]);
+        }
         let seen = raw.until(b'C').await;
-        assert_eq!(seen, ["E:08P01:query timeout", "EOF"], "in a block: {begin}");
+        assert_eq!(seen, ["E:08P01:query timeout", "EOF"], "in a block: {begin}, behind a Sync: {behind_sync}");
         assert!(started.elapsed() < Duration::from_millis(2400), "{:?}", started.elapsed());
     }
 }

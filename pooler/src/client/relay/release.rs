@@ -130,6 +130,9 @@ impl Relay {
             }
             server.reset_done(sql);
         }
+        // What the server holds now, for SHOW SERVERS (a Parse it finished for the client that
+        // left is on it).
+        server.show_prepared();
         PoolStats::add(&self.stats().servers_rescued, 1);
         true
     }

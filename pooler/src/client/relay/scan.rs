@@ -7,6 +7,7 @@ use crate::clock::Micros;
 use bytes::{Buf, BytesMut};
 use pgmux_protocol::backend::{self, TxStatus};
 use pgmux_protocol::extended;
+use pgmux_protocol::flow::Batch;
 use pgmux_protocol::frame::peek_header;
 use pgmux_protocol::{tags, ProtocolError};
 
@@ -356,16 +357,14 @@ impl Relay {
     /// from when the client's bytes arrived, its wait for the server included (PgBouncer's
     /// query_start and xact_start, which SHOW STATS' times and counts follow).
     fn begin_request(&mut self, sync: bool) {
-        let mut now = Micros::now();
         let first = self.flow.client_pending() == 0;
-        if first {
-            // Set with nothing under way by the attach (the client's bytes arrived then) or by
-            // the request's first message.
-            now = match self.query_start {
-                Some(start) => start,
-                None => self.start_request_clock(now),
-            };
-        }
+        // Set with nothing under way by the attach (the client's bytes arrived then) or by the
+        // request's first message: the clock is read only when neither did.
+        let now = match (first, self.query_start) {
+            (true, Some(start)) => start,
+            (true, None) => self.start_request_clock(Micros::now()),
+            (false, _) => Micros::now(),
+        };
         let stats = &self.session.pool.counters.here().stats;
         if first {
             PoolStats::add(&stats.query_count, 1);
@@ -576,12 +575,11 @@ impl Relay {
     }
 
     pub(super) fn on_ready(&mut self, status: TxStatus) {
-        if self.track_prepared {
-            // SHOW CLIENTS and SHOW SERVERS count the statements as they stand after a request.
-            self.session.info.show_prepared(self.statements.named_count());
-            if let Some(server) = self.server.as_mut() {
-                server.show_prepared();
-            }
+        // SHOW CLIENTS and SHOW SERVERS count the statements as they stand after a request (a
+        // compare each, a store when a count changed).
+        self.session.info.show_prepared(self.statements.named_count());
+        if let Some(server) = self.server.as_mut() {
+            server.show_prepared();
         }
         self.tracker.replay_off();
         self.tracker.block_ready(status == TxStatus::InTransaction);
@@ -597,13 +595,15 @@ impl Relay {
             PoolStats::add(&stats.query_time_us, us);
             hist.query.observe(us);
         }
-        // A request sent behind this one starts now.
+        // A request sent behind this one starts now: one closed by a Sync (counted now), or
+        // a batch still open (counted when its Sync comes).
         let next = self.flow.pending() > 0;
+        let running = next || self.flow.batch() == Batch::Open;
+        self.query_start = running.then_some(now);
         if next {
-            self.query_start = Some(now);
             PoolStats::add(&stats.query_count, 1);
         }
-        self.session.info.set_query_start(next.then(|| now.as_u64()));
+        self.session.info.set_query_start(running.then(|| now.as_u64()));
         if status == TxStatus::Idle {
             if let Some(t) = self.xact_start.take() {
                 let us = now.micros_since(t);

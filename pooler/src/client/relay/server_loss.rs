@@ -137,6 +137,7 @@ impl Relay {
         self.timer = None;
         // The statements in flight never reached a server that lives on.
         self.tracker.abandon(&mut self.statements);
+        self.session.info.show_prepared(self.statements.named_count());
         self.carry.server_lost();
         let info = &self.session.info;
         info.set_state(crate::clients::ClientState::Idle);
