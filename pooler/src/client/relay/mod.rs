@@ -13,6 +13,7 @@ mod lost_copy;
 mod notes;
 mod poll;
 mod release;
+mod requests;
 mod scan;
 mod send_again;
 mod server_loss;
