@@ -99,18 +99,23 @@ fn postgres_js_reads_every_value_as_its_column_is_typed_now() {
 }
 
 #[test]
-fn pgjdbc_named_statements_batches_and_cursors_in_transaction_mode() {
+fn pgjdbc_named_statements_batches_and_cursors_in_transaction_and_session_modes() {
     // PgJDBC sends extra_float_digits at login: PgBouncer users list it in
     // ignore_startup_parameters, as here. 20 statements per server: the test's 62 distinct
     // ones are evicted and prepared again.
-    for (pool_size, table) in [(1, "drv_jdbc_1"), (3, "drv_jdbc_3")] {
+    // In session mode with 2 servers, two connections wait for the first two to leave and get
+    // their servers after the reset (DISCARD ALL): their own `S_1` is not there any more.
+    for (mode, pool_size, table) in
+        [("transaction", 1, "drv_jdbc_1"), ("transaction", 3, "drv_jdbc_3"), ("session", 2, "drv_jdbc_s")]
+    {
         let ini = format!(
-            "default_pool_size = {pool_size}\nignore_startup_parameters = extra_float_digits\nmax_prepared_statements = 20"
+            "pool_mode = {mode}\ndefault_pool_size = {pool_size}\n\
+             ignore_startup_parameters = extra_float_digits\nmax_prepared_statements = 20"
         );
         if let Some(out) = run_script_with("jdbc_transaction_mode.java", &ini, table) {
             let want = "ok jdbc: 1000 rows in one batch, 600 transactions on 4 connections, \
                         a cursor read of 1000 rows in fetches of 50, a query timeout canceled";
-            assert!(out.contains(want), "pool {pool_size}: {out}");
+            assert!(out.contains(want), "{mode} pool {pool_size}: {out}");
         }
     }
 }

@@ -1,5 +1,5 @@
-// PgJDBC (Debian's libpostgresql-jdbc-java) through pgmux in transaction mode, as Java services
-// run behind PgBouncer: several connections sharing the pool's servers, each with server-side
+// PgJDBC (Debian's libpostgresql-jdbc-java) through pgmux in transaction mode (and session mode),
+// as Java services run behind PgBouncer: several connections sharing the pool's servers, each with server-side
 // prepared statements (prepareThreshold=1, so JDBC names them S_1, S_2, ... on every
 // connection alike), batches, transactions with savepoints, a cursor read with a fetch size,
 // more statements than max_prepared_statements, values of several types, and a query canceled
