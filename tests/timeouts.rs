@@ -177,3 +177,48 @@ async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
         assert!(started.elapsed() < Duration::from_millis(2400), "{:?}", started.elapsed());
     }
 }
+
+/// A Close that pgmux answers itself (the client's named statement, with statements tracked)
+/// starts no request, as in PgBouncer: a client that waits in its transaction after one is not
+/// taken for a running query. A Close of a portal goes to PostgreSQL and starts one, as in
+/// PgBouncer: query_timeout then ends the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_close_the_server_answers_starts_a_request() {
+    use pgmux_protocol::build;
+    use pgmux_protocol::extended::target_message;
+
+    use crate::harness::pgmux::Setup;
+    use crate::harness::raw::Raw;
+    let mux = Pgmux::start_with(
+        Cluster::shared(),
+        Setup {
+            pgbouncer: "auth_type = trust\nquery_timeout = 1",
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
+            ..Setup::default()
+        },
+    );
+    let mut raw = Raw::connect(&mux).await;
+    raw.send(|o| {
+        build::query(o, "BEGIN");
+        build::parse(o, "s1", "SELECT 1");
+        build::sync(o);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ["C", "Z"]);
+    assert_eq!(raw.until_ready().await, ["1", "Z"]);
+    // The Close alone: the client's Sync comes later (a Flush would start a request, as in
+    // PgBouncer).
+    raw.send(|o| target_message(o, b'C', b'S', b"s1")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw.send(build::sync).await;
+    assert_eq!(raw.until_ready().await, ["3", "Z"], "idle in its block, not timed out");
+    raw.send(|o| build::query(o, "SELECT 2")).await;
+    assert_eq!(raw.until_ready().await, ["T", "D:2", "C", "Z"]);
+    raw.send(|o| {
+        target_message(o, b'C', b'P', b"");
+        build::flush(o);
+    })
+    .await;
+    assert_eq!(raw.until(b'3').await, ["3"]);
+    assert_eq!(raw.until(b'E').await, ["E:08P01:query timeout"], "a portal's Close is a request");
+}

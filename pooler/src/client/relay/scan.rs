@@ -114,7 +114,7 @@ impl Relay {
             // closed by a Flush instead of a Sync is under query_timeout and in SHOW CLIENTS'
             // wait too (it is counted when its Sync comes). A Close of a named statement is
             // answered here when statements are tracked, as PgBouncer answers it.
-            if self.query_start.is_none() && !(tag == tags::frontend::CLOSE && self.track_prepared) {
+            if self.query_start.is_none() && !(tag == tags::frontend::CLOSE && self.closes_own_statement(total)) {
                 self.start_request_clock(Micros::now());
             }
             match tag {
@@ -263,6 +263,18 @@ impl Relay {
             self.answer_now(&IDLE_READY);
         }
         true
+    }
+
+    /// Whether the Close at `c_ready` (`total` bytes, whole or not) is of a named statement
+    /// with statements tracked: pgmux answers it itself, as PgBouncer does.
+    #[cold]
+    fn closes_own_statement(&self, total: usize) -> bool {
+        let at = self.c_ready;
+        self.track_prepared
+            && self
+                .cin
+                .get(at + 5..at + total)
+                .is_some_and(|body| extended::target(body).is_ok_and(|t| t.is_named_statement()))
     }
 
     /// A message over PostgreSQL's small-message limit at `c_ready`: true when it may go on,
