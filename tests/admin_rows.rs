@@ -321,16 +321,8 @@ async fn show_clients_wait_is_the_age_of_the_running_query() {
 async fn show_clients_wait_counts_a_batch_closed_by_a_flush() {
     use pgmux_protocol::build;
 
-    use crate::harness::pgmux::Setup;
-    use crate::harness::raw::Raw;
-    let mux = Pgmux::start_with(
-        Cluster::shared(),
-        Setup {
-            pgbouncer: &format!("auth_type = trust\nadmin_users = {SCRAM_USER}"),
-            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
-            ..Setup::default()
-        },
-    );
+    use crate::harness::raw::{trusting_pgmux, Raw};
+    let mux = trusting_pgmux(&format!("admin_users = {SCRAM_USER}"));
     let console = mux.connect(SCRAM_USER, SCRAM_PASS, "pgbouncer").await.unwrap();
     let mut raw = Raw::connect(&mux).await;
     raw.send(|o| build::query(o, "BEGIN")).await;

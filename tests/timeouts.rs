@@ -137,16 +137,8 @@ async fn pool_idle_timeout_drops_unused_pools() {
 async fn query_timeout_bounds_a_batch_closed_by_a_flush() {
     use pgmux_protocol::build;
 
-    use crate::harness::pgmux::Setup;
-    use crate::harness::raw::Raw;
-    let mux = Pgmux::start_with(
-        Cluster::shared(),
-        Setup {
-            pgbouncer: "auth_type = trust\nquery_timeout = 1",
-            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
-            ..Setup::default()
-        },
-    );
+    use crate::harness::raw::{trusting_pgmux, Raw};
+    let mux = trusting_pgmux("query_timeout = 1");
     // Alone, in a transaction block, and pipelined behind a request closed by a Sync (whose
     // ReadyForQuery comes while the batch runs).
     for (begin, behind_sync) in [(false, false), (true, false), (true, true)] {
@@ -187,16 +179,8 @@ async fn only_a_close_the_server_answers_starts_a_request() {
     use pgmux_protocol::build;
     use pgmux_protocol::extended::target_message;
 
-    use crate::harness::pgmux::Setup;
-    use crate::harness::raw::Raw;
-    let mux = Pgmux::start_with(
-        Cluster::shared(),
-        Setup {
-            pgbouncer: "auth_type = trust\nquery_timeout = 1",
-            userlist: Some(&format!("\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n")),
-            ..Setup::default()
-        },
-    );
+    use crate::harness::raw::{trusting_pgmux, Raw};
+    let mux = trusting_pgmux("query_timeout = 1");
     let mut raw = Raw::connect(&mux).await;
     raw.send(|o| {
         build::query(o, "BEGIN");

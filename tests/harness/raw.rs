@@ -26,6 +26,19 @@ pub async fn send_startup(port: u16, user: &str) -> TcpStream {
     s
 }
 
+/// pgmux on the shared cluster with trust auth, as [`Raw::connect`] logs in, and `extra` lines
+/// for its `[pgbouncer]` section.
+pub fn trusting_pgmux(extra: &str) -> Pgmux {
+    Pgmux::start_with(
+        super::Cluster::shared(),
+        super::pgmux::Setup {
+            pgbouncer: &format!("auth_type = trust\n{extra}"),
+            userlist: Some(&format!("\"{SCRAM_USER}\" \"{}\"\n", super::SCRAM_PASS)),
+            ..Default::default()
+        },
+    )
+}
+
 /// A raw-protocol session (trust auth) for what drivers do not send on purpose.
 pub struct Raw {
     s: TcpStream,
